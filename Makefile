@@ -1,0 +1,33 @@
+# Chatalot — the two commands: `make run` and `make test`.
+GO       ?= go
+TAGS     := sqlite_fts5 goolm
+BIN      := bin/chatalot
+FUZZTIME ?= 3s
+
+.PHONY: run build test test-go fuzz-short fuzz vet clean
+
+run: build
+	./$(BIN) serve
+
+build:
+	$(GO) build -tags '$(TAGS)' -o $(BIN) ./cmd/chatalot
+
+vet:
+	$(GO) vet -tags '$(TAGS)' ./...
+
+# The full suite CI runs: unit, package and end-to-end tests, then each fuzz
+# target briefly.
+test: vet test-go fuzz-short
+
+test-go:
+	$(GO) test -tags '$(TAGS)' -count=1 -timeout 20m ./...
+
+# Each fuzz target for FUZZTIME (short in `make test`, 60s in `make fuzz`).
+fuzz-short:
+	@./scripts/fuzz-all $(FUZZTIME)
+
+fuzz:
+	@./scripts/fuzz-all 60s
+
+clean:
+	rm -rf bin

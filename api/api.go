@@ -1,0 +1,182 @@
+// Package api is the HTTP plumbing every domain package shares: the router
+// with its middleware (errors, panics, CORS, body limits, access log), and
+// helpers to read request bodies into Matrix errors instead of 500s.
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+	"github.com/rs/zerolog"
+)
+
+// Options configure the router.
+type Options struct {
+	Log zerolog.Logger
+	// MaxBodyBytes caps every request body unless a route raises it with
+	// BodyLimit (media uploads). Over it: 413 M_TOO_LARGE.
+	MaxBodyBytes int64
+	// LogIPAddresses adds the client address to access logs. Off by default:
+	// Chatalot keeps no IP history unless the admin asks for it.
+	LogIPAddresses bool
+}
+
+// DefaultMaxBodyBytes is the default request body cap for JSON endpoints.
+const DefaultMaxBodyBytes = 1 << 20
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// NewRouter returns a gin engine with Chatalot's middleware: every error a
+// handler reports with c.Error is rendered as a Matrix error in one place.
+func NewRouter(o Options) *gin.Engine {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.RemoveExtraSlash = false
+	r.UseRawPath = true // IDs contain escaped characters (room aliases, event IDs)
+	r.UnescapePathValues = true
+	r.ContextWithFallback = true
+	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes), renderErrors(o.Log))
+	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
+	r.NoMethod(func(c *gin.Context) {
+		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))
+	})
+	return r
+}
+
+// newErrorID returns a short random ID that ties a 500 to its log line.
+func newErrorID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// renderErrors writes the last error a handler reported. A *spec.Error goes
+// out as is; anything else is a server fault: logged with an ID that the
+// client also sees, answered 500 M_UNKNOWN.
+func renderErrors(log zerolog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		if len(c.Errors) == 0 || c.Writer.Written() {
+			return
+		}
+		err := c.Errors.Last().Err
+		var me *spec.Error
+		if errors.As(err, &me) {
+			c.JSON(me.Status, me.Body())
+			return
+		}
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			me = spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
+			c.JSON(me.Status, me.Body())
+			return
+		}
+		id := newErrorID()
+		c.Set(errorIDKey, id)
+		log.Error().Err(err).Str("error_id", id).Str("route", c.FullPath()).Msg("internal error")
+		c.JSON(http.StatusInternalServerError, gin.H{"errcode": spec.ErrUnknown, "error": "internal server error (error ID " + id + ")"})
+	}
+}
+
+const errorIDKey = "chatalot.error_id"
+
+// recovery turns a panic into a logged 500 M_UNKNOWN and keeps serving.
+func recovery(log zerolog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			id := newErrorID()
+			c.Set(errorIDKey, id)
+			log.Error().Str("error_id", id).Str("route", c.FullPath()).Interface("panic", p).Msg("handler panicked")
+			if !c.Writer.Written() {
+				c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"errcode": spec.ErrUnknown, "error": "internal server error (error ID " + id + ")"})
+			}
+		}()
+		c.Next()
+	}
+}
+
+// cors answers preflight requests and marks every response readable by
+// browser clients, as the client-server API's "Web Browser Clients" section
+// requires.
+func cors(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+	if c.Request.Method == http.MethodOptions {
+		c.AbortWithStatus(http.StatusNoContent)
+		return
+	}
+	c.Next()
+}
+
+const rawBodyKey = "chatalot.raw_body"
+
+// bodyLimit caps the request body. Reading past the cap fails with
+// *http.MaxBytesError, which renderErrors turns into 413 M_TOO_LARGE.
+func bodyLimit(max int64) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Set(rawBodyKey, c.Request.Body)
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, max)
+		c.Next()
+	}
+}
+
+// BodyLimit replaces the router's body cap for one route (media uploads):
+// a declared Content-Length over max is refused before reading anything.
+func BodyLimit(max int64) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > max {
+			c.Error(spec.TooLarge("request body is over %d bytes", max))
+			c.Abort()
+			return
+		}
+		if raw, ok := c.Get(rawBodyKey); ok {
+			c.Request.Body = http.MaxBytesReader(c.Writer, raw.(io.ReadCloser), max)
+		}
+		c.Next()
+	}
+}
+
+// accessLog logs one line per request: method, route template, status and
+// duration. Never the raw URL (it may hold an access_token), never bodies,
+// never the client address unless the admin enabled IP logging.
+func accessLog(o Options) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "(unmatched)"
+		}
+		ev := o.Log.Info()
+		if c.Writer.Status() >= 500 {
+			ev = o.Log.Warn()
+		}
+		ev = ev.Str("method", c.Request.Method).Str("route", route).Int("status", c.Writer.Status()).
+			Dur("duration", time.Since(start))
+		if id, ok := c.Get(errorIDKey); ok {
+			ev = ev.Interface("error_id", id)
+		}
+		if o.LogIPAddresses {
+			ev = ev.Str("ip", c.ClientIP())
+		}
+		ev.Msg("request")
+	}
+}

@@ -1,0 +1,209 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// POST /_matrix/client/v3/account/password: changes the password after
+// re-entering the current one (UIA). logout_devices (default true) deletes
+// every other device; the caller's token is kept.
+func (s *Service) changePassword(c *gin.Context) {
+	dev := DeviceFrom(c)
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var req struct {
+		NewPassword   *string         `json:"new_password"`
+		LogoutDevices *bool           `json:"logout_devices"`
+		Auth          json.RawMessage `json:"auth"`
+	}
+	if err := api.DecodeJSON(body, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.NewPassword == nil {
+		c.Error(spec.MissingParam("new_password is required"))
+		return
+	}
+	if err := checkNewPassword(*req.NewPassword, s.cfg.MinPasswordLength); err != nil {
+		c.Error(err)
+		return
+	}
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := s.SetPassword(c, dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
+		c.Error(err)
+		return
+	}
+	s.uia.finish(u.id)
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// SetPassword replaces a user's password. With logoutDevices, every device
+// but keepDevice is deleted and its tokens revoked, in the same transaction.
+func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password string, logoutDevices bool, keepDevice string) error {
+	if err := checkNewPassword(password, s.cfg.MinPasswordLength); err != nil {
+		return err
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	var deleted []string
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(`UPDATE users SET password_hash = $1 WHERE user_id = $2 AND NOT deactivated`, hash, string(user))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return spec.NotFound("no such user")
+		}
+		if !logoutDevices {
+			return nil
+		}
+		deleted, err = queryStrings(tx, `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2 RETURNING device_id`, string(user), keepDevice)
+		if err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			for _, id := range deleted {
+				s.tokens.removeDevice(user, id)
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info().Str("user_id", string(user)).Bool("logout_devices", logoutDevices).Msg("password changed")
+	return s.devicesDeleted(ctx, user, deleted)
+}
+
+// POST /_matrix/client/v3/account/deactivate: deactivates the caller's
+// account after re-entering the password (UIA).
+func (s *Service) deactivate(c *gin.Context) {
+	dev := DeviceFrom(c)
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var req struct {
+		Auth     json.RawMessage `json:"auth"`
+		IDServer string          `json:"id_server"`
+		Erase    bool            `json:"erase"`
+	}
+	if err := api.DecodeJSON(body, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if err := s.Deactivate(c, dev.UserID, req.Erase); err != nil {
+		c.Error(err)
+		return
+	}
+	s.uia.finish(u.id)
+	// No 3PIDs are ever bound, so there is nothing to unbind.
+	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+}
+
+// Deactivate closes an account for good: the password is wiped, every
+// device and token is deleted, account data and OpenID tokens go, and with
+// erase the profile too — all in one transaction. The row stays, so the
+// user ID is never given out again. Then the user leaves every room and the
+// devices' keys are deleted.
+func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) error {
+	var deleted []string
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		q := `UPDATE users SET deactivated = TRUE, password_hash = NULL, is_admin = FALSE WHERE user_id = $1 AND NOT deactivated`
+		if erase {
+			q = `UPDATE users SET deactivated = TRUE, password_hash = NULL, is_admin = FALSE, displayname = NULL, avatar_url = NULL WHERE user_id = $1 AND NOT deactivated`
+		}
+		res, err := tx.Exec(q, string(user))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return spec.NotFound("no such active user")
+		}
+		if deleted, err = queryStrings(tx, `DELETE FROM devices WHERE user_id = $1 RETURNING device_id`, string(user)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM account_data WHERE user_id = $1`, string(user)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE user_id = $1`, string(user)); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			s.tokens.removeDevice(user, "")
+			s.adMu.Lock()
+			delete(s.accountDataPos, user)
+			s.adMu.Unlock()
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info().Str("user_id", string(user)).Bool("erase", erase).Msg("account deactivated")
+	ctx = context.WithoutCancel(ctx)
+	if s.rooms != nil {
+		if err := s.rooms.LeaveAllRooms(ctx, user); err != nil {
+			return err
+		}
+	}
+	return s.devicesDeleted(ctx, user, deleted)
+}
+
+// GET /_matrix/client/v3/account/3pid: Chatalot keeps no third-party
+// identifiers.
+func (s *Service) get3PIDs(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"threepids": []any{}})
+}
+
+// POST /_matrix/client/v3/account/3pid, …/add, …/bind: refused.
+func (s *Service) add3PID(c *gin.Context) {
+	c.Error(spec.NewError(spec.ErrThreepidDenied, "this server does not keep third-party identifiers"))
+}
+
+// POST /_matrix/client/v3/account/3pid/delete, …/unbind: nothing is ever
+// bound, so there is nothing to remove.
+func (s *Service) delete3PID(c *gin.Context) {
+	var req struct {
+		Medium  string `json:"medium"`
+		Address string `json:"address"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+}
+
+// POST …/email/requestToken and …/msisdn/requestToken: no medium is
+// supported.
+func (s *Service) requestToken3PID(code spec.ErrCode) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Error(spec.NewError(code, "this server does not support email addresses or phone numbers"))
+	}
+}
+
+const errThreepidMediumNotSupported spec.ErrCode = "M_THREEPID_MEDIUM_NOT_SUPPORTED"

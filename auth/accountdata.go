@@ -1,0 +1,334 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// Account data: per-user configuration, global or per room, that /sync
+// delivers. Each change takes a stream position; a type's latest content
+// replaces the previous one, so "changes since a position" is one query.
+
+// serverManagedTypes cannot be set through the account data API (the spec
+// requires 405 M_BAD_JSON); their own endpoints set them.
+var serverManagedTypes = map[string]bool{"m.fully_read": true, "m.push_rules": true}
+
+const maxAccountDataType = 255
+
+func (s *Service) loadAccountDataPositions(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, max(position) FROM account_data GROUP BY user_id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u spec.UserID
+		var pos int64
+		if err := rows.Scan(&u, &pos); err != nil {
+			return err
+		}
+		s.accountDataPos[u] = pos
+	}
+	return rows.Err()
+}
+
+func (s *Service) accountDataBetween(ctx context.Context, user spec.UserID, since, until int64) ([]json.RawMessage, map[spec.RoomID][]json.RawMessage, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND position > $2 AND position <= $3 ORDER BY position`,
+		string(user), since, until)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var global []json.RawMessage
+	var rooms map[spec.RoomID][]json.RawMessage
+	for rows.Next() {
+		var room, typ, content string
+		if err := rows.Scan(&room, &typ, &content); err != nil {
+			return nil, nil, err
+		}
+		ev := accountDataEvent(typ, content)
+		if room == "" {
+			global = append(global, ev)
+			continue
+		}
+		if rooms == nil {
+			rooms = map[spec.RoomID][]json.RawMessage{}
+		}
+		rooms[spec.RoomID(room)] = append(rooms[spec.RoomID(room)], ev)
+	}
+	return global, rooms, rows.Err()
+}
+
+func accountDataEvent(typ, content string) json.RawMessage {
+	t, _ := json.Marshal(typ)
+	var b bytes.Buffer
+	b.WriteString(`{"type":`)
+	b.Write(t)
+	b.WriteString(`,"content":`)
+	b.WriteString(content)
+	b.WriteString(`}`)
+	return b.Bytes()
+}
+
+// SetAccountData stores account data content (a JSON object) for a user,
+// globally (room "") or for a room, at a new stream position, and wakes
+// the user's syncs. Server-managed types are allowed here: this is how their
+// own endpoints (read markers, push rules) store them.
+func (s *Service) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, content); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
+		return spec.BadJSON("account data content must be a JSON object")
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		return s.putAccountData(tx, user, room, typ, buf.String())
+	})
+}
+
+func (s *Service) putAccountData(tx *storage.Tx, user spec.UserID, room spec.RoomID, typ, content string) error {
+	pos := tx.NextPosition()
+	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, position) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position`,
+		string(user), string(room), typ, content, pos)
+	if err != nil {
+		return err
+	}
+	tx.AfterCommit(func() {
+		s.adMu.Lock()
+		if pos > s.accountDataPos[user] {
+			s.accountDataPos[user] = pos
+		}
+		s.adMu.Unlock()
+		if s.notify != nil {
+			s.notify.Notify(pos, user)
+		}
+	})
+	return nil
+}
+
+// GetAccountData returns the content of one type of account data; found is
+// false when none is set.
+func (s *Service) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {
+	var content string
+	err := s.db.QueryRow(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
+		string(user), string(room), typ).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return json.RawMessage(content), true, nil
+}
+
+// accountDataTarget parses and checks the path of an account data request:
+// the user must be the caller, the room (if any) a valid room ID.
+func accountDataTarget(c *gin.Context, withRoom bool) (spec.UserID, spec.RoomID, bool) {
+	dev := DeviceFrom(c)
+	if c.Param("userId") != string(dev.UserID) {
+		c.Error(spec.Forbidden("you can only access your own account data"))
+		return "", "", false
+	}
+	var room spec.RoomID
+	if withRoom {
+		r, err := spec.ParseRoomID(c.Param("roomId"))
+		if err != nil {
+			c.Error(spec.InvalidParam("invalid room ID"))
+			return "", "", false
+		}
+		room = r
+	}
+	return dev.UserID, room, true
+}
+
+func accountDataType(c *gin.Context) (string, bool) {
+	typ := c.Param("type")
+	if typ == "" || len(typ) > maxAccountDataType {
+		c.Error(spec.InvalidParam("the account data type must be 1-%d bytes", maxAccountDataType))
+		return "", false
+	}
+	return typ, true
+}
+
+// GET /_matrix/client/v3/user/{userId}/account_data/{type}
+// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
+func (s *Service) getAccountData(withRoom bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		user, room, ok := accountDataTarget(c, withRoom)
+		if !ok {
+			return
+		}
+		typ, ok := accountDataType(c)
+		if !ok {
+			return
+		}
+		content, found, err := s.GetAccountData(c, user, room, typ)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		if !found {
+			c.Error(spec.NotFound("account data not found"))
+			return
+		}
+		c.Data(http.StatusOK, "application/json", content)
+	}
+}
+
+// PUT /_matrix/client/v3/user/{userId}/account_data/{type}
+// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
+// The body is any JSON object; m.fully_read and m.push_rules are refused
+// with 405 M_BAD_JSON as the spec requires.
+func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		user, room, ok := accountDataTarget(c, withRoom)
+		if !ok {
+			return
+		}
+		typ, ok := accountDataType(c)
+		if !ok {
+			return
+		}
+		if serverManagedTypes[typ] {
+			c.Error(spec.BadJSON("%s is managed by the server and cannot be set here", typ).WithStatus(http.StatusMethodNotAllowed))
+			return
+		}
+		body, err := readBody(c)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		var obj map[string]json.RawMessage
+		if err := api.DecodeJSON(body, &obj); err != nil {
+			c.Error(err)
+			return
+		}
+		if obj == nil {
+			c.Error(spec.BadJSON("the content must be a JSON object"))
+			return
+		}
+		if err := s.SetAccountData(c, user, room, typ, body); err != nil {
+			c.Error(err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{})
+	}
+}
+
+// Room tags are the m.tag room account data: {"tags": {name: {order}}}.
+
+const maxTagLength = 255
+
+func decodeTags(content string) map[string]json.RawMessage {
+	var ev struct {
+		Tags map[string]json.RawMessage `json:"tags"`
+	}
+	_ = json.Unmarshal([]byte(content), &ev)
+	if ev.Tags == nil {
+		ev.Tags = map[string]json.RawMessage{}
+	}
+	return ev.Tags
+}
+
+// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
+func (s *Service) getTags(c *gin.Context) {
+	user, room, ok := accountDataTarget(c, true)
+	if !ok {
+		return
+	}
+	content, _, err := s.GetAccountData(c, user, room, "m.tag")
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"tags": decodeTags(string(content))})
+}
+
+// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}: adds or
+// replaces a tag; the body is the tag's object ({"order": 0.5}).
+func (s *Service) putTag(c *gin.Context) {
+	user, room, ok := accountDataTarget(c, true)
+	if !ok {
+		return
+	}
+	tag := c.Param("tag")
+	if tag == "" || len(tag) > maxTagLength {
+		c.Error(spec.InvalidParam("a tag is 1-%d bytes", maxTagLength))
+		return
+	}
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var info struct {
+		Order *float64 `json:"order"`
+	}
+	if err := api.DecodeJSON(body, &info); err != nil {
+		c.Error(err)
+		return
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		obj = map[string]json.RawMessage{}
+	}
+	value, _ := json.Marshal(obj)
+	if err := s.changeTags(c, user, room, func(tags map[string]json.RawMessage) bool {
+		tags[tag] = value
+		return true
+	}); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
+func (s *Service) deleteTag(c *gin.Context) {
+	user, room, ok := accountDataTarget(c, true)
+	if !ok {
+		return
+	}
+	tag := c.Param("tag")
+	if err := s.changeTags(c, user, room, func(tags map[string]json.RawMessage) bool {
+		if _, ok := tags[tag]; !ok {
+			return false
+		}
+		delete(tags, tag)
+		return true
+	}); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// changeTags reads, changes and writes m.tag in one write, so concurrent
+// tag changes do not lose each other.
+func (s *Service) changeTags(ctx context.Context, user spec.UserID, room spec.RoomID, change func(map[string]json.RawMessage) bool) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		var content string
+		err := tx.QueryRow(`SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
+			string(user), string(room), "m.tag").Scan(&content)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		tags := decodeTags(content)
+		if !change(tags) {
+			return nil
+		}
+		out, err := json.Marshal(map[string]any{"tags": tags})
+		if err != nil {
+			return err
+		}
+		return s.putAccountData(tx, user, room, "m.tag", string(out))
+	})
+}

@@ -1,0 +1,252 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// deviceJSON is a device as the device management API shows it. No
+// last_seen_ip: Chatalot keeps no IP history.
+type deviceJSON struct {
+	DeviceID    string  `json:"device_id"`
+	DisplayName *string `json:"display_name,omitempty"`
+	LastSeenTS  *int64  `json:"last_seen_ts,omitempty"`
+}
+
+func (s *Service) devicesJSON(ctx context.Context, user spec.UserID, deviceID string) ([]deviceJSON, error) {
+	rows, err := s.listDevices(ctx, user, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	seen := s.tokens.lastSeen(user)
+	out := make([]deviceJSON, 0, len(rows))
+	for _, r := range rows {
+		d := deviceJSON{DeviceID: r.DeviceID}
+		if r.DisplayName.Valid {
+			name := r.DisplayName.String
+			d.DisplayName = &name
+		}
+		ts := r.LastSeenTS.Int64
+		if m := seen[r.DeviceID]; m > ts {
+			ts = m
+		}
+		if ts > 0 {
+			d.LastSeenTS = &ts
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// GET /_matrix/client/v3/devices: the caller's devices.
+func (s *Service) getDevices(c *gin.Context) {
+	devs, err := s.devicesJSON(c, DeviceFrom(c).UserID, "")
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"devices": devs})
+}
+
+// GET /_matrix/client/v3/devices/{deviceId}: one of the caller's devices.
+func (s *Service) getDevice(c *gin.Context) {
+	id := c.Param("deviceId")
+	devs, err := s.devicesJSON(c, DeviceFrom(c).UserID, id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if len(devs) == 0 || id == "" {
+		c.Error(spec.NotFound("no such device"))
+		return
+	}
+	c.JSON(http.StatusOK, devs[0])
+}
+
+// PUT /_matrix/client/v3/devices/{deviceId}: renames one of the caller's
+// devices. Creating devices this way is for application services only.
+func (s *Service) putDevice(c *gin.Context) {
+	dev := DeviceFrom(c)
+	id := c.Param("deviceId")
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.DisplayName != nil {
+		if err := checkDeviceFields("", *req.DisplayName); err != nil {
+			c.Error(err)
+			return
+		}
+	}
+	err := s.db.Write(c, func(tx *storage.Tx) error {
+		var res interface{ RowsAffected() (int64, error) }
+		var err error
+		if req.DisplayName != nil {
+			res, err = tx.Exec(`UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`, nullString(*req.DisplayName), string(dev.UserID), id)
+		} else {
+			res, err = tx.Exec(`UPDATE devices SET device_id = device_id WHERE user_id = $1 AND device_id = $2`, string(dev.UserID), id)
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return spec.NotFound("no such device")
+		}
+		return nil
+	})
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if req.DisplayName != nil && s.devices != nil {
+		if err := s.devices.DeviceUpdated(context.WithoutCancel(c), dev.UserID, id, *req.DisplayName); err != nil {
+			s.log.Error().Err(err).Msg("device-updated hook failed")
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// DELETE /_matrix/client/v3/devices/{deviceId}: deletes a device and
+// revokes its tokens, after re-entering the password (UIA).
+func (s *Service) deleteDevice(c *gin.Context) {
+	dev := DeviceFrom(c)
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := api.DecodeJSON(body, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if err := s.DeleteDevices(c, dev.UserID, c.Param("deviceId")); err != nil {
+		c.Error(err)
+		return
+	}
+	s.uia.finish(u.id)
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// POST /_matrix/client/v3/delete_devices: deletes several devices (UIA).
+func (s *Service) deleteDevices(c *gin.Context) {
+	dev := DeviceFrom(c)
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var req struct {
+		Devices *[]string       `json:"devices"`
+		Auth    json.RawMessage `json:"auth"`
+	}
+	if err := api.DecodeJSON(body, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.Devices == nil {
+		c.Error(spec.MissingParam("devices is required"))
+		return
+	}
+	if len(*req.Devices) > 1000 {
+		c.Error(spec.InvalidParam("at most 1000 devices at once"))
+		return
+	}
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if err := s.DeleteDevices(c, dev.UserID, *req.Devices...); err != nil {
+		c.Error(err)
+		return
+	}
+	s.uia.finish(u.id)
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// DeleteDevices deletes devices of a user and revokes their tokens in one
+// transaction; devices that do not exist are skipped. Then keys is told, so
+// the devices' E2EE keys go too.
+func (s *Service) DeleteDevices(ctx context.Context, user spec.UserID, deviceIDs ...string) error {
+	var deleted []string
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		deleted = deleted[:0]
+		for _, id := range deviceIDs {
+			ok, err := deleteDevice(tx, user, id)
+			if err != nil {
+				return err
+			}
+			if ok {
+				deleted = append(deleted, id)
+			}
+		}
+		tx.AfterCommit(func() {
+			for _, id := range deleted {
+				s.tokens.removeDevice(user, id)
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.devicesDeleted(ctx, user, deleted)
+}
+
+func (s *Service) devicesDeleted(ctx context.Context, user spec.UserID, ids []string) error {
+	if s.devices == nil {
+		return nil
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := s.devices.DeviceDeleted(context.WithoutCancel(ctx), user, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, error) {
+	rows, err := s.listDevices(ctx, user, "")
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.DeviceID
+	}
+	return ids, nil
+}
+
+// readBody reads the whole request body (for endpoints that bind a UIA
+// session to it); over the limit it is M_TOO_LARGE.
+func readBody(c *gin.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
+		}
+		return nil, spec.BadJSON("could not read the request body")
+	}
+	return body, nil
+}

@@ -1,0 +1,472 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// Login types.
+const (
+	loginPassword  = "m.login.password"
+	loginTypeToken = "m.login.token"
+	loginJWT       = "org.matrix.login.jwt"
+)
+
+// GET /_matrix/client/v3/login: the login types offered.
+func (s *Service) getLoginFlows(c *gin.Context) {
+	flows := []gin.H{
+		{"type": loginPassword},
+		{"type": loginTypeToken, "get_login_token": true},
+	}
+	if s.jwt != nil {
+		flows = append(flows, gin.H{"type": loginJWT})
+	}
+	c.JSON(http.StatusOK, gin.H{"flows": flows})
+}
+
+type loginRequest struct {
+	Type                     string      `json:"type"`
+	Identifier               *identifier `json:"identifier"`
+	User                     string      `json:"user"`
+	Medium                   string      `json:"medium"`
+	Address                  string      `json:"address"`
+	Password                 *string     `json:"password"`
+	Token                    string      `json:"token"`
+	DeviceID                 string      `json:"device_id"`
+	InitialDeviceDisplayName string      `json:"initial_device_display_name"`
+	RefreshToken             bool        `json:"refresh_token"`
+}
+
+// POST /_matrix/client/v3/login: password, login token or JWT; answers an
+// access token for a new (or the given) device. Failures are 403 M_FORBIDDEN
+// without saying whether the user exists.
+func (s *Service) login(c *gin.Context) {
+	if err := s.limiter.AllowIP(c, RateLogin); err != nil {
+		c.Error(err)
+		return
+	}
+	var req loginRequest
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
+		c.Error(err)
+		return
+	}
+	var user spec.UserID
+	switch req.Type {
+	case loginPassword:
+		if req.Identifier == nil && req.User == "" && req.Medium != "" {
+			c.Error(spec.Forbidden("unknown third-party identifier"))
+			return
+		}
+		if req.Password == nil {
+			c.Error(spec.MissingParam("password is required"))
+			return
+		}
+		id, err := s.resolveIdentifier(req.Identifier, req.User)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		if _, err := s.checkPassword(c, id, *req.Password); err != nil {
+			c.Error(err)
+			return
+		}
+		user = id
+	case loginTypeToken:
+		id, ok := s.consumeLoginToken(req.Token)
+		if !ok {
+			c.Error(spec.Forbidden("invalid or expired login token"))
+			return
+		}
+		user = id
+	case loginJWT:
+		if s.jwt == nil {
+			c.Error(badLoginType())
+			return
+		}
+		sub, err := s.jwt.verify(req.Token)
+		if err != nil {
+			c.Error(spec.Forbidden("invalid JWT: %v", err))
+			return
+		}
+		id, ok := s.lookupLocal(sub)
+		if !ok {
+			c.Error(spec.Forbidden("the JWT subject is not a user of this server"))
+			return
+		}
+		user = id
+	case "":
+		c.Error(spec.MissingParam("type is required"))
+		return
+	default:
+		c.Error(badLoginType())
+		return
+	}
+	out, err := s.startSession(c, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func badLoginType() *spec.Error {
+	return spec.NewError(spec.ErrUnknown, "unknown login type").WithStatus(http.StatusBadRequest)
+}
+
+// loginResponse is the body of a successful login or registration.
+type loginResponse struct {
+	UserID     spec.UserID `json:"user_id"`
+	DeviceID   string      `json:"device_id,omitempty"`
+	HomeServer string      `json:"home_server"`
+	issued
+}
+
+// resolveIdentifier finds the local user an identifier (or the legacy
+// "user" field) names. Third-party identifiers are never known here.
+func (s *Service) resolveIdentifier(id *identifier, legacyUser string) (spec.UserID, error) {
+	user := legacyUser
+	if id != nil {
+		switch id.Type {
+		case "m.id.user":
+			user = id.User
+		case "m.id.thirdparty", "m.id.phone":
+			return "", spec.Forbidden("unknown third-party identifier")
+		case "":
+			return "", spec.MissingParam("identifier.type is required")
+		default:
+			return "", spec.InvalidParam("unknown identifier type %q", id.Type)
+		}
+	}
+	if user == "" {
+		return "", spec.MissingParam("identifier is required")
+	}
+	local, ok := s.lookupLocal(user)
+	if !ok {
+		return "", errBadLogin
+	}
+	return local, nil
+}
+
+var errBadLogin = spec.Forbidden("invalid user name or password")
+
+// checkPassword verifies a user's password. Unknown users, deactivated
+// users and wrong passwords all get the same 403 after the same work, so
+// that the answer does not tell which accounts exist. Failed attempts are
+// limited per account. A hash with old parameters is replaced.
+func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password string) (userRow, error) {
+	if err := s.limiter.checkAccount(c, user); err != nil {
+		return userRow{}, err
+	}
+	u, found, err := loadUser(s.reader(c), user)
+	if err != nil {
+		return u, err
+	}
+	if len(password) > MaxPasswordLength {
+		password = password[:MaxPasswordLength] // cannot match; still costs a hash
+	}
+	ok, stale, err := s.hasher.Verify(c, u.PasswordHash, password)
+	if err != nil {
+		return u, err
+	}
+	if !ok || !found || u.Deactivated {
+		s.limiter.chargeAccount(user)
+		return u, errBadLogin
+	}
+	if stale {
+		s.rehash(c, user, password)
+	}
+	return u, nil
+}
+
+// rehash upgrades a stored hash to the current parameters; failing only
+// leaves the old hash in place.
+func (s *Service) rehash(ctx context.Context, user spec.UserID, password string) {
+	hash, err := s.hasher.Hash(ctx, password)
+	if err == nil {
+		err = s.db.Write(ctx, func(tx *storage.Tx) error { return setPasswordHash(tx, user, hash) })
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("could not upgrade a password hash")
+		return
+	}
+	s.log.Info().Str("user_id", string(user)).Msg("password hash upgraded to the current parameters")
+}
+
+// checkDeviceFields validates a client-chosen device ID and display name.
+func checkDeviceFields(deviceID, displayName string) error {
+	if len(deviceID) > maxDeviceIDLength || !printable(deviceID) {
+		return spec.InvalidParam("device_id must be printable and at most %d bytes", maxDeviceIDLength)
+	}
+	if len(displayName) > maxDeviceNameLength || !utf8.ValidString(displayName) {
+		return spec.InvalidParam("the device display name must be at most %d bytes of UTF-8", maxDeviceNameLength)
+	}
+	return nil
+}
+
+const (
+	maxDeviceIDLength   = 255
+	maxDeviceNameLength = 255
+)
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// newDeviceID makes a device ID like other servers do: 10 capital letters.
+func newDeviceID() string {
+	const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := []byte(newToken("")[:10])
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// startSession logs a user in on a device: a new device, or the given one
+// (whose earlier tokens are revoked, as the spec allows). The user must be
+// active at commit time.
+func (s *Service) startSession(ctx context.Context, user spec.UserID, deviceID, displayName string, withRefresh bool) (*loginResponse, error) {
+	if deviceID == "" {
+		deviceID = newDeviceID()
+	}
+	now := s.now()
+	row, out := s.newTokenRow(user, deviceID, withRefresh, now)
+	var existed bool
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		u, found, err := loadUser(tx, user)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errBadLogin
+		}
+		if u.Deactivated {
+			return spec.NewError(spec.ErrUserDeactivated, "this account has been deactivated")
+		}
+		return s.addDeviceToken(tx, u, row, displayName, now, &existed)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !existed {
+		s.deviceAdded(ctx, user, deviceID, displayName)
+	}
+	return &loginResponse{UserID: user, DeviceID: deviceID, HomeServer: string(s.serverName), issued: out}, nil
+}
+
+// addDeviceToken creates the device if needed, replaces its tokens with row
+// and registers the cache updates for after the commit.
+func (s *Service) addDeviceToken(tx *storage.Tx, u userRow, row tokenRow, displayName string, now time.Time, existed *bool) error {
+	ex, err := insertDevice(tx, row.user, row.deviceID, displayName, now.UnixMilli())
+	if err != nil {
+		return err
+	}
+	*existed = ex
+	var old []string
+	if ex {
+		if old, err = deleteDeviceTokens(tx, row.user, row.deviceID); err != nil {
+			return err
+		}
+	}
+	if err := insertToken(tx, row, now.UnixMilli()); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() {
+		s.tokens.remove(old...)
+		s.cacheToken(row, u.IsAdmin, now.UnixMilli())
+	})
+	return nil
+}
+
+func (s *Service) deviceAdded(ctx context.Context, user spec.UserID, deviceID, displayName string) {
+	if s.devices == nil {
+		return
+	}
+	if err := s.devices.DeviceAdded(context.WithoutCancel(ctx), user, deviceID, displayName); err != nil {
+		s.log.Error().Err(err).Str("user_id", string(user)).Msg("device-added hook failed")
+	}
+}
+
+// POST /_matrix/client/v1/login/get_token: a single-use m.login.token for
+// the caller, after re-entering the password (always: the spec requires
+// fresh consent for each new client).
+func (s *Service) getLoginToken(c *gin.Context) {
+	dev := DeviceFrom(c)
+	body, err := readBody(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := api.DecodeJSON(body, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if err := s.limiter.AllowUser(c, dev, RateLogin); err != nil {
+		c.Error(err)
+		return
+	}
+	s.uia.finish(u.id)
+	tok := newToken(prefixLogin)
+	s.loginMu.Lock()
+	now := time.Now()
+	for h, t := range s.loginTokens {
+		if now.After(t.expires) {
+			delete(s.loginTokens, h)
+		}
+	}
+	s.loginTokens[hashToken(tok)] = loginToken{user: dev.UserID, expires: now.Add(s.cfg.LoginTokenLifetime)}
+	s.loginMu.Unlock()
+	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
+}
+
+// consumeLoginToken uses up a login token; each works once.
+func (s *Service) consumeLoginToken(tok string) (spec.UserID, bool) {
+	if tok == "" {
+		return "", false
+	}
+	h := hashToken(tok)
+	s.loginMu.Lock()
+	defer s.loginMu.Unlock()
+	t, ok := s.loginTokens[h]
+	delete(s.loginTokens, h)
+	if !ok || time.Now().After(t.expires) {
+		return "", false
+	}
+	return t.user, true
+}
+
+// POST /_matrix/client/v3/refresh: a new access token (and refresh token)
+// for the refresh token's device. The old pair stays valid until the new
+// one is first used, so a client that lost the answer can retry.
+func (s *Service) refresh(c *gin.Context) {
+	var req struct {
+		RefreshToken *string `json:"refresh_token"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.RefreshToken == nil {
+		c.Error(spec.MissingParam("refresh_token is required"))
+		return
+	}
+	now := s.now()
+	rh := hashToken(*req.RefreshToken)
+	var out issued
+	err := s.db.Write(c, func(tx *storage.Tx) error {
+		old, found, err := tokenByRefresh(tx, rh)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return unknownToken(false)
+		}
+		if old.refreshExpires != 0 && now.UnixMilli() >= old.refreshExpires {
+			return unknownToken(true)
+		}
+		u, found, err := loadUser(tx, old.user)
+		if err != nil {
+			return err
+		}
+		if !found || u.Deactivated {
+			return unknownToken(false)
+		}
+		var gone []string
+		if old.parent != "" {
+			// Using this refresh token retires the pair it replaced.
+			if err := deleteToken(tx, old.parent); err != nil {
+				return err
+			}
+			if err := clearParent(tx, old.hash); err != nil {
+				return err
+			}
+			gone = append(gone, old.parent)
+		}
+		// A successor the client never used (it lost our answer) is replaced.
+		children, err := deleteChildren(tx, old.hash)
+		if err != nil {
+			return err
+		}
+		gone = append(gone, children...)
+		row, iss := s.newTokenRow(old.user, old.deviceID, true, now)
+		row.parent = old.hash
+		if err := insertToken(tx, row, now.UnixMilli()); err != nil {
+			return err
+		}
+		out = iss
+		tx.AfterCommit(func() {
+			s.tokens.remove(gone...)
+			if sess := s.tokens.get(old.hash); sess != nil {
+				sess.parent.Store(nil)
+			}
+			s.cacheToken(row, u.IsAdmin, now.UnixMilli())
+		})
+		return nil
+	})
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// POST /_matrix/client/v3/logout: revokes the token and deletes its device.
+func (s *Service) logout(c *gin.Context) {
+	dev := DeviceFrom(c)
+	if err := s.DeleteDevices(c, dev.UserID, dev.DeviceID); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// POST /_matrix/client/v3/logout/all: revokes every token of the user and
+// deletes every device.
+func (s *Service) logoutAll(c *gin.Context) {
+	dev := DeviceFrom(c)
+	ids, err := s.deviceIDs(c, dev.UserID)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if err := s.DeleteDevices(c, dev.UserID, ids...); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// GET /_matrix/client/v3/account/whoami
+func (s *Service) whoami(c *gin.Context) {
+	dev := DeviceFrom(c)
+	c.JSON(http.StatusOK, gin.H{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": false})
+}

@@ -1,0 +1,225 @@
+package auth
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// Profile limits. The spec caps a whole profile at 64 KiB; Chatalot keeps
+// two short fields.
+const (
+	maxDisplayNameLength = 256  // characters
+	maxAvatarURLLength   = 1000 // bytes
+)
+
+// profileKeys are the fields users can set.
+var profileKeys = map[string]string{"displayname": "displayname", "avatar_url": "avatar_url"}
+
+func (s *Service) loadProfile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
+	var dn, av sql.NullString
+	err = s.db.QueryRow(ctx, `SELECT displayname, avatar_url FROM users WHERE user_id = $1 AND NOT deactivated`, string(user)).Scan(&dn, &av)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", spec.NotFound("profile not found")
+	}
+	return dn.String, av.String, err
+}
+
+// profileUser parses the userId path parameter.
+func profileUser(c *gin.Context) (spec.UserID, error) {
+	id, err := spec.ParseUserID(c.Param("userId"))
+	if err != nil {
+		return "", spec.InvalidParam("invalid user ID: %s", err.(*spec.Error).Message)
+	}
+	return id, nil
+}
+
+// GET /_matrix/client/v3/profile/{userId}: a local user's display name and
+// avatar. Remote, unknown and deactivated users are 404.
+func (s *Service) getProfile(c *gin.Context) {
+	id, err := profileUser(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	dn, av, err := s.loadProfile(c, id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	out := gin.H{}
+	if dn != "" {
+		out["displayname"] = dn
+	}
+	if av != "" {
+		out["avatar_url"] = av
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// GET /_matrix/client/v3/profile/{userId}/{keyName}: one field; 404 when
+// it is not set.
+func (s *Service) getProfileField(c *gin.Context) {
+	id, err := profileUser(c)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	key := c.Param("keyName")
+	if _, ok := profileKeys[key]; !ok {
+		c.Error(spec.NotFound("profile field not found"))
+		return
+	}
+	dn, av, err := s.loadProfile(c, id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	v := dn
+	if key == "avatar_url" {
+		v = av
+	}
+	if v == "" {
+		c.Error(spec.NotFound("profile field not found"))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{key: v})
+}
+
+// PUT /_matrix/client/v3/profile/{userId}/{keyName}: sets the caller's own
+// display name or avatar URL (an empty string clears it).
+func (s *Service) putProfileField(c *gin.Context) {
+	id, key, ok := s.ownProfileField(c)
+	if !ok {
+		return
+	}
+	var body map[string]json.RawMessage
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	raw, present := body[key]
+	if !present {
+		c.Error(spec.MissingParam("the body must contain %q", key))
+		return
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil || string(raw) == "null" {
+		c.Error(spec.BadJSON("%s must be a string", key))
+		return
+	}
+	if err := s.setProfileField(c, id, key, v); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// DELETE /_matrix/client/v3/profile/{userId}/{keyName}: clears a field.
+func (s *Service) deleteProfileField(c *gin.Context) {
+	id, key, ok := s.ownProfileField(c)
+	if !ok {
+		return
+	}
+	if err := s.setProfileField(c, id, key, ""); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// ownProfileField checks that the caller changes their own profile and a
+// field they may change.
+func (s *Service) ownProfileField(c *gin.Context) (spec.UserID, string, bool) {
+	id, err := profileUser(c)
+	if err != nil {
+		c.Error(err)
+		return "", "", false
+	}
+	if id != DeviceFrom(c).UserID {
+		c.Error(spec.Forbidden("you can only change your own profile"))
+		return "", "", false
+	}
+	key := c.Param("keyName")
+	if len(key) > 255 {
+		c.Error(spec.NewError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes"))
+		return "", "", false
+	}
+	if _, ok := profileKeys[key]; !ok {
+		c.Error(spec.Forbidden("only displayname and avatar_url can be set on this server"))
+		return "", "", false
+	}
+	return id, key, true
+}
+
+// validateProfileField checks a display name or avatar URL.
+func validateProfileField(key, v string) error {
+	switch key {
+	case "displayname":
+		if !utf8.ValidString(v) || utf8.RuneCountInString(v) > maxDisplayNameLength {
+			return spec.InvalidParam("displayname must be at most %d characters", maxDisplayNameLength)
+		}
+		if strings.ContainsRune(v, 0) {
+			return spec.InvalidParam("displayname must not contain NUL")
+		}
+	case "avatar_url":
+		if v == "" {
+			return nil
+		}
+		if len(v) > maxAvatarURLLength {
+			return spec.InvalidParam("avatar_url must be at most %d bytes", maxAvatarURLLength)
+		}
+		rest, ok := strings.CutPrefix(v, "mxc://")
+		server, media, ok2 := strings.Cut(rest, "/")
+		if !ok || !ok2 || server == "" || media == "" || !printable(v) {
+			return spec.InvalidParam("avatar_url must be an mxc:// URI")
+		}
+	default:
+		return spec.Forbidden("unknown profile field")
+	}
+	return nil
+}
+
+// SetProfile sets a user's display name or avatar URL ("displayname" or
+// "avatar_url"), then tells rooms so it can update memberships.
+func (s *Service) setProfileField(ctx context.Context, user spec.UserID, key, value string) error {
+	if err := validateProfileField(key, value); err != nil {
+		return err
+	}
+	col := profileKeys[key]
+	var dn, av sql.NullString
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		return tx.QueryRow(`UPDATE users SET `+col+` = $1 WHERE user_id = $2 AND NOT deactivated RETURNING displayname, avatar_url`,
+			nullString(value), string(user)).Scan(&dn, &av)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return spec.NotFound("profile not found")
+	}
+	if err != nil {
+		return err
+	}
+	if s.rooms != nil {
+		if err := s.rooms.ProfileChanged(context.WithoutCancel(ctx), user, dn.String, av.String); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetProfile sets a user's display name or avatar URL for other packages
+// (admin API); key is "displayname" or "avatar_url".
+func (s *Service) SetProfile(ctx context.Context, user spec.UserID, key, value string) error {
+	if _, ok := profileKeys[key]; !ok {
+		return spec.InvalidParam("unknown profile field")
+	}
+	return s.setProfileField(ctx, user, key, value)
+}

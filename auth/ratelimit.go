@@ -1,0 +1,212 @@
+package auth
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// Limiter holds token buckets per client address and per user, one set per
+// class of action (login, register, send…). Buckets live only in memory:
+// client addresses are never stored or logged, and a restart forgets them.
+// A full bucket is the same as no bucket, so full buckets are dropped when
+// the table grows; memory is bounded by the number of clients active within
+// one refill period.
+type Limiter struct {
+	enabled bool
+	rates   map[string]Rate
+	now     func() time.Time
+
+	mu      sync.Mutex
+	buckets map[bucketKey]*bucket
+	sweepAt int // sweep full buckets when the table reaches this size
+}
+
+type bucketKey struct {
+	class string
+	who   string // "ip:…" or "user:…"
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+const minSweep = 1024
+
+// NewLimiter returns a limiter with the given rates; a disabled limiter
+// allows everything.
+func NewLimiter(enabled bool, rates map[string]Rate) *Limiter {
+	return &Limiter{enabled: enabled, rates: rates, now: time.Now, buckets: map[bucketKey]*bucket{}, sweepAt: minSweep}
+}
+
+// Enabled reports whether limits apply.
+func (l *Limiter) Enabled() bool { return l != nil && l.enabled }
+
+// take removes one token from a bucket, or returns how long until one is
+// available.
+func (l *Limiter) take(class, who string) (ok bool, wait time.Duration) {
+	return l.use(class, who, true)
+}
+
+// use is take, or with consume false only a check that a token is there.
+func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Duration) {
+	if !l.Enabled() {
+		return true, 0
+	}
+	r, found := l.rates[class]
+	if !found {
+		return true, 0
+	}
+	perToken := r.Per.Seconds() / float64(r.Count)
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := bucketKey{class, who}
+	b := l.buckets[k]
+	if b == nil {
+		if len(l.buckets) >= l.sweepAt {
+			l.sweep(now)
+		}
+		b = &bucket{tokens: float64(r.Count), last: now}
+		l.buckets[k] = b
+	}
+	b.tokens = math.Min(float64(r.Count), b.tokens+now.Sub(b.last).Seconds()/perToken)
+	b.last = now
+	if b.tokens >= 1 {
+		if consume {
+			b.tokens--
+		}
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) * perToken * float64(time.Second))
+}
+
+// sweep drops buckets that have refilled; the caller holds mu.
+func (l *Limiter) sweep(now time.Time) {
+	for k, b := range l.buckets {
+		r := l.rates[k.class]
+		perToken := r.Per.Seconds() / float64(r.Count)
+		if b.tokens+now.Sub(b.last).Seconds()/perToken >= float64(r.Count) {
+			delete(l.buckets, k)
+		}
+	}
+	l.sweepAt = max(minSweep, 2*len(l.buckets))
+}
+
+func limited(wait time.Duration) *spec.Error {
+	ms := wait.Milliseconds() + 1
+	return spec.LimitExceeded(ms)
+}
+
+// AllowIP takes a token for the client's address. It returns nil or a 429
+// M_LIMIT_EXCEEDED with retry_after_ms, and sets the Retry-After header.
+func (l *Limiter) AllowIP(c *gin.Context, class string) *spec.Error {
+	if !l.Enabled() {
+		return nil
+	}
+	if ok, wait := l.take(class, "ip:"+clientKey(c)); !ok {
+		return retryAfter(c, wait)
+	}
+	return nil
+}
+
+// AllowUser takes a token for a user. Admins are exempt.
+func (l *Limiter) AllowUser(c *gin.Context, dev *Device, class string) *spec.Error {
+	if !l.Enabled() || dev == nil || dev.IsAdmin {
+		return nil
+	}
+	if ok, wait := l.take(class, "user:"+string(dev.UserID)); !ok {
+		return retryAfter(c, wait)
+	}
+	return nil
+}
+
+// checkAccount and chargeAccount limit failed password checks against an
+// account, whoever makes them, admins' accounts included: that is what stops
+// a distributed guess at one password. checkAccount runs before the check
+// (without using a token), chargeAccount after a failure.
+func (l *Limiter) checkAccount(c *gin.Context, user spec.UserID) *spec.Error {
+	if !l.Enabled() {
+		return nil
+	}
+	if ok, wait := l.use(RateLoginFailures, "account:"+string(user), false); !ok {
+		return retryAfter(c, wait)
+	}
+	return nil
+}
+
+func (l *Limiter) chargeAccount(user spec.UserID) {
+	if l.Enabled() {
+		l.take(RateLoginFailures, "account:"+string(user))
+	}
+}
+
+func retryAfter(c *gin.Context, wait time.Duration) *spec.Error {
+	if c != nil {
+		c.Header("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+	}
+	return limited(wait)
+}
+
+// PerUser is gin middleware that limits an authenticated route (behind
+// Middleware) per user, for example sending events with RateSend.
+func (l *Limiter) PerUser(class string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := l.AllowUser(c, DeviceFrom(c), class); err != nil {
+			c.Error(err)
+			c.Abort()
+			return
+		}
+		c.Next()
+	}
+}
+
+// PerIP is gin middleware that limits a route per client address.
+func (l *Limiter) PerIP(class string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := l.AllowIP(c, class); err != nil {
+			c.Error(err)
+			c.Abort()
+			return
+		}
+		c.Next()
+	}
+}
+
+// clientKey is the address a limit applies to. The peer address is used as
+// is, except that a reverse proxy on the same host (loopback peer) is
+// trusted to give the client's address as the last X-Forwarded-For entry —
+// the one it appended itself, which a client cannot forge. IPv6 clients are
+// limited per /64, the usual size of one subscriber's network.
+func clientKey(c *gin.Context) string {
+	host, _, err := net.SplitHostPort(strings.TrimSpace(c.Request.RemoteAddr))
+	if err != nil {
+		host = c.Request.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if addr.IsLoopback() {
+		if xff := c.Request.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			parts := strings.Split(xff[len(xff)-1], ",")
+			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+				addr = a
+			}
+		}
+	}
+	addr = addr.Unmap()
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
+}

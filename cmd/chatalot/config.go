@@ -1,0 +1,288 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// Config is the whole server configuration. Each field is settable, in
+// increasing precedence, by its default, the TOML file, a CHATALOT_* variable
+// and a command-line flag; the `toml` tag names the key in all three
+// (flag --key-with-dashes, variable CHATALOT_KEY_IN_CAPITALS).
+type Config struct {
+	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME); cannot change once users exist"`
+	Listen         string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
+	DataDir        string `toml:"data_dir"         help:"directory for the database, signing key and media"`
+	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
+	Registration   string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
+	SharedSecret   string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
+	Encryption     string `toml:"encryption"       help:"required (refuse plaintext in encrypted rooms), default (encrypt new rooms), or optional"`
+	RateLimits     string `toml:"rate_limits"      help:"on or off (off only for test deployments)"`
+	LogLevel       string `toml:"log_level"        help:"debug, info, warn or error"`
+	LogFormat      string `toml:"log_format"       help:"console or json"`
+	LogIPAddresses bool   `toml:"log_ip_addresses" help:"log client IP addresses (off: no IP history is kept)"`
+	MaxBodyBytes   int64  `toml:"max_body_bytes"   help:"largest JSON request body in bytes"`
+	Durability     string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
+	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
+	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
+}
+
+// defaults are what a server started with no configuration uses.
+func defaults() Config {
+	return Config{
+		ServerName:    "localhost",
+		Listen:        "127.0.0.1:8008",
+		DataDir:       "./data",
+		Registration:  "token",
+		Encryption:    "required",
+		RateLimits:    "on",
+		LogLevel:      "info",
+		LogFormat:     "console",
+		MaxBodyBytes:  1 << 20,
+		Durability:    "normal",
+		ShutdownGrace: "10s",
+		Presence:      true,
+	}
+}
+
+// Problem is one invalid setting, named by its key.
+type Problem struct{ Key, Message string }
+
+func (p Problem) String() string { return p.Key + ": " + p.Message }
+
+// ConfigError lists every problem found.
+type ConfigError []Problem
+
+func (e ConfigError) Error() string {
+	lines := make([]string, len(e))
+	for i, p := range e {
+		lines[i] = p.String()
+	}
+	return "invalid configuration:\n  " + strings.Join(lines, "\n  ")
+}
+
+// Validate checks every field and returns all problems at once.
+func (c *Config) Validate() ConfigError {
+	var ps ConfigError
+	add := func(key, format string, args ...any) { ps = append(ps, Problem{key, fmt.Sprintf(format, args...)}) }
+	if _, err := spec.ParseServerName(c.ServerName); err != nil {
+		add("server_name", "%q is not a valid server name", c.ServerName)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("listen", "%q is not HOST:PORT", c.Listen)
+	}
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+	if c.PublicBaseURL != "" && !strings.HasPrefix(c.PublicBaseURL, "http://") && !strings.HasPrefix(c.PublicBaseURL, "https://") {
+		add("public_baseurl", "must start with http:// or https://")
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+	oneOf("registration", c.Registration, "token", "open", "closed")
+	oneOf("encryption", c.Encryption, "required", "default", "optional")
+	oneOf("rate_limits", c.RateLimits, "on", "off")
+	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
+	oneOf("log_format", c.LogFormat, "console", "json")
+	oneOf("durability", c.Durability, "normal", "full")
+	if c.MaxBodyBytes < 65536 {
+		add("max_body_bytes", "must be at least 65536 (the event size limit)")
+	}
+	if d, err := time.ParseDuration(c.ShutdownGrace); err != nil || d < 0 {
+		add("shutdown_grace", "%q is not a duration such as 10s", c.ShutdownGrace)
+	}
+	return ps
+}
+
+// BaseURL is the URL clients use to reach the server.
+func (c *Config) BaseURL() string {
+	if c.PublicBaseURL != "" {
+		return strings.TrimRight(c.PublicBaseURL, "/")
+	}
+	return "http://" + c.Listen
+}
+
+// fields lists the configurable fields in declaration order.
+func fields() []reflect.StructField {
+	t := reflect.TypeOf(Config{})
+	out := make([]reflect.StructField, t.NumField())
+	for i := range out {
+		out[i] = t.Field(i)
+	}
+	return out
+}
+
+func flagName(f reflect.StructField) string {
+	return strings.ReplaceAll(f.Tag.Get("toml"), "_", "-")
+}
+
+func envName(f reflect.StructField) string {
+	return "CHATALOT_" + strings.ToUpper(f.Tag.Get("toml"))
+}
+
+// setField parses s into the field named by its TOML key.
+func setField(c *Config, f reflect.StructField, s string) error {
+	v := reflect.ValueOf(c).Elem().FieldByIndex(f.Index)
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
+	case reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		v.SetInt(n)
+	default:
+		return errors.New("unsupported type")
+	}
+	return nil
+}
+
+// configFlags registers a flag per setting plus --config on fs; the values
+// it returns hold what was set on the command line.
+func configFlags(fs *flag.FlagSet) (configPath *string, set map[string]*string) {
+	configPath = fs.String("config", "", "configuration file (TOML); also CHATALOT_CONFIG")
+	set = map[string]*string{}
+	for _, f := range fields() {
+		name := flagName(f)
+		if f.Type.Kind() == reflect.Bool {
+			b := fs.Bool(name, false, f.Tag.Get("help"))
+			s := new(string)
+			set[name] = s
+			fs.Lookup(name).Value = boolFlag{b: b, s: s}
+			continue
+		}
+		set[name] = fs.String(name, "", f.Tag.Get("help"))
+	}
+	return configPath, set
+}
+
+type boolFlag struct {
+	b *bool
+	s *string
+}
+
+func (f boolFlag) String() string {
+	if f.b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*f.b)
+}
+func (f boolFlag) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	*f.b, *f.s = b, strconv.FormatBool(b)
+	return nil
+}
+func (f boolFlag) IsBoolFlag() bool { return true }
+
+// loadConfig builds the effective configuration: defaults, then the file,
+// then the environment, then flags. Unknown keys and invalid values are
+// refused with the key named.
+func loadConfig(fs *flag.FlagSet, configPath *string, set map[string]*string) (Config, string, error) {
+	c := defaults()
+	path := *configPath
+	if path == "" {
+		path = os.Getenv("CHATALOT_CONFIG")
+	}
+	var problems ConfigError
+	if path != "" {
+		md, err := toml.DecodeFile(path, &c)
+		if err != nil {
+			return c, path, fmt.Errorf("config file %s: %w", path, err)
+		}
+		for _, k := range md.Undecoded() {
+			problems = append(problems, Problem{k.String(), "unknown key"})
+		}
+	}
+	for _, f := range fields() {
+		if v, ok := os.LookupEnv(envName(f)); ok {
+			if err := setField(&c, f, v); err != nil {
+				problems = append(problems, Problem{envName(f), err.Error()})
+			}
+		}
+	}
+	visited := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { visited[fl.Name] = true })
+	for _, f := range fields() {
+		name := flagName(f)
+		if visited[name] {
+			if err := setField(&c, f, *set[name]); err != nil {
+				problems = append(problems, Problem{"--" + name, err.Error()})
+			}
+		}
+	}
+	problems = append(problems, c.Validate()...)
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Key < problems[j].Key })
+		return c, path, problems
+	}
+	return c, path, nil
+}
+
+// exampleConfig is the commented file `chatalot config init` writes.
+func exampleConfig() string {
+	var b strings.Builder
+	b.WriteString("# Chatalot configuration (TOML).\n# Every key is optional; the value shown is the default.\n# Each key can also be set with a flag (--key-name) or a CHATALOT_KEY_NAME variable.\n\n")
+	d := defaults()
+	v := reflect.ValueOf(d)
+	for _, f := range fields() {
+		fmt.Fprintf(&b, "# %s\n", f.Tag.Get("help"))
+		val := v.FieldByIndex(f.Index)
+		switch val.Kind() {
+		case reflect.String:
+			if val.String() == "" {
+				fmt.Fprintf(&b, "# %s = \"\"\n\n", f.Tag.Get("toml"))
+			} else {
+				fmt.Fprintf(&b, "%s = %q\n\n", f.Tag.Get("toml"), val.String())
+			}
+		default:
+			fmt.Fprintf(&b, "%s = %v\n\n", f.Tag.Get("toml"), val.Interface())
+		}
+	}
+	return b.String()
+}
+
+// masked returns the configuration as TOML with secrets replaced.
+func (c Config) masked() string {
+	v := reflect.ValueOf(c)
+	var b strings.Builder
+	for _, f := range fields() {
+		val := v.FieldByIndex(f.Index)
+		if f.Tag.Get("secret") == "true" && val.String() != "" {
+			fmt.Fprintf(&b, "%s = \"********\"\n", f.Tag.Get("toml"))
+			continue
+		}
+		if val.Kind() == reflect.String {
+			fmt.Fprintf(&b, "%s = %q\n", f.Tag.Get("toml"), val.String())
+		} else {
+			fmt.Fprintf(&b, "%s = %v\n", f.Tag.Get("toml"), val.Interface())
+		}
+	}
+	return b.String()
+}

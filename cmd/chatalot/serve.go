@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
+)
+
+// serve runs the homeserver until SIGTERM or SIGINT.
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath, set := configFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, _, err := loadConfig(fs, configPath, set)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, os.Stderr)
+
+	app, err := openApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           app.Router(),
+		ReadHeaderTimeout: 10 * time.Second, // slow-header clients are cut off
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          nil,
+	}
+	if cfg.Registration == "open" {
+		log.Warn().Msg("registration is open: anyone who can reach this server can create an account")
+	}
+	log.Info().Str("server_name", cfg.ServerName).Str("listen", ln.Addr().String()).
+		Str("data_dir", cfg.DataDir).Str("version", version).Msg("Chatalot is serving")
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case sig := <-sigs:
+		log.Info().Str("signal", sig.String()).Msg("shutting down")
+	}
+	// Stop accepting, end long-polls (they answer at once), let in-flight
+	// requests finish within the grace period, then close the database.
+	grace, _ := time.ParseDuration(cfg.ShutdownGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	app.BeginShutdown()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("in-flight requests did not finish in time")
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+func newLogger(cfg Config, w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.LogLevel)
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// dataPaths are the files inside the data directory.
+type dataPaths struct{ dir, db, key, media string }
+
+func pathsOf(dir string) dataPaths {
+	return dataPaths{
+		dir:   dir,
+		db:    filepath.Join(dir, "chatalot.db"),
+		key:   filepath.Join(dir, signingKeyFile),
+		media: filepath.Join(dir, "media"),
+	}
+}
+
+// App is the wired server: every domain service on one database.
+type App struct {
+	cfg      Config
+	log      zerolog.Logger
+	db       *storage.DB
+	key      events.SigningKey
+	stopping chan struct{}
+	router   http.Handler
+}
+
+// openApp creates the data directory on first start, loads the signing key,
+// opens and migrates the database, and wires the services.
+func openApp(cfg Config, log zerolog.Logger) (*App, error) {
+	p := pathsOf(cfg.DataDir)
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	key, err := loadOrCreateSigningKey(p.key, cfg.ServerName)
+	if err != nil {
+		return nil, err
+	}
+	db, err := storage.Open(p.db, storage.Options{Durability: cfg.Durability})
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, db: db, key: key, stopping: make(chan struct{})}
+	if err := a.wire(context.Background()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Router is the HTTP handler of the whole server.
+func (a *App) Router() http.Handler { return a.router }
+
+// BeginShutdown tells long-running requests to finish now.
+func (a *App) BeginShutdown() {
+	select {
+	case <-a.stopping:
+	default:
+		close(a.stopping)
+	}
+}
+
+// Close closes the database cleanly.
+func (a *App) Close() error { return a.db.Close() }
+
+func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.ServerName) }
+
+func (a *App) routerOptions() api.Options {
+	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses}
+}

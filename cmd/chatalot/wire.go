@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/keys"
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/server"
+	chatsync "github.com/chatalot/chatalot/sync"
+)
+
+// specVersions are the client-server API versions whose endpoints Chatalot
+// serves; the list grows as features land.
+var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
+
+// wire migrates every package's tables and mounts every package's routes.
+func (a *App) wire(ctx context.Context) error {
+	if err := a.db.Migrate(ctx, rooms.Schema, chatsync.Schema, keys.Schema); err != nil {
+		return err
+	}
+	notifier := chatsync.NewNotifier()
+	roomsSvc, err := rooms.New(ctx, rooms.Deps{
+		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
+		Config: rooms.Config{Encryption: a.cfg.Encryption},
+	})
+	if err != nil {
+		return err
+	}
+	syncSvc := chatsync.New(chatsync.Deps{
+		DB: a.db, Rooms: roomsSvc, Notifier: notifier, Log: a.log, Stopping: a.stopping,
+		Config: chatsync.Config{Presence: a.cfg.Presence},
+	})
+	if err := syncSvc.Init(ctx); err != nil {
+		return err
+	}
+	// keys: UIA (authSvc.RequireUIA) and Devices (dehydrated devices, display
+	// names) come from the auth package once it is wired; until then
+	// replacing cross-signing keys is refused.
+	keysSvc, err := keys.New(keys.Deps{
+		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
+		Config: keys.Config{ServerName: a.serverName()},
+	})
+	if err != nil {
+		return err
+	}
+	syncSvc.SetKeys(keysSvc)
+	r := api.NewRouter(a.routerOptions())
+	srv := server.New(server.Deps{
+		ServerName: a.serverName(),
+		BaseURL:    a.cfg.BaseURL(),
+		Key:        a.key,
+		Version:    version,
+		Versions:   specVersions,
+		UnstableFeatures: map[string]bool{
+			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
+		},
+		Capabilities: map[string]any{},
+	})
+	srv.Routes(r)
+	// requireAuth is replaced by the auth package's middleware.
+	var requireAuth gin.HandlerFunc
+	roomsSvc.Routes(r, requireAuth)
+	syncSvc.Routes(r, requireAuth)
+	keysSvc.Routes(r, requireAuth)
+	a.router = r
+	return nil
+}

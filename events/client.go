@@ -1,0 +1,192 @@
+package events
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/chatalot/chatalot/spec"
+)
+
+// ClientEvent returns the event in the client-server API's ClientEvent
+// format: content, event_id, origin_server_ts, room_id, sender, state_key
+// (state events only), type and, when given and not empty, unsigned, which
+// must be a canonical JSON object such as MarshalCanonical returns. The bytes
+// are cut from the stored canonical JSON, never re-marshalled, and the result
+// is canonical.
+//
+// A redaction carries "redacts" both top-level and in content whatever the
+// room version: room version 11 moved it into content, and the spec asks
+// servers to serve it in both places for older and newer clients alike.
+func ClientEvent(p *PDU, unsigned []byte) []byte {
+	var content, ts, sender, stateKey, typ []byte
+	it := objIter{b: p.raw}
+	for it.next() {
+		switch string(it.key) {
+		case "content":
+			content = it.val
+		case "origin_server_ts":
+			ts = it.val
+		case "sender":
+			sender = it.val
+		case "state_key":
+			stateKey = it.val
+		case "type":
+			typ = it.val
+		}
+	}
+	var redacts []byte
+	if p.typ == spec.MRoomRedaction && p.redacts != "" {
+		redacts, _ = appendString(nil, string(p.redacts))
+		if _, ok := member(content, "redacts"); !ok {
+			if c, ok := withMember(content, "redacts", redacts); ok {
+				content = c
+			}
+		}
+	}
+	if bytes.Equal(unsigned, []byte("{}")) {
+		unsigned = nil
+	}
+
+	w := objWriter{buf: make([]byte, 0, len(p.raw)+len(unsigned)+64)}
+	w.raw("content", content)
+	w.raw("event_id", quoteID(string(p.id)))
+	w.raw("origin_server_ts", ts)
+	if redacts != nil {
+		w.raw("redacts", redacts)
+	}
+	w.raw("room_id", quoteID(string(p.roomID)))
+	w.raw("sender", sender)
+	if stateKey != nil {
+		w.raw("state_key", stateKey)
+	}
+	w.raw("type", typ)
+	if len(unsigned) > 0 {
+		w.raw("unsigned", unsigned)
+	}
+	return w.close()
+}
+
+// StrippedState returns the stripped state event sent with invites and knocks
+// (client-server API, "Stripped state"): content, sender, state_key and type.
+func StrippedState(p *PDU) []byte {
+	w := objWriter{buf: make([]byte, 0, 256)}
+	var content, sender, stateKey, typ []byte
+	it := objIter{b: p.raw}
+	for it.next() {
+		switch string(it.key) {
+		case "content":
+			content = it.val
+		case "sender":
+			sender = it.val
+		case "state_key":
+			stateKey = it.val
+		case "type":
+			typ = it.val
+		}
+	}
+	w.raw("content", content)
+	w.raw("sender", sender)
+	if stateKey != nil {
+		w.raw("state_key", stateKey)
+	}
+	w.raw("type", typ)
+	return w.close()
+}
+
+// quoteID quotes an identifier. IDs in a PDU came from valid JSON or were
+// built by the server, so they are valid UTF-8.
+func quoteID(s string) []byte {
+	b, _ := appendString(make([]byte, 0, len(s)+2), s)
+	return b
+}
+
+// FilterFields keeps only the listed fields of a canonical client event, as a
+// filter's event_fields asks (client-server API, "Filtering"): each entry is
+// a dot-separated path such as "content.body", where "\." is a literal dot
+// and "\\" a literal backslash. An empty list keeps everything. Objects on a
+// path appear only if the path's last field exists.
+func FilterFields(clientEvent []byte, fields []string) []byte {
+	if len(fields) == 0 {
+		return clientEvent
+	}
+	root := &fieldNode{}
+	for _, f := range fields {
+		n := root
+		for _, part := range splitField(f) {
+			if n.all {
+				break
+			}
+			if n.children == nil {
+				n.children = map[string]*fieldNode{}
+			}
+			c, ok := n.children[part]
+			if !ok {
+				c = &fieldNode{}
+				n.children[part] = c
+			}
+			n = c
+		}
+		n.all, n.children = true, nil
+	}
+	out, _ := filterObject(clientEvent, root)
+	if out == nil {
+		return []byte("{}")
+	}
+	return out
+}
+
+type fieldNode struct {
+	all      bool // keep the whole value
+	children map[string]*fieldNode
+}
+
+// filterObject returns obj restricted to the tree n, or nil if nothing is
+// kept.
+func filterObject(obj []byte, n *fieldNode) ([]byte, bool) {
+	w := objWriter{}
+	it := objIter{b: obj}
+	var key []byte
+	for it.next() {
+		k := it.key
+		if bytes.IndexByte(k, '\\') >= 0 {
+			key = unescapeKey(key[:0], k)
+			k = key
+		}
+		c, ok := n.children[string(k)]
+		if !ok {
+			continue
+		}
+		if c.all {
+			w.rawKey(it.key, it.val)
+			continue
+		}
+		if isObject(it.val) {
+			if sub, ok := filterObject(it.val, c); ok {
+				w.rawKey(it.key, sub)
+			}
+		}
+	}
+	if w.n == 0 {
+		return nil, false
+	}
+	return w.close(), true
+}
+
+// splitField splits a field path on unescaped dots and removes the escapes.
+func splitField(f string) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(f); i++ {
+		switch {
+		case f[i] == '\\' && i+1 < len(f) && (f[i+1] == '.' || f[i+1] == '\\'):
+			cur.WriteByte(f[i+1])
+			i++
+		case f[i] == '.':
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(f[i])
+		}
+	}
+	return append(parts, cur.String())
+}

@@ -1,0 +1,202 @@
+package events
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"hash"
+	"strings"
+
+	"github.com/chatalot/chatalot/spec"
+)
+
+// ContentHash computes the content hash of an event (server-server API,
+// "Calculating the content hash for an event"): SHA-256 of the canonical
+// event without "unsigned", "signatures" and "hashes".
+func ContentHash(event []byte) ([sha256.Size]byte, error) {
+	c, err := CanonicalObject(event)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return contentHash(c)
+}
+
+func contentHash(ev []byte) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	h := sha256.New()
+	if !hashWithout(h, ev, "hashes", "signatures", "unsigned") {
+		return sum, spec.BadJSON("event is not a JSON object")
+	}
+	h.Sum(sum[:0])
+	return sum, nil
+}
+
+// hashWithout writes the canonical object obj, minus the named members, to h
+// without building the intermediate object.
+func hashWithout(h hash.Hash, obj []byte, keys ...string) bool {
+	it := objIter{b: obj}
+	n := 0
+	var sep = [1]byte{'{'}
+	for it.next() {
+		if contains(keys, it.key) {
+			continue
+		}
+		if n > 0 {
+			sep[0] = ','
+		}
+		n++
+		h.Write(sep[:])
+		h.Write(it.mem)
+	}
+	if it.bad {
+		return false
+	}
+	if n == 0 {
+		h.Write([]byte{'{'})
+	}
+	h.Write([]byte{'}'})
+	return true
+}
+
+// AddContentHash returns the event with hashes.sha256 set to its content hash,
+// encoded as unpadded base64 (server-server API, "Adding hashes and signatures
+// to outgoing events"). Other members of "hashes" are kept.
+func AddContentHash(event []byte) ([]byte, error) {
+	c, err := CanonicalObject(event)
+	if err != nil {
+		return nil, err
+	}
+	return addContentHash(c)
+}
+
+func addContentHash(ev []byte) ([]byte, error) {
+	sum, err := contentHash(ev)
+	if err != nil {
+		return nil, err
+	}
+	hashes := []byte("{}")
+	if old, ok := member(ev, "hashes"); ok {
+		if !isObject(old) {
+			return nil, spec.BadJSON("hashes must be an object")
+		}
+		hashes = old
+	}
+	enc := make([]byte, 0, 48)
+	enc = append(enc, '"')
+	enc = base64.RawStdEncoding.AppendEncode(enc, sum[:])
+	enc = append(enc, '"')
+	hashes, ok := withMember(hashes, "sha256", enc)
+	if !ok {
+		return nil, spec.BadJSON("hashes must be an object")
+	}
+	out, ok := withMember(ev, "hashes", hashes)
+	if !ok {
+		return nil, spec.BadJSON("event is not a JSON object")
+	}
+	return out, nil
+}
+
+// CheckContentHash reports an error unless the event's hashes.sha256 matches
+// its content hash. Padded base64 is accepted. When it fails, the spec says
+// to use the redacted event instead of the one received.
+func CheckContentHash(event []byte) error {
+	c, err := CanonicalObject(event)
+	if err != nil {
+		return err
+	}
+	return checkContentHash(c)
+}
+
+func checkContentHash(ev []byte) error {
+	hashes, ok := member(ev, "hashes")
+	if !ok || !isObject(hashes) {
+		return spec.BadJSON("event has no hashes object")
+	}
+	raw, ok := member(hashes, "sha256")
+	if !ok || !isString(raw) {
+		return spec.BadJSON("event has no sha256 content hash")
+	}
+	s, _ := unquote(raw)
+	want, err := decodeBase64(s)
+	if err != nil || len(want) != sha256.Size {
+		return spec.BadJSON("content hash is not valid base64 of a SHA-256 sum")
+	}
+	got, err := contentHash(ev)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got[:], want) {
+		return spec.BadJSON("content hash does not match the event")
+	}
+	return nil
+}
+
+// ReferenceHash computes the reference hash of an event for room version v
+// (server-server API, "Calculating the reference hash for an event"): redact,
+// drop "signatures" and "unsigned", SHA-256 of the canonical JSON.
+func ReferenceHash(event []byte, v spec.RoomVersion) ([sha256.Size]byte, error) {
+	c, err := CanonicalObject(event)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return referenceHash(c, v)
+}
+
+func referenceHash(ev []byte, v spec.RoomVersion) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	r, err := redactCanonical(ev, v)
+	if err != nil {
+		return sum, err
+	}
+	h := sha256.New()
+	if !hashWithout(h, r, "signatures", "unsigned") {
+		return sum, spec.BadJSON("event is not a JSON object")
+	}
+	h.Sum(sum[:0])
+	return sum, nil
+}
+
+// EventID computes the event ID of an event in room version v: "$" and the
+// reference hash in URL-safe unpadded base64 (rooms/v4+ "Event IDs").
+func EventID(event []byte, v spec.RoomVersion) (spec.EventID, error) {
+	sum, err := ReferenceHash(event, v)
+	if err != nil {
+		return "", err
+	}
+	return eventIDFromHash(sum), nil
+}
+
+func eventIDFromHash(sum [sha256.Size]byte) spec.EventID {
+	b := make([]byte, 0, 44)
+	b = append(b, '$')
+	b = base64.RawURLEncoding.AppendEncode(b, sum[:])
+	return spec.EventID(b)
+}
+
+// RoomIDFromCreateEventID derives a room version 12 room ID from the event ID
+// of the room's m.room.create event: the same hash with the "!" sigil
+// (appendices, "Room IDs").
+func RoomIDFromCreateEventID(id spec.EventID) (spec.RoomID, error) {
+	s := string(id)
+	if !strings.HasPrefix(s, "$") || len(s) != 44 {
+		return "", spec.InvalidParam("not a reference-hash event ID")
+	}
+	if _, err := base64.RawURLEncoding.Strict().DecodeString(s[1:]); err != nil {
+		return "", spec.InvalidParam("not a reference-hash event ID")
+	}
+	return spec.RoomID("!" + s[1:]), nil
+}
+
+// decodeBase64 decodes standard base64, padded or not, as the appendix asks
+// decoders to accept both.
+func decodeBase64(s string) ([]byte, error) {
+	if strings.HasSuffix(s, "==") {
+		s = s[:len(s)-2]
+	} else if strings.HasSuffix(s, "=") {
+		s = s[:len(s)-1]
+	}
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, base64.CorruptInputError(0) // the decoder would skip these silently
+	}
+	return base64.RawStdEncoding.Strict().DecodeString(s)
+}

@@ -1,0 +1,499 @@
+// Package events holds one event as data: canonical JSON, hashes and event
+// IDs, ed25519 signing and verification, the redaction algorithm per room
+// version and the client format. Pure functions; no I/O.
+package events
+
+import (
+	"crypto/sha256"
+	"strconv"
+	"strings"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
+)
+
+// PDU is one event of a room's DAG as the server stores it: its exact
+// canonical JSON bytes (with hashes and signatures) and the fields the server
+// reads often, parsed once. A PDU is immutable; the bytes are never
+// re-marshalled (that would break the signature).
+type PDU struct {
+	raw      []byte
+	id       spec.EventID
+	version  spec.RoomVersion
+	roomID   spec.RoomID
+	typ      string
+	stateKey *string
+	sender   spec.UserID
+	depth    int64
+	ts       int64
+	prev     []spec.EventID
+	auth     []spec.EventID
+	redacts  spec.EventID
+}
+
+// JSON returns the event's canonical JSON as stored and signed. Callers must not modify it.
+func (p *PDU) JSON() []byte { return p.raw }
+
+// EventID is the reference-hash event ID (room versions 4+).
+func (p *PDU) EventID() spec.EventID { return p.id }
+
+// Version is the room version the event was parsed for.
+func (p *PDU) Version() spec.RoomVersion { return p.version }
+
+// RoomID is the room of the event. For a v12 create event, which carries no
+// room_id, it is the ID derived from the event ID.
+func (p *PDU) RoomID() spec.RoomID { return p.roomID }
+
+// Type is the event type.
+func (p *PDU) Type() string { return p.typ }
+
+// StateKey returns the state key, and whether the event is a state event.
+func (p *PDU) StateKey() (string, bool) {
+	if p.stateKey == nil {
+		return "", false
+	}
+	return *p.stateKey, true
+}
+
+// IsState reports whether the event has a state_key.
+func (p *PDU) IsState() bool { return p.stateKey != nil }
+
+// Sender is the user who sent the event.
+func (p *PDU) Sender() spec.UserID { return p.sender }
+
+// Depth is the event's depth in the DAG.
+func (p *PDU) Depth() int64 { return p.depth }
+
+// OriginServerTS is the sender's timestamp in milliseconds.
+func (p *PDU) OriginServerTS() int64 { return p.ts }
+
+// PrevEvents are the DAG edges to the event's predecessors.
+func (p *PDU) PrevEvents() []spec.EventID { return p.prev }
+
+// AuthEvents are the events that authorise this one.
+func (p *PDU) AuthEvents() []spec.EventID { return p.auth }
+
+// Redacts is the event a redaction targets: top-level "redacts" before v11,
+// content.redacts from v11 on. Empty for other events.
+func (p *PDU) Redacts() spec.EventID { return p.redacts }
+
+// Content returns the event's content for reading with gjson.
+func (p *PDU) Content() gjson.Result { return gjson.GetBytes(p.raw, "content") }
+
+// Get reads any field of the event with a gjson path.
+func (p *PDU) Get(path string) gjson.Result { return gjson.GetBytes(p.raw, path) }
+
+// Size limits of the client-server API ("Size limits"): the whole event in
+// federation format, and the identifiers and strings inside it.
+const (
+	MaxEventSize = 65536
+	maxIDLength  = 255
+	// The event format caps prev_events at 20 and auth_events at 10.
+	maxPrevEvents = 20
+	maxAuthEvents = 10
+)
+
+// ParsePDU validates an event in federation format for room version v and
+// parses it. The input must be strict JSON (Canonical's rules) of at most
+// MaxEventSize bytes once canonical, with the fields and types the version's
+// event format requires; the stored bytes are its canonical form without
+// "unsigned", which no stored PDU carries. The event ID is computed from the
+// reference hash. Hashes and signatures are checked for shape here, not
+// verified: see CheckContentHash and VerifyEvent. Errors are *spec.Error.
+func ParsePDU(raw []byte, v spec.RoomVersion) (*PDU, error) {
+	if !v.Supported() {
+		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "unsupported room version %q", v)
+	}
+	c, err := CanonicalObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := member(c, "unsigned"); ok {
+		if c, ok = without(c, "unsigned"); !ok {
+			return nil, spec.BadJSON("event is not a JSON object")
+		}
+	}
+	if len(c) > MaxEventSize {
+		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
+	}
+	sum, err := referenceHash(c, v)
+	if err != nil {
+		return nil, err
+	}
+	return parseFields(c, v, eventIDFromHash(sum))
+}
+
+// LoadPDU parses an event the server stored itself, whose bytes are the
+// canonical JSON returned by PDU.JSON and whose ID is known: it skips the
+// canonical re-encoding and the reference hash, but still checks every field
+// it reads. Never use it for bytes from a client or another server.
+func LoadPDU(raw []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
+	if !v.Supported() {
+		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "unsupported room version %q", v)
+	}
+	if !validEventID(string(id)) {
+		return nil, spec.BadJSON("invalid event ID")
+	}
+	return parseFields(raw, v, id)
+}
+
+// parseFields reads and checks the fields of a canonical event in one pass.
+func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
+	if len(c) > MaxEventSize {
+		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
+	}
+	p := &PDU{raw: c, id: id, version: v}
+	var (
+		have                        uint16
+		content, redactsTop, roomID []byte
+	)
+	const (
+		hType = 1 << iota
+		hSender
+		hContent
+		hDepth
+		hTS
+		hPrev
+		hAuth
+		hHashes
+		hSigs
+		hRoom
+	)
+	it := objIter{b: c}
+	for it.next() {
+		var err error
+		switch string(it.key) {
+		case "auth_events":
+			have |= hAuth
+			p.auth, err = eventIDList(it.val, "auth_events", maxAuthEvents)
+		case "content":
+			have |= hContent
+			if !isObject(it.val) {
+				return nil, spec.BadJSON("content must be an object")
+			}
+			content = it.val
+		case "depth":
+			have |= hDepth
+			p.depth, err = nonNegative(it.val, "depth")
+		case "event_id":
+			// Room versions 4+ derive the ID; a stored "event_id" would be
+			// covered by the reference hash and could mislead readers.
+			return nil, spec.BadJSON("event_id must not be part of the event")
+		case "hashes":
+			have |= hHashes
+			err = checkHashesShape(it.val)
+		case "origin_server_ts":
+			have |= hTS
+			p.ts, err = nonNegative(it.val, "origin_server_ts")
+		case "prev_events":
+			have |= hPrev
+			p.prev, err = eventIDList(it.val, "prev_events", maxPrevEvents)
+		case "redacts":
+			redactsTop = it.val
+		case "room_id":
+			have |= hRoom
+			roomID = it.val
+		case "sender":
+			have |= hSender
+			var s string
+			s, err = idString(it.val, "sender", '@')
+			if err == nil && strings.IndexByte(s, ':') < 2 {
+				err = spec.BadJSON("sender is not a user ID")
+			}
+			p.sender = spec.UserID(s)
+		case "signatures":
+			have |= hSigs
+			err = checkSignaturesShape(it.val)
+		case "state_key":
+			s, ok := unquote(it.val)
+			if !ok || !isString(it.val) {
+				return nil, spec.BadJSON("state_key must be a string")
+			}
+			if len(s) > maxIDLength {
+				return nil, spec.BadJSON("state_key is longer than %d bytes", maxIDLength)
+			}
+			p.stateKey = &s
+		case "type":
+			have |= hType
+			s, ok := unquote(it.val)
+			if !ok || !isString(it.val) {
+				return nil, spec.BadJSON("type must be a string")
+			}
+			if len(s) > maxIDLength {
+				return nil, spec.BadJSON("type is longer than %d bytes", maxIDLength)
+			}
+			p.typ = s
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if it.bad {
+		return nil, spec.BadJSON("event is not a JSON object")
+	}
+	for _, f := range []struct {
+		bit  uint16
+		name string
+	}{
+		{hType, "type"}, {hSender, "sender"}, {hContent, "content"}, {hDepth, "depth"},
+		{hTS, "origin_server_ts"}, {hPrev, "prev_events"}, {hAuth, "auth_events"},
+		{hHashes, "hashes"}, {hSigs, "signatures"},
+	} {
+		if have&f.bit == 0 {
+			return nil, spec.BadJSON("event has no %s", f.name)
+		}
+	}
+
+	// Room version 12 (MSC4291): the create event has no room_id; the room ID
+	// is its event ID with the "!" sigil.
+	if v.AtLeast12() && p.typ == spec.MRoomCreate {
+		if have&hRoom != 0 {
+			return nil, spec.BadJSON("a room version 12 create event must not have a room_id")
+		}
+		rid, err := RoomIDFromCreateEventID(id)
+		if err != nil {
+			return nil, spec.BadJSON("invalid event ID")
+		}
+		p.roomID = rid
+	} else {
+		if have&hRoom == 0 {
+			return nil, spec.BadJSON("event has no room_id")
+		}
+		s, err := idString(roomID, "room_id", '!')
+		if err != nil {
+			return nil, err
+		}
+		p.roomID = spec.RoomID(s)
+	}
+
+	if p.typ == spec.MRoomRedaction {
+		// v11 (MSC2174): "redacts" moved into content; before, it is top-level.
+		raw := redactsTop
+		if v.AtLeast11() {
+			raw, _ = member(content, "redacts")
+		}
+		if raw != nil {
+			s, err := idString(raw, "redacts", '$')
+			if err != nil {
+				return nil, err
+			}
+			p.redacts = spec.EventID(s)
+		}
+	}
+	return p, nil
+}
+
+// idString reads a string identifier that must start with sigil and fit the
+// identifier size limit. The full grammar is the spec package's business.
+func idString(raw []byte, field string, sigil byte) (string, error) {
+	s, ok := unquote(raw)
+	if !ok || !isString(raw) {
+		return "", spec.BadJSON("%s must be a string", field)
+	}
+	if len(s) < 2 || s[0] != sigil || len(s) > maxIDLength {
+		return "", spec.BadJSON("%s is not a valid identifier", field)
+	}
+	return s, nil
+}
+
+func validEventID(s string) bool {
+	return len(s) >= 2 && s[0] == '$' && len(s) <= maxIDLength
+}
+
+func eventIDList(raw []byte, field string, max int) ([]spec.EventID, error) {
+	if !isArray(raw) {
+		return nil, spec.BadJSON("%s must be an array of event IDs", field)
+	}
+	var ids []spec.EventID
+	it := arrIter{b: raw}
+	for it.next() {
+		s, err := idString(it.val, field, '$')
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, spec.EventID(s))
+	}
+	if it.bad {
+		return nil, spec.BadJSON("%s must be an array of event IDs", field)
+	}
+	if len(ids) > max {
+		return nil, spec.BadJSON("%s has more than %d entries", field, max)
+	}
+	return ids, nil
+}
+
+func nonNegative(raw []byte, field string) (int64, error) {
+	n, ok := parseInt(raw)
+	if !ok || n < 0 {
+		return 0, spec.BadJSON("%s must be a non-negative integer", field)
+	}
+	return n, nil
+}
+
+// checkHashesShape requires {"sha256": "<base64>", …}.
+func checkHashesShape(raw []byte) error {
+	if !isObject(raw) {
+		return spec.BadJSON("hashes must be an object")
+	}
+	h, ok := member(raw, "sha256")
+	if !ok || !isString(h) {
+		return spec.BadJSON("hashes must have a sha256 string")
+	}
+	return nil
+}
+
+// checkSignaturesShape requires {"server": {"alg:id": "<base64>"}, …}.
+func checkSignaturesShape(raw []byte) error {
+	if !isObject(raw) {
+		return spec.BadJSON("signatures must be an object")
+	}
+	servers := objIter{b: raw}
+	for servers.next() {
+		if !isObject(servers.val) {
+			return spec.BadJSON("signatures must map servers to objects")
+		}
+		keys := objIter{b: servers.val}
+		for keys.next() {
+			if !isString(keys.val) {
+				return spec.BadJSON("signatures must be strings")
+			}
+		}
+		if keys.bad {
+			return spec.BadJSON("signatures must map servers to objects")
+		}
+	}
+	if servers.bad {
+		return spec.BadJSON("signatures must be an object")
+	}
+	return nil
+}
+
+// ProtoEvent is an event the server is about to create.
+type ProtoEvent struct {
+	Type     string
+	StateKey *string // nil for a message event
+	Sender   spec.UserID
+	// RoomID is empty for a room version 12 create event, whose room ID is
+	// derived from its event ID.
+	RoomID         spec.RoomID
+	Content        []byte // a JSON object, canonical (as ReadContent returns); nil means {}
+	PrevEvents     []spec.EventID
+	AuthEvents     []spec.EventID
+	Depth          int64
+	OriginServerTS int64
+	// Redacts is the target of an m.room.redaction: written top-level before
+	// room version 11 and into content from 11 on.
+	Redacts spec.EventID
+}
+
+// Build writes the federation-format event for p in room version v, adds the
+// content hash, signs it with key, and returns it parsed. Room version 10
+// events carry "origin"; from version 11 on, where redaction drops it
+// (MSC3989), it is left out. Unsigned data is never part of the result.
+// The sender must belong to the signing server.
+func Build(p ProtoEvent, v spec.RoomVersion, key SigningKey) (*PDU, error) {
+	if !v.Supported() {
+		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "unsupported room version %q", v)
+	}
+	if err := key.check(); err != nil {
+		return nil, err
+	}
+	if i := strings.IndexByte(string(p.Sender), ':'); i < 0 || string(p.Sender[i+1:]) != key.ServerName {
+		return nil, spec.NewError(spec.ErrUnknown, "sender does not belong to the signing server")
+	}
+	if p.Depth < 0 || p.Depth > maxSafeInt || p.OriginServerTS < 0 || p.OriginServerTS > maxSafeInt {
+		return nil, spec.BadJSON("depth and origin_server_ts must be non-negative safe integers")
+	}
+	content := p.Content
+	if len(content) == 0 {
+		content = []byte("{}")
+	}
+	content, err := CanonicalObject(content)
+	if err != nil {
+		return nil, err
+	}
+	v12Create := v.AtLeast12() && p.Type == spec.MRoomCreate
+	if v12Create != (p.RoomID == "") {
+		if v12Create {
+			return nil, spec.BadJSON("a room version 12 create event has no room_id")
+		}
+		return nil, spec.BadJSON("event has no room_id")
+	}
+	if p.Redacts != "" {
+		if p.Type != spec.MRoomRedaction {
+			return nil, spec.BadJSON("only m.room.redaction events have redacts")
+		}
+		if v.AtLeast11() {
+			id, ok := appendString(nil, string(p.Redacts))
+			if ok {
+				if old, has := member(content, "redacts"); has && string(old) != string(id) {
+					return nil, spec.BadJSON("content.redacts does not match the redacted event")
+				}
+				content, ok = withMember(content, "redacts", id)
+			}
+			if !ok {
+				return nil, spec.BadJSON("invalid redacts")
+			}
+		}
+	}
+
+	w := objWriter{buf: make([]byte, 0, len(content)+512)}
+	ok := true
+	str := func(s string) []byte {
+		b, good := appendString(nil, s)
+		ok = ok && good
+		return b
+	}
+	w.raw("auth_events", idArray(p.AuthEvents, &ok))
+	w.raw("content", content)
+	w.raw("depth", strconv.AppendInt(nil, p.Depth, 10))
+	if !v.AtLeast11() {
+		w.raw("origin", str(key.ServerName))
+	}
+	w.raw("origin_server_ts", strconv.AppendInt(nil, p.OriginServerTS, 10))
+	w.raw("prev_events", idArray(p.PrevEvents, &ok))
+	if p.Redacts != "" && !v.AtLeast11() {
+		w.raw("redacts", str(string(p.Redacts)))
+	}
+	if !v12Create {
+		w.raw("room_id", str(string(p.RoomID)))
+	}
+	w.raw("sender", str(string(p.Sender)))
+	if p.StateKey != nil {
+		w.raw("state_key", str(*p.StateKey))
+	}
+	w.raw("type", str(p.Type))
+	if !ok {
+		return nil, spec.BadJSON("event fields must be valid UTF-8")
+	}
+	signed, redacted, err := signEvent(w.close(), v, key)
+	if err != nil {
+		return nil, err
+	}
+	// The bytes signed are exactly the input of the reference hash.
+	return parseFields(signed, v, eventIDFromHash(sha256.Sum256(redacted)))
+}
+
+func idArray(ids []spec.EventID, ok *bool) []byte {
+	b := []byte{'['}
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var good bool
+		b, good = appendString(b, string(id))
+		*ok = *ok && good
+	}
+	return append(b, ']')
+}
+
+// Redacted returns the event as redacted by its room version's algorithm. The
+// event ID is unchanged: the reference hash is computed over the redacted
+// form.
+func (p *PDU) Redacted() (*PDU, error) {
+	r, err := redactCanonical(p.raw, p.version)
+	if err != nil {
+		return nil, err
+	}
+	return parseFields(r, p.version, p.id)
+}

@@ -1,0 +1,42 @@
+package keys
+
+import (
+	"github.com/chatalot/chatalot/api"
+	"github.com/gin-gonic/gin"
+)
+
+// Routes mounts every endpoint of the package behind requireAuth (the
+// middleware that sets auth.DeviceFrom). Each route's body cap is set here:
+// key uploads, to-device messages and backups each have their own, and a
+// larger body gets M_TOO_LARGE.
+func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
+	keysLimit := api.BodyLimit(s.cfg.MaxKeyUploadBytes)
+	{
+		g := r.Group("/_matrix/client/v3", requireAuth)
+		g.POST("/keys/upload", keysLimit, s.handleUpload)
+		g.POST("/keys/query", keysLimit, s.handleQuery)
+		g.POST("/keys/claim", keysLimit, s.handleClaim)
+		g.GET("/keys/changes", s.handleChanges)
+		g.POST("/keys/device_signing/upload", keysLimit, s.handleDeviceSigningUpload)
+		g.POST("/keys/signatures/upload", keysLimit, s.handleSignaturesUpload)
+
+		g.PUT("/sendToDevice/:eventType/:txnId", api.BodyLimit(s.cfg.MaxToDeviceBytes), s.handleSendToDevice)
+
+		g.POST("/room_keys/version", keysLimit, s.handleCreateBackup)
+		g.GET("/room_keys/version", s.handleGetBackup)
+		g.GET("/room_keys/version/:version", s.handleGetBackup)
+		g.PUT("/room_keys/version/:version", keysLimit, s.handleUpdateBackup)
+		g.DELETE("/room_keys/version/:version", s.handleDeleteBackup)
+		backupLimit := api.BodyLimit(s.cfg.MaxBackupUploadBytes)
+		for _, p := range []string{"/room_keys/keys", "/room_keys/keys/:roomId", "/room_keys/keys/:roomId/:sessionId"} {
+			g.PUT(p, backupLimit, s.handlePutBackupKeys)
+			g.GET(p, s.handleGetBackupKeys)
+			g.DELETE(p, s.handleDeleteBackupKeys)
+		}
+	}
+	d := r.Group("/_matrix/client/unstable/org.matrix.msc3814.v1", requireAuth)
+	d.PUT("/dehydrated_device", keysLimit, s.handlePutDehydrated)
+	d.GET("/dehydrated_device", s.handleGetDehydrated)
+	d.DELETE("/dehydrated_device", s.handleDeleteDehydrated)
+	d.POST("/dehydrated_device/:deviceId/events", keysLimit, s.handleDehydratedEvents)
+}

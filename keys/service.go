@@ -1,0 +1,439 @@
+// Package keys is the end-to-end encryption directory: device keys, one-time
+// and fallback keys, cross-signing keys and their signatures, key backup,
+// dehydrated devices, to-device messages and device-list changes.
+//
+// The server is an untrusted relay here. It verifies every signature it can
+// (device self-signatures, cross-signing keys signed by the master key,
+// uploaded signatures) so that it never stores or serves a forgery, and it
+// never sees a private key or a plaintext.
+package keys
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+	"github.com/rs/zerolog"
+)
+
+// Notifier wakes the long-polling /sync requests of users when a change at
+// stream position pos concerns them.
+type Notifier interface {
+	Notify(pos int64, users ...spec.UserID)
+}
+
+// RoomMembership tells which users share a joined room with a user. The
+// rooms package implements it from memory.
+type RoomMembership interface {
+	UsersSharingRoomsWith(user spec.UserID) []spec.UserID
+}
+
+// LeftTracker may also be implemented by the RoomMembership in Deps: the users
+// with whom user stopped sharing every room between the stream positions
+// since and until. /keys/changes reports them in "left"; without it "left" is
+// empty.
+type LeftTracker interface {
+	UsersLeftBetween(user spec.UserID, since, until int64) []spec.UserID
+}
+
+// UIAFunc runs user-interactive authentication (m.login.password) for a
+// request whose raw body is body. It returns nil once the user has
+// authenticated, or the error to answer with (the 401 challenge included).
+type UIAFunc func(c *gin.Context, dev *auth.Device, body []byte) error
+
+// Devices is what keys needs from the accounts package for dehydrated
+// devices and display names. Every method is optional in spirit: with a nil
+// Devices, dehydrated devices exist only in this package and no display
+// names are served.
+type Devices interface {
+	// CreateDehydratedDevice creates a device row (with no access token) for
+	// a dehydrated device. It fails if the device ID is taken.
+	CreateDehydratedDevice(ctx context.Context, user spec.UserID, deviceID, displayName string) error
+	// DeleteDevice deletes a device as DELETE /devices/{deviceId} does (its
+	// tokens, and through Service.DeviceDeleted its keys).
+	DeleteDevice(ctx context.Context, user spec.UserID, deviceID string) error
+	// DisplayNames returns the display names of a user's devices.
+	DisplayNames(ctx context.Context, user spec.UserID) (map[string]string, error)
+}
+
+// Config holds the limits of the package. Zero values take the defaults.
+type Config struct {
+	// ServerName is this server's name: users on other servers cannot be
+	// served without federation and are reported in "failures".
+	ServerName spec.ServerName
+	// MaxKeyUploadBytes caps the body of /keys/upload, the cross-signing
+	// uploads and the dehydrated device upload (default 256 KiB).
+	MaxKeyUploadBytes int64
+	// MaxToDeviceBytes caps a whole /sendToDevice body (default 1 MiB), and
+	// MaxToDeviceMessageBytes one message's content in it (default 64 KiB).
+	MaxToDeviceBytes        int64
+	MaxToDeviceMessageBytes int
+	// MaxOneTimeKeys is how many unclaimed one-time keys one device may hold
+	// per algorithm (default 1000).
+	MaxOneTimeKeys int
+	// MaxBackupUploadBytes caps a key-backup upload (default 8 MiB), and
+	// MaxSessionDataBytes one session's encrypted data (default 16 KiB).
+	MaxBackupUploadBytes int64
+	MaxSessionDataBytes  int
+	// MaxQueryUsers caps the users of one /keys/query and the devices of one
+	// /keys/claim (default 10000).
+	MaxQueryUsers int
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxKeyUploadBytes <= 0 {
+		c.MaxKeyUploadBytes = 256 << 10
+	}
+	if c.MaxToDeviceBytes <= 0 {
+		c.MaxToDeviceBytes = 1 << 20
+	}
+	if c.MaxToDeviceMessageBytes <= 0 {
+		c.MaxToDeviceMessageBytes = 64 << 10
+	}
+	if c.MaxOneTimeKeys <= 0 {
+		c.MaxOneTimeKeys = 1000
+	}
+	if c.MaxBackupUploadBytes <= 0 {
+		c.MaxBackupUploadBytes = 8 << 20
+	}
+	if c.MaxSessionDataBytes <= 0 {
+		c.MaxSessionDataBytes = 16 << 10
+	}
+	if c.MaxQueryUsers <= 0 {
+		c.MaxQueryUsers = 10000
+	}
+}
+
+// Deps are the dependencies of the Service. DB is required; Notify, Rooms,
+// UIA and Devices may be nil (in tests). With a nil UIA, replacing
+// cross-signing keys is refused.
+type Deps struct {
+	DB      *storage.DB
+	Log     zerolog.Logger
+	Notify  Notifier
+	Rooms   RoomMembership
+	UIA     UIAFunc
+	Devices Devices
+	Config  Config
+	// ParseSyncToken turns a /sync next_batch token into its stream
+	// position, for /keys/changes. Nil: the token must be a decimal position.
+	ParseSyncToken func(token string) (int64, error)
+}
+
+// Service is the E2EE directory.
+type Service struct {
+	db      *storage.DB
+	log     zerolog.Logger
+	notify  Notifier
+	rooms   RoomMembership
+	uia     UIAFunc
+	devices Devices
+	cfg     Config
+	parse   func(string) (int64, error)
+
+	// mu guards the in-memory state below. It is updated only in
+	// AfterCommit hooks (which run in commit order on the writer goroutine)
+	// and at start-up, so it always matches what is committed; readers (the
+	// /sync hot path) never touch the database for it.
+	mu    sync.RWMutex
+	devs  map[devKey]*deviceState
+	lists deviceLists
+}
+
+type devKey struct {
+	user   spec.UserID
+	device string
+}
+
+// deviceState is what /sync asks about a device on every request.
+type deviceState struct {
+	otkCounts      map[string]int // unclaimed one-time keys per algorithm
+	unusedFallback []string       // algorithms of unused fallback keys, sorted
+	pending        int64          // highest position of an undelivered to-device message, 0 if none
+	acked          int64          // every message at or below this is deleted
+}
+
+// New loads the in-memory state from the database (migrated beforehand with
+// Schema) and returns the service.
+func New(d Deps) (*Service, error) {
+	if d.DB == nil {
+		return nil, fmt.Errorf("keys: no database")
+	}
+	d.Config.setDefaults()
+	s := &Service{
+		db:      d.DB,
+		log:     d.Log,
+		notify:  d.Notify,
+		rooms:   d.Rooms,
+		uia:     d.UIA,
+		devices: d.Devices,
+		cfg:     d.Config,
+		parse:   d.ParseSyncToken,
+		devs:    map[devKey]*deviceState{},
+	}
+	if s.parse == nil {
+		s.parse = parsePosition
+	}
+	if err := s.load(context.Background()); err != nil {
+		return nil, fmt.Errorf("keys: load: %w", err)
+	}
+	return s, nil
+}
+
+// load reads the per-device counters and the device-list log. It runs
+// before the server serves anything, so no write can race with it.
+func (s *Service) load(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, algorithm, COUNT(*) FROM one_time_keys
+		GROUP BY user_id, device_id, algorithm`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var u, d, alg string
+		var n int
+		if err := rows.Scan(&u, &d, &alg, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		st := s.stateLocked(devKey{spec.UserID(u), d})
+		if st.otkCounts == nil {
+			st.otkCounts = map[string]int{}
+		}
+		st.otkCounts[alg] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	rows, err = s.db.Query(ctx, `SELECT user_id, device_id, algorithm FROM fallback_keys WHERE NOT used ORDER BY algorithm`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var u, d, alg string
+		if err := rows.Scan(&u, &d, &alg); err != nil {
+			rows.Close()
+			return err
+		}
+		st := s.stateLocked(devKey{spec.UserID(u), d})
+		st.unusedFallback = append(st.unusedFallback, alg)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	rows, err = s.db.Query(ctx, `SELECT user_id, device_id, MAX(position) FROM to_device_messages GROUP BY user_id, device_id`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var u, d string
+		var pos int64
+		if err := rows.Scan(&u, &d, &pos); err != nil {
+			rows.Close()
+			return err
+		}
+		s.stateLocked(devKey{spec.UserID(u), d}).pending = pos
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	rows, err = s.db.Query(ctx, `SELECT user_id, position FROM device_list_changes ORDER BY position`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		var pos int64
+		if err := rows.Scan(&u, &pos); err != nil {
+			return err
+		}
+		s.lists.add(spec.UserID(u), pos)
+	}
+	return rows.Err()
+}
+
+// stateLocked returns the state of a device, creating it; s.mu must be held
+// for writing (or the service not yet shared).
+func (s *Service) stateLocked(k devKey) *deviceState {
+	st := s.devs[k]
+	if st == nil {
+		st = &deviceState{}
+		s.devs[k] = st
+	}
+	return st
+}
+
+// OneTimeKeyCounts returns the number of unclaimed one-time keys of a device
+// per algorithm, for /sync's device_one_time_keys_count. It reads memory
+// only. signed_curve25519 is always present (0 when none are left), as
+// clients expect.
+func (s *Service) OneTimeKeyCounts(_ context.Context, user spec.UserID, deviceID string) (map[string]int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]int{"signed_curve25519": 0}
+	if st := s.devs[devKey{user, deviceID}]; st != nil {
+		for alg, n := range st.otkCounts {
+			out[alg] = n
+		}
+	}
+	return out, nil
+}
+
+// UnusedFallbackKeyTypes returns the algorithms for which the device has a
+// fallback key that no claim has returned yet, for /sync's
+// device_unused_fallback_key_types. It reads memory only and never returns
+// nil (the field is required).
+func (s *Service) UnusedFallbackKeyTypes(_ context.Context, user spec.UserID, deviceID string) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.devs[devKey{user, deviceID}]
+	if st == nil {
+		return []string{}, nil
+	}
+	return append([]string{}, st.unusedFallback...), nil
+}
+
+// setCounts records a device's committed one-time key counts and unused
+// fallback algorithms (in an AfterCommit hook).
+func (s *Service) setCounts(k devKey, counts map[string]int, unused []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stateLocked(k)
+	st.otkCounts = counts
+	sort.Strings(unused)
+	st.unusedFallback = unused
+}
+
+// readCounts reads a device's one-time key counts and unused fallback
+// algorithms inside a write, after its changes.
+func readCounts(tx *storage.Tx, k devKey) (map[string]int, []string, error) {
+	rows, err := tx.Query(`SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`,
+		string(k.user), k.device)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts := map[string]int{}
+	for rows.Next() {
+		var alg string
+		var n int
+		if err := rows.Scan(&alg, &n); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		counts[alg] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	rows, err = tx.Query(`SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used`,
+		string(k.user), k.device)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	unused := []string{}
+	for rows.Next() {
+		var alg string
+		if err := rows.Scan(&alg); err != nil {
+			return nil, nil, err
+		}
+		unused = append(unused, alg)
+	}
+	return counts, unused, rows.Err()
+}
+
+// isLocal reports whether a user belongs to this server. With no server name
+// configured (package tests) every user is local.
+func (s *Service) isLocal(u spec.UserID) bool {
+	return s.cfg.ServerName == "" || u.Server() == s.cfg.ServerName
+}
+
+// ensureDevice records that a device exists, inside a write.
+func ensureDevice(tx *storage.Tx, user spec.UserID, deviceID string) error {
+	_, err := tx.Exec(`INSERT INTO key_devices (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+		string(user), deviceID)
+	return err
+}
+
+// DeviceAdded records a new device of a user and marks the user's device
+// list changed. The accounts package calls it when a device is created.
+func (s *Service) DeviceAdded(ctx context.Context, user spec.UserID, deviceID string) error {
+	if err := checkDeviceID(deviceID); err != nil {
+		return err
+	}
+	watchers := s.watchers(user)
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if err := ensureDevice(tx, user, deviceID); err != nil {
+			return err
+		}
+		return s.markChanged(tx, watchers, user)
+	})
+}
+
+// DeviceDeleted removes everything keys holds for a device: its device keys,
+// one-time and fallback keys, the signatures made on it and by it, its
+// dehydrated-device record and its undelivered to-device messages (which are
+// dropped: no one can read them any more). The user's device list is marked
+// changed. The accounts package calls it when a device is deleted.
+func (s *Service) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID string) error {
+	watchers := s.watchers(user)
+	k := devKey{user, deviceID}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		// The cascade removes device_keys, one_time_keys, fallback_keys,
+		// to_device_messages and dehydrated_devices.
+		if _, err := tx.Exec(`DELETE FROM key_devices WHERE user_id = $1 AND device_id = $2`, string(user), deviceID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM key_signatures WHERE target_user = $1 AND target_key = $2`, string(user), deviceID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM key_signatures WHERE signer_user = $1 AND signer_key_id = $2`, string(user), "ed25519:"+deviceID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2`, string(user), deviceID); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			s.mu.Lock()
+			delete(s.devs, k)
+			s.mu.Unlock()
+		})
+		return s.markChanged(tx, watchers, user)
+	})
+}
+
+// watchers are the users to wake when user's device list changes: the user
+// (their other devices) and everyone sharing a room with them. It is read
+// before the write, outside the writer goroutine, so that the writer never
+// waits on the rooms package's locks.
+func (s *Service) watchers(users ...spec.UserID) []spec.UserID {
+	seen := map[spec.UserID]bool{}
+	var out []spec.UserID
+	add := func(u spec.UserID) {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	for _, u := range users {
+		add(u)
+		if s.rooms != nil {
+			for _, o := range s.rooms.UsersSharingRoomsWith(u) {
+				add(o)
+			}
+		}
+	}
+	return out
+}

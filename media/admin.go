@@ -1,0 +1,198 @@
+package media
+
+import (
+	"context"
+	"time"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// Info describes one piece of media, for the admin API.
+type Info struct {
+	ServerName  spec.ServerName
+	MediaID     string
+	Uploader    spec.UserID
+	ContentType string // empty while pending
+	Filename    string
+	Size        int64
+	SHA256      string    // empty while pending
+	CreatedAt   time.Time // when the ID was made
+	UploadedAt  time.Time // zero while pending
+	Pending     bool
+	Quarantined bool
+}
+
+// URI is the media's mxc:// URI.
+func (i Info) URI() string { return "mxc://" + string(i.ServerName) + "/" + i.MediaID }
+
+func (r *record) info() Info {
+	i := Info{
+		ServerName:  r.server,
+		MediaID:     r.mediaID,
+		Uploader:    r.uploader,
+		ContentType: r.contentType,
+		Filename:    r.filename,
+		Size:        r.size,
+		SHA256:      r.sha256.String,
+		CreatedAt:   time.UnixMilli(r.createdTS),
+		Pending:     r.pending(),
+		Quarantined: r.quarantined,
+	}
+	if !r.pending() {
+		i.UploadedAt = time.UnixMilli(r.uploadedTS)
+	}
+	return i
+}
+
+// Get describes one piece of media; 404 M_NOT_FOUND if there is none.
+func (s *Service) Get(ctx context.Context, server spec.ServerName, mediaID string) (Info, error) {
+	r, err := s.getMedia(ctx, server, mediaID)
+	if err != nil {
+		return Info{}, err
+	}
+	if r == nil {
+		return Info{}, errUnknownMedia
+	}
+	return r.info(), nil
+}
+
+// Quarantine hides media from every download and thumbnail (or shows it
+// again) without deleting it, so that an admin can look into a report.
+func (s *Service) Quarantine(ctx context.Context, server spec.ServerName, mediaID string, quarantined bool) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(`UPDATE media SET quarantined = $1 WHERE server_name = $2 AND media_id = $3`, quarantined, string(server), mediaID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err != nil {
+				return err
+			}
+			return errUnknownMedia
+		}
+		return nil
+	})
+}
+
+// ListUserMedia lists every piece of media a user uploaded or reserved,
+// oldest first.
+func (s *Service) ListUserMedia(ctx context.Context, user spec.UserID) ([]Info, error) {
+	rows, err := s.db.Query(ctx, selectMedia+` WHERE uploader = $1 ORDER BY created_ts, media_id`, string(user))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Info
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.info())
+	}
+	return out, rows.Err()
+}
+
+// Delete removes one piece of media; its bytes and thumbnails go with the
+// last media that names them. 404 M_NOT_FOUND if there is none.
+func (s *Service) Delete(ctx context.Context, server spec.ServerName, mediaID string) error {
+	n, err := s.deleteWhere(ctx, `server_name = $1 AND media_id = $2`, string(server), mediaID)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errUnknownMedia
+	}
+	return nil
+}
+
+// DeleteUserMedia removes every piece of media of a user and returns how
+// many there were.
+func (s *Service) DeleteUserMedia(ctx context.Context, user spec.UserID) (int, error) {
+	return s.deleteWhere(ctx, `uploader = $1`, string(user))
+}
+
+// deleteWhere deletes the media rows matching where, then the thumbnails
+// and blobs no remaining row names. The rows go in one transaction; the
+// files are unlinked after it commits, under blobMu held exclusively, so
+// that no upload can take a new reference to a blob between the count and
+// the unlink (see Service.blobMu).
+func (s *Service) deleteWhere(ctx context.Context, where string, args ...any) (int, error) {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	var deleted int
+	var orphans []string
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		deleted, orphans = 0, nil
+		rows, err := tx.Query(`DELETE FROM media WHERE `+where+` RETURNING sha256`, args...)
+		if err != nil {
+			return err
+		}
+		sources := map[string]bool{}
+		for rows.Next() {
+			var h *string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return err
+			}
+			deleted++
+			if h != nil {
+				sources[*h] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		candidates := map[string]bool{}
+		for src := range sources {
+			var n int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM media WHERE sha256 = $1`, src).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue // another upload of the same bytes remains
+			}
+			candidates[src] = true
+			thumbs, err := tx.Query(`DELETE FROM media_thumbnails WHERE source_sha256 = $1 RETURNING sha256`, src)
+			if err != nil {
+				return err
+			}
+			for thumbs.Next() {
+				var t string
+				if err := thumbs.Scan(&t); err != nil {
+					thumbs.Close()
+					return err
+				}
+				candidates[t] = true
+			}
+			thumbs.Close()
+			if err := thumbs.Err(); err != nil {
+				return err
+			}
+		}
+		for h := range candidates {
+			used, err := blobReferenced(tx, h)
+			if err != nil {
+				return err
+			}
+			if !used {
+				orphans = append(orphans, h)
+			}
+		}
+		if deleted > 0 {
+			tx.AfterCommit(s.uploaded.notify) // downloads waiting on a deleted ID answer now
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, h := range orphans {
+		if err := s.blobs.remove(h); err != nil {
+			s.log.Warn().Err(err).Msg("media: could not remove a deleted blob")
+		}
+	}
+	return deleted, nil
+}

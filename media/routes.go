@@ -1,0 +1,35 @@
+package media
+
+import (
+	"github.com/chatalot/chatalot/api"
+	"github.com/gin-gonic/gin"
+)
+
+// Routes mounts every path of the content repository and of VoIP.
+// requireAuth is the auth middleware: it answers 401 itself and sets the
+// caller that handlers read with auth.DeviceFrom.
+func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
+	upload := api.BodyLimit(s.cfg.MaxUploadBytes)
+
+	// Uploads: still under /_matrix/media in the current spec.
+	r.POST("/_matrix/media/v3/upload", requireAuth, upload, s.handleUpload)
+	r.POST("/_matrix/media/v1/create", requireAuth, s.handleCreate)
+	r.PUT("/_matrix/media/v3/upload/:serverName/:mediaId", requireAuth, upload, s.handleUploadTo)
+
+	// Authenticated media (v1.11).
+	r.GET("/_matrix/client/v1/media/config", requireAuth, s.handleConfig)
+	r.GET("/_matrix/client/v1/media/download/:serverName/:mediaId", requireAuth, s.handleDownload)
+	r.GET("/_matrix/client/v1/media/download/:serverName/:mediaId/:fileName", requireAuth, s.handleDownload)
+	r.GET("/_matrix/client/v1/media/thumbnail/:serverName/:mediaId", requireAuth, s.handleThumbnail)
+	r.GET("/_matrix/client/v1/media/preview_url", s.handlePreviewURL)
+
+	// Deprecated endpoints: config stays behind auth as it always was; the
+	// unauthenticated download and thumbnail are frozen.
+	r.GET("/_matrix/media/v3/config", requireAuth, s.handleConfig)
+	r.GET("/_matrix/media/v3/download/:serverName/:mediaId", s.handleFrozen)
+	r.GET("/_matrix/media/v3/download/:serverName/:mediaId/:fileName", s.handleFrozen)
+	r.GET("/_matrix/media/v3/thumbnail/:serverName/:mediaId", s.handleFrozen)
+	r.GET("/_matrix/media/v3/preview_url", s.handlePreviewURL)
+
+	r.GET("/_matrix/client/v3/voip/turnServer", requireAuth, s.handleTURNServer)
+}

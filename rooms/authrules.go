@@ -1,0 +1,642 @@
+package rooms
+
+// The authorisation rules of room versions 10, 11 and 12 (rooms/v10, v11,
+// v12 "Authorisation rules"), and the auth events selection of the
+// server-server API. Everything here is pure: no I/O, no clock, no keys.
+//
+// Any condition the rules do not foresee (an unknown room version, a missing
+// m.room.create, content of the wrong type, an AuthState that answers with
+// the wrong event) denies the event. Nothing here fails open.
+//
+// What the caller still owes the rules, because it needs keys or storage:
+//   - signature checks: the event is signed by the sender's server and, when
+//     content.join_authorised_via_users_server is present, by that user's
+//     server (Allowed only checks that such a signature is present);
+//   - the auth_events list itself: CheckAuthEvents covers duplicates,
+//     selection, room IDs and the create event; whether an auth event was
+//     itself rejected is known only to storage;
+//   - for redactions, whether to apply them: RedactionApplies.
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
+)
+
+// AuthState is the room state an event is checked against: the state before
+// the event, restricted by the caller to the event's auth events. In room
+// version 12 the m.room.create event is not an auth event, but AuthState must
+// still return it (it is the event the room ID names). Get returns nil when
+// the state has no such event.
+type AuthState interface {
+	Get(eventType, stateKey string) *events.PDU
+}
+
+// StateKeyPair is the (type, state_key) key of a state event.
+type StateKeyPair struct {
+	Type     string
+	StateKey string
+}
+
+// StateMap is an AuthState held in a map.
+type StateMap map[StateKeyPair]*events.PDU
+
+// Get implements AuthState.
+func (m StateMap) Get(eventType, stateKey string) *events.PDU {
+	return m[StateKeyPair{eventType, stateKey}]
+}
+
+// NewStateMap makes a StateMap of state events; a later event replaces an
+// earlier one with the same key. Events without a state_key are skipped.
+func NewStateMap(evs ...*events.PDU) StateMap {
+	m := make(StateMap, len(evs))
+	for _, ev := range evs {
+		if ev == nil {
+			continue
+		}
+		if sk, ok := ev.StateKey(); ok {
+			m[StateKeyPair{ev.Type(), sk}] = ev
+		}
+	}
+	return m
+}
+
+// Allowed applies the authorisation rules of the event's room version to ev
+// against state. It returns nil if the event is allowed, and otherwise a
+// *spec.Error M_FORBIDDEN whose message names the rule that refused it
+// ("auth rule member.join.banned: …").
+func Allowed(ev *events.PDU, state AuthState) (err error) {
+	defer func() {
+		// A bug must not let an event through: deny instead.
+		if r := recover(); r != nil {
+			err = spec.Forbidden("auth rule internal: the event could not be checked")
+		}
+	}()
+	d := authorise(ev, state)
+	if d.allowed {
+		return nil
+	}
+	return spec.Forbidden("auth rule %s: %s", d.rule, d.why)
+}
+
+// decision is the outcome of the rules and the name of the rule that decided.
+type decision struct {
+	allowed bool
+	rule    string
+	why     string
+}
+
+func allow(rule string) decision { return decision{allowed: true, rule: rule} }
+
+func deny(rule, format string, args ...any) decision {
+	return decision{rule: rule, why: fmt.Sprintf(format, args...)}
+}
+
+// checker holds what the rules read while checking one event.
+type checker struct {
+	ev       *events.PDU
+	v        spec.RoomVersion
+	state    AuthState
+	sender   spec.UserID
+	create   *events.PDU
+	creators []spec.UserID
+	pl       PowerLevels
+	plEvent  *events.PDU
+}
+
+func authorise(ev *events.PDU, state AuthState) decision {
+	if ev == nil {
+		return deny("event", "no event")
+	}
+	v := ev.Version()
+	if !v.Supported() {
+		return deny("room_version", "room version %q is not supported", v)
+	}
+	sender, err := spec.ParseUserID(string(ev.Sender()))
+	if err != nil {
+		return deny("sender", "sender is not a valid user ID")
+	}
+	if state == nil {
+		return deny("auth_events.create", "no auth state")
+	}
+	c := &checker{ev: ev, v: v, state: state, sender: sender}
+
+	if ev.Type() == spec.MRoomCreate {
+		return c.createRules()
+	}
+
+	// v12 rule 2: the room ID is the create event's ID with the "!" sigil.
+	// The create event of the state must be that event.
+	create := state.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return deny("auth_events.create", "no m.room.create event")
+	}
+	if v.AtLeast12() {
+		want, err := events.RoomIDFromCreateEventID(create.EventID())
+		if err != nil || want != ev.RoomID() {
+			return deny("room_id.create", "the room ID is not the ID of the room's m.room.create event")
+		}
+	}
+	if d, ok := c.checkFetched(create, spec.MRoomCreate, ""); !ok {
+		return d
+	}
+	c.create = create
+	if d, ok := c.checkCreateContent(create); !ok {
+		return d
+	}
+	creators, err := Creators(create)
+	if err != nil {
+		return deny("create.malformed", "the room's m.room.create event is malformed")
+	}
+	c.creators = creators
+
+	plEvent, d, ok := c.get(spec.MRoomPowerLevels, "")
+	if !ok {
+		return d
+	}
+	c.plEvent = plEvent
+	if c.pl, err = ParsePowerLevels(plEvent, create); err != nil {
+		return deny("power_levels.state", "the room's m.room.power_levels event is malformed")
+	}
+
+	// m.federate: a room closed to federation takes events from the creator's
+	// server only. Anything but true counts as closed.
+	if f := field(create.Content(), "m.federate"); f.Exists() && f.Type != gjson.True {
+		if sender.Server() != create.Sender().Server() {
+			return deny("federate", "the room does not federate and the sender is on another server")
+		}
+	}
+
+	if ev.Type() == spec.MRoomMember {
+		return c.memberRules()
+	}
+
+	senderMembership, d, ok := c.membership(sender)
+	if !ok {
+		return d
+	}
+	if senderMembership != spec.Join {
+		return deny("sender_not_joined", "the sender is not joined to the room")
+	}
+	senderLevel := c.pl.UserLevel(sender)
+
+	if ev.Type() == spec.MRoomThirdPartyInvite {
+		if senderLevel >= c.pl.Invite {
+			return allow("third_party_invite")
+		}
+		return deny("third_party_invite", "the sender's power level is below the invite level")
+	}
+
+	if senderLevel < c.pl.EventLevel(ev.Type(), ev.IsState()) {
+		return deny("event_level", "the sender's power level is below the level required for %s", ev.Type())
+	}
+
+	if sk, ok := ev.StateKey(); ok && strings.HasPrefix(sk, "@") && sk != string(sender) {
+		return deny("state_key_user", "a state_key starting with @ must be the sender")
+	}
+
+	if ev.Type() == spec.MRoomPowerLevels {
+		return c.powerLevelsRules(senderLevel)
+	}
+	return allow("default")
+}
+
+// get fetches a state event and checks that the state answered truthfully.
+// A nil event with ok true means the state has none.
+func (c *checker) get(eventType, stateKey string) (*events.PDU, decision, bool) {
+	ev := c.state.Get(eventType, stateKey)
+	if ev == nil {
+		return nil, decision{}, true
+	}
+	d, ok := c.checkFetched(ev, eventType, stateKey)
+	return ev, d, ok
+}
+
+// checkFetched checks an auth event: its key is the one asked for, and it
+// belongs to the same room and room version as the event (v10/v11 rule 2.5,
+// v12 rule 3.5).
+func (c *checker) checkFetched(ev *events.PDU, eventType, stateKey string) (decision, bool) {
+	sk, isState := ev.StateKey()
+	if ev.Type() != eventType || !isState || sk != stateKey {
+		return deny("auth_events.key", "the auth state returned an event that does not match its key"), false
+	}
+	if ev.RoomID() != c.ev.RoomID() || ev.Version() != c.v {
+		return deny("auth_events.room_id", "an auth event belongs to another room"), false
+	}
+	return decision{}, true
+}
+
+// checkCreateContent checks that the room's create event declares the room
+// version the event is checked under.
+func (c *checker) checkCreateContent(create *events.PDU) (decision, bool) {
+	rv := field(create.Content(), "room_version")
+	if rv.Type != gjson.String || spec.RoomVersion(rv.Str) != c.v {
+		return deny("create.room_version", "the room's m.room.create event does not declare room version %s", c.v), false
+	}
+	return decision{}, true
+}
+
+// createRules are rule 1, for m.room.create.
+func (c *checker) createRules() decision {
+	ev := c.ev
+	if sk, ok := ev.StateKey(); !ok || sk != "" {
+		return deny("create.state_key", "m.room.create must have an empty state_key")
+	}
+	if len(ev.PrevEvents()) > 0 {
+		return deny("create.prev_events", "m.room.create must not have prev_events")
+	}
+	// A room has one create event: any other one in the state means this
+	// event is a second create.
+	if old := c.state.Get(spec.MRoomCreate, ""); old != nil && old.EventID() != ev.EventID() {
+		return deny("create.duplicate", "the room already has an m.room.create event")
+	}
+	if c.v.AtLeast12() {
+		// v12 (MSC4291): the room ID is derived from the create event.
+		if ev.Get("room_id").Exists() {
+			return deny("create.room_id", "m.room.create must not have a room_id")
+		}
+	} else {
+		room, err := spec.ParseRoomID(string(ev.RoomID()))
+		if err != nil || room.Server() == "" || room.Server() != c.sender.Server() {
+			return deny("create.room_id_domain", "the room ID's server is not the sender's server")
+		}
+	}
+	if d, ok := c.checkCreateContent(ev); !ok {
+		return d
+	}
+	content := ev.Content()
+	if c.v == spec.RoomV10 {
+		// v11 (MSC2175) removed "creator"; v10 requires it.
+		creator := field(content, "creator")
+		if !creator.Exists() {
+			return deny("create.creator", "m.room.create has no creator")
+		}
+		if _, err := userIDOf(creator); err != nil {
+			return deny("create.creator", "creator is not a valid user ID")
+		}
+	}
+	if c.v.AtLeast12() {
+		if ac := field(content, "additional_creators"); ac.Exists() {
+			if _, err := userIDList(ac); err != nil {
+				return deny("create.additional_creators", "additional_creators must be an array of valid user IDs")
+			}
+		}
+	}
+	return allow("create")
+}
+
+// membership returns the membership of user in the state: "" when the user
+// has no m.room.member event.
+func (c *checker) membership(user spec.UserID) (string, decision, bool) {
+	ev, d, ok := c.get(spec.MRoomMember, string(user))
+	if !ok {
+		return "", d, false
+	}
+	if ev == nil {
+		return "", decision{}, true
+	}
+	m := field(ev.Content(), "membership")
+	if m.Type != gjson.String {
+		return "", deny("member.state", "a member event of the state has no membership"), false
+	}
+	switch m.Str {
+	case spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock:
+		return m.Str, decision{}, true
+	}
+	return "", deny("member.state", "a member event of the state has an unknown membership"), false
+}
+
+// joinRule returns the room's join rule, "" when there is no m.room.join_rules.
+func (c *checker) joinRule() (string, decision, bool) {
+	ev, d, ok := c.get(spec.MRoomJoinRules, "")
+	if !ok {
+		return "", d, false
+	}
+	if ev == nil {
+		return "", decision{}, true
+	}
+	r := field(ev.Content(), "join_rule")
+	if r.Type != gjson.String {
+		return "", deny("join_rules.state", "the room's join_rule is not a string"), false
+	}
+	return r.Str, decision{}, true
+}
+
+// memberRules are the rules for m.room.member (v10/v11 rule 4, v12 rule 5).
+func (c *checker) memberRules() decision {
+	ev := c.ev
+	sk, ok := ev.StateKey()
+	if !ok {
+		return deny("member.state_key", "m.room.member has no state_key")
+	}
+	content := ev.Content()
+	m := field(content, "membership")
+	if !m.Exists() {
+		return deny("member.membership", "m.room.member has no membership")
+	}
+	if m.Type != gjson.String {
+		return deny("member.membership", "membership is not a string")
+	}
+	target, err := spec.ParseUserID(sk)
+	if err != nil {
+		return deny("member.state_key", "the state_key of m.room.member is not a user ID")
+	}
+
+	var authoriser spec.UserID
+	if a := field(content, "join_authorised_via_users_server"); a.Exists() {
+		authoriser, err = userIDOf(a)
+		if err != nil {
+			return deny("member.authorised_via", "join_authorised_via_users_server is not a valid user ID")
+		}
+		// The signature itself is verified with the other signatures on
+		// receipt; here the event must at least carry one from that server.
+		sigs := field(ev.Get("signatures"), string(authoriser.Server()))
+		if !sigs.IsObject() || len(sigs.Map()) == 0 {
+			return deny("member.authorised_via.signature",
+				"the event is not signed by the server of join_authorised_via_users_server")
+		}
+	}
+
+	senderMembership, d, ok := c.membership(c.sender)
+	if !ok {
+		return d
+	}
+	targetMembership, d, ok := c.membership(target)
+	if !ok {
+		return d
+	}
+	senderLevel := c.pl.UserLevel(c.sender)
+	targetLevel := c.pl.UserLevel(target)
+
+	switch m.Str {
+	case spec.Join:
+		return c.joinRules(target, senderMembership, authoriser)
+
+	case spec.Invite:
+		if tpi := field(content, "third_party_invite"); tpi.Exists() {
+			return c.thirdPartyInviteRules(tpi, target, targetMembership)
+		}
+		if senderMembership != spec.Join {
+			return deny("member.invite.sender_not_joined", "the sender is not joined to the room")
+		}
+		if targetMembership == spec.Join || targetMembership == spec.Ban {
+			return deny("member.invite.target", "the target is already joined or is banned")
+		}
+		if senderLevel >= c.pl.Invite {
+			return allow("member.invite")
+		}
+		return deny("member.invite.level", "the sender's power level is below the invite level")
+
+	case spec.Leave:
+		if c.sender == target {
+			switch targetMembership {
+			case spec.Invite, spec.Join, spec.Knock:
+				return allow("member.leave.self")
+			}
+			return deny("member.leave.self", "only an invited, joined or knocking user can leave")
+		}
+		if senderMembership != spec.Join {
+			return deny("member.leave.sender_not_joined", "the sender is not joined to the room")
+		}
+		if targetMembership == spec.Ban && senderLevel < c.pl.Ban {
+			return deny("member.leave.unban", "the sender's power level is below the ban level")
+		}
+		if senderLevel >= c.pl.Kick && targetLevel < senderLevel {
+			return allow("member.leave.kick")
+		}
+		return deny("member.leave.kick", "the sender's power level is below the kick level or not above the target's")
+
+	case spec.Ban:
+		if senderMembership != spec.Join {
+			return deny("member.ban.sender_not_joined", "the sender is not joined to the room")
+		}
+		if senderLevel >= c.pl.Ban && targetLevel < senderLevel {
+			return allow("member.ban")
+		}
+		return deny("member.ban.level", "the sender's power level is below the ban level or not above the target's")
+
+	case spec.Knock:
+		rule, d, ok := c.joinRule()
+		if !ok {
+			return d
+		}
+		// v10: knock_restricted also allows knocking.
+		if rule != "knock" && rule != "knock_restricted" {
+			return deny("member.knock.join_rule", "the join rule does not allow knocking")
+		}
+		if c.sender != target {
+			return deny("member.knock.sender", "a user can only knock for themselves")
+		}
+		switch senderMembership {
+		case spec.Ban, spec.Invite, spec.Join:
+			return deny("member.knock.membership", "a banned, invited or joined user cannot knock")
+		}
+		return allow("member.knock")
+	}
+	return deny("member.membership", "unknown membership %q", m.Str)
+}
+
+// joinRules are the rules for membership join.
+func (c *checker) joinRules(target spec.UserID, membership string, authoriser spec.UserID) decision {
+	// The creator's own first join right after the create event. v10 names
+	// the creator in content.creator; from v11 it is the create's sender.
+	prev := c.ev.PrevEvents()
+	if len(prev) == 1 && prev[0] == c.create.EventID() {
+		creator := c.create.Sender()
+		if c.v == spec.RoomV10 {
+			creator, _ = userIDOf(field(c.create.Content(), "creator"))
+		}
+		if creator != "" && target == creator {
+			return allow("member.join.creator")
+		}
+	}
+	if c.sender != target {
+		return deny("member.join.sender", "a user can only join for themselves")
+	}
+	if membership == spec.Ban {
+		return deny("member.join.banned", "the user is banned from the room")
+	}
+	rule, d, ok := c.joinRule()
+	if !ok {
+		return d
+	}
+	switch rule {
+	case "invite", "knock":
+		if membership == spec.Invite || membership == spec.Join {
+			return allow("member.join.invited")
+		}
+		return deny("member.join.not_invited", "the room is invite-only and the user is not invited")
+	case "restricted", "knock_restricted":
+		if membership == spec.Invite || membership == spec.Join {
+			return allow("member.join.invited")
+		}
+		if authoriser == "" {
+			return deny("member.join.restricted", "the join has no join_authorised_via_users_server")
+		}
+		am, d, ok := c.membership(authoriser)
+		if !ok {
+			return d
+		}
+		if am != spec.Join {
+			return deny("member.join.restricted", "join_authorised_via_users_server is not joined to the room")
+		}
+		if c.pl.UserLevel(authoriser) < c.pl.Invite {
+			return deny("member.join.restricted", "join_authorised_via_users_server cannot invite users")
+		}
+		return allow("member.join.restricted")
+	case "public":
+		return allow("member.join.public")
+	}
+	return deny("member.join.rule", "the join rule does not allow joining")
+}
+
+// thirdPartyInviteRules checks an invite with content.third_party_invite as
+// far as Chatalot can, and then refuses it: verifying the identity server's
+// signature in "signed" is not supported, so such an invite is never allowed.
+func (c *checker) thirdPartyInviteRules(tpi gjson.Result, target spec.UserID, targetMembership string) decision {
+	if targetMembership == spec.Ban {
+		return deny("member.invite.third_party.banned", "the target is banned")
+	}
+	signed := field(tpi, "signed")
+	if !signed.IsObject() {
+		return deny("member.invite.third_party.signed", "third_party_invite has no signed object")
+	}
+	mxid, token := field(signed, "mxid"), field(signed, "token")
+	if mxid.Type != gjson.String || token.Type != gjson.String {
+		return deny("member.invite.third_party.signed", "signed has no mxid or token")
+	}
+	if mxid.Str != string(target) {
+		return deny("member.invite.third_party.mxid", "signed.mxid is not the state_key")
+	}
+	invite, d, ok := c.get(spec.MRoomThirdPartyInvite, token.Str)
+	if !ok {
+		return d
+	}
+	if invite == nil {
+		return deny("member.invite.third_party.token", "no m.room.third_party_invite matches the token")
+	}
+	if invite.Sender() != c.sender {
+		return deny("member.invite.third_party.sender", "the sender did not send the m.room.third_party_invite")
+	}
+	return deny("member.invite.third_party.signature", "third-party invites are not supported by this server")
+}
+
+// powerLevelsRules are the rules for m.room.power_levels (v10/v11 rule 9,
+// v12 rule 10).
+func (c *checker) powerLevelsRules(senderLevel int64) decision {
+	next, d, ok := parsePowerLevelsContent(c.ev.Content())
+	if !ok {
+		return d
+	}
+	if c.v.AtLeast12() {
+		// v12 (MSC4289): creators are not listed; their power is unlimited.
+		for _, cr := range c.creators {
+			if _, listed := next.users[string(cr)]; listed {
+				return deny("power_levels.creator", "room creators cannot be listed in users")
+			}
+		}
+	}
+	if c.plEvent == nil {
+		return allow("power_levels.initial")
+	}
+	cur, d, ok := parsePowerLevelsContent(c.plEvent.Content())
+	if !ok {
+		return deny("power_levels.state", "the room's m.room.power_levels event is malformed")
+	}
+
+	for _, k := range scalarLevels {
+		o, hadOld := cur.scalars[k]
+		n, hasNew := next.scalars[k]
+		if hadOld == hasNew && o == n {
+			continue
+		}
+		if (hadOld && o > senderLevel) || (hasNew && n > senderLevel) {
+			return deny("power_levels.change", "%s cannot change from or to a level above the sender's", k)
+		}
+	}
+	for _, m := range []struct {
+		name     string
+		cur, new map[string]int64
+	}{
+		{"events", cur.events, next.events},
+		{"notifications", cur.notifications, next.notifications},
+	} {
+		for k, o := range m.cur {
+			if n, ok := m.new[k]; (!ok || n != o) && o > senderLevel {
+				return deny("power_levels."+m.name+"_change",
+					"an entry of %s above the sender's level cannot be changed or removed", m.name)
+			}
+		}
+		for k, n := range m.new {
+			if o, ok := m.cur[k]; (!ok || n != o) && n > senderLevel {
+				return deny("power_levels."+m.name+"_change",
+					"an entry of %s cannot be set above the sender's level", m.name)
+			}
+		}
+	}
+	for u, o := range cur.users {
+		if u == string(c.sender) {
+			continue
+		}
+		if n, ok := next.users[u]; (!ok || n != o) && o >= senderLevel {
+			return deny("power_levels.users_change",
+				"a user at or above the sender's level cannot be changed or removed")
+		}
+	}
+	for u, n := range next.users {
+		if o, ok := cur.users[u]; (!ok || n != o) && n > senderLevel {
+			return deny("power_levels.users_change", "a user cannot be set above the sender's level")
+		}
+	}
+	return allow("power_levels")
+}
+
+// field returns the member key of a JSON object, matching the key exactly
+// (gjson paths would read '.', '*' and '?' in keys as syntax).
+func field(obj gjson.Result, key string) gjson.Result {
+	var out gjson.Result
+	if !obj.IsObject() {
+		return out
+	}
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if k.Str == key {
+			out = v
+			return false
+		}
+		return true
+	})
+	return out
+}
+
+// userIDOf reads a JSON string holding a valid user ID.
+func userIDOf(r gjson.Result) (spec.UserID, error) {
+	if r.Type != gjson.String {
+		return "", spec.InvalidParam("not a string")
+	}
+	return spec.ParseUserID(r.Str)
+}
+
+// userIDList reads a JSON array of valid user IDs.
+func userIDList(r gjson.Result) ([]spec.UserID, error) {
+	if !r.IsArray() {
+		return nil, spec.InvalidParam("not an array")
+	}
+	var out []spec.UserID
+	var bad error
+	r.ForEach(func(_, v gjson.Result) bool {
+		u, err := userIDOf(v)
+		if err != nil {
+			bad = err
+			return false
+		}
+		out = append(out, u)
+		return true
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	return out, nil
+}

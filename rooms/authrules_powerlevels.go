@@ -1,0 +1,323 @@
+package rooms
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
+)
+
+// CreatorPowerLevel is the power level of a room creator in room version 12
+// (MSC4289): above every level a power levels event can hold, which the
+// canonical JSON range limits to ±(2^53-1).
+const CreatorPowerLevel int64 = math.MaxInt64
+
+// maxSafeInteger is the largest integer canonical JSON allows.
+const maxSafeInteger = 1<<53 - 1
+
+// The default levels of m.room.power_levels, used for absent properties and
+// when the room has no power levels event.
+const (
+	defaultUsersLevel        = 0
+	defaultEventsLevel       = 0
+	defaultStateLevel        = 50
+	defaultBanLevel          = 50
+	defaultKickLevel         = 50
+	defaultRedactLevel       = 50
+	defaultInviteLevel       = 0
+	defaultNotificationLevel = 50
+	// creatorImplicitLevel is the creator's level in room versions 10 and 11
+	// when the room has no power levels event.
+	creatorImplicitLevel = 100
+)
+
+// scalarLevels are the integer properties of power levels content whose
+// changes rule 9.5 (v12: 10.6) checks.
+var scalarLevels = []string{"users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"}
+
+// PowerLevels is the content of a room's m.room.power_levels with the spec's
+// defaults filled in, plus the room's creators.
+type PowerLevels struct {
+	Users         map[spec.UserID]int64
+	UsersDefault  int64
+	Events        map[string]int64
+	EventsDefault int64
+	StateDefault  int64
+	Ban           int64
+	Kick          int64
+	Redact        int64
+	Invite        int64
+	// Notifications maps a notification key ("room") to its level.
+	Notifications map[string]int64
+	// Creators are the room creators with unlimited power: the create
+	// event's sender and content.additional_creators in room version 12,
+	// and nobody in earlier versions.
+	Creators []spec.UserID
+}
+
+// ParsePowerLevels reads the power levels of a room from its
+// m.room.power_levels event (nil if the room has none) and its m.room.create
+// event. Values must be integers (room version 10+). With no power levels
+// event, everyone is at 0 except the creator, at 100 in versions 10 and 11.
+func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
+	if create == nil || create.Type() != spec.MRoomCreate || !create.Version().Supported() {
+		return PowerLevels{}, spec.Forbidden("no valid m.room.create event")
+	}
+	v := create.Version()
+	creators, err := Creators(create)
+	if err != nil {
+		return PowerLevels{}, err
+	}
+	pl := PowerLevels{
+		Users:         map[spec.UserID]int64{},
+		UsersDefault:  defaultUsersLevel,
+		Events:        map[string]int64{},
+		EventsDefault: defaultEventsLevel,
+		StateDefault:  defaultStateLevel,
+		Ban:           defaultBanLevel,
+		Kick:          defaultKickLevel,
+		Redact:        defaultRedactLevel,
+		Invite:        defaultInviteLevel,
+		Notifications: map[string]int64{"room": defaultNotificationLevel},
+	}
+	if v.AtLeast12() {
+		pl.Creators = creators
+	}
+	if plEvent == nil {
+		if !v.AtLeast12() {
+			pl.Users[creators[0]] = creatorImplicitLevel
+		}
+		return pl, nil
+	}
+	if plEvent.Type() != spec.MRoomPowerLevels || plEvent.Version() != v || plEvent.RoomID() != create.RoomID() {
+		return PowerLevels{}, spec.Forbidden("the power levels event does not belong to the room")
+	}
+	c, d, ok := parsePowerLevelsContent(plEvent.Content())
+	if !ok {
+		return PowerLevels{}, spec.Forbidden("malformed power levels: %s", d.why)
+	}
+	for k, n := range c.scalars {
+		switch k {
+		case "users_default":
+			pl.UsersDefault = n
+		case "events_default":
+			pl.EventsDefault = n
+		case "state_default":
+			pl.StateDefault = n
+		case "ban":
+			pl.Ban = n
+		case "kick":
+			pl.Kick = n
+		case "redact":
+			pl.Redact = n
+		case "invite":
+			pl.Invite = n
+		}
+	}
+	for u, n := range c.users {
+		pl.Users[spec.UserID(u)] = n
+	}
+	for t, n := range c.events {
+		pl.Events[t] = n
+	}
+	for k, n := range c.notifications {
+		pl.Notifications[k] = n
+	}
+	return pl, nil
+}
+
+// PowerLevelsOf reads the power levels of the room whose state is given.
+func PowerLevelsOf(state AuthState) (PowerLevels, error) {
+	if state == nil {
+		return PowerLevels{}, spec.Forbidden("no room state")
+	}
+	create := state.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return PowerLevels{}, spec.Forbidden("no m.room.create event")
+	}
+	return ParsePowerLevels(state.Get(spec.MRoomPowerLevels, ""), create)
+}
+
+// Creators returns the room creators named by an m.room.create event: its
+// content.creator in room version 10, its sender from 11, and from 12 also
+// content.additional_creators. An invalid value is an error.
+func Creators(create *events.PDU) ([]spec.UserID, error) {
+	if create == nil || create.Type() != spec.MRoomCreate {
+		return nil, spec.Forbidden("no m.room.create event")
+	}
+	v := create.Version()
+	content := create.Content()
+	switch {
+	case v == spec.RoomV10:
+		creator, err := userIDOf(field(content, "creator"))
+		if err != nil {
+			return nil, spec.Forbidden("m.room.create has no valid creator")
+		}
+		return []spec.UserID{creator}, nil
+	case v == spec.RoomV11:
+		sender, err := spec.ParseUserID(string(create.Sender()))
+		if err != nil {
+			return nil, spec.Forbidden("m.room.create has no valid sender")
+		}
+		return []spec.UserID{sender}, nil
+	case v == spec.RoomV12:
+		sender, err := spec.ParseUserID(string(create.Sender()))
+		if err != nil {
+			return nil, spec.Forbidden("m.room.create has no valid sender")
+		}
+		out := []spec.UserID{sender}
+		if ac := field(content, "additional_creators"); ac.Exists() {
+			more, err := userIDList(ac)
+			if err != nil {
+				return nil, spec.Forbidden("m.room.create has invalid additional_creators")
+			}
+			out = append(out, more...)
+		}
+		return out, nil
+	}
+	return nil, spec.Forbidden("room version %q is not supported", v)
+}
+
+// IsCreator reports whether user is a room creator with unlimited power
+// (room version 12).
+func (pl PowerLevels) IsCreator(user spec.UserID) bool {
+	for _, c := range pl.Creators {
+		if c == user {
+			return true
+		}
+	}
+	return false
+}
+
+// UserLevel is the power level of user: CreatorPowerLevel for a v12 room
+// creator, else the users entry, else users_default.
+func (pl PowerLevels) UserLevel(user spec.UserID) int64 {
+	if pl.IsCreator(user) {
+		return CreatorPowerLevel
+	}
+	if n, ok := pl.Users[user]; ok {
+		return n
+	}
+	return pl.UsersDefault
+}
+
+// EventLevel is the level required to send an event of the type: the events
+// entry, else state_default or events_default.
+func (pl PowerLevels) EventLevel(eventType string, isState bool) int64 {
+	if n, ok := pl.Events[eventType]; ok {
+		return n
+	}
+	if isState {
+		return pl.StateDefault
+	}
+	return pl.EventsDefault
+}
+
+// CanSend reports whether user's level reaches the level required for the
+// event type. Membership events follow their own rules (see Allowed).
+func (pl PowerLevels) CanSend(user spec.UserID, eventType string, isState bool) bool {
+	return pl.UserLevel(user) >= pl.EventLevel(eventType, isState)
+}
+
+// NotificationLevel is the level needed to trigger a notification key such
+// as "room"; an unknown key defaults to 50.
+func (pl PowerLevels) NotificationLevel(key string) int64 {
+	if n, ok := pl.Notifications[key]; ok {
+		return n
+	}
+	return defaultNotificationLevel
+}
+
+// CanRedactOthers reports whether user may redact events sent by other users
+// (client-server API, m.room.redaction): the redact level. Redacting one's
+// own events needs only the level to send m.room.redaction.
+func (pl PowerLevels) CanRedactOthers(user spec.UserID) bool {
+	return pl.UserLevel(user) >= pl.Redact
+}
+
+// plContent is power levels content as written: only present properties.
+type plContent struct {
+	scalars       map[string]int64
+	events        map[string]int64
+	notifications map[string]int64
+	users         map[string]int64
+}
+
+// parsePowerLevelsContent applies rules 9.1-9.3 (v12: 10.1-10.3): integer
+// levels, integer maps for events and notifications, and users keyed by
+// valid user IDs.
+func parsePowerLevelsContent(content gjson.Result) (plContent, decision, bool) {
+	c := plContent{scalars: map[string]int64{}}
+	if !content.IsObject() {
+		return c, deny("power_levels.content", "content is not an object"), false
+	}
+	for _, k := range scalarLevels {
+		r := field(content, k)
+		if !r.Exists() {
+			continue
+		}
+		n, ok := jsonInteger(r)
+		if !ok {
+			return c, deny("power_levels.integer", "%s is not an integer", k), false
+		}
+		c.scalars[k] = n
+	}
+	var ok bool
+	if c.events, ok = integerMap(field(content, "events")); !ok {
+		return c, deny("power_levels.events", "events is not an object of integers"), false
+	}
+	if c.notifications, ok = integerMap(field(content, "notifications")); !ok {
+		return c, deny("power_levels.notifications", "notifications is not an object of integers"), false
+	}
+	users := field(content, "users")
+	if c.users, ok = integerMap(users); !ok {
+		return c, deny("power_levels.users", "users is not an object of integers"), false
+	}
+	for u := range c.users {
+		if _, err := spec.ParseUserID(u); err != nil {
+			return c, deny("power_levels.users", "users has a key that is not a valid user ID"), false
+		}
+	}
+	return c, decision{}, true
+}
+
+// integerMap reads an optional JSON object whose values are all integers.
+func integerMap(r gjson.Result) (map[string]int64, bool) {
+	out := map[string]int64{}
+	if !r.Exists() {
+		return out, true
+	}
+	if !r.IsObject() {
+		return nil, false
+	}
+	good := true
+	r.ForEach(func(k, v gjson.Result) bool {
+		n, ok := jsonInteger(v)
+		if !ok {
+			good = false
+			return false
+		}
+		out[k.Str] = n
+		return true
+	})
+	if !good {
+		return nil, false
+	}
+	return out, true
+}
+
+// jsonInteger reads a JSON number written as an integer in canonical JSON's
+// range. Strings ("50"), fractions and exponents are refused (v10+).
+func jsonInteger(r gjson.Result) (int64, bool) {
+	if r.Type != gjson.Number || r.Raw == "" || strings.ContainsAny(r.Raw, ".eE+") {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(r.Raw, 10, 64)
+	if err != nil || n > maxSafeInteger || n < -maxSafeInteger {
+		return 0, false
+	}
+	return n, true
+}

@@ -1,0 +1,315 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// CreateRequest is the body of POST /createRoom.
+type CreateRequest struct {
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []string          `json:"invite"`
+	Invite3PID                []json.RawMessage `json:"invite_3pid"`
+	RoomVersion               string            `json:"room_version"`
+	CreationContent           json.RawMessage   `json:"creation_content"`
+	InitialState              []InitialState    `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride json.RawMessage   `json:"power_level_content_override"`
+}
+
+// InitialState is one entry of initial_state.
+type InitialState struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// CreateRoom creates a room with the events createRoom implies, in the
+// spec's order, committed in one transaction: a failure leaves no room.
+func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (spec.RoomID, spec.RoomAlias, error) {
+	v := spec.DefaultRoomVersion
+	if req.RoomVersion != "" {
+		v = spec.RoomVersion(req.RoomVersion)
+		if !v.Supported() {
+			return "", "", spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (10, 11 and 12 are)", req.RoomVersion)
+		}
+	}
+	if len(req.Invite3PID) > 0 {
+		return "", "", spec.Forbidden("third-party invites are not supported by this server")
+	}
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return "", "", spec.InvalidParam("visibility must be public or private")
+	}
+	preset := req.Preset
+	if preset == "" {
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	}
+	if preset != "private_chat" && preset != "public_chat" && preset != "trusted_private_chat" {
+		return "", "", spec.InvalidParam("unknown preset %q", preset)
+	}
+	invitees := make([]spec.UserID, 0, len(req.Invite))
+	for _, raw := range req.Invite {
+		u, err := spec.ParseUserID(raw)
+		if err != nil {
+			return "", "", spec.InvalidParam("invite: %q is not a user ID", raw)
+		}
+		invitees = append(invitees, u)
+	}
+	var alias spec.RoomAlias
+	if req.RoomAliasName != "" {
+		a, err := spec.ParseRoomAlias("#" + req.RoomAliasName + ":" + string(s.server))
+		if err != nil {
+			return "", "", spec.InvalidParam("room_alias_name: %v", err)
+		}
+		alias = a
+		if id, _ := s.ResolveAlias(ctx, alias); id != "" {
+			return "", "", spec.NewError(spec.ErrRoomInUse, "the alias %s is already taken", alias)
+		}
+	}
+
+	// The room ID: random with our server name before v12; derived from
+	// the create event from v12 on.
+	id := spec.RoomID("")
+	if !v.AtLeast12() {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return "", "", err
+		}
+		id = spec.RoomID("!" + base64.RawURLEncoding.EncodeToString(b) + ":" + string(s.server))
+	}
+	r := newLiveRoom(id, v)
+	b := s.begin(r)
+
+	// 1. m.room.create
+	create := map[string]any{}
+	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
+		if err := json.Unmarshal(req.CreationContent, &create); err != nil {
+			return "", "", spec.BadJSON("creation_content must be an object")
+		}
+	}
+	create["room_version"] = string(v)
+	if v.AtLeast11() {
+		delete(create, "creator")
+	} else {
+		create["creator"] = string(creator)
+	}
+	if v.AtLeast12() && preset == "trusted_private_chat" && len(invitees) > 0 {
+		extra := []any{}
+		seen := map[string]bool{}
+		if prev, ok := create["additional_creators"].([]any); ok {
+			for _, p := range prev {
+				if ps, ok := p.(string); ok && !seen[ps] {
+					seen[ps] = true
+					extra = append(extra, ps)
+				}
+			}
+		}
+		for _, u := range invitees {
+			if !seen[string(u)] {
+				seen[string(u)] = true
+				extra = append(extra, string(u))
+			}
+		}
+		create["additional_creators"] = extra
+	}
+	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), creator, create); err != nil {
+		return "", "", err
+	}
+	// 2. the creator joins
+	content, err := s.memberContent(ctx, creator, spec.Join, "", nil)
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := b.add(spec.MRoomMember, strPtr(string(creator)), creator, content, ""); err != nil {
+		return "", "", err
+	}
+	// 3. power levels
+	pl, err := s.defaultPowerLevels(v, creator, preset, invitees, req.PowerLevelContentOverride)
+	if err != nil {
+		return "", "", err
+	}
+	if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), creator, pl); err != nil {
+		return "", "", err
+	}
+	// 4. canonical alias
+	if alias != "" {
+		if err := s.addJSON(b, spec.MRoomCanonicalAlias, strPtr(""), creator, map[string]any{"alias": string(alias)}); err != nil {
+			return "", "", err
+		}
+	}
+	// 5. preset
+	joinRule, guest := "invite", "can_join"
+	if preset == "public_chat" {
+		joinRule, guest = "public", "forbidden"
+	}
+	for _, e := range []struct {
+		typ     string
+		content map[string]any
+	}{
+		{spec.MRoomJoinRules, map[string]any{"join_rule": joinRule}},
+		{spec.MRoomHistoryVisibility, map[string]any{"history_visibility": "shared"}},
+		{spec.MRoomGuestAccess, map[string]any{"guest_access": guest}},
+	} {
+		if err := s.addJSON(b, e.typ, strPtr(""), creator, e.content); err != nil {
+			return "", "", err
+		}
+	}
+	// 6. initial_state, with encryption added by policy unless given
+	hasEncryption := false
+	for _, st := range req.InitialState {
+		if st.Type == "" {
+			return "", "", spec.BadJSON("initial_state: every event needs a type")
+		}
+		if st.Type == spec.MRoomCreate || st.Type == spec.MRoomMember {
+			return "", "", spec.InvalidParam("initial_state cannot set %s", st.Type)
+		}
+		c, err := events.CanonicalObject(contentOrEmpty(st.Content))
+		if err != nil {
+			return "", "", err
+		}
+		if st.Type == spec.MRoomEncryption && st.StateKey == "" {
+			hasEncryption = true
+			if err := s.checkEncryptionPolicy(b.snap, st.Type, &st.StateKey, c); err != nil {
+				return "", "", err
+			}
+		}
+		if _, err := b.add(st.Type, strPtr(st.StateKey), creator, c, ""); err != nil {
+			return "", "", err
+		}
+	}
+	if !hasEncryption && s.cfg.Encryption != "optional" {
+		if err := s.addJSON(b, spec.MRoomEncryption, strPtr(""), creator, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
+			return "", "", err
+		}
+	}
+	// 7. name and topic
+	if req.Name != nil {
+		if err := s.addJSON(b, spec.MRoomName, strPtr(""), creator, map[string]any{"name": *req.Name}); err != nil {
+			return "", "", err
+		}
+	}
+	if req.Topic != nil {
+		if err := s.addJSON(b, spec.MRoomTopic, strPtr(""), creator, map[string]any{"topic": *req.Topic}); err != nil {
+			return "", "", err
+		}
+	}
+	// 8. invites
+	for _, u := range invitees {
+		c, err := s.memberContent(ctx, u, spec.Invite, "", nil)
+		if err != nil {
+			return "", "", err
+		}
+		if req.IsDirect {
+			var m map[string]any
+			_ = json.Unmarshal(c, &m)
+			m["is_direct"] = true
+			if c, err = events.MarshalCanonical(m); err != nil {
+				return "", "", err
+			}
+		}
+		if _, err := b.add(spec.MRoomMember, strPtr(string(u)), creator, c, ""); err != nil {
+			return "", "", err
+		}
+	}
+	if err := b.commitNewRoom(ctx, creator, alias, req.Visibility == "public"); err != nil {
+		return "", "", err
+	}
+	return r.id, alias, nil
+}
+
+func (s *Service) addJSON(b *builder, typ string, stateKey *string, sender spec.UserID, content any) error {
+	c, err := events.MarshalCanonical(content)
+	if err != nil {
+		return err
+	}
+	_, err = b.add(typ, stateKey, sender, c, "")
+	return err
+}
+
+// defaultPowerLevels is the spec's default power levels for a new room,
+// with the client's override merged on top.
+func (s *Service) defaultPowerLevels(v spec.RoomVersion, creator spec.UserID, preset string, invitees []spec.UserID, override json.RawMessage) (map[string]any, error) {
+	users := map[string]any{}
+	if !v.AtLeast12() {
+		users[string(creator)] = 100
+		if preset == "trusted_private_chat" {
+			for _, u := range invitees {
+				users[string(u)] = 100
+			}
+		}
+	}
+	tombstone := 100
+	if v.AtLeast12() {
+		tombstone = 150 // must be above state_default in v12
+	}
+	pl := map[string]any{
+		"users":          users,
+		"users_default":  0,
+		"events_default": 0,
+		"state_default":  50,
+		"ban":            50,
+		"kick":           50,
+		"redact":         50,
+		"invite":         0,
+		"events": map[string]any{
+			spec.MRoomName:              50,
+			spec.MRoomPowerLevels:       100,
+			spec.MRoomHistoryVisibility: 100,
+			spec.MRoomCanonicalAlias:    50,
+			spec.MRoomAvatar:            50,
+			spec.MRoomTombstone:         tombstone,
+			spec.MRoomServerACL:         100,
+			spec.MRoomEncryption:        100,
+		},
+		"notifications": map[string]any{"room": 50},
+	}
+	if preset == "private_chat" || preset == "trusted_private_chat" {
+		pl["invite"] = 0
+	} else {
+		pl["invite"] = 50
+	}
+	if len(override) > 0 && string(override) != "null" {
+		var o map[string]any
+		if err := json.Unmarshal(override, &o); err != nil {
+			return nil, spec.BadJSON("power_level_content_override must be an object")
+		}
+		for k, val := range o {
+			pl[k] = val
+		}
+	}
+	return pl, nil
+}
+
+// commitNewRoom commits a new room's first events together with its row,
+// its alias and its directory visibility.
+func (b *builder) commitNewRoom(ctx context.Context, creator spec.UserID, alias spec.RoomAlias, public bool) error {
+	b.extra = func(tx *storage.Tx) error {
+		if alias != "" {
+			if err := insertAlias(tx, alias, b.r.id, creator); err != nil {
+				return err
+			}
+		}
+		if public {
+			if err := setPublished(tx, b.r.id, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return b.commit(ctx, true, creator, "", "")
+}

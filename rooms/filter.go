@@ -1,0 +1,134 @@
+package rooms
+
+import (
+	"strings"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// RoomEventFilter is the spec's RoomEventFilter, used by /messages,
+// /context and /sync. A nil filter matches everything.
+type RoomEventFilter struct {
+	Limit                   *int     `json:"limit,omitempty"`
+	Types                   []string `json:"types,omitempty"`
+	NotTypes                []string `json:"not_types,omitempty"`
+	Senders                 []string `json:"senders,omitempty"`
+	NotSenders              []string `json:"not_senders,omitempty"`
+	Rooms                   []string `json:"rooms,omitempty"`
+	NotRooms                []string `json:"not_rooms,omitempty"`
+	ContainsURL             *bool    `json:"contains_url,omitempty"`
+	LazyLoadMembers         bool     `json:"lazy_load_members,omitempty"`
+	IncludeRedundantMembers bool     `json:"include_redundant_members,omitempty"`
+	UnreadThreadNotes       bool     `json:"unread_thread_notifications,omitempty"`
+}
+
+// Validate refuses values the spec does not allow.
+func (f *RoomEventFilter) Validate() error {
+	if f == nil {
+		return nil
+	}
+	if f.Limit != nil && *f.Limit < 0 {
+		return spec.BadJSON("filter limit must not be negative")
+	}
+	for _, list := range [][]string{f.Senders, f.NotSenders} {
+		for _, u := range list {
+			if _, err := spec.ParseUserID(u); err != nil {
+				return spec.BadJSON("filter senders must be user IDs")
+			}
+		}
+	}
+	return nil
+}
+
+// MatchesRoom reports whether events of the room pass rooms/not_rooms.
+func (f *RoomEventFilter) MatchesRoom(id spec.RoomID) bool {
+	if f == nil {
+		return true
+	}
+	if contains(f.NotRooms, string(id)) {
+		return false
+	}
+	return f.Rooms == nil || contains(f.Rooms, string(id))
+}
+
+// Matches reports whether an event passes the filter's type, sender and
+// URL conditions (rooms are checked by MatchesRoom).
+func (f *RoomEventFilter) Matches(p *events.PDU) bool {
+	if f == nil {
+		return true
+	}
+	if !f.MatchesRoom(p.RoomID()) {
+		return false
+	}
+	if contains(f.NotSenders, string(p.Sender())) {
+		return false
+	}
+	if f.Senders != nil && !contains(f.Senders, string(p.Sender())) {
+		return false
+	}
+	for _, t := range f.NotTypes {
+		if Glob(t, p.Type()) {
+			return false
+		}
+	}
+	if f.Types != nil {
+		ok := false
+		for _, t := range f.Types {
+			if Glob(t, p.Type()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if f.ContainsURL != nil {
+		hasURL := p.Content().Get("url").Type == 3 // gjson.String
+		if hasURL != *f.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Glob matches s against a pattern where '*' is any run of characters and
+// '?' any one character. It runs in O(len(pattern)·len(s)) at worst, never
+// exponential time, whatever the pattern.
+func Glob(pattern, s string) bool {
+	if !strings.ContainsAny(pattern, "*?") {
+		return pattern == s
+	}
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
+			p++
+			i++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}

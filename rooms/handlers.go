@@ -1,0 +1,541 @@
+package rooms
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+type handlers struct{ s *Service }
+
+func roomIDParam(c *gin.Context) (spec.RoomID, bool) {
+	id, err := spec.ParseRoomID(c.Param("roomId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("room ID: %v", err))
+		return "", false
+	}
+	return id, true
+}
+
+func eventIDParam(c *gin.Context) (spec.EventID, bool) {
+	id, err := spec.ParseEventID(c.Param("eventId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("event ID: %v", err))
+		return "", false
+	}
+	return id, true
+}
+
+// clientEvent renders an event for the viewer.
+func clientEvent(ev *Event, viewer *auth.Device) json.RawMessage {
+	return ClientEvent(ev, viewer.UserID, viewer.DeviceID)
+}
+
+func clientState(pdus []*events.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		out[i] = events.ClientEvent(p, nil)
+	}
+	return out
+}
+
+// POST /_matrix/client/v3/createRoom
+func (h *handlers) createRoom(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	var req CreateRequest
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	id, _, err := h.s.CreateRoom(c, dev.UserID, req)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"room_id": id})
+}
+
+type membershipBody struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+func (h *handlers) readMembershipBody(c *gin.Context, needUser bool) (*membershipBody, spec.UserID, bool) {
+	var body membershipBody
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return nil, "", false
+	}
+	if !needUser {
+		return &body, "", true
+	}
+	if body.UserID == "" {
+		c.Error(spec.MissingParam("user_id is required"))
+		return nil, "", false
+	}
+	u, err := spec.ParseUserID(body.UserID)
+	if err != nil {
+		c.Error(spec.InvalidParam("user_id: %v", err))
+		return nil, "", false
+	}
+	return &body, u, true
+}
+
+// resolveRoom turns a room ID or alias into a room ID.
+func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, bool) {
+	if strings.HasPrefix(idOrAlias, "#") {
+		alias, err := spec.ParseRoomAlias(idOrAlias)
+		if err != nil {
+			c.Error(spec.InvalidParam("room alias: %v", err))
+			return "", false
+		}
+		id, err := h.s.ResolveAlias(c, alias)
+		if err != nil {
+			c.Error(err)
+			return "", false
+		}
+		if id == "" {
+			c.Error(spec.NotFound("room alias %s is not known", alias))
+			return "", false
+		}
+		return id, true
+	}
+	id, err := spec.ParseRoomID(idOrAlias)
+	if err != nil {
+		c.Error(spec.InvalidParam("room ID or alias: %v", err))
+		return "", false
+	}
+	return id, true
+}
+
+func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) {
+	dev := auth.DeviceFrom(c)
+	body, _, ok := h.readMembershipBody(c, false)
+	if !ok {
+		return
+	}
+	if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, dev.UserID, spec.Join, body.Reason, false); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"room_id": id})
+}
+
+// POST /_matrix/client/v3/join/{roomIdOrAlias}
+func (h *handlers) joinByIDOrAlias(c *gin.Context) {
+	if id, ok := h.resolveRoom(c, c.Param("roomIdOrAlias")); ok {
+		h.doJoin(c, id)
+	}
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/join
+func (h *handlers) join(c *gin.Context) {
+	if id, ok := roomIDParam(c); ok {
+		h.doJoin(c, id)
+	}
+}
+
+// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+func (h *handlers) knock(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := h.resolveRoom(c, c.Param("roomIdOrAlias"))
+	if !ok {
+		return
+	}
+	body, _, ok := h.readMembershipBody(c, false)
+	if !ok {
+		return
+	}
+	if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"room_id": id})
+}
+
+// membershipOf returns a handler that changes another user's membership
+// (invite, kick, ban, unban) or the caller's own (leave).
+func (h *handlers) membershipOf(membership string, needUser, unban bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		dev := auth.DeviceFrom(c)
+		id, ok := roomIDParam(c)
+		if !ok {
+			return
+		}
+		body, target, ok := h.readMembershipBody(c, needUser)
+		if !ok {
+			return
+		}
+		if !needUser {
+			target = dev.UserID
+		}
+		if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
+			c.Error(err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{})
+	}
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/invite
+func (h *handlers) invite(c *gin.Context) { h.membershipOf(spec.Invite, true, false)(c) }
+
+// POST /_matrix/client/v3/rooms/{roomId}/leave
+func (h *handlers) leave(c *gin.Context) { h.membershipOf(spec.Leave, false, false)(c) }
+
+// POST /_matrix/client/v3/rooms/{roomId}/kick
+func (h *handlers) kick(c *gin.Context) { h.membershipOf(spec.Leave, true, false)(c) }
+
+// POST /_matrix/client/v3/rooms/{roomId}/ban
+func (h *handlers) ban(c *gin.Context) { h.membershipOf(spec.Ban, true, false)(c) }
+
+// POST /_matrix/client/v3/rooms/{roomId}/unban
+func (h *handlers) unban(c *gin.Context) { h.membershipOf(spec.Leave, true, true)(c) }
+
+// POST /_matrix/client/v3/rooms/{roomId}/forget
+func (h *handlers) forget(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	if err := h.s.Forget(c, dev.UserID, id); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// GET /_matrix/client/v3/joined_rooms
+func (h *handlers) joinedRooms(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"joined_rooms": h.s.JoinedRooms(auth.DeviceFrom(c).UserID)})
+}
+
+func validEventType(t string) error {
+	if t == "" || len(t) > 255 {
+		return spec.InvalidParam("the event type must be 1 to 255 bytes")
+	}
+	return nil
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+func (h *handlers) send(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	typ := c.Param("eventType")
+	if err := validEventType(typ); err != nil {
+		c.Error(err)
+		return
+	}
+	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	eid, err := h.s.Send(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, nil, c.Param("txnId"), content)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"event_id": eid})
+}
+
+func stateKeyParam(c *gin.Context) string {
+	return strings.TrimPrefix(c.Param("stateKey"), "/")
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+func (h *handlers) putState(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	typ := c.Param("eventType")
+	if err := validEventType(typ); err != nil {
+		c.Error(err)
+		return
+	}
+	key := stateKeyParam(c)
+	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	eid, err := h.s.Send(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, &key, "", content)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"event_id": eid})
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state
+func (h *handlers) getAllState(c *gin.Context) {
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	state, err := h.s.State(c, auth.DeviceFrom(c).UserID, id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, clientState(state))
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}:
+// the content, or with format=event the whole event.
+func (h *handlers) getState(c *gin.Context) {
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	ev, err := h.s.StateEvent(c, auth.DeviceFrom(c).UserID, id, c.Param("eventType"), stateKeyParam(c))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	if c.Query("format") == "event" {
+		c.Data(http.StatusOK, "application/json", events.ClientEvent(ev, nil))
+		return
+	}
+	c.Data(http.StatusOK, "application/json", []byte(ev.Content().Raw))
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/members
+func (h *handlers) members(c *gin.Context) {
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	var at *Token
+	if s := c.Query("at"); s != "" {
+		t, err := ParseToken(s)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		at = &t
+	}
+	for _, q := range []string{"membership", "not_membership"} {
+		switch c.Query(q) {
+		case "", spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock:
+		default:
+			c.Error(spec.InvalidParam("%s must be join, invite, leave, ban or knock", q))
+			return
+		}
+	}
+	evs, err := h.s.Members(c, auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"chunk": clientState(evs)})
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/joined_members
+func (h *handlers) joinedMembers(c *gin.Context) {
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	evs, err := h.s.JoinedMembersOf(auth.DeviceFrom(c).UserID, id)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	joined := map[string]any{}
+	for _, ev := range evs {
+		sk, _ := ev.StateKey()
+		m := map[string]any{}
+		if n := ev.Content().Get("displayname"); n.Type == 3 {
+			m["display_name"] = n.String()
+		}
+		if a := ev.Content().Get("avatar_url"); a.Type == 3 {
+			m["avatar_url"] = a.String()
+		}
+		joined[sk] = m
+	}
+	c.JSON(http.StatusOK, gin.H{"joined": joined})
+}
+
+// parseFilterParam reads the filter query parameter (a JSON RoomEventFilter).
+func parseFilterParam(c *gin.Context) (*RoomEventFilter, bool) {
+	raw := c.Query("filter")
+	if raw == "" {
+		return nil, true
+	}
+	var f RoomEventFilter
+	if err := api.DecodeJSON([]byte(raw), &f); err != nil {
+		c.Error(spec.InvalidParam("filter: %v", err))
+		return nil, false
+	}
+	if err := f.Validate(); err != nil {
+		c.Error(err)
+		return nil, false
+	}
+	return &f, true
+}
+
+func limitParam(c *gin.Context, def int) (int, bool) {
+	s := c.Query("limit")
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		c.Error(spec.InvalidParam("limit must be a non-negative integer"))
+		return 0, false
+	}
+	return n, true
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/messages
+func (h *handlers) messages(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	var from, to *Token
+	for _, p := range []struct {
+		name string
+		dst  **Token
+	}{{"from", &from}, {"to", &to}} {
+		if s := c.Query(p.name); s != "" {
+			t, err := ParseToken(s)
+			if err != nil {
+				c.Error(err)
+				return
+			}
+			*p.dst = &t
+		}
+	}
+	dir := c.Query("dir")
+	if dir != "b" && dir != "f" {
+		c.Error(spec.InvalidParam("dir must be b or f"))
+		return
+	}
+	limit, ok := limitParam(c, 10)
+	if !ok {
+		return
+	}
+	f, ok := parseFilterParam(c)
+	if !ok {
+		return
+	}
+	page, err := h.s.Messages(c, dev.UserID, id, from, to, dir == "b", limit, f)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	chunk := make([]json.RawMessage, len(page.Events))
+	for i, ev := range page.Events {
+		chunk[i] = clientEvent(ev, dev)
+	}
+	resp := gin.H{"chunk": chunk, "start": page.Start.String()}
+	if page.HasEnd {
+		resp["end"] = page.End.String()
+	}
+	if len(page.State) > 0 {
+		resp["state"] = clientState(page.State)
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
+func (h *handlers) context(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	eid, ok := eventIDParam(c)
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(c, 10)
+	if !ok {
+		return
+	}
+	f, ok := parseFilterParam(c)
+	if !ok {
+		return
+	}
+	res, err := h.s.Context(c, dev.UserID, id, eid, limit, f)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	render := func(evs []*Event) []json.RawMessage {
+		out := make([]json.RawMessage, len(evs))
+		for i, ev := range evs {
+			out[i] = clientEvent(ev, dev)
+		}
+		return out
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"event":         clientEvent(res.Event, dev),
+		"events_before": render(res.Before),
+		"events_after":  render(res.After),
+		"start":         res.Start.String(),
+		"end":           res.End.String(),
+		"state":         clientState(res.State),
+	})
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
+func (h *handlers) event(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	eid, ok := eventIDParam(c)
+	if !ok {
+		return
+	}
+	ev, err := h.s.Event(c, dev.UserID, id, eid)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.Data(http.StatusOK, "application/json", clientEvent(ev, dev))
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+func (h *handlers) redact(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	id, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	eid, ok := eventIDParam(c)
+	if !ok {
+		return
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	rid, err := h.s.Redact(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"event_id": rid})
+}

@@ -1,0 +1,382 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// Sender identifies who sends an event: a user and, for idempotent sends,
+// the device whose transaction IDs are tracked.
+type Sender struct {
+	User   spec.UserID
+	Device string
+}
+
+func strPtr(s string) *string { return &s }
+
+// errNotInRoom is the answer for rooms that do not exist and rooms the
+// caller is not in alike: the error does not reveal whether a room exists.
+func errNotInRoom(id spec.RoomID) *spec.Error {
+	return spec.Forbidden("you are not joined to room %s", id)
+}
+
+// Send sends a message event (stateKey nil) or a state event, idempotently
+// per device and transaction ID. It returns the event ID.
+func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
+	if typ == spec.MRoomCreate {
+		return "", spec.Forbidden("a room has exactly one m.room.create event")
+	}
+	if typ == spec.MRoomRedaction && stateKey == nil {
+		return "", spec.Forbidden("use the /redact endpoint to redact events")
+	}
+	r := s.room(id)
+	if r == nil {
+		return "", errNotInRoom(id)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if txnID != "" {
+		if prev, err := s.txnEvent(ctx, from.User, from.Device, txnID); err != nil || prev != "" {
+			return prev, err
+		}
+	}
+	snap := r.cur.Load()
+	if snap.membership(from.User) != spec.Join {
+		return "", errNotInRoom(id)
+	}
+	if err := s.checkEncryptionPolicy(snap, typ, stateKey, content); err != nil {
+		return "", err
+	}
+	if stateKey != nil {
+		if err := s.checkStateContent(snap, from.User, typ, *stateKey, content); err != nil {
+			return "", err
+		}
+	}
+	b := s.begin(r)
+	ev, err := b.add(typ, stateKey, from.User, content, "")
+	if err != nil {
+		return "", err
+	}
+	if err := b.commit(ctx, false, "", from.Device, txnID); err != nil {
+		return "", err
+	}
+	return ev.PDU.EventID(), nil
+}
+
+// checkEncryptionPolicy refuses plaintext messages in encrypted rooms and
+// any weakening of a room's encryption, under the "required" policy.
+func (s *Service) checkEncryptionPolicy(snap *snapshot, typ string, stateKey *string, content []byte) error {
+	enc := snap.get(spec.MRoomEncryption, "")
+	if typ == spec.MRoomEncryption && stateKey != nil && *stateKey == "" {
+		// Whatever the policy, a room once encrypted stays encrypted with
+		// Megolm: clients never downgrade, and neither do we.
+		if enc != nil && !isMegolm(content) {
+			return spec.Forbidden("this room is end-to-end encrypted; its encryption cannot be removed or changed")
+		}
+		if s.cfg.Encryption == "required" && !isMegolm(content) {
+			return spec.Forbidden("this server only allows the m.megolm.v1.aes-sha2 encryption algorithm")
+		}
+		return nil
+	}
+	if s.cfg.Encryption != "required" || enc == nil || stateKey != nil {
+		return nil
+	}
+	if typ == spec.MRoomMessage || typ == spec.MSticker {
+		return spec.Forbidden("this room is end-to-end encrypted: send %s events encrypted (m.room.encrypted)", typ)
+	}
+	return nil
+}
+
+func isMegolm(content []byte) bool {
+	var c struct {
+		Algorithm string `json:"algorithm"`
+	}
+	return json.Unmarshal(contentOrEmpty(content), &c) == nil && c.Algorithm == "m.megolm.v1.aes-sha2"
+}
+
+// checkStateContent validates state the server itself depends on, so that a
+// client mistake is a clear 400 rather than a room the server misreads.
+func (s *Service) checkStateContent(snap *snapshot, sender spec.UserID, typ, key string, content []byte) error {
+	if typ == spec.MRoomMember {
+		return spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
+	}
+	return nil
+}
+
+// memberContent builds the content of a member event, copying the user's
+// profile for joins and invites as clients expect.
+func (s *Service) memberContent(ctx context.Context, target spec.UserID, membership, reason string, extra map[string]any) ([]byte, error) {
+	c := map[string]any{"membership": membership}
+	for k, v := range extra {
+		c[k] = v
+	}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	if (membership == spec.Join || membership == spec.Invite || membership == spec.Knock) && s.profiles != nil {
+		name, avatar, err := s.profiles.Profile(ctx, target)
+		if err == nil {
+			if name != "" {
+				c["displayname"] = name
+			}
+			if avatar != "" {
+				c["avatar_url"] = avatar
+			}
+		}
+	}
+	return events.MarshalCanonical(c)
+}
+
+// Membership changes the target's membership of a room: join (target =
+// sender), invite, leave (or kick when target ≠ sender), ban, unban, knock.
+func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.RoomID, target spec.UserID, membership, reason string, unban bool) (spec.EventID, error) {
+	r := s.room(id)
+	if r == nil {
+		if membership == spec.Join || membership == spec.Knock {
+			return "", spec.NotFound("no room %s is known to this server", id)
+		}
+		return "", errNotInRoom(id)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	snap := r.cur.Load()
+	current := snap.membership(target)
+	switch {
+	case membership == spec.Join && current == spec.Join:
+		// Joining again is a no-op for clients, but a fresh profile copy
+		// is what they expect; only a changed event is sent.
+	case unban && current != spec.Ban:
+		return "", spec.Forbidden("%s is not banned", target)
+	case !unban && membership == spec.Leave && target != from.User && current == spec.Ban:
+		return "", spec.Forbidden("%s is banned; unban them instead", target)
+	case membership == spec.Leave && target == from.User && current == "":
+		return "", errNotInRoom(id)
+	}
+	extra := map[string]any{}
+	if membership == spec.Join && current != spec.Invite {
+		if via := s.joinAuthoriser(snap, target); via != "" {
+			extra["join_authorised_via_users_server"] = string(via)
+		}
+	}
+	content, err := s.memberContent(ctx, target, membership, reason, extra)
+	if err != nil {
+		return "", err
+	}
+	b := s.begin(r)
+	ev, err := b.add(spec.MRoomMember, strPtr(string(target)), from.User, content, "")
+	if err != nil {
+		return "", err
+	}
+	if err := b.commit(ctx, false, "", "", ""); err != nil {
+		return "", err
+	}
+	if membership == spec.Join {
+		s.unforget(ctx, target, id)
+	}
+	return ev.PDU.EventID(), nil
+}
+
+// joinAuthoriser picks a local joined user who may invite, for joins to a
+// restricted room (join_authorised_via_users_server), when the joiner is in
+// one of the rooms the join rule allows.
+func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID {
+	jr := snap.get(spec.MRoomJoinRules, "")
+	if jr == nil {
+		return ""
+	}
+	rule := jr.Content().Get("join_rule").String()
+	if rule != "restricted" && rule != "knock_restricted" {
+		return ""
+	}
+	allowed := false
+	for _, a := range jr.Content().Get("allow").Array() {
+		if a.Get("type").String() != "m.room_membership" {
+			continue
+		}
+		if s.Membership(joiner, spec.RoomID(a.Get("room_id").String())) == spec.Join {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return ""
+	}
+	pl, err := PowerLevelsOf(snap)
+	if err != nil {
+		return ""
+	}
+	for _, u := range snap.joined() {
+		if pl.UserLevel(u) >= pl.Invite {
+			return u
+		}
+	}
+	return ""
+}
+
+// Redact redacts an event, idempotently per device and transaction ID.
+func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
+	r := s.room(id)
+	if r == nil {
+		return "", errNotInRoom(id)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if txnID != "" {
+		if prev, err := s.txnEvent(ctx, from.User, from.Device, txnID); err != nil || prev != "" {
+			return prev, err
+		}
+	}
+	snap := r.cur.Load()
+	if snap.membership(from.User) != spec.Join {
+		return "", errNotInRoom(id)
+	}
+	orig, err := s.eventByID(ctx, target)
+	if err != nil {
+		return "", err
+	}
+	if orig == nil || orig.PDU.RoomID() != id || !r.canSee(from.User, orig) {
+		return "", spec.NotFound("event %s not found in this room", target)
+	}
+	pl, err := PowerLevelsOf(snap)
+	if err != nil {
+		return "", err
+	}
+	// The client-server API lets a user redact their own events, and
+	// others' only with the redact power level.
+	if orig.PDU.Sender() != from.User && pl.UserLevel(from.User) < pl.Redact {
+		return "", spec.Forbidden("you need power level %d to redact other users' events", pl.Redact)
+	}
+	c := map[string]any{}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	if r.version.AtLeast11() {
+		c["redacts"] = string(target)
+	}
+	content, err := events.MarshalCanonical(c)
+	if err != nil {
+		return "", err
+	}
+	b := s.begin(r)
+	ev, err := b.add(spec.MRoomRedaction, nil, from.User, content, target)
+	if err != nil {
+		return "", err
+	}
+	redacted, err := orig.PDU.Redacted()
+	if err != nil {
+		return "", err
+	}
+	// The stored copy loses its content now; a redacted state event that is
+	// current state changes the room's state as it is served.
+	if sk, ok := redacted.StateKey(); ok {
+		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == target {
+			if !b.copied {
+				m := make(StateMap, len(b.snap.state))
+				for k, v := range b.snap.state {
+					m[k] = v
+				}
+				b.snap.state = m
+				b.copied = true
+			}
+			b.snap.state[StateKeyPair{redacted.Type(), sk}] = redacted
+		}
+	}
+	b.redactions = append(b.redactions, redacted)
+	if err := b.commit(ctx, false, "", from.Device, txnID); err != nil {
+		return "", err
+	}
+	return ev.PDU.EventID(), nil
+}
+
+// applyRedactions rewrites stored events to their redacted form inside the
+// commit's transaction.
+func applyRedactions(tx *storage.Tx, redactions []*events.PDU, by []*Event) error {
+	for _, p := range redactions {
+		var redactor string
+		for _, ev := range by {
+			if ev.PDU.Type() == spec.MRoomRedaction && ev.PDU.Redacts() == p.EventID() {
+				redactor = string(ev.PDU.EventID())
+			}
+		}
+		if _, err := tx.Exec(`UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
+			string(p.JSON()), redactor, string(p.EventID())); err != nil {
+			return fmt.Errorf("redact stored event: %w", err)
+		}
+	}
+	return nil
+}
+
+// Forget hides a room the user has left from their room lists.
+func (s *Service) Forget(ctx context.Context, user spec.UserID, id spec.RoomID) error {
+	r := s.room(id)
+	if r == nil {
+		return spec.NotFound("unknown room %s", id)
+	}
+	switch r.cur.Load().membership(user) {
+	case spec.Join, spec.Invite, spec.Knock:
+		return spec.NewError(spec.ErrUnknown, "you must leave the room before forgetting it").WithStatus(400)
+	case "":
+		return spec.NotFound("you were never in room %s", id)
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO forgotten (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, string(user), string(id)); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			s.mu.Lock()
+			delete(s.userRooms[user], id)
+			s.mu.Unlock()
+		})
+		return nil
+	})
+}
+
+func (s *Service) unforget(ctx context.Context, user spec.UserID, id spec.RoomID) {
+	_ = s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(`DELETE FROM forgotten WHERE user_id = $1 AND room_id = $2`, string(user), string(id))
+		return err
+	})
+}
+
+// LeaveAllRooms makes a deactivated user leave every room (and reject
+// every invite).
+func (s *Service) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
+	for id, m := range s.RoomsOf(user) {
+		if m == spec.Join || m == spec.Invite || m == spec.Knock {
+			if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Leave, "", false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ProfileChanged sends a new member event with the profile into every room
+// the user is joined to.
+func (s *Service) ProfileChanged(ctx context.Context, user spec.UserID, displayName, avatarURL string) error {
+	for id, m := range s.RoomsOf(user) {
+		if m != spec.Join {
+			continue
+		}
+		if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Join, "", false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (s *Service) JoinedRooms(user spec.UserID) []spec.RoomID {
+	out := []spec.RoomID{}
+	for id, m := range s.RoomsOf(user) {
+		if m == spec.Join {
+			out = append(out, id)
+		}
+	}
+	return out
+}

@@ -1,0 +1,367 @@
+package rooms
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// Token is a position in the stream as clients see it: "s<position>". A
+// /sync next_batch ("s<position>_<…>") is accepted wherever a Token is, as
+// the spec allows a sync token as a /messages "from".
+type Token int64
+
+func (t Token) String() string { return "s" + strconv.FormatInt(int64(t), 10) }
+
+// ParseToken reads a pagination token.
+func ParseToken(s string) (Token, error) {
+	if len(s) < 2 || s[0] != 's' {
+		return 0, spec.InvalidParam("invalid pagination token")
+	}
+	s = s[1:]
+	if i := strings.IndexByte(s, '_'); i >= 0 {
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, spec.InvalidParam("invalid pagination token")
+	}
+	return Token(n), nil
+}
+
+// access describes how a user may read a room right now.
+type access struct {
+	r *liveRoom
+	// upTo is the last position the user may read: the current position
+	// for members and world-readable rooms, the leave for users who left.
+	upTo int64
+	// joined means the user is joined now.
+	joined bool
+}
+
+// readAccess decides whether the user may read the room at all. Users who
+// were never in a room that is not world_readable get the same 403 as for
+// a room that does not exist.
+func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, errNotInRoom(id)
+	}
+	snap := r.cur.Load()
+	switch m := snap.membership(user); m {
+	case spec.Join:
+		return &access{r: r, upTo: snap.position, joined: true}, nil
+	default:
+		if r.worldReadableNow() {
+			return &access{r: r, upTo: snap.position}, nil
+		}
+		if m == spec.Leave || m == spec.Ban || m == spec.Invite || m == spec.Knock {
+			// They may read what they could see until their membership
+			// left "join": up to their latest member event.
+			r.histMu.RLock()
+			h := r.members[user]
+			r.histMu.RUnlock()
+			if len(h) > 0 {
+				return &access{r: r, upTo: h[len(h)-1].pos}, nil
+			}
+		}
+		return nil, errNotInRoom(id)
+	}
+}
+
+// stateFor returns the room state the user may see: the current state for
+// joined members and world-readable rooms, the state at their leave for
+// those who left.
+func (s *Service) stateFor(ctx context.Context, a *access) ([]*events.PDU, error) {
+	snap := a.r.cur.Load()
+	if a.upTo >= snap.position {
+		out := make([]*events.PDU, 0, len(snap.state))
+		for _, ev := range snap.state {
+			out = append(out, ev)
+		}
+		return out, nil
+	}
+	evs, err := s.stateAt(ctx, a.r.id, a.upTo)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*events.PDU, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.PDU
+	}
+	return out, nil
+}
+
+// State returns the room's state as the user may see it.
+func (s *Service) State(ctx context.Context, user spec.UserID, id spec.RoomID) ([]*events.PDU, error) {
+	a, err := s.readAccess(user, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.stateFor(ctx, a)
+}
+
+// StateEvent returns one state event as the user may see it.
+func (s *Service) StateEvent(ctx context.Context, user spec.UserID, id spec.RoomID, typ, key string) (*events.PDU, error) {
+	a, err := s.readAccess(user, id)
+	if err != nil {
+		return nil, err
+	}
+	if a.upTo >= a.r.cur.Load().position {
+		if ev := a.r.cur.Load().get(typ, key); ev != nil {
+			return ev, nil
+		}
+		return nil, spec.NotFound("the room has no %s state with key %q", typ, key)
+	}
+	state, err := s.stateFor(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range state {
+		if sk, _ := ev.StateKey(); ev.Type() == typ && sk == key {
+			return ev, nil
+		}
+	}
+	return nil, spec.NotFound("the room has no %s state with key %q", typ, key)
+}
+
+// Members returns the room's member events the user may see, at a token if
+// given, keeping only memberships in want (if any) and not in notWant.
+func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID, at *Token, want, notWant string) ([]*events.PDU, error) {
+	a, err := s.readAccess(user, id)
+	if err != nil {
+		return nil, err
+	}
+	var state []*events.PDU
+	if at != nil && int64(*at) < a.upTo {
+		evs, err := s.stateAt(ctx, id, int64(*at))
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range evs {
+			state = append(state, ev.PDU)
+		}
+	} else if state, err = s.stateFor(ctx, a); err != nil {
+		return nil, err
+	}
+	out := []*events.PDU{}
+	for _, ev := range state {
+		if ev.Type() != spec.MRoomMember {
+			continue
+		}
+		m := ev.Content().Get("membership").String()
+		if (want != "" && m != want) || (notWant != "" && m == notWant) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// JoinedMembersOf answers /joined_members: only members may ask.
+func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.PDU, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, errNotInRoom(id)
+	}
+	snap := r.cur.Load()
+	if snap.membership(user) != spec.Join && !r.worldReadableNow() {
+		return nil, errNotInRoom(id)
+	}
+	var out []*events.PDU
+	for k, ev := range snap.state {
+		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// Event returns one event if the user may see it.
+func (s *Service) Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*Event, error) {
+	a, err := s.readAccess(user, id)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.eventByID(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if ev == nil || ev.PDU.RoomID() != id || ev.Position > a.upTo || !a.r.canSee(user, ev) {
+		return nil, spec.NotFound("event not found")
+	}
+	return ev, nil
+}
+
+// Page is a page of /messages.
+type Page struct {
+	Events     []*Event
+	Start, End Token
+	HasEnd     bool
+	State      []*events.PDU // member events of the senders, when lazy-loading
+}
+
+// Messages pages through a room's timeline from a token in either
+// direction, returning only events the user may see. Events the user may
+// not see are skipped without ending the page early.
+func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID, from *Token, to *Token, backwards bool, limit int, f *RoomEventFilter) (*Page, error) {
+	a, err := s.readAccess(user, id)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 10
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	var start int64
+	if from != nil {
+		start = int64(*from)
+	} else if backwards {
+		start = a.upTo
+	}
+	if start > a.upTo {
+		start = a.upTo
+	}
+	page := &Page{Start: Token(start)}
+	cursor := start
+	exhausted := false
+	for len(page.Events) < limit && !exhausted {
+		var batch []*Event
+		if backwards {
+			lower := int64(0)
+			if to != nil {
+				lower = int64(*to)
+			}
+			if cursor > lower {
+				batch, err = s.eventsBetween(ctx, id, lower, cursor, limit*2, true)
+			}
+		} else {
+			upper := a.upTo
+			if to != nil && int64(*to) < upper {
+				upper = int64(*to)
+			}
+			if cursor < upper {
+				batch, err = s.eventsBetween(ctx, id, cursor, upper, limit*2, false)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(batch) < limit*2 {
+			exhausted = true // this batch reaches the bound
+		}
+		for i, ev := range batch {
+			if backwards {
+				cursor = ev.Position - 1
+			} else {
+				cursor = ev.Position
+			}
+			if a.r.canSee(user, ev) && f.Matches(ev.PDU) {
+				page.Events = append(page.Events, ev)
+			}
+			if len(page.Events) == limit {
+				if i < len(batch)-1 {
+					exhausted = false
+				}
+				break
+			}
+		}
+	}
+	// The spec omits end when no further events are available.
+	if !exhausted {
+		page.End, page.HasEnd = Token(cursor), true
+	}
+	if f != nil && f.LazyLoadMembers {
+		page.State, err = s.senderMembers(ctx, a, page.Events)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return page, nil
+}
+
+// senderMembers returns the member events of the senders of evs, as of the
+// user's view of the room (lazy-loading members).
+func (s *Service) senderMembers(ctx context.Context, a *access, evs []*Event) ([]*events.PDU, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	state, err := s.stateFor(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	senders := map[spec.UserID]bool{}
+	for _, ev := range evs {
+		senders[ev.PDU.Sender()] = true
+	}
+	var out []*events.PDU
+	for _, ev := range state {
+		if sk, _ := ev.StateKey(); ev.Type() == spec.MRoomMember && senders[spec.UserID(sk)] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// ContextResult answers /context.
+type ContextResult struct {
+	Event         *Event
+	Before, After []*Event
+	Start, End    Token
+	State         []*events.PDU
+}
+
+// Context returns an event with up to limit visible events around it and
+// the state at the event.
+func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID, limit int, f *RoomEventFilter) (*ContextResult, error) {
+	ev, err := s.Event(ctx, user, id, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if limit < 0 {
+		limit = 0
+	}
+	if limit > 100 {
+		limit = 100
+	}
+	before := limit / 2
+	after := limit - before
+	res := &ContextResult{Event: ev}
+	from := Token(ev.Position - 1)
+	bp, err := s.Messages(ctx, user, id, &from, nil, true, max(before, 1), f)
+	if err != nil {
+		return nil, err
+	}
+	if before > 0 {
+		res.Before = bp.Events
+	}
+	res.Start = Token(ev.Position - 1)
+	if len(res.Before) > 0 {
+		res.Start = Token(res.Before[len(res.Before)-1].Position - 1)
+	}
+	fwd := Token(ev.Position)
+	ap, err := s.Messages(ctx, user, id, &fwd, nil, false, max(after, 1), f)
+	if err != nil {
+		return nil, err
+	}
+	if after > 0 {
+		res.After = ap.Events
+	}
+	res.End = Token(ev.Position)
+	if len(res.After) > 0 {
+		res.End = Token(res.After[len(res.After)-1].Position)
+	}
+	state, err := s.stateAt(ctx, id, ev.Position)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range state {
+		res.State = append(res.State, st.PDU)
+	}
+	return res, nil
+}

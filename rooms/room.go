@@ -1,0 +1,149 @@
+package rooms
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// Event is a PDU with where it sits in the stream, and for the sender's own
+// device the transaction ID it was sent with.
+type Event struct {
+	PDU      *events.PDU
+	Position int64
+	DeviceID string
+	TxnID    string
+}
+
+// snapshot is a room's current state at one position. It is never modified
+// after it is published: a write builds a new one and swaps the pointer, so
+// readers (sync above all) take a consistent view without a lock.
+type snapshot struct {
+	position  int64 // stream position of the room's latest event
+	state     StateMap
+	extremity []spec.EventID // forward extremities: on one server, the latest event
+	depth     int64
+}
+
+func (s *snapshot) get(typ, key string) *events.PDU { return s.state[StateKeyPair{typ, key}] }
+
+// Get implements AuthState.
+func (s *snapshot) Get(typ, key string) *events.PDU { return s.get(typ, key) }
+
+// membership returns a user's current membership ("" if none).
+func (s *snapshot) membership(user spec.UserID) string {
+	ev := s.get(spec.MRoomMember, string(user))
+	if ev == nil {
+		return ""
+	}
+	return ev.Content().Get("membership").String()
+}
+
+// posValue is a value that took effect at a stream position.
+type posValue struct {
+	pos   int64
+	value string
+}
+
+// recentSize is how many of a room's latest events stay in memory, so that
+// incremental syncs never read the database.
+const recentSize = 64
+
+// liveRoom is the in-memory half of a room: its current state, the history of
+// memberships and visibility (to decide who may see which event without
+// reading the database), and its latest events.
+type liveRoom struct {
+	id      spec.RoomID
+	version spec.RoomVersion
+
+	// writeMu serialises writes to the room: one event is built on the
+	// previous one, committed, and only then the next is built. It is the
+	// "one lock per room" that gives every room a consistent order.
+	writeMu sync.Mutex
+
+	cur atomic.Pointer[snapshot]
+
+	histMu      sync.RWMutex
+	members     map[spec.UserID][]posValue // every membership change per user
+	visibility  []posValue                 // every history_visibility change
+	recent      []*Event                   // the latest events, oldest first
+	recentFloor int64                      // every event after this position is in recent
+}
+
+func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
+	r := &liveRoom{id: id, version: v, members: map[spec.UserID][]posValue{}}
+	r.cur.Store(&snapshot{state: StateMap{}})
+	return r
+}
+
+// apply records committed events in the room's history; called in commit
+// order with the room's write lock held.
+func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) {
+	r.histMu.Lock()
+	for _, p := range redacted {
+		for _, ev := range r.recent {
+			if ev.PDU.EventID() == p.EventID() {
+				ev.PDU = p
+			}
+		}
+	}
+	for _, ev := range evs {
+		r.record(ev)
+	}
+	r.histMu.Unlock()
+	r.cur.Store(final)
+}
+
+// record adds one event to the histories; histMu must be held.
+func (r *liveRoom) record(ev *Event) {
+	p := ev.PDU
+	if sk, ok := p.StateKey(); ok {
+		switch p.Type() {
+		case spec.MRoomMember:
+			u := spec.UserID(sk)
+			r.members[u] = append(r.members[u], posValue{ev.Position, p.Content().Get("membership").String()})
+		case spec.MRoomHistoryVisibility:
+			r.visibility = append(r.visibility, posValue{ev.Position, p.Content().Get("history_visibility").String()})
+		}
+	}
+	r.recent = append(r.recent, ev)
+	if len(r.recent) > recentSize {
+		drop := len(r.recent) - recentSize
+		r.recentFloor = r.recent[drop-1].Position
+		r.recent = append(r.recent[:0:0], r.recent[drop:]...)
+	}
+}
+
+// valueBefore returns the value in effect just before position pos.
+func valueBefore(h []posValue, pos int64) string {
+	i := sort.Search(len(h), func(i int) bool { return h[i].pos >= pos })
+	if i == 0 {
+		return ""
+	}
+	return h[i-1].value
+}
+
+// valueAt returns the value in effect at position pos (including a change
+// made by the event at pos itself).
+func valueAt(h []posValue, pos int64) string {
+	i := sort.Search(len(h), func(i int) bool { return h[i].pos > pos })
+	if i == 0 {
+		return ""
+	}
+	return h[i-1].value
+}
+
+// recentSince returns the in-memory events after position since, and false
+// if some of them are no longer in memory.
+func (r *liveRoom) recentSince(since int64) ([]*Event, bool) {
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	if since < r.recentFloor {
+		return nil, false
+	}
+	i := sort.Search(len(r.recent), func(i int) bool { return r.recent[i].Position > since })
+	return r.recent[i:], true
+}

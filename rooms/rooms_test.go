@@ -1,0 +1,298 @@
+package rooms
+
+import (
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const userA, userB, userC = "@alice:test", "@bob:test", "@carol:test"
+
+func TestCreateRoomInEachVersionAndPreset(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	for _, v := range []string{"10", "11", "12"} {
+		for _, preset := range []string{"private_chat", "public_chat", "trusted_private_chat"} {
+			id := ts.createRoom(userA, map[string]any{"room_version": v, "preset": preset, "name": "n", "topic": "t", "invite": []string{userB}})
+			state := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.create/", nil)
+			if state["room_version"] != v {
+				t.Fatalf("v%s %s: create content %v", v, preset, state)
+			}
+			jr := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.join_rules", nil)
+			want := "invite"
+			if preset == "public_chat" {
+				want = "public"
+			}
+			if jr["join_rule"] != want {
+				t.Fatalf("v%s %s: join rule %v", v, preset, jr)
+			}
+			if v == "12" && strings.Contains(id, ":") {
+				t.Fatalf("v12 room ID %q has a server name", id)
+			}
+			ts.must(userB, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
+			ts.send(userB, id, map[string]any{"msgtype": "m.text", "body": "hi"})
+		}
+	}
+	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "9"})
+	wantError(t, code, body, 400, "M_UNSUPPORTED_ROOM_VERSION")
+}
+
+func TestEncryptionPolicyRequired(t *testing.T) {
+	ts := newTestServer(t, "required")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	enc := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.encryption", nil)
+	if enc["algorithm"] != "m.megolm.v1.aes-sha2" {
+		t.Fatalf("encryption state %v", enc)
+	}
+	code, body := ts.do(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/send/m.room.message/1", map[string]any{"msgtype": "m.text", "body": "plain"})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	if !strings.Contains(body["error"].(string), "encrypted") {
+		t.Fatalf("error should say the room is encrypted: %v", body)
+	}
+	ts.must(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/send/m.room.encrypted/2", map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "xx"})
+	ts.must(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/send/m.reaction/3", map[string]any{})
+	code, body = ts.do(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/state/m.room.encryption/", map[string]any{"algorithm": "none"})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+}
+
+func TestEncryptionPolicyDefaultAndOptional(t *testing.T) {
+	ts := newTestServer(t, "default")
+	id := ts.createRoom(userA, nil)
+	ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.encryption", nil)
+	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "plain is fine"})
+
+	ts2 := newTestServer(t, "optional")
+	id2 := ts2.createRoom(userA, nil)
+	code, body := ts2.do(userA, "GET", "/_matrix/client/v3/rooms/"+id2+"/state/m.room.encryption", nil)
+	wantError(t, code, body, 404, "M_NOT_FOUND")
+}
+
+func TestMembershipTransitions(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "private_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	// Not invited: cannot join an invite-only room.
+	code, body := ts.do(userB, "POST", room+"/join", map[string]any{})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userA, "POST", room+"/invite", map[string]any{"user_id": userB})
+	ts.must(userB, "POST", room+"/join", map[string]any{})
+	// Bob (power 0) cannot kick or ban Alice.
+	code, body = ts.do(userB, "POST", room+"/kick", map[string]any{"user_id": userA})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	code, body = ts.do(userB, "POST", room+"/ban", map[string]any{"user_id": userA})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userA, "POST", room+"/kick", map[string]any{"user_id": userB, "reason": "test"})
+	code, body = ts.do(userB, "PUT", room+"/send/m.room.message/x", map[string]any{"body": "hi"})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userA, "POST", room+"/ban", map[string]any{"user_id": userB})
+	ts.must(userA, "POST", room+"/invite", map[string]any{"user_id": userC})
+	code, body = ts.do(userA, "POST", room+"/invite", map[string]any{"user_id": userB})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userA, "POST", room+"/unban", map[string]any{"user_id": userB})
+	ts.must(userA, "POST", room+"/invite", map[string]any{"user_id": userB})
+	ts.must(userB, "POST", room+"/leave", map[string]any{}) // reject invite
+	ts.must(userB, "POST", room+"/forget", map[string]any{})
+	// Knock needs join_rule knock.
+	code, body = ts.do(userB, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(id), map[string]any{})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userA, "PUT", room+"/state/m.room.join_rules/", map[string]any{"join_rule": "knock"})
+	ts.must(userB, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(id), map[string]any{})
+	ts.must(userA, "POST", room+"/invite", map[string]any{"user_id": userB})
+	ts.must(userB, "POST", room+"/join", map[string]any{})
+	members := ts.must(userA, "GET", room+"/joined_members", nil)["joined"].(map[string]any)
+	if len(members) != 2 {
+		t.Fatalf("joined members %v", members)
+	}
+	rooms := ts.must(userB, "GET", "/_matrix/client/v3/joined_rooms", nil)["joined_rooms"].([]any)
+	if len(rooms) != 1 || rooms[0] != id {
+		t.Fatalf("joined rooms %v", rooms)
+	}
+}
+
+func TestSendIsIdempotentPerTransaction(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, nil)
+	path := "/_matrix/client/v3/rooms/" + id + "/send/m.room.message/same"
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = ts.must(userA, "PUT", path, map[string]any{"body": "once"})["event_id"].(string)
+		}()
+	}
+	wg.Wait()
+	for _, e := range ids {
+		if e != ids[0] {
+			t.Fatalf("one transaction gave several events: %v", ids)
+		}
+	}
+	page := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=b&limit=50", nil)
+	n := 0
+	for _, ev := range page["chunk"].([]any) {
+		if ev.(map[string]any)["type"] == "m.room.message" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+func TestPaginationBothWaysNeverRepeatsOrSkips(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, nil)
+	var sent []string
+	for i := 0; i < 25; i++ {
+		sent = append(sent, ts.send(userA, id, map[string]any{"body": itoa(i)}))
+	}
+	// Backwards from the end in pages of 7.
+	var back []string
+	from := ""
+	for {
+		q := "/_matrix/client/v3/rooms/" + id + "/messages?dir=b&limit=7&filter=" + url.QueryEscape(`{"types":["m.room.message"]}`)
+		if from != "" {
+			q += "&from=" + from
+		}
+		page := ts.must(userA, "GET", q, nil)
+		for _, ev := range page["chunk"].([]any) {
+			back = append(back, ev.(map[string]any)["event_id"].(string))
+		}
+		end, ok := page["end"].(string)
+		if !ok {
+			break
+		}
+		from = end
+	}
+	if len(back) != 25 {
+		t.Fatalf("backwards: %d events, want 25", len(back))
+	}
+	for i := range back {
+		if back[i] != sent[24-i] {
+			t.Fatalf("backwards order wrong at %d", i)
+		}
+	}
+	// Forwards from the start.
+	var fwd []string
+	from = "s0"
+	for {
+		page := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=f&limit=4&from="+from+"&filter="+url.QueryEscape(`{"types":["m.room.message"]}`), nil)
+		for _, ev := range page["chunk"].([]any) {
+			fwd = append(fwd, ev.(map[string]any)["event_id"].(string))
+		}
+		end, ok := page["end"].(string)
+		if !ok {
+			break
+		}
+		from = end
+	}
+	if strings.Join(fwd, ",") != strings.Join(sent, ",") {
+		t.Fatalf("forwards: got %d events, want the 25 sent in order", len(fwd))
+	}
+	ctx := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/context/"+sent[10]+"?limit=4", nil)
+	if len(ctx["events_before"].([]any)) != 2 || len(ctx["events_after"].([]any)) != 2 {
+		t.Fatalf("context: %v", ctx)
+	}
+	if ctx["events_after"].([]any)[0].(map[string]any)["event_id"] != sent[11] {
+		t.Fatal("context: wrong event after")
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.must(userB, "POST", "/_matrix/client/v3/join/"+id, map[string]any{})
+	mine := ts.send(userB, id, map[string]any{"body": "secret words"})
+	hers := ts.send(userA, id, map[string]any{"body": "userA words"})
+	code, body := ts.do(userB, "PUT", "/_matrix/client/v3/rooms/"+id+"/redact/"+hers+"/r1", map[string]any{})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userB, "PUT", "/_matrix/client/v3/rooms/"+id+"/redact/"+mine+"/r2", map[string]any{"reason": "oops"})
+	ev := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/event/"+mine, nil)
+	if c := ev["content"].(map[string]any); len(c) != 0 {
+		t.Fatalf("redacted event still has content %v", c)
+	}
+	var stored string
+	if err := ts.db.QueryRow(t.Context(), "SELECT json FROM events WHERE event_id = $1", mine).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stored, "secret words") {
+		t.Fatal("the stored event still holds the redacted content")
+	}
+	// Moderators (userA, 100) may redact others' events.
+	ts.must(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/redact/"+mine+"/r3", map[string]any{})
+}
+
+func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {
+	ts := newTestServer(t, "required")
+	id := ts.createRoom(userA, nil)
+	room := "/_matrix/client/v3/rooms/" + id
+	before := ts.db.Position()
+	big := strings.Repeat("x", 70000)
+	cases := []struct {
+		name       string
+		user, path string
+		method     string
+		body       any
+		status     int
+		code       string
+	}{
+		{"float", userA, room + "/send/m.room.encrypted/a", "PUT", `{"n":1.5}`, 400, "M_BAD_JSON"},
+		{"big int", userA, room + "/send/m.room.encrypted/b", "PUT", `{"n":9007199254740992}`, 400, "M_BAD_JSON"},
+		{"not json", userA, room + "/send/m.room.encrypted/c", "PUT", `{nope`, 400, "M_NOT_JSON"},
+		{"array", userA, room + "/send/m.room.encrypted/d", "PUT", `[1]`, 400, "M_BAD_JSON"},
+		{"string power level", userA, room + "/state/m.room.power_levels/", "PUT", `{"users":{"@userA:test":"100"}}`, 403, "M_FORBIDDEN"},
+		{"too large", userA, room + "/send/m.room.encrypted/e", "PUT", `{"b":"` + big + `"}`, 413, "M_TOO_LARGE"},
+		{"invalid room ID", userA, "/_matrix/client/v3/rooms/nope/send/m.room.encrypted/f", "PUT", `{}`, 400, "M_INVALID_PARAM"},
+		{"unknown room", userA, "/_matrix/client/v3/rooms/!nope:test/send/m.room.encrypted/g", "PUT", `{}`, 403, "M_FORBIDDEN"},
+		{"second create", userA, room + "/state/m.room.create/", "PUT", `{}`, 403, "M_FORBIDDEN"},
+		{"plaintext in encrypted room", userA, room + "/send/m.room.message/h", "PUT", `{"body":"x"}`, 403, "M_FORBIDDEN"},
+		{"not a member", userB, room + "/send/m.room.encrypted/i", "PUT", `{}`, 403, "M_FORBIDDEN"},
+		{"bad dir", userA, room + "/messages?dir=x", "GET", nil, 400, "M_INVALID_PARAM"},
+		{"bad token", userA, room + "/messages?dir=b&from=zz", "GET", nil, 400, "M_INVALID_PARAM"},
+		{"no token", "", room + "/messages?dir=b", "GET", nil, 401, "M_MISSING_TOKEN"},
+	}
+	for _, c := range cases {
+		code, body := ts.do(c.user, c.method, c.path, c.body)
+		if code != c.status || body["errcode"] != c.code {
+			t.Errorf("%s: got %d %v, want %d %s", c.name, code, body, c.status, c.code)
+		}
+	}
+	if ts.db.Position() != before {
+		t.Fatalf("refused requests moved the stream from %d to %d", before, ts.db.Position())
+	}
+	// Leaving, then sending.
+	ts.must(userA, "POST", room+"/leave", map[string]any{})
+	code, body := ts.do(userA, "PUT", room+"/send/m.room.encrypted/j", map[string]any{})
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+}
+
+func TestHistoryVisibility(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	ts.must(userA, "PUT", room+"/state/m.room.history_visibility/", map[string]any{"history_visibility": "joined"})
+	early := ts.send(userA, id, map[string]any{"body": "before userB"})
+	// Bob has never joined: no access at all.
+	code, body := ts.do(userB, "GET", room+"/messages?dir=b", nil)
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+	ts.must(userB, "POST", room+"/join", map[string]any{})
+	during := ts.send(userA, id, map[string]any{"body": "with userB"})
+	code, _ = ts.do(userB, "GET", room+"/event/"+early, nil)
+	if code != 404 {
+		t.Fatalf("userB saw an event from before his join under 'joined' visibility: %d", code)
+	}
+	ts.must(userB, "GET", room+"/event/"+during, nil)
+	ts.must(userB, "POST", room+"/leave", map[string]any{})
+	after := ts.send(userA, id, map[string]any{"body": "after userB left"})
+	code, _ = ts.do(userB, "GET", room+"/event/"+after, nil)
+	if code != 404 {
+		t.Fatalf("userB saw an event sent after he left: %d", code)
+	}
+	page := ts.must(userB, "GET", room+"/messages?dir=b&limit=100", nil)
+	for _, ev := range page["chunk"].([]any) {
+		if id := ev.(map[string]any)["event_id"]; id == early || id == after {
+			t.Fatalf("userB's /messages includes %v", id)
+		}
+	}
+}

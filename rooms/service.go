@@ -1,0 +1,452 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
+	"github.com/tidwall/gjson"
+)
+
+// Config is the rooms policy an admin sets.
+type Config struct {
+	// Encryption is "required" (new rooms are encrypted and plaintext
+	// messages are refused in encrypted rooms), "default" (new rooms are
+	// encrypted, plaintext accepted) or "optional" (encrypted when asked).
+	Encryption string
+}
+
+// Notifier wakes the /sync requests of users a committed change concerns.
+type Notifier interface {
+	Notify(pos int64, users ...spec.UserID)
+}
+
+// Profiles gives the display name and avatar a join copies into the member
+// event.
+type Profiles interface {
+	Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error)
+}
+
+// Deps is what the rooms service needs.
+type Deps struct {
+	DB       *storage.DB
+	Key      events.SigningKey
+	Server   spec.ServerName
+	Config   Config
+	Log      zerolog.Logger
+	Notify   Notifier
+	Profiles Profiles
+}
+
+// Service owns every room: the DAG in the database and the hot state in
+// memory.
+type Service struct {
+	db       *storage.DB
+	key      events.SigningKey
+	server   spec.ServerName
+	cfg      Config
+	log      zerolog.Logger
+	notify   Notifier
+	profiles Profiles
+	now      func() time.Time
+
+	mu        sync.RWMutex
+	rooms     map[spec.RoomID]*liveRoom
+	userRooms map[spec.UserID]map[spec.RoomID]string // current membership per user
+}
+
+type nopNotifier struct{}
+
+func (nopNotifier) Notify(int64, ...spec.UserID) {}
+
+// New loads every room's current state and recent events into memory.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	if d.Notify == nil {
+		d.Notify = nopNotifier{}
+	}
+	if d.Config.Encryption == "" {
+		d.Config.Encryption = "required"
+	}
+	s := &Service{
+		db: d.DB, key: d.Key, server: d.Server, cfg: d.Config, log: d.Log, notify: d.Notify,
+		profiles: d.Profiles, now: time.Now,
+		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
+	}
+	if err := s.load(ctx); err != nil {
+		return nil, fmt.Errorf("load rooms: %w", err)
+	}
+	return s, nil
+}
+
+// SetNotifier wires the notifier after construction (sync is built after
+// rooms, because it reads from it).
+func (s *Service) SetNotifier(n Notifier) { s.notify = n }
+
+// SetProfiles wires the profile source after construction.
+func (s *Service) SetProfiles(p Profiles) { s.profiles = p }
+
+func (s *Service) load(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT room_id, version FROM rooms`)
+	if err != nil {
+		return err
+	}
+	var list []*liveRoom
+	for rows.Next() {
+		var id, v string
+		if err := rows.Scan(&id, &v); err != nil {
+			rows.Close()
+			return err
+		}
+		list = append(list, newLiveRoom(spec.RoomID(id), spec.RoomVersion(v)))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range list {
+		if err := s.loadRoom(ctx, r); err != nil {
+			return fmt.Errorf("room %s: %w", r.id, err)
+		}
+		s.rooms[r.id] = r
+		for u, h := range r.members {
+			s.setUserRoom(u, r.id, h[len(h)-1].value)
+		}
+	}
+	rows, err = s.db.Query(ctx, `SELECT user_id, room_id FROM forgotten`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u, id string
+		if err := rows.Scan(&u, &id); err != nil {
+			return err
+		}
+		delete(s.userRooms[spec.UserID(u)], spec.RoomID(id))
+	}
+	return rows.Err()
+}
+
+func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
+	snap := &snapshot{state: StateMap{}}
+	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
+	if err != nil {
+		return err
+	}
+	state, err := scanEvents(rows)
+	if err != nil {
+		return err
+	}
+	for _, ev := range state {
+		sk, _ := ev.PDU.StateKey()
+		snap.state[StateKeyPair{ev.PDU.Type(), sk}] = ev.PDU
+	}
+	// Membership and visibility histories.
+	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
+	if err != nil {
+		return err
+	}
+	hist, err := scanEvents(rows)
+	if err != nil {
+		return err
+	}
+	for _, ev := range hist {
+		r.record(ev)
+	}
+	r.recent = nil
+	// The latest events, and one more to know where memory starts.
+	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 ORDER BY e.position DESC LIMIT $2`, string(r.id), recentSize+1)
+	if err != nil {
+		return err
+	}
+	latest, err := scanEvents(rows)
+	if err != nil {
+		return err
+	}
+	if len(latest) == 0 {
+		return fmt.Errorf("room has no events")
+	}
+	snap.position = latest[0].Position
+	snap.depth = latest[0].PDU.Depth()
+	snap.extremity = []spec.EventID{latest[0].PDU.EventID()}
+	if len(latest) > recentSize {
+		r.recentFloor = latest[recentSize].Position
+		latest = latest[:recentSize]
+	}
+	for i := len(latest) - 1; i >= 0; i-- {
+		r.recent = append(r.recent, latest[i])
+	}
+	r.cur.Store(snap)
+	return nil
+}
+
+func (s *Service) setUserRoom(u spec.UserID, id spec.RoomID, membership string) {
+	m := s.userRooms[u]
+	if m == nil {
+		m = map[spec.RoomID]string{}
+		s.userRooms[u] = m
+	}
+	if membership == spec.Leave || membership == "" {
+		// A left room stays known (sync delivers the leave); forget removes it.
+		m[id] = spec.Leave
+		return
+	}
+	m[id] = membership
+}
+
+// room returns the in-memory room, or nil.
+func (s *Service) room(id spec.RoomID) *liveRoom {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rooms[id]
+}
+
+// Membership returns a user's current membership of a room ("" if none).
+func (s *Service) Membership(user spec.UserID, id spec.RoomID) string {
+	r := s.room(id)
+	if r == nil {
+		return ""
+	}
+	return r.cur.Load().membership(user)
+}
+
+// RoomsOf returns the user's rooms with their current membership
+// (join, invite, knock, leave, ban), from memory.
+func (s *Service) RoomsOf(user spec.UserID) map[spec.RoomID]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[spec.RoomID]string, len(s.userRooms[user]))
+	for id, m := range s.userRooms[user] {
+		out[id] = m
+	}
+	return out
+}
+
+// UsersSharingRoomsWith returns every user who is joined to a room the user
+// is joined to (the user included), from memory. The E2EE directory uses it
+// to tell who must hear of device list changes.
+func (s *Service) UsersSharingRoomsWith(user spec.UserID) []spec.UserID {
+	s.mu.RLock()
+	ids := make([]spec.RoomID, 0, len(s.userRooms[user]))
+	for id, m := range s.userRooms[user] {
+		if m == spec.Join {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.RUnlock()
+	seen := map[spec.UserID]bool{user: true}
+	out := []spec.UserID{user}
+	for _, id := range ids {
+		for _, u := range s.JoinedMembers(id) {
+			if !seen[u] {
+				seen[u] = true
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+// JoinedMembers returns the room's joined members from memory.
+func (s *Service) JoinedMembers(id spec.RoomID) []spec.UserID {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	return r.cur.Load().joined()
+}
+
+func (s *snapshot) joined() []spec.UserID {
+	var out []spec.UserID
+	for k, ev := range s.state {
+		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
+			out = append(out, spec.UserID(k.StateKey))
+		}
+	}
+	return out
+}
+
+// builder builds a run of new events on a room's current state, in memory,
+// so that several events (a whole createRoom) commit in one transaction or
+// not at all.
+type builder struct {
+	s      *Service
+	r      *liveRoom
+	snap   *snapshot // the working state; copied before the first change
+	copied bool
+	evs    []*Event
+	// redactions are stored events to rewrite in their redacted form.
+	redactions []*events.PDU
+	// extra writes more rows in the same transaction (a new room's alias).
+	extra func(*storage.Tx) error
+}
+
+func (s *Service) begin(r *liveRoom) *builder {
+	return &builder{s: s, r: r, snap: r.cur.Load()}
+}
+
+// add builds, signs and authorises one event on the working state.
+func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content []byte, redacts spec.EventID) (*Event, error) {
+	v := b.r.version
+	proto := events.ProtoEvent{
+		Type: typ, StateKey: stateKey, Sender: sender, RoomID: b.r.id, Content: content,
+		PrevEvents: b.snap.extremity, Depth: b.snap.depth + 1, OriginServerTS: b.s.now().UnixMilli(),
+		Redacts: redacts,
+	}
+	if typ == spec.MRoomCreate && v.AtLeast12() {
+		proto.RoomID = ""
+	}
+	if proto.PrevEvents == nil {
+		proto.PrevEvents = []spec.EventID{}
+	}
+	var sk *string
+	if stateKey != nil {
+		sk = stateKey
+	}
+	authState := StateMap{}
+	for _, k := range AuthEventKeys(typ, sk, sender, gjson.ParseBytes(contentOrEmpty(content)), v) {
+		if ev := b.snap.state.Get(k.Type, k.StateKey); ev != nil {
+			proto.AuthEvents = append(proto.AuthEvents, ev.EventID())
+			authState[k] = ev
+		}
+	}
+	if proto.AuthEvents == nil {
+		proto.AuthEvents = []spec.EventID{}
+	}
+	// v12: the create event is not an auth event but the rules still read it.
+	if create := b.snap.state.Get(spec.MRoomCreate, ""); create != nil {
+		authState[StateKeyPair{spec.MRoomCreate, ""}] = create
+	}
+	pdu, err := events.Build(proto, v, b.s.key)
+	if err != nil {
+		return nil, err
+	}
+	if len(pdu.JSON()) > maxPDUSize {
+		return nil, spec.TooLarge("the event is %d bytes; the limit is %d", len(pdu.JSON()), maxPDUSize)
+	}
+	if err := Allowed(pdu, authState); err != nil {
+		return nil, err
+	}
+	if typ == spec.MRoomCreate && v.AtLeast12() {
+		// The room ID is derived from the create event (MSC4291).
+		b.r.id = pdu.RoomID()
+	}
+	b.applyLocal(pdu)
+	ev := &Event{PDU: pdu}
+	b.evs = append(b.evs, ev)
+	return ev, nil
+}
+
+// maxPDUSize is the spec's limit on a whole event in canonical JSON.
+const maxPDUSize = 65536
+
+func contentOrEmpty(c []byte) []byte {
+	if len(c) == 0 {
+		return []byte("{}")
+	}
+	return c
+}
+
+func (b *builder) applyLocal(pdu *events.PDU) {
+	next := &snapshot{state: b.snap.state, depth: pdu.Depth(), extremity: []spec.EventID{pdu.EventID()}, position: b.snap.position}
+	if sk, ok := pdu.StateKey(); ok {
+		if !b.copied {
+			m := make(StateMap, len(b.snap.state)+1)
+			for k, v := range b.snap.state {
+				m[k] = v
+			}
+			next.state = m
+			b.copied = true
+		}
+		next.state[StateKeyPair{pdu.Type(), sk}] = pdu
+	}
+	b.snap = next
+}
+
+// commit persists the built events with their stream positions in one
+// transaction; after the commit it publishes the new state and wakes the
+// users concerned. On error nothing is stored and memory is unchanged.
+func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID, device, txnID string) error {
+	if len(b.evs) == 0 {
+		return nil
+	}
+	if txnID != "" {
+		last := b.evs[len(b.evs)-1]
+		last.DeviceID, last.TxnID = device, txnID
+	}
+	final := b.snap
+	wake := b.s.usersToWake(b.r, b.evs, final)
+	err := b.s.db.Write(ctx, func(tx *storage.Tx) error {
+		if newRoom {
+			if _, err := tx.Exec(`INSERT INTO rooms (room_id, version, creator, created_ts) VALUES ($1, $2, $3, $4)`,
+				string(b.r.id), string(b.r.version), string(creator), b.s.now().UnixMilli()); err != nil {
+				return fmt.Errorf("insert room: %w", err)
+			}
+		}
+		for _, ev := range b.evs {
+			ev.Position = tx.NextPosition()
+			if err := insertEvent(tx, ev); err != nil {
+				return err
+			}
+		}
+		if err := applyRedactions(tx, b.redactions, b.evs); err != nil {
+			return err
+		}
+		if b.extra != nil {
+			if err := b.extra(tx); err != nil {
+				return err
+			}
+		}
+		pos := b.evs[len(b.evs)-1].Position
+		tx.AfterCommit(func() {
+			published := *final
+			published.position = pos
+			b.r.apply(b.evs, &published, b.redactions)
+			b.s.publishMemberships(b.r, b.evs, newRoom)
+			b.s.notify.Notify(pos, wake...)
+		})
+		return nil
+	})
+	if err != nil {
+		for _, ev := range b.evs {
+			ev.Position = 0
+		}
+	}
+	return err
+}
+
+// publishMemberships updates the per-user room index after a commit.
+func (s *Service) publishMemberships(r *liveRoom, evs []*Event, newRoom bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if newRoom {
+		s.rooms[r.id] = r
+	}
+	for _, ev := range evs {
+		if ev.PDU.Type() != spec.MRoomMember {
+			continue
+		}
+		sk, _ := ev.PDU.StateKey()
+		s.setUserRoom(spec.UserID(sk), r.id, ev.PDU.Content().Get("membership").String())
+	}
+}
+
+// usersToWake is everyone joined after the events, plus every user whose
+// membership they change (an invitee, a kicked user).
+func (s *Service) usersToWake(r *liveRoom, evs []*Event, final *snapshot) []spec.UserID {
+	users := final.joined()
+	for _, ev := range evs {
+		if ev.PDU.Type() == spec.MRoomMember {
+			sk, _ := ev.PDU.StateKey()
+			if m := ev.PDU.Content().Get("membership").String(); m != spec.Join {
+				users = append(users, spec.UserID(sk))
+			}
+		}
+	}
+	return users
+}

@@ -1,0 +1,296 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// This file is what /sync reads from rooms. Everything here answers from
+// memory when the positions asked for are recent, which is the case for
+// every incremental sync of a client that keeps up.
+
+// Position returns the stream position of the room's latest event (0 for an
+// unknown room).
+func (s *Service) Position(id spec.RoomID) int64 {
+	r := s.room(id)
+	if r == nil {
+		return 0
+	}
+	return r.cur.Load().position
+}
+
+// Version returns the room's version ("" for an unknown room).
+func (s *Service) Version(id spec.RoomID) spec.RoomVersion {
+	r := s.room(id)
+	if r == nil {
+		return ""
+	}
+	return r.version
+}
+
+// EventsBetween returns the room's events with position in (since, until],
+// oldest first, from memory when it holds them all.
+func (s *Service) EventsBetween(ctx context.Context, id spec.RoomID, since, until int64) ([]*Event, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, nil
+	}
+	if evs, ok := r.recentSince(since); ok {
+		out := evs[:0:0]
+		for _, ev := range evs {
+			if ev.Position <= until {
+				out = append(out, ev)
+			}
+		}
+		return out, nil
+	}
+	return s.eventsBetween(ctx, id, since, until, 0, false)
+}
+
+// LatestEvents returns up to limit of the room's latest events at or before
+// until that the user may see, oldest first, and whether older visible
+// events were left out.
+func (s *Service) LatestEvents(ctx context.Context, user spec.UserID, id spec.RoomID, since, until int64, limit int, f *RoomEventFilter) ([]*Event, bool, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, false, nil
+	}
+	var out []*Event
+	cursor := until
+	for {
+		var batch []*Event
+		if evs, ok := r.recentSince(since); ok {
+			for _, ev := range evs {
+				if ev.Position <= cursor {
+					batch = append(batch, ev)
+				}
+			}
+			cursor = since
+		} else {
+			var err error
+			// Newest first from the database, then reversed.
+			batch, err = s.eventsBetween(ctx, id, since, cursor, limit*2+1, true)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(batch) == 0 {
+				cursor = since
+			} else {
+				cursor = batch[len(batch)-1].Position - 1
+			}
+			for i, j := 0, len(batch)-1; i < j; i, j = i+1, j-1 {
+				batch[i], batch[j] = batch[j], batch[i]
+			}
+		}
+		visible := r.filterVisible(user, batch)
+		kept := visible[:0:0]
+		for _, ev := range visible {
+			if f.Matches(ev.PDU) {
+				kept = append(kept, ev)
+			}
+		}
+		out = append(kept, out...)
+		if len(out) > limit {
+			return out[len(out)-limit:], true, nil
+		}
+		if cursor <= since {
+			return out, false, nil
+		}
+	}
+}
+
+// Visible keeps the events the user may see.
+func (s *Service) Visible(user spec.UserID, id spec.RoomID, evs []*Event) []*Event {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	return r.filterVisible(user, evs)
+}
+
+// StateAt returns the room's state just after position pos, from memory for
+// the current state.
+func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*events.PDU, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, nil
+	}
+	snap := r.cur.Load()
+	if pos >= snap.position {
+		out := make([]*events.PDU, 0, len(snap.state))
+		for _, ev := range snap.state {
+			out = append(out, ev)
+		}
+		return out, nil
+	}
+	evs, err := s.stateAt(ctx, id, pos)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*events.PDU, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.PDU
+	}
+	return out, nil
+}
+
+// StateDelta returns the state that changed in (from, to]: for each key
+// changed, the state at to.
+func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error) {
+	if to <= from {
+		return nil, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.position IN (
+		SELECT max(position) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND position > $2 AND position <= $3
+		GROUP BY type, state_key) ORDER BY e.position`, string(id), from, to)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := scanEvents(rows)
+	if err != nil {
+		return nil, err
+	}
+	// A key changed in the window may have changed again later in memory
+	// (redactions rewrite the stored copy); the rows already are the latest.
+	out := make([]*events.PDU, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.PDU
+	}
+	return out, nil
+}
+
+// CurrentState returns one piece of current state from memory, or nil.
+func (s *Service) CurrentState(id spec.RoomID, typ, key string) *events.PDU {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	return r.cur.Load().get(typ, key)
+}
+
+// MembershipEvent returns the user's latest member event position and
+// membership in the room.
+func (s *Service) MembershipEvent(user spec.UserID, id spec.RoomID) (int64, string) {
+	r := s.room(id)
+	if r == nil {
+		return 0, ""
+	}
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	h := r.members[user]
+	if len(h) == 0 {
+		return 0, ""
+	}
+	return h[len(h)-1].pos, h[len(h)-1].value
+}
+
+// MembershipChanges returns the membership changes of the room in
+// (since, until], per user, from memory.
+func (s *Service) MembershipChanges(id spec.RoomID, since, until int64) map[spec.UserID]string {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	var out map[spec.UserID]string
+	for u, h := range r.members {
+		for i := len(h) - 1; i >= 0 && h[i].pos > since; i-- {
+			if h[i].pos <= until {
+				if out == nil {
+					out = map[spec.UserID]string{}
+				}
+				out[u] = h[i].value
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Summary is the room summary /sync sends.
+type Summary struct {
+	Heroes  []spec.UserID
+	Joined  int
+	Invited int
+}
+
+// RoomSummary counts members and picks up to five heroes (other members,
+// by user ID), for clients to name rooms without a name.
+func (s *Service) RoomSummary(id spec.RoomID, viewer spec.UserID) Summary {
+	r := s.room(id)
+	if r == nil {
+		return Summary{}
+	}
+	var sum Summary
+	var others []spec.UserID
+	for k, ev := range r.cur.Load().state {
+		if k.Type != spec.MRoomMember {
+			continue
+		}
+		switch ev.Content().Get("membership").String() {
+		case spec.Join:
+			sum.Joined++
+		case spec.Invite:
+			sum.Invited++
+		default:
+			continue
+		}
+		if spec.UserID(k.StateKey) != viewer {
+			others = append(others, spec.UserID(k.StateKey))
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
+	if len(others) > 5 {
+		others = others[:5]
+	}
+	sum.Heroes = others
+	return sum
+}
+
+// StrippedState is the invite_state / knock_state a user sees for a room
+// they are invited to or knocking on: the spec's recommended events, plus
+// their own member event.
+func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	snap := r.cur.Load()
+	var out []json.RawMessage
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomName, spec.MRoomAvatar, spec.MRoomTopic, spec.MRoomJoinRules,
+		spec.MRoomCanonicalAlias, spec.MRoomEncryption} {
+		if ev := snap.get(t, ""); ev != nil {
+			out = append(out, events.StrippedState(ev))
+		}
+	}
+	if ev := snap.get(spec.MRoomMember, string(user)); ev != nil {
+		out = append(out, events.StrippedState(ev))
+		if inviter := snap.get(spec.MRoomMember, string(ev.Sender())); inviter != nil && ev.Sender() != user {
+			out = append(out, events.StrippedState(inviter))
+		}
+	}
+	return out
+}
+
+// ClientEvent renders an event for a viewer (their transaction ID in
+// unsigned for their own device's events).
+func ClientEvent(ev *Event, viewer spec.UserID, device string) json.RawMessage {
+	var unsigned []byte
+	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
+		unsigned, _ = json.Marshal(map[string]string{"transaction_id": ev.TxnID})
+	}
+	return events.ClientEvent(ev.PDU, unsigned)
+}
+
+// Forgotten reports whether the user forgot the room.
+func (s *Service) Forgotten(user spec.UserID, id spec.RoomID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, known := s.userRooms[user][id]
+	return !known
+}

@@ -1,0 +1,179 @@
+// Package server answers the server-wide endpoints: the spec versions and
+// features, discovery (.well-known), capabilities, the server's signing keys,
+// health, and the small page at "/".
+package server
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// Deps is what the server endpoints need.
+type Deps struct {
+	ServerName spec.ServerName
+	BaseURL    string // what clients use to reach the server
+	Key        events.SigningKey
+	Version    string // Chatalot's version
+	// Capabilities contributed by the domain packages, merged into
+	// GET /capabilities (m.room_versions is added here).
+	Capabilities map[string]any
+	// UnstableFeatures advertised in /versions.
+	UnstableFeatures map[string]bool
+	// Versions are the spec versions whose every endpoint Chatalot serves.
+	Versions []string
+}
+
+// Server holds the endpoint state.
+type Server struct {
+	d Deps
+
+	keyOnce sync.Once
+	keyJSON []byte
+	keyErr  error
+}
+
+// New returns the server endpoints.
+func New(d Deps) *Server { return &Server{d: d} }
+
+// Routes mounts the server-wide endpoints on the root router.
+func (s *Server) Routes(r *gin.Engine) {
+	r.GET("/", s.index)
+	r.GET("/health", func(c *gin.Context) { c.String(http.StatusOK, "OK") })
+	r.GET("/_matrix/client/versions", s.versions)
+	r.GET("/.well-known/matrix/client", s.wellKnownClient)
+	r.GET("/.well-known/matrix/server", s.wellKnownServer)
+	r.GET("/_matrix/key/v2/server", s.serverKeys)
+	r.GET("/_matrix/key/v2/server/:keyID", s.serverKeys) // deprecated form, still requested
+}
+
+// GET /_matrix/client/versions: spec versions and unstable features that are
+// actually implemented.
+func (s *Server) versions(c *gin.Context) {
+	features := s.d.UnstableFeatures
+	if features == nil {
+		features = map[string]bool{}
+	}
+	c.JSON(http.StatusOK, gin.H{"versions": s.d.Versions, "unstable_features": features})
+}
+
+// GET /.well-known/matrix/client: where clients find the client-server API.
+func (s *Server) wellKnownClient(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"m.homeserver": gin.H{"base_url": s.d.BaseURL}})
+}
+
+// GET /.well-known/matrix/server: where other servers find this one.
+func (s *Server) wellKnownServer(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"m.server": serverDelegation(s.d.BaseURL)})
+}
+
+// Capabilities is the handler for GET /_matrix/client/v3/capabilities; cmd
+// mounts it behind the auth middleware, as the spec requires a token.
+func (s *Server) Capabilities(c *gin.Context) {
+	versions := map[string]string{}
+	for _, v := range spec.SupportedRoomVersions {
+		versions[string(v)] = "stable"
+	}
+	caps := map[string]any{
+		"m.room_versions": gin.H{"default": string(spec.DefaultRoomVersion), "available": versions},
+	}
+	for k, v := range s.d.Capabilities {
+		caps[k] = v
+	}
+	c.JSON(http.StatusOK, gin.H{"capabilities": caps})
+}
+
+// GET /_matrix/key/v2/server: the server's verify key, signed by itself, as
+// the server-server API specifies.
+func (s *Server) serverKeys(c *gin.Context) {
+	s.keyOnce.Do(func() { s.keyJSON, s.keyErr = s.signedKeys() })
+	if s.keyErr != nil {
+		c.Error(s.keyErr)
+		return
+	}
+	c.Data(http.StatusOK, "application/json", s.keyJSON)
+}
+
+func (s *Server) signedKeys() ([]byte, error) {
+	pub := s.d.Key.Private.Public().(ed25519.PublicKey)
+	body := map[string]any{
+		"server_name": string(s.d.ServerName),
+		"verify_keys": map[string]any{
+			s.d.Key.KeyID: map[string]string{"key": base64.RawStdEncoding.EncodeToString(pub)},
+		},
+		"old_verify_keys": map[string]any{},
+		// The key does not rotate; a week is what other servers may cache it for.
+		"valid_until_ts": time.Now().Add(7 * 24 * time.Hour).UnixMilli(),
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return events.SignJSON(raw, s.d.Key)
+}
+
+var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Chatalot on {{.Name}}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5}code{background:#eee;padding:0 .3em}</style>
+</head><body>
+<h1>Chatalot</h1>
+<p>This is a <strong>Chatalot</strong> server: a private, self-hosted chat server that speaks the Matrix protocol. Its server name is <code>{{.Name}}</code>.</p>
+<h2>How to connect</h2>
+<ol>
+<li>Install a Matrix client: Element (web, desktop, mobile), FluffyChat, Cinny or any other.</li>
+<li>Choose "sign in" or "create account" and change the homeserver to <code>{{.URL}}</code>.</li>
+<li>Accounts are by invitation: ask the person who runs this server for an invite code.</li>
+</ol>
+<p>Messages are end-to-end encrypted: this server relays and stores them but cannot read them.</p>
+</body></html>
+`))
+
+// GET /: a small page saying what this is and how to connect.
+func (s *Server) index(c *gin.Context) {
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	c.Status(http.StatusOK)
+	_ = indexPage.Execute(c.Writer, map[string]string{"Name": string(s.d.ServerName), "URL": s.d.BaseURL})
+}
+
+// serverDelegation turns a base URL into host:port for .well-known/matrix/server.
+func serverDelegation(baseURL string) string {
+	u := baseURL
+	port := "443"
+	if len(u) > 8 && u[:8] == "https://" {
+		u = u[8:]
+	} else if len(u) > 7 && u[:7] == "http://" {
+		u = u[7:]
+		port = "80"
+	}
+	for i := 0; i < len(u); i++ {
+		if u[i] == '/' {
+			u = u[:i]
+			break
+		}
+	}
+	// A port is present unless the host has no colon after a closing bracket.
+	hasPort := false
+	for i := len(u) - 1; i >= 0; i-- {
+		if u[i] == ':' {
+			hasPort = true
+			break
+		}
+		if u[i] == ']' {
+			break
+		}
+	}
+	if hasPort {
+		return u
+	}
+	return u + ":" + port
+}

@@ -1,0 +1,154 @@
+// Package storage is the plumbing under every domain: it opens SQLite, runs
+// each package's numbered migrations, owns the single ordered writer and the
+// global stream position. It knows nothing of events or of any domain.
+//
+// SQL written against it stays portable to PostgreSQL: $N placeholders (each
+// used once, in increasing order — the SQLite driver binds them by position),
+// INSERT … ON CONFLICT, RETURNING, and types that exist in both.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync/atomic"
+
+	_ "github.com/mattn/go-sqlite3" // the embedded default backend
+)
+
+// DB is the server's database: one writer connection fed by an ordered
+// queue, and a pool of read-only connections.
+//
+// Why one writer: SQLite allows one writer at a time anyway; queueing writes
+// in the process, instead of letting them fight over the file lock, gives a
+// single total order for the stream position, lets concurrent writes share a
+// commit (group commit), and never returns SQLITE_BUSY to a client.
+type DB struct {
+	write *sql.DB
+	read  *sql.DB
+
+	queue chan *job
+	stop  chan struct{}
+	done  chan struct{}
+
+	// committed is the highest stream position whose transaction committed
+	// and whose after-commit hooks ran; next is the last one handed out.
+	committed atomic.Int64
+	next      int64 // owned by the writer goroutine
+	started   bool
+
+	reads atomic.Int64 // statements run on the read pool, for hot-path checks
+
+	fault atomic.Pointer[FaultHook]
+}
+
+// Options tune how the database is opened.
+type Options struct {
+	// Readers is the size of the read pool (default 8).
+	Readers int
+	// Durability "full" fsyncs the WAL at every commit; the default "normal"
+	// survives a crash of the process (the WAL is in the OS page cache) but
+	// may lose the last commits on power loss.
+	Durability string
+}
+
+// Open opens (creating if needed) the SQLite database at path and starts
+// the writer. Call Migrate before use and Close at the end.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.Readers <= 0 {
+		opts.Readers = 8
+	}
+	sync := "NORMAL"
+	if opts.Durability == "full" {
+		sync = "FULL"
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_foreign_keys", "on")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_synchronous", sync)
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	rq := url.Values{}
+	rq.Set("_foreign_keys", "on")
+	rq.Set("_busy_timeout", "10000")
+	rq.Set("_query_only", "true")
+	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	r.SetMaxOpenConns(opts.Readers)
+	r.SetMaxIdleConns(opts.Readers)
+	db := &DB{
+		write: w,
+		read:  r,
+		queue: make(chan *job, 1024),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	return db, nil
+}
+
+// Close stops the writer after the queued writes, checkpoints the WAL and
+// closes every connection.
+func (db *DB) Close() error {
+	select {
+	case <-db.stop:
+		return nil
+	default:
+	}
+	close(db.stop)
+	if db.started {
+		<-db.done
+	}
+	_, _ = db.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(db.read.Close(), db.write.Close())
+}
+
+// Position is the stream position of the last committed change. Every
+// change with a position at or below it is durable and visible to readers.
+func (db *DB) Position() int64 { return db.committed.Load() }
+
+// ReadCount is the number of statements run on the read pool since start;
+// benchmarks use it to prove the hot paths do not read the database.
+func (db *DB) ReadCount() int64 { return db.reads.Load() }
+
+// QueryRow runs a read-only query on the read pool.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	db.reads.Add(1)
+	return db.read.QueryRowContext(ctx, query, args...)
+}
+
+// Query runs a read-only query on the read pool.
+func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	db.reads.Add(1)
+	return db.read.QueryContext(ctx, query, args...)
+}
+
+// IntegrityCheck runs SQLite's integrity_check and returns its verdict
+// ("ok" when the file is sound).
+func (db *DB) IntegrityCheck(ctx context.Context) (string, error) {
+	var res string
+	err := db.read.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res)
+	return res, err
+}
+
+// Backup writes a consistent copy of the live database to dest using
+// VACUUM INTO, which reads one snapshot while writers go on.
+func (db *DB) Backup(ctx context.Context, dest string) error {
+	_, err := db.read.ExecContext(ctx, "VACUUM INTO $1", dest)
+	return err
+}

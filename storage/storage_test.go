@@ -1,0 +1,163 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+var testSchema = Schema{Domain: "test", Migrations: []string{
+	`CREATE TABLE items (pos BIGINT PRIMARY KEY, v TEXT NOT NULL)`,
+}}
+
+func openTest(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(context.Background(), testSchema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+func insert(db *DB, v string) (int64, error) {
+	var pos int64
+	err := db.Write(context.Background(), func(tx *Tx) error {
+		pos = tx.NextPosition()
+		_, err := tx.Exec("INSERT INTO items (pos, v) VALUES ($1, $2)", pos, v)
+		return err
+	})
+	return pos, err
+}
+
+func count(t *testing.T, db *DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(context.Background(), "SELECT count(*) FROM items").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestConcurrentWritesGetDistinctIncreasingPositions(t *testing.T) {
+	db, _ := openTest(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pos, err := insert(db, "x")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[pos] {
+				t.Errorf("position %d handed out twice", pos)
+			}
+			seen[pos] = true
+			if db.Position() < pos {
+				t.Errorf("Write returned before position %d was committed (at %d)", pos, db.Position())
+			}
+		}()
+	}
+	wg.Wait()
+	if got := count(t, db); got != 200 {
+		t.Fatalf("rows = %d, want 200", got)
+	}
+	if db.Position() != 200 {
+		t.Fatalf("position = %d, want 200", db.Position())
+	}
+}
+
+func TestFailedWriteRollsBackOnlyItself(t *testing.T) {
+	db, _ := openTest(t)
+	boom := errors.New("boom")
+	hookRan := false
+	err := db.Write(context.Background(), func(tx *Tx) error {
+		tx.NextPosition()
+		if _, err := tx.Exec("INSERT INTO items (pos, v) VALUES ($1, $2)", 1000, "half"); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() { hookRan = true })
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	if hookRan {
+		t.Fatal("after-commit hook ran for a rolled-back write")
+	}
+	if _, err := insert(db, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, db); got != 1 {
+		t.Fatalf("rows = %d, want 1 (the failed write must leave nothing)", got)
+	}
+}
+
+func TestFaultHookFailsEachStep(t *testing.T) {
+	db, _ := openTest(t)
+	db.SetFaultHook(func(step int) error {
+		if step == 1 {
+			return ErrInjected
+		}
+		return nil
+	})
+	if _, err := insert(db, "x"); !errors.Is(err, ErrInjected) {
+		t.Fatalf("err = %v, want injected fault", err)
+	}
+	db.SetFaultHook(nil)
+	if got := count(t, db); got != 0 {
+		t.Fatalf("rows = %d after injected fault", got)
+	}
+}
+
+func TestPositionSurvivesReopen(t *testing.T) {
+	db, path := openTest(t)
+	for i := 0; i < 5; i++ {
+		if _, err := insert(db, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	db2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if err := db2.Migrate(context.Background(), testSchema); err != nil {
+		t.Fatal(err)
+	}
+	if db2.Position() != 5 {
+		t.Fatalf("position after reopen = %d, want 5", db2.Position())
+	}
+	pos, err := insert(db2, "y")
+	if err != nil || pos != 6 {
+		t.Fatalf("next position = %d, %v; want 6", pos, err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	db, path := openTest(t)
+	db.Close()
+	db2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	older := Schema{Domain: "test", Migrations: nil}
+	var newer *NewerSchemaError
+	if err := db2.Migrate(context.Background(), older); !errors.As(err, &newer) {
+		t.Fatalf("err = %v, want NewerSchemaError", err)
+	}
+}

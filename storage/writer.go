@@ -1,0 +1,199 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Tx is one write inside the writer's transaction. Its statements run in a
+// savepoint of their own: if the function returns an error, only its changes
+// are rolled back and the other writes of the batch still commit.
+type Tx struct {
+	tx    *sql.Tx
+	db    *DB
+	ctx   context.Context
+	hooks []func()
+	step  int
+}
+
+// Context is the context of the request that asked for the write.
+func (t *Tx) Context() context.Context { return t.ctx }
+
+// Exec runs a statement in the write transaction.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	if err := t.injectFault(); err != nil {
+		return nil, err
+	}
+	return t.tx.ExecContext(context.WithoutCancel(t.ctx), query, args...)
+}
+
+// QueryRow runs a query in the write transaction (it sees the batch's
+// uncommitted changes).
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(context.WithoutCancel(t.ctx), query, args...)
+}
+
+// Query runs a query in the write transaction.
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(context.WithoutCancel(t.ctx), query, args...)
+}
+
+// NextPosition hands out the next stream position. Positions a rolled-back
+// write took are never reused; gaps are harmless, repeats would not be.
+func (t *Tx) NextPosition() int64 {
+	t.db.next++
+	return t.db.next
+}
+
+// AfterCommit registers f to run once the transaction has committed, in
+// commit order, before Position moves past this write and before Write
+// returns. Use it to update in-memory state and wake waiting clients: they
+// then never see a change that could still be rolled back.
+func (t *Tx) AfterCommit(f func()) { t.hooks = append(t.hooks, f) }
+
+type job struct {
+	ctx  context.Context
+	fn   func(*Tx) error
+	done chan error
+}
+
+// ErrClosed is returned for writes queued after Close.
+var ErrClosed = errors.New("database is closed")
+
+// maxBatch bounds how many writes share one commit.
+const maxBatch = 256
+
+// Write runs fn inside the single ordered writer and returns once its changes
+// are committed (or rolled back, with fn's error). "Acknowledged" in Chatalot
+// means Write returned nil: the change is in the WAL and survives a crash of
+// the process.
+//
+// fn must not block on anything but the database, and must not call Write.
+func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
+	j := &job{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case <-db.stop:
+		return ErrClosed
+	case db.queue <- j:
+	}
+	// Once queued the write runs to its end even if the client goes away:
+	// the caller learns the outcome, never "maybe".
+	return <-j.done
+}
+
+func (db *DB) startWriter(ctx context.Context) error {
+	if err := db.write.QueryRowContext(ctx, "SELECT position FROM stream_position WHERE id = 1").Scan(&db.next); err != nil {
+		return fmt.Errorf("read stream position: %w", err)
+	}
+	db.committed.Store(db.next)
+	db.started = true
+	go db.writeLoop()
+	return nil
+}
+
+func (db *DB) writeLoop() {
+	defer close(db.done)
+	for {
+		var first *job
+		select {
+		case first = <-db.queue:
+		case <-db.stop:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case j := <-db.queue:
+					db.runBatch([]*job{j})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*job{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case j := <-db.queue:
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		db.runBatch(batch)
+	}
+}
+
+// runBatch commits a group of writes in one transaction, each inside its
+// own savepoint.
+func (db *DB) runBatch(batch []*job) {
+	startPos := db.next
+	tx, err := db.write.Begin()
+	if err != nil {
+		for _, j := range batch {
+			j.done <- fmt.Errorf("begin write: %w", err)
+		}
+		return
+	}
+	results := make([]error, len(batch))
+	txs := make([]*Tx, len(batch))
+	for i, j := range batch {
+		if j.ctx.Err() != nil {
+			results[i] = j.ctx.Err() // never started: nothing written
+			continue
+		}
+		t := &Tx{tx: tx, db: db, ctx: j.ctx}
+		txs[i] = t
+		results[i] = db.runOne(t, j.fn)
+	}
+	if db.next != startPos {
+		if _, err = tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1", db.next); err != nil {
+			err = fmt.Errorf("save stream position: %w", err)
+		}
+	}
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		_ = tx.Rollback()
+	}
+	if err != nil {
+		// Nothing of the batch is stored. Positions handed out are skipped
+		// rather than reused, so a reader never sees one position twice.
+		for i, j := range batch {
+			if results[i] == nil {
+				results[i] = fmt.Errorf("commit: %w", err)
+			}
+			j.done <- results[i]
+		}
+		return
+	}
+	for i, t := range txs {
+		if t == nil || results[i] != nil {
+			continue
+		}
+		for _, h := range t.hooks {
+			h()
+		}
+	}
+	db.committed.Store(db.next)
+	for i, j := range batch {
+		j.done <- results[i]
+	}
+}
+
+func (db *DB) runOne(t *Tx, fn func(*Tx) error) (err error) {
+	if _, err := t.tx.Exec("SAVEPOINT w"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write panicked: %v", p)
+		}
+		if err != nil {
+			t.hooks = nil
+			_, _ = t.tx.Exec("ROLLBACK TO w")
+		}
+		_, _ = t.tx.Exec("RELEASE w")
+	}()
+	return fn(t)
+}

@@ -1,0 +1,336 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	stdsync "sync"
+	"time"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// typingState is who is typing in which room. It lives only in memory:
+// typing is never persisted.
+type typingState struct {
+	mu      stdsync.Mutex
+	rooms   map[spec.RoomID]map[spec.UserID]*time.Timer
+	changed map[spec.RoomID]int64 // serial of the room's last typing change
+}
+
+func newTypingState() *typingState {
+	return &typingState{rooms: map[spec.RoomID]map[spec.UserID]*time.Timer{}, changed: map[spec.RoomID]int64{}}
+}
+
+// maxTypingTimeout caps how long a typing notice lasts without renewal.
+const maxTypingTimeout = 2 * time.Minute
+
+// setTyping starts or stops a typing notice; a notice ends by itself after
+// its timeout.
+func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, timeout time.Duration) {
+	t := s.typing
+	t.mu.Lock()
+	users := t.rooms[room]
+	if users == nil {
+		users = map[spec.UserID]*time.Timer{}
+		t.rooms[room] = users
+	}
+	old, was := users[user]
+	if was {
+		old.Stop()
+		delete(users, user)
+	}
+	if typing {
+		users[user] = time.AfterFunc(timeout, func() { s.expireTyping(room, user) })
+	}
+	changed := typing != was
+	if changed {
+		t.changed[room] = s.nextSerial()
+	}
+	t.mu.Unlock()
+	if changed {
+		s.notifier.Notify(0, s.rooms.JoinedMembers(room)...)
+	}
+}
+
+func (s *Service) expireTyping(room spec.RoomID, user spec.UserID) {
+	t := s.typing
+	t.mu.Lock()
+	_, ok := t.rooms[room][user]
+	if ok {
+		delete(t.rooms[room], user)
+		t.changed[room] = s.nextSerial()
+	}
+	t.mu.Unlock()
+	if ok {
+		s.notifier.Notify(0, s.rooms.JoinedMembers(room)...)
+	}
+}
+
+// typingSince returns the room's m.typing event if it changed after serial.
+func (s *Service) typingSince(room spec.RoomID, serial int64, initial bool) json.RawMessage {
+	t := s.typing
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !initial && t.changed[room] <= serial {
+		return nil
+	}
+	ids := make([]string, 0, len(t.rooms[room]))
+	for u := range t.rooms[room] {
+		ids = append(ids, string(u))
+	}
+	if initial && len(ids) == 0 {
+		return nil
+	}
+	sort.Strings(ids)
+	b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": ids}})
+	return b
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
+func (s *Service) putTyping(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, err := spec.ParseRoomID(c.Param("roomId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("room ID: %v", err))
+		return
+	}
+	if c.Param("userId") != string(dev.UserID) {
+		c.Error(spec.Forbidden("you can only set your own typing state"))
+		return
+	}
+	var body struct {
+		Typing  *bool  `json:"typing"`
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	if body.Typing == nil {
+		c.Error(spec.BadJSON("typing is required"))
+		return
+	}
+	if s.rooms.Membership(dev.UserID, room) != spec.Join {
+		c.Error(spec.Forbidden("you are not joined to room %s", room))
+		return
+	}
+	timeout := 30 * time.Second
+	if body.Timeout != nil {
+		if *body.Timeout < 0 {
+			c.Error(spec.BadJSON("timeout must not be negative"))
+			return
+		}
+		timeout = time.Duration(min(*body.Timeout, int64(maxTypingTimeout/time.Millisecond))) * time.Millisecond
+	}
+	s.setTyping(room, dev.UserID, *body.Typing, timeout)
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// receiptState remembers, per room, the position of its latest receipt so
+// that a sync with nothing new reads nothing.
+type receiptState struct {
+	mu     stdsync.Mutex
+	latest map[spec.RoomID]int64
+	loaded bool
+}
+
+func newReceiptState() *receiptState { return &receiptState{latest: map[spec.RoomID]int64{}} }
+
+func (s *Service) loadReceiptPositions(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT room_id, max(position) FROM receipts GROUP BY room_id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	s.receipts.mu.Lock()
+	defer s.receipts.mu.Unlock()
+	for rows.Next() {
+		var id string
+		var pos int64
+		if err := rows.Scan(&id, &pos); err != nil {
+			return err
+		}
+		s.receipts.latest[spec.RoomID(id)] = pos
+	}
+	s.receipts.loaded = true
+	return rows.Err()
+}
+
+// Init loads what sync keeps in memory.
+func (s *Service) Init(ctx context.Context) error { return s.loadReceiptPositions(ctx) }
+
+func (s *Service) receiptPosition(room spec.RoomID) int64 {
+	s.receipts.mu.Lock()
+	defer s.receipts.mu.Unlock()
+	return s.receipts.latest[room]
+}
+
+var receiptTypes = map[string]bool{"m.read": true, "m.read.private": true, "m.fully_read": true}
+
+// storeReceipt records a receipt (only the latest per user, type and
+// thread is kept) and wakes the room.
+func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, eventID spec.EventID, threadID string) error {
+	if typ == "m.fully_read" {
+		content, _ := events.MarshalCanonical(map[string]string{"event_id": string(eventID)})
+		return s.acct.SetAccountData(ctx, user, room, "m.fully_read", content)
+	}
+	if _, err := s.rooms.Event(ctx, user, room, eventID); err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		pos := tx.NextPosition()
+		if _, err := tx.Exec(`INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, position)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, position = excluded.position`,
+			string(room), string(user), typ, threadID, string(eventID), time.Now().UnixMilli(), pos); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			s.receipts.mu.Lock()
+			s.receipts.latest[room] = pos
+			s.receipts.mu.Unlock()
+			if typ == "m.read.private" {
+				s.notifier.Notify(pos, user)
+				return
+			}
+			s.notifier.Notify(pos, s.rooms.JoinedMembers(room)...)
+		})
+		return nil
+	})
+}
+
+// receiptsSince returns the room's m.receipt event with receipts in
+// (since, until] (all current receipts when since is 0) that the viewer
+// may see: private receipts only their own.
+func (s *Service) receiptsSince(ctx context.Context, viewer spec.UserID, room spec.RoomID, since, until int64) (json.RawMessage, error) {
+	if s.receiptPosition(room) <= since {
+		return nil, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id, receipt_type, thread_id, event_id, ts FROM receipts
+		WHERE room_id = $1 AND position > $2 AND position <= $3`, string(room), since, until)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	content := map[string]map[string]map[string]map[string]any{}
+	n := 0
+	for rows.Next() {
+		var user, typ, thread, eventID string
+		var ts int64
+		if err := rows.Scan(&user, &typ, &thread, &eventID, &ts); err != nil {
+			return nil, err
+		}
+		if typ == "m.read.private" && user != string(viewer) {
+			continue
+		}
+		byType := content[eventID]
+		if byType == nil {
+			byType = map[string]map[string]map[string]any{}
+			content[eventID] = byType
+		}
+		if byType[typ] == nil {
+			byType[typ] = map[string]map[string]any{}
+		}
+		r := map[string]any{"ts": ts}
+		if thread != "" {
+			r["thread_id"] = thread
+		}
+		byType[typ][user] = r
+		n++
+	}
+	if err := rows.Err(); err != nil || n == 0 {
+		return nil, err
+	}
+	b, err := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+	return b, err
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
+func (s *Service) postReceipt(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, err := spec.ParseRoomID(c.Param("roomId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("room ID: %v", err))
+		return
+	}
+	typ := c.Param("receiptType")
+	if !receiptTypes[typ] {
+		c.Error(spec.InvalidParam("receipt type must be m.read, m.read.private or m.fully_read"))
+		return
+	}
+	eventID, err := spec.ParseEventID(c.Param("eventId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("event ID: %v", err))
+		return
+	}
+	var body struct {
+		ThreadID string `json:"thread_id"`
+	}
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	if body.ThreadID != "" && body.ThreadID != "main" {
+		if _, err := spec.ParseEventID(body.ThreadID); err != nil {
+			c.Error(spec.InvalidParam("thread_id must be \"main\" or an event ID"))
+			return
+		}
+	}
+	if s.rooms.Membership(dev.UserID, room) != spec.Join {
+		c.Error(spec.Forbidden("you are not joined to room %s", room))
+		return
+	}
+	if err := s.storeReceipt(c, dev.UserID, room, typ, eventID, body.ThreadID); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/read_markers
+func (s *Service) postReadMarkers(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, err := spec.ParseRoomID(c.Param("roomId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("room ID: %v", err))
+		return
+	}
+	var body map[string]*string
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	if s.rooms.Membership(dev.UserID, room) != spec.Join {
+		c.Error(spec.Forbidden("you are not joined to room %s", room))
+		return
+	}
+	for _, typ := range []string{"m.fully_read", "m.read", "m.read.private"} {
+		v := body[typ]
+		if v == nil {
+			continue
+		}
+		id, err := spec.ParseEventID(*v)
+		if err != nil {
+			c.Error(spec.InvalidParam("%s: %v", typ, err))
+			return
+		}
+		if typ == "m.fully_read" {
+			if _, err := s.rooms.Event(c, dev.UserID, room, id); err != nil {
+				c.Error(err)
+				return
+			}
+		}
+		if err := s.storeReceipt(c, dev.UserID, room, typ, id, ""); err != nil {
+			c.Error(err)
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}

@@ -1,0 +1,159 @@
+package sync
+
+import (
+	"encoding/json"
+	"net/http"
+	stdsync "sync"
+	"time"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// presenceState is each user's presence, in memory only: it is never
+// written to disk, and with presence off it is not kept at all.
+type presenceState struct {
+	mu    stdsync.Mutex
+	users map[spec.UserID]*presence
+}
+
+type presence struct {
+	state      string
+	statusMsg  *string
+	lastActive time.Time
+	serial     int64
+}
+
+func newPresenceState() *presenceState {
+	return &presenceState{users: map[spec.UserID]*presence{}}
+}
+
+var presenceStates = map[string]bool{"online": true, "offline": true, "unavailable": true}
+
+// setPresence records a user's presence and wakes those who share a room
+// with them, if it changed.
+func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string, explicit bool) {
+	if !s.cfg.Presence {
+		return
+	}
+	p := s.presence
+	p.mu.Lock()
+	cur := p.users[user]
+	changed := cur == nil || cur.state != state || (explicit && !sameString(cur.statusMsg, statusMsg))
+	if cur == nil {
+		cur = &presence{}
+		p.users[user] = cur
+	}
+	cur.state = state
+	if explicit {
+		cur.statusMsg = statusMsg
+	}
+	cur.lastActive = time.Now()
+	if changed {
+		cur.serial = s.nextSerial()
+	}
+	p.mu.Unlock()
+	if changed {
+		s.notifier.Notify(0, s.rooms.UsersSharingRoomsWith(user)...)
+	}
+}
+
+func sameString(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// presenceEvent renders a user's presence, or nil.
+func (s *Service) presenceEvent(user spec.UserID, sinceSerial int64) json.RawMessage {
+	p := s.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := p.users[user]
+	if cur == nil || cur.serial <= sinceSerial {
+		return nil
+	}
+	content := s.presenceContent(cur)
+	b, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": string(user), "content": content})
+	return b
+}
+
+func (s *Service) presenceContent(cur *presence) map[string]any {
+	content := map[string]any{
+		"presence":         cur.state,
+		"last_active_ago":  time.Since(cur.lastActive).Milliseconds(),
+		"currently_active": cur.state == "online",
+	}
+	if cur.statusMsg != nil {
+		content["status_msg"] = *cur.statusMsg
+	}
+	return content
+}
+
+// GET /_matrix/client/v3/presence/{userId}/status
+func (s *Service) getPresence(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	user, err := spec.ParseUserID(c.Param("userId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("user ID: %v", err))
+		return
+	}
+	if user != dev.UserID && !s.sharesRoom(dev.UserID, user) {
+		c.Error(spec.Forbidden("you do not share a room with %s", user))
+		return
+	}
+	if !s.cfg.Presence {
+		c.JSON(http.StatusOK, gin.H{"presence": "offline"})
+		return
+	}
+	s.presence.mu.Lock()
+	cur := s.presence.users[user]
+	var content map[string]any
+	if cur != nil {
+		content = s.presenceContent(cur)
+	}
+	s.presence.mu.Unlock()
+	if content == nil {
+		content = map[string]any{"presence": "offline"}
+	}
+	c.JSON(http.StatusOK, content)
+}
+
+func (s *Service) sharesRoom(a, b spec.UserID) bool {
+	for _, u := range s.rooms.UsersSharingRoomsWith(a) {
+		if u == b {
+			return true
+		}
+	}
+	return false
+}
+
+// PUT /_matrix/client/v3/presence/{userId}/status
+func (s *Service) putPresence(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	if c.Param("userId") != string(dev.UserID) {
+		c.Error(spec.Forbidden("you can only set your own presence"))
+		return
+	}
+	var body struct {
+		Presence  string  `json:"presence"`
+		StatusMsg *string `json:"status_msg"`
+	}
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	if !presenceStates[body.Presence] {
+		c.Error(spec.InvalidParam("presence must be online, offline or unavailable"))
+		return
+	}
+	if body.StatusMsg != nil && len(*body.StatusMsg) > 1024 {
+		c.Error(spec.TooLarge("status_msg is over 1024 bytes"))
+		return
+	}
+	s.setPresence(dev.UserID, body.Presence, body.StatusMsg, true)
+	c.JSON(http.StatusOK, gin.H{})
+}

@@ -1,0 +1,258 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// joinedRoom builds one room of rooms.join, or nil when nothing in it
+// changed since the token. With nothing new it reads nothing from the
+// database: the room's position and the ephemeral positions are in memory.
+func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, now Token, accountData []json.RawMessage, ignored map[spec.UserID]bool) (*JoinedRoom, error) {
+	since := req.sincePos()
+	joinPos, _ := s.rooms.MembershipEvent(req.user, id)
+	if joinPos > now.Pos {
+		// Joined after this response's position: the next sync has it.
+		return nil, nil
+	}
+	fresh := req.initial() || joinPos > since || req.fullState
+	roomChanged := s.rooms.Position(id) > since
+	typing := s.typingSince(id, req.sinceSerial(), req.initial())
+	receiptsChanged := s.receiptPosition(id) > since
+	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 {
+		return nil, nil
+	}
+
+	jr := &JoinedRoom{Ephemeral: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}}}
+	tf, limit := req.timelineFilter()
+	// A newly joined room starts its timeline at the join, not at since.
+	floor := since
+	if req.initial() || joinPos > since {
+		floor = 0
+	}
+	var evs []*rooms.Event
+	limited := false
+	if roomChanged || fresh {
+		var err error
+		evs, limited, err = s.rooms.LatestEvents(ctx, req.user, id, floor, now.Pos, limit, tf)
+		if err != nil {
+			return nil, err
+		}
+	}
+	evs = dropIgnored(evs, ignored)
+	start := now.Pos
+	if len(evs) > 0 {
+		start = evs[0].Position - 1
+	} else if roomPos := s.rooms.Position(id); roomPos < start {
+		start = roomPos
+	}
+	jr.Timeline = Timeline{Events: make([]json.RawMessage, len(evs)), Limited: limited, PrevBatch: rooms.Token(start).String()}
+	for i, ev := range evs {
+		jr.Timeline.Events[i] = req.renderEvent(ev)
+	}
+
+	if err := s.roomState(ctx, req, id, fresh, limited, since, start, now.Pos, evs, &jr.State, &jr.StateAfter); err != nil {
+		return nil, err
+	}
+
+	if typing != nil {
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, typing)
+	}
+	if receiptsChanged {
+		r, err := s.receiptsSince(ctx, req.user, id, since, now.Pos)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, r)
+		}
+	}
+	if req.filter.Room != nil && req.filter.Room.Ephemeral != nil {
+		jr.Ephemeral.Events = filterRoomEvents(jr.Ephemeral.Events, req.filter.Room.Ephemeral)
+	}
+	if len(accountData) > 0 {
+		ad := accountData
+		if req.filter.Room != nil && req.filter.Room.AccountData != nil {
+			ad = filterRoomEvents(ad, req.filter.Room.AccountData)
+		}
+		jr.AccountData.Events = ad
+	}
+
+	memberChange := fresh
+	for _, ev := range evs {
+		if ev.PDU.Type() == spec.MRoomMember {
+			memberChange = true
+		}
+	}
+	if memberChange || limited {
+		sum := s.rooms.RoomSummary(id, req.user)
+		jr.Summary = &RoomSummary{Heroes: sum.Heroes, Joined: &sum.Joined, Invited: &sum.Invited}
+	}
+	if !fresh && len(jr.Timeline.Events) == 0 && jr.State == nil && jr.StateAfter == nil &&
+		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 {
+		return nil, nil
+	}
+	return jr, nil
+}
+
+// roomState fills state (the state before the timeline: full for a fresh
+// room, the changes since the token when the timeline skipped some) or, with
+// use_state_after, state_after (the state at the end of the timeline: full
+// when fresh, else every change since the token).
+func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, fresh, limited bool, since, start, end int64, timeline []*rooms.Event, state, stateAfter **EventList) error {
+	sf := req.stateFilter()
+	lazy := sf != nil && sf.LazyLoadMembers
+	var list []*events.PDU
+	var err error
+	if req.stateAfter {
+		switch {
+		case fresh:
+			list, err = s.rooms.StateAt(ctx, id, end)
+		case limited:
+			list, err = s.rooms.StateDelta(ctx, id, since, end)
+		default:
+			list = timelineState(timeline)
+		}
+	} else {
+		switch {
+		case fresh:
+			list, err = s.rooms.StateAt(ctx, id, start)
+		case limited:
+			list, err = s.rooms.StateDelta(ctx, id, since, start)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	out := []json.RawMessage{}
+	senders := map[spec.UserID]bool{req.user: true}
+	for _, ev := range timeline {
+		senders[ev.PDU.Sender()] = true
+	}
+	for _, p := range list {
+		if !sf.Matches(p) {
+			continue
+		}
+		if lazy && p.Type() == spec.MRoomMember {
+			// Lazy-loading: only the members whose events are shown.
+			if sk, _ := p.StateKey(); !senders[spec.UserID(sk)] {
+				continue
+			}
+		}
+		out = append(out, req.renderState(p))
+	}
+	if req.stateAfter {
+		*stateAfter = &EventList{Events: out}
+		return nil
+	}
+	if len(out) > 0 || fresh {
+		*state = &EventList{Events: out}
+	}
+	return nil
+}
+
+// timelineState is the latest state event per key among the timeline's
+// events: the state changes of a timeline that skipped nothing.
+func timelineState(evs []*rooms.Event) []*events.PDU {
+	latest := map[rooms.StateKeyPair]*events.PDU{}
+	var order []rooms.StateKeyPair
+	for _, ev := range evs {
+		if sk, ok := ev.PDU.StateKey(); ok {
+			k := rooms.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}
+			if _, seen := latest[k]; !seen {
+				order = append(order, k)
+			}
+			latest[k] = ev.PDU
+		}
+	}
+	out := make([]*events.PDU, len(order))
+	for i, k := range order {
+		out[i] = latest[k]
+	}
+	return out
+}
+
+// leftRoom builds one room of rooms.leave: the timeline up to the user's
+// leave, for a leave since the token (or every left room on an initial sync
+// with include_leave).
+func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, rf *RoomFilter) (*LeftRoom, error) {
+	leavePos, _ := s.rooms.MembershipEvent(req.user, id)
+	if leavePos > now.Pos {
+		return nil, nil
+	}
+	if req.initial() || req.fullState {
+		if rf == nil || !rf.IncludeLeave {
+			return nil, nil
+		}
+	} else if leavePos <= req.sincePos() {
+		return nil, nil
+	}
+	tf, limit := req.timelineFilter()
+	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, req.sincePos(), leavePos, limit, tf)
+	if err != nil {
+		return nil, err
+	}
+	start := leavePos
+	if len(evs) > 0 {
+		start = evs[0].Position - 1
+	}
+	lr := &LeftRoom{AccountData: EventList{Events: []json.RawMessage{}}}
+	lr.Timeline = Timeline{Events: make([]json.RawMessage, len(evs)), Limited: limited, PrevBatch: rooms.Token(start).String()}
+	for i, ev := range evs {
+		lr.Timeline.Events[i] = req.renderEvent(ev)
+	}
+	fresh := req.initial() || req.fullState
+	if err := s.roomState(ctx, req, id, fresh, limited, req.sincePos(), start, leavePos, evs, &lr.State, &lr.StateAfter); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
+func dropIgnored(evs []*rooms.Event, ignored map[spec.UserID]bool) []*rooms.Event {
+	if len(ignored) == 0 {
+		return evs
+	}
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if ignored[ev.PDU.Sender()] && !ev.PDU.IsState() {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func filterRoomEvents(evs []json.RawMessage, f *rooms.RoomEventFilter) []json.RawMessage {
+	out := evs[:0:0]
+	for _, ev := range evs {
+		var head struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(ev, &head)
+		ok := true
+		for _, t := range f.NotTypes {
+			if rooms.Glob(t, head.Type) {
+				ok = false
+			}
+		}
+		if ok && f.Types != nil {
+			ok = false
+			for _, t := range f.Types {
+				if rooms.Glob(t, head.Type) {
+					ok = true
+				}
+			}
+		}
+		if ok {
+			out = append(out, ev)
+		}
+	}
+	if f.Limit != nil && len(out) > *f.Limit {
+		out = out[:*f.Limit]
+	}
+	return out
+}

@@ -1,0 +1,124 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+	"github.com/rs/zerolog"
+)
+
+// AccountData is what sync needs from the accounts package.
+type AccountData interface {
+	// AccountData returns the user's account data changed in (since, until]:
+	// global events and per-room events, each {type, content}.
+	AccountData(ctx context.Context, user spec.UserID, since, until int64) (global []json.RawMessage, perRoom map[spec.RoomID][]json.RawMessage, err error)
+	// AccountDataPosition is the highest position of the user's account
+	// data, from memory.
+	AccountDataPosition(user spec.UserID) int64
+	// GetAccountData reads one account data event's content (room "" for
+	// global), nil if unset.
+	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) ([]byte, error)
+	// SetAccountData writes one account data event (read markers).
+	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content []byte) error
+}
+
+// Keys is what sync needs from the E2EE directory.
+type Keys interface {
+	ToDevice(ctx context.Context, user spec.UserID, deviceID string, since, until int64, limit int) (msgs []json.RawMessage, last int64, err error)
+	AckToDevice(ctx context.Context, user spec.UserID, deviceID string, upTo int64) error
+	ToDevicePosition(user spec.UserID, deviceID string) int64
+	DeviceListChanges(ctx context.Context, since, until int64) ([]spec.UserID, error)
+	DeviceListPosition() int64
+	OneTimeKeyCounts(ctx context.Context, user spec.UserID, deviceID string) (map[string]int, error)
+	UnusedFallbackKeyTypes(ctx context.Context, user spec.UserID, deviceID string) ([]string, error)
+}
+
+// Config is the sync policy an admin sets.
+type Config struct {
+	// Presence off means no presence is stored or delivered (privacy).
+	Presence bool
+}
+
+// Deps is what the sync service needs.
+type Deps struct {
+	DB          *storage.DB
+	Rooms       *rooms.Service
+	AccountData AccountData
+	Keys        Keys
+	Notifier    *Notifier
+	Config      Config
+	Log         zerolog.Logger
+	// Stopping is closed at shutdown: long-polls answer at once.
+	Stopping <-chan struct{}
+}
+
+// Service answers /sync and the ephemeral endpoints.
+type Service struct {
+	db       *storage.DB
+	rooms    *rooms.Service
+	acct     AccountData
+	keys     Keys
+	notifier *Notifier
+	cfg      Config
+	log      zerolog.Logger
+	stopping <-chan struct{}
+
+	filterCache stdsync.Map // user + filter ID → *Filter
+
+	// serial orders in-memory ephemeral changes (typing, presence). It
+	// starts from the clock so that tokens from before a restart stay
+	// below every new serial.
+	serial atomic.Int64
+
+	typing   *typingState
+	receipts *receiptState
+	presence *presenceState
+}
+
+// New returns the sync service.
+func New(d Deps) *Service {
+	s := &Service{
+		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier,
+		cfg: d.Config, log: d.Log, stopping: d.Stopping,
+	}
+	if s.notifier == nil {
+		s.notifier = NewNotifier()
+	}
+	s.serial.Store(time.Now().UnixMilli())
+	s.typing = newTypingState()
+	s.receipts = newReceiptState()
+	s.presence = newPresenceState()
+	return s
+}
+
+// SetKeys wires the E2EE directory after construction.
+func (s *Service) SetKeys(k Keys) { s.keys = k }
+
+// SetAccountData wires the account data source after construction.
+func (s *Service) SetAccountData(a AccountData) { s.acct = a }
+
+// Notifier is the notifier other packages signal.
+func (s *Service) Notifier() *Notifier { return s.notifier }
+
+// Routes mounts the sync, filter and ephemeral endpoints.
+func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
+	c := r.Group("/_matrix/client/v3", requireAuth)
+	c.GET("/sync", s.sync)
+	c.POST("/user/:userId/filter", s.createFilter)
+	c.GET("/user/:userId/filter/:filterId", s.getFilter)
+	c.PUT("/rooms/:roomId/typing/:userId", s.putTyping)
+	c.POST("/rooms/:roomId/receipt/:receiptType/:eventId", s.postReceipt)
+	c.POST("/rooms/:roomId/read_markers", s.postReadMarkers)
+	c.GET("/presence/:userId/status", s.getPresence)
+	c.PUT("/presence/:userId/status", s.putPresence)
+}
+
+// nextSerial takes the next ephemeral serial.
+func (s *Service) nextSerial() int64 { return s.serial.Add(1) }

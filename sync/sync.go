@@ -1,0 +1,521 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// request is one /sync call, parsed.
+type request struct {
+	user       spec.UserID
+	device     string
+	since      *Token
+	filter     *Filter
+	fullState  bool
+	stateAfter bool // use_state_after (spec v1.16, MSC4222)
+}
+
+func (r *request) initial() bool { return r.since == nil }
+
+func (r *request) sincePos() int64 {
+	if r.since == nil {
+		return 0
+	}
+	return r.since.Pos
+}
+
+func (r *request) sinceSerial() int64 {
+	if r.since == nil {
+		return 0
+	}
+	return r.since.Serial
+}
+
+// maxTimeout caps a long-poll; clients re-poll.
+const maxTimeout = 5 * time.Minute
+
+// GET /_matrix/client/v3/sync: every change for the user since the token;
+// with nothing new, it waits until something arrives or the timeout.
+func (s *Service) sync(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	req := &request{user: dev.UserID, device: dev.DeviceID}
+	if v := c.Query("since"); v != "" {
+		t, err := ParseToken(v)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		req.since = &t
+	}
+	timeout := time.Duration(0)
+	if v := c.Query("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			c.Error(spec.InvalidParam("timeout must be a non-negative integer of milliseconds"))
+			return
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxTimeout)
+	}
+	var err error
+	if req.filter, err = s.resolveFilter(c, dev.UserID, c.Query("filter")); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.fullState, err = boolParam(c, "full_state"); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.stateAfter, err = boolParam(c, "use_state_after"); err != nil {
+		c.Error(err)
+		return
+	}
+	switch p := c.Query("set_presence"); p {
+	case "", "online", "unavailable":
+		if p == "" {
+			p = "online"
+		}
+		s.setPresence(dev.UserID, p, nil, false)
+	case "offline":
+	default:
+		c.Error(spec.InvalidParam("set_presence must be online, offline or unavailable"))
+		return
+	}
+	if req.since != nil && s.keys != nil {
+		// The client has everything up to its token: delivered to-device
+		// messages are deleted now (DESIGN: kept only until delivered).
+		if err := s.keys.AckToDevice(c, req.user, req.device, req.since.Pos); err != nil {
+			c.Error(err)
+			return
+		}
+	}
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		// Subscribe before reading, so a change committed while the
+		// response is built still wakes this request.
+		wake, cancel := s.notifier.subscribe(req.user)
+		resp, empty, err := s.build(c, req)
+		if err != nil {
+			cancel()
+			c.Error(err)
+			return
+		}
+		if !empty || req.since == nil || timeout == 0 {
+			cancel()
+			c.JSON(http.StatusOK, resp)
+			return
+		}
+		s.log.Debug().Msg("sync: long-poll waiting")
+		select {
+		case <-wake:
+			cancel()
+			continue
+		case <-deadline.C:
+			cancel()
+			timeout = 0 // build once more and answer, empty or not
+			continue
+		case <-s.stopping:
+			cancel()
+			c.JSON(http.StatusOK, resp)
+			return
+		case <-c.Request.Context().Done():
+			cancel() // the client went away: free the waiter
+			return
+		}
+	}
+}
+
+func boolParam(c *gin.Context, name string) (bool, error) {
+	switch c.Query(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, spec.InvalidParam("%s must be true or false", name)
+}
+
+// Response is the body of a /sync answer.
+type Response struct {
+	NextBatch        string         `json:"next_batch"`
+	Rooms            *Rooms         `json:"rooms,omitempty"`
+	AccountData      *EventList     `json:"account_data,omitempty"`
+	Presence         *EventList     `json:"presence,omitempty"`
+	ToDevice         *EventList     `json:"to_device,omitempty"`
+	DeviceLists      *DeviceLists   `json:"device_lists,omitempty"`
+	OTKCounts        map[string]int `json:"device_one_time_keys_count,omitempty"`
+	FallbackKeyTypes *[]string      `json:"device_unused_fallback_key_types,omitempty"`
+}
+
+// EventList is {"events": [...]}.
+type EventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// Rooms is the rooms part of a sync.
+type Rooms struct {
+	Join   map[spec.RoomID]*JoinedRoom  `json:"join,omitempty"`
+	Invite map[spec.RoomID]*InvitedRoom `json:"invite,omitempty"`
+	Knock  map[spec.RoomID]*KnockedRoom `json:"knock,omitempty"`
+	Leave  map[spec.RoomID]*LeftRoom    `json:"leave,omitempty"`
+}
+
+// Timeline is a room's timeline in a sync.
+type Timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// RoomSummary is the summary of a joined room.
+type RoomSummary struct {
+	Heroes  []spec.UserID `json:"m.heroes,omitempty"`
+	Joined  *int          `json:"m.joined_member_count,omitempty"`
+	Invited *int          `json:"m.invited_member_count,omitempty"`
+}
+
+// JoinedRoom is one room in rooms.join.
+type JoinedRoom struct {
+	Timeline    Timeline     `json:"timeline"`
+	State       *EventList   `json:"state,omitempty"`
+	StateAfter  *EventList   `json:"state_after,omitempty"`
+	Ephemeral   EventList    `json:"ephemeral"`
+	AccountData EventList    `json:"account_data"`
+	Summary     *RoomSummary `json:"summary,omitempty"`
+}
+
+// InvitedRoom is one room in rooms.invite.
+type InvitedRoom struct {
+	InviteState EventList `json:"invite_state"`
+}
+
+// KnockedRoom is one room in rooms.knock.
+type KnockedRoom struct {
+	KnockState EventList `json:"knock_state"`
+}
+
+// LeftRoom is one room in rooms.leave.
+type LeftRoom struct {
+	Timeline    Timeline   `json:"timeline"`
+	State       *EventList `json:"state,omitempty"`
+	StateAfter  *EventList `json:"state_after,omitempty"`
+	AccountData EventList  `json:"account_data"`
+}
+
+// DeviceLists is device_lists.
+type DeviceLists struct {
+	Changed []spec.UserID `json:"changed,omitempty"`
+	Left    []spec.UserID `json:"left,omitempty"`
+}
+
+// defaultTimelineLimit is the timeline limit without a filter.
+const defaultTimelineLimit = 10
+
+// build assembles the response for (since, now]. empty reports whether it
+// carries nothing new, so that a long-poll keeps waiting.
+func (s *Service) build(ctx context.Context, req *request) (*Response, bool, error) {
+	now := Token{Pos: s.db.Position(), Serial: s.serial.Load()}
+	if req.since != nil && req.since.Pos > now.Pos {
+		// A token from the future: answer from now rather than fail.
+		req.since.Pos = now.Pos
+	}
+	resp := &Response{NextBatch: now.String()}
+	empty := true
+
+	// Account data: read only if the in-memory position says it changed.
+	var roomAccountData map[spec.RoomID][]json.RawMessage
+	if s.acct != nil && (req.initial() || s.acct.AccountDataPosition(req.user) > req.sincePos()) {
+		global, perRoom, err := s.acct.AccountData(ctx, req.user, req.sincePos(), now.Pos)
+		if err != nil {
+			return nil, false, err
+		}
+		global = filterEvents(global, req.filter.AccountData)
+		if len(global) > 0 {
+			resp.AccountData = &EventList{Events: global}
+			empty = false
+		}
+		roomAccountData = perRoom
+	}
+	ignored := s.ignoredUsers(ctx, req.user)
+
+	rs := &Rooms{}
+	var rf *RoomFilter
+	if req.filter.Room != nil {
+		rf = req.filter.Room
+	}
+	var joinedNow []spec.RoomID
+	for id, membership := range s.rooms.RoomsOf(req.user) {
+		if !rf.matchesRoom(id) {
+			continue
+		}
+		switch membership {
+		case spec.Join:
+			joinedNow = append(joinedNow, id)
+			jr, err := s.joinedRoom(ctx, req, id, now, roomAccountData[id], ignored)
+			if err != nil {
+				return nil, false, err
+			}
+			if jr != nil {
+				if rs.Join == nil {
+					rs.Join = map[spec.RoomID]*JoinedRoom{}
+				}
+				rs.Join[id] = jr
+			}
+		case spec.Invite, spec.Knock:
+			pos, _ := s.rooms.MembershipEvent(req.user, id)
+			if !req.initial() && pos <= req.sincePos() || pos > now.Pos {
+				continue
+			}
+			if membership == spec.Invite {
+				if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(req.user)); ev != nil && ignored[ev.Sender()] {
+					continue
+				}
+				if rs.Invite == nil {
+					rs.Invite = map[spec.RoomID]*InvitedRoom{}
+				}
+				rs.Invite[id] = &InvitedRoom{InviteState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
+			} else {
+				if rs.Knock == nil {
+					rs.Knock = map[spec.RoomID]*KnockedRoom{}
+				}
+				rs.Knock[id] = &KnockedRoom{KnockState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
+			}
+		default: // leave, ban
+			lr, err := s.leftRoom(ctx, req, id, now, rf)
+			if err != nil {
+				return nil, false, err
+			}
+			if lr != nil {
+				if rs.Leave == nil {
+					rs.Leave = map[spec.RoomID]*LeftRoom{}
+				}
+				rs.Leave[id] = lr
+			}
+		}
+	}
+	if rs.Join != nil || rs.Invite != nil || rs.Knock != nil || rs.Leave != nil {
+		resp.Rooms = rs
+		empty = false
+	}
+
+	if s.cfg.Presence {
+		var evs []json.RawMessage
+		for _, u := range s.rooms.UsersSharingRoomsWith(req.user) {
+			if ev := s.presenceEvent(u, req.sinceSerial()); ev != nil && req.filter.Presence.Matches("m.presence", u) {
+				evs = append(evs, ev)
+			}
+		}
+		if len(evs) > 0 {
+			resp.Presence = &EventList{Events: evs}
+			empty = false
+		}
+	}
+
+	if s.keys != nil {
+		if err := s.keysPart(ctx, req, now, resp, joinedNow, &empty); err != nil {
+			return nil, false, err
+		}
+	}
+	return resp, empty, nil
+}
+
+// keysPart fills to_device, device_lists and the key counts.
+func (s *Service) keysPart(ctx context.Context, req *request, now Token, resp *Response, joined []spec.RoomID, empty *bool) error {
+	if req.initial() || s.keys.ToDevicePosition(req.user, req.device) > req.sincePos() {
+		msgs, _, err := s.keys.ToDevice(ctx, req.user, req.device, req.sincePos(), now.Pos, 0)
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			resp.ToDevice = &EventList{Events: msgs}
+			*empty = false
+		}
+	}
+	if !req.initial() {
+		dl, err := s.deviceLists(ctx, req, now, joined)
+		if err != nil {
+			return err
+		}
+		if dl != nil {
+			resp.DeviceLists = dl
+			*empty = false
+		}
+	}
+	counts, err := s.keys.OneTimeKeyCounts(ctx, req.user, req.device)
+	if err != nil {
+		return err
+	}
+	if counts == nil {
+		counts = map[string]int{}
+	}
+	if _, ok := counts["signed_curve25519"]; !ok {
+		counts["signed_curve25519"] = 0
+	}
+	resp.OTKCounts = counts
+	fb, err := s.keys.UnusedFallbackKeyTypes(ctx, req.user, req.device)
+	if err != nil {
+		return err
+	}
+	if fb == nil {
+		fb = []string{}
+	}
+	resp.FallbackKeyTypes = &fb
+	return nil
+}
+
+// deviceLists computes device_lists for an incremental sync: users whose
+// devices changed and who share a room with the user, users who newly share
+// a room (their devices are news to this client), and users who no longer
+// share any room.
+func (s *Service) deviceLists(ctx context.Context, req *request, now Token, joined []spec.RoomID) (*DeviceLists, error) {
+	since := req.sincePos()
+	sharing := map[spec.UserID]bool{}
+	for _, u := range s.rooms.UsersSharingRoomsWith(req.user) {
+		sharing[u] = true
+	}
+	changed := map[spec.UserID]bool{}
+	if s.keys.DeviceListPosition() > since {
+		users, err := s.keys.DeviceListChanges(ctx, since, now.Pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			if sharing[u] {
+				changed[u] = true
+			}
+		}
+	}
+	left := map[spec.UserID]bool{}
+	for id := range s.rooms.RoomsOf(req.user) {
+		if s.rooms.Position(id) <= since {
+			continue
+		}
+		changes := s.rooms.MembershipChanges(id, since, now.Pos)
+		if m, ok := changes[req.user]; ok {
+			// The user's own membership changed: every member is news.
+			for _, u := range s.rooms.JoinedMembers(id) {
+				if m == spec.Join && u != req.user {
+					changed[u] = true
+				} else if m != spec.Join && !sharing[u] {
+					left[u] = true
+				}
+			}
+		}
+		for u, m := range changes {
+			if u == req.user {
+				continue
+			}
+			if m == spec.Join && sharing[u] {
+				changed[u] = true
+			} else if m != spec.Join && !sharing[u] {
+				left[u] = true
+			}
+		}
+	}
+	if len(changed) == 0 && len(left) == 0 {
+		return nil, nil
+	}
+	dl := &DeviceLists{}
+	for u := range changed {
+		dl.Changed = append(dl.Changed, u)
+	}
+	for u := range left {
+		if !changed[u] {
+			dl.Left = append(dl.Left, u)
+		}
+	}
+	return dl, nil
+}
+
+// ignoredUsers reads m.ignored_user_list.
+func (s *Service) ignoredUsers(ctx context.Context, user spec.UserID) map[spec.UserID]bool {
+	if s.acct == nil {
+		return nil
+	}
+	raw, err := s.acct.GetAccountData(ctx, user, "", "m.ignored_user_list")
+	if err != nil || raw == nil {
+		return nil
+	}
+	var c struct {
+		IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
+		return nil
+	}
+	out := make(map[spec.UserID]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		out[u] = true
+	}
+	return out
+}
+
+func filterEvents(evs []json.RawMessage, f *EventFilter) []json.RawMessage {
+	if f == nil {
+		return evs
+	}
+	out := evs[:0:0]
+	for _, ev := range evs {
+		var head struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(ev, &head)
+		if f.Matches(head.Type, "") {
+			out = append(out, ev)
+		}
+	}
+	if f.Limit != nil && len(out) > *f.Limit {
+		out = out[:*f.Limit]
+	}
+	return out
+}
+
+// timelineFilter returns the room timeline filter and its limit.
+func (req *request) timelineFilter() (*rooms.RoomEventFilter, int) {
+	limit := defaultTimelineLimit
+	var f *rooms.RoomEventFilter
+	if req.filter.Room != nil && req.filter.Room.Timeline != nil {
+		f = req.filter.Room.Timeline
+		if f.Limit != nil {
+			limit = *f.Limit
+		}
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	return f, limit
+}
+
+func (req *request) stateFilter() *rooms.RoomEventFilter {
+	if req.filter.Room == nil {
+		return nil
+	}
+	return req.filter.Room.State
+}
+
+// renderEvent renders a timeline event in the requested format and fields.
+func (req *request) renderEvent(ev *rooms.Event) json.RawMessage {
+	var out []byte
+	if req.filter.EventFormat == "federation" {
+		out = ev.PDU.JSON()
+	} else {
+		out = rooms.ClientEvent(ev, req.user, req.device)
+	}
+	if len(req.filter.EventFields) > 0 {
+		out = events.FilterFields(out, req.filter.EventFields)
+	}
+	return out
+}
+
+func (req *request) renderState(p *events.PDU) json.RawMessage {
+	return req.renderEvent(&rooms.Event{PDU: p})
+}

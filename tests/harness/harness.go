@@ -1,0 +1,252 @@
+// Package harness builds the real chatalot binary and runs it on a free
+// loopback port with a temporary data directory: the base of every
+// end-to-end test.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Tags are the build tags of the server binary (and of `make test`).
+const Tags = "sqlite_fts5 goolm"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/chatalot once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", "chatalot-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "chatalot")
+		cmd := exec.Command("go", "build", "-tags", Tags, "-o", binPath, "./cmd/chatalot")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Server is one running chatalot process.
+type Server struct {
+	t       testing.TB
+	DataDir string
+	Args    []string // extra flags given at every start
+	Env     []string
+	URL     string // http://127.0.0.1:PORT
+	Addr    string // 127.0.0.1:PORT
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	mu     sync.Mutex
+	logs   bytes.Buffer // every line the server has logged, over all runs
+}
+
+// Option changes how the server is started.
+type Option func(*Server)
+
+// WithArgs adds flags, for example WithArgs("--registration", "open").
+func WithArgs(args ...string) Option { return func(s *Server) { s.Args = append(s.Args, args...) } }
+
+// WithDataDir reuses a data directory (for restarts and upgrade fixtures).
+func WithDataDir(dir string) Option { return func(s *Server) { s.DataDir = dir } }
+
+// WithEnv adds environment variables (KEY=VALUE).
+func WithEnv(kv ...string) Option { return func(s *Server) { s.Env = append(s.Env, kv...) } }
+
+// Start runs a server with open registration, rate limits off and optional
+// encryption unless the options say otherwise, and stops it when the test
+// ends.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s := &Server{t: t}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.DataDir == "" {
+		s.DataDir = t.TempDir()
+	}
+	s.Launch()
+	t.Cleanup(func() {
+		if s.Running() {
+			s.Stop()
+		}
+	})
+	return s
+}
+
+// DefaultArgs are given before the test's own flags, which win.
+var DefaultArgs = []string{"--registration", "open", "--rate-limits", "off", "--encryption", "optional"}
+
+// Launch starts the process and waits until it answers /health.
+func (s *Server) Launch() {
+	s.t.Helper()
+	args := append([]string{"serve", "--data-dir", s.DataDir, "--listen", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "info"}, DefaultArgs...)
+	args = append(args, s.Args...)
+	cmd := exec.Command(Binary(s.t), args...)
+	cmd.Env = append(os.Environ(), s.Env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			s.mu.Lock()
+			s.logs.Write(line)
+			s.logs.WriteByte('\n')
+			s.mu.Unlock()
+			var m struct {
+				Message string `json:"message"`
+				Listen  string `json:"listen"`
+			}
+			if json.Unmarshal(line, &m) == nil && m.Message == "Chatalot is serving" {
+				select {
+				case addr <- m.Listen:
+				default:
+				}
+			}
+		}
+		_ = cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case a := <-addr:
+		s.Addr = a
+		s.URL = "http://" + a
+	case <-s.exited:
+		s.t.Fatalf("server exited at start:\n%s", s.Logs())
+	case <-time.After(60 * time.Second):
+		s.Kill()
+		s.t.Fatalf("server did not start within 60s:\n%s", s.Logs())
+	}
+	s.WaitHealthy(30 * time.Second)
+}
+
+// WaitHealthy polls /health until it answers 200 or the deadline passes.
+func (s *Server) WaitHealthy(d time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := http.Get(s.URL + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("server not healthy after %s: %v", d, err)
+		}
+		select {
+		case <-s.exited:
+			s.t.Fatalf("server exited:\n%s", s.Logs())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Running reports whether the process is alive.
+func (s *Server) Running() bool {
+	if s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the server's process ID.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Stop sends SIGTERM and waits for a clean exit; it fails the test if the
+// server does not stop within 30 s.
+func (s *Server) Stop() {
+	s.t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.Kill()
+		s.t.Fatalf("server did not stop within 30s of SIGTERM")
+	}
+}
+
+// Kill ends the server with SIGKILL, as a crash would.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// ExitCode is the exit status of a stopped server.
+func (s *Server) ExitCode() int { return s.cmd.ProcessState.ExitCode() }
+
+// Exited is closed when the process ends.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// Restart stops the server (SIGTERM) and starts it again on the same data
+// directory; the port changes.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if s.Running() {
+		s.Stop()
+	}
+	s.Launch()
+}
+
+// Logs returns everything the server has logged so far.
+func (s *Server) Logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// Run runs a chatalot subcommand (config, admin, …) to completion and
+// returns its combined output.
+func Run(t testing.TB, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
