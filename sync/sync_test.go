@@ -1,0 +1,336 @@
+package sync
+
+import (
+	"fmt"
+	"net/url"
+	stdsync "sync"
+	"testing"
+	"time"
+)
+
+const alice, bob, carol = "@alice:test", "@bob:test", "@carol:test"
+
+func TestInitialAndIncrementalSync(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Lobby"})
+	for i := 0; i < 15; i++ {
+		ts.send(alice, room, fmt.Sprint("m", i))
+	}
+	first := ts.syncOnce(alice, "", 0, "")
+	tl := path(first, "rooms", "join", room, "timeline").(map[string]any)
+	if len(tl["events"].([]any)) != 10 || tl["limited"] != true || tl["prev_batch"] == "" {
+		t.Fatalf("initial timeline: %d events, limited %v", len(tl["events"].([]any)), tl["limited"])
+	}
+	state := path(first, "rooms", "join", room, "state", "events").([]any)
+	if len(state) == 0 {
+		t.Fatal("initial sync has no state")
+	}
+	// prev_batch works with /messages to fetch what limited skipped.
+	page := ts.must(alice, "GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=100&from="+tl["prev_batch"].(string), nil)
+	if n := len(page["chunk"].([]any)); n < 5 {
+		t.Fatalf("/messages from prev_batch returned %d events", n)
+	}
+	next := first["next_batch"].(string)
+	// Nothing new: an empty answer with a usable token.
+	empty := ts.syncOnce(alice, next, 0, "")
+	if _, ok := empty["rooms"]; ok {
+		t.Fatalf("empty incremental sync carries rooms: %v", empty["rooms"])
+	}
+	e1 := ts.send(alice, room, "new")
+	inc := ts.syncOnce(alice, empty["next_batch"].(string), 0, "")
+	if got := timeline(inc, room); len(got) != 1 || got[0] != e1 {
+		t.Fatalf("incremental timeline %v, want [%s]", got, e1)
+	}
+	// The sender's own event carries its transaction ID.
+	ev := path(inc, "rooms", "join", room, "timeline", "events").([]any)[0].(map[string]any)
+	if path(ev, "unsigned", "transaction_id") == nil {
+		t.Fatalf("own event without transaction_id: %v", ev)
+	}
+	sum := path(first, "rooms", "join", room, "summary").(map[string]any)
+	if sum["m.joined_member_count"] != float64(1) {
+		t.Fatalf("summary %v", sum)
+	}
+}
+
+func TestLongPollWakesOnEventAndTimesOut(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+
+	start := time.Now()
+	empty := ts.syncOnce(bob, since, 300, "")
+	if time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("a long-poll with nothing new returned after %v, before its timeout", time.Since(start))
+	}
+	if _, ok := empty["rooms"]; ok || empty["next_batch"] == "" {
+		t.Fatalf("timed-out sync: %v", empty)
+	}
+
+	got := make(chan map[string]any, 1)
+	go func() { got <- ts.syncOnce(bob, since, 30000, "") }()
+	waitFor(t, "bob's long-poll to wait", func() bool { return ts.sync.notifier.Waiters() == 1 })
+	id := ts.send(alice, room, "wake up")
+	select {
+	case resp := <-got:
+		if tl := timeline(resp, room); len(tl) != 1 || tl[0] != id {
+			t.Fatalf("woken sync timeline %v", tl)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll did not return on a new event")
+	}
+	waitFor(t, "the waiter to be freed", func() bool { return ts.sync.notifier.Waiters() == 0 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEachEventExactlyOnceInOrderUnderConcurrency(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	users := []string{bob, carol, "@dave:test"}
+	for _, u := range users {
+		ts.must(u, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	}
+	senders := append([]string{alice}, users...)
+	const perSender = 20
+	tokens := map[string]string{}
+	for _, u := range senders {
+		tokens[u] = ts.syncOnce(u, "", 0, "")["next_batch"].(string)
+	}
+	var wg stdsync.WaitGroup
+	sent := make(chan string, len(senders)*perSender)
+	for _, u := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perSender; i++ {
+				sent <- ts.send(u, room, fmt.Sprint(u, i))
+			}
+		}()
+	}
+	received := map[string][]string{}
+	var rmu stdsync.Mutex
+	var swg stdsync.WaitGroup
+	for _, u := range senders {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			since := tokens[u]
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				resp := ts.syncOnce(u, since, 2000, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":1000,"types":["m.room.message"]}}}`))
+				since = resp["next_batch"].(string)
+				rmu.Lock()
+				received[u] = append(received[u], timeline(resp, room)...)
+				done := len(received[u]) >= len(senders)*perSender
+				rmu.Unlock()
+				if done {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(sent)
+	swg.Wait()
+	all := map[string]bool{}
+	for id := range sent {
+		all[id] = true
+	}
+	var order []string
+	for u, got := range received {
+		seen := map[string]bool{}
+		for _, id := range got {
+			if seen[id] {
+				t.Fatalf("%s received %s twice", u, id)
+			}
+			seen[id] = true
+			if !all[id] {
+				t.Fatalf("%s received an unknown event %s", u, id)
+			}
+		}
+		if len(got) != len(all) {
+			t.Fatalf("%s received %d events, want %d", u, len(got), len(all))
+		}
+		if order == nil {
+			order = got
+		} else {
+			for i := range got {
+				if got[i] != order[i] {
+					t.Fatalf("%s saw events in another order than others", u)
+				}
+			}
+		}
+	}
+}
+
+func TestLeaveAndInviteAppearAndNothingAfterLeave(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "private_chat", "name": "Secret"})
+	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+room+"/invite", map[string]any{"user_id": bob})
+	inv := ts.syncOnce(bob, since, 0, "")
+	st := path(inv, "rooms", "invite", room, "invite_state", "events").([]any)
+	if len(st) == 0 {
+		t.Fatalf("no invite_state: %v", inv["rooms"])
+	}
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
+	joined := ts.syncOnce(bob, inv["next_batch"].(string), 0, "")
+	if path(joined, "rooms", "join", room, "state") == nil {
+		t.Fatal("a newly joined room has no state")
+	}
+	ts.send(alice, room, "while bob is here")
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/leave", map[string]any{})
+	secret := ts.send(alice, room, "after bob left")
+	left := ts.syncOnce(bob, joined["next_batch"].(string), 0, "")
+	lr := path(left, "rooms", "leave", room).(map[string]any)
+	for _, ev := range path(lr, "timeline", "events").([]any) {
+		if ev.(map[string]any)["event_id"] == secret {
+			t.Fatal("bob received an event sent after his leave")
+		}
+	}
+	after := ts.syncOnce(bob, left["next_batch"].(string), 0, "")
+	if _, ok := after["rooms"]; ok {
+		t.Fatalf("bob still gets the room after leaving: %v", after["rooms"])
+	}
+}
+
+func TestStateAfter(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "One"})
+	first := ts.syncOnce(alice, "", 0, "&use_state_after=true")
+	sa := path(first, "rooms", "join", room, "state_after", "events").([]any)
+	if len(sa) == 0 || path(first, "rooms", "join", room, "state") != nil && len(path(first, "rooms", "join", room, "state", "events").([]any)) > 0 {
+		t.Fatalf("initial sync with use_state_after: state_after %d, state %v", len(sa), path(first, "rooms", "join", room, "state"))
+	}
+	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.name/", map[string]any{"name": "Two"})
+	inc := ts.syncOnce(alice, first["next_batch"].(string), 0, "&use_state_after=true")
+	sa = path(inc, "rooms", "join", room, "state_after", "events").([]any)
+	if len(sa) != 1 || path(sa[0], "content", "name") != "Two" {
+		t.Fatalf("state_after after a rename: %v", sa)
+	}
+	// Many events: the timeline is limited and state_after still has the name.
+	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.name/", map[string]any{"name": "Three"})
+	for i := 0; i < 12; i++ {
+		ts.send(alice, room, "x")
+	}
+	lim := ts.syncOnce(alice, inc["next_batch"].(string), 0, "&use_state_after=true")
+	if path(lim, "rooms", "join", room, "timeline", "limited") != true {
+		t.Fatal("expected a limited timeline")
+	}
+	found := false
+	for _, ev := range path(lim, "rooms", "join", room, "state_after", "events").([]any) {
+		if path(ev, "content", "name") == "Three" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("state_after misses a state change the limited timeline skipped")
+	}
+}
+
+func TestTypingReceiptsAndPrivateReceipts(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	ev := ts.send(alice, room, "hello")
+	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/typing/"+alice, map[string]any{"typing": true, "timeout": 200})
+	resp := ts.syncOnce(bob, since, 0, "")
+	eph := path(resp, "rooms", "join", room, "ephemeral", "events").([]any)
+	if len(eph) != 1 || path(eph[0], "type") != "m.typing" || len(path(eph[0], "content", "user_ids").([]any)) != 1 {
+		t.Fatalf("typing: %v", eph)
+	}
+	// The notice expires by itself and bob is told.
+	expired := ts.syncOnce(bob, resp["next_batch"].(string), 5000, "")
+	eph = path(expired, "rooms", "join", room, "ephemeral", "events").([]any)
+	if len(eph) != 1 || len(path(eph[0], "content", "user_ids").([]any)) != 0 {
+		t.Fatalf("typing expiry: %v", eph)
+	}
+	since = expired["next_batch"].(string)
+	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read.private/"+ev, map[string]any{})
+	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read/"+ev, map[string]any{})
+	bobSees := ts.syncOnce(bob, since, 0, "")
+	for _, e := range path(bobSees, "rooms", "join", room, "ephemeral", "events").([]any) {
+		if m, ok := path(e, "content", ev, "m.read.private").(map[string]any); ok && len(m) > 0 {
+			t.Fatal("bob sees alice's private receipt")
+		}
+		if _, ok := path(e, "content", ev, "m.read", alice).(map[string]any); path(e, "type") == "m.receipt" && !ok {
+			t.Fatalf("bob does not see alice's public receipt: %v", e)
+		}
+	}
+	aliceSees := ts.syncOnce(alice, since, 0, "")
+	found := false
+	for _, e := range path(aliceSees, "rooms", "join", room, "ephemeral", "events").([]any) {
+		if m, ok := path(e, "content", ev, "m.read.private").(map[string]any); ok && m[alice] != nil {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("alice does not see her own private receipt")
+	}
+	code, body := ts.do(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/typing/"+bob, map[string]any{"typing": true})
+	if code != 403 || body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("typing for someone else: %d %v", code, body)
+	}
+}
+
+func TestFiltersAndLazyLoading(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	for _, u := range []string{bob, carol} {
+		ts.must(u, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	}
+	ts.send(bob, room, "from bob")
+	created := ts.must(alice, "POST", "/_matrix/client/v3/user/"+alice+"/filter", map[string]any{
+		"room": map[string]any{"timeline": map[string]any{"limit": 1}, "state": map[string]any{"lazy_load_members": true}},
+	})
+	fid := created["filter_id"].(string)
+	got := ts.must(alice, "GET", "/_matrix/client/v3/user/"+alice+"/filter/"+fid, nil)
+	if path(got, "room", "timeline", "limit") != float64(1) {
+		t.Fatalf("stored filter %v", got)
+	}
+	resp := ts.syncOnce(alice, "", 0, "&filter="+fid)
+	if n := len(path(resp, "rooms", "join", room, "timeline", "events").([]any)); n != 1 {
+		t.Fatalf("timeline limit 1 gave %d events", n)
+	}
+	for _, ev := range path(resp, "rooms", "join", room, "state", "events").([]any) {
+		if path(ev, "type") == "m.room.member" && path(ev, "state_key") == carol {
+			t.Fatal("lazy-loading sent the member event of carol, who sent nothing shown")
+		}
+	}
+	code, body := ts.do(alice, "GET", "/_matrix/client/v3/user/"+bob+"/filter/"+fid, nil)
+	if code != 403 {
+		t.Fatalf("reading another user's filter: %d %v", code, body)
+	}
+	for _, bad := range []string{"since=garbage", "since=s-1_0", "since=s1_x", "filter=%7Bnope", "filter=99999", "timeout=-5", "filter=" + url.QueryEscape(`{"room":{"timeline":{"limit":"ten"}}}`)} {
+		code, body := ts.do(alice, "GET", "/_matrix/client/v3/sync?"+bad, nil)
+		if code != 400 {
+			t.Errorf("sync?%s: %d %v, want 400", bad, code, body)
+		}
+	}
+}
+
+func TestIgnoredUsersAreHidden(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	since := ts.syncOnce(alice, "", 0, "")["next_batch"].(string)
+	if err := ts.acct.SetAccountData(t.Context(), alice, "", "m.ignored_user_list", []byte(`{"ignored_users":{"@bob:test":{}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	ts.send(bob, room, "you should not see this")
+	resp := ts.syncOnce(alice, since, 0, "")
+	if got := timeline(resp, room); len(got) > 0 {
+		t.Fatalf("alice sees events from an ignored user: %v", got)
+	}
+}
