@@ -4,7 +4,7 @@ TAGS     := sqlite_fts5 goolm
 BIN      := bin/chatalot
 FUZZTIME ?= 3s
 
-.PHONY: run build test test-go fuzz-short fuzz vet clean
+.PHONY: run build test test-go fuzz-short fuzz vet bench clean
 
 run: build
 	./$(BIN) serve
@@ -28,6 +28,12 @@ fuzz-short:
 
 fuzz:
 	@./scripts/fuzz-all 60s
+
+# The load generator against a freshly started server per scenario (issue
+# 12); prints a table. Other runs: make bench BENCH_ARGS='-scenario growth'.
+BENCH_ARGS ?= -scenario all
+bench: build
+	$(GO) build -o bin/chatalot-bench ./cmd/chatalot-bench && ./bin/chatalot-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

@@ -71,7 +71,7 @@ func (s *Service) register(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	if req.Username != nil {
+	if req.Username != nil && *req.Username != "" {
 		if _, err := s.availableUserID(c, *req.Username); err != nil {
 			c.Error(err)
 			return

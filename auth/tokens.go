@@ -286,7 +286,7 @@ func (s *Service) touch(sess *session, now int64) {
 
 // issued is what login, registration and refresh return.
 type issued struct {
-	AccessToken  string `json:"access_token"`
+	AccessToken  string `json:"access_token,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	ExpiresInMS  int64  `json:"expires_in_ms,omitempty"`
 }

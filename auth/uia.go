@@ -229,7 +229,9 @@ func uiaOp(r *http.Request) string {
 // completed for one request cannot authorise a different one.
 func bodyHash(body []byte) [32]byte {
 	var m map[string]json.RawMessage
-	if err := json.Unmarshal(body, &m); err != nil {
+	if len(bytes.TrimSpace(body)) == 0 {
+		m = map[string]json.RawMessage{} // an empty body reads as {}
+	} else if err := json.Unmarshal(body, &m); err != nil {
 		return sha256.Sum256(body)
 	}
 	delete(m, "auth")

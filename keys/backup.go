@@ -124,7 +124,7 @@ func (s *Service) handleCreateBackup(c *gin.Context) {
 		return
 	}
 	var version int64
-	err = s.db.Write(c, func(tx *storage.Tx) error {
+	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		if err := tx.QueryRow(`SELECT COALESCE(MAX(version), 0) + 1 FROM backup_versions WHERE user_id = $1`,
 			string(dev.UserID)).Scan(&version); err != nil {
 			return err
@@ -146,15 +146,15 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
 	var b *backupVersion
 	var err error
-	if v := c.Param("version"); v != "" {
+	if v := pathParam(c, "version"); v != "" {
 		n, ok := parseVersion(v)
 		if !ok {
 			c.Error(notFoundVersion())
 			return
 		}
-		b, err = s.liveVersion(c, dev.UserID, n)
+		b, err = s.liveVersion(c.Request.Context(), dev.UserID, n)
 	} else {
-		b, err = currentVersion(readQuerier{c, s}, dev.UserID)
+		b, err = currentVersion(readQuerier{c.Request.Context(), s}, dev.UserID)
 	}
 	if err != nil {
 		c.Error(err)
@@ -164,7 +164,7 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 		c.Error(spec.NotFound("no backup found"))
 		return
 	}
-	n, err := countKeys(readQuerier{c, s}, dev.UserID, b.version)
+	n, err := countKeys(readQuerier{c.Request.Context(), s}, dev.UserID, b.version)
 	if err != nil {
 		c.Error(err)
 		return
@@ -182,7 +182,7 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 // auth_data; the algorithm (and version, if given) must match.
 func (s *Service) handleUpdateBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	n, ok := parseVersion(c.Param("version"))
+	n, ok := parseVersion(pathParam(c, "version"))
 	if !ok {
 		c.Error(notFoundVersion())
 		return
@@ -200,11 +200,11 @@ func (s *Service) handleUpdateBackup(c *gin.Context) {
 	if v, ok, err := str(m, "version", "the request body"); err != nil {
 		c.Error(err)
 		return
-	} else if ok && v != c.Param("version") {
+	} else if ok && v != pathParam(c, "version") {
 		c.Error(spec.InvalidParam("the version in the body does not match the one in the path"))
 		return
 	}
-	err = s.db.Write(c, func(tx *storage.Tx) error {
+	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		var stored string
 		err := tx.QueryRow(`SELECT algorithm FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
 			string(dev.UserID), n).Scan(&stored)
@@ -232,12 +232,12 @@ func (s *Service) handleUpdateBackup(c *gin.Context) {
 // all its keys. Deleting an already deleted version succeeds.
 func (s *Service) handleDeleteBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	n, ok := parseVersion(c.Param("version"))
+	n, ok := parseVersion(pathParam(c, "version"))
 	if !ok {
 		c.Error(notFoundVersion())
 		return
 	}
-	err := s.db.Write(c, func(tx *storage.Tx) error {
+	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		res, err := tx.Exec(`UPDATE backup_versions SET deleted = TRUE WHERE user_id = $1 AND version = $2`, string(dev.UserID), n)
 		if err != nil {
 			return err
@@ -354,7 +354,7 @@ func (s *Service) handlePutBackupKeys(c *gin.Context) {
 		c.Error(spec.MissingParam("the version query parameter is required"))
 		return
 	}
-	room, session := c.Param("roomId"), c.Param("sessionId")
+	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
 	if room != "" {
 		if _, err := spec.ParseRoomID(room); err != nil {
 			c.Error(err)
@@ -411,7 +411,7 @@ func (s *Service) handlePutBackupKeys(c *gin.Context) {
 			}
 		}
 	}
-	etag, count, err := s.PutBackupKeys(c, dev.UserID, vs, keys)
+	etag, count, err := s.PutBackupKeys(c.Request.Context(), dev.UserID, vs, keys)
 	if err != nil {
 		c.Error(err)
 		return
@@ -487,7 +487,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		c.Error(notFoundVersion())
 		return
 	}
-	b, err := s.liveVersion(c, dev.UserID, n)
+	b, err := s.liveVersion(c.Request.Context(), dev.UserID, n)
 	if err != nil {
 		c.Error(err)
 		return
@@ -496,7 +496,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		c.Error(notFoundVersion())
 		return
 	}
-	room, session := c.Param("roomId"), c.Param("sessionId")
+	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
 	q := `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
 		FROM backup_keys WHERE user_id = $1 AND version = $2`
 	args := []any{string(dev.UserID), n}
@@ -508,7 +508,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		q += ` AND session_id = $4`
 		args = append(args, session)
 	}
-	rows, err := s.db.Query(c, q+` ORDER BY room_id, session_id`, args...)
+	rows, err := s.db.Query(c.Request.Context(), q+` ORDER BY room_id, session_id`, args...)
 	if err != nil {
 		c.Error(err)
 		return
@@ -572,9 +572,9 @@ func (s *Service) handleDeleteBackupKeys(c *gin.Context) {
 		c.Error(notFoundVersion())
 		return
 	}
-	room, session := c.Param("roomId"), c.Param("sessionId")
+	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
 	var etag, count int64
-	err := s.db.Write(c, func(tx *storage.Tx) error {
+	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		err := tx.QueryRow(`SELECT etag FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,
 			string(dev.UserID), n).Scan(&etag)
 		if errors.Is(err, sql.ErrNoRows) {

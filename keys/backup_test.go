@@ -1,6 +1,7 @@
 package keys_test
 
 import (
+	"net/url"
 	"testing"
 )
 
@@ -66,6 +67,15 @@ func TestKeyBackup(t *testing.T) {
 	if r.body["etag"] == etag1 || r.body["count"] != float64(1) {
 		t.Fatalf("etag did not change: %s", r.raw)
 	}
+
+	// Session IDs are base64 with "+" and "/": they must round-trip.
+	odd := "a+b/c=="
+	e.want(e.do(a, "PUT", "/_matrix/client/v3/room_keys/keys/"+room+"/"+url.PathEscape(odd)+"?version="+v1, keyData(false, 0, 0, "odd")), 200)
+	r = e.do(a, "GET", "/_matrix/client/v3/room_keys/keys/"+room+"?version="+v1, nil)
+	if r.get("sessions", odd, "session_data", "ciphertext") != "odd" {
+		t.Fatalf("session %q not stored under its ID: %s", odd, r.raw)
+	}
+	e.want(e.do(a, "DELETE", "/_matrix/client/v3/room_keys/keys/"+room+"/"+url.PathEscape(odd)+"?version="+v1, nil), 200)
 
 	// Bulk upload, and the three GET shapes.
 	e.want(e.do(a, "PUT", "/_matrix/client/v3/room_keys/keys?version="+v1, map[string]any{"rooms": map[string]any{

@@ -2,7 +2,9 @@ package keys
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -169,12 +171,12 @@ func (s *Service) handleDeviceSigningUpload(c *gin.Context) {
 		c.JSON(http.StatusOK, gin.H{})
 		return
 	}
-	existing, err := s.crossSigningKeys(c, dev.UserID)
+	existing, err := s.crossSigningKeys(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	rows, err := s.checkCrossSigningUpload(c, dev.UserID, in, existing)
+	rows, err := s.checkCrossSigningUpload(c.Request.Context(), dev.UserID, in, existing)
 	if err != nil {
 		c.Error(err)
 		return
@@ -199,7 +201,7 @@ func (s *Service) handleDeviceSigningUpload(c *gin.Context) {
 			return
 		}
 	}
-	if err := s.storeCrossSigningKeys(c, dev.UserID, in, existing, rows); err != nil {
+	if err := s.storeCrossSigningKeys(c.Request.Context(), dev.UserID, in, existing, rows); err != nil {
 		c.Error(err)
 		return
 	}
@@ -343,6 +345,13 @@ func (s *Service) storeCrossSigningKeys(ctx context.Context, user spec.UserID, i
 
 func insertSignatures(tx *storage.Tx, rows []sigRow) error {
 	for _, r := range rows {
+		// Every row was verified, so its signature decodes; store it in the
+		// canonical unpadded form.
+		raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(r.signature, "="))
+		if err != nil || len(raw) != ed25519.SignatureSize {
+			return spec.NewError(spec.ErrInvalidSignature, "invalid signature encoding")
+		}
+		r.signature = base64.RawStdEncoding.EncodeToString(raw)
 		if _, err := tx.Exec(`INSERT INTO key_signatures (target_user, target_key, signer_user, signer_key_id, signature)
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (target_user, target_key, signer_user, signer_key_id) DO UPDATE SET signature = excluded.signature`,
@@ -401,7 +410,7 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 		}
 		return items[i].keyID < items[j].keyID
 	})
-	own, err := s.crossSigningKeys(c, dev.UserID)
+	own, err := s.crossSigningKeys(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -416,7 +425,7 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 	var rows []sigRow
 	var checks []check
 	for _, it := range items {
-		r, ch, f, err := s.checkSignature(c, dev.UserID, own, it.user, it.keyID, it.obj)
+		r, ch, f, err := s.checkSignature(c.Request.Context(), dev.UserID, own, it.user, it.keyID, it.obj)
 		if err != nil {
 			c.Error(err)
 			return
@@ -428,7 +437,7 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 		checks = append(checks, ch...)
 	}
 	if len(rows) > 0 {
-		if err := s.storeSignatures(c, dev.UserID, rows, checks); err != nil {
+		if err := s.storeSignatures(c.Request.Context(), dev.UserID, rows, checks); err != nil {
 			c.Error(err)
 			return
 		}

@@ -76,12 +76,12 @@ func (s *Service) handlePutDehydrated(c *gin.Context) {
 		c.Error(spec.MissingParam("device_keys is required: a dehydrated device must support encryption"))
 		return
 	}
-	in, err := s.parseUpload(c, m, dev.UserID, id)
+	in, err := s.parseUpload(c.Request.Context(), m, dev.UserID, id)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	if err := s.PutDehydratedDevice(c, dev.UserID, id, name, data, in); err != nil {
+	if err := s.PutDehydratedDevice(c.Request.Context(), dev.UserID, id, name, data, in); err != nil {
 		c.Error(err)
 		return
 	}
@@ -117,6 +117,11 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, user spec.UserID, id,
 	watchers := s.watchers(user)
 	k := devKey{user, id}
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO key_devices (user_id, device_id, display_name) VALUES ($1, $2, $3)
+			ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name`,
+			string(user), id, name); err != nil {
+			return err
+		}
 		if _, err := s.storeUpload(tx, k, in, watchers); err != nil {
 			return err
 		}
@@ -131,7 +136,7 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, user spec.UserID, id,
 // when wired (which calls DeviceDeleted), else here only.
 func (s *Service) deleteDevice(ctx context.Context, user spec.UserID, id string) error {
 	if s.devices != nil {
-		return s.devices.DeleteDevice(ctx, user, id)
+		return s.devices.DeleteDevices(ctx, user, id)
 	}
 	return s.DeviceDeleted(ctx, user, id)
 }
@@ -139,7 +144,7 @@ func (s *Service) deleteDevice(ctx context.Context, user spec.UserID, id string)
 // GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
 func (s *Service) handleGetDehydrated(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	id, data, err := s.dehydrated(c, dev.UserID)
+	id, data, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -154,7 +159,7 @@ func (s *Service) handleGetDehydrated(c *gin.Context) {
 // DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
 func (s *Service) handleDeleteDehydrated(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	id, _, err := s.dehydrated(c, dev.UserID)
+	id, _, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -163,7 +168,7 @@ func (s *Service) handleDeleteDehydrated(c *gin.Context) {
 		c.Error(spec.NotFound("no dehydrated device"))
 		return
 	}
-	if err := s.deleteDevice(c, dev.UserID, id); err != nil {
+	if err := s.deleteDevice(c.Request.Context(), dev.UserID, id); err != nil {
 		c.Error(err)
 		return
 	}
@@ -177,12 +182,12 @@ func (s *Service) handleDeleteDehydrated(c *gin.Context) {
 // when the dehydrated device is replaced or deleted.
 func (s *Service) handleDehydratedEvents(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	id, _, err := s.dehydrated(c, dev.UserID)
+	id, _, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	if id == "" || id != c.Param("deviceId") {
+	if id == "" || id != pathParam(c, "deviceId") {
 		c.Error(spec.Forbidden("that is not your dehydrated device"))
 		return
 	}
@@ -206,7 +211,7 @@ func (s *Service) handleDehydratedEvents(c *gin.Context) {
 			return
 		}
 	}
-	rows, err := s.db.Query(c, `SELECT position, message FROM to_device_messages
+	rows, err := s.db.Query(c.Request.Context(), `SELECT position, message FROM to_device_messages
 		WHERE user_id = $1 AND device_id = $2 AND position > $3 ORDER BY position LIMIT $4`,
 		string(dev.UserID), id, since, dehydratedEventsBatch)
 	if err != nil {

@@ -152,7 +152,7 @@ func (s *Service) handleChanges(c *gin.Context) {
 		c.Error(asSpecError(err, spec.InvalidParam("invalid to token")))
 		return
 	}
-	changed, left := s.Changes(c, dev.UserID, from, to)
+	changed, left := s.Changes(c.Request.Context(), dev.UserID, from, to)
 	c.JSON(http.StatusOK, gin.H{"changed": changed, "left": left})
 }
 

@@ -26,6 +26,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// The keys service is the device hook of the accounts package.
+var _ auth.DeviceHooks = (*keys.Service)(nil)
+
 // env is one keys service on a fresh SQLite database behind an in-process
 // router whose fake auth middleware takes "Bearer <user ID>|<device ID>".
 type env struct {

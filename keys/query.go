@@ -62,7 +62,7 @@ func (s *Service) handleQuery(c *gin.Context) {
 		}
 		users[uid] = devs
 	}
-	res, err := s.Query(c, dev.UserID, users)
+	res, err := s.Query(c.Request.Context(), dev.UserID, users)
 	if err != nil {
 		c.Error(err)
 		return
@@ -149,35 +149,30 @@ func (s *Service) queryUser(ctx context.Context, requester, u spec.UserID, devs 
 	if err != nil {
 		return err
 	}
-	var names map[string]string
-	if requester == u && s.devices != nil {
-		// Device names are shown only to their owner: to everyone else they
-		// are metadata ("Alice's work laptop") with no use for encryption.
-		if names, err = s.devices.DisplayNames(ctx, u); err != nil {
-			s.log.Warn().Err(err).Msg("keys/query: device display names")
-			names = nil
-		}
-	}
 	want := map[string]bool{}
 	for _, d := range devs {
 		want[d] = true
 	}
-	rows, err := s.db.Query(ctx, `SELECT device_id, key_json FROM device_keys WHERE user_id = $1`, string(u))
+	rows, err := s.db.Query(ctx, `SELECT k.device_id, k.key_json, d.display_name FROM device_keys k
+		JOIN key_devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+		WHERE k.user_id = $1`, string(u))
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	out := map[string]json.RawMessage{}
 	for rows.Next() {
-		var d, kj string
-		if err := rows.Scan(&d, &kj); err != nil {
+		var d, kj, name string
+		if err := rows.Scan(&d, &kj, &name); err != nil {
 			return err
 		}
 		if len(want) > 0 && !want[d] {
 			continue
 		}
+		// Device names are shown only to their owner: to everyone else they
+		// are metadata ("Alice's work laptop") with no use for encryption.
 		var unsigned map[string]any
-		if name, ok := names[d]; ok && name != "" {
+		if requester == u && name != "" {
 			unsigned = map[string]any{"device_display_name": name}
 		}
 		obj, err := mergeSignatures([]byte(kj), sigs.visible(d, u, requester, false), unsigned)
@@ -266,7 +261,7 @@ func (s *Service) handleClaim(c *gin.Context) {
 		c.Error(spec.TooLarge("at most %d keys may be claimed at once", s.cfg.MaxQueryUsers))
 		return
 	}
-	keys, failures, err := s.Claim(c, claims)
+	keys, failures, err := s.Claim(c.Request.Context(), claims)
 	if err != nil {
 		c.Error(err)
 		return

@@ -47,18 +47,15 @@ type LeftTracker interface {
 type UIAFunc func(c *gin.Context, dev *auth.Device, body []byte) error
 
 // Devices is what keys needs from the accounts package for dehydrated
-// devices and display names. Every method is optional in spirit: with a nil
-// Devices, dehydrated devices exist only in this package and no display
-// names are served.
+// devices. With a nil Devices, dehydrated devices exist only in this
+// package (no device row, no entry in GET /devices).
 type Devices interface {
 	// CreateDehydratedDevice creates a device row (with no access token) for
 	// a dehydrated device. It fails if the device ID is taken.
 	CreateDehydratedDevice(ctx context.Context, user spec.UserID, deviceID, displayName string) error
-	// DeleteDevice deletes a device as DELETE /devices/{deviceId} does (its
-	// tokens, and through Service.DeviceDeleted its keys).
-	DeleteDevice(ctx context.Context, user spec.UserID, deviceID string) error
-	// DisplayNames returns the display names of a user's devices.
-	DisplayNames(ctx context.Context, user spec.UserID) (map[string]string, error)
+	// DeleteDevices deletes devices as DELETE /devices/{deviceId} does
+	// (their tokens, and through Service.DeviceDeleted their keys).
+	DeleteDevices(ctx context.Context, user spec.UserID, deviceIDs ...string) error
 }
 
 // Config holds the limits of the package. Zero values take the defaults.
@@ -367,16 +364,37 @@ func ensureDevice(tx *storage.Tx, user spec.UserID, deviceID string) error {
 	return err
 }
 
-// DeviceAdded records a new device of a user and marks the user's device
-// list changed. The accounts package calls it when a device is created.
-func (s *Service) DeviceAdded(ctx context.Context, user spec.UserID, deviceID string) error {
+// DeviceAdded records a new device of a user (login, registration) and
+// marks the user's device list changed. The accounts package calls it after
+// the device is committed, never inside its own write.
+func (s *Service) DeviceAdded(ctx context.Context, user spec.UserID, deviceID, displayName string) error {
 	if err := checkDeviceID(deviceID); err != nil {
 		return err
 	}
 	watchers := s.watchers(user)
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := ensureDevice(tx, user, deviceID); err != nil {
+		if _, err := tx.Exec(`INSERT INTO key_devices (user_id, device_id, display_name) VALUES ($1, $2, $3)
+			ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name`,
+			string(user), deviceID, displayName); err != nil {
 			return err
+		}
+		return s.markChanged(tx, watchers, user)
+	})
+}
+
+// DeviceUpdated records a device's new display name. Only the device's
+// owner sees it in /keys/query, but their other devices learn of it through
+// the device list, which is marked changed.
+func (s *Service) DeviceUpdated(ctx context.Context, user spec.UserID, deviceID, displayName string) error {
+	watchers := s.watchers(user)
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(`UPDATE key_devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`,
+			displayName, string(user), deviceID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
 		}
 		return s.markChanged(tx, watchers, user)
 	})

@@ -5,14 +5,16 @@ import "github.com/chatalot/chatalot/storage"
 // Schema is the keys package's tables. Only this package reads or writes
 // them; other packages go through the Service.
 //
-// key_devices is this package's own view of which devices exist (fed by
-// DeviceAdded, DeviceDeleted and key uploads): every per-device row hangs off
+// key_devices is this package's own view of which devices exist and their
+// display names (fed by DeviceAdded, DeviceUpdated, DeviceDeleted and key
+// uploads): every per-device row hangs off
 // it with ON DELETE CASCADE, so deleting a device removes its keys, one-time
 // keys, fallback keys and to-device inbox in one statement.
 var Schema = storage.Schema{Domain: "keys", Migrations: []string{`
 CREATE TABLE key_devices (
-	user_id   TEXT NOT NULL,
-	device_id TEXT NOT NULL CHECK (length(device_id) BETWEEN 1 AND 255),
+	user_id      TEXT NOT NULL,
+	device_id    TEXT NOT NULL CHECK (length(device_id) BETWEEN 1 AND 255),
+	display_name TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (user_id, device_id)
 );
 

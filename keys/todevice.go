@@ -23,7 +23,7 @@ const txnLifetime = 24 * time.Hour
 // of the user's devices.
 func (s *Service) handleSendToDevice(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	evType, txnID := c.Param("eventType"), c.Param("txnId")
+	evType, txnID := pathParam(c, "eventType"), pathParam(c, "txnId")
 	if err := checkName("event type", evType); err != nil {
 		c.Error(err)
 		return
@@ -86,7 +86,7 @@ func (s *Service) handleSendToDevice(c *gin.Context) {
 		// Without federation there is no way to reach other servers: their
 		// messages are dropped, as for a device that does not exist.
 	}
-	if err := s.SendToDevice(c, dev.UserID, dev.DeviceID, evType, txnID, msgs); err != nil {
+	if err := s.SendToDevice(c.Request.Context(), dev.UserID, dev.DeviceID, evType, txnID, msgs); err != nil {
 		c.Error(err)
 		return
 	}

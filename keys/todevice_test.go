@@ -38,7 +38,7 @@ func TestSendToDevice(t *testing.T) {
 	a := newDevice(alice, "ALICE1")
 	b1, b2 := newDevice(bob, "BOB1"), newDevice(bob, "BOB2")
 	for _, d := range []*device{a, b1, b2} {
-		if err := e.svc.DeviceAdded(ctx, d.user, d.id); err != nil {
+		if err := e.svc.DeviceAdded(ctx, d.user, d.id, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -98,7 +98,7 @@ func TestToDeviceLimit(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	a, b := newDevice(alice, "A"), newDevice(bob, "B")
-	_ = e.svc.DeviceAdded(ctx, bob, "B")
+	_ = e.svc.DeviceAdded(ctx, bob, "B", "")
 	for i := 0; i < 5; i++ {
 		e.want(e.send(a, "t"+itoa(i), map[string]any{string(bob): map[string]any{"B": map[string]any{"i": i}}}), 200)
 	}

@@ -52,12 +52,12 @@ func (s *Service) handleUpload(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	in, err := s.parseUpload(c, m, dev.UserID, dev.DeviceID)
+	in, err := s.parseUpload(c.Request.Context(), m, dev.UserID, dev.DeviceID)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	counts, err := s.Upload(c, dev.UserID, dev.DeviceID, in)
+	counts, err := s.Upload(c.Request.Context(), dev.UserID, dev.DeviceID, in)
 	if err != nil {
 		c.Error(err)
 		return

@@ -32,6 +32,20 @@ func TestUploadAndQueryDeviceKeys(t *testing.T) {
 	if _, ok := dk["signatures"].(map[string]any)[string(alice)].(map[string]any)["ed25519:ALICE1"]; !ok {
 		t.Fatalf("self-signature missing: %v", dk)
 	}
+	if dk["unsigned"] != nil {
+		t.Fatalf("bob sees alice's device name: %v", dk)
+	}
+	// The device's display name is shown to its owner only.
+	if err := e.svc.DeviceUpdated(context.Background(), alice, "ALICE1", "Alice's phone"); err != nil {
+		t.Fatal(err)
+	}
+	own, _ := e.queryDevice(a, alice, "ALICE1")
+	if own["unsigned"].(map[string]any)["device_display_name"] != "Alice's phone" {
+		t.Fatalf("alice does not see her device's name: %v", own)
+	}
+	if dk, _ := e.queryDevice(b, alice, "ALICE1"); dk["unsigned"] != nil {
+		t.Fatalf("bob sees alice's device name: %v", dk)
+	}
 	// Re-uploading the same keys is a no-op; counts are also in memory.
 	e.want(e.do(a, "POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": a.deviceKeys()}), 200)
 	counts, _ := e.svc.OneTimeKeyCounts(context.Background(), alice, "ALICE1")

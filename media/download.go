@@ -25,7 +25,7 @@ func (s *Service) handleDownload(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	r, err := s.awaitMedia(c, server, mediaID, timeout)
+	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
 	if err != nil {
 		c.Error(err)
 		return

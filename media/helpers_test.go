@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +38,25 @@ type env struct {
 	dir  string
 	srv  *httptest.Server
 	now  time.Time
-	logs *bytes.Buffer
+	logs *lockedBuffer
+}
+
+// lockedBuffer collects the logs of concurrent requests.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // fakeAuth stands in for the auth middleware: "Authorization: Bearer
@@ -63,7 +82,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if err := db.Migrate(context.Background(), Schema); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, dir: filepath.Join(root, "media"), now: time.Now(), logs: &bytes.Buffer{}}
+	e := &env{t: t, db: db, dir: filepath.Join(root, "media"), now: time.Now(), logs: &lockedBuffer{}}
 	log := zerolog.New(e.logs)
 	svc, err := New(Deps{DB: db, Dir: e.dir, ServerName: testServer, Config: cfg, Log: log, Now: func() time.Time { return e.now }})
 	if err != nil {

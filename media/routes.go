@@ -6,6 +6,9 @@ import (
 )
 
 // Routes mounts every path of the content repository and of VoIP.
+// Handlers pass c.Request.Context(), never the *gin.Context itself, to
+// anything that may outlive them (database/sql watches a query's context from
+// a goroutine of its own, and gin reuses a Context once the handler returns).
 // requireAuth is the auth middleware: it answers 401 itself and sets the
 // caller that handlers read with auth.DeviceFrom.
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {

@@ -43,12 +43,12 @@ func (s *Service) handleThumbnail(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	r, err := s.awaitMedia(c, server, mediaID, timeout)
+	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	res, err := s.thumbnail(c, r.sha256.String, req)
+	res, err := s.thumbnail(c.Request.Context(), r.sha256.String, req)
 	if err != nil {
 		c.Error(err)
 		return

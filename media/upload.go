@@ -25,7 +25,7 @@ func (s *Service) handleUpload(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	id, err := s.Upload(c, dev.UserID, meta, c.Request.Body)
+	id, err := s.Upload(c.Request.Context(), dev.UserID, meta, c.Request.Body)
 	if err != nil {
 		c.Error(err)
 		return
@@ -36,7 +36,7 @@ func (s *Service) handleUpload(c *gin.Context) {
 // POST /_matrix/media/v1/create: reserve an mxc:// URI for a later PUT.
 func (s *Service) handleCreate(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	id, expires, err := s.Create(c, dev.UserID)
+	id, expires, err := s.Create(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -58,7 +58,7 @@ func (s *Service) handleUploadTo(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	if err := s.UploadTo(c, dev.UserID, server, mediaID, meta, c.Request.Body); err != nil {
+	if err := s.UploadTo(c.Request.Context(), dev.UserID, server, mediaID, meta, c.Request.Body); err != nil {
 		c.Error(err)
 		return
 	}

@@ -32,6 +32,13 @@ type Profiles interface {
 	Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error)
 }
 
+// Listener hears of every committed event, in commit order, from the
+// writer's after-commit hook: it must not block (push evaluation queues the
+// events and works on them elsewhere).
+type Listener interface {
+	EventsCommitted(room spec.RoomID, evs []*Event)
+}
+
 // Deps is what the rooms service needs.
 type Deps struct {
 	DB       *storage.DB
@@ -54,6 +61,7 @@ type Service struct {
 	notify   Notifier
 	profiles Profiles
 	now      func() time.Time
+	listener Listener
 
 	mu        sync.RWMutex
 	rooms     map[spec.RoomID]*liveRoom
@@ -86,6 +94,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 // SetNotifier wires the notifier after construction (sync is built after
 // rooms, because it reads from it).
 func (s *Service) SetNotifier(n Notifier) { s.notify = n }
+
+// SetListener wires the one listener of committed events (push).
+func (s *Service) SetListener(l Listener) { s.listener = l }
 
 // SetProfiles wires the profile source after construction.
 func (s *Service) SetProfiles(p Profiles) { s.profiles = p }
@@ -409,6 +420,9 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 			b.r.apply(b.evs, &published, b.redactions)
 			b.s.publishMemberships(b.r, b.evs, newRoom)
 			b.s.notify.Notify(pos, wake...)
+			if b.s.listener != nil {
+				b.s.listener.EventsCommitted(b.r.id, b.evs)
+			}
 		})
 		return nil
 	})

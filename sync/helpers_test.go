@@ -60,13 +60,14 @@ func (m *memAccountData) AccountDataPosition(user spec.UserID) int64 {
 	return m.pos[user]
 }
 
-func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) ([]byte, error) {
+func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.data[user][string(room)+"\x00"+typ], nil
+	c, ok := m.data[user][string(room)+"\x00"+typ]
+	return c, ok, nil
 }
 
-func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content []byte) error {
+func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error {
 	return m.db.Write(ctx, func(tx *storage.Tx) error {
 		pos := tx.NextPosition()
 		tx.AfterCommit(func() {

@@ -23,10 +23,10 @@ type AccountData interface {
 	// data, from memory.
 	AccountDataPosition(user spec.UserID) int64
 	// GetAccountData reads one account data event's content (room "" for
-	// global), nil if unset.
-	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) ([]byte, error)
+	// global) and whether it is set.
+	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error)
 	// SetAccountData writes one account data event (read markers).
-	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content []byte) error
+	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error
 }
 
 // Keys is what sync needs from the E2EE directory.

@@ -442,8 +442,8 @@ func (s *Service) ignoredUsers(ctx context.Context, user spec.UserID) map[spec.U
 	if s.acct == nil {
 		return nil
 	}
-	raw, err := s.acct.GetAccountData(ctx, user, "", "m.ignored_user_list")
-	if err != nil || raw == nil {
+	raw, ok, err := s.acct.GetAccountData(ctx, user, "", "m.ignored_user_list")
+	if err != nil || !ok {
 		return nil
 	}
 	var c struct {

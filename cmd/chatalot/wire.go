@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/server"
@@ -18,7 +17,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, rooms.Schema, chatsync.Schema, keys.Schema); err != nil {
+	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier()
@@ -29,8 +28,16 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	authSvc, err := auth.New(auth.Deps{
+		DB: a.db, ServerName: a.serverName(), Config: a.authConfig(), Log: a.log,
+		Notify: notifier, Rooms: roomsSvc,
+	})
+	if err != nil {
+		return err
+	}
+	roomsSvc.SetProfiles(authSvc)
 	syncSvc := chatsync.New(chatsync.Deps{
-		DB: a.db, Rooms: roomsSvc, Notifier: notifier, Log: a.log, Stopping: a.stopping,
+		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notifier: notifier, Log: a.log, Stopping: a.stopping,
 		Config: chatsync.Config{Presence: a.cfg.Presence},
 	})
 	if err := syncSvc.Init(ctx); err != nil {
@@ -57,14 +64,25 @@ func (a *App) wire(ctx context.Context) error {
 		UnstableFeatures: map[string]bool{
 			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
 		},
-		Capabilities: map[string]any{},
+		Capabilities: authSvc.Capabilities(),
 	})
 	srv.Routes(r)
-	// requireAuth is replaced by the auth package's middleware.
-	var requireAuth gin.HandlerFunc
+	requireAuth := authSvc.Middleware()
+	r.GET("/_matrix/client/v3/capabilities", requireAuth, srv.Capabilities)
+	r.GET("/_matrix/client/r0/capabilities", requireAuth, srv.Capabilities)
+	authSvc.Routes(r)
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
 	a.router = r
 	return nil
+}
+
+// authConfig turns the server configuration into the auth package's.
+func (a *App) authConfig() auth.Config {
+	c := auth.DefaultConfig()
+	c.Registration = a.cfg.Registration
+	c.SharedSecret = a.cfg.SharedSecret
+	c.RateLimits = a.cfg.RateLimits == "on"
+	return c
 }
