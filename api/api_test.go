@@ -1,0 +1,119 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+	"github.com/rs/zerolog"
+)
+
+func newTestRouter(t *testing.T, logIP bool) (*gin.Engine, *bytes.Buffer) {
+	t.Helper()
+	var logs bytes.Buffer
+	r := NewRouter(Options{Log: zerolog.New(&logs), MaxBodyBytes: 100, LogIPAddresses: logIP})
+	r.GET("/panic", func(c *gin.Context) { panic("boom") })
+	r.GET("/fail", func(c *gin.Context) { c.Error(errors.New("disk on fire")) })
+	r.GET("/forbidden", func(c *gin.Context) { c.Error(spec.Forbidden("no")) })
+	r.POST("/json", func(c *gin.Context) {
+		var v struct {
+			N int `json:"n"`
+		}
+		if err := ReadJSON(c, &v); err != nil {
+			c.Error(err)
+			return
+		}
+		c.JSON(200, v)
+	})
+	r.POST("/big", BodyLimit(1000), func(c *gin.Context) {
+		var v map[string]any
+		if err := ReadJSON(c, &v); err != nil {
+			c.Error(err)
+			return
+		}
+		c.JSON(200, gin.H{})
+	})
+	return r, &logs
+}
+
+func call(r http.Handler, method, path, body string) (*httptest.ResponseRecorder, map[string]any) {
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.RemoteAddr = "203.0.113.7:1234"
+	r.ServeHTTP(w, req)
+	var m map[string]any
+	_ = json.Unmarshal(w.Body.Bytes(), &m)
+	return w, m
+}
+
+func TestErrorsRenderAsMatrixErrors(t *testing.T) {
+	r, logs := newTestRouter(t, false)
+	cases := []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"GET", "/panic", "", 500, "M_UNKNOWN"},
+		{"GET", "/fail", "", 500, "M_UNKNOWN"},
+		{"GET", "/forbidden", "", 403, "M_FORBIDDEN"},
+		{"GET", "/nowhere", "", 404, "M_UNRECOGNIZED"},
+		{"DELETE", "/forbidden", "", 405, "M_UNRECOGNIZED"},
+		{"POST", "/json", `{"n":`, 400, "M_NOT_JSON"},
+		{"POST", "/json", `[1,2]`, 400, "M_BAD_JSON"},
+		{"POST", "/json", `{"n":"one"}`, 400, "M_BAD_JSON"},
+		{"POST", "/json", `{"n":"` + strings.Repeat("x", 200) + `"}`, 413, "M_TOO_LARGE"},
+		{"POST", "/big", `{"n":"` + strings.Repeat("x", 200) + `"}`, 200, ""},
+		{"POST", "/big", `{"n":"` + strings.Repeat("x", 2000) + `"}`, 413, "M_TOO_LARGE"},
+	}
+	for _, c := range cases {
+		w, body := call(r, c.method, c.path, c.body)
+		if w.Code != c.status || (c.code != "" && body["errcode"] != c.code) {
+			t.Errorf("%s %s: %d %v, want %d %s", c.method, c.path, w.Code, body, c.status, c.code)
+		}
+		if !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+			t.Errorf("%s %s: content type %q", c.method, c.path, w.Header().Get("Content-Type"))
+		}
+		if w.Header().Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("%s %s: no CORS header", c.method, c.path)
+		}
+	}
+	// The 500s carry an error ID that is also in the log line.
+	w, body := call(r, "GET", "/panic", "")
+	msg, _ := body["error"].(string)
+	i := strings.Index(msg, "error ID ")
+	if w.Code != 500 || i < 0 {
+		t.Fatalf("panic answer %v", body)
+	}
+	id := strings.TrimSuffix(msg[i+len("error ID "):], ")")
+	if !strings.Contains(logs.String(), id) {
+		t.Fatal("the error ID is not in the log")
+	}
+	if strings.Contains(logs.String(), "203.0.113.7") {
+		t.Fatal("a client IP address was logged with IP logging off")
+	}
+	if !strings.Contains(logs.String(), `"route":"/forbidden"`) || !strings.Contains(logs.String(), `"duration"`) {
+		t.Fatalf("access log lacks route or duration: %s", logs.String())
+	}
+}
+
+func TestIPLoggingWhenEnabled(t *testing.T) {
+	r, logs := newTestRouter(t, true)
+	call(r, "GET", "/forbidden", "")
+	if !strings.Contains(logs.String(), "203.0.113.7") {
+		t.Fatal("IP logging on, but no address in the log")
+	}
+}
+
+func TestPreflight(t *testing.T) {
+	r, _ := newTestRouter(t, false)
+	w, _ := call(r, "OPTIONS", "/panic", "")
+	if w.Code != 204 || !strings.Contains(w.Header().Get("Access-Control-Allow-Methods"), "PUT") {
+		t.Fatalf("preflight: %d %v", w.Code, w.Header())
+	}
+}
