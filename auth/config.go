@@ -198,6 +198,9 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Check refuses parameters below the OWASP floor (see MinArgon2).
+func (p Argon2Params) Check() error { return p.check() }
+
 func (p Argon2Params) check() error {
 	if p.Parallelism == 0 {
 		return errors.New("argon2 parallelism must be at least 1")

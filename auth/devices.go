@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/spec"
@@ -224,6 +225,40 @@ func (s *Service) devicesDeleted(ctx context.Context, user spec.UserID, ids []st
 	}
 	return errors.Join(errs...)
 }
+
+// CreateDehydratedDevice creates a device with no access token, for a
+// dehydrated device (MSC3814) that keys manages; it fails if the user
+// already has a device with that ID. keys records the device itself, so no
+// hook is called.
+func (s *Service) CreateDehydratedDevice(ctx context.Context, user spec.UserID, deviceID, displayName string) error {
+	if deviceID == "" {
+		return spec.InvalidParam("device_id is required")
+	}
+	if err := checkDeviceFields(deviceID, displayName); err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		u, found, err := loadUser(tx, user)
+		if err != nil {
+			return err
+		}
+		if !found || u.Deactivated {
+			return spec.NotFound("no such user")
+		}
+		existed, err := insertDevice(tx, user, deviceID, displayName, time.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		if existed {
+			return spec.InvalidParam("device ID %q is already in use", deviceID)
+		}
+		return nil
+	})
+}
+
+// SetDeviceHooks wires the E2EE directory after construction (it is built
+// after auth); call it before serving.
+func (s *Service) SetDeviceHooks(h DeviceHooks) { s.devices = h }
 
 func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, error) {
 	rows, err := s.listDevices(ctx, user, "")

@@ -264,6 +264,11 @@ func (s *Service) startSession(ctx context.Context, user spec.UserID, deviceID, 
 		if u.Deactivated {
 			return spec.NewError(spec.ErrUserDeactivated, "this account has been deactivated")
 		}
+		if s.policy != nil { // a locked account gets no new token (admin.go)
+			if err := s.policy.CheckLogin(tx.Context(), user); err != nil {
+				return err
+			}
+		}
 		return s.addDeviceToken(tx, u, row, displayName, now, &existed)
 	})
 	if err != nil {
@@ -399,6 +404,11 @@ func (s *Service) refresh(c *gin.Context) {
 		}
 		if !found || u.Deactivated {
 			return unknownToken(false)
+		}
+		if s.policy != nil { // a locked account gets no new token (admin.go)
+			if err := s.policy.CheckLogin(tx.Context(), old.user); err != nil {
+				return err
+			}
 		}
 		var gone []string
 		if old.parent != "" {

@@ -215,7 +215,7 @@ func (s *Service) registerAvailable(c *gin.Context) {
 
 // GET /_matrix/client/v1/register/m.login.registration_token/validity?token=
 func (s *Service) tokenValidity(c *gin.Context) {
-	if s.cfg.Registration != RegistrationByToken {
+	if s.cfg.Registration == RegistrationClosed {
 		c.Error(registrationDisabled())
 		return
 	}
@@ -487,6 +487,8 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 		Admin       bool    `json:"admin"`
 		UserType    *string `json:"user_type"`
 		MAC         string  `json:"mac"`
+		// InhibitLogin creates the account without a device or token.
+		InhibitLogin bool `json:"inhibit_login"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
 		c.Error(err)
@@ -534,6 +536,10 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 			c.Error(err)
 			return
 		}
+	}
+	if req.InhibitLogin {
+		c.JSON(http.StatusOK, loginResponse{UserID: id, HomeServer: string(s.serverName)})
+		return
 	}
 	out, err := s.startSession(c, id, "", "", false)
 	if err != nil {

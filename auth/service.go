@@ -61,6 +61,7 @@ type Service struct {
 	notify     Notifier
 	rooms      RoomHooks
 	devices    DeviceHooks
+	policy     AccessPolicy // admin.go; nil: every active account may act
 
 	now      func() time.Time // the clock; tests move it
 	hasher   *hasher

@@ -235,7 +235,15 @@ func (s *Service) Middleware() gin.HandlerFunc {
 			s.retireParent(c, sess)
 		}
 		s.touch(sess, now)
-		SetDevice(c, sess.dev.Load())
+		dev := sess.dev.Load()
+		if s.policy != nil { // locked and suspended accounts (admin.go)
+			if err := s.policy.CheckRequest(c, dev); err != nil {
+				c.Error(err)
+				c.Abort()
+				return
+			}
+		}
+		SetDevice(c, dev)
 		c.Set(tokenHashKey, sess.hash)
 		c.Next()
 	}

@@ -70,9 +70,10 @@ func (u *uiaSession) accepts(stage string) bool {
 
 // uiaStore holds the live sessions.
 type uiaStore struct {
-	mu  sync.Mutex
-	m   map[string]*uiaSession
-	ttl time.Duration
+	mu        sync.Mutex
+	m         map[string]*uiaSession
+	ttl       time.Duration
+	lastSweep time.Time
 }
 
 // maxUIASessions bounds memory; new sessions past it are refused with 429.
@@ -86,7 +87,10 @@ func (st *uiaStore) create(u *uiaSession) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := time.Now()
-	if len(st.m) >= maxUIASessions {
+	// Expired sessions are dropped at most once per lifetime (or when the
+	// table is full), which keeps creation O(1) amortised.
+	if len(st.m) >= maxUIASessions || now.Sub(st.lastSweep) > st.ttl {
+		st.lastSweep = now
 		for id, s := range st.m {
 			if now.After(s.expires) {
 				delete(st.m, id)

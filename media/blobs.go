@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -174,6 +175,57 @@ func (b *blobStore) remove(hash string) error {
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	return nil
+}
+
+// sweepOrphans removes blobs that no row names: a crash between placing a
+// blob and committing its row leaves one, unreachable but taking space. It
+// runs at start-up, before any upload can be between those two steps; a
+// shard at a time, so memory stays small however many files there are.
+func (s *Service) sweepOrphans(ctx context.Context) error {
+	removed := 0
+	for i := 0; i < 256; i++ {
+		shard := fmt.Sprintf("%02x", i)
+		entries, err := os.ReadDir(filepath.Join(s.blobs.blobs, shard))
+		if err != nil {
+			return fmt.Errorf("media: read shard %s: %w", shard, err)
+		}
+		if len(entries) == 0 {
+			continue
+		}
+		// Hashes are lowercase hex, so every name in the shard sorts at or
+		// after the shard prefix and before the prefix followed by "g".
+		rows, err := s.db.Query(ctx, `SELECT sha256 FROM media WHERE sha256 >= $1 AND sha256 < $2
+			UNION SELECT sha256 FROM media_thumbnails WHERE sha256 >= $3 AND sha256 < $4`, shard, shard+"g", shard, shard+"g")
+		if err != nil {
+			return fmt.Errorf("media: list blobs: %w", err)
+		}
+		named := map[string]bool{}
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return err
+			}
+			named[h] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() || !validHash(e.Name()) || named[e.Name()] {
+				continue
+			}
+			if err := s.blobs.remove(e.Name()); err != nil {
+				return fmt.Errorf("media: remove orphan blob: %w", err)
+			}
+			removed++
+		}
+	}
+	if removed > 0 {
+		s.log.Info().Int("blobs", removed).Msg("media: removed blobs left unreferenced by a crash")
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func setServingHeaders(h http.Header) {
 // (RFC 6266). A name made only of unremarkable ASCII goes as is in
 // filename="…". Any other name — with a slash, a backslash, a quote, a
 // percent sign, a control character, non-ASCII text — goes percent-encoded
-// in filename*=UTF-8''…, which modern clients prefer, with an ASCII stand-in
+// in the RFC 5987 filename* parameter, which modern clients prefer, with an ASCII stand-in
 // in filename="…" for the others. No byte of the name reaches the header
 // unescaped unless it is in the plain set.
 func contentDisposition(disposition, name string) string {

@@ -122,9 +122,10 @@ type Service struct {
 	thumbs     flights
 }
 
-// New opens the media directory (creating it on first start), removes
-// temporary files a crash left behind, and returns the service. The caller
-// migrates Schema before serving requests.
+// New opens the media directory (creating it on first start), removes what a
+// crash left behind (staging files, and blobs placed whose row was never
+// committed), and returns the service. Call it after migrating Schema and
+// before serving requests.
 func New(d Deps) (*Service, error) {
 	if d.DB == nil {
 		return nil, errors.New("media: no database")
@@ -139,9 +140,9 @@ func New(d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := d.Now
-	if now == nil {
-		now = time.Now
+	clock := d.Now
+	if clock == nil {
+		clock = time.Now
 	}
 	slots := runtime.NumCPU() / 2
 	if slots < 1 {
@@ -153,10 +154,22 @@ func New(d Deps) (*Service, error) {
 		serverName: d.ServerName,
 		cfg:        d.Config.withDefaults(),
 		log:        d.Log,
-		now:        now,
+		now:        clock,
 		thumbSlots: make(chan struct{}, slots),
 	}
 	s.uploaded.init()
+	// IDs from /create that lapsed unused are dropped at each start (and
+	// per user at their next /create), so they cannot pile up.
+	now := s.now().UnixMilli()
+	if err := d.DB.Write(context.Background(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(`DELETE FROM media WHERE sha256 IS NULL AND expires_ts < $1`, now)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("media: drop lapsed IDs: %w", err)
+	}
+	if err := s.sweepOrphans(context.Background()); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

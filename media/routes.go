@@ -36,3 +36,9 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 
 	r.GET("/_matrix/client/v3/voip/turnServer", requireAuth, s.handleTURNServer)
 }
+
+// Capabilities are the entries media adds to /capabilities: URL previews
+// are not offered.
+func (s *Service) Capabilities() map[string]any {
+	return map[string]any{URLPreviewsKey: map[string]bool{"enabled": false}}
+}

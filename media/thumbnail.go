@@ -305,7 +305,7 @@ func resize(img image.Image, bw, bh int) image.Image {
 	} else {
 		w, h = max(1, int((int64(sw)*int64(bh)+int64(sh)/2)/int64(sh))), bh
 	}
-	return imaging.Resize(img, w, h, imaging.Lanczos)
+	return imaging.Resize(img, w, h, imaging.CatmullRom)
 }
 
 // crop is "crop": the image shrunk, keeping its aspect, until it just covers
@@ -320,7 +320,7 @@ func crop(img image.Image, bw, bh int) image.Image {
 		} else {
 			w, h = int((int64(sw)*int64(bh)+int64(sh)-1)/int64(sh)), bh
 		}
-		img = imaging.Resize(img, w, h, imaging.Lanczos)
+		img = imaging.Resize(img, w, h, imaging.CatmullRom)
 	}
 	return imaging.CropCenter(img, min(w, bw), min(h, bh))
 }

@@ -314,6 +314,15 @@ func (s *Service) Create(ctx context.Context, user spec.UserID) (string, int64, 
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL`, string(user)).Scan(&pending); err != nil {
 			return err
 		}
+		if s.cfg.QuotaBytes > 0 {
+			used, err := usedBytes(tx, user)
+			if err != nil {
+				return err
+			}
+			if used >= s.cfg.QuotaBytes {
+				return errOverQuota // the ID could never be filled
+			}
+		}
 		if pending >= s.cfg.MaxPendingUploads {
 			e := spec.LimitExceeded(60_000)
 			e.Message = "too many pending uploads: finish or abandon some first"

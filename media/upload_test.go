@@ -295,6 +295,61 @@ func TestLeftoverStagingFilesRemovedAtStart(t *testing.T) {
 	}
 }
 
+func TestOrphanBlobsRemovedAtStart(t *testing.T) {
+	e := newEnv(t, Config{})
+	kept := e.upload(alice, []byte("kept"), "text/plain", "")
+	// As a crash between placing a blob and committing its row leaves it.
+	st, err := e.svc.blobs.stage(strings.NewReader("orphan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.blobs.place(st); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.files("blobs")); n != 2 {
+		t.Fatalf("%d blobs before restart", n)
+	}
+	svc, err := New(Deps{DB: e.db, Dir: e.dir, ServerName: testServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.files("blobs")); n != 1 {
+		t.Fatalf("%d blobs after restart, want the referenced one", n)
+	}
+	if _, err := svc.Get(context.Background(), testServer, kept); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.download(alice, kept); r.status != 200 || string(r.body) != "kept" {
+		t.Fatalf("referenced blob: %d %q", r.status, r.body)
+	}
+}
+
+func TestLapsedIDsDroppedAtStart(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	lapsing, _, _ := e.svc.Create(ctx, alice)
+	e.now = e.now.Add(DefaultUnusedExpiry / 2)
+	fresh, _, _ := e.svc.Create(ctx, alice)
+	later := e.now.Add(DefaultUnusedExpiry/2 + time.Minute)
+	if _, err := New(Deps{DB: e.db, Dir: e.dir, ServerName: testServer, Now: func() time.Time { return later }}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Get(ctx, testServer, lapsing); err == nil {
+		t.Error("a lapsed ID survived the start")
+	}
+	if _, err := e.svc.Get(ctx, testServer, fresh); err != nil {
+		t.Errorf("an ID still in time was dropped: %v", err)
+	}
+}
+
+func TestCreateRefusedWhenQuotaIsFull(t *testing.T) {
+	e := newEnv(t, Config{QuotaBytes: 100})
+	e.upload(alice, make([]byte, 100), "", "")
+	if r := e.do("POST", "/_matrix/media/v1/create", alice, nil, nil); r.status != 403 || r.errcode() != "M_FORBIDDEN" {
+		t.Fatalf("create with a full quota: %d %s", r.status, r.body)
+	}
+}
+
 func TestAsyncUpload(t *testing.T) {
 	e := newEnv(t, Config{MaxPendingUploads: 3})
 	create := func(user string) (string, float64) {

@@ -440,9 +440,9 @@ func (h *handlers) messages(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	chunk := make([]json.RawMessage, len(page.Events))
-	for i, ev := range page.Events {
-		chunk[i] = clientEvent(ev, dev)
+	chunk, ok := h.renderFor(c, page.Events) // with bundled aggregations (relations.go)
+	if !ok {
+		return
 	}
 	resp := gin.H{"chunk": chunk, "start": page.Start.String()}
 	if page.HasEnd {
@@ -478,17 +478,16 @@ func (h *handlers) context(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	render := func(evs []*Event) []json.RawMessage {
-		out := make([]json.RawMessage, len(evs))
-		for i, ev := range evs {
-			out[i] = clientEvent(ev, dev)
-		}
-		return out
+	// With bundled aggregations (relations.go).
+	all := append(append([]*Event{res.Event}, res.Before...), res.After...)
+	rendered, ok := h.renderFor(c, all)
+	if !ok {
+		return
 	}
 	c.JSON(http.StatusOK, gin.H{
-		"event":         clientEvent(res.Event, dev),
-		"events_before": render(res.Before),
-		"events_after":  render(res.After),
+		"event":         rendered[0],
+		"events_before": rendered[1 : 1+len(res.Before)],
+		"events_after":  rendered[1+len(res.Before):],
 		"start":         res.Start.String(),
 		"end":           res.End.String(),
 		"state":         clientState(res.State),
@@ -511,7 +510,11 @@ func (h *handlers) event(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.Data(http.StatusOK, "application/json", clientEvent(ev, dev))
+	rendered, ok := h.renderFor(c, []*Event{ev}) // with bundled aggregations (relations.go)
+	if !ok {
+		return
+	}
+	c.Data(http.StatusOK, "application/json", rendered[0])
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}

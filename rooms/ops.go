@@ -41,8 +41,8 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	if txnID != "" {
-		if prev, err := s.txnEvent(ctx, from.User, from.Device, txnID); err != nil || prev != "" {
-			return prev, err
+		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
+			return prev, nil
 		}
 	}
 	snap := r.cur.Load()
@@ -56,6 +56,11 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 		if err := s.checkStateContent(snap, from.User, typ, *stateKey, content); err != nil {
 			return "", err
 		}
+	}
+	// Relations (threads, annotations) and m.room.canonical_alias are
+	// checked against stored events and aliases (relations.go).
+	if err := s.checkSend(ctx, r, from.User, typ, stateKey, content); err != nil {
+		return "", err
 	}
 	b := s.begin(r)
 	ev, err := b.add(typ, stateKey, from.User, content, "")
@@ -227,8 +232,8 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	if txnID != "" {
-		if prev, err := s.txnEvent(ctx, from.User, from.Device, txnID); err != nil || prev != "" {
-			return prev, err
+		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
+			return prev, nil
 		}
 	}
 	snap := r.cur.Load()

@@ -32,4 +32,30 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	rm.GET("/context/:eventId", h.context)
 	rm.GET("/event/:eventId", h.event)
 	rm.PUT("/redact/:eventId/:txnId", h.redact)
+
+	// Relations, threads, aliases and the directory, upgrades, reports,
+	// spaces and search (relations.go … search.go).
+	rm.GET("/aliases", h.roomAliases)
+	rm.POST("/upgrade", h.upgrade)
+	rm.POST("/report", h.reportRoom)
+	rm.POST("/report/:eventId", h.reportEvent)
+	c.POST("/users/:userId/report", h.reportUser)
+	c.PUT("/directory/room/:roomAlias", h.putAlias)
+	c.DELETE("/directory/room/:roomAlias", h.deleteAlias)
+	c.PUT("/directory/list/room/:roomId", h.putDirectoryVisibility)
+	c.POST("/publicRooms", h.postPublicRooms)
+	c.POST("/search", h.search)
+	// Without an access token.
+	r.GET("/_matrix/client/v3/directory/room/:roomAlias", h.getAlias)
+	r.GET("/_matrix/client/v3/directory/list/room/:roomId", h.getDirectoryVisibility)
+	r.GET("/_matrix/client/v3/publicRooms", h.getPublicRooms)
+	r.GET("/_matrix/client/v1/room_summary/:roomIdOrAlias", optionalAuth(requireAuth), h.roomSummary)
+
+	v1 := r.Group("/_matrix/client/v1/rooms/:roomId", requireAuth)
+	v1.GET("/relations/:eventId", h.relations)
+	v1.GET("/relations/:eventId/:relType", h.relations)
+	v1.GET("/relations/:eventId/:relType/:eventType", h.relations)
+	v1.GET("/threads", h.threads)
+	v1.GET("/hierarchy", h.hierarchy)
+	v1.GET("/timestamp_to_event", h.timestampToEvent)
 }

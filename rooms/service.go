@@ -63,6 +63,10 @@ type Service struct {
 	now      func() time.Time
 	listener Listener
 
+	txnMu     sync.Mutex
+	txns      map[txnKey]txnEntry
+	txnPruned time.Time
+
 	mu        sync.RWMutex
 	rooms     map[spec.RoomID]*liveRoom
 	userRooms map[spec.UserID]map[spec.RoomID]string // current membership per user
@@ -84,9 +88,13 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		db: d.DB, key: d.Key, server: d.Server, cfg: d.Config, log: d.Log, notify: d.Notify,
 		profiles: d.Profiles, now: time.Now,
 		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
+		txns: map[txnKey]txnEntry{},
 	}
 	if err := s.load(ctx); err != nil {
 		return nil, fmt.Errorf("load rooms: %w", err)
+	}
+	if err := s.loadTxns(ctx); err != nil {
+		return nil, fmt.Errorf("load transaction IDs: %w", err)
 	}
 	return s, nil
 }
@@ -408,6 +416,11 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 		if err := applyRedactions(tx, b.redactions, b.evs); err != nil {
 			return err
 		}
+		// The relations and search indexes change with the events, in
+		// the same transaction (relations.go).
+		if err := indexEvents(tx, b.r.cur.Load(), b.evs, b.redactions); err != nil {
+			return err
+		}
 		if b.extra != nil {
 			if err := b.extra(tx); err != nil {
 				return err
@@ -418,6 +431,7 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 			published := *final
 			published.position = pos
 			b.r.apply(b.evs, &published, b.redactions)
+			b.s.rememberTxns(b.evs)
 			b.s.publishMemberships(b.r, b.evs, newRoom)
 			b.s.notify.Notify(pos, wake...)
 			if b.s.listener != nil {

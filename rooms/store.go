@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
@@ -49,8 +50,10 @@ CREATE TABLE txn_ids (
 	device_id TEXT NOT NULL,
 	txn_id    TEXT NOT NULL,
 	event_id  TEXT NOT NULL REFERENCES events (event_id),
+	ts        BIGINT NOT NULL,
 	PRIMARY KEY (user_id, device_id, txn_id)
 );
+CREATE INDEX txn_ids_ts ON txn_ids (ts);
 CREATE TABLE room_aliases (
 	alias      TEXT PRIMARY KEY,
 	room_id    TEXT NOT NULL REFERENCES rooms (room_id),
@@ -65,6 +68,66 @@ CREATE TABLE forgotten (
 	room_id TEXT NOT NULL REFERENCES rooms (room_id),
 	PRIMARY KEY (user_id, room_id)
 );`,
+	// 2: relations, search, reports (relations.go, search.go, reports.go).
+	// event_relations holds every non-state event with an m.relates_to
+	// rel_type, written in the transaction that stores the event and
+	// deleted when it is redacted. event_search is a contentless FTS5
+	// index (rowid = the event's position) of the plaintext the server
+	// may search; it keeps no copy of the text. The backfill lines index
+	// the events stored before this migration the way the commit hook does.
+	`
+CREATE TABLE event_relations (
+	event_id         TEXT   PRIMARY KEY REFERENCES events (event_id),
+	room_id          TEXT   NOT NULL,
+	relates_to       TEXT   NOT NULL,
+	rel_type         TEXT   NOT NULL CHECK (rel_type <> ''),
+	type             TEXT   NOT NULL,
+	sender           TEXT   NOT NULL,
+	position         BIGINT NOT NULL UNIQUE,
+	origin_server_ts BIGINT NOT NULL,
+	annotation_key   TEXT
+);
+CREATE INDEX event_relations_parent ON event_relations (relates_to, position);
+CREATE INDEX event_relations_room ON event_relations (room_id, rel_type, position);
+CREATE INDEX events_room_ts ON events (room_id, origin_server_ts, position);
+CREATE VIRTUAL TABLE event_search USING fts5(body, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
+CREATE TABLE content_reports (
+	id          BIGINT PRIMARY KEY,
+	received_ts BIGINT NOT NULL,
+	reporter    TEXT   NOT NULL,
+	kind        TEXT   NOT NULL CHECK (kind IN ('event', 'room', 'user')),
+	room_id     TEXT,
+	event_id    TEXT,
+	user_id     TEXT,
+	reason      TEXT   NOT NULL,
+	CHECK ((kind = 'event' AND room_id IS NOT NULL AND event_id IS NOT NULL)
+		OR (kind = 'room' AND room_id IS NOT NULL)
+		OR (kind = 'user' AND user_id IS NOT NULL))
+);
+INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
+	SELECT event_id, room_id, json_extract(json, '$.content."m.relates_to".event_id'),
+		json_extract(json, '$.content."m.relates_to".rel_type'), type, sender, position, origin_server_ts,
+		CASE WHEN json_extract(json, '$.content."m.relates_to".rel_type') = 'm.annotation'
+			AND json_type(json, '$.content."m.relates_to".key') = 'text'
+			THEN json_extract(json, '$.content."m.relates_to".key') END
+	FROM events
+	WHERE state_key IS NULL AND redacted_by IS NULL
+		AND json_type(json, '$.content."m.relates_to".rel_type') = 'text'
+		AND json_extract(json, '$.content."m.relates_to".rel_type') <> ''
+		AND json_type(json, '$.content."m.relates_to".event_id') = 'text'
+		AND substr(json_extract(json, '$.content."m.relates_to".event_id'), 1, 1) = '$';
+INSERT INTO event_search (rowid, body)
+	SELECT e.position, CASE e.type
+		WHEN 'm.room.message' THEN json_extract(e.json, '$.content.body')
+		WHEN 'm.room.name' THEN json_extract(e.json, '$.content.name')
+		ELSE json_extract(e.json, '$.content.topic') END
+	FROM events e
+	WHERE e.redacted_by IS NULL AND (
+		(e.type = 'm.room.message' AND e.state_key IS NULL AND json_type(e.json, '$.content.body') = 'text'
+			AND NOT EXISTS (SELECT 1 FROM events enc WHERE enc.room_id = e.room_id AND enc.type = 'm.room.encryption'
+				AND enc.state_key = '' AND enc.position < e.position))
+		OR (e.type = 'm.room.name' AND e.state_key = '' AND json_type(e.json, '$.content.name') = 'text')
+		OR (e.type = 'm.room.topic' AND e.state_key = '' AND json_type(e.json, '$.content.topic') = 'text'));`,
 }}
 
 // storedEvent is one row of events.
@@ -101,8 +164,8 @@ func insertEvent(tx *storage.Tx, ev *Event) error {
 		}
 	}
 	if ev.TxnID != "" {
-		if _, err := tx.Exec(`INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)`,
-			string(p.Sender()), ev.DeviceID, ev.TxnID, string(p.EventID())); err != nil {
+		if _, err := tx.Exec(`INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, ts) VALUES ($1, $2, $3, $4, $5)`,
+			string(p.Sender()), ev.DeviceID, ev.TxnID, string(p.EventID()), p.OriginServerTS()); err != nil {
 			return fmt.Errorf("record transaction ID: %w", err)
 		}
 	}
@@ -180,15 +243,74 @@ func (s *Service) stateAt(ctx context.Context, room spec.RoomID, pos int64) ([]*
 	return scanEvents(rows)
 }
 
-// txnEvent returns the event a (user, device, txn) already produced.
-func (s *Service) txnEvent(ctx context.Context, user spec.UserID, device, txn string) (spec.EventID, error) {
-	var id string
-	err := s.db.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,
-		string(user), device, txn).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+// txnKey names one client transaction: transaction IDs are scoped to a
+// device.
+type txnKey struct {
+	user   spec.UserID
+	device string
+	txn    string
+}
+
+type txnEntry struct {
+	event spec.EventID
+	ts    int64
+}
+
+// txnWindow is how long a transaction ID stays idempotent. Clients retry
+// within seconds or minutes; a day covers a phone that was offline
+// overnight, and bounds the memory the index takes.
+const txnWindow = 24 * time.Hour
+
+// loadTxns fills the in-memory transaction index with the window's rows,
+// so that a send never reads the database to check for a retry.
+func (s *Service) loadTxns(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, txn_id, event_id, ts FROM txn_ids WHERE ts > $1`,
+		s.now().Add(-txnWindow).UnixMilli())
+	if err != nil {
+		return err
 	}
-	return spec.EventID(id), err
+	defer rows.Close()
+	for rows.Next() {
+		var k txnKey
+		var e txnEntry
+		var user, id string
+		if err := rows.Scan(&user, &k.device, &k.txn, &id, &e.ts); err != nil {
+			return err
+		}
+		k.user, e.event = spec.UserID(user), spec.EventID(id)
+		s.txns[k] = e
+	}
+	return rows.Err()
+}
+
+// txnEvent returns the event a (user, device, txn) already produced, from
+// memory.
+func (s *Service) txnEvent(user spec.UserID, device, txn string) spec.EventID {
+	s.txnMu.Lock()
+	defer s.txnMu.Unlock()
+	return s.txns[txnKey{user, device, txn}].event
+}
+
+// rememberTxns records the transaction IDs of committed events and drops
+// entries older than the window.
+func (s *Service) rememberTxns(evs []*Event) {
+	s.txnMu.Lock()
+	defer s.txnMu.Unlock()
+	now := s.now()
+	for _, ev := range evs {
+		if ev.TxnID != "" {
+			s.txns[txnKey{ev.PDU.Sender(), ev.DeviceID, ev.TxnID}] = txnEntry{ev.PDU.EventID(), ev.PDU.OriginServerTS()}
+		}
+	}
+	if now.Sub(s.txnPruned) > time.Hour {
+		cutoff := now.Add(-txnWindow).UnixMilli()
+		for k, e := range s.txns {
+			if e.ts < cutoff {
+				delete(s.txns, k)
+			}
+		}
+		s.txnPruned = now
+	}
 }
 
 func insertAlias(tx *storage.Tx, alias spec.RoomAlias, id spec.RoomID, creator spec.UserID) error {

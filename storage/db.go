@@ -26,6 +26,7 @@ import (
 // single total order for the stream position, lets concurrent writes share a
 // commit (group commit), and never returns SQLITE_BUSY to a client.
 type DB struct {
+	path  string
 	write *sql.DB
 	read  *sql.DB
 
@@ -93,6 +94,7 @@ func Open(path string, opts Options) (*DB, error) {
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
 	db := &DB{
+		path:  path,
 		write: w,
 		read:  r,
 		queue: make(chan *job, 1024),
@@ -147,8 +149,8 @@ func (db *DB) IntegrityCheck(ctx context.Context) (string, error) {
 }
 
 // Backup writes a consistent copy of the live database to dest using
-// VACUUM INTO, which reads one snapshot while writers go on.
+// VACUUM INTO, which reads one snapshot while writers go on (see BackupFile;
+// the read pool cannot do it: query_only refuses VACUUM INTO).
 func (db *DB) Backup(ctx context.Context, dest string) error {
-	_, err := db.read.ExecContext(ctx, "VACUUM INTO $1", dest)
-	return err
+	return BackupFile(ctx, db.path, dest)
 }

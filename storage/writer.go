@@ -40,8 +40,9 @@ func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
 	return t.tx.QueryContext(context.WithoutCancel(t.ctx), query, args...)
 }
 
-// NextPosition hands out the next stream position. Positions a rolled-back
-// write took are never reused; gaps are harmless, repeats would not be.
+// NextPosition hands out the next stream position. A write that fails
+// returns its positions; when a whole commit fails they are skipped instead
+// (gaps are harmless, repeats would not be).
 func (t *Tx) NextPosition() int64 {
 	t.db.next++
 	return t.db.next
@@ -144,7 +145,13 @@ func (db *DB) runBatch(batch []*job) {
 		}
 		t := &Tx{tx: tx, db: db, ctx: j.ctx}
 		txs[i] = t
-		results[i] = db.runOne(t, j.fn)
+		before := db.next
+		if results[i] = db.runOne(t, j.fn); results[i] != nil {
+			// Jobs run one after another, so the positions a failed job
+			// took are the latest and nobody has seen them: give them
+			// back, and a failed write leaves the stream as it was.
+			db.next = before
+		}
 	}
 	if db.next != startPos {
 		if _, err = tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1", db.next); err != nil {
@@ -195,5 +202,8 @@ func (db *DB) runOne(t *Tx, fn func(*Tx) error) (err error) {
 		}
 		_, _ = t.tx.Exec("RELEASE w")
 	}()
-	return fn(t)
+	if err := fn(t); err != nil {
+		return err
+	}
+	return runAttached(t) // attach.go
 }

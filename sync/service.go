@@ -71,6 +71,7 @@ type Service struct {
 	stopping <-chan struct{}
 
 	filterCache stdsync.Map // user + filter ID → *Filter
+	ignoreCache stdsync.Map // user → ignoreEntry
 
 	// serial orders in-memory ephemeral changes (typing, presence). It
 	// starts from the clock so that tokens from before a restart stay

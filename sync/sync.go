@@ -437,26 +437,40 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, join
 	return dl, nil
 }
 
-// ignoredUsers reads m.ignored_user_list.
+// ignoredUsers returns the user's m.ignored_user_list, read again only
+// when the user's account data moved since it was cached.
 func (s *Service) ignoredUsers(ctx context.Context, user spec.UserID) map[spec.UserID]bool {
 	if s.acct == nil {
 		return nil
 	}
+	pos := s.acct.AccountDataPosition(user)
+	if c, ok := s.ignoreCache.Load(user); ok && c.(ignoreEntry).pos == pos {
+		return c.(ignoreEntry).users
+	}
+	var users map[spec.UserID]bool
 	raw, ok, err := s.acct.GetAccountData(ctx, user, "", "m.ignored_user_list")
-	if err != nil || !ok {
+	if err != nil {
 		return nil
 	}
-	var c struct {
-		IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
+	if ok {
+		var c struct {
+			IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
+		}
+		if json.Unmarshal(raw, &c) == nil && len(c.IgnoredUsers) > 0 {
+			users = make(map[spec.UserID]bool, len(c.IgnoredUsers))
+			for u := range c.IgnoredUsers {
+				users[u] = true
+			}
+		}
 	}
-	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
-		return nil
-	}
-	out := make(map[spec.UserID]bool, len(c.IgnoredUsers))
-	for u := range c.IgnoredUsers {
-		out[u] = true
-	}
-	return out
+	s.ignoreCache.Store(user, ignoreEntry{pos: pos, users: users})
+	return users
+}
+
+// ignoreEntry caches a user's ignore list at an account data position.
+type ignoreEntry struct {
+	pos   int64
+	users map[spec.UserID]bool
 }
 
 func filterEvents(evs []json.RawMessage, f *EventFilter) []json.RawMessage {

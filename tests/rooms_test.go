@@ -209,3 +209,46 @@ func TestEncryptionPolicyEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+func TestProfileChangesAndDeactivationReachRooms(t *testing.T) {
+	s := harness.Start(t)
+	ctx := context.Background()
+	alice := newClient(t, s.URL, "alice")
+	bob := newClient(t, s.URL, "bob")
+	r, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.JoinRoomByID(ctx, r.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetDisplayName(ctx, "Alice Liddell"); err != nil {
+		t.Fatal(err)
+	}
+	var member event.MemberEventContent
+	if err := bob.StateEvent(ctx, r.RoomID, event.StateMember, alice.UserID.String(), &member); err != nil {
+		t.Fatal(err)
+	}
+	if member.Displayname != "Alice Liddell" || member.Membership != event.MembershipJoin {
+		t.Fatalf("alice's member event after a rename: %+v", member)
+	}
+	code, _, body := getJSON(t, "POST", s.URL+"/_matrix/client/v3/account/deactivate",
+		`{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"correct horse battery staple"}}`,
+		"Authorization", "Bearer "+alice.AccessToken)
+	if code != 200 {
+		t.Fatalf("deactivate: %d %v", code, body)
+	}
+	if err := bob.StateEvent(ctx, r.RoomID, event.StateMember, alice.UserID.String(), &member); err != nil {
+		t.Fatal(err)
+	}
+	if member.Membership != event.MembershipLeave {
+		t.Fatalf("a deactivated user is still %s in the room", member.Membership)
+	}
+	members, err := bob.JoinedMembers(ctx, r.RoomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := members.Joined[alice.UserID]; ok {
+		t.Fatal("a deactivated user is still a joined member")
+	}
+}

@@ -110,7 +110,7 @@ func TestScenariosAgainstFake(t *testing.T) {
 		"join":        {"members": 200},
 		"idle":        {},
 		"register":    {"users": 200},
-		"history":     {"seed_sent": 300, "messages_pages": 7},
+		"history":     {"seed_sent": 300, "messages_pages": 8 * 7},
 	}
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) {

@@ -229,7 +229,7 @@ func runScenario(ctx context.Context, opts serverOptions, sc scenario, p params)
 	}
 	if m, err := srv.Memory(); err == nil {
 		res.add("rss_mib", float64(m.RSSKiB)/1024)
-		res.add("hwm_mib", float64(m.HWMKiB)/1024)
+		res.add("hwm_mib", float64(m.HWMKiB)/1024) // since the measured work began
 		res.add("threads", float64(m.Threads))
 	}
 	res.add("data_dir_mib", float64(dirBytes(srv.DataDir))/(1<<20))

@@ -34,8 +34,18 @@ type window struct {
 }
 
 func begin(ctx context.Context, srv *Server) (*window, error) {
-	if _, err := srv.WaitQuiet(ctx); err != nil {
+	quiet, err := srv.WaitQuiet(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if !quiet {
+		srv.problem("server CPU still rising %v after the set-up; the next phase's figures include some of it", quietLimit)
+	}
+	if !srv.measuring {
+		srv.measuring = true
+		if err := srv.ResetPeak(); err != nil {
+			srv.problem("could not reset VmHWM, so it includes the set-up: %v", err)
+		}
 	}
 	cpu, err := srv.CPU()
 	if err != nil {

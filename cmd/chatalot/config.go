@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -36,6 +37,28 @@ type Config struct {
 	Durability     string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
 	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
 	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
+
+	MaxUploadBytes     int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
+	MediaQuotaBytes    int64  `toml:"media_quota_bytes"    help:"media storage each user may use, in bytes (0: no quota)"`
+	MaxThumbnailPixels int64  `toml:"max_thumbnail_pixels" help:"largest image (width x height) decoded to make a thumbnail; larger ones get none"`
+	TURNURIs           string `toml:"turn_uris"            help:"comma-separated turn: and turns: URIs handed to clients for calls (none by default)"`
+	TURNSharedSecret   string `toml:"turn_shared_secret"   help:"static-auth-secret shared with the TURN server (coturn use-auth-secret)" secret:"true"`
+	TURNUserLifetime   string `toml:"turn_user_lifetime"   help:"how long issued TURN credentials stay valid"`
+
+	PasswordMinLength    int64  `toml:"password_min_length"    help:"shortest password accepted, in characters"`
+	Argon2MemoryKiB      int64  `toml:"argon2_memory_kib"      help:"Argon2id memory per password hash in KiB (OWASP minimum 19456 with 2 iterations)"`
+	Argon2Iterations     int64  `toml:"argon2_iterations"      help:"Argon2id passes per password hash"`
+	Argon2Parallelism    int64  `toml:"argon2_parallelism"     help:"Argon2id lanes per password hash"`
+	HashConcurrency      int64  `toml:"hash_concurrency"       help:"password hashes computed at once (bounds memory under a login flood; 0: one per CPU)"`
+	AccessTokenLifetime  string `toml:"access_token_lifetime"  help:"lifetime of access tokens for clients that support refresh tokens, such as 1h (empty: tokens do not expire and no refresh tokens are issued)"`
+	RefreshTokenLifetime string `toml:"refresh_token_lifetime" help:"how long an unused refresh token stays valid, such as 720h (empty: until used)"`
+	JWTKeyFile           string `toml:"jwt_key_file"           help:"enables org.matrix.login.jwt: file with the verification key (PEM public key, JWK or JWK set, or an HMAC secret)"`
+	JWTIssuer            string `toml:"jwt_issuer"             help:"required iss claim of login JWTs (empty: not checked)"`
+	JWTAudience          string `toml:"jwt_audience"           help:"required aud claim of login JWTs (empty: not checked)"`
+	RateLimitLogin       string `toml:"rate_limit_login"       help:"login attempts per client address, COUNT/PERIOD"`
+	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account, COUNT/PERIOD"`
+	RateLimitRegister    string `toml:"rate_limit_register"    help:"registration requests per client address, COUNT/PERIOD"`
+	RateLimitSend        string `toml:"rate_limit_send"        help:"events sent per user, COUNT/PERIOD (admins are exempt)"`
 }
 
 // defaults are what a server started with no configuration uses.
@@ -53,6 +76,20 @@ func defaults() Config {
 		Durability:    "normal",
 		ShutdownGrace: "10s",
 		Presence:      true,
+
+		MaxUploadBytes:     50 << 20,
+		MediaQuotaBytes:    2 << 30,
+		MaxThumbnailPixels: 32 << 20,
+		TURNUserLifetime:   "1h",
+
+		PasswordMinLength:  8,
+		Argon2MemoryKiB:    int64(auth.MinArgon2.MemoryKiB),
+		Argon2Iterations:   int64(auth.MinArgon2.Iterations),
+		Argon2Parallelism:  int64(auth.MinArgon2.Parallelism),
+		RateLimitLogin:     auth.DefaultRates()[auth.RateLogin].String(),
+		RateLimitLoginFail: auth.DefaultRates()[auth.RateLoginFailures].String(),
+		RateLimitRegister:  auth.DefaultRates()[auth.RateRegister].String(),
+		RateLimitSend:      auth.DefaultRates()[auth.RateSend].String(),
 	}
 }
 
@@ -108,7 +145,115 @@ func (c *Config) Validate() ConfigError {
 	if d, err := time.ParseDuration(c.ShutdownGrace); err != nil || d < 0 {
 		add("shutdown_grace", "%q is not a duration such as 10s", c.ShutdownGrace)
 	}
+	c.validateMedia(add)
+	c.validateAuth(add)
 	return ps
+}
+
+// validateMedia checks the media and TURN settings.
+// validateAuth checks the accounts and sessions settings.
+func (c *Config) validateAuth(add func(key, format string, args ...any)) {
+	if c.PasswordMinLength < 1 || c.PasswordMinLength > auth.MaxPasswordLength {
+		add("password_min_length", "must be 1 to %d", auth.MaxPasswordLength)
+	}
+	if c.Argon2MemoryKiB < 1 || c.Argon2MemoryKiB > 4<<20 || c.Argon2Iterations < 1 || c.Argon2Iterations > 64 ||
+		c.Argon2Parallelism < 1 || c.Argon2Parallelism > 255 {
+		add("argon2_memory_kib", "argon2 parameters out of range")
+	} else if err := c.argon2().Check(); err != nil {
+		add("argon2_memory_kib", "%v", err)
+	}
+	if c.HashConcurrency < 0 || c.HashConcurrency > 1024 {
+		add("hash_concurrency", "must be 0 to 1024")
+	}
+	for key, v := range map[string]string{"access_token_lifetime": c.AccessTokenLifetime, "refresh_token_lifetime": c.RefreshTokenLifetime} {
+		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
+			add(key, "%q is not a duration such as 1h", v)
+		}
+	}
+	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d < time.Minute {
+		add("access_token_lifetime", "must be at least 1m")
+	}
+	if c.JWTKeyFile != "" {
+		if _, err := os.Stat(c.JWTKeyFile); err != nil {
+			add("jwt_key_file", "%v", err)
+		}
+	}
+	for key, v := range map[string]string{"rate_limit_login": c.RateLimitLogin, "rate_limit_login_failures": c.RateLimitLoginFail,
+		"rate_limit_register": c.RateLimitRegister, "rate_limit_send": c.RateLimitSend} {
+		if _, err := auth.ParseRate(v); err != nil {
+			add(key, "%v", err)
+		}
+	}
+}
+
+// authConfig turns the configuration into the auth package's; it reads the
+// JWT key file.
+func (c *Config) authConfig() (auth.Config, error) {
+	a := auth.DefaultConfig()
+	a.Registration = c.Registration
+	a.SharedSecret = c.SharedSecret
+	a.RateLimits = c.RateLimits == "on"
+	a.MinPasswordLength = int(c.PasswordMinLength)
+	a.Argon2 = c.argon2()
+	if c.HashConcurrency > 0 {
+		a.HashConcurrency = int(c.HashConcurrency)
+	}
+	a.AccessTokenLifetime, _ = time.ParseDuration(c.AccessTokenLifetime) // validated at load
+	a.RefreshTokenLifetime, _ = time.ParseDuration(c.RefreshTokenLifetime)
+	for class, v := range map[string]string{auth.RateLogin: c.RateLimitLogin, auth.RateLoginFailures: c.RateLimitLoginFail,
+		auth.RateRegister: c.RateLimitRegister, auth.RateSend: c.RateLimitSend} {
+		r, err := auth.ParseRate(v)
+		if err != nil {
+			return a, fmt.Errorf("rate limit %s: %w", class, err)
+		}
+		a.Rates[class] = r
+	}
+	if c.JWTKeyFile != "" {
+		key, err := os.ReadFile(c.JWTKeyFile)
+		if err != nil {
+			return a, fmt.Errorf("jwt_key_file: %w", err)
+		}
+		a.JWTKey, a.JWTIssuer, a.JWTAudience = key, c.JWTIssuer, c.JWTAudience
+	}
+	return a, nil
+}
+
+func (c *Config) argon2() auth.Argon2Params {
+	return auth.Argon2Params{MemoryKiB: uint32(c.Argon2MemoryKiB), Iterations: uint32(c.Argon2Iterations), Parallelism: uint8(c.Argon2Parallelism)}
+}
+
+func (c *Config) validateMedia(add func(key, format string, args ...any)) {
+	if c.MaxUploadBytes < 1 {
+		add("max_upload_bytes", "must be at least 1")
+	}
+	if c.MediaQuotaBytes < 0 {
+		add("media_quota_bytes", "must not be negative (0 means no quota)")
+	}
+	if c.MaxThumbnailPixels < 1 {
+		add("max_thumbnail_pixels", "must be at least 1")
+	}
+	for _, u := range c.turnURIs() {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			add("turn_uris", "%q is not a turn: or turns: URI", u)
+		}
+	}
+	if (len(c.turnURIs()) == 0) != (c.TURNSharedSecret == "") {
+		add("turn_uris", "turn_uris and turn_shared_secret go together: set both or neither")
+	}
+	if d, err := time.ParseDuration(c.TURNUserLifetime); err != nil || d < time.Minute {
+		add("turn_user_lifetime", "%q is not a duration of a minute or more, such as 1h", c.TURNUserLifetime)
+	}
+}
+
+// turnURIs splits turn_uris at commas.
+func (c *Config) turnURIs() []string {
+	var out []string
+	for _, u := range strings.Split(c.TURNURIs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // BaseURL is the URL clients use to reach the server.

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
+	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/server"
 	chatsync "github.com/chatalot/chatalot/sync"
@@ -17,7 +19,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema); err != nil {
+	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier()
@@ -28,8 +30,12 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	authCfg, err := a.cfg.authConfig()
+	if err != nil {
+		return err
+	}
 	authSvc, err := auth.New(auth.Deps{
-		DB: a.db, ServerName: a.serverName(), Config: a.authConfig(), Log: a.log,
+		DB: a.db, ServerName: a.serverName(), Config: authCfg, Log: a.log,
 		Notify: notifier, Rooms: roomsSvc,
 	})
 	if err != nil {
@@ -43,17 +49,28 @@ func (a *App) wire(ctx context.Context) error {
 	if err := syncSvc.Init(ctx); err != nil {
 		return err
 	}
-	// keys: UIA (authSvc.RequireUIA) and Devices (dehydrated devices, display
-	// names) come from the auth package once it is wired; until then
-	// replacing cross-signing keys is refused.
+	// keys re-checks the password through auth's UIA, and hears of every
+	// device auth adds, renames or deletes.
 	keysSvc, err := keys.New(keys.Deps{
 		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
 		Config: keys.Config{ServerName: a.serverName()},
+		UIA:    authSvc.RequireUIA, Devices: authSvc,
 	})
 	if err != nil {
 		return err
 	}
+	authSvc.SetDeviceHooks(keysSvc)
 	syncSvc.SetKeys(keysSvc)
+	mediaSvc, err := media.New(media.Deps{
+		DB: a.db, Dir: pathsOf(a.cfg.DataDir).media, ServerName: a.serverName(), Config: a.mediaConfig(), Log: a.log,
+	})
+	if err != nil {
+		return err
+	}
+	caps := authSvc.Capabilities()
+	for k, v := range mediaSvc.Capabilities() {
+		caps[k] = v
+	}
 	r := api.NewRouter(a.routerOptions())
 	srv := server.New(server.Deps{
 		ServerName: a.serverName(),
@@ -64,7 +81,7 @@ func (a *App) wire(ctx context.Context) error {
 		UnstableFeatures: map[string]bool{
 			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
 		},
-		Capabilities: authSvc.Capabilities(),
+		Capabilities: caps,
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
@@ -74,15 +91,18 @@ func (a *App) wire(ctx context.Context) error {
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
+	mediaSvc.Routes(r, requireAuth)
 	a.router = r
 	return nil
 }
 
-// authConfig turns the server configuration into the auth package's.
-func (a *App) authConfig() auth.Config {
-	c := auth.DefaultConfig()
-	c.Registration = a.cfg.Registration
-	c.SharedSecret = a.cfg.SharedSecret
-	c.RateLimits = a.cfg.RateLimits == "on"
-	return c
+// mediaConfig turns the server configuration into the media package's.
+func (a *App) mediaConfig() media.Config {
+	ttl, _ := time.ParseDuration(a.cfg.TURNUserLifetime) // validated at load
+	return media.Config{
+		MaxUploadBytes:     a.cfg.MaxUploadBytes,
+		QuotaBytes:         a.cfg.MediaQuotaBytes,
+		MaxThumbnailPixels: a.cfg.MaxThumbnailPixels,
+		TURN:               media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
+	}
 }

@@ -22,6 +22,9 @@ const started = [];
 
 after(() => {
   for (const c of started) c.stopClient();
+  // A client whose start failed may leave pollers behind: do not let them
+  // keep the process alive (exitCode carries the test result).
+  setTimeout(() => process.exit(), 3000).unref();
 });
 
 function suffix() {

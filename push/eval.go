@@ -1,0 +1,356 @@
+package push
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
+)
+
+// This file is the pure half of push: a ruleset compiled once per change,
+// evaluated against an event for one recipient. No I/O: what the rules need
+// from the room (member count, power levels, the recipient's display name)
+// comes in the event view.
+
+// condition is one compiled condition.
+type condition struct {
+	kind  string
+	path  []string // event_match, event_property_*
+	glob  *glob    // event_match
+	words bool     // event_match on content.body: match within word boundaries
+	value scalar   // event_property_*
+	op    string   // room_member_count
+	n     int64    // room_member_count
+	key   string   // sender_notification_permission
+	never bool     // unknown kind or malformed: never matches
+}
+
+// compiledRule is a rule ready to evaluate.
+type compiledRule struct {
+	kind    string
+	id      string
+	conds   []condition
+	exact   string // room rules: the room ID; sender rules: the sender
+	pattern *glob  // content rules
+	result  Outcome
+}
+
+// Outcome is what the first matching rule asks for.
+type Outcome struct {
+	RuleID    string
+	Notify    bool
+	Highlight bool
+	Actions   []json.RawMessage
+	Tweaks    map[string]json.RawMessage
+}
+
+// compiledRules is a user's enabled rules in evaluation order.
+type compiledRules struct {
+	rules []compiledRule
+}
+
+var bodyPath = []string{"content", "body"}
+
+// compile prepares a ruleset for evaluation; disabled rules are left out.
+func compile(rs *Ruleset) *compiledRules {
+	out := &compiledRules{}
+	for _, kind := range Kinds {
+		for _, r := range rs.List(kind) {
+			if !r.Enabled {
+				continue
+			}
+			cr := compiledRule{kind: kind, id: r.RuleID, result: outcomeOf(r.RuleID, r.Actions)}
+			switch kind {
+			case KindOverride, KindUnderride:
+				for _, c := range r.Conditions {
+					cr.conds = append(cr.conds, compileCondition(c))
+				}
+			case KindContent:
+				if r.Pattern == nil {
+					continue
+				}
+				cr.pattern = compileGlob(*r.Pattern, false)
+			case KindRoom, KindSender:
+				cr.exact = r.RuleID
+			}
+			out.rules = append(out.rules, cr)
+		}
+	}
+	return out
+}
+
+// outcomeOf reads a rule's actions once, at compile time.
+func outcomeOf(id string, actions []json.RawMessage) Outcome {
+	o := Outcome{RuleID: id, Actions: actions}
+	for _, a := range actions {
+		v := gjson.ParseBytes(a)
+		if v.Type == gjson.String && v.Str == "notify" {
+			o.Notify = true
+			continue
+		}
+		name := v.Get("set_tweak")
+		if name.Type != gjson.String {
+			continue
+		}
+		val := v.Get("value")
+		if o.Tweaks == nil {
+			o.Tweaks = map[string]json.RawMessage{}
+		}
+		if val.Exists() {
+			o.Tweaks[name.Str] = json.RawMessage(val.Raw)
+		} else {
+			o.Tweaks[name.Str] = json.RawMessage("true")
+		}
+		if name.Str == "highlight" {
+			// A highlight tweak without a value means true.
+			o.Highlight = !val.Exists() || val.Type == gjson.True
+		}
+	}
+	return o
+}
+
+// splitPath splits a dot-separated property path (appendices, "Dot-separated
+// property paths"): `\.` is a literal dot and `\\` a literal backslash; any
+// other backslash is itself.
+func splitPath(key string) []string {
+	var parts []string
+	cur := make([]byte, 0, len(key))
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c == '\\' && i+1 < len(key) && (key[i+1] == '.' || key[i+1] == '\\') {
+			cur = append(cur, key[i+1])
+			i++
+			continue
+		}
+		if c == '.' {
+			parts = append(parts, string(cur))
+			cur = cur[:0]
+			continue
+		}
+		cur = append(cur, c)
+	}
+	return append(parts, string(cur))
+}
+
+func compileCondition(raw json.RawMessage) condition {
+	v := gjson.ParseBytes(raw)
+	c := condition{kind: v.Get("kind").Str}
+	switch c.kind {
+	case "event_match":
+		key, pattern := v.Get("key"), v.Get("pattern")
+		if key.Type != gjson.String || pattern.Type != gjson.String {
+			c.never = true
+			break
+		}
+		c.path = splitPath(key.Str)
+		c.words = key.Str == "content.body"
+		c.glob = compileGlob(pattern.Str, false)
+	case "event_property_is", "event_property_contains":
+		key, val := v.Get("key"), v.Get("value")
+		s, ok := scalarOf(val)
+		if key.Type != gjson.String || !val.Exists() || !ok {
+			c.never = true
+			break
+		}
+		c.path = splitPath(key.Str)
+		c.value = s
+	case "room_member_count":
+		m := memberCountRE.FindStringSubmatch(v.Get("is").Str)
+		if m == nil {
+			c.never = true
+			break
+		}
+		n, err := strconv.ParseInt(m[2], 10, 64)
+		if err != nil {
+			c.never = true
+			break
+		}
+		c.op, c.n = m[1], n
+	case "sender_notification_permission":
+		key := v.Get("key")
+		if key.Type != gjson.String {
+			c.never = true
+			break
+		}
+		c.key = key.Str
+	case "contains_display_name":
+	default:
+		c.never = true // unrecognised conditions never match
+	}
+	return c
+}
+
+// EventView is an event as the rules see it, with what they need from the
+// room. One view serves every recipient of the event.
+type EventView struct {
+	// Event is the event in the client format (for encrypted events: the
+	// envelope, which is all the server has).
+	Event gjson.Result
+	Room  spec.RoomID
+	// Sender is the event's sender.
+	Sender spec.UserID
+	// Members is the room's joined member count.
+	Members int
+	// SenderMay reports whether the sender's power level reaches the level
+	// of a notification key of the room's power levels ("room").
+	SenderMay func(key string) bool
+
+	folded map[string]string // folded string values by path, computed once
+}
+
+// lookup walks a property path through nested objects. Names are compared
+// exactly, so no character of a name has a special meaning.
+func lookup(doc gjson.Result, path []string) gjson.Result {
+	v := doc
+	for _, p := range path {
+		if !v.IsObject() {
+			return gjson.Result{}
+		}
+		var found gjson.Result
+		v.ForEach(func(k, val gjson.Result) bool {
+			if k.Str == p {
+				found = val
+				return false
+			}
+			return true
+		})
+		if !found.Exists() {
+			return found
+		}
+		v = found
+	}
+	return v
+}
+
+// foldedString returns the folded string at a path, and whether the value
+// there is a string.
+func (ev *EventView) foldedString(path []string) (string, bool) {
+	k := joinPath(path)
+	if s, ok := ev.folded[k]; ok {
+		return s, true
+	}
+	v := lookup(ev.Event, path)
+	if v.Type != gjson.String {
+		return "", false
+	}
+	s := foldString(v.Str)
+	if ev.folded == nil {
+		ev.folded = map[string]string{}
+	}
+	ev.folded[k] = s
+	return s, true
+}
+
+func joinPath(path []string) string {
+	n := 0
+	for _, p := range path {
+		n += len(p) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, p := range path {
+		b = append(b, p...)
+		b = append(b, 0)
+	}
+	return string(b)
+}
+
+// Recipient is the user the rules are evaluated for.
+type Recipient struct {
+	User spec.UserID
+	// DisplayName returns the user's display name in the room ("" if none);
+	// called only by rules with a contains_display_name condition.
+	DisplayName func() string
+}
+
+// evaluate returns the outcome of the first enabled rule that matches, or a
+// zero Outcome (no notification) when none does.
+func (cr *compiledRules) evaluate(ev *EventView, to Recipient) Outcome {
+	for i := range cr.rules {
+		r := &cr.rules[i]
+		if r.matches(ev, to) {
+			return r.result
+		}
+	}
+	return Outcome{}
+}
+
+func (r *compiledRule) matches(ev *EventView, to Recipient) bool {
+	switch r.kind {
+	case KindRoom:
+		return string(ev.Room) == r.exact
+	case KindSender:
+		return string(ev.Sender) == r.exact
+	case KindContent:
+		body, ok := ev.foldedString(bodyPath)
+		return ok && r.pattern.matchWords(body)
+	}
+	for i := range r.conds {
+		if !r.conds[i].holds(ev, to) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *condition) holds(ev *EventView, to Recipient) bool {
+	if c.never {
+		return false
+	}
+	switch c.kind {
+	case "event_match":
+		s, ok := ev.foldedString(c.path)
+		if !ok {
+			return false // absent or not a string: no match, even for "*"
+		}
+		if c.words {
+			return c.glob.matchWords(s)
+		}
+		return c.glob.matchWhole(s)
+	case "event_property_is":
+		v, ok := scalarOf(lookup(ev.Event, c.path))
+		return ok && v.equal(c.value)
+	case "event_property_contains":
+		arr := lookup(ev.Event, c.path)
+		if !arr.IsArray() {
+			return false
+		}
+		found := false
+		arr.ForEach(func(_, item gjson.Result) bool {
+			if v, ok := scalarOf(item); ok && v.equal(c.value) {
+				found = true
+				return false
+			}
+			return true
+		})
+		return found
+	case "room_member_count":
+		n := int64(ev.Members)
+		switch c.op {
+		case "", "==":
+			return n == c.n
+		case "<":
+			return n < c.n
+		case ">":
+			return n > c.n
+		case "<=":
+			return n <= c.n
+		case ">=":
+			return n >= c.n
+		}
+		return false
+	case "sender_notification_permission":
+		return ev.SenderMay != nil && ev.SenderMay(c.key)
+	case "contains_display_name":
+		body, ok := ev.foldedString(bodyPath)
+		if !ok || to.DisplayName == nil {
+			return false
+		}
+		name := to.DisplayName()
+		if name == "" {
+			return false
+		}
+		return compileGlob(name, true).matchWords(body)
+	}
+	return false
+}

@@ -1,0 +1,389 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+	"github.com/tidwall/gjson"
+)
+
+// pusher is one HTTP pusher: where to send a user's notifications.
+type pusher struct {
+	user              spec.UserID
+	appID             string
+	pushkey           string
+	kind              string
+	appDisplayName    string
+	deviceDisplayName string
+	profileTag        string
+	lang              string
+	data              json.RawMessage // as the client gave it, url included
+	deviceID          string
+	pushkeyTS         int64 // seconds
+
+	url    string // data.url
+	format string // data.format
+}
+
+type pusherKey struct {
+	user    spec.UserID
+	appID   string
+	pushkey string
+}
+
+func (p *pusher) key() pusherKey { return pusherKey{p.user, p.appID, p.pushkey} }
+
+// Limits from the spec (app_id, pushkey) and of our own (the rest).
+const (
+	maxAppIDChars   = 64
+	maxPushkeyBytes = 512
+	maxPusherText   = 512
+	maxPusherData   = 4096
+	notifyPath      = "/_matrix/push/v1/notify"
+)
+
+func (s *Service) loadPushers(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,
+		profile_tag, lang, data, device_id, pushkey_ts FROM pushers`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		p := &pusher{}
+		var data string
+		if err := rows.Scan(&p.user, &p.appID, &p.pushkey, &p.kind, &p.appDisplayName, &p.deviceDisplayName,
+			&p.profileTag, &p.lang, &data, &p.deviceID, &p.pushkeyTS); err != nil {
+			return err
+		}
+		p.data = json.RawMessage(data)
+		p.url, p.format = gjson.Get(data, "url").Str, gjson.Get(data, "format").Str
+		s.gateways.put(p)
+	}
+	return rows.Err()
+}
+
+// GET /_matrix/client/v3/pushers
+func (s *Service) getPushers(c *gin.Context) {
+	list := s.gateways.pushersOf(auth.DeviceFrom(c).UserID)
+	out := make([]gin.H, 0, len(list))
+	for _, p := range list {
+		h := gin.H{
+			"pushkey": p.pushkey, "kind": p.kind, "app_id": p.appID, "app_display_name": p.appDisplayName,
+			"device_display_name": p.deviceDisplayName, "lang": p.lang, "data": p.data,
+		}
+		if p.profileTag != "" {
+			h["profile_tag"] = p.profileTag
+		}
+		out = append(out, h)
+	}
+	c.JSON(http.StatusOK, gin.H{"pushers": out})
+}
+
+// POST /_matrix/client/v3/pushers/set: creates or replaces the pusher with
+// this app_id and pushkey, or deletes it with kind null. Without append,
+// the same app_id and pushkey of other users are removed.
+func (s *Service) setPusher(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	var body map[string]json.RawMessage
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	p, remove, appendPusher, err := s.parsePusher(c, body)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	p.user, p.deviceID = dev.UserID, dev.DeviceID
+	if remove {
+		err = s.deletePusher(c, p.key())
+	} else {
+		p.pushkeyTS = s.now().Unix()
+		err = s.storePusher(c, p, appendPusher)
+	}
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+// parsePusher validates a /pushers/set body.
+func (s *Service) parsePusher(ctx context.Context, body map[string]json.RawMessage) (p *pusher, remove, appendPusher bool, err error) {
+	str := func(name string, required bool) (string, error) {
+		raw, ok := body[name]
+		if !ok {
+			if required {
+				return "", spec.MissingParam("missing parameter: %s", name)
+			}
+			return "", nil
+		}
+		var v string
+		if json.Unmarshal(raw, &v) != nil {
+			return "", spec.BadJSON("%s must be a string", name)
+		}
+		return v, nil
+	}
+	var missing []string
+	for _, name := range []string{"kind", "app_id", "pushkey"} {
+		if _, ok := body[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, false, false, spec.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	}
+	p = &pusher{}
+	if p.appID, err = str("app_id", true); err != nil {
+		return nil, false, false, err
+	}
+	if p.pushkey, err = str("pushkey", true); err != nil {
+		return nil, false, false, err
+	}
+	switch {
+	case p.appID == "" || utf8.RuneCountInString(p.appID) > maxAppIDChars:
+		return nil, false, false, spec.InvalidParam("app_id must be 1-%d characters", maxAppIDChars)
+	case p.pushkey == "" || len(p.pushkey) > maxPushkeyBytes:
+		return nil, false, false, spec.InvalidParam("pushkey must be 1-%d bytes", maxPushkeyBytes)
+	}
+	if gjson.ParseBytes(body["kind"]).Type == gjson.Null {
+		return p, true, false, nil
+	}
+	if p.kind, err = str("kind", true); err != nil {
+		return nil, false, false, err
+	}
+	if p.kind != "http" {
+		return nil, false, false, spec.InvalidParam("unsupported pusher kind %q: only http pushers are supported", p.kind)
+	}
+	for _, name := range []string{"app_display_name", "device_display_name", "lang", "data"} {
+		if _, ok := body[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, false, false, spec.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	}
+	for name, dst := range map[string]*string{"app_display_name": &p.appDisplayName, "device_display_name": &p.deviceDisplayName,
+		"lang": &p.lang, "profile_tag": &p.profileTag} {
+		if *dst, err = str(name, false); err != nil {
+			return nil, false, false, err
+		}
+		if len(*dst) > maxPusherText {
+			return nil, false, false, spec.InvalidParam("%s is over %d bytes", name, maxPusherText)
+		}
+	}
+	if raw, ok := body["append"]; ok {
+		if json.Unmarshal(raw, &appendPusher) != nil {
+			return nil, false, false, spec.BadJSON("append must be a boolean")
+		}
+	}
+	data := gjson.ParseBytes(body["data"])
+	if !data.IsObject() {
+		return nil, false, false, spec.BadJSON("data must be an object")
+	}
+	if len(data.Raw) > maxPusherData {
+		return nil, false, false, spec.InvalidParam("data is over %d bytes", maxPusherData)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(data.Raw)); err != nil {
+		return nil, false, false, spec.BadJSON("data must be an object")
+	}
+	p.data = buf.Bytes()
+	u := data.Get("url")
+	if !u.Exists() {
+		return nil, false, false, spec.MissingParam("data.url is required for http pushers")
+	}
+	if u.Type != gjson.String {
+		return nil, false, false, spec.BadJSON("data.url must be a string")
+	}
+	p.url = u.Str
+	if f := data.Get("format"); f.Exists() {
+		if f.Type != gjson.String || f.Str != "event_id_only" {
+			return nil, false, false, spec.InvalidParam("data.format must be \"event_id_only\" when given")
+		}
+		p.format = f.Str
+	}
+	if err := s.checkGatewayURL(ctx, p.url); err != nil {
+		return nil, false, false, err
+	}
+	return p, false, appendPusher, nil
+}
+
+func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool) error {
+	var removed []pusherKey
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name, device_display_name,
+			profile_tag, lang, data, device_id, pushkey_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind, app_display_name = excluded.app_display_name,
+			device_display_name = excluded.device_display_name, profile_tag = excluded.profile_tag, lang = excluded.lang,
+			data = excluded.data, device_id = excluded.device_id, pushkey_ts = excluded.pushkey_ts`,
+			string(p.user), p.appID, p.pushkey, p.kind, p.appDisplayName, p.deviceDisplayName, p.profileTag, p.lang,
+			string(p.data), p.deviceID, p.pushkeyTS); err != nil {
+			return err
+		}
+		if appendPusher {
+			return nil
+		}
+		// The same app and pushkey now belong to this user only: a device
+		// that changed hands stops receiving the previous user's pushes.
+		rows, err := tx.Query(`DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3 RETURNING user_id`,
+			p.appID, p.pushkey, string(p.user))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				return err
+			}
+			removed = append(removed, pusherKey{spec.UserID(u), p.appID, p.pushkey})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return err
+	}
+	s.gateways.put(p)
+	for _, k := range removed {
+		s.gateways.remove(k)
+	}
+	return nil
+}
+
+func (s *Service) deletePusher(ctx context.Context, k pusherKey) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, string(k.user), k.appID, k.pushkey)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.gateways.remove(k)
+	return nil
+}
+
+// --- SSRF ------------------------------------------------------------------
+
+// The gateway URL is chosen by a user, and the server will POST to it. So
+// that nobody can use the server to reach what only it can reach (its own
+// admin ports, the LAN, a cloud metadata service), gateways must be public:
+// the URL is checked when the pusher is set, and every connection is checked
+// again at dial time against the address actually dialled (a name may
+// resolve differently later). Redirects are not followed and no proxy from
+// the environment is used. AllowPrivateGateways turns this off for tests
+// and LAN deployments, and also allows plain http.
+
+// checkGatewayURL validates a pusher's URL.
+func (s *Service) checkGatewayURL(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return spec.InvalidParam("data.url must be an absolute URL")
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && s.cfg.AllowPrivateGateways:
+	default:
+		return spec.InvalidParam("data.url must be an https URL")
+	}
+	if u.User != nil {
+		return spec.InvalidParam("data.url must not contain credentials")
+	}
+	if u.Path != notifyPath {
+		return spec.InvalidParam("data.url must have the path %s", notifyPath)
+	}
+	if s.cfg.AllowPrivateGateways {
+		return nil
+	}
+	host := u.Hostname()
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if !publicAddr(ip) {
+			return spec.InvalidParam("data.url points at a non-public address")
+		}
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return spec.InvalidParam("data.url: the host %q cannot be resolved", host)
+	}
+	for _, a := range addrs {
+		if !publicAddr(a) {
+			return spec.InvalidParam("data.url resolves to a non-public address")
+		}
+	}
+	return nil
+}
+
+// nonPublic are the ranges a gateway may not be in, beyond what netip
+// classifies (loopback, private, link-local, multicast, unspecified).
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64: may embed a private IPv4 address
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+	netip.MustParsePrefix("100::/64"),        // discard
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("2002::/16"),       // 6to4: may embed a private IPv4 address
+}
+
+// publicAddr reports whether an address is one a gateway may have.
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// dialControl refuses, at connect time, any address that is not public.
+func dialControl(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("push gateway address %q: %w", address, err)
+	}
+	if !publicAddr(ap.Addr()) {
+		return fmt.Errorf("push gateway address is not public")
+	}
+	return nil
+}
+
+// sortPushers orders a user's pushers for a stable GET /pushers.
+func sortPushers(list []*pusher) {
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].appID != list[j].appID {
+			return list[i].appID < list[j].appID
+		}
+		return list[i].pushkey < list[j].pushkey
+	})
+}

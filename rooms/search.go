@@ -1,0 +1,538 @@
+package rooms
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+	"github.com/tidwall/gjson"
+)
+
+// Server-side search (client-server API, "Server Side Search") over what the
+// server can read: m.room.message bodies sent while the room was not
+// encrypted, room names and topics. Ciphertext (m.room.encrypted) is never
+// indexed, so it is never pretended to be searched.
+//
+// The index is SQLite FTS5, contentless (it keeps no copy of the text),
+// written in the transaction that stores the event and cleared when the
+// event is redacted. Results are only events the user may see, in rooms they
+// have been in: the candidates the index returns are filtered by history
+// visibility before anything (even the count) is answered.
+
+// searchKeys maps a searchable key to the event type it is read from.
+var searchKeys = map[string]string{
+	"content.body":  spec.MRoomMessage,
+	"content.name":  spec.MRoomName,
+	"content.topic": spec.MRoomTopic,
+}
+
+// searchText is the text indexed for an event, if any.
+func searchText(p *events.PDU, encrypted bool) string {
+	sk, isState := p.StateKey()
+	c := p.Content()
+	switch p.Type() {
+	case spec.MRoomMessage:
+		if isState || encrypted {
+			return ""
+		}
+		return c.Get("body").String()
+	case spec.MRoomName:
+		if sk != "" || !isState {
+			return ""
+		}
+		return c.Get("name").String()
+	case spec.MRoomTopic:
+		if sk != "" || !isState {
+			return ""
+		}
+		// The topic, and the text/plain m.topic if it says something else.
+		topic := ""
+		if t := c.Get("topic"); t.Type == gjson.String {
+			topic = t.Str
+		}
+		if plain := plainTopic(p); plain != topic {
+			topic = strings.TrimSpace(topic + "\n" + plain)
+		}
+		return topic
+	}
+	return ""
+}
+
+func indexSearch(tx *storage.Tx, ev *Event, encrypted bool) error {
+	text := searchText(ev.PDU, encrypted)
+	if strings.TrimSpace(text) == "" {
+		return nil
+	}
+	if _, err := tx.Exec(`INSERT INTO event_search (rowid, body) VALUES ($1, $2)`, ev.Position, text); err != nil {
+		return fmt.Errorf("index for search: %w", err)
+	}
+	return nil
+}
+
+func unindexSearch(tx *storage.Tx, id spec.EventID) error {
+	if _, err := tx.Exec(`DELETE FROM event_search WHERE rowid = (SELECT position FROM events WHERE event_id = $1)`, string(id)); err != nil {
+		return fmt.Errorf("unindex for search: %w", err)
+	}
+	return nil
+}
+
+// searchTerms splits a search term into words (letters and digits), lower
+// case, without repeats. Each becomes a quoted prefix term of the FTS5
+// query, so no client input is ever read as FTS5 syntax.
+func searchTerms(term string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, w := range strings.FieldsFunc(strings.ToLower(term), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+	}) {
+		if len(w) > 100 || seen[w] {
+			continue
+		}
+		seen[w] = true
+		out = append(out, w)
+		if len(out) == 16 {
+			break
+		}
+	}
+	return out
+}
+
+func ftsQuery(words []string) string {
+	parts := make([]string, len(words))
+	for i, w := range words {
+		parts[i] = `"` + w + `"*`
+	}
+	return strings.Join(parts, " ")
+}
+
+// SearchCriteria is the room_events category of a search request.
+type SearchCriteria struct {
+	SearchTerm   *string          `json:"search_term"`
+	Keys         []string         `json:"keys"`
+	Filter       *RoomEventFilter `json:"filter"`
+	OrderBy      string           `json:"order_by"`
+	EventContext *struct {
+		BeforeLimit    *int `json:"before_limit"`
+		AfterLimit     *int `json:"after_limit"`
+		IncludeProfile bool `json:"include_profile"`
+	} `json:"event_context"`
+	IncludeState bool `json:"include_state"`
+	Groupings    *struct {
+		GroupBy []struct {
+			Key string `json:"key"`
+		} `json:"group_by"`
+	} `json:"groupings"`
+}
+
+// searchToken is a search's pagination token: how many results were
+// returned so far, in the whole search or in one group. It is URL-safe
+// base64 JSON, tagged so that other endpoints' tokens are refused.
+type searchToken struct {
+	Kind   string `json:"k"`
+	Offset int    `json:"o"`
+	Group  string `json:"g,omitempty"` // "room_id" or "sender"
+	Value  string `json:"v,omitempty"`
+}
+
+func (t searchToken) String() string {
+	t.Kind = "search"
+	b, _ := json.Marshal(t)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func parseSearchToken(s string) (searchToken, error) {
+	var t searchToken
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || json.Unmarshal(raw, &t) != nil || t.Kind != "search" || t.Offset < 0 ||
+		(t.Group != "" && t.Group != "room_id" && t.Group != "sender") {
+		return searchToken{}, spec.InvalidParam("unknown pagination token")
+	}
+	return t, nil
+}
+
+// searchHit is one visible match.
+type searchHit struct {
+	position int64
+	id       spec.EventID
+	room     spec.RoomID
+	sender   spec.UserID
+	rank     float64
+}
+
+// maxSearchCandidates bounds the matches one search considers.
+const maxSearchCandidates = 5000
+
+// Search runs the room_events search for a user and returns the response's
+// room_events object.
+func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
+	if c.SearchTerm == nil {
+		return nil, spec.MissingParam("search_term is required")
+	}
+	types := []string{}
+	if len(c.Keys) == 0 {
+		types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
+	}
+	for _, k := range c.Keys {
+		t, ok := searchKeys[k]
+		if !ok {
+			return nil, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
+		}
+		if !contains(types, t) {
+			types = append(types, t)
+		}
+	}
+	recent := false
+	switch c.OrderBy {
+	case "", "rank":
+	case "recent":
+		recent = true
+	default:
+		return nil, spec.InvalidParam("order_by must be rank or recent")
+	}
+	var groupBy []string
+	if c.Groupings != nil {
+		for _, g := range c.Groupings.GroupBy {
+			if g.Key != "room_id" && g.Key != "sender" {
+				return nil, spec.InvalidParam("groupings can be by room_id or sender")
+			}
+			if !contains(groupBy, g.Key) {
+				groupBy = append(groupBy, g.Key)
+			}
+		}
+	}
+	if err := c.Filter.Validate(); err != nil {
+		return nil, err
+	}
+	limit := 10
+	if c.Filter != nil && c.Filter.Limit != nil && *c.Filter.Limit > 0 {
+		limit = min(*c.Filter.Limit, 100)
+	}
+	var tok searchToken
+	if nextBatch != "" {
+		t, err := parseSearchToken(nextBatch)
+		if err != nil {
+			return nil, err
+		}
+		tok = t
+	}
+	words := searchTerms(*c.SearchTerm)
+	out := map[string]any{"results": []any{}, "count": 0, "highlights": words}
+	if words == nil {
+		out["highlights"] = []string{}
+	}
+
+	// The rooms the user has been in and may still read (up to a leave).
+	access := map[spec.RoomID]*access{}
+	for id := range s.RoomsOf(user) {
+		if !c.Filter.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
+			continue
+		}
+		if a, err := s.readAccess(user, id); err == nil {
+			access[id] = a
+		}
+	}
+	if len(words) == 0 || len(access) == 0 || len(types) == 0 {
+		return out, nil
+	}
+	hits, err := s.searchHits(ctx, user, words, types, access, c.Filter, recent, tok)
+	if err != nil {
+		return nil, err
+	}
+	out["count"] = len(hits)
+	start := min(tok.Offset, len(hits))
+	end := min(start+limit, len(hits))
+	pageHits := hits[start:end]
+	if end < len(hits) {
+		out["next_batch"] = searchToken{Offset: end, Group: tok.Group, Value: tok.Value}.String()
+	}
+
+	ids := make([]spec.EventID, len(pageHits))
+	for i, h := range pageHits {
+		ids[i] = h.id
+	}
+	loaded, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var evs []*Event
+	var kept []searchHit
+	for _, h := range pageHits {
+		if ev := loaded[h.id]; ev != nil {
+			evs = append(evs, ev)
+			kept = append(kept, h)
+		}
+	}
+	rendered, err := s.RenderEvents(ctx, user, device, evs)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]any, len(evs))
+	for i, ev := range evs {
+		res := map[string]any{"rank": kept[i].rank, "result": rendered[i]}
+		if c.EventContext != nil {
+			ctxObj, err := s.searchContext(ctx, user, device, access[ev.PDU.RoomID()], ev, c)
+			if err != nil {
+				return nil, err
+			}
+			res["context"] = ctxObj
+		}
+		results[i] = res
+	}
+	out["results"] = results
+
+	if len(groupBy) > 0 {
+		groups := map[string]any{}
+		for _, key := range groupBy {
+			value := func(h searchHit) string {
+				if key == "room_id" {
+					return string(h.room)
+				}
+				return string(h.sender)
+			}
+			byValue := map[string]map[string]any{}
+			for _, h := range kept {
+				v := value(h)
+				g := byValue[v]
+				if g == nil {
+					g = map[string]any{"results": []string{}, "order": len(byValue) + 1}
+					byValue[v] = g
+					// More of this group after the page? Its own offset is
+					// how many of its results the pages so far held.
+					done, more := 0, false
+					for i, x := range hits {
+						if value(x) != v {
+							continue
+						}
+						if i < end {
+							done++
+						} else {
+							more = true
+							break
+						}
+					}
+					if more {
+						g["next_batch"] = searchToken{Offset: done, Group: key, Value: v}.String()
+					}
+				}
+				g["results"] = append(g["results"].([]string), string(h.id))
+			}
+			groups[key] = byValue
+		}
+		out["groups"] = groups
+	}
+
+	if c.IncludeState {
+		state := map[string]any{}
+		for _, ev := range evs {
+			room := ev.PDU.RoomID()
+			if _, done := state[string(room)]; done {
+				continue
+			}
+			st, err := s.stateFor(ctx, access[room])
+			if err != nil {
+				return nil, err
+			}
+			state[string(room)] = clientState(st)
+		}
+		out["state"] = state
+	}
+	return out, nil
+}
+
+// searchHits returns every visible match in order (capped), scoped to the
+// token's group.
+func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types []string, access map[spec.RoomID]*access, f *RoomEventFilter, recent bool, tok searchToken) ([]searchHit, error) {
+	args := []any{ftsQuery(words)}
+	rooms := make([]string, 0, len(access))
+	for id := range access {
+		rooms = append(rooms, string(id))
+	}
+	sort.Strings(rooms)
+	var roomFilter string
+	if len(rooms) <= maxINList {
+		roomFilter = ` AND e.room_id IN (` + placeholders(len(args)+1, len(rooms)) + `)`
+		for _, r := range rooms {
+			args = append(args, r)
+		}
+	}
+	typeFilter := ` AND e.type IN (` + placeholders(len(args)+1, len(types)) + `)`
+	for _, t := range types {
+		args = append(args, t)
+	}
+	order := ` ORDER BY m.score, e.position DESC`
+	if recent {
+		order = ` ORDER BY e.position DESC`
+	}
+	// The FTS5 index answers the match and its bm25 score (lower is
+	// better); the rest is the events table.
+	q := `SELECT e.position, e.event_id, e.room_id, e.type, e.sender, m.score,
+			CASE WHEN json_type(e.json, '$.content.url') = 'text' THEN 1 ELSE 0 END
+		FROM (SELECT rowid, bm25(event_search) AS score FROM event_search WHERE event_search MATCH $1) m
+		JOIN events e ON e.position = m.rowid
+		WHERE e.redacted_by IS NULL` + roomFilter + typeFilter + order + fmt.Sprintf(` LIMIT %d`, maxSearchCandidates)
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var hits []searchHit
+	for rows.Next() {
+		var h searchHit
+		var id, room, typ, sender string
+		var hasURL int
+		if err := rows.Scan(&h.position, &id, &room, &typ, &sender, &h.rank, &hasURL); err != nil {
+			return nil, err
+		}
+		h.id, h.room, h.sender, h.rank = spec.EventID(id), spec.RoomID(room), spec.UserID(sender), -h.rank
+		a := access[h.room]
+		if a == nil || h.position > a.upTo || !a.r.canSeePlain(user, h.position) {
+			continue
+		}
+		if !matchesSearchFilter(f, typ, h.sender, hasURL == 1) {
+			continue
+		}
+		if tok.Group == "sender" && string(h.sender) != tok.Value {
+			continue
+		}
+		hits = append(hits, h)
+	}
+	return hits, rows.Err()
+}
+
+// matchesSearchFilter is RoomEventFilter.Matches for what the search reads
+// of an event (rooms are filtered before).
+func matchesSearchFilter(f *RoomEventFilter, typ string, sender spec.UserID, hasURL bool) bool {
+	if f == nil {
+		return true
+	}
+	if contains(f.NotSenders, string(sender)) || (f.Senders != nil && !contains(f.Senders, string(sender))) {
+		return false
+	}
+	for _, t := range f.NotTypes {
+		if Glob(t, typ) {
+			return false
+		}
+	}
+	if f.Types != nil {
+		ok := false
+		for _, t := range f.Types {
+			ok = ok || Glob(t, typ)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return f.ContainsURL == nil || *f.ContainsURL == hasURL
+}
+
+// searchContext is a result's event_context: visible events around it, and
+// the senders' profiles at the time if asked.
+func (s *Service) searchContext(ctx context.Context, user spec.UserID, device string, a *access, ev *Event, c *SearchCriteria) (map[string]any, error) {
+	before, after := 5, 5
+	if c.EventContext.BeforeLimit != nil {
+		before = *c.EventContext.BeforeLimit
+	}
+	if c.EventContext.AfterLimit != nil {
+		after = *c.EventContext.AfterLimit
+	}
+	before, after = min(max(before, 0), 20), min(max(after, 0), 20)
+	room := ev.PDU.RoomID()
+	var evsBefore, evsAfter []*Event
+	start, end := Token(ev.Position-1), Token(ev.Position)
+	if before > 0 {
+		p, err := s.Messages(ctx, user, room, &start, nil, true, before, nil)
+		if err != nil {
+			return nil, err
+		}
+		evsBefore = p.Events
+		if len(evsBefore) > 0 {
+			start = Token(evsBefore[len(evsBefore)-1].Position - 1)
+		}
+	}
+	if after > 0 {
+		p, err := s.Messages(ctx, user, room, &end, nil, false, after, nil)
+		if err != nil {
+			return nil, err
+		}
+		evsAfter = p.Events
+		if len(evsAfter) > 0 {
+			end = Token(evsAfter[len(evsAfter)-1].Position)
+		}
+	}
+	rb, err := s.RenderEvents(ctx, user, device, evsBefore)
+	if err != nil {
+		return nil, err
+	}
+	ra, err := s.RenderEvents(ctx, user, device, evsAfter)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"start": start.String(), "end": end.String(), "events_before": rb, "events_after": ra}
+	if c.EventContext.IncludeProfile {
+		senders := map[spec.UserID]bool{ev.PDU.Sender(): true}
+		for _, e := range append(append([]*Event{}, evsBefore...), evsAfter...) {
+			senders[e.PDU.Sender()] = true
+		}
+		state, err := s.stateAt(ctx, room, min(ev.Position, a.upTo))
+		if err != nil {
+			return nil, err
+		}
+		profiles := map[string]any{}
+		for _, st := range state {
+			sk, _ := st.PDU.StateKey()
+			if st.PDU.Type() != spec.MRoomMember || !senders[spec.UserID(sk)] {
+				continue
+			}
+			p := map[string]string{}
+			if n := st.PDU.Content().Get("displayname"); n.Type == gjson.String {
+				p["displayname"] = n.Str
+			}
+			if u := st.PDU.Content().Get("avatar_url"); u.Type == gjson.String {
+				p["avatar_url"] = u.Str
+			}
+			profiles[sk] = p
+		}
+		out["profile_info"] = profiles
+	}
+	return out, nil
+}
+
+// POST /_matrix/client/v3/search: full-text search of the room events the
+// caller may see.
+func (h *handlers) search(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	var body struct {
+		SearchCategories *struct {
+			RoomEvents *SearchCriteria `json:"room_events"`
+		} `json:"search_categories"`
+	}
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
+		return
+	}
+	if body.SearchCategories == nil {
+		c.Error(spec.MissingParam("search_categories is required"))
+		return
+	}
+	cats := map[string]any{}
+	if rc := body.SearchCategories.RoomEvents; rc != nil {
+		res, err := h.s.Search(c, dev.UserID, dev.DeviceID, rc, c.Query("next_batch"))
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		cats["room_events"] = res
+	}
+	c.JSON(http.StatusOK, gin.H{"search_categories": cats})
+}

@@ -1,0 +1,155 @@
+package rooms
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// Threads (client-server API, "Threading"): a thread is a root event and
+// the events that point at it with rel_type m.thread. The thread list is
+// read from event_relations; which threads a user sees, and in which order,
+// depends on the thread events they may see.
+
+// threadToken is the thread list's pagination token: "t<position>", the
+// position of the latest event of the last thread returned. Tokens of other
+// endpoints ("s…") are refused.
+type threadToken int64
+
+func (t threadToken) String() string { return "t" + strconv.FormatInt(int64(t), 10) }
+
+func parseThreadToken(s string) (threadToken, error) {
+	if len(s) < 2 || s[0] != 't' {
+		return 0, spec.InvalidParam("unknown pagination token")
+	}
+	n, err := strconv.ParseInt(s[1:], 10, 64)
+	if err != nil || n < 0 {
+		return 0, spec.InvalidParam("unknown pagination token")
+	}
+	return threadToken(n), nil
+}
+
+// ThreadsPage is one page of thread roots, latest activity first.
+type ThreadsPage struct {
+	Roots []*Event
+	Next  *threadToken
+}
+
+// Threads lists the room's thread roots the user may see, ordered by the
+// latest thread event they may see; participated keeps the threads the user
+// started or replied in.
+func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomID, participated bool, from *threadToken, limit int) (*ThreadsPage, error) {
+	a, err := s.readAccess(user, room)
+	if err != nil {
+		return nil, err
+	}
+	limit = min(max(limit, 1), 100)
+	rows, err := scanChildren(ctx, s, `SELECT `+childColumns+` WHERE room_id = $1 AND rel_type = 'm.thread' ORDER BY position`, string(room))
+	if err != nil {
+		return nil, err
+	}
+	type thread struct {
+		root         spec.EventID
+		latest       int64
+		participated bool
+	}
+	byRoot := map[spec.EventID]*thread{}
+	for _, c := range rows {
+		if c.position > a.upTo || !a.r.canSeePlain(user, c.position) {
+			continue
+		}
+		t := byRoot[c.parent]
+		if t == nil {
+			t = &thread{root: c.parent}
+			byRoot[c.parent] = t
+		}
+		t.latest = c.position
+		if c.sender == user {
+			t.participated = true
+		}
+	}
+	list := make([]*thread, 0, len(byRoot))
+	for _, t := range byRoot {
+		if from == nil || t.latest < int64(*from) {
+			list = append(list, t)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].latest > list[j].latest })
+	page := &ThreadsPage{}
+	for i, t := range list {
+		if len(page.Roots) == limit {
+			next := threadToken(list[i-1].latest)
+			page.Next = &next
+			break
+		}
+		root, err := s.eventByID(ctx, t.root)
+		if err != nil {
+			return nil, err
+		}
+		// The root must be an event of this room the user may see.
+		if root == nil || root.PDU.RoomID() != room || root.Position > a.upTo || !a.r.canSee(user, root) {
+			continue
+		}
+		if participated && !t.participated && root.PDU.Sender() != user {
+			continue
+		}
+		page.Roots = append(page.Roots, root)
+	}
+	return page, nil
+}
+
+// GET /_matrix/client/v1/rooms/{roomId}/threads: the room's threads, most
+// recently active first, each root with its thread summary bundled.
+func (h *handlers) threads(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	participated := false
+	switch c.Query("include") {
+	case "", "all":
+	case "participated":
+		participated = true
+	default:
+		c.Error(spec.InvalidParam("include must be all or participated"))
+		return
+	}
+	limit := 10
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			c.Error(spec.InvalidParam("limit must be an integer greater than zero"))
+			return
+		}
+		limit = n
+	}
+	var from *threadToken
+	if v := c.Query("from"); v != "" {
+		t, err := parseThreadToken(v)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		from = &t
+	}
+	page, err := h.s.Threads(c, dev.UserID, room, participated, from, limit)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	chunk, ok := h.renderFor(c, page.Roots)
+	if !ok {
+		return
+	}
+	resp := gin.H{"chunk": chunk}
+	if page.Next != nil {
+		resp["next_batch"] = page.Next.String()
+	}
+	c.JSON(http.StatusOK, resp)
+}

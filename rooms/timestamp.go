@@ -1,0 +1,100 @@
+package rooms
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// EventAtTimestamp returns the visible event closest to ts in a direction:
+// forward, the first with origin_server_ts ≥ ts; backward, the last with
+// origin_server_ts ≤ ts. Ties on the timestamp go by stream order. Events
+// the user may not see are skipped, so the answer never points into history
+// hidden from them.
+func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room spec.RoomID, ts int64, forward bool) (*Event, error) {
+	a, err := s.readAccess(user, room)
+	if err != nil {
+		return nil, err
+	}
+	const batch = 100
+	// The cursor is (origin_server_ts, position) of the last event looked at.
+	curTS, curPos := ts, int64(-1)
+	if !forward {
+		curPos = a.upTo + 1
+	}
+	for {
+		var q string
+		if forward {
+			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+				AND (e.origin_server_ts > $3 OR (e.origin_server_ts = $4 AND e.position > $5))
+				ORDER BY e.origin_server_ts, e.position LIMIT ` + strconv.Itoa(batch)
+		} else {
+			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+				AND (e.origin_server_ts < $3 OR (e.origin_server_ts = $4 AND e.position < $5))
+				ORDER BY e.origin_server_ts DESC, e.position DESC LIMIT ` + strconv.Itoa(batch)
+		}
+		rows, err := s.db.Query(ctx, q, string(room), a.upTo, curTS, curTS, curPos)
+		if err != nil {
+			return nil, err
+		}
+		evs, err := scanEvents(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range evs {
+			if a.r.canSee(user, ev) {
+				return ev, nil
+			}
+			curTS, curPos = ev.PDU.OriginServerTS(), ev.Position
+		}
+		if len(evs) < batch {
+			dir := "forward"
+			if !forward {
+				dir = "backward"
+			}
+			return nil, spec.NotFound("no event from %d in the %s direction", ts, dir)
+		}
+	}
+}
+
+// GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event: the event
+// closest to a timestamp in the direction asked.
+func (h *handlers) timestampToEvent(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	raw := c.Query("ts")
+	if raw == "" {
+		c.Error(spec.MissingParam("ts is required"))
+		return
+	}
+	ts, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || ts < 0 {
+		c.Error(spec.InvalidParam("ts must be a timestamp in milliseconds"))
+		return
+	}
+	var forward bool
+	switch c.Query("dir") {
+	case "f":
+		forward = true
+	case "b":
+	case "":
+		c.Error(spec.MissingParam("dir is required"))
+		return
+	default:
+		c.Error(spec.InvalidParam("dir must be f or b"))
+		return
+	}
+	ev, err := h.s.EventAtTimestamp(c, dev.UserID, room, ts, forward)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"event_id": ev.PDU.EventID(), "origin_server_ts": ev.PDU.OriginServerTS()})
+}

@@ -1,0 +1,381 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// Room upgrades (client-server API, "Room Upgrades", server behaviour).
+//
+// The old room's write lock is held for the whole upgrade, so its power
+// levels cannot change between the permission check and the tombstone. The
+// new room (its events, the moved aliases and the directory entry) commits
+// in one transaction, the old room's tombstone and restricted power levels
+// in a second: two rooms are two writes. The only way to end with a new room
+// but no tombstone is a database failure between them; the upgrade can then
+// simply be asked for again.
+
+// transferredState is the state copied into the new room: the spec's
+// recommended list, the canonical alias (whose aliases move with the room)
+// and the space links. Member events are not copied, bans aside.
+var transferredState = []string{
+	spec.MRoomServerACL, spec.MRoomEncryption, spec.MRoomName, spec.MRoomAvatar, spec.MRoomTopic,
+	spec.MRoomGuestAccess, spec.MRoomHistoryVisibility, spec.MRoomJoinRules, spec.MRoomCanonicalAlias,
+}
+
+// UpgradeRequest is the body of POST /upgrade.
+type UpgradeRequest struct {
+	NewVersion         string   `json:"new_version"`
+	AdditionalCreators []string `json:"additional_creators"`
+}
+
+// Upgrade replaces a room with a new room of another version and returns
+// the new room's ID.
+func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.RoomID, req UpgradeRequest) (spec.RoomID, error) {
+	if req.NewVersion == "" {
+		return "", spec.MissingParam("new_version is required")
+	}
+	v := spec.RoomVersion(req.NewVersion)
+	if !v.Supported() {
+		return "", spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (10, 11 and 12 are)", req.NewVersion)
+	}
+	var extraCreators []spec.UserID
+	if v.AtLeast12() {
+		seen := map[spec.UserID]bool{user: true}
+		for _, raw := range req.AdditionalCreators {
+			u, err := spec.ParseUserID(raw)
+			if err != nil {
+				return "", spec.InvalidParam("additional_creators: %q is not a user ID", raw)
+			}
+			if !seen[u] {
+				seen[u] = true
+				extraCreators = append(extraCreators, u)
+			}
+		}
+	}
+	old := s.room(oldID)
+	if old == nil {
+		return "", errNotInRoom(oldID)
+	}
+	old.writeMu.Lock()
+	defer old.writeMu.Unlock()
+	snap := old.cur.Load()
+	if snap.membership(user) != spec.Join {
+		return "", errNotInRoom(oldID)
+	}
+	oldPL, err := PowerLevelsOf(snap)
+	if err != nil {
+		return "", err
+	}
+	if !oldPL.CanSend(user, spec.MRoomTombstone, true) {
+		return "", spec.Forbidden("you need power level %d to upgrade this room", oldPL.EventLevel(spec.MRoomTombstone, true))
+	}
+
+	newRoom, err := s.buildReplacement(ctx, user, old, snap, v, extraCreators)
+	if err != nil {
+		return "", err
+	}
+
+	// The old room: the tombstone, then power levels that stop ordinary
+	// messages and invites "if possible", and a canonical alias without the
+	// aliases that moved.
+	b := s.begin(old)
+	tomb, err := events.MarshalCanonical(map[string]any{"body": "This room has been replaced", "replacement_room": string(newRoom)})
+	if err != nil {
+		return "", err
+	}
+	if _, err := b.add(spec.MRoomTombstone, strPtr(""), user, tomb, ""); err != nil {
+		return "", err
+	}
+	if plEv := snap.get(spec.MRoomPowerLevels, ""); plEv != nil {
+		var c map[string]any
+		if json.Unmarshal([]byte(plEv.Content().Raw), &c) == nil {
+			restricted := max(int64(50), oldPL.UsersDefault+1)
+			changed := false
+			if oldPL.EventsDefault < restricted {
+				c["events_default"], changed = restricted, true
+			}
+			if oldPL.Invite < restricted {
+				c["invite"], changed = restricted, true
+			}
+			if changed {
+				if content, err := events.MarshalCanonical(c); err == nil {
+					_, _ = b.add(spec.MRoomPowerLevels, strPtr(""), user, content, "") // refused: left as is
+				}
+			}
+		}
+	}
+	if ca := snap.get(spec.MRoomCanonicalAlias, ""); ca != nil && ca.Content().Raw != "{}" {
+		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), user, []byte("{}"), "")
+	}
+	if err := b.commit(ctx, false, "", "", ""); err != nil {
+		return "", err
+	}
+	return newRoom, nil
+}
+
+// buildReplacement creates and commits the new room.
+func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *liveRoom, snap *snapshot, v spec.RoomVersion, extraCreators []spec.UserID) (spec.RoomID, error) {
+	id, err := newRoomID(s.server, v)
+	if err != nil {
+		return "", err
+	}
+	r := newLiveRoom(id, v)
+	b := s.begin(r)
+
+	// 1. m.room.create with the predecessor and the old room's type.
+	oldCreate := snap.get(spec.MRoomCreate, "")
+	create := map[string]any{"room_version": string(v)}
+	if oldCreate != nil {
+		for _, k := range []string{"type", "m.federate"} {
+			if f := oldCreate.Content().Get(strings.ReplaceAll(k, ".", `\.`)); f.Exists() {
+				create[k] = json.RawMessage(f.Raw)
+			}
+		}
+	}
+	pred := map[string]any{"room_id": string(old.id)}
+	if len(snap.extremity) > 0 {
+		pred["event_id"] = string(snap.extremity[0])
+	}
+	create["predecessor"] = pred
+	if !v.AtLeast11() {
+		create["creator"] = string(user)
+	}
+	if len(extraCreators) > 0 {
+		list := make([]string, len(extraCreators))
+		for i, u := range extraCreators {
+			list[i] = string(u)
+		}
+		create["additional_creators"] = list
+	}
+	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), user, create); err != nil {
+		return "", err
+	}
+	// 2. The upgrading user joins.
+	content, err := s.memberContent(ctx, user, spec.Join, "", nil)
+	if err != nil {
+		return "", err
+	}
+	if _, err := b.add(spec.MRoomMember, strPtr(string(user)), user, content, ""); err != nil {
+		return "", err
+	}
+
+	// Who else comes along: invites for a room that is not public, bans
+	// always (so that a ban survives the upgrade).
+	joinRule := ""
+	if jr := snap.get(spec.MRoomJoinRules, ""); jr != nil {
+		joinRule = jr.Content().Get("join_rule").String()
+	}
+	var invitees, banned []spec.UserID
+	for k, ev := range snap.state {
+		if k.Type != spec.MRoomMember || spec.UserID(k.StateKey) == user {
+			continue
+		}
+		switch ev.Content().Get("membership").String() {
+		case spec.Join, spec.Invite:
+			if joinRule != "public" {
+				invitees = append(invitees, spec.UserID(k.StateKey))
+			}
+		case spec.Ban:
+			banned = append(banned, spec.UserID(k.StateKey))
+		}
+	}
+
+	// 3. Power levels: the old room's, adapted to the new version. The
+	// upgrading user may need a higher level for the state to copy; they
+	// then get it in a first power levels event, and the final one
+	// restores the copied levels.
+	final, err := s.upgradedPowerLevels(snap, v, user, extraCreators)
+	if err != nil {
+		return "", err
+	}
+	needed := int64(0)
+	if !v.AtLeast12() {
+		// The levels needed are the old room's (the content is copied);
+		// the user's own level is the one the new content gives them.
+		pl, err := PowerLevelsOf(snap)
+		if err != nil {
+			return "", err
+		}
+		mine := pl.UsersDefault
+		if users, ok := final["users"].(map[string]any); ok {
+			if n, ok := users[string(user)].(float64); ok {
+				mine = int64(n)
+			} else if n, ok := users[string(user)].(int64); ok {
+				mine = n
+			}
+		}
+		needed = pl.EventLevel(spec.MRoomPowerLevels, true)
+		for _, t := range transferredState {
+			needed = max(needed, pl.EventLevel(t, true))
+		}
+		needed = max(needed, pl.EventLevel(spec.MSpaceChild, true), pl.EventLevel(spec.MSpaceParent, true))
+		if len(invitees) > 0 {
+			needed = max(needed, pl.Invite)
+		}
+		if len(banned) > 0 {
+			needed = max(needed, pl.Ban, pl.Kick)
+		}
+		if mine >= needed {
+			needed = 0
+		}
+	}
+	if needed > 0 {
+		temp := clonePL(final)
+		users, _ := temp["users"].(map[string]any)
+		if users == nil {
+			users = map[string]any{}
+		}
+		users[string(user)] = needed
+		temp["users"] = users
+		if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, temp); err != nil {
+			return "", err
+		}
+	} else if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, final); err != nil {
+		return "", err
+	}
+
+	// 4. The transferred state, as it is in the old room.
+	for _, t := range transferredState {
+		if ev := snap.get(t, ""); ev != nil {
+			if _, err := b.add(t, strPtr(""), user, []byte(ev.Content().Raw), ""); err != nil {
+				return "", err
+			}
+		}
+	}
+	for k, ev := range snap.state {
+		if (k.Type == spec.MSpaceChild || k.Type == spec.MSpaceParent) && ev.Content().Raw != "{}" {
+			if _, err := b.add(k.Type, strPtr(k.StateKey), user, []byte(ev.Content().Raw), ""); err != nil {
+				return "", err
+			}
+		}
+	}
+	// 5. Bans, then invites; one that the auth rules refuse (a banned
+	// user of higher level) is left out rather than failing the upgrade.
+	for _, u := range banned {
+		c, err := events.MarshalCanonical(map[string]any{"membership": spec.Ban})
+		if err == nil {
+			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
+		}
+	}
+	for _, u := range invitees {
+		c, err := s.memberContent(ctx, u, spec.Invite, "", nil)
+		if err == nil {
+			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
+		}
+	}
+	if needed > 0 {
+		if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, final); err != nil {
+			return "", err
+		}
+	}
+
+	// The aliases and the directory entry move with the room.
+	wasPublished, err := s.Published(ctx, old.id)
+	if err != nil {
+		return "", err
+	}
+	b.extra = func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, string(b.r.id), string(old.id)); err != nil {
+			return err
+		}
+		if wasPublished {
+			if err := setPublished(tx, old.id, false); err != nil {
+				return err
+			}
+			return setPublished(tx, b.r.id, true)
+		}
+		return nil
+	}
+	if err := b.commit(ctx, true, user, "", ""); err != nil {
+		return "", err
+	}
+	return r.id, nil
+}
+
+// newRoomID is a random room ID before v12; from v12 the create event gives
+// it (builder.add sets it).
+func newRoomID(server spec.ServerName, v spec.RoomVersion) (spec.RoomID, error) {
+	if v.AtLeast12() {
+		return "", nil
+	}
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return spec.RoomID("!" + base64.RawURLEncoding.EncodeToString(b) + ":" + string(server)), nil
+}
+
+// upgradedPowerLevels is the old room's power levels content for the new
+// room. From v12 the creators have unlimited power and must not be listed in
+// users; into an older version, the old room's v12 creators (whose power was
+// implicit) are listed at 100, the level a creator has there.
+func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user spec.UserID, extraCreators []spec.UserID) (map[string]any, error) {
+	plEv := snap.get(spec.MRoomPowerLevels, "")
+	if plEv == nil {
+		return s.defaultPowerLevels(v, user, "private_chat", nil, nil)
+	}
+	var c map[string]any
+	if err := json.Unmarshal([]byte(plEv.Content().Raw), &c); err != nil {
+		return nil, err
+	}
+	users, _ := c["users"].(map[string]any)
+	if users == nil {
+		users = map[string]any{}
+	}
+	if v.AtLeast12() {
+		delete(users, string(user))
+		for _, u := range extraCreators {
+			delete(users, string(u))
+		}
+	} else if create := snap.get(spec.MRoomCreate, ""); create != nil && create.Version().AtLeast12() {
+		if creators, err := Creators(create); err == nil {
+			for _, u := range creators {
+				if _, listed := users[string(u)]; !listed {
+					users[string(u)] = creatorImplicitLevel
+				}
+			}
+		}
+	}
+	c["users"] = users
+	return c, nil
+}
+
+func clonePL(c map[string]any) map[string]any {
+	raw, _ := json.Marshal(c)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/upgrade: replace the room with a
+// new room of another version.
+func (h *handlers) upgrade(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	room, ok := roomIDParam(c)
+	if !ok {
+		return
+	}
+	var req UpgradeRequest
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	id, err := h.s.Upgrade(c, dev.UserID, room, req)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"replacement_room": id})
+}
