@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
@@ -41,10 +42,14 @@ func NewRouter(o Options) *gin.Engine {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.RemoveExtraSlash = false
-	r.UseRawPath = true // IDs contain escaped characters (room aliases, event IDs)
-	r.UnescapePathValues = true
+	// Route on the raw path so that an escaped "/" inside an ID does not
+	// split it, and unescape parameters ourselves: gin's own unescaping is
+	// the query-string kind, which turns "+" (valid in user IDs and base64
+	// session IDs) into a space.
+	r.UseRawPath = true
+	r.UnescapePathValues = false
 	r.ContextWithFallback = true
-	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes), renderErrors(o.Log))
+	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes), renderErrors(o.Log), unescapeParams)
 	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
 	r.NoMethod(func(c *gin.Context) {
 		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))
@@ -122,6 +127,21 @@ func cors(c *gin.Context) {
 	if c.Request.Method == http.MethodOptions {
 		c.AbortWithStatus(http.StatusNoContent)
 		return
+	}
+	c.Next()
+}
+
+// unescapeParams percent-decodes path parameters as paths are decoded.
+// A parameter that does not decode is refused.
+func unescapeParams(c *gin.Context) {
+	for i, p := range c.Params {
+		v, err := url.PathUnescape(p.Value)
+		if err != nil {
+			c.Error(spec.InvalidParam("path parameter %s is not valid percent-encoding", p.Key))
+			c.Abort()
+			return
+		}
+		c.Params[i].Value = v
 	}
 	c.Next()
 }

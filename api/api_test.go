@@ -117,3 +117,19 @@ func TestPreflight(t *testing.T) {
 		t.Fatalf("preflight: %d %v", w.Code, w.Header())
 	}
 }
+
+func TestPathParametersKeepPlusAndSlash(t *testing.T) {
+	r := NewRouter(Options{Log: zerolog.Nop()})
+	r.GET("/p/:id", func(c *gin.Context) { c.String(200, c.Param("id")) })
+	for raw, want := range map[string]string{
+		"/p/%40a%2Bb%3Ax":  "@a+b:x",
+		"/p/a+b":           "a+b",
+		"/p/%24ev%2Fslash": "$ev/slash",
+	} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, httptest.NewRequest("GET", raw, nil))
+		if w.Body.String() != want {
+			t.Errorf("%s: got %q, want %q", raw, w.Body.String(), want)
+		}
+	}
+}

@@ -240,3 +240,14 @@ func (s *Service) RefreshSessions(ctx context.Context, user spec.UserID) error {
 	s.tokens.setAdmin(user, u.IsAdmin)
 	return nil
 }
+
+// CheckNewPassword applies the password rules (length, UTF-8) without
+// hashing, so that an admin request can be refused before it changes
+// anything: M_WEAK_PASSWORD.
+func (s *Service) CheckNewPassword(password string) error {
+	return checkNewPassword(password, s.cfg.MinPasswordLength)
+}
+
+// ValidateProfileField checks a display name or avatar URL ("displayname"
+// or "avatar_url") as PUT /profile would: M_INVALID_PARAM.
+func ValidateProfileField(key, value string) error { return validateProfileField(key, value) }

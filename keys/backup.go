@@ -146,7 +146,7 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
 	var b *backupVersion
 	var err error
-	if v := pathParam(c, "version"); v != "" {
+	if v := c.Param("version"); v != "" {
 		n, ok := parseVersion(v)
 		if !ok {
 			c.Error(notFoundVersion())
@@ -182,7 +182,7 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 // auth_data; the algorithm (and version, if given) must match.
 func (s *Service) handleUpdateBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	n, ok := parseVersion(pathParam(c, "version"))
+	n, ok := parseVersion(c.Param("version"))
 	if !ok {
 		c.Error(notFoundVersion())
 		return
@@ -200,7 +200,7 @@ func (s *Service) handleUpdateBackup(c *gin.Context) {
 	if v, ok, err := str(m, "version", "the request body"); err != nil {
 		c.Error(err)
 		return
-	} else if ok && v != pathParam(c, "version") {
+	} else if ok && v != c.Param("version") {
 		c.Error(spec.InvalidParam("the version in the body does not match the one in the path"))
 		return
 	}
@@ -232,7 +232,7 @@ func (s *Service) handleUpdateBackup(c *gin.Context) {
 // all its keys. Deleting an already deleted version succeeds.
 func (s *Service) handleDeleteBackup(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	n, ok := parseVersion(pathParam(c, "version"))
+	n, ok := parseVersion(c.Param("version"))
 	if !ok {
 		c.Error(notFoundVersion())
 		return
@@ -354,7 +354,7 @@ func (s *Service) handlePutBackupKeys(c *gin.Context) {
 		c.Error(spec.MissingParam("the version query parameter is required"))
 		return
 	}
-	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
+	room, session := c.Param("roomId"), c.Param("sessionId")
 	if room != "" {
 		if _, err := spec.ParseRoomID(room); err != nil {
 			c.Error(err)
@@ -496,7 +496,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		c.Error(notFoundVersion())
 		return
 	}
-	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
+	room, session := c.Param("roomId"), c.Param("sessionId")
 	q := `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
 		FROM backup_keys WHERE user_id = $1 AND version = $2`
 	args := []any{string(dev.UserID), n}
@@ -572,7 +572,7 @@ func (s *Service) handleDeleteBackupKeys(c *gin.Context) {
 		c.Error(notFoundVersion())
 		return
 	}
-	room, session := pathParam(c, "roomId"), pathParam(c, "sessionId")
+	room, session := c.Param("roomId"), c.Param("sessionId")
 	var etag, count int64
 	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		err := tx.QueryRow(`SELECT etag FROM backup_versions WHERE user_id = $1 AND version = $2 AND NOT deleted`,

@@ -187,7 +187,7 @@ func (s *Service) handleDehydratedEvents(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	if id == "" || id != pathParam(c, "deviceId") {
+	if id == "" || id != c.Param("deviceId") {
 		c.Error(spec.Forbidden("that is not your dehydrated device"))
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -240,24 +239,4 @@ func encode(v any) (json.RawMessage, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(b.Bytes(), "\n"), nil
-}
-
-// pathParam returns a path parameter decoded as a path segment. gin's
-// unescaping (UnescapePathValues) uses query rules and turns "+" into a
-// space, which would corrupt base64 IDs (megolm session IDs, dehydrated
-// device IDs): the value is taken again from the escaped path, at the
-// position of ":name" in the route.
-func pathParam(c *gin.Context, name string) string {
-	route := strings.Split(c.FullPath(), "/")
-	segs := strings.Split(c.Request.URL.EscapedPath(), "/")
-	if len(route) == len(segs) {
-		for i, r := range route {
-			if r == ":"+name {
-				if v, err := url.PathUnescape(segs[i]); err == nil {
-					return v
-				}
-			}
-		}
-	}
-	return c.Param(name)
 }

@@ -23,7 +23,7 @@ const txnLifetime = 24 * time.Hour
 // of the user's devices.
 func (s *Service) handleSendToDevice(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
-	evType, txnID := pathParam(c, "eventType"), pathParam(c, "txnId")
+	evType, txnID := c.Param("eventType"), c.Param("txnId")
 	if err := checkName("event type", evType); err != nil {
 		c.Error(err)
 		return

@@ -25,6 +25,10 @@ type CreateRequest struct {
 	Preset                    string            `json:"preset"`
 	IsDirect                  bool              `json:"is_direct"`
 	PowerLevelContentOverride json.RawMessage   `json:"power_level_content_override"`
+	// Unencrypted is for the server's own rooms (server notices, the
+	// notice room of a deleted room): the server writes their messages
+	// itself, in plaintext. Clients cannot set it.
+	Unencrypted bool `json:"-"`
 }
 
 // InitialState is one entry of initial_state.
@@ -192,7 +196,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 			return "", "", err
 		}
 	}
-	if !hasEncryption && s.cfg.Encryption != "optional" {
+	if !hasEncryption && s.cfg.Encryption != "optional" && !req.Unencrypted {
 		if err := s.addJSON(b, spec.MRoomEncryption, strPtr(""), creator, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
 			return "", "", err
 		}

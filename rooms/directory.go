@@ -461,7 +461,7 @@ func (h *handlers) putAlias(c *gin.Context) {
 		c.Error(spec.InvalidParam("room_id: %v", err))
 		return
 	}
-	if err := h.s.CreateAlias(c, dev.UserID, alias, room); err != nil {
+	if err := h.s.CreateAlias(c.Request.Context(), dev.UserID, alias, room); err != nil {
 		c.Error(err)
 		return
 	}
@@ -475,7 +475,7 @@ func (h *handlers) getAlias(c *gin.Context) {
 	if !ok {
 		return
 	}
-	id, err := h.s.ResolveAlias(c, alias)
+	id, err := h.s.ResolveAlias(c.Request.Context(), alias)
 	if err != nil {
 		c.Error(err)
 		return
@@ -495,7 +495,7 @@ func (h *handlers) deleteAlias(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.s.DeleteAlias(c, dev.UserID, dev.IsAdmin, alias); err != nil {
+	if err := h.s.DeleteAlias(c.Request.Context(), dev.UserID, dev.IsAdmin, alias); err != nil {
 		c.Error(err)
 		return
 	}
@@ -509,7 +509,7 @@ func (h *handlers) roomAliases(c *gin.Context) {
 	if !ok {
 		return
 	}
-	list, err := h.s.LocalAliases(c, dev.UserID, dev.IsAdmin, room)
+	list, err := h.s.LocalAliases(c.Request.Context(), dev.UserID, dev.IsAdmin, room)
 	if err != nil {
 		c.Error(err)
 		return
@@ -528,7 +528,7 @@ func (h *handlers) getDirectoryVisibility(c *gin.Context) {
 		c.Error(spec.NotFound("room not found"))
 		return
 	}
-	pub, err := h.s.Published(c, room)
+	pub, err := h.s.Published(c.Request.Context(), room)
 	if err != nil {
 		c.Error(err)
 		return
@@ -565,7 +565,7 @@ func (h *handlers) putDirectoryVisibility(c *gin.Context) {
 			return
 		}
 	}
-	if err := h.s.SetPublished(c, dev.UserID, dev.IsAdmin, room, public); err != nil {
+	if err := h.s.SetPublished(c.Request.Context(), dev.UserID, dev.IsAdmin, room, public); err != nil {
 		c.Error(err)
 		return
 	}
@@ -583,7 +583,7 @@ func (h *handlers) checkServerParam(c *gin.Context) bool {
 }
 
 func (h *handlers) answerPublicRooms(c *gin.Context, q PublicRoomsQuery) {
-	page, err := h.s.PublicRooms(c, q)
+	page, err := h.s.PublicRooms(c.Request.Context(), q)
 	if err != nil {
 		c.Error(err)
 		return

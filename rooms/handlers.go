@@ -54,7 +54,7 @@ func (h *handlers) createRoom(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	id, _, err := h.s.CreateRoom(c, dev.UserID, req)
+	id, _, err := h.s.CreateRoom(c.Request.Context(), dev.UserID, req)
 	if err != nil {
 		c.Error(err)
 		return
@@ -96,7 +96,7 @@ func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, b
 			c.Error(spec.InvalidParam("room alias: %v", err))
 			return "", false
 		}
-		id, err := h.s.ResolveAlias(c, alias)
+		id, err := h.s.ResolveAlias(c.Request.Context(), alias)
 		if err != nil {
 			c.Error(err)
 			return "", false
@@ -121,7 +121,7 @@ func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) {
 	if !ok {
 		return
 	}
-	if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, dev.UserID, spec.Join, body.Reason, false); err != nil {
+	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, dev.UserID, spec.Join, body.Reason, false); err != nil {
 		c.Error(err)
 		return
 	}
@@ -153,7 +153,7 @@ func (h *handlers) knock(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
+	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
 		c.Error(err)
 		return
 	}
@@ -176,7 +176,7 @@ func (h *handlers) membershipOf(membership string, needUser, unban bool) gin.Han
 		if !needUser {
 			target = dev.UserID
 		}
-		if _, err := h.s.ChangeMembership(c, Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
+		if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
 			c.Error(err)
 			return
 		}
@@ -206,7 +206,7 @@ func (h *handlers) forget(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.s.Forget(c, dev.UserID, id); err != nil {
+	if err := h.s.Forget(c.Request.Context(), dev.UserID, id); err != nil {
 		c.Error(err)
 		return
 	}
@@ -242,7 +242,7 @@ func (h *handlers) send(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, nil, c.Param("txnId"), content)
+	eid, err := h.s.Send(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, nil, c.Param("txnId"), content)
 	if err != nil {
 		c.Error(err)
 		return
@@ -272,7 +272,7 @@ func (h *handlers) putState(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, &key, "", content)
+	eid, err := h.s.Send(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, &key, "", content)
 	if err != nil {
 		c.Error(err)
 		return
@@ -286,7 +286,7 @@ func (h *handlers) getAllState(c *gin.Context) {
 	if !ok {
 		return
 	}
-	state, err := h.s.State(c, auth.DeviceFrom(c).UserID, id)
+	state, err := h.s.State(c.Request.Context(), auth.DeviceFrom(c).UserID, id)
 	if err != nil {
 		c.Error(err)
 		return
@@ -301,7 +301,7 @@ func (h *handlers) getState(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ev, err := h.s.StateEvent(c, auth.DeviceFrom(c).UserID, id, c.Param("eventType"), stateKeyParam(c))
+	ev, err := h.s.StateEvent(c.Request.Context(), auth.DeviceFrom(c).UserID, id, c.Param("eventType"), stateKeyParam(c))
 	if err != nil {
 		c.Error(err)
 		return
@@ -336,7 +336,7 @@ func (h *handlers) members(c *gin.Context) {
 			return
 		}
 	}
-	evs, err := h.s.Members(c, auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
+	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
 	if err != nil {
 		c.Error(err)
 		return
@@ -435,7 +435,7 @@ func (h *handlers) messages(c *gin.Context) {
 	if !ok {
 		return
 	}
-	page, err := h.s.Messages(c, dev.UserID, id, from, to, dir == "b", limit, f)
+	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, from, to, dir == "b", limit, f)
 	if err != nil {
 		c.Error(err)
 		return
@@ -473,7 +473,7 @@ func (h *handlers) context(c *gin.Context) {
 	if !ok {
 		return
 	}
-	res, err := h.s.Context(c, dev.UserID, id, eid, limit, f)
+	res, err := h.s.Context(c.Request.Context(), dev.UserID, id, eid, limit, f)
 	if err != nil {
 		c.Error(err)
 		return
@@ -505,7 +505,7 @@ func (h *handlers) event(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ev, err := h.s.Event(c, dev.UserID, id, eid)
+	ev, err := h.s.Event(c.Request.Context(), dev.UserID, id, eid)
 	if err != nil {
 		c.Error(err)
 		return
@@ -535,7 +535,7 @@ func (h *handlers) redact(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	rid, err := h.s.Redact(c, Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
+	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
 	if err != nil {
 		c.Error(err)
 		return

@@ -151,6 +151,11 @@ func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.Roo
 	defer r.writeMu.Unlock()
 	snap := r.cur.Load()
 	current := snap.membership(target)
+	if s.guard != nil { // blocked rooms, server-notices rooms (admin.go)
+		if err := s.guard(ctx, id, from.User, target, membership, current); err != nil {
+			return "", err
+		}
+	}
 	switch {
 	case membership == spec.Join && current == spec.Join:
 		// Joining again is a no-op for clients, but a fresh profile copy

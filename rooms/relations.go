@@ -518,7 +518,7 @@ func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device s
 // renderFor is RenderEvents for a request's caller.
 func (h *handlers) renderFor(c *gin.Context, evs []*Event) ([]json.RawMessage, bool) {
 	dev := auth.DeviceFrom(c)
-	out, err := h.s.RenderEvents(c, dev.UserID, dev.DeviceID, evs)
+	out, err := h.s.RenderEvents(c.Request.Context(), dev.UserID, dev.DeviceID, evs)
 	if err != nil {
 		c.Error(err)
 		return nil, false
@@ -708,7 +708,7 @@ func (h *handlers) relations(c *gin.Context) {
 	if q.Limit, ok = limitParam(c, 10); !ok {
 		return
 	}
-	page, err := h.s.Relations(c, dev.UserID, room, eid, q)
+	page, err := h.s.Relations(c.Request.Context(), dev.UserID, room, eid, q)
 	if err != nil {
 		c.Error(err)
 		return

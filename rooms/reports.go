@@ -245,7 +245,7 @@ func (h *handlers) reportEvent(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.s.ReportEventContent(c, dev.UserID, room, eid, reason); err != nil {
+	if err := h.s.ReportEventContent(c.Request.Context(), dev.UserID, room, eid, reason); err != nil {
 		c.Error(err)
 		return
 	}
@@ -263,7 +263,7 @@ func (h *handlers) reportRoom(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.s.ReportRoomContent(c, dev.UserID, room, reason); err != nil {
+	if err := h.s.ReportRoomContent(c.Request.Context(), dev.UserID, room, reason); err != nil {
 		c.Error(err)
 		return
 	}
@@ -282,7 +282,7 @@ func (h *handlers) reportUser(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.s.ReportUserContent(c, dev.UserID, user, reason); err != nil {
+	if err := h.s.ReportUserContent(c.Request.Context(), dev.UserID, user, reason); err != nil {
 		c.Error(err)
 		return
 	}

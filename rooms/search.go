@@ -527,7 +527,7 @@ func (h *handlers) search(c *gin.Context) {
 	}
 	cats := map[string]any{}
 	if rc := body.SearchCategories.RoomEvents; rc != nil {
-		res, err := h.s.Search(c, dev.UserID, dev.DeviceID, rc, c.Query("next_batch"))
+		res, err := h.s.Search(c.Request.Context(), dev.UserID, dev.DeviceID, rc, c.Query("next_batch"))
 		if err != nil {
 			c.Error(err)
 			return

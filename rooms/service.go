@@ -62,6 +62,7 @@ type Service struct {
 	profiles Profiles
 	now      func() time.Time
 	listener Listener
+	guard    MembershipGuard // admin.go; nil allows every change
 
 	txnMu     sync.Mutex
 	txns      map[txnKey]txnEntry

@@ -335,7 +335,7 @@ func (h *handlers) roomSummary(c *gin.Context) {
 			c.Error(spec.InvalidParam("room alias: %v", err))
 			return
 		}
-		if room, err = h.s.ResolveAlias(c, alias); err != nil {
+		if room, err = h.s.ResolveAlias(c.Request.Context(), alias); err != nil {
 			c.Error(err)
 			return
 		}
@@ -390,7 +390,7 @@ func (h *handlers) hierarchy(c *gin.Context) {
 		c.Error(spec.InvalidParam("suggested_only must be true or false"))
 		return
 	}
-	page, err := h.s.Hierarchy(c, dev.UserID, room, q)
+	page, err := h.s.Hierarchy(c.Request.Context(), dev.UserID, room, q)
 	if err != nil {
 		c.Error(err)
 		return

@@ -138,7 +138,7 @@ func (h *handlers) threads(c *gin.Context) {
 		}
 		from = &t
 	}
-	page, err := h.s.Threads(c, dev.UserID, room, participated, from, limit)
+	page, err := h.s.Threads(c.Request.Context(), dev.UserID, room, participated, from, limit)
 	if err != nil {
 		c.Error(err)
 		return

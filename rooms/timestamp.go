@@ -91,7 +91,7 @@ func (h *handlers) timestampToEvent(c *gin.Context) {
 		c.Error(spec.InvalidParam("dir must be f or b"))
 		return
 	}
-	ev, err := h.s.EventAtTimestamp(c, dev.UserID, room, ts, forward)
+	ev, err := h.s.EventAtTimestamp(c.Request.Context(), dev.UserID, room, ts, forward)
 	if err != nil {
 		c.Error(err)
 		return

@@ -320,7 +320,8 @@ func newRoomID(server spec.ServerName, v spec.RoomVersion) (spec.RoomID, error) 
 // upgradedPowerLevels is the old room's power levels content for the new
 // room. From v12 the creators have unlimited power and must not be listed in
 // users; into an older version, the old room's v12 creators (whose power was
-// implicit) are listed at 100, the level a creator has there.
+// implicit and above every level) are listed at the highest level the
+// content uses, and at least 100, so that they keep every power they had.
 func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user spec.UserID, extraCreators []spec.UserID) (map[string]any, error) {
 	plEv := snap.get(spec.MRoomPowerLevels, "")
 	if plEv == nil {
@@ -341,10 +342,22 @@ func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user s
 		}
 	} else if create := snap.get(spec.MRoomCreate, ""); create != nil && create.Version().AtLeast12() {
 		if creators, err := Creators(create); err == nil {
-			for _, u := range creators {
-				if _, listed := users[string(u)]; !listed {
-					users[string(u)] = creatorImplicitLevel
+			top := int64(creatorImplicitLevel)
+			if pl, err := PowerLevelsOf(snap); err == nil {
+				for _, n := range []int64{pl.UsersDefault, pl.EventsDefault, pl.StateDefault, pl.Ban, pl.Kick, pl.Redact, pl.Invite} {
+					top = max(top, n)
 				}
+				for _, m := range []map[string]int64{pl.Events, pl.Notifications} {
+					for _, n := range m {
+						top = max(top, n)
+					}
+				}
+				for _, n := range pl.Users {
+					top = max(top, n)
+				}
+			}
+			for _, u := range creators {
+				users[string(u)] = top
 			}
 		}
 	}
@@ -372,7 +385,7 @@ func (h *handlers) upgrade(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	id, err := h.s.Upgrade(c, dev.UserID, room, req)
+	id, err := h.s.Upgrade(c.Request.Context(), dev.UserID, room, req)
 	if err != nil {
 		c.Error(err)
 		return

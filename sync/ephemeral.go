@@ -181,10 +181,11 @@ func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.
 		content, _ := events.MarshalCanonical(map[string]string{"event_id": string(eventID)})
 		return s.acct.SetAccountData(ctx, user, room, "m.fully_read", content)
 	}
-	if _, err := s.rooms.Event(ctx, user, room, eventID); err != nil {
+	ev, err := s.rooms.Event(ctx, user, room, eventID)
+	if err != nil {
 		return err
 	}
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
 		pos := tx.NextPosition()
 		if _, err := tx.Exec(`INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, position)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -204,6 +205,16 @@ func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.
 		})
 		return nil
 	})
+	if err != nil || s.unread == nil {
+		return err
+	}
+	// m.read and m.read.private both clear the notifications up to the
+	// event (push module, "Marking notifications as read"). The receipt is
+	// stored either way; a failure here only leaves the counts behind.
+	if err := s.unread.ReceiptRead(ctx, user, room, eventID, ev.Position, threadID); err != nil {
+		s.log.Warn().Err(err).Msg("sync: could not clear notifications for a receipt")
+	}
+	return nil
 }
 
 // receiptsSince returns the room's m.receipt event with receipts in
@@ -287,7 +298,7 @@ func (s *Service) postReceipt(c *gin.Context) {
 		c.Error(spec.Forbidden("you are not joined to room %s", room))
 		return
 	}
-	if err := s.storeReceipt(c, dev.UserID, room, typ, eventID, body.ThreadID); err != nil {
+	if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, eventID, body.ThreadID); err != nil {
 		c.Error(err)
 		return
 	}
@@ -322,12 +333,12 @@ func (s *Service) postReadMarkers(c *gin.Context) {
 			return
 		}
 		if typ == "m.fully_read" {
-			if _, err := s.rooms.Event(c, dev.UserID, room, id); err != nil {
+			if _, err := s.rooms.Event(c.Request.Context(), dev.UserID, room, id); err != nil {
 				c.Error(err)
 				return
 			}
 		}
-		if err := s.storeReceipt(c, dev.UserID, room, typ, id, ""); err != nil {
+		if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, id, ""); err != nil {
 			c.Error(err)
 			return
 		}

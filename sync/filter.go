@@ -179,7 +179,7 @@ func (s *Service) createFilter(c *gin.Context) {
 	}
 	canonical, _ := json.Marshal(f)
 	var id int64
-	err = s.db.Write(c, func(tx *storage.Tx) error {
+	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		if err := tx.QueryRow(`SELECT coalesce(max(filter_id), -1) + 1 FROM filters WHERE user_id = $1`, string(dev.UserID)).Scan(&id); err != nil {
 			return err
 		}
@@ -200,7 +200,7 @@ func (s *Service) getFilter(c *gin.Context) {
 		c.Error(spec.Forbidden("you can only read your own filters"))
 		return
 	}
-	raw, err := s.loadFilter(c, dev.UserID, c.Param("filterId"))
+	raw, err := s.loadFilter(c.Request.Context(), dev.UserID, c.Param("filterId"))
 	if err != nil {
 		c.Error(err)
 		return

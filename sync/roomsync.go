@@ -23,7 +23,17 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	roomChanged := s.rooms.Position(id) > since
 	typing := s.typingSince(id, req.sinceSerial(), req.initial())
 	receiptsChanged := s.receiptPosition(id) > since
-	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 {
+	// A change of the unread counts (a notification, a receipt) is a
+	// change of the room: an incremental sync carries the new counts.
+	var unread, highlights int64
+	var threadCounts map[string][2]int64
+	countsChanged := false
+	if s.unread != nil {
+		var countsPos int64
+		unread, highlights, threadCounts, countsPos = s.unread.Counts(req.user, id)
+		countsChanged = countsPos > since
+	}
+	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !countsChanged {
 		return nil, nil
 	}
 
@@ -93,8 +103,24 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		jr.Summary = &RoomSummary{Heroes: sum.Heroes, Joined: &sum.Joined, Invited: &sum.Invited}
 	}
 	if !fresh && len(jr.Timeline.Events) == 0 && jr.State == nil && jr.StateAfter == nil &&
-		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 {
+		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && !countsChanged {
 		return nil, nil
+	}
+	if s.unread != nil {
+		if tf != nil && tf.UnreadThreadNotes {
+			jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
+			for root, c := range threadCounts {
+				if jr.UnreadThreadNotifications == nil {
+					jr.UnreadThreadNotifications = map[string]UnreadCounts{}
+				}
+				jr.UnreadThreadNotifications[root] = UnreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+			}
+		} else {
+			for _, c := range threadCounts {
+				unread, highlights = unread+c[0], highlights+c[1]
+			}
+			jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
+		}
 	}
 	return jr, nil
 }

@@ -40,6 +40,26 @@ type Keys interface {
 	UnusedFallbackKeyTypes(ctx context.Context, user spec.UserID, deviceID string) ([]string, error)
 }
 
+// Unread is what sync needs from push: each user's unread notification
+// counts per room, kept in memory by push.
+type Unread interface {
+	// WaitEvaluated waits, briefly at most, until the events committed up
+	// to pos have been evaluated, so that a response carries the counts of
+	// its own events.
+	WaitEvaluated(ctx context.Context, pos int64)
+	// Position is the stream position of the last change of any of the
+	// user's counts.
+	Position(user spec.UserID) int64
+	// Counts returns the user's counts in a room — the main timeline's,
+	// each thread's {notifications, highlights} by thread root — and the
+	// stream position of their last change.
+	Counts(user spec.UserID, room spec.RoomID) (notifications, highlights int64, threads map[string][2]int64, pos int64)
+	// ReceiptRead marks the user's notifications up to the event (at
+	// stream position pos) as read: in one thread ("main" or a root), or
+	// in all of them for thread "".
+	ReceiptRead(ctx context.Context, user spec.UserID, room spec.RoomID, eventID spec.EventID, pos int64, thread string) error
+}
+
 // Config is the sync policy an admin sets.
 type Config struct {
 	// Presence off means no presence is stored or delivered (privacy).
@@ -53,6 +73,7 @@ type Deps struct {
 	AccountData AccountData
 	Keys        Keys
 	Notifier    *Notifier
+	Unread      Unread // may be nil: no unread counts
 	Config      Config
 	Log         zerolog.Logger
 	// Stopping is closed at shutdown: long-polls answer at once.
@@ -66,6 +87,7 @@ type Service struct {
 	acct     AccountData
 	keys     Keys
 	notifier *Notifier
+	unread   Unread
 	cfg      Config
 	log      zerolog.Logger
 	stopping <-chan struct{}
@@ -86,7 +108,7 @@ type Service struct {
 // New returns the sync service.
 func New(d Deps) *Service {
 	s := &Service{
-		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier,
+		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier, unread: d.Unread,
 		cfg: d.Config, log: d.Log, stopping: d.Stopping,
 	}
 	if s.notifier == nil {
@@ -101,6 +123,9 @@ func New(d Deps) *Service {
 
 // SetKeys wires the E2EE directory after construction.
 func (s *Service) SetKeys(k Keys) { s.keys = k }
+
+// SetUnread wires the unread counts (push) after construction.
+func (s *Service) SetUnread(u Unread) { s.unread = u }
 
 // SetAccountData wires the account data source after construction.
 func (s *Service) SetAccountData(a AccountData) { s.acct = a }

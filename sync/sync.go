@@ -66,7 +66,7 @@ func (s *Service) sync(c *gin.Context) {
 		timeout = min(time.Duration(ms)*time.Millisecond, maxTimeout)
 	}
 	var err error
-	if req.filter, err = s.resolveFilter(c, dev.UserID, c.Query("filter")); err != nil {
+	if req.filter, err = s.resolveFilter(c.Request.Context(), dev.UserID, c.Query("filter")); err != nil {
 		c.Error(err)
 		return
 	}
@@ -92,7 +92,7 @@ func (s *Service) sync(c *gin.Context) {
 	if req.since != nil && s.keys != nil {
 		// The client has everything up to its token: delivered to-device
 		// messages are deleted now (DESIGN: kept only until delivered).
-		if err := s.keys.AckToDevice(c, req.user, req.device, req.since.Pos); err != nil {
+		if err := s.keys.AckToDevice(c.Request.Context(), req.user, req.device, req.since.Pos); err != nil {
 			c.Error(err)
 			return
 		}
@@ -104,7 +104,7 @@ func (s *Service) sync(c *gin.Context) {
 		// Subscribe before reading, so a change committed while the
 		// response is built still wakes this request.
 		wake, cancel := s.notifier.subscribe(req.user)
-		resp, empty, err := s.build(c, req)
+		resp, empty, err := s.build(c.Request.Context(), req)
 		if err != nil {
 			cancel()
 			c.Error(err)
@@ -192,6 +192,16 @@ type JoinedRoom struct {
 	Ephemeral   EventList    `json:"ephemeral"`
 	AccountData EventList    `json:"account_data"`
 	Summary     *RoomSummary `json:"summary,omitempty"`
+	// Unread counts: of the whole room, or of the main timeline when the
+	// filter asks for unread_thread_notifications (then per thread too).
+	UnreadNotifications       *UnreadCounts           `json:"unread_notifications,omitempty"`
+	UnreadThreadNotifications map[string]UnreadCounts `json:"unread_thread_notifications,omitempty"`
+}
+
+// UnreadCounts is {notification_count, highlight_count}.
+type UnreadCounts struct {
+	NotificationCount int64 `json:"notification_count"`
+	HighlightCount    int64 `json:"highlight_count"`
 }
 
 // InvitedRoom is one room in rooms.invite.
@@ -224,6 +234,12 @@ const defaultTimelineLimit = 10
 // build assembles the response for (since, now]. empty reports whether it
 // carries nothing new, so that a long-poll keeps waiting.
 func (s *Service) build(ctx context.Context, req *request) (*Response, bool, error) {
+	if s.unread != nil {
+		// Let push publish the counts of the events this response will
+		// carry, so that they arrive together (push module, "Server
+		// behaviour"); bounded, so a backlog never stalls /sync.
+		s.unread.WaitEvaluated(ctx, s.db.Position())
+	}
 	now := Token{Pos: s.db.Position(), Serial: s.serial.Load()}
 	if req.since != nil && req.since.Pos > now.Pos {
 		// A token from the future: answer from now rather than fail.

@@ -28,6 +28,10 @@ func TestMatrixJSSDKEncryption(t *testing.T) {
 	if err != nil {
 		t.Skip("node is not installed")
 	}
+	s := harness.Start(t)
+	skipUnlessServes(t, s, "POST", "/_matrix/client/v3/register")
+	skipUnlessServes(t, s, "GET", "/_matrix/client/v3/sync")
+	skipUnlessServes(t, s, "GET", "/_matrix/client/v3/pushrules/") // matrix-js-sdk stops syncing without push rules
 	dir := jsDir()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
 		npm, err := exec.LookPath("npm")
@@ -42,10 +46,6 @@ func TestMatrixJSSDKEncryption(t *testing.T) {
 			t.Fatalf("npm ci: %v\n%s", err, out)
 		}
 	}
-	s := harness.Start(t)
-	skipUnlessServes(t, s, "POST", "/_matrix/client/v3/register")
-	skipUnlessServes(t, s, "GET", "/_matrix/client/v3/sync")
-	skipUnlessServes(t, s, "GET", "/_matrix/client/v3/pushrules/") // matrix-js-sdk stops syncing without push rules
 
 	bodies := filepath.Join(t.TempDir(), "bodies.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -59,6 +60,15 @@ type Config struct {
 	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account, COUNT/PERIOD"`
 	RateLimitRegister    string `toml:"rate_limit_register"    help:"registration requests per client address, COUNT/PERIOD"`
 	RateLimitSend        string `toml:"rate_limit_send"        help:"events sent per user, COUNT/PERIOD (admins are exempt)"`
+
+	Metrics       bool   `toml:"metrics"        help:"serve Prometheus metrics at /metrics: counts and latencies, never identifiers; nothing is sent anywhere"`
+	MetricsListen string `toml:"metrics_listen" help:"address of the metrics listener, loopback unless metrics_token is set (empty: /metrics on the main listener, token required)"`
+	MetricsToken  string `toml:"metrics_token"  help:"bearer token scrapers must send for /metrics (empty: none, loopback listener only)" secret:"true"`
+
+	PushAllowPrivateGateways bool   `toml:"push_allow_private_gateways" help:"let pushers use push gateways on loopback, private or link-local addresses, and plain http (tests and LAN gateways only: otherwise a user could make the server reach its own network)"`
+	PushFullFormat           bool   `toml:"push_full_format"            help:"send message content, sender and room name to push gateways whose pusher did not ask for event_id_only (off: only event and room IDs and counts leave the server)"`
+	PushRetryBackoff         string `toml:"push_retry_backoff"          help:"delay before retrying a failed push to a gateway, doubled at each failure up to 5m"`
+	PushRetryLimit           string `toml:"push_retry_limit"            help:"how long a push to a gateway is retried before it is dropped"`
 }
 
 // defaults are what a server started with no configuration uses.
@@ -90,6 +100,11 @@ func defaults() Config {
 		RateLimitLoginFail: auth.DefaultRates()[auth.RateLoginFailures].String(),
 		RateLimitRegister:  auth.DefaultRates()[auth.RateRegister].String(),
 		RateLimitSend:      auth.DefaultRates()[auth.RateSend].String(),
+
+		MetricsListen: "127.0.0.1:8009",
+
+		PushRetryBackoff: "1s",
+		PushRetryLimit:   "1h",
 	}
 }
 
@@ -147,6 +162,8 @@ func (c *Config) Validate() ConfigError {
 	}
 	c.validateMedia(add)
 	c.validateAuth(add)
+	c.validateMetrics(add)
+	c.validatePush(add)
 	return ps
 }
 
@@ -430,4 +447,23 @@ func (c Config) masked() string {
 		}
 	}
 	return b.String()
+}
+
+// validatePush checks the push gateway settings.
+func (c *Config) validatePush(add func(key, format string, args ...any)) {
+	for key, v := range map[string]string{"push_retry_backoff": c.PushRetryBackoff, "push_retry_limit": c.PushRetryLimit} {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			add(key, "%q is not a positive duration such as 1s", v)
+		}
+	}
+}
+
+// pushConfig turns the server configuration into the push package's.
+func (c *Config) pushConfig() push.Config {
+	pc := push.DefaultConfig()
+	pc.AllowPrivateGateways = c.PushAllowPrivateGateways
+	pc.FullFormat = c.PushFullFormat
+	pc.RetryBackoff, _ = time.ParseDuration(c.PushRetryBackoff) // validated at load
+	pc.RetryLimit, _ = time.ParseDuration(c.PushRetryLimit)
+	return pc
 }

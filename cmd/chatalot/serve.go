@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -39,13 +38,18 @@ func serve(args []string) error {
 		return err
 	}
 	defer app.Close()
+	stopMetrics, err := app.serveMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics(context.Background())
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           app.Router(),
+		Handler:           app.Handler(), // the router, measured when metrics are on
 		ReadHeaderTimeout: 10 * time.Second, // slow-header clients are cut off
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          nil,
@@ -55,6 +59,8 @@ func serve(args []string) error {
 	}
 	log.Info().Str("server_name", cfg.ServerName).Str("listen", ln.Addr().String()).
 		Str("data_dir", cfg.DataDir).Str("version", version).Msg("Chatalot is serving")
+	stopReload := watchReload(fs, configPath, set, cfg, log) // SIGHUP
+	defer stopReload()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -83,14 +89,6 @@ func serve(args []string) error {
 	return nil
 }
 
-func newLogger(cfg Config, w io.Writer) zerolog.Logger {
-	level, _ := zerolog.ParseLevel(cfg.LogLevel)
-	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger()
-}
-
 // dataPaths are the files inside the data directory.
 type dataPaths struct{ dir, db, key, media string }
 
@@ -111,6 +109,8 @@ type App struct {
 	key      events.SigningKey
 	stopping chan struct{}
 	router   http.Handler
+	lock     *dataLock // held while the server uses the data directory
+	metrics  *metrics  // nil unless metrics are on
 }
 
 // openApp creates the data directory on first start, loads the signing key,
@@ -120,18 +120,30 @@ func openApp(cfg Config, log zerolog.Logger) (*App, error) {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	// One server per data directory: two would each keep the stream
+	// position and room state in memory and overwrite each other's.
+	lock, err := lockDataDir(p.dir)
+	if err != nil {
+		return nil, err
+	}
 	key, err := loadOrCreateSigningKey(p.key, cfg.ServerName)
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 	db, err := storage.Open(p.db, storage.Options{Durability: cfg.Durability})
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, db: db, key: key, stopping: make(chan struct{})}
+	a := &App{cfg: cfg, log: log, db: db, key: key, stopping: make(chan struct{}), lock: lock}
 	if err := a.wire(context.Background()); err != nil {
 		db.Close()
+		lock.release()
 		return nil, err
+	}
+	if cfg.Metrics {
+		a.metrics = newMetrics(a)
 	}
 	return a, nil
 }
@@ -148,8 +160,12 @@ func (a *App) BeginShutdown() {
 	}
 }
 
-// Close closes the database cleanly.
-func (a *App) Close() error { return a.db.Close() }
+// Close closes the database cleanly, then lets go of the data directory.
+func (a *App) Close() error {
+	err := a.db.Close()
+	a.lock.release()
+	return err
+}
 
 func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.ServerName) }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/media"
+	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/server"
 	chatsync "github.com/chatalot/chatalot/sync"
@@ -19,7 +20,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema); err != nil {
+	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier()
@@ -49,6 +50,20 @@ func (a *App) wire(ctx context.Context) error {
 	if err := syncSvc.Init(ctx); err != nil {
 		return err
 	}
+	// push hears of every committed event (and evaluates it off the send
+	// path), gives /sync the unread counts, and keeps m.push_rules in the
+	// account data /sync delivers.
+	pushSvc, err := push.New(ctx, push.Deps{
+		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: a.log, Stopping: a.stopping,
+		Config: a.cfg.pushConfig(),
+	})
+	if err != nil {
+		return err
+	}
+	roomsSvc.SetListener(pushSvc)
+	syncSvc.SetUnread(pushSvc)
+	syncSvc.SetAccountData(pushSvc.WithRules(authSvc))
+	pushSvc.Start()
 	// keys re-checks the password through auth's UIA, and hears of every
 	// device auth adds, renames or deletes.
 	keysSvc, err := keys.New(keys.Deps{
@@ -92,6 +107,7 @@ func (a *App) wire(ctx context.Context) error {
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
 	mediaSvc.Routes(r, requireAuth)
+	pushSvc.Routes(r, requireAuth)
 	a.router = r
 	return nil
 }

@@ -1,0 +1,151 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
+)
+
+// requireAdmin answers 403 M_FORBIDDEN to callers who are not server
+// admins; it runs after the auth middleware, so a request without a valid
+// token has already had its 401. It checks before anything is looked up,
+// so that a non-admin learns nothing (not even whether a user exists).
+func requireAdmin(c *gin.Context) {
+	dev := auth.DeviceFrom(c)
+	if dev == nil || !dev.IsAdmin {
+		c.Error(spec.Forbidden("you are not a server admin"))
+		c.Abort()
+		return
+	}
+	c.Next()
+}
+
+// actor is the admin making the request.
+func actor(c *gin.Context) Actor { return Actor{User: auth.DeviceFrom(c).UserID} }
+
+// userParam parses the userId path parameter: 400 M_INVALID_PARAM if it is
+// not a user ID or not one of this server's.
+func (s *Service) userParam(c *gin.Context) (spec.UserID, bool) {
+	u, err := spec.ParseUserID(c.Param("userId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("%q is not a valid user ID", c.Param("userId")))
+		return "", false
+	}
+	if u.Server() != s.server {
+		c.Error(spec.InvalidParam("%s is not a user of this server", u))
+		return "", false
+	}
+	return u, true
+}
+
+// existingUser is userParam for an account that exists (deactivated or
+// not): 404 M_NOT_FOUND otherwise.
+func (s *Service) existingUser(c *gin.Context) (auth.UserInfo, bool) {
+	u, ok := s.userParam(c)
+	if !ok {
+		return auth.UserInfo{}, false
+	}
+	info, found, err := s.auth.User(c.Request.Context(), u)
+	if err != nil {
+		c.Error(err)
+		return info, false
+	}
+	if !found {
+		c.Error(spec.NotFound("user %s not found", u))
+		return info, false
+	}
+	return info, true
+}
+
+// roomParam parses the roomId path parameter: 400 M_INVALID_PARAM if it is
+// not a room ID.
+func roomParam(c *gin.Context) (spec.RoomID, bool) {
+	id, err := spec.ParseRoomID(c.Param("roomId"))
+	if err != nil {
+		c.Error(spec.InvalidParam("%q is not a valid room ID", c.Param("roomId")))
+		return "", false
+	}
+	return id, true
+}
+
+// paging reads from (default 0) and limit (default 100): non-negative
+// integers, else 400 M_INVALID_PARAM. A from past the end is not an error:
+// the page is empty.
+func paging(c *gin.Context) (from, limit int, ok bool) {
+	from, ok = intParam(c, "from", 0)
+	if !ok {
+		return 0, 0, false
+	}
+	limit, ok = intParam(c, "limit", 100)
+	if !ok {
+		return 0, 0, false
+	}
+	return from, min(limit, maxPage), true
+}
+
+// maxPage bounds a page, whatever the limit asked.
+const maxPage = 1000
+
+func intParam(c *gin.Context, name string, def int) (int, bool) {
+	v, present := c.GetQuery(name)
+	if !present {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		c.Error(spec.InvalidParam("query parameter %s must be a non-negative integer", name))
+		return 0, false
+	}
+	return n, true
+}
+
+// boolParam reads an optional "true"/"false" query parameter.
+func boolParam(c *gin.Context, name string) (*bool, bool) {
+	v, present := c.GetQuery(name)
+	if !present {
+		return nil, true
+	}
+	switch v {
+	case "true":
+		b := true
+		return &b, true
+	case "false":
+		b := false
+		return &b, true
+	}
+	c.Error(spec.InvalidParam("query parameter %s must be true or false", name))
+	return nil, false
+}
+
+// dirParam reads dir: f (forwards, the default unless def says b) or b.
+func dirParam(c *gin.Context, def string) (backwards bool, ok bool) {
+	v := c.DefaultQuery("dir", def)
+	switch v {
+	case "f":
+		return false, true
+	case "b":
+		return true, true
+	}
+	c.Error(spec.InvalidParam("query parameter dir must be f or b"))
+	return false, false
+}
+
+// page slices a sorted list for from and limit; next is the offset of the
+// next page, or -1 at the end.
+func page[T any](list []T, from, limit int) (out []T, next int) {
+	if from >= len(list) || limit == 0 {
+		return []T{}, -1
+	}
+	end := min(from+limit, len(list))
+	next = -1
+	if end < len(list) {
+		next = end
+	}
+	return list[from:end], next
+}
+
+// ok answers {} with 200.
+func ok(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) }

@@ -1,0 +1,207 @@
+// Package admin is the server admin's toolset: the Synapse-compatible admin
+// API (/_synapse/admin/…) that tools such as synapse-admin and bot
+// frameworks expect, the account moderation endpoints of the client-server
+// API (lock, suspend, whois), server notices, /.well-known/matrix/support,
+// and the audit log that records every admin action. The `chatalot admin`
+// CLI drives the same service on the data directory.
+//
+// Admin powers are deliberately bounded: there is no endpoint to log in as
+// another user and no shadow-ban, and every action leaves an audit row
+// (who, what, on what, when — never content) in the same transaction as
+// its effect wherever one transaction can hold both.
+package admin
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/media"
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
+)
+
+// Contact is one entry of /.well-known/matrix/support.
+type Contact struct {
+	MatrixID string `json:"matrix_id,omitempty"`
+	Email    string `json:"email_address,omitempty"`
+	Role     string `json:"role"`
+}
+
+// Config is what the server's configuration tells the admin package.
+type Config struct {
+	// Version is answered by server_version.
+	Version string
+	// Contacts and SupportPage are /.well-known/matrix/support; with
+	// neither it answers 404, as the spec says.
+	Contacts    []Contact
+	SupportPage string
+	// NoticesUser is the localpart of the account that sends server
+	// notices, created (without a password) on first use. Default "server",
+	// a name auth reserves so nobody can register it.
+	NoticesUser string
+	// NoticesRoomName names each user's server-notices room.
+	NoticesRoomName string
+	// LogIPAddresses mirrors the server setting: only then does whois show
+	// the last address a session used, kept in memory, never stored.
+	LogIPAddresses bool
+}
+
+// Deps is what the service needs. Rooms, Media and Keys are nil in the CLI,
+// which works on the accounts and the audit log only.
+type Deps struct {
+	DB         *storage.DB
+	ServerName spec.ServerName
+	Auth       *auth.Service
+	Rooms      *rooms.Service
+	Media      *media.Service
+	Keys       auth.DeviceHooks
+	Log        zerolog.Logger
+	Config     Config
+	// CLI says the service runs in `chatalot admin`: actions are recorded
+	// as the CLI's, and changes the running server must apply are queued.
+	CLI bool
+}
+
+// Service is the admin toolset.
+type Service struct {
+	db     *storage.DB
+	server spec.ServerName
+	auth   *auth.Service
+	rooms  *rooms.Service
+	media  *media.Service
+	keys   auth.DeviceHooks
+	log    zerolog.Logger
+	cfg    Config
+	cli    bool
+	now    func() time.Time
+
+	// Account flags, blocked rooms and server-notices rooms live in memory
+	// too: the auth middleware and the rooms guard ask on every request or
+	// membership change, and must not read the database to answer.
+	mu          sync.RWMutex
+	flags       map[spec.UserID]userFlags
+	blocked     map[spec.RoomID]spec.UserID
+	noticeRooms map[spec.UserID]spec.RoomID
+	noticeRoom  map[spec.RoomID]spec.UserID // the reverse index
+
+	noticeMu sync.Mutex // one server-notices room per user, created once
+
+	tasks *taskList // room deletions and history purges (rooms.go)
+
+	connMu sync.Mutex
+	conns  map[spec.UserID]map[string]connection // whois with IP logging on
+}
+
+// New builds the service and loads its state. The database must be
+// migrated with Schema.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	if d.Config.NoticesUser == "" {
+		d.Config.NoticesUser = "server"
+	}
+	if d.Config.NoticesRoomName == "" {
+		d.Config.NoticesRoomName = "Server Notices"
+	}
+	s := &Service{
+		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
+		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now,
+		noticeRoom: map[spec.RoomID]spec.UserID{},
+		tasks:      newTaskList(),
+		conns:      map[spec.UserID]map[string]connection{},
+	}
+	var err error
+	if s.flags, err = s.loadFlags(ctx); err != nil {
+		return nil, fmt.Errorf("admin: load account flags: %w", err)
+	}
+	if s.blocked, err = s.loadBlocked(ctx); err != nil {
+		return nil, fmt.Errorf("admin: load blocked rooms: %w", err)
+	}
+	if s.noticeRooms, err = s.loadNoticeRooms(ctx); err != nil {
+		return nil, fmt.Errorf("admin: load server-notices rooms: %w", err)
+	}
+	for u, r := range s.noticeRooms {
+		s.noticeRoom[r] = u
+	}
+	return s, nil
+}
+
+// Actor is who performs an admin action: an admin through the API, or the
+// CLI (whoever can read the data directory).
+type Actor struct {
+	User spec.UserID // "" for the CLI
+}
+
+// CLIActor is the actor of `chatalot admin` commands.
+var CLIActor = Actor{}
+
+func (a Actor) String() string {
+	if a.User == "" {
+		return "cli"
+	}
+	return string(a.User)
+}
+
+func (s *Service) origin() string {
+	if s.cli {
+		return "cli"
+	}
+	return "api"
+}
+
+// audit prepares the audit row of an action: it rides on the action's
+// first write (storage.Attach), so the two commit together. finish is
+// called with the action's outcome: a failed action that wrote nothing is
+// not recorded; one that succeeded without any write of its own (or whose
+// writes could not carry the row) is recorded in a write of its own.
+func (s *Service) audit(ctx context.Context, who Actor, action, target string, details map[string]any) (context.Context, func(error) error) {
+	e := AuditEntry{TS: s.now().UnixMilli(), Actor: who.String(), Origin: s.origin(), Action: action, Target: target, Details: details}
+	actx, done := storage.Attach(ctx, func(tx *storage.Tx) error { return insertAudit(tx, e) })
+	finish := func(err error) error {
+		if done() {
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if werr := s.db.Write(context.WithoutCancel(ctx), func(tx *storage.Tx) error { return insertAudit(tx, e) }); werr != nil {
+			s.log.Error().Err(werr).Str("action", action).Msg("admin action done but not recorded in the audit log")
+			return werr
+		}
+		return nil
+	}
+	s.log.Info().Str("actor", e.Actor).Str("action", action).Str("target", target).Msg("admin action")
+	return actx, finish
+}
+
+// record writes an audit row together with fn's changes, in one write.
+func (s *Service) record(ctx context.Context, who Actor, action, target string, details map[string]any, fn func(*storage.Tx) error) error {
+	e := AuditEntry{TS: s.now().UnixMilli(), Actor: who.String(), Origin: s.origin(), Action: action, Target: target, Details: details}
+	s.log.Info().Str("actor", e.Actor).Str("action", action).Str("target", target).Msg("admin action")
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if fn != nil {
+			if err := fn(tx); err != nil {
+				return err
+			}
+		}
+		return insertAudit(tx, e)
+	})
+}
+
+func (s *Service) flagsOf(user spec.UserID) userFlags {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.flags[user]
+}
+
+// updateFlags changes one flag in memory (call after the commit).
+func (s *Service) updateFlags(user spec.UserID, f func(*userFlags)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl := s.flags[user]
+	f(&fl)
+	s.flags[user] = fl
+}

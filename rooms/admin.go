@@ -1,0 +1,293 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"sort"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// What the server admin API (package admin) needs from rooms: a view of
+// every room whatever the caller's membership, a guard on membership
+// changes (blocked rooms, server-notices rooms), moving aliases, and
+// purging a room or the older part of its history.
+
+// MembershipGuard can refuse a membership change before it is built:
+// sender changes target's membership of room from current to membership.
+type MembershipGuard func(ctx context.Context, room spec.RoomID, sender, target spec.UserID, membership, current string) error
+
+// SetMembershipGuard wires the admin package's guard; call it before
+// serving.
+func (s *Service) SetMembershipGuard(g MembershipGuard) { s.guard = g }
+
+// AdminRoom is a room as the admin API describes it, from memory (Public
+// from the directory table).
+type AdminRoom struct {
+	RoomInfo
+	Creator            spec.UserID
+	JoinedLocalMembers int
+	Public             bool
+	GuestAccess        string
+	HistoryVisibility  string
+	StateEvents        int
+}
+
+func (s *Service) describeForAdmin(r *liveRoom, published map[spec.RoomID]bool) AdminRoom {
+	snap := r.cur.Load()
+	a := AdminRoom{RoomInfo: describeRoom(r), Public: published[r.id], StateEvents: len(snap.state)}
+	if c := snap.get(spec.MRoomCreate, ""); c != nil {
+		a.Creator = c.Sender()
+	}
+	for _, u := range snap.joined() {
+		if u.Server() == s.server {
+			a.JoinedLocalMembers++
+		}
+	}
+	if ev := snap.get(spec.MRoomGuestAccess, ""); ev != nil {
+		a.GuestAccess = ev.Content().Get("guest_access").String()
+	}
+	if ev := snap.get(spec.MRoomHistoryVisibility, ""); ev != nil {
+		a.HistoryVisibility = ev.Content().Get("history_visibility").String()
+	}
+	return a
+}
+
+func (s *Service) publishedSet(ctx context.Context) (map[spec.RoomID]bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM published_rooms`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[spec.RoomID]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[spec.RoomID(id)] = true
+	}
+	return out, rows.Err()
+}
+
+// AdminRooms describes every room on the server, by room ID.
+func (s *Service) AdminRooms(ctx context.Context) ([]AdminRoom, error) {
+	published, err := s.publishedSet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	list := make([]*liveRoom, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		list = append(list, r)
+	}
+	s.mu.RUnlock()
+	out := make([]AdminRoom, len(list))
+	for i, r := range list {
+		out[i] = s.describeForAdmin(r, published)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RoomID < out[j].RoomID })
+	return out, nil
+}
+
+// AdminRoom describes one room; found is false for a room the server does
+// not know.
+func (s *Service) AdminRoom(ctx context.Context, id spec.RoomID) (AdminRoom, bool, error) {
+	r := s.room(id)
+	if r == nil {
+		return AdminRoom{}, false, nil
+	}
+	published, err := s.publishedSet(ctx)
+	if err != nil {
+		return AdminRoom{}, false, err
+	}
+	return s.describeForAdmin(r, published), true, nil
+}
+
+// AdminState is a room's current state, whoever asks (server admins); nil
+// for an unknown room.
+func (s *Service) AdminState(id spec.RoomID) []*events.PDU {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	snap := r.cur.Load()
+	out := make([]*events.PDU, 0, len(snap.state))
+	for _, ev := range snap.state {
+		out = append(out, ev)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Type() != out[j].Type() {
+			return out[i].Type() < out[j].Type()
+		}
+		a, _ := out[i].StateKey()
+		b, _ := out[j].StateKey()
+		return a < b
+	})
+	return out
+}
+
+// Exists reports whether the server knows the room.
+func (s *Service) Exists(id spec.RoomID) bool { return s.room(id) != nil }
+
+// MembersOf returns every user with a membership of the room (join,
+// invite, knock, leave, ban) from memory.
+func (s *Service) MembersOf(id spec.RoomID) map[spec.UserID]string {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	out := map[spec.UserID]string{}
+	for k, ev := range r.cur.Load().state {
+		if k.Type == spec.MRoomMember {
+			out[spec.UserID(k.StateKey)] = ev.Content().Get("membership").String()
+		}
+	}
+	return out
+}
+
+// StoredEvent returns an event as stored, with no visibility check (for
+// server admins and the admin policies); nil if unknown.
+func (s *Service) StoredEvent(ctx context.Context, id spec.EventID) (*Event, error) {
+	return s.eventByID(ctx, id)
+}
+
+// FirstPositionAt returns the stream position of the room's first event
+// sent at or after ts (unix ms); found is false if there is none.
+func (s *Service) FirstPositionAt(ctx context.Context, room spec.RoomID, ts int64) (int64, bool, error) {
+	var pos sql.NullInt64
+	err := s.db.QueryRow(ctx, `SELECT min(position) FROM events WHERE room_id = $1 AND origin_server_ts >= $2`, string(room), ts).Scan(&pos)
+	return pos.Int64, pos.Valid, err
+}
+
+// MoveAliases points every local alias of room from at room to (or, with
+// to empty, deletes them) and takes from out of the published directory;
+// it returns the aliases.
+func (s *Service) MoveAliases(ctx context.Context, from, to spec.RoomID) ([]spec.RoomAlias, error) {
+	var out []spec.RoomAlias
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(`SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, string(from))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, spec.RoomAlias(a))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if to == "" {
+			_, err = tx.Exec(`DELETE FROM room_aliases WHERE room_id = $1`, string(from))
+		} else {
+			_, err = tx.Exec(`UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, string(to), string(from))
+		}
+		if err != nil {
+			return err
+		}
+		return setPublished(tx, from, false)
+	})
+	return out, err
+}
+
+// PurgeRoom deletes every trace of a room this package keeps: its events,
+// state, aliases, directory entry, relations, search index and reports,
+// then forgets it in memory. Members should have left first (their clients
+// then saw the leave); the admin package makes them.
+func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
+	r := s.room(id)
+	if r == nil {
+		return spec.NotFound("unknown room %s", id)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		room := string(id)
+		for _, q := range []string{
+			`DELETE FROM event_search WHERE rowid IN (SELECT position FROM events WHERE room_id = $1)`,
+			`DELETE FROM event_relations WHERE room_id = $1`,
+			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)`,
+			`DELETE FROM room_state WHERE room_id = $1`,
+			`DELETE FROM room_aliases WHERE room_id = $1`,
+			`DELETE FROM published_rooms WHERE room_id = $1`,
+			`DELETE FROM forgotten WHERE room_id = $1`,
+			`DELETE FROM content_reports WHERE room_id = $1`,
+			`DELETE FROM events WHERE room_id = $1`,
+			`DELETE FROM rooms WHERE room_id = $1`,
+		} {
+			if _, err := tx.Exec(q, room); err != nil {
+				return err
+			}
+		}
+		tx.AfterCommit(func() {
+			s.mu.Lock()
+			delete(s.rooms, id)
+			for _, m := range s.userRooms {
+				delete(m, id)
+			}
+			s.mu.Unlock()
+		})
+		return nil
+	})
+	if err == nil {
+		s.log.Info().Str("room_id", string(id)).Msg("room purged")
+	}
+	return err
+}
+
+// PurgeHistory deletes a room's message events (not state events) stored
+// before stream position before, never the room's latest event, and
+// returns how many went. State events stay: the room's state and its
+// membership history are built from them.
+func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error) {
+	r := s.room(id)
+	if r == nil {
+		return 0, spec.NotFound("unknown room %s", id)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	latest := r.cur.Load().position
+	if before > latest {
+		before = latest
+	}
+	var n int64
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		const doomed = `SELECT position FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`
+		room := string(id)
+		for _, q := range []string{
+			`DELETE FROM event_search WHERE rowid IN (` + doomed + `)`,
+			`DELETE FROM event_relations WHERE position IN (` + doomed + `)`,
+			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`,
+		} {
+			if _, err := tx.Exec(q, room, before); err != nil {
+				return err
+			}
+		}
+		res, err := tx.Exec(`DELETE FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`, room, before)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		tx.AfterCommit(func() {
+			r.histMu.Lock()
+			kept := r.recent[:0:0]
+			for _, ev := range r.recent {
+				if _, state := ev.PDU.StateKey(); state || ev.Position >= before {
+					kept = append(kept, ev)
+				}
+			}
+			r.recent = kept
+			r.histMu.Unlock()
+		})
+		return nil
+	})
+	return int(n), err
+}
