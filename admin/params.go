@@ -147,5 +147,5 @@ func page[T any](list []T, from, limit int) (out []T, next int) {
 	return list[from:end], next
 }
 
-// ok answers {} with 200.
-func ok(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) }
+// answerOK answers {} with 200.
+func answerOK(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) }

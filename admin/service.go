@@ -153,21 +153,28 @@ func (s *Service) origin() string {
 }
 
 // audit prepares the audit row of an action: it rides on the action's
-// first write (storage.Attach), so the two commit together. finish is
-// called with the action's outcome: a failed action that wrote nothing is
-// not recorded; one that succeeded without any write of its own (or whose
-// writes could not carry the row) is recorded in a write of its own.
-func (s *Service) audit(ctx context.Context, who Actor, action, target string, details map[string]any) (context.Context, func(error) error) {
+// first write (storage.Attach), so the two commit together; extra, if not
+// nil, writes the admin package's own part of the action in that same
+// transaction. finish is called with the action's outcome: a failed action
+// that wrote nothing is not recorded; one that succeeded without any write
+// of its own (or whose writes could not carry the row) is recorded in a
+// write of its own.
+func (s *Service) audit(ctx context.Context, who Actor, action, target string, details map[string]any, extra func(*storage.Tx) error) (context.Context, func(error) error) {
 	e := AuditEntry{TS: s.now().UnixMilli(), Actor: who.String(), Origin: s.origin(), Action: action, Target: target, Details: details}
-	actx, done := storage.Attach(ctx, func(tx *storage.Tx) error { return insertAudit(tx, e) })
+	write := func(tx *storage.Tx) error {
+		if extra != nil {
+			if err := extra(tx); err != nil {
+				return err
+			}
+		}
+		return insertAudit(tx, e)
+	}
+	actx, done := storage.Attach(ctx, write)
 	finish := func(err error) error {
-		if done() {
+		if done() || err != nil {
 			return err
 		}
-		if err != nil {
-			return err
-		}
-		if werr := s.db.Write(context.WithoutCancel(ctx), func(tx *storage.Tx) error { return insertAudit(tx, e) }); werr != nil {
+		if werr := s.db.Write(context.WithoutCancel(ctx), write); werr != nil {
 			s.log.Error().Err(werr).Str("action", action).Msg("admin action done but not recorded in the audit log")
 			return werr
 		}

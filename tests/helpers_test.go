@@ -57,3 +57,6 @@ func firstSync(t *testing.T, base, token string) string {
 	}
 	return out.NextBatch
 }
+
+// httpClient is a plain client with a timeout and no retries.
+func httpClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }

@@ -32,6 +32,9 @@ func serve(args []string) error {
 		return err
 	}
 	log := newLogger(cfg, os.Stderr)
+	// Everything the server writes (database, key, media) is for its own
+	// user only.
+	syscall.Umask(0o077)
 
 	app, err := openApp(cfg, log)
 	if err != nil {
@@ -48,9 +51,10 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
 		Handler:           app.Handler(), // the router, measured when metrics are on
-		ReadHeaderTimeout: 10 * time.Second, // slow-header clients are cut off
+		ReadHeaderTimeout: headerTimeout, // slow-header clients are cut off
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          nil,
 	}

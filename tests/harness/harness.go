@@ -60,6 +60,7 @@ type Server struct {
 	DataDir string
 	Args    []string // extra flags given at every start
 	Env     []string
+	wrapper []string
 	URL     string // http://127.0.0.1:PORT
 	Addr    string // 127.0.0.1:PORT
 
@@ -77,6 +78,10 @@ func WithArgs(args ...string) Option { return func(s *Server) { s.Args = append(
 
 // WithDataDir reuses a data directory (for restarts and upgrade fixtures).
 func WithDataDir(dir string) Option { return func(s *Server) { s.DataDir = dir } }
+
+// WithWrapper runs the server under another program (strace, …): the
+// wrapper's arguments come first, then the server's command line.
+func WithWrapper(cmd ...string) Option { return func(s *Server) { s.wrapper = cmd } }
 
 // WithEnv adds environment variables (KEY=VALUE).
 func WithEnv(kv ...string) Option { return func(s *Server) { s.Env = append(s.Env, kv...) } }
@@ -112,6 +117,9 @@ func (s *Server) Launch() {
 		"--log-format", "json", "--log-level", "info"}, DefaultArgs...)
 	args = append(args, s.Args...)
 	cmd := exec.Command(Binary(s.t), args...)
+	if len(s.wrapper) > 0 {
+		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], Binary(s.t)), args...)...)
+	}
 	cmd.Env = append(os.Environ(), s.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
