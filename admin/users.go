@@ -483,15 +483,9 @@ func (s *Service) deactivate(c *gin.Context) {
 // Deactivate deactivates an account (API and CLI). In the CLI the rooms and
 // keys follow-ups are queued for the server (cli.go).
 func (s *Service) Deactivate(ctx context.Context, who Actor, user spec.UserID, erase bool) error {
-	var devices []string
-	if s.cli {
-		devs, err := s.auth.Devices(ctx, user)
-		if err != nil {
-			return err
-		}
-		for _, d := range devs {
-			devices = append(devices, d.DeviceID)
-		}
+	devices, err := s.deviceIDs(ctx, user)
+	if err != nil {
+		return err
 	}
 	extra := func(tx *storage.Tx) error {
 		if erase {
@@ -503,7 +497,7 @@ func (s *Service) Deactivate(ctx context.Context, who Actor, user spec.UserID, e
 		return s.followupIfCLI("deactivated", user, devices)(tx)
 	}
 	actx, finish := s.audit(ctx, who, "deactivate_user", string(user), map[string]any{"erase": erase}, extra)
-	err := s.auth.Deactivate(actx, user, erase)
+	err = s.auth.Deactivate(actx, user, erase)
 	s.forgetConnections(user)
 	return finish(err)
 }
@@ -549,8 +543,11 @@ func (s *Service) ResetPassword(ctx context.Context, who Actor, user spec.UserID
 	if err := s.auth.CheckNewPassword(password); err != nil {
 		return err
 	}
-	kind := "sessions"
-	actx, finish := s.audit(ctx, who, "reset_password", string(user), map[string]any{"logout_devices": logout}, s.followupIfCLI(kind, user, nil))
+	devices, err := s.deviceIDs(ctx, user)
+	if err != nil {
+		return err
+	}
+	actx, finish := s.audit(ctx, who, "reset_password", string(user), map[string]any{"logout_devices": logout}, s.followupIfCLI("sessions", user, devices))
 	return finish(s.auth.SetPassword(actx, user, password, logout, keepDevice))
 }
 

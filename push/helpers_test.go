@@ -121,6 +121,7 @@ type testServer struct {
 	acct  *memAccountData
 	srv   *httptest.Server
 	txn   atomic.Int64
+	close func()
 }
 
 type serverOption func(*Config)
@@ -179,7 +180,8 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	ps.Routes(r, fakeAuth)
 	ts := &testServer{t: t, db: db, rooms: rs, sync: ss, push: ps, acct: acct, srv: httptest.NewServer(r)}
 	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(stopping); ts.srv.Close(); db.Close() }) })
+	ts.close = func() { once.Do(func() { close(stopping); ts.srv.Close(); db.Close() }) }
+	t.Cleanup(ts.close)
 	return ts
 }
 

@@ -54,7 +54,7 @@ func (s *Service) getNotifications(c *gin.Context) {
 		return
 	}
 	// One more row than asked tells whether there is a next page.
-	rows, err := s.db.Query(c, `SELECT room_id, event_id, position, thread_id, highlight, actions, ts FROM push_notifications
+	rows, err := s.db.Query(c.Request.Context(), `SELECT room_id, event_id, position, thread_id, highlight, actions, ts FROM push_notifications
 		WHERE user_id = $1 AND position < $2 AND (highlight OR $3) ORDER BY position DESC LIMIT $4`,
 		string(user), from, !onlyHighlight, limit+1)
 	if err != nil {
@@ -91,13 +91,17 @@ func (s *Service) getNotifications(c *gin.Context) {
 		next = strconv.FormatInt(list[len(list)-1].pos, 10)
 	}
 	for _, r := range list {
-		ev, err := s.rooms.Event(c, user, r.room, r.event)
-		if err != nil || ev == nil {
+		var pdu *events.PDU
+		if ev, err := s.rooms.Event(c.Request.Context(), user, r.room, r.event); err == nil && ev != nil {
+			pdu = ev.PDU
+		} else if own := s.rooms.CurrentState(r.room, spec.MRoomMember, string(user)); own != nil && own.EventID() == r.event {
+			pdu = own // an invite: the user's own member event, visible to them
+		} else {
 			continue
 		}
 		out = append(out, gin.H{
 			"actions": json.RawMessage(r.actions),
-			"event":   json.RawMessage(events.ClientEvent(ev.PDU, nil)),
+			"event":   json.RawMessage(events.ClientEvent(pdu, nil)),
 			"read":    s.isRead(user, r.room, r.thread, r.pos),
 			"room_id": r.room,
 			"ts":      r.ts,

@@ -106,17 +106,17 @@ func (s *Service) setPusher(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	p, remove, appendPusher, err := s.parsePusher(c, body)
+	p, remove, appendPusher, err := s.parsePusher(c.Request.Context(), body)
 	if err != nil {
 		c.Error(err)
 		return
 	}
 	p.user, p.deviceID = dev.UserID, dev.DeviceID
 	if remove {
-		err = s.deletePusher(c, p.key())
+		err = s.deletePusher(c.Request.Context(), p.key())
 	} else {
 		p.pushkeyTS = s.now().Unix()
-		err = s.storePusher(c, p, appendPusher)
+		err = s.storePusher(c.Request.Context(), p, appendPusher)
 	}
 	if err != nil {
 		c.Error(err)
@@ -135,11 +135,11 @@ func (s *Service) parsePusher(ctx context.Context, body map[string]json.RawMessa
 			}
 			return "", nil
 		}
-		var v string
-		if json.Unmarshal(raw, &v) != nil {
+		v := gjson.ParseBytes(raw)
+		if v.Type != gjson.String {
 			return "", spec.BadJSON("%s must be a string", name)
 		}
-		return v, nil
+		return v.Str, nil
 	}
 	var missing []string
 	for _, name := range []string{"kind", "app_id", "pushkey"} {

@@ -551,6 +551,9 @@ const maxSafeInteger = 1<<53 - 1
 // scalarOf reads a non-compound canonical JSON value; floats, integers out
 // of the canonical range, arrays, objects and absence are not scalars.
 func scalarOf(v gjson.Result) (scalar, bool) {
+	if !v.Exists() {
+		return scalar{}, false
+	}
 	switch v.Type {
 	case gjson.String:
 		return scalar{kind: gjson.String, s: v.Str}, true

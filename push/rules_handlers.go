@@ -13,7 +13,7 @@ import (
 
 // GET /_matrix/client/v3/pushrules/: every ruleset (only "global" exists).
 func (s *Service) getAllRules(c *gin.Context) {
-	rs, err := s.Rules(c, auth.DeviceFrom(c).UserID)
+	rs, err := s.Rules(c.Request.Context(), auth.DeviceFrom(c).UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -23,7 +23,7 @@ func (s *Service) getAllRules(c *gin.Context) {
 
 // GET /_matrix/client/v3/pushrules/global/: the global ruleset.
 func (s *Service) getGlobalRules(c *gin.Context) {
-	rs, err := s.Rules(c, auth.DeviceFrom(c).UserID)
+	rs, err := s.Rules(c.Request.Context(), auth.DeviceFrom(c).UserID)
 	if err != nil {
 		c.Error(err)
 		return
@@ -49,7 +49,7 @@ func (s *Service) findRule(c *gin.Context) (*Rule, bool) {
 	if !ok {
 		return nil, false
 	}
-	rs, err := s.Rules(c, auth.DeviceFrom(c).UserID)
+	rs, err := s.Rules(c.Request.Context(), auth.DeviceFrom(c).UserID)
 	if err != nil {
 		c.Error(err)
 		return nil, false
@@ -124,12 +124,12 @@ func (s *Service) putRule(c *gin.Context) {
 	}
 	var pattern *string
 	if raw, has := body["pattern"]; has && kind == KindContent {
-		var p string
-		if err := json.Unmarshal(raw, &p); err != nil {
+		v := gjson.ParseBytes(raw)
+		if v.Type != gjson.String {
 			c.Error(spec.BadJSON("pattern must be a string"))
 			return
 		}
-		pattern = &p
+		pattern = &v.Str
 	}
 	r, err := newUserRule(kind, id, actions, conditions, pattern)
 	if err != nil {
@@ -137,7 +137,7 @@ func (s *Service) putRule(c *gin.Context) {
 		return
 	}
 	before, after := c.Query("before"), c.Query("after")
-	err = s.changeRules(c, auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
+	err = s.changeRules(c.Request.Context(), auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
 		user := rs.userRules(kind)
 		total := 0
 		for _, k := range Kinds {
@@ -183,7 +183,7 @@ func (s *Service) deleteRule(c *gin.Context) {
 	if !ok {
 		return
 	}
-	err := s.changeRules(c, auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
+	err := s.changeRules(c.Request.Context(), auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
 		r, i := rs.Find(kind, id)
 		if r == nil {
 			return ruleNotFound()
@@ -219,7 +219,7 @@ func (s *Service) putRuleEnabled(c *gin.Context) {
 		c.Error(spec.MissingParam("enabled is required"))
 		return
 	}
-	err := s.changeRules(c, auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
+	err := s.changeRules(c.Request.Context(), auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
 		r, _ := rs.Find(kind, id)
 		if r == nil {
 			return ruleNotFound()
@@ -256,7 +256,7 @@ func (s *Service) putRuleActions(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	err = s.changeRules(c, auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
+	err = s.changeRules(c.Request.Context(), auth.DeviceFrom(c).UserID, func(rs *Ruleset) error {
 		r, _ := rs.Find(kind, id)
 		if r == nil {
 			return ruleNotFound()

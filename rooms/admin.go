@@ -33,13 +33,18 @@ type AdminRoom struct {
 	GuestAccess        string
 	HistoryVisibility  string
 	StateEvents        int
+	Federatable        bool // m.federate of the create event (default true)
 }
 
 func (s *Service) describeForAdmin(r *liveRoom, published map[spec.RoomID]bool) AdminRoom {
 	snap := r.cur.Load()
 	a := AdminRoom{RoomInfo: describeRoom(r), Public: published[r.id], StateEvents: len(snap.state)}
+	a.Federatable = true
 	if c := snap.get(spec.MRoomCreate, ""); c != nil {
 		a.Creator = c.Sender()
+		if f := c.Content().Get(`m\.federate`); f.Exists() && !f.Bool() {
+			a.Federatable = false
+		}
 	}
 	for _, u := range snap.joined() {
 		if u.Server() == s.server {

@@ -16,6 +16,13 @@ type Event struct {
 	Position int64
 	DeviceID string
 	TxnID    string
+
+	// replaced is the state event this one replaced (nil for new state);
+	// replacedKnown is false for events loaded from the database, whose
+	// predecessor was not looked up. With it, the state at a recent
+	// position is derived from memory.
+	replaced      *events.PDU
+	replacedKnown bool
 }
 
 // snapshot is a room's current state at one position. It is never modified
@@ -68,6 +75,7 @@ type liveRoom struct {
 
 	histMu      sync.RWMutex
 	members     map[spec.UserID][]posValue // every membership change per user
+	changes     []memberChange             // the same changes in stream order
 	visibility  []posValue                 // every history_visibility change
 	recent      []*Event                   // the latest events, oldest first
 	recentFloor int64                      // every event after this position is in recent
@@ -104,7 +112,9 @@ func (r *liveRoom) record(ev *Event) {
 		switch p.Type() {
 		case spec.MRoomMember:
 			u := spec.UserID(sk)
-			r.members[u] = append(r.members[u], posValue{ev.Position, p.Content().Get("membership").String()})
+			m := p.Content().Get("membership").String()
+			r.members[u] = append(r.members[u], posValue{ev.Position, m})
+			r.changes = append(r.changes, memberChange{ev.Position, u, m})
 		case spec.MRoomHistoryVisibility:
 			r.visibility = append(r.visibility, posValue{ev.Position, p.Content().Get("history_visibility").String()})
 		}
@@ -115,6 +125,13 @@ func (r *liveRoom) record(ev *Event) {
 		r.recentFloor = r.recent[drop-1].Position
 		r.recent = append(r.recent[:0:0], r.recent[drop:]...)
 	}
+}
+
+// memberChange is one membership change of a room.
+type memberChange struct {
+	pos        int64
+	user       spec.UserID
+	membership string
 }
 
 // valueBefore returns the value in effect just before position pos.
@@ -134,6 +151,46 @@ func valueAt(h []posValue, pos int64) string {
 		return ""
 	}
 	return h[i-1].value
+}
+
+// stateAtFromMemory returns the state just after pos by undoing the recent
+// state changes after it, or false when memory cannot tell.
+func (r *liveRoom) stateAtFromMemory(pos int64) ([]*events.PDU, bool) {
+	snap := r.cur.Load()
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	if pos < r.recentFloor {
+		return nil, false
+	}
+	var undo []*Event
+	for i := len(r.recent) - 1; i >= 0 && r.recent[i].Position > pos; i-- {
+		ev := r.recent[i]
+		if ev.Position > snap.position || !ev.PDU.IsState() {
+			continue
+		}
+		if !ev.replacedKnown {
+			return nil, false
+		}
+		undo = append(undo, ev)
+	}
+	state := make(StateMap, len(snap.state))
+	for k, v := range snap.state {
+		state[k] = v
+	}
+	for _, ev := range undo { // newest first
+		sk, _ := ev.PDU.StateKey()
+		k := StateKeyPair{ev.PDU.Type(), sk}
+		if ev.replaced == nil {
+			delete(state, k)
+		} else {
+			state[k] = ev.replaced
+		}
+	}
+	out := make([]*events.PDU, 0, len(state))
+	for _, p := range state {
+		out = append(out, p)
+	}
+	return out, true
 }
 
 // recentSince returns the in-memory events after position since, and false

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"github.com/chatalot/chatalot/spec"
 	"net/url"
 	"strings"
 	"sync"
@@ -293,6 +294,45 @@ func TestHistoryVisibility(t *testing.T) {
 	for _, ev := range page["chunk"].([]any) {
 		if id := ev.(map[string]any)["event_id"]; id == early || id == after {
 			t.Fatalf("userB's /messages includes %v", id)
+		}
+	}
+}
+
+// TestStateFromMemoryMatchesDatabase: the state at a recent position,
+// derived in memory by undoing later changes, equals the database's answer.
+func TestStateFromMemoryMatchesDatabase(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "n0"})
+	room := "/_matrix/client/v3/rooms/" + id
+	for i := 0; i < 20; i++ {
+		ts.must(userA, "PUT", room+"/state/m.room.name/", map[string]any{"name": itoa(i)})
+		ts.send(userA, id, map[string]any{"body": "x"})
+		if i%5 == 0 {
+			ts.must(userB, "POST", room+"/join", map[string]any{})
+			ts.must(userB, "POST", room+"/leave", map[string]any{})
+		}
+	}
+	r := ts.s.room(spec.RoomID(id))
+	for pos := r.cur.Load().position; pos > r.cur.Load().position-40; pos-- {
+		mem, ok := r.stateAtFromMemory(pos)
+		if !ok {
+			t.Fatalf("position %d is recent but memory cannot answer", pos)
+		}
+		db, err := ts.s.stateAt(t.Context(), spec.RoomID(id), pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[spec.EventID]bool{}
+		for _, ev := range db {
+			want[ev.PDU.EventID()] = true
+		}
+		if len(mem) != len(want) {
+			t.Fatalf("position %d: memory has %d state events, database %d", pos, len(mem), len(want))
+		}
+		for _, p := range mem {
+			if !want[p.EventID()] {
+				t.Fatalf("position %d: memory has %s, which the database does not", pos, p.EventID())
+			}
 		}
 	}
 }

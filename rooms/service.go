@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatalot/chatalot/events"
@@ -62,6 +63,8 @@ type Service struct {
 	profiles Profiles
 	now      func() time.Time
 	listener Listener
+
+	lastCreateTS atomic.Int64
 	guard    MembershipGuard // admin.go; nil allows every change
 
 	txnMu     sync.Mutex
@@ -103,6 +106,18 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 // SetNotifier wires the notifier after construction (sync is built after
 // rooms, because it reads from it).
 func (s *Service) SetNotifier(n Notifier) { s.notify = n }
+
+// createTS returns a timestamp for a create event that no earlier create
+// event of this server has used.
+func (s *Service) createTS(now int64) int64 {
+	for {
+		last := s.lastCreateTS.Load()
+		ts := max(now, last+1)
+		if s.lastCreateTS.CompareAndSwap(last, ts) {
+			return ts
+		}
+	}
+}
 
 // SetListener wires the one listener of committed events (push).
 func (s *Service) SetListener(l Listener) { s.listener = l }
@@ -272,6 +287,22 @@ func (s *Service) UsersSharingRoomsWith(user spec.UserID) []spec.UserID {
 	return out
 }
 
+// ShareARoom reports whether two users are joined to a common room.
+func (s *Service) ShareARoom(a, b spec.UserID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ra, rb := s.userRooms[a], s.userRooms[b]
+	if len(rb) < len(ra) {
+		ra, rb = rb, ra
+	}
+	for id, m := range ra {
+		if m == spec.Join && rb[id] == spec.Join {
+			return true
+		}
+	}
+	return false
+}
+
 // JoinedMembers returns the room's joined members from memory.
 func (s *Service) JoinedMembers(id spec.RoomID) []spec.UserID {
 	r := s.room(id)
@@ -320,6 +351,10 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	}
 	if typ == spec.MRoomCreate && v.AtLeast12() {
 		proto.RoomID = ""
+		// The v12 room ID is the create event's hash: two identical
+		// createRoom requests in one millisecond would get one room ID.
+		// Create events get strictly increasing timestamps instead.
+		proto.OriginServerTS = b.s.createTS(proto.OriginServerTS)
 	}
 	if proto.PrevEvents == nil {
 		proto.PrevEvents = []spec.EventID{}
@@ -356,8 +391,11 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 		// The room ID is derived from the create event (MSC4291).
 		b.r.id = pdu.RoomID()
 	}
+	ev := &Event{PDU: pdu, replacedKnown: true}
+	if sk, ok := pdu.StateKey(); ok {
+		ev.replaced = b.snap.state.Get(pdu.Type(), sk)
+	}
 	b.applyLocal(pdu)
-	ev := &Event{PDU: pdu}
 	b.evs = append(b.evs, ev)
 	return ev, nil
 }

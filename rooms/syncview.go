@@ -59,47 +59,64 @@ func (s *Service) LatestEvents(ctx context.Context, user spec.UserID, id spec.Ro
 	if r == nil {
 		return nil, false, nil
 	}
+	// From memory: the latest events are there unless the window reaches
+	// past what memory holds and memory does not fill the page.
+	r.histMu.RLock()
+	floor := r.recentFloor
+	var inMem []*Event
+	for i := len(r.recent) - 1; i >= 0 && len(inMem) <= limit; i-- {
+		ev := r.recent[i]
+		if ev.Position > until {
+			continue
+		}
+		if ev.Position <= since {
+			break
+		}
+		if r.canSeeLocked(user, ev.Position, ev.PDU) && f.Matches(ev.PDU) {
+			inMem = append(inMem, ev)
+		}
+	}
+	r.histMu.RUnlock()
+	reverse(inMem)
+	if len(inMem) > limit {
+		return inMem[1:], true, nil
+	}
+	if since >= floor {
+		return inMem, false, nil
+	}
+	// Older events are needed: page backwards through the database.
 	var out []*Event
 	cursor := until
 	for {
-		var batch []*Event
-		if evs, ok := r.recentSince(since); ok {
-			for _, ev := range evs {
-				if ev.Position <= cursor {
-					batch = append(batch, ev)
-				}
-			}
-			cursor = since
-		} else {
-			var err error
-			// Newest first from the database, then reversed.
-			batch, err = s.eventsBetween(ctx, id, since, cursor, limit*2+1, true)
-			if err != nil {
-				return nil, false, err
-			}
-			if len(batch) == 0 {
-				cursor = since
-			} else {
-				cursor = batch[len(batch)-1].Position - 1
-			}
-			for i, j := 0, len(batch)-1; i < j; i, j = i+1, j-1 {
-				batch[i], batch[j] = batch[j], batch[i]
-			}
+		batch, err := s.eventsBetween(ctx, id, since, cursor, limit*2+1, true)
+		if err != nil {
+			return nil, false, err
 		}
-		visible := r.filterVisible(user, batch)
-		kept := visible[:0:0]
-		for _, ev := range visible {
+		if len(batch) == 0 {
+			return out, false, nil
+		}
+		cursor = batch[len(batch)-1].Position - 1
+		reverse(batch)
+		kept := r.filterVisible(user, batch)
+		matched := kept[:0:0]
+		for _, ev := range kept {
 			if f.Matches(ev.PDU) {
-				kept = append(kept, ev)
+				matched = append(matched, ev)
 			}
 		}
-		out = append(kept, out...)
+		out = append(matched, out...)
 		if len(out) > limit {
 			return out[len(out)-limit:], true, nil
 		}
 		if cursor <= since {
 			return out, false, nil
 		}
+	}
+}
+
+func reverse(evs []*Event) {
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
 	}
 }
 
@@ -126,6 +143,9 @@ func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*ev
 			out = append(out, ev)
 		}
 		return out, nil
+	}
+	if state, ok := r.stateAtFromMemory(pos); ok {
+		return state, nil
 	}
 	evs, err := s.stateAt(ctx, id, pos)
 	if err != nil {
@@ -189,7 +209,7 @@ func (s *Service) MembershipEvent(user spec.UserID, id spec.RoomID) (int64, stri
 }
 
 // MembershipChanges returns the membership changes of the room in
-// (since, until], per user, from memory.
+// (since, until], the latest per user, from memory in O(changes).
 func (s *Service) MembershipChanges(id spec.RoomID, since, until int64) map[spec.UserID]string {
 	r := s.room(id)
 	if r == nil {
@@ -197,17 +217,13 @@ func (s *Service) MembershipChanges(id spec.RoomID, since, until int64) map[spec
 	}
 	r.histMu.RLock()
 	defer r.histMu.RUnlock()
+	i := sort.Search(len(r.changes), func(i int) bool { return r.changes[i].pos > since })
 	var out map[spec.UserID]string
-	for u, h := range r.members {
-		for i := len(h) - 1; i >= 0 && h[i].pos > since; i-- {
-			if h[i].pos <= until {
-				if out == nil {
-					out = map[spec.UserID]string{}
-				}
-				out[u] = h[i].value
-				break
-			}
+	for ; i < len(r.changes) && r.changes[i].pos <= until; i++ {
+		if out == nil {
+			out = map[spec.UserID]string{}
 		}
+		out[r.changes[i].user] = r.changes[i].membership
 	}
 	return out
 }

@@ -17,6 +17,9 @@ import (
 type presenceState struct {
 	mu    stdsync.Mutex
 	users map[spec.UserID]*presence
+	// latest is the serial of the latest change: a sync whose token is
+	// past it has no presence to look at.
+	latest int64
 }
 
 type presence struct {
@@ -53,6 +56,7 @@ func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string,
 	cur.lastActive = time.Now()
 	if changed {
 		cur.serial = s.nextSerial()
+		p.latest = cur.serial
 	}
 	p.mu.Unlock()
 	if changed {
@@ -65,6 +69,34 @@ func sameString(a, b *string) bool {
 		return a == b
 	}
 	return *a == *b
+}
+
+// presenceSince returns the presence events of users who share a room with
+// the viewer and changed after the serial. It looks only at changed users.
+func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter) []json.RawMessage {
+	p := s.presence
+	p.mu.Lock()
+	if p.latest <= serial {
+		p.mu.Unlock()
+		return nil
+	}
+	var changed []spec.UserID
+	for u, cur := range p.users {
+		if cur.serial > serial {
+			changed = append(changed, u)
+		}
+	}
+	p.mu.Unlock()
+	var out []json.RawMessage
+	for _, u := range changed {
+		if !f.Matches("m.presence", u) || (u != viewer && !s.rooms.ShareARoom(viewer, u)) {
+			continue
+		}
+		if ev := s.presenceEvent(u, serial); ev != nil {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // presenceEvent renders a user's presence, or nil.
@@ -122,14 +154,7 @@ func (s *Service) getPresence(c *gin.Context) {
 	c.JSON(http.StatusOK, content)
 }
 
-func (s *Service) sharesRoom(a, b spec.UserID) bool {
-	for _, u := range s.rooms.UsersSharingRoomsWith(a) {
-		if u == b {
-			return true
-		}
-	}
-	return false
-}
+func (s *Service) sharesRoom(a, b spec.UserID) bool { return s.rooms.ShareARoom(a, b) }
 
 // PUT /_matrix/client/v3/presence/{userId}/status
 func (s *Service) putPresence(c *gin.Context) {

@@ -112,7 +112,7 @@ func (s *Service) sync(c *gin.Context) {
 		}
 		if !empty || req.since == nil || timeout == 0 {
 			cancel()
-			c.JSON(http.StatusOK, resp)
+			c.Data(http.StatusOK, "application/json", resp.encode())
 			return
 		}
 		s.log.Debug().Msg("sync: long-poll waiting")
@@ -126,7 +126,7 @@ func (s *Service) sync(c *gin.Context) {
 			continue
 		case <-s.stopping:
 			cancel()
-			c.JSON(http.StatusOK, resp)
+			c.Data(http.StatusOK, "application/json", resp.encode())
 			return
 		case <-c.Request.Context().Done():
 			cancel() // the client went away: free the waiter
@@ -325,13 +325,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	}
 
 	if s.cfg.Presence {
-		var evs []json.RawMessage
-		for _, u := range s.rooms.UsersSharingRoomsWith(req.user) {
-			if ev := s.presenceEvent(u, req.sinceSerial()); ev != nil && req.filter.Presence.Matches("m.presence", u) {
-				evs = append(evs, ev)
-			}
-		}
-		if len(evs) > 0 {
+		if evs := s.presenceSince(req.user, req.sinceSerial(), req.filter.Presence); len(evs) > 0 {
 			resp.Presence = &EventList{Events: evs}
 			empty = false
 		}
@@ -395,10 +389,7 @@ func (s *Service) keysPart(ctx context.Context, req *request, now Token, resp *R
 // share any room.
 func (s *Service) deviceLists(ctx context.Context, req *request, now Token, joined []spec.RoomID) (*DeviceLists, error) {
 	since := req.sincePos()
-	sharing := map[spec.UserID]bool{}
-	for _, u := range s.rooms.UsersSharingRoomsWith(req.user) {
-		sharing[u] = true
-	}
+	shares := func(u spec.UserID) bool { return u == req.user || s.rooms.ShareARoom(req.user, u) }
 	changed := map[spec.UserID]bool{}
 	if s.keys.DeviceListPosition() > since {
 		users, err := s.keys.DeviceListChanges(ctx, since, now.Pos)
@@ -406,7 +397,7 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, join
 			return nil, err
 		}
 		for _, u := range users {
-			if sharing[u] {
+			if shares(u) {
 				changed[u] = true
 			}
 		}
@@ -422,7 +413,7 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, join
 			for _, u := range s.rooms.JoinedMembers(id) {
 				if m == spec.Join && u != req.user {
 					changed[u] = true
-				} else if m != spec.Join && !sharing[u] {
+				} else if m != spec.Join && !shares(u) {
 					left[u] = true
 				}
 			}
@@ -431,9 +422,9 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, join
 			if u == req.user {
 				continue
 			}
-			if m == spec.Join && sharing[u] {
+			if m == spec.Join && shares(u) {
 				changed[u] = true
-			} else if m != spec.Join && !sharing[u] {
+			} else if m != spec.Join && !shares(u) {
 				left[u] = true
 			}
 		}

@@ -1,8 +1,10 @@
 package sync
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
+	"reflect"
 	stdsync "sync"
 	"testing"
 	"time"
@@ -332,5 +334,31 @@ func TestIgnoredUsersAreHidden(t *testing.T) {
 	resp := ts.syncOnce(alice, since, 0, "")
 	if got := timeline(resp, room); len(got) > 0 {
 		t.Fatalf("alice sees events from an ignored user: %v", got)
+	}
+}
+
+// TestHandWrittenEncodingMatchesEncodingJSON: the hand-written /sync
+// encoder says the same as encoding/json would.
+func TestHandWrittenEncodingMatchesEncodingJSON(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Enc"})
+	other := ts.createRoom(carol, map[string]any{"preset": "private_chat", "invite": []string{alice}})
+	ts.send(alice, room, "hello")
+	req := &request{user: alice, device: "DEV", filter: &Filter{}}
+	resp, _, err := ts.sync.build(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(resp)
+	var a, b any
+	if err := json.Unmarshal(resp.encode(), &a); err != nil {
+		t.Fatalf("hand-written JSON does not parse: %v", err)
+	}
+	json.Unmarshal(want, &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("encodings differ:\n%s\n%s", resp.encode(), want)
+	}
+	if path(a, "rooms", "invite", other) == nil {
+		t.Fatal("the invite is missing")
 	}
 }

@@ -70,6 +70,11 @@ type Config struct {
 	PushFullFormat           bool   `toml:"push_full_format"            help:"send message content, sender and room name to push gateways whose pusher did not ask for event_id_only (off: only event and room IDs and counts leave the server)"`
 	PushRetryBackoff         string `toml:"push_retry_backoff"          help:"delay before retrying a failed push to a gateway, doubled at each failure up to 5m"`
 	PushRetryLimit           string `toml:"push_retry_limit"            help:"how long a push to a gateway is retried before it is dropped"`
+
+	SupportAdminContacts    string `toml:"support_admin_contacts"    help:"comma-separated Matrix IDs and email addresses of the server's admins, published at /.well-known/matrix/support"`
+	SupportSecurityContacts string `toml:"support_security_contacts" help:"comma-separated Matrix IDs and email addresses for security reports, published at /.well-known/matrix/support"`
+	SupportPage             string `toml:"support_page"              help:"URL of a help page for this server's users, published at /.well-known/matrix/support"`
+	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
 }
 
 // defaults are what a server started with no configuration uses.
@@ -107,6 +112,8 @@ func defaults() Config {
 
 		PushRetryBackoff: "1s",
 		PushRetryLimit:   "1h",
+
+		ServerNoticesUser: "server",
 	}
 }
 
@@ -169,6 +176,7 @@ func (c *Config) Validate() ConfigError {
 	c.validateAuth(add)
 	c.validateMetrics(add)
 	c.validatePush(add)
+	c.validateAdmin(add) // admin.go
 	return ps
 }
 

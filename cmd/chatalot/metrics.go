@@ -373,12 +373,12 @@ func (c *Config) validateMetrics(add func(key, format string, args ...any)) {
 		}
 		return
 	}
-	host, _, err := net.SplitHostPort(c.MetricsListen)
+	host, port, err := net.SplitHostPort(c.MetricsListen)
 	if err != nil {
 		add("metrics_listen", "%q is not HOST:PORT", c.MetricsListen)
 		return
 	}
-	if c.MetricsListen == c.Listen {
+	if c.MetricsListen == c.Listen && port != "0" {
 		add("metrics_listen", "must differ from listen (leave it empty to serve /metrics on the main listener, with metrics_token)")
 	}
 	if !isLoopback(host) && c.MetricsToken == "" {

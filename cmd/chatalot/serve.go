@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -36,6 +37,18 @@ func serve(args []string) error {
 	// user only.
 	syscall.Umask(0o077)
 
+	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
+	// performance work finds its costs (see the README's Performance).
+	if path := os.Getenv("CHATALOT_CPU_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	app, err := openApp(cfg, log)
 	if err != nil {
 		return err

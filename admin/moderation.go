@@ -1,0 +1,320 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
+)
+
+// Account moderation (client-server API "Account locking" and "Account
+// suspension"): a locked account gets 401 M_USER_LOCKED (soft_logout) on
+// every request but logout, and no new access token; a suspended account
+// may read, leave, log out and manage its keys, but not join, invite,
+// send, change state or its profile, upload, or redact others' events: 403
+// M_USER_SUSPENDED. auth asks CheckRequest and CheckLogin; both answer
+// from memory.
+
+// errLocked is the spec's answer to a locked account.
+func errLocked() *spec.Error {
+	return spec.NewError(spec.ErrUserLocked, "this account has been locked").With("soft_logout", true)
+}
+
+func errSuspended() *spec.Error {
+	return spec.NewError(spec.ErrUserSuspended, "you cannot perform this action while suspended")
+}
+
+// CheckRequest implements auth.AccessPolicy.
+func (s *Service) CheckRequest(c *gin.Context, dev *auth.Device) error {
+	if s.cfg.LogIPAddresses {
+		s.remember(dev, c.ClientIP(), c.Request.UserAgent())
+	}
+	f := s.flagsOf(dev.UserID)
+	if f.Locked && !isLogout(c.FullPath()) {
+		return errLocked()
+	}
+	if f.Suspended && s.suspendedMayNot(c, dev.UserID) {
+		return errSuspended()
+	}
+	return nil
+}
+
+// CheckLogin implements auth.AccessPolicy: a locked account gets no new
+// access token.
+func (s *Service) CheckLogin(_ context.Context, user spec.UserID) error {
+	if s.flagsOf(user).Locked {
+		return errLocked()
+	}
+	return nil
+}
+
+// apiPrefixes are stripped from a route before it is classified.
+var apiPrefixes = []string{"/_matrix/client/v3/", "/_matrix/client/r0/", "/_matrix/client/v1/", "/_matrix/client/unstable/"}
+
+func isLogout(route string) bool {
+	for _, p := range apiPrefixes {
+		if rest, ok := strings.CutPrefix(route, p); ok {
+			return rest == "logout" || rest == "logout/all"
+		}
+	}
+	return false
+}
+
+// suspendedMayNot classifies a request by its route's shape (not its
+// parameter names, which belong to other packages): what changes rooms,
+// profiles or media is refused; reading, leaving, keys, receipts and
+// account management are not.
+func (s *Service) suspendedMayNot(c *gin.Context, user spec.UserID) bool {
+	method, route := c.Request.Method, c.FullPath()
+	if method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions {
+		return false
+	}
+	if strings.HasPrefix(route, "/_matrix/media/") {
+		return true // uploads
+	}
+	rest := ""
+	for _, p := range apiPrefixes {
+		if r, ok := strings.CutPrefix(route, p); ok {
+			rest = r
+			break
+		}
+	}
+	segs := strings.Split(rest, "/")
+	switch segs[0] {
+	case "createRoom", "join", "knock":
+		return true
+	case "profile", "directory":
+		return method == http.MethodPut || method == http.MethodDelete || method == http.MethodPost
+	case "rooms":
+		if len(segs) < 3 {
+			return false
+		}
+		switch segs[2] {
+		case "join", "invite", "kick", "ban", "unban", "send", "state", "upgrade":
+			return true
+		case "redact":
+			return !s.redactsOwnEvent(c, user)
+		}
+	}
+	return false
+}
+
+// redactsOwnEvent reports whether a redaction targets one of the user's
+// own events: /rooms/{roomId}/redact/{eventId}/{txnId}, read by position.
+func (s *Service) redactsOwnEvent(c *gin.Context, user spec.UserID) bool {
+	if s.rooms == nil || len(c.Params) < 2 {
+		return false
+	}
+	ev, err := s.rooms.StoredEvent(c.Request.Context(), spec.EventID(c.Params[1].Value))
+	return err == nil && ev != nil && ev.PDU.Sender() == user
+}
+
+// guardMembership is the rooms package's membership guard: nobody joins,
+// knocks on or is invited to a blocked room, and a user cannot reject the
+// invite to their server-notices room (M_CANNOT_LEAVE_SERVER_NOTICE_ROOM,
+// as the spec asks) unless their account is being deactivated.
+func (s *Service) guardMembership(ctx context.Context, room spec.RoomID, sender, target spec.UserID, membership, current string) error {
+	s.mu.RLock()
+	_, blocked := s.blocked[room]
+	owner, notices := s.noticeRoom[room]
+	s.mu.RUnlock()
+	switch membership {
+	case spec.Join, spec.Knock, spec.Invite:
+		if blocked {
+			return spec.Forbidden("this room has been blocked on this server")
+		}
+	case spec.Leave:
+		if notices && owner == target && sender == target && current == spec.Invite {
+			if gone, err := s.auth.IsDeactivated(ctx, target); err == nil && gone {
+				return nil
+			}
+			return spec.NewError(spec.ErrCannotLeaveServerNotice, "the server notices room cannot be rejected").WithStatus(http.StatusForbidden)
+		}
+	}
+	return nil
+}
+
+// connection is the last address and user agent a session used, kept in
+// memory only and only when the admin turned IP logging on.
+type connection struct {
+	IP        string
+	UserAgent string
+	LastSeen  int64
+}
+
+func (s *Service) remember(dev *auth.Device, ip, ua string) {
+	if len(ua) > 512 {
+		ua = ua[:512]
+	}
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	m := s.conns[dev.UserID]
+	if m == nil {
+		m = map[string]connection{}
+		s.conns[dev.UserID] = m
+	}
+	m[dev.DeviceID] = connection{IP: ip, UserAgent: ua, LastSeen: time.Now().UnixMilli()}
+}
+
+func (s *Service) connection(user spec.UserID, device string) (connection, bool) {
+	if !s.cfg.LogIPAddresses {
+		return connection{}, false
+	}
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	c, ok := s.conns[user][device]
+	return c, ok
+}
+
+func (s *Service) forgetConnections(user spec.UserID) {
+	s.connMu.Lock()
+	delete(s.conns, user)
+	s.connMu.Unlock()
+}
+
+// moderationTarget checks the target of the spec's lock and suspend
+// endpoints: a local (400 M_INVALID_PARAM), existing and active (404
+// M_NOT_FOUND) account that is neither the caller nor another admin (403
+// M_FORBIDDEN).
+func (s *Service) moderationTarget(c *gin.Context) (spec.UserID, bool) {
+	u, ok := s.existingUser(c)
+	if !ok {
+		return "", false
+	}
+	if u.Deactivated {
+		c.Error(spec.NotFound("user %s is deactivated", u.UserID))
+		return "", false
+	}
+	if u.UserID == actor(c).User {
+		c.Error(spec.Forbidden("you cannot lock or suspend your own account"))
+		return "", false
+	}
+	if u.IsAdmin {
+		c.Error(spec.Forbidden("%s is a server admin", u.UserID))
+		return "", false
+	}
+	return u.UserID, true
+}
+
+// SetLocked locks or unlocks an account.
+func (s *Service) SetLocked(ctx context.Context, who Actor, user spec.UserID, locked bool) error {
+	action := "lock_user"
+	if !locked {
+		action = "unlock_user"
+	}
+	return s.record(ctx, who, action, string(user), nil, func(tx *storage.Tx) error {
+		if err := setFlag(tx, user, "locked", locked); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() { s.applyFlag(user, "locked", locked) })
+		return nil
+	})
+}
+
+// SetSuspended suspends or unsuspends an account.
+func (s *Service) SetSuspended(ctx context.Context, who Actor, user spec.UserID, suspended bool) error {
+	action := "suspend_user"
+	if !suspended {
+		action = "unsuspend_user"
+	}
+	return s.record(ctx, who, action, string(user), nil, func(tx *storage.Tx) error {
+		if err := setFlag(tx, user, "suspended", suspended); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() { s.applyFlag(user, "suspended", suspended) })
+		return nil
+	})
+}
+
+// GET /_matrix/client/v1/admin/lock/{userId}
+func (s *Service) getLock(c *gin.Context) {
+	if u, ok := s.moderationTarget(c); ok {
+		c.JSON(http.StatusOK, gin.H{"locked": s.flagsOf(u).Locked})
+	}
+}
+
+// PUT /_matrix/client/v1/admin/lock/{userId} {"locked": bool}
+func (s *Service) putLock(c *gin.Context) {
+	u, ok := s.moderationTarget(c)
+	if !ok {
+		return
+	}
+	var req struct {
+		Locked *bool `json:"locked"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.Locked == nil {
+		c.Error(spec.MissingParam("locked is required"))
+		return
+	}
+	if err := s.SetLocked(c.Request.Context(), actor(c), u, *req.Locked); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"locked": *req.Locked})
+}
+
+// GET /_matrix/client/v1/admin/suspend/{userId}
+func (s *Service) getSuspend(c *gin.Context) {
+	if u, ok := s.moderationTarget(c); ok {
+		c.JSON(http.StatusOK, gin.H{"suspended": s.flagsOf(u).Suspended})
+	}
+}
+
+// PUT /_matrix/client/v1/admin/suspend/{userId} {"suspended": bool}
+func (s *Service) putSuspend(c *gin.Context) {
+	u, ok := s.moderationTarget(c)
+	if !ok {
+		return
+	}
+	var req struct {
+		Suspended *bool `json:"suspended"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.Suspended == nil {
+		c.Error(spec.MissingParam("suspended is required"))
+		return
+	}
+	if err := s.SetSuspended(c.Request.Context(), actor(c), u, *req.Suspended); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"suspended": *req.Suspended})
+}
+
+// PUT /_synapse/admin/v1/suspend/{userId} {"suspend": bool}: Synapse's
+// shape of the same, answering {"user_<id>_suspended": bool}.
+func (s *Service) putSuspendSynapse(c *gin.Context) {
+	u, ok := s.moderationTarget(c)
+	if !ok {
+		return
+	}
+	var req struct {
+		Suspend *bool `json:"suspend"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.Suspend == nil {
+		c.Error(spec.MissingParam("suspend is required"))
+		return
+	}
+	if err := s.SetSuspended(c.Request.Context(), actor(c), u, *req.Suspend); err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"user_" + string(u) + "_suspended": *req.Suspend})
+}

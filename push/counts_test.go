@@ -1,0 +1,229 @@
+package push
+
+import (
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/chatalot/chatalot/spec"
+)
+
+func unreadIn(resp map[string]any, room string) (n, h any) {
+	u := path(resp, "rooms", "join", room, "unread_notifications")
+	return path(u, "notification_count"), path(u, "highlight_count")
+}
+
+func TestCountsClearedByReceipts(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	first := ts.syncOnce(bob, "", "")
+	if n, h := unreadIn(first, room); n != 0.0 || h != 0.0 {
+		t.Fatalf("initial counts: %v %v", n, h)
+	}
+	e1 := ts.text(alice, room, "one")
+	e2 := ts.text(alice, room, "two")
+	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "three", "m.mentions": map[string]any{"user_ids": []string{bob}}})
+	e4 := ts.text(alice, room, "four")
+
+	// The counts come with the events, in the same incremental sync.
+	resp := ts.syncOnce(bob, first["next_batch"].(string), "")
+	if n, h := unreadIn(resp, room); n != 4.0 || h != 1.0 {
+		t.Fatalf("counts with the events: %v %v", n, h)
+	}
+	since := resp["next_batch"].(string)
+
+	// m.read up to e2 leaves three and four.
+	ts.receipt(bob, room, "m.read", e2, "")
+	ts.wantCounts(bob, room, [2]int64{2, 1})
+	// A receipt is a change of the room: the incremental sync has the new
+	// counts.
+	resp = ts.syncOnce(bob, since, "")
+	if n, h := unreadIn(resp, room); n != 2.0 || h != 1.0 {
+		t.Fatalf("counts after the receipt: %v %v", n, h)
+	}
+	since = resp["next_batch"].(string)
+
+	// m.read.private counts too; the further receipt wins.
+	ts.receipt(bob, room, "m.read.private", e4, "")
+	ts.wantCounts(bob, room, [2]int64{0, 0})
+	ts.receipt(bob, room, "m.read", e1, "")
+	ts.wantCounts(bob, room, [2]int64{0, 0})
+	resp = ts.syncOnce(bob, since, "")
+	if n, h := unreadIn(resp, room); n != 0.0 || h != 0.0 {
+		t.Fatalf("counts after the private receipt: %v %v", n, h)
+	}
+	since = resp["next_batch"].(string)
+	// Nothing changed since: the room is not repeated.
+	if resp := ts.syncOnce(bob, since, ""); path(resp, "rooms", "join", room) != nil {
+		t.Fatalf("unchanged room repeated: %v", path(resp, "rooms", "join", room))
+	}
+
+	// carol's counts are hers: bob's receipts did not touch them.
+	ts.wantCounts(carol, room, [2]int64{4, 0})
+	// Sending is reading: carol's message clears her counts.
+	ts.text(carol, room, "read it all")
+	ts.wantCounts(carol, room, [2]int64{0, 0})
+	ts.wantCounts(bob, room, [2]int64{1, 0})
+}
+
+func TestThreadCounts(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	root := ts.text(alice, room, "root")
+	reply := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "in thread",
+		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "again",
+		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+	// A reply to a thread event without rel_type m.thread is in the thread
+	// too (the spec's relation hops).
+	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "quote",
+		"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": reply}, "event_id": reply, "rel_type": "org.example.ref"}})
+	ts.settle()
+	n, h, threads, _ := ts.push.Counts(bob, spec.RoomID(room))
+	if n != 1 || h != 0 || threads[root] != [2]int64{3, 0} {
+		t.Fatalf("main %d/%d, threads %v", n, h, threads)
+	}
+	// Without unread_thread_notifications: the whole room.
+	resp := ts.syncOnce(bob, "", "")
+	if n, _ := unreadIn(resp, room); n != 4.0 {
+		t.Fatalf("whole-room count: %v", n)
+	}
+	// With it: the main timeline, and each thread.
+	filter := `{"room":{"timeline":{"unread_thread_notifications":true}}}`
+	resp = ts.syncOnce(bob, "", filter)
+	if n, _ := unreadIn(resp, room); n != 1.0 {
+		t.Fatalf("main timeline count: %v", n)
+	}
+	if c := path(resp, "rooms", "join", room, "unread_thread_notifications", root, "notification_count"); c != 3.0 {
+		t.Fatalf("thread count: %v", path(resp, "rooms", "join", room, "unread_thread_notifications"))
+	}
+	// A threaded receipt clears its thread only.
+	ts.receipt(bob, room, "m.read", reply, root)
+	n, _, threads, _ = ts.push.Counts(bob, spec.RoomID(room))
+	if n != 1 || threads[root] != [2]int64{2, 0} {
+		t.Fatalf("after the thread receipt: main %d, threads %v", n, threads)
+	}
+	ts.receipt(bob, room, "m.read", root, "main")
+	n, _, threads, _ = ts.push.Counts(bob, spec.RoomID(room))
+	if n != 0 || threads[root] != [2]int64{2, 0} {
+		t.Fatalf("after the main receipt: main %d, threads %v", n, threads)
+	}
+	// An unthreaded receipt on the latest event clears everything.
+	last := ts.text(alice, room, "last")
+	ts.receipt(bob, room, "m.read", last, "")
+	ts.wantCounts(bob, room, [2]int64{0, 0})
+}
+
+func TestCountsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	ts := startTestServer(t, dir)
+	room := ts.room(alice, bob, carol)
+	ts.text(alice, room, "one")
+	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
+	ts.text(alice, room, "three")
+	ts.receipt(bob, room, "m.read", e2, "")
+	ts.wantCounts(bob, room, [2]int64{1, 0})
+	ts.wantCounts(carol, room, [2]int64{3, 0})
+	ts.close()
+
+	ts = startTestServer(t, dir)
+	ts.wantCounts(bob, room, [2]int64{1, 0})
+	ts.wantCounts(carol, room, [2]int64{3, 0})
+	// The read position survived too: an old receipt changes nothing.
+	ts.receipt(bob, room, "m.read", e2, "")
+	ts.wantCounts(bob, room, [2]int64{1, 0})
+}
+
+// TestLongPollGetsCounts: a waiting /sync is woken by the event and answers
+// with its counts in the same response.
+func TestLongPollGetsCounts(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	since := ts.syncOnce(bob, "", "")["next_batch"].(string)
+	got := make(chan map[string]any, 1)
+	go func() {
+		_, resp := ts.do(bob, "GET", "/_matrix/client/v3/sync?timeout=20000&since="+url.QueryEscape(since), nil)
+		got <- resp
+	}()
+	// Wait until the long-poll is registered, then send.
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.sync.Notifier().Waiters() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the long-poll never started waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	id := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "ping", "m.mentions": map[string]any{"user_ids": []string{bob}}})
+	select {
+	case resp := <-got:
+		evs, _ := path(resp, "rooms", "join", room, "timeline", "events").([]any)
+		if len(evs) != 1 || path(evs[0], "event_id") != id {
+			t.Fatalf("timeline: %v", evs)
+		}
+		if n, h := unreadIn(resp, room); n != 1.0 || h != 1.0 {
+			t.Fatalf("counts in the same response: %v %v", n, h)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the long-poll did not answer")
+	}
+}
+
+func TestNotificationsList(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	e1 := ts.text(alice, room, "one")
+	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
+	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.notice", "body": "not listed"})
+	e3 := ts.text(alice, room, "three")
+	ts.receipt(bob, room, "m.read", e1, "")
+	ts.settle()
+
+	list := ts.must(bob, "GET", "/_matrix/client/v3/notifications", nil)
+	ns := list["notifications"].([]any)
+	if len(ns) != 3 || list["next_token"] != nil {
+		t.Fatalf("notifications: %v", list)
+	}
+	wantIDs := []string{e3, e2, e1} // newest first
+	wantRead := []bool{false, false, true}
+	for i, n := range ns {
+		if path(n, "event", "event_id") != wantIDs[i] || path(n, "read") != wantRead[i] || path(n, "room_id") != room {
+			t.Fatalf("notification %d: %v", i, n)
+		}
+		if _, ok := path(n, "ts").(float64); !ok {
+			t.Fatalf("notification %d has no ts: %v", i, n)
+		}
+	}
+	// only=highlight keeps the mention.
+	hl := ts.must(bob, "GET", "/_matrix/client/v3/notifications?only=highlight", nil)["notifications"].([]any)
+	if len(hl) != 1 || path(hl[0], "event", "event_id") != e2 {
+		t.Fatalf("highlights: %v", hl)
+	}
+	// Pagination: one at a time, following next_token.
+	var seen []string
+	from := ""
+	for range 5 {
+		q := "/_matrix/client/v3/notifications?limit=1"
+		if from != "" {
+			q += "&from=" + from
+		}
+		page := ts.must(bob, "GET", q, nil)
+		for _, n := range page["notifications"].([]any) {
+			seen = append(seen, path(n, "event", "event_id").(string))
+		}
+		next, ok := page["next_token"].(string)
+		if !ok {
+			break
+		}
+		from = next
+	}
+	if !equal(seen, wantIDs) {
+		t.Fatalf("paginated: %v", seen)
+	}
+	ts.wantError(bob, "GET", "/_matrix/client/v3/notifications?limit=x", nil, 400, spec.ErrInvalidParam)
+	ts.wantError(bob, "GET", "/_matrix/client/v3/notifications?only=everything", nil, 400, spec.ErrInvalidParam)
+	ts.wantError(bob, "GET", "/_matrix/client/v3/notifications?from=abc", nil, 400, spec.ErrInvalidParam)
+	// alice was notified of nothing.
+	if n := ts.must(alice, "GET", "/_matrix/client/v3/notifications", nil)["notifications"].([]any); len(n) != 0 {
+		t.Fatalf("alice's notifications: %v", n)
+	}
+}
