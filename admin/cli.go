@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
@@ -63,29 +64,31 @@ func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, er
 // RunFollowups applies the CLI's queued follow-ups now and then every
 // FollowupInterval until ctx ends (server only).
 func (s *Service) RunFollowups(ctx context.Context) {
-	s.ApplyFollowups(ctx)
 	t := time.NewTicker(FollowupInterval)
 	defer t.Stop()
-	for {
+	for s.ApplyFollowups(ctx) {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.ApplyFollowups(ctx)
 		}
 	}
 }
 
 // ApplyFollowups applies the queued follow-ups once. Each is applied at
 // most once: a failure is logged and the follow-up dropped, as retrying
-// every second would not make it succeed.
-func (s *Service) ApplyFollowups(ctx context.Context) {
+// every second would not make it succeed. It returns false once the
+// database is closed.
+func (s *Service) ApplyFollowups(ctx context.Context) bool {
 	list, err := s.pendingFollowups(ctx)
 	if err != nil {
+		if strings.Contains(err.Error(), "database is closed") {
+			return false
+		}
 		if ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("could not read the admin CLI's follow-ups")
 		}
-		return
+		return true
 	}
 	for _, f := range list {
 		if err := s.applyFollowup(ctx, f); err != nil {
@@ -93,9 +96,10 @@ func (s *Service) ApplyFollowups(ctx context.Context) {
 		}
 		if err := s.deleteFollowup(ctx, f.ID); err != nil {
 			s.log.Warn().Err(err).Msg("could not clear an admin CLI follow-up")
-			return
+			return true
 		}
 	}
+	return true
 }
 
 func (s *Service) applyFollowup(ctx context.Context, f followup) error {

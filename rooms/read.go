@@ -238,7 +238,7 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 				lower = int64(*to)
 			}
 			if cursor > lower {
-				batch, err = s.eventsBetween(ctx, id, lower, cursor, limit*2, true)
+				batch, err = s.pageBetween(ctx, a.r, lower, cursor, limit*2, true)
 			}
 		} else {
 			upper := a.upTo
@@ -246,7 +246,7 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 				upper = int64(*to)
 			}
 			if cursor < upper {
-				batch, err = s.eventsBetween(ctx, id, cursor, upper, limit*2, false)
+				batch, err = s.pageBetween(ctx, a.r, cursor, upper, limit*2, false)
 			}
 		}
 		if err != nil {
@@ -364,4 +364,30 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 		res.State = append(res.State, st.PDU)
 	}
 	return res, nil
+}
+
+// pageBetween is eventsBetween answered from memory when the recent events
+// cover the range (the first pages back from the present usually are).
+func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, limit int, backwards bool) ([]*Event, error) {
+	r.histMu.RLock()
+	if from >= r.recentFloor {
+		var out []*Event
+		if backwards {
+			for i := len(r.recent) - 1; i >= 0 && len(out) < limit; i-- {
+				if ev := r.recent[i]; ev.Position > from && ev.Position <= to {
+					out = append(out, ev)
+				}
+			}
+		} else {
+			for _, ev := range r.recent {
+				if ev.Position > from && ev.Position <= to && len(out) < limit {
+					out = append(out, ev)
+				}
+			}
+		}
+		r.histMu.RUnlock()
+		return out, nil
+	}
+	r.histMu.RUnlock()
+	return s.eventsBetween(ctx, r.id, from, to, limit, backwards)
 }

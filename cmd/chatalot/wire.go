@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/chatalot/chatalot/admin"
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
@@ -20,7 +21,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema); err != nil {
+	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier()
@@ -82,6 +83,20 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// admin drives the others on the server admin's behalf; its policies
+	// refuse locked and suspended accounts (auth) and joins to blocked rooms
+	// (rooms), and it applies what `chatalot admin` changed meanwhile.
+	adminSvc, err := admin.New(ctx, admin.Deps{
+		DB: a.db, ServerName: a.serverName(), Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: keysSvc,
+		Log: a.log, Config: a.cfg.adminConfig(),
+	})
+	if err != nil {
+		return err
+	}
+	adminSvc.Hooks()
+	followups, stopFollowups := context.WithCancel(context.Background())
+	go func() { <-a.stopping; stopFollowups() }()
+	go adminSvc.RunFollowups(followups)
 	caps := authSvc.Capabilities()
 	for k, v := range mediaSvc.Capabilities() {
 		caps[k] = v
@@ -108,6 +123,7 @@ func (a *App) wire(ctx context.Context) error {
 	keysSvc.Routes(r, requireAuth)
 	mediaSvc.Routes(r, requireAuth)
 	pushSvc.Routes(r, requireAuth)
+	adminSvc.Routes(r, requireAuth)
 	a.router = r
 	return nil
 }
