@@ -4,7 +4,7 @@ TAGS     := sqlite_fts5 goolm
 BIN      := bin/chatalot
 FUZZTIME ?= 3s
 
-.PHONY: run build test test-go fuzz-short fuzz vet bench clean
+.PHONY: run build test test-go fuzz-short fuzz soak vet bench clean
 
 run: build
 	./$(BIN) serve
@@ -27,6 +27,13 @@ fuzz-short:
 	@./scripts/fuzz-all $(FUZZTIME)
 
 fuzz:
+	@./scripts/fuzz-all 60s
+
+# The long form of the reliability suite: 200 crash cycles, a minute of
+# idle for the telemetry check, and a minute of each fuzz target.
+soak:
+	CHATALOT_SOAK=1 CHATALOT_CRASH_CYCLES=200 $(GO) test -tags '$(TAGS)' -count=1 -timeout 60m \
+		-run 'TestCrashCycles|TestZeroTelemetry|TestGarbageOnEveryRoute|TestNoPartialWrites' ./tests ./cmd/chatalot
 	@./scripts/fuzz-all 60s
 
 # The load generator against a freshly started server per scenario (issue
