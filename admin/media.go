@@ -110,6 +110,11 @@ func (s *Service) deleteMedia(c *gin.Context) {
 	if !ok {
 		return
 	}
+	// Looked up first: a delete of nothing is an error, not an action.
+	if _, err := s.media.Get(c.Request.Context(), server, id); err != nil {
+		c.Error(err)
+		return
+	}
 	actx, finish := s.audit(c.Request.Context(), actor(c), "delete_media", mxc(server, id), nil, nil)
 	if err := finish(s.media.Delete(actx, server, id)); err != nil {
 		c.Error(err)

@@ -48,19 +48,21 @@ func roomJSON(a rooms.AdminRoom) gin.H {
 // roomOrders are the order_by values of GET /v1/rooms. Counts sort largest
 // first, text alphabetically, as Synapse does.
 var roomOrders = map[string]func(a, b rooms.AdminRoom) int{
-	"name":                 func(a, b rooms.AdminRoom) int { return strings.Compare(a.Name, b.Name) },
-	"canonical_alias":      func(a, b rooms.AdminRoom) int { return strings.Compare(a.CanonicalAlias, b.CanonicalAlias) },
-	"joined_members":       func(a, b rooms.AdminRoom) int { return -cmpInt(int64(a.NumJoinedMembers), int64(b.NumJoinedMembers)) },
-	"joined_local_members": func(a, b rooms.AdminRoom) int { return -cmpInt(int64(a.JoinedLocalMembers), int64(b.JoinedLocalMembers)) },
-	"version":              func(a, b rooms.AdminRoom) int { return -strings.Compare(a.RoomVersion, b.RoomVersion) },
-	"creator":              func(a, b rooms.AdminRoom) int { return strings.Compare(string(a.Creator), string(b.Creator)) },
-	"encryption":           func(a, b rooms.AdminRoom) int { return strings.Compare(a.Encryption, b.Encryption) },
-	"federatable":          func(a, b rooms.AdminRoom) int { return -cmpBool(a.Federatable, b.Federatable) },
-	"public":               func(a, b rooms.AdminRoom) int { return -cmpBool(a.Public, b.Public) },
-	"join_rules":           func(a, b rooms.AdminRoom) int { return strings.Compare(a.JoinRule, b.JoinRule) },
-	"guest_access":         func(a, b rooms.AdminRoom) int { return strings.Compare(a.GuestAccess, b.GuestAccess) },
-	"history_visibility":   func(a, b rooms.AdminRoom) int { return strings.Compare(a.HistoryVisibility, b.HistoryVisibility) },
-	"state_events":         func(a, b rooms.AdminRoom) int { return -cmpInt(int64(a.StateEvents), int64(b.StateEvents)) },
+	"name":            func(a, b rooms.AdminRoom) int { return strings.Compare(a.Name, b.Name) },
+	"canonical_alias": func(a, b rooms.AdminRoom) int { return strings.Compare(a.CanonicalAlias, b.CanonicalAlias) },
+	"joined_members":  func(a, b rooms.AdminRoom) int { return -cmpInt(int64(a.NumJoinedMembers), int64(b.NumJoinedMembers)) },
+	"joined_local_members": func(a, b rooms.AdminRoom) int {
+		return -cmpInt(int64(a.JoinedLocalMembers), int64(b.JoinedLocalMembers))
+	},
+	"version":            func(a, b rooms.AdminRoom) int { return -strings.Compare(a.RoomVersion, b.RoomVersion) },
+	"creator":            func(a, b rooms.AdminRoom) int { return strings.Compare(string(a.Creator), string(b.Creator)) },
+	"encryption":         func(a, b rooms.AdminRoom) int { return strings.Compare(a.Encryption, b.Encryption) },
+	"federatable":        func(a, b rooms.AdminRoom) int { return -cmpBool(a.Federatable, b.Federatable) },
+	"public":             func(a, b rooms.AdminRoom) int { return -cmpBool(a.Public, b.Public) },
+	"join_rules":         func(a, b rooms.AdminRoom) int { return strings.Compare(a.JoinRule, b.JoinRule) },
+	"guest_access":       func(a, b rooms.AdminRoom) int { return strings.Compare(a.GuestAccess, b.GuestAccess) },
+	"history_visibility": func(a, b rooms.AdminRoom) int { return strings.Compare(a.HistoryVisibility, b.HistoryVisibility) },
+	"state_events":       func(a, b rooms.AdminRoom) int { return -cmpInt(int64(a.StateEvents), int64(b.StateEvents)) },
 }
 
 // RoomQuery filters and pages the room list.
@@ -392,7 +394,10 @@ func (l *taskList) json(t *task, withShutdown bool) gin.H {
 	defer l.mu.Unlock()
 	out := gin.H{"delete_id": t.ID, "room_id": string(t.Room), "status": t.Status}
 	if withShutdown {
-		sr := t.Shutdown
+		sr := t.Shutdown // copied: the task may still append after the lock
+		sr.KickedUsers = append([]spec.UserID{}, sr.KickedUsers...)
+		sr.FailedToKickUsers = append([]spec.UserID{}, sr.FailedToKickUsers...)
+		sr.LocalAliases = append([]spec.RoomAlias{}, sr.LocalAliases...)
 		out["shutdown_room"] = sr
 	} else {
 		out = gin.H{"status": t.Status}

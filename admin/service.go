@@ -14,6 +14,7 @@ package admin
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,14 +181,14 @@ func (s *Service) audit(ctx context.Context, who Actor, action, target string, d
 		}
 		return nil
 	}
-	s.log.Info().Str("actor", e.Actor).Str("action", action).Str("target", target).Msg("admin action")
+	s.logAction(e)
 	return actx, finish
 }
 
 // record writes an audit row together with fn's changes, in one write.
 func (s *Service) record(ctx context.Context, who Actor, action, target string, details map[string]any, fn func(*storage.Tx) error) error {
 	e := AuditEntry{TS: s.now().UnixMilli(), Actor: who.String(), Origin: s.origin(), Action: action, Target: target, Details: details}
-	s.log.Info().Str("actor", e.Actor).Str("action", action).Str("target", target).Msg("admin action")
+	s.logAction(e)
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		if fn != nil {
 			if err := fn(tx); err != nil {
@@ -211,4 +212,14 @@ func (s *Service) updateFlags(user spec.UserID, f func(*userFlags)) {
 	fl := s.flags[user]
 	f(&fl)
 	s.flags[user] = fl
+}
+
+// logAction logs an admin action. Invite codes are credentials: the log
+// names the action but not the code (the audit log, for admins only, has it).
+func (s *Service) logAction(e AuditEntry) {
+	ev := s.log.Info().Str("actor", e.Actor).Str("action", e.Action)
+	if !strings.HasSuffix(e.Action, "_registration_token") {
+		ev = ev.Str("target", e.Target)
+	}
+	ev.Msg("admin action")
 }

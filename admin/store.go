@@ -281,4 +281,6 @@ func (s *Service) deleteFollowup(ctx context.Context, id int64) error {
 }
 
 // lowerContains is a case-insensitive substring test.
-func lowerContains(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+func lowerContains(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}

@@ -326,6 +326,9 @@ func (s *Service) modifyUser(ctx context.Context, who Actor, info auth.UserInfo,
 	if who.User == user && req.Deactivated != nil && *req.Deactivated {
 		return spec.InvalidParam("you may not deactivate yourself here")
 	}
+	if who.User == user && req.Locked != nil && *req.Locked {
+		return spec.InvalidParam("you may not lock yourself")
+	}
 	if info.Deactivated {
 		if req.Deactivated == nil || *req.Deactivated {
 			if req.Password != nil || req.Displayname != nil || req.AvatarURL != nil || (req.Admin != nil && *req.Admin) {
@@ -722,4 +725,3 @@ func (s *Service) whoisClient(c *gin.Context) {
 	}
 	s.whois(c)
 }
-

@@ -26,6 +26,10 @@ type Options struct {
 	// LogIPAddresses adds the client address to access logs. Off by default:
 	// Chatalot keeps no IP history unless the admin asks for it.
 	LogIPAddresses bool
+	// TrustedProxies are the addresses (or CIDR ranges) of reverse proxies
+	// whose X-Forwarded-For is believed. Nobody's by default: otherwise any
+	// client could pick the address its rate limits are counted under.
+	TrustedProxies []string
 }
 
 // DefaultMaxBodyBytes is the default request body cap for JSON endpoints.
@@ -40,6 +44,7 @@ func NewRouter(o Options) *gin.Engine {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	r := gin.New()
+	_ = r.SetTrustedProxies(o.TrustedProxies) // validated with the configuration
 	r.HandleMethodNotAllowed = true
 	r.RemoveExtraSlash = false
 	// Route on the raw path so that an escaped "/" inside an ID does not
@@ -132,8 +137,13 @@ func cors(c *gin.Context) {
 }
 
 // unescapeParams percent-decodes path parameters as paths are decoded.
-// A parameter that does not decode is refused.
+// A parameter that does not decode is refused. When the request's path
+// needed no escaping, gin routed on the decoded path already.
 func unescapeParams(c *gin.Context) {
+	if c.Request.URL.RawPath == "" {
+		c.Next()
+		return
+	}
 	for i, p := range c.Params {
 		v, err := url.PathUnescape(p.Value)
 		if err != nil {

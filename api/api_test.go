@@ -125,6 +125,7 @@ func TestPathParametersKeepPlusAndSlash(t *testing.T) {
 		"/p/%40a%2Bb%3Ax":  "@a+b:x",
 		"/p/a+b":           "a+b",
 		"/p/%24ev%2Fslash": "$ev/slash",
+		"/p/a%252eb":       "a%2eb",
 	} {
 		w := httptest.NewRecorder()
 		r.ServeHTTP(w, httptest.NewRequest("GET", raw, nil))

@@ -24,7 +24,7 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	r.GET("/_matrix/client/v1/media/download/:serverName/:mediaId", requireAuth, s.handleDownload)
 	r.GET("/_matrix/client/v1/media/download/:serverName/:mediaId/:fileName", requireAuth, s.handleDownload)
 	r.GET("/_matrix/client/v1/media/thumbnail/:serverName/:mediaId", requireAuth, s.handleThumbnail)
-	r.GET("/_matrix/client/v1/media/preview_url", s.handlePreviewURL)
+	r.GET("/_matrix/client/v1/media/preview_url", requireAuth, s.handlePreviewURL)
 
 	// Deprecated endpoints: config stays behind auth as it always was; the
 	// unauthenticated download and thumbnail are frozen.
@@ -32,7 +32,7 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	r.GET("/_matrix/media/v3/download/:serverName/:mediaId", s.handleFrozen)
 	r.GET("/_matrix/media/v3/download/:serverName/:mediaId/:fileName", s.handleFrozen)
 	r.GET("/_matrix/media/v3/thumbnail/:serverName/:mediaId", s.handleFrozen)
-	r.GET("/_matrix/media/v3/preview_url", s.handlePreviewURL)
+	r.GET("/_matrix/media/v3/preview_url", requireAuth, s.handlePreviewURL)
 
 	r.GET("/_matrix/client/v3/voip/turnServer", requireAuth, s.handleTURNServer)
 }

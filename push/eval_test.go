@@ -37,7 +37,9 @@ func TestDefaultRuleEffects(t *testing.T) {
 				ts.send(alice, r, "m.room.message", map[string]any{"msgtype": "m.text", "body": "all", "m.mentions": map[string]any{"room": true}})
 			}},
 		{name: "notice does not notify", group: true, want: [2]int64{0, 0},
-			send: func(r string) { ts.send(alice, r, "m.room.message", map[string]any{"msgtype": "m.notice", "body": "bot"}) }},
+			send: func(r string) {
+				ts.send(alice, r, "m.room.message", map[string]any{"msgtype": "m.notice", "body": "bot"})
+			}},
 		{name: "reaction does not notify", group: true, want: [2]int64{0, 0},
 			send: func(r string) {
 				target := ts.text(carol, r, "react to me")
@@ -53,7 +55,9 @@ func TestDefaultRuleEffects(t *testing.T) {
 					"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": target}})
 			}},
 		{name: "member event does not notify", group: true, want: [2]int64{0, 0},
-			send: func(r string) { ts.must("@dave:test", "POST", "/_matrix/client/v3/rooms/"+enc(r)+"/join", map[string]any{}) }},
+			send: func(r string) {
+				ts.must("@dave:test", "POST", "/_matrix/client/v3/rooms/"+enc(r)+"/join", map[string]any{})
+			}},
 		{name: "encrypted in a group notifies", group: true, want: [2]int64{1, 0},
 			send: func(r string) { ts.send(alice, r, "m.room.encrypted", megolm) }},
 		{name: "encrypted one to one notifies with sound", want: [2]int64{1, 0}, action: `{"set_tweak":"sound","value":"default"}`,

@@ -159,6 +159,11 @@ const (
 func (d *dispatcher) run(k pusherKey) {
 	backoff := d.s.cfg.RetryBackoff
 	for {
+		select {
+		case <-d.s.stopping:
+			return // what is pending is dropped: a restart forgets it anyway
+		default:
+		}
 		d.mu.Lock()
 		q := d.queues[k]
 		p := d.byUser[k.user][k]
@@ -206,11 +211,6 @@ func (d *dispatcher) run(k pusherKey) {
 
 // send makes one attempt.
 func (d *dispatcher) send(p *pusher, item *delivery) sendResult {
-	select {
-	case <-d.s.stopping:
-		return drop
-	default:
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), gatewayTimeout)
 	defer cancel()
 	body, err := d.payload(ctx, p, item)

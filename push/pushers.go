@@ -227,8 +227,7 @@ func (s *Service) parsePusher(ctx context.Context, body map[string]json.RawMessa
 }
 
 func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool) error {
-	var removed []pusherKey
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(`INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name, device_display_name,
 			profile_tag, lang, data, device_id, pushkey_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind, app_display_name = excluded.app_display_name,
@@ -238,6 +237,14 @@ func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool)
 			string(p.data), p.deviceID, p.pushkeyTS); err != nil {
 			return err
 		}
+		var removed []pusherKey
+		// Memory follows the database in commit order.
+		tx.AfterCommit(func() {
+			s.gateways.put(p)
+			for _, k := range removed {
+				s.gateways.remove(k)
+			}
+		})
 		if appendPusher {
 			return nil
 		}
@@ -258,26 +265,16 @@ func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool)
 		}
 		return rows.Err()
 	})
-	if err != nil {
-		return err
-	}
-	s.gateways.put(p)
-	for _, k := range removed {
-		s.gateways.remove(k)
-	}
-	return nil
 }
 
 func (s *Service) deletePusher(ctx context.Context, k pusherKey) error {
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, string(k.user), k.appID, k.pushkey)
-		return err
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, string(k.user), k.appID, k.pushkey); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() { s.gateways.remove(k) })
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.gateways.remove(k)
-	return nil
 }
 
 // --- SSRF ------------------------------------------------------------------

@@ -164,7 +164,9 @@ var (
 	actHighlight = mustJSON(map[string]any{"set_tweak": "highlight"})
 )
 
-func actSound(v string) json.RawMessage { return mustJSON(map[string]any{"set_tweak": "sound", "value": v}) }
+func actSound(v string) json.RawMessage {
+	return mustJSON(map[string]any{"set_tweak": "sound", "value": v})
+}
 
 func condMatch(key, pattern string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "event_match", "key": key, "pattern": pattern})

@@ -397,10 +397,6 @@ func (s *Service) displayName(room spec.RoomID, user spec.UserID) string {
 // and, once committed, updates the counts in memory, wakes the users and
 // hands the notifications to the gateways.
 func (s *Service) publish(ctx context.Context, b *publishBatch) {
-	if len(b.rows) == 0 && len(b.reads) == 0 {
-		s.markDone(b.upTo)
-		return
-	}
 	type key struct {
 		user spec.UserID
 		room spec.RoomID
@@ -427,6 +423,10 @@ func (s *Service) publish(ctx context.Context, b *publishBatch) {
 		if batchRows[threadKey{r.user, r.room, r.thread}] || s.hasUnread(r.user, r.room, r.thread) {
 			reads = append(reads, r)
 		}
+	}
+	if len(b.rows) == 0 && len(reads) == 0 {
+		s.markDone(b.upTo) // nothing notified, nothing read: no write
+		return
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		for _, n := range b.rows {

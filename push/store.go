@@ -16,7 +16,7 @@ import (
 // list GET /notifications pages through and the source of the unread
 // counts after a restart. Only what the counts and the list need is kept —
 // the event itself stays in the rooms tables. push_read holds each user's
-// read position per room and thread ('' for an unthreaded receipt, 'main'
+// read position per room and thread (empty for an unthreaded receipt, main
 // for the main timeline, else the thread root's event ID).
 var Schema = storage.Schema{Domain: "push", Migrations: []string{`
 CREATE TABLE push_notifications (

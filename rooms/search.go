@@ -24,9 +24,10 @@ import (
 // encrypted, room names and topics. Ciphertext (m.room.encrypted) is never
 // indexed, so it is never pretended to be searched.
 //
-// The index is SQLite FTS5, contentless (it keeps no copy of the text),
-// written in the transaction that stores the event and cleared when the
-// event is redacted. Results are only events the user may see, in rooms they
+// The index is SQLite FTS5, contentless: it keeps no second copy of the
+// text, only the index of its words. It is written in the transaction that
+// stores the event, and a redaction removes the event's words from it
+// (secure-delete: at once, not at the next merge). Results are only events the user may see, in rooms they
 // have been in: the candidates the index returns are filtered by history
 // visibility before anything (even the count) is answered.
 

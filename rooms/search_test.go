@@ -66,6 +66,11 @@ func TestSearch(t *testing.T) {
 	if got := recent(userC, "quick"); len(got) != 0 {
 		t.Fatalf("Carol found %v", got)
 	}
+	// The redacted event's words are out of the index itself.
+	var n int
+	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM event_search WHERE event_search MATCH '"redact"'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("redacted words still indexed: %d %v", n, err)
+	}
 	// Rank: the message that says fox most often first.
 	ranked := search(userB, map[string]any{"search_term": "fox", "keys": []string{"content.body"}})
 	sameList(t, "Bob, rank", resultIDs(ranked), foxes, quick)

@@ -65,7 +65,7 @@ type Service struct {
 	listener Listener
 
 	lastCreateTS atomic.Int64
-	guard    MembershipGuard // admin.go; nil allows every change
+	guard        MembershipGuard // admin.go; nil allows every change
 
 	txnMu     sync.Mutex
 	txns      map[txnKey]txnEntry

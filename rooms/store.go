@@ -73,8 +73,9 @@ CREATE TABLE forgotten (
 	// rel_type, written in the transaction that stores the event and
 	// deleted when it is redacted. event_search is a contentless FTS5
 	// index (rowid = the event's position) of the plaintext the server
-	// may search; it keeps no copy of the text. The backfill lines index
-	// the events stored before this migration the way the commit hook does.
+	// may search: it keeps no second copy of the text, only the index of
+	// its words. The backfill lines index the events stored before this
+	// migration the way the commit hook does.
 	`
 CREATE TABLE event_relations (
 	event_id         TEXT   PRIMARY KEY REFERENCES events (event_id),
@@ -128,6 +129,10 @@ INSERT INTO event_search (rowid, body)
 				AND enc.state_key = '' AND enc.position < e.position))
 		OR (e.type = 'm.room.name' AND e.state_key = '' AND json_type(e.json, '$.content.name') = 'text')
 		OR (e.type = 'm.room.topic' AND e.state_key = '' AND json_type(e.json, '$.content.topic') = 'text'));`,
+	// 3: FTS5 secure-delete: a redaction takes the event's words out of
+	// the search index at once, rather than leaving them in an index
+	// segment until a later merge.
+	`INSERT INTO event_search (event_search, rank) VALUES ('secure-delete', 1);`,
 }}
 
 // storedEvent is one row of events.

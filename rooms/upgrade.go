@@ -246,10 +246,16 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		return "", err
 	}
 
-	// 4. The transferred state, as it is in the old room.
+	// 4. The transferred state, as it is in the old room. A room that was
+	// not encrypted becomes so if the server's policy encrypts new rooms:
+	// the replacement is a new room.
 	for _, t := range transferredState {
 		if ev := snap.get(t, ""); ev != nil {
 			if _, err := b.add(t, strPtr(""), user, []byte(ev.Content().Raw), ""); err != nil {
+				return "", err
+			}
+		} else if t == spec.MRoomEncryption && s.cfg.Encryption != "optional" {
+			if err := s.addJSON(b, t, strPtr(""), user, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
 				return "", err
 			}
 		}

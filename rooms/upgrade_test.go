@@ -152,3 +152,19 @@ func TestUpgradeByAModerator(t *testing.T) {
 	}
 	ts.must(userA, "GET", v3+old+"/state/m.room.tombstone/", nil)
 }
+
+func TestUpgradeFollowsTheEncryptionPolicy(t *testing.T) {
+	ts := newTestServer(t, "default")
+	old, _, err := ts.s.CreateRoom(t.Context(), userA, CreateRequest{Preset: "private_chat", Unencrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := ts.do(userA, "GET", v3+string(old)+"/state/m.room.encryption/", nil)
+	if code != 404 {
+		t.Fatalf("the old room is encrypted")
+	}
+	neu := ts.must(userA, "POST", v3+string(old)+"/upgrade", map[string]any{"new_version": "12"})["replacement_room"].(string)
+	if ts.must(userA, "GET", v3+neu+"/state/m.room.encryption/", nil)["algorithm"] != "m.megolm.v1.aes-sha2" {
+		t.Fatalf("the replacement is not encrypted")
+	}
+}

@@ -24,7 +24,12 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	typing := s.typingSince(id, req.sinceSerial(), req.initial())
 	receiptsChanged := s.receiptPosition(id) > since
 	// A change of the unread counts (a notification, a receipt) is a
-	// change of the room: an incremental sync carries the new counts.
+	// change of the room: an incremental sync carries the new counts. The
+	// user's last change, from memory, spares the per-room look-up.
+	userCountsChanged := s.unread != nil && s.unread.Position(req.user) > since
+	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !userCountsChanged {
+		return nil, nil
+	}
 	var unread, highlights int64
 	var threadCounts map[string][2]int64
 	countsChanged := false

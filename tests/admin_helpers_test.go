@@ -225,3 +225,35 @@ func admContains(list []any, v string) bool {
 	}
 	return false
 }
+
+func strconvF(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// registerWithToken registers name with an invite code through the
+// m.login.registration_token stage; it returns the final answer.
+func (e *admEnv) registerWithToken(name, token string) (int, map[string]any) {
+	e.t.Helper()
+	u := e.s.URL + "/_matrix/client/v3/register"
+	code, out := e.do("POST", u, "", map[string]any{"username": name, "password": admPassword})
+	session, _ := out["session"].(string)
+	if code != 401 || session == "" {
+		e.t.Fatalf("register %s, first stage: %d %v", name, code, out)
+	}
+	return e.do("POST", u, "", map[string]any{"username": name, "password": admPassword,
+		"auth": map[string]any{"type": "m.login.registration_token", "token": token, "session": session}})
+}
+
+// deleteRoom deletes a room with the v2 API and waits for the outcome.
+func (e *admEnv) deleteRoom(room string, body map[string]any) map[string]any {
+	e.t.Helper()
+	out := e.admin("DELETE", e.url("/_synapse/admin/v2/rooms/%s", room), body, 200)
+	id := out["delete_id"].(string)
+	var status map[string]any
+	admWait(e.t, 20*time.Second, "the room deletion", func() bool {
+		status = e.admin("GET", e.url("/_synapse/admin/v2/rooms/delete_status/%s", id), nil, 200)
+		return status["status"] == "complete" || status["status"] == "failed"
+	})
+	if status["status"] != "complete" {
+		e.t.Fatalf("deletion: %v", status)
+	}
+	return status
+}

@@ -137,7 +137,7 @@ func TestOpsBackupWhileClientsWrite(t *testing.T) {
 		sort.Ints(ns)
 		for i, n := range ns {
 			if n != i {
-				t.Fatalf("writer %d: the backup holds messages %v…: not a prefix (missing %d)", w, head(ns), i)
+				t.Fatalf("writer %d: the backup holds messages %v…: not a prefix (missing %d)", w, opsHead(ns), i)
 			}
 		}
 		if int64(len(ns)) < before[w] {
@@ -158,7 +158,7 @@ func TestOpsBackupWhileClientsWrite(t *testing.T) {
 	}
 }
 
-func head(ns []int) []int {
+func opsHead(ns []int) []int {
 	if len(ns) > 10 {
 		return ns[:10]
 	}

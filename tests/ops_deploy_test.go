@@ -83,10 +83,10 @@ func TestOpsSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
 	}
-	t.Log(lastLine(string(out)))
+	t.Log(opsLastLine(string(out)))
 }
 
-func lastLine(s string) string {
+func opsLastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }

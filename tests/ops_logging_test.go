@@ -96,7 +96,7 @@ type opsLogLine struct {
 	LogLevel     string   `json:"log_level"`
 }
 
-func parseLogLine(s string) opsLogLine {
+func opsParseLogLine(s string) opsLogLine {
 	var l opsLogLine
 	_ = json.Unmarshal([]byte(s), &l)
 	return l
@@ -114,10 +114,10 @@ func TestOpsSIGHUPChangesLogLevel(t *testing.T) {
 	}
 	write("log_format = \"json\"\nlog_level = \"info\"\n")
 	p := opsLaunch(t, "--config", conf)
-	i := p.waitLine(t, 0, "the start line", func(s string) bool { return parseLogLine(s).Message == "Chatalot is serving" })
-	base := "http://" + parseLogLine(p.log()[i]).Listen
+	i := p.waitLine(t, 0, "the start line", func(s string) bool { return opsParseLogLine(s).Message == "Chatalot is serving" })
+	base := "http://" + opsParseLogLine(p.log()[i]).Listen
 	isRequest := func(s string) bool {
-		l := parseLogLine(s)
+		l := opsParseLogLine(s)
 		return l.Message == "request" && l.Route == "/_matrix/client/versions"
 	}
 	get := func() {
@@ -141,9 +141,9 @@ func TestOpsSIGHUPChangesLogLevel(t *testing.T) {
 	write("log_format = \"json\"\nlog_level = \"warn\"\nmax_body_bytes = 2097152\n")
 	hup()
 	i = p.waitLine(t, i, "the reload to warn", func(s string) bool {
-		return parseLogLine(s).Message != "" && strings.HasPrefix(parseLogLine(s).Message, "configuration reloaded")
+		return opsParseLogLine(s).Message != "" && strings.HasPrefix(opsParseLogLine(s).Message, "configuration reloaded")
 	})
-	l := parseLogLine(p.log()[i])
+	l := opsParseLogLine(p.log()[i])
 	if strings.Join(l.Applied, ",") != "log_level" || strings.Join(l.NeedsRestart, ",") != "max_body_bytes" || l.LogLevel != "warn" || l.Level != "warn" {
 		t.Fatalf("reload line: %+v", l)
 	}
@@ -153,7 +153,7 @@ func TestOpsSIGHUPChangesLogLevel(t *testing.T) {
 	write("log_level = \"loud\"\n")
 	hup()
 	j := p.waitLine(t, i, "the refused reload", func(s string) bool {
-		l := parseLogLine(s)
+		l := opsParseLogLine(s)
 		return l.Level == "error" && strings.Contains(l.Message, "not reloaded") && strings.Contains(s, "log_level")
 	})
 	get()
@@ -161,7 +161,7 @@ func TestOpsSIGHUPChangesLogLevel(t *testing.T) {
 	// debug: requests are logged again.
 	write("log_format = \"json\"\nlog_level = \"debug\"\nmax_body_bytes = 2097152\n")
 	hup()
-	k := p.waitLine(t, j, "the reload to debug", func(s string) bool { return parseLogLine(s).LogLevel == "debug" })
+	k := p.waitLine(t, j, "the reload to debug", func(s string) bool { return opsParseLogLine(s).LogLevel == "debug" })
 	for _, s := range p.log()[i:k] {
 		if isRequest(s) {
 			t.Fatalf("an info line was logged at level warn: %s", s)

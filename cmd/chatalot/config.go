@@ -34,6 +34,7 @@ type Config struct {
 	LogLevel       string `toml:"log_level"        help:"debug, info, warn or error"`
 	LogFormat      string `toml:"log_format"       help:"console or json"`
 	LogIPAddresses bool   `toml:"log_ip_addresses" help:"log client IP addresses (off: no IP history is kept)"`
+	TrustedProxies string `toml:"trusted_proxies"  help:"comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is believed (e.g. 127.0.0.1 behind Caddy or nginx)"`
 	MaxBodyBytes   int64  `toml:"max_body_bytes"   help:"largest JSON request body in bytes"`
 	Durability     string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
 	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
@@ -163,6 +164,13 @@ func (c *Config) Validate() ConfigError {
 	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
 	oneOf("log_format", c.LogFormat, "console", "json")
 	oneOf("durability", c.Durability, "normal", "full")
+	for _, p := range c.trustedProxies() {
+		if net.ParseIP(p) == nil {
+			if _, _, err := net.ParseCIDR(p); err != nil {
+				add("trusted_proxies", "%q is not an IP address or CIDR range", p)
+			}
+		}
+	}
 	if c.MaxBodyBytes < 65536 {
 		add("max_body_bytes", "must be at least 65536 (the event size limit)")
 	}
@@ -281,6 +289,17 @@ func (c *Config) turnURIs() []string {
 	for _, u := range strings.Split(c.TURNURIs, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// trustedProxies splits trusted_proxies.
+func (c *Config) trustedProxies() []string {
+	var out []string
+	for _, p := range strings.Split(c.TrustedProxies, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
 		}
 	}
 	return out

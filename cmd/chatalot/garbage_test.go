@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -91,6 +92,15 @@ var paramValues = map[string][]string{
 	"tag":           {"u.work", strings.Repeat("g", 256)},
 }
 
+// escaped percent-encodes values for a path ("#" would end the path).
+func escaped(values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = url.PathEscape(v)
+	}
+	return out
+}
+
 // garbageSuffixes are appended to every identifier to make it malformed.
 var garbageSuffixes = []string{"%00", "%FF%FE"}
 
@@ -131,7 +141,7 @@ func fill(t *testing.T, template string, pick func(name string, values []string)
 		if !ok {
 			t.Fatalf("route %s: no garbage entry for parameter %q; add it to paramValues", template, name)
 		}
-		parts[i] = pick(name, values)
+		parts[i] = pick(name, escaped(values))
 	}
 	return strings.Join(parts, "/")
 }

@@ -187,5 +187,6 @@ func (a *App) Close() error {
 func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.ServerName) }
 
 func (a *App) routerOptions() api.Options {
-	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses}
+	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
+		TrustedProxies: a.cfg.trustedProxies()}
 }
