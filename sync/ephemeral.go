@@ -282,23 +282,46 @@ func (s *Service) postReceipt(c *gin.Context) {
 		return
 	}
 	var body struct {
-		ThreadID string `json:"thread_id"`
+		ThreadID *string `json:"thread_id"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
 		c.Error(err)
 		return
 	}
-	if body.ThreadID != "" && body.ThreadID != "main" {
-		if _, err := spec.ParseEventID(body.ThreadID); err != nil {
-			c.Error(spec.InvalidParam("thread_id must be \"main\" or an event ID"))
+	thread := ""
+	if body.ThreadID != nil {
+		thread = *body.ThreadID
+		switch {
+		case thread == "":
+			c.Error(spec.InvalidParam("thread_id must be a non-empty string"))
 			return
+		case typ == "m.fully_read":
+			c.Error(spec.InvalidParam("m.fully_read receipts have no thread_id"))
+			return
+		case thread != "main":
+			if _, err := spec.ParseEventID(thread); err != nil {
+				c.Error(spec.InvalidParam("thread_id must be \"main\" or an event ID"))
+				return
+			}
 		}
 	}
 	if s.rooms.Membership(dev.UserID, room) != spec.Join {
 		c.Error(spec.Forbidden("you are not joined to room %s", room))
 		return
 	}
-	if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, eventID, body.ThreadID); err != nil {
+	if thread != "" {
+		// Threaded read receipts: the event must be in the thread named.
+		in, err := s.rooms.ThreadOf(c.Request.Context(), room, eventID)
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		if in != thread {
+			c.Error(spec.InvalidParam("event %s is not in thread %s", eventID, thread))
+			return
+		}
+	}
+	if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, eventID, thread); err != nil {
 		c.Error(err)
 		return
 	}

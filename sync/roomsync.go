@@ -65,9 +65,10 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	} else if roomPos := s.rooms.Position(id); roomPos < start {
 		start = roomPos
 	}
-	jr.Timeline = Timeline{Events: make([]json.RawMessage, len(evs)), Limited: limited, PrevBatch: rooms.Token(start).String()}
-	for i, ev := range evs {
-		jr.Timeline.Events[i] = req.renderEvent(ev)
+	jr.Timeline = Timeline{Limited: limited, PrevBatch: rooms.Token(start).String()}
+	var err error
+	if jr.Timeline.Events, err = s.renderTimeline(ctx, req, evs, limited); err != nil {
+		return nil, err
 	}
 
 	if err := s.roomState(ctx, req, id, fresh, limited, since, start, now.Pos, evs, &jr.State, &jr.StateAfter); err != nil {
@@ -232,9 +233,9 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 		start = evs[0].Position - 1
 	}
 	lr := &LeftRoom{AccountData: EventList{Events: []json.RawMessage{}}}
-	lr.Timeline = Timeline{Events: make([]json.RawMessage, len(evs)), Limited: limited, PrevBatch: rooms.Token(start).String()}
-	for i, ev := range evs {
-		lr.Timeline.Events[i] = req.renderEvent(ev)
+	lr.Timeline = Timeline{Limited: limited, PrevBatch: rooms.Token(start).String()}
+	if lr.Timeline.Events, err = s.renderTimeline(ctx, req, evs, limited); err != nil {
+		return nil, err
 	}
 	fresh := req.initial() || req.fullState
 	if err := s.roomState(ctx, req, id, fresh, limited, req.sincePos(), start, leavePos, evs, &lr.State, &lr.StateAfter); err != nil {
@@ -286,4 +287,28 @@ func filterRoomEvents(evs []json.RawMessage, f *rooms.RoomEventFilter) []json.Ra
 		out = out[:*f.Limit]
 	}
 	return out
+}
+
+// renderTimeline renders a room's timeline. A limited timeline skipped
+// events, edits and thread replies among them, so its events carry their
+// bundled aggregations (unsigned.m.relations) as /messages gives them; a
+// complete one has every relation in it already.
+func (s *Service) renderTimeline(ctx context.Context, req *request, evs []*rooms.Event, limited bool) ([]json.RawMessage, error) {
+	if limited && req.filter.EventFormat != "federation" {
+		out, err := s.rooms.RenderEvents(ctx, req.user, req.device, evs)
+		if err != nil {
+			return nil, err
+		}
+		if len(req.filter.EventFields) > 0 {
+			for i := range out {
+				out[i] = events.FilterFields(out[i], req.filter.EventFields)
+			}
+		}
+		return out, nil
+	}
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = req.renderEvent(ev)
+	}
+	return out, nil
 }

@@ -362,3 +362,58 @@ func TestHandWrittenEncodingMatchesEncodingJSON(t *testing.T) {
 		t.Fatal("the invite is missing")
 	}
 }
+
+func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
+	root := ts.send(alice, room, "root")
+	reply := ts.must(bob, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/thr1", map[string]any{
+		"msgtype": "m.text", "body": "in thread", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})["event_id"].(string)
+	since := ts.syncOnce(alice, "", 0, "")["next_batch"].(string)
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read/"+reply, map[string]any{"thread_id": root})
+	for _, bad := range []struct {
+		event string
+		body  map[string]any
+	}{
+		{reply, map[string]any{"thread_id": "main"}},
+		{root, map[string]any{"thread_id": root}},
+		{reply, map[string]any{"thread_id": ""}},
+		{reply, map[string]any{"thread_id": "not an id"}},
+	} {
+		code, body := ts.do(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read/"+bad.event, bad.body)
+		if code != 400 || body["errcode"] != "M_INVALID_PARAM" {
+			t.Errorf("receipt %v on %s: %d %v, want 400 M_INVALID_PARAM", bad.body, bad.event, code, body)
+		}
+	}
+	resp := ts.syncOnce(alice, since, 0, "")
+	found := false
+	for _, e := range path(resp, "rooms", "join", room, "ephemeral", "events").([]any) {
+		if path(e, "content", reply, "m.read", bob, "thread_id") == root {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("the threaded receipt is not delivered with its thread_id: %v", path(resp, "rooms", "join", room, "ephemeral"))
+	}
+	// A limited timeline bundles the thread summary on the root.
+	for i := 0; i < 3; i++ {
+		ts.send(alice, room, "more")
+	}
+	lim := ts.syncOnce(alice, "", 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":5}}}`))
+	if path(lim, "rooms", "join", room, "timeline", "limited") != true {
+		t.Fatal("expected a limited timeline")
+	}
+	sawRoot := false
+	for _, ev := range path(lim, "rooms", "join", room, "timeline", "events").([]any) {
+		if path(ev, "event_id") == root {
+			sawRoot = true
+			if path(ev, "unsigned", "m.relations", "m.thread", "count") != float64(1) {
+				t.Fatalf("root in a limited timeline without its thread summary: %v", ev)
+			}
+		}
+	}
+	if !sawRoot {
+		t.Fatal("the thread root is not in the timeline")
+	}
+}
