@@ -110,6 +110,8 @@ func (a *App) wire(ctx context.Context) error {
 		Versions:   specVersions,
 		UnstableFeatures: map[string]bool{
 			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
+			"org.matrix.msc4222": true, // use_state_after in /sync
+			"org.matrix.msc3814": true, // dehydrated devices
 		},
 		Capabilities: caps,
 	})
