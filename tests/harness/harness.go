@@ -121,6 +121,9 @@ func (s *Server) Launch() {
 		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], Binary(s.t)), args...)...)
 	}
 	cmd.Env = append(os.Environ(), s.Env...)
+	// Its own process group, so that Kill also ends whatever the server
+	// runs under (strace) or starts.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		s.t.Fatal(err)
@@ -222,7 +225,7 @@ func (s *Server) Stop() {
 
 // Kill ends the server with SIGKILL, as a crash would.
 func (s *Server) Kill() {
-	_ = s.cmd.Process.Kill()
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	<-s.exited
 }
 
