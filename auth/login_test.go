@@ -209,6 +209,11 @@ func TestJWTLogin(t *testing.T) {
 			ts.do("POST", v3+"/login", "", map[string]any{"type": "org.matrix.login.jwt", "token": tc.token}).mustErr(t, 403, "M_FORBIDDEN")
 		})
 	}
+	// A deactivated account is told so (the JWT proved who is asking).
+	if err := ts.svc.Deactivate(context.Background(), "@bot:test.local", false); err != nil {
+		t.Fatal(err)
+	}
+	ts.do("POST", v3+"/login", "", map[string]any{"type": "org.matrix.login.jwt", "token": sign(key, good)}).mustErr(t, 403, "M_USER_DEACTIVATED")
 }
 
 func TestJWTKeyFormats(t *testing.T) {

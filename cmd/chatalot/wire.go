@@ -65,6 +65,7 @@ func (a *App) wire(ctx context.Context) error {
 	syncSvc.SetUnread(pushSvc)
 	syncSvc.SetAccountData(pushSvc.WithRules(authSvc))
 	pushSvc.Start()
+	a.settle = func(ctx context.Context) { pushSvc.WaitEvaluated(ctx, a.db.Position()) }
 	// keys re-checks the password through auth's UIA, and hears of every
 	// device auth adds, renames or deletes.
 	keysSvc, err := keys.New(keys.Deps{
