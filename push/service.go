@@ -429,10 +429,8 @@ func (s *Service) publish(ctx context.Context, b *publishBatch) {
 		return
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		for _, n := range b.rows {
-			if err := insertNotification(tx, n); err != nil {
-				return err
-			}
+		if err := insertNotifications(tx, b.rows); err != nil {
+			return err
 		}
 		recounted := map[key]map[string][2]int64{}
 		for _, r := range reads {

@@ -3,6 +3,8 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -57,6 +59,26 @@ CREATE TABLE pushers (
 	PRIMARY KEY (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_by_key ON pushers (app_id, pushkey);`,
+	// 2: keyed by (user, position), which is what the list pages by, so
+	// one index fewer is written for every member an event notifies.
+	`
+CREATE TABLE push_notifications_new (
+	user_id   TEXT    NOT NULL,
+	position  BIGINT  NOT NULL CHECK (position > 0),
+	room_id   TEXT    NOT NULL,
+	event_id  TEXT    NOT NULL,
+	thread_id TEXT    NOT NULL CHECK (thread_id <> ''),
+	highlight BOOLEAN NOT NULL,
+	counted   BOOLEAN NOT NULL,
+	actions   TEXT    NOT NULL,
+	ts        BIGINT  NOT NULL,
+	PRIMARY KEY (user_id, position)
+);
+INSERT INTO push_notifications_new (user_id, position, room_id, event_id, thread_id, highlight, counted, actions, ts)
+	SELECT user_id, position, room_id, event_id, thread_id, highlight, counted, actions, ts FROM push_notifications;
+DROP TABLE push_notifications;
+ALTER TABLE push_notifications_new RENAME TO push_notifications;
+CREATE INDEX push_notifications_by_room ON push_notifications (user_id, room_id, position);`,
 }}
 
 // recountSQL counts a user's unread notifications in one room per thread:
@@ -111,15 +133,35 @@ type notificationRow struct {
 	eventType string // not stored: for the push priority
 }
 
-func insertNotification(tx *storage.Tx, n *notificationRow) error {
-	actions, err := json.Marshal(n.actions)
-	if err != nil {
-		return err
+// insertNotifications writes rows in multi-row statements: one event in a
+// big room notifies every member, and one statement per row would make the
+// writer the bottleneck of a busy room.
+func insertNotifications(tx *storage.Tx, rows []*notificationRow) error {
+	const perStatement = 400 // 9 parameters a row, well under SQLite's limit
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), perStatement)]
+		rows = rows[len(chunk):]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO push_notifications (user_id, room_id, event_id, position, thread_id, highlight, counted, actions, ts) VALUES `)
+		args := make([]any, 0, len(chunk)*9)
+		for i, n := range chunk {
+			actions, err := json.Marshal(n.actions)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			p := len(args)
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7, p+8, p+9)
+			args = append(args, string(n.user), string(n.room), string(n.event), n.position, n.thread, n.highlight, n.counted, string(actions), n.ts)
+		}
+		q.WriteString(` ON CONFLICT (user_id, position) DO NOTHING`)
+		if _, err := tx.Exec(q.String(), args...); err != nil {
+			return err
+		}
 	}
-	_, err = tx.Exec(`INSERT INTO push_notifications (user_id, room_id, event_id, position, thread_id, highlight, counted, actions, ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`,
-		string(n.user), string(n.room), string(n.event), n.position, n.thread, n.highlight, n.counted, string(actions), n.ts)
-	return err
+	return nil
 }
 
 // loadCounts reads every unread count and read position at start-up.
