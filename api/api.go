@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
@@ -26,6 +27,10 @@ type Options struct {
 	// LogIPAddresses adds the client address to access logs. Off by default:
 	// Chatalot keeps no IP history unless the admin asks for it.
 	LogIPAddresses bool
+	// BodyIdleTimeout cuts off a client that stops sending its request
+	// body for this long (default 30s): a stalled upload must not hold a
+	// connection and a temporary file forever.
+	BodyIdleTimeout time.Duration
 	// TrustedProxies are the addresses (or CIDR ranges) of reverse proxies
 	// whose X-Forwarded-For is believed. Nobody's by default: otherwise any
 	// client could pick the address its rate limits are counted under.
@@ -54,7 +59,10 @@ func NewRouter(o Options) *gin.Engine {
 	r.UseRawPath = true
 	r.UnescapePathValues = false
 	r.ContextWithFallback = true
-	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes), renderErrors(o.Log), unescapeParams)
+	if o.BodyIdleTimeout <= 0 {
+		o.BodyIdleTimeout = 30 * time.Second
+	}
+	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout), renderErrors(o.Log), unescapeParams)
 	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
 	r.NoMethod(func(c *gin.Context) {
 		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))
@@ -87,6 +95,12 @@ func renderErrors(log zerolog.Logger) gin.HandlerFunc {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			me = spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
+			c.JSON(me.Status, me.Body())
+			return
+		}
+		if errors.Is(err, errBodyStalled) {
+			c.Header("Connection", "close")
+			me = spec.NewError(spec.ErrUnknown, "the request body stopped arriving").WithStatus(http.StatusRequestTimeout)
 			c.JSON(me.Status, me.Body())
 			return
 		}
@@ -160,13 +174,44 @@ const rawBodyKey = "chatalot.raw_body"
 
 // bodyLimit caps the request body. Reading past the cap fails with
 // *http.MaxBytesError, which renderErrors turns into 413 M_TOO_LARGE.
-func bodyLimit(max int64) gin.HandlerFunc {
+func bodyLimit(max int64, idle time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		c.Set(rawBodyKey, c.Request.Body)
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, max)
+		body := &idleBody{ReadCloser: c.Request.Body, rc: http.NewResponseController(c.Writer), idle: idle}
+		c.Set(rawBodyKey, io.ReadCloser(body))
+		c.Request.Body = http.MaxBytesReader(c.Writer, body, max)
 		c.Next()
 	}
 }
+
+// idleBody moves the connection's read deadline forward at every read of
+// the body, so a client that stalls mid-body is cut off after idle while a
+// slow but steady upload goes on.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	set  bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil {
+		b.set = true
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline stays in the past: the server must not wait for the
+		// rest of this body before answering.
+		return n, errBodyStalled
+	}
+	if err != nil && b.set {
+		_ = b.rc.SetReadDeadline(time.Time{})
+		b.set = false
+	}
+	return n, err
+}
+
+// errBodyStalled is what a handler sees when the client stopped sending.
+var errBodyStalled = errors.New("the client stopped sending the request body")
 
 // BodyLimit replaces the router's body cap for one route (media uploads):
 // a declared Content-Length over max is refused before reading anything.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,4 +210,32 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 	if closed != len(conns) {
 		t.Fatalf("%d of %d slow connections were closed", closed, len(conns))
 	}
+}
+
+// TestStalledUploadIsCutOff: an upload that stops arriving is cut off
+// after the body idle timeout, and its temporary file is removed.
+func TestStalledUploadIsCutOff(t *testing.T) {
+	s := harness.Start(t, harness.WithArgs("--body-idle-timeout", "1s"))
+	a := login(t, s, "uploader")
+	conn, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n", a.token)
+	conn.Write([]byte(strings.Repeat("x", 4096)))
+	tmp := filepath.Join(s.DataDir, "media", "tmp")
+	waitFor(t, 10*time.Second, "the upload to be received into a temporary file", func() bool {
+		ents, _ := os.ReadDir(tmp)
+		return len(ents) > 0
+	})
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	status, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.Contains(status, " 4") {
+		t.Fatalf("a stalled upload got %q, want a 4xx\n%s", status, s.Logs())
+	}
+	waitFor(t, 10*time.Second, "the temporary file to be removed", func() bool {
+		ents, _ := os.ReadDir(tmp)
+		return len(ents) == 0
+	})
 }

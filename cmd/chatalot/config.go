@@ -39,6 +39,7 @@ type Config struct {
 	Durability     string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
 	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
 	HeaderTimeout  string `toml:"read_header_timeout" help:"how long a client may take to send its request headers (slow clients are cut off)"`
+	BodyIdle       string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
 	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
 
 	MaxUploadBytes     int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
@@ -93,6 +94,7 @@ func defaults() Config {
 		Durability:    "normal",
 		ShutdownGrace: "10s",
 		HeaderTimeout: "10s",
+		BodyIdle:      "30s",
 		Presence:      true,
 
 		MaxUploadBytes:     50 << 20,
@@ -176,6 +178,9 @@ func (c *Config) Validate() ConfigError {
 	}
 	if d, err := time.ParseDuration(c.ShutdownGrace); err != nil || d < 0 {
 		add("shutdown_grace", "%q is not a duration such as 10s", c.ShutdownGrace)
+	}
+	if d, err := time.ParseDuration(c.BodyIdle); err != nil || d <= 0 {
+		add("body_idle_timeout", "%q is not a positive duration such as 30s", c.BodyIdle)
 	}
 	if d, err := time.ParseDuration(c.HeaderTimeout); err != nil || d <= 0 {
 		add("read_header_timeout", "%q is not a positive duration such as 10s", c.HeaderTimeout)

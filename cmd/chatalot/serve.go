@@ -191,5 +191,11 @@ func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.Server
 
 func (a *App) routerOptions() api.Options {
 	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
-		TrustedProxies: a.cfg.trustedProxies()}
+		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle)}
+}
+
+// mustDuration parses a duration the configuration already validated.
+func mustDuration(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
 }
