@@ -18,7 +18,6 @@ import (
 // it), its keys are served, and deleting it removes both.
 func TestDehydratedDeviceLifecycle(t *testing.T) {
 	s := harness.Start(t)
-	skipUnlessServes(t, s, "POST", "/_matrix/client/v3/register")
 	user, token := registerDummy(t, s, "dehydrator"+randomSuffix())
 	call := func(method, path string, body any) (int, map[string]any) {
 		t.Helper()

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,22 +40,6 @@ func randomSuffix() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// skipUnlessServes skips the test when the server does not yet serve a path
-// the flow needs (the accounts, rooms or sync issue is not merged): the
-// route answers 404 M_UNRECOGNIZED.
-func skipUnlessServes(t *testing.T, s *harness.Server, method, path string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, s.URL+path, strings.NewReader("{}"))
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusMethodNotAllowed {
-		t.Skipf("the server does not serve %s %s yet", method, path)
-	}
 }
 
 // newE2EEClient registers a user with a device and starts its crypto and
@@ -156,7 +139,6 @@ func (c *e2eeClient) joined(ctx context.Context, room id.RoomID, user id.UserID)
 // the other's; the server's data directory never holds a plaintext.
 func TestMautrixEncryptedMessagesBothWays(t *testing.T) {
 	s := harness.Start(t)
-	skipUnlessServes(t, s, "POST", "/_matrix/client/v3/register")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	suffix := randomSuffix()
