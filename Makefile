@@ -32,7 +32,7 @@ fuzz:
 # The long form of the reliability suite: 200 crash cycles, a minute of
 # idle for the telemetry check, and a minute of each fuzz target.
 soak:
-	CHATALOT_SOAK=1 CHATALOT_CRASH_CYCLES=200 $(GO) test -tags '$(TAGS)' -count=1 -timeout 60m \
+	CHATALOT_SOAK=1 CHATALOT_CRASH_CYCLES=200 $(GO) test -tags '$(TAGS)' -count=1 -v -timeout 60m \
 		-run 'TestCrashCycles|TestZeroTelemetry|TestGarbageOnEveryRoute|TestNoPartialWrites' ./tests ./cmd/chatalot
 	@./scripts/fuzz-all 60s
 
