@@ -337,3 +337,33 @@ func TestStateFromMemoryMatchesDatabase(t *testing.T) {
 		}
 	}
 }
+
+func TestMembersWithAtAndMembershipFilters(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	ts.must(userB, "POST", room+"/join", map[string]any{})
+	before := ts.must(userA, "GET", room+"/messages?dir=b&limit=1", nil)["start"].(string)
+	ts.must(userA, "POST", room+"/invite", map[string]any{"user_id": userC})
+	ts.must(userB, "POST", room+"/leave", map[string]any{})
+	count := func(q string) int {
+		return len(ts.must(userA, "GET", room+"/members"+q, nil)["chunk"].([]any))
+	}
+	if n := count(""); n != 3 {
+		t.Fatalf("members: %d, want 3 (alice joined, bob left, carol invited)", n)
+	}
+	if n := count("?membership=join"); n != 1 {
+		t.Fatalf("membership=join: %d, want 1", n)
+	}
+	if n := count("?not_membership=leave"); n != 2 {
+		t.Fatalf("not_membership=leave: %d, want 2", n)
+	}
+	if n := count("?at=" + before + "&membership=join"); n != 2 {
+		t.Fatalf("joined members at an earlier token: %d, want 2 (alice and bob)", n)
+	}
+	code, body := ts.do(userA, "GET", room+"/members?membership=nonsense", nil)
+	wantError(t, code, body, 400, "M_INVALID_PARAM")
+	// Someone who was never in the room learns nothing.
+	code, body = ts.do("@mallory:test", "GET", room+"/members", nil)
+	wantError(t, code, body, 403, "M_FORBIDDEN")
+}

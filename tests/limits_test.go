@@ -143,12 +143,31 @@ func TestHugeBodyIsCutOff(t *testing.T) {
 }
 
 // TestAbortedLongPollsLeaveNothingBehind: a thousand long-polls that the
-// client abandons leave the server's file descriptors at their baseline.
+// client abandons leave the server's file descriptors and goroutines at
+// their baseline (the goroutine count comes from the metrics endpoint).
 func TestAbortedLongPollsLeaveNothingBehind(t *testing.T) {
-	s := harness.Start(t)
+	s := harness.Start(t, harness.WithArgs("--metrics", "--metrics-listen", "", "--metrics-token", "scrape-token-for-tests"))
 	a := login(t, s, "poller")
 	since := a.must(t, "GET", "/_matrix/client/v3/sync?timeout=0", nil)["next_batch"].(string)
-	baseFDs := openFDs(t, s.PID())
+	goroutines := func() int {
+		req, _ := http.NewRequest("GET", s.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer scrape-token-for-tests")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "go_goroutines ") {
+				n, _ := strconv.Atoi(strings.Fields(line)[1])
+				return n
+			}
+		}
+		t.Fatalf("no go_goroutines in the metrics:\n%s", raw)
+		return 0
+	}
+	baseFDs, baseGoroutines := openFDs(t, s.PID()), goroutines()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 100)
 	for i := 0; i < 1000; i++ {
@@ -167,8 +186,8 @@ func TestAbortedLongPollsLeaveNothingBehind(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 20*time.Second, "file descriptors back at the baseline", func() bool {
-		return openFDs(t, s.PID()) <= baseFDs+2
+	waitFor(t, 20*time.Second, "file descriptors and goroutines back at the baseline", func() bool {
+		return openFDs(t, s.PID()) <= baseFDs+2 && goroutines() <= baseGoroutines+5
 	})
 }
 
