@@ -34,21 +34,11 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return "", spec.Forbidden("use the /redact endpoint to redact events")
 	}
-	r := s.room(id)
-	if r == nil {
-		return "", errNotInRoom(id)
+	r, snap, prev, err := s.lockForSend(from, id, txnID)
+	if r == nil || prev != "" {
+		return prev, err
 	}
-	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
-	if txnID != "" {
-		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
-			return prev, nil
-		}
-	}
-	snap := r.cur.Load()
-	if snap.membership(from.User) != spec.Join {
-		return "", errNotInRoom(id)
-	}
 	if err := s.checkEncryptionPolicy(snap, typ, stateKey, content); err != nil {
 		return "", err
 	}
@@ -71,6 +61,29 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 		return "", err
 	}
 	return ev.PDU.EventID(), nil
+}
+
+// lockForSend takes the room's write lock for a send by a joined member.
+// It returns the room (nil with an error, or with a retried transaction's
+// event ID, and then the lock is not held) and its current state.
+func (s *Service) lockForSend(from Sender, id spec.RoomID, txnID string) (*liveRoom, *snapshot, spec.EventID, error) {
+	r := s.room(id)
+	if r == nil {
+		return nil, nil, "", errNotInRoom(id)
+	}
+	r.writeMu.Lock()
+	if txnID != "" {
+		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
+			r.writeMu.Unlock()
+			return nil, nil, prev, nil
+		}
+	}
+	snap := r.cur.Load()
+	if snap.membership(from.User) != spec.Join {
+		r.writeMu.Unlock()
+		return nil, nil, "", errNotInRoom(id)
+	}
+	return r, snap, "", nil
 }
 
 // checkEncryptionPolicy refuses plaintext messages in encrypted rooms and
@@ -230,21 +243,11 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 
 // Redact redacts an event, idempotently per device and transaction ID.
 func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
-	r := s.room(id)
-	if r == nil {
-		return "", errNotInRoom(id)
+	r, snap, prev, err := s.lockForSend(from, id, txnID)
+	if r == nil || prev != "" {
+		return prev, err
 	}
-	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
-	if txnID != "" {
-		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
-			return prev, nil
-		}
-	}
-	snap := r.cur.Load()
-	if snap.membership(from.User) != spec.Join {
-		return "", errNotInRoom(id)
-	}
 	orig, err := s.eventByID(ctx, target)
 	if err != nil {
 		return "", err
