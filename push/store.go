@@ -3,8 +3,6 @@ package push
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"strings"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -133,35 +131,21 @@ type notificationRow struct {
 	eventType string // not stored: for the push priority
 }
 
-// insertNotifications writes rows in multi-row statements: one event in a
-// big room notifies every member, and one statement per row would make the
-// writer the bottleneck of a busy room.
+// insertNotifications writes the rows with one prepared statement: one
+// event in a big room notifies every member, and preparing a statement per
+// row (or one giant statement per batch) made the writer the bottleneck of
+// a busy room.
 func insertNotifications(tx *storage.Tx, rows []*notificationRow) error {
-	const perStatement = 400 // 9 parameters a row, well under SQLite's limit
-	for len(rows) > 0 {
-		chunk := rows[:min(len(rows), perStatement)]
-		rows = rows[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO push_notifications (user_id, room_id, event_id, position, thread_id, highlight, counted, actions, ts) VALUES `)
-		args := make([]any, 0, len(chunk)*9)
-		for i, n := range chunk {
-			actions, err := json.Marshal(n.actions)
-			if err != nil {
-				return err
-			}
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			p := len(args)
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7, p+8, p+9)
-			args = append(args, string(n.user), string(n.room), string(n.event), n.position, n.thread, n.highlight, n.counted, string(actions), n.ts)
-		}
-		q.WriteString(` ON CONFLICT (user_id, position) DO NOTHING`)
-		if _, err := tx.Exec(q.String(), args...); err != nil {
+	args := make([][]any, len(rows))
+	for i, n := range rows {
+		actions, err := json.Marshal(n.actions)
+		if err != nil {
 			return err
 		}
+		args[i] = []any{string(n.user), string(n.room), string(n.event), n.position, n.thread, n.highlight, n.counted, string(actions), n.ts}
 	}
-	return nil
+	return tx.ExecMany(`INSERT INTO push_notifications (user_id, room_id, event_id, position, thread_id, highlight, counted, actions, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, position) DO NOTHING`, args)
 }
 
 // loadCounts reads every unread count and read position at start-up.

@@ -29,6 +29,26 @@ func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
 	return t.tx.ExecContext(context.WithoutCancel(t.ctx), query, args...)
 }
 
+// ExecMany runs one statement for each set of arguments, preparing it
+// once: for writes of many similar rows (a notification per room member).
+func (t *Tx) ExecMany(query string, args [][]any) error {
+	if err := t.injectFault(); err != nil {
+		return err
+	}
+	ctx := context.WithoutCancel(t.ctx)
+	stmt, err := t.tx.PrepareContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, a := range args {
+		if _, err := stmt.ExecContext(ctx, a...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // QueryRow runs a query in the write transaction (it sees the batch's
 // uncommitted changes).
 func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
