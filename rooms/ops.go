@@ -8,6 +8,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/tidwall/gjson"
 )
 
 // Sender identifies who sends an event: a user and, for idempotent sends,
@@ -27,6 +28,11 @@ func errNotInRoom(id spec.RoomID) *spec.Error {
 
 // Send sends a message event (stateKey nil) or a state event, idempotently
 // per device and transaction ID. It returns the event ID.
+//
+// Sends to one room are grouped: whoever holds the room's write lock builds
+// every send queued meanwhile, one after another, and commits them in one
+// transaction. A busy room then costs one commit per group instead of one
+// per event, and the order stays the one the events were built in.
 func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
 	if typ == spec.MRoomCreate {
 		return "", spec.Forbidden("a room has exactly one m.room.create event")
@@ -34,33 +40,142 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return "", spec.Forbidden("use the /redact endpoint to redact events")
 	}
-	r, snap, prev, err := s.lockForSend(from, id, txnID)
-	if r == nil || prev != "" {
-		return prev, err
+	r := s.room(id)
+	if r == nil {
+		return "", errNotInRoom(id)
 	}
-	defer r.writeMu.Unlock()
-	if err := s.checkEncryptionPolicy(snap, typ, stateKey, content); err != nil {
-		return "", err
+	req := &sendReq{ctx: ctx, from: from, typ: typ, stateKey: stateKey, txnID: txnID, content: content, done: make(chan sendResult, 1)}
+	r.queueMu.Lock()
+	r.queue = append(r.queue, req)
+	r.queueMu.Unlock()
+	r.writeMu.Lock()
+	r.queueMu.Lock()
+	batch := r.queue
+	r.queue = nil
+	r.queueMu.Unlock()
+	if len(batch) > 0 {
+		s.sendBatch(r, batch)
 	}
-	if stateKey != nil {
-		if err := s.checkStateContent(snap, from.User, typ, *stateKey, content); err != nil {
-			return "", err
+	r.writeMu.Unlock()
+	res := <-req.done // ours was in this group or an earlier one
+	return res.id, res.err
+}
+
+// sendReq is one queued send.
+type sendReq struct {
+	ctx      context.Context
+	from     Sender
+	typ      string
+	stateKey *string
+	txnID    string
+	content  []byte
+	done     chan sendResult
+}
+
+type sendResult struct {
+	id  spec.EventID
+	err error
+}
+
+// sendBatch builds a group of sends on the room's state and commits them
+// together; the room's write lock is held.
+func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) {
+	b := s.begin(r)
+	type pending struct {
+		req *sendReq
+		ev  *Event
+	}
+	var built []pending
+	inBatch := map[txnKey]*Event{}
+	for _, req := range batch {
+		if req.txnID != "" {
+			k := txnKey{req.from.User, req.from.Device, req.txnID}
+			if prev := s.txnEvent(k.user, k.device, k.txn); prev != "" {
+				req.done <- sendResult{id: prev}
+				continue
+			}
+			if ev := inBatch[k]; ev != nil {
+				built = append(built, pending{req, ev}) // the same transaction twice in one group
+				continue
+			}
+		}
+		ev, err := s.buildSend(b, req, inBatch)
+		if err != nil {
+			req.done <- sendResult{err: err}
+			continue
+		}
+		built = append(built, pending{req, ev})
+	}
+	if len(b.evs) == 0 {
+		for _, p := range built {
+			p.req.done <- sendResult{id: p.ev.PDU.EventID()}
+		}
+		return
+	}
+	// The group is committed whatever happens to the request that leads
+	// it: a client of the group that goes away must not fail the others.
+	err := b.commit(context.WithoutCancel(batch[0].ctx), false, "", "", "")
+	for _, p := range built {
+		if err != nil {
+			p.req.done <- sendResult{err: err}
+		} else {
+			p.req.done <- sendResult{id: p.ev.PDU.EventID()}
+		}
+	}
+}
+
+// buildSend checks one send against the group's state so far and adds its
+// event to the builder.
+func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event) (*Event, error) {
+	if b.snap.membership(req.from.User) != spec.Join {
+		return nil, errNotInRoom(b.r.id)
+	}
+	if err := s.checkEncryptionPolicy(b.snap, req.typ, req.stateKey, req.content); err != nil {
+		return nil, err
+	}
+	if req.stateKey != nil {
+		if err := s.checkStateContent(b.snap, req.from.User, req.typ, *req.stateKey, req.content); err != nil {
+			return nil, err
 		}
 	}
 	// Relations (threads, annotations) and m.room.canonical_alias are
-	// checked against stored events and aliases (relations.go).
-	if err := s.checkSend(ctx, r, from.User, typ, stateKey, content); err != nil {
-		return "", err
+	// checked against stored events and aliases (relations.go); a second
+	// identical annotation in the same group is refused here.
+	if err := s.checkSend(req.ctx, b.r, req.from.User, req.typ, req.stateKey, req.content); err != nil {
+		return nil, err
 	}
-	b := s.begin(r)
-	ev, err := b.add(typ, stateKey, from.User, content, "")
+	key, isAnnotation := annotationKey(req.from.User, req.typ, req.stateKey, req.content)
+	if isAnnotation && b.annotations[key] {
+		return nil, spec.NewError(errDuplicateAnnotation, "you already sent this annotation for this event")
+	}
+	ev, err := b.add(req.typ, req.stateKey, req.from.User, req.content, "")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := b.commit(ctx, false, "", from.Device, txnID); err != nil {
-		return "", err
+	if isAnnotation {
+		if b.annotations == nil {
+			b.annotations = map[string]bool{}
+		}
+		b.annotations[key] = true
 	}
-	return ev.PDU.EventID(), nil
+	if req.txnID != "" {
+		ev.DeviceID, ev.TxnID = req.from.Device, req.txnID
+		inBatch[txnKey{req.from.User, req.from.Device, req.txnID}] = ev
+	}
+	return ev, nil
+}
+
+// annotationKey names an annotation (sender, type, target, key) for
+// duplicate checks within a group of sends.
+func annotationKey(sender spec.UserID, typ string, stateKey *string, content []byte) (string, bool) {
+	if stateKey != nil {
+		return "", false
+	}
+	rel, ok := relationOfContent(gjson.ParseBytes(contentOrEmpty(content)))
+	if !ok || rel.relType != relAnnotation {
+		return "", false
+	}
+	return string(sender) + "\x00" + typ + "\x00" + string(rel.parent) + "\x00" + rel.key, true
 }
 
 // lockForSend takes the room's write lock for a send by a joined member.

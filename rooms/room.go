@@ -70,6 +70,10 @@ type liveRoom struct {
 	// previous one, committed, and only then the next is built. It is the
 	// "one lock per room" that gives every room a consistent order.
 	writeMu sync.Mutex
+	// queue holds sends waiting for the write lock; its holder builds and
+	// commits them as one group (ops.go, Send).
+	queueMu sync.Mutex
+	queue   []*sendReq
 
 	cur atomic.Pointer[snapshot]
 

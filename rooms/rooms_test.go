@@ -367,3 +367,33 @@ func TestMembersWithAtAndMembershipFilters(t *testing.T) {
 	code, body = ts.do("@mallory:test", "GET", room+"/members", nil)
 	wantError(t, code, body, 403, "M_FORBIDDEN")
 }
+
+// TestConcurrentSendsGroupedKeepRules: sends queued together are committed
+// as one group, and the group still refuses what one-by-one sends would.
+func TestConcurrentSendsGroupedKeepRules(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	target := ts.send(userA, id, map[string]any{"body": "react to me"})
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = ts.do(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/send/m.reaction/r"+itoa(i), map[string]any{
+				"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": target, "key": "👍"}})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, c := range codes {
+		if c == 200 {
+			ok++
+		} else if c != 400 {
+			t.Fatalf("a duplicate annotation got %d", c)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 8 identical concurrent annotations were accepted, want 1", ok)
+	}
+}

@@ -335,6 +335,9 @@ type builder struct {
 	redactions []*events.PDU
 	// extra writes more rows in the same transaction (a new room's alias).
 	extra func(*storage.Tx) error
+	// annotations are the annotations of a group of sends, so that a
+	// duplicate within the group is refused like one already stored.
+	annotations map[string]bool
 }
 
 func (s *Service) begin(r *liveRoom) *builder {
