@@ -51,8 +51,6 @@ const (
 	ErrNotYetUploaded          ErrCode = "M_NOT_YET_UPLOADED"
 	ErrCannotOverwriteMedia    ErrCode = "M_CANNOT_OVERWRITE_MEDIA"
 	ErrUnknownPos              ErrCode = "M_UNKNOWN_POS"
-	ErrMethodNotAllowed        ErrCode = "M_UNRECOGNIZED" // the spec uses M_UNRECOGNIZED with 405
-	ErrUserAccountLocked       ErrCode = "M_USER_LOCKED"
 )
 
 // Error is a Matrix error as it goes on the wire: {"errcode","error"} plus
