@@ -417,3 +417,33 @@ func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 		t.Fatal("the thread root is not in the timeline")
 	}
 }
+
+func TestKnockSection(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "private_chat", "name": "Knock here"})
+	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.join_rules/", map[string]any{"join_rule": "knock"})
+	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+	ts.must(bob, "POST", "/_matrix/client/v3/knock/"+room, map[string]any{"reason": "let me in"})
+	resp := ts.syncOnce(bob, since, 0, "")
+	st := path(resp, "rooms", "knock", room, "knock_state", "events").([]any)
+	found := false
+	for _, ev := range st {
+		if path(ev, "type") == "m.room.member" && path(ev, "content", "membership") == "knock" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("rooms.knock lacks the knock: %v", resp["rooms"])
+	}
+	// Alice, a member, sees the knock in her timeline.
+	aliceSees := ts.syncOnce(alice, "", 0, "")
+	knocked := false
+	for _, ev := range path(aliceSees, "rooms", "join", room, "timeline", "events").([]any) {
+		if path(ev, "content", "membership") == "knock" {
+			knocked = true
+		}
+	}
+	if !knocked {
+		t.Fatal("the room's members do not see the knock")
+	}
+}
