@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"syscall"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -25,6 +26,9 @@ and a key of the configuration file.
 `
 
 func main() {
+	// Everything Chatalot writes (database, key, media, backups) is for
+	// its own user only, whichever command creates it.
+	syscall.Umask(0o077)
 	args := os.Args[1:]
 	cmd := "serve"
 	if len(args) > 0 && (args[0] == "" || args[0][0] != '-') {

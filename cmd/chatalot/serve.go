@@ -33,9 +33,6 @@ func serve(args []string) error {
 		return err
 	}
 	log := newLogger(cfg, os.Stderr)
-	// Everything the server writes (database, key, media) is for its own
-	// user only.
-	syscall.Umask(0o077)
 
 	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
 	// performance work finds its costs (see the README's Performance).
