@@ -41,6 +41,12 @@ func (f *RoomEventFilter) Validate() error {
 	return nil
 }
 
+// HidesEvents reports whether the filter leaves out some events of a room
+// by type, sender or URL (not only by count).
+func (f *RoomEventFilter) HidesEvents() bool {
+	return f != nil && (f.Types != nil || len(f.NotTypes) > 0 || f.Senders != nil || len(f.NotSenders) > 0 || f.ContainsURL != nil)
+}
+
 // MatchesRoom reports whether events of the room pass rooms/not_rooms.
 func (f *RoomEventFilter) MatchesRoom(id spec.RoomID) bool {
 	if f == nil {

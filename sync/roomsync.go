@@ -289,12 +289,15 @@ func filterRoomEvents(evs []json.RawMessage, f *rooms.RoomEventFilter) []json.Ra
 	return out
 }
 
-// renderTimeline renders a room's timeline. A limited timeline skipped
-// events, edits and thread replies among them, so its events carry their
-// bundled aggregations (unsigned.m.relations) as /messages gives them; a
-// complete one has every relation in it already.
+// renderTimeline renders a room's timeline. The spec asks for bundled
+// aggregations (unsigned.m.relations) in limited timelines. Children are
+// always newer than their parent, so a limited timeline — the newest events
+// of the window — holds every child of its events unless the filter hid
+// some: only then do the bundles tell the client something, and only then
+// are they read (one query per room, kept off the common path).
 func (s *Service) renderTimeline(ctx context.Context, req *request, evs []*rooms.Event, limited bool) ([]json.RawMessage, error) {
-	if limited && req.filter.EventFormat != "federation" {
+	tf, _ := req.timelineFilter()
+	if limited && tf.HidesEvents() && req.filter.EventFormat != "federation" {
 		out, err := s.rooms.RenderEvents(ctx, req.user, req.device, evs)
 		if err != nil {
 			return nil, err

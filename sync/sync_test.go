@@ -396,11 +396,12 @@ func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 	if !found {
 		t.Fatalf("the threaded receipt is not delivered with its thread_id: %v", path(resp, "rooms", "join", room, "ephemeral"))
 	}
-	// A limited timeline bundles the thread summary on the root.
+	// A limited timeline whose filter hides the thread reply bundles the
+	// thread summary on the root.
 	for i := 0; i < 3; i++ {
 		ts.send(alice, room, "more")
 	}
-	lim := ts.syncOnce(alice, "", 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":5}}}`))
+	lim := ts.syncOnce(alice, "", 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":4,"not_senders":["@bob:test"]}}}`))
 	if path(lim, "rooms", "join", room, "timeline", "limited") != true {
 		t.Fatal("expected a limited timeline")
 	}
