@@ -17,7 +17,21 @@ import (
 // A redaction carries "redacts" both top-level and in content whatever the
 // room version: room version 11 moved it into content, and the spec asks
 // servers to serve it in both places for older and newer clients alike.
+// The result without unsigned data is cached on the PDU: callers must not
+// modify it.
 func ClientEvent(p *PDU, unsigned []byte) []byte {
+	if len(unsigned) == 0 {
+		if c := p.client.Load(); c != nil {
+			return *c
+		}
+		out := clientEvent(p, nil)
+		p.client.Store(&out)
+		return out
+	}
+	return clientEvent(p, unsigned)
+}
+
+func clientEvent(p *PDU, unsigned []byte) []byte {
 	var content, ts, sender, stateKey, typ []byte
 	it := objIter{b: p.raw}
 	for it.next() {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/tidwall/gjson"
@@ -29,6 +30,10 @@ type PDU struct {
 	prev     []spec.EventID
 	auth     []spec.EventID
 	redacts  spec.EventID
+
+	// client caches ClientEvent without unsigned data: the same event is
+	// rendered for every member who syncs it.
+	client atomic.Pointer[[]byte]
 }
 
 // JSON returns the event's canonical JSON as stored and signed. Callers must not modify it.
