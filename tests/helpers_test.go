@@ -2,10 +2,19 @@ package tests
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/tests/harness"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -60,3 +69,38 @@ func firstSync(t *testing.T, base, token string) string {
 
 // httpClient is a plain client with a timeout and no retries.
 func httpClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
+
+func randomSuffix() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// assertNoPlaintext fails if any file of the server's data directory (the
+// database, its WAL, the media store) or its log holds one of the bodies.
+func assertNoPlaintext(t *testing.T, s *harness.Server, bodies ...string) {
+	t.Helper()
+	err := filepath.WalkDir(s.DataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, b := range bodies {
+			if bytes.Contains(data, []byte(b)) {
+				return errors.New(path + " holds the plaintext " + b)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bodies {
+		if strings.Contains(s.Logs(), b) {
+			t.Fatalf("the server log holds the plaintext %q", b)
+		}
+	}
+}
