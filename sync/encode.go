@@ -78,70 +78,50 @@ func (r *Response) encode() []byte {
 
 func (rs *Rooms) appendJSON(b []byte) []byte {
 	b = append(b, '{')
-	first := true
-	section := func(key string) {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '"')
-		b = append(b, key...)
-		b = append(b, `":{`...)
-	}
+	sections := 0
 	if rs.Join != nil {
-		section("join")
-		for i, id := range sortedRoomIDs(rs.Join) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, string(id))
-			b = append(b, ':')
-			b = rs.Join[id].appendJSON(b)
-		}
-		b = append(b, '}')
+		b = appendSection(b, &sections, "join", rs.Join, func(b []byte, jr *JoinedRoom) []byte { return jr.appendJSON(b) })
 	}
 	if rs.Invite != nil {
-		section("invite")
-		for i, id := range sortedRoomIDs(rs.Invite) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, string(id))
-			b = append(b, `:{"invite_state":`...)
-			b = appendEvents(b, rs.Invite[id].InviteState.Events)
-			b = append(b, '}')
-		}
-		b = append(b, '}')
+		b = appendSection(b, &sections, "invite", rs.Invite, func(b []byte, ir *InvitedRoom) []byte {
+			b = append(b, `{"invite_state":`...)
+			return append(appendEvents(b, ir.InviteState.Events), '}')
+		})
 	}
 	if rs.Knock != nil {
-		section("knock")
-		for i, id := range sortedRoomIDs(rs.Knock) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, string(id))
-			b = append(b, `:{"knock_state":`...)
-			b = appendEvents(b, rs.Knock[id].KnockState.Events)
-			b = append(b, '}')
-		}
-		b = append(b, '}')
+		b = appendSection(b, &sections, "knock", rs.Knock, func(b []byte, kr *KnockedRoom) []byte {
+			b = append(b, `{"knock_state":`...)
+			return append(appendEvents(b, kr.KnockState.Events), '}')
+		})
 	}
 	if rs.Leave != nil {
-		section("leave")
-		for i, id := range sortedRoomIDs(rs.Leave) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			lr := rs.Leave[id]
-			b = appendString(b, string(id))
-			b = append(b, `:{"timeline":`...)
+		b = appendSection(b, &sections, "leave", rs.Leave, func(b []byte, lr *LeftRoom) []byte {
+			b = append(b, `{"timeline":`...)
 			b = lr.Timeline.appendJSON(b)
 			b = appendStateParts(b, lr.State, lr.StateAfter)
 			b = append(b, `,"account_data":`...)
-			b = appendEvents(b, lr.AccountData.Events)
-			b = append(b, '}')
+			return append(appendEvents(b, lr.AccountData.Events), '}')
+		})
+	}
+	return append(b, '}')
+}
+
+// appendSection writes "key":{"!room":…,…} with the rooms in ID order.
+func appendSection[T any](b []byte, sections *int, key string, rooms map[spec.RoomID]T, room func([]byte, T) []byte) []byte {
+	if *sections > 0 {
+		b = append(b, ',')
+	}
+	*sections++
+	b = append(b, '"')
+	b = append(b, key...)
+	b = append(b, `":{`...)
+	for i, id := range sortedRoomIDs(rooms) {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		b = append(b, '}')
+		b = appendString(b, string(id))
+		b = append(b, ':')
+		b = room(b, rooms[id])
 	}
 	return append(b, '}')
 }
