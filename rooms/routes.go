@@ -20,9 +20,13 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	rm.POST("/kick", h.kick)
 	rm.POST("/ban", h.ban)
 	rm.POST("/unban", h.unban)
-	rm.PUT("/send/:eventType/:txnId", h.send)
-	rm.PUT("/state/:eventType", h.putState)
-	rm.PUT("/state/:eventType/*stateKey", h.putState)
+	limit := s.sendLimit
+	if limit == nil {
+		limit = func(c *gin.Context) { c.Next() }
+	}
+	rm.PUT("/send/:eventType/:txnId", limit, h.send)
+	rm.PUT("/state/:eventType", limit, h.putState)
+	rm.PUT("/state/:eventType/*stateKey", limit, h.putState)
 	rm.GET("/state", h.getAllState)
 	rm.GET("/state/:eventType", h.getState)
 	rm.GET("/state/:eventType/*stateKey", h.getState)
@@ -31,7 +35,7 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	rm.GET("/messages", h.messages)
 	rm.GET("/context/:eventId", h.context)
 	rm.GET("/event/:eventId", h.event)
-	rm.PUT("/redact/:eventId/:txnId", h.redact)
+	rm.PUT("/redact/:eventId/:txnId", limit, h.redact)
 
 	// Relations, threads, aliases and the directory, upgrades, reports,
 	// spaces and search (relations.go … search.go).
@@ -59,3 +63,7 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	v1.GET("/hierarchy", h.hierarchy)
 	v1.GET("/timestamp_to_event", h.timestampToEvent)
 }
+
+// SetSendLimit sets the rate limit of sending events (auth's per-user
+// limiter); call it before Routes.
+func (s *Service) SetSendLimit(h gin.HandlerFunc) { s.sendLimit = h }

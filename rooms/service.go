@@ -10,6 +10,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
@@ -63,6 +64,8 @@ type Service struct {
 	profiles Profiles
 	now      func() time.Time
 	listener Listener
+	// sendLimit rate-limits the send routes (nil: none).
+	sendLimit gin.HandlerFunc
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change

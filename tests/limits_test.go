@@ -258,3 +258,45 @@ func TestStalledUploadIsCutOff(t *testing.T) {
 		return len(ents) == 0
 	})
 }
+
+// TestSendAndRegistrationRateLimits: past their limits, sending and
+// registering answer 429 with retry_after_ms, and sending recovers once the
+// bucket refills.
+func TestSendAndRegistrationRateLimits(t *testing.T) {
+	s := harness.Start(t, harness.WithArgs("--rate-limits", "on", "--rate-limit-send", "3/2s", "--rate-limit-register", "2/1h"))
+	a := login(t, s, "limited")
+	login(t, s, "second")
+	code, out, _ := (&api{base: func() string { return s.URL }, hc: httpClient()}).do("POST", "/_matrix/client/v3/register",
+		map[string]any{"username": "third", "password": "correct horse battery staple", "auth": map[string]any{"type": "m.login.dummy"}})
+	if code != 429 || out["errcode"] != "M_LIMIT_EXCEEDED" || out["retry_after_ms"] == nil {
+		t.Fatalf("a third registration from one address: %d %v, want 429 M_LIMIT_EXCEEDED with retry_after_ms", code, out)
+	}
+	room := a.must(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"})["room_id"].(string)
+	send := func(i int) (int, map[string]any) {
+		code, out, err := a.do("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/rl%d", room, i), map[string]any{"msgtype": "m.text", "body": "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, out
+	}
+	limited := -1
+	for i := 0; i < 10 && limited < 0; i++ {
+		if code, out := send(i); code == 429 {
+			if out["errcode"] != "M_LIMIT_EXCEEDED" || out["retry_after_ms"] == nil {
+				t.Fatalf("429 without M_LIMIT_EXCEEDED and retry_after_ms: %v", out)
+			}
+			limited = i
+		} else if code != 200 {
+			t.Fatalf("send %d: %d %v", i, code, out)
+		}
+	}
+	if limited < 0 {
+		t.Fatal("ten sends in a row were never limited")
+	}
+	i := 100
+	waitFor(t, 10*time.Second, "sending to recover after the limit", func() bool {
+		i++
+		code, _ := send(i)
+		return code == 200
+	})
+}

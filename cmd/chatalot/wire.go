@@ -121,6 +121,7 @@ func (a *App) wire(ctx context.Context) error {
 	r.GET("/_matrix/client/v3/capabilities", requireAuth, srv.Capabilities)
 	r.GET("/_matrix/client/r0/capabilities", requireAuth, srv.Capabilities)
 	authSvc.Routes(r)
+	roomsSvc.SetSendLimit(authSvc.Limiter().PerUser(auth.RateSend))
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
