@@ -100,6 +100,11 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 			if ev.PDU.EventID() == p.EventID() {
 				ev.PDU = p
 			}
+			// State derived in memory must not bring back what was
+			// redacted either.
+			if ev.replaced != nil && ev.replaced.EventID() == p.EventID() {
+				ev.replaced = p
+			}
 		}
 	}
 	for _, ev := range evs {

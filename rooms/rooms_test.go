@@ -397,3 +397,26 @@ func TestConcurrentSendsGroupedKeepRules(t *testing.T) {
 		t.Fatalf("%d of 8 identical concurrent annotations were accepted, want 1", ok)
 	}
 }
+
+// TestRedactedStateStaysRedactedInPastState: a redacted state event that
+// was replaced later must not reappear, unredacted, in the state at an
+// earlier position derived from memory.
+func TestRedactedStateStaysRedactedInPastState(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	secret := ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "the secret topic"})["event_id"].(string)
+	r := ts.s.room(spec.RoomID(id))
+	before := r.cur.Load().position
+	ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "public topic"})
+	ts.must(userA, "PUT", room+"/redact/"+secret+"/r1", map[string]any{})
+	state, err := ts.s.StateAt(t.Context(), spec.RoomID(id), before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range state {
+		if strings.Contains(string(p.JSON()), "the secret topic") {
+			t.Fatal("the redacted topic came back in the state at an earlier position")
+		}
+	}
+}
