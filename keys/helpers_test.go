@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/chatalot/chatalot/auth/authtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -137,16 +138,7 @@ func (e *env) open() {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	svc.Routes(r, func(c *gin.Context) {
-		tok := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
-		u, d, ok := strings.Cut(tok, "|")
-		if !ok {
-			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"errcode": "M_MISSING_TOKEN", "error": "no token"})
-			return
-		}
-		auth.SetDevice(c, &auth.Device{UserID: spec.UserID(u), DeviceID: d})
-		c.Next()
-	})
+	svc.Routes(r, authtest.Middleware)
 	e.db, e.svc, e.srv = db, svc, httptest.NewServer(r)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/chatalot/chatalot/auth/authtest"
 	"image"
 	"image/color"
 	"image/gif"
@@ -20,10 +21,8 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
 
@@ -59,19 +58,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// fakeAuth stands in for the auth middleware: "Authorization: Bearer
-// @user:server" makes that user the caller; no header is 401.
-func fakeAuth(c *gin.Context) {
-	tok, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "missing access token"))
-		c.Abort()
-		return
-	}
-	auth.SetDevice(c, &auth.Device{UserID: spec.UserID(tok), DeviceID: "DEV"})
-	c.Next()
-}
-
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	root := t.TempDir()
@@ -90,7 +76,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	}
 	e.svc = svc
 	r := api.NewRouter(api.Options{Log: log})
-	svc.Routes(r, fakeAuth)
+	svc.Routes(r, authtest.Middleware)
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(func() {
 		e.srv.Close()

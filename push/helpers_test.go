@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"github.com/chatalot/chatalot/auth/authtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,13 +19,11 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	chatsync "github.com/chatalot/chatalot/sync"
-	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
 
@@ -97,19 +96,6 @@ func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, r
 	})
 }
 
-// fakeAuth stands in for the auth middleware: the bearer token is the user
-// ID.
-func fakeAuth(c *gin.Context) {
-	tok := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "missing token"))
-		c.Abort()
-		return
-	}
-	auth.SetDevice(c, &auth.Device{UserID: spec.UserID(tok), DeviceID: "DEV"})
-	c.Next()
-}
-
 // testServer is rooms, sync and push on a real SQLite database behind a
 // real router, driven over HTTP.
 type testServer struct {
@@ -175,9 +161,9 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	}
 	ps.Start()
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, fakeAuth)
-	ss.Routes(r, fakeAuth)
-	ps.Routes(r, fakeAuth)
+	rs.Routes(r, authtest.Middleware)
+	ss.Routes(r, authtest.Middleware)
+	ps.Routes(r, authtest.Middleware)
 	ts := &testServer{t: t, db: db, rooms: rs, sync: ss, push: ps, acct: acct, srv: httptest.NewServer(r)}
 	var once sync.Once
 	ts.close = func() { once.Do(func() { close(stopping); ts.srv.Close(); db.Close() }) }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"github.com/chatalot/chatalot/auth/authtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,11 +14,8 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
-	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
 
@@ -29,17 +27,6 @@ type testServer struct {
 	s   *Service
 	db  *storage.DB
 	srv *httptest.Server
-}
-
-func fakeAuth(c *gin.Context) {
-	tok := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "missing token"))
-		c.Abort()
-		return
-	}
-	auth.SetDevice(c, &auth.Device{UserID: spec.UserID(tok), DeviceID: "DEV"})
-	c.Next()
 }
 
 func newTestServer(t *testing.T, encryption string) *testServer {
@@ -61,7 +48,7 @@ func newTestServer(t *testing.T, encryption string) *testServer {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, fakeAuth)
+	s.Routes(r, authtest.Middleware)
 	ts := &testServer{t: t, s: s, db: db, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { ts.srv.Close(); db.Close() })
 	return ts

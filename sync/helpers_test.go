@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"github.com/chatalot/chatalot/auth/authtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,12 +16,10 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
 
@@ -95,21 +94,6 @@ type testServer struct {
 	srv   *httptest.Server
 }
 
-func fakeAuth(c *gin.Context) {
-	tok := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "missing token"))
-		c.Abort()
-		return
-	}
-	user, device, _ := strings.Cut(tok, "|")
-	if device == "" {
-		device = "DEV"
-	}
-	auth.SetDevice(c, &auth.Device{UserID: spec.UserID(user), DeviceID: device})
-	c.Next()
-}
-
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
 	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
@@ -135,8 +119,8 @@ func newTestServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, fakeAuth)
-	ss.Routes(r, fakeAuth)
+	rs.Routes(r, authtest.Middleware)
+	ss.Routes(r, authtest.Middleware)
 	ts := &testServer{t: t, rooms: rs, sync: ss, acct: acct, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { close(stopping); ts.srv.Close(); db.Close() })
 	return ts
