@@ -9,23 +9,97 @@ import (
 )
 
 // Unread counts live in memory so that /sync reads them without touching the
-// database; push_notifications and push_read make them survive a restart.
+// database; push_notified and push_read make them survive a restart.
 //
 // Every change of a user's counts is published from the after-commit hook of
-// a write that took a stream position for it. That position is the change's
-// place in the stream: a /sync whose token is before it includes the room
-// (with its new counts), one after it already saw them. Because the hook runs
-// before the database's committed position moves past the write, a sync that
-// reads the committed position first and the counts second never misses a
-// change.
+// a write with a stream position: the events' own for notifications and a
+// sender's implicit read, one taken for the purpose for a receipt. That
+// position is the change's place in the stream: a /sync whose token is
+// before it includes the room (with its new counts), one after it already
+// saw them. Because the hook runs before the database's committed position
+// moves past the write, a sync that reads the committed position first and
+// the counts second never misses a change.
 
 // mainThread is the thread key of the main timeline.
 const mainThread = "main"
 
+// maxTracked bounds the unread notifications remembered one by one per
+// thread; older ones are only counted.
+const maxTracked = 32
+
+// tally is a count of unread notifications.
+type tally struct {
+	n, h int64 // notifications, highlights
+	upTo int64 // the position of the newest of them
+}
+
+// threadUnread is a user's unread notifications in one thread of a room:
+// the newest ones one by one, so that a receipt for any of them is applied
+// in memory, and a tally of older ones. A receipt at or past every older
+// one clears the tally; a receipt between them needs a recount from the
+// database (rare: clients send receipts for the newest event they show).
+type threadUnread struct {
+	tracked   []unread // oldest first
+	untracked tally
+}
+
+type unread struct {
+	pos       int64
+	highlight bool
+}
+
+func (t *threadUnread) counts() [2]int64 {
+	c := [2]int64{t.untracked.n, t.untracked.h}
+	for _, u := range t.tracked {
+		c[0]++
+		if u.highlight {
+			c[1]++
+		}
+	}
+	return c
+}
+
+func (t *threadUnread) add(pos int64, highlight bool) {
+	t.tracked = append(t.tracked, unread{pos, highlight})
+	if len(t.tracked) > maxTracked {
+		old := t.tracked[0]
+		t.tracked = append(t.tracked[:0], t.tracked[1:]...)
+		t.untracked.n++
+		if old.highlight {
+			t.untracked.h++
+		}
+		t.untracked.upTo = old.pos
+	}
+}
+
+// read drops what a read position covers. It reports false, changing
+// nothing, when the position falls among the untracked notifications.
+func (t *threadUnread) read(upTo int64) bool {
+	if t.untracked.n > 0 && upTo < t.untracked.upTo {
+		return false
+	}
+	t.untracked = tally{}
+	i := 0
+	for i < len(t.tracked) && t.tracked[i].pos <= upTo {
+		i++
+	}
+	t.tracked = append(t.tracked[:0], t.tracked[i:]...)
+	return true
+}
+
 type roomCounts struct {
-	pos     int64               // stream position of the last change
-	threads map[string][2]int64 // thread → {notifications, highlights}; "main" for the main timeline
-	marks   map[string]int64    // read positions: "" unthreaded, "main", or a thread root
+	pos     int64                    // stream position of the last change
+	threads map[string]*threadUnread // "main" for the main timeline, else the root's event ID
+	marks   map[string]int64         // read positions: "" unthreaded, "main", or a thread root
+}
+
+func (rc *roomCounts) thread(t string) *threadUnread {
+	tu := rc.threads[t]
+	if tu == nil {
+		tu = &threadUnread{}
+		rc.threads[t] = tu
+	}
+	return tu
 }
 
 type userCounts struct {
@@ -50,7 +124,7 @@ func (cs *countStore) room(user spec.UserID, room spec.RoomID) *roomCounts {
 	}
 	rc := u.rooms[room]
 	if rc == nil {
-		rc = &roomCounts{threads: map[string][2]int64{}, marks: map[string]int64{}}
+		rc = &roomCounts{threads: map[string]*threadUnread{}, marks: map[string]int64{}}
 		u.rooms[room] = rc
 	}
 	return rc
@@ -62,6 +136,62 @@ func (cs *countStore) touch(user spec.UserID, rc *roomCounts, pos int64) {
 	if u := cs.users[user]; u != nil {
 		u.pos = max(u.pos, pos)
 	}
+}
+
+// notified counts a stored notification unless a read position already
+// covers it; mu must be held for writing.
+func (cs *countStore) notified(n *notificationRow) {
+	if !n.counted {
+		return
+	}
+	rc := cs.room(n.user, n.room)
+	if n.position() <= rc.readUpTo(n.thread) {
+		return
+	}
+	rc.thread(n.thread).add(n.position(), n.highlight)
+	cs.touch(n.user, rc, n.position())
+}
+
+// read applies a new read position at pos (thread "" for an unthreaded
+// receipt) as of the stream position change; mu must be held for writing.
+// recounted is the database's count per thread when the write took one;
+// without it, a thread that needs one is returned for a later recount.
+func (cs *countStore) read(user spec.UserID, room spec.RoomID, thread string, pos int64, change int64, recounted map[string][2]int64) (stale bool) {
+	rc := cs.room(user, room)
+	rc.marks[thread] = max(rc.marks[thread], pos)
+	changed := false
+	for t, tu := range rc.threads {
+		if thread != "" && t != thread {
+			continue
+		}
+		before := tu.counts()
+		if !tu.read(rc.readUpTo(t)) {
+			if recounted == nil {
+				stale = true
+				continue
+			}
+			// The recount saw every row this memory holds, and the tracked
+			// ones are all newer than the read position: the rest of the
+			// count is the untracked part.
+			c, tracked := recounted[t], tu.counts()
+			tracked[0] -= tu.untracked.n
+			tracked[1] -= tu.untracked.h
+			tu.untracked = tally{n: c[0] - tracked[0], h: c[1] - tracked[1], upTo: tu.untracked.upTo}
+			if tu.untracked.n <= 0 {
+				tu.untracked = tally{}
+			}
+		}
+		if tu.counts() != before {
+			changed = true
+		}
+		if tu.counts() == ([2]int64{}) {
+			delete(rc.threads, t)
+		}
+	}
+	if changed {
+		cs.touch(user, rc, change)
+	}
+	return stale
 }
 
 // readUpTo is the read position that applies to a thread: the further of
@@ -96,12 +226,13 @@ func (s *Service) Counts(user spec.UserID, room spec.RoomID) (notifications, hig
 	if rc == nil {
 		return 0, 0, nil, 0
 	}
-	for t, c := range rc.threads {
+	for t, tu := range rc.threads {
+		c := tu.counts()
 		if t == mainThread {
 			notifications, highlights = c[0], c[1]
 			continue
 		}
-		if c[0] == 0 && c[1] == 0 {
+		if c == ([2]int64{}) {
 			continue
 		}
 		if threads == nil {
@@ -120,16 +251,16 @@ func (s *Service) totalUnread(user spec.UserID) int64 {
 	var n int64
 	if u := s.counts.users[user]; u != nil {
 		for _, rc := range u.rooms {
-			for _, c := range rc.threads {
-				n += c[0]
+			for _, tu := range rc.threads {
+				n += tu.counts()[0]
 			}
 		}
 	}
 	return n
 }
 
-// isRead reports whether a notification at pos in a thread is already
-// covered by a read position (a receipt may overtake the evaluation).
+// isRead reports whether a notification at pos in a thread is covered by a
+// read position.
 func (s *Service) isRead(user spec.UserID, room spec.RoomID, thread string, pos int64) bool {
 	s.counts.mu.RLock()
 	defer s.counts.mu.RUnlock()
@@ -147,7 +278,26 @@ func (s *Service) hasUnread(user spec.UserID, room spec.RoomID, thread string) b
 	defer s.counts.mu.RUnlock()
 	if u := s.counts.users[user]; u != nil {
 		if rc := u.rooms[room]; rc != nil {
-			return rc.threads[thread] != [2]int64{}
+			tu := rc.threads[thread]
+			return tu != nil && tu.counts() != [2]int64{}
+		}
+	}
+	return false
+}
+
+// needsRecount reports whether a read position at pos in thread ("" for
+// every thread) falls among notifications counted but not tracked.
+func (s *Service) needsRecount(user spec.UserID, room spec.RoomID, thread string, pos int64) bool {
+	s.counts.mu.RLock()
+	defer s.counts.mu.RUnlock()
+	u := s.counts.users[user]
+	if u == nil || u.rooms[room] == nil {
+		return false
+	}
+	rc := u.rooms[room]
+	for t, tu := range rc.threads {
+		if (thread == "" || t == thread) && tu.untracked.n > 0 && max(pos, rc.readUpTo(t)) < tu.untracked.upTo {
+			return true
 		}
 	}
 	return false
@@ -178,20 +328,46 @@ func (s *Service) ReceiptRead(ctx context.Context, user spec.UserID, room spec.R
 		if err := raiseRead(tx, user, room, thread, pos); err != nil {
 			return err
 		}
-		counts, err := recount(tx, user, room)
+		var counts map[string][2]int64
+		if s.needsRecount(user, room, thread, pos) {
+			var err error
+			if counts, err = s.recount(tx, user, room); err != nil {
+				return err
+			}
+		}
+		change := tx.NextPosition()
+		tx.AfterCommit(func() {
+			s.counts.mu.Lock()
+			stale := s.counts.read(user, room, thread, pos, change, counts)
+			s.counts.mu.Unlock()
+			s.notify.Notify(change, user)
+			if stale {
+				// An earlier write of the same batch changed what was
+				// tracked after the check above: count again, apart.
+				go s.recountLater(user, room)
+			}
+		})
+		return nil
+	})
+}
+
+// recountLater replaces a user's counts in a room with the database's.
+func (s *Service) recountLater(user spec.UserID, room spec.RoomID) {
+	err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
+		counts, err := s.recount(tx, user, room)
 		if err != nil {
 			return err
 		}
 		change := tx.NextPosition()
 		tx.AfterCommit(func() {
 			s.counts.mu.Lock()
-			rc := s.counts.room(user, room)
-			rc.marks[thread] = max(rc.marks[thread], pos)
-			rc.threads = counts
-			s.counts.touch(user, rc, change)
+			s.counts.read(user, room, "", 0, change, counts)
 			s.counts.mu.Unlock()
 			s.notify.Notify(change, user)
 		})
 		return nil
 	})
+	if err != nil && err != storage.ErrClosed {
+		s.log.Warn().Err(err).Msg("push: could not recount unread notifications")
+	}
 }

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -78,7 +79,6 @@ func TestThreadCounts(t *testing.T) {
 	// too (the spec's relation hops).
 	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "quote",
 		"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": reply}, "event_id": reply, "rel_type": "org.example.ref"}})
-	ts.settle()
 	n, h, threads, _ := ts.push.Counts(bob, spec.RoomID(room))
 	if n != 1 || h != 0 || threads[root] != [2]int64{3, 0} {
 		t.Fatalf("main %d/%d, threads %v", n, h, threads)
@@ -173,11 +173,18 @@ func TestNotificationsList(t *testing.T) {
 	room := ts.room(alice, bob, carol)
 	e1 := ts.text(alice, room, "one")
 	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
+	// The first two move out of staging; the list reads both tables.
+	ts.push.flush()
 	ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.notice", "body": "not listed"})
 	e3 := ts.text(alice, room, "three")
 	ts.receipt(bob, room, "m.read", e1, "")
-	ts.settle()
+	checkNotificationsList(t, ts, room, e1, e2, e3)
+	ts.push.flush()
+	checkNotificationsList(t, ts, room, e1, e2, e3)
+}
 
+func checkNotificationsList(t *testing.T, ts *testServer, room, e1, e2, e3 string) {
+	t.Helper()
 	list := ts.must(bob, "GET", "/_matrix/client/v3/notifications", nil)
 	ns := list["notifications"].([]any)
 	if len(ns) != 3 || list["next_token"] != nil {
@@ -226,4 +233,55 @@ func TestNotificationsList(t *testing.T) {
 	if n := ts.must(alice, "GET", "/_matrix/client/v3/notifications", nil)["notifications"].([]any); len(n) != 0 {
 		t.Fatalf("alice's notifications: %v", n)
 	}
+}
+
+// TestCountsBeyondTracked: past maxTracked unread notifications, the older
+// ones are only counted in memory; receipts among them are recounted from
+// the database, before and after a restart, and agree with /sync.
+func TestCountsBeyondTracked(t *testing.T) {
+	dir := t.TempDir()
+	ts := startTestServer(t, dir)
+	room := ts.room(alice, bob)
+	n := maxTracked + 10
+	ids := make([]string, n)
+	for i := range ids {
+		content := map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)}
+		if i%4 == 0 { // every fourth mentions bob: a highlight
+			content["m.mentions"] = map[string]any{"user_ids": []string{bob}}
+		}
+		ids[i] = ts.send(alice, room, "m.room.message", content)
+	}
+	// unreadAfter is what stays unread once the i-th event is read.
+	unreadAfter := func(i int) [2]int64 {
+		var c [2]int64
+		for j := i + 1; j < n; j++ {
+			c[0]++
+			if j%4 == 0 {
+				c[1]++
+			}
+		}
+		return c
+	}
+	ts.wantCounts(bob, room, unreadAfter(-1))
+	ts.receipt(bob, room, "m.read", ids[3], "") // among the untracked
+	ts.wantCounts(bob, room, unreadAfter(3))
+	ts.receipt(bob, room, "m.read", ids[8], "main") // a threaded receipt, main timeline
+	ts.wantCounts(bob, room, unreadAfter(8))
+	ts.close()
+
+	ts = startTestServer(t, dir)
+	ts.wantCounts(bob, room, unreadAfter(8))
+	ts.receipt(bob, room, "m.read", ids[20], "") // loaded as a tally: recounted
+	ts.wantCounts(bob, room, unreadAfter(20))
+	resp := ts.syncOnce(bob, "", "")
+	want := unreadAfter(20)
+	if n, h := unreadIn(resp, room); n != float64(want[0]) || h != float64(want[1]) {
+		t.Fatalf("/sync counts %v %v, want %v", n, h, want)
+	}
+	ts.receipt(bob, room, "m.read", ids[n-1], "")
+	ts.wantCounts(bob, room, [2]int64{0, 0})
+	ts.close()
+
+	ts = startTestServer(t, dir)
+	ts.wantCounts(bob, room, [2]int64{0, 0})
 }

@@ -85,7 +85,6 @@ func TestDefaultRuleEffects(t *testing.T) {
 				members = append(members, carol)
 			}
 			room := ts.room(alice, members...)
-			ts.settle()
 			c.send(room)
 			ts.wantCounts(bob, room, c.want)
 			// The sender is never notified of their own events.
@@ -132,7 +131,6 @@ func TestInviteForMe(t *testing.T) {
 	ts := newTestServer(t)
 	room := ts.room(alice)
 	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+enc(room)+"/invite", map[string]any{"user_id": bob})
-	ts.settle()
 	list := ts.must(bob, "GET", "/_matrix/client/v3/notifications", nil)["notifications"].([]any)
 	if len(list) != 1 || path(list[0], "event", "type") != "m.room.member" || path(list[0], "room_id") != room {
 		t.Fatalf("bob's notifications: %v", list)

@@ -153,7 +153,7 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs.SetListener(ps)
+	rs.SetCommitHook(ps)
 	ss := chatsync.New(chatsync.Deps{DB: db, Rooms: rs, AccountData: ps.WithRules(acct), Notifier: n, Unread: ps,
 		Log: zerolog.Nop(), Stopping: stopping})
 	if err := ss.Init(ctx); err != nil {
@@ -250,33 +250,10 @@ func (ts *testServer) state(user, room, typ, key string, content any) string {
 	return ts.must(user, "PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/state/%s/%s", url.PathEscape(room), typ, url.PathEscape(key)), content)["event_id"].(string)
 }
 
-// settle waits until every committed event has been evaluated.
-func (ts *testServer) settle() {
-	ts.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ts.push.qmu.Lock()
-		queued := ts.push.queuedTo
-		ts.push.qmu.Unlock()
-		ts.push.doneMu.Lock()
-		done, moved := ts.push.doneTo, ts.push.doneCh
-		ts.push.doneMu.Unlock()
-		if done >= queued {
-			return
-		}
-		select {
-		case <-moved:
-		case <-time.After(time.Until(deadline)):
-			ts.t.Fatalf("evaluation did not catch up: %d of %d", done, queued)
-		}
-	}
-}
-
 // counts returns a user's {notifications, highlights} in a room (whole room,
-// threads included), once evaluation caught up.
+// threads included).
 func (ts *testServer) counts(user, room string) [2]int64 {
 	ts.t.Helper()
-	ts.settle()
 	n, h, threads, _ := ts.push.Counts(spec.UserID(user), spec.RoomID(room))
 	for _, c := range threads {
 		n, h = n+c[0], h+c[1]

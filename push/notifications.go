@@ -53,10 +53,23 @@ func (s *Service) getNotifications(c *gin.Context) {
 		c.JSON(http.StatusOK, gin.H{"notifications": out})
 		return
 	}
+	nid, known := s.ids.user(user)
+	if !known {
+		c.JSON(http.StatusOK, gin.H{"notifications": out}) // never notified
+		return
+	}
 	// One more row than asked tells whether there is a next page.
-	rows, err := s.db.Query(c.Request.Context(), `SELECT room_id, event_id, position, thread_id, highlight, actions, ts FROM push_notifications
-		WHERE user_id = $1 AND position < $2 AND (highlight OR $3) ORDER BY position DESC LIMIT $4`,
-		string(user), from, !onlyHighlight, limit+1)
+	// Both tables, each limited first: the user may have many rows.
+	rows, err := s.db.Query(c.Request.Context(), `SELECT e.room_id, e.event_id, n.position, e.thread_id, n.flags & 1, a.actions, e.ts
+		FROM (
+			SELECT * FROM (SELECT position, actions_id, flags FROM push_notified
+				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
+			UNION ALL
+			SELECT * FROM (SELECT position, actions_id, flags FROM push_staged
+				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
+		) n JOIN push_events e ON e.position = n.position JOIN push_actions a ON a.id = n.actions_id
+		ORDER BY n.position DESC LIMIT $4`,
+		nid, from, !onlyHighlight, limit+1)
 	if err != nil {
 		c.Error(err)
 		return

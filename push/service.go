@@ -2,12 +2,14 @@
 // every new event for every member, the unread counts /sync reports, the
 // notifications list, and delivery to push gateways.
 //
-// Nothing here is on the send path. rooms tells push of committed events
-// from its after-commit hook (EventsCommitted only queues them); one
-// goroutine evaluates the queue and publishes the new counts through a write
-// of its own; delivery to gateways runs in yet other goroutines, one per
-// pusher, with retries. A slow or dead gateway therefore slows neither
-// sending nor /sync.
+// Evaluation takes part in the commit of the events (rooms.CommitHook): the
+// rules run before the write, under the room's write lock and outside the
+// single writer; the notifications are stored in the events' own
+// transaction; the counts in memory change in its after-commit hook, before
+// rooms wakes the members. A /sync that sees an event therefore sees its
+// counts, with no second write and no waiting. Delivery to gateways runs in
+// other goroutines, one per pusher, with retries: a slow or dead gateway
+// slows neither sending nor /sync.
 package push
 
 import (
@@ -54,7 +56,6 @@ func DefaultConfig() Config {
 // Rooms is what push reads from the rooms service, all from memory except
 // Event.
 type Rooms interface {
-	JoinedMembers(id spec.RoomID) []spec.UserID
 	CurrentState(id spec.RoomID, typ, key string) *events.PDU
 	Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*rooms.Event, error)
 }
@@ -100,25 +101,14 @@ type Service struct {
 	rules   sync.Map
 	rulesMu sync.Mutex // serialises rule changes (read, change, write)
 
-	// The evaluation queue: rooms' after-commit hook appends, the worker
-	// takes. Unbounded on purpose: the events are already in memory, and
-	// dropping some would leave counts wrong.
-	qmu      sync.Mutex
-	queue    []queued
-	queuedTo int64 // highest event position queued
-	wake     chan struct{}
-	doneMu   sync.Mutex
-	doneTo   int64         // highest event position whose evaluation is published
-	doneCh   chan struct{} // closed and replaced when doneTo moves
 	threads  *threadIndex
 	counts   *countStore
+	ids      *interned
 	gateways *dispatcher
-	started  atomic.Bool
-}
-
-type queued struct {
-	room spec.RoomID
-	evs  []*rooms.Event
+	started  sync.Once
+	// staged counts notification rows waiting in push_staged (store.go).
+	staged         atomic.Int64
+	flushScheduled atomic.Bool
 }
 
 type userRules struct {
@@ -144,9 +134,13 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	s := &Service{
 		db: d.DB, rooms: d.Rooms, acct: d.AccountData, notify: d.Notify, cfg: d.Config, log: d.Log,
 		stopping: d.Stopping, now: time.Now,
-		wake: make(chan struct{}, 1), doneCh: make(chan struct{}),
 		threads: newThreadIndex(threadIndexSize), counts: newCountStore(),
 	}
+	ids, err := loadInterned(ctx, d.DB)
+	if err != nil {
+		return nil, err
+	}
+	s.ids = ids
 	if err := s.loadCounts(ctx); err != nil {
 		return nil, err
 	}
@@ -161,162 +155,50 @@ type nopNotifier struct{}
 
 func (nopNotifier) Notify(int64, ...spec.UserID) {}
 
-// Start runs the evaluation worker and the daily clean-up until Stopping
-// is closed.
+// Start runs the daily clean-up until Stopping is closed.
 func (s *Service) Start() {
-	if !s.started.CompareAndSwap(false, true) {
-		return
-	}
-	go s.work()
-	go s.pruneLoop()
+	s.started.Do(func() { go s.pruneLoop() })
 }
 
-// EventsCommitted queues committed events for evaluation. It is called from
-// the database writer's after-commit hook (rooms.Listener), so it only
-// appends and signals: it never blocks.
-func (s *Service) EventsCommitted(room spec.RoomID, evs []*rooms.Event) {
-	if len(evs) == 0 {
-		return
-	}
-	s.qmu.Lock()
-	s.queue = append(s.queue, queued{room: room, evs: evs})
-	s.queuedTo = max(s.queuedTo, evs[len(evs)-1].Position)
-	s.qmu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// evalWait bounds how long a /sync waits for the evaluation of the events it
-// is about to return. Evaluation is in-memory work, done in well under this
-// in practice; under a burst the bound keeps /sync answering, and the late
-// counts reach the client as a change of their own.
-const evalWait = 250 * time.Millisecond
-
-// WaitEvaluated waits until every event committed at or before pos has been
-// evaluated and its counts published, or evalWait has passed. /sync calls it
-// before reading the stream position, so that a new event's counts appear
-// in the same response as the event (client-server API, "Server
-// behaviour"). Part of sync's Unread.
-func (s *Service) WaitEvaluated(ctx context.Context, pos int64) {
-	if !s.started.Load() {
-		return
-	}
-	s.qmu.Lock()
-	target := min(pos, s.queuedTo)
-	s.qmu.Unlock()
-	var timer *time.Timer
-	for {
-		s.doneMu.Lock()
-		done, ch := s.doneTo, s.doneCh
-		s.doneMu.Unlock()
-		if done >= target {
-			break
-		}
-		if timer == nil {
-			timer = time.NewTimer(evalWait)
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			return
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-s.stopping:
-			timer.Stop()
-			return
-		}
-	}
-	if timer != nil {
-		timer.Stop()
-	}
-}
-
-func (s *Service) markDone(pos int64) {
-	s.doneMu.Lock()
-	if pos > s.doneTo {
-		s.doneTo = pos
-		close(s.doneCh)
-		s.doneCh = make(chan struct{})
-	}
-	s.doneMu.Unlock()
-}
-
-// maxRowsPerWrite bounds one write of the worker, so that a burst in a big
-// room is published in several commits rather than one huge one.
-const maxRowsPerWrite = 2000
-
-// work is the evaluation worker: it takes everything queued, evaluates it
-// and publishes the results, in commit order.
-func (s *Service) work() {
-	for {
-		select {
-		case <-s.wake:
-		case <-s.stopping:
-			return
-		}
-		for {
-			s.qmu.Lock()
-			batch := s.queue
-			s.queue = nil
-			s.qmu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			s.process(batch)
-		}
-	}
-}
-
-// process evaluates a run of committed events and publishes the results.
-func (s *Service) process(batch []queued) {
-	ctx := context.Background()
-	var pending publishBatch
-	for _, q := range batch {
-		for _, ev := range q.evs {
-			s.evaluate(ctx, q.room, ev, &pending)
-			pending.upTo = ev.Position
-			if len(pending.rows) >= maxRowsPerWrite {
-				s.publish(ctx, &pending)
-				pending = publishBatch{}
-			}
-		}
-	}
-	s.publish(ctx, &pending)
-}
-
-// publishBatch is the evaluation results of a run of events: the
-// notifications to store and the implicit reads of senders.
-type publishBatch struct {
+// evaluated is what the rules made of a group of events: the notifications
+// to store and the implicit reads of senders.
+type evaluated struct {
 	rows  []*notificationRow
 	reads []readMark
-	upTo  int64
 }
 
 type readMark struct {
 	user   spec.UserID
 	room   spec.RoomID
 	thread string
-	pos    int64
+	ev     *rooms.Event // the position is known once the event is stored
+}
+
+// PrepareCommit evaluates every recipient's rules on a group of events
+// about to be committed, and returns the part of the write that stores the
+// result (rooms.CommitHook).
+func (s *Service) PrepareCommit(room spec.RoomID, evs []*rooms.Event, state rooms.RoomState) func(*storage.Tx) error {
+	var out evaluated
+	ts := s.now().UnixMilli()
+	for _, ev := range evs {
+		s.evaluate(room, ev, state, ts, &out)
+	}
+	return func(tx *storage.Tx) error { return s.store(tx, &out) }
 }
 
 // evaluate runs every recipient's rules on one event.
-func (s *Service) evaluate(ctx context.Context, room spec.RoomID, ev *rooms.Event, out *publishBatch) {
+func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomState, ts int64, out *evaluated) {
 	pdu := ev.PDU
 	sender := pdu.Sender()
 	thread := s.threads.threadOf(pdu)
 	// Sending an event is reading up to it, in its thread (client-server
 	// API, "Marking notifications as read").
-	out.reads = append(out.reads, readMark{user: sender, room: room, thread: thread, pos: ev.Position})
+	out.reads = append(out.reads, readMark{user: sender, room: room, thread: thread, ev: ev})
 
-	// The recipients are the joined members at evaluation time, which
-	// trails the commit by a moment: a member who joins in between may be
-	// counted for an event sent just before they joined. The invitee of an
-	// invite is a recipient too (.m.rule.invite_for_me), though not counted
-	// in the room's unread counts.
-	joined := s.rooms.JoinedMembers(room)
+	// The recipients are the joined members after the group of events.
+	// The invitee of an invite is a recipient too (.m.rule.invite_for_me),
+	// though not counted in the room's unread counts.
+	joined := state.Joined()
 	type recipient struct {
 		user    spec.UserID
 		counted bool
@@ -340,41 +222,54 @@ func (s *Service) evaluate(ctx context.Context, room spec.RoomID, ev *rooms.Even
 		Sender:  sender,
 		Members: len(joined),
 	}
-	view.SenderMay = s.senderMay(room, sender)
-	ts := s.now().UnixMilli()
+	view.SenderMay = senderMay(state, sender)
 	for _, r := range recipients {
-		rules, err := s.rulesOf(ctx, r.user)
+		rules, err := s.rulesOf(context.Background(), r.user)
 		if err != nil {
 			s.log.Warn().Err(err).Msg("push: cannot read push rules; using the defaults")
 			rules = &userRules{compiled: compile(DefaultRules(r.user))}
 		}
 		user := r.user
-		o := rules.compiled.evaluate(view, Recipient{User: user, DisplayName: func() string { return s.displayName(room, user) }})
+		o := rules.compiled.evaluate(view, Recipient{User: user, DisplayName: func() string { return memberName(state, user) }})
 		if !o.Notify {
 			continue
 		}
 		out.rows = append(out.rows, &notificationRow{
-			user: user, room: room, event: pdu.EventID(), position: ev.Position, thread: thread,
+			user: user, room: room, event: pdu.EventID(), ev: ev, thread: thread,
 			highlight: o.Highlight, counted: r.counted, actions: o.Actions, ts: ts, eventType: pdu.Type(),
 		})
 	}
 }
 
-// senderMay answers sender_notification_permission from the room's current
-// power levels, read once per event and only if a rule asks.
-func (s *Service) senderMay(room spec.RoomID, sender spec.UserID) func(string) bool {
+// senderMay answers sender_notification_permission from the room's power
+// levels, read once per event and only if a rule asks.
+func senderMay(state rooms.RoomState, sender spec.UserID) func(string) bool {
 	var once sync.Once
 	var pl rooms.PowerLevels
 	var ok bool
 	return func(key string) bool {
 		once.Do(func() {
 			var err error
-			pl, err = rooms.PowerLevelsOf(currentState{s.rooms, room})
+			pl, err = rooms.PowerLevelsOf(state)
 			ok = err == nil
 		})
 		// Any doubt about the power levels means no permission.
 		return ok && pl.UserLevel(sender) >= pl.NotificationLevel(key)
 	}
+}
+
+// memberName is a member's display name in the room.
+func memberName(state rooms.AuthState, user spec.UserID) string {
+	ev := state.Get(spec.MRoomMember, string(user))
+	if ev == nil {
+		return ""
+	}
+	return ev.Content().Get("displayname").Str
+}
+
+// displayName is a member's display name in the room's current state.
+func (s *Service) displayName(room spec.RoomID, user spec.UserID) string {
+	return memberName(currentState{s.rooms, room}, user)
 }
 
 // currentState is a room's current state as rooms.AuthState.
@@ -385,146 +280,65 @@ type currentState struct {
 
 func (c currentState) Get(typ, key string) *events.PDU { return c.rooms.CurrentState(c.room, typ, key) }
 
-func (s *Service) displayName(room spec.RoomID, user spec.UserID) string {
-	ev := s.rooms.CurrentState(room, spec.MRoomMember, string(user))
-	if ev == nil {
-		return ""
-	}
-	return ev.Content().Get("displayname").Str
-}
-
-// publish stores a batch's notifications and read positions in one write
-// and, once committed, updates the counts in memory, wakes the users and
-// hands the notifications to the gateways.
-func (s *Service) publish(ctx context.Context, b *publishBatch) {
-	type key struct {
-		user spec.UserID
-		room spec.RoomID
-	}
+// store writes the notifications and read positions of a group of events
+// inside the events' transaction and, once committed, updates the counts in
+// memory and hands the notifications to the gateways. rooms wakes every
+// joined member and every user whose membership the events change, at the
+// events' position, after this: the recipients' /sync find the new counts.
+func (s *Service) store(tx *storage.Tx, e *evaluated) error {
 	// A sender's implicit read needs a write only when it clears something:
-	// an unread count in memory, or a notification of this batch. A user
+	// an unread count in memory, or a notification of this group. A user
 	// who keeps sending with nothing unread costs no write.
 	type threadKey struct {
 		user   spec.UserID
 		room   spec.RoomID
 		thread string
 	}
-	batchRows := map[threadKey]bool{}
-	for _, n := range b.rows {
+	groupRows := map[threadKey]bool{}
+	for _, n := range e.rows {
 		if n.counted {
-			batchRows[threadKey{n.user, n.room, n.thread}] = true
+			groupRows[threadKey{n.user, n.room, n.thread}] = true
 		}
 	}
 	var reads []readMark
-	for _, r := range b.reads {
-		if s.isRead(r.user, r.room, r.thread, r.pos) {
-			continue
-		}
-		if batchRows[threadKey{r.user, r.room, r.thread}] || s.hasUnread(r.user, r.room, r.thread) {
+	for _, r := range e.reads {
+		if groupRows[threadKey{r.user, r.room, r.thread}] || s.hasUnread(r.user, r.room, r.thread) {
 			reads = append(reads, r)
 		}
 	}
-	if len(b.rows) == 0 && len(reads) == 0 {
-		s.markDone(b.upTo) // nothing notified, nothing read: no write
-		return
+	if len(e.rows) == 0 && len(reads) == 0 {
+		return nil
 	}
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := insertNotifications(tx, b.rows); err != nil {
+	newIDs, err := s.insertNotifications(tx, e.rows)
+	if err != nil {
+		return err
+	}
+	for _, r := range reads {
+		if err := raiseRead(tx, r.user, r.room, r.thread, r.ev.Position); err != nil {
 			return err
 		}
-		recounted := map[key]map[string][2]int64{}
-		for _, r := range reads {
-			if err := raiseRead(tx, r.user, r.room, r.thread, r.pos); err != nil {
-				return err
-			}
+	}
+	tx.AfterCommit(func() {
+		s.ids.add(newIDs)
+		if len(e.rows) > 0 {
+			s.stagedRows(len(e.rows))
 		}
+		s.counts.mu.Lock()
+		// A sender reads up to their own newest event, so nothing older can
+		// be left uncounted: no recount is needed. Rows the reads cover
+		// are left out of the counts.
 		for _, r := range reads {
-			k := key{r.user, r.room}
-			if _, done := recounted[k]; done {
-				continue
-			}
-			c, err := recount(tx, r.user, r.room)
-			if err != nil {
-				return err
-			}
-			recounted[k] = c
+			s.counts.read(r.user, r.room, r.thread, r.ev.Position, r.ev.Position, nil)
 		}
-		change := tx.NextPosition()
-		tx.AfterCommit(func() {
-			woken := map[spec.UserID]bool{}
-			s.counts.mu.Lock()
-			for _, r := range reads {
-				rc := s.counts.room(r.user, r.room)
-				rc.marks[r.thread] = max(rc.marks[r.thread], r.pos)
-			}
-			for k, c := range recounted {
-				rc := s.counts.room(k.user, k.room)
-				if !sameCounts(rc.threads, c) {
-					woken[k.user] = true
-					s.counts.touch(k.user, rc, change)
-				}
-				rc.threads = c
-			}
-			for _, n := range b.rows {
-				if !n.counted {
-					woken[n.user] = true
-					continue
-				}
-				if _, ok := recounted[key{n.user, n.room}]; ok {
-					continue // the recount already has it
-				}
-				rc := s.counts.room(n.user, n.room)
-				if n.position <= rc.readUpTo(n.thread) {
-					continue // a receipt overtook the evaluation
-				}
-				c := rc.threads[n.thread]
-				c[0]++
-				if n.highlight {
-					c[1]++
-				}
-				rc.threads[n.thread] = c
-				s.counts.touch(n.user, rc, change)
-				woken[n.user] = true
-			}
-			s.counts.mu.Unlock()
-			if len(woken) > 0 {
-				users := make([]spec.UserID, 0, len(woken))
-				for u := range woken {
-					users = append(users, u)
-				}
-				s.notify.Notify(change, users...)
-			}
-			for _, n := range b.rows {
-				s.gateways.enqueue(n)
-			}
-		})
-		return nil
+		for _, n := range e.rows {
+			s.counts.notified(n)
+		}
+		s.counts.mu.Unlock()
+		for _, n := range e.rows {
+			s.gateways.enqueue(n)
+		}
 	})
-	if err != nil {
-		// The events stay committed; only their counts are lost. Say so
-		// without naming users or events (no metadata in logs).
-		s.log.Error().Err(err).Int("notifications", len(b.rows)).Msg("push: could not store notifications")
-	}
-	s.markDone(b.upTo)
-}
-
-func sameCounts(a, b map[string][2]int64) bool {
-	n := 0
-	for k, v := range a {
-		if v != ([2]int64{}) {
-			n++
-			if b[k] != v {
-				return false
-			}
-		}
-	}
-	m := 0
-	for _, v := range b {
-		if v != ([2]int64{}) {
-			m++
-		}
-	}
-	return n == m
+	return nil
 }
 
 // --- Threads ---------------------------------------------------------------
@@ -534,9 +348,10 @@ const threadIndexSize = 1 << 16
 
 // threadIndex remembers which recent events belong to a thread, so that an
 // event relating to one of them (a reaction, an edit, a reply) is counted in
-// that thread. Only the worker uses it. After a restart, or for events older
-// than the index, a relation to a thread event counts in the main timeline.
+// that thread. After a restart, or for events older than the index, a
+// relation to a thread event counts in the main timeline.
 type threadIndex struct {
+	mu   sync.Mutex // rooms evaluate their sends concurrently
 	of   map[spec.EventID]string
 	ring []spec.EventID
 	next int
@@ -560,6 +375,8 @@ func (t *threadIndex) threadOf(p *events.PDU) string {
 		return mainThread
 	}
 	thread := mainThread
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if rel.Get("rel_type").Str == "m.thread" {
 		if _, err := spec.ParseEventID(target.Str); err != nil {
 			return mainThread
@@ -585,8 +402,9 @@ func (t *threadIndex) remember(id spec.EventID, thread string) {
 
 // --- Clean-up --------------------------------------------------------------
 
-// pruneLoop deletes read notifications older than the retention, at start
-// and then daily: the list is a convenience, not an archive.
+// pruneLoop moves staged notifications (left by the last run) and deletes
+// read notifications older than the retention, at start and then daily:
+// the list is a convenience, not an archive.
 func (s *Service) pruneLoop() {
 	t := time.NewTicker(24 * time.Hour)
 	defer t.Stop()
@@ -602,10 +420,17 @@ func (s *Service) pruneLoop() {
 
 func (s *Service) prune(ctx context.Context) {
 	cutoff := s.now().Add(-s.cfg.Retention).UnixMilli()
+	s.flush()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(`DELETE FROM push_notifications WHERE ts < $1 AND EXISTS (
-			SELECT 1 FROM push_read r WHERE r.user_id = push_notifications.user_id AND r.room_id = push_notifications.room_id
-			AND (r.thread_id = '' OR r.thread_id = push_notifications.thread_id) AND r.position >= push_notifications.position)`, cutoff)
+		if _, err := tx.Exec(`DELETE FROM push_notified WHERE EXISTS (
+			SELECT 1 FROM push_events e JOIN push_users u ON u.nid = push_notified.user_nid
+			JOIN push_read r ON r.user_id = u.user_id AND r.room_id = e.room_id
+				AND (r.thread_id = '' OR r.thread_id = e.thread_id) AND r.position >= push_notified.position
+			WHERE e.position = push_notified.position AND e.ts < $1)`, cutoff); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM push_events WHERE ts < $1
+			AND position NOT IN (SELECT position FROM push_notified)`, cutoff)
 		return err
 	})
 	if err != nil && err != storage.ErrClosed {

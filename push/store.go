@@ -3,7 +3,11 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	stdsync "sync"
+	"time"
 
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -12,10 +16,11 @@ import (
 // m.push_rules account data, which the accounts package stores and /sync
 // delivers.
 //
-// push_notifications holds one row per (user, event) that notified: the
-// list GET /notifications pages through and the source of the unread
-// counts after a restart. Only what the counts and the list need is kept —
-// the event itself stays in the rooms tables. push_read holds each user's
+// A notification is a row of push_notified or push_staged (user, position,
+// actions, flags) with the event's room, ID and thread in push_events: the list
+// GET /notifications pages through and the source of the unread counts
+// after a restart. Only what the counts and the list need is kept — the
+// event itself stays in the rooms tables. push_read holds each user's
 // read position per room and thread (empty for an unthreaded receipt, main
 // for the main timeline, else the thread root's event ID).
 var Schema = storage.Schema{Domain: "push", Migrations: []string{`
@@ -77,34 +82,122 @@ INSERT INTO push_notifications_new (user_id, position, room_id, event_id, thread
 DROP TABLE push_notifications;
 ALTER TABLE push_notifications_new RENAME TO push_notifications;
 CREATE INDEX push_notifications_by_room ON push_notifications (user_id, room_id, position);`,
+	// 3: an event notifies most members of its room, so what is the same
+	// for all of them is stored once (push_events) and each member's row
+	// is three integers, with user IDs and action lists interned. New rows
+	// are appended to push_staged, in event order, and moved to
+	// push_notified, in user order, a few seconds' worth at a time: an
+	// event's notifications then dirty one page, not one per member.
+	`
+CREATE TABLE push_users (
+	nid     INTEGER PRIMARY KEY,
+	user_id TEXT    NOT NULL UNIQUE
+);
+CREATE TABLE push_actions (
+	id      INTEGER PRIMARY KEY,
+	actions TEXT    NOT NULL UNIQUE
+);
+CREATE TABLE push_events (
+	position  INTEGER PRIMARY KEY CHECK (position > 0),
+	room_id   TEXT    NOT NULL,
+	event_id  TEXT    NOT NULL,
+	thread_id TEXT    NOT NULL CHECK (thread_id <> ''),
+	ts        INTEGER NOT NULL
+);
+CREATE TABLE push_notified (
+	user_nid   INTEGER NOT NULL,
+	position   INTEGER NOT NULL,
+	actions_id INTEGER NOT NULL,
+	flags      INTEGER NOT NULL, -- 1: highlight, 2: counted in the unread counts
+	PRIMARY KEY (user_nid, position)
+) WITHOUT ROWID;
+CREATE TABLE push_staged (
+	position   INTEGER NOT NULL,
+	user_nid   INTEGER NOT NULL,
+	actions_id INTEGER NOT NULL,
+	flags      INTEGER NOT NULL,
+	PRIMARY KEY (position, user_nid)
+) WITHOUT ROWID;
+INSERT INTO push_users (user_id) SELECT DISTINCT user_id FROM push_notifications;
+INSERT INTO push_actions (actions) SELECT DISTINCT actions FROM push_notifications;
+INSERT INTO push_events (position, room_id, event_id, thread_id, ts)
+	SELECT position, room_id, event_id, thread_id, max(ts) FROM push_notifications GROUP BY position;
+INSERT INTO push_notified (user_nid, position, actions_id, flags)
+	SELECT u.nid, n.position, a.id, (CASE WHEN n.highlight THEN 1 ELSE 0 END) | (CASE WHEN n.counted THEN 2 ELSE 0 END)
+	FROM push_notifications n JOIN push_users u ON u.user_id = n.user_id JOIN push_actions a ON a.actions = n.actions;
+DROP TABLE push_notifications;`,
 }}
 
-// recountSQL counts a user's unread notifications in one room per thread:
-// those after both the unthreaded read position and the thread's own.
-const recountSQL = `SELECT n.thread_id, count(*), sum(CASE WHEN n.highlight THEN 1 ELSE 0 END)
-	FROM push_notifications n
-	WHERE n.user_id = $1 AND n.room_id = $2 AND n.counted
-	AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = n.user_id AND r.room_id = n.room_id AND r.thread_id = ''), 0)
-	AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = n.user_id AND r.room_id = n.room_id AND r.thread_id = n.thread_id), 0)
-	GROUP BY n.thread_id`
+const (
+	flagHighlight = 1
+	flagCounted   = 2
+)
 
-// recount runs recountSQL inside a write, so it sees the write's own rows.
-func recount(tx *storage.Tx, user spec.UserID, room spec.RoomID) (map[string][2]int64, error) {
-	rows, err := tx.Query(recountSQL, string(user), string(room))
-	if err != nil {
-		return nil, err
+// notificationRow is one notification.
+type notificationRow struct {
+	user      spec.UserID
+	room      spec.RoomID
+	event     spec.EventID
+	ev        *rooms.Event // its position is set when the event is stored
+	thread    string
+	highlight bool
+	counted   bool
+	actions   []json.RawMessage
+	ts        int64
+	eventType string // not stored: for the push priority
+}
+
+func (n *notificationRow) position() int64 { return n.ev.Position }
+
+func (n *notificationRow) flags() int64 {
+	var f int64
+	if n.highlight {
+		f |= flagHighlight
 	}
-	defer rows.Close()
-	out := map[string][2]int64{}
-	for rows.Next() {
-		var thread string
-		var n, h int64
-		if err := rows.Scan(&thread, &n, &h); err != nil {
+	if n.counted {
+		f |= flagCounted
+	}
+	return f
+}
+
+// insertNotifications stores a group's notifications: one push_events row
+// per event, one push_staged row per recipient. It returns the user IDs
+// and action lists it interned, to publish once the write commits.
+func (s *Service) insertNotifications(tx *storage.Tx, rows []*notificationRow) (*newInterned, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	fresh := &newInterned{users: map[spec.UserID]int64{}, actions: map[string]int64{}}
+	var evArgs, nArgs [][]any
+	var last int64
+	for _, n := range rows {
+		if pos := n.position(); pos != last {
+			last = pos
+			evArgs = append(evArgs, []any{pos, string(n.room), string(n.event), n.thread, n.ts})
+		}
+		user, err := s.ids.userIn(tx, n.user, fresh)
+		if err != nil {
 			return nil, err
 		}
-		out[thread] = [2]int64{n, h}
+		actions, err := json.Marshal(n.actions)
+		if err != nil {
+			return nil, err
+		}
+		act, err := s.ids.actionsIn(tx, string(actions), fresh)
+		if err != nil {
+			return nil, err
+		}
+		nArgs = append(nArgs, []any{user, n.position(), act, n.flags()})
 	}
-	return out, rows.Err()
+	if err := tx.ExecMany(`INSERT INTO push_events (position, room_id, event_id, thread_id, ts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (position) DO NOTHING`, evArgs); err != nil {
+		return nil, err
+	}
+	if err := tx.ExecMany(`INSERT INTO push_staged (user_nid, position, actions_id, flags) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (position, user_nid) DO NOTHING`, nArgs); err != nil {
+		return nil, err
+	}
+	return fresh, nil
 }
 
 // raiseRead moves a read position forward (never back: of two receipts the
@@ -117,35 +210,40 @@ func raiseRead(tx *storage.Tx, user spec.UserID, room spec.RoomID, thread string
 	return err
 }
 
-// notificationRow is one stored notification.
-type notificationRow struct {
-	user      spec.UserID
-	room      spec.RoomID
-	event     spec.EventID
-	position  int64
-	thread    string
-	highlight bool
-	counted   bool
-	actions   []json.RawMessage
-	ts        int64
-	eventType string // not stored: for the push priority
-}
+// unreadSQL counts unread notifications per (user, room, thread): those
+// after both the unthreaded read position and the thread's own.
+const unreadSQL = `SELECT u.user_id, e.room_id, e.thread_id, count(*), sum(n.flags & 1), max(n.position)
+	FROM (SELECT user_nid, position, flags FROM push_notified UNION ALL SELECT user_nid, position, flags FROM push_staged) n
+	JOIN push_users u ON u.nid = n.user_nid JOIN push_events e ON e.position = n.position
+	WHERE n.flags & 2 <> 0 %s
+	AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = u.user_id AND r.room_id = e.room_id AND r.thread_id = ''), 0)
+	AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = u.user_id AND r.room_id = e.room_id AND r.thread_id = e.thread_id), 0)
+	GROUP BY u.user_id, e.room_id, e.thread_id`
 
-// insertNotifications writes the rows with one prepared statement: one
-// event in a big room notifies every member, and preparing a statement per
-// row (or one giant statement per batch) made the writer the bottleneck of
-// a busy room.
-func insertNotifications(tx *storage.Tx, rows []*notificationRow) error {
-	args := make([][]any, len(rows))
-	for i, n := range rows {
-		actions, err := json.Marshal(n.actions)
-		if err != nil {
-			return err
-		}
-		args[i] = []any{string(n.user), string(n.room), string(n.event), n.position, n.thread, n.highlight, n.counted, string(actions), n.ts}
+// recount counts a user's unread notifications in one room per thread,
+// inside a write so that it sees the write's own rows. Rarely needed: only
+// a receipt for an event older than the notifications tracked one by one
+// in memory (see threadUnread).
+func (s *Service) recount(tx *storage.Tx, user spec.UserID, room spec.RoomID) (map[string][2]int64, error) {
+	out := map[string][2]int64{}
+	nid, ok := s.ids.user(user)
+	if !ok {
+		return out, nil // never notified
 	}
-	return tx.ExecMany(`INSERT INTO push_notifications (user_id, room_id, event_id, position, thread_id, highlight, counted, actions, ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, position) DO NOTHING`, args)
+	rows, err := tx.Query(fmt.Sprintf(unreadSQL, "AND n.user_nid = $1 AND e.room_id = $2"), nid, string(room))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u, r, thread string
+		var n, h, last int64
+		if err := rows.Scan(&u, &r, &thread, &n, &h, &last); err != nil {
+			return nil, err
+		}
+		out[thread] = [2]int64{n, h}
+	}
+	return out, rows.Err()
 }
 
 // loadCounts reads every unread count and read position at start-up.
@@ -167,27 +265,166 @@ func (s *Service) loadCounts(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = s.db.Query(ctx, `SELECT n.user_id, n.room_id, n.thread_id, count(*), sum(CASE WHEN n.highlight THEN 1 ELSE 0 END), max(n.position)
-		FROM push_notifications n
-		WHERE n.counted
-		AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = n.user_id AND r.room_id = n.room_id AND r.thread_id = ''), 0)
-		AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = n.user_id AND r.room_id = n.room_id AND r.thread_id = n.thread_id), 0)
-		GROUP BY n.user_id, n.room_id, n.thread_id`)
+	rows, err = s.db.Query(ctx, fmt.Sprintf(unreadSQL, ""))
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var u, r, t string
-		var n, h, pos int64
-		if err := rows.Scan(&u, &r, &t, &n, &h, &pos); err != nil {
+		var n, h, last int64
+		if err := rows.Scan(&u, &r, &t, &n, &h, &last); err != nil {
 			return err
 		}
 		rc := s.counts.room(spec.UserID(u), spec.RoomID(r))
-		rc.threads[t] = [2]int64{n, h}
+		// Loaded as counts, not one by one: a read before the last of
+		// them recounts (threadUnread).
+		rc.thread(t).untracked = tally{n: n, h: h, upTo: last}
 		// Positions from before the restart: every token a client holds
 		// from then is at or past them, so nothing is re-sent.
-		s.counts.touch(spec.UserID(u), rc, pos)
+		s.counts.touch(spec.UserID(u), rc, last)
 	}
 	return rows.Err()
+}
+
+// interned maps user IDs and action lists to the small integers the
+// notification rows store. Entries are added only after the write that
+// inserted them committed, so a rolled-back ID is never remembered.
+type interned struct {
+	mu      stdsync.RWMutex
+	users   map[spec.UserID]int64
+	actions map[string]int64
+}
+
+// newInterned is what one write interned.
+type newInterned struct {
+	users   map[spec.UserID]int64
+	actions map[string]int64
+}
+
+func loadInterned(ctx context.Context, db *storage.DB) (*interned, error) {
+	in := &interned{users: map[spec.UserID]int64{}, actions: map[string]int64{}}
+	for _, q := range []struct {
+		sql string
+		put func(string, int64)
+	}{
+		{`SELECT nid, user_id FROM push_users`, func(k string, v int64) { in.users[spec.UserID(k)] = v }},
+		{`SELECT id, actions FROM push_actions`, func(k string, v int64) { in.actions[k] = v }},
+	} {
+		rows, err := db.Query(ctx, q.sql)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id int64
+			var key string
+			if err := rows.Scan(&id, &key); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			q.put(key, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return in, nil
+}
+
+func (in *interned) user(u spec.UserID) (int64, bool) {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	id, ok := in.users[u]
+	return id, ok
+}
+
+// userIn returns a user's number, inserting it in the write if new.
+func (in *interned) userIn(tx *storage.Tx, u spec.UserID, fresh *newInterned) (int64, error) {
+	if id, ok := in.user(u); ok {
+		return id, nil
+	}
+	if id, ok := fresh.users[u]; ok {
+		return id, nil
+	}
+	id, err := internIn(tx, `push_users`, `nid`, `user_id`, string(u))
+	fresh.users[u] = id
+	return id, err
+}
+
+// actionsIn returns an action list's number, inserting it if new.
+func (in *interned) actionsIn(tx *storage.Tx, actions string, fresh *newInterned) (int64, error) {
+	in.mu.RLock()
+	id, ok := in.actions[actions]
+	in.mu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	if id, ok := fresh.actions[actions]; ok {
+		return id, nil
+	}
+	id, err := internIn(tx, `push_actions`, `id`, `actions`, actions)
+	fresh.actions[actions] = id
+	return id, err
+}
+
+// internIn inserts a value if missing and returns its number. An earlier
+// write of the same batch may have inserted it already, uncommitted and not
+// yet remembered: hence the select.
+func internIn(tx *storage.Tx, table, idCol, col, value string) (int64, error) {
+	if _, err := tx.Exec(`INSERT INTO `+table+` (`+col+`) VALUES ($1) ON CONFLICT (`+col+`) DO NOTHING`, value); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := tx.QueryRow(`SELECT `+idCol+` FROM `+table+` WHERE `+col+` = $1`, value).Scan(&id)
+	return id, err
+}
+
+// add remembers what a committed write interned.
+func (in *interned) add(fresh *newInterned) {
+	if fresh == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, v := range fresh.users {
+		in.users[k] = v
+	}
+	for k, v := range fresh.actions {
+		in.actions[k] = v
+	}
+}
+
+// Moving staged notifications: after flushDelay, or at once past flushRows.
+const (
+	flushDelay = 5 * time.Second
+	flushRows  = 50000
+)
+
+// stagedRows notes n new staged rows and schedules their move.
+func (s *Service) stagedRows(n int) {
+	if s.staged.Add(int64(n)) >= flushRows {
+		go s.flush()
+	} else if s.flushScheduled.CompareAndSwap(false, true) {
+		time.AfterFunc(flushDelay, s.flush)
+	}
+}
+
+// flush moves the staged notifications to push_notified, sorted by user so
+// that each user's pages are written once for the whole run.
+func (s *Service) flush() {
+	s.flushScheduled.Store(false)
+	err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
+		s.staged.Store(0)
+		if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
+			SELECT user_nid, position, actions_id, flags FROM push_staged WHERE true ORDER BY user_nid, position
+			ON CONFLICT (user_nid, position) DO NOTHING`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM push_staged`)
+		return err
+	})
+	if err != nil && err != storage.ErrClosed {
+		s.log.Warn().Err(err).Msg("push: could not move staged notifications")
+	}
 }

@@ -33,6 +33,8 @@ type snapshot struct {
 	state     StateMap
 	extremity []spec.EventID // forward extremities: on one server, the latest event
 	depth     int64
+	// joinedCache is joined()'s answer, computed on first use.
+	joinedCache atomic.Pointer[[]spec.UserID]
 }
 
 func (s *snapshot) get(typ, key string) *events.PDU { return s.state[StateKeyPair{typ, key}] }

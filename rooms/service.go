@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,11 +35,22 @@ type Profiles interface {
 	Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error)
 }
 
-// Listener hears of every committed event, in commit order, from the
-// writer's after-commit hook: it must not block (push evaluation queues the
-// events and works on them elsewhere).
-type Listener interface {
-	EventsCommitted(room spec.RoomID, evs []*Event)
+// CommitHook takes part in committing new events (push: notifications and
+// unread counts), so that what it derives commits with the events and a
+// /sync that sees an event sees its counts too. PrepareCommit runs before
+// the write, under the room's write lock, with the room's state after the
+// events: the slow work (rule evaluation) belongs there, off the single
+// writer. The function it returns runs inside the write, once the events are
+// stored and have their positions; its error fails the write.
+type CommitHook interface {
+	PrepareCommit(room spec.RoomID, evs []*Event, state RoomState) func(*storage.Tx) error
+}
+
+// RoomState is a room's state at one point, from memory.
+type RoomState interface {
+	AuthState
+	// Joined lists the joined members; the slice is shared: do not modify.
+	Joined() []spec.UserID
 }
 
 // Deps is what the rooms service needs.
@@ -63,7 +75,7 @@ type Service struct {
 	notify   Notifier
 	profiles Profiles
 	now      func() time.Time
-	listener Listener
+	hook     CommitHook
 	// sendLimit rate-limits the send routes (nil: none).
 	sendLimit gin.HandlerFunc
 
@@ -122,8 +134,8 @@ func (s *Service) createTS(now int64) int64 {
 	}
 }
 
-// SetListener wires the one listener of committed events (push).
-func (s *Service) SetListener(l Listener) { s.listener = l }
+// SetCommitHook wires the one hook of event commits (push).
+func (s *Service) SetCommitHook(h CommitHook) { s.hook = h }
 
 // SetProfiles wires the profile source after construction.
 func (s *Service) SetProfiles(p Profiles) { s.profiles = p }
@@ -312,18 +324,27 @@ func (s *Service) JoinedMembers(id spec.RoomID) []spec.UserID {
 	if r == nil {
 		return nil
 	}
-	return r.cur.Load().joined()
+	return slices.Clone(r.cur.Load().joined())
 }
 
+// joined lists the joined members. It is computed once per snapshot (every
+// send wakes them and push evaluates for them) and shared: do not modify.
 func (s *snapshot) joined() []spec.UserID {
+	if p := s.joinedCache.Load(); p != nil {
+		return *p
+	}
 	var out []spec.UserID
 	for k, ev := range s.state {
 		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
 			out = append(out, spec.UserID(k.StateKey))
 		}
 	}
+	s.joinedCache.Store(&out)
 	return out
 }
+
+// Joined is joined as part of RoomState.
+func (s *snapshot) Joined() []spec.UserID { return s.joined() }
 
 // builder builds a run of new events on a room's current state, in memory,
 // so that several events (a whole createRoom) commit in one transaction or
@@ -445,6 +466,10 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 	}
 	final := b.snap
 	wake := b.s.usersToWake(b.r, b.evs, final)
+	var hook func(*storage.Tx) error
+	if b.s.hook != nil {
+		hook = b.s.hook.PrepareCommit(b.r.id, b.evs, final)
+	}
 	err := b.s.db.Write(ctx, func(tx *storage.Tx) error {
 		if newRoom {
 			if _, err := tx.Exec(`INSERT INTO rooms (room_id, version, creator, created_ts) VALUES ($1, $2, $3, $4)`,
@@ -471,17 +496,18 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 				return err
 			}
 		}
+		if hook != nil {
+			if err := hook(tx); err != nil {
+				return err
+			}
+		}
 		pos := b.evs[len(b.evs)-1].Position
 		tx.AfterCommit(func() {
-			published := *final
-			published.position = pos
-			b.r.apply(b.evs, &published, b.redactions)
+			final.position = pos // final is the builder's own, not yet published
+			b.r.apply(b.evs, final, b.redactions)
 			b.s.rememberTxns(b.evs)
 			b.s.publishMemberships(b.r, b.evs, newRoom)
 			b.s.notify.Notify(pos, wake...)
-			if b.s.listener != nil {
-				b.s.listener.EventsCommitted(b.r.id, b.evs)
-			}
 		})
 		return nil
 	})
@@ -512,7 +538,7 @@ func (s *Service) publishMemberships(r *liveRoom, evs []*Event, newRoom bool) {
 // usersToWake is everyone joined after the events, plus every user whose
 // membership they change (an invitee, a kicked user).
 func (s *Service) usersToWake(r *liveRoom, evs []*Event, final *snapshot) []spec.UserID {
-	users := final.joined()
+	users := slices.Clone(final.joined())
 	for _, ev := range evs {
 		if ev.PDU.Type() == spec.MRoomMember {
 			sk, _ := ev.PDU.StateKey()

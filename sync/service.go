@@ -43,10 +43,6 @@ type Keys interface {
 // Unread is what sync needs from push: each user's unread notification
 // counts per room, kept in memory by push.
 type Unread interface {
-	// WaitEvaluated waits, briefly at most, until the events committed up
-	// to pos have been evaluated, so that a response carries the counts of
-	// its own events.
-	WaitEvaluated(ctx context.Context, pos int64)
 	// Position is the stream position of the last change of any of the
 	// user's counts.
 	Position(user spec.UserID) int64

@@ -234,12 +234,6 @@ const defaultTimelineLimit = 10
 // build assembles the response for (since, now]. empty reports whether it
 // carries nothing new, so that a long-poll keeps waiting.
 func (s *Service) build(ctx context.Context, req *request) (*Response, bool, error) {
-	if s.unread != nil {
-		// Let push publish the counts of the events this response will
-		// carry, so that they arrive together (push module, "Server
-		// behaviour"); bounded, so a backlog never stalls /sync.
-		s.unread.WaitEvaluated(ctx, s.db.Position())
-	}
 	now := Token{Pos: s.db.Position(), Serial: s.serial.Load()}
 	if req.since != nil && req.since.Pos > now.Pos {
 		// A token from the future: answer from now rather than fail.

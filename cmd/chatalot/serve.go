@@ -125,9 +125,6 @@ type App struct {
 	router   http.Handler
 	lock     *dataLock // held while the server uses the data directory
 	metrics  *metrics  // nil unless metrics are on
-	// settle waits until background work on committed events (push
-	// evaluation) has caught up; tests use it to compare database states.
-	settle func(ctx context.Context)
 }
 
 // openApp creates the data directory on first start, loads the signing key,

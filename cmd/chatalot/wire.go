@@ -51,9 +51,9 @@ func (a *App) wire(ctx context.Context) error {
 	if err := syncSvc.Init(ctx); err != nil {
 		return err
 	}
-	// push hears of every committed event (and evaluates it off the send
-	// path), gives /sync the unread counts, and keeps m.push_rules in the
-	// account data /sync delivers.
+	// push takes part in every commit of events (notifications and unread
+	// counts commit with them), gives /sync the counts, and keeps
+	// m.push_rules in the account data /sync delivers.
 	pushSvc, err := push.New(ctx, push.Deps{
 		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: a.log, Stopping: a.stopping,
 		Config: a.cfg.pushConfig(),
@@ -61,11 +61,10 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	roomsSvc.SetListener(pushSvc)
+	roomsSvc.SetCommitHook(pushSvc)
 	syncSvc.SetUnread(pushSvc)
 	syncSvc.SetAccountData(pushSvc.WithRules(authSvc))
 	pushSvc.Start()
-	a.settle = func(ctx context.Context) { pushSvc.WaitEvaluated(ctx, a.db.Position()) }
 	// keys re-checks the password through auth's UIA, and hears of every
 	// device auth adds, renames or deletes.
 	keysSvc, err := keys.New(keys.Deps{
