@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	stdsync "sync"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
@@ -228,10 +229,15 @@ func (s *Service) resolveFilter(ctx context.Context, user spec.UserID, param str
 		return &Filter{}, nil
 	}
 	if strings.HasPrefix(strings.TrimSpace(param), "{") {
+		// Bots send the same inline filter with every long-poll.
+		if f := s.inlineFilters.get(param); f != nil {
+			return f, nil
+		}
 		f, err := parseFilter([]byte(param))
 		if err != nil {
 			return nil, spec.InvalidParam("filter: %s", errMessage(err))
 		}
+		s.inlineFilters.put(param, f)
 		return f, nil
 	}
 	key := string(user) + "\x00" + param
@@ -268,4 +274,29 @@ func readBody(c *gin.Context) ([]byte, error) {
 		return nil, err
 	}
 	return raw, nil
+}
+
+// maxInlineFilters bounds the cache of parsed inline filters.
+const maxInlineFilters = 256
+
+// inlineFilterCache keeps parsed inline filters by their text; when full it
+// starts over, which is enough for the few distinct filters clients use.
+type inlineFilterCache struct {
+	mu stdsync.Mutex
+	m  map[string]*Filter
+}
+
+func (c *inlineFilterCache) get(text string) *Filter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[text]
+}
+
+func (c *inlineFilterCache) put(text string, f *Filter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxInlineFilters {
+		c.m = map[string]*Filter{}
+	}
+	c.m[text] = f
 }

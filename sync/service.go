@@ -88,7 +88,8 @@ type Service struct {
 	log      zerolog.Logger
 	stopping <-chan struct{}
 
-	filterCache stdsync.Map // user + filter ID → *Filter
+	filterCache   stdsync.Map // user + filter ID → *Filter
+	inlineFilters inlineFilterCache
 	ignoreCache stdsync.Map // user → ignoreEntry
 
 	// serial orders in-memory ephemeral changes (typing, presence). It
