@@ -212,7 +212,7 @@ func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
 	if r == nil {
 		return spec.NotFound("unknown room %s", id)
 	}
-	r.writeMu.Lock()
+	r.lockWrites()
 	defer r.writeMu.Unlock()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		room := string(id)
@@ -257,7 +257,7 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 	if r == nil {
 		return 0, spec.NotFound("unknown room %s", id)
 	}
-	r.writeMu.Lock()
+	r.lockWrites()
 	defer r.writeMu.Unlock()
 	latest := r.cur.Load().position
 	if before > latest {

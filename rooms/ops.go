@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
@@ -32,7 +33,8 @@ func errNotInRoom(id spec.RoomID) *spec.Error {
 // Sends to one room are grouped: whoever holds the room's write lock builds
 // every send queued meanwhile, one after another, and commits them in one
 // transaction. A busy room then costs one commit per group instead of one
-// per event, and the order stays the one the events were built in.
+// per event, and the order stays the one the events were built in. The
+// next group is built while this one is written (room.go, the pipeline).
 func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
 	if typ == spec.MRoomCreate {
 		return "", spec.Forbidden("a room has exactly one m.room.create event")
@@ -54,7 +56,17 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	r.queue = nil
 	r.queueMu.Unlock()
 	if len(batch) > 0 {
-		s.sendBatch(r, batch)
+		// State events and relations are checked against stored state
+		// and events (a second identical annotation, a canonical alias):
+		// a group with one is built on committed state and written
+		// before the next group is built.
+		quiet := slices.ContainsFunc(batch, (*sendReq).checkedAgainstStore)
+		if quiet {
+			r.drainPipeline()
+		}
+		if g := s.sendBatch(r, batch); g != nil && quiet {
+			<-g.done
+		}
 	}
 	r.writeMu.Unlock()
 	res := <-req.done // ours was in this group or an earlier one
@@ -72,15 +84,22 @@ type sendReq struct {
 	done     chan sendResult
 }
 
+func (req *sendReq) checkedAgainstStore() bool {
+	return req.stateKey != nil || gjson.GetBytes(req.content, `m\.relates_to`).Exists()
+}
+
 type sendResult struct {
 	id  spec.EventID
 	err error
 }
 
-// sendBatch builds a group of sends on the room's state and commits them
-// together; the room's write lock is held.
-func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) {
-	b := s.begin(r)
+// sendBatch builds a group of sends on the room's state (after the groups
+// still being written) and submits their write; the room's write lock is
+// held. Each request learns its outcome once the group is written, and the
+// group is returned if there is one to write.
+func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
+	base, after := r.tip()
+	b := s.beginOn(r, base)
 	type pending struct {
 		req *sendReq
 		ev  *Event
@@ -92,6 +111,13 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) {
 			k := txnKey{req.from.User, req.from.Device, req.txnID}
 			if prev := s.txnEvent(k.user, k.device, k.txn); prev != "" {
 				req.done <- sendResult{id: prev}
+				continue
+			}
+			if g, id := r.pendingTxn(k); g != nil {
+				go func() { // a retry of a send still being written
+					<-g.done
+					req.done <- sendResult{id: id, err: g.err}
+				}()
 				continue
 			}
 			if ev := inBatch[k]; ev != nil {
@@ -110,18 +136,34 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) {
 		for _, p := range built {
 			p.req.done <- sendResult{id: p.ev.PDU.EventID()}
 		}
-		return
+		return nil
 	}
 	// The group is committed whatever happens to the request that leads
 	// it: a client of the group that goes away must not fail the others.
-	err := b.commit(context.WithoutCancel(batch[0].ctx), false, "", "", "")
-	for _, p := range built {
-		if err != nil {
-			p.req.done <- sendResult{err: err}
-		} else {
-			p.req.done <- sendResult{id: p.ev.PDU.EventID()}
+	g := &sendGroup{final: b.snap, done: make(chan struct{})}
+	for k, ev := range inBatch {
+		if g.events == nil {
+			g.events = map[txnKey]spec.EventID{}
 		}
+		g.events[k] = ev.PDU.EventID()
 	}
+	g.write = b.submit(context.WithoutCancel(batch[0].ctx), after, false, "", "", "")
+	r.pushGroup(g)
+	go func() {
+		err := g.write.Wait()
+		if err != nil {
+			b.failed()
+		}
+		r.groupDone(g, err)
+		for _, p := range built {
+			if err != nil {
+				p.req.done <- sendResult{err: err}
+			} else {
+				p.req.done <- sendResult{id: p.ev.PDU.EventID()}
+			}
+		}
+	}()
+	return g
 }
 
 // buildSend checks one send against the group's state so far and adds its
@@ -186,7 +228,7 @@ func (s *Service) lockForSend(from Sender, id spec.RoomID, txnID string) (*liveR
 	if r == nil {
 		return nil, nil, "", errNotInRoom(id)
 	}
-	r.writeMu.Lock()
+	r.lockWrites()
 	if txnID != "" {
 		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
 			r.writeMu.Unlock()
@@ -275,7 +317,7 @@ func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.Roo
 		}
 		return "", errNotInRoom(id)
 	}
-	r.writeMu.Lock()
+	r.lockWrites()
 	defer r.writeMu.Unlock()
 	snap := r.cur.Load()
 	current := snap.membership(target)

@@ -1,11 +1,16 @@
 package rooms
 
 import (
-	"github.com/chatalot/chatalot/spec"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/tidwall/gjson"
 )
 
 const userA, userB, userC = "@alice:test", "@bob:test", "@carol:test"
@@ -417,6 +422,92 @@ func TestRedactedStateStaysRedactedInPastState(t *testing.T) {
 	for _, p := range state {
 		if strings.Contains(string(p.JSON()), "the secret topic") {
 			t.Fatal("the redacted topic came back in the state at an earlier position")
+		}
+	}
+}
+
+// TestPipelinedSendsSurviveFailedWrites: groups of sends are built on
+// groups still being written; when writes fail, every send built on a
+// failed one fails too, and what was acknowledged is exactly what is
+// stored, with an intact DAG, in memory as in the database.
+func TestPipelinedSendsSurviveFailedWrites(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	var steps atomic.Int64
+	ts.db.SetFaultHook(func(int) error {
+		if steps.Add(1)%23 == 0 {
+			return storage.ErrInjected
+		}
+		return nil
+	})
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	failed := 0
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				code, body := ts.do(userA, "PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/w%di%d", id, w, i),
+					map[string]any{"msgtype": "m.text", "body": "hi"})
+				mu.Lock()
+				if code == 200 {
+					acked[body["event_id"].(string)] = true
+				} else {
+					failed++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	ts.db.SetFaultHook(nil)
+	if failed == 0 || len(acked) == 0 {
+		t.Fatalf("%d acknowledged, %d failed: the faults should have failed some and not all", len(acked), failed)
+	}
+	// The room still takes sends, on top of what is stored.
+	last := ts.send(userA, id, map[string]any{"body": "after the faults"})
+	acked[last] = true
+
+	rows, err := ts.db.Query(t.Context(), `SELECT event_id, type, json FROM events WHERE room_id = $1 ORDER BY position`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	messages := 0
+	for rows.Next() {
+		var eventID, typ, raw string
+		if err := rows.Scan(&eventID, &typ, &raw); err != nil {
+			t.Fatal(err)
+		}
+		for _, prev := range gjson.Get(raw, "prev_events").Array() {
+			if !stored[prev.Str] {
+				t.Fatalf("%s follows %s, which is not stored before it", eventID, prev.Str)
+			}
+		}
+		stored[eventID] = true
+		if typ == "m.room.message" {
+			messages++
+			if !acked[eventID] {
+				t.Fatalf("%s is stored but its send failed", eventID)
+			}
+		}
+	}
+	rows.Close()
+	if messages != len(acked) {
+		t.Fatalf("%d messages stored, %d acknowledged", messages, len(acked))
+	}
+	// Memory agrees: the latest event is the one sent last, and the
+	// timeline from memory holds only stored events.
+	page := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=b&limit=50", nil)
+	chunk := page["chunk"].([]any)
+	if chunk[0].(map[string]any)["event_id"] != last {
+		t.Fatalf("latest event %v, want %s", chunk[0].(map[string]any)["event_id"], last)
+	}
+	for _, ev := range chunk {
+		if e := ev.(map[string]any)["event_id"].(string); !stored[e] {
+			t.Fatalf("/messages returned %s, which is not stored", e)
 		}
 	}
 }

@@ -352,6 +352,7 @@ func (s *snapshot) Joined() []spec.UserID { return s.joined() }
 type builder struct {
 	s      *Service
 	r      *liveRoom
+	base   *snapshot // the state the events are built on
 	snap   *snapshot // the working state; copied before the first change
 	copied bool
 	evs    []*Event
@@ -365,7 +366,13 @@ type builder struct {
 }
 
 func (s *Service) begin(r *liveRoom) *builder {
-	return &builder{s: s, r: r, snap: r.cur.Load()}
+	return s.beginOn(r, r.cur.Load())
+}
+
+// beginOn starts a builder on a given state: a room's current one, or the
+// state after a group of sends still being written (ops.go).
+func (s *Service) beginOn(r *liveRoom, base *snapshot) *builder {
+	return &builder{s: s, r: r, base: base, snap: base}
 }
 
 // add builds, signs and authorises one event on the working state.
@@ -460,6 +467,23 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 	if len(b.evs) == 0 {
 		return nil
 	}
+	err := b.submit(ctx, nil, newRoom, creator, device, txnID).Wait()
+	if err != nil {
+		b.failed()
+	}
+	return err
+}
+
+// failed forgets the positions of events whose write failed.
+func (b *builder) failed() {
+	for _, ev := range b.evs {
+		ev.Position = 0
+	}
+}
+
+// submit queues the write of the built events, after the write it depends
+// on if any, and returns at once; commit's comment says what it does.
+func (b *builder) submit(ctx context.Context, after *storage.Pending, newRoom bool, creator spec.UserID, device, txnID string) *storage.Pending {
 	if txnID != "" {
 		last := b.evs[len(b.evs)-1]
 		last.DeviceID, last.TxnID = device, txnID
@@ -470,7 +494,7 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 	if b.s.hook != nil {
 		hook = b.s.hook.PrepareCommit(b.r.id, b.evs, final)
 	}
-	err := b.s.db.Write(ctx, func(tx *storage.Tx) error {
+	return b.s.db.Submit(ctx, after, func(tx *storage.Tx) error {
 		if newRoom {
 			if _, err := tx.Exec(`INSERT INTO rooms (room_id, version, creator, created_ts) VALUES ($1, $2, $3, $4)`,
 				string(b.r.id), string(b.r.version), string(creator), b.s.now().UnixMilli()); err != nil {
@@ -488,7 +512,7 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 		}
 		// The relations and search indexes change with the events, in
 		// the same transaction (relations.go).
-		if err := indexEvents(tx, b.r.cur.Load(), b.evs, b.redactions); err != nil {
+		if err := indexEvents(tx, b.base, b.evs, b.redactions); err != nil {
 			return err
 		}
 		if b.extra != nil {
@@ -503,20 +527,17 @@ func (b *builder) commit(ctx context.Context, newRoom bool, creator spec.UserID,
 		}
 		pos := b.evs[len(b.evs)-1].Position
 		tx.AfterCommit(func() {
-			final.position = pos // final is the builder's own, not yet published
-			b.r.apply(b.evs, final, b.redactions)
+			// final may be the base of the next group, being built now:
+			// publish a copy.
+			published := &snapshot{position: pos, state: final.state, extremity: final.extremity, depth: final.depth}
+			published.joinedCache.Store(final.joinedCache.Load())
+			b.r.apply(b.evs, published, b.redactions)
 			b.s.rememberTxns(b.evs)
 			b.s.publishMemberships(b.r, b.evs, newRoom)
 			b.s.notify.Notify(pos, wake...)
 		})
 		return nil
 	})
-	if err != nil {
-		for _, ev := range b.evs {
-			ev.Position = 0
-		}
-	}
-	return err
 }
 
 // publishMemberships updates the per-user room index after a commit.

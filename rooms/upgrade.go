@@ -68,7 +68,7 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	if old == nil {
 		return "", errNotInRoom(oldID)
 	}
-	old.writeMu.Lock()
+	old.lockWrites()
 	defer old.writeMu.Unlock()
 	snap := old.cur.Load()
 	if snap.membership(user) != spec.Join {

@@ -161,3 +161,64 @@ func TestNewerSchemaRefused(t *testing.T) {
 		t.Fatalf("err = %v, want NewerSchemaError", err)
 	}
 }
+
+// TestSubmitAfterFailedWriteFails: a write submitted after another one
+// runs only if that one succeeded, whether the two share a batch or not;
+// a failure does not spread to independent writes.
+func TestSubmitAfterFailedWriteFails(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	add := func(v string) func(*Tx) error {
+		return func(tx *Tx) error {
+			_, err := tx.Exec("INSERT INTO items (pos, v) VALUES ($1, $2)", tx.NextPosition(), v)
+			return err
+		}
+	}
+	for _, sameBatch := range []bool{true, false} {
+		// Hold the writer so that the writes queue up and share a batch.
+		release := make(chan struct{})
+		var holding *Pending
+		if sameBatch {
+			started := make(chan struct{})
+			holding = db.Submit(ctx, nil, func(tx *Tx) error { close(started); <-release; return nil })
+			<-started
+		}
+		first := db.Submit(ctx, nil, func(tx *Tx) error { return boom })
+		if !sameBatch {
+			if err := first.Wait(); !errors.Is(err, boom) {
+				t.Fatalf("first: %v", err)
+			}
+		}
+		ran := false
+		second := db.Submit(ctx, first, func(tx *Tx) error { ran = true; return add("second")(tx) })
+		third := db.Submit(ctx, second, add("third"))
+		independent := db.Submit(ctx, nil, add("independent"))
+		close(release)
+		if holding != nil {
+			if err := holding.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := first.Wait(); !errors.Is(err, boom) {
+			t.Fatalf("same batch %v: first: %v", sameBatch, err)
+		}
+		if err := second.Wait(); !errors.Is(err, ErrDependency) || ran {
+			t.Fatalf("same batch %v: second: %v (ran: %v)", sameBatch, err, ran)
+		}
+		if err := third.Wait(); !errors.Is(err, ErrDependency) {
+			t.Fatalf("same batch %v: third: %v", sameBatch, err)
+		}
+		if err := independent.Wait(); err != nil {
+			t.Fatalf("same batch %v: independent: %v", sameBatch, err)
+		}
+	}
+	// After a success, the dependent write runs.
+	ok := db.Submit(ctx, nil, add("ok"))
+	if err := db.Submit(ctx, ok, add("after ok")).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, db); got != 4 { // two independents, ok, after ok
+		t.Fatalf("rows = %d, want 4", got)
+	}
+}

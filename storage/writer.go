@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Tx is one write inside the writer's transaction. Its statements run in a
@@ -78,10 +79,32 @@ type job struct {
 	ctx  context.Context
 	fn   func(*Tx) error
 	done chan error
+	// after is a write this one depends on: if it failed, this one fails
+	// without running. Only the writer reads it, and clears it once used.
+	after *job
+	// err is the outcome so far, set by the writer: the function's result
+	// once it ran, the commit's if that failed.
+	err error
 }
 
 // ErrClosed is returned for writes queued after Close.
 var ErrClosed = errors.New("database is closed")
+
+// ErrDependency is the outcome of a write whose predecessor failed.
+var ErrDependency = errors.New("an earlier write it depends on failed")
+
+// Pending is a write submitted with Submit.
+type Pending struct {
+	j      *job
+	once   sync.Once
+	result error
+}
+
+// Wait returns the write's outcome once it is committed or rolled back.
+func (p *Pending) Wait() error {
+	p.once.Do(func() { p.result = <-p.j.done })
+	return p.result
+}
 
 // maxBatch bounds how many writes share one commit.
 const maxBatch = 256
@@ -93,15 +116,29 @@ const maxBatch = 256
 //
 // fn must not block on anything but the database, and must not call Write.
 func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
+	return db.Submit(ctx, nil, fn).Wait()
+}
+
+// Submit queues fn like Write but returns at once. If after is not nil,
+// fn runs only if that earlier write succeeded (as far as the writer knows
+// when fn's turn comes: a write in the same batch fails with it if the
+// commit fails). A caller builds on a write before it commits this way —
+// a room's next events on its previous ones — and learns of a failure
+// through ErrDependency.
+func (db *DB) Submit(ctx context.Context, after *Pending, fn func(*Tx) error) *Pending {
 	j := &job{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	if after != nil {
+		j.after = after.j
+	}
 	select {
 	case <-db.stop:
-		return ErrClosed
+		j.err = ErrClosed
+		j.done <- ErrClosed
 	case db.queue <- j:
+		// Once queued the write runs to its end even if the client goes
+		// away: the caller learns the outcome, never "maybe".
 	}
-	// Once queued the write runs to its end even if the client goes away:
-	// the caller learns the outcome, never "maybe".
-	return <-j.done
+	return &Pending{j: j}
 }
 
 func (db *DB) startWriter(ctx context.Context) error {
@@ -152,15 +189,27 @@ func (db *DB) runBatch(batch []*job) {
 	tx, err := db.write.Begin()
 	if err != nil {
 		for _, j := range batch {
-			j.done <- fmt.Errorf("begin write: %w", err)
+			j.err = fmt.Errorf("begin write: %w", err)
+			j.done <- j.err
 		}
 		return
 	}
 	results := make([]error, len(batch))
 	txs := make([]*Tx, len(batch))
 	for i, j := range batch {
+		// A predecessor ran earlier in this batch or committed (or failed)
+		// in an earlier one: its err is as final as this batch can know.
+		if j.after != nil {
+			failed := j.after.err != nil
+			j.after = nil
+			if failed {
+				results[i], j.err = ErrDependency, ErrDependency
+				continue
+			}
+		}
 		if j.ctx.Err() != nil {
 			results[i] = j.ctx.Err() // never started: nothing written
+			j.err = results[i]
 			continue
 		}
 		t := &Tx{tx: tx, db: db, ctx: j.ctx}
@@ -172,6 +221,7 @@ func (db *DB) runBatch(batch []*job) {
 			// back, and a failed write leaves the stream as it was.
 			db.next = before
 		}
+		j.err = results[i]
 	}
 	if db.next != startPos {
 		if _, err = tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1", db.next); err != nil {
@@ -190,6 +240,7 @@ func (db *DB) runBatch(batch []*job) {
 			if results[i] == nil {
 				results[i] = fmt.Errorf("commit: %w", err)
 			}
+			j.err = results[i]
 			j.done <- results[i]
 		}
 		return
