@@ -1,6 +1,9 @@
 # Chatalot — the two commands: `make run` and `make test`.
 GO       ?= go
-TAGS     := sqlite_fts5 goolm
+# nomsgpack: gin without its MessagePack binding, which Chatalot never uses;
+# it would link the ugorji codec: 9 MB of the binary, ~6 MiB of idle RSS
+# (issue 12). tests/binary_test.go checks the binary for it.
+TAGS     := sqlite_fts5 goolm nomsgpack
 BIN      := bin/chatalot
 FUZZTIME ?= 3s
 

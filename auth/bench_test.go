@@ -10,7 +10,7 @@ import (
 
 // Benchmarks with the real (default) Argon2id parameters:
 //
-//	go test -tags 'sqlite_fts5 goolm' -run '^$' -bench . -benchtime 20x ./auth
+//	go test -tags 'sqlite_fts5 goolm nomsgpack' -run '^$' -bench . -benchtime 20x ./auth
 //
 // BenchmarkArgon2idHash is the cost of one hash on this machine;
 // BenchmarkLoginParallel is password-login throughput under concurrency

@@ -7,8 +7,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"html/template"
+	"html"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +121,12 @@ func (s *Server) signedKeys() ([]byte, error) {
 	return events.SignJSON(raw, s.d.Key)
 }
 
-var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
+// indexPage is the page at "/"; {{.Name}} and {{.URL}} are replaced by the
+// HTML-escaped server name and base URL. It is not an html/template: text/template
+// calls methods by name, so a binary that executes a template keeps every
+// exported method of every type that is ever put in an interface (here all of
+// gin's and its codecs'): 9 MB of the binary, ~6 MiB of idle RSS (issue 12).
+const indexPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Chatalot on {{.Name}}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5}code{background:#eee;padding:0 .3em}</style>
@@ -135,14 +141,16 @@ var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
 </ol>
 <p>Messages are end-to-end encrypted: this server relays and stores them but cannot read them.</p>
 </body></html>
-`))
+`
 
 // GET /: a small page saying what this is and how to connect.
 func (s *Server) index(c *gin.Context) {
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	c.Status(http.StatusOK)
-	_ = indexPage.Execute(c.Writer, map[string]string{"Name": string(s.d.ServerName), "URL": s.d.BaseURL})
+	page := strings.NewReplacer("{{.Name}}", html.EscapeString(string(s.d.ServerName)),
+		"{{.URL}}", html.EscapeString(s.d.BaseURL))
+	_, _ = page.WriteString(c.Writer, indexPage)
 }
 
 // serverDelegation turns a base URL into host:port for .well-known/matrix/server.

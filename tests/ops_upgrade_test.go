@@ -261,7 +261,7 @@ func opsSchemaVersions(t *testing.T, path string) map[string]int {
 // TestOpsMakeUpgradeFixture writes a new upgrade fixture with the current
 // build. It runs only when asked:
 //
-//	CHATALOT_MAKE_UPGRADE_FIXTURE=testdata/upgrade-v2 go test -tags 'sqlite_fts5 goolm' -run TestOpsMakeUpgradeFixture ./tests
+//	CHATALOT_MAKE_UPGRADE_FIXTURE=testdata/upgrade-v2 go test -tags 'sqlite_fts5 goolm nomsgpack' -run TestOpsMakeUpgradeFixture ./tests
 //
 // and only into a directory that does not exist: fixtures are never
 // regenerated.

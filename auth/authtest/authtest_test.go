@@ -9,7 +9,7 @@ import (
 // TestOnlyTestsImportIt: the server binary must not link the trusting
 // middleware.
 func TestOnlyTestsImportIt(t *testing.T) {
-	out, err := exec.Command("go", "list", "-tags", "sqlite_fts5 goolm", "-deps", "github.com/chatalot/chatalot/cmd/chatalot").CombinedOutput()
+	out, err := exec.Command("go", "list", "-tags", "sqlite_fts5 goolm nomsgpack", "-deps", "github.com/chatalot/chatalot/cmd/chatalot").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}

@@ -11,7 +11,7 @@ import (
 // pool meanwhile (storage.DB.ReadCount): the hot paths hold current state,
 // membership and power levels in memory, so the figure should be zero.
 //
-//	go test -tags 'sqlite_fts5 goolm' -run '^$' -bench HotPathReads ./cmd/chatalot
+//	go test -tags 'sqlite_fts5 goolm nomsgpack' -run '^$' -bench HotPathReads ./cmd/chatalot
 func BenchmarkHotPathReads(b *testing.B) {
 	t := &testing.T{}
 	app, srv := newTestApp(t)

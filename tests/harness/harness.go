@@ -22,7 +22,7 @@ import (
 )
 
 // Tags are the build tags of the server binary (and of `make test`).
-const Tags = "sqlite_fts5 goolm"
+const Tags = "sqlite_fts5 goolm nomsgpack"
 
 var (
 	buildOnce sync.Once
