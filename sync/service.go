@@ -90,7 +90,7 @@ type Service struct {
 
 	filterCache   stdsync.Map // user + filter ID → *Filter
 	inlineFilters inlineFilterCache
-	ignoreCache stdsync.Map // user → ignoreEntry
+	ignoreCache   stdsync.Map // user → ignoreEntry
 
 	// serial orders in-memory ephemeral changes (typing, presence). It
 	// starts from the clock so that tokens from before a restart stay
