@@ -43,6 +43,8 @@ type Outcome struct {
 	Highlight bool
 	Actions   []json.RawMessage
 	Tweaks    map[string]json.RawMessage
+	// actionsJSON is Actions as stored with a notification.
+	actionsJSON string
 }
 
 // compiledRules is a user's enabled rules in evaluation order.
@@ -83,6 +85,11 @@ func compile(rs *Ruleset) *compiledRules {
 // outcomeOf reads a rule's actions once, at compile time.
 func outcomeOf(id string, actions []json.RawMessage) Outcome {
 	o := Outcome{RuleID: id, Actions: actions}
+	if raw, err := json.Marshal(actions); err == nil {
+		o.actionsJSON = string(raw)
+	} else {
+		o.actionsJSON = "[]"
+	}
 	for _, a := range actions {
 		v := gjson.ParseBytes(a)
 		if v.Type == gjson.String && v.Str == "notify" {

@@ -65,7 +65,7 @@ func (s *Service) getNotifications(c *gin.Context) {
 			SELECT * FROM (SELECT position, actions_id, flags FROM push_notified
 				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
 			UNION ALL
-			SELECT * FROM (SELECT position, actions_id, flags FROM push_staged
+			SELECT * FROM (SELECT position, actions_id, flags FROM push_staged_rows
 				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
 		) n JOIN push_events e ON e.position = n.position JOIN push_actions a ON a.id = n.actions_id
 		ORDER BY n.position DESC LIMIT $4`,

@@ -236,7 +236,7 @@ func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomSt
 		}
 		out.rows = append(out.rows, &notificationRow{
 			user: user, room: room, event: pdu.EventID(), ev: ev, thread: thread,
-			highlight: o.Highlight, counted: r.counted, actions: o.Actions, ts: ts, eventType: pdu.Type(),
+			highlight: o.Highlight, counted: r.counted, actions: o.Actions, actionsJSON: o.actionsJSON, ts: ts, eventType: pdu.Type(),
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	stdsync "sync"
 	"time"
 
@@ -84,10 +85,11 @@ ALTER TABLE push_notifications_new RENAME TO push_notifications;
 CREATE INDEX push_notifications_by_room ON push_notifications (user_id, room_id, position);`,
 	// 3: an event notifies most members of its room, so what is the same
 	// for all of them is stored once (push_events) and each member's row
-	// is three integers, with user IDs and action lists interned. New rows
-	// are appended to push_staged, in event order, and moved to
-	// push_notified, in user order, a few seconds' worth at a time: an
-	// event's notifications then dirty one page, not one per member.
+	// is three integers, with user IDs and action lists interned. A new
+	// event's rows are one push_staged row (a JSON array of [user, actions,
+	// flags]), moved to push_notified in user order a few seconds' worth at
+	// a time: an event's notifications cost one insert and dirty one page,
+	// not one per member. push_staged_rows reads them as rows.
 	`
 CREATE TABLE push_users (
 	nid     INTEGER PRIMARY KEY,
@@ -112,12 +114,12 @@ CREATE TABLE push_notified (
 	PRIMARY KEY (user_nid, position)
 ) WITHOUT ROWID;
 CREATE TABLE push_staged (
-	position   INTEGER NOT NULL,
-	user_nid   INTEGER NOT NULL,
-	actions_id INTEGER NOT NULL,
-	flags      INTEGER NOT NULL,
-	PRIMARY KEY (position, user_nid)
-) WITHOUT ROWID;
+	position   INTEGER PRIMARY KEY,
+	recipients TEXT    NOT NULL
+);
+CREATE VIEW push_staged_rows AS
+	SELECT s.position AS position, r.value ->> 0 AS user_nid, r.value ->> 1 AS actions_id, r.value ->> 2 AS flags
+	FROM push_staged s, json_each(s.recipients) r;
 INSERT INTO push_users (user_id) SELECT DISTINCT user_id FROM push_notifications;
 INSERT INTO push_actions (actions) SELECT DISTINCT actions FROM push_notifications;
 INSERT INTO push_events (position, room_id, event_id, thread_id, ts)
@@ -143,8 +145,10 @@ type notificationRow struct {
 	highlight bool
 	counted   bool
 	actions   []json.RawMessage
-	ts        int64
-	eventType string // not stored: for the push priority
+	// actionsJSON is actions as stored.
+	actionsJSON string
+	ts          int64
+	eventType   string // not stored: for the push priority
 }
 
 func (n *notificationRow) position() int64 { return n.ev.Position }
@@ -160,41 +164,50 @@ func (n *notificationRow) flags() int64 {
 	return f
 }
 
-// insertNotifications stores a group's notifications: one push_events row
-// per event, one push_staged row per recipient. It returns the user IDs
-// and action lists it interned, to publish once the write commits.
+// insertNotifications stores a group's notifications: per event, one
+// push_events row and one push_staged row with every recipient. It returns
+// the user IDs and action lists it interned, to publish once the write
+// commits.
 func (s *Service) insertNotifications(tx *storage.Tx, rows []*notificationRow) (*newInterned, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
 	fresh := &newInterned{users: map[spec.UserID]int64{}, actions: map[string]int64{}}
-	var evArgs, nArgs [][]any
-	var last int64
-	for _, n := range rows {
-		if pos := n.position(); pos != last {
-			last = pos
-			evArgs = append(evArgs, []any{pos, string(n.room), string(n.event), n.thread, n.ts})
+	var evArgs, stagedArgs [][]any
+	var recipients []byte
+	for i, n := range rows {
+		if i == 0 || n.position() != rows[i-1].position() {
+			evArgs = append(evArgs, []any{n.position(), string(n.room), string(n.event), n.thread, n.ts})
+			recipients = append(recipients[:0], '[')
 		}
 		user, err := s.ids.userIn(tx, n.user, fresh)
 		if err != nil {
 			return nil, err
 		}
-		actions, err := json.Marshal(n.actions)
+		act, err := s.ids.actionsIn(tx, n.actionsJSON, fresh)
 		if err != nil {
 			return nil, err
 		}
-		act, err := s.ids.actionsIn(tx, string(actions), fresh)
-		if err != nil {
-			return nil, err
+		if recipients[len(recipients)-1] != '[' {
+			recipients = append(recipients, ',')
 		}
-		nArgs = append(nArgs, []any{user, n.position(), act, n.flags()})
+		recipients = append(recipients, '[')
+		recipients = strconv.AppendInt(recipients, user, 10)
+		recipients = append(recipients, ',')
+		recipients = strconv.AppendInt(recipients, act, 10)
+		recipients = append(recipients, ',')
+		recipients = strconv.AppendInt(recipients, n.flags(), 10)
+		recipients = append(recipients, ']')
+		if i == len(rows)-1 || rows[i+1].position() != n.position() {
+			stagedArgs = append(stagedArgs, []any{n.position(), string(append(recipients, ']'))})
+		}
 	}
 	if err := tx.ExecMany(`INSERT INTO push_events (position, room_id, event_id, thread_id, ts) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (position) DO NOTHING`, evArgs); err != nil {
 		return nil, err
 	}
-	if err := tx.ExecMany(`INSERT INTO push_staged (user_nid, position, actions_id, flags) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (position, user_nid) DO NOTHING`, nArgs); err != nil {
+	if err := tx.ExecMany(`INSERT INTO push_staged (position, recipients) VALUES ($1, $2)
+		ON CONFLICT (position) DO NOTHING`, stagedArgs); err != nil {
 		return nil, err
 	}
 	return fresh, nil
@@ -213,7 +226,7 @@ func raiseRead(tx *storage.Tx, user spec.UserID, room spec.RoomID, thread string
 // unreadSQL counts unread notifications per (user, room, thread): those
 // after both the unthreaded read position and the thread's own.
 const unreadSQL = `SELECT u.user_id, e.room_id, e.thread_id, count(*), sum(n.flags & 1), max(n.position)
-	FROM (SELECT user_nid, position, flags FROM push_notified UNION ALL SELECT user_nid, position, flags FROM push_staged) n
+	FROM (SELECT user_nid, position, flags FROM push_notified UNION ALL SELECT user_nid, position, flags FROM push_staged_rows) n
 	JOIN push_users u ON u.nid = n.user_nid JOIN push_events e ON e.position = n.position
 	WHERE n.flags & 2 <> 0 %s
 	AND n.position > coalesce((SELECT r.position FROM push_read r WHERE r.user_id = u.user_id AND r.room_id = e.room_id AND r.thread_id = ''), 0)
@@ -417,7 +430,7 @@ func (s *Service) flush() {
 	err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
 		s.staged.Store(0)
 		if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
-			SELECT user_nid, position, actions_id, flags FROM push_staged WHERE true ORDER BY user_nid, position
+			SELECT user_nid, position, actions_id, flags FROM push_staged_rows WHERE true ORDER BY user_nid, position
 			ON CONFLICT (user_nid, position) DO NOTHING`); err != nil {
 			return err
 		}
