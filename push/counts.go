@@ -91,6 +91,9 @@ type roomCounts struct {
 	pos     int64                    // stream position of the last change
 	threads map[string]*threadUnread // "main" for the main timeline, else the root's event ID
 	marks   map[string]int64         // read positions: "" unthreaded, "main", or a thread root
+	// lastRow is the position of the newest counted notification per
+	// thread, noted when it is written (service.go, store).
+	lastRow map[string]int64
 }
 
 func (rc *roomCounts) thread(t string) *threadUnread {
@@ -124,7 +127,7 @@ func (cs *countStore) room(user spec.UserID, room spec.RoomID) *roomCounts {
 	}
 	rc := u.rooms[room]
 	if rc == nil {
-		rc = &roomCounts{threads: map[string]*threadUnread{}, marks: map[string]int64{}}
+		rc = &roomCounts{threads: map[string]*threadUnread{}, marks: map[string]int64{}, lastRow: map[string]int64{}}
 		u.rooms[room] = rc
 	}
 	return rc
@@ -267,19 +270,6 @@ func (s *Service) isRead(user spec.UserID, room spec.RoomID, thread string, pos 
 	if u := s.counts.users[user]; u != nil {
 		if rc := u.rooms[room]; rc != nil {
 			return pos <= rc.readUpTo(thread)
-		}
-	}
-	return false
-}
-
-// hasUnread reports whether the user has unread notifications in a thread.
-func (s *Service) hasUnread(user spec.UserID, room spec.RoomID, thread string) bool {
-	s.counts.mu.RLock()
-	defer s.counts.mu.RUnlock()
-	if u := s.counts.users[user]; u != nil {
-		if rc := u.rooms[room]; rc != nil {
-			tu := rc.threads[thread]
-			return tu != nil && tu.counts() != [2]int64{}
 		}
 	}
 	return false

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 )
 
 func unreadIn(resp map[string]any, room string) (n, h any) {
@@ -284,4 +285,39 @@ func TestCountsBeyondTracked(t *testing.T) {
 
 	ts = startTestServer(t, dir)
 	ts.wantCounts(bob, room, [2]int64{0, 0})
+}
+
+// TestSendingReadsWhatTheSameBatchNotified: a reply written in the same
+// batch as the message it follows (the room's sends are pipelined) still
+// clears the replier's count of that message.
+func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob)
+	// Hold the writer until both sends are queued behind it, so that they
+	// are written in one batch.
+	release := make(chan struct{})
+	held := ts.db.Submit(t.Context(), nil, func(*storage.Tx) error { <-release; return nil })
+	waitQueued := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for ts.db.Queued() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writes queued, want %d", ts.db.Queued(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	done := make(chan string, 2)
+	go func() { done <- ts.text(alice, room, "question") }()
+	waitQueued(1)
+	go func() { done <- ts.text(bob, room, "answer") }()
+	waitQueued(2)
+	close(release)
+	if err := held.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	<-done
+	ts.wantCounts(bob, room, [2]int64{0, 0})
+	ts.wantCounts(alice, room, [2]int64{1, 0})
 }

@@ -287,25 +287,24 @@ func (c currentState) Get(typ, key string) *events.PDU { return c.rooms.CurrentS
 // events' position, after this: the recipients' /sync find the new counts.
 func (s *Service) store(tx *storage.Tx, e *evaluated) error {
 	// A sender's implicit read needs a write only when it clears something:
-	// an unread count in memory, or a notification of this group. A user
-	// who keeps sending with nothing unread costs no write.
-	type threadKey struct {
-		user   spec.UserID
-		room   spec.RoomID
-		thread string
-	}
-	groupRows := map[threadKey]bool{}
+	// a user who keeps sending with nothing unread costs no write.
+	// The newest counted row of each thread is noted here, in the writer's
+	// order, not after the commit: a group written in the same batch as
+	// the one it follows must see that one's rows.
+	var reads []readMark
+	s.counts.mu.Lock()
 	for _, n := range e.rows {
 		if n.counted {
-			groupRows[threadKey{n.user, n.room, n.thread}] = true
+			rc := s.counts.room(n.user, n.room)
+			rc.lastRow[n.thread] = max(rc.lastRow[n.thread], n.position())
 		}
 	}
-	var reads []readMark
 	for _, r := range e.reads {
-		if groupRows[threadKey{r.user, r.room, r.thread}] || s.hasUnread(r.user, r.room, r.thread) {
+		if rc := s.counts.room(r.user, r.room); rc.lastRow[r.thread] > rc.readUpTo(r.thread) {
 			reads = append(reads, r)
 		}
 	}
+	s.counts.mu.Unlock()
 	if len(e.rows) == 0 && len(reads) == 0 {
 		return nil
 	}

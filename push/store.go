@@ -293,6 +293,7 @@ func (s *Service) loadCounts(ctx context.Context) error {
 		// Loaded as counts, not one by one: a read before the last of
 		// them recounts (threadUnread).
 		rc.thread(t).untracked = tally{n: n, h: h, upTo: last}
+		rc.lastRow[t] = last
 		// Positions from before the restart: every token a client holds
 		// from then is at or past them, so nothing is re-sent.
 		s.counts.touch(spec.UserID(u), rc, last)

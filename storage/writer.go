@@ -119,6 +119,10 @@ func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
 	return db.Submit(ctx, nil, fn).Wait()
 }
 
+// Queued is how many writes wait for the writer (not counting the batch
+// being written).
+func (db *DB) Queued() int { return len(db.queue) }
+
 // Submit queues fn like Write but returns at once. If after is not nil,
 // fn runs only if that earlier write succeeded (as far as the writer knows
 // when fn's turn comes: a write in the same batch fails with it if the
