@@ -44,7 +44,7 @@ func (s *Service) changePassword(c *gin.Context) {
 		return
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := s.SetPassword(c, dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
+	if err := s.SetPassword(c.Request.Context(), dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
 		c.Error(err)
 		return
 	}
@@ -115,7 +115,7 @@ func (s *Service) deactivate(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	if err := s.Deactivate(c, dev.UserID, req.Erase); err != nil {
+	if err := s.Deactivate(c.Request.Context(), dev.UserID, req.Erase); err != nil {
 		c.Error(err)
 		return
 	}

@@ -170,7 +170,7 @@ func (s *Service) getAccountData(withRoom bool) gin.HandlerFunc {
 		if !ok {
 			return
 		}
-		content, found, err := s.GetAccountData(c, user, room, typ)
+		content, found, err := s.GetAccountData(c.Request.Context(), user, room, typ)
 		if err != nil {
 			c.Error(err)
 			return
@@ -215,7 +215,7 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 			c.Error(spec.BadJSON("the content must be a JSON object"))
 			return
 		}
-		if err := s.SetAccountData(c, user, room, typ, body); err != nil {
+		if err := s.SetAccountData(c.Request.Context(), user, room, typ, body); err != nil {
 			c.Error(err)
 			return
 		}
@@ -244,7 +244,7 @@ func (s *Service) getTags(c *gin.Context) {
 	if !ok {
 		return
 	}
-	content, _, err := s.GetAccountData(c, user, room, "m.tag")
+	content, _, err := s.GetAccountData(c.Request.Context(), user, room, "m.tag")
 	if err != nil {
 		c.Error(err)
 		return
@@ -281,7 +281,7 @@ func (s *Service) putTag(c *gin.Context) {
 		obj = map[string]json.RawMessage{}
 	}
 	value, _ := json.Marshal(obj)
-	if err := s.changeTags(c, user, room, func(tags map[string]json.RawMessage) bool {
+	if err := s.changeTags(c.Request.Context(), user, room, func(tags map[string]json.RawMessage) bool {
 		tags[tag] = value
 		return true
 	}); err != nil {
@@ -298,7 +298,7 @@ func (s *Service) deleteTag(c *gin.Context) {
 		return
 	}
 	tag := c.Param("tag")
-	if err := s.changeTags(c, user, room, func(tags map[string]json.RawMessage) bool {
+	if err := s.changeTags(c.Request.Context(), user, room, func(tags map[string]json.RawMessage) bool {
 		if _, ok := tags[tag]; !ok {
 			return false
 		}

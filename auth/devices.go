@@ -49,7 +49,7 @@ func (s *Service) devicesJSON(ctx context.Context, user spec.UserID, deviceID st
 
 // GET /_matrix/client/v3/devices: the caller's devices.
 func (s *Service) getDevices(c *gin.Context) {
-	devs, err := s.devicesJSON(c, DeviceFrom(c).UserID, "")
+	devs, err := s.devicesJSON(c.Request.Context(), DeviceFrom(c).UserID, "")
 	if err != nil {
 		c.Error(err)
 		return
@@ -60,7 +60,7 @@ func (s *Service) getDevices(c *gin.Context) {
 // GET /_matrix/client/v3/devices/{deviceId}: one of the caller's devices.
 func (s *Service) getDevice(c *gin.Context) {
 	id := c.Param("deviceId")
-	devs, err := s.devicesJSON(c, DeviceFrom(c).UserID, id)
+	devs, err := s.devicesJSON(c.Request.Context(), DeviceFrom(c).UserID, id)
 	if err != nil {
 		c.Error(err)
 		return
@@ -90,7 +90,7 @@ func (s *Service) putDevice(c *gin.Context) {
 			return
 		}
 	}
-	err := s.db.Write(c, func(tx *storage.Tx) error {
+	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		var res interface{ RowsAffected() (int64, error) }
 		var err error
 		if req.DisplayName != nil {
@@ -111,7 +111,7 @@ func (s *Service) putDevice(c *gin.Context) {
 		return
 	}
 	if req.DisplayName != nil && s.devices != nil {
-		if err := s.devices.DeviceUpdated(context.WithoutCancel(c), dev.UserID, id, *req.DisplayName); err != nil {
+		if err := s.devices.DeviceUpdated(context.WithoutCancel(c.Request.Context()), dev.UserID, id, *req.DisplayName); err != nil {
 			s.log.Error().Err(err).Msg("device-updated hook failed")
 		}
 	}
@@ -139,7 +139,7 @@ func (s *Service) deleteDevice(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	if err := s.DeleteDevices(c, dev.UserID, c.Param("deviceId")); err != nil {
+	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, c.Param("deviceId")); err != nil {
 		c.Error(err)
 		return
 	}
@@ -176,7 +176,7 @@ func (s *Service) deleteDevices(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	if err := s.DeleteDevices(c, dev.UserID, *req.Devices...); err != nil {
+	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, *req.Devices...); err != nil {
 		c.Error(err)
 		return
 	}

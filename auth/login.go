@@ -114,7 +114,7 @@ func (s *Service) login(c *gin.Context) {
 		c.Error(badLoginType())
 		return
 	}
-	out, err := s.startSession(c, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+	out, err := s.startSession(c.Request.Context(), user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 	if err != nil {
 		c.Error(err)
 		return
@@ -170,14 +170,14 @@ func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password strin
 	if err := s.limiter.checkAccount(c, user); err != nil {
 		return userRow{}, err
 	}
-	u, found, err := loadUser(s.reader(c), user)
+	u, found, err := loadUser(s.reader(c.Request.Context()), user)
 	if err != nil {
 		return u, err
 	}
 	if len(password) > MaxPasswordLength {
 		password = password[:MaxPasswordLength] // cannot match; still costs a hash
 	}
-	ok, stale, err := s.hasher.Verify(c, u.PasswordHash, password)
+	ok, stale, err := s.hasher.Verify(c.Request.Context(), u.PasswordHash, password)
 	if err != nil {
 		return u, err
 	}
@@ -186,7 +186,7 @@ func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password strin
 		return u, errBadLogin
 	}
 	if stale {
-		s.rehash(c, user, password)
+		s.rehash(c.Request.Context(), user, password)
 	}
 	return u, nil
 }
@@ -387,7 +387,7 @@ func (s *Service) refresh(c *gin.Context) {
 	now := s.now()
 	rh := hashToken(*req.RefreshToken)
 	var out issued
-	err := s.db.Write(c, func(tx *storage.Tx) error {
+	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		old, found, err := tokenByRefresh(tx, rh)
 		if err != nil {
 			return err
@@ -452,7 +452,7 @@ func (s *Service) refresh(c *gin.Context) {
 // POST /_matrix/client/v3/logout: revokes the token and deletes its device.
 func (s *Service) logout(c *gin.Context) {
 	dev := DeviceFrom(c)
-	if err := s.DeleteDevices(c, dev.UserID, dev.DeviceID); err != nil {
+	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, dev.DeviceID); err != nil {
 		c.Error(err)
 		return
 	}
@@ -463,12 +463,12 @@ func (s *Service) logout(c *gin.Context) {
 // deletes every device.
 func (s *Service) logoutAll(c *gin.Context) {
 	dev := DeviceFrom(c)
-	ids, err := s.deviceIDs(c, dev.UserID)
+	ids, err := s.deviceIDs(c.Request.Context(), dev.UserID)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	if err := s.DeleteDevices(c, dev.UserID, ids...); err != nil {
+	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, ids...); err != nil {
 		c.Error(err)
 		return
 	}

@@ -31,7 +31,7 @@ func (s *Service) requestOpenIDToken(c *gin.Context) {
 	}
 	tok := newToken(prefixOpenID)
 	now := time.Now()
-	err := s.db.Write(c, func(tx *storage.Tx) error {
+	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE expires_ts <= $1`, now.UnixMilli()); err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func (s *Service) openIDUserinfo(c *gin.Context) {
 		return
 	}
 	var user string
-	err := s.db.QueryRow(c, `SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2`,
+	err := s.db.QueryRow(c.Request.Context(), `SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2`,
 		hashToken(tok), time.Now().UnixMilli()).Scan(&user)
 	if errors.Is(err, sql.ErrNoRows) {
 		c.Error(spec.NewError(spec.ErrUnknownToken, "access token unknown or expired"))

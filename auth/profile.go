@@ -51,7 +51,7 @@ func (s *Service) getProfile(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	dn, av, err := s.loadProfile(c, id)
+	dn, av, err := s.loadProfile(c.Request.Context(), id)
 	if err != nil {
 		c.Error(err)
 		return
@@ -79,7 +79,7 @@ func (s *Service) getProfileField(c *gin.Context) {
 		c.Error(spec.NotFound("profile field not found"))
 		return
 	}
-	dn, av, err := s.loadProfile(c, id)
+	dn, av, err := s.loadProfile(c.Request.Context(), id)
 	if err != nil {
 		c.Error(err)
 		return
@@ -117,7 +117,7 @@ func (s *Service) putProfileField(c *gin.Context) {
 		c.Error(spec.BadJSON("%s must be a string", key))
 		return
 	}
-	if err := s.setProfileField(c, id, key, v); err != nil {
+	if err := s.setProfileField(c.Request.Context(), id, key, v); err != nil {
 		c.Error(err)
 		return
 	}
@@ -130,7 +130,7 @@ func (s *Service) deleteProfileField(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := s.setProfileField(c, id, key, ""); err != nil {
+	if err := s.setProfileField(c.Request.Context(), id, key, ""); err != nil {
 		c.Error(err)
 		return
 	}

@@ -72,7 +72,7 @@ func (s *Service) register(c *gin.Context) {
 		return
 	}
 	if req.Username != nil && *req.Username != "" {
-		if _, err := s.availableUserID(c, *req.Username); err != nil {
+		if _, err := s.availableUserID(c.Request.Context(), *req.Username); err != nil {
 			c.Error(err)
 			return
 		}
@@ -106,17 +106,17 @@ func (s *Service) register(c *gin.Context) {
 	if username == "" {
 		username = strings.ToLower(newDeviceID())
 	}
-	id, err := s.availableUserID(c, username)
+	id, err := s.availableUserID(c.Request.Context(), username)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	hash, err := s.hasher.Hash(c, password)
+	hash, err := s.hasher.Hash(c.Request.Context(), password)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	out, err := s.createRegisteredAccount(c, u, id, hash, req)
+	out, err := s.createRegisteredAccount(c.Request.Context(), u, id, hash, req)
 	if err != nil {
 		c.Error(err)
 		return
@@ -206,7 +206,7 @@ func (s *Service) registerAvailable(c *gin.Context) {
 		c.Error(spec.MissingParam("username is required"))
 		return
 	}
-	if _, err := s.availableUserID(c, name); err != nil {
+	if _, err := s.availableUserID(c.Request.Context(), name); err != nil {
 		c.Error(err)
 		return
 	}
@@ -231,7 +231,7 @@ func (s *Service) tokenValidity(c *gin.Context) {
 	valid := false
 	if validTokenString(tok) {
 		var err error
-		if valid, err = s.registrationTokenUsable(c, tok); err != nil {
+		if valid, err = s.registrationTokenUsable(c.Request.Context(), tok); err != nil {
 			c.Error(err)
 			return
 		}
@@ -526,13 +526,13 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 		c.Error(spec.InvalidParam("displayname is too long"))
 		return
 	}
-	id, err := s.CreateUser(c, req.Username, req.Password, req.Admin)
+	id, err := s.CreateUser(c.Request.Context(), req.Username, req.Password, req.Admin)
 	if err != nil {
 		c.Error(err)
 		return
 	}
 	if req.DisplayName != "" {
-		if err := s.setProfileField(c, id, "displayname", req.DisplayName); err != nil {
+		if err := s.setProfileField(c.Request.Context(), id, "displayname", req.DisplayName); err != nil {
 			c.Error(err)
 			return
 		}
@@ -541,7 +541,7 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 		c.JSON(http.StatusOK, loginResponse{UserID: id, HomeServer: string(s.serverName)})
 		return
 	}
-	out, err := s.startSession(c, id, "", "", false)
+	out, err := s.startSession(c.Request.Context(), id, "", "", false)
 	if err != nil {
 		c.Error(err)
 		return

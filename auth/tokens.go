@@ -232,7 +232,7 @@ func (s *Service) Middleware() gin.HandlerFunc {
 			return
 		}
 		if sess.parent.Load() != nil {
-			s.retireParent(c, sess)
+			s.retireParent(c.Request.Context(), sess)
 		}
 		s.touch(sess, now)
 		dev := sess.dev.Load()

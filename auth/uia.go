@@ -374,7 +374,7 @@ func (s *Service) runStage(c *gin.Context, u *uiaSession, req uiaRequest, auth *
 		if err := s.limiter.AllowIP(c, RateRegister); err != nil {
 			return err
 		}
-		if err := s.reserveRegistrationToken(c, u, auth.Token); err != nil {
+		if err := s.reserveRegistrationToken(c.Request.Context(), u, auth.Token); err != nil {
 			return err
 		}
 		return nil

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	stdsync "sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chatalot/chatalot/api"
@@ -167,12 +168,13 @@ func (ts *testServer) createRoom(user string, body map[string]any) string {
 	return ts.must(user, "POST", "/_matrix/client/v3/createRoom", body)["room_id"].(string)
 }
 
-var txn int
+// txn numbers sends; tests send from several goroutines at once.
+var txn atomic.Int64
 
 func (ts *testServer) send(user, room, text string) string {
 	ts.t.Helper()
-	txn++
-	return ts.must(user, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/t"+itoa(txn), map[string]any{"msgtype": "m.text", "body": text})["event_id"].(string)
+	n := int(txn.Add(1))
+	return ts.must(user, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/t"+itoa(n), map[string]any{"msgtype": "m.text", "body": text})["event_id"].(string)
 }
 
 // syncOnce runs one /sync; since "" means initial.
