@@ -366,28 +366,52 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 	return res, nil
 }
 
-// pageBetween is eventsBetween answered from memory when the recent events
-// cover the range (the first pages back from the present usually are).
+// pageBetween is eventsBetween answered from memory as far as the recent
+// events cover the range: a page back from the present usually lies wholly
+// within them, and a page that reaches past them reads only the rest.
 func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, limit int, backwards bool) ([]*Event, error) {
 	r.histMu.RLock()
-	if from >= r.recentFloor {
-		var out []*Event
-		if backwards {
-			for i := len(r.recent) - 1; i >= 0 && len(out) < limit; i-- {
-				if ev := r.recent[i]; ev.Position > from && ev.Position <= to {
-					out = append(out, ev)
-				}
-			}
-		} else {
-			for _, ev := range r.recent {
-				if ev.Position > from && ev.Position <= to && len(out) < limit {
-					out = append(out, ev)
-				}
+	floor := r.recentFloor
+	mem := recentBetween(r.recent, max(from, floor), to, limit, backwards)
+	r.histMu.RUnlock()
+	if from >= floor || (backwards && len(mem) == limit) {
+		return mem, nil
+	}
+	// Memory starts after floor, so the database answers (from, floor].
+	top := min(to, floor)
+	if backwards {
+		older, err := s.eventsBetween(ctx, r.id, from, top, limit-len(mem), true)
+		if err != nil {
+			return nil, err
+		}
+		return append(mem, older...), nil
+	}
+	older, err := s.eventsBetween(ctx, r.id, from, top, limit, false)
+	if err != nil {
+		return nil, err
+	}
+	return append(older, mem[:min(len(mem), limit-len(older))]...), nil
+}
+
+// recentBetween returns up to limit events of evs (oldest first) with
+// position in (from, to], in the direction asked.
+func recentBetween(evs []*Event, from, to int64, limit int, backwards bool) []*Event {
+	var out []*Event
+	if backwards {
+		for i := len(evs) - 1; i >= 0 && len(out) < limit && evs[i].Position > from; i-- {
+			if evs[i].Position <= to {
+				out = append(out, evs[i])
 			}
 		}
-		r.histMu.RUnlock()
-		return out, nil
+		return out
 	}
-	r.histMu.RUnlock()
-	return s.eventsBetween(ctx, r.id, from, to, limit, backwards)
+	for _, ev := range evs {
+		if len(out) == limit || ev.Position > to {
+			break
+		}
+		if ev.Position > from {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
