@@ -83,7 +83,19 @@ type liveRoom struct {
 	visibility  []posValue                 // every history_visibility change
 	recent      []*Event                   // the latest events, oldest first
 	recentFloor int64                      // every event after this position is in recent
+
+	// children says whether the room holds a child that bundled
+	// aggregations count (relations.go): most rooms hold none, and then
+	// bundling needs no query.
+	children atomic.Int32
 }
+
+// Values of liveRoom.children.
+const (
+	childrenUnknown int32 = iota // not looked up since start-up
+	childrenNone
+	childrenSome
+)
 
 func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
 	r := &liveRoom{id: id, version: v, members: map[spec.UserID][]posValue{}}
@@ -109,6 +121,11 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	}
 	for _, ev := range evs {
 		r.record(ev)
+		if r.children.Load() != childrenSome {
+			if rel, ok := relationOf(ev.PDU); ok && bundledRelation(rel.relType) {
+				r.children.Store(childrenSome)
+			}
+		}
 	}
 	r.histMu.Unlock()
 	r.cur.Store(final)
