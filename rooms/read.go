@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -366,12 +367,13 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 	return res, nil
 }
 
-// pageBetween is eventsBetween answered from memory as far as the recent
-// events cover the range: a page back from the present usually lies wholly
-// within them, and a page that reaches past them reads only the rest.
+// pageBetween is eventsBetween answered from memory as far as it covers
+// the range: a page back from the present usually lies wholly within the
+// recent events. What lies below memory is read from the database and kept
+// in memory if it adjoins it (older.go).
 func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, limit int, backwards bool) ([]*Event, error) {
 	r.histMu.RLock()
-	floor := r.recentFloor
+	floor, rewritten := r.recentFloor, r.rewritten
 	mem := recentBetween(r.recent, max(from, floor), to, limit, backwards)
 	r.histMu.RUnlock()
 	if from >= floor || (backwards && len(mem) == limit) {
@@ -380,15 +382,28 @@ func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, 
 	// Memory starts after floor, so the database answers (from, floor].
 	top := min(to, floor)
 	if backwards {
-		older, err := s.eventsBetween(ctx, r.id, from, top, limit-len(mem), true)
+		n := limit - len(mem)
+		older, err := s.eventsBetween(ctx, r.id, from, top, n, true)
 		if err != nil {
 			return nil, err
+		}
+		if top == floor {
+			lo := from // a short answer holds all of (from, top]
+			if len(older) == n {
+				lo = older[n-1].Position - 1
+			}
+			asc := slices.Clone(older)
+			slices.Reverse(asc)
+			s.keepOlder(r, floor, rewritten, lo, asc)
 		}
 		return append(mem, older...), nil
 	}
 	older, err := s.eventsBetween(ctx, r.id, from, top, limit, false)
 	if err != nil {
 		return nil, err
+	}
+	if top == floor && len(older) < limit {
+		s.keepOlder(r, floor, rewritten, from, older)
 	}
 	return append(older, mem[:min(len(mem), limit-len(older))]...), nil
 }
