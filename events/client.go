@@ -20,18 +20,26 @@ import (
 // The result without unsigned data is cached on the PDU: callers must not
 // modify it.
 func ClientEvent(p *PDU, unsigned []byte) []byte {
-	if len(unsigned) == 0 {
-		if c := p.client.Load(); c != nil {
-			return *c
-		}
-		out := clientEvent(p, nil)
-		p.client.Store(&out)
-		return out
+	c := p.client.Load()
+	if c == nil {
+		out := clientEvent(p)
+		c = &out
+		p.client.Store(c)
 	}
-	return clientEvent(p, unsigned)
+	if len(unsigned) == 0 || bytes.Equal(unsigned, []byte("{}")) {
+		return *c
+	}
+	// "unsigned" sorts after every other key, so it goes last: the cached
+	// form need not be cut from the PDU again.
+	base := *c
+	out := make([]byte, 0, len(base)+len(unsigned)+12)
+	out = append(out, base[:len(base)-1]...)
+	out = append(out, `,"unsigned":`...)
+	out = append(out, unsigned...)
+	return append(out, '}')
 }
 
-func clientEvent(p *PDU, unsigned []byte) []byte {
+func clientEvent(p *PDU) []byte {
 	var content, ts, sender, stateKey, typ []byte
 	it := objIter{b: p.raw}
 	for it.next() {
@@ -57,11 +65,7 @@ func clientEvent(p *PDU, unsigned []byte) []byte {
 			}
 		}
 	}
-	if bytes.Equal(unsigned, []byte("{}")) {
-		unsigned = nil
-	}
-
-	w := objWriter{buf: make([]byte, 0, len(p.raw)+len(unsigned)+64)}
+	w := objWriter{buf: make([]byte, 0, len(p.raw)+64)}
 	w.raw("content", content)
 	w.raw("event_id", quoteID(string(p.id)))
 	w.raw("origin_server_ts", ts)
@@ -74,9 +78,6 @@ func clientEvent(p *PDU, unsigned []byte) []byte {
 		w.raw("state_key", stateKey)
 	}
 	w.raw("type", typ)
-	if len(unsigned) > 0 {
-		w.raw("unsigned", unsigned)
-	}
 	return w.close()
 }
 

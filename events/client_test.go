@@ -143,3 +143,17 @@ func TestSplitField(t *testing.T) {
 		}
 	}
 }
+
+// TestClientEventWithUnsignedKeepsTheCachedForm: unsigned data is added to
+// a copy of the cached client form, which other viewers go on getting.
+func TestClientEventWithUnsignedKeepsTheCachedForm(t *testing.T) {
+	p := buildVector(t, 0)
+	plain := string(ClientEvent(p, nil))
+	with := string(ClientEvent(p, []byte(`{"transaction_id":"t1"}`)))
+	if want := plain[:len(plain)-1] + `,"unsigned":{"transaction_id":"t1"}}`; with != want {
+		t.Fatalf("got\n%s\nwant\n%s", with, want)
+	}
+	if again := string(ClientEvent(p, nil)); again != plain {
+		t.Fatalf("the cached form changed to\n%s", again)
+	}
+}

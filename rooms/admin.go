@@ -233,6 +233,7 @@ func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
 			}
 		}
 		tx.AfterCommit(func() {
+			s.older.forget(r)
 			s.mu.Lock()
 			delete(s.rooms, id)
 			for _, m := range s.userRooms {
@@ -290,6 +291,7 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 				}
 			}
 			r.recent = kept
+			r.rewritten++
 			r.histMu.Unlock()
 		})
 		return nil

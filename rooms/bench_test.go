@@ -3,11 +3,14 @@ package rooms
 import (
 	"context"
 	"fmt"
-	"github.com/chatalot/chatalot/spec"
+	"net/http/httptest"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
 )
 
 // cpuSeconds is this process's user+system CPU time.
@@ -56,3 +59,39 @@ func benchSend(b *testing.B, rooms int) {
 
 func BenchmarkSendOneRoom(b *testing.B)   { benchSend(b, 1) }
 func BenchmarkSendManyRooms(b *testing.B) { benchSend(b, 64) }
+
+// BenchmarkMessages pages back through a room of ten members and 60
+// messages in pages of 50, as the load generator's rooms scenario does;
+// one op is one page, served in-process without a network round trip.
+func BenchmarkMessages(b *testing.B) {
+	ts := newTestServer(&testing.T{}, "optional")
+	ts.t = &testing.T{}
+	room := ts.createRoom("@alice:test", map[string]any{"preset": "public_chat"})
+	for i := range 9 {
+		ts.join(fmt.Sprintf("@u%d:test", i), room)
+	}
+	for i := range 60 {
+		ts.send(fmt.Sprintf("@u%d:test", i%9), room, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("message ", i)})
+	}
+	h := ts.srv.Config.Handler
+	page := func(from string) string {
+		req := httptest.NewRequest("GET", v3+room+"/messages?dir=b&limit=50"+from, nil)
+		req.Header.Set("Authorization", "Bearer @u1:test")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatalf("%d %s", w.Code, w.Body)
+		}
+		return gjson.GetBytes(w.Body.Bytes(), "end").String()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuSeconds()
+	end := ""
+	for range b.N {
+		if end = page(end); end != "" {
+			end = "&from=" + end
+		}
+	}
+	b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N)*1000, "cpu-ms/page")
+}

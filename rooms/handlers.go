@@ -444,14 +444,48 @@ func (h *handlers) messages(c *gin.Context) {
 	if !ok {
 		return
 	}
-	resp := gin.H{"chunk": chunk, "start": page.Start.String()}
-	if page.HasEnd {
-		resp["end"] = page.End.String()
+	c.Data(http.StatusOK, "application/json; charset=utf-8", page.appendJSON(make([]byte, 0, rawSize(chunk)+64), chunk))
+}
+
+// appendJSON writes a /messages answer by hand, as sync/encode.go does:
+// the events are already canonical JSON, and encoding/json would scan each
+// of them again.
+func (p *Page) appendJSON(b []byte, chunk []json.RawMessage) []byte {
+	b = append(b, `{"chunk":`...)
+	b = appendRawList(b, chunk)
+	b = append(b, `,"start":"`...)
+	b = append(b, p.Start.String()...)
+	if p.HasEnd {
+		b = append(b, `","end":"`...)
+		b = append(b, p.End.String()...)
 	}
-	if len(page.State) > 0 {
-		resp["state"] = clientState(page.State)
+	b = append(b, '"')
+	if len(p.State) > 0 {
+		b = append(b, `,"state":`...)
+		b = appendRawList(b, clientState(p.State))
 	}
-	c.JSON(http.StatusOK, resp)
+	return append(b, '}')
+}
+
+// rawSize is the length of a JSON array of the values, to size a buffer.
+func rawSize(list []json.RawMessage) int {
+	n := len(list) + 2
+	for _, v := range list {
+		n += len(v)
+	}
+	return n
+}
+
+// appendRawList appends a JSON array of JSON values.
+func appendRawList(b []byte, list []json.RawMessage) []byte {
+	b = append(b, '[')
+	for i, v := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return append(b, ']')
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}

@@ -53,6 +53,26 @@ func (ts *testServer) asAdmin() func(user, method, path string, body any) (int, 
 	return other.do
 }
 
+// pageBack pages back through a room's timeline as user, 30 events a page,
+// and returns the events by ID.
+func (ts *testServer) pageBack(user, room string) map[string]map[string]any {
+	ts.t.Helper()
+	out := map[string]map[string]any{}
+	from := ""
+	for {
+		page := ts.must(user, "GET", v3+room+"/messages?dir=b&limit=30"+from, nil)
+		for _, ev := range page["chunk"].([]any) {
+			e := ev.(map[string]any)
+			out[e["event_id"].(string)] = e
+		}
+		end, ok := page["end"].(string)
+		if !ok {
+			return out
+		}
+		from = "&from=" + end
+	}
+}
+
 // ids lists the event_id of each event in a chunk.
 func ids(chunk any) []string {
 	var out []string

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -366,28 +367,66 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 	return res, nil
 }
 
-// pageBetween is eventsBetween answered from memory when the recent events
-// cover the range (the first pages back from the present usually are).
+// pageBetween is eventsBetween answered from memory as far as it covers
+// the range: a page back from the present usually lies wholly within the
+// recent events. What lies below memory is read from the database and kept
+// in memory if it adjoins it (older.go).
 func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, limit int, backwards bool) ([]*Event, error) {
 	r.histMu.RLock()
-	if from >= r.recentFloor {
-		var out []*Event
-		if backwards {
-			for i := len(r.recent) - 1; i >= 0 && len(out) < limit; i-- {
-				if ev := r.recent[i]; ev.Position > from && ev.Position <= to {
-					out = append(out, ev)
-				}
+	floor, rewritten := r.recentFloor, r.rewritten
+	mem := recentBetween(r.recent, max(from, floor), to, limit, backwards)
+	r.histMu.RUnlock()
+	if from >= floor || (backwards && len(mem) == limit) {
+		return mem, nil
+	}
+	// Memory starts after floor, so the database answers (from, floor].
+	top := min(to, floor)
+	if backwards {
+		n := limit - len(mem)
+		older, err := s.eventsBetween(ctx, r.id, from, top, n, true)
+		if err != nil {
+			return nil, err
+		}
+		if top == floor {
+			lo := from // a short answer holds all of (from, top]
+			if len(older) == n {
+				lo = older[n-1].Position - 1
 			}
-		} else {
-			for _, ev := range r.recent {
-				if ev.Position > from && ev.Position <= to && len(out) < limit {
-					out = append(out, ev)
-				}
+			asc := slices.Clone(older)
+			slices.Reverse(asc)
+			s.keepOlder(r, floor, rewritten, lo, asc)
+		}
+		return append(mem, older...), nil
+	}
+	older, err := s.eventsBetween(ctx, r.id, from, top, limit, false)
+	if err != nil {
+		return nil, err
+	}
+	if top == floor && len(older) < limit {
+		s.keepOlder(r, floor, rewritten, from, older)
+	}
+	return append(older, mem[:min(len(mem), limit-len(older))]...), nil
+}
+
+// recentBetween returns up to limit events of evs (oldest first) with
+// position in (from, to], in the direction asked.
+func recentBetween(evs []*Event, from, to int64, limit int, backwards bool) []*Event {
+	var out []*Event
+	if backwards {
+		for i := len(evs) - 1; i >= 0 && len(out) < limit && evs[i].Position > from; i-- {
+			if evs[i].Position <= to {
+				out = append(out, evs[i])
 			}
 		}
-		r.histMu.RUnlock()
-		return out, nil
+		return out
 	}
-	r.histMu.RUnlock()
-	return s.eventsBetween(ctx, r.id, from, to, limit, backwards)
+	for _, ev := range evs {
+		if len(out) == limit || ev.Position > to {
+			break
+		}
+		if ev.Position > from {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

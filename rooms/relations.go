@@ -281,8 +281,70 @@ func visibleChild(r *liveRoom, viewer spec.UserID, c childRow) bool {
 	return r != nil && c.room == r.id && r.canSeePlain(viewer, c.position)
 }
 
+// bundledRelation reports whether bundled aggregations count children of
+// this rel_type.
+func bundledRelation(relType string) bool {
+	return relType == relThread || relType == relReplace || relType == relReference
+}
+
+// mayHaveChildren reports whether a room may hold children that bundled
+// aggregations count. The answer is looked up once and kept; apply marks
+// the room when such a child arrives. A child committed while the look-up
+// runs has either been seen by it or marks the room after it, so "none" is
+// never kept over a child.
+func (s *Service) mayHaveChildren(ctx context.Context, r *liveRoom) (bool, error) {
+	switch r.children.Load() {
+	case childrenSome:
+		return true, nil
+	case childrenNone:
+		return false, nil
+	}
+	var some bool
+	if err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM event_relations WHERE room_id = $1 AND rel_type IN ($2, $3, $4))`,
+		string(r.id), relThread, relReplace, relReference).Scan(&some); err != nil {
+		return false, err
+	}
+	if some {
+		r.children.Store(childrenSome)
+	} else {
+		r.children.CompareAndSwap(childrenUnknown, childrenNone)
+	}
+	return some, nil
+}
+
 // bundle is the aggregation of one event's children (unsigned.m.relations).
 type bundle map[string]any
+
+// possibleParents returns the IDs of the events that may have children to
+// bundle, once each, and the events by ID: not state events, and not
+// events of rooms that hold no such children (a child counts only in its
+// parent's room, see visibleChild).
+func (s *Service) possibleParents(ctx context.Context, evs []*Event) ([]spec.EventID, map[spec.EventID]*Event, error) {
+	var parents []spec.EventID
+	byID := map[spec.EventID]*Event{}
+	withChildren := map[spec.RoomID]bool{}
+	for _, ev := range evs {
+		if ev == nil || ev.PDU.IsState() {
+			continue
+		}
+		room := ev.PDU.RoomID()
+		some, seen := withChildren[room]
+		if !seen {
+			if r := s.room(room); r != nil {
+				var err error
+				if some, err = s.mayHaveChildren(ctx, r); err != nil {
+					return nil, nil, err
+				}
+			}
+			withChildren[room] = some
+		}
+		if _, dup := byID[ev.PDU.EventID()]; some && !dup {
+			byID[ev.PDU.EventID()] = ev
+			parents = append(parents, ev.PDU.EventID())
+		}
+	}
+	return parents, byID, nil
+}
 
 // bundles computes the bundled aggregations of events for a viewer: the
 // m.thread summary, the latest valid m.replace and the m.reference chunk.
@@ -291,16 +353,9 @@ type bundle map[string]any
 // nested set (the latest event of a thread) there is no m.thread part,
 // which is also what keeps the recursion finite.
 func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event, nested bool) (map[spec.EventID]bundle, error) {
-	var parents []spec.EventID
-	byID := map[spec.EventID]*Event{}
-	for _, ev := range evs {
-		if ev == nil || ev.PDU.IsState() {
-			continue
-		}
-		if _, dup := byID[ev.PDU.EventID()]; !dup {
-			byID[ev.PDU.EventID()] = ev
-			parents = append(parents, ev.PDU.EventID())
-		}
+	parents, byID, err := s.possibleParents(ctx, evs)
+	if err != nil {
+		return nil, err
 	}
 	if len(parents) == 0 {
 		return nil, nil

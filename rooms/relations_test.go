@@ -269,3 +269,21 @@ func TestNewerEditTieBreak(t *testing.T) {
 		t.Fatalf("got %v, want %s", got, latest)
 	}
 }
+
+// TestFirstEditIsBundledInARoomSeenWithoutChildren: a room once found to
+// hold no children gets bundled aggregations as soon as its first edit
+// arrives.
+func TestFirstEditIsBundledInARoomSeenWithoutChildren(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	room := ts.createRoom(userA, nil)
+	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "root"})
+	if u, _ := ts.pageBack(userA, room)[root]["unsigned"].(map[string]any); u["m.relations"] != nil {
+		t.Fatalf("a bundle without children: %v", u)
+	}
+	ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "* root v2",
+		"m.new_content": map[string]any{"msgtype": "m.text", "body": "root v2"}, "m.relates_to": relatesTo("m.replace", root)})
+	u, _ := ts.pageBack(userA, room)[root]["unsigned"].(map[string]any)
+	if rel, _ := u["m.relations"].(map[string]any); rel["m.replace"] == nil {
+		t.Fatalf("no m.replace bundled after the first edit: %v", u)
+	}
+}

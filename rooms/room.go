@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"container/list"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -97,9 +98,26 @@ type liveRoom struct {
 	members     map[spec.UserID][]posValue // every membership change per user
 	changes     []memberChange             // the same changes in stream order
 	visibility  []posValue                 // every history_visibility change
-	recent      []*Event                   // the latest events, oldest first
+	recent      []*Event                   // the latest events, oldest first, and older ones kept (older.go)
 	recentFloor int64                      // every event after this position is in recent
+	olderMax    int64                      // what the events before the latest recentSize may cost
+	// rewritten counts redactions and purges, which change stored events:
+	// events read from the database before one are not kept in recent.
+	rewritten uint64
+	lruElem   *list.Element // in Service.older; guarded by its lock
+
+	// children says whether the room holds a child that bundled
+	// aggregations count (relations.go): most rooms hold none, and then
+	// bundling needs no query.
+	children atomic.Int32
 }
+
+// Values of liveRoom.children.
+const (
+	childrenUnknown int32 = iota // not looked up since start-up
+	childrenNone
+	childrenSome
+)
 
 func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
 	r := &liveRoom{id: id, version: v, members: map[spec.UserID][]posValue{}}
@@ -111,6 +129,9 @@ func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
 // order with the room's write lock held.
 func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) {
 	r.histMu.Lock()
+	if len(redacted) > 0 {
+		r.rewritten++
+	}
 	for _, p := range redacted {
 		for _, ev := range r.recent {
 			if ev.PDU.EventID() == p.EventID() {
@@ -125,6 +146,11 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	}
 	for _, ev := range evs {
 		r.record(ev)
+		if r.children.Load() != childrenSome {
+			if rel, ok := relationOf(ev.PDU); ok && bundledRelation(rel.relType) {
+				r.children.Store(childrenSome)
+			}
+		}
 	}
 	r.histMu.Unlock()
 	r.cur.Store(final)
@@ -145,11 +171,7 @@ func (r *liveRoom) record(ev *Event) {
 		}
 	}
 	r.recent = append(r.recent, ev)
-	if len(r.recent) > recentSize {
-		drop := len(r.recent) - recentSize
-		r.recentFloor = r.recent[drop-1].Position
-		r.recent = append(r.recent[:0:0], r.recent[drop:]...)
-	}
+	r.trimOlder()
 }
 
 // memberChange is one membership change of a room.

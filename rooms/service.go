@@ -86,6 +86,8 @@ type Service struct {
 	txns      map[txnKey]txnEntry
 	txnPruned time.Time
 
+	older olderRooms // the memory rooms give to older events (older.go)
+
 	mu        sync.RWMutex
 	rooms     map[spec.RoomID]*liveRoom
 	userRooms map[spec.UserID]map[spec.RoomID]string // current membership per user
