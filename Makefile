@@ -7,7 +7,7 @@ TAGS     := sqlite_fts5 goolm nomsgpack
 BIN      := bin/chatalot
 FUZZTIME ?= 3s
 
-.PHONY: run build test test-go fuzz-short fuzz soak vet bench clean
+.PHONY: run build test test-go test-race fuzz-short fuzz soak vet bench clean
 
 run: build
 	./$(BIN) serve
@@ -18,12 +18,18 @@ build:
 vet:
 	$(GO) vet -tags '$(TAGS)' ./...
 
-# The full suite CI runs: unit, package and end-to-end tests, then each fuzz
+# The full suite CI runs: unit, package and end-to-end tests, the packages
+# whose goroutines share the most under the race detector, then each fuzz
 # target briefly.
-test: vet test-go fuzz-short
+test: vet test-go test-race fuzz-short
 
 test-go:
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 20m ./...
+
+# Sends are pipelined (rooms, storage), counts shared with /sync (push,
+# sync): their tests run again with -race.
+test-race:
+	$(GO) test -race -tags '$(TAGS)' -count=1 -timeout 20m ./storage ./rooms ./push ./sync
 
 # Each fuzz target for FUZZTIME (short in `make test`, 60s in `make fuzz`).
 fuzz-short:

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"container/list"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -132,16 +133,29 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	if len(redacted) > 0 {
 		r.rewritten++
 	}
+	if len(redacted) > 0 {
+		// Readers use events (and slices of recent) without the lock:
+		// redacted events are replaced by copies in a new slice, never
+		// changed in place.
+		r.recent = slices.Clone(r.recent)
+	}
 	for _, p := range redacted {
-		for _, ev := range r.recent {
-			if ev.PDU.EventID() == p.EventID() {
-				ev.PDU = p
-			}
+		for i, ev := range r.recent {
+			hit := ev.PDU.EventID() == p.EventID()
 			// State derived in memory must not bring back what was
 			// redacted either.
-			if ev.replaced != nil && ev.replaced.EventID() == p.EventID() {
-				ev.replaced = p
+			hitReplaced := ev.replaced != nil && ev.replaced.EventID() == p.EventID()
+			if !hit && !hitReplaced {
+				continue
 			}
+			cp := *ev
+			if hit {
+				cp.PDU = p
+			}
+			if hitReplaced {
+				cp.replaced = p
+			}
+			r.recent[i] = &cp
 		}
 	}
 	for _, ev := range evs {

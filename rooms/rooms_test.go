@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"slices"
 	"net/url"
 	"strings"
 	"sync"
@@ -509,5 +510,59 @@ func TestPipelinedSendsSurviveFailedWrites(t *testing.T) {
 		if e := ev.(map[string]any)["event_id"].(string); !stored[e] {
 			t.Fatalf("/messages returned %s, which is not stored", e)
 		}
+	}
+}
+
+// TestRedactionWhileReading: redactions replace events in memory while
+// other requests read them (run with -race); afterwards every read shows
+// them redacted.
+func TestRedactionWhileReading(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, ts.send(userA, id, map[string]any{"body": fmt.Sprintf("secret %d", i)}))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ts.do(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=b&limit=30", nil)
+			}
+		}()
+	}
+	for i, e := range ids {
+		if i%2 == 0 {
+			ts.must(userA, "PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/redact/%s/r%d", id, e, i), map[string]any{})
+		}
+	}
+	close(stop)
+	wg.Wait()
+	page := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=b&limit=50", nil)
+	redacted := 0
+	for _, ev := range page["chunk"].([]any) {
+		m := ev.(map[string]any)
+		if m["type"] != "m.room.message" {
+			continue
+		}
+		body, _ := m["content"].(map[string]any)["body"].(string)
+		want := slices.Index(ids, m["event_id"].(string))%2 == 0
+		if want && body != "" {
+			t.Fatalf("%s should be redacted: %v", m["event_id"], m)
+		}
+		if want {
+			redacted++
+		}
+	}
+	if redacted != 10 {
+		t.Fatalf("%d redacted messages, want 10", redacted)
 	}
 }
