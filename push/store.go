@@ -424,21 +424,53 @@ func (s *Service) stagedRows(n int) {
 	}
 }
 
-// flush moves the staged notifications to push_notified, sorted by user so
-// that each user's pages are written once for the whole run.
+// flushChunk bounds one write of the move, in rows: sends queued meanwhile
+// wait for one chunk at most (a few milliseconds), not for the whole move.
+// A variable for tests.
+var flushChunk = 1000
+
+// flush moves the staged notifications to push_notified, a chunk per write,
+// each sorted by user so that a user's pages are written once per chunk.
+// Rows staged after it starts wait for the next flush.
 func (s *Service) flush() {
 	s.flushScheduled.Store(false)
-	err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
-		s.staged.Store(0)
-		if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
-			SELECT user_nid, position, actions_id, flags FROM push_staged_rows WHERE true ORDER BY user_nid, position
-			ON CONFLICT (user_nid, position) DO NOTHING`); err != nil {
+	s.staged.Store(0)
+	ctx := context.Background()
+	var end int64
+	if err := s.db.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM push_staged`).Scan(&end); err != nil || end == 0 {
+		return
+	}
+	for {
+		moved := int64(0)
+		err := s.db.Write(ctx, func(tx *storage.Tx) error {
+			// The oldest events whose recipients add up to flushChunk
+			// (at least one event).
+			var upTo int64
+			if err := tx.QueryRow(`SELECT coalesce(max(position), 0) FROM (
+				SELECT position, sum(json_array_length(recipients)) OVER (ORDER BY position) AS total
+				FROM (SELECT position, recipients FROM push_staged WHERE position <= $1 ORDER BY position LIMIT $2))
+				WHERE total <= $2 OR position = (SELECT min(position) FROM push_staged)`, end, flushChunk).Scan(&upTo); err != nil || upTo == 0 {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
+				SELECT user_nid, position, actions_id, flags FROM push_staged_rows WHERE position <= $1 ORDER BY user_nid, position
+				ON CONFLICT (user_nid, position) DO NOTHING`, upTo); err != nil {
+				return err
+			}
+			res, err := tx.Exec(`DELETE FROM push_staged WHERE position <= $1`, upTo)
+			if err == nil {
+				moved, err = res.RowsAffected()
+			}
 			return err
+		})
+		if err != nil {
+			if err != storage.ErrClosed {
+				s.log.Warn().Err(err).Msg("push: could not move staged notifications")
+			}
+			return
 		}
-		_, err := tx.Exec(`DELETE FROM push_staged`)
-		return err
-	})
-	if err != nil && err != storage.ErrClosed {
-		s.log.Warn().Err(err).Msg("push: could not move staged notifications")
+		if moved == 0 {
+			return
+		}
 	}
 }

@@ -2,8 +2,8 @@ package rooms
 
 import (
 	"fmt"
-	"slices"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"

@@ -42,6 +42,13 @@ type DB struct {
 
 	reads atomic.Int64 // statements run on the read pool, for hot-path checks
 
+	// The WAL is checkpointed by a goroutine of its own (checkpoint.go),
+	// not by the commit that fills it: no write waits for a checkpoint.
+	ckpt     *sql.DB
+	ckptWake chan struct{}
+	ckptDone chan struct{}
+	truncate atomic.Bool // a passive checkpoint ran: the writer finishes it
+
 	fault atomic.Pointer[FaultHook]
 }
 
@@ -82,6 +89,13 @@ func Open(path string, opts Options) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	// The one writer connection lives as long as the DB (no idle timeout);
+	// were it ever replaced, the new one would checkpoint by itself again,
+	// which is slower but as safe.
+	if _, err := w.Exec("PRAGMA wal_autocheckpoint = 0"); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	rq := url.Values{}
 	rq.Set("_foreign_keys", "on")
 	rq.Set("_busy_timeout", "10000")
@@ -93,6 +107,15 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
+	cq := url.Values{}
+	cq.Set("_busy_timeout", "10000")
+	c, err := sql.Open("sqlite3", "file:"+path+"?"+cq.Encode())
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	c.SetMaxOpenConns(1)
 	db := &DB{
 		path:  path,
 		write: w,
@@ -100,7 +123,9 @@ func Open(path string, opts Options) (*DB, error) {
 		queue: make(chan *job, 1024),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+		ckpt:  c, ckptWake: make(chan struct{}, 1), ckptDone: make(chan struct{}),
 	}
+	go db.checkpointLoop()
 	return db, nil
 }
 
@@ -116,8 +141,9 @@ func (db *DB) Close() error {
 	if db.started {
 		<-db.done
 	}
+	<-db.ckptDone
 	_, _ = db.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return errors.Join(db.read.Close(), db.write.Close())
+	return errors.Join(db.read.Close(), db.ckpt.Close(), db.write.Close())
 }
 
 // Position is the stream position of the last committed change. Every

@@ -3,7 +3,10 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -220,5 +223,27 @@ func TestSubmitAfterFailedWriteFails(t *testing.T) {
 	}
 	if got := count(t, db); got != 4 { // two independents, ok, after ok
 		t.Fatalf("rows = %d, want 4", got)
+	}
+}
+
+// TestWALIsCheckpointedBesideTheWriter: with SQLite's own checkpoints off,
+// the checkpointer keeps the WAL from growing without bound.
+func TestWALIsCheckpointedBesideTheWriter(t *testing.T) {
+	db, path := openTest(t)
+	blob := strings.Repeat("x", 8192)
+	total := int64(0)
+	for i := range 2000 {
+		if _, err := insert(db, fmt.Sprintf("%d%s", i, blob)); err != nil {
+			t.Fatal(err)
+		}
+		total += int64(len(blob))
+	}
+	fi, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without checkpoints the WAL would hold every row written (16 MB).
+	if fi.Size() >= total/2 {
+		t.Fatalf("WAL is %d bytes after writing %d: not checkpointed", fi.Size(), total)
 	}
 }

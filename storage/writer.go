@@ -183,6 +183,7 @@ func (db *DB) writeLoop() {
 			}
 		}
 		db.runBatch(batch)
+		db.finishCheckpoint()
 	}
 }
 
@@ -258,6 +259,7 @@ func (db *DB) runBatch(batch []*job) {
 		}
 	}
 	db.committed.Store(db.next)
+	db.walGrew()
 	for i, j := range batch {
 		j.done <- results[i]
 	}
