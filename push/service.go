@@ -290,7 +290,8 @@ func (s *Service) store(tx *storage.Tx, e *evaluated) error {
 	// a user who keeps sending with nothing unread costs no write.
 	// The newest counted row of each thread is noted here, in the writer's
 	// order, not after the commit: a group written in the same batch as
-	// the one it follows must see that one's rows.
+	// the one it follows must see that one's rows. (A write rolled back
+	// leaves it too high: at worst one needless write of a read position.)
 	var reads []readMark
 	s.counts.mu.Lock()
 	for _, n := range e.rows {

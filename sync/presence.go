@@ -3,6 +3,8 @@ package sync
 import (
 	"encoding/json"
 	"net/http"
+	"sort"
+	"strconv"
 	stdsync "sync"
 	"time"
 
@@ -20,6 +22,15 @@ type presenceState struct {
 	// latest is the serial of the latest change: a sync whose token is
 	// past it has no presence to look at.
 	latest int64
+	// changes lists who changed, in serial order, so that a sync looks at
+	// the users changed since its token rather than at every user. A user
+	// may appear more than once; the list is compacted as it grows.
+	changes []presenceChange
+}
+
+type presenceChange struct {
+	serial int64
+	user   spec.UserID
 }
 
 type presence struct {
@@ -57,6 +68,7 @@ func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string,
 	if changed {
 		cur.serial = s.nextSerial()
 		p.latest = cur.serial
+		p.logChange(user, cur.serial)
 	}
 	p.mu.Unlock()
 	if changed {
@@ -81,9 +93,10 @@ func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter
 		return nil
 	}
 	var changed []spec.UserID
-	for u, cur := range p.users {
-		if cur.serial > serial {
-			changed = append(changed, u)
+	first := sort.Search(len(p.changes), func(i int) bool { return p.changes[i].serial > serial })
+	for _, c := range p.changes[first:] {
+		if p.users[c.user].serial == c.serial { // the user's latest change
+			changed = append(changed, c.user)
 		}
 	}
 	p.mu.Unlock()
@@ -99,7 +112,24 @@ func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter
 	return out
 }
 
-// presenceEvent renders a user's presence, or nil.
+// logChange records a change at serial; mu is held. When the list holds
+// twice as many entries as there are users, it keeps each user's latest.
+func (p *presenceState) logChange(user spec.UserID, serial int64) {
+	p.changes = append(p.changes, presenceChange{serial, user})
+	if len(p.changes) < 64 || len(p.changes) < 2*len(p.users) {
+		return
+	}
+	kept := p.changes[:0:0]
+	for _, c := range p.changes {
+		if p.users[c.user].serial == c.serial {
+			kept = append(kept, c)
+		}
+	}
+	p.changes = kept
+}
+
+// presenceEvent renders a user's presence, or nil. It is written by hand:
+// a presence change goes to everyone who shares a room with the user.
 func (s *Service) presenceEvent(user spec.UserID, sinceSerial int64) json.RawMessage {
 	p := s.presence
 	p.mu.Lock()
@@ -108,9 +138,19 @@ func (s *Service) presenceEvent(user spec.UserID, sinceSerial int64) json.RawMes
 	if cur == nil || cur.serial <= sinceSerial {
 		return nil
 	}
-	content := s.presenceContent(cur)
-	b, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": string(user), "content": content})
-	return b
+	b := append(make([]byte, 0, 160), `{"type":"m.presence","sender":`...)
+	b = appendString(b, string(user))
+	b = append(b, `,"content":{"presence":`...)
+	b = appendString(b, cur.state)
+	b = append(b, `,"last_active_ago":`...)
+	b = strconv.AppendInt(b, time.Since(cur.lastActive).Milliseconds(), 10)
+	b = append(b, `,"currently_active":`...)
+	b = strconv.AppendBool(b, cur.state == "online")
+	if cur.statusMsg != nil {
+		b = append(b, `,"status_msg":`...)
+		b = appendString(b, *cur.statusMsg)
+	}
+	return append(b, "}}"...)
 }
 
 func (s *Service) presenceContent(cur *presence) map[string]any {

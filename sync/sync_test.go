@@ -448,3 +448,64 @@ func TestKnockSection(t *testing.T) {
 		t.Fatal("the room's members do not see the knock")
 	}
 }
+
+// presenceIn returns the m.presence events of a sync response by sender.
+func presenceIn(resp map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	p, _ := resp["presence"].(map[string]any)
+	evs, _ := p["events"].([]any)
+	for _, e := range evs {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.presence" {
+			out[ev["sender"].(string)] = ev["content"].(map[string]any)
+		}
+	}
+	return out
+}
+
+// TestPresenceThroughSync: a presence change reaches those who share a room
+// with the user, once, with its status message intact, and not others;
+// after many changes (the change list is compacted) each user appears once
+// with their latest state.
+func TestPresenceThroughSync(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
+	bobSince := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+	carolSince := ts.syncOnce(carol, "", 0, "")["next_batch"].(string)
+
+	status := "away \"for\" lunch ☕ \\ </script>"
+	ts.must(alice, "PUT", "/_matrix/client/v3/presence/"+alice+"/status", map[string]any{"presence": "unavailable", "status_msg": status})
+	resp := ts.syncOnce(bob, bobSince, 0, "")
+	got := presenceIn(resp)[alice]
+	if got == nil || got["presence"] != "unavailable" || got["status_msg"] != status || got["currently_active"] != false {
+		t.Fatalf("bob's view of alice's presence: %v", resp["presence"])
+	}
+	if _, ok := got["last_active_ago"].(float64); !ok {
+		t.Fatalf("no last_active_ago: %v", got)
+	}
+	bobSince = resp["next_batch"].(string)
+	if again := presenceIn(ts.syncOnce(bob, bobSince, 0, ""))[alice]; again != nil {
+		t.Fatalf("the same change twice: %v", again)
+	}
+	if p := presenceIn(ts.syncOnce(carol, carolSince, 0, "")); p[alice] != nil {
+		t.Fatalf("carol shares no room with alice but saw %v", p[alice])
+	}
+
+	// Many changes: each user once, in their latest state.
+	states := []string{"online", "unavailable", "offline"}
+	for i := range 100 {
+		ts.must(alice, "PUT", "/_matrix/client/v3/presence/"+alice+"/status", map[string]any{"presence": states[i%3]})
+	}
+	resp = ts.syncOnce(bob, bobSince, 0, "")
+	evs := resp["presence"].(map[string]any)["events"].([]any)
+	n := 0
+	for _, e := range evs {
+		if e.(map[string]any)["sender"] == alice {
+			n++
+		}
+	}
+	if got := presenceIn(resp)[alice]; n != 1 || got["presence"] != states[99%3] {
+		t.Fatalf("after 100 changes: %d events for alice, latest %v", n, got)
+	}
+}
