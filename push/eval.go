@@ -24,6 +24,10 @@ type condition struct {
 	n     int64    // room_member_count
 	key   string   // sender_notification_permission
 	never bool     // unknown kind or malformed: never matches
+	// memo names what the condition asks of the event alone, so that its
+	// answer is worked out once per event, not once per recipient (most
+	// members share most rules); empty when it depends on the recipient.
+	memo string
 }
 
 // compiledRule is a rule ready to evaluate.
@@ -153,6 +157,7 @@ func compileCondition(raw json.RawMessage) condition {
 		c.path = splitPath(key.Str)
 		c.words = key.Str == "content.body"
 		c.glob = compileGlob(pattern.Str, false)
+		c.memo = "match\x00" + key.Str + "\x00" + pattern.Str
 	case "event_property_is", "event_property_contains":
 		key, val := v.Get("key"), v.Get("value")
 		s, ok := scalarOf(val)
@@ -162,6 +167,7 @@ func compileCondition(raw json.RawMessage) condition {
 		}
 		c.path = splitPath(key.Str)
 		c.value = s
+		c.memo = c.kind + "\x00" + key.Str + "\x00" + val.Raw
 	case "room_member_count":
 		m := memberCountRE.FindStringSubmatch(v.Get("is").Str)
 		if m == nil {
@@ -204,6 +210,7 @@ type EventView struct {
 	SenderMay func(key string) bool
 
 	folded map[string]string // folded string values by path, computed once
+	memo   map[string]bool   // answers of conditions on the event alone
 }
 
 // lookup walks a property path through nested objects. Names are compared
@@ -304,6 +311,21 @@ func (c *condition) holds(ev *EventView, to Recipient) bool {
 	if c.never {
 		return false
 	}
+	if c.memo == "" {
+		return c.eval(ev, to)
+	}
+	if v, ok := ev.memo[c.memo]; ok {
+		return v
+	}
+	v := c.eval(ev, to)
+	if ev.memo == nil {
+		ev.memo = map[string]bool{}
+	}
+	ev.memo[c.memo] = v
+	return v
+}
+
+func (c *condition) eval(ev *EventView, to Recipient) bool {
 	switch c.kind {
 	case "event_match":
 		s, ok := ev.foldedString(c.path)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/chatalot/chatalot/spec"
 	"github.com/tidwall/gjson"
 )
 
@@ -254,5 +255,31 @@ func TestDefaultsCompile(t *testing.T) {
 				t.Errorf("%s actions: %v", r.RuleID, err)
 			}
 		}
+	}
+}
+
+// TestOneViewManyRecipients: what a condition asks of the event alone is
+// worked out once per event; what depends on the recipient is not shared.
+func TestOneViewManyRecipients(t *testing.T) {
+	view := &EventView{Event: gjson.Parse(`{"type":"m.room.message","sender":"@s:test","room_id":"!r:test",
+		"content":{"body":"Hello Bob","msgtype":"m.text","m.mentions":{"user_ids":["@b:test"]}}}`),
+		Room: "!r:test", Sender: "@s:test", Members: 3, SenderMay: func(string) bool { return false }}
+	names := map[spec.UserID]string{"@b:test": "Bob", "@c:test": "Carol"}
+	byName := compileCondition(json.RawMessage(`{"kind":"contains_display_name"}`))
+	for range 2 { // the second round answers from the view's memo
+		for user, name := range names {
+			to := Recipient{User: user, DisplayName: func() string { return name }}
+			o := compile(DefaultRules(user)).evaluate(view, to)
+			want := user == "@b:test"
+			if o.Highlight != want || !o.Notify {
+				t.Fatalf("%s: notify %v, highlight %v (want highlight %v)", user, o.Notify, o.Highlight, want)
+			}
+			if got := byName.holds(view, to); got != want {
+				t.Fatalf("%s: contains_display_name %v, want %v", user, got, want)
+			}
+		}
+	}
+	if len(view.memo) == 0 {
+		t.Fatal("nothing was shared between recipients")
 	}
 }

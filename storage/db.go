@@ -92,7 +92,9 @@ func Open(path string, opts Options) (*DB, error) {
 	// The one writer connection lives as long as the DB (no idle timeout);
 	// were it ever replaced, the new one would checkpoint by itself again,
 	// which is slower but as safe.
-	if _, err := w.Exec("PRAGMA wal_autocheckpoint = 0"); err != nil {
+	// A larger page cache for the writer (allocated as used): writes touch
+	// index pages all over the file, one per recipient of a notification.
+	if _, err := w.Exec("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768"); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
