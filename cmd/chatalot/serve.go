@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -51,6 +52,17 @@ func serve(args []string) error {
 		return err
 	}
 	defer app.Close()
+	// CHATALOT_HEAP_PROFILE=FILE writes what is live on the heap at
+	// shutdown, before the services let go of it.
+	if path := os.Getenv("CHATALOT_HEAP_PROFILE"); path != "" {
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				runtime.GC()
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}()
+	}
 	stopMetrics, err := app.serveMetrics()
 	if err != nil {
 		return err
