@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -79,6 +80,7 @@ func main() {
 	serverArgs := flag.String("server-args", "", "extra arguments for the serve command, space-separated (e.g. \"--durability full\")")
 	keep := flag.Bool("keep", false, "keep each server's data directory")
 	deliverTimeout := flag.Duration("deliver-timeout", 60*time.Second, "how long to wait for missing deliveries before counting them missing")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Usage = printUsage
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -95,6 +97,18 @@ func main() {
 		os.Exit(2)
 	}
 	opts := serverOptions{Bin: *bin, ExtraArgs: strings.Fields(*serverArgs), Keep: *keep}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatalot-bench:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
