@@ -174,10 +174,10 @@ func TestNotificationsList(t *testing.T) {
 	room := ts.room(alice, bob, carol)
 	e1 := ts.text(alice, room, "one")
 	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
-	// The first two move out of staging, in chunks of one event (two
-	// recipients); the list reads both tables.
-	defer func(n int) { flushChunk = n }(flushChunk)
-	flushChunk = 2
+	// The first two move out of staging, one event per write; the list
+	// reads both tables.
+	defer func(e, r int) { flushMinEvents, flushMaxRows = e, r }(flushMinEvents, flushMaxRows)
+	flushMinEvents, flushMaxRows = 1, 2
 	ts.push.flush()
 	var staged int
 	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_staged`).Scan(&staged); err != nil || staged != 0 {

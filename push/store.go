@@ -2,7 +2,9 @@ package push
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	stdsync "sync"
@@ -424,14 +426,17 @@ func (s *Service) stagedRows(n int) {
 	}
 }
 
-// flushChunk bounds one write of the move, in rows: sends queued meanwhile
-// wait for one chunk at most (a few milliseconds), not for the whole move.
-// A variable for tests.
-var flushChunk = 1000
+// A move is written event by event in one transaction, which ends early
+// once other writes wait and it has moved flushMinEvents events: a send
+// queued meanwhile waits for a few events' rows, and each user's pages are
+// still written once per several events. Variables for tests.
+var (
+	flushMinEvents = 8
+	flushMaxRows   = 50000
+)
 
-// flush moves the staged notifications to push_notified, a chunk per write,
-// each sorted by user so that a user's pages are written once per chunk.
-// Rows staged after it starts wait for the next flush.
+// flush moves the staged notifications to push_notified. Rows staged after
+// it starts wait for the next flush.
 func (s *Service) flush() {
 	s.flushScheduled.Store(false)
 	s.staged.Store(0)
@@ -441,27 +446,32 @@ func (s *Service) flush() {
 		return
 	}
 	for {
-		moved := int64(0)
+		moved := 0
 		err := s.db.Write(ctx, func(tx *storage.Tx) error {
-			// The oldest events whose recipients add up to flushChunk
-			// (at least one event).
-			var upTo int64
-			if err := tx.QueryRow(`SELECT coalesce(max(position), 0) FROM (
-				SELECT position, sum(json_array_length(recipients)) OVER (ORDER BY position) AS total
-				FROM (SELECT position, recipients FROM push_staged WHERE position <= $1 ORDER BY position LIMIT $2))
-				WHERE total <= $2 OR position = (SELECT min(position) FROM push_staged)`, end, flushChunk).Scan(&upTo); err != nil || upTo == 0 {
-				return err
+			for rows := 0; rows < flushMaxRows; {
+				var pos, n int64
+				err := tx.QueryRow(`SELECT position, json_array_length(recipients) FROM push_staged
+					WHERE position <= $1 ORDER BY position LIMIT 1`, end).Scan(&pos, &n)
+				if errors.Is(err, sql.ErrNoRows) {
+					return nil
+				} else if err != nil {
+					return err
+				}
+				if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
+					SELECT user_nid, position, actions_id, flags FROM push_staged_rows WHERE position = $1 ORDER BY user_nid
+					ON CONFLICT (user_nid, position) DO NOTHING`, pos); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(`DELETE FROM push_staged WHERE position = $1`, pos); err != nil {
+					return err
+				}
+				moved++
+				rows += int(n)
+				if moved >= flushMinEvents && s.db.Queued() > 0 {
+					return nil // let the waiting writes in
+				}
 			}
-			if _, err := tx.Exec(`INSERT INTO push_notified (user_nid, position, actions_id, flags)
-				SELECT user_nid, position, actions_id, flags FROM push_staged_rows WHERE position <= $1 ORDER BY user_nid, position
-				ON CONFLICT (user_nid, position) DO NOTHING`, upTo); err != nil {
-				return err
-			}
-			res, err := tx.Exec(`DELETE FROM push_staged WHERE position <= $1`, upTo)
-			if err == nil {
-				moved, err = res.RowsAffected()
-			}
-			return err
+			return nil
 		})
 		if err != nil {
 			if err != storage.ErrClosed {
