@@ -14,62 +14,20 @@ import (
 type Notifier struct {
 	mu      stdsync.Mutex
 	waiters map[spec.UserID]map[chan struct{}]struct{}
-
-	// last is, per user, the latest change they were told of, so that a
-	// sync can tell that nothing concerns the user since its token without
-	// looking at each of their rooms (quietSince). Kept once sync tracks.
-	last   map[spec.UserID]notice
-	serial func() int64 // sync's serial, for changes without a position
-	start  int64        // the committed position when tracking began
 }
-
-// notice is the latest change a user was told of: the highest stream
-// position, and for changes without one (typing, presence) the serial at
-// the time, which is at or past the change's own.
-type notice struct{ pos, serial int64 }
 
 // NewNotifier returns a notifier with no waiters.
 func NewNotifier() *Notifier {
 	return &Notifier{waiters: map[spec.UserID]map[chan struct{}]struct{}{}}
 }
 
-// track starts recording what each user is told of, from the committed
-// position start; serial reads sync's serial.
-func (n *Notifier) track(start int64, serial func() int64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.last, n.serial, n.start = map[spec.UserID]notice{}, serial, start
-}
-
-// quietSince reports whether the user was told of no change after the
-// position and serial of a token. It may say no when nothing changed, never
-// yes when something did: every change is notified to the users it
-// concerns before the committed position moves past it.
-func (n *Notifier) quietSince(user spec.UserID, pos, serial int64) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.last == nil || pos < n.start {
-		return false // a token from before tracking began
-	}
-	l := n.last[user]
-	return l.pos <= pos && l.serial <= serial
-}
-
-// Notify wakes every waiting request of the users. The position (0 for a
-// change without one) is recorded for quietSince.
+// Notify wakes every waiting request of the users. The position is not
+// needed to wake them (they re-read the committed position) but names the
+// change for callers.
 func (n *Notifier) Notify(pos int64, users ...spec.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var serial int64
-	if pos == 0 && n.serial != nil {
-		serial = n.serial()
-	}
 	for _, u := range users {
-		if n.last != nil {
-			l := n.last[u]
-			l.pos, l.serial = max(l.pos, pos), max(l.serial, serial)
-			n.last[u] = l
-		}
 		for ch := range n.waiters[u] {
 			close(ch)
 		}

@@ -112,7 +112,6 @@ func New(d Deps) *Service {
 		s.notifier = NewNotifier()
 	}
 	s.serial.Store(time.Now().UnixMilli())
-	s.notifier.track(d.DB.Position(), s.serial.Load)
 	s.typing = newTypingState()
 	s.receipts = newReceiptState()
 	s.presence = newPresenceState()
