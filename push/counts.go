@@ -314,12 +314,21 @@ func (s *Service) ReceiptRead(ctx context.Context, user spec.UserID, room spec.R
 	if behind {
 		return nil
 	}
+	return s.writeRead(ctx, user, room, thread, pos, false)
+}
+
+// writeRead raises a read position (pos 0: none) and publishes the counts
+// it leaves, recounted from the database when asked or when the position
+// falls among untracked notifications.
+func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.RoomID, thread string, pos int64, recount bool) error {
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := raiseRead(tx, user, room, thread, pos); err != nil {
-			return err
+		if pos > 0 {
+			if err := raiseRead(tx, user, room, thread, pos); err != nil {
+				return err
+			}
 		}
 		var counts map[string][2]int64
-		if s.needsRecount(user, room, thread, pos) {
+		if recount || s.needsRecount(user, room, thread, pos) {
 			var err error
 			if counts, err = s.recount(tx, user, room); err != nil {
 				return err
@@ -343,20 +352,7 @@ func (s *Service) ReceiptRead(ctx context.Context, user spec.UserID, room spec.R
 
 // recountLater replaces a user's counts in a room with the database's.
 func (s *Service) recountLater(user spec.UserID, room spec.RoomID) {
-	err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
-		counts, err := s.recount(tx, user, room)
-		if err != nil {
-			return err
-		}
-		change := tx.NextPosition()
-		tx.AfterCommit(func() {
-			s.counts.mu.Lock()
-			s.counts.read(user, room, "", 0, change, counts)
-			s.counts.mu.Unlock()
-			s.notify.Notify(change, user)
-		})
-		return nil
-	})
+	err := s.writeRead(context.Background(), user, room, "", 0, true)
 	if err != nil && err != storage.ErrClosed {
 		s.log.Warn().Err(err).Msg("push: could not recount unread notifications")
 	}

@@ -140,7 +140,13 @@ func (s *Service) presenceEvent(user spec.UserID, sinceSerial int64) json.RawMes
 	}
 	b := append(make([]byte, 0, 160), `{"type":"m.presence","sender":`...)
 	b = appendString(b, string(user))
-	b = append(b, `,"content":{"presence":`...)
+	b = append(b, `,"content":`...)
+	return append(appendPresenceContent(b, cur), '}')
+}
+
+// appendPresenceContent writes a presence's content object.
+func appendPresenceContent(b []byte, cur *presence) []byte {
+	b = append(b, `{"presence":`...)
 	b = appendString(b, cur.state)
 	b = append(b, `,"last_active_ago":`...)
 	b = strconv.AppendInt(b, time.Since(cur.lastActive).Milliseconds(), 10)
@@ -150,19 +156,7 @@ func (s *Service) presenceEvent(user spec.UserID, sinceSerial int64) json.RawMes
 		b = append(b, `,"status_msg":`...)
 		b = appendString(b, *cur.statusMsg)
 	}
-	return append(b, "}}"...)
-}
-
-func (s *Service) presenceContent(cur *presence) map[string]any {
-	content := map[string]any{
-		"presence":         cur.state,
-		"last_active_ago":  time.Since(cur.lastActive).Milliseconds(),
-		"currently_active": cur.state == "online",
-	}
-	if cur.statusMsg != nil {
-		content["status_msg"] = *cur.statusMsg
-	}
-	return content
+	return append(b, '}')
 }
 
 // GET /_matrix/client/v3/presence/{userId}/status
@@ -182,16 +176,12 @@ func (s *Service) getPresence(c *gin.Context) {
 		return
 	}
 	s.presence.mu.Lock()
-	cur := s.presence.users[user]
-	var content map[string]any
-	if cur != nil {
-		content = s.presenceContent(cur)
+	content := []byte(`{"presence":"offline"}`)
+	if cur := s.presence.users[user]; cur != nil {
+		content = appendPresenceContent(nil, cur)
 	}
 	s.presence.mu.Unlock()
-	if content == nil {
-		content = map[string]any{"presence": "offline"}
-	}
-	c.JSON(http.StatusOK, content)
+	c.Data(http.StatusOK, "application/json", content)
 }
 
 func (s *Service) sharesRoom(a, b spec.UserID) bool { return s.rooms.ShareARoom(a, b) }

@@ -484,6 +484,9 @@ func TestPresenceThroughSync(t *testing.T) {
 	if _, ok := got["last_active_ago"].(float64); !ok {
 		t.Fatalf("no last_active_ago: %v", got)
 	}
+	if got := ts.must(bob, "GET", "/_matrix/client/v3/presence/"+alice+"/status", nil); got["presence"] != "unavailable" || got["status_msg"] != status {
+		t.Fatalf("GET alice's presence: %v", got)
+	}
 	bobSince = resp["next_batch"].(string)
 	if again := presenceIn(ts.syncOnce(bob, bobSince, 0, ""))[alice]; again != nil {
 		t.Fatalf("the same change twice: %v", again)
