@@ -134,7 +134,7 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	if err := db.Migrate(ctx, rooms.Schema, chatsync.Schema, Schema); err != nil {
 		t.Fatal(err)
 	}
-	n := chatsync.NewNotifier()
+	n := chatsync.NewNotifier(db)
 	_, priv, _ := ed25519.GenerateKey(nil)
 	rs, err := rooms.New(ctx, rooms.Deps{
 		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"sync/atomic"
 
 	_ "github.com/mattn/go-sqlite3" // the embedded default backend
@@ -39,6 +40,10 @@ type DB struct {
 	committed atomic.Int64
 	next      int64 // owned by the writer goroutine
 	started   bool
+
+	// published are the OnPublish listeners, replaced whole on register.
+	published atomic.Pointer[[]func(pos int64)]
+	publishMu sync.Mutex
 
 	reads atomic.Int64 // statements run on the read pool, for hot-path checks
 

@@ -71,8 +71,10 @@ func (t *Tx) NextPosition() int64 {
 
 // AfterCommit registers f to run once the transaction has committed, in
 // commit order, before Position moves past this write and before Write
-// returns. Use it to update in-memory state and wake waiting clients: they
-// then never see a change that could still be rolled back.
+// returns. Use it to update in-memory state: a reader then never sees a
+// change that could still be rolled back, and sees the state of every
+// position at or below Position. Wake waiting clients after Position moved
+// (OnPublish), or a woken reader may find nothing new yet.
 func (t *Tx) AfterCommit(f func()) { t.hooks = append(t.hooks, f) }
 
 type job struct {
@@ -117,6 +119,20 @@ const maxBatch = 256
 // fn must not block on anything but the database, and must not call Write.
 func (db *DB) Write(ctx context.Context, fn func(*Tx) error) error {
 	return db.Submit(ctx, nil, fn).Wait()
+}
+
+// OnPublish registers f to run on the writer goroutine after each commit,
+// once Position has moved past it; pos is the new Position. A notifier
+// uses it to wake readers only when they can see what woke them.
+func (db *DB) OnPublish(f func(pos int64)) {
+	db.publishMu.Lock()
+	defer db.publishMu.Unlock()
+	var fs []func(int64)
+	if old := db.published.Load(); old != nil {
+		fs = append(fs, *old...)
+	}
+	fs = append(fs, f)
+	db.published.Store(&fs)
 }
 
 // Queued is how many writes wait for the writer (not counting the batch
@@ -259,6 +275,11 @@ func (db *DB) runBatch(batch []*job) {
 		}
 	}
 	db.committed.Store(db.next)
+	if fs := db.published.Load(); fs != nil {
+		for _, f := range *fs {
+			f(db.next)
+		}
+	}
 	db.walGrew()
 	for i, j := range batch {
 		j.done <- results[i]

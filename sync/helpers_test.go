@@ -105,7 +105,7 @@ func newTestServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
-	n := NewNotifier()
+	n := NewNotifier(db)
 	rs, err := rooms.New(context.Background(), rooms.Deps{
 		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
 		Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop(), Notify: n,

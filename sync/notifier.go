@@ -7,32 +7,60 @@ import (
 	stdsync "sync"
 
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 )
 
 // Notifier wakes the long-polls of the users a change concerns. Waiting
 // costs nothing but a channel: no polling of the database.
 type Notifier struct {
+	db      *storage.DB
 	mu      stdsync.Mutex
 	waiters map[spec.UserID]map[chan struct{}]struct{}
+	// held are users told of a change whose position is not yet
+	// published: they are woken when it is.
+	held map[spec.UserID]struct{}
 }
 
-// NewNotifier returns a notifier with no waiters.
-func NewNotifier() *Notifier {
-	return &Notifier{waiters: map[spec.UserID]map[chan struct{}]struct{}{}}
+// NewNotifier returns a notifier with no waiters, publishing with db.
+func NewNotifier(db *storage.DB) *Notifier {
+	n := &Notifier{db: db, waiters: map[spec.UserID]map[chan struct{}]struct{}{}, held: map[spec.UserID]struct{}{}}
+	db.OnPublish(n.published)
+	return n
 }
 
-// Notify wakes every waiting request of the users. The position is not
-// needed to wake them (they re-read the committed position) but names the
-// change for callers.
+// Notify wakes every waiting request of the users for a change at pos (0
+// for a change without a stream position). Changes are notified from
+// after-commit hooks, before the committed position moves past them; a
+// request woken then would build from the old position, find nothing and
+// wait again, so such wakes are held until the position is published.
 func (n *Notifier) Notify(pos int64, users ...spec.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	hold := pos > n.db.Position()
 	for _, u := range users {
-		for ch := range n.waiters[u] {
-			close(ch)
+		if hold {
+			n.held[u] = struct{}{}
+		} else {
+			n.wake(u)
 		}
-		delete(n.waiters, u)
 	}
+}
+
+// published wakes the held users once the writer moved the position.
+func (n *Notifier) published(int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for u := range n.held {
+		n.wake(u)
+		delete(n.held, u)
+	}
+}
+
+func (n *Notifier) wake(u spec.UserID) {
+	for ch := range n.waiters[u] {
+		close(ch)
+	}
+	delete(n.waiters, u)
 }
 
 // subscribe registers a waiter for the user; the channel is closed on the

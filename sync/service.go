@@ -109,7 +109,7 @@ func New(d Deps) *Service {
 		cfg: d.Config, log: d.Log, stopping: d.Stopping,
 	}
 	if s.notifier == nil {
-		s.notifier = NewNotifier()
+		s.notifier = NewNotifier(s.db)
 	}
 	s.serial.Store(time.Now().UnixMilli())
 	s.typing = newTypingState()

@@ -24,7 +24,7 @@ func (a *App) wire(ctx context.Context) error {
 	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema); err != nil {
 		return err
 	}
-	notifier := chatsync.NewNotifier()
+	notifier := chatsync.NewNotifier(a.db)
 	roomsSvc, err := rooms.New(ctx, rooms.Deps{
 		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
 		Config: rooms.Config{Encryption: a.cfg.Encryption},

@@ -1,0 +1,72 @@
+package sync
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chatalot/chatalot/storage"
+)
+
+// A change notified from an after-commit hook must wake its waiters only
+// once the committed position covers it: a request woken earlier builds
+// from the old position, finds nothing and waits for a wake already spent.
+func TestNotifyWakesOnlyWhenThePositionIsPublished(t *testing.T) {
+	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Migrate(context.Background(), Schema); err != nil {
+		t.Fatal(err)
+	}
+	n := NewNotifier(db)
+
+	wake, cancel := n.subscribe("@a:test")
+	defer cancel()
+	seen := make(chan int64, 1)
+	go func() {
+		<-wake
+		seen <- db.Position()
+	}()
+
+	var pos int64
+	var wokeInHook bool
+	err = db.Write(context.Background(), func(tx *storage.Tx) error {
+		pos = tx.NextPosition()
+		tx.AfterCommit(func() {
+			n.Notify(pos, "@a:test")
+			select {
+			case <-wake:
+				wokeInHook = true
+			default:
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wokeInHook {
+		t.Fatal("the waiter was woken before the position moved")
+	}
+	select {
+	case got := <-seen:
+		if got < pos {
+			t.Fatalf("woken waiter saw position %d, the change is at %d", got, pos)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter was never woken")
+	}
+
+	// A change already visible (or without a position) wakes at once.
+	wake2, cancel2 := n.subscribe("@a:test")
+	defer cancel2()
+	n.Notify(0, "@a:test")
+	select {
+	case <-wake2:
+	default:
+		t.Fatal("a change without a position did not wake at once")
+	}
+}
