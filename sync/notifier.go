@@ -19,7 +19,19 @@ type Notifier struct {
 	// held are users told of a change whose position is not yet
 	// published: they are woken when it is.
 	held map[spec.UserID]struct{}
+
+	// last is, per user, the latest change they were told of, so that a
+	// sync can tell that nothing concerns the user since its token without
+	// looking at each of their rooms (quietSince). Kept once sync tracks.
+	last   map[spec.UserID]notice
+	serial func() int64 // sync's serial, for changes without a position
+	start  int64        // the committed position when tracking began
 }
+
+// notice is the latest change a user was told of: the highest stream
+// position, and for changes without one (typing, presence) the serial at
+// the time, which is at or past the change's own.
+type notice struct{ pos, serial int64 }
 
 // NewNotifier returns a notifier with no waiters, publishing with db.
 func NewNotifier(db *storage.DB) *Notifier {
@@ -28,16 +40,48 @@ func NewNotifier(db *storage.DB) *Notifier {
 	return n
 }
 
-// Notify wakes every waiting request of the users for a change at pos (0
-// for a change without a stream position). Changes are notified from
-// after-commit hooks, before the committed position moves past them; a
-// request woken then would build from the old position, find nothing and
-// wait again, so such wakes are held until the position is published.
+// track starts recording what each user is told of, from the committed
+// position start; serial reads sync's serial.
+func (n *Notifier) track(start int64, serial func() int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.last, n.serial, n.start = map[spec.UserID]notice{}, serial, start
+}
+
+// quietSince reports whether the user was told of no change after the
+// position and serial of a token. It may say no when nothing changed, never
+// yes when something did: every change is notified to the users it
+// concerns before the committed position moves past it.
+func (n *Notifier) quietSince(user spec.UserID, pos, serial int64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.last == nil || pos < n.start {
+		return false // a token from before tracking began
+	}
+	l := n.last[user]
+	return l.pos <= pos && l.serial <= serial
+}
+
+// Notify tells the users of a change at pos (0 for a change without a
+// stream position, such as typing): it is recorded for quietSince and
+// wakes their waiting requests. Changes are notified from after-commit
+// hooks, before the committed position moves past them; a request woken
+// then would build from the old position, find nothing and wait again, so
+// such wakes are held until the position is published.
 func (n *Notifier) Notify(pos int64, users ...spec.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	var serial int64
+	if pos == 0 && n.serial != nil {
+		serial = n.serial()
+	}
 	hold := pos > n.db.Position()
 	for _, u := range users {
+		if n.last != nil {
+			l := n.last[u]
+			l.pos, l.serial = max(l.pos, pos), max(l.serial, serial)
+			n.last[u] = l
+		}
 		if hold {
 			n.held[u] = struct{}{}
 		} else {

@@ -13,14 +13,7 @@ import (
 // once the committed position covers it: a request woken earlier builds
 // from the old position, finds nothing and waits for a wake already spent.
 func TestNotifyWakesOnlyWhenThePositionIsPublished(t *testing.T) {
-	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := db.Migrate(context.Background(), Schema); err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t)
 	n := NewNotifier(db)
 
 	wake, cancel := n.subscribe("@a:test")
@@ -33,7 +26,7 @@ func TestNotifyWakesOnlyWhenThePositionIsPublished(t *testing.T) {
 
 	var pos int64
 	var wokeInHook bool
-	err = db.Write(context.Background(), func(tx *storage.Tx) error {
+	err := db.Write(context.Background(), func(tx *storage.Tx) error {
 		pos = tx.NextPosition()
 		tx.AfterCommit(func() {
 			n.Notify(pos, "@a:test")
@@ -69,4 +62,44 @@ func TestNotifyWakesOnlyWhenThePositionIsPublished(t *testing.T) {
 	default:
 		t.Fatal("a change without a position did not wake at once")
 	}
+}
+
+func TestNotifierQuietSince(t *testing.T) {
+	n := NewNotifier(openDB(t))
+	if n.quietSince(alice, 100, 100) {
+		t.Fatal("quiet before tracking began")
+	}
+	serial := int64(100)
+	n.track(10, func() int64 { return serial })
+	if n.quietSince(alice, 9, 200) {
+		t.Fatal("quiet for a token from before tracking began")
+	}
+	if !n.quietSince(alice, 10, 100) {
+		t.Fatal("not quiet with nothing told")
+	}
+	n.Notify(12, alice)
+	if n.quietSince(alice, 11, 100) || !n.quietSince(alice, 12, 100) {
+		t.Fatal("a change at position 12 is after 11 and not after 12")
+	}
+	serial = 150
+	n.Notify(0, alice)
+	if n.quietSince(alice, 12, 149) || !n.quietSince(alice, 12, 150) {
+		t.Fatal("a change without a position counts from the serial at the time")
+	}
+	if !n.quietSince(bob, 10, 100) {
+		t.Fatal("bob was told nothing")
+	}
+}
+
+func openDB(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Migrate(context.Background(), Schema); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

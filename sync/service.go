@@ -112,6 +112,7 @@ func New(d Deps) *Service {
 		s.notifier = NewNotifier(s.db)
 	}
 	s.serial.Store(time.Now().UnixMilli())
+	s.notifier.track(d.DB.Position(), s.serial.Load)
 	s.typing = newTypingState()
 	s.receipts = newReceiptState()
 	s.presence = newPresenceState()

@@ -512,3 +512,48 @@ func TestPresenceThroughSync(t *testing.T) {
 		t.Fatalf("after 100 changes: %d events for alice, latest %v", n, got)
 	}
 }
+
+// TestEmptySyncShortcut: in many rooms, an incremental sync with nothing
+// new answers without looking at the rooms, and each kind of change in one
+// of them still comes through.
+func TestEmptySyncShortcut(t *testing.T) {
+	ts := newTestServer(t)
+	var rooms []string
+	for range 12 {
+		r := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+		ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+r+"/join", map[string]any{})
+		rooms = append(rooms, r)
+	}
+	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
+	next := func(what string) map[string]any {
+		t.Helper()
+		resp := ts.syncOnce(bob, since, 0, "")
+		since = resp["next_batch"].(string)
+		if what == "" {
+			if resp["rooms"] != nil {
+				t.Fatalf("nothing happened, yet: %v", resp["rooms"])
+			}
+			return nil
+		}
+		room := path(resp, "rooms", "join", rooms[7])
+		if room == nil {
+			t.Fatalf("%s in room 7 did not come through: %v", what, resp["rooms"])
+		}
+		return room.(map[string]any)
+	}
+	next("")
+	ev := ts.send(alice, rooms[7], "hello")
+	if evs := path(next("a message"), "timeline", "events").([]any); len(evs) != 1 || path(evs[0], "event_id") != ev {
+		t.Fatalf("timeline: %v", evs)
+	}
+	next("")
+	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+rooms[7]+"/typing/"+alice, map[string]any{"typing": true, "timeout": 30000})
+	if eph := path(next("typing"), "ephemeral", "events").([]any); len(eph) != 1 || path(eph[0], "type") != "m.typing" {
+		t.Fatalf("ephemeral: %v", eph)
+	}
+	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+rooms[7]+"/receipt/m.read/"+ev, map[string]any{})
+	if eph := path(next("a receipt"), "ephemeral", "events").([]any); len(eph) != 1 || path(eph[0], "type") != "m.receipt" {
+		t.Fatalf("ephemeral: %v", eph)
+	}
+	next("")
+}
