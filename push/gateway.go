@@ -50,6 +50,12 @@ type dispatcher struct {
 	mu     sync.Mutex
 	byUser map[spec.UserID]map[pusherKey]*pusher
 	queues map[pusherKey]*pusherQueue
+
+	// committed are notifications whose events are committed but not yet
+	// published: a gateway told now could not read the event back (the
+	// full format) nor a client sync it. They go out on publish. Only the
+	// writer goroutine touches it.
+	committed []*notificationRow
 }
 
 func newDispatcher(s *Service) *dispatcher {
@@ -117,8 +123,22 @@ func (d *dispatcher) pushersOf(user spec.UserID) []*pusher {
 	return list
 }
 
-// enqueue hands a notification to each of the user's pushers. Called from
-// an after-commit hook: it takes two short locks and never waits.
+// hold keeps committed notifications until their position is published
+// (call from an after-commit hook).
+func (d *dispatcher) hold(rows []*notificationRow) { d.committed = append(d.committed, rows...) }
+
+// published hands the held notifications to the pushers; storage calls it
+// on the writer goroutine once the committed position moved.
+func (d *dispatcher) published(int64) {
+	for _, n := range d.committed {
+		d.enqueue(n)
+	}
+	clear(d.committed)
+	d.committed = d.committed[:0]
+}
+
+// enqueue hands a notification to each of the user's pushers. It takes two
+// short locks and never waits.
 func (d *dispatcher) enqueue(n *notificationRow) {
 	d.mu.Lock()
 	has := len(d.byUser[n.user]) > 0

@@ -145,6 +145,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, err
 	}
 	s.gateways = newDispatcher(s)
+	s.db.OnPublish(s.gateways.published)
 	if err := s.loadPushers(ctx); err != nil {
 		return nil, err
 	}
@@ -334,9 +335,7 @@ func (s *Service) store(tx *storage.Tx, e *evaluated) error {
 			s.counts.notified(n)
 		}
 		s.counts.mu.Unlock()
-		for _, n := range e.rows {
-			s.gateways.enqueue(n)
-		}
+		s.gateways.hold(e.rows)
 	})
 	return nil
 }
