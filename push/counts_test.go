@@ -3,6 +3,7 @@ package push
 import (
 	"fmt"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -302,8 +303,11 @@ func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
 	room := ts.room(alice, bob)
 	// Hold the writer until both sends are queued behind it, so that they
 	// are written in one batch.
-	release := make(chan struct{})
-	held := ts.db.Submit(t.Context(), nil, func(*storage.Tx) error { <-release; return nil })
+	started, release := make(chan struct{}), make(chan struct{})
+	held := ts.db.Submit(t.Context(), nil, func(*storage.Tx) error { close(started); <-release; return nil })
+	var once sync.Once
+	defer once.Do(func() { close(release) }) // a failed wait must not leave the writer held
+	<-started // the queue now holds only what comes after
 	waitQueued := func(n int) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -319,7 +323,7 @@ func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
 	waitQueued(1)
 	go func() { done <- ts.text(bob, room, "answer") }()
 	waitQueued(2)
-	close(release)
+	once.Do(func() { close(release) })
 	if err := held.Wait(); err != nil {
 		t.Fatal(err)
 	}
