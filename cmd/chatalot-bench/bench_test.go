@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -140,5 +141,35 @@ func TestDuplicatesFail(t *testing.T) {
 	r := runFake(t, "fanout", params{Members: 4, Rooms: 1, History: 1, DeliverTimeout: 5 * time.Second})
 	if dups, _ := metricOf(r, "duplicates"); dups == 0 || !r.failed() {
 		t.Fatalf("duplicates = %v, failed = %v; want some and a failure", dups, r.failed())
+	}
+}
+
+// The generator reads /sync with gjson for speed; it must read what
+// encoding/json reads.
+func TestDecodeRawMatchesEncodingJSON(t *testing.T) {
+	raw := []byte(`{"account_data":{"events":[]},"next_batch":"s12_3","rooms":{"join":{
+	"!a:x":{"state":{"events":[{"type":"m.room.member","state_key":"@b:x","sender":"@b:x","event_id":"$m","content":{"membership":"join"}}]},
+		"timeline":{"limited":true,"prev_batch":"p1","events":[
+			{"content":{"body":"hi","org.chatalot.bench":{"seq":7,"sent_us":123}},"event_id":"$1","sender":"@a:x","type":"m.room.message","unsigned":{"age":1}},
+			{"type":"m.room.topic","state_key":"","sender":"@a:x","event_id":"$2","content":{"topic":"t"}}]}},
+	"!b:x":{"timeline":{"limited":false}}}}}`)
+	var got, want SyncResponse
+	if err := got.decodeRaw(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if string(g) != string(w) {
+		t.Fatalf("decodeRaw read\n%s\nencoding/json read\n%s", g, w)
+	}
+	mark, ok := got.Rooms.Join["!a:x"].Timeline.Events[0].Bench()
+	if !ok || mark.Seq != 7 || mark.SentUs != 123 {
+		t.Fatalf("Bench() = %+v, %v", mark, ok)
+	}
+	if err := got.decodeRaw([]byte(`{"next_batch":`)); err == nil {
+		t.Fatal("no error for a truncated answer")
 	}
 }

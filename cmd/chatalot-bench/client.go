@@ -270,42 +270,81 @@ const (
 	filterReceiver        = `{"room":{"timeline":{"limit":1000},"state":{"lazy_load_members":true}}}`
 )
 
-// decodeRaw reads the parts of a /sync response the scenarios use.
+// decodeRaw reads the parts of a /sync response the scenarios use, each
+// object in one pass over its keys (a gjson Get per field would rescan the
+// object for every field).
 func (s *SyncResponse) decodeRaw(raw []byte) error {
 	if !gjson.ValidBytes(raw) {
 		return fmt.Errorf("not JSON")
 	}
-	doc := gjson.ParseBytes(raw)
-	s.NextBatch = doc.Get("next_batch").Str
-	events := func(list gjson.Result) []Event {
-		var out []Event
-		list.ForEach(func(_, ev gjson.Result) bool {
-			e := Event{Type: ev.Get("type").Str, EventID: ev.Get("event_id").Str, Sender: ev.Get("sender").Str}
-			if sk := ev.Get("state_key"); sk.Type == gjson.String {
-				e.StateKey = &sk.Str
-			}
-			if c := ev.Get("content"); c.Exists() {
-				e.Content = json.RawMessage(c.Raw)
-			}
-			out = append(out, e)
-			return true
-		})
-		return out
-	}
-	doc.Get("rooms.join").ForEach(func(id, room gjson.Result) bool {
-		if s.Rooms.Join == nil {
-			s.Rooms.Join = map[string]JoinedRoom{}
+	gjson.ParseBytes(raw).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "next_batch":
+			s.NextBatch = v.Str
+		case "rooms":
+			v.Get("join").ForEach(func(id, room gjson.Result) bool {
+				if s.Rooms.Join == nil {
+					s.Rooms.Join = map[string]JoinedRoom{}
+				}
+				s.Rooms.Join[id.Str] = decodeJoinedRoom(room)
+				return true
+			})
 		}
-		var jr JoinedRoom
-		tl := room.Get("timeline")
-		jr.Timeline.Events = events(tl.Get("events"))
-		jr.Timeline.Limited = tl.Get("limited").Bool()
-		jr.Timeline.PrevBatch = tl.Get("prev_batch").Str
-		jr.State.Events = events(room.Get("state.events"))
-		s.Rooms.Join[id.Str] = jr
 		return true
 	})
 	return nil
+}
+
+func decodeJoinedRoom(room gjson.Result) JoinedRoom {
+	var jr JoinedRoom
+	room.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "timeline":
+			v.ForEach(func(k, v gjson.Result) bool {
+				switch k.Str {
+				case "events":
+					jr.Timeline.Events = decodeEvents(v)
+				case "limited":
+					jr.Timeline.Limited = v.Bool()
+				case "prev_batch":
+					jr.Timeline.PrevBatch = v.Str
+				}
+				return true
+			})
+		case "state":
+			jr.State.Events = decodeEvents(v.Get("events"))
+		}
+		return true
+	})
+	return jr
+}
+
+func decodeEvents(list gjson.Result) []Event {
+	var out []Event
+	list.ForEach(func(_, ev gjson.Result) bool {
+		var e Event
+		ev.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "type":
+				e.Type = v.Str
+			case "event_id":
+				e.EventID = v.Str
+			case "sender":
+				e.Sender = v.Str
+			case "state_key":
+				if v.Type == gjson.String {
+					sk := v.Str
+					e.StateKey = &sk
+				}
+			case "content":
+				e.Content = json.RawMessage(v.Raw)
+			}
+			return true
+		})
+		out = append(out, e)
+		return true
+	})
+	return out
 }
 
 // Sync calls /sync; since "" is an initial sync; timeout is the long-poll.

@@ -90,6 +90,7 @@ type receiver struct {
 	order    []string        // event IDs in the order first seen
 	lat      []time.Duration // send → delivery of each first sighting
 	limited  int             // incremental syncs whose timeline said "limited"
+	syncs    int             // answered syncs
 	errs     int
 	firstErr error
 }
@@ -114,6 +115,7 @@ func (rc *receiver) loop(ctx context.Context) {
 			}
 			continue
 		}
+		rc.syncs++
 		rc.take(resp, time.Now())
 		rc.since = resp.NextBatch
 	}
@@ -210,7 +212,7 @@ func (a *audience) check(r *Result, sent *sentLog) {
 		all                                 []time.Duration
 		worstP99                            time.Duration
 		missing, dups, unexpected, misorder int
-		limited, syncErrs, delivered        int
+		limited, syncErrs, delivered, syncs int
 		firstSyncErr                        error
 		reference                           []string
 	)
@@ -238,6 +240,7 @@ func (a *audience) check(r *Result, sent *sentLog) {
 		}
 		delivered += len(rc.order)
 		limited += rc.limited
+		syncs += rc.syncs
 		syncErrs += rc.errs
 		if firstSyncErr == nil {
 			firstSyncErr = rc.firstErr
@@ -251,6 +254,11 @@ func (a *audience) check(r *Result, sent *sentLog) {
 	r.add("receivers", float64(len(a.rcv)))
 	r.add("deliveries", float64(delivered))
 	r.add("deliveries_expected", float64(len(a.rcv)*len(sent.ids)))
+	if syncs > 0 {
+		// How many events a long-poll brings back: fewer /sync requests
+		// per delivery is the server batching what it wakes a client for.
+		r.add("deliveries_per_sync", float64(delivered)/float64(syncs))
+	}
 	r.addLatency("delivery_", all)
 	r.add("delivery_worst_receiver_p99_ms", ms(worstP99))
 	r.addCount("missing", missing)
