@@ -13,9 +13,60 @@ import (
 // (it re-validates each json.RawMessage). This is the hottest response the
 // server writes.
 
+// appendString appends s as a JSON string, as encoding/json writes it.
+// Tokens, IDs and key algorithms need no escaping: they skip the encoder.
 func appendString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s)
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func (c UnreadCounts) appendJSON(b []byte) []byte {
+	b = append(b, `{"notification_count":`...)
+	b = strconv.AppendInt(b, c.NotificationCount, 10)
+	b = append(b, `,"highlight_count":`...)
+	b = strconv.AppendInt(b, c.HighlightCount, 10)
+	return append(b, '}')
+}
+
+// appendKeyCounts appends device_one_time_keys_count's map, keys sorted as
+// encoding/json sorts them.
+func appendKeyCounts(b []byte, counts map[string]int) []byte {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(counts[k]), 10)
+	}
+	return append(b, '}')
+}
+
+func appendStrings(b []byte, list []string) []byte {
+	if list == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }
 
 func appendEvents(b []byte, evs []json.RawMessage) []byte {
@@ -64,14 +115,12 @@ func (r *Response) encode() []byte {
 		b = append(b, dl...)
 	}
 	if r.OTKCounts != nil {
-		c, _ := json.Marshal(r.OTKCounts)
 		b = append(b, `,"device_one_time_keys_count":`...)
-		b = append(b, c...)
+		b = appendKeyCounts(b, r.OTKCounts)
 	}
 	if r.FallbackKeyTypes != nil {
-		c, _ := json.Marshal(*r.FallbackKeyTypes)
 		b = append(b, `,"device_unused_fallback_key_types":`...)
-		b = append(b, c...)
+		b = appendStrings(b, *r.FallbackKeyTypes)
 	}
 	return append(b, '}')
 }
@@ -167,7 +216,8 @@ func (jr *JoinedRoom) appendJSON(b []byte) []byte {
 		b = appendMarshalled(b, "summary", jr.Summary)
 	}
 	if jr.UnreadNotifications != nil {
-		b = appendMarshalled(b, "unread_notifications", jr.UnreadNotifications)
+		b = append(b, `,"unread_notifications":`...)
+		b = jr.UnreadNotifications.appendJSON(b)
 	}
 	if jr.UnreadThreadNotifications != nil {
 		b = appendMarshalled(b, "unread_thread_notifications", jr.UnreadThreadNotifications)
