@@ -3,6 +3,7 @@ package push
 import (
 	"encoding/json"
 	"strconv"
+	"sync"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/tidwall/gjson"
@@ -16,18 +17,61 @@ import (
 // condition is one compiled condition.
 type condition struct {
 	kind  string
-	path  []string // event_match, event_property_*
-	glob  *glob    // event_match
-	words bool     // event_match on content.body: match within word boundaries
-	value scalar   // event_property_*
-	op    string   // room_member_count
-	n     int64    // room_member_count
-	key   string   // sender_notification_permission
-	never bool     // unknown kind or malformed: never matches
-	// memo names what the condition asks of the event alone, so that its
-	// answer is worked out once per event, not once per recipient (most
-	// members share most rules); empty when it depends on the recipient.
-	memo string
+	path  propertyPath // event_match, event_property_*
+	glob  *glob        // event_match
+	words bool         // event_match on content.body: match within word boundaries
+	value scalar       // event_property_*
+	op    string       // room_member_count
+	n     int64        // room_member_count
+	key   string       // sender_notification_permission
+	never bool         // unknown kind or malformed: never matches
+	// memo numbers what the condition asks of the event alone, so that
+	// its answer is worked out once per event, not once per recipient
+	// (most members share most rules); 0 when it depends on the recipient.
+	memo int
+}
+
+// numbering gives each distinct key a small number, so that what is worked
+// out once per event sits in a slice instead of a map with string keys.
+// Numbers are never reused; past max keys get 0 (not kept), which leaves
+// out only rare custom rules.
+type numbering struct {
+	mu  sync.Mutex
+	of  map[string]int
+	max int
+}
+
+func (n *numbering) id(key string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if id, ok := n.of[key]; ok {
+		return id
+	}
+	if len(n.of) >= n.max {
+		return 0
+	}
+	id := len(n.of) + 1
+	n.of[key] = id
+	return id
+}
+
+var (
+	// memoIDs number what conditions ask of the event alone.
+	memoIDs = &numbering{of: map[string]int{}, max: 4096}
+	// pathIDs number the property paths rules look at.
+	pathIDs = &numbering{of: map[string]int{}, max: 4096}
+)
+
+// propertyPath is a compiled key: its parts, and its number for the event
+// view's cache of what is found there.
+type propertyPath struct {
+	parts []string
+	id    int
+}
+
+func newPropertyPath(key string) propertyPath {
+	parts := splitPath(key)
+	return propertyPath{parts: parts, id: pathIDs.id(joinPath(parts))}
 }
 
 // compiledRule is a rule ready to evaluate.
@@ -56,7 +100,7 @@ type compiledRules struct {
 	rules []compiledRule
 }
 
-var bodyPath = []string{"content", "body"}
+var bodyPath = newPropertyPath("content.body")
 
 // compile prepares a ruleset for evaluation; disabled rules are left out.
 func compile(rs *Ruleset) *compiledRules {
@@ -154,10 +198,10 @@ func compileCondition(raw json.RawMessage) condition {
 			c.never = true
 			break
 		}
-		c.path = splitPath(key.Str)
+		c.path = newPropertyPath(key.Str)
 		c.words = key.Str == "content.body"
 		c.glob = compileGlob(pattern.Str, false)
-		c.memo = "match\x00" + key.Str + "\x00" + pattern.Str
+		c.memo = memoIDs.id("match\x00" + key.Str + "\x00" + pattern.Str)
 	case "event_property_is", "event_property_contains":
 		key, val := v.Get("key"), v.Get("value")
 		s, ok := scalarOf(val)
@@ -165,9 +209,9 @@ func compileCondition(raw json.RawMessage) condition {
 			c.never = true
 			break
 		}
-		c.path = splitPath(key.Str)
+		c.path = newPropertyPath(key.Str)
 		c.value = s
-		c.memo = c.kind + "\x00" + key.Str + "\x00" + val.Raw
+		c.memo = memoIDs.id(c.kind + "\x00" + key.Str + "\x00" + val.Raw)
 	case "room_member_count":
 		m := memberCountRE.FindStringSubmatch(v.Get("is").Str)
 		if m == nil {
@@ -209,8 +253,39 @@ type EventView struct {
 	// of a notification key of the room's power levels ("room").
 	SenderMay func(key string) bool
 
-	folded map[string]string // folded string values by path, computed once
-	memo   map[string]bool   // answers of conditions on the event alone
+	values []viewValue  // what is at each numbered path, looked up once
+	memo   []memoAnswer // answers of conditions on the event alone, by memo number
+}
+
+// viewValue is what an event has at one path.
+type viewValue struct {
+	looked, foldedDone bool
+	v                  gjson.Result
+	folded             string
+}
+
+// slot is the cache of a numbered path (nil for an unnumbered one). The
+// pointer is good until the next call.
+func (ev *EventView) slot(p propertyPath) *viewValue {
+	if p.id == 0 {
+		return nil
+	}
+	if p.id >= len(ev.values) {
+		ev.values = append(ev.values, make([]viewValue, p.id+1-len(ev.values))...)
+	}
+	return &ev.values[p.id]
+}
+
+// at returns the value at a path.
+func (ev *EventView) at(p propertyPath) gjson.Result {
+	s := ev.slot(p)
+	if s == nil {
+		return lookup(ev.Event, p.parts)
+	}
+	if !s.looked {
+		s.v, s.looked = lookup(ev.Event, p.parts), true
+	}
+	return s.v
 }
 
 // lookup walks a property path through nested objects. Names are compared
@@ -239,21 +314,19 @@ func lookup(doc gjson.Result, path []string) gjson.Result {
 
 // foldedString returns the folded string at a path, and whether the value
 // there is a string.
-func (ev *EventView) foldedString(path []string) (string, bool) {
-	k := joinPath(path)
-	if s, ok := ev.folded[k]; ok {
-		return s, true
-	}
-	v := lookup(ev.Event, path)
+func (ev *EventView) foldedString(p propertyPath) (string, bool) {
+	v := ev.at(p)
 	if v.Type != gjson.String {
 		return "", false
 	}
-	s := foldString(v.Str)
-	if ev.folded == nil {
-		ev.folded = map[string]string{}
+	s := ev.slot(p)
+	if s == nil {
+		return foldString(v.Str), true
 	}
-	ev.folded[k] = s
-	return s, true
+	if !s.foldedDone {
+		s.folded, s.foldedDone = foldString(v.Str), true
+	}
+	return s.folded, true
 }
 
 func joinPath(path []string) string {
@@ -311,19 +384,30 @@ func (c *condition) holds(ev *EventView, to Recipient) bool {
 	if c.never {
 		return false
 	}
-	if c.memo == "" {
+	if c.memo == 0 {
 		return c.eval(ev, to)
 	}
-	if v, ok := ev.memo[c.memo]; ok {
-		return v
+	if c.memo < len(ev.memo) && ev.memo[c.memo] != memoUnknown {
+		return ev.memo[c.memo] == memoTrue
 	}
 	v := c.eval(ev, to)
-	if ev.memo == nil {
-		ev.memo = map[string]bool{}
+	if c.memo >= len(ev.memo) {
+		ev.memo = append(ev.memo, make([]memoAnswer, c.memo+1-len(ev.memo))...)
 	}
-	ev.memo[c.memo] = v
+	ev.memo[c.memo] = memoFalse
+	if v {
+		ev.memo[c.memo] = memoTrue
+	}
 	return v
 }
+
+type memoAnswer uint8
+
+const (
+	memoUnknown memoAnswer = iota
+	memoFalse
+	memoTrue
+)
 
 func (c *condition) eval(ev *EventView, to Recipient) bool {
 	switch c.kind {
@@ -337,10 +421,10 @@ func (c *condition) eval(ev *EventView, to Recipient) bool {
 		}
 		return c.glob.matchWhole(s)
 	case "event_property_is":
-		v, ok := scalarOf(lookup(ev.Event, c.path))
+		v, ok := scalarOf(ev.at(c.path))
 		return ok && v.equal(c.value)
 	case "event_property_contains":
-		arr := lookup(ev.Event, c.path)
+		arr := ev.at(c.path)
 		if !arr.IsArray() {
 			return false
 		}

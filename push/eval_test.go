@@ -2,6 +2,7 @@ package push
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/chatalot/chatalot/spec"
@@ -281,5 +282,29 @@ func TestOneViewManyRecipients(t *testing.T) {
 	}
 	if len(view.memo) == 0 {
 		t.Fatal("nothing was shared between recipients")
+	}
+}
+
+// BenchmarkEvaluateFanout evaluates one message for the 50 members of a
+// room, each with the default rules: the work push does per send.
+func BenchmarkEvaluateFanout(b *testing.B) {
+	type member struct {
+		rules *compiledRules
+		to    Recipient
+	}
+	var members []member
+	for i := range 50 {
+		user := spec.UserID("@user" + strconv.Itoa(i) + ":test")
+		members = append(members, member{compile(DefaultRules(user)), Recipient{User: user, DisplayName: func() string { return "User " + strconv.Itoa(i) }}})
+	}
+	raw := `{"type":"m.room.message","sender":"@s:test","room_id":"!r:test","content":{"body":"bench message 42","msgtype":"m.text"}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		view := &EventView{Event: gjson.Parse(raw), Room: "!r:test", Sender: "@s:test", Members: 51, SenderMay: func(string) bool { return false }}
+		for _, m := range members {
+			if !m.rules.evaluate(view, m.to).Notify {
+				b.Fatal("a plain message did not notify")
+			}
+		}
 	}
 }
