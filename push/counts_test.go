@@ -305,8 +305,9 @@ func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
 	// are written in one batch.
 	started, release := make(chan struct{}), make(chan struct{})
 	held := ts.db.Submit(t.Context(), nil, func(*storage.Tx) error { close(started); <-release; return nil })
+	// A failed wait must not leave the writer held.
 	var once sync.Once
-	defer once.Do(func() { close(release) }) // a failed wait must not leave the writer held
+	defer once.Do(func() { close(release) })
 	<-started // the queue now holds only what comes after
 	waitQueued := func(n int) {
 		t.Helper()

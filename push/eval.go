@@ -211,7 +211,11 @@ func compileCondition(raw json.RawMessage) condition {
 		}
 		c.path = newPropertyPath(key.Str)
 		c.value = s
-		c.memo = memoIDs.id(c.kind + "\x00" + key.Str + "\x00" + val.Raw)
+		if c.kind == "event_property_is" {
+			c.memo = memoIDs.id(c.kind + "\x00" + key.Str + "\x00" + val.Raw)
+		}
+		// A contains is mostly of the recipient's own ID (mentions): a
+		// memo would be used once. The list itself is looked up once.
 	case "room_member_count":
 		m := memberCountRE.FindStringSubmatch(v.Get("is").Str)
 		if m == nil {

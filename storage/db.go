@@ -67,11 +67,11 @@ type Options struct {
 	Durability string
 }
 
-// Open opens (creating if needed) the SQLite database at path and starts
-// the writer. Call Migrate before use and Close at the end.
 // stmtCacheSize is how many prepared statements each connection keeps.
 const stmtCacheSize = "64"
 
+// Open opens (creating if needed) the SQLite database at path and starts
+// the writer. Call Migrate before use and Close at the end.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.Readers <= 0 {
 		opts.Readers = 8
