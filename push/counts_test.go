@@ -177,9 +177,7 @@ func TestNotificationsList(t *testing.T) {
 	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
 	// The first two move out of staging, one event per write; the list
 	// reads both tables.
-	defer func(e, r int) { flushMinEvents, flushMaxRows = e, r }(flushMinEvents, flushMaxRows)
-	flushMinEvents, flushMaxRows = 1, 2
-	ts.push.flush()
+	ts.push.flushWith(1, 2)
 	var staged int
 	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_staged`).Scan(&staged); err != nil || staged != 0 {
 		t.Fatalf("%d events still staged (%v)", staged, err)
@@ -332,4 +330,33 @@ func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
 	<-done
 	ts.wantCounts(bob, room, [2]int64{0, 0})
 	ts.wantCounts(alice, room, [2]int64{1, 0})
+}
+
+// TestStagedRowsMoveOnceABurstIsOver: the server does not sit on work it
+// owes: staged notifications move soon after the sends stop, well before
+// the flushDelay a steady stream waits for.
+func TestStagedRowsMoveOnceABurstIsOver(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	for i := range 5 {
+		ts.text(alice, room, fmt.Sprint("burst ", i))
+	}
+	deadline := time.Now().Add(flushDelay - time.Second)
+	for {
+		var staged int
+		if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_staged`).Scan(&staged); err != nil {
+			t.Fatal(err)
+		}
+		if staged == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still staged %v after the burst", staged, flushDelay-time.Second)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var notified int
+	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_notified`).Scan(&notified); err != nil || notified < 10 {
+		t.Fatalf("%d rows moved (%v), want at least 10", notified, err)
+	}
 }

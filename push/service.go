@@ -107,8 +107,8 @@ type Service struct {
 	gateways *dispatcher
 	started  sync.Once
 	// staged counts notification rows waiting in push_staged (store.go).
-	staged         atomic.Int64
-	flushScheduled atomic.Bool
+	staged      atomic.Int64
+	flushTimers flushTimers
 }
 
 type userRules struct {

@@ -411,34 +411,66 @@ func (in *interned) add(fresh *newInterned) {
 	}
 }
 
-// Moving staged notifications: after flushDelay, or at once past flushRows.
+// Moving staged notifications: once none came for flushIdle (a burst is
+// over: the server does not leave work owed for long after it), flushDelay
+// after the first at the latest (a steady stream), or at once past
+// flushRows. The longer a move waits, the more events share each user's
+// page writes.
 const (
+	flushIdle  = 200 * time.Millisecond
 	flushDelay = 5 * time.Second
 	flushRows  = 50000
 )
+
+// flushTimers are the pending moves' timers, nil when none is pending.
+type flushTimers struct {
+	mu           stdsync.Mutex
+	idle, latest *time.Timer
+}
 
 // stagedRows notes n new staged rows and schedules their move.
 func (s *Service) stagedRows(n int) {
 	if s.staged.Add(int64(n)) >= flushRows {
 		go s.flush()
-	} else if s.flushScheduled.CompareAndSwap(false, true) {
-		time.AfterFunc(flushDelay, s.flush)
+		return
+	}
+	t := &s.flushTimers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle == nil {
+		t.idle = time.AfterFunc(flushIdle, s.flush)
+	} else {
+		t.idle.Reset(flushIdle)
+	}
+	if t.latest == nil {
+		t.latest = time.AfterFunc(flushDelay, s.flush)
 	}
 }
 
 // A move is written event by event in one transaction, which ends early
 // once other writes wait and it has moved flushMinEvents events: a send
 // queued meanwhile waits for a few events' rows, and each user's pages are
-// still written once per several events. Variables for tests.
-var (
+// still written once per several events.
+const (
 	flushMinEvents = 8
 	flushMaxRows   = 50000
 )
 
 // flush moves the staged notifications to push_notified. Rows staged after
 // it starts wait for the next flush.
-func (s *Service) flush() {
-	s.flushScheduled.Store(false)
+func (s *Service) flush() { s.flushWith(flushMinEvents, flushMaxRows) }
+
+// flushWith is flush with the yield point and the rows per write given.
+func (s *Service) flushWith(minEvents, maxRows int) {
+	t := &s.flushTimers
+	t.mu.Lock()
+	for _, timer := range []*time.Timer{t.idle, t.latest} {
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	t.idle, t.latest = nil, nil
+	t.mu.Unlock()
 	s.staged.Store(0)
 	ctx := context.Background()
 	var end int64
@@ -448,7 +480,7 @@ func (s *Service) flush() {
 	for {
 		moved := 0
 		err := s.db.Write(ctx, func(tx *storage.Tx) error {
-			for rows := 0; rows < flushMaxRows; {
+			for rows := 0; rows < maxRows; {
 				var pos, n int64
 				err := tx.QueryRow(`SELECT position, json_array_length(recipients) FROM push_staged
 					WHERE position <= $1 ORDER BY position LIMIT 1`, end).Scan(&pos, &n)
@@ -467,7 +499,7 @@ func (s *Service) flush() {
 				}
 				moved++
 				rows += int(n)
-				if moved >= flushMinEvents && s.db.Queued() > 0 {
+				if moved >= minEvents && s.db.Queued() > 0 {
 					return nil // let the waiting writes in
 				}
 			}

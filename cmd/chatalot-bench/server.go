@@ -175,9 +175,12 @@ func (s *Server) CPU() (time.Duration, error) {
 }
 
 // quietWindow and quietLimit define "the server has finished its work": no
-// CPU tick for quietWindow, waiting at most quietLimit.
+// CPU tick for quietWindow, waiting at most quietLimit. The window is longer
+// than the server waits before work it defers to the end of a burst (push
+// moves staged notifications 200 ms after the last), so that a phase is
+// charged with that work.
 const (
-	quietWindow = 200 * time.Millisecond
+	quietWindow = 500 * time.Millisecond
 	quietLimit  = 20 * time.Second
 )
 
