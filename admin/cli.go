@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"errors"
+	"os"
 	"strings"
 	"time"
 
@@ -16,7 +18,10 @@ import (
 // and the CLI cannot send room events or tell the E2EE directory (both
 // need the server's stream positions). So every CLI change the server must
 // act on queues a follow-up in the same transaction as the change; the
-// server applies the queue at start and then every FollowupInterval:
+// server applies the queue at start and then whenever the CLI pokes it (the
+// file beside the database that the CLI appends a line to after each
+// change; the server looks at its size every FollowupInterval, so an idle
+// server does not read the database every second):
 //
 //   - deactivation: the account's cached sessions stop working, the user
 //     leaves every room, and the keys of the deleted devices go;
@@ -29,7 +34,7 @@ import (
 // next registration, whether or not the server runs. Sessions already open
 // stop within FollowupInterval.
 
-// FollowupInterval is how often the server looks for CLI follow-ups.
+// FollowupInterval is how often the server looks for a poke from the CLI.
 const FollowupInterval = time.Second
 
 // followupIfCLI returns a write that queues a follow-up when the service
@@ -40,8 +45,39 @@ func (s *Service) followupIfCLI(kind string, user spec.UserID, devices []string)
 		if !s.cli {
 			return nil
 		}
-		return insertFollowup(tx, kind, user, devices)
+		if err := insertFollowup(tx, kind, user, devices); err != nil {
+			return err
+		}
+		tx.AfterCommit(s.pokeServer)
+		return nil
 	}
+}
+
+// followupsPoke is the file the CLI appends to after queuing follow-ups.
+func (s *Service) followupsPoke() string { return s.db.Path() + "-followups" }
+
+// pokeServer tells a running server that follow-ups are queued. Each poke
+// makes the file longer, so that two in the same clock tick still differ.
+func (s *Service) pokeServer() {
+	f, err := os.OpenFile(s.followupsPoke(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err == nil {
+		_, err = f.Write([]byte("\n"))
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("could not tell a running server of the change; it applies it at its next start")
+	}
+}
+
+// pokeStamp is what the server last saw of the poke file.
+type pokeStamp struct{ size, modified int64 }
+
+func (s *Service) pokeStamp() pokeStamp {
+	fi, err := os.Stat(s.followupsPoke())
+	if err != nil {
+		return pokeStamp{}
+	}
+	return pokeStamp{fi.Size(), fi.ModTime().UnixNano()}
 }
 
 // deviceIDs lists a user's devices, for the follow-up of a CLI change that
@@ -61,12 +97,20 @@ func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, er
 	return ids, nil
 }
 
-// RunFollowups applies the CLI's queued follow-ups now and then every
-// FollowupInterval until ctx ends (server only).
+// RunFollowups applies the CLI's queued follow-ups now and then each time
+// the CLI pokes, until ctx ends (server only). The stamp is taken before
+// the queue is read: a poke after it is seen at the next look.
 func (s *Service) RunFollowups(ctx context.Context) {
 	t := time.NewTicker(FollowupInterval)
 	defer t.Stop()
-	for s.ApplyFollowups(ctx) {
+	seen, first := pokeStamp{}, true
+	for {
+		if stamp := s.pokeStamp(); first || stamp != seen {
+			first, seen = false, stamp
+			if !s.ApplyFollowups(ctx) {
+				return
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -473,13 +473,17 @@ func (s *Service) flushWith(minEvents, maxRows int) {
 	t.mu.Unlock()
 	s.staged.Store(0)
 	ctx := context.Background()
-	var end int64
-	if err := s.db.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM push_staged`).Scan(&end); err != nil || end == 0 {
-		return
-	}
+	var end int64 // the newest staged position when the move began
 	for {
 		moved := 0
 		err := s.db.Write(ctx, func(tx *storage.Tx) error {
+			// Read in the write, not on the read pool: the move is the
+			// writer's business and leaves the readers to clients.
+			if end == 0 {
+				if err := tx.QueryRow(`SELECT coalesce(max(position), 0) FROM push_staged`).Scan(&end); err != nil || end == 0 {
+					return err
+				}
+			}
 			for rows := 0; rows < maxRows; {
 				var pos, n int64
 				err := tx.QueryRow(`SELECT position, json_array_length(recipients) FROM push_staged

@@ -165,6 +165,9 @@ func (db *DB) Close() error {
 // change with a position at or below it is durable and visible to readers.
 func (db *DB) Position() int64 { return db.committed.Load() }
 
+// Path is the database file's path.
+func (db *DB) Path() string { return db.path }
+
 // ReadCount is the number of statements run on the read pool since start;
 // benchmarks use it to prove the hot paths do not read the database.
 func (db *DB) ReadCount() int64 { return db.reads.Load() }
