@@ -267,6 +267,36 @@ func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool)
 	})
 }
 
+// DeviceDeleted removes the pushers a device set: a phone that logged out
+// gets no more notifications for the account. Called by auth once the
+// device is gone (through the server's device hooks).
+func (s *Service) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID string) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		rows, err := tx.Query(`DELETE FROM pushers WHERE user_id = $1 AND device_id = $2 RETURNING app_id, pushkey`, string(user), deviceID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var gone []pusherKey
+		for rows.Next() {
+			k := pusherKey{user: user}
+			if err := rows.Scan(&k.appID, &k.pushkey); err != nil {
+				return err
+			}
+			gone = append(gone, k)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			for _, k := range gone {
+				s.gateways.remove(k)
+			}
+		})
+		return nil
+	})
+}
+
 func (s *Service) deletePusher(ctx context.Context, k pusherKey) error {
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, string(k.user), k.appID, k.pushkey); err != nil {

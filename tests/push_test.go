@@ -378,3 +378,72 @@ func TestPushGatewayPrivateRefused(t *testing.T) {
 		t.Fatalf("pushers: %+v", got.Pushers)
 	}
 }
+
+// TestPushersGoWithTheirDevice: a device that logs out takes its pushers
+// with it, so a phone that signed out gets no more of the account's
+// notifications; the account's other devices keep theirs.
+func TestPushersGoWithTheirDevice(t *testing.T) {
+	gw := newPushGateway(t)
+	s := harness.Start(t, harness.WithArgs("--push-allow-private-gateways"))
+	ctx := context.Background()
+	alice := newClient(t, s.URL, "devpushalice")
+	phone := newClient(t, s.URL, "devpushbob")
+	laptop, err := mautrix.NewClient(s.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.Login(ctx, &mautrix.ReqLogin{
+		Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "devpushbob"},
+		Password: "correct horse battery staple", StoreCredentials: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kind := mautrix.PusherKindHTTP
+	for key, c := range map[string]*mautrix.Client{"phone-key": phone, "laptop-key": laptop} {
+		if err := c.SetPusher(ctx, &mautrix.Pusher{
+			Kind: &kind, AppID: "org.example.chatalot.test", PushKey: key, AppDisplayName: "Test", DeviceDisplayName: key,
+			Language: "en", Data: mautrix.PusherData{"url": gw.srv.URL + "/_matrix/push/v1/notify"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := laptop.GetPushers(ctx); err != nil || len(got.Pushers) != 2 {
+		t.Fatalf("pushers before the logout: %+v %v", got, err)
+	}
+
+	if _, err := phone.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := laptop.GetPushers(ctx)
+	if err != nil || len(got.Pushers) != 1 || got.Pushers[0].PushKey != "laptop-key" {
+		t.Fatalf("pushers after the phone logged out: %+v %v", got, err)
+	}
+
+	// A message now reaches the laptop's gateway only.
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{laptop.UserID}, IsDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := alice.SendText(ctx, room.RoomID, "are you there?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw.wait(t, "the notification", func() bool { return gw.receivedLocked(sent.EventID) != nil })
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for _, n := range gw.got {
+		var note struct {
+			EventID id.EventID `json:"event_id"`
+			Devices []struct {
+				PushKey string `json:"pushkey"`
+			} `json:"devices"`
+		}
+		_ = json.Unmarshal(n, &note)
+		if note.EventID == sent.EventID && (len(note.Devices) != 1 || note.Devices[0].PushKey != "laptop-key") {
+			t.Fatalf("notification went to %+v", note.Devices)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/chatalot/chatalot/admin"
@@ -12,6 +13,7 @@ import (
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/server"
+	"github.com/chatalot/chatalot/spec"
 	chatsync "github.com/chatalot/chatalot/sync"
 )
 
@@ -75,7 +77,8 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	authSvc.SetDeviceHooks(keysSvc)
+	devices := deviceHooks{keys: keysSvc, push: pushSvc}
+	authSvc.SetDeviceHooks(devices)
 	syncSvc.SetKeys(keysSvc)
 	mediaSvc, err := media.New(media.Deps{
 		DB: a.db, Dir: pathsOf(a.cfg.DataDir).media, ServerName: a.serverName(), Config: a.mediaConfig(), Log: a.log,
@@ -87,7 +90,7 @@ func (a *App) wire(ctx context.Context) error {
 	// refuse locked and suspended accounts (auth) and joins to blocked rooms
 	// (rooms), and it applies what `chatalot admin` changed meanwhile.
 	adminSvc, err := admin.New(ctx, admin.Deps{
-		DB: a.db, ServerName: a.serverName(), Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: keysSvc,
+		DB: a.db, ServerName: a.serverName(), Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: devices,
 		Log: a.log, Config: a.cfg.adminConfig(),
 	})
 	if err != nil {
@@ -140,4 +143,23 @@ func (a *App) mediaConfig() media.Config {
 		MaxThumbnailPixels: a.cfg.MaxThumbnailPixels,
 		TURN:               media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
 	}
+}
+
+// deviceHooks tells the E2EE directory of every device change, and push of
+// deletions: a device's keys and its pushers go with it.
+type deviceHooks struct {
+	keys *keys.Service
+	push *push.Service
+}
+
+func (h deviceHooks) DeviceAdded(ctx context.Context, user spec.UserID, id, name string) error {
+	return h.keys.DeviceAdded(ctx, user, id, name)
+}
+
+func (h deviceHooks) DeviceUpdated(ctx context.Context, user spec.UserID, id, name string) error {
+	return h.keys.DeviceUpdated(ctx, user, id, name)
+}
+
+func (h deviceHooks) DeviceDeleted(ctx context.Context, user spec.UserID, id string) error {
+	return errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
 }
