@@ -156,6 +156,7 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 			s.tokens.removeDevice(user, "")
 			s.adMu.Lock()
 			delete(s.accountDataPos, user)
+			delete(s.ignored, user)
 			s.adMu.Unlock()
 		})
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
+	"github.com/tidwall/gjson"
 )
 
 // Account data: per-user configuration, global or per room, that /sync
@@ -38,7 +39,39 @@ func (s *Service) loadAccountDataPositions(ctx context.Context) error {
 		}
 		s.accountDataPos[u] = pos
 	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = s.db.Query(ctx, `SELECT user_id, content FROM account_data WHERE room_id = '' AND type = $1`, ignoredUserList)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u spec.UserID
+		var content string
+		if err := rows.Scan(&u, &content); err != nil {
+			return err
+		}
+		s.ignored[u] = parseIgnored(content)
+	}
 	return rows.Err()
+}
+
+const ignoredUserList = "m.ignored_user_list"
+
+// parseIgnored reads the users of an m.ignored_user_list content (nil when
+// there are none).
+func parseIgnored(content string) map[spec.UserID]bool {
+	var users map[spec.UserID]bool
+	gjson.Get(content, "ignored_users").ForEach(func(k, _ gjson.Result) bool {
+		if users == nil {
+			users = map[spec.UserID]bool{}
+		}
+		users[spec.UserID(k.Str)] = true
+		return true
+	})
+	return users
 }
 
 func (s *Service) accountDataBetween(ctx context.Context, user spec.UserID, since, until int64) ([]json.RawMessage, map[spec.RoomID][]json.RawMessage, error) {
@@ -105,6 +138,9 @@ func (s *Service) putAccountData(tx *storage.Tx, user spec.UserID, room spec.Roo
 		s.adMu.Lock()
 		if pos > s.accountDataPos[user] {
 			s.accountDataPos[user] = pos
+		}
+		if room == "" && typ == ignoredUserList {
+			s.ignored[user] = parseIgnored(content)
 		}
 		s.adMu.Unlock()
 		if s.notify != nil {

@@ -80,9 +80,12 @@ type Service struct {
 	nonceMu sync.Mutex
 	nonces  map[string]time.Time
 
-	// accountDataPos is each user's highest account data position.
+	// accountDataPos is each user's highest account data position;
+	// ignored is each user's m.ignored_user_list, which push reads for
+	// every recipient of every event.
 	adMu           sync.RWMutex
 	accountDataPos map[spec.UserID]int64
+	ignored        map[spec.UserID]map[spec.UserID]bool
 }
 
 type loginToken struct {
@@ -117,6 +120,7 @@ func New(d Deps) (*Service, error) {
 		loginTokens:    map[string]loginToken{},
 		nonces:         map[string]time.Time{},
 		accountDataPos: map[spec.UserID]int64{},
+		ignored:        map[spec.UserID]map[spec.UserID]bool{},
 	}
 	for _, r := range cfg.ReservedLocalparts {
 		s.reserved[strings.ToLower(r)] = true
@@ -259,6 +263,14 @@ func (s *Service) SetAdmin(ctx context.Context, user spec.UserID, admin bool) er
 // for unknown or deactivated users.
 func (s *Service) Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
 	return s.loadProfile(ctx, user)
+}
+
+// Ignores reports whether user ignores other (m.ignored_user_list), from
+// memory.
+func (s *Service) Ignores(user, other spec.UserID) bool {
+	s.adMu.RLock()
+	defer s.adMu.RUnlock()
+	return s.ignored[user][other]
 }
 
 // AccountDataPosition is the highest stream position of the user's account

@@ -25,6 +25,7 @@ import (
 	"github.com/chatalot/chatalot/storage"
 	chatsync "github.com/chatalot/chatalot/sync"
 	"github.com/rs/zerolog"
+	"github.com/tidwall/gjson"
 )
 
 // memAccountData stands in for the accounts package: account data in
@@ -67,6 +68,11 @@ func (m *memAccountData) AccountDataPosition(user spec.UserID) int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.pos[user]
+}
+
+func (m *memAccountData) Ignores(user, other spec.UserID) bool {
+	raw, _, _ := m.GetAccountData(context.Background(), user, "", "m.ignored_user_list")
+	return gjson.GetBytes(raw, "ignored_users").Get(gjson.Escape(string(other))).Exists()
 }
 
 func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {

@@ -447,3 +447,51 @@ func TestPushersGoWithTheirDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestIgnoredUsersAreNotCounted: events from a user someone ignores are
+// hidden from them, so they neither count as unread nor are pushed, and
+// the ignore list still holds after a restart.
+func TestIgnoredUsersAreNotCounted(t *testing.T) {
+	s := harness.Start(t)
+	ctx := context.Background()
+	alice := newClient(t, s.URL, "ignalice")
+	bob := newClient(t, s.URL, "ignbob")
+	carol := newClient(t, s.URL, "igncarol")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*mautrix.Client{bob, carol} {
+		if _, err := c.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bob.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{string(alice.UserID): map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	countAfter := func(c *mautrix.Client, sender *mautrix.Client, text string) float64 {
+		t.Helper()
+		if _, err := sender.SendText(ctx, room.RoomID, text); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := unreadCount(rawSync(t, s.URL, c.AccessToken, ""), room.RoomID)
+		return n
+	}
+	if n := countAfter(bob, alice, "from alice"); n != 0 {
+		t.Fatalf("bob's count after a message from the user he ignores: %v", n)
+	}
+	if n := countAfter(bob, carol, "from carol"); n != 1 {
+		t.Fatalf("bob's count after carol's message: %v, want 1", n)
+	}
+	s.Restart() // on a new port
+	for _, c := range []*mautrix.Client{alice, bob, carol} {
+		c.HomeserverURL, _ = url.Parse(s.URL)
+	}
+	if n := countAfter(bob, alice, "from alice again"); n != 1 {
+		t.Fatalf("bob's count after a restart and another message from alice: %v, want still 1", n)
+	}
+	// Carol ignores nobody: alice's message after carol's own counts.
+	if n, _ := unreadCount(rawSync(t, s.URL, carol.AccessToken, ""), room.RoomID); n != 1 {
+		t.Fatalf("carol's count: %v, want 1", n)
+	}
+}
