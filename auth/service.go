@@ -82,7 +82,7 @@ type Service struct {
 
 	// accountDataPos is each user's highest account data position;
 	// ignored is each user's m.ignored_user_list, which push reads for
-	// every recipient of every event.
+	// every recipient of every event and sync for every response.
 	adMu           sync.RWMutex
 	accountDataPos map[spec.UserID]int64
 	ignored        map[spec.UserID]map[spec.UserID]bool
@@ -265,12 +265,12 @@ func (s *Service) Profile(ctx context.Context, user spec.UserID) (displayName, a
 	return s.loadProfile(ctx, user)
 }
 
-// Ignores reports whether user ignores other (m.ignored_user_list), from
-// memory.
-func (s *Service) Ignores(user, other spec.UserID) bool {
+// IgnoredUsers is the user's m.ignored_user_list, from memory (nil when
+// empty). The map is replaced, never changed: callers only read it.
+func (s *Service) IgnoredUsers(user spec.UserID) map[spec.UserID]bool {
 	s.adMu.RLock()
 	defer s.adMu.RUnlock()
-	return s.ignored[user][other]
+	return s.ignored[user]
 }
 
 // AccountDataPosition is the highest stream position of the user's account

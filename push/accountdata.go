@@ -83,6 +83,7 @@ type SyncAccountData interface {
 	AccountDataPosition(user spec.UserID) int64
 	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error)
 	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error
+	IgnoredUsers(user spec.UserID) map[spec.UserID]bool
 }
 
 // WithRules wraps the account data /sync reads so that m.push_rules is

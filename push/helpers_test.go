@@ -70,9 +70,17 @@ func (m *memAccountData) AccountDataPosition(user spec.UserID) int64 {
 	return m.pos[user]
 }
 
-func (m *memAccountData) Ignores(user, other spec.UserID) bool {
+func (m *memAccountData) IgnoredUsers(user spec.UserID) map[spec.UserID]bool {
 	raw, _, _ := m.GetAccountData(context.Background(), user, "", "m.ignored_user_list")
-	return gjson.GetBytes(raw, "ignored_users").Get(gjson.Escape(string(other))).Exists()
+	var users map[spec.UserID]bool
+	gjson.GetBytes(raw, "ignored_users").ForEach(func(k, _ gjson.Result) bool {
+		if users == nil {
+			users = map[spec.UserID]bool{}
+		}
+		users[spec.UserID(k.Str)] = true
+		return true
+	})
+	return users
 }
 
 func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {

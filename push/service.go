@@ -65,9 +65,9 @@ type Rooms interface {
 type AccountData interface {
 	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error)
 	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error
-	// Ignores reports, from memory, whether user ignores other: their
-	// events are neither counted nor pushed for user.
-	Ignores(user, other spec.UserID) bool
+	// IgnoredUsers is the user's ignore list, from memory: their events
+	// are neither counted nor pushed for the user.
+	IgnoredUsers(user spec.UserID) map[spec.UserID]bool
 }
 
 // Notifier wakes the /sync requests of users whose counts changed.
@@ -228,7 +228,7 @@ func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomSt
 	}
 	view.SenderMay = senderMay(state, sender)
 	for _, r := range recipients {
-		if s.acct != nil && s.acct.Ignores(r.user, sender) {
+		if s.acct != nil && s.acct.IgnoredUsers(r.user)[sender] {
 			continue // the client hides the event: nothing to count or push
 		}
 		rules, err := s.rulesOf(context.Background(), r.user)

@@ -67,6 +67,21 @@ func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, r
 	return c, ok, nil
 }
 
+func (m *memAccountData) IgnoredUsers(user spec.UserID) map[spec.UserID]bool {
+	raw, _, _ := m.GetAccountData(context.Background(), user, "", "m.ignored_user_list")
+	var c struct {
+		IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
+		return nil
+	}
+	users := map[spec.UserID]bool{}
+	for u := range c.IgnoredUsers {
+		users[u] = true
+	}
+	return users
+}
+
 func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error {
 	return m.db.Write(ctx, func(tx *storage.Tx) error {
 		pos := tx.NextPosition()

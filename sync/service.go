@@ -27,6 +27,8 @@ type AccountData interface {
 	GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error)
 	// SetAccountData writes one account data event (read markers).
 	SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error
+	// IgnoredUsers is the user's m.ignored_user_list, from memory.
+	IgnoredUsers(user spec.UserID) map[spec.UserID]bool
 }
 
 // Keys is what sync needs from the E2EE directory.
@@ -90,7 +92,6 @@ type Service struct {
 
 	filterCache   stdsync.Map // user + filter ID → *Filter
 	inlineFilters inlineFilterCache
-	ignoreCache   stdsync.Map // user → ignoreEntry
 
 	// serial orders in-memory ephemeral changes (typing, presence). It
 	// starts from the clock so that tokens from before a restart stay

@@ -256,7 +256,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 		}
 		roomAccountData = perRoom
 	}
-	ignored := s.ignoredUsers(ctx, req.user)
+	ignored := s.ignoredUsers(req.user)
 
 	rs := &Rooms{}
 	var rf *RoomFilter
@@ -449,40 +449,13 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, quie
 	return dl, nil
 }
 
-// ignoredUsers returns the user's m.ignored_user_list, read again only
-// when the user's account data moved since it was cached.
-func (s *Service) ignoredUsers(ctx context.Context, user spec.UserID) map[spec.UserID]bool {
+// ignoredUsers returns the user's m.ignored_user_list (kept in memory by
+// the account data's owner).
+func (s *Service) ignoredUsers(user spec.UserID) map[spec.UserID]bool {
 	if s.acct == nil {
 		return nil
 	}
-	pos := s.acct.AccountDataPosition(user)
-	if c, ok := s.ignoreCache.Load(user); ok && c.(ignoreEntry).pos == pos {
-		return c.(ignoreEntry).users
-	}
-	var users map[spec.UserID]bool
-	raw, ok, err := s.acct.GetAccountData(ctx, user, "", "m.ignored_user_list")
-	if err != nil {
-		return nil
-	}
-	if ok {
-		var c struct {
-			IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
-		}
-		if json.Unmarshal(raw, &c) == nil && len(c.IgnoredUsers) > 0 {
-			users = make(map[spec.UserID]bool, len(c.IgnoredUsers))
-			for u := range c.IgnoredUsers {
-				users[u] = true
-			}
-		}
-	}
-	s.ignoreCache.Store(user, ignoreEntry{pos: pos, users: users})
-	return users
-}
-
-// ignoreEntry caches a user's ignore list at an account data position.
-type ignoreEntry struct {
-	pos   int64
-	users map[spec.UserID]bool
+	return s.acct.IgnoredUsers(user)
 }
 
 func filterEvents(evs []json.RawMessage, f *EventFilter) []json.RawMessage {
