@@ -490,6 +490,13 @@ func TestIgnoredUsersAreNotCounted(t *testing.T) {
 	if n := countAfter(bob, alice, "from alice again"); n != 1 {
 		t.Fatalf("bob's count after a restart and another message from alice: %v, want still 1", n)
 	}
+	// Nor does bob's timeline show them, before or after the restart.
+	evs, _ := dig(rawSync(t, s.URL, bob.AccessToken, ""), "rooms", "join", string(room.RoomID), "timeline", "events").([]any)
+	for _, ev := range evs {
+		if dig(ev, "sender") == string(alice.UserID) && dig(ev, "type") == "m.room.message" {
+			t.Fatalf("bob's timeline shows a message from the user he ignores: %v", ev)
+		}
+	}
 	// Carol ignores nobody: alice's message after carol's own counts.
 	if n, _ := unreadCount(rawSync(t, s.URL, carol.AccessToken, ""), room.RoomID); n != 1 {
 		t.Fatalf("carol's count: %v, want 1", n)
