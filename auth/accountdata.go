@@ -25,7 +25,9 @@ var serverManagedTypes = map[string]bool{"m.fully_read": true, "m.push_rules": t
 
 const maxAccountDataType = 255
 
-func (s *Service) loadAccountDataPositions(ctx context.Context) error {
+// loadAccountDataMemory loads what auth keeps in memory of account data:
+// each user's latest position and ignore list.
+func (s *Service) loadAccountDataMemory(ctx context.Context) error {
 	rows, err := s.db.Query(ctx, `SELECT user_id, max(position) FROM account_data GROUP BY user_id`)
 	if err != nil {
 		return err

@@ -139,7 +139,7 @@ func New(d Deps) (*Service, error) {
 	for _, r := range rows {
 		s.cacheToken(r, admins[r.user], now)
 	}
-	if err := s.loadAccountDataPositions(ctx); err != nil {
+	if err := s.loadAccountDataMemory(ctx); err != nil {
 		return nil, fmt.Errorf("auth: load account data positions: %w", err)
 	}
 	return s, nil
