@@ -69,10 +69,10 @@ func (s *Service) pokeServer() {
 	}
 }
 
-// pokeStamp is what the server last saw of the poke file.
+// pokeStamp is what the server sees of the poke file: its size and time.
 type pokeStamp struct{ size, modified int64 }
 
-func (s *Service) pokeStamp() pokeStamp {
+func (s *Service) currentPoke() pokeStamp {
 	fi, err := os.Stat(s.followupsPoke())
 	if err != nil {
 		return pokeStamp{}
@@ -105,7 +105,7 @@ func (s *Service) RunFollowups(ctx context.Context) {
 	defer t.Stop()
 	seen, first := pokeStamp{}, true
 	for {
-		if stamp := s.pokeStamp(); first || stamp != seen {
+		if stamp := s.currentPoke(); first || stamp != seen {
 			first, seen = false, stamp
 			if !s.ApplyFollowups(ctx) {
 				return
