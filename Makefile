@@ -7,7 +7,7 @@ TAGS     := sqlite_fts5 goolm nomsgpack
 BIN      := bin/chatalot
 FUZZTIME ?= 3s
 
-.PHONY: run build test test-go test-race fuzz-short fuzz soak vet bench clean
+.PHONY: run build test test-go test-race fuzz-short fuzz soak vet bench complement clean
 
 run: build
 	./$(BIN) serve
@@ -19,9 +19,9 @@ vet:
 	$(GO) vet -tags '$(TAGS)' ./...
 
 # The full suite CI runs: unit, package and end-to-end tests, the packages
-# whose goroutines share the most under the race detector, then each fuzz
-# target briefly.
-test: vet test-go test-race fuzz-short
+# whose goroutines share the most under the race detector, each fuzz target
+# briefly, then Complement's client-server packages.
+test: vet test-go test-race fuzz-short complement
 
 test-go:
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 20m ./...
@@ -50,6 +50,11 @@ soak:
 BENCH_ARGS ?= -scenario all
 bench: build
 	$(GO) build -o bin/chatalot-bench ./cmd/chatalot-bench && ./bin/chatalot-bench $(BENCH_ARGS)
+
+# Complement (the Matrix project's homeserver suite) against bin/chatalot;
+# fails on any failure in tests/csapi and tests (scripts/complement).
+complement: build
+	@./scripts/complement
 
 clean:
 	rm -rf bin
