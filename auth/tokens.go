@@ -180,14 +180,17 @@ const (
 	lastSeenPersistEvery = 5 * time.Minute
 )
 
-// bearerToken reads the access token from the Authorization header. The
-// access_token query parameter is not accepted: the spec (v1.20) dropped
-// it, and URLs end up in logs and browser history.
+// bearerToken reads the access token from the Authorization header or,
+// failing that, the access_token query parameter. The query parameter was
+// deprecated in spec v1.11 and dropped in v1.20; Chatalot advertises older
+// versions, whose clients and bots may still send it, so it is accepted
+// (the header wins when both are there). The access log never records query
+// strings, so such a token does not reach the logs.
 func bearerToken(r *http.Request) (string, *spec.Error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		if r.URL.Query().Has("access_token") {
-			return "", spec.NewError(spec.ErrMissingToken, "access tokens in the query string are not accepted; use the Authorization header")
+		if tok := r.URL.Query().Get("access_token"); tok != "" {
+			return tok, nil
 		}
 		return "", spec.NewError(spec.ErrMissingToken, "missing access token")
 	}
