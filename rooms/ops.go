@@ -84,6 +84,12 @@ type sendReq struct {
 	done     chan sendResult
 }
 
+// txnKey names the request's transaction: scoped to /send/{eventType} in
+// the room.
+func (req *sendReq) txnKey(room spec.RoomID) txnKey {
+	return txnKey{req.from.User, req.from.Device, sendScope(room, req.typ), req.txnID}
+}
+
 func (req *sendReq) checkedAgainstStore() bool {
 	return req.stateKey != nil || gjson.GetBytes(req.content, `m\.relates_to`).Exists()
 }
@@ -108,8 +114,8 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
 	inBatch := map[txnKey]*Event{}
 	for _, req := range batch {
 		if req.txnID != "" {
-			k := txnKey{req.from.User, req.from.Device, req.txnID}
-			if prev := s.txnEvent(k.user, k.device, k.txn); prev != "" {
+			k := req.txnKey(r.id)
+			if prev := s.txnEvent(k); prev != "" {
 				req.done <- sendResult{id: prev}
 				continue
 			}
@@ -202,7 +208,7 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 	}
 	if req.txnID != "" {
 		ev.DeviceID, ev.TxnID = req.from.Device, req.txnID
-		inBatch[txnKey{req.from.User, req.from.Device, req.txnID}] = ev
+		inBatch[req.txnKey(b.r.id)] = ev
 	}
 	return ev, nil
 }
@@ -223,14 +229,14 @@ func annotationKey(sender spec.UserID, typ string, stateKey *string, content []b
 // lockForSend takes the room's write lock for a send by a joined member.
 // It returns the room (nil with an error, or with a retried transaction's
 // event ID, and then the lock is not held) and its current state.
-func (s *Service) lockForSend(from Sender, id spec.RoomID, txnID string) (*liveRoom, *snapshot, spec.EventID, error) {
+func (s *Service) lockForSend(from Sender, id spec.RoomID, scope, txnID string) (*liveRoom, *snapshot, spec.EventID, error) {
 	r := s.room(id)
 	if r == nil {
 		return nil, nil, "", errNotInRoom(id)
 	}
 	r.lockWrites()
 	if txnID != "" {
-		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
+		if prev := s.txnEvent(txnKey{from.User, from.Device, scope, txnID}); prev != "" {
 			r.writeMu.Unlock()
 			return nil, nil, prev, nil
 		}
@@ -400,7 +406,7 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 
 // Redact redacts an event, idempotently per device and transaction ID.
 func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
-	r, snap, prev, err := s.lockForSend(from, id, txnID)
+	r, snap, prev, err := s.lockForSend(from, id, redactScope(id, target), txnID)
 	if r == nil || prev != "" {
 		return prev, err
 	}
