@@ -115,13 +115,26 @@ func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, b
 	return id, true
 }
 
+// doJoin joins the caller to the room. Keys of the body other than reason
+// are kept in the member event's content, as clients that set a per-room
+// profile at join expect (the body's schema leaves them open).
 func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) {
 	dev := auth.DeviceFrom(c)
-	body, _, ok := h.readMembershipBody(c, false)
-	if !ok {
+	var body map[string]json.RawMessage
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
 		return
 	}
-	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, dev.UserID, spec.Join, body.Reason, false); err != nil {
+	var reason string
+	if raw, ok := body["reason"]; ok {
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			c.Error(spec.BadJSON("reason must be a string"))
+			return
+		}
+		delete(body, "reason")
+	}
+	ch := MembershipChange{Target: dev.UserID, Membership: spec.Join, Reason: reason, Content: body}
+	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, ch); err != nil {
 		c.Error(err)
 		return
 	}

@@ -42,6 +42,9 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return "", spec.Forbidden("use the /redact endpoint to redact events")
 	}
+	if typ == spec.MRoomMember && stateKey != nil {
+		return s.SetMemberState(ctx, from, id, *stateKey, content)
+	}
 	r := s.room(id)
 	if r == nil {
 		return "", errNotInRoom(id)
@@ -182,8 +185,12 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 		return nil, err
 	}
 	if req.stateKey != nil {
-		if err := s.checkStateContent(b.snap, req.from.User, req.typ, *req.stateKey, req.content); err != nil {
-			return nil, err
+		if req.typ == spec.MRoomMember {
+			// Service.Send sends member events through SetMemberState.
+			return nil, spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
+		}
+		if same := sameState(b.snap, req.from.User, req.typ, *req.stateKey, req.content); same != nil {
+			return &Event{PDU: same}, nil
 		}
 	}
 	// Relations (threads, annotations) and m.room.canonical_alias are
@@ -278,93 +285,6 @@ func isMegolm(content []byte) bool {
 		Algorithm string `json:"algorithm"`
 	}
 	return json.Unmarshal(contentOrEmpty(content), &c) == nil && c.Algorithm == "m.megolm.v1.aes-sha2"
-}
-
-// checkStateContent validates state the server itself depends on, so that a
-// client mistake is a clear 400 rather than a room the server misreads.
-func (s *Service) checkStateContent(snap *snapshot, sender spec.UserID, typ, key string, content []byte) error {
-	if typ == spec.MRoomMember {
-		return spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
-	}
-	return nil
-}
-
-// memberContent builds the content of a member event, copying the user's
-// profile for joins and invites as clients expect.
-func (s *Service) memberContent(ctx context.Context, target spec.UserID, membership, reason string, extra map[string]any) ([]byte, error) {
-	c := map[string]any{"membership": membership}
-	for k, v := range extra {
-		c[k] = v
-	}
-	if reason != "" {
-		c["reason"] = reason
-	}
-	if (membership == spec.Join || membership == spec.Invite || membership == spec.Knock) && s.profiles != nil {
-		name, avatar, err := s.profiles.Profile(ctx, target)
-		if err == nil {
-			if name != "" {
-				c["displayname"] = name
-			}
-			if avatar != "" {
-				c["avatar_url"] = avatar
-			}
-		}
-	}
-	return events.MarshalCanonical(c)
-}
-
-// Membership changes the target's membership of a room: join (target =
-// sender), invite, leave (or kick when target ≠ sender), ban, unban, knock.
-func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.RoomID, target spec.UserID, membership, reason string, unban bool) (spec.EventID, error) {
-	r := s.room(id)
-	if r == nil {
-		if membership == spec.Join || membership == spec.Knock {
-			return "", spec.NotFound("no room %s is known to this server", id)
-		}
-		return "", errNotInRoom(id)
-	}
-	r.lockWrites()
-	defer r.writeMu.Unlock()
-	snap := r.cur.Load()
-	current := snap.membership(target)
-	if s.guard != nil { // blocked rooms, server-notices rooms (admin.go)
-		if err := s.guard(ctx, id, from.User, target, membership, current); err != nil {
-			return "", err
-		}
-	}
-	switch {
-	case membership == spec.Join && current == spec.Join:
-		// Joining again is a no-op for clients, but a fresh profile copy
-		// is what they expect; only a changed event is sent.
-	case unban && current != spec.Ban:
-		return "", spec.Forbidden("%s is not banned", target)
-	case !unban && membership == spec.Leave && target != from.User && current == spec.Ban:
-		return "", spec.Forbidden("%s is banned; unban them instead", target)
-	case membership == spec.Leave && target == from.User && current == "":
-		return "", errNotInRoom(id)
-	}
-	extra := map[string]any{}
-	if membership == spec.Join && current != spec.Invite {
-		if via := s.joinAuthoriser(snap, target); via != "" {
-			extra["join_authorised_via_users_server"] = string(via)
-		}
-	}
-	content, err := s.memberContent(ctx, target, membership, reason, extra)
-	if err != nil {
-		return "", err
-	}
-	b := s.begin(r)
-	ev, err := b.add(spec.MRoomMember, strPtr(string(target)), from.User, content, "")
-	if err != nil {
-		return "", err
-	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
-		return "", err
-	}
-	if membership == spec.Join {
-		s.unforget(ctx, target, id)
-	}
-	return ev.PDU.EventID(), nil
 }
 
 // joinAuthoriser picks a local joined user who may invite, for joins to a

@@ -70,3 +70,143 @@ func TestTxnIDScopeIsDeviceAndEndpoint(t *testing.T) {
 		t.Fatalf("after a restart the redaction retry sent %s, want %s", again, red)
 	}
 }
+
+// TestKickNeedsATargetInTheRoom: POST /kick of a user who never joined or
+// already left is a 403 (client-server API: "the kickee is not currently in
+// the room"), and sends nothing.
+func TestKickNeedsATargetInTheRoom(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.join(userB, id)
+	ts.must(userB, "POST", v3+id+"/leave", map[string]any{})
+	before := len(ts.pageBack(userA, id))
+	for _, who := range []string{userB, userC} {
+		code, body := ts.do(userA, "POST", v3+id+"/kick", map[string]any{"user_id": who})
+		wantError(t, code, body, 403, "M_FORBIDDEN")
+	}
+	if after := len(ts.pageBack(userA, id)); after != before {
+		t.Fatalf("refused kicks stored events: %d events, want %d", after, before)
+	}
+	// An invited user can be kicked (the invite is withdrawn).
+	ts.must(userA, "POST", v3+id+"/invite", map[string]any{"user_id": userC})
+	ts.must(userA, "POST", v3+id+"/kick", map[string]any{"user_id": userC})
+}
+
+// TestJoinKeepsCustomContentAndIsIdempotent: the join body's extra keys
+// land in the member event; joining again with the same content returns
+// the same event and sends nothing; server keys cannot be forged.
+func TestJoinKeepsCustomContentAndIsIdempotent(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	body := map[string]any{"foo": "bar", "reason": "hello", "membership": "leave", "join_authorised_via_users_server": userA}
+	ts.must(userB, "POST", "/_matrix/client/v3/join/"+esc(id), body)
+	ev := ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(userB)+"?format=event", nil)
+	c := ev["content"].(map[string]any)
+	if c["foo"] != "bar" || c["membership"] != "join" || c["reason"] != "hello" || c["join_authorised_via_users_server"] != nil {
+		t.Fatalf("member content %v", c)
+	}
+	before := len(ts.pageBack(userA, id))
+	ts.must(userB, "POST", "/_matrix/client/v3/join/"+esc(id), body)
+	again := ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(userB)+"?format=event", nil)
+	if again["event_id"] != ev["event_id"] || len(ts.pageBack(userA, id)) != before {
+		t.Fatalf("a second identical join sent %v (first %v)", again["event_id"], ev["event_id"])
+	}
+	// Other content is a new member event (a profile change).
+	ts.must(userB, "POST", v3+id+"/join", map[string]any{"foo": "baz"})
+	if third := ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(userB)+"?format=event", nil); third["event_id"] == ev["event_id"] {
+		t.Fatal("a join with other content sent no event")
+	}
+	code, out := ts.do(userB, "POST", v3+id+"/join", map[string]any{"reason": 5})
+	wantError(t, code, out, 400, "M_BAD_JSON")
+}
+
+// TestSettingTheSameStateTwiceIsIdempotent: PUT /state is idempotent (it
+// has no transaction ID): the same sender setting the same content gets
+// the current event back and the room gets no new event.
+func TestSettingTheSameStateTwiceIsIdempotent(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	first := ts.putState(userA, id, "org.example.state", "", map[string]any{"a": "b"})
+	before := len(ts.pageBack(userA, id))
+	if again := ts.putState(userA, id, "org.example.state", "", map[string]any{"a": "b"}); again != first {
+		t.Fatalf("the same state twice: %s then %s", first, again)
+	}
+	if n := len(ts.pageBack(userA, id)); n != before {
+		t.Fatalf("%d events after the repeat, want %d", n, before)
+	}
+	if other := ts.putState(userA, id, "org.example.state", "", map[string]any{"a": "c"}); other == first {
+		t.Fatal("new content gave the old event")
+	}
+}
+
+// TestMemberStateEvents: PUT /state/m.room.member/{userId} is the
+// membership change the event describes, within the auth rules and with
+// the membership endpoints' checks: a per-room display name for oneself,
+// invite, kick, ban and unban of others.
+func TestMemberStateEvents(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "private_chat"})
+	member := func(user string) map[string]any {
+		return ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(user), nil)
+	}
+	put := func(who, target string, content map[string]any) (int, map[string]any) {
+		return ts.do(who, "PUT", v3+id+"/state/m.room.member/"+esc(target), content)
+	}
+	// Alice's per-room name.
+	if code, out := put(userA, userA, map[string]any{"membership": "join", "displayname": "Alice here"}); code != 200 {
+		t.Fatalf("per-room name: %d %v", code, out)
+	}
+	if m := member(userA); m["displayname"] != "Alice here" || m["membership"] != "join" {
+		t.Fatalf("alice's member event %v", m)
+	}
+	// Bob cannot join an invite-only room by setting his own membership.
+	code, out := put(userB, userB, map[string]any{"membership": "join"})
+	wantError(t, code, out, 403, "M_FORBIDDEN")
+	// Invite, then Bob joins with a room name of his own.
+	if code, out := put(userA, userB, map[string]any{"membership": "invite"}); code != 200 {
+		t.Fatalf("invite by state: %d %v", code, out)
+	}
+	if code, out := put(userB, userB, map[string]any{"membership": "join", "displayname": "B"}); code != 200 {
+		t.Fatalf("join by state: %d %v", code, out)
+	}
+	if m := member(userB); m["displayname"] != "B" {
+		t.Fatalf("bob's member event %v", m)
+	}
+	// Bob (power 0) cannot kick Alice; Alice kicks Bob, with a reason.
+	code, out = put(userB, userA, map[string]any{"membership": "leave"})
+	wantError(t, code, out, 403, "M_FORBIDDEN")
+	if code, out := put(userA, userB, map[string]any{"membership": "leave", "reason": "bye"}); code != 200 {
+		t.Fatalf("kick by state: %d %v", code, out)
+	}
+	if m := member(userB); m["membership"] != "leave" || m["reason"] != "bye" {
+		t.Fatalf("bob after the kick %v", m)
+	}
+	// Kicking someone who is not in the room is refused, as on /kick.
+	code, out = put(userA, userB, map[string]any{"membership": "leave"})
+	wantError(t, code, out, 403, "M_FORBIDDEN")
+	// Ban, then a leave by state is the unban.
+	if code, out := put(userA, userC, map[string]any{"membership": "ban"}); code != 200 {
+		t.Fatalf("ban by state: %d %v", code, out)
+	}
+	if code, out := put(userA, userC, map[string]any{"membership": "leave"}); code != 200 {
+		t.Fatalf("unban by state: %d %v", code, out)
+	}
+	if m := member(userC); m["membership"] != "leave" {
+		t.Fatalf("carol after the unban %v", m)
+	}
+	// Bad member events are 400s.
+	for _, c := range []struct {
+		key     string
+		content map[string]any
+		errcode string
+	}{
+		{userB, map[string]any{}, "M_BAD_JSON"},
+		{userB, map[string]any{"membership": "party"}, "M_BAD_JSON"},
+		{userB, map[string]any{"membership": 1}, "M_BAD_JSON"},
+		{userB, map[string]any{"membership": "join", "reason": 2}, "M_BAD_JSON"},
+		{"not-a-user", map[string]any{"membership": "join"}, "M_INVALID_PARAM"},
+	} {
+		code, out := put(userA, c.key, c.content)
+		wantError(t, code, out, 400, c.errcode)
+	}
+}
