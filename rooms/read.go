@@ -182,10 +182,14 @@ func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.P
 }
 
 // Event returns one event if the user may see it.
+//
+// An event the user may not read is a 404 like one that does not exist, as
+// GET /rooms/{roomId}/event/{eventId} answers ("not found or you do not
+// have permission to read this event"), whether or not the room exists.
 func (s *Service) Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*Event, error) {
 	a, err := s.readAccess(user, id)
 	if err != nil {
-		return nil, err
+		return nil, spec.NotFound("event not found")
 	}
 	ev, err := s.eventByID(ctx, eventID)
 	if err != nil {

@@ -210,3 +210,19 @@ func TestMemberStateEvents(t *testing.T) {
 		wantError(t, code, out, 400, c.errcode)
 	}
 }
+
+// TestEventNotReadableIsNotFound: GET /event/{eventId} of an event the user
+// may not read is 404 M_NOT_FOUND, in a room they never joined as in one
+// that does not exist.
+func TestEventNotReadableIsNotFound(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.putState(userA, id, "m.room.history_visibility", "", map[string]any{"history_visibility": "shared"})
+	ev := ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "hi"})
+	code, body := ts.do(userB, "GET", v3+id+"/event/"+esc(ev), nil)
+	wantError(t, code, body, 404, "M_NOT_FOUND")
+	code, body = ts.do(userB, "GET", v3+"!nosuchroom:test/event/"+esc(ev), nil)
+	wantError(t, code, body, 404, "M_NOT_FOUND")
+	ts.join(userB, id) // shared: members see the history
+	ts.must(userB, "GET", v3+id+"/event/"+esc(ev), nil)
+}
