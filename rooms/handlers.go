@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
+	"github.com/tidwall/gjson"
 )
 
 type handlers struct{ s *Service }
@@ -368,19 +369,26 @@ func (h *handlers) joinedMembers(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	// Both keys are always there, null when the member event has none, as
+	// clients (and the suite) read them; a string otherwise, as the spec's
+	// RoomMember gives.
 	joined := map[string]any{}
 	for _, ev := range evs {
 		sk, _ := ev.StateKey()
-		m := map[string]any{}
-		if n := ev.Content().Get("displayname"); n.Type == 3 {
-			m["display_name"] = n.String()
+		joined[sk] = map[string]any{
+			"display_name": stringOrNil(ev.Content().Get("displayname")),
+			"avatar_url":   stringOrNil(ev.Content().Get("avatar_url")),
 		}
-		if a := ev.Content().Get("avatar_url"); a.Type == 3 {
-			m["avatar_url"] = a.String()
-		}
-		joined[sk] = m
 	}
 	c.JSON(http.StatusOK, gin.H{"joined": joined})
+}
+
+// stringOrNil is a JSON string's value, or nil for anything else.
+func stringOrNil(v gjson.Result) any {
+	if v.Type == gjson.String {
+		return v.String()
+	}
+	return nil
 }
 
 // parseFilterParam reads the filter query parameter (a JSON RoomEventFilter).

@@ -138,7 +138,7 @@ func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID,
 	}
 	var state []*events.PDU
 	if at != nil && int64(*at) < a.upTo {
-		evs, err := s.stateAt(ctx, id, int64(*at))
+		evs, err := s.stateAt(ctx, id, a.r.membersFrom(int64(*at)))
 		if err != nil {
 			return nil, err
 		}
@@ -160,6 +160,20 @@ func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID,
 		out = append(out, ev)
 	}
 	return out, nil
+}
+
+// membersFrom is the position /members?at= reads the state at. A room's
+// members begin with its creator, whom createRoom joins in the same
+// transaction as the create event: a token from before that join (the
+// prev_batch of a timeline that starts at the room's creation) gives the
+// room as its creator made it, not an empty room.
+func (r *liveRoom) membersFrom(at int64) int64 {
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	if len(r.changes) > 0 && at < r.changes[0].pos {
+		return r.changes[0].pos
+	}
+	return at
 }
 
 // JoinedMembersOf answers /joined_members: only members may ask.

@@ -226,3 +226,40 @@ func TestEventNotReadableIsNotFound(t *testing.T) {
 	ts.join(userB, id) // shared: members see the history
 	ts.must(userB, "GET", v3+id+"/event/"+esc(ev), nil)
 }
+
+// TestMembersAtATokenBeforeTheRoom: /members?at= with a token from before
+// the room's first event (a timeline's prev_batch that starts at the room's
+// creation) gives the room as created, with its creator, and not members
+// who joined later.
+func TestMembersAtATokenBeforeTheRoom(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	ts.createRoom(userC, nil) // other rooms' positions come first
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.join(userB, id)
+	for _, at := range []string{"s0", "s1"} {
+		chunk := ts.must(userA, "GET", v3+id+"/members?at="+at, nil)["chunk"].([]any)
+		if len(chunk) != 1 || chunk[0].(map[string]any)["state_key"] != userA {
+			t.Fatalf("members at %s: %v, want only the creator", at, chunk)
+		}
+	}
+}
+
+// TestJoinedMembersHaveBothProfileKeys: /joined_members gives display_name
+// and avatar_url for every member, null when the member event has none.
+func TestJoinedMembersHaveBothProfileKeys(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, nil)
+	ts.putState(userA, id, "m.room.member", userA, map[string]any{"membership": "join", "displayname": "Alice", "avatar_url": "mxc://test/a"})
+	code, raw := ts.do(userA, "GET", v3+id+"/joined_members", nil)
+	got := raw["joined"].(map[string]any)[userA].(map[string]any)
+	if code != 200 || got["display_name"] != "Alice" || got["avatar_url"] != "mxc://test/a" {
+		t.Fatalf("joined_members %d %v", code, raw)
+	}
+	ts.putState(userA, id, "m.room.member", userA, map[string]any{"membership": "join"})
+	got = ts.must(userA, "GET", v3+id+"/joined_members", nil)["joined"].(map[string]any)[userA].(map[string]any)
+	for _, k := range []string{"display_name", "avatar_url"} {
+		if v, ok := got[k]; !ok || v != nil {
+			t.Fatalf("%s: %v (present %v), want null", k, v, ok)
+		}
+	}
+}
