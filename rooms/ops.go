@@ -425,14 +425,35 @@ func (s *Service) Forget(ctx context.Context, user spec.UserID, id spec.RoomID) 
 		}
 		tx.AfterCommit(func() {
 			s.mu.Lock()
-			delete(s.userRooms[user], id)
+			s.forget(user, id)
 			s.mu.Unlock()
 		})
 		return nil
 	})
 }
 
+// forget moves a room from the user's rooms to their forgotten ones; s.mu
+// is held (or start-up owns the service).
+func (s *Service) forget(user spec.UserID, id spec.RoomID) {
+	delete(s.userRooms[user], id)
+	m := s.forgotten[user]
+	if m == nil {
+		m = map[spec.RoomID]bool{}
+		s.forgotten[user] = m
+	}
+	m[id] = true
+}
+
+// unforget clears a forgotten room at a join; only a room that was
+// forgotten costs a write.
 func (s *Service) unforget(ctx context.Context, user spec.UserID, id spec.RoomID) {
+	s.mu.Lock()
+	was := s.forgotten[user][id]
+	delete(s.forgotten[user], id)
+	s.mu.Unlock()
+	if !was {
+		return
+	}
 	_ = s.db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(`DELETE FROM forgotten WHERE user_id = $1 AND room_id = $2`, string(user), string(id))
 		return err

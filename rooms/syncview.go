@@ -303,6 +303,20 @@ func ClientEvent(ev *Event, viewer spec.UserID, device string) json.RawMessage {
 	return events.ClientEvent(ev.PDU, unsigned)
 }
 
+// ForgottenRooms lists the rooms the user forgot and has not rejoined
+// since, from memory.
+func (s *Service) ForgottenRooms(user spec.UserID) []spec.RoomID {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]spec.RoomID, 0, len(s.forgotten[user]))
+	for id := range s.forgotten[user] {
+		if _, listed := s.userRooms[user][id]; !listed {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Forgotten reports whether the user forgot the room.
 func (s *Service) Forgotten(user spec.UserID, id spec.RoomID) bool {
 	s.mu.RLock()

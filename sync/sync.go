@@ -135,6 +135,19 @@ func (s *Service) sync(c *gin.Context) {
 	}
 }
 
+// addLeftRoom adds one room to rooms.leave if leftRoom has it to say.
+func (s *Service) addLeftRoom(ctx context.Context, req *request, rs *Rooms, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) error {
+	lr, err := s.leftRoom(ctx, req, id, now, rf, forgotten)
+	if err != nil || lr == nil {
+		return err
+	}
+	if rs.Leave == nil {
+		rs.Leave = map[spec.RoomID]*LeftRoom{}
+	}
+	rs.Leave[id] = lr
+	return nil
+}
+
 func boolParam(c *gin.Context, name string) (bool, error) {
 	switch c.Query(name) {
 	case "", "false":
@@ -308,15 +321,20 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 				rs.Knock[id] = &KnockedRoom{KnockState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
 			}
 		default: // leave, ban
-			lr, err := s.leftRoom(ctx, req, id, now, rf)
-			if err != nil {
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, false); err != nil {
 				return nil, false, err
 			}
-			if lr != nil {
-				if rs.Leave == nil {
-					rs.Leave = map[spec.RoomID]*LeftRoom{}
-				}
-				rs.Leave[id] = lr
+		}
+	}
+	if !skipRooms && !req.initial() {
+		// A room left and forgotten since the token: the leave still
+		// reaches the user's other devices, or they would never learn it.
+		for _, id := range s.rooms.ForgottenRooms(req.user) {
+			if !rf.matchesRoom(id) {
+				continue
+			}
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, true); err != nil {
+				return nil, false, err
 			}
 		}
 	}

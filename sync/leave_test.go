@@ -1,0 +1,100 @@
+package sync
+
+import (
+	"net/url"
+	"testing"
+)
+
+const aliceID, bobID = "@alice:test", "@bob:test"
+
+// leftTimeline returns the (type, state_key, membership) of each event of a
+// room's timeline in rooms.leave, and whether the room is there.
+func leftTimeline(resp map[string]any, room string) ([]string, bool) {
+	left, _ := path(resp, "rooms", "leave").(map[string]any)
+	r, ok := left[room]
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, ev := range path(r, "timeline", "events").([]any) {
+		e := ev.(map[string]any)
+		sk, _ := e["state_key"].(string)
+		m, _ := path(e, "content", "membership").(string)
+		out = append(out, e["type"].(string)+"|"+sk+"|"+m)
+	}
+	return out, true
+}
+
+func endsWithLeaveOf(tl []string, user string) bool {
+	return len(tl) > 0 && tl[len(tl)-1] == "m.room.member|"+user+"|leave"
+}
+
+// TestRejectedInviteIsInLeaveWithItsLeaveEvent: rejecting an invite to a
+// room whose history is "joined" puts the room in rooms.leave with the
+// user's own leave event (the visibility rules alone would hide it), in an
+// incremental sync, in a full_state one, and on an initial sync with
+// include_leave.
+func TestRejectedInviteIsInLeaveWithItsLeaveEvent(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.createRoom(bobID, map[string]any{"initial_state": []map[string]any{
+		{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}},
+	}})
+	since := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)
+	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+id+"/invite", map[string]any{"user_id": aliceID})
+	ts.send(bobID, id, "not for alice")
+	ts.must(aliceID, "POST", "/_matrix/client/v3/rooms/"+id+"/leave", map[string]any{})
+	includeLeave := "&filter=" + url.QueryEscape(`{"room":{"include_leave":true}}`)
+	for name, extra := range map[string]string{"incremental": "", "full_state": "&full_state=true"} {
+		tl, ok := leftTimeline(ts.syncOnce(aliceID, since, 0, extra), id)
+		if !ok || !endsWithLeaveOf(tl, aliceID) {
+			t.Fatalf("%s sync: in leave %v, timeline %v", name, ok, tl)
+		}
+		for _, e := range tl {
+			if e == "m.room.message||" {
+				t.Fatalf("%s sync shows a message alice may not see: %v", name, tl)
+			}
+		}
+	}
+	if tl, ok := leftTimeline(ts.syncOnce(aliceID, "", 0, includeLeave), id); !ok || !endsWithLeaveOf(tl, aliceID) {
+		t.Fatalf("initial sync with include_leave: in leave %v, timeline %v", ok, tl)
+	}
+	// Without include_leave an initial sync has no archived rooms.
+	if _, ok := leftTimeline(ts.syncOnce(aliceID, "", 0, ""), id); ok {
+		t.Fatal("initial sync without include_leave lists the left room")
+	}
+	// Joined again: a full_state sync has it in join, not leave.
+	ts.must(bobID, "PUT", "/_matrix/client/v3/rooms/"+id+"/state/m.room.join_rules/", map[string]any{"join_rule": "public"})
+	ts.must(aliceID, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
+	resp := ts.syncOnce(aliceID, since, 0, "&full_state=true")
+	if _, ok := leftTimeline(resp, id); ok || path(resp, "rooms", "join", id) == nil {
+		t.Fatalf("after the join: %v", path(resp, "rooms"))
+	}
+}
+
+// TestForgottenRoomLeaveReachesIncrementalSync: a room left and forgotten
+// since the token still shows its leave to an incremental sync (other
+// devices must learn it), never on an initial sync, and not once the token
+// is past the leave.
+func TestForgottenRoomLeaveReachesIncrementalSync(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
+	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
+	since := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)
+	ts.must(aliceID, "POST", "/_matrix/client/v3/rooms/"+id+"/leave", map[string]any{})
+	ts.must(aliceID, "POST", "/_matrix/client/v3/rooms/"+id+"/forget", map[string]any{})
+	ts.send(bobID, id, "after alice forgot")
+	includeLeave := "&filter=" + url.QueryEscape(`{"room":{"include_leave":true}}`)
+	resp := ts.syncOnce(aliceID, since, 0, includeLeave)
+	if tl, ok := leftTimeline(resp, id); !ok || !endsWithLeaveOf(tl, aliceID) {
+		t.Fatalf("incremental sync after forget: in leave %v, timeline %v", ok, tl)
+	}
+	next := resp["next_batch"].(string)
+	if _, ok := leftTimeline(ts.syncOnce(aliceID, next, 0, includeLeave), id); ok {
+		t.Fatal("the forgotten room's leave came twice")
+	}
+	for _, extra := range []string{includeLeave, includeLeave + "&full_state=true"} {
+		if _, ok := leftTimeline(ts.syncOnce(aliceID, "", 0, extra), id); ok {
+			t.Fatalf("initial sync (%s) lists the forgotten room", extra)
+		}
+	}
+}
