@@ -422,11 +422,18 @@ func limitParam(c *gin.Context, def int) (int, bool) {
 	return n, true
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/messages
+// GET /_matrix/client/v3/rooms/{roomId}/messages. Whether the user may read
+// the room is answered first: a room they may not read (never joined,
+// forgotten) is a 403 whatever the parameters, then dir (required) and the
+// rest are checked.
 func (h *handlers) messages(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
 	id, ok := roomIDParam(c)
 	if !ok {
+		return
+	}
+	if _, err := h.s.readAccess(dev.UserID, id); err != nil {
+		c.Error(err)
 		return
 	}
 	var from, to *Token

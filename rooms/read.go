@@ -59,6 +59,10 @@ func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) 
 		if r.worldReadableNow() {
 			return &access{r: r, upTo: snap.position}, nil
 		}
+		if (m == spec.Leave || m == spec.Ban) && s.isForgotten(user, id) {
+			// POST /forget: the history is no longer theirs to read.
+			return nil, errNotInRoom(id)
+		}
 		if m == spec.Leave || m == spec.Ban || m == spec.Invite || m == spec.Knock {
 			// They may read what they could see until their membership
 			// left "join": up to their latest member event.

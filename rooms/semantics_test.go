@@ -263,3 +263,25 @@ func TestJoinedMembersHaveBothProfileKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesOfAForgottenRoom: once forgotten, a room's history is no
+// longer the user's to read: /messages is 403 with or without parameters;
+// in a room they may read, dir stays required (400).
+func TestMessagesOfAForgottenRoom(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.join(userB, id)
+	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "hi"})
+	code, body := ts.do(userB, "GET", v3+id+"/messages", nil)
+	wantError(t, code, body, 400, "M_INVALID_PARAM")
+	ts.must(userB, "POST", v3+id+"/leave", map[string]any{})
+	ts.must(userB, "GET", v3+id+"/messages?dir=b", nil) // up to the leave
+	ts.must(userB, "POST", v3+id+"/forget", map[string]any{})
+	for _, q := range []string{"", "?dir=b"} {
+		code, body := ts.do(userB, "GET", v3+id+"/messages"+q, nil)
+		wantError(t, code, body, 403, "M_FORBIDDEN")
+	}
+	// Joining again makes the room readable again.
+	ts.join(userB, id)
+	ts.must(userB, "GET", v3+id+"/messages?dir=b", nil)
+}

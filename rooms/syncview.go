@@ -317,6 +317,14 @@ func (s *Service) ForgottenRooms(user spec.UserID) []spec.RoomID {
 	return out
 }
 
+// isForgotten reports whether the user forgot the room and has not joined
+// it since.
+func (s *Service) isForgotten(user spec.UserID, id spec.RoomID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.forgotten[user][id]
+}
+
 // Forgotten reports whether the user forgot the room.
 func (s *Service) Forgotten(user spec.UserID, id spec.RoomID) bool {
 	s.mu.RLock()
