@@ -34,11 +34,6 @@ func eventIDParam(c *gin.Context) (spec.EventID, bool) {
 	return id, true
 }
 
-// clientEvent renders an event for the viewer.
-func clientEvent(ev *Event, viewer *auth.Device) json.RawMessage {
-	return ClientEvent(ev, viewer.UserID, viewer.DeviceID)
-}
-
 func clientState(pdus []*events.PDU) []json.RawMessage {
 	out := make([]json.RawMessage, len(pdus))
 	for i, p := range pdus {

@@ -98,3 +98,47 @@ func TestForgottenRoomLeaveReachesIncrementalSync(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsignedMembership: every timeline event carries the viewer's
+// membership at it, its own change included (spec v1.11, MSC4115): "leave"
+// before Bob ever joined, "join" from his join on; /messages says the same.
+func TestUnsignedMembership(t *testing.T) {
+	ts := newTestServer(t)
+	id := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
+	before := ts.send(aliceID, id, "before bob")
+	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
+	after := ts.send(aliceID, id, "after bob")
+	check := func(where string, evs []any) {
+		t.Helper()
+		seen := map[string]string{}
+		joined := false
+		for _, ev := range evs {
+			e := ev.(map[string]any)
+			if e["type"] == "m.room.member" && e["state_key"] == bobID {
+				joined = true
+			}
+			want := "leave"
+			if joined {
+				want = "join"
+			}
+			got, _ := path(e, "unsigned", "membership").(string)
+			if got != want {
+				t.Fatalf("%s: %s %v has membership %q, want %q", where, e["type"], e["event_id"], got, want)
+			}
+			seen[e["event_id"].(string)] = got
+		}
+		if seen[before] != "leave" || seen[after] != "join" {
+			t.Fatalf("%s: before %q, after %q", where, seen[before], seen[after])
+		}
+	}
+	resp := ts.syncOnce(bobID, "", 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`))
+	check("sync", path(resp, "rooms", "join", id, "timeline", "events").([]any))
+	page := ts.must(bobID, "GET", "/_matrix/client/v3/rooms/"+id+"/messages?dir=f&limit=50", nil)
+	check("messages", page["chunk"].([]any))
+	// Alice's own message keeps its transaction ID beside her membership.
+	mine := path(ts.syncOnce(aliceID, "", 0, ""), "rooms", "join", id, "timeline", "events").([]any)
+	last := mine[len(mine)-1].(map[string]any)
+	if path(last, "unsigned", "membership") != "join" || path(last, "unsigned", "transaction_id") == nil {
+		t.Fatalf("alice's own event: unsigned %v", last["unsigned"])
+	}
+}

@@ -22,6 +22,9 @@ type request struct {
 	filter     *Filter
 	fullState  bool
 	stateAfter bool // use_state_after (spec v1.16, MSC4222)
+	// viewer renders events for the user; one per build, so that the
+	// membership it reads from memory covers the response's position.
+	viewer *rooms.Viewer
 }
 
 func (r *request) initial() bool { return r.since == nil }
@@ -254,6 +257,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	}
 	resp := &Response{NextBatch: now.String()}
 	empty := true
+	req.viewer = s.rooms.ViewerOf(req.user, req.device)
 
 	// Account data: read only if the in-memory position says it changed.
 	var roomAccountData map[spec.RoomID][]json.RawMessage
@@ -525,7 +529,7 @@ func (req *request) renderEvent(ev *rooms.Event) json.RawMessage {
 	if req.filter.EventFormat == "federation" {
 		out = ev.PDU.JSON()
 	} else {
-		out = rooms.ClientEvent(ev, req.user, req.device)
+		out = rooms.ClientEvent(ev, req.viewer)
 	}
 	if len(req.filter.EventFields) > 0 {
 		out = events.FilterFields(out, req.filter.EventFields)
