@@ -285,3 +285,32 @@ func TestMessagesOfAForgottenRoom(t *testing.T) {
 	ts.join(userB, id)
 	ts.must(userB, "GET", v3+id+"/messages?dir=b", nil)
 }
+
+// TestSearchFullPageHasNextBatch: a page of search results as long as the
+// limit has a next_batch, also when it holds the last hits; the page after
+// the last is empty and has none (an absent next_batch means no more).
+func TestSearchFullPageHasNextBatch(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, nil)
+	for i := 0; i < 4; i++ {
+		ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "Message number " + itoa(i)})
+	}
+	body := searchBody(map[string]any{"search_term": "Message", "order_by": "recent", "filter": map[string]any{"limit": 2}})
+	next := ""
+	for page := 1; page <= 3; page++ {
+		q := ""
+		if next != "" {
+			q = "?next_batch=" + esc(next)
+		}
+		re := path(ts.must(userA, "POST", searchPath+q, body), "search_categories", "room_events").(map[string]any)
+		n := len(re["results"].([]any))
+		next, _ = re["next_batch"].(string)
+		want := 2
+		if page == 3 {
+			want = 0
+		}
+		if n != want || re["count"] != float64(4) || (next == "") != (page == 3) {
+			t.Fatalf("page %d: %d results, next_batch %q, count %v", page, n, next, re["count"])
+		}
+	}
+}
