@@ -142,3 +142,34 @@ func TestUnsignedMembership(t *testing.T) {
 		t.Fatalf("alice's own event: unsigned %v", last["unsigned"])
 	}
 }
+
+// TestPresenceOfNewlySharedUsers: an incremental sync carries the presence
+// of users who began to share a room with the user since the token — the
+// members of a room the user joined, a member who joined theirs — though
+// it did not change; the next sync does not repeat it.
+func TestPresenceOfNewlySharedUsers(t *testing.T) {
+	ts := newTestServer(t)
+	const carolID = "@carol:test"
+	room := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
+	ts.syncOnce(aliceID, "", 0, "") // alice is online
+	bobSince := ts.syncOnce(bobID, "", 0, "")["next_batch"].(string)
+	aliceSince := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)
+	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
+	// Bob joined: he learns Alice's presence, and Alice learns his.
+	resp := ts.syncOnce(bobID, bobSince, 0, "")
+	if p := presenceIn(resp); p[aliceID] == nil || p[aliceID]["presence"] != "online" {
+		t.Fatalf("bob's incremental sync after joining: presence %v", resp["presence"])
+	}
+	if p := presenceIn(ts.syncOnce(bobID, resp["next_batch"].(string), 0, "")); p[aliceID] != nil {
+		t.Fatalf("alice's presence came twice: %v", p)
+	}
+	aliceResp := ts.syncOnce(aliceID, aliceSince, 0, "")
+	if p := presenceIn(aliceResp); p[bobID] == nil {
+		t.Fatalf("alice's incremental sync after bob joined: presence %v", aliceResp["presence"])
+	}
+	// Carol shares no room: nothing of her, nor of her to them.
+	ts.syncOnce(carolID, "", 0, "")
+	if p := presenceIn(ts.syncOnce(aliceID, aliceSince, 0, "")); p[carolID] != nil {
+		t.Fatalf("alice saw carol's presence: %v", p)
+	}
+}

@@ -21,6 +21,9 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	}
 	fresh := req.initial() || joinPos > since || req.fullState
 	roomChanged := s.rooms.Position(id) > since
+	if roomChanged {
+		s.noteNewlyShared(req, id, joinPos, now)
+	}
 	typing := s.typingSince(id, req.sinceSerial(), req.initial())
 	receiptsChanged := s.receiptPosition(id) > since
 	// A change of the unread counts (a notification, a receipt) is a

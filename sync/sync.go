@@ -25,6 +25,10 @@ type request struct {
 	// viewer renders events for the user; one per build, so that the
 	// membership it reads from memory covers the response's position.
 	viewer *rooms.Viewer
+	// newlyShared are the users who began to share a room with the user
+	// since the token (joinedRoom): their presence is sent even if it did
+	// not change, or the user would not learn it until it does.
+	newlyShared map[spec.UserID]bool
 }
 
 func (r *request) initial() bool { return r.since == nil }
@@ -258,6 +262,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	resp := &Response{NextBatch: now.String()}
 	empty := true
 	req.viewer = s.rooms.ViewerOf(req.user, req.device)
+	req.newlyShared = nil
 
 	// Account data: read only if the in-memory position says it changed.
 	var roomAccountData map[spec.RoomID][]json.RawMessage
@@ -348,7 +353,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	}
 
 	if s.cfg.Presence {
-		if evs := s.presenceSince(req.user, req.sinceSerial(), req.filter.Presence); len(evs) > 0 {
+		if evs := s.presenceSince(req.user, req.sinceSerial(), req.filter.Presence, req.newlyShared); len(evs) > 0 {
 			resp.Presence = &EventList{Events: evs}
 			empty = false
 		}
