@@ -43,10 +43,14 @@ func ruleParams(c *gin.Context) (kind, id string, ok bool) {
 
 func ruleNotFound() *spec.Error { return spec.NotFound("the push rule was not found") }
 
-// findRule looks a rule up for the GET handlers.
+// findRule looks a rule up for the GET handlers. A kind the server does
+// not know (a client probing for an MSC's kind, such as postcontent) holds
+// no rule: 404, as for any rule that does not exist, so that the client
+// moves on; writing to such a kind stays a 400.
 func (s *Service) findRule(c *gin.Context) (*Rule, bool) {
-	kind, id, ok := ruleParams(c)
-	if !ok {
+	kind, id := c.Param("kind"), c.Param("ruleId")
+	if !validKind(kind) {
+		c.Error(ruleNotFound())
 		return nil, false
 	}
 	rs, err := s.Rules(c.Request.Context(), auth.DeviceFrom(c).UserID)

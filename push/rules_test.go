@@ -205,6 +205,8 @@ func TestMalformedRules(t *testing.T) {
 		{"content pattern not a string", "PUT", p + "content/x", map[string]any{"actions": []any{}, "pattern": 3}, 400, spec.ErrBadJSON},
 		{"body not JSON", "PUT", p + "override/x", "{nope", 400, spec.ErrNotJSON},
 		{"get missing rule", "GET", p + "override/nope", nil, 404, spec.ErrNotFound},
+		{"get a rule of an unknown kind", "GET", p + "postcontent/.io.element.msc4306.rule.subscribed_thread", nil, 404, spec.ErrNotFound},
+		{"enabled of an unknown kind", "GET", p + "postcontent/x/enabled", nil, 404, spec.ErrNotFound},
 		{"enabled of a missing rule", "PUT", p + "override/nope/enabled", map[string]any{"enabled": true}, 404, spec.ErrNotFound},
 		{"enabled missing", "PUT", p + "override/.m.rule.master/enabled", map[string]any{}, 400, spec.ErrMissingParam},
 		{"enabled not a boolean", "PUT", p + "override/.m.rule.master/enabled", map[string]any{"enabled": "yes"}, 400, spec.ErrBadJSON},

@@ -135,7 +135,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 		return "", "", err
 	}
 	// 2. the creator joins
-	content, err := s.memberContent(ctx, creator, spec.Join, "", nil)
+	content, err := s.memberContent(ctx, creator, spec.Join, "", nil, nil)
 	if err != nil {
 		return "", "", err
 	}
@@ -214,7 +214,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 	}
 	// 8. invites
 	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil)
+		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
 		if err != nil {
 			return "", "", err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
+	"github.com/tidwall/gjson"
 )
 
 type handlers struct{ s *Service }
@@ -31,11 +32,6 @@ func eventIDParam(c *gin.Context) (spec.EventID, bool) {
 		return "", false
 	}
 	return id, true
-}
-
-// clientEvent renders an event for the viewer.
-func clientEvent(ev *Event, viewer *auth.Device) json.RawMessage {
-	return ClientEvent(ev, viewer.UserID, viewer.DeviceID)
 }
 
 func clientState(pdus []*events.PDU) []json.RawMessage {
@@ -115,13 +111,26 @@ func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, b
 	return id, true
 }
 
+// doJoin joins the caller to the room. Keys of the body other than reason
+// are kept in the member event's content, as clients that set a per-room
+// profile at join expect (the body's schema leaves them open).
 func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) {
 	dev := auth.DeviceFrom(c)
-	body, _, ok := h.readMembershipBody(c, false)
-	if !ok {
+	var body map[string]json.RawMessage
+	if err := api.ReadJSON(c, &body); err != nil {
+		c.Error(err)
 		return
 	}
-	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, dev.UserID, spec.Join, body.Reason, false); err != nil {
+	var reason string
+	if raw, ok := body["reason"]; ok {
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			c.Error(spec.BadJSON("reason must be a string"))
+			return
+		}
+		delete(body, "reason")
+	}
+	ch := MembershipChange{Target: dev.UserID, Membership: spec.Join, Reason: reason, Content: body}
+	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, ch); err != nil {
 		c.Error(err)
 		return
 	}
@@ -355,19 +364,26 @@ func (h *handlers) joinedMembers(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	// Both keys are always there, null when the member event has none, as
+	// clients (and the suite) read them; a string otherwise, as the spec's
+	// RoomMember gives.
 	joined := map[string]any{}
 	for _, ev := range evs {
 		sk, _ := ev.StateKey()
-		m := map[string]any{}
-		if n := ev.Content().Get("displayname"); n.Type == 3 {
-			m["display_name"] = n.String()
+		joined[sk] = map[string]any{
+			"display_name": stringOrNil(ev.Content().Get("displayname")),
+			"avatar_url":   stringOrNil(ev.Content().Get("avatar_url")),
 		}
-		if a := ev.Content().Get("avatar_url"); a.Type == 3 {
-			m["avatar_url"] = a.String()
-		}
-		joined[sk] = m
 	}
 	c.JSON(http.StatusOK, gin.H{"joined": joined})
+}
+
+// stringOrNil is a JSON string's value, or nil for anything else.
+func stringOrNil(v gjson.Result) any {
+	if v.Type == gjson.String {
+		return v.String()
+	}
+	return nil
 }
 
 // parseFilterParam reads the filter query parameter (a JSON RoomEventFilter).
@@ -401,11 +417,18 @@ func limitParam(c *gin.Context, def int) (int, bool) {
 	return n, true
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/messages
+// GET /_matrix/client/v3/rooms/{roomId}/messages. Whether the user may read
+// the room is answered first: a room they may not read (never joined,
+// forgotten) is a 403 whatever the parameters, then dir (required) and the
+// rest are checked.
 func (h *handlers) messages(c *gin.Context) {
 	dev := auth.DeviceFrom(c)
 	id, ok := roomIDParam(c)
 	if !ok {
+		return
+	}
+	if _, err := h.s.readAccess(dev.UserID, id); err != nil {
+		c.Error(err)
 		return
 	}
 	var from, to *Token

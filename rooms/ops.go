@@ -42,6 +42,9 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return "", spec.Forbidden("use the /redact endpoint to redact events")
 	}
+	if typ == spec.MRoomMember && stateKey != nil {
+		return s.SetMemberState(ctx, from, id, *stateKey, content)
+	}
 	r := s.room(id)
 	if r == nil {
 		return "", errNotInRoom(id)
@@ -84,6 +87,12 @@ type sendReq struct {
 	done     chan sendResult
 }
 
+// txnKey names the request's transaction: scoped to /send/{eventType} in
+// the room.
+func (req *sendReq) txnKey(room spec.RoomID) txnKey {
+	return txnKey{req.from.User, req.from.Device, sendScope(room, req.typ), req.txnID}
+}
+
 func (req *sendReq) checkedAgainstStore() bool {
 	return req.stateKey != nil || gjson.GetBytes(req.content, `m\.relates_to`).Exists()
 }
@@ -108,8 +117,8 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
 	inBatch := map[txnKey]*Event{}
 	for _, req := range batch {
 		if req.txnID != "" {
-			k := txnKey{req.from.User, req.from.Device, req.txnID}
-			if prev := s.txnEvent(k.user, k.device, k.txn); prev != "" {
+			k := req.txnKey(r.id)
+			if prev := s.txnEvent(k); prev != "" {
 				req.done <- sendResult{id: prev}
 				continue
 			}
@@ -176,8 +185,12 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 		return nil, err
 	}
 	if req.stateKey != nil {
-		if err := s.checkStateContent(b.snap, req.from.User, req.typ, *req.stateKey, req.content); err != nil {
-			return nil, err
+		if req.typ == spec.MRoomMember {
+			// Service.Send sends member events through SetMemberState.
+			return nil, spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
+		}
+		if same := sameState(b.snap, req.from.User, req.typ, *req.stateKey, req.content); same != nil {
+			return &Event{PDU: same}, nil
 		}
 	}
 	// Relations (threads, annotations) and m.room.canonical_alias are
@@ -202,7 +215,7 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 	}
 	if req.txnID != "" {
 		ev.DeviceID, ev.TxnID = req.from.Device, req.txnID
-		inBatch[txnKey{req.from.User, req.from.Device, req.txnID}] = ev
+		inBatch[req.txnKey(b.r.id)] = ev
 	}
 	return ev, nil
 }
@@ -223,14 +236,14 @@ func annotationKey(sender spec.UserID, typ string, stateKey *string, content []b
 // lockForSend takes the room's write lock for a send by a joined member.
 // It returns the room (nil with an error, or with a retried transaction's
 // event ID, and then the lock is not held) and its current state.
-func (s *Service) lockForSend(from Sender, id spec.RoomID, txnID string) (*liveRoom, *snapshot, spec.EventID, error) {
+func (s *Service) lockForSend(from Sender, id spec.RoomID, scope, txnID string) (*liveRoom, *snapshot, spec.EventID, error) {
 	r := s.room(id)
 	if r == nil {
 		return nil, nil, "", errNotInRoom(id)
 	}
 	r.lockWrites()
 	if txnID != "" {
-		if prev := s.txnEvent(from.User, from.Device, txnID); prev != "" {
+		if prev := s.txnEvent(txnKey{from.User, from.Device, scope, txnID}); prev != "" {
 			r.writeMu.Unlock()
 			return nil, nil, prev, nil
 		}
@@ -274,93 +287,6 @@ func isMegolm(content []byte) bool {
 	return json.Unmarshal(contentOrEmpty(content), &c) == nil && c.Algorithm == "m.megolm.v1.aes-sha2"
 }
 
-// checkStateContent validates state the server itself depends on, so that a
-// client mistake is a clear 400 rather than a room the server misreads.
-func (s *Service) checkStateContent(snap *snapshot, sender spec.UserID, typ, key string, content []byte) error {
-	if typ == spec.MRoomMember {
-		return spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
-	}
-	return nil
-}
-
-// memberContent builds the content of a member event, copying the user's
-// profile for joins and invites as clients expect.
-func (s *Service) memberContent(ctx context.Context, target spec.UserID, membership, reason string, extra map[string]any) ([]byte, error) {
-	c := map[string]any{"membership": membership}
-	for k, v := range extra {
-		c[k] = v
-	}
-	if reason != "" {
-		c["reason"] = reason
-	}
-	if (membership == spec.Join || membership == spec.Invite || membership == spec.Knock) && s.profiles != nil {
-		name, avatar, err := s.profiles.Profile(ctx, target)
-		if err == nil {
-			if name != "" {
-				c["displayname"] = name
-			}
-			if avatar != "" {
-				c["avatar_url"] = avatar
-			}
-		}
-	}
-	return events.MarshalCanonical(c)
-}
-
-// Membership changes the target's membership of a room: join (target =
-// sender), invite, leave (or kick when target ≠ sender), ban, unban, knock.
-func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.RoomID, target spec.UserID, membership, reason string, unban bool) (spec.EventID, error) {
-	r := s.room(id)
-	if r == nil {
-		if membership == spec.Join || membership == spec.Knock {
-			return "", spec.NotFound("no room %s is known to this server", id)
-		}
-		return "", errNotInRoom(id)
-	}
-	r.lockWrites()
-	defer r.writeMu.Unlock()
-	snap := r.cur.Load()
-	current := snap.membership(target)
-	if s.guard != nil { // blocked rooms, server-notices rooms (admin.go)
-		if err := s.guard(ctx, id, from.User, target, membership, current); err != nil {
-			return "", err
-		}
-	}
-	switch {
-	case membership == spec.Join && current == spec.Join:
-		// Joining again is a no-op for clients, but a fresh profile copy
-		// is what they expect; only a changed event is sent.
-	case unban && current != spec.Ban:
-		return "", spec.Forbidden("%s is not banned", target)
-	case !unban && membership == spec.Leave && target != from.User && current == spec.Ban:
-		return "", spec.Forbidden("%s is banned; unban them instead", target)
-	case membership == spec.Leave && target == from.User && current == "":
-		return "", errNotInRoom(id)
-	}
-	extra := map[string]any{}
-	if membership == spec.Join && current != spec.Invite {
-		if via := s.joinAuthoriser(snap, target); via != "" {
-			extra["join_authorised_via_users_server"] = string(via)
-		}
-	}
-	content, err := s.memberContent(ctx, target, membership, reason, extra)
-	if err != nil {
-		return "", err
-	}
-	b := s.begin(r)
-	ev, err := b.add(spec.MRoomMember, strPtr(string(target)), from.User, content, "")
-	if err != nil {
-		return "", err
-	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
-		return "", err
-	}
-	if membership == spec.Join {
-		s.unforget(ctx, target, id)
-	}
-	return ev.PDU.EventID(), nil
-}
-
 // joinAuthoriser picks a local joined user who may invite, for joins to a
 // restricted room (join_authorised_via_users_server), when the joiner is in
 // one of the rooms the join rule allows.
@@ -400,7 +326,7 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 
 // Redact redacts an event, idempotently per device and transaction ID.
 func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
-	r, snap, prev, err := s.lockForSend(from, id, txnID)
+	r, snap, prev, err := s.lockForSend(from, id, redactScope(id, target), txnID)
 	if r == nil || prev != "" {
 		return prev, err
 	}
@@ -499,14 +425,35 @@ func (s *Service) Forget(ctx context.Context, user spec.UserID, id spec.RoomID) 
 		}
 		tx.AfterCommit(func() {
 			s.mu.Lock()
-			delete(s.userRooms[user], id)
+			s.forget(user, id)
 			s.mu.Unlock()
 		})
 		return nil
 	})
 }
 
+// forget moves a room from the user's rooms to their forgotten ones; s.mu
+// is held (or start-up owns the service).
+func (s *Service) forget(user spec.UserID, id spec.RoomID) {
+	delete(s.userRooms[user], id)
+	m := s.forgotten[user]
+	if m == nil {
+		m = map[spec.RoomID]bool{}
+		s.forgotten[user] = m
+	}
+	m[id] = true
+}
+
+// unforget clears a forgotten room at a join; only a room that was
+// forgotten costs a write.
 func (s *Service) unforget(ctx context.Context, user spec.UserID, id spec.RoomID) {
+	s.mu.Lock()
+	was := s.forgotten[user][id]
+	delete(s.forgotten[user], id)
+	s.mu.Unlock()
+	if !was {
+		return
+	}
 	_ = s.db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(`DELETE FROM forgotten WHERE user_id = $1 AND room_id = $2`, string(user), string(id))
 		return err

@@ -59,6 +59,10 @@ func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) 
 		if r.worldReadableNow() {
 			return &access{r: r, upTo: snap.position}, nil
 		}
+		if (m == spec.Leave || m == spec.Ban) && s.isForgotten(user, id) {
+			// POST /forget: the history is no longer theirs to read.
+			return nil, errNotInRoom(id)
+		}
 		if m == spec.Leave || m == spec.Ban || m == spec.Invite || m == spec.Knock {
 			// They may read what they could see until their membership
 			// left "join": up to their latest member event.
@@ -138,7 +142,7 @@ func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID,
 	}
 	var state []*events.PDU
 	if at != nil && int64(*at) < a.upTo {
-		evs, err := s.stateAt(ctx, id, int64(*at))
+		evs, err := s.stateAt(ctx, id, a.r.membersFrom(int64(*at)))
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +166,20 @@ func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID,
 	return out, nil
 }
 
+// membersFrom is the position /members?at= reads the state at. A room's
+// members begin with its creator, whom createRoom joins in the same
+// transaction as the create event: a token from before that join (the
+// prev_batch of a timeline that starts at the room's creation) gives the
+// room as its creator made it, not an empty room.
+func (r *liveRoom) membersFrom(at int64) int64 {
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	if len(r.changes) > 0 && at < r.changes[0].pos {
+		return r.changes[0].pos
+	}
+	return at
+}
+
 // JoinedMembersOf answers /joined_members: only members may ask.
 func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.PDU, error) {
 	r := s.room(id)
@@ -182,10 +200,14 @@ func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.P
 }
 
 // Event returns one event if the user may see it.
+//
+// An event the user may not read is a 404 like one that does not exist, as
+// GET /rooms/{roomId}/event/{eventId} answers ("not found or you do not
+// have permission to read this event"), whether or not the room exists.
 func (s *Service) Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*Event, error) {
 	a, err := s.readAccess(user, id)
 	if err != nil {
-		return nil, err
+		return nil, spec.NotFound("event not found")
 	}
 	ev, err := s.eventByID(ctx, eventID)
 	if err != nil {

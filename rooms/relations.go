@@ -443,7 +443,7 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 		if a.threadCount > 0 {
 			if ev := loaded[a.threadLatest]; ev != nil {
 				b[relThread] = map[string]any{
-					"latest_event":              json.RawMessage(renderWithBundle(ev, viewer, "", nestedBundles[ev.PDU.EventID()])),
+					"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nestedBundles[ev.PDU.EventID()])),
 					"count":                     a.threadCount,
 					"current_user_participated": a.participated || parent.PDU.Sender() == viewer,
 				}
@@ -461,7 +461,7 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 				}
 			}
 			if best != nil {
-				b[relReplace] = json.RawMessage(ClientEvent(best, viewer, ""))
+				b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
 			}
 		}
 		if len(a.references) > 0 {
@@ -538,34 +538,29 @@ func (s *Service) redactedAmong(ctx context.Context, ids []spec.EventID) (map[sp
 	return out, nil
 }
 
-// renderWithBundle renders an event in the client format with its
-// transaction ID (for the sender's device) and bundled aggregations.
-func renderWithBundle(ev *Event, viewer spec.UserID, device string, b bundle) []byte {
-	if len(b) == 0 {
-		return ClientEvent(ev, viewer, device)
+// renderWithBundle renders an event in the client format for the viewer,
+// with its bundled aggregations.
+func renderWithBundle(ev *Event, v *Viewer, b bundle) []byte {
+	var more map[string]any
+	if len(b) > 0 {
+		more = map[string]any{"m.relations": b}
 	}
-	u := map[string]any{"m.relations": b}
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		u["transaction_id"] = ev.TxnID
-	}
-	unsigned, err := events.MarshalCanonical(u)
-	if err != nil {
-		return ClientEvent(ev, viewer, device)
-	}
-	return events.ClientEvent(ev.PDU, unsigned)
+	return events.ClientEvent(ev.PDU, v.unsigned(ev, more))
 }
 
 // RenderEvents renders events in the client format for a viewer, with the
 // bundled aggregations the spec asks for on /messages, /context, /event,
-// /relations, /threads, /search and limited /sync timelines.
+// /relations, /threads, /search and limited /sync timelines, and the
+// viewer's membership at each (unsigned.membership).
 func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device string, evs []*Event) ([]json.RawMessage, error) {
 	bs, err := s.bundles(ctx, viewer, evs, false)
 	if err != nil {
 		return nil, err
 	}
+	v := s.ViewerOf(viewer, device)
 	out := make([]json.RawMessage, len(evs))
 	for i, ev := range evs {
-		out[i] = renderWithBundle(ev, viewer, device, bs[ev.PDU.EventID()])
+		out[i] = renderWithBundle(ev, v, bs[ev.PDU.EventID()])
 	}
 	return out, nil
 }

@@ -254,7 +254,10 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 	start := min(tok.Offset, len(hits))
 	end := min(start+limit, len(hits))
 	pageHits := hits[start:end]
-	if end < len(hits) {
+	// A full page gets a next_batch even when it holds the last hits: the
+	// spec only makes an absent next_batch mean "no more", and clients
+	// (and the Matrix suite) page until a page comes back without one.
+	if end < len(hits) || len(pageHits) == limit {
 		out["next_batch"] = searchToken{Offset: end, Group: tok.Group, Value: tok.Value}.String()
 	}
 

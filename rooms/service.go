@@ -91,6 +91,10 @@ type Service struct {
 	mu        sync.RWMutex
 	rooms     map[spec.RoomID]*liveRoom
 	userRooms map[spec.UserID]map[spec.RoomID]string // current membership per user
+	// forgotten are the rooms each user forgot: out of userRooms, but an
+	// incremental sync still tells other devices of a leave since their
+	// token.
+	forgotten map[spec.UserID]map[spec.RoomID]bool
 }
 
 type nopNotifier struct{}
@@ -109,7 +113,8 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		db: d.DB, key: d.Key, server: d.Server, cfg: d.Config, log: d.Log, notify: d.Notify,
 		profiles: d.Profiles, now: time.Now,
 		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
-		txns: map[txnKey]txnEntry{},
+		forgotten: map[spec.UserID]map[spec.RoomID]bool{},
+		txns:      map[txnKey]txnEntry{},
 	}
 	if err := s.load(ctx); err != nil {
 		return nil, fmt.Errorf("load rooms: %w", err)
@@ -179,7 +184,7 @@ func (s *Service) load(ctx context.Context) error {
 		if err := rows.Scan(&u, &id); err != nil {
 			return err
 		}
-		delete(s.userRooms[spec.UserID(u)], spec.RoomID(id))
+		s.forget(spec.UserID(u), spec.RoomID(id))
 	}
 	return rows.Err()
 }

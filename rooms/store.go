@@ -133,6 +133,31 @@ INSERT INTO event_search (rowid, body)
 	// the search index at once, rather than leaving them in an index
 	// segment until a later merge.
 	`INSERT INTO event_search (event_search, rank) VALUES ('secure-delete', 1);`,
+	// 4: a transaction ID is scoped to a device and an endpoint (the
+	// request path without the txnId, client-server API "Transaction
+	// identifiers"): the same ID sent to another room is a new request.
+	// scope is txnScope's value; the rows stored before it get theirs
+	// from their events.
+	`
+CREATE TABLE txn_ids_scoped (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	scope     TEXT NOT NULL,
+	txn_id    TEXT NOT NULL,
+	event_id  TEXT NOT NULL REFERENCES events (event_id),
+	ts        BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, scope, txn_id)
+);
+INSERT INTO txn_ids_scoped (user_id, device_id, scope, txn_id, event_id, ts)
+	SELECT t.user_id, t.device_id,
+		CASE WHEN e.type = 'm.room.redaction'
+			THEN 'redact ' || e.room_id || ' ' || coalesce(json_extract(e.json, '$.content.redacts'), json_extract(e.json, '$.redacts'), '')
+			ELSE 'send ' || e.room_id || ' ' || e.type END,
+		t.txn_id, t.event_id, t.ts
+	FROM txn_ids t JOIN events e ON e.event_id = t.event_id;
+DROP TABLE txn_ids;
+ALTER TABLE txn_ids_scoped RENAME TO txn_ids;
+CREATE INDEX txn_ids_ts ON txn_ids (ts);`,
 }}
 
 // storedEvent is one row of events.
@@ -169,8 +194,8 @@ func insertEvent(tx *storage.Tx, ev *Event) error {
 		}
 	}
 	if ev.TxnID != "" {
-		if _, err := tx.Exec(`INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, ts) VALUES ($1, $2, $3, $4, $5)`,
-			string(p.Sender()), ev.DeviceID, ev.TxnID, string(p.EventID()), p.OriginServerTS()); err != nil {
+		if _, err := tx.Exec(`INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id, ts) VALUES ($1, $2, $3, $4, $5, $6)`,
+			string(p.Sender()), ev.DeviceID, txnScope(p), ev.TxnID, string(p.EventID()), p.OriginServerTS()); err != nil {
 			return fmt.Errorf("record transaction ID: %w", err)
 		}
 	}
@@ -249,11 +274,29 @@ func (s *Service) stateAt(ctx context.Context, room spec.RoomID, pos int64) ([]*
 }
 
 // txnKey names one client transaction: transaction IDs are scoped to a
-// device.
+// device and an endpoint (client-server API "Transaction identifiers").
 type txnKey struct {
 	user   spec.UserID
 	device string
+	scope  string // txnScope
 	txn    string
+}
+
+// The scope of a transaction ID is the request path without the txnId:
+// /send/{eventType} in one room, or /redact/{eventId}.
+func sendScope(room spec.RoomID, typ string) string { return "send " + string(room) + " " + typ }
+
+func redactScope(room spec.RoomID, target spec.EventID) string {
+	return "redact " + string(room) + " " + string(target)
+}
+
+// txnScope is the scope of the request that sent an event: /send never
+// sends a redaction, so the event tells the endpoint.
+func txnScope(p *events.PDU) string {
+	if p.Type() == spec.MRoomRedaction {
+		return redactScope(p.RoomID(), p.Redacts())
+	}
+	return sendScope(p.RoomID(), p.Type())
 }
 
 type txnEntry struct {
@@ -269,7 +312,7 @@ const txnWindow = 24 * time.Hour
 // loadTxns fills the in-memory transaction index with the window's rows,
 // so that a send never reads the database to check for a retry.
 func (s *Service) loadTxns(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, txn_id, event_id, ts FROM txn_ids WHERE ts > $1`,
+	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, scope, txn_id, event_id, ts FROM txn_ids WHERE ts > $1`,
 		s.now().Add(-txnWindow).UnixMilli())
 	if err != nil {
 		return err
@@ -279,7 +322,7 @@ func (s *Service) loadTxns(ctx context.Context) error {
 		var k txnKey
 		var e txnEntry
 		var user, id string
-		if err := rows.Scan(&user, &k.device, &k.txn, &id, &e.ts); err != nil {
+		if err := rows.Scan(&user, &k.device, &k.scope, &k.txn, &id, &e.ts); err != nil {
 			return err
 		}
 		k.user, e.event = spec.UserID(user), spec.EventID(id)
@@ -288,12 +331,11 @@ func (s *Service) loadTxns(ctx context.Context) error {
 	return rows.Err()
 }
 
-// txnEvent returns the event a (user, device, txn) already produced, from
-// memory.
-func (s *Service) txnEvent(user spec.UserID, device, txn string) spec.EventID {
+// txnEvent returns the event a transaction already produced, from memory.
+func (s *Service) txnEvent(k txnKey) spec.EventID {
 	s.txnMu.Lock()
 	defer s.txnMu.Unlock()
-	return s.txns[txnKey{user, device, txn}].event
+	return s.txns[k].event
 }
 
 // rememberTxns records the transaction IDs of committed events and drops
@@ -304,7 +346,7 @@ func (s *Service) rememberTxns(evs []*Event) {
 	now := s.now()
 	for _, ev := range evs {
 		if ev.TxnID != "" {
-			s.txns[txnKey{ev.PDU.Sender(), ev.DeviceID, ev.TxnID}] = txnEntry{ev.PDU.EventID(), ev.PDU.OriginServerTS()}
+			s.txns[txnKey{ev.PDU.Sender(), ev.DeviceID, txnScope(ev.PDU), ev.TxnID}] = txnEntry{ev.PDU.EventID(), ev.PDU.OriginServerTS()}
 		}
 	}
 	if now.Sub(s.txnPruned) > time.Hour {

@@ -293,14 +293,123 @@ func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMess
 	return out
 }
 
-// ClientEvent renders an event for a viewer (their transaction ID in
-// unsigned for their own device's events).
-func ClientEvent(ev *Event, viewer spec.UserID, device string) json.RawMessage {
-	var unsigned []byte
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		unsigned, _ = json.Marshal(map[string]string{"transaction_id": ev.TxnID})
+// Viewer is who events are rendered for: their own device's events carry
+// the transaction ID, and every event of a room carries the viewer's
+// membership at it (unsigned.membership, spec v1.11, MSC4115), read from
+// the room's membership history in memory.
+type Viewer struct {
+	User   spec.UserID
+	Device string
+
+	s      *Service // nil: no membership (a nested event of a bundle)
+	room   spec.RoomID
+	loaded bool
+	hist   []posValue
+}
+
+// ViewerOf returns the viewer for a user's device.
+func (s *Service) ViewerOf(user spec.UserID, device string) *Viewer {
+	return &Viewer{User: user, Device: device, s: s}
+}
+
+// membershipAt is the viewer's membership in the room at the event at pos,
+// its own change included; "leave" before they ever had one, as the spec
+// says; "" when unknown (an event without a position).
+func (v *Viewer) membershipAt(room spec.RoomID, pos int64) string {
+	if v == nil || v.s == nil || pos <= 0 {
+		return ""
 	}
-	return events.ClientEvent(ev.PDU, unsigned)
+	if !v.loaded || v.room != room {
+		v.room, v.loaded, v.hist = room, true, nil
+		if r := v.s.room(room); r != nil {
+			// The history only grows by append: this prefix stays
+			// valid after the lock is let go.
+			r.histMu.RLock()
+			v.hist = r.members[v.User]
+			r.histMu.RUnlock()
+		}
+	}
+	if m := valueAt(v.hist, pos); m != "" {
+		return m
+	}
+	return spec.Leave
+}
+
+// unsigned is an event's unsigned object for the viewer (nil when empty),
+// with more keys (bundled aggregations) if given.
+func (v *Viewer) unsigned(ev *Event, more map[string]any) []byte {
+	var txn string
+	if v != nil && ev.TxnID != "" && ev.PDU.Sender() == v.User && ev.DeviceID == v.Device {
+		txn = ev.TxnID
+	}
+	m := v.membershipAt(ev.PDU.RoomID(), ev.Position)
+	if len(more) == 0 {
+		// The /sync path: two strings, written without a map.
+		return appendUnsigned(nil, m, txn)
+	}
+	u := make(map[string]any, len(more)+2)
+	for k, val := range more {
+		u[k] = val
+	}
+	if txn != "" {
+		u["transaction_id"] = txn
+	}
+	if m != "" {
+		u["membership"] = m
+	}
+	out, err := events.MarshalCanonical(u)
+	if err != nil {
+		return appendUnsigned(nil, m, txn)
+	}
+	return out
+}
+
+// appendUnsigned writes {"membership":…,"transaction_id":…} with the keys
+// that are set, or nothing.
+func appendUnsigned(b []byte, membership, txn string) []byte {
+	if membership == "" && txn == "" {
+		return b
+	}
+	b = append(b, '{')
+	if membership != "" {
+		q, _ := json.Marshal(membership)
+		b = append(append(b, `"membership":`...), q...)
+	}
+	if txn != "" {
+		if membership != "" {
+			b = append(b, ',')
+		}
+		q, _ := json.Marshal(txn)
+		b = append(append(b, `"transaction_id":`...), q...)
+	}
+	return append(b, '}')
+}
+
+// ClientEvent renders an event in the client format for a viewer.
+func ClientEvent(ev *Event, v *Viewer) json.RawMessage {
+	return events.ClientEvent(ev.PDU, v.unsigned(ev, nil))
+}
+
+// ForgottenRooms lists the rooms the user forgot and has not rejoined
+// since, from memory.
+func (s *Service) ForgottenRooms(user spec.UserID) []spec.RoomID {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]spec.RoomID, 0, len(s.forgotten[user]))
+	for id := range s.forgotten[user] {
+		if _, listed := s.userRooms[user][id]; !listed {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// isForgotten reports whether the user forgot the room and has not joined
+// it since.
+func (s *Service) isForgotten(user spec.UserID, id spec.RoomID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.forgotten[user][id]
 }
 
 // Forgotten reports whether the user forgot the room.

@@ -163,7 +163,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		return "", err
 	}
 	// 2. The upgrading user joins.
-	content, err := s.memberContent(ctx, user, spec.Join, "", nil)
+	content, err := s.memberContent(ctx, user, spec.Join, "", nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -276,7 +276,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		}
 	}
 	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil)
+		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
 		if err == nil {
 			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
 		}

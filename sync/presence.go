@@ -84,18 +84,19 @@ func sameString(a, b *string) bool {
 }
 
 // presenceSince returns the presence events of users who share a room with
-// the viewer and changed after the serial. It looks only at changed users.
-func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter) []json.RawMessage {
+// the viewer and changed after the serial, and of the users newly sharing
+// a room with them (whatever their serial). It looks only at those users.
+func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter, newlyShared map[spec.UserID]bool) []json.RawMessage {
 	p := s.presence
 	p.mu.Lock()
-	if p.latest <= serial {
+	if p.latest <= serial && len(newlyShared) == 0 {
 		p.mu.Unlock()
 		return nil
 	}
 	var changed []spec.UserID
 	first := sort.Search(len(p.changes), func(i int) bool { return p.changes[i].serial > serial })
 	for _, c := range p.changes[first:] {
-		if p.users[c.user].serial == c.serial { // the user's latest change
+		if p.users[c.user].serial == c.serial && !newlyShared[c.user] { // the user's latest change
 			changed = append(changed, c.user)
 		}
 	}
@@ -109,7 +110,43 @@ func (s *Service) presenceSince(viewer spec.UserID, serial int64, f *EventFilter
 			out = append(out, ev)
 		}
 	}
+	for u := range newlyShared {
+		if f.Matches("m.presence", u) {
+			if ev := s.presenceEvent(u, 0); ev != nil {
+				out = append(out, ev)
+			}
+		}
+	}
 	return out
+}
+
+// noteNewlyShared records, for an incremental sync, who began to share the
+// room with the user since the token: everyone joined when the user just
+// joined, else the members who joined since.
+func (s *Service) noteNewlyShared(req *request, id spec.RoomID, joinPos int64, now Token) {
+	if !s.cfg.Presence || req.initial() {
+		return
+	}
+	add := func(u spec.UserID) {
+		if u == req.user {
+			return
+		}
+		if req.newlyShared == nil {
+			req.newlyShared = map[spec.UserID]bool{}
+		}
+		req.newlyShared[u] = true
+	}
+	if joinPos > req.sincePos() {
+		for _, u := range s.rooms.JoinedMembers(id) {
+			add(u)
+		}
+		return
+	}
+	for u, m := range s.rooms.MembershipChanges(id, req.sincePos(), now.Pos) {
+		if m == spec.Join {
+			add(u)
+		}
+	}
 }
 
 // logChange records a change at serial; mu is held. When the list holds

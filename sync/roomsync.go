@@ -21,6 +21,9 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	}
 	fresh := req.initial() || joinPos > since || req.fullState
 	roomChanged := s.rooms.Position(id) > since
+	if roomChanged {
+		s.noteNewlyShared(req, id, joinPos, now)
+	}
 	typing := s.typingSince(id, req.sinceSerial(), req.initial())
 	receiptsChanged := s.receiptPosition(id) > since
 	// A change of the unread counts (a notification, a receipt) is a
@@ -209,25 +212,33 @@ func timelineState(evs []*rooms.Event) []*events.PDU {
 }
 
 // leftRoom builds one room of rooms.leave: the timeline up to the user's
-// leave, for a leave since the token (or every left room on an initial sync
-// with include_leave).
-func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, rf *RoomFilter) (*LeftRoom, error) {
+// leave. A leave since the token is always there (with full_state too); an
+// older one only on an initial or full_state sync with include_leave, and
+// never for a room the user forgot.
+func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) (*LeftRoom, error) {
 	leavePos, _ := s.rooms.MembershipEvent(req.user, id)
 	if leavePos > now.Pos {
 		return nil, nil
 	}
-	if req.initial() || req.fullState {
-		if rf == nil || !rf.IncludeLeave {
-			return nil, nil
-		}
-	} else if leavePos <= req.sincePos() {
+	newLeave := !req.initial() && leavePos > req.sincePos()
+	fresh := req.initial() || req.fullState
+	switch {
+	case newLeave:
+	case forgotten || !fresh:
+		return nil, nil
+	case rf == nil || !rf.IncludeLeave:
 		return nil, nil
 	}
+	floor := req.sincePos()
+	if !newLeave {
+		floor = 0
+	}
 	tf, limit := req.timelineFilter()
-	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, req.sincePos(), leavePos, limit, tf)
+	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, floor, leavePos, limit, tf)
 	if err != nil {
 		return nil, err
 	}
+	evs, limited = s.withOwnLeave(req.user, id, leavePos, evs, limited, limit, tf)
 	start := leavePos
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
@@ -237,11 +248,28 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 	if lr.Timeline.Events, err = s.renderTimeline(ctx, req, evs, limited); err != nil {
 		return nil, err
 	}
-	fresh := req.initial() || req.fullState
-	if err := s.roomState(ctx, req, id, fresh, limited, req.sincePos(), start, leavePos, evs, &lr.State, &lr.StateAfter); err != nil {
+	if err := s.roomState(ctx, req, id, fresh, limited, floor, start, leavePos, evs, &lr.State, &lr.StateAfter); err != nil {
 		return nil, err
 	}
 	return lr, nil
+}
+
+// withOwnLeave ends a left room's timeline with the user's own leave (or
+// ban) event. History visibility can hide it (an invite rejected in a
+// "joined" room: neither invite nor leave may see events), but a client
+// that is not shown the leave keeps the room, or the invite, forever.
+func (s *Service) withOwnLeave(user spec.UserID, id spec.RoomID, leavePos int64, evs []*rooms.Event, limited bool, limit int, tf *rooms.RoomEventFilter) ([]*rooms.Event, bool) {
+	if n := len(evs); n > 0 && evs[n-1].Position == leavePos {
+		return evs, limited
+	}
+	leave := s.rooms.CurrentState(id, spec.MRoomMember, string(user))
+	if leave == nil || !tf.Matches(leave) || limit <= 0 {
+		return evs, limited
+	}
+	if len(evs) >= limit {
+		evs, limited = evs[len(evs)-limit+1:], true
+	}
+	return append(evs, &rooms.Event{PDU: leave, Position: leavePos}), limited
 }
 
 func dropIgnored(evs []*rooms.Event, ignored map[spec.UserID]bool) []*rooms.Event {

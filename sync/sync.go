@@ -22,6 +22,13 @@ type request struct {
 	filter     *Filter
 	fullState  bool
 	stateAfter bool // use_state_after (spec v1.16, MSC4222)
+	// viewer renders events for the user; one per build, so that the
+	// membership it reads from memory covers the response's position.
+	viewer *rooms.Viewer
+	// newlyShared are the users who began to share a room with the user
+	// since the token (joinedRoom): their presence is sent even if it did
+	// not change, or the user would not learn it until it does.
+	newlyShared map[spec.UserID]bool
 }
 
 func (r *request) initial() bool { return r.since == nil }
@@ -135,6 +142,19 @@ func (s *Service) sync(c *gin.Context) {
 	}
 }
 
+// addLeftRoom adds one room to rooms.leave if leftRoom has it to say.
+func (s *Service) addLeftRoom(ctx context.Context, req *request, rs *Rooms, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) error {
+	lr, err := s.leftRoom(ctx, req, id, now, rf, forgotten)
+	if err != nil || lr == nil {
+		return err
+	}
+	if rs.Leave == nil {
+		rs.Leave = map[spec.RoomID]*LeftRoom{}
+	}
+	rs.Leave[id] = lr
+	return nil
+}
+
 func boolParam(c *gin.Context, name string) (bool, error) {
 	switch c.Query(name) {
 	case "", "false":
@@ -241,6 +261,8 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	}
 	resp := &Response{NextBatch: now.String()}
 	empty := true
+	req.viewer = s.rooms.ViewerOf(req.user, req.device)
+	req.newlyShared = nil
 
 	// Account data: read only if the in-memory position says it changed.
 	var roomAccountData map[spec.RoomID][]json.RawMessage
@@ -308,15 +330,20 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 				rs.Knock[id] = &KnockedRoom{KnockState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
 			}
 		default: // leave, ban
-			lr, err := s.leftRoom(ctx, req, id, now, rf)
-			if err != nil {
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, false); err != nil {
 				return nil, false, err
 			}
-			if lr != nil {
-				if rs.Leave == nil {
-					rs.Leave = map[spec.RoomID]*LeftRoom{}
-				}
-				rs.Leave[id] = lr
+		}
+	}
+	if !skipRooms && !req.initial() {
+		// A room left and forgotten since the token: the leave still
+		// reaches the user's other devices, or they would never learn it.
+		for _, id := range s.rooms.ForgottenRooms(req.user) {
+			if !rf.matchesRoom(id) {
+				continue
+			}
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, true); err != nil {
+				return nil, false, err
 			}
 		}
 	}
@@ -326,7 +353,7 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 	}
 
 	if s.cfg.Presence {
-		if evs := s.presenceSince(req.user, req.sinceSerial(), req.filter.Presence); len(evs) > 0 {
+		if evs := s.presenceSince(req.user, req.sinceSerial(), req.filter.Presence, req.newlyShared); len(evs) > 0 {
 			resp.Presence = &EventList{Events: evs}
 			empty = false
 		}
@@ -507,7 +534,7 @@ func (req *request) renderEvent(ev *rooms.Event) json.RawMessage {
 	if req.filter.EventFormat == "federation" {
 		out = ev.PDU.JSON()
 	} else {
-		out = rooms.ClientEvent(ev, req.user, req.device)
+		out = rooms.ClientEvent(ev, req.viewer)
 	}
 	if len(req.filter.EventFields) > 0 {
 		out = events.FilterFields(out, req.filter.EventFields)

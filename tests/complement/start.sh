@@ -9,7 +9,10 @@
 #       own users with /register and the admin register endpoint;
 #   --rate-limits off: the suite sends bursts from one address;
 #   --encryption optional: the suite sends plaintext messages (Chatalot refuses
-#       them in encrypted rooms by default; see skip.txt).
+#       them in encrypted rooms by default; see skip.txt);
+#   --access-token-lifetime 1h: clients that ask for refresh tokens get them
+#       (the suite's refresh-token tests; off by default, tokens never expire);
+#   --server-notices-user _server: the suite expects notices from @_server.
 PORT=$1; DIR=$2; NAME=$3
 mkdir -p "$DIR"
 [ "${COMPLEMENT_SHIM_RESTART:-}" = 1 ] || rm -rf "$DIR/data"
@@ -18,5 +21,6 @@ nohup "${CHATALOT_BIN:?set CHATALOT_BIN}" serve --data-dir "$DIR/data" \
   --listen "127.0.0.1:$PORT" --server-name "$NAME" \
   --registration open --registration-shared-secret complement \
   --rate-limits off --encryption optional \
+  --access-token-lifetime 1h --server-notices-user _server \
   >>"$DIR/server.log" 2>&1 &
 echo $!
