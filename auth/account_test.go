@@ -50,9 +50,14 @@ func TestDevices(t *testing.T) {
 	if r.Body["flows"] == nil || r.str("session") == "" {
 		t.Fatalf("a failed stage keeps the UIA body: %s", r.Raw)
 	}
-	// Someone else's identifier is refused.
+	// Someone else's identifier is refused outright: 403, no new challenge,
+	// and the device stays.
 	ts.register("bob", "password2")
-	ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "bob", "password2").mustErr(t, 401, "M_FORBIDDEN")
+	r = ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "bob", "password2").mustErr(t, 403, "M_FORBIDDEN")
+	if r.Body["flows"] != nil {
+		t.Fatalf("another user's identifier got a UIA challenge: %s", r.Raw)
+	}
+	ts.do("GET", v3+"/devices/"+other.str("device_id"), tok, nil).must(t, 200)
 	ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "alice", "password1").must(t, 200)
 	ts.do("GET", v3+"/account/whoami", other.str("access_token"), nil).mustErr(t, 401, "M_UNKNOWN_TOKEN")
 	// Deleting again is fine.
