@@ -322,6 +322,30 @@ func TestFiltersAndLazyLoading(t *testing.T) {
 	}
 }
 
+// A filter naming something that is not a room ID (or user ID) in its room
+// or sender lists is refused with 400 M_BAD_JSON, stored or inline.
+func TestFilterWithInvalidIDsIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	for _, f := range []map[string]any{
+		{"room": map[string]any{"rooms": []string{"not_a_room_id"}}},
+		{"room": map[string]any{"not_rooms": []string{"!"}}},
+		{"room": map[string]any{"timeline": map[string]any{"rooms": []string{"not_a_room_id"}}}},
+		{"room": map[string]any{"state": map[string]any{"not_rooms": []string{"#alias:test"}}}},
+		{"room": map[string]any{"timeline": map[string]any{"senders": []string{"not_a_sender_id"}}}},
+	} {
+		code, body := ts.do(alice, "POST", "/_matrix/client/v3/user/"+alice+"/filter", f)
+		if code != 400 || body["errcode"] != "M_BAD_JSON" {
+			t.Errorf("filter %v: %d %v, want 400 M_BAD_JSON", f, code, body)
+		}
+		raw, _ := json.Marshal(f)
+		if code, body := ts.do(alice, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(string(raw)), nil); code != 400 {
+			t.Errorf("inline filter %s: %d %v, want 400", raw, code, body)
+		}
+	}
+	ok := map[string]any{"room": map[string]any{"rooms": []string{"!abc:test"}, "timeline": map[string]any{"not_rooms": []string{"!def:test"}}}}
+	ts.must(alice, "POST", "/_matrix/client/v3/user/"+alice+"/filter", ok)
+}
+
 func TestIgnoredUsersAreHidden(t *testing.T) {
 	ts := newTestServer(t)
 	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
