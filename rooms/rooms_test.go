@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -42,6 +43,31 @@ func TestCreateRoomInEachVersionAndPreset(t *testing.T) {
 	}
 	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "9"})
 	wantError(t, code, body, 400, "M_UNSUPPORTED_ROOM_VERSION")
+}
+
+// createRoom's topic writes the plain topic and its m.topic text/plain
+// block, overriding a topic in initial_state; a topic given only through
+// initial_state is stored as given.
+func TestCreateRoomTopicWritesRichTopic(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	initial := []map[string]any{{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Shenanigans"}}}
+	for name, body := range map[string]map[string]any{
+		"topic":                    {"topic": "Test Room"},
+		"topic over initial_state": {"topic": "Test Room", "initial_state": initial},
+	} {
+		id := ts.createRoom(userA, body)
+		got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
+		raw, _ := json.Marshal(got)
+		want := `{"m.topic":{"m.text":[{"body":"Test Room","mimetype":"text/plain"}]},"topic":"Test Room"}`
+		if string(raw) != want {
+			t.Errorf("%s: topic content %s, want %s", name, raw, want)
+		}
+	}
+	id := ts.createRoom(userA, map[string]any{"initial_state": initial})
+	got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
+	if raw, _ := json.Marshal(got); string(raw) != `{"topic":"Shenanigans"}` {
+		t.Errorf("initial_state topic: %s", raw)
+	}
 }
 
 func TestEncryptionPolicyRequired(t *testing.T) {
