@@ -27,11 +27,16 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	r.GET("/_matrix/client/v1/media/preview_url", requireAuth, s.handlePreviewURL)
 
 	// Deprecated endpoints: config stays behind auth as it always was; the
-	// unauthenticated download and thumbnail are frozen.
+	// unauthenticated download and thumbnail are frozen unless the admin
+	// chose to serve them (old clients that cannot send a token).
 	r.GET("/_matrix/media/v3/config", requireAuth, s.handleConfig)
-	r.GET("/_matrix/media/v3/download/:serverName/:mediaId", s.handleFrozen)
-	r.GET("/_matrix/media/v3/download/:serverName/:mediaId/:fileName", s.handleFrozen)
-	r.GET("/_matrix/media/v3/thumbnail/:serverName/:mediaId", s.handleFrozen)
+	download, thumbnail := s.handleFrozen, s.handleFrozen
+	if s.cfg.ServeUnauthenticated {
+		download, thumbnail = s.handleDownload, s.handleThumbnail
+	}
+	r.GET("/_matrix/media/v3/download/:serverName/:mediaId", download)
+	r.GET("/_matrix/media/v3/download/:serverName/:mediaId/:fileName", download)
+	r.GET("/_matrix/media/v3/thumbnail/:serverName/:mediaId", thumbnail)
 	r.GET("/_matrix/media/v3/preview_url", requireAuth, s.handlePreviewURL)
 
 	r.GET("/_matrix/client/v3/voip/turnServer", requireAuth, s.handleTURNServer)

@@ -138,10 +138,11 @@ func (a *App) wire(ctx context.Context) error {
 func (a *App) mediaConfig() media.Config {
 	ttl, _ := time.ParseDuration(a.cfg.TURNUserLifetime) // validated at load
 	return media.Config{
-		MaxUploadBytes:     a.cfg.MaxUploadBytes,
-		QuotaBytes:         a.cfg.MediaQuotaBytes,
-		MaxThumbnailPixels: a.cfg.MaxThumbnailPixels,
-		TURN:               media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
+		MaxUploadBytes:       a.cfg.MaxUploadBytes,
+		QuotaBytes:           a.cfg.MediaQuotaBytes,
+		MaxThumbnailPixels:   a.cfg.MaxThumbnailPixels,
+		ServeUnauthenticated: a.cfg.UnauthenticatedMedia,
+		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
 	}
 }
 
