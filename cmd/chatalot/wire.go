@@ -120,8 +120,7 @@ func (a *App) wire(ctx context.Context) error {
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
-	r.GET("/_matrix/client/v3/capabilities", requireAuth, srv.Capabilities)
-	r.GET("/_matrix/client/r0/capabilities", requireAuth, srv.Capabilities)
+	api.ClientAPI(r, requireAuth).GET("/capabilities", srv.Capabilities) // v3 and r0
 	authSvc.Routes(r)
 	roomsSvc.SetSendLimit(authSvc.Limiter().PerUser(auth.RateSend))
 	roomsSvc.Routes(r, requireAuth)
