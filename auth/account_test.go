@@ -20,8 +20,15 @@ func TestDevices(t *testing.T) {
 	if len(devs) != 2 {
 		t.Fatalf("%d devices", len(devs))
 	}
+	// Every device has all four fields; no IP is ever stored, so
+	// last_seen_ip is always null.
 	for _, d := range devs {
 		m := d.(map[string]any)
+		for _, k := range []string{"device_id", "display_name", "last_seen_ip", "last_seen_ts"} {
+			if _, ok := m[k]; !ok {
+				t.Fatalf("device lacks %s: %v", k, m)
+			}
+		}
 		if m["last_seen_ts"] == nil || m["last_seen_ip"] != nil {
 			t.Fatalf("device: %v", m)
 		}
