@@ -270,7 +270,8 @@ func (s *Service) RoomSummary(id spec.RoomID, viewer spec.UserID) Summary {
 
 // StrippedState is the invite_state / knock_state a user sees for a room
 // they are invited to or knocking on: the spec's recommended events, plus
-// their own member event.
+// their own member event (in full, see events.OwnMemberState) and the
+// inviter's.
 func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage {
 	r := s.room(id)
 	if r == nil {
@@ -285,7 +286,7 @@ func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMess
 		}
 	}
 	if ev := snap.get(spec.MRoomMember, string(user)); ev != nil {
-		out = append(out, events.StrippedState(ev))
+		out = append(out, events.OwnMemberState(ev))
 		if inviter := snap.get(spec.MRoomMember, string(ev.Sender())); inviter != nil && ev.Sender() != user {
 			out = append(out, events.StrippedState(inviter))
 		}

@@ -185,6 +185,26 @@ func TestLeaveAndInviteAppearAndNothingAfterLeave(t *testing.T) {
 	if len(st) == 0 {
 		t.Fatalf("no invite_state: %v", inv["rooms"])
 	}
+	// Bob's own invite comes in full (event ID and timestamp, as the
+	// reference server sends it, without room_id); the rest is stripped
+	// to the spec's four keys.
+	var own map[string]any
+	for _, e := range st {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.room.member" && ev["state_key"] == bob {
+			own = ev
+			continue
+		}
+		for k := range ev {
+			if k != "type" && k != "state_key" && k != "sender" && k != "content" {
+				t.Errorf("stripped %v event has %q", ev["type"], k)
+			}
+		}
+	}
+	if own == nil || path(own, "content", "membership") != "invite" || own["sender"] != alice ||
+		own["origin_server_ts"] == nil || own["event_id"] == nil || own["room_id"] != nil {
+		t.Fatalf("bob's own invite in invite_state: %v", own)
+	}
 	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
 	joined := ts.syncOnce(bob, inv["next_batch"].(string), 0, "")
 	if path(joined, "rooms", "join", room, "state") == nil {
