@@ -544,15 +544,7 @@ func renderWithBundle(ev *Event, viewer spec.UserID, device string, b bundle) []
 	if len(b) == 0 {
 		return ClientEvent(ev, viewer, device)
 	}
-	u := map[string]any{"m.relations": b}
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		u["transaction_id"] = ev.TxnID
-	}
-	unsigned, err := events.MarshalCanonical(u)
-	if err != nil {
-		return ClientEvent(ev, viewer, device)
-	}
-	return events.ClientEvent(ev.PDU, unsigned)
+	return events.ClientEvent(ev.PDU, unsignedFor(ev, viewer, device, map[string]any{"m.relations": b}))
 }
 
 // RenderEvents renders events in the client format for a viewer, with the

@@ -1,8 +1,10 @@
 package rooms
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -10,8 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth/authtest"
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
 
@@ -255,6 +261,58 @@ func TestRedaction(t *testing.T) {
 	}
 	// Moderators (userA, 100) may redact others' events.
 	ts.must(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/redact/"+mine+"/r3", map[string]any{})
+}
+
+// A redacted event carries the redaction, in the client format, as
+// unsigned.redacted_because wherever it is served.
+func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	mine := ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "to be redacted"})
+	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "after"})
+	redaction := ts.must(userA, "PUT", room+"/redact/"+mine+"/r1", map[string]any{"reason": "oops"})["event_id"].(string)
+	check := func(where string, ev any) {
+		t.Helper()
+		rb, _ := path(ev, "unsigned", "redacted_because").(map[string]any)
+		if rb == nil || rb["event_id"] != redaction || rb["type"] != "m.room.redaction" || rb["redacts"] != mine ||
+			path(rb, "content", "reason") != "oops" || rb["sender"] != userA {
+			t.Errorf("%s: redacted_because %v", where, rb)
+		}
+	}
+	check("/event", ts.must(userA, "GET", room+"/event/"+mine, nil))
+	check("/context", ts.must(userA, "GET", room+"/context/"+mine, nil)["event"])
+	found := false
+	for _, ev := range ts.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
+		if path(ev, "event_id") == mine {
+			check("/messages", ev)
+			found = true
+		} else if path(ev, "unsigned", "redacted_because") != nil {
+			t.Errorf("an event that was not redacted has redacted_because: %v", ev)
+		}
+	}
+	if !found {
+		t.Fatal("/messages lacks the redacted event")
+	}
+
+	// After a restart the events come from the database: same answer.
+	_, priv, _ := ed25519.GenerateKey(nil)
+	again, err := New(t.Context(), Deps{DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
+		Server: "test", Config: Config{Encryption: "optional"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
+	again.Routes(r, authtest.Middleware)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	restarted := &testServer{t: t, s: again, db: ts.db, srv: srv}
+	check("/event after a restart", restarted.must(userA, "GET", room+"/event/"+mine, nil))
+	for _, ev := range restarted.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
+		if path(ev, "event_id") == mine {
+			check("/messages after a restart", ev)
+		}
+	}
 }
 
 func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {

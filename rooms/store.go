@@ -184,8 +184,8 @@ func scanEvents(rows *sql.Rows) ([]*Event, error) {
 	for rows.Next() {
 		var pos int64
 		var id, raw, version string
-		var device, txn sql.NullString
-		if err := rows.Scan(&pos, &id, &raw, &device, &txn, &version); err != nil {
+		var device, txn, redactionID, redactionRaw sql.NullString
+		if err := rows.Scan(&pos, &id, &raw, &device, &txn, &version, &redactionID, &redactionRaw); err != nil {
 			return nil, err
 		}
 		// The event ID was computed when the event was accepted; loading
@@ -194,12 +194,21 @@ func scanEvents(rows *sql.Rows) ([]*Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stored event at %d does not parse: %w", pos, err)
 		}
-		out = append(out, &Event{PDU: p, Position: pos, DeviceID: device.String, TxnID: txn.String})
+		ev := &Event{PDU: p, Position: pos, DeviceID: device.String, TxnID: txn.String}
+		if redactionRaw.Valid {
+			r, err := events.LoadPDU([]byte(redactionRaw.String), spec.RoomVersion(version), spec.EventID(redactionID.String))
+			if err != nil {
+				return nil, fmt.Errorf("stored redaction of the event at %d does not parse: %w", pos, err)
+			}
+			ev.RedactedBecause = r
+		}
+		out = append(out, ev)
 	}
 	return out, rows.Err()
 }
 
-const eventColumns = `e.position, e.event_id, e.json, e.sender_device, e.txn_id, r.version FROM events e JOIN rooms r ON r.room_id = e.room_id`
+const eventColumns = `e.position, e.event_id, e.json, e.sender_device, e.txn_id, r.version, rb.event_id, rb.json
+	FROM events e JOIN rooms r ON r.room_id = e.room_id LEFT JOIN events rb ON rb.event_id = e.redacted_by`
 
 // eventByID loads one event.
 func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error) {

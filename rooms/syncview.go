@@ -294,14 +294,34 @@ func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMess
 	return out
 }
 
-// ClientEvent renders an event for a viewer (their transaction ID in
-// unsigned for their own device's events).
+// ClientEvent renders an event for a viewer: in unsigned, their transaction
+// ID for their own device's events, and the redaction (client format) of a
+// redacted event.
 func ClientEvent(ev *Event, viewer spec.UserID, device string) json.RawMessage {
-	var unsigned []byte
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		unsigned, _ = json.Marshal(map[string]string{"transaction_id": ev.TxnID})
+	return events.ClientEvent(ev.PDU, unsignedFor(ev, viewer, device, nil))
+}
+
+// unsignedFor is the unsigned object of an event as a viewer sees it, with
+// extra entries (bundled aggregations); nil when it would be empty.
+func unsignedFor(ev *Event, viewer spec.UserID, device string, extra map[string]any) []byte {
+	u := map[string]any{}
+	for k, v := range extra {
+		u[k] = v
 	}
-	return events.ClientEvent(ev.PDU, unsigned)
+	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
+		u["transaction_id"] = ev.TxnID
+	}
+	if ev.RedactedBecause != nil {
+		u["redacted_because"] = json.RawMessage(events.ClientEvent(ev.RedactedBecause, nil))
+	}
+	if len(u) == 0 {
+		return nil
+	}
+	unsigned, err := events.MarshalCanonical(u)
+	if err != nil {
+		return nil
+	}
+	return unsigned
 }
 
 // Forgotten reports whether the user forgot the room.

@@ -601,3 +601,23 @@ func TestEmptySyncShortcut(t *testing.T) {
 	}
 	next("")
 }
+
+// A redacted event in a /sync timeline carries the redaction as
+// unsigned.redacted_because.
+func TestSyncRedactedEventCarriesRedactedBecause(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	gone := ts.send(alice, room, "regret")
+	redaction := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+gone+"/r1", map[string]any{})["event_id"].(string)
+	resp := ts.syncOnce(alice, "", 0, "")
+	for _, ev := range path(resp, "rooms", "join", room, "timeline", "events").([]any) {
+		if path(ev, "event_id") != gone {
+			continue
+		}
+		if path(ev, "unsigned", "redacted_because", "event_id") != redaction || path(ev, "unsigned", "redacted_because", "redacts") != gone {
+			t.Fatalf("redacted event in /sync: %v", ev)
+		}
+		return
+	}
+	t.Fatal("the redacted event is not in the timeline")
+}
