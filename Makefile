@@ -3,6 +3,9 @@ GO       ?= go
 # nomsgpack: gin without its MessagePack binding, which Chatalot never uses;
 # it would link the ugorji codec: 9 MB of the binary, ~6 MiB of idle RSS
 # (issue 12). tests/binary_test.go checks the binary for it.
+# None is needed for a working server (TestPlainBuildServes): sqlite_fts5 only
+# lets a build open a database from before rooms migration 4 (which drops the
+# old FTS5 search index); goolm is for the mautrix-go E2EE test.
 TAGS     := sqlite_fts5 goolm nomsgpack
 BIN      := bin/chatalot
 FUZZTIME ?= 3s

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"github.com/chatalot/chatalot/api"
 	"github.com/gin-gonic/gin"
 )
 
@@ -79,8 +80,7 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	m.PUT("/lock/:userId", s.putLock)
 	m.GET("/suspend/:userId", s.getSuspend)
 	m.PUT("/suspend/:userId", s.putSuspend)
-	r.GET("/_matrix/client/v3/admin/whois/:userId", requireAuth, s.whoisClient)
-	r.GET("/_matrix/client/r0/admin/whois/:userId", requireAuth, s.whoisClient)
+	api.ClientAPI(r, requireAuth).GET("/admin/whois/:userId", s.whoisClient) // v3 and r0
 }
 
 // Hooks wires the admin policies into auth and rooms; call it before

@@ -62,7 +62,7 @@ func NewRouter(o Options) *gin.Engine {
 	if o.BodyIdleTimeout <= 0 {
 		o.BodyIdleTimeout = 30 * time.Second
 	}
-	r.Use(accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout), renderErrors(o.Log), unescapeParams)
+	r.Use(plainJSONType, accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout), renderErrors(o.Log), unescapeParams)
 	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
 	r.NoMethod(func(c *gin.Context) {
 		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))

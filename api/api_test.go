@@ -66,6 +66,8 @@ func TestErrorsRenderAsMatrixErrors(t *testing.T) {
 		{"DELETE", "/forbidden", "", 405, "M_UNRECOGNIZED"},
 		{"POST", "/json", `{"n":`, 400, "M_NOT_JSON"},
 		{"POST", "/json", `[1,2]`, 400, "M_BAD_JSON"},
+		{"POST", "/json", "{\"s\":\"a\x81\"}", 400, "M_NOT_JSON"}, // invalid UTF-8
+		{"POST", "/json", `{"n":1}`, 200, ""},
 		{"POST", "/json", `{"n":"one"}`, 400, "M_BAD_JSON"},
 		{"POST", "/json", `{"n":"` + strings.Repeat("x", 200) + `"}`, 413, "M_TOO_LARGE"},
 		{"POST", "/big", `{"n":"` + strings.Repeat("x", 200) + `"}`, 200, ""},
@@ -76,7 +78,7 @@ func TestErrorsRenderAsMatrixErrors(t *testing.T) {
 		if w.Code != c.status || (c.code != "" && body["errcode"] != c.code) {
 			t.Errorf("%s %s: %d %v, want %d %s", c.method, c.path, w.Code, body, c.status, c.code)
 		}
-		if !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+		if w.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("%s %s: content type %q", c.method, c.path, w.Header().Get("Content-Type"))
 		}
 		if w.Header().Get("Access-Control-Allow-Origin") != "*" {
@@ -99,6 +101,19 @@ func TestErrorsRenderAsMatrixErrors(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"route":"/forbidden"`) || !strings.Contains(logs.String(), `"duration"`) {
 		t.Fatalf("access log lacks route or duration: %s", logs.String())
+	}
+}
+
+// Only gin's JSON type is rewritten: other media types go out as set.
+func TestOtherContentTypesUntouched(t *testing.T) {
+	r := NewRouter(Options{Log: zerolog.Nop()})
+	r.GET("/text", func(c *gin.Context) { c.String(200, "hi") })
+	r.GET("/png", func(c *gin.Context) { c.Data(200, "image/png", []byte{1}) })
+	for path, want := range map[string]string{"/text": "text/plain; charset=utf-8", "/png": "image/png"} {
+		w, _ := call(r, "GET", path, "")
+		if got := w.Header().Get("Content-Type"); got != want {
+			t.Errorf("%s: content type %q, want %q", path, got, want)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
@@ -30,6 +31,11 @@ func ReadJSON(c *gin.Context, v any) error {
 
 // DecodeJSON is ReadJSON for bytes already read.
 func DecodeJSON(body []byte, v any) error {
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD; JSON
+	// must be UTF-8 (RFC 8259), so such a body is not JSON.
+	if !utf8.Valid(body) {
+		return spec.NotJSON("the request body is not valid UTF-8")
+	}
 	trimmed := strings.TrimSpace(string(body))
 	if trimmed == "" {
 		body = []byte("{}")

@@ -20,8 +20,15 @@ func TestDevices(t *testing.T) {
 	if len(devs) != 2 {
 		t.Fatalf("%d devices", len(devs))
 	}
+	// Every device has all four fields; no IP is ever stored, so
+	// last_seen_ip is always null.
 	for _, d := range devs {
 		m := d.(map[string]any)
+		for _, k := range []string{"device_id", "display_name", "last_seen_ip", "last_seen_ts"} {
+			if _, ok := m[k]; !ok {
+				t.Fatalf("device lacks %s: %v", k, m)
+			}
+		}
 		if m["last_seen_ts"] == nil || m["last_seen_ip"] != nil {
 			t.Fatalf("device: %v", m)
 		}
@@ -50,9 +57,14 @@ func TestDevices(t *testing.T) {
 	if r.Body["flows"] == nil || r.str("session") == "" {
 		t.Fatalf("a failed stage keeps the UIA body: %s", r.Raw)
 	}
-	// Someone else's identifier is refused.
+	// Someone else's identifier is refused outright: 403, no new challenge,
+	// and the device stays.
 	ts.register("bob", "password2")
-	ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "bob", "password2").mustErr(t, 401, "M_FORBIDDEN")
+	r = ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "bob", "password2").mustErr(t, 403, "M_FORBIDDEN")
+	if r.Body["flows"] != nil {
+		t.Fatalf("another user's identifier got a UIA challenge: %s", r.Raw)
+	}
+	ts.do("GET", v3+"/devices/"+other.str("device_id"), tok, nil).must(t, 200)
 	ts.uia("DELETE", v3+"/devices/"+other.str("device_id"), tok, nil, "alice", "password1").must(t, 200)
 	ts.do("GET", v3+"/account/whoami", other.str("access_token"), nil).mustErr(t, 401, "M_UNKNOWN_TOKEN")
 	// Deleting again is fine.

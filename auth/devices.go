@@ -14,12 +14,15 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// deviceJSON is a device as the device management API shows it. No
-// last_seen_ip: Chatalot keeps no IP history.
+// deviceJSON is a device as the device management API shows it. Every
+// field is always present, null when unknown, as clients expect: in
+// particular last_seen_ip is always null, since Chatalot keeps no IP
+// history.
 type deviceJSON struct {
 	DeviceID    string  `json:"device_id"`
-	DisplayName *string `json:"display_name,omitempty"`
-	LastSeenTS  *int64  `json:"last_seen_ts,omitempty"`
+	DisplayName *string `json:"display_name"`
+	LastSeenIP  *string `json:"last_seen_ip"`
+	LastSeenTS  *int64  `json:"last_seen_ts"`
 }
 
 func (s *Service) devicesJSON(ctx context.Context, user spec.UserID, deviceID string) ([]deviceJSON, error) {

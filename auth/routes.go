@@ -1,18 +1,16 @@
 package auth
 
 import (
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
 )
 
 // Routes mounts every path auth serves. Client paths are served under
-// /_matrix/client/v3 and the legacy r0 prefix that older clients still
-// use; the few endpoints the spec places under v1 are there too.
+// /_matrix/client/v3, and under r0 those the r0 API had (api.ClientAPI);
+// the few endpoints the spec places under v1 are there too.
 func (s *Service) Routes(r *gin.Engine) {
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
-		g := r.Group(prefix)
-		s.clientRoutes(g)
-	}
+	s.clientRoutes(api.ClientAPI(r))
 	v1 := r.Group("/_matrix/client/v1")
 	v1.GET("/register/m.login.registration_token/validity", s.tokenValidity)
 	v1.POST("/login/get_token", s.Middleware(), s.getLoginToken)
@@ -24,7 +22,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.POST("/_synapse/admin/v1/register", s.sharedSecretRegister)
 }
 
-func (s *Service) clientRoutes(g *gin.RouterGroup) {
+func (s *Service) clientRoutes(g *api.Versioned) {
 	// Without an access token.
 	g.GET("/login", s.getLoginFlows)
 	g.POST("/login", s.login)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -314,6 +315,9 @@ func (s *Service) authenticate(c *gin.Context, req uiaRequest, rawAuth json.RawM
 		return nil, s.status(u, req, spec.Forbidden("authentication stage %q is not expected now", auth.Type))
 	}
 	if err := s.runStage(c, u, req, &auth); err != nil {
+		if errors.Is(err, errOtherUser) {
+			return nil, err // not a failed attempt to retry: a plain 403
+		}
 		if se, ok := err.(*spec.Error); ok && se.Status == http.StatusUnauthorized || ok && se.Code == spec.ErrForbidden {
 			return nil, s.status(u, req, se)
 		}
@@ -361,7 +365,7 @@ func (s *Service) runStage(c *gin.Context, u *uiaSession, req uiaRequest, auth *
 			return err
 		}
 		if who != req.dev.UserID {
-			return spec.Forbidden("the identifier does not match the logged-in user")
+			return errOtherUser
 		}
 		if _, err := s.checkPassword(c, who, auth.Password); err != nil {
 			return err
@@ -410,6 +414,11 @@ func (s *Service) RequireUIA(c *gin.Context, dev *Device, body []byte) error {
 	s.uia.finish(u.id)
 	return nil
 }
+
+// errOtherUser answers a password stage that names another user than the
+// caller's: the request is refused outright (403, no new challenge), as the
+// reference server does, since no retry can make it the caller's own.
+var errOtherUser = spec.Forbidden("the identifier does not match the logged-in user")
 
 // passwordFlows are the flows of endpoints that re-check the password.
 var passwordFlows = [][]string{{stagePassword}}

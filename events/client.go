@@ -22,7 +22,7 @@ import (
 func ClientEvent(p *PDU, unsigned []byte) []byte {
 	c := p.client.Load()
 	if c == nil {
-		out := clientEvent(p)
+		out := clientEvent(p, true)
 		c = &out
 		p.client.Store(c)
 	}
@@ -39,7 +39,7 @@ func ClientEvent(p *PDU, unsigned []byte) []byte {
 	return append(out, '}')
 }
 
-func clientEvent(p *PDU) []byte {
+func clientEvent(p *PDU, withRoomID bool) []byte {
 	var content, ts, sender, stateKey, typ []byte
 	it := objIter{b: p.raw}
 	for it.next() {
@@ -72,7 +72,9 @@ func clientEvent(p *PDU) []byte {
 	if redacts != nil {
 		w.raw("redacts", redacts)
 	}
-	w.raw("room_id", quoteID(string(p.roomID)))
+	if withRoomID {
+		w.raw("room_id", quoteID(string(p.roomID)))
+	}
 	w.raw("sender", sender)
 	if stateKey != nil {
 		w.raw("state_key", stateKey)
@@ -107,6 +109,15 @@ func StrippedState(p *PDU) []byte {
 	w.raw("type", typ)
 	return w.close()
 }
+
+// OwnMemberState is how a user's own member event (their invite, or their
+// knock) appears in their invite_state or knock_state: the client format
+// without room_id (the room is the key it is listed under), so that it keeps
+// event_id and origin_server_ts, which clients show ("invited 2 hours ago")
+// and which the reference server sends. It is the user's own event, so
+// nothing is revealed that they would not see on joining. The other stripped
+// events keep the spec's four keys.
+func OwnMemberState(p *PDU) []byte { return clientEvent(p, false) }
 
 // quoteID quotes an identifier. IDs in a PDU came from valid JSON or were
 // built by the server, so they are valid UTF-8.

@@ -12,7 +12,7 @@ import (
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	keysLimit := api.BodyLimit(s.cfg.MaxKeyUploadBytes)
 	{
-		g := r.Group("/_matrix/client/v3", requireAuth)
+		g := api.ClientAPI(r, requireAuth) // v3, and r0 for the r0 API's endpoints
 		g.POST("/keys/upload", keysLimit, s.handleUpload)
 		g.POST("/keys/query", keysLimit, s.handleQuery)
 		g.POST("/keys/claim", keysLimit, s.handleClaim)

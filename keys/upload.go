@@ -132,6 +132,14 @@ func parseDeviceKeys(raw json.RawMessage, user spec.UserID, deviceID string) (*d
 	if err != nil {
 		return nil, err
 	}
+	// A DeviceKeys object without one of its required keys is malformed
+	// JSON (M_BAD_JSON: "missing required keys"), not a missing request
+	// parameter. (Missing signatures are M_INVALID_SIGNATURE, below.)
+	for _, k := range []string{"user_id", "device_id", "algorithms", "keys"} {
+		if _, ok := m[k]; !ok {
+			return nil, spec.BadJSON("device_keys.%s is required", k)
+		}
+	}
 	u, err := requiredStr(m, "user_id", "device_keys")
 	if err != nil {
 		return nil, err

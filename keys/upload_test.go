@@ -93,6 +93,8 @@ func TestUploadRefusesBadDeviceKeys(t *testing.T) {
 		{"tampered after signing", map[string]any{"device_keys": tampered}, 400, "M_INVALID_SIGNATURE"},
 		{"no curve25519 key", map[string]any{"device_keys": noCurve}, 400, "M_INVALID_PARAM"},
 		{"key ID of another device", map[string]any{"device_keys": wrongKeyID}, 400, "M_INVALID_PARAM"},
+		{"no algorithms, keys or signatures", map[string]any{"device_keys": map[string]any{"user_id": alice, "device_id": "ALICE1"}}, 400, "M_BAD_JSON"},
+		{"no user_id", map[string]any{"device_keys": map[string]any{"device_id": "ALICE1", "algorithms": []string{}, "keys": map[string]string{}}}, 400, "M_BAD_JSON"},
 		{"not JSON", "{not json", 400, "M_NOT_JSON"},
 		{"array body", "[]", 400, "M_BAD_JSON"},
 		{"device_keys a string", `{"device_keys":"x"}`, 400, "M_BAD_JSON"},

@@ -50,7 +50,8 @@ func (s *Service) handleDownload(c *gin.Context) {
 }
 
 // GET /_matrix/media/v3/download/… and /_matrix/media/v3/thumbnail/…: the
-// deprecated unauthenticated endpoints, frozen. Every piece of Chatalot
+// deprecated unauthenticated endpoints, frozen unless the admin set
+// Config.ServeUnauthenticated (then download and thumbnail answer them). Every piece of Chatalot
 // media is uploaded after authenticated media existed, so none is served
 // here; the answer is the same whether the ID exists or not, so that the
 // endpoint tells an anonymous caller nothing.

@@ -38,6 +38,11 @@ type Config struct {
 	// will decode to make a thumbnail; larger images get 413 M_TOO_LARGE
 	// without their pixels ever being read.
 	MaxThumbnailPixels int64
+	// ServeUnauthenticated serves the deprecated /_matrix/media/v3 download
+	// and thumbnail endpoints without an access token. Off by default: the
+	// spec (v1.11) says servers SHOULD freeze them, and they let anyone who
+	// learns an mxc:// URI fetch the media.
+	ServeUnauthenticated bool
 	// MaxPendingUploads bounds the unused IDs from /create one user may hold
 	// at once (429 M_LIMIT_EXCEEDED over it).
 	MaxPendingUploads int

@@ -15,9 +15,12 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	upload := api.BodyLimit(s.cfg.MaxUploadBytes)
 
 	// Uploads: still under /_matrix/media in the current spec.
-	r.POST("/_matrix/media/v3/upload", requireAuth, upload, s.handleUpload)
+	// v3, and r0 for the r0 API's endpoints (upload, download, thumbnail,
+	// config, preview_url).
+	m := api.MediaAPI(r)
+	m.POST("/upload", requireAuth, upload, s.handleUpload)
 	r.POST("/_matrix/media/v1/create", requireAuth, s.handleCreate)
-	r.PUT("/_matrix/media/v3/upload/:serverName/:mediaId", requireAuth, upload, s.handleUploadTo)
+	m.PUT("/upload/:serverName/:mediaId", requireAuth, upload, s.handleUploadTo)
 
 	// Authenticated media (v1.11).
 	r.GET("/_matrix/client/v1/media/config", requireAuth, s.handleConfig)
@@ -27,14 +30,19 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	r.GET("/_matrix/client/v1/media/preview_url", requireAuth, s.handlePreviewURL)
 
 	// Deprecated endpoints: config stays behind auth as it always was; the
-	// unauthenticated download and thumbnail are frozen.
-	r.GET("/_matrix/media/v3/config", requireAuth, s.handleConfig)
-	r.GET("/_matrix/media/v3/download/:serverName/:mediaId", s.handleFrozen)
-	r.GET("/_matrix/media/v3/download/:serverName/:mediaId/:fileName", s.handleFrozen)
-	r.GET("/_matrix/media/v3/thumbnail/:serverName/:mediaId", s.handleFrozen)
-	r.GET("/_matrix/media/v3/preview_url", requireAuth, s.handlePreviewURL)
+	// unauthenticated download and thumbnail are frozen unless the admin
+	// chose to serve them (old clients that cannot send a token).
+	m.GET("/config", requireAuth, s.handleConfig)
+	download, thumbnail := s.handleFrozen, s.handleFrozen
+	if s.cfg.ServeUnauthenticated {
+		download, thumbnail = s.handleDownload, s.handleThumbnail
+	}
+	m.GET("/download/:serverName/:mediaId", download)
+	m.GET("/download/:serverName/:mediaId/:fileName", download)
+	m.GET("/thumbnail/:serverName/:mediaId", thumbnail)
+	m.GET("/preview_url", requireAuth, s.handlePreviewURL)
 
-	r.GET("/_matrix/client/v3/voip/turnServer", requireAuth, s.handleTURNServer)
+	api.ClientAPI(r, requireAuth).GET("/voip/turnServer", s.handleTURNServer)
 }
 
 // Capabilities are the entries media adds to /capabilities: URL previews

@@ -551,3 +551,36 @@ func TestUploadMetaNormalize(t *testing.T) {
 }
 
 var _ = errors.New
+
+// With ServeUnauthenticated the deprecated /_matrix/media/v3 download and
+// thumbnail serve without a token, as the authenticated endpoints do,
+// including the wait for an asynchronous upload: 504 M_NOT_YET_UPLOADED
+// once timeout_ms has passed.
+func TestUnauthenticatedMediaWhenServed(t *testing.T) {
+	e := newEnv(t, Config{ServeUnauthenticated: true})
+	id := e.upload(alice, []byte("hello"), "text/plain", "")
+	for _, path := range []string{"/_matrix/media/v3/download/media.test/" + id, "/_matrix/media/v3/download/media.test/" + id + "/a.txt"} {
+		if r := e.do("GET", path, "", nil, nil); r.status != 200 || string(r.body) != "hello" {
+			t.Errorf("GET %s: %d %s", path, r.status, r.body)
+		}
+	}
+	img := e.upload(alice, pngBytes(t, 64, 64), "image/png", "")
+	r := e.do("GET", "/_matrix/media/v3/thumbnail/media.test/"+img+"?width=32&height=32&method=scale", "", nil, nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "image/png" {
+		t.Fatalf("thumbnail: %d %s %q", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	if r := e.do("GET", "/_matrix/media/v3/download/media.test/NoSuchMedia", "", nil, nil); r.status != 404 || r.errcode() != "M_NOT_FOUND" {
+		t.Fatalf("unknown media: %d %s", r.status, r.body)
+	}
+
+	created := e.do("POST", "/_matrix/media/v1/create", alice, nil, nil).json(t)
+	pending := strings.TrimPrefix(created["content_uri"].(string), "mxc://media.test/")
+	start := time.Now()
+	r = e.do("GET", "/_matrix/media/v3/download/media.test/"+pending+"?timeout_ms=200", "", nil, nil)
+	if r.status != http.StatusGatewayTimeout || r.errcode() != "M_NOT_YET_UPLOADED" {
+		t.Fatalf("pending media: %d %s", r.status, r.body)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("answered after %v, before timeout_ms", waited)
+	}
+}

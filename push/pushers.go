@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
 	"syscall"
-	"time"
 	"unicode/utf8"
 
 	"github.com/chatalot/chatalot/api"
@@ -106,7 +104,7 @@ func (s *Service) setPusher(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	p, remove, appendPusher, err := s.parsePusher(c.Request.Context(), body)
+	p, remove, appendPusher, err := s.parsePusher(body)
 	if err != nil {
 		c.Error(err)
 		return
@@ -126,7 +124,7 @@ func (s *Service) setPusher(c *gin.Context) {
 }
 
 // parsePusher validates a /pushers/set body.
-func (s *Service) parsePusher(ctx context.Context, body map[string]json.RawMessage) (p *pusher, remove, appendPusher bool, err error) {
+func (s *Service) parsePusher(body map[string]json.RawMessage) (p *pusher, remove, appendPusher bool, err error) {
 	str := func(name string, required bool) (string, error) {
 		raw, ok := body[name]
 		if !ok {
@@ -220,7 +218,7 @@ func (s *Service) parsePusher(ctx context.Context, body map[string]json.RawMessa
 		}
 		p.format = f.Str
 	}
-	if err := s.checkGatewayURL(ctx, p.url); err != nil {
+	if err := s.checkGatewayURL(p.url); err != nil {
 		return nil, false, false, err
 	}
 	return p, false, appendPusher, nil
@@ -311,15 +309,18 @@ func (s *Service) deletePusher(ctx context.Context, k pusherKey) error {
 
 // The gateway URL is chosen by a user, and the server will POST to it. So
 // that nobody can use the server to reach what only it can reach (its own
-// admin ports, the LAN, a cloud metadata service), gateways must be public:
-// the URL is checked when the pusher is set, and every connection is checked
-// again at dial time against the address actually dialled (a name may
-// resolve differently later). Redirects are not followed and no proxy from
-// the environment is used. AllowPrivateGateways turns this off for tests
-// and LAN deployments, and also allows plain http.
+// admin ports, the LAN, a cloud metadata service), gateways must be public.
+// When the pusher is set, only the URL's form is checked (and an address
+// literal's range): a name is not resolved then, since what it resolves to
+// at set time proves nothing about later (DNS rebinding) and a gateway may
+// be unreachable from here for a while. The check that counts is made on
+// every connection, against the address actually dialled (dialControl).
+// Redirects are not followed and no proxy from the environment is used.
+// AllowPrivateGateways turns this off for tests and LAN deployments, and
+// also allows plain http.
 
 // checkGatewayURL validates a pusher's URL.
-func (s *Service) checkGatewayURL(ctx context.Context, raw string) error {
+func (s *Service) checkGatewayURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.Opaque != "" {
 		return spec.InvalidParam("data.url must be an absolute URL")
@@ -336,26 +337,20 @@ func (s *Service) checkGatewayURL(ctx context.Context, raw string) error {
 	if u.Path != notifyPath {
 		return spec.InvalidParam("data.url must have the path %s", notifyPath)
 	}
-	if s.cfg.AllowPrivateGateways {
-		return nil
-	}
 	host := u.Hostname()
 	if ip, err := netip.ParseAddr(host); err == nil {
-		if !publicAddr(ip) {
+		if !s.cfg.AllowPrivateGateways && !publicAddr(ip) {
 			return spec.InvalidParam("data.url points at a non-public address")
 		}
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
-	if err != nil || len(addrs) == 0 {
-		return spec.InvalidParam("data.url: the host %q cannot be resolved", host)
+	if _, err := spec.ParseServerName(host); err != nil {
+		return spec.InvalidParam("data.url has an invalid host name")
 	}
-	for _, a := range addrs {
-		if !publicAddr(a) {
-			return spec.InvalidParam("data.url resolves to a non-public address")
-		}
+	// RFC 6761: localhost names are always loopback; no need to dial.
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	if !s.cfg.AllowPrivateGateways && (name == "localhost" || strings.HasSuffix(name, ".localhost")) {
+		return spec.InvalidParam("data.url points at a non-public address")
 	}
 	return nil
 }

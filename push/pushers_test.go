@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,9 +174,38 @@ func TestGatewaySSRF(t *testing.T) {
 	if got := pushersOf(ts, alice); len(got) != 0 {
 		t.Fatalf("a private gateway was stored: %v", got)
 	}
+	for _, u := range []string{"https://bad_host!/_matrix/push/v1/notify", "https://a..b/_matrix/push/v1/notify", "https://x.localhost./_matrix/push/v1/notify"} {
+		if got, out := ts.do(alice, "POST", pushersPath+"/set", httpPusher(u)); got != 400 || out["errcode"] != string(spec.ErrInvalidParam) {
+			t.Errorf("%s: got %d %v", u, got, out)
+		}
+	}
 	// A public address literal is accepted (nothing is sent until there is
-	// something to push).
+	// something to push), and so is a name, unresolved: it is checked at
+	// each connection instead, whatever it resolves to then.
 	ts.must(alice, "POST", pushersPath+"/set", httpPusher("https://203.0.114.1/_matrix/push/v1/notify"))
+	ts.must(alice, "POST", pushersPath+"/set", with(httpPusher("https://dummy.url/_matrix/push/v1/notify"), "pushkey", "key-2"))
+	if got := pushersOf(ts, alice); len(got) != 2 {
+		t.Fatalf("pushers after setting two: %v", got)
+	}
+
+	// A name that resolves to a private address is refused when the
+	// gateway client connects, before a byte is sent.
+	gw := newFakeGateway(t)
+	_, port, _ := strings.Cut(strings.TrimPrefix(gw.srv.URL, "http://"), ":")
+	resp, err := ts.push.gateways.client.Post("http://localhost:"+port+notifyPath, "application/json", strings.NewReader("{}"))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("the gateway client connected to localhost")
+	}
+	if !strings.Contains(err.Error(), "not public") {
+		t.Fatalf("dial error %v, want the address check", err)
+	}
+	gw.mu.Lock()
+	tries := gw.tries
+	gw.mu.Unlock()
+	if tries != 0 {
+		t.Fatalf("the private gateway received %d requests", tries)
+	}
 
 	// The dial-time check refuses what resolution could not see coming.
 	for _, a := range []string{"127.0.0.1:443", "[::1]:443", "10.1.1.1:80", "169.254.169.254:80"} {

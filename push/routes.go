@@ -1,10 +1,13 @@
 package push
 
-import "github.com/gin-gonic/gin"
+import (
+	"github.com/chatalot/chatalot/api"
+	"github.com/gin-gonic/gin"
+)
 
 // Routes mounts the push rules, pushers and notifications endpoints.
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
-	c := r.Group("/_matrix/client/v3", requireAuth)
+	c := api.ClientAPI(r, requireAuth) // v3, and r0 for the r0 API's endpoints
 	c.GET("/pushrules", s.getAllRules)
 	c.GET("/pushrules/", s.getAllRules)
 	c.GET("/pushrules/global", s.getGlobalRules)

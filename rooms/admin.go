@@ -217,7 +217,8 @@ func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		room := string(id)
 		for _, q := range []string{
-			`DELETE FROM event_search WHERE rowid IN (SELECT position FROM events WHERE room_id = $1)`,
+			`DELETE FROM search_words WHERE position IN (SELECT position FROM events WHERE room_id = $1)`,
+			`DELETE FROM search_docs WHERE position IN (SELECT position FROM events WHERE room_id = $1)`,
 			`DELETE FROM event_relations WHERE room_id = $1`,
 			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)`,
 			`DELETE FROM room_state WHERE room_id = $1`,
@@ -269,7 +270,8 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 		const doomed = `SELECT position FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`
 		room := string(id)
 		for _, q := range []string{
-			`DELETE FROM event_search WHERE rowid IN (` + doomed + `)`,
+			`DELETE FROM search_words WHERE position IN (` + doomed + `)`,
+			`DELETE FROM search_docs WHERE position IN (` + doomed + `)`,
 			`DELETE FROM event_relations WHERE position IN (` + doomed + `)`,
 			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`,
 		} {

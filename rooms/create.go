@@ -208,7 +208,13 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 		}
 	}
 	if req.Topic != nil {
-		if err := s.addJSON(b, spec.MRoomTopic, strPtr(""), creator, map[string]any{"topic": *req.Topic}); err != nil {
+		// The topic goes out both as plain "topic" and as the v1.15
+		// m.topic block's text/plain representation, which it duplicates.
+		topic := map[string]any{
+			"topic":   *req.Topic,
+			"m.topic": map[string]any{"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}}},
+		}
+		if err := s.addJSON(b, spec.MRoomTopic, strPtr(""), creator, topic); err != nil {
 			return "", "", err
 		}
 	}

@@ -38,6 +38,20 @@ func (f *RoomEventFilter) Validate() error {
 			}
 		}
 	}
+	return ValidateRoomIDs(f.Rooms, f.NotRooms)
+}
+
+// ValidateRoomIDs checks a filter's rooms and not_rooms lists: an entry that
+// is not a room ID could never match, so the filter is refused (M_BAD_JSON)
+// rather than silently matching nothing.
+func ValidateRoomIDs(lists ...[]string) error {
+	for _, list := range lists {
+		for _, r := range list {
+			if _, err := spec.ParseRoomID(r); err != nil {
+				return spec.BadJSON("filter rooms must be room IDs")
+			}
+		}
+	}
 	return nil
 }
 

@@ -467,7 +467,7 @@ func (h *handlers) messages(c *gin.Context) {
 	if !ok {
 		return
 	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", page.appendJSON(make([]byte, 0, rawSize(chunk)+64), chunk))
+	c.Data(http.StatusOK, "application/json", page.appendJSON(make([]byte, 0, rawSize(chunk)+64), chunk))
 }
 
 // appendJSON writes a /messages answer by hand, as sync/encode.go does:

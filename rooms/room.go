@@ -19,6 +19,9 @@ type Event struct {
 	Position int64
 	DeviceID string
 	TxnID    string
+	// RedactedBecause is the redaction event that redacted this one, if
+	// any: clients get it as unsigned.redacted_because.
+	RedactedBecause *events.PDU
 
 	// replaced is the state event this one replaced (nil for new state);
 	// replacedKnown is false for events loaded from the database, whose
@@ -151,6 +154,7 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 			cp := *ev
 			if hit {
 				cp.PDU = p
+				cp.RedactedBecause = redactionOf(evs, p.EventID())
 			}
 			if hitReplaced {
 				cp.replaced = p
@@ -168,6 +172,16 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	}
 	r.histMu.Unlock()
 	r.cur.Store(final)
+}
+
+// redactionOf is the redaction among evs that redacts id.
+func redactionOf(evs []*Event, id spec.EventID) *events.PDU {
+	for _, ev := range evs {
+		if ev.PDU.Type() == spec.MRoomRedaction && ev.PDU.Redacts() == id {
+			return ev.PDU
+		}
+	}
+	return nil
 }
 
 // record adds one event to the histories; histMu must be held.

@@ -1,7 +1,10 @@
 package rooms
 
 import (
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -9,8 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth/authtest"
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
 
@@ -42,6 +49,31 @@ func TestCreateRoomInEachVersionAndPreset(t *testing.T) {
 	}
 	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "9"})
 	wantError(t, code, body, 400, "M_UNSUPPORTED_ROOM_VERSION")
+}
+
+// createRoom's topic writes the plain topic and its m.topic text/plain
+// block, overriding a topic in initial_state; a topic given only through
+// initial_state is stored as given.
+func TestCreateRoomTopicWritesRichTopic(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	initial := []map[string]any{{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Shenanigans"}}}
+	for name, body := range map[string]map[string]any{
+		"topic":                    {"topic": "Test Room"},
+		"topic over initial_state": {"topic": "Test Room", "initial_state": initial},
+	} {
+		id := ts.createRoom(userA, body)
+		got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
+		raw, _ := json.Marshal(got)
+		want := `{"m.topic":{"m.text":[{"body":"Test Room","mimetype":"text/plain"}]},"topic":"Test Room"}`
+		if string(raw) != want {
+			t.Errorf("%s: topic content %s, want %s", name, raw, want)
+		}
+	}
+	id := ts.createRoom(userA, map[string]any{"initial_state": initial})
+	got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
+	if raw, _ := json.Marshal(got); string(raw) != `{"topic":"Shenanigans"}` {
+		t.Errorf("initial_state topic: %s", raw)
+	}
 }
 
 func TestEncryptionPolicyRequired(t *testing.T) {
@@ -229,6 +261,58 @@ func TestRedaction(t *testing.T) {
 	}
 	// Moderators (userA, 100) may redact others' events.
 	ts.must(userA, "PUT", "/_matrix/client/v3/rooms/"+id+"/redact/"+mine+"/r3", map[string]any{})
+}
+
+// A redacted event carries the redaction, in the client format, as
+// unsigned.redacted_because wherever it is served.
+func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
+	ts := newTestServer(t, "optional")
+	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := "/_matrix/client/v3/rooms/" + id
+	mine := ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "to be redacted"})
+	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "after"})
+	redaction := ts.must(userA, "PUT", room+"/redact/"+mine+"/r1", map[string]any{"reason": "oops"})["event_id"].(string)
+	check := func(where string, ev any) {
+		t.Helper()
+		rb, _ := path(ev, "unsigned", "redacted_because").(map[string]any)
+		if rb == nil || rb["event_id"] != redaction || rb["type"] != "m.room.redaction" || rb["redacts"] != mine ||
+			path(rb, "content", "reason") != "oops" || rb["sender"] != userA {
+			t.Errorf("%s: redacted_because %v", where, rb)
+		}
+	}
+	check("/event", ts.must(userA, "GET", room+"/event/"+mine, nil))
+	check("/context", ts.must(userA, "GET", room+"/context/"+mine, nil)["event"])
+	found := false
+	for _, ev := range ts.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
+		if path(ev, "event_id") == mine {
+			check("/messages", ev)
+			found = true
+		} else if path(ev, "unsigned", "redacted_because") != nil {
+			t.Errorf("an event that was not redacted has redacted_because: %v", ev)
+		}
+	}
+	if !found {
+		t.Fatal("/messages lacks the redacted event")
+	}
+
+	// After a restart the events come from the database: same answer.
+	_, priv, _ := ed25519.GenerateKey(nil)
+	again, err := New(t.Context(), Deps{DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
+		Server: "test", Config: Config{Encryption: "optional"}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
+	again.Routes(r, authtest.Middleware)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	restarted := &testServer{t: t, s: again, db: ts.db, srv: srv}
+	check("/event after a restart", restarted.must(userA, "GET", room+"/event/"+mine, nil))
+	for _, ev := range restarted.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
+		if path(ev, "event_id") == mine {
+			check("/messages after a restart", ev)
+		}
+	}
 }
 
 func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {

@@ -1,12 +1,16 @@
 package rooms
 
-import "github.com/gin-gonic/gin"
+import (
+	"github.com/chatalot/chatalot/api"
+	"github.com/gin-gonic/gin"
+)
 
 // Routes mounts every path the rooms package serves; requireAuth is the
-// auth middleware.
+// auth middleware. Client paths are under v3, and under r0 for the
+// endpoints the r0 API had (api.ClientAPI).
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	h := &handlers{s: s}
-	c := r.Group("/_matrix/client/v3", requireAuth)
+	c := api.ClientAPI(r, requireAuth)
 	c.POST("/createRoom", h.createRoom)
 	c.POST("/join/:roomIdOrAlias", h.joinByIDOrAlias)
 	c.POST("/knock/:roomIdOrAlias", h.knock)
@@ -50,9 +54,10 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	c.POST("/publicRooms", h.postPublicRooms)
 	c.POST("/search", h.search)
 	// Without an access token.
-	r.GET("/_matrix/client/v3/directory/room/:roomAlias", h.getAlias)
-	r.GET("/_matrix/client/v3/directory/list/room/:roomId", h.getDirectoryVisibility)
-	r.GET("/_matrix/client/v3/publicRooms", h.getPublicRooms)
+	public := api.ClientAPI(r)
+	public.GET("/directory/room/:roomAlias", h.getAlias)
+	public.GET("/directory/list/room/:roomId", h.getDirectoryVisibility)
+	public.GET("/publicRooms", h.getPublicRooms)
 	r.GET("/_matrix/client/v1/room_summary/:roomIdOrAlias", optionalAuth(requireAuth), h.roomSummary)
 
 	v1 := r.Group("/_matrix/client/v1/rooms/:roomId", requireAuth)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"unicode"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
@@ -24,10 +23,11 @@ import (
 // encrypted, room names and topics. Ciphertext (m.room.encrypted) is never
 // indexed, so it is never pretended to be searched.
 //
-// The index is SQLite FTS5, contentless: it keeps no second copy of the
-// text, only the index of its words. It is written in the transaction that
-// stores the event, and a redaction removes the event's words from it
-// (secure-delete: at once, not at the next merge). Results are only events the user may see, in rooms they
+// The index is the project's own, in plain SQL tables (searchindex.go): for
+// each event, its words folded (lower case, no diacritics) with their
+// counts. It keeps no second copy of the text. It is written in the
+// transaction that stores the event, and a redaction deletes the event's
+// words at once. Results are only events the user may see, in rooms they
 // have been in: the candidates the index returns are filtered by history
 // visibility before anything (even the count) is answered.
 
@@ -71,33 +71,32 @@ func searchText(p *events.PDU, encrypted bool) string {
 }
 
 func indexSearch(tx *storage.Tx, ev *Event, encrypted bool) error {
-	text := searchText(ev.PDU, encrypted)
-	if strings.TrimSpace(text) == "" {
-		return nil
-	}
-	if _, err := tx.Exec(`INSERT INTO event_search (rowid, body) VALUES ($1, $2)`, ev.Position, text); err != nil {
+	if err := indexWords(tx, ev.Position, searchText(ev.PDU, encrypted)); err != nil {
 		return fmt.Errorf("index for search: %w", err)
 	}
 	return nil
 }
 
 func unindexSearch(tx *storage.Tx, id spec.EventID) error {
-	if _, err := tx.Exec(`DELETE FROM event_search WHERE rowid = (SELECT position FROM events WHERE event_id = $1)`, string(id)); err != nil {
-		return fmt.Errorf("unindex for search: %w", err)
+	for _, q := range []string{
+		`DELETE FROM search_words WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
+		`DELETE FROM search_docs WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
+	} {
+		if _, err := tx.Exec(q, string(id)); err != nil {
+			return fmt.Errorf("unindex for search: %w", err)
+		}
 	}
 	return nil
 }
 
-// searchTerms splits a search term into words (letters and digits), lower
-// case, without repeats. Each becomes a quoted prefix term of the FTS5
-// query, so no client input is ever read as FTS5 syntax.
+// searchTerms splits a search term into words as the index cuts them,
+// without repeats, at most 16. Each is matched as a prefix; no client
+// input is ever read as query syntax.
 func searchTerms(term string) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, w := range strings.FieldsFunc(strings.ToLower(term), func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
-	}) {
-		if len(w) > 100 || seen[w] {
+	for _, w := range splitWords(term) {
+		if len(w) > maxWordBytes || seen[w] {
 			continue
 		}
 		seen[w] = true
@@ -107,14 +106,6 @@ func searchTerms(term string) []string {
 		}
 	}
 	return out
-}
-
-func ftsQuery(words []string) string {
-	parts := make([]string, len(words))
-	for i, w := range words {
-		parts[i] = `"` + w + `"*`
-	}
-	return strings.Join(parts, " ")
 }
 
 // SearchCriteria is the room_events category of a search request.
@@ -357,7 +348,7 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 // searchHits returns every visible match in order (capped), scoped to the
 // token's group.
 func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types []string, access map[spec.RoomID]*access, f *RoomEventFilter, recent bool, tok searchToken) ([]searchHit, error) {
-	args := []any{ftsQuery(words)}
+	matches, args := wordMatches(words)
 	rooms := make([]string, 0, len(access))
 	for id := range access {
 		rooms = append(rooms, string(id))
@@ -374,16 +365,16 @@ func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types
 	for _, t := range types {
 		args = append(args, t)
 	}
-	order := ` ORDER BY m.score, e.position DESC`
+	order := ` ORDER BY m.score DESC, e.position DESC`
 	if recent {
 		order = ` ORDER BY e.position DESC`
 	}
-	// The FTS5 index answers the match and its bm25 score (lower is
-	// better); the rest is the events table.
+	// The word index answers the events that have every word and their
+	// score (higher is better); the rest is the events table.
 	q := `SELECT e.position, e.event_id, e.room_id, e.type, e.sender, m.score,
 			CASE WHEN json_type(e.json, '$.content.url') = 'text' THEN 1 ELSE 0 END
-		FROM (SELECT rowid, bm25(event_search) AS score FROM event_search WHERE event_search MATCH $1) m
-		JOIN events e ON e.position = m.rowid
+		FROM (` + matches + `) m
+		JOIN events e ON e.position = m.position
 		WHERE e.redacted_by IS NULL` + roomFilter + typeFilter + order + fmt.Sprintf(` LIMIT %d`, maxSearchCandidates)
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
@@ -398,7 +389,7 @@ func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types
 		if err := rows.Scan(&h.position, &id, &room, &typ, &sender, &h.rank, &hasURL); err != nil {
 			return nil, err
 		}
-		h.id, h.room, h.sender, h.rank = spec.EventID(id), spec.RoomID(room), spec.UserID(sender), -h.rank
+		h.id, h.room, h.sender = spec.EventID(id), spec.RoomID(room), spec.UserID(sender)
 		a := access[h.room]
 		if a == nil || h.position > a.upTo || !a.r.canSeePlain(user, h.position) {
 			continue

@@ -122,6 +122,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err := s.loadTxns(ctx); err != nil {
 		return nil, fmt.Errorf("load transaction IDs: %w", err)
 	}
+	if err := s.reindexSearch(ctx); err != nil {
+		return nil, fmt.Errorf("index the stored events for search: %w", err)
+	}
 	return s, nil
 }
 

@@ -71,11 +71,17 @@ CREATE TABLE forgotten (
 	// 2: relations, search, reports (relations.go, search.go, reports.go).
 	// event_relations holds every non-state event with an m.relates_to
 	// rel_type, written in the transaction that stores the event and
-	// deleted when it is redacted. event_search is a contentless FTS5
-	// index (rowid = the event's position) of the plaintext the server
-	// may search: it keeps no second copy of the text, only the index of
-	// its words. The backfill lines index the events stored before this
-	// migration the way the commit hook does.
+	// deleted when it is redacted. The backfill lines index the events
+	// stored before this migration the way the commit hook does.
+	//
+	// As released, this migration also created event_search, an SQLite
+	// FTS5 index, and migration 3 configured it. FTS5 needs a build tag of
+	// the SQLite driver, so a plain `go build` could not open a database;
+	// migration 5 replaced it with a word index in plain tables. The FTS5
+	// lines were taken out of 2 and 3 so that a new database never needs
+	// FTS5: every database still ends in the same schema after 4 (which
+	// drops event_search where it exists), the one exception to "never
+	// edit a released migration", made for that reason.
 	`
 CREATE TABLE event_relations (
 	event_id         TEXT   PRIMARY KEY REFERENCES events (event_id),
@@ -91,7 +97,6 @@ CREATE TABLE event_relations (
 CREATE INDEX event_relations_parent ON event_relations (relates_to, position);
 CREATE INDEX event_relations_room ON event_relations (room_id, rel_type, position);
 CREATE INDEX events_room_ts ON events (room_id, origin_server_ts, position);
-CREATE VIRTUAL TABLE event_search USING fts5(body, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
 CREATE TABLE content_reports (
 	id          BIGINT PRIMARY KEY,
 	received_ts BIGINT NOT NULL,
@@ -116,23 +121,10 @@ INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, send
 		AND json_type(json, '$.content."m.relates_to".rel_type') = 'text'
 		AND json_extract(json, '$.content."m.relates_to".rel_type') <> ''
 		AND json_type(json, '$.content."m.relates_to".event_id') = 'text'
-		AND substr(json_extract(json, '$.content."m.relates_to".event_id'), 1, 1) = '$';
-INSERT INTO event_search (rowid, body)
-	SELECT e.position, CASE e.type
-		WHEN 'm.room.message' THEN json_extract(e.json, '$.content.body')
-		WHEN 'm.room.name' THEN json_extract(e.json, '$.content.name')
-		ELSE json_extract(e.json, '$.content.topic') END
-	FROM events e
-	WHERE e.redacted_by IS NULL AND (
-		(e.type = 'm.room.message' AND e.state_key IS NULL AND json_type(e.json, '$.content.body') = 'text'
-			AND NOT EXISTS (SELECT 1 FROM events enc WHERE enc.room_id = e.room_id AND enc.type = 'm.room.encryption'
-				AND enc.state_key = '' AND enc.position < e.position))
-		OR (e.type = 'm.room.name' AND e.state_key = '' AND json_type(e.json, '$.content.name') = 'text')
-		OR (e.type = 'm.room.topic' AND e.state_key = '' AND json_type(e.json, '$.content.topic') = 'text'));`,
-	// 3: FTS5 secure-delete: a redaction takes the event's words out of
-	// the search index at once, rather than leaving them in an index
-	// segment until a later merge.
-	`INSERT INTO event_search (event_search, rank) VALUES ('secure-delete', 1);`,
+		AND substr(json_extract(json, '$.content."m.relates_to".event_id'), 1, 1) = '$';`,
+	// 3: as released, FTS5 secure-delete for event_search (see 2); now a
+	// no-op.
+	`SELECT 1;`,
 	// 4: a transaction ID is scoped to a device and an endpoint (the
 	// request path without the txnId, client-server API "Transaction
 	// identifiers"): the same ID sent to another room is a new request.
@@ -158,6 +150,28 @@ INSERT INTO txn_ids_scoped (user_id, device_id, scope, txn_id, event_id, ts)
 DROP TABLE txn_ids;
 ALTER TABLE txn_ids_scoped RENAME TO txn_ids;
 CREATE INDEX txn_ids_ts ON txn_ids (ts);`,
+	// 5: the search index in plain tables (search.go), portable to
+	// PostgreSQL and needing no SQLite extension. search_words holds, per
+	// event (by position) and folded word, how often the word occurs;
+	// search_docs the event's word count, for ranking. Like the FTS5 index
+	// before it, it keeps no copy of the text, only its words. The events
+	// stored before are indexed at the next start (search_reindex: the
+	// words are cut in Go, not SQL).
+	`
+DROP TABLE IF EXISTS event_search;
+CREATE TABLE search_words (
+	word     TEXT    NOT NULL CHECK (word <> ''),
+	position BIGINT  NOT NULL,
+	hits     INTEGER NOT NULL CHECK (hits > 0),
+	PRIMARY KEY (word, position)
+);
+CREATE INDEX search_words_position ON search_words (position);
+CREATE TABLE search_docs (
+	position BIGINT  PRIMARY KEY,
+	words    INTEGER NOT NULL CHECK (words > 0)
+);
+CREATE TABLE search_reindex (id INTEGER PRIMARY KEY CHECK (id = 1));
+INSERT INTO search_reindex (id) VALUES (1);`,
 }}
 
 // storedEvent is one row of events.
@@ -209,8 +223,8 @@ func scanEvents(rows *sql.Rows) ([]*Event, error) {
 	for rows.Next() {
 		var pos int64
 		var id, raw, version string
-		var device, txn sql.NullString
-		if err := rows.Scan(&pos, &id, &raw, &device, &txn, &version); err != nil {
+		var device, txn, redactionID, redactionRaw sql.NullString
+		if err := rows.Scan(&pos, &id, &raw, &device, &txn, &version, &redactionID, &redactionRaw); err != nil {
 			return nil, err
 		}
 		// The event ID was computed when the event was accepted; loading
@@ -219,12 +233,21 @@ func scanEvents(rows *sql.Rows) ([]*Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stored event at %d does not parse: %w", pos, err)
 		}
-		out = append(out, &Event{PDU: p, Position: pos, DeviceID: device.String, TxnID: txn.String})
+		ev := &Event{PDU: p, Position: pos, DeviceID: device.String, TxnID: txn.String}
+		if redactionRaw.Valid {
+			r, err := events.LoadPDU([]byte(redactionRaw.String), spec.RoomVersion(version), spec.EventID(redactionID.String))
+			if err != nil {
+				return nil, fmt.Errorf("stored redaction of the event at %d does not parse: %w", pos, err)
+			}
+			ev.RedactedBecause = r
+		}
+		out = append(out, ev)
 	}
 	return out, rows.Err()
 }
 
-const eventColumns = `e.position, e.event_id, e.json, e.sender_device, e.txn_id, r.version FROM events e JOIN rooms r ON r.room_id = e.room_id`
+const eventColumns = `e.position, e.event_id, e.json, e.sender_device, e.txn_id, r.version, rb.event_id, rb.json
+	FROM events e JOIN rooms r ON r.room_id = e.room_id LEFT JOIN events rb ON rb.event_id = e.redacted_by`
 
 // eventByID loads one event.
 func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error) {

@@ -270,7 +270,8 @@ func (s *Service) RoomSummary(id spec.RoomID, viewer spec.UserID) Summary {
 
 // StrippedState is the invite_state / knock_state a user sees for a room
 // they are invited to or knocking on: the spec's recommended events, plus
-// their own member event.
+// their own member event (in full, see events.OwnMemberState) and the
+// inviter's.
 func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage {
 	r := s.room(id)
 	if r == nil {
@@ -285,7 +286,7 @@ func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMess
 		}
 	}
 	if ev := snap.get(spec.MRoomMember, string(user)); ev != nil {
-		out = append(out, events.StrippedState(ev))
+		out = append(out, events.OwnMemberState(ev))
 		if inviter := snap.get(spec.MRoomMember, string(ev.Sender())); inviter != nil && ev.Sender() != user {
 			out = append(out, events.StrippedState(inviter))
 		}
@@ -343,7 +344,7 @@ func (v *Viewer) unsigned(ev *Event, more map[string]any) []byte {
 		txn = ev.TxnID
 	}
 	m := v.membershipAt(ev.PDU.RoomID(), ev.Position)
-	if len(more) == 0 {
+	if len(more) == 0 && ev.RedactedBecause == nil {
 		// The /sync path: two strings, written without a map.
 		return appendUnsigned(nil, m, txn)
 	}
@@ -356,6 +357,11 @@ func (v *Viewer) unsigned(ev *Event, more map[string]any) []byte {
 	}
 	if m != "" {
 		u["membership"] = m
+	}
+	if ev.RedactedBecause != nil {
+		// The redaction in the client format: matrix-js-sdk decides
+		// "is redacted" from this key alone.
+		u["redacted_because"] = json.RawMessage(events.ClientEvent(ev.RedactedBecause, nil))
 	}
 	out, err := events.MarshalCanonical(u)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
@@ -54,6 +55,66 @@ func (s *Server) Routes(r *gin.Engine) {
 	r.GET("/.well-known/matrix/server", s.wellKnownServer)
 	r.GET("/_matrix/key/v2/server", s.serverKeys)
 	r.GET("/_matrix/key/v2/server/:keyID", s.serverKeys) // deprecated form, still requested
+	r.GET("/_matrix/key/v2/query/:serverName", s.queryKeys)
+	r.POST("/_matrix/key/v2/query", s.queryKeysBatch)
+	r.GET("/_matrix/federation/v1/version", s.federationVersion)
+}
+
+// GET /_matrix/federation/v1/version: the implementation's name and version.
+func (s *Server) federationVersion(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"server": gin.H{"name": "Chatalot", "version": s.d.Version}})
+}
+
+// GET /_matrix/key/v2/query/{serverName}: a notary's answer for one server.
+// Chatalot fetches no other server's keys (it opens no connection nobody
+// asked for), so it vouches for its own keys only; for any other server the
+// answer is the empty list the spec gives for "could not be reached".
+func (s *Server) queryKeys(c *gin.Context) {
+	s.answerKeyQuery(c, []string{c.Param("serverName")})
+}
+
+// POST /_matrix/key/v2/query: the batch form of queryKeys.
+func (s *Server) queryKeysBatch(c *gin.Context) {
+	var req struct {
+		ServerKeys map[string]map[string]struct {
+			MinimumValidUntilTS int64 `json:"minimum_valid_until_ts"`
+		} `json:"server_keys"`
+	}
+	if err := api.ReadJSON(c, &req); err != nil {
+		c.Error(err)
+		return
+	}
+	if req.ServerKeys == nil {
+		c.Error(spec.MissingParam("server_keys is required"))
+		return
+	}
+	names := make([]string, 0, len(req.ServerKeys))
+	for name := range req.ServerKeys {
+		names = append(names, name)
+	}
+	s.answerKeyQuery(c, names)
+}
+
+func (s *Server) answerKeyQuery(c *gin.Context, servers []string) {
+	keys := []json.RawMessage{}
+	for _, name := range servers {
+		if name != string(s.d.ServerName) {
+			continue
+		}
+		own, err := s.ownKeys()
+		if err != nil {
+			c.Error(err)
+			return
+		}
+		keys = append(keys, own)
+	}
+	c.JSON(http.StatusOK, gin.H{"server_keys": keys})
+}
+
+// ownKeys is the server's signed key object, built once.
+func (s *Server) ownKeys() ([]byte, error) {
+	s.keyOnce.Do(func() { s.keyJSON, s.keyErr = s.signedKeys() })
+	return s.keyJSON, s.keyErr
 }
 
 // GET /_matrix/client/versions: spec versions and unstable features that are
@@ -95,12 +156,12 @@ func (s *Server) Capabilities(c *gin.Context) {
 // GET /_matrix/key/v2/server: the server's verify key, signed by itself, as
 // the server-server API specifies.
 func (s *Server) serverKeys(c *gin.Context) {
-	s.keyOnce.Do(func() { s.keyJSON, s.keyErr = s.signedKeys() })
-	if s.keyErr != nil {
-		c.Error(s.keyErr)
+	own, err := s.ownKeys()
+	if err != nil {
+		c.Error(err)
 		return
 	}
-	c.Data(http.StatusOK, "application/json", s.keyJSON)
+	c.Data(http.StatusOK, "application/json", own)
 }
 
 func (s *Server) signedKeys() ([]byte, error) {

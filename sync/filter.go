@@ -65,6 +65,9 @@ func parseFilter(raw []byte) (*Filter, error) {
 		return nil, spec.BadJSON("event_format must be client or federation")
 	}
 	if f.Room != nil {
+		if err := rooms.ValidateRoomIDs(f.Room.Rooms, f.Room.NotRooms); err != nil {
+			return nil, err
+		}
 		for _, rf := range []*rooms.RoomEventFilter{f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
 			if err := rf.Validate(); err != nil {
 				return nil, err

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -134,7 +135,7 @@ func (s *Service) Notifier() *Notifier { return s.notifier }
 
 // Routes mounts the sync, filter and ephemeral endpoints.
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
-	c := r.Group("/_matrix/client/v3", requireAuth)
+	c := api.ClientAPI(r, requireAuth) // v3, and r0 for the r0 API's endpoints
 	c.GET("/sync", s.sync)
 	c.POST("/user/:userId/filter", s.createFilter)
 	c.GET("/user/:userId/filter/:filterId", s.getFilter)

@@ -185,6 +185,26 @@ func TestLeaveAndInviteAppearAndNothingAfterLeave(t *testing.T) {
 	if len(st) == 0 {
 		t.Fatalf("no invite_state: %v", inv["rooms"])
 	}
+	// Bob's own invite comes in full (event ID and timestamp, as the
+	// reference server sends it, without room_id); the rest is stripped
+	// to the spec's four keys.
+	var own map[string]any
+	for _, e := range st {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.room.member" && ev["state_key"] == bob {
+			own = ev
+			continue
+		}
+		for k := range ev {
+			if k != "type" && k != "state_key" && k != "sender" && k != "content" {
+				t.Errorf("stripped %v event has %q", ev["type"], k)
+			}
+		}
+	}
+	if own == nil || path(own, "content", "membership") != "invite" || own["sender"] != alice ||
+		own["origin_server_ts"] == nil || own["event_id"] == nil || own["room_id"] != nil {
+		t.Fatalf("bob's own invite in invite_state: %v", own)
+	}
 	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
 	joined := ts.syncOnce(bob, inv["next_batch"].(string), 0, "")
 	if path(joined, "rooms", "join", room, "state") == nil {
@@ -320,6 +340,30 @@ func TestFiltersAndLazyLoading(t *testing.T) {
 			t.Errorf("sync?%s: %d %v, want 400", bad, code, body)
 		}
 	}
+}
+
+// A filter naming something that is not a room ID (or user ID) in its room
+// or sender lists is refused with 400 M_BAD_JSON, stored or inline.
+func TestFilterWithInvalidIDsIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	for _, f := range []map[string]any{
+		{"room": map[string]any{"rooms": []string{"not_a_room_id"}}},
+		{"room": map[string]any{"not_rooms": []string{"!"}}},
+		{"room": map[string]any{"timeline": map[string]any{"rooms": []string{"not_a_room_id"}}}},
+		{"room": map[string]any{"state": map[string]any{"not_rooms": []string{"#alias:test"}}}},
+		{"room": map[string]any{"timeline": map[string]any{"senders": []string{"not_a_sender_id"}}}},
+	} {
+		code, body := ts.do(alice, "POST", "/_matrix/client/v3/user/"+alice+"/filter", f)
+		if code != 400 || body["errcode"] != "M_BAD_JSON" {
+			t.Errorf("filter %v: %d %v, want 400 M_BAD_JSON", f, code, body)
+		}
+		raw, _ := json.Marshal(f)
+		if code, body := ts.do(alice, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(string(raw)), nil); code != 400 {
+			t.Errorf("inline filter %s: %d %v, want 400", raw, code, body)
+		}
+	}
+	ok := map[string]any{"room": map[string]any{"rooms": []string{"!abc:test"}, "timeline": map[string]any{"not_rooms": []string{"!def:test"}}}}
+	ts.must(alice, "POST", "/_matrix/client/v3/user/"+alice+"/filter", ok)
 }
 
 func TestIgnoredUsersAreHidden(t *testing.T) {
@@ -556,4 +600,24 @@ func TestEmptySyncShortcut(t *testing.T) {
 		t.Fatalf("ephemeral: %v", eph)
 	}
 	next("")
+}
+
+// A redacted event in a /sync timeline carries the redaction as
+// unsigned.redacted_because.
+func TestSyncRedactedEventCarriesRedactedBecause(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	gone := ts.send(alice, room, "regret")
+	redaction := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+gone+"/r1", map[string]any{})["event_id"].(string)
+	resp := ts.syncOnce(alice, "", 0, "")
+	for _, ev := range path(resp, "rooms", "join", room, "timeline", "events").([]any) {
+		if path(ev, "event_id") != gone {
+			continue
+		}
+		if path(ev, "unsigned", "redacted_because", "event_id") != redaction || path(ev, "unsigned", "redacted_because", "redacts") != gone {
+			t.Fatalf("redacted event in /sync: %v", ev)
+		}
+		return
+	}
+	t.Fatal("the redacted event is not in the timeline")
 }

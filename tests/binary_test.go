@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/tests/harness"
+	"maunium.net/go/mautrix"
 )
 
 // The server binary's size is most of its idle resident memory (issue 12):
@@ -65,4 +66,52 @@ func binarySymbols(t *testing.T) map[string]bool {
 		syms[s.Name] = true
 	}
 	return syms
+}
+
+// TestPlainBuildServes: `go build ./cmd/chatalot` with no build tag (what
+// `go install …@latest` and `go run` do) gives a working server: it starts
+// on a new data directory and serves /sync and /search (whose index needs
+// no SQLite extension).
+func TestPlainBuildServes(t *testing.T) {
+	s := harness.Start(t, harness.WithBinary(harness.BuildPlain(t)))
+	ctx := t.Context()
+	alice := newClient(t, s.URL, "plainalice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, err := alice.SendText(ctx, room.RoomID, "a plain build finds this message")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range resp.Rooms.Join[room.RoomID].Timeline.Events {
+		found = found || ev.ID == sent.EventID
+	}
+	if !found {
+		t.Fatal("/sync does not show the message")
+	}
+	var res struct {
+		SearchCategories struct {
+			RoomEvents struct {
+				Results []struct {
+					Result struct {
+						EventID string `json:"event_id"`
+					} `json:"result"`
+				} `json:"results"`
+			} `json:"room_events"`
+		} `json:"search_categories"`
+	}
+	body := map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "plain build"}}}
+	if _, err := alice.MakeRequest(ctx, "POST", alice.BuildClientURL("v3", "search"), body, &res); err != nil {
+		t.Fatal(err)
+	}
+	got := res.SearchCategories.RoomEvents.Results
+	if len(got) != 1 || got[0].Result.EventID != string(sent.EventID) {
+		t.Fatalf("search: %+v", got)
+	}
 }

@@ -158,6 +158,25 @@ func TestOpsUpgradeFromFixture(t *testing.T) {
 				t.Fatalf("timeline %q and %d redacted, want %q and 1", got, redacted, fx.Messages)
 			}
 
+			// Search: the old build's FTS5 index is gone, and the events it
+			// held are in the word index that replaced it (rooms migration 5
+			// and the reindex at start).
+			for term, want := range map[string]int{"third": 1, "fixture message": 1, "redacted": 0} {
+				var res struct {
+					SearchCategories struct {
+						RoomEvents struct {
+							Count int `json:"count"`
+						} `json:"room_events"`
+					} `json:"search_categories"`
+				}
+				opsJSON(t, "POST", s.URL+"/_matrix/client/v3/search", alice.AccessToken, map[string]any{
+					"search_categories": map[string]any{"room_events": map[string]any{"search_term": term}},
+				}, &res)
+				if res.SearchCategories.RoomEvents.Count != want {
+					t.Fatalf("search %q after the upgrade: %d results, want %d", term, res.SearchCategories.RoomEvents.Count, want)
+				}
+			}
+
 			// Account data, media and invite codes.
 			var ad map[string]string
 			opsJSON(t, "GET", s.URL+"/_matrix/client/v3/user/"+url.PathEscape(alice.UserID)+"/account_data/org.chatalot.fixture", alice.AccessToken, nil, &ad)

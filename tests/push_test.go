@@ -502,3 +502,44 @@ func TestIgnoredUsersAreNotCounted(t *testing.T) {
 		t.Fatalf("carol's count: %v, want 1", n)
 	}
 }
+
+// TestPasswordChangeDeletesOtherTokensPushers: a pusher's gateway name is
+// not resolved when it is set (it is checked at each connection), and a
+// password change that logs out the other devices takes their pushers too;
+// the pusher of the token that changed the password stays.
+func TestPasswordChangeDeletesOtherTokensPushers(t *testing.T) {
+	s := harness.Start(t)
+	ctx := context.Background()
+	const password = "correct horse battery staple"
+	phone := newClient(t, s.URL, "pwpushbob")
+	laptop, err := mautrix.NewClient(s.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.Login(ctx, &mautrix.ReqLogin{
+		Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "pwpushbob"},
+		Password: password, StoreCredentials: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kind := mautrix.PusherKindHTTP
+	for key, c := range map[string]*mautrix.Client{"phone-key": phone, "laptop-key": laptop} {
+		if err := c.SetPusher(ctx, &mautrix.Pusher{
+			Kind: &kind, AppID: "org.example.chatalot.test", PushKey: key, AppDisplayName: "Test", DeviceDisplayName: key,
+			Language: "en", Data: mautrix.PusherData{"url": "https://dummy.url/_matrix/push/v1/notify"},
+		}); err != nil {
+			t.Fatalf("set pusher %s: %v", key, err)
+		}
+	}
+	body := map[string]any{"new_password": "another good password", "auth": map[string]any{
+		"type": "m.login.password", "password": password,
+		"identifier": map[string]any{"type": "m.id.user", "user": "pwpushbob"},
+	}}
+	if _, err := laptop.MakeRequest(ctx, http.MethodPost, laptop.BuildClientURL("v3", "account", "password"), body, nil); err != nil {
+		t.Fatalf("change password: %v", err)
+	}
+	got, err := laptop.GetPushers(ctx)
+	if err != nil || len(got.Pushers) != 1 || got.Pushers[0].PushKey != "laptop-key" {
+		t.Fatalf("pushers after the password change: %+v %v", got, err)
+	}
+}

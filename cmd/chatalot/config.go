@@ -42,12 +42,13 @@ type Config struct {
 	BodyIdle       string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
 	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
 
-	MaxUploadBytes     int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
-	MediaQuotaBytes    int64  `toml:"media_quota_bytes"    help:"media storage each user may use, in bytes (0: no quota)"`
-	MaxThumbnailPixels int64  `toml:"max_thumbnail_pixels" help:"largest image (width x height) decoded to make a thumbnail; larger ones get none"`
-	TURNURIs           string `toml:"turn_uris"            help:"comma-separated turn: and turns: URIs handed to clients for calls (none by default)"`
-	TURNSharedSecret   string `toml:"turn_shared_secret"   help:"static-auth-secret shared with the TURN server (coturn use-auth-secret)" secret:"true"`
-	TURNUserLifetime   string `toml:"turn_user_lifetime"   help:"how long issued TURN credentials stay valid"`
+	MaxUploadBytes       int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
+	MediaQuotaBytes      int64  `toml:"media_quota_bytes"    help:"media storage each user may use, in bytes (0: no quota)"`
+	MaxThumbnailPixels   int64  `toml:"max_thumbnail_pixels" help:"largest image (width x height) decoded to make a thumbnail; larger ones get none"`
+	UnauthenticatedMedia bool   `toml:"unauthenticated_media" help:"serve the deprecated unauthenticated /_matrix/media/v3 download and thumbnail endpoints to anyone who knows an mxc:// URI (off: frozen, as the spec recommends)"`
+	TURNURIs             string `toml:"turn_uris"            help:"comma-separated turn: and turns: URIs handed to clients for calls (none by default)"`
+	TURNSharedSecret     string `toml:"turn_shared_secret"   help:"static-auth-secret shared with the TURN server (coturn use-auth-secret)" secret:"true"`
+	TURNUserLifetime     string `toml:"turn_user_lifetime"   help:"how long issued TURN credentials stay valid"`
 
 	PasswordMinLength    int64  `toml:"password_min_length"    help:"shortest password accepted, in characters"`
 	Argon2MemoryKiB      int64  `toml:"argon2_memory_kib"      help:"Argon2id memory per password hash in KiB (OWASP minimum 19456 with 2 iterations)"`

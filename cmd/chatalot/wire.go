@@ -120,8 +120,7 @@ func (a *App) wire(ctx context.Context) error {
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
-	r.GET("/_matrix/client/v3/capabilities", requireAuth, srv.Capabilities)
-	r.GET("/_matrix/client/r0/capabilities", requireAuth, srv.Capabilities)
+	api.ClientAPI(r, requireAuth).GET("/capabilities", srv.Capabilities) // v3 and r0
 	authSvc.Routes(r)
 	roomsSvc.SetSendLimit(authSvc.Limiter().PerUser(auth.RateSend))
 	roomsSvc.Routes(r, requireAuth)
@@ -138,10 +137,11 @@ func (a *App) wire(ctx context.Context) error {
 func (a *App) mediaConfig() media.Config {
 	ttl, _ := time.ParseDuration(a.cfg.TURNUserLifetime) // validated at load
 	return media.Config{
-		MaxUploadBytes:     a.cfg.MaxUploadBytes,
-		QuotaBytes:         a.cfg.MediaQuotaBytes,
-		MaxThumbnailPixels: a.cfg.MaxThumbnailPixels,
-		TURN:               media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
+		MaxUploadBytes:       a.cfg.MaxUploadBytes,
+		QuotaBytes:           a.cfg.MediaQuotaBytes,
+		MaxThumbnailPixels:   a.cfg.MaxThumbnailPixels,
+		ServeUnauthenticated: a.cfg.UnauthenticatedMedia,
+		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
 	}
 }
 

@@ -13,6 +13,8 @@
 #   --access-token-lifetime 1h: clients that ask for refresh tokens get them
 #       (the suite's refresh-token tests; off by default, tokens never expire);
 #   --server-notices-user _server: the suite expects notices from @_server.
+#   --unauthenticated-media: the suite downloads through the deprecated
+#       /_matrix/media/v3 endpoints, which Chatalot freezes by default.
 PORT=$1; DIR=$2; NAME=$3
 mkdir -p "$DIR"
 [ "${COMPLEMENT_SHIM_RESTART:-}" = 1 ] || rm -rf "$DIR/data"
@@ -20,7 +22,7 @@ cd "$DIR" || exit 1
 nohup "${CHATALOT_BIN:?set CHATALOT_BIN}" serve --data-dir "$DIR/data" \
   --listen "127.0.0.1:$PORT" --server-name "$NAME" \
   --registration open --registration-shared-secret complement \
-  --rate-limits off --encryption optional \
+  --rate-limits off --encryption optional --unauthenticated-media \
   --access-token-lifetime 1h --server-notices-user _server \
   >>"$DIR/server.log" 2>&1 &
 echo $!

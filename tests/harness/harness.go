@@ -54,6 +54,21 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// BuildPlain builds cmd/chatalot as `go build` does without any tag (as
+// `go install` and `go run` do too) and returns its path.
+func BuildPlain(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	bin := filepath.Join(t.TempDir(), "chatalot")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/chatalot")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build without tags: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // Server is one running chatalot process.
 type Server struct {
 	t       testing.TB
@@ -61,6 +76,7 @@ type Server struct {
 	Args    []string // extra flags given at every start
 	Env     []string
 	wrapper []string
+	bin     string // the binary; Binary's when empty
 	URL     string // http://127.0.0.1:PORT
 	Addr    string // 127.0.0.1:PORT
 
@@ -82,6 +98,9 @@ func WithDataDir(dir string) Option { return func(s *Server) { s.DataDir = dir }
 // WithWrapper runs the server under another program (strace, …): the
 // wrapper's arguments come first, then the server's command line.
 func WithWrapper(cmd ...string) Option { return func(s *Server) { s.wrapper = cmd } }
+
+// WithBinary runs another build of the server (BuildPlain's).
+func WithBinary(path string) Option { return func(s *Server) { s.bin = path } }
 
 // WithEnv adds environment variables (KEY=VALUE).
 func WithEnv(kv ...string) Option { return func(s *Server) { s.Env = append(s.Env, kv...) } }
@@ -116,9 +135,13 @@ func (s *Server) Launch() {
 	args := append([]string{"serve", "--data-dir", s.DataDir, "--listen", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "info"}, DefaultArgs...)
 	args = append(args, s.Args...)
-	cmd := exec.Command(Binary(s.t), args...)
+	bin := s.bin
+	if bin == "" {
+		bin = Binary(s.t)
+	}
+	cmd := exec.Command(bin, args...)
 	if len(s.wrapper) > 0 {
-		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], Binary(s.t)), args...)...)
+		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], bin), args...)...)
 	}
 	cmd.Env = append(os.Environ(), s.Env...)
 	// Its own process group, so that Kill also ends whatever the server
