@@ -130,9 +130,11 @@ func compile(rs *Ruleset) *compiledRules {
 	return out
 }
 
-// outcomeOf reads a rule's actions once, at compile time.
+// outcomeOf reads a rule's actions once, at compile time. The historical
+// dont_notify and coalesce actions mean nothing and are left out.
 func outcomeOf(id string, actions []json.RawMessage) Outcome {
-	o := Outcome{RuleID: id, Actions: actions}
+	o := Outcome{RuleID: id, Actions: withoutHistorical(actions)}
+	actions = o.Actions
 	if raw, err := json.Marshal(actions); err == nil {
 		o.actionsJSON = string(raw)
 	} else {
@@ -163,6 +165,18 @@ func outcomeOf(id string, actions []json.RawMessage) Outcome {
 		}
 	}
 	return o
+}
+
+// withoutHistorical drops the dont_notify and coalesce actions.
+func withoutHistorical(actions []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(actions))
+	for _, a := range actions {
+		if v := gjson.ParseBytes(a); v.Type == gjson.String && (v.Str == "dont_notify" || v.Str == "coalesce") {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // splitPath splits a dot-separated property path (appendices, "Dot-separated
