@@ -80,7 +80,9 @@ func TestDefaultRuleEffects(t *testing.T) {
 		{name: "poll end in a group notifies", group: true, want: [2]int64{1, 0},
 			send: func(r string) { ts.send(alice, r, "org.matrix.msc3381.poll.end", map[string]any{"body": "closed"}) }},
 		{name: "poll response does not notify", want: [2]int64{0, 0},
-			send: func(r string) { ts.send(alice, r, "org.matrix.msc3381.poll.response", map[string]any{"answers": []string{"a"}}) }},
+			send: func(r string) {
+				ts.send(alice, r, "org.matrix.msc3381.poll.response", map[string]any{"answers": []string{"a"}})
+			}},
 		{name: "other event types do not notify", group: true, want: [2]int64{0, 0},
 			send: func(r string) { ts.send(alice, r, "org.example.custom", map[string]any{"body": "hello"}) }},
 		{name: "state without a rule does not notify", group: true, want: [2]int64{0, 0},
