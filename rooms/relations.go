@@ -545,8 +545,8 @@ func renderWithBundle(ev *Event, viewer spec.UserID, device string, b bundle) []
 		return ClientEvent(ev, viewer, device)
 	}
 	u := map[string]any{"m.relations": b}
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		u["transaction_id"] = ev.TxnID
+	if k, v := ownUnsigned(ev, viewer, device); k != "" {
+		u[k] = v
 	}
 	unsigned, err := events.MarshalCanonical(u)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
@@ -297,10 +298,26 @@ func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMess
 // unsigned for their own device's events).
 func ClientEvent(ev *Event, viewer spec.UserID, device string) json.RawMessage {
 	var unsigned []byte
-	if ev.TxnID != "" && ev.PDU.Sender() == viewer && ev.DeviceID == device {
-		unsigned, _ = json.Marshal(map[string]string{"transaction_id": ev.TxnID})
+	if k, v := ownUnsigned(ev, viewer, device); k != "" {
+		unsigned, _ = json.Marshal(map[string]string{k: v})
 	}
 	return events.ClientEvent(ev.PDU, unsigned)
+}
+
+// ownUnsigned is what unsigned tells the sender of their own event: the
+// transaction ID on the device that sent it, or, for a delayed event, its
+// delay ID on every device of the sender (MSC4140). key is "" for nothing.
+func ownUnsigned(ev *Event, viewer spec.UserID, device string) (key, value string) {
+	if ev.TxnID == "" || ev.PDU.Sender() != viewer {
+		return "", ""
+	}
+	if id, ok := strings.CutPrefix(ev.TxnID, DelayedTxnPrefix); ok {
+		return "org.matrix.msc4140.delay_id", id
+	}
+	if ev.DeviceID == device {
+		return "transaction_id", ev.TxnID
+	}
+	return "", ""
 }
 
 // Forgotten reports whether the user forgot the room.
