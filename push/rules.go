@@ -184,6 +184,10 @@ func condMembers(is string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "room_member_count", "is": is})
 }
 
+func condThreadSubscribed(subscribed bool) json.RawMessage {
+	return mustJSON(map[string]any{"kind": threadSubscriptionCondition, "subscribed": subscribed})
+}
+
 func condPermission(key string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "sender_notification_permission", "key": key})
 }
@@ -238,11 +242,19 @@ func DefaultRules(user spec.UserID) *Ruleset {
 			rule(o, ".m.rule.suppress_edits", true, conds(condIs(`content.m\.relates_to.rel_type`, "m.replace"))),
 			// MSC3930: poll responses are votes, never a notification.
 			rule(o, pollResponseRuleID, true, conds(condMatch("type", pollResponse))),
+			// MSC4306: nothing from threads the user does not follow
+			// (mentions matched above). Off by default: a client without
+			// thread subscriptions never subscribes, and its user would
+			// lose every thread reply. A client that subscribes turns it on.
+			rule(o, ".io.element.msc4306.rule.unsubscribed_thread", false, conds(condThreadSubscribed(false))),
 		},
 		Content: []*Rule{},
 		Room:    []*Rule{},
 		Sender:  []*Rule{},
 		Underride: []*Rule{
+			// MSC4306: a followed thread notifies.
+			rule(un, ".io.element.msc4306.rule.subscribed_thread", true, conds(condThreadSubscribed(true)),
+				actNotify, actSound("default")),
 			rule(un, ".m.rule.call", true, conds(condMatch("type", "m.call.invite")), actNotify, actSound("ring")),
 			rule(un, ".m.rule.encrypted_room_one_to_one", true, conds(condMembers("2"), condMatch("type", "m.room.encrypted")),
 				actNotify, actSound("default")),

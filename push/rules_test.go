@@ -24,9 +24,11 @@ func TestDefaultRules(t *testing.T) {
 	global := all["global"].(map[string]any)
 	wantOverride := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
 		".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.tombstone", ".m.rule.reaction",
-		".m.rule.room.server_acl", ".m.rule.suppress_edits", ".org.matrix.msc3930.rule.poll_response"}
+		".m.rule.room.server_acl", ".m.rule.suppress_edits", ".org.matrix.msc3930.rule.poll_response",
+		".io.element.msc4306.rule.unsubscribed_thread"}
 	// MSC3930: the one-to-one poll rules come before the generic ones.
-	wantUnderride := []string{".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
+	// MSC4306: a followed thread notifies before any other underride.
+	wantUnderride := []string{".io.element.msc4306.rule.subscribed_thread", ".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
 		".org.matrix.msc3930.rule.poll_start_one_to_one", ".org.matrix.msc3930.rule.poll_end_one_to_one",
 		".m.rule.message", ".m.rule.encrypted", ".org.matrix.msc3930.rule.poll_start", ".org.matrix.msc3930.rule.poll_end"}
 	if got := ruleIDs(global["override"]); !equal(got, wantOverride) {
@@ -249,7 +251,7 @@ func TestRulesThroughSync(t *testing.T) {
 	if rules == nil {
 		t.Fatalf("no m.push_rules in the initial sync: %v", first["account_data"])
 	}
-	if got := ruleIDs(path(rules, "global", "underride")); len(got) != 9 {
+	if got := ruleIDs(path(rules, "global", "underride")); len(got) != 10 {
 		t.Fatalf("initial rules: %v", got)
 	}
 	next := first["next_batch"].(string)

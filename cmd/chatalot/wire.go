@@ -128,6 +128,8 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc4222": true, // use_state_after in /sync
 			"org.matrix.msc3814": true, // dehydrated devices
 			"org.matrix.msc4140": true, // delayed events
+			"org.matrix.msc4306": true, // thread subscriptions
+			"org.matrix.msc3391": true, // deleting account data
 		},
 		Capabilities: caps,
 	})
