@@ -130,6 +130,8 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc4140": true, // delayed events
 			"org.matrix.msc4306": true, // thread subscriptions
 			"org.matrix.msc3391": true, // deleting account data
+			"org.matrix.msc3874": true, // rel_types filters on /messages
+			"org.matrix.msc3890": true, // device-local notification settings go with the device
 		},
 		Capabilities: caps,
 	})
