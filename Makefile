@@ -32,7 +32,7 @@ test-go:
 # Sends are pipelined (rooms, storage), counts shared with /sync (push,
 # sync): their tests run again with -race.
 test-race:
-	$(GO) test -race -tags '$(TAGS)' -count=1 -timeout 20m ./storage ./rooms ./push ./sync
+	$(GO) test -race -tags '$(TAGS)' -count=1 -timeout 20m ./storage ./rooms ./push ./sync ./schedule
 
 # Each fuzz target for FUZZTIME (short in `make test`, 60s in `make fuzz`).
 fuzz-short:

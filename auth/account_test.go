@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
 )
 
 func TestDevices(t *testing.T) {
@@ -415,4 +416,69 @@ func TestSharedSecretRegistration(t *testing.T) {
 		t.Fatal("eve was created")
 	}
 	ts.do("POST", "/_synapse/admin/v1/register", "", map[string]any{"nonce": 5}).mustErr(t, 400, "M_BAD_JSON")
+}
+
+// TestAccountDataDeletion: MSC3391 deletes account data with DELETE or an
+// empty PUT; the deletion reaches an incremental sync as empty content, and
+// GET and an initial sync no longer see the type. MSC3890: a device's local
+// notification settings go when the device does.
+func TestAccountDataDeletion(t *testing.T) {
+	ts := newTestServer(t)
+	tok, _ := ts.register("alice", "pw-alice-1")
+	user := spec.UserID("@alice:test.local")
+	ctx := context.Background()
+	base := v3 + "/user/@alice:test.local"
+	unstable := "/_matrix/client/unstable/org.matrix.msc3391/user/@alice:test.local"
+	room := "!room:test.local"
+
+	for _, tc := range []struct{ name, path, del string }{
+		{"global by DELETE", "/account_data/org.example.a", "DELETE"},
+		{"global by empty PUT", "/account_data/org.example.b", "PUT"},
+		{"room by DELETE", "/rooms/" + room + "/account_data/org.example.c", "DELETE"},
+		{"room by empty PUT", "/rooms/" + room + "/account_data/org.example.d", "PUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts.do("PUT", base+tc.path, tok, map[string]any{"v": 1}).must(t, 200)
+			before := ts.svc.AccountDataPosition(user)
+			if tc.del == "DELETE" {
+				ts.do("DELETE", unstable+tc.path, tok, nil).must(t, 200)
+			} else {
+				ts.do("PUT", base+tc.path, tok, map[string]any{}).must(t, 200)
+			}
+			ts.do("GET", base+tc.path, tok, nil).mustErr(t, 404, "M_NOT_FOUND")
+			after := ts.svc.AccountDataPosition(user)
+			global, rooms, err := ts.svc.AccountData(ctx, user, before, after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changed := append(global, rooms[spec.RoomID(room)]...)
+			if len(changed) != 1 || gjson.GetBytes(changed[0], "content").Raw != "{}" {
+				t.Fatalf("incremental: %s", changed)
+			}
+			global, rooms, _ = ts.svc.AccountData(ctx, user, 0, after)
+			for _, ev := range append(global, rooms[spec.RoomID(room)]...) {
+				if strings.HasSuffix(tc.path, gjson.GetBytes(ev, "type").Str) {
+					t.Fatalf("initial sync still has %s", ev)
+				}
+			}
+			// Deleting again is fine and says nothing new.
+			ts.do("DELETE", unstable+tc.path, tok, nil).must(t, 200)
+			if ts.svc.AccountDataPosition(user) != after {
+				t.Fatal("a second deletion took a position")
+			}
+		})
+	}
+	ts.do("DELETE", unstable+"/account_data/m.push_rules", tok, nil).mustErr(t, 405, "M_BAD_JSON")
+	ts.do("DELETE", "/_matrix/client/unstable/org.matrix.msc3391/user/@bob:test.local/account_data/x.y", tok, nil).mustErr(t, 403, "M_FORBIDDEN")
+
+	t.Run("local notification settings go with their device", func(t *testing.T) {
+		second := ts.login("alice", "pw-alice-1").must(t, 200)
+		typ := "/account_data/org.matrix.msc3890.local_notification_settings." + second.str("device_id")
+		ts.do("PUT", base+typ, tok, map[string]any{"is_silenced": true}).must(t, 200)
+		other := "/account_data/org.matrix.msc3890.local_notification_settings.OTHER"
+		ts.do("PUT", base+other, tok, map[string]any{"is_silenced": true}).must(t, 200)
+		ts.do("POST", v3+"/logout", second.str("access_token"), map[string]any{}).must(t, 200)
+		ts.do("GET", base+typ, tok, nil).mustErr(t, 404, "M_NOT_FOUND")
+		ts.do("GET", base+other, tok, nil).must(t, 200)
+	})
 }

@@ -76,9 +76,18 @@ func parseIgnored(content string) map[spec.UserID]bool {
 	return users
 }
 
+// deletedContent is what a deleted type of account data keeps (MSC3391): an
+// incremental /sync tells the user's other devices of the deletion with
+// this empty content; an initial /sync and GET leave it out.
+const deletedContent = "{}"
+
 func (s *Service) accountDataBetween(ctx context.Context, user spec.UserID, since, until int64) ([]json.RawMessage, map[spec.RoomID][]json.RawMessage, error) {
-	rows, err := s.db.Query(ctx, `SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND position > $2 AND position <= $3 ORDER BY position`,
-		string(user), since, until)
+	q := `SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND position > $2 AND position <= $3 ORDER BY position`
+	if since == 0 {
+		q = `SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND position > $2 AND position <= $3 AND content <> '` +
+			deletedContent + `' ORDER BY position`
+	}
+	rows, err := s.db.Query(ctx, q, string(user), since, until)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,6 +137,46 @@ func (s *Service) SetAccountData(ctx context.Context, user spec.UserID, room spe
 	})
 }
 
+// DeleteAccountData deletes one type of account data (MSC3391); deleting
+// what is not there is not an error.
+func (s *Service) DeleteAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		return s.deleteAccountData(tx, user, room, typ)
+	})
+}
+
+// deleteAccountData leaves the deleted marker at a new stream position,
+// unless the type is absent or already deleted (nothing for /sync to say).
+func (s *Service) deleteAccountData(tx *storage.Tx, user spec.UserID, room spec.RoomID, typ string) error {
+	var content string
+	err := tx.QueryRow(`SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
+		string(user), string(room), typ).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && content == deletedContent) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.putAccountData(tx, user, room, typ, deletedContent)
+}
+
+// localNotificationSettings are the account data types that hold one
+// device's notification settings (MSC3890), by device ID: they go with the
+// device.
+var localNotificationSettings = []string{
+	"org.matrix.msc3890.local_notification_settings.",
+	"m.local_notification_settings.",
+}
+
+func (s *Service) deleteDeviceAccountData(tx *storage.Tx, user spec.UserID, deviceID string) error {
+	for _, prefix := range localNotificationSettings {
+		if err := s.deleteAccountData(tx, user, "", prefix+deviceID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Service) putAccountData(tx *storage.Tx, user spec.UserID, room spec.RoomID, typ, content string) error {
 	pos := tx.NextPosition()
 	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, position) VALUES ($1, $2, $3, $4, $5)
@@ -158,7 +207,7 @@ func (s *Service) GetAccountData(ctx context.Context, user spec.UserID, room spe
 	var content string
 	err := s.db.QueryRow(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
 		string(user), string(room), typ).Scan(&content)
-	if errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && content == deletedContent) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -253,7 +302,40 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 			c.Error(spec.BadJSON("the content must be a JSON object"))
 			return
 		}
-		if err := s.SetAccountData(c.Request.Context(), user, room, typ, body); err != nil {
+		set := s.SetAccountData
+		if len(obj) == 0 {
+			// MSC3391: empty content is how clients delete account data.
+			set = func(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, _ json.RawMessage) error {
+				return s.DeleteAccountData(ctx, user, room, typ)
+			}
+		}
+		if err := set(c.Request.Context(), user, room, typ, body); err != nil {
+			c.Error(err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{})
+	}
+}
+
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}
+// MSC3391: deletes one type; the user's other devices see it as empty
+// content in their next /sync.
+func (s *Service) deleteAccountDataHandler(withRoom bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		user, room, ok := accountDataTarget(c, withRoom)
+		if !ok {
+			return
+		}
+		typ, ok := accountDataType(c)
+		if !ok {
+			return
+		}
+		if serverManagedTypes[typ] {
+			c.Error(spec.BadJSON("%s is managed by the server and cannot be deleted", typ).WithStatus(http.StatusMethodNotAllowed))
+			return
+		}
+		if err := s.DeleteAccountData(c.Request.Context(), user, room, typ); err != nil {
 			c.Error(err)
 			return
 		}

@@ -96,6 +96,7 @@ const (
 	RateLoginFailures = "login_failures" // per account, failed password checks (login and UIA)
 	RateRegister      = "register"       // per client address, /register and token validity
 	RateSend          = "send"           // per user, sending events (rooms)
+	RateDelayedEvents = "delayed_events" // per client address, managing delayed events (schedule)
 )
 
 // DefaultRates are the limits of a default deployment.
@@ -105,6 +106,9 @@ func DefaultRates() map[string]Rate {
 		RateLoginFailures: {Count: 5, Per: time.Minute},
 		RateRegister:      {Count: 10, Per: time.Hour},
 		RateSend:          {Count: 20, Per: 10 * time.Second},
+		// MatrixRTC clients restart their delayed "leave" every few
+		// seconds while in a call; a household behind one address fits.
+		RateDelayedEvents: {Count: 120, Per: time.Minute},
 	}
 }
 

@@ -201,6 +201,9 @@ func (s *Service) DeleteDevices(ctx context.Context, user spec.UserID, deviceIDs
 			}
 			if ok {
 				deleted = append(deleted, id)
+				if err := s.deleteDeviceAccountData(tx, user, id); err != nil {
+					return err
+				}
 			}
 		}
 		tx.AfterCommit(func() {

@@ -16,6 +16,10 @@ func (s *Service) Routes(r *gin.Engine) {
 	v1.POST("/login/get_token", s.Middleware(), s.getLoginToken)
 	v1.POST("/refresh", s.refresh)
 
+	msc3391 := r.Group("/_matrix/client/unstable/org.matrix.msc3391", s.Middleware())
+	msc3391.DELETE("/user/:userId/account_data/:type", s.deleteAccountDataHandler(false))
+	msc3391.DELETE("/user/:userId/rooms/:roomId/account_data/:type", s.deleteAccountDataHandler(true))
+
 	r.GET("/_matrix/federation/v1/openid/userinfo", s.openIDUserinfo)
 
 	r.GET("/_synapse/admin/v1/register", s.sharedSecretNonce)

@@ -24,7 +24,9 @@ type condition struct {
 	op    string       // room_member_count
 	n     int64        // room_member_count
 	key   string       // sender_notification_permission
-	never bool         // unknown kind or malformed: never matches
+	// subscribed is the parameter of MSC4306's thread_subscription.
+	subscribed bool
+	never      bool // unknown kind or malformed: never matches
 	// memo numbers what the condition asks of the event alone, so that
 	// its answer is worked out once per event, not once per recipient
 	// (most members share most rules); 0 when it depends on the recipient.
@@ -130,9 +132,11 @@ func compile(rs *Ruleset) *compiledRules {
 	return out
 }
 
-// outcomeOf reads a rule's actions once, at compile time.
+// outcomeOf reads a rule's actions once, at compile time. The historical
+// dont_notify and coalesce actions mean nothing and are left out.
 func outcomeOf(id string, actions []json.RawMessage) Outcome {
-	o := Outcome{RuleID: id, Actions: actions}
+	o := Outcome{RuleID: id, Actions: withoutHistorical(actions)}
+	actions = o.Actions
 	if raw, err := json.Marshal(actions); err == nil {
 		o.actionsJSON = string(raw)
 	} else {
@@ -163,6 +167,18 @@ func outcomeOf(id string, actions []json.RawMessage) Outcome {
 		}
 	}
 	return o
+}
+
+// withoutHistorical drops the dont_notify and coalesce actions.
+func withoutHistorical(actions []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(actions))
+	for _, a := range actions {
+		if v := gjson.ParseBytes(a); v.Type == gjson.String && (v.Str == "dont_notify" || v.Str == "coalesce") {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // splitPath splits a dot-separated property path (appendices, "Dot-separated
@@ -236,6 +252,8 @@ func compileCondition(raw json.RawMessage) condition {
 		}
 		c.key = key.Str
 	case "contains_display_name":
+	case threadSubscriptionCondition:
+		compileThreadSubscription(v, &c)
 	default:
 		c.never = true // unrecognised conditions never match
 	}
@@ -256,6 +274,8 @@ type EventView struct {
 	// SenderMay reports whether the sender's power level reaches the level
 	// of a notification key of the room's power levels ("room").
 	SenderMay func(key string) bool
+	// Thread is the root of the thread the event is in ("" if none).
+	Thread string
 
 	values []viewValue  // what is at each numbered path, looked up once
 	memo   []memoAnswer // answers of conditions on the event alone, by memo number
@@ -352,6 +372,10 @@ type Recipient struct {
 	// DisplayName returns the user's display name in the room ("" if none);
 	// called only by rules with a contains_display_name condition.
 	DisplayName func() string
+	// SubscribedToThread reports whether the user follows the event's
+	// thread (MSC4306); called only by thread_subscription conditions on
+	// threaded events.
+	SubscribedToThread func() bool
 }
 
 // evaluate returns the outcome of the first enabled rule that matches, or a
@@ -468,6 +492,8 @@ func (c *condition) eval(ev *EventView, to Recipient) bool {
 			return false
 		}
 		return compileGlob(name, true).matchWords(body)
+	case threadSubscriptionCondition:
+		return threadSubscriptionHolds(c, ev, to)
 	}
 	return false
 }

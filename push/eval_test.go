@@ -74,6 +74,15 @@ func TestDefaultRuleEffects(t *testing.T) {
 			send: func(r string) {
 				ts.send(alice, r, "m.call.invite", map[string]any{"call_id": "c", "version": "1", "lifetime": 60000, "offer": map[string]any{"type": "offer", "sdp": "x"}})
 			}},
+		// MSC3930: polls notify where they start and end, votes never.
+		{name: "poll start one to one notifies with sound", want: [2]int64{1, 0}, action: `{"set_tweak":"sound","value":"default"}`,
+			send: func(r string) { ts.send(alice, r, "org.matrix.msc3381.poll.start", map[string]any{"body": "lunch?"}) }},
+		{name: "poll end in a group notifies", group: true, want: [2]int64{1, 0},
+			send: func(r string) { ts.send(alice, r, "org.matrix.msc3381.poll.end", map[string]any{"body": "closed"}) }},
+		{name: "poll response does not notify", want: [2]int64{0, 0},
+			send: func(r string) {
+				ts.send(alice, r, "org.matrix.msc3381.poll.response", map[string]any{"answers": []string{"a"}})
+			}},
 		{name: "other event types do not notify", group: true, want: [2]int64{0, 0},
 			send: func(r string) { ts.send(alice, r, "org.example.custom", map[string]any{"body": "hello"}) }},
 		{name: "state without a rule does not notify", group: true, want: [2]int64{0, 0},
@@ -153,8 +162,8 @@ func TestUserRulesChangeCounts(t *testing.T) {
 	// An encrypted event has no body: content rules cannot match it.
 	ts.send(alice, room, "m.room.encrypted", map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "cake cake", "session_id": "s"})
 	ts.wantCounts(bob, room, [2]int64{3, 1})
-	// A sender rule silences carol.
-	ts.must(bob, "PUT", rulesPath+"global/sender/"+enc(carol), map[string]any{"actions": []any{}})
+	// A sender rule silences carol; the historical dont_notify is no action.
+	ts.must(bob, "PUT", rulesPath+"global/sender/"+enc(carol), map[string]any{"actions": []any{"dont_notify"}})
 	ts.text(carol, room, "hello")
 	ts.wantCounts(bob, room, [2]int64{3, 1})
 	// A room rule silences the room, except what overrides match.

@@ -22,4 +22,9 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	c.GET("/pushers", s.getPushers)
 	c.POST("/pushers/set", s.setPusher)
 	c.GET("/notifications", s.getNotifications)
+
+	ts := r.Group("/_matrix/client/unstable/io.element.msc4306/rooms/:roomId/thread/:eventId", requireAuth)
+	ts.GET("/subscription", s.getThreadSubscription)
+	ts.PUT("/subscription", s.putThreadSubscription)
+	ts.DELETE("/subscription", s.deleteThreadSubscription)
 }

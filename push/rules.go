@@ -184,6 +184,10 @@ func condMembers(is string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "room_member_count", "is": is})
 }
 
+func condThreadSubscribed(subscribed bool) json.RawMessage {
+	return mustJSON(map[string]any{"kind": threadSubscriptionCondition, "subscribed": subscribed})
+}
+
 func condPermission(key string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "sender_notification_permission", "key": key})
 }
@@ -199,6 +203,15 @@ func rule(kind, id string, enabled bool, conds []json.RawMessage, actions ...jso
 }
 
 func conds(c ...json.RawMessage) []json.RawMessage { return c }
+
+// The poll event types of MSC3381 (still unstable) and the rule that
+// silences votes (MSC3930).
+const (
+	pollStart          = "org.matrix.msc3381.poll.start"
+	pollResponse       = "org.matrix.msc3381.poll.response"
+	pollEnd            = "org.matrix.msc3381.poll.end"
+	pollResponseRuleID = ".org.matrix.msc3930.rule.poll_response"
+)
 
 // DefaultRules is the spec's server-default rule set for a user, in the
 // spec's order. Since v1.17 the spec no longer has the legacy rules that
@@ -227,18 +240,36 @@ func DefaultRules(user spec.UserID) *Ruleset {
 			rule(o, ".m.rule.reaction", true, conds(condMatch("type", "m.reaction"))),
 			rule(o, ".m.rule.room.server_acl", true, conds(condMatch("type", "m.room.server_acl"), condMatch("state_key", ""))),
 			rule(o, ".m.rule.suppress_edits", true, conds(condIs(`content.m\.relates_to.rel_type`, "m.replace"))),
+			// MSC3930: poll responses are votes, never a notification.
+			rule(o, pollResponseRuleID, true, conds(condMatch("type", pollResponse))),
+			// MSC4306: nothing from threads the user does not follow
+			// (mentions matched above). Off by default: a client without
+			// thread subscriptions never subscribes, and its user would
+			// lose every thread reply. A client that subscribes turns it on.
+			rule(o, ".io.element.msc4306.rule.unsubscribed_thread", false, conds(condThreadSubscribed(false))),
 		},
 		Content: []*Rule{},
 		Room:    []*Rule{},
 		Sender:  []*Rule{},
 		Underride: []*Rule{
+			// MSC4306: a followed thread notifies.
+			rule(un, ".io.element.msc4306.rule.subscribed_thread", true, conds(condThreadSubscribed(true)),
+				actNotify, actSound("default")),
 			rule(un, ".m.rule.call", true, conds(condMatch("type", "m.call.invite")), actNotify, actSound("ring")),
 			rule(un, ".m.rule.encrypted_room_one_to_one", true, conds(condMembers("2"), condMatch("type", "m.room.encrypted")),
 				actNotify, actSound("default")),
 			rule(un, ".m.rule.room_one_to_one", true, conds(condMembers("2"), condMatch("type", "m.room.message")),
 				actNotify, actSound("default")),
+			// MSC3930: a poll started or ended notifies like a message
+			// does, with a sound in a one-to-one room.
+			rule(un, ".org.matrix.msc3930.rule.poll_start_one_to_one", true, conds(condMembers("2"), condMatch("type", pollStart)),
+				actNotify, actSound("default")),
+			rule(un, ".org.matrix.msc3930.rule.poll_end_one_to_one", true, conds(condMembers("2"), condMatch("type", pollEnd)),
+				actNotify, actSound("default")),
 			rule(un, ".m.rule.message", true, conds(condMatch("type", "m.room.message")), actNotify),
 			rule(un, ".m.rule.encrypted", true, conds(condMatch("type", "m.room.encrypted")), actNotify),
+			rule(un, ".org.matrix.msc3930.rule.poll_start", true, conds(condMatch("type", pollStart)), actNotify),
+			rule(un, ".org.matrix.msc3930.rule.poll_end", true, conds(condMatch("type", pollEnd)), actNotify),
 		},
 	}
 }
@@ -436,8 +467,10 @@ func newUserRule(kind, id string, actions, conditions []json.RawMessage, pattern
 	return r, nil
 }
 
-// parseActions validates an actions array and strips the historical
-// dont_notify and coalesce actions, which the spec says to ignore.
+// parseActions validates an actions array. The historical dont_notify and
+// coalesce actions are kept as the client gave them (clients read their own
+// rules back) and ignored when the rule is evaluated (outcomeOf), which is
+// what the spec requires of them ("Historical Actions").
 func parseActions(raw json.RawMessage) ([]json.RawMessage, error) {
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
@@ -455,6 +488,7 @@ func parseActions(raw json.RawMessage) ([]json.RawMessage, error) {
 			case "notify":
 				out = append(out, actNotify)
 			case "dont_notify", "coalesce":
+				out = append(out, json.RawMessage(strconv.Quote(v.Str)))
 			default:
 				return nil, spec.BadJSON("unknown action %q", v.Str)
 			}

@@ -105,6 +105,7 @@ type Service struct {
 	rulesMu sync.Mutex // serialises rule changes (read, change, write)
 
 	threads  *threadIndex
+	subs     *threadSubs // MSC4306 thread subscriptions (threadsubs.go)
 	counts   *countStore
 	ids      *interned
 	gateways *dispatcher
@@ -145,6 +146,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	s.ids = ids
 	if err := s.loadCounts(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.loadThreadSubs(ctx); err != nil {
 		return nil, err
 	}
 	s.gateways = newDispatcher(s)
@@ -227,6 +231,9 @@ func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomSt
 		Members: len(joined),
 	}
 	view.SenderMay = senderMay(state, sender)
+	if thread != mainThread {
+		view.Thread = thread
+	}
 	for _, r := range recipients {
 		if s.acct != nil && s.acct.IgnoredUsers(r.user)[sender] {
 			continue // the client hides the event: nothing to count or push
@@ -237,7 +244,8 @@ func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomSt
 			rules = &userRules{compiled: compile(DefaultRules(r.user))}
 		}
 		user := r.user
-		o := rules.compiled.evaluate(view, Recipient{User: user, DisplayName: func() string { return memberName(state, user) }})
+		o := rules.compiled.evaluate(view, Recipient{User: user, DisplayName: func() string { return memberName(state, user) },
+			SubscribedToThread: func() bool { return s.subs.subscribed(user, room, thread) }})
 		if !o.Notify {
 			continue
 		}

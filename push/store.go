@@ -130,6 +130,7 @@ INSERT INTO push_notified (user_nid, position, actions_id, flags)
 	SELECT u.nid, n.position, a.id, (CASE WHEN n.highlight THEN 1 ELSE 0 END) | (CASE WHEN n.counted THEN 2 ELSE 0 END)
 	FROM push_notifications n JOIN push_users u ON u.user_id = n.user_id JOIN push_actions a ON a.actions = n.actions;
 DROP TABLE push_notifications;`,
+	threadSubsSchema,
 }}
 
 const (

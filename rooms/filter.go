@@ -21,6 +21,10 @@ type RoomEventFilter struct {
 	LazyLoadMembers         bool     `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool     `json:"include_redundant_members,omitempty"`
 	UnreadThreadNotes       bool     `json:"unread_thread_notifications,omitempty"`
+	// MSC3874: events by the rel_type of their m.relates_to; an event
+	// without a relation passes not_rel_types and fails rel_types.
+	RelTypes    []string `json:"org.matrix.msc3874.rel_types,omitempty"`
+	NotRelTypes []string `json:"org.matrix.msc3874.not_rel_types,omitempty"`
 }
 
 // Validate refuses values the spec does not allow.
@@ -58,7 +62,8 @@ func ValidateRoomIDs(lists ...[]string) error {
 // HidesEvents reports whether the filter leaves out some events of a room
 // by type, sender or URL (not only by count).
 func (f *RoomEventFilter) HidesEvents() bool {
-	return f != nil && (f.Types != nil || len(f.NotTypes) > 0 || f.Senders != nil || len(f.NotSenders) > 0 || f.ContainsURL != nil)
+	return f != nil && (f.Types != nil || len(f.NotTypes) > 0 || f.Senders != nil || len(f.NotSenders) > 0 || f.ContainsURL != nil ||
+		f.RelTypes != nil || len(f.NotRelTypes) > 0)
 }
 
 // MatchesRoom reports whether events of the room pass rooms/not_rooms.
@@ -110,7 +115,21 @@ func (f *RoomEventFilter) Matches(p *events.PDU) bool {
 			return false
 		}
 	}
-	return true
+	return f.matchesRelation(p)
+}
+
+// matchesRelation checks rel_types and not_rel_types (MSC3874). The relation
+// is outside the ciphertext of an encrypted event, so this works in
+// encrypted rooms too.
+func (f *RoomEventFilter) matchesRelation(p *events.PDU) bool {
+	if f.RelTypes == nil && len(f.NotRelTypes) == 0 {
+		return true
+	}
+	rel := p.Content().Get(`m\.relates_to.rel_type`).Str
+	if rel != "" && contains(f.NotRelTypes, rel) {
+		return false
+	}
+	return f.RelTypes == nil || (rel != "" && contains(f.RelTypes, rel))
 }
 
 func contains(list []string, s string) bool {

@@ -246,12 +246,16 @@ func (h *handlers) send(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	from := Sender{User: dev.UserID, Device: dev.DeviceID}
+	if h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, TxnID: c.Param("txnId")}) {
+		return
+	}
 	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, nil, c.Param("txnId"), content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, typ, nil, c.Param("txnId"), content)
 	if err != nil {
 		c.Error(err)
 		return
@@ -276,17 +280,33 @@ func (h *handlers) putState(c *gin.Context) {
 		return
 	}
 	key := stateKeyParam(c)
+	from := Sender{User: dev.UserID, Device: dev.DeviceID}
+	if h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, StateKey: &key}) {
+		return
+	}
 	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, typ, &key, "", content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, typ, &key, "", content)
 	if err != nil {
 		c.Error(err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": eid})
+}
+
+// delayed hands a request with MSC4140's delay parameter to the scheduler
+// and reports whether it did.
+func (h *handlers) delayed(c *gin.Context, d DelayedSend) bool {
+	delay, ok := c.GetQuery(DelayParam)
+	if !ok || h.s.delayer == nil {
+		return false
+	}
+	d.Delay = delay
+	h.s.delayer.ServeDelayed(c, d)
+	return true
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state

@@ -36,11 +36,8 @@ func errNotInRoom(id spec.RoomID) *spec.Error {
 // per event, and the order stays the one the events were built in. The
 // next group is built while this one is written (room.go, the pipeline).
 func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
-	if typ == spec.MRoomCreate {
-		return "", spec.Forbidden("a room has exactly one m.room.create event")
-	}
-	if typ == spec.MRoomRedaction && stateKey == nil {
-		return "", spec.Forbidden("use the /redact endpoint to redact events")
+	if err := CheckSendable(typ, stateKey); err != nil {
+		return "", err
 	}
 	if typ == spec.MRoomMember && stateKey != nil {
 		return s.SetMemberState(ctx, from, id, *stateKey, content)
@@ -74,6 +71,18 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 	r.writeMu.Unlock()
 	res := <-req.done // ours was in this group or an earlier one
 	return res.id, res.err
+}
+
+// CheckSendable refuses the event types /send and /state never send: a
+// second m.room.create, and redactions (they have their own endpoint).
+func CheckSendable(typ string, stateKey *string) error {
+	if typ == spec.MRoomCreate {
+		return spec.Forbidden("a room has exactly one m.room.create event")
+	}
+	if typ == spec.MRoomRedaction && stateKey == nil {
+		return spec.Forbidden("use the /redact endpoint to redact events")
+	}
+	return nil
 }
 
 // sendReq is one queued send.

@@ -78,6 +78,9 @@ type Service struct {
 	hook     CommitHook
 	// sendLimit rate-limits the send routes (nil: none).
 	sendLimit gin.HandlerFunc
+	// delayer schedules sends that carry MSC4140's delay (nil: the
+	// parameter is ignored, as an unknown query parameter is).
+	delayer Delayer
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change
@@ -127,6 +130,36 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return s, nil
 }
+
+// Delayer answers a send or state request that carries MSC4140's delay
+// parameter: it schedules the event instead of sending it now, and writes
+// the response ({"delay_id"}). It reads the body itself, after looking up
+// the transaction ID, as a retried request may come without one.
+type Delayer interface {
+	ServeDelayed(c *gin.Context, d DelayedSend)
+}
+
+// DelayedSend is what a delayed send or state request names.
+type DelayedSend struct {
+	From     Sender
+	Room     spec.RoomID
+	Type     string
+	StateKey *string // nil for a message event
+	TxnID    string  // "" for a state event
+	Delay    string  // the query parameter, in milliseconds
+}
+
+// DelayParam is the query parameter of /send and /state that delays the
+// event (MSC4140, unstable prefix).
+const DelayParam = "org.matrix.msc4140.delay"
+
+// DelayedTxnPrefix starts the transaction ID under which a delayed event is
+// finally sent: the send stays idempotent across a crash, and the sender
+// sees the delay ID in unsigned (MSC4140).
+const DelayedTxnPrefix = "org.matrix.msc4140.delay_id:"
+
+// SetDelayer wires the scheduler of delayed events; call it before Routes.
+func (s *Service) SetDelayer(d Delayer) { s.delayer = d }
 
 // SetNotifier wires the notifier after construction (sync is built after
 // rooms, because it reads from it).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
@@ -339,21 +340,21 @@ func (v *Viewer) membershipAt(room spec.RoomID, pos int64) string {
 // unsigned is an event's unsigned object for the viewer (nil when empty),
 // with more keys (bundled aggregations) if given.
 func (v *Viewer) unsigned(ev *Event, more map[string]any) []byte {
-	var txn string
-	if v != nil && ev.TxnID != "" && ev.PDU.Sender() == v.User && ev.DeviceID == v.Device {
-		txn = ev.TxnID
+	var txnKey, txn string
+	if v != nil {
+		txnKey, txn = ownUnsigned(ev, v.User, v.Device)
 	}
 	m := v.membershipAt(ev.PDU.RoomID(), ev.Position)
 	if len(more) == 0 && ev.RedactedBecause == nil {
 		// The /sync path: two strings, written without a map.
-		return appendUnsigned(nil, m, txn)
+		return appendUnsigned(nil, m, txnKey, txn)
 	}
 	u := make(map[string]any, len(more)+2)
 	for k, val := range more {
 		u[k] = val
 	}
-	if txn != "" {
-		u["transaction_id"] = txn
+	if txnKey != "" {
+		u[txnKey] = txn
 	}
 	if m != "" {
 		u["membership"] = m
@@ -365,15 +366,15 @@ func (v *Viewer) unsigned(ev *Event, more map[string]any) []byte {
 	}
 	out, err := events.MarshalCanonical(u)
 	if err != nil {
-		return appendUnsigned(nil, m, txn)
+		return appendUnsigned(nil, m, txnKey, txn)
 	}
 	return out
 }
 
-// appendUnsigned writes {"membership":…,"transaction_id":…} with the keys
-// that are set, or nothing.
-func appendUnsigned(b []byte, membership, txn string) []byte {
-	if membership == "" && txn == "" {
+// appendUnsigned writes {"membership":…,TXNKEY:…} with the keys that are
+// set, or nothing. txnKey is "transaction_id" or the delay ID's key.
+func appendUnsigned(b []byte, membership, txnKey, txn string) []byte {
+	if membership == "" && txnKey == "" {
 		return b
 	}
 	b = append(b, '{')
@@ -381,12 +382,13 @@ func appendUnsigned(b []byte, membership, txn string) []byte {
 		q, _ := json.Marshal(membership)
 		b = append(append(b, `"membership":`...), q...)
 	}
-	if txn != "" {
+	if txnKey != "" {
 		if membership != "" {
 			b = append(b, ',')
 		}
+		k, _ := json.Marshal(txnKey)
 		q, _ := json.Marshal(txn)
-		b = append(append(b, `"transaction_id":`...), q...)
+		b = append(append(append(b, k...), ':'), q...)
 	}
 	return append(b, '}')
 }
@@ -416,6 +418,22 @@ func (s *Service) isForgotten(user spec.UserID, id spec.RoomID) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.forgotten[user][id]
+}
+
+// ownUnsigned is what unsigned tells the sender of their own event: the
+// transaction ID on the device that sent it, or, for a delayed event, its
+// delay ID on every device of the sender (MSC4140). key is "" for nothing.
+func ownUnsigned(ev *Event, viewer spec.UserID, device string) (key, value string) {
+	if ev.TxnID == "" || ev.PDU.Sender() != viewer {
+		return "", ""
+	}
+	if id, ok := strings.CutPrefix(ev.TxnID, DelayedTxnPrefix); ok {
+		return "org.matrix.msc4140.delay_id", id
+	}
+	if ev.DeviceID == device {
+		return "transaction_id", ev.TxnID
+	}
+	return "", ""
 }
 
 // Forgotten reports whether the user forgot the room.

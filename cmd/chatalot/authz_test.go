@@ -63,6 +63,10 @@ var publicRoutes = map[string]bool{
 	"GET /_matrix/media/v3/preview_url":                                   true,
 	"GET /_matrix/client/v3/login/sso/redirect":                           true,
 	"GET /metrics": true,
+	// MSC4140: the delay ID is the capability (it may be handed to a
+	// call's SFU), so managing a delayed event needs no token.
+	"POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/:delayId":         true,
+	"POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/:delayId/:action": true,
 }
 
 func route(rt gin.RouteInfo) string { return rt.Method + " " + rt.Path }

@@ -90,6 +90,7 @@ var paramValues = map[string][]string{
 	"action":        {"x", "y"},
 	"keyName":       {"displayname", strings.Repeat("k", 256)},
 	"tag":           {"u.work", strings.Repeat("g", 256)},
+	"delayId":       {"syd_unknown", strings.Repeat("d", 256)},
 }
 
 // escaped percent-encodes values for a path ("#" would end the path).

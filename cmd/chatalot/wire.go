@@ -12,6 +12,7 @@ import (
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/schedule"
 	"github.com/chatalot/chatalot/server"
 	"github.com/chatalot/chatalot/spec"
 	chatsync "github.com/chatalot/chatalot/sync"
@@ -23,7 +24,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema); err != nil {
+	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier(a.db)
@@ -100,6 +101,17 @@ func (a *App) wire(ctx context.Context) error {
 	followups, stopFollowups := context.WithCancel(context.Background())
 	go func() { <-a.stopping; stopFollowups() }()
 	go adminSvc.RunFollowups(followups)
+	// schedule sends delayed events (MSC4140) through rooms; rooms hands it
+	// the sends that carry a delay.
+	scheduleSvc, err := schedule.New(ctx, schedule.Deps{
+		DB: a.db, Rooms: roomsSvc, Log: a.log, Stopping: a.stopping, Config: schedule.DefaultConfig(),
+		ManageLimit: authSvc.Limiter().PerIP(auth.RateDelayedEvents),
+	})
+	if err != nil {
+		return err
+	}
+	roomsSvc.SetDelayer(scheduleSvc)
+	scheduleSvc.Start()
 	caps := authSvc.Capabilities()
 	for k, v := range mediaSvc.Capabilities() {
 		caps[k] = v
@@ -115,6 +127,11 @@ func (a *App) wire(ctx context.Context) error {
 			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
 			"org.matrix.msc4222": true, // use_state_after in /sync
 			"org.matrix.msc3814": true, // dehydrated devices
+			"org.matrix.msc4140": true, // delayed events
+			"org.matrix.msc4306": true, // thread subscriptions
+			"org.matrix.msc3391": true, // deleting account data
+			"org.matrix.msc3874": true, // rel_types filters on /messages
+			"org.matrix.msc3890": true, // device-local notification settings go with the device
 		},
 		Capabilities: caps,
 	})
@@ -128,6 +145,7 @@ func (a *App) wire(ctx context.Context) error {
 	keysSvc.Routes(r, requireAuth)
 	mediaSvc.Routes(r, requireAuth)
 	pushSvc.Routes(r, requireAuth)
+	scheduleSvc.Routes(r, requireAuth)
 	adminSvc.Routes(r, requireAuth)
 	a.router = r
 	return nil

@@ -15,6 +15,8 @@
 #   --server-notices-user _server: the suite expects notices from @_server.
 #   --unauthenticated-media: the suite downloads through the deprecated
 #       /_matrix/media/v3 endpoints, which Chatalot freezes by default.
+#   --password-min-length 6: the suite's fixed passwords include "hunter2" and
+#       "secret" (the default asks for 8 characters).
 PORT=$1; DIR=$2; NAME=$3
 mkdir -p "$DIR"
 [ "${COMPLEMENT_SHIM_RESTART:-}" = 1 ] || rm -rf "$DIR/data"
@@ -23,6 +25,6 @@ nohup "${CHATALOT_BIN:?set CHATALOT_BIN}" serve --data-dir "$DIR/data" \
   --listen "127.0.0.1:$PORT" --server-name "$NAME" \
   --registration open --registration-shared-secret complement \
   --rate-limits off --encryption optional --unauthenticated-media \
-  --access-token-lifetime 1h --server-notices-user _server \
+  --access-token-lifetime 1h --server-notices-user _server --password-min-length 6 \
   >>"$DIR/server.log" 2>&1 &
 echo $!
