@@ -82,6 +82,9 @@ type compiledRule struct {
 	exact   string // room rules: the room ID; sender rules: the sender
 	pattern *glob  // content rules
 	result  Outcome
+	// legacy marks the legacy body-mention rules, which stand aside for
+	// an event that has m.mentions (see legacyMention).
+	legacy bool
 }
 
 // Outcome is what the first matching rule asks for.
@@ -100,7 +103,10 @@ type compiledRules struct {
 	rules []compiledRule
 }
 
-var bodyPath = newPropertyPath("content.body")
+var (
+	bodyPath     = newPropertyPath("content.body")
+	mentionsPath = newPropertyPath(`content.m\.mentions`)
+)
 
 // compile prepares a ruleset for evaluation; disabled rules are left out.
 func compile(rs *Ruleset) *compiledRules {
@@ -110,7 +116,8 @@ func compile(rs *Ruleset) *compiledRules {
 			if !r.Enabled {
 				continue
 			}
-			cr := compiledRule{kind: kind, id: r.RuleID, result: outcomeOf(r.RuleID, r.Actions)}
+			cr := compiledRule{kind: kind, id: r.RuleID, result: outcomeOf(r.RuleID, r.Actions),
+				legacy: r.Default && legacyMention(kind, r.RuleID)}
 			switch kind {
 			case KindOverride, KindUnderride:
 				for _, c := range r.Conditions {
@@ -367,6 +374,11 @@ func (cr *compiledRules) evaluate(ev *EventView, to Recipient) Outcome {
 }
 
 func (r *compiledRule) matches(ev *EventView, to Recipient) bool {
+	if r.legacy && ev.at(mentionsPath).Exists() {
+		// Spec v1.7 (MSC3952): an event with m.mentions, whatever its
+		// value, says whom it mentions; the body is not searched.
+		return false
+	}
 	switch r.kind {
 	case KindRoom:
 		return string(ev.Room) == r.exact
