@@ -557,3 +557,64 @@ func TestEmptySyncShortcut(t *testing.T) {
 	}
 	next("")
 }
+
+// TestNewlyJoinedRoomTimelineLimited: a room newly joined in an incremental
+// sync is new to the client, so its timeline is limited unless it starts at
+// the room's creation — as an initial sync says of the same room — and
+// prev_batch reaches what the client does not have.
+func TestNewlyJoinedRoomTimelineLimited(t *testing.T) {
+	ts := newTestServer(t)
+	onlyMessages := "&filter=" + url.QueryEscape(`{"room":{"timeline":{"limit":10,"types":["m.room.message"]},"state":{"types":[]}}}`)
+	timelineOf := func(resp map[string]any, room string) (events []any, limited any, prevBatch string) {
+		tl := path(resp, "rooms", "join", room, "timeline").(map[string]any)
+		return tl["events"].([]any), tl["limited"], tl["prev_batch"].(string)
+	}
+
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	for i := range 4 {
+		ts.send(alice, room, fmt.Sprint("before ", i))
+	}
+	since := ts.syncOnce(bob, "", 0, onlyMessages)["next_batch"].(string)
+	for i := range 4 {
+		ts.send(alice, room, fmt.Sprint("after ", i))
+	}
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
+
+	// Every message fits the limit, but the room's state events before them
+	// are not in the timeline: limited, in the incremental sync and in an
+	// initial one alike.
+	inc := ts.syncOnce(bob, since, 0, onlyMessages)
+	evs, limited, prev := timelineOf(inc, room)
+	if len(evs) != 8 || limited != true {
+		t.Fatalf("newly joined room: %d events, limited %v; want 8, limited", len(evs), limited)
+	}
+	if evs, limited, _ := timelineOf(ts.syncOnce(bob, "", 0, onlyMessages), room); len(evs) != 8 || limited != true {
+		t.Fatalf("initial sync: %d events, limited %v; want 8, limited", len(evs), limited)
+	}
+	// What the timeline left out is behind prev_batch.
+	page := ts.must(bob, "GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=100&from="+url.QueryEscape(prev), nil)
+	sawCreate := false
+	for _, ev := range page["chunk"].([]any) {
+		if ev.(map[string]any)["type"] == "m.room.create" {
+			sawCreate = true
+		}
+	}
+	if !sawCreate {
+		t.Fatalf("/messages from prev_batch does not reach the room's creation: %v", page["chunk"])
+	}
+
+	// A timeline that starts at the room's creation is not limited.
+	small := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	since = ts.syncOnce(bob, since, 0, "")["next_batch"].(string)
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+small+"/join", map[string]any{})
+	evs, limited, _ = timelineOf(ts.syncOnce(bob, since, 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`)), small)
+	if limited != false || len(evs) == 0 || evs[0].(map[string]any)["type"] != "m.room.create" {
+		t.Fatalf("room from its creation: %d events, limited %v", len(evs), limited)
+	}
+	// Once joined, the next incremental sync is continuous again.
+	next := ts.syncOnce(bob, since, 0, onlyMessages)["next_batch"].(string)
+	ts.send(alice, room, "later")
+	if _, limited, _ := timelineOf(ts.syncOnce(bob, next, 0, onlyMessages), room); limited != false {
+		t.Fatalf("continuous incremental timeline: limited %v", limited)
+	}
+}
