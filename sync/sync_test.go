@@ -417,6 +417,20 @@ func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 	if !sawRoot {
 		t.Fatal("the thread root is not in the timeline")
 	}
+
+	// An event related to the root by other relations (a reaction to a
+	// reference) is in the main timeline, yet related to the thread: a
+	// receipt may name either. One in another thread may not.
+	ref := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/ref1", map[string]any{
+		"msgtype": "m.text", "body": "see root", "m.relates_to": map[string]any{"rel_type": "m.reference", "event_id": root}})["event_id"].(string)
+	reaction := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.reaction/react1", map[string]any{
+		"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": ref, "key": "👍"}})["event_id"].(string)
+	other := ts.send(alice, room, "another root")
+	for thread, want := range map[string]int{root: 200, "main": 200, other: 400} {
+		if code, body := ts.do(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read.private/"+reaction, map[string]any{"thread_id": thread}); code != want {
+			t.Errorf("receipt on the reaction in thread %s: %d %v, want %d", thread, code, body, want)
+		}
+	}
 }
 
 func TestKnockSection(t *testing.T) {
