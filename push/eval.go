@@ -479,7 +479,35 @@ func (c *condition) eval(ev *EventView, to Recipient) bool {
 		if name == "" {
 			return false
 		}
-		return compileGlob(name, true).matchWords(body)
+		return displayNameGlob(name).matchWords(body)
 	}
 	return false
+}
+
+// displayNameGlobs caches each display name compiled as a literal pattern:
+// .m.rule.contains_display_name runs for every member on every message
+// without m.mentions, and a member's name rarely changes. Cleared when
+// full, so a churn of names cannot grow it without bound.
+var displayNameGlobs = struct {
+	sync.RWMutex
+	m map[string]*glob
+}{m: map[string]*glob{}}
+
+const maxDisplayNameGlobs = 4096
+
+func displayNameGlob(name string) *glob {
+	displayNameGlobs.RLock()
+	g := displayNameGlobs.m[name]
+	displayNameGlobs.RUnlock()
+	if g != nil {
+		return g
+	}
+	g = compileGlob(name, true)
+	displayNameGlobs.Lock()
+	if len(displayNameGlobs.m) >= maxDisplayNameGlobs {
+		clear(displayNameGlobs.m)
+	}
+	displayNameGlobs.m[name] = g
+	displayNameGlobs.Unlock()
+	return g
 }
