@@ -158,6 +158,7 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 			delete(s.accountDataPos, user)
 			delete(s.ignored, user)
 			s.adMu.Unlock()
+			s.profiles.absent(user)
 		})
 		return nil
 	})

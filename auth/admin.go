@@ -135,6 +135,7 @@ func (s *Service) Reactivate(ctx context.Context, user spec.UserID, password str
 	})
 	if err == nil {
 		s.log.Info().Str("user_id", string(user)).Msg("account reactivated")
+		s.reloadProfile(ctx, user)
 	}
 	return err
 }
@@ -207,6 +208,7 @@ func (s *Service) RefreshSessions(ctx context.Context, user spec.UserID) error {
 	if err != nil {
 		return err
 	}
+	s.reloadProfile(ctx, user)
 	if !found || u.Deactivated {
 		s.tokens.removeDevice(user, "")
 		return nil

@@ -207,6 +207,7 @@ func (s *Service) setProfileField(ctx context.Context, user spec.UserID, key, va
 	if err != nil {
 		return err
 	}
+	s.profiles.set(user, dn.String, av.String)
 	if s.rooms != nil {
 		if err := s.rooms.ProfileChanged(context.WithoutCancel(ctx), user, dn.String, av.String); err != nil {
 			return err

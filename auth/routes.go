@@ -75,4 +75,6 @@ func (s *Service) clientRoutes(g *api.Versioned) {
 	a.DELETE("/user/:userId/rooms/:roomId/tags/:tag", s.deleteTag)
 
 	a.POST("/user/:userId/openid/request_token", s.requestOpenIDToken)
+
+	a.POST("/user_directory/search", s.searchUserDirectory)
 }

@@ -47,9 +47,10 @@ type Deps struct {
 	ServerName spec.ServerName
 	Config     Config
 	Log        zerolog.Logger
-	Notify     Notifier    // may be nil
-	Rooms      RoomHooks   // may be nil
-	Devices    DeviceHooks // may be nil
+	Notify     Notifier       // may be nil
+	Rooms      RoomHooks      // may be nil
+	Devices    DeviceHooks    // may be nil
+	Directory  DirectoryRooms // may be nil: the user directory finds no one
 }
 
 // Service is accounts and sessions.
@@ -62,6 +63,8 @@ type Service struct {
 	rooms      RoomHooks
 	devices    DeviceHooks
 	policy     AccessPolicy // admin.go; nil: every active account may act
+	directory  DirectoryRooms
+	profiles   *profileIndex // directory.go
 
 	now      func() time.Time // the clock; tests move it
 	hasher   *hasher
@@ -110,7 +113,8 @@ func New(d Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
-		notify: d.Notify, rooms: d.Rooms, devices: d.Devices,
+		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory,
+		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,
 		tokens:         newTokenCache(),
@@ -141,6 +145,9 @@ func New(d Deps) (*Service, error) {
 	}
 	if err := s.loadAccountDataMemory(ctx); err != nil {
 		return nil, fmt.Errorf("auth: load account data positions: %w", err)
+	}
+	if err := s.loadProfileIndex(ctx); err != nil {
+		return nil, fmt.Errorf("auth: load profiles: %w", err)
 	}
 	return s, nil
 }
@@ -205,7 +212,11 @@ func (s *Service) insertAccount(tx *storage.Tx, id spec.UserID, hash string, adm
 	if n > 0 {
 		return spec.NewError(spec.ErrUserInUse, "the user ID is already taken")
 	}
-	return insertUser(tx, id, hash, admin, displayName, time.Now().UnixMilli())
+	if err := insertUser(tx, id, hash, admin, displayName, time.Now().UnixMilli()); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { s.profiles.set(id, displayName, "") })
+	return nil
 }
 
 // newUserID validates a requested localpart for a new account (lower-cased,

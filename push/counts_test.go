@@ -360,3 +360,55 @@ func TestStagedRowsMoveOnceABurstIsOver(t *testing.T) {
 		t.Fatalf("%d rows moved (%v), want at least 10", notified, err)
 	}
 }
+
+// TestLegacyMentionRules: the v1.11 body-mention rules highlight a message
+// that names the user (localpart, display name in the room, "@room" from a
+// sender allowed to notify the room), and stand aside when the event has
+// m.mentions, whatever it holds (spec v1.7, MSC3952).
+func TestLegacyMentionRules(t *testing.T) {
+	ts := newTestServer(t)
+	room := ts.room(alice, bob, carol)
+	ts.state(bob, room, "m.room.member", bob, map[string]any{"membership": "join", "displayname": "Bobby Tables"})
+	noMentions := map[string]any{}
+	cases := []struct {
+		name      string
+		sender    string
+		body      string
+		mentions  any // nil: no m.mentions property
+		highlight bool
+	}{
+		{"localpart", alice, "lunch, bob?", nil, true},
+		{"localpart in a user ID", alice, "ping @bob:test!", nil, true},
+		{"localpart inside a word", alice, "a bobcat", nil, false},
+		{"localpart with m.mentions", alice, "lunch, bob?", noMentions, false},
+		{"display name", alice, "bobby tables, look", nil, true},
+		{"display name with m.mentions", alice, "Bobby Tables, look", map[string]any{"user_ids": []string{}}, false},
+		{"@room from the creator", alice, "@room: release", nil, true},
+		{"@room without the power", carol, "@room: release", nil, false},
+		{"@room with m.mentions", alice, "@room: release", noMentions, false},
+		{"m.mentions of bob", alice, "hi", map[string]any{"user_ids": []string{bob}}, true},
+	}
+	for _, c := range cases {
+		before := ts.counts(bob, room)
+		content := map[string]any{"msgtype": "m.text", "body": c.body}
+		if c.mentions != nil {
+			content["m.mentions"] = c.mentions
+		}
+		ts.send(c.sender, room, "m.room.message", content)
+		got := ts.counts(bob, room)
+		want := [2]int64{before[0] + 1, before[1]}
+		if c.highlight {
+			want[1]++
+		}
+		if got != want {
+			t.Errorf("%s: counts went from %v to %v, want %v", c.name, before, got, want)
+		}
+	}
+	// The legacy rules are the user's to turn off, like any default rule.
+	ts.must(bob, "PUT", rulesPath+"global/content/.m.rule.contains_user_name/enabled", map[string]any{"enabled": false})
+	before := ts.counts(bob, room)
+	ts.text(alice, room, "lunch, bob?")
+	if got := ts.counts(bob, room); got != [2]int64{before[0] + 1, before[1]} {
+		t.Errorf("disabled contains_user_name: counts went from %v to %v", before, got)
+	}
+}

@@ -84,6 +84,9 @@ type compiledRule struct {
 	exact   string // room rules: the room ID; sender rules: the sender
 	pattern *glob  // content rules
 	result  Outcome
+	// legacy marks the legacy body-mention rules, which stand aside for
+	// an event that has m.mentions (see legacyMention).
+	legacy bool
 }
 
 // Outcome is what the first matching rule asks for.
@@ -102,7 +105,10 @@ type compiledRules struct {
 	rules []compiledRule
 }
 
-var bodyPath = newPropertyPath("content.body")
+var (
+	bodyPath     = newPropertyPath("content.body")
+	mentionsPath = newPropertyPath(`content.m\.mentions`)
+)
 
 // compile prepares a ruleset for evaluation; disabled rules are left out.
 func compile(rs *Ruleset) *compiledRules {
@@ -112,7 +118,8 @@ func compile(rs *Ruleset) *compiledRules {
 			if !r.Enabled {
 				continue
 			}
-			cr := compiledRule{kind: kind, id: r.RuleID, result: outcomeOf(r.RuleID, r.Actions)}
+			cr := compiledRule{kind: kind, id: r.RuleID, result: outcomeOf(r.RuleID, r.Actions),
+				legacy: r.Default && legacyMention(kind, r.RuleID)}
 			switch kind {
 			case KindOverride, KindUnderride:
 				for _, c := range r.Conditions {
@@ -391,6 +398,11 @@ func (cr *compiledRules) evaluate(ev *EventView, to Recipient) Outcome {
 }
 
 func (r *compiledRule) matches(ev *EventView, to Recipient) bool {
+	if r.legacy && ev.at(mentionsPath).Exists() {
+		// Spec v1.7 (MSC3952): an event with m.mentions, whatever its
+		// value, says whom it mentions; the body is not searched.
+		return false
+	}
 	switch r.kind {
 	case KindRoom:
 		return string(ev.Room) == r.exact
@@ -491,9 +503,37 @@ func (c *condition) eval(ev *EventView, to Recipient) bool {
 		if name == "" {
 			return false
 		}
-		return compileGlob(name, true).matchWords(body)
+		return displayNameGlob(name).matchWords(body)
 	case threadSubscriptionCondition:
 		return threadSubscriptionHolds(c, ev, to)
 	}
 	return false
+}
+
+// displayNameGlobs caches each display name compiled as a literal pattern:
+// .m.rule.contains_display_name runs for every member on every message
+// without m.mentions, and a member's name rarely changes. Cleared when
+// full, so a churn of names cannot grow it without bound.
+var displayNameGlobs = struct {
+	sync.RWMutex
+	m map[string]*glob
+}{m: map[string]*glob{}}
+
+const maxDisplayNameGlobs = 4096
+
+func displayNameGlob(name string) *glob {
+	displayNameGlobs.RLock()
+	g := displayNameGlobs.m[name]
+	displayNameGlobs.RUnlock()
+	if g != nil {
+		return g
+	}
+	g = compileGlob(name, true)
+	displayNameGlobs.Lock()
+	if len(displayNameGlobs.m) >= maxDisplayNameGlobs {
+		clear(displayNameGlobs.m)
+	}
+	displayNameGlobs.m[name] = g
+	displayNameGlobs.Unlock()
+	return g
 }

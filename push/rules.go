@@ -192,6 +192,10 @@ func condPermission(key string) json.RawMessage {
 	return mustJSON(map[string]any{"kind": "sender_notification_permission", "key": key})
 }
 
+func condDisplayName() json.RawMessage {
+	return mustJSON(map[string]any{"kind": "contains_display_name"})
+}
+
 func rule(kind, id string, enabled bool, conds []json.RawMessage, actions ...json.RawMessage) *Rule {
 	if conds == nil {
 		conds = []json.RawMessage{}
@@ -213,12 +217,37 @@ const (
 	pollResponseRuleID = ".org.matrix.msc3930.rule.poll_response"
 )
 
-// DefaultRules is the spec's server-default rule set for a user, in the
-// spec's order. Since v1.17 the spec no longer has the legacy rules that
-// looked for the user's name in the body (.m.rule.contains_display_name,
-// .m.rule.contains_user_name, .m.rule.roomnotif): mentions go through
-// m.mentions (.m.rule.is_user_mention, .m.rule.is_room_mention), and the
-// contains_display_name condition stays evaluable for user rules.
+// The legacy body-mention rules. Spec v1.17 (MSC4210) removed them, but
+// Chatalot advertises versions up to v1.11, where they are predefined and
+// deprecated since v1.7 (MSC3952): they "should only be enabled if the
+// event does not have an m.mentions property", which legacyMention
+// enforces at evaluation. Bots that send no m.mentions rely on them.
+const (
+	ruleContainsDisplayName = ".m.rule.contains_display_name"
+	ruleContainsUserName    = ".m.rule.contains_user_name"
+	ruleRoomNotif           = ".m.rule.roomnotif"
+)
+
+// legacyMention reports whether a rule is one of the legacy body-mention
+// rules, which do not apply to an event that has m.mentions.
+func legacyMention(kind, id string) bool {
+	switch kind {
+	case KindOverride:
+		return id == ruleContainsDisplayName || id == ruleRoomNotif
+	case KindContent:
+		return id == ruleContainsUserName
+	}
+	return false
+}
+
+// contentRule is a server-default content rule: a pattern on content.body.
+func contentRule(id, pattern string, actions ...json.RawMessage) *Rule {
+	return &Rule{kind: KindContent, RuleID: id, Default: true, Enabled: true, Pattern: &pattern, Actions: actions}
+}
+
+// DefaultRules is the server-default rule set for a user, in the order of
+// spec v1.11 (the newest version Chatalot advertises), which includes the
+// deprecated legacy mention rules (see legacyMention).
 func DefaultRules(user spec.UserID) *Ruleset {
 	u := string(user)
 	const o, un = KindOverride, KindUnderride
@@ -232,8 +261,12 @@ func DefaultRules(user spec.UserID) *Ruleset {
 			rule(o, ".m.rule.member_event", true, conds(condMatch("type", "m.room.member"))),
 			rule(o, ".m.rule.is_user_mention", true, conds(condContains(`content.m\.mentions.user_ids`, u)),
 				actNotify, actSound("default"), actHighlight),
+			rule(o, ruleContainsDisplayName, true, conds(condDisplayName()),
+				actNotify, actSound("default"), actHighlight),
 			rule(o, ".m.rule.is_room_mention", true,
 				conds(condIs(`content.m\.mentions.room`, true), condPermission("room")),
+				actNotify, actHighlight),
+			rule(o, ruleRoomNotif, true, conds(condMatch("content.body", "@room"), condPermission("room")),
 				actNotify, actHighlight),
 			rule(o, ".m.rule.tombstone", true, conds(condMatch("type", "m.room.tombstone"), condMatch("state_key", "")),
 				actNotify, actHighlight),
@@ -248,9 +281,11 @@ func DefaultRules(user spec.UserID) *Ruleset {
 			// lose every thread reply. A client that subscribes turns it on.
 			rule(o, ".io.element.msc4306.rule.unsubscribed_thread", false, conds(condThreadSubscribed(false))),
 		},
-		Content: []*Rule{},
-		Room:    []*Rule{},
-		Sender:  []*Rule{},
+		Content: []*Rule{
+			contentRule(ruleContainsUserName, user.Localpart(), actNotify, actSound("default"), actHighlight),
+		},
+		Room:   []*Rule{},
+		Sender: []*Rule{},
 		Underride: []*Rule{
 			// MSC4306: a followed thread notifies.
 			rule(un, ".io.element.msc4306.rule.subscribed_thread", true, conds(condThreadSubscribed(true)),

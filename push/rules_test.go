@@ -22,10 +22,12 @@ func TestDefaultRules(t *testing.T) {
 	ts := newTestServer(t)
 	all := ts.must(alice, "GET", rulesPath, nil)
 	global := all["global"].(map[string]any)
+	// Spec v1.11's order, with the legacy mention rules (deprecated, not
+	// yet removed there).
 	wantOverride := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
-		".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.tombstone", ".m.rule.reaction",
-		".m.rule.room.server_acl", ".m.rule.suppress_edits", ".org.matrix.msc3930.rule.poll_response",
-		".io.element.msc4306.rule.unsubscribed_thread"}
+		".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
+		".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits",
+		".org.matrix.msc3930.rule.poll_response", ".io.element.msc4306.rule.unsubscribed_thread"}
 	// MSC3930: the one-to-one poll rules come before the generic ones.
 	// MSC4306: a followed thread notifies before any other underride.
 	wantUnderride := []string{".io.element.msc4306.rule.subscribed_thread", ".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
@@ -37,7 +39,14 @@ func TestDefaultRules(t *testing.T) {
 	if got := ruleIDs(global["underride"]); !equal(got, wantUnderride) {
 		t.Errorf("underride: %v", got)
 	}
-	for _, k := range []string{"content", "room", "sender"} {
+	if got := ruleIDs(global["content"]); !equal(got, []string{".m.rule.contains_user_name"}) {
+		t.Errorf("content: %v", got)
+	}
+	// The content rule's pattern is the user's localpart.
+	if r := ts.must(alice, "GET", rulesPath+"global/content/.m.rule.contains_user_name", nil); r["pattern"] != "alice" || r["default"] != true {
+		t.Errorf("contains_user_name: %v", r)
+	}
+	for _, k := range []string{"room", "sender"} {
 		if l, ok := global[k].([]any); !ok || len(l) != 0 {
 			t.Errorf("%s: %v", k, global[k])
 		}
@@ -87,16 +96,17 @@ func TestRuleCRUD(t *testing.T) {
 	order := func(kind string) []string {
 		return ruleIDs(ts.must(alice, "GET", rulesPath+"global/", nil)[kind])
 	}
-	if got := order("content"); !equal(got, []string{"time", "tea"}) {
+	// User content rules come before the server default one.
+	if got := order("content"); !equal(got, []string{"time", "tea", ".m.rule.contains_user_name"}) {
 		t.Fatalf("content order: %v", got)
 	}
 	// before and after place a rule next to a user rule.
 	put("content", "cake", "?before=tea", map[string]any{"pattern": "cake*lie", "actions": []any{"notify"}})
-	if got := order("content"); !equal(got, []string{"time", "cake", "tea"}) {
+	if got := order("content"); !equal(got, []string{"time", "cake", "tea", ".m.rule.contains_user_name"}) {
 		t.Fatalf("after before=tea: %v", got)
 	}
 	put("content", "time", "?after=tea", map[string]any{"pattern": "time", "actions": []any{}})
-	if got := order("content"); !equal(got, []string{"cake", "tea", "time"}) {
+	if got := order("content"); !equal(got, []string{"cake", "tea", "time", ".m.rule.contains_user_name"}) {
 		t.Fatalf("after after=tea: %v", got)
 	}
 	// Relative to a missing or a server-default rule: the spec's 400.
@@ -152,7 +162,7 @@ func TestRuleCRUD(t *testing.T) {
 	ts.wantError(alice, "DELETE", rulesPath+"global/content/cake", nil, 404, spec.ErrNotFound)
 
 	// Another user is untouched.
-	if got := ruleIDs(ts.must(bob, "GET", rulesPath+"global/", nil)["content"]); len(got) != 0 {
+	if got := ruleIDs(ts.must(bob, "GET", rulesPath+"global/", nil)["content"]); !equal(got, []string{".m.rule.contains_user_name"}) {
 		t.Errorf("bob's content rules: %v", got)
 	}
 
@@ -162,7 +172,7 @@ func TestRuleCRUD(t *testing.T) {
 		t.Fatal("no m.push_rules stored")
 	}
 	again := rulesFromAccountData(raw, alice)
-	if got := ruleIDs(mustDecode(t, again)["content"]); !equal(got, []string{"tea", "time"}) {
+	if got := ruleIDs(mustDecode(t, again)["content"]); !equal(got, []string{"tea", "time", ".m.rule.contains_user_name"}) {
 		t.Errorf("reloaded content: %v", got)
 	}
 	if m, _ := again.Find(KindOverride, masterRuleID); !m.Enabled {

@@ -597,6 +597,28 @@ func (s *Service) ThreadOf(ctx context.Context, room spec.RoomID, id spec.EventI
 	return "main", nil
 }
 
+// RelatesTo reports whether an event leads to the target through 1 to 3
+// relations of any type. A threaded receipt may name a thread its event
+// relates to: an annotation of a reference to the thread root is in the
+// main timeline (receipts, "Threaded read receipts"), yet related to the
+// thread, and clients use it to mark the whole thread read; the spec's 400
+// is for an event "not related to the thread_id".
+func (s *Service) RelatesTo(ctx context.Context, room spec.RoomID, id, target spec.EventID) (bool, error) {
+	for hop := 0; hop < 3; hop++ {
+		rows, err := scanChildren(ctx, s, `SELECT `+childColumns+` WHERE event_id = $1`, string(id))
+		if err != nil {
+			return false, err
+		}
+		if len(rows) == 0 || rows[0].room != room {
+			return false, nil
+		}
+		if id = rows[0].parent; id == target {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // RelationsQuery is what GET /relations asks for.
 type RelationsQuery struct {
 	RelType   string // "" for any

@@ -310,14 +310,15 @@ func (s *Service) postReceipt(c *gin.Context) {
 		return
 	}
 	if thread != "" {
-		// Threaded read receipts: the event must be in the thread named.
-		in, err := s.rooms.ThreadOf(c.Request.Context(), room, eventID)
+		// Threaded read receipts: the event must be in the thread named,
+		// or relate to its root.
+		ok, err := s.receiptFitsThread(c.Request.Context(), room, eventID, thread)
 		if err != nil {
 			c.Error(err)
 			return
 		}
-		if in != thread {
-			c.Error(spec.InvalidParam("event %s is not in thread %s", eventID, thread))
+		if !ok {
+			c.Error(spec.InvalidParam("event %s is not related to thread %s", eventID, thread))
 			return
 		}
 	}
@@ -326,6 +327,19 @@ func (s *Service) postReceipt(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{})
+}
+
+// receiptFitsThread reports whether a threaded receipt may name the thread:
+// the event is in it, or relates to its root.
+func (s *Service) receiptFitsThread(ctx context.Context, room spec.RoomID, eventID spec.EventID, thread string) (bool, error) {
+	in, err := s.rooms.ThreadOf(ctx, room, eventID)
+	if err != nil || in == thread {
+		return in == thread, err
+	}
+	if thread == "main" {
+		return false, nil
+	}
+	return s.rooms.RelatesTo(ctx, room, eventID, spec.EventID(thread))
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/read_markers

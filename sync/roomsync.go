@@ -60,6 +60,9 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		if err != nil {
 			return nil, err
 		}
+		if floor == 0 {
+			limited = limited || !startsAtCreation(evs)
+		}
 	}
 	evs = dropIgnored(evs, ignored)
 	start := now.Pos
@@ -238,6 +241,9 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 	if err != nil {
 		return nil, err
 	}
+	if floor == 0 {
+		limited = limited || !startsAtCreation(evs)
+	}
 	evs, limited = s.withOwnLeave(req.user, id, leavePos, evs, limited, limit, tf)
 	start := leavePos
 	if len(evs) > 0 {
@@ -252,6 +258,25 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 		return nil, err
 	}
 	return lr, nil
+}
+
+// startsAtCreation reports whether a timeline read from the room's
+// beginning (an initial sync, a room newly joined in an incremental one)
+// starts at the room's m.room.create event. When it does not, the timeline
+// is limited: the client holds nothing of the room, so every earlier event
+// (past the limit, or hidden by the filter's types) is a gap that it fills
+// by paginating back from prev_batch (what the Complement suite, from
+// Sytest, expects of a newly joined room).
+// matrix-js-sdk ignores limited for a room it has not seen before (it only
+// sets the back-pagination token), and resets the timeline of a room it
+// knew (a rejoin), which has a gap indeed.
+func startsAtCreation(evs []*rooms.Event) bool {
+	if len(evs) == 0 {
+		return false
+	}
+	first := evs[0].PDU
+	sk, isState := first.StateKey()
+	return first.Type() == spec.MRoomCreate && isState && sk == ""
 }
 
 // withOwnLeave ends a left room's timeline with the user's own leave (or

@@ -461,6 +461,20 @@ func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 	if !sawRoot {
 		t.Fatal("the thread root is not in the timeline")
 	}
+
+	// An event related to the root by other relations (a reaction to a
+	// reference) is in the main timeline, yet related to the thread: a
+	// receipt may name either. One in another thread may not.
+	ref := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/ref1", map[string]any{
+		"msgtype": "m.text", "body": "see root", "m.relates_to": map[string]any{"rel_type": "m.reference", "event_id": root}})["event_id"].(string)
+	reaction := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.reaction/react1", map[string]any{
+		"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": ref, "key": "👍"}})["event_id"].(string)
+	other := ts.send(alice, room, "another root")
+	for thread, want := range map[string]int{root: 200, "main": 200, other: 400} {
+		if code, body := ts.do(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/receipt/m.read.private/"+reaction, map[string]any{"thread_id": thread}); code != want {
+			t.Errorf("receipt on the reaction in thread %s: %d %v, want %d", thread, code, body, want)
+		}
+	}
 }
 
 func TestKnockSection(t *testing.T) {
@@ -620,4 +634,65 @@ func TestSyncRedactedEventCarriesRedactedBecause(t *testing.T) {
 		return
 	}
 	t.Fatal("the redacted event is not in the timeline")
+}
+
+// TestNewlyJoinedRoomTimelineLimited: a room newly joined in an incremental
+// sync is new to the client, so its timeline is limited unless it starts at
+// the room's creation — as an initial sync says of the same room — and
+// prev_batch reaches what the client does not have.
+func TestNewlyJoinedRoomTimelineLimited(t *testing.T) {
+	ts := newTestServer(t)
+	onlyMessages := "&filter=" + url.QueryEscape(`{"room":{"timeline":{"limit":10,"types":["m.room.message"]},"state":{"types":[]}}}`)
+	timelineOf := func(resp map[string]any, room string) (events []any, limited any, prevBatch string) {
+		tl := path(resp, "rooms", "join", room, "timeline").(map[string]any)
+		return tl["events"].([]any), tl["limited"], tl["prev_batch"].(string)
+	}
+
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	for i := range 4 {
+		ts.send(alice, room, fmt.Sprint("before ", i))
+	}
+	since := ts.syncOnce(bob, "", 0, onlyMessages)["next_batch"].(string)
+	for i := range 4 {
+		ts.send(alice, room, fmt.Sprint("after ", i))
+	}
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
+
+	// Every message fits the limit, but the room's state events before them
+	// are not in the timeline: limited, in the incremental sync and in an
+	// initial one alike.
+	inc := ts.syncOnce(bob, since, 0, onlyMessages)
+	evs, limited, prev := timelineOf(inc, room)
+	if len(evs) != 8 || limited != true {
+		t.Fatalf("newly joined room: %d events, limited %v; want 8, limited", len(evs), limited)
+	}
+	if evs, limited, _ := timelineOf(ts.syncOnce(bob, "", 0, onlyMessages), room); len(evs) != 8 || limited != true {
+		t.Fatalf("initial sync: %d events, limited %v; want 8, limited", len(evs), limited)
+	}
+	// What the timeline left out is behind prev_batch.
+	page := ts.must(bob, "GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=100&from="+url.QueryEscape(prev), nil)
+	sawCreate := false
+	for _, ev := range page["chunk"].([]any) {
+		if ev.(map[string]any)["type"] == "m.room.create" {
+			sawCreate = true
+		}
+	}
+	if !sawCreate {
+		t.Fatalf("/messages from prev_batch does not reach the room's creation: %v", page["chunk"])
+	}
+
+	// A timeline that starts at the room's creation is not limited.
+	small := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
+	since = ts.syncOnce(bob, since, 0, "")["next_batch"].(string)
+	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+small+"/join", map[string]any{})
+	evs, limited, _ = timelineOf(ts.syncOnce(bob, since, 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`)), small)
+	if limited != false || len(evs) == 0 || evs[0].(map[string]any)["type"] != "m.room.create" {
+		t.Fatalf("room from its creation: %d events, limited %v", len(evs), limited)
+	}
+	// Once joined, the next incremental sync is continuous again.
+	next := ts.syncOnce(bob, since, 0, onlyMessages)["next_batch"].(string)
+	ts.send(alice, room, "later")
+	if _, limited, _ := timelineOf(ts.syncOnce(bob, next, 0, onlyMessages), room); limited != false {
+		t.Fatalf("continuous incremental timeline: limited %v", limited)
+	}
 }

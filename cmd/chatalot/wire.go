@@ -41,7 +41,7 @@ func (a *App) wire(ctx context.Context) error {
 	}
 	authSvc, err := auth.New(auth.Deps{
 		DB: a.db, ServerName: a.serverName(), Config: authCfg, Log: a.log,
-		Notify: notifier, Rooms: roomsSvc,
+		Notify: notifier, Rooms: roomsSvc, Directory: roomsSvc,
 	})
 	if err != nil {
 		return err
