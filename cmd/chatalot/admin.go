@@ -68,7 +68,7 @@ memory (open sessions, room memberships) within a second.
 func adminCommand(args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		return errors.New("admin: expected a command")
+		return usagef("admin: expected a command")
 	}
 	switch args[0] {
 	case "create-user":
@@ -89,24 +89,25 @@ func adminCommand(args []string) error {
 		return adminBackup(args[1:], os.Stdout)
 	case "restore":
 		return adminRestore(args[1:], os.Stdout)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, adminUsage)
 		return nil
 	}
-	return fmt.Errorf("admin: unknown command %q (run \"chatalot admin\" for the list)", args[0])
+	return usagef("admin: unknown command %q (run \"chatalot admin -h\" for the list)", args[0])
 }
 
 // adminFlags parses the server's settings plus a command's own flags;
 // positional arguments may come before or after the flags.
 func adminFlags(name string, args []string, own func(fs *flag.FlagSet)) (Config, []string, error) {
-	fs := flag.NewFlagSet("admin "+name, flag.ContinueOnError)
+	fs := newFlagSet("admin " + name)
 	configPath, set := configFlags(fs)
 	if own != nil {
 		own(fs)
 	}
+	help := commandHelp(adminHelpBlock(name), fs, true)
 	var pos []string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args, help); err != nil {
 			return Config{}, nil, err
 		}
 		args = fs.Args()
@@ -249,7 +250,7 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin create-user: expected one user name")
+		return usagef("admin create-user: expected one user name")
 	}
 	password, generated, err := readPassword(stdin, fromStdin)
 	if err != nil {
@@ -286,7 +287,7 @@ func adminResetPassword(args []string, stdin io.Reader, stdout io.Writer) error 
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin reset-password: expected one user name")
+		return usagef("admin reset-password: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -326,7 +327,7 @@ func adminMakeAdmin(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin make-admin: expected one user name")
+		return usagef("admin make-admin: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -361,7 +362,7 @@ func adminDeactivate(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin deactivate: expected one user name")
+		return usagef("admin deactivate: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -391,9 +392,15 @@ func adminDeactivate(args []string, stdout io.Writer) error {
 // create|list|revoke (or delete)
 func adminRegistrationToken(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("admin token: expected create, list or revoke")
+		return usagef("admin token: expected create, list or revoke")
 	}
 	sub := args[0]
+	if isHelp(sub) {
+		for _, c := range []string{"token create", "token list", "token revoke"} {
+			fmt.Fprintln(stdout, "Usage: chatalot "+adminHelpBlock(c)+"\n")
+		}
+		return nil
+	}
 	var uses int64
 	var expires string
 	var valid, invalid bool
@@ -401,7 +408,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		switch sub {
 		case "create":
 			fs.Int64Var(&uses, "uses", 0, "how many accounts the token may create (0: unlimited)")
-			fs.StringVar(&expires, "expires", "", "how long the token stays valid, such as 168h (empty: forever)")
+			fs.StringVar(&expires, "expires", "", "how long the token stays valid, a `duration` such as 168h (empty: forever)")
 		case "list":
 			fs.BoolVar(&valid, "valid", false, "only tokens that can still register an account")
 			fs.BoolVar(&invalid, "invalid", false, "only expired or used-up tokens")
@@ -414,7 +421,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 	switch sub {
 	case "create":
 		if len(pos) > 1 {
-			return errors.New("admin token create: at most one token")
+			return usagef("admin token create: at most one token")
 		}
 		var usesAllowed *int64
 		if uses < 0 {
@@ -477,7 +484,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		return nil
 	case "revoke", "delete":
 		if len(pos) != 1 {
-			return errors.New("admin token revoke: expected one token")
+			return usagef("admin token revoke: expected one token")
 		}
 		a, err := openAdmin(cfg, false)
 		if err != nil {
@@ -490,13 +497,17 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "deleted", pos[0])
 		return nil
 	}
-	return fmt.Errorf("admin token: unknown subcommand %q", sub)
+	return usagef("admin token: unknown command %q (expected create, list or revoke)", sub)
 }
 
 // adminRooms: chatalot admin rooms list [--search TERM] [--limit N]
 func adminRooms(args []string, stdout io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage: chatalot "+adminHelpBlock("rooms list"))
+		return nil
+	}
 	if len(args) == 0 || args[0] != "list" {
-		return errors.New("admin rooms: expected list")
+		return usagef("admin rooms: expected list")
 	}
 	var search string
 	var limit int
@@ -508,7 +519,7 @@ func adminRooms(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 || limit < 0 {
-		return errors.New("admin rooms list: unexpected arguments")
+		return usagef("admin rooms list: unexpected arguments")
 	}
 	a, err := openAdmin(cfg, true)
 	if err != nil {
@@ -550,7 +561,7 @@ func adminAuditLog(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 || f.Limit < 1 {
-		return errors.New("admin audit-log: unexpected arguments")
+		return usagef("admin audit-log: unexpected arguments")
 	}
 	a, err := openAdmin(cfg, false)
 	if err != nil {

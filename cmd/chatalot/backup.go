@@ -64,7 +64,7 @@ func adminBackup(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin backup: expected one directory: chatalot admin backup DIR")
+		return usagef("admin backup: expected one directory: chatalot admin backup DIR")
 	}
 	src, dst := pathsOf(cfg.DataDir), pathsOf(pos[0])
 	if _, err := os.Stat(src.db); err != nil {
@@ -151,7 +151,7 @@ func adminRestore(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin restore: expected one directory: chatalot admin restore DIR")
+		return usagef("admin restore: expected one directory: chatalot admin restore DIR")
 	}
 	src, dst := pathsOf(pos[0]), pathsOf(cfg.DataDir)
 	m, err := readManifest(src.dir)

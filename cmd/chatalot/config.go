@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
@@ -143,9 +142,7 @@ func (c *Config) Validate() ConfigError {
 	if _, err := spec.ParseServerName(c.ServerName); err != nil {
 		add("server_name", "%q is not a valid server name", c.ServerName)
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		add("listen", "%q is not HOST:PORT", c.Listen)
-	}
+	c.validateAddresses(add) // configcheck.go
 	if c.DataDir == "" {
 		add("data_dir", "must not be empty")
 	}
@@ -411,14 +408,14 @@ func loadConfig(fs *flag.FlagSet, configPath *string, set map[string]*string) (C
 	}
 	var problems ConfigError
 	if path != "" {
-		md, err := toml.DecodeFile(path, &c)
+		fileProblems, err := decodeConfigFile(path, &c)
 		if err != nil {
 			return c, path, fmt.Errorf("config file %s: %w", path, err)
 		}
-		for _, k := range md.Undecoded() {
-			problems = append(problems, Problem{k.String(), "unknown key"})
-		}
+		problems = append(problems, fileProblems...)
 	}
+	envProblems, _ := unknownVariables(os.Environ())
+	problems = append(problems, envProblems...)
 	for _, f := range fields() {
 		if v, ok := os.LookupEnv(envName(f)); ok {
 			if err := setField(&c, f, v); err != nil {

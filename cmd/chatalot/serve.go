@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -24,16 +23,23 @@ import (
 
 // serve runs the homeserver until SIGTERM or SIGINT.
 func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlagSet("serve")
 	configPath, set := configFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, serveHelp); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve: unexpected argument %q (run \"chatalot serve -h\" for its flags)", fs.Arg(0))
 	}
 	cfg, _, err := loadConfig(fs, configPath, set)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, os.Stderr)
+	_, warnings := unknownVariables(os.Environ())
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
 
 	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
 	// performance work finds its costs (see the README's Performance).
