@@ -140,19 +140,24 @@ func (c *cliAdmin) Close() { c.db.Close() }
 // brought up to date through the admin package's follow-ups (admin/cli.go).
 func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 	p := pathsOf(cfg.DataDir)
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if err := requireDataDir(p.dir); err != nil {
+		return nil, err
 	}
 	db, err := storage.Open(p.db, storage.Options{Durability: cfg.Durability})
 	if err != nil {
 		return nil, err
 	}
-	schemas := []storage.Schema{auth.Schema, admin.Schema}
+	schemas := []storage.Schema{identitySchema, auth.Schema, admin.Schema}
 	if withRooms {
 		schemas = append(schemas, rooms.Schema)
 	}
 	ctx := context.Background()
 	if err := db.Migrate(ctx, schemas...); err != nil {
+		db.Close()
+		return nil, err
+	}
+	printMigrations(os.Stderr, db, p.dir)
+	if err := checkServerName(ctx, db, p.dir, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -208,8 +213,10 @@ func readPassword(stdin io.Reader, fromStdin bool) (password string, generated b
 }
 
 // userArg turns NAME (a localpart or a full user ID of this server) into a
-// user ID.
+// user ID. Both forms are lower-cased, as account creation lower-cases
+// names, so that every command finds the account create-user made.
 func userArg(cfg Config, name string) (spec.UserID, error) {
+	localpart := name
 	if strings.HasPrefix(name, "@") {
 		u, err := spec.ParseUserID(name)
 		if err != nil {
@@ -218,11 +225,32 @@ func userArg(cfg Config, name string) (spec.UserID, error) {
 		if string(u.Server()) != cfg.ServerName {
 			return "", fmt.Errorf("%s is not a user of this server (%s)", u, cfg.ServerName)
 		}
-		return u, nil
+		localpart = u.Localpart()
 	}
-	u := spec.NewUserID(strings.ToLower(name), spec.ServerName(cfg.ServerName))
-	if _, err := spec.ParseUserID(string(u)); err != nil || name == "" {
+	u := spec.NewUserID(strings.ToLower(localpart), spec.ServerName(cfg.ServerName))
+	if _, err := spec.ParseUserID(string(u)); err != nil || localpart == "" {
 		return "", fmt.Errorf("%q is not a user name", name)
+	}
+	return u, nil
+}
+
+// newUserArg is userArg for an account to create. Reserved names (admin,
+// server, support…, and the server-notices account) are refused, as
+// registration refuses them: an account people could take for the
+// server's own voice, or one that could log in as the notices sender.
+func newUserArg(cfg Config, name string) (spec.UserID, error) {
+	u, err := userArg(cfg, name)
+	if err != nil {
+		return "", err
+	}
+	local := u.Localpart()
+	if local == cfg.ServerNoticesUser {
+		return "", fmt.Errorf("%s is the server-notices account (server_notices_user): the server creates it, without a password", u)
+	}
+	for _, r := range auth.DefaultReservedLocalparts {
+		if local == r {
+			return "", fmt.Errorf("%q is a reserved name (one people could take for the server itself): choose another", local)
+		}
 	}
 	return u, nil
 }
@@ -252,6 +280,10 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("admin create-user: expected one user name")
 	}
+	user, err := newUserArg(cfg, pos[0])
+	if err != nil {
+		return fmt.Errorf("admin create-user: %w", err)
+	}
 	password, generated, err := readPassword(stdin, fromStdin)
 	if err != nil {
 		return fmt.Errorf("admin create-user: %w", err)
@@ -261,7 +293,7 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	id, err := a.CreateUser(context.Background(), admin.CLIActor, pos[0], password, isAdmin)
+	id, err := a.CreateUser(context.Background(), admin.CLIActor, user.Localpart(), password, isAdmin)
 	if err != nil {
 		return fmt.Errorf("admin create-user: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +54,20 @@ func serve(args []string) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	// The sockets first: a port in use must stop the server before it
+	// creates anything in a new data directory.
+	ln, err := listen("listen", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.Metrics && cfg.MetricsListen != "" {
+		if metricsLn, err = listen("metrics_listen", cfg.MetricsListen); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+	}
 	app, err := openApp(cfg, log)
 	if err != nil {
 		return err
@@ -69,16 +84,9 @@ func serve(args []string) error {
 			}
 		}()
 	}
-	stopMetrics, err := app.serveMetrics()
-	if err != nil {
-		return err
-	}
+	stopMetrics := app.serveMetrics(metricsLn)
 	defer stopMetrics(context.Background())
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
 	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
 		Handler:           app.Handler(), // the router, measured when metrics are on
@@ -119,6 +127,20 @@ func serve(args []string) error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// listen opens the listening socket of a setting, naming the setting when
+// it cannot.
+func listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("%s: %s is already in use by another program (or another Chatalot); stop it, or choose another address with %s (--%s, %s)",
+			key, addr, key, strings.ReplaceAll(key, "_", "-"), "CHATALOT_"+strings.ToUpper(key))
+	case err != nil:
+		return nil, fmt.Errorf("%s: cannot listen on %s: %w", key, addr, err)
+	}
+	return ln, nil
 }
 
 // dataPaths are the files inside the data directory.
