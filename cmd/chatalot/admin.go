@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -627,6 +628,9 @@ func (c *Config) validateAdmin(add func(key, format string, args ...any)) {
 		if u, err := url.Parse(c.SupportPage); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			add("support_page", "%q is not an http(s) URL", c.SupportPage)
 		}
+	}
+	if !slices.Contains(adminAPIModes, c.AdminAPI) {
+		add("admin_api", "%q is not one of %s", c.AdminAPI, strings.Join(adminAPIModes, ", "))
 	}
 	if err := spec.ValidateLocalpart(c.ServerNoticesUser); err != nil || c.ServerNoticesUser == "" {
 		add("server_notices_user", "%q is not a valid user name", c.ServerNoticesUser)

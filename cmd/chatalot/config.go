@@ -76,6 +76,7 @@ type Config struct {
 	SupportSecurityContacts string `toml:"support_security_contacts" help:"comma-separated Matrix IDs and email addresses for security reports, published at /.well-known/matrix/support"`
 	SupportPage             string `toml:"support_page"              help:"URL of a help page for this server's users, published at /.well-known/matrix/support"`
 	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
+	AdminAPI                string `toml:"admin_api"                 help:"where /_synapse/admin is served: loopback (requests made on this machine, not through a reverse proxy), on (everywhere; admin tokens still required) or off"`
 }
 
 // defaults are what a server started with no configuration uses.
@@ -116,6 +117,7 @@ func defaults() Config {
 		PushRetryLimit:   "1h",
 
 		ServerNoticesUser: "server",
+		AdminAPI:          "loopback",
 	}
 }
 

@@ -74,13 +74,14 @@ func newMetrics(a *App) *metrics {
 	}
 }
 
-// Handler is the server's HTTP handler: the router, measured when metrics
-// are on, with /metrics in front of it when they are served on the main
-// listener.
+// Handler is the server's HTTP handler: the router behind the admin_api
+// gate, measured when metrics are on, with /metrics in front of it when
+// they are served on the main listener.
 func (a *App) Handler() http.Handler {
+	h := adminAPIGate(a.cfg.AdminAPI, a.router) // adminapi.go
 	m := a.metrics
 	if m == nil {
-		return a.router
+		return h
 	}
 	onMain := a.cfg.MetricsListen == ""
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +89,7 @@ func (a *App) Handler() http.Handler {
 			m.ServeHTTP(w, r)
 			return
 		}
-		m.measure(a.router, w, r)
+		m.measure(h, w, r)
 	})
 }
 
