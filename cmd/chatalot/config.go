@@ -22,7 +22,7 @@ import (
 // and a command-line flag; the `toml` tag names the key in all three
 // (flag --key-with-dashes, variable CHATALOT_KEY_IN_CAPITALS).
 type Config struct {
-	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME); cannot change once users exist"`
+	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME), lower case, no port; the data directory records it at the first start and refuses another"`
 	Listen         string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
 	DataDir        string `toml:"data_dir"         help:"directory for the database, signing key and media"`
 	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
