@@ -235,27 +235,6 @@ func userArg(cfg Config, name string) (spec.UserID, error) {
 	return u, nil
 }
 
-// newUserArg is userArg for an account to create. Reserved names (admin,
-// server, support…, and the server-notices account) are refused, as
-// registration refuses them: an account people could take for the
-// server's own voice, or one that could log in as the notices sender.
-func newUserArg(cfg Config, name string) (spec.UserID, error) {
-	u, err := userArg(cfg, name)
-	if err != nil {
-		return "", err
-	}
-	local := u.Localpart()
-	if local == cfg.ServerNoticesUser {
-		return "", fmt.Errorf("%s is the server-notices account (server_notices_user): the server creates it, without a password", u)
-	}
-	for _, r := range auth.DefaultReservedLocalparts {
-		if local == r {
-			return "", fmt.Errorf("%q is a reserved name (one people could take for the server itself): choose another", local)
-		}
-	}
-	return u, nil
-}
-
 // existing checks that the account exists (deactivated or not).
 func (c *cliAdmin) existing(user spec.UserID) (auth.UserInfo, error) {
 	info, found, err := c.auth.User(context.Background(), user)
@@ -281,7 +260,7 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("admin create-user: expected one user name")
 	}
-	user, err := newUserArg(cfg, pos[0])
+	user, err := userArg(cfg, pos[0]) // reserved names: admin.Service.CreateUser refuses them
 	if err != nil {
 		return fmt.Errorf("admin create-user: %w", err)
 	}
