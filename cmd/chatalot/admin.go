@@ -28,8 +28,10 @@ import (
 
 const adminUsage = `Usage: chatalot admin COMMAND [flags]
 
-Commands work on the data directory whether or not the server is running.
-Each takes the server's settings (--config, --data-dir, --server-name, …).
+Commands work on the data directory whether or not the server is running;
+it must exist, and record the same server_name. Each takes the server's
+settings (--config, --data-dir, --server-name, …); "chatalot admin COMMAND
+-h" shows a command's flags.
 Every command that changes something is recorded in the audit log, with
 "cli" as the actor. While the server runs, it applies what it keeps in
 memory (open sessions, room memberships) within a second.

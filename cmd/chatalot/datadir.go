@@ -97,9 +97,9 @@ func requireDataDir(dir string) error {
 		if abs, err := filepath.Abs(dir); err == nil && abs != dir {
 			dir = fmt.Sprintf("%s (%s)", dir, abs)
 		}
-		return fmt.Errorf("there is no data directory at %s (data_dir); point the command at the server's: "+
-			"--config FILE (the server's configuration, such as /etc/chatalot/chatalot.toml) or --data-dir DIR. "+
-			"A new server's data directory is made by its first start (chatalot serve)", dir)
+		return fmt.Errorf("there is no data directory at %s, where data_dir points; give the server's with "+
+			"--config FILE (the server's configuration, such as /etc/chatalot/chatalot.toml) or --data-dir DIR "+
+			"(a new server's data directory is made by its first start, chatalot serve)", dir)
 	case err != nil:
 		return err
 	case !fi.IsDir():
