@@ -51,7 +51,7 @@ func settingType(f reflect.StructField) string {
 	if t, ok := settingTypes[key]; ok {
 		return t
 	}
-	if strings.HasPrefix(key, "rate_limit_") && key != "rate_limits" {
+	if strings.HasPrefix(key, "rate_limit_") {
 		return "COUNT/PERIOD"
 	}
 	return "string"

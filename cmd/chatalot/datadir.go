@@ -80,6 +80,7 @@ func recordedServerName(ctx context.Context, path string) (string, error) {
 	defer conn.Close()
 	var name string
 	err = conn.QueryRowContext(ctx, `SELECT server_name FROM server_identity WHERE id = 1`).Scan(&name)
+	// No table: a database from before the name was recorded.
 	if errors.Is(err, sql.ErrNoRows) || err != nil && strings.Contains(err.Error(), "no such table") {
 		return "", nil
 	}
