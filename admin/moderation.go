@@ -232,11 +232,26 @@ func (s *Service) SetSuspended(ctx context.Context, who Actor, user spec.UserID,
 	})
 }
 
-// GET /_matrix/client/v1/admin/lock/{userId}
+// GET /_matrix/client/v1/admin/lock/{userId}: an admin reads anyone's lock
+// status, their own and other admins' included (reading changes nothing);
+// any user may read their own. Anyone else's is refused before the lookup,
+// so that it tells nobody whether an account exists (the spec's rule
+// against user enumeration).
 func (s *Service) getLock(c *gin.Context) {
-	if u, ok := s.moderationTarget(c); ok {
-		c.JSON(http.StatusOK, gin.H{"locked": s.flagsOf(u).Locked})
+	dev := auth.DeviceFrom(c)
+	if !dev.IsAdmin && c.Param("userId") != string(dev.UserID) {
+		c.Error(spec.Forbidden("you are not a server admin: you may read your own lock status only"))
+		return
 	}
+	u, ok := s.existingUser(c)
+	if !ok {
+		return
+	}
+	if u.Deactivated {
+		c.Error(spec.NotFound("user %s is deactivated", u.UserID))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"locked": s.flagsOf(u.UserID).Locked})
 }
 
 // PUT /_matrix/client/v1/admin/lock/{userId} {"locked": bool}

@@ -75,8 +75,9 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	a.PUT("/v1/send_server_notice/:txnId", s.sendNotice)
 
 	// The client-server API's account moderation (v1.18) and whois.
+	// Reading your own lock status needs no admin rights (getLock).
+	r.GET("/_matrix/client/v1/admin/lock/:userId", requireAuth, s.getLock)
 	m := r.Group("/_matrix/client/v1/admin", requireAuth, requireAdmin)
-	m.GET("/lock/:userId", s.getLock)
 	m.PUT("/lock/:userId", s.putLock)
 	m.GET("/suspend/:userId", s.getSuspend)
 	m.PUT("/suspend/:userId", s.putSuspend)

@@ -295,6 +295,9 @@ func (s *Service) createUser(ctx context.Context, who Actor, user spec.UserID, r
 	if user.Localpart() != strings.ToLower(user.Localpart()) {
 		return spec.NewError(spec.ErrInvalidUsername, "new user IDs must be lower-case")
 	}
+	if err := s.checkNewName(user.Localpart()); err != nil {
+		return err
+	}
 	password := ""
 	if req.Password != nil {
 		password = *req.Password
@@ -557,10 +560,29 @@ func (s *Service) ResetPassword(ctx context.Context, who Actor, user spec.UserID
 // CreateUser creates an account (CLI); the API creates through PUT
 // /v2/users/{userId}.
 func (s *Service) CreateUser(ctx context.Context, who Actor, localpart, password string, admin bool) (spec.UserID, error) {
+	if err := s.checkNewName(localpart); err != nil {
+		return "", err
+	}
 	id := spec.NewUserID(strings.ToLower(localpart), s.server)
 	actx, finish := s.audit(ctx, who, "create_user", string(id), map[string]any{"admin": admin, "fields": []string{"password"}}, nil)
 	got, err := s.auth.CreateUser(actx, localpart, password, admin)
 	return got, finish(err)
+}
+
+// checkNewName refuses, for a new account, the names kept for the server
+// itself: the server-notices account, which the server creates without a
+// password so that nobody can log in as the sender of notices, and the
+// names registration refuses (admin, server, support…), which people could
+// take for the server's own voice.
+func (s *Service) checkNewName(localpart string) error {
+	local := strings.ToLower(localpart)
+	if local == strings.ToLower(s.cfg.NoticesUser) {
+		return spec.NewError(spec.ErrUserInUse, "%q is the server-notices account (server_notices_user): the server creates it, without a password", local)
+	}
+	if s.auth.Reserved(local) {
+		return spec.NewError(spec.ErrUserInUse, "%q is a reserved name (one people could take for the server itself): choose another", local)
+	}
+	return nil
 }
 
 // GET /_synapse/admin/v1/users/{userId}/joined_rooms

@@ -52,7 +52,8 @@ func (s *Server) Routes(r *gin.Engine) {
 	r.GET("/health", func(c *gin.Context) { c.String(http.StatusOK, "OK") })
 	r.GET("/_matrix/client/versions", s.versions)
 	r.GET("/.well-known/matrix/client", s.wellKnownClient)
-	r.GET("/.well-known/matrix/server", s.wellKnownServer)
+	// No /.well-known/matrix/server: federation is not there yet, and a
+	// server that announced it would have other servers try to federate.
 	r.GET("/_matrix/key/v2/server", s.serverKeys)
 	r.GET("/_matrix/key/v2/server/:keyID", s.serverKeys) // deprecated form, still requested
 	r.GET("/_matrix/key/v2/query/:serverName", s.queryKeys)
@@ -132,11 +133,6 @@ func (s *Server) wellKnownClient(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"m.homeserver": gin.H{"base_url": s.d.BaseURL}})
 }
 
-// GET /.well-known/matrix/server: where other servers find this one.
-func (s *Server) wellKnownServer(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"m.server": serverDelegation(s.d.BaseURL)})
-}
-
 // Capabilities is the handler for GET /_matrix/client/v3/capabilities; cmd
 // mounts it behind the auth middleware, as the spec requires a token.
 func (s *Server) Capabilities(c *gin.Context) {
@@ -196,7 +192,7 @@ const indexPage = `<!doctype html>
 <p>This is a <strong>Chatalot</strong> server: a private, self-hosted chat server that speaks the Matrix protocol. Its server name is <code>{{.Name}}</code>.</p>
 <h2>How to connect</h2>
 <ol>
-<li>Install a Matrix client: Element (web, desktop, mobile), FluffyChat, Cinny or any other.</li>
+<li>Install a Matrix client: Element Web or Element Desktop, FluffyChat or Cinny. (Element X does not work with this server yet: it needs sliding sync.)</li>
 <li>Choose "sign in" or "create account" and change the homeserver to <code>{{.URL}}</code>.</li>
 <li>Accounts are by invitation: ask the person who runs this server for an invite code.</li>
 </ol>
@@ -212,37 +208,4 @@ func (s *Server) index(c *gin.Context) {
 	page := strings.NewReplacer("{{.Name}}", html.EscapeString(string(s.d.ServerName)),
 		"{{.URL}}", html.EscapeString(s.d.BaseURL))
 	_, _ = page.WriteString(c.Writer, indexPage)
-}
-
-// serverDelegation turns a base URL into host:port for .well-known/matrix/server.
-func serverDelegation(baseURL string) string {
-	u := baseURL
-	port := "443"
-	if len(u) > 8 && u[:8] == "https://" {
-		u = u[8:]
-	} else if len(u) > 7 && u[:7] == "http://" {
-		u = u[7:]
-		port = "80"
-	}
-	for i := 0; i < len(u); i++ {
-		if u[i] == '/' {
-			u = u[:i]
-			break
-		}
-	}
-	// A port is present unless the host has no colon after a closing bracket.
-	hasPort := false
-	for i := len(u) - 1; i >= 0; i-- {
-		if u[i] == ':' {
-			hasPort = true
-			break
-		}
-		if u[i] == ']' {
-			break
-		}
-	}
-	if hasPort {
-		return u
-	}
-	return u + ":" + port
 }

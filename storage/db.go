@@ -55,6 +55,8 @@ type DB struct {
 	truncate atomic.Bool // a passive checkpoint ran: the writer finishes it
 
 	fault atomic.Pointer[FaultHook]
+
+	migrated []Migration // what the last Migrate changed
 }
 
 // Options tune how the database is opened.

@@ -34,9 +34,21 @@ func (e *NewerSchemaError) Error() string {
 	return fmt.Sprintf("the database was written by a newer Chatalot (schema %q version %d; this binary knows up to %d): run the newer binary, or restore a backup", e.Domain, e.Have, e.Support)
 }
 
+// Migration is one schema that Migrate brought up to date, from version
+// From (0: the schema was new) to version To.
+type Migration struct {
+	Domain   string
+	From, To int
+}
+
+// Migrated lists what the last Migrate changed, in the order it ran, so
+// that the caller can log each migration once.
+func (db *DB) Migrated() []Migration { return db.migrated }
+
 // Migrate brings every schema up to date in one transaction, then starts the
 // writer. It refuses a database written by a newer binary.
 func (db *DB) Migrate(ctx context.Context, schemas ...Schema) error {
+	var applied []Migration
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -63,6 +75,7 @@ func (db *DB) Migrate(ctx context.Context, schemas ...Schema) error {
 			}
 		}
 		if have < len(s.Migrations) {
+			applied = append(applied, Migration{Domain: s.Domain, From: have, To: len(s.Migrations)})
 			if _, err := tx.Exec(`INSERT INTO schema_versions (domain, version) VALUES ($1, $2)
 				ON CONFLICT (domain) DO UPDATE SET version = excluded.version`, s.Domain, len(s.Migrations)); err != nil {
 				return fmt.Errorf("record schema version of %s: %w", s.Domain, err)
@@ -72,6 +85,7 @@ func (db *DB) Migrate(ctx context.Context, schemas ...Schema) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit migrations: %w", err)
 	}
+	db.migrated = applied
 	return db.startWriter(ctx)
 }
 

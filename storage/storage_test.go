@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +164,31 @@ func TestNewerSchemaRefused(t *testing.T) {
 	var newer *NewerSchemaError
 	if err := db2.Migrate(context.Background(), older); !errors.As(err, &newer) {
 		t.Fatalf("err = %v, want NewerSchemaError", err)
+	}
+}
+
+// TestMigratedListsWhatRan: a new database reports every schema from 0; a
+// reopened one reports only the migration added since, from its old
+// version, and nothing once it is up to date.
+func TestMigratedListsWhatRan(t *testing.T) {
+	db, path := openTest(t)
+	if got, want := db.Migrated(), []Migration{{"storage", 0, 1}, {"test", 0, 1}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("new database: %v, want %v", got, want)
+	}
+	db.Close()
+	grown := Schema{Domain: "test", Migrations: append(append([]string(nil), testSchema.Migrations...), `CREATE TABLE more (id INTEGER)`)}
+	for _, want := range [][]Migration{{{"test", 1, 2}}, nil} {
+		db2, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db2.Migrate(context.Background(), grown); err != nil {
+			t.Fatal(err)
+		}
+		if got := db2.Migrated(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("reopened: %v, want %v", got, want)
+		}
+		db2.Close()
 	}
 }
 

@@ -67,7 +67,7 @@ var admMatrix = []admRoute{
 	{"DELETE", "/_synapse/admin/v2/rooms/:roomId", "/_synapse/admin/v2/rooms/{room2}", map[string]any{}, 200},
 	{"GET", "/_synapse/admin/v2/rooms/:roomId/delete_status", "/_synapse/admin/v2/rooms/{room2}/delete_status", nil, 200},
 	{"GET", "/_synapse/admin/v2/rooms/delete_status/:deleteId", "/_synapse/admin/v2/rooms/delete_status/{delete_id}", nil, 200},
-	{"GET", "/_matrix/client/v1/admin/lock/:userId", "/_matrix/client/v1/admin/lock/{alice}", nil, 200},
+	{"GET", "/_matrix/client/v1/admin/lock/:userId", "/_matrix/client/v1/admin/lock/{victim}", nil, 200}, // alice may read her own
 	{"PUT", "/_matrix/client/v1/admin/lock/:userId", "/_matrix/client/v1/admin/lock/{victim}", map[string]any{"locked": false}, 200},
 	{"GET", "/_matrix/client/v1/admin/suspend/:userId", "/_matrix/client/v1/admin/suspend/{alice}", nil, 200},
 	{"PUT", "/_matrix/client/v1/admin/suspend/:userId", "/_matrix/client/v1/admin/suspend/{victim}", map[string]any{"suspended": false}, 200},

@@ -40,6 +40,8 @@ func TestAdminBadInput(t *testing.T) {
 		{"threepids", "PUT", "/_synapse/admin/v2/users/@new:localhost", map[string]any{"threepids": []any{map[string]any{"medium": "email", "address": "a@example.org"}}}, 400, "M_INVALID_PARAM"},
 		{"avatar not mxc", "PUT", "/_synapse/admin/v2/users/@new:localhost", map[string]any{"avatar_url": "https://example.org/a.png"}, 400, "M_INVALID_PARAM"},
 		{"upper-case new user", "PUT", "/_synapse/admin/v2/users/@New:localhost", map[string]any{}, 400, "M_INVALID_USERNAME"},
+		{"the server-notices account", "PUT", "/_synapse/admin/v2/users/@server:localhost", map[string]any{"password": admPassword}, 400, "M_USER_IN_USE"},
+		{"a reserved name", "PUT", "/_synapse/admin/v2/users/@support:localhost", map[string]any{"password": admPassword}, 400, "M_USER_IN_USE"},
 		{"demote yourself", "PUT", "/_synapse/admin/v1/users/@boss:localhost/admin", map[string]any{"admin": false}, 400, "M_INVALID_PARAM"},
 		{"admin flag missing", "PUT", "/_synapse/admin/v1/users/@alice:localhost/admin", map[string]any{}, 400, "M_MISSING_PARAM"},
 		{"admin flag of unknown user", "GET", "/_synapse/admin/v1/users/@nobody:localhost/admin", nil, 404, "M_NOT_FOUND"},

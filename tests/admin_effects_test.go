@@ -241,6 +241,17 @@ func TestAdminLockAndSuspend(t *testing.T) {
 	e.admin("PUT", e.url("/_matrix/client/v1/admin/lock/%s", "@bob:localhost"), map[string]any{"locked": false}, 200)
 	e.want("GET", e.s.URL+"/_matrix/client/v3/account/whoami", bob, nil, 200, "")
 
+	// Reading your own lock status is allowed; reading someone else's
+	// takes an admin, and is refused before any lookup (no enumeration).
+	if l := e.want("GET", e.url("/_matrix/client/v1/admin/lock/%s", "@bob:localhost"), bob, nil, 200, ""); l["locked"] != false {
+		t.Fatalf("bob's own lock status: %v", l)
+	}
+	e.want("GET", e.url("/_matrix/client/v1/admin/lock/%s", "@alice:localhost"), bob, nil, 403, "M_FORBIDDEN")
+	e.want("GET", e.url("/_matrix/client/v1/admin/lock/%s", "@nobody:localhost"), bob, nil, 403, "M_FORBIDDEN")
+	if l := e.admin("GET", e.url("/_matrix/client/v1/admin/lock/%s", "@boss:localhost"), nil, 200); l["locked"] != false {
+		t.Fatalf("the admin's own lock status: %v", l)
+	}
+
 	e.admin("PUT", e.url("/_matrix/client/v1/admin/suspend/%s", "@bob:localhost"), map[string]any{"suspended": true}, 200)
 	e.want("PUT", e.url("/_matrix/client/v3/rooms/%s/send/m.room.message/s1", room), bob, map[string]any{"msgtype": "m.text", "body": "x"}, 403, "M_USER_SUSPENDED")
 	e.want("PUT", e.url("/_matrix/client/v3/profile/%s/displayname", "@bob:localhost"), bob, map[string]any{"displayname": "B"}, 403, "M_USER_SUSPENDED")

@@ -355,8 +355,8 @@ func TestAuthConcurrentInvite(t *testing.T) {
 // with no server running; accounts can be added while it runs.
 func TestAuthCLICreateUser(t *testing.T) {
 	dir := t.TempDir()
-	out, err := harness.Run(t, authPassword+"\n", "admin", "create-user", "root", "--admin", "--password-stdin", "--data-dir", dir)
-	if err != nil || !strings.Contains(out, "created admin @root:localhost") {
+	out, err := harness.Run(t, authPassword+"\n", "admin", "create-user", "chief", "--admin", "--password-stdin", "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "created admin @chief:localhost") {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if strings.Contains(out, authPassword) {
@@ -367,7 +367,7 @@ func TestAuthCLICreateUser(t *testing.T) {
 		return authCall(t, "POST", s.URL+"/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
 			"identifier": map[string]any{"type": "m.id.user", "user": user}, "password": pw})
 	}
-	login("root", authPassword).want(t, 200, "")
+	login("chief", authPassword).want(t, 200, "")
 	// While the server runs; a generated password is printed once.
 	out, err = harness.Run(t, "", "admin", "create-user", "carol", "--data-dir", dir)
 	if err != nil {
@@ -392,6 +392,26 @@ func TestAuthCLICreateUser(t *testing.T) {
 	}
 	if out, err := harness.Run(t, "", "admin", "create-user", "Bad Name", "--data-dir", dir); err == nil {
 		t.Fatalf("bad name accepted:\n%s", out)
+	}
+	// Reserved names are refused here as /register refuses them: above
+	// all the server-notices account, which has no password on purpose.
+	for _, name := range []string{"server", "@server:localhost", "admin", "Support"} {
+		out, err := harness.Run(t, "", "admin", "create-user", name, "--data-dir", dir)
+		if err == nil || !strings.Contains(out, "reserved") && !strings.Contains(out, "server-notices") {
+			t.Fatalf("reserved name %q: %v\n%s", name, err, out)
+		}
+	}
+	// A full user ID is accepted as every other command accepts it, and
+	// lower-cased as a bare name is; one of another server is refused.
+	out, err = harness.Run(t, authPassword+"\n", "admin", "create-user", "@Dave:localhost", "--password-stdin", "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "created user @dave:localhost") {
+		t.Fatalf("create-user with a full user ID: %v\n%s", err, out)
+	}
+	if out, err := harness.Run(t, "", "admin", "make-admin", "@DAVE:localhost", "--data-dir", dir); err != nil || !strings.Contains(out, "@dave:localhost is a server admin") {
+		t.Fatalf("make-admin with the user ID in capitals: %v\n%s", err, out)
+	}
+	if out, err := harness.Run(t, "", "admin", "create-user", "@erin:elsewhere.example", "--data-dir", dir); err == nil || !strings.Contains(out, "not a user of this server") {
+		t.Fatalf("create-user for another server: %v\n%s", err, out)
 	}
 }
 

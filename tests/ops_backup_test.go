@@ -219,13 +219,28 @@ func TestOpsBackupRefreshAndRestoreRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(out, "--force") {
 		t.Fatalf("restore over existing data without --force: %v\n%s", err, out)
 	}
-	// …and with it moves the old data aside rather than deleting it.
+	// …and with it moves the old data aside rather than deleting it,
+	// with the admin CLI's poke file of the old database's follow-ups.
+	followups := filepath.Join(s.DataDir, "chatalot.db-followups")
+	os.WriteFile(followups, []byte("\n\n"), 0o600)
 	if out, err := harness.Run(t, "", "admin", "restore", bk, "--data-dir", s.DataDir, "--force"); err != nil {
 		t.Fatalf("restore --force: %v\n%s", err, out)
 	}
 	aside, _ := filepath.Glob(filepath.Join(s.DataDir, "replaced-*", "chatalot.db"))
 	if len(aside) != 1 {
 		t.Fatalf("the replaced database was not kept aside: %v", aside)
+	}
+	if _, err := os.Stat(followups); err == nil {
+		t.Fatal("restore left the old database's follow-up queue file behind")
+	}
+	// A stale poke file alone is no data to protect: restore removes it.
+	stale := t.TempDir()
+	os.WriteFile(filepath.Join(stale, "chatalot.db-followups"), []byte("\n"), 0o600)
+	if out, err := harness.Run(t, "", "admin", "restore", bk, "--data-dir", stale); err != nil {
+		t.Fatalf("restore next to a stale follow-up file: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(stale, "chatalot.db-followups")); err == nil {
+		t.Fatal("restore left a stale follow-up queue file behind")
 	}
 	s.Launch()
 	bodies := opsMessages(t, s.URL, alice.Token, room)

@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,8 +28,10 @@ import (
 
 const adminUsage = `Usage: chatalot admin COMMAND [flags]
 
-Commands work on the data directory whether or not the server is running.
-Each takes the server's settings (--config, --data-dir, --server-name, …).
+Commands work on the data directory whether or not the server is running;
+it must exist, and record the same server_name. Each takes the server's
+settings (--config, --data-dir, --server-name, …); "chatalot admin COMMAND
+-h" shows a command's flags.
 Every command that changes something is recorded in the audit log, with
 "cli" as the actor. While the server runs, it applies what it keeps in
 memory (open sessions, room memberships) within a second.
@@ -68,7 +71,7 @@ memory (open sessions, room memberships) within a second.
 func adminCommand(args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		return errors.New("admin: expected a command")
+		return usagef("admin: expected a command")
 	}
 	switch args[0] {
 	case "create-user":
@@ -89,24 +92,25 @@ func adminCommand(args []string) error {
 		return adminBackup(args[1:], os.Stdout)
 	case "restore":
 		return adminRestore(args[1:], os.Stdout)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, adminUsage)
 		return nil
 	}
-	return fmt.Errorf("admin: unknown command %q (run \"chatalot admin\" for the list)", args[0])
+	return usagef("admin: unknown command %q (run \"chatalot admin -h\" for the list)", args[0])
 }
 
 // adminFlags parses the server's settings plus a command's own flags;
 // positional arguments may come before or after the flags.
 func adminFlags(name string, args []string, own func(fs *flag.FlagSet)) (Config, []string, error) {
-	fs := flag.NewFlagSet("admin "+name, flag.ContinueOnError)
+	fs := newFlagSet("admin " + name)
 	configPath, set := configFlags(fs)
 	if own != nil {
 		own(fs)
 	}
+	help := commandHelp(adminHelpBlock(name), fs, true)
 	var pos []string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args, help); err != nil {
 			return Config{}, nil, err
 		}
 		args = fs.Args()
@@ -139,19 +143,24 @@ func (c *cliAdmin) Close() { c.db.Close() }
 // brought up to date through the admin package's follow-ups (admin/cli.go).
 func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 	p := pathsOf(cfg.DataDir)
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if err := requireDataDir(p.dir); err != nil {
+		return nil, err
 	}
 	db, err := storage.Open(p.db, storage.Options{Durability: cfg.Durability})
 	if err != nil {
 		return nil, err
 	}
-	schemas := []storage.Schema{auth.Schema, admin.Schema}
+	schemas := []storage.Schema{identitySchema, auth.Schema, admin.Schema}
 	if withRooms {
 		schemas = append(schemas, rooms.Schema)
 	}
 	ctx := context.Background()
 	if err := db.Migrate(ctx, schemas...); err != nil {
+		db.Close()
+		return nil, err
+	}
+	printMigrations(os.Stderr, db, p.dir)
+	if err := checkServerName(ctx, db, p.dir, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -207,8 +216,10 @@ func readPassword(stdin io.Reader, fromStdin bool) (password string, generated b
 }
 
 // userArg turns NAME (a localpart or a full user ID of this server) into a
-// user ID.
+// user ID. Both forms are lower-cased, as account creation lower-cases
+// names, so that every command finds the account create-user made.
 func userArg(cfg Config, name string) (spec.UserID, error) {
+	localpart := name
 	if strings.HasPrefix(name, "@") {
 		u, err := spec.ParseUserID(name)
 		if err != nil {
@@ -217,10 +228,10 @@ func userArg(cfg Config, name string) (spec.UserID, error) {
 		if string(u.Server()) != cfg.ServerName {
 			return "", fmt.Errorf("%s is not a user of this server (%s)", u, cfg.ServerName)
 		}
-		return u, nil
+		localpart = u.Localpart()
 	}
-	u := spec.NewUserID(strings.ToLower(name), spec.ServerName(cfg.ServerName))
-	if _, err := spec.ParseUserID(string(u)); err != nil || name == "" {
+	u := spec.NewUserID(strings.ToLower(localpart), spec.ServerName(cfg.ServerName))
+	if _, err := spec.ParseUserID(string(u)); err != nil || localpart == "" {
 		return "", fmt.Errorf("%q is not a user name", name)
 	}
 	return u, nil
@@ -249,7 +260,11 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin create-user: expected one user name")
+		return usagef("admin create-user: expected one user name")
+	}
+	user, err := userArg(cfg, pos[0]) // reserved names: admin.Service.CreateUser refuses them
+	if err != nil {
+		return fmt.Errorf("admin create-user: %w", err)
 	}
 	password, generated, err := readPassword(stdin, fromStdin)
 	if err != nil {
@@ -260,7 +275,7 @@ func adminCreateUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	id, err := a.CreateUser(context.Background(), admin.CLIActor, pos[0], password, isAdmin)
+	id, err := a.CreateUser(context.Background(), admin.CLIActor, user.Localpart(), password, isAdmin)
 	if err != nil {
 		return fmt.Errorf("admin create-user: %w", err)
 	}
@@ -286,7 +301,7 @@ func adminResetPassword(args []string, stdin io.Reader, stdout io.Writer) error 
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin reset-password: expected one user name")
+		return usagef("admin reset-password: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -326,7 +341,7 @@ func adminMakeAdmin(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin make-admin: expected one user name")
+		return usagef("admin make-admin: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -361,7 +376,7 @@ func adminDeactivate(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin deactivate: expected one user name")
+		return usagef("admin deactivate: expected one user name")
 	}
 	user, err := userArg(cfg, pos[0])
 	if err != nil {
@@ -391,9 +406,15 @@ func adminDeactivate(args []string, stdout io.Writer) error {
 // create|list|revoke (or delete)
 func adminRegistrationToken(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("admin token: expected create, list or revoke")
+		return usagef("admin token: expected create, list or revoke")
 	}
 	sub := args[0]
+	if isHelp(sub) {
+		for _, c := range []string{"token create", "token list", "token revoke"} {
+			fmt.Fprintln(stdout, "Usage: chatalot "+adminHelpBlock(c)+"\n")
+		}
+		return nil
+	}
 	var uses int64
 	var expires string
 	var valid, invalid bool
@@ -401,7 +422,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		switch sub {
 		case "create":
 			fs.Int64Var(&uses, "uses", 0, "how many accounts the token may create (0: unlimited)")
-			fs.StringVar(&expires, "expires", "", "how long the token stays valid, such as 168h (empty: forever)")
+			fs.StringVar(&expires, "expires", "", "how long the token stays valid, a `duration` such as 168h (empty: forever)")
 		case "list":
 			fs.BoolVar(&valid, "valid", false, "only tokens that can still register an account")
 			fs.BoolVar(&invalid, "invalid", false, "only expired or used-up tokens")
@@ -414,7 +435,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 	switch sub {
 	case "create":
 		if len(pos) > 1 {
-			return errors.New("admin token create: at most one token")
+			return usagef("admin token create: at most one token")
 		}
 		var usesAllowed *int64
 		if uses < 0 {
@@ -477,7 +498,7 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		return nil
 	case "revoke", "delete":
 		if len(pos) != 1 {
-			return errors.New("admin token revoke: expected one token")
+			return usagef("admin token revoke: expected one token")
 		}
 		a, err := openAdmin(cfg, false)
 		if err != nil {
@@ -490,13 +511,17 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "deleted", pos[0])
 		return nil
 	}
-	return fmt.Errorf("admin token: unknown subcommand %q", sub)
+	return usagef("admin token: unknown command %q (expected create, list or revoke)", sub)
 }
 
 // adminRooms: chatalot admin rooms list [--search TERM] [--limit N]
 func adminRooms(args []string, stdout io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage: chatalot "+adminHelpBlock("rooms list"))
+		return nil
+	}
 	if len(args) == 0 || args[0] != "list" {
-		return errors.New("admin rooms: expected list")
+		return usagef("admin rooms: expected list")
 	}
 	var search string
 	var limit int
@@ -508,7 +533,7 @@ func adminRooms(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 || limit < 0 {
-		return errors.New("admin rooms list: unexpected arguments")
+		return usagef("admin rooms list: unexpected arguments")
 	}
 	a, err := openAdmin(cfg, true)
 	if err != nil {
@@ -550,7 +575,7 @@ func adminAuditLog(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) > 0 || f.Limit < 1 {
-		return errors.New("admin audit-log: unexpected arguments")
+		return usagef("admin audit-log: unexpected arguments")
 	}
 	a, err := openAdmin(cfg, false)
 	if err != nil {
@@ -584,6 +609,9 @@ func (c *Config) validateAdmin(add func(key, format string, args ...any)) {
 		if u, err := url.Parse(c.SupportPage); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			add("support_page", "%q is not an http(s) URL", c.SupportPage)
 		}
+	}
+	if !slices.Contains(adminAPIModes, c.AdminAPI) {
+		add("admin_api", "%q is not one of %s", c.AdminAPI, strings.Join(adminAPIModes, ", "))
 	}
 	if err := spec.ValidateLocalpart(c.ServerNoticesUser); err != nil || c.ServerNoticesUser == "" {
 		add("server_notices_user", "%q is not a valid user name", c.ServerNoticesUser)

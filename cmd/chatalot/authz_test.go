@@ -15,7 +15,6 @@ var publicRoutes = map[string]bool{
 	"GET /health":                                                         true,
 	"GET /_matrix/client/versions":                                        true,
 	"GET /.well-known/matrix/client":                                      true,
-	"GET /.well-known/matrix/server":                                      true,
 	"GET /.well-known/matrix/support":                                     true,
 	"GET /_matrix/key/v2/server":                                          true,
 	"GET /_matrix/key/v2/server/:keyID":                                   true,

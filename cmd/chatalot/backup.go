@@ -34,6 +34,7 @@ const (
 type backupManifest struct {
 	Format          int            `json:"format"`
 	ChatalotVersion string         `json:"chatalot_version"`
+	ServerName      string         `json:"server_name,omitempty"` // what the data directory records; restore says to use it
 	Created         time.Time      `json:"created"`
 	SchemaVersions  map[string]int `json:"schema_versions"`
 	DatabaseBytes   int64          `json:"database_bytes"`
@@ -64,7 +65,7 @@ func adminBackup(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin backup: expected one directory: chatalot admin backup DIR")
+		return usagef("admin backup: expected one directory: chatalot admin backup DIR")
 	}
 	src, dst := pathsOf(cfg.DataDir), pathsOf(pos[0])
 	if _, err := os.Stat(src.db); err != nil {
@@ -95,6 +96,10 @@ func adminBackup(args []string, stdout io.Writer) error {
 	if info.Integrity != "ok" {
 		return fmt.Errorf("admin backup: the copied database fails SQLite's integrity check: %s", info.Integrity)
 	}
+	serverName, err := recordedServerName(context.Background(), partial)
+	if err != nil {
+		return fmt.Errorf("admin backup: read the server name: %w", err)
+	}
 	for _, stale := range []string{dst.db + "-wal", dst.db + "-shm"} {
 		if err := os.Remove(stale); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -118,7 +123,7 @@ func adminBackup(args []string, stdout io.Writer) error {
 
 	// 4. The manifest.
 	m := backupManifest{
-		Format: backupFormat, ChatalotVersion: version, Created: start.UTC().Truncate(time.Second),
+		Format: backupFormat, ChatalotVersion: version, ServerName: serverName, Created: start.UTC().Truncate(time.Second),
 		SchemaVersions: info.Versions, DatabaseBytes: dbSize, MediaFiles: st.files, MediaBytes: st.bytes,
 	}
 	if err := writeManifest(dst.dir, m); err != nil {
@@ -134,6 +139,9 @@ func adminBackup(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "  database     %d bytes (schema %s)\n", dbSize, formatVersions(info.Versions))
 	fmt.Fprintf(stdout, "  media        %d files, %d bytes (%d copied, %d removed)\n", st.files, st.bytes, st.copied, st.removed)
 	fmt.Fprintf(stdout, "  signing key  %s\n", dst.key)
+	if serverName != "" {
+		fmt.Fprintf(stdout, "  server name  %s\n", serverName)
+	}
 	return nil
 }
 
@@ -151,7 +159,7 @@ func adminRestore(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("admin restore: expected one directory: chatalot admin restore DIR")
+		return usagef("admin restore: expected one directory: chatalot admin restore DIR")
 	}
 	src, dst := pathsOf(pos[0]), pathsOf(cfg.DataDir)
 	m, err := readManifest(src.dir)
@@ -167,6 +175,11 @@ func adminRestore(args []string, stdout io.Writer) error {
 	}
 	if info.Integrity != "ok" {
 		return fmt.Errorf("admin restore: the backup's database fails SQLite's integrity check: %s", info.Integrity)
+	}
+	if m.ServerName == "" { // a backup made before the manifest said
+		if m.ServerName, err = recordedServerName(context.Background(), src.db); err != nil {
+			return fmt.Errorf("admin restore: read the server name: %w", err)
+		}
 	}
 	if _, err := os.Stat(src.key); err != nil {
 		return fmt.Errorf("admin restore: the backup has no signing key: %w", err)
@@ -205,9 +218,18 @@ func adminRestore(args []string, stdout io.Writer) error {
 				return fmt.Errorf("admin restore: move %s aside: %w", name, err)
 			}
 		}
+		if err := os.Rename(followupsFile(dst), filepath.Join(aside, filepath.Base(followupsFile(dst)))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("admin restore: move the follow-up queue aside: %w", err)
+		}
 		if err := syncDir(dst.dir); err != nil {
 			return err
 		}
+	}
+
+	// The CLI's poke file of the data directory's old database (admin/cli.go)
+	// means nothing to the restored one, whose queue is in its own tables.
+	if err := os.Remove(followupsFile(dst)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("admin restore: remove the stale follow-up queue: %w", err)
 	}
 
 	// The database goes last: a data directory with a database but without
@@ -234,9 +256,25 @@ func adminRestore(args []string, stdout io.Writer) error {
 	if aside != "" {
 		fmt.Fprintf(stdout, "the data it replaced is in %s (delete it once the restored server works)\n", aside)
 	}
-	fmt.Fprintln(stdout, "start the server with the same server_name as the backed-up one")
+	fmt.Fprintln(stdout, restoredServerName(m.ServerName, cfg.ServerName))
 	return nil
 }
+
+// restoredServerName says which server_name to start the restored data
+// directory with: the backup's, which the server would otherwise refuse.
+func restoredServerName(backup, configured string) string {
+	switch {
+	case backup == "":
+		return "start the server with the same server_name as the backed-up one"
+	case backup == configured:
+		return fmt.Sprintf("start the server with server_name = %q, as configured", backup)
+	}
+	return fmt.Sprintf("start the server with server_name = %q, the backup's: the configuration given here says %q, which the server would refuse for this data directory", backup, configured)
+}
+
+// followupsFile is the file beside the database that the admin CLI appends
+// to after queuing follow-ups for a running server (admin/cli.go).
+func followupsFile(p dataPaths) string { return p.db + "-followups" }
 
 // prepareBackupDir makes DIR ready for a backup and locks it (so that two
 // backups, or a server and a backup, never write into it at once). It is

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
@@ -23,7 +22,7 @@ import (
 // and a command-line flag; the `toml` tag names the key in all three
 // (flag --key-with-dashes, variable CHATALOT_KEY_IN_CAPITALS).
 type Config struct {
-	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME); cannot change once users exist"`
+	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME), lower case, no port; the data directory records it at the first start and refuses another"`
 	Listen         string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
 	DataDir        string `toml:"data_dir"         help:"directory for the database, signing key and media"`
 	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
@@ -78,6 +77,7 @@ type Config struct {
 	SupportSecurityContacts string `toml:"support_security_contacts" help:"comma-separated Matrix IDs and email addresses for security reports, published at /.well-known/matrix/support"`
 	SupportPage             string `toml:"support_page"              help:"URL of a help page for this server's users, published at /.well-known/matrix/support"`
 	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
+	AdminAPI                string `toml:"admin_api"                 help:"where /_synapse/admin is served: loopback (requests made on this machine, not through a reverse proxy), on (everywhere; admin tokens still required) or off"`
 }
 
 // defaults are what a server started with no configuration uses.
@@ -118,6 +118,7 @@ func defaults() Config {
 		PushRetryLimit:   "1h",
 
 		ServerNoticesUser: "server",
+		AdminAPI:          "loopback",
 	}
 }
 
@@ -144,9 +145,7 @@ func (c *Config) Validate() ConfigError {
 	if _, err := spec.ParseServerName(c.ServerName); err != nil {
 		add("server_name", "%q is not a valid server name", c.ServerName)
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		add("listen", "%q is not HOST:PORT", c.Listen)
-	}
+	c.validateAddresses(add) // configcheck.go
 	if c.DataDir == "" {
 		add("data_dir", "must not be empty")
 	}
@@ -412,14 +411,14 @@ func loadConfig(fs *flag.FlagSet, configPath *string, set map[string]*string) (C
 	}
 	var problems ConfigError
 	if path != "" {
-		md, err := toml.DecodeFile(path, &c)
+		fileProblems, err := decodeConfigFile(path, &c)
 		if err != nil {
 			return c, path, fmt.Errorf("config file %s: %w", path, err)
 		}
-		for _, k := range md.Undecoded() {
-			problems = append(problems, Problem{k.String(), "unknown key"})
-		}
+		problems = append(problems, fileProblems...)
 	}
+	envProblems, _ := unknownVariables(os.Environ())
+	problems = append(problems, envProblems...)
 	for _, f := range fields() {
 		if v, ok := os.LookupEnv(envName(f)); ok {
 			if err := setField(&c, f, v); err != nil {

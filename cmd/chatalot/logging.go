@@ -22,6 +22,9 @@ import (
 func newLogger(cfg Config, w io.Writer) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(cfg.LogLevel)
 	zerolog.SetGlobalLevel(level)
+	// Durations with their unit ("duration":"1.52ms"), not a bare number
+	// of milliseconds that a reader has to know.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	if cfg.LogFormat == "console" {
 		// Colours only on a terminal: under systemd the journal would
 		// show the escape codes.

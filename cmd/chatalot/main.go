@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -14,44 +15,51 @@ var version = "0.1.0-dev"
 const usage = `Chatalot — a private, self-hosted Matrix homeserver.
 
 Usage:
-  chatalot [serve] [flags]          run the server (the default)
+  chatalot serve [flags]            run the server
   chatalot config init [FILE]       write a commented example configuration
   chatalot config check [FILE]      validate a configuration, printing every problem
   chatalot config print [flags]     show the effective configuration, secrets masked
-  chatalot admin COMMAND [flags]    manage the server (run "chatalot admin" for the list)
-  chatalot version                  print the version
+  chatalot admin COMMAND [flags]    manage the server (accounts, invite codes,
+                                    backups; "chatalot admin -h" lists them)
+  chatalot version                  print the version (also --version)
+  chatalot help                     print this overview (also -h, --help)
 
-Run "chatalot serve -h" for the settings; each is also a CHATALOT_* variable
-and a key of the configuration file.
+Each command takes -h for its own flags. "chatalot serve -h" lists every
+setting; each is also a CHATALOT_* variable and a key of the configuration
+file.
 `
 
 func main() {
 	// Everything Chatalot writes (database, key, media, backups) is for
 	// its own user only, whichever command creates it.
 	syscall.Umask(0o077)
-	args := os.Args[1:]
-	cmd := "serve"
-	if len(args) > 0 && (args[0] == "" || args[0][0] != '-') {
-		cmd, args = args[0], args[1:]
+	os.Exit(exitStatus(run(os.Args[1:])))
+}
+
+// run runs one command line. Without a command it only shows the overview:
+// starting a server is always asked for by name (`chatalot serve`).
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return usagef("no command given; to start the server, run \"chatalot serve\"")
 	}
-	var err error
+	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		err = serve(args)
+		return serve(args)
 	case "config":
-		err = configCommand(args)
+		return configCommand(args)
 	case "admin":
-		err = adminCommand(args)
-	case "version":
+		return adminCommand(args)
+	case "version", "-version", "--version":
 		fmt.Println("chatalot", version)
-	case "help":
+		return nil
+	case "help", "-h", "-help", "--help":
 		fmt.Print(usage)
-	default:
-		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", cmd, usage)
-		os.Exit(2)
+		return nil
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "chatalot:", err)
-		os.Exit(1)
+	if strings.HasPrefix(cmd, "-") {
+		return usagef("%s: flags come after the command, such as \"chatalot serve %s\" (run \"chatalot help\" for the commands)", cmd, cmd)
 	}
+	return usagef("unknown command %q (run \"chatalot help\" for the commands)", cmd)
 }

@@ -74,13 +74,14 @@ func newMetrics(a *App) *metrics {
 	}
 }
 
-// Handler is the server's HTTP handler: the router, measured when metrics
-// are on, with /metrics in front of it when they are served on the main
-// listener.
+// Handler is the server's HTTP handler: the router behind the admin_api
+// gate, measured when metrics are on, with /metrics in front of it when
+// they are served on the main listener.
 func (a *App) Handler() http.Handler {
+	h := adminAPIGate(a.cfg.AdminAPI, a.router) // adminapi.go
 	m := a.metrics
 	if m == nil {
-		return a.router
+		return h
 	}
 	onMain := a.cfg.MetricsListen == ""
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -88,26 +89,22 @@ func (a *App) Handler() http.Handler {
 			m.ServeHTTP(w, r)
 			return
 		}
-		m.measure(a.router, w, r)
+		m.measure(h, w, r)
 	})
 }
 
-// serveMetrics starts the separate metrics listener when one is configured;
+// serveMetrics serves /metrics on its own listener when one is configured;
 // the function it returns stops it.
-func (a *App) serveMetrics() (func(context.Context), error) {
-	if a.metrics == nil || a.cfg.MetricsListen == "" {
-		return func(context.Context) {}, nil
-	}
-	ln, err := net.Listen("tcp", a.cfg.MetricsListen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: listen on %s: %w", a.cfg.MetricsListen, err)
+func (a *App) serveMetrics(ln net.Listener) func(context.Context) {
+	if a.metrics == nil || ln == nil {
+		return func(context.Context) {}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", a.metrics)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	a.log.Info().Str("metrics_listen", ln.Addr().String()).Bool("token", a.metrics.token != "").Msg("metrics served")
-	return func(ctx context.Context) { _ = srv.Shutdown(ctx) }, nil
+	return func(ctx context.Context) { _ = srv.Shutdown(ctx) }
 }
 
 // measure serves one request and records it.

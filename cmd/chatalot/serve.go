@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,16 +24,23 @@ import (
 
 // serve runs the homeserver until SIGTERM or SIGINT.
 func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlagSet("serve")
 	configPath, set := configFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, serveHelp); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve: unexpected argument %q (run \"chatalot serve -h\" for its flags)", fs.Arg(0))
 	}
 	cfg, _, err := loadConfig(fs, configPath, set)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, os.Stderr)
+	_, warnings := unknownVariables(os.Environ())
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
 
 	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
 	// performance work finds its costs (see the README's Performance).
@@ -46,6 +53,20 @@ func serve(args []string) error {
 			return err
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	// The sockets first: a port in use must stop the server before it
+	// creates anything in a new data directory.
+	ln, err := listen("listen", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.Metrics && cfg.MetricsListen != "" {
+		if metricsLn, err = listen("metrics_listen", cfg.MetricsListen); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
 	}
 	app, err := openApp(cfg, log)
 	if err != nil {
@@ -63,16 +84,9 @@ func serve(args []string) error {
 			}
 		}()
 	}
-	stopMetrics, err := app.serveMetrics()
-	if err != nil {
-		return err
-	}
+	stopMetrics := app.serveMetrics(metricsLn)
 	defer stopMetrics(context.Background())
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
 	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
 		Handler:           app.Handler(), // the router, measured when metrics are on
@@ -113,6 +127,20 @@ func serve(args []string) error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// listen opens the listening socket of a setting, naming the setting when
+// it cannot.
+func listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("%s: %s is already in use by another program (or another Chatalot); stop it, or choose another address with %s (--%s, %s)",
+			key, addr, key, strings.ReplaceAll(key, "_", "-"), "CHATALOT_"+strings.ToUpper(key))
+	case err != nil:
+		return nil, fmt.Errorf("%s: cannot listen on %s: %w", key, addr, err)
+	}
+	return ln, nil
 }
 
 // dataPaths are the files inside the data directory.

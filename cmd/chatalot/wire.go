@@ -24,7 +24,11 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema); err != nil {
+	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema); err != nil {
+		return err
+	}
+	logMigrations(a.log, a.db)
+	if err := checkServerName(ctx, a.db, a.cfg.DataDir, a.cfg.ServerName); err != nil {
 		return err
 	}
 	notifier := chatsync.NewNotifier(a.db)
