@@ -43,34 +43,47 @@ type access struct {
 	joined bool
 }
 
-// readAccess decides whether the user may read the room at all. Users who
-// were never in a room that is not world_readable get the same 403 as for
-// a room that does not exist.
+// readAccess decides whether the user may read the room at all: joined
+// users up to now, users who left (or were banned) after having been joined
+// up to the end of their last join, anyone in a world-readable room. An
+// invite, a knock, a ban before any join or a rejected invite gives no read
+// access: those users have the stripped state their invite or knock carried,
+// and otherwise the same 403 as for a room that does not exist.
 func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) {
 	r := s.room(id)
 	if r == nil {
 		return nil, errNotInRoom(id)
 	}
 	snap := r.cur.Load()
-	switch m := snap.membership(user); m {
-	case spec.Join:
+	if snap.membership(user) == spec.Join {
 		return &access{r: r, upTo: snap.position, joined: true}, nil
-	default:
-		if r.worldReadableNow() {
-			return &access{r: r, upTo: snap.position}, nil
-		}
-		if m == spec.Leave || m == spec.Ban || m == spec.Invite || m == spec.Knock {
-			// They may read what they could see until their membership
-			// left "join": up to their latest member event.
-			r.histMu.RLock()
-			h := r.members[user]
-			r.histMu.RUnlock()
-			if len(h) > 0 {
-				return &access{r: r, upTo: h[len(h)-1].pos}, nil
-			}
-		}
-		return nil, errNotInRoom(id)
 	}
+	if r.worldReadableNow() {
+		return &access{r: r, upTo: snap.position}, nil
+	}
+	r.histMu.RLock()
+	end, ok := lastJoinEnd(r.members[user])
+	r.histMu.RUnlock()
+	if ok {
+		return &access{r: r, upTo: end}, nil
+	}
+	return nil, errNotInRoom(id)
+}
+
+// lastJoinEnd returns the position of the member event that ended the
+// user's latest join (their leave, kick or ban), and false if they never
+// joined or are joined still. A user invited or knocking again after
+// leaving reads only up to that leave.
+func lastJoinEnd(h []posValue) (int64, bool) {
+	for i := len(h) - 1; i >= 0; i-- {
+		if h[i].value == spec.Join {
+			if i == len(h)-1 {
+				return 0, false
+			}
+			return h[i+1].pos, true
+		}
+	}
+	return 0, false
 }
 
 // stateFor returns the room state the user may see: the current state for
@@ -185,7 +198,9 @@ func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.P
 func (s *Service) Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*Event, error) {
 	a, err := s.readAccess(user, id)
 	if err != nil {
-		return nil, err
+		// GET /event and /context: an event the user may not see is one
+		// that is not found, in a room they cannot read too.
+		return nil, spec.NotFound("event not found")
 	}
 	ev, err := s.eventByID(ctx, eventID)
 	if err != nil {
