@@ -2,10 +2,8 @@ package auth
 
 import (
 	"math"
-	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -181,27 +179,21 @@ func (l *Limiter) PerIP(class string) gin.HandlerFunc {
 	}
 }
 
-// clientKey is the address a limit applies to. The peer address is used as
-// is, except that a reverse proxy on the same host (loopback peer) is
-// trusted to give the client's address as the last X-Forwarded-For entry —
-// the one it appended itself, which a client cannot forge. IPv6 clients are
-// limited per /64, the usual size of one subscriber's network.
+// clientKey is the address a limit applies to: the peer's, or when the
+// peer is one of the router's trusted proxies (trusted_proxies, nobody by
+// default) the client address it forwarded in X-Forwarded-For. A loopback
+// peer is not trusted for being local: a TCP forwarder on the same host
+// (onion service, stunnel, ssh -L) passes on whatever header the client
+// wrote. IPv6 clients are limited per /64, the usual size of one
+// subscriber's network.
 func clientKey(c *gin.Context) string {
-	host, _, err := net.SplitHostPort(strings.TrimSpace(c.Request.RemoteAddr))
-	if err != nil {
+	host := c.ClientIP()
+	if host == "" { // not HOST:PORT: a listener of another kind
 		host = c.Request.RemoteAddr
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		return host
-	}
-	if addr.IsLoopback() {
-		if xff := c.Request.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
-				addr = a
-			}
-		}
 	}
 	addr = addr.Unmap()
 	if addr.Is6() {
