@@ -353,6 +353,31 @@ func (s *Service) getLoginToken(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
 }
 
+// revokeGrants withdraws what an account handed out besides its devices'
+// tokens, as part of revoking its sessions (log out everywhere, a password
+// change, an admin reset, deactivation): outstanding m.login.token tokens,
+// OpenID tokens, and user-interactive auth sessions with stages already
+// passed. It runs inside tx; the in-memory grants go once tx commits.
+func (s *Service) revokeGrants(tx *storage.Tx, user spec.UserID) error {
+	if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE user_id = $1`, string(user)); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { s.dropMemoryGrants(user) })
+	return nil
+}
+
+// dropMemoryGrants is the in-memory half of revokeGrants.
+func (s *Service) dropMemoryGrants(user spec.UserID) {
+	s.loginMu.Lock()
+	for h, t := range s.loginTokens {
+		if t.user == user {
+			delete(s.loginTokens, h)
+		}
+	}
+	s.loginMu.Unlock()
+	s.uia.dropUser(user)
+}
+
 // consumeLoginToken uses up a login token; each works once.
 func (s *Service) consumeLoginToken(tok string) (spec.UserID, bool) {
 	if tok == "" {
@@ -468,7 +493,7 @@ func (s *Service) logoutAll(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, ids...); err != nil {
+	if err := s.removeDevices(c.Request.Context(), dev.UserID, true, ids...); err != nil {
 		c.Error(err)
 		return
 	}
