@@ -93,7 +93,7 @@ var owaspArgon2 = []Argon2Params{
 // Rate limit classes.
 const (
 	RateLogin         = "login"          // per client address, every /login attempt
-	RateLoginFailures = "login_failures" // per account, failed password checks (login and UIA)
+	RateLoginFailures = "login_failures" // per account and client address, failed password checks (login and UIA)
 	RateRegister      = "register"       // per client address, /register and token validity
 	RateSend          = "send"           // per user, sending events (rooms)
 )

@@ -165,7 +165,7 @@ var errBadLogin = spec.Forbidden("invalid user name or password")
 // checkPassword verifies a user's password. Unknown users, deactivated
 // users and wrong passwords all get the same 403 after the same work, so
 // that the answer does not tell which accounts exist. Failed attempts are
-// limited per account. A hash with old parameters is replaced.
+// limited per account and client address. A hash with old parameters is replaced.
 func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password string) (userRow, error) {
 	if err := s.limiter.checkAccount(c, user); err != nil {
 		return userRow{}, err
@@ -182,7 +182,7 @@ func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password strin
 		return u, err
 	}
 	if !ok || !found || u.Deactivated {
-		s.limiter.chargeAccount(user)
+		s.limiter.chargeAccount(c, user)
 		return u, errBadLogin
 	}
 	if stale {

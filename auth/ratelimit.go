@@ -128,23 +128,32 @@ func (l *Limiter) AllowUser(c *gin.Context, dev *Device, class string) *spec.Err
 }
 
 // checkAccount and chargeAccount limit failed password checks against an
-// account, whoever makes them, admins' accounts included: that is what stops
-// a distributed guess at one password. checkAccount runs before the check
-// (without using a token), chargeAccount after a failure.
+// account per client address, admins' accounts included. The bucket is the
+// pair (address, account), not the account alone: a per-account bucket
+// would let anyone lock the owner out by failing on purpose, refusing even
+// the right password. A guess spread over many addresses is bounded by
+// each address's login limit and by the cost of Argon2id. checkAccount runs
+// before the check (without using a token), chargeAccount after a failure.
 func (l *Limiter) checkAccount(c *gin.Context, user spec.UserID) *spec.Error {
 	if !l.Enabled() {
 		return nil
 	}
-	if ok, wait := l.use(RateLoginFailures, "account:"+string(user), false); !ok {
+	if ok, wait := l.use(RateLoginFailures, accountKey(c, user), false); !ok {
 		return retryAfter(c, wait)
 	}
 	return nil
 }
 
-func (l *Limiter) chargeAccount(user spec.UserID) {
+func (l *Limiter) chargeAccount(c *gin.Context, user spec.UserID) {
 	if l.Enabled() {
-		l.take(RateLoginFailures, "account:"+string(user))
+		l.take(RateLoginFailures, accountKey(c, user))
 	}
+}
+
+// accountKey names the bucket of failed password checks for one account
+// from one client address.
+func accountKey(c *gin.Context, user spec.UserID) string {
+	return "account:" + string(user) + " ip:" + clientKey(c)
 }
 
 func retryAfter(c *gin.Context, wait time.Duration) *spec.Error {

@@ -60,7 +60,7 @@ type Config struct {
 	JWTIssuer            string `toml:"jwt_issuer"             help:"required iss claim of login JWTs (empty: not checked)"`
 	JWTAudience          string `toml:"jwt_audience"           help:"required aud claim of login JWTs (empty: not checked)"`
 	RateLimitLogin       string `toml:"rate_limit_login"       help:"login attempts per client address, COUNT/PERIOD"`
-	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account, COUNT/PERIOD"`
+	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account from one client address, COUNT/PERIOD"`
 	RateLimitRegister    string `toml:"rate_limit_register"    help:"registration requests per client address, COUNT/PERIOD"`
 	RateLimitSend        string `toml:"rate_limit_send"        help:"events sent per user, COUNT/PERIOD (admins are exempt)"`
 
