@@ -57,6 +57,12 @@ type Config struct {
 	JWTIssuer   string
 	JWTAudience string
 
+	// ProfileLookup says who may read a profile with GET /profile:
+	// ProfileLookupSharedRooms (logged-in users, for themselves and users
+	// they share a room with), ProfileLookupAuthenticated (any logged-in
+	// user) or ProfileLookupOpen (anyone, without a token).
+	ProfileLookup string
+
 	// RateLimits switches every limit off when false (test deployments).
 	RateLimits bool
 	// Rates per limited action. Missing entries use DefaultRates.
@@ -90,6 +96,15 @@ var owaspArgon2 = []Argon2Params{
 	{MemoryKiB: 7168, Iterations: 5},
 }
 
+// Profile lookup policies (GET /profile): the spec lets a server require
+// authentication and answer only for users who share a room with the
+// requester.
+const (
+	ProfileLookupSharedRooms   = "shared_rooms"
+	ProfileLookupAuthenticated = "authenticated"
+	ProfileLookupOpen          = "open"
+)
+
 // Rate limit classes.
 const (
 	RateLogin         = "login"          // per client address, every /login attempt
@@ -112,6 +127,7 @@ func DefaultRates() map[string]Rate {
 func DefaultConfig() Config {
 	return Config{
 		Registration:        RegistrationByToken,
+		ProfileLookup:       ProfileLookupSharedRooms,
 		Argon2:              MinArgon2,
 		HashConcurrency:     runtime.NumCPU(),
 		HashQueue:           256,
@@ -147,6 +163,14 @@ func (c *Config) validate() error {
 	case RegistrationByToken, RegistrationOpen, RegistrationClosed:
 	default:
 		return fmt.Errorf("registration: %q is not token, open or closed", c.Registration)
+	}
+	if c.ProfileLookup == "" {
+		c.ProfileLookup = d.ProfileLookup
+	}
+	switch c.ProfileLookup {
+	case ProfileLookupSharedRooms, ProfileLookupAuthenticated, ProfileLookupOpen:
+	default:
+		return fmt.Errorf("profile_lookup: %q is not shared_rooms, authenticated or open", c.ProfileLookup)
 	}
 	if c.Argon2 == (Argon2Params{}) {
 		c.Argon2 = d.Argon2

@@ -229,6 +229,7 @@ type recordingRooms struct {
 	mu       sync.Mutex
 	left     []spec.UserID
 	profiles []string
+	sharing  map[[2]spec.UserID]bool
 }
 
 func (r *recordingRooms) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
@@ -243,6 +244,13 @@ func (r *recordingRooms) ProfileChanged(ctx context.Context, user spec.UserID, d
 	defer r.mu.Unlock()
 	r.profiles = append(r.profiles, dn+"|"+av)
 	return nil
+}
+
+// ShareARoom: users share a room when a test says so (sharing).
+func (r *recordingRooms) ShareARoom(a, b spec.UserID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sharing[[2]spec.UserID{a, b}] || r.sharing[[2]spec.UserID{b, a}]
 }
 
 type recordingDevices struct {

@@ -35,8 +35,8 @@ func (s *Service) clientRoutes(g *gin.RouterGroup) {
 	g.POST("/account/password/email/requestToken", s.requestToken3PID(spec.ErrThreepidNotFound))
 	g.POST("/account/password/msisdn/requestToken", s.requestToken3PID(spec.ErrThreepidNotFound))
 	g.POST("/refresh", s.refresh)
-	g.GET("/profile/:userId", s.getProfile)
-	g.GET("/profile/:userId/:keyName", s.getProfileField)
+	g.GET("/profile/:userId", s.profileReader(), s.getProfile)
+	g.GET("/profile/:userId/:keyName", s.profileReader(), s.getProfileField)
 
 	// With one.
 	a := g.Group("", s.Middleware())

@@ -27,6 +27,9 @@ type RoomHooks interface {
 	// ProfileChanged sends the new membership events after a display name
 	// or avatar change.
 	ProfileChanged(ctx context.Context, user spec.UserID, displayName, avatarURL string) error
+	// ShareARoom reports whether two users are joined to a common room
+	// (who may read whose profile).
+	ShareARoom(a, b spec.UserID) bool
 }
 
 // DeviceHooks is what auth tells the E2EE directory (keys) about devices;

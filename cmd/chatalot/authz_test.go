@@ -29,17 +29,8 @@ var publicRoutes = map[string]bool{
 	"GET /_matrix/client/r0/register/available":                           true,
 	"GET /_matrix/client/v1/register/m.login.registration_token/validity": true,
 	"POST /_matrix/client/r0/refresh":                                     true,
-	"GET /_matrix/client/v3/profile/:userId/:keyName":                     true,
-	"GET /_matrix/client/r0/profile/:userId/:keyName":                     true,
 	"POST /_matrix/client/v3/refresh":                                     true,
 	"POST /_matrix/client/v1/refresh":                                     true,
-	"GET /_matrix/client/v3/profile/:userId":                              true,
-	"GET /_matrix/client/v3/profile/:userId/:field":                       true,
-	"GET /_matrix/client/v3/profile/:userId/displayname":                  true,
-	"GET /_matrix/client/v3/profile/:userId/avatar_url":                   true,
-	"GET /_matrix/client/r0/profile/:userId":                              true,
-	"GET /_matrix/client/r0/profile/:userId/displayname":                  true,
-	"GET /_matrix/client/r0/profile/:userId/avatar_url":                   true,
 	"GET /_matrix/federation/v1/openid/userinfo":                          true,
 	"GET /_synapse/admin/v1/register":                                     true,
 	"POST /_synapse/admin/v1/register":                                    true,
@@ -54,7 +45,7 @@ var publicRoutes = map[string]bool{
 	"GET /_matrix/media/v3/thumbnail/:serverName/:mediaId":                true,
 	"GET /_matrix/media/v3/preview_url":                                   true,
 	"GET /_matrix/client/v3/login/sso/redirect":                           true,
-	"GET /metrics": true,
+	"GET /metrics":                                                        true,
 }
 
 func route(rt gin.RouteInfo) string { return rt.Method + " " + rt.Path }

@@ -29,6 +29,7 @@ type Config struct {
 	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
 	Registration   string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
 	SharedSecret   string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
+	ProfileLookup  string `toml:"profile_lookup"   help:"who may read profiles: shared_rooms (logged-in users, their own and those of users they share a room with), authenticated (any logged-in user) or open (anyone, without a token)"`
 	Encryption     string `toml:"encryption"       help:"required (refuse plaintext in encrypted rooms), default (encrypt new rooms), or optional"`
 	RateLimits     string `toml:"rate_limits"      help:"on or off (off only for test deployments)"`
 	LogLevel       string `toml:"log_level"        help:"debug, info, warn or error"`
@@ -86,6 +87,7 @@ func defaults() Config {
 		Listen:        "127.0.0.1:8008",
 		DataDir:       "./data",
 		Registration:  "token",
+		ProfileLookup: auth.ProfileLookupSharedRooms,
 		Encryption:    "required",
 		RateLimits:    "on",
 		LogLevel:      "info",
@@ -161,6 +163,7 @@ func (c *Config) Validate() ConfigError {
 		add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
 	}
 	oneOf("registration", c.Registration, "token", "open", "closed")
+	oneOf("profile_lookup", c.ProfileLookup, auth.ProfileLookupSharedRooms, auth.ProfileLookupAuthenticated, auth.ProfileLookupOpen)
 	oneOf("encryption", c.Encryption, "required", "default", "optional")
 	oneOf("rate_limits", c.RateLimits, "on", "off")
 	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
@@ -235,6 +238,7 @@ func (c *Config) authConfig() (auth.Config, error) {
 	a := auth.DefaultConfig()
 	a.Registration = c.Registration
 	a.SharedSecret = c.SharedSecret
+	a.ProfileLookup = c.ProfileLookup
 	a.RateLimits = c.RateLimits == "on"
 	a.MinPasswordLength = int(c.PasswordMinLength)
 	a.Argon2 = c.argon2()
