@@ -2,7 +2,6 @@ package rooms
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -241,37 +240,6 @@ func (s *Service) lockForSend(from Sender, id spec.RoomID, txnID string) (*liveR
 		return nil, nil, "", errNotInRoom(id)
 	}
 	return r, snap, "", nil
-}
-
-// checkEncryptionPolicy refuses plaintext messages in encrypted rooms and
-// any weakening of a room's encryption, under the "required" policy.
-func (s *Service) checkEncryptionPolicy(snap *snapshot, typ string, stateKey *string, content []byte) error {
-	enc := snap.get(spec.MRoomEncryption, "")
-	if typ == spec.MRoomEncryption && stateKey != nil && *stateKey == "" {
-		// Whatever the policy, a room once encrypted stays encrypted with
-		// Megolm: clients never downgrade, and neither do we.
-		if enc != nil && !isMegolm(content) {
-			return spec.Forbidden("this room is end-to-end encrypted; its encryption cannot be removed or changed")
-		}
-		if s.cfg.Encryption == "required" && !isMegolm(content) {
-			return spec.Forbidden("this server only allows the m.megolm.v1.aes-sha2 encryption algorithm")
-		}
-		return nil
-	}
-	if s.cfg.Encryption != "required" || enc == nil || stateKey != nil {
-		return nil
-	}
-	if typ == spec.MRoomMessage || typ == spec.MSticker {
-		return spec.Forbidden("this room is end-to-end encrypted: send %s events encrypted (m.room.encrypted)", typ)
-	}
-	return nil
-}
-
-func isMegolm(content []byte) bool {
-	var c struct {
-		Algorithm string `json:"algorithm"`
-	}
-	return json.Unmarshal(contentOrEmpty(content), &c) == nil && c.Algorithm == "m.megolm.v1.aes-sha2"
 }
 
 // checkStateContent validates state the server itself depends on, so that a
