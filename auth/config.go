@@ -111,6 +111,13 @@ const (
 	RateLoginFailures = "login_failures" // per account and client address, failed password checks (login and UIA)
 	RateRegister      = "register"       // per client address, /register and token validity
 	RateSend          = "send"           // per user, sending events (rooms)
+	RateRooms         = "rooms"          // per user, rooms created (createRoom, upgrades)
+	RateMembership    = "membership"     // per user, joins, knocks, invites, leaves, kicks, bans, unbans, forgets
+	RateProfile       = "profile"        // per user, member events a profile change makes: one per joined room
+	RateReports       = "reports"        // per user, reports of rooms, events and users
+	RateAccountData   = "account_data"   // per user, account data and tag writes
+	RateToDevice      = "to_device"      // per user, to-device messages: one per recipient device, or user for "*"
+	RateWrites        = "writes"         // per user, every authenticated request that is not a read
 )
 
 // DefaultRates are the limits of a default deployment.
@@ -120,6 +127,13 @@ func DefaultRates() map[string]Rate {
 		RateLoginFailures: {Count: 5, Per: time.Minute},
 		RateRegister:      {Count: 10, Per: time.Hour},
 		RateSend:          {Count: 20, Per: 10 * time.Second},
+		RateRooms:         {Count: 10, Per: time.Minute},
+		RateMembership:    {Count: 30, Per: time.Minute},
+		RateProfile:       {Count: 100, Per: time.Minute},
+		RateReports:       {Count: 10, Per: time.Minute},
+		RateAccountData:   {Count: 60, Per: time.Minute},
+		RateToDevice:      {Count: 3000, Per: time.Minute},
+		RateWrites:        {Count: 600, Per: time.Minute},
 	}
 }
 

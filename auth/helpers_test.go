@@ -230,6 +230,7 @@ type recordingRooms struct {
 	left     []spec.UserID
 	profiles []string
 	sharing  map[[2]spec.UserID]bool
+	joined   map[spec.UserID][]spec.RoomID
 }
 
 func (r *recordingRooms) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
@@ -251,6 +252,13 @@ func (r *recordingRooms) ShareARoom(a, b spec.UserID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.sharing[[2]spec.UserID{a, b}] || r.sharing[[2]spec.UserID{b, a}]
+}
+
+// JoinedRooms: the rooms a test says the user is joined to.
+func (r *recordingRooms) JoinedRooms(user spec.UserID) []spec.RoomID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.joined[user]
 }
 
 type recordingDevices struct {

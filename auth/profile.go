@@ -43,6 +43,19 @@ func profileUser(c *gin.Context) (spec.UserID, error) {
 	return id, nil
 }
 
+// chargeProfileChange takes the profile limit's tokens for a change: one
+// per room the user is joined to, as each gets a new member event.
+func (s *Service) chargeProfileChange(c *gin.Context, user spec.UserID) error {
+	cost := 1
+	if s.rooms != nil {
+		cost = max(cost, len(s.rooms.JoinedRooms(user)))
+	}
+	if err := s.limiter.AllowUserCost(c, DeviceFrom(c), RateProfile, cost); err != nil {
+		return err
+	}
+	return nil
+}
+
 // profileReader is the middleware of profile lookups: an access token is
 // required unless profile_lookup is open.
 func (s *Service) profileReader() gin.HandlerFunc {
@@ -136,6 +149,10 @@ func (s *Service) putProfileField(c *gin.Context) {
 		c.Error(spec.BadJSON("%s must be a string", key))
 		return
 	}
+	if err := s.chargeProfileChange(c, id); err != nil {
+		c.Error(err)
+		return
+	}
 	if err := s.setProfileField(c.Request.Context(), id, key, v); err != nil {
 		c.Error(err)
 		return
@@ -147,6 +164,10 @@ func (s *Service) putProfileField(c *gin.Context) {
 func (s *Service) deleteProfileField(c *gin.Context) {
 	id, key, ok := s.ownProfileField(c)
 	if !ok {
+		return
+	}
+	if err := s.chargeProfileChange(c, id); err != nil {
+		c.Error(err)
 		return
 	}
 	if err := s.setProfileField(c.Request.Context(), id, key, ""); err != nil {

@@ -51,11 +51,14 @@ func (l *Limiter) Enabled() bool { return l != nil && l.enabled }
 // take removes one token from a bucket, or returns how long until one is
 // available.
 func (l *Limiter) take(class, who string) (ok bool, wait time.Duration) {
-	return l.use(class, who, true)
+	return l.use(class, who, 1, true)
 }
 
-// use is take, or with consume false only a check that a token is there.
-func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Duration) {
+// use takes cost tokens from a bucket, or with consume false only checks
+// that they are there. An action that costs more than a full bucket holds
+// (a profile change in 500 rooms) is allowed from a full bucket and leaves
+// it in debt: the user then waits until the debt is paid back.
+func (l *Limiter) use(class, who string, cost int, consume bool) (ok bool, wait time.Duration) {
 	if !l.Enabled() {
 		return true, 0
 	}
@@ -64,6 +67,7 @@ func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Durat
 		return true, 0
 	}
 	perToken := r.Per.Seconds() / float64(r.Count)
+	need := float64(min(max(cost, 1), r.Count))
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -78,13 +82,13 @@ func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Durat
 	}
 	b.tokens = math.Min(float64(r.Count), b.tokens+now.Sub(b.last).Seconds()/perToken)
 	b.last = now
-	if b.tokens >= 1 {
+	if b.tokens >= need {
 		if consume {
-			b.tokens--
+			b.tokens -= float64(max(cost, 1))
 		}
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) * perToken * float64(time.Second))
+	return false, time.Duration((need - b.tokens) * perToken * float64(time.Second))
 }
 
 // sweep drops buckets that have refilled; the caller holds mu.
@@ -118,10 +122,17 @@ func (l *Limiter) AllowIP(c *gin.Context, class string) *spec.Error {
 
 // AllowUser takes a token for a user. Admins are exempt.
 func (l *Limiter) AllowUser(c *gin.Context, dev *Device, class string) *spec.Error {
+	return l.AllowUserCost(c, dev, class, 1)
+}
+
+// AllowUserCost takes cost tokens for a user, for an action that fans out:
+// it pays for what it makes (one member event per joined room, one
+// to-device message per recipient device). Admins are exempt.
+func (l *Limiter) AllowUserCost(c *gin.Context, dev *Device, class string, cost int) *spec.Error {
 	if !l.Enabled() || dev == nil || dev.IsAdmin {
 		return nil
 	}
-	if ok, wait := l.take(class, "user:"+string(dev.UserID)); !ok {
+	if ok, wait := l.use(class, "user:"+string(dev.UserID), cost, true); !ok {
 		return retryAfter(c, wait)
 	}
 	return nil
@@ -138,7 +149,7 @@ func (l *Limiter) checkAccount(c *gin.Context, user spec.UserID) *spec.Error {
 	if !l.Enabled() {
 		return nil
 	}
-	if ok, wait := l.use(RateLoginFailures, accountKey(c, user), false); !ok {
+	if ok, wait := l.use(RateLoginFailures, accountKey(c, user), 1, false); !ok {
 		return retryAfter(c, wait)
 	}
 	return nil

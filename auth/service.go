@@ -30,6 +30,9 @@ type RoomHooks interface {
 	// ShareARoom reports whether two users are joined to a common room
 	// (who may read whose profile).
 	ShareARoom(a, b spec.UserID) bool
+	// JoinedRooms lists the rooms a user is joined to (what a profile
+	// change costs).
+	JoinedRooms(user spec.UserID) []spec.RoomID
 }
 
 // DeviceHooks is what auth tells the E2EE directory (keys) about devices;

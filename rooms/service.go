@@ -76,8 +76,9 @@ type Service struct {
 	profiles Profiles
 	now      func() time.Time
 	hook     CommitHook
-	// sendLimit rate-limits the send routes (nil: none).
-	sendLimit gin.HandlerFunc
+	// limit returns the rate limit of a class of action (auth's per-user
+	// limiter; nil: none).
+	limit func(class string) gin.HandlerFunc
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change

@@ -64,6 +64,13 @@ type Config struct {
 	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account from one client address, COUNT/PERIOD"`
 	RateLimitRegister    string `toml:"rate_limit_register"    help:"registration requests per client address, COUNT/PERIOD"`
 	RateLimitSend        string `toml:"rate_limit_send"        help:"events sent per user, COUNT/PERIOD (admins are exempt)"`
+	RateLimitRooms       string `toml:"rate_limit_rooms"       help:"rooms created (createRoom, upgrades) per user, COUNT/PERIOD"`
+	RateLimitMembership  string `toml:"rate_limit_membership"  help:"joins, knocks, invites, leaves, kicks, bans, unbans and forgets per user, COUNT/PERIOD"`
+	RateLimitProfile     string `toml:"rate_limit_profile"     help:"member events made by profile changes per user (a change costs one per joined room), COUNT/PERIOD"`
+	RateLimitReports     string `toml:"rate_limit_reports"     help:"reports of rooms, events and users per user, COUNT/PERIOD"`
+	RateLimitAccountData string `toml:"rate_limit_account_data" help:"account data and tag writes per user, COUNT/PERIOD"`
+	RateLimitToDevice    string `toml:"rate_limit_to_device"   help:"to-device messages per user (one per recipient device, or per user for *), COUNT/PERIOD"`
+	RateLimitWrites      string `toml:"rate_limit_writes"      help:"authenticated requests that are not reads (GET), of any kind, per user, COUNT/PERIOD"`
 
 	Metrics       bool   `toml:"metrics"        help:"serve Prometheus metrics at /metrics: counts and latencies, never identifiers; nothing is sent anywhere"`
 	MetricsListen string `toml:"metrics_listen" help:"address of the metrics listener, loopback unless metrics_token is set (empty: /metrics on the main listener, token required)"`
@@ -104,14 +111,21 @@ func defaults() Config {
 		MaxThumbnailPixels: 32 << 20,
 		TURNUserLifetime:   "1h",
 
-		PasswordMinLength:  8,
-		Argon2MemoryKiB:    int64(auth.MinArgon2.MemoryKiB),
-		Argon2Iterations:   int64(auth.MinArgon2.Iterations),
-		Argon2Parallelism:  int64(auth.MinArgon2.Parallelism),
-		RateLimitLogin:     auth.DefaultRates()[auth.RateLogin].String(),
-		RateLimitLoginFail: auth.DefaultRates()[auth.RateLoginFailures].String(),
-		RateLimitRegister:  auth.DefaultRates()[auth.RateRegister].String(),
-		RateLimitSend:      auth.DefaultRates()[auth.RateSend].String(),
+		PasswordMinLength:    8,
+		Argon2MemoryKiB:      int64(auth.MinArgon2.MemoryKiB),
+		Argon2Iterations:     int64(auth.MinArgon2.Iterations),
+		Argon2Parallelism:    int64(auth.MinArgon2.Parallelism),
+		RateLimitLogin:       auth.DefaultRates()[auth.RateLogin].String(),
+		RateLimitLoginFail:   auth.DefaultRates()[auth.RateLoginFailures].String(),
+		RateLimitRegister:    auth.DefaultRates()[auth.RateRegister].String(),
+		RateLimitSend:        auth.DefaultRates()[auth.RateSend].String(),
+		RateLimitRooms:       auth.DefaultRates()[auth.RateRooms].String(),
+		RateLimitMembership:  auth.DefaultRates()[auth.RateMembership].String(),
+		RateLimitProfile:     auth.DefaultRates()[auth.RateProfile].String(),
+		RateLimitReports:     auth.DefaultRates()[auth.RateReports].String(),
+		RateLimitAccountData: auth.DefaultRates()[auth.RateAccountData].String(),
+		RateLimitToDevice:    auth.DefaultRates()[auth.RateToDevice].String(),
+		RateLimitWrites:      auth.DefaultRates()[auth.RateWrites].String(),
 
 		MetricsListen: "127.0.0.1:8009",
 
@@ -224,10 +238,9 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 			add("jwt_key_file", "%v", err)
 		}
 	}
-	for key, v := range map[string]string{"rate_limit_login": c.RateLimitLogin, "rate_limit_login_failures": c.RateLimitLoginFail,
-		"rate_limit_register": c.RateLimitRegister, "rate_limit_send": c.RateLimitSend} {
+	for class, v := range c.rates() {
 		if _, err := auth.ParseRate(v); err != nil {
-			add(key, "%v", err)
+			add("rate_limit_"+class, "%v", err)
 		}
 	}
 }
@@ -247,8 +260,7 @@ func (c *Config) authConfig() (auth.Config, error) {
 	}
 	a.AccessTokenLifetime, _ = time.ParseDuration(c.AccessTokenLifetime) // validated at load
 	a.RefreshTokenLifetime, _ = time.ParseDuration(c.RefreshTokenLifetime)
-	for class, v := range map[string]string{auth.RateLogin: c.RateLimitLogin, auth.RateLoginFailures: c.RateLimitLoginFail,
-		auth.RateRegister: c.RateLimitRegister, auth.RateSend: c.RateLimitSend} {
+	for class, v := range c.rates() {
 		r, err := auth.ParseRate(v)
 		if err != nil {
 			return a, fmt.Errorf("rate limit %s: %w", class, err)
@@ -263,6 +275,18 @@ func (c *Config) authConfig() (auth.Config, error) {
 		a.JWTKey, a.JWTIssuer, a.JWTAudience = key, c.JWTIssuer, c.JWTAudience
 	}
 	return a, nil
+}
+
+// rates are the rate_limit_CLASS settings by auth's rate limit class.
+func (c *Config) rates() map[string]string {
+	return map[string]string{
+		auth.RateLogin: c.RateLimitLogin, auth.RateLoginFailures: c.RateLimitLoginFail,
+		auth.RateRegister: c.RateLimitRegister, auth.RateSend: c.RateLimitSend,
+		auth.RateRooms: c.RateLimitRooms, auth.RateMembership: c.RateLimitMembership,
+		auth.RateProfile: c.RateLimitProfile, auth.RateReports: c.RateLimitReports,
+		auth.RateAccountData: c.RateLimitAccountData, auth.RateToDevice: c.RateLimitToDevice,
+		auth.RateWrites: c.RateLimitWrites,
+	}
 }
 
 func (c *Config) argon2() auth.Argon2Params {

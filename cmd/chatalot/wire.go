@@ -72,7 +72,7 @@ func (a *App) wire(ctx context.Context) error {
 	keysSvc, err := keys.New(keys.Deps{
 		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
 		Config: keys.Config{ServerName: a.serverName()},
-		UIA:    authSvc.RequireUIA, Devices: authSvc,
+		UIA:    authSvc.RequireUIA, Devices: authSvc, Limiter: authSvc.Limiter(),
 	})
 	if err != nil {
 		return err
@@ -123,7 +123,7 @@ func (a *App) wire(ctx context.Context) error {
 	r.GET("/_matrix/client/v3/capabilities", requireAuth, srv.Capabilities)
 	r.GET("/_matrix/client/r0/capabilities", requireAuth, srv.Capabilities)
 	authSvc.Routes(r)
-	roomsSvc.SetSendLimit(authSvc.Limiter().PerUser(auth.RateSend))
+	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
