@@ -41,6 +41,9 @@ type Config struct {
 	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
 	HeaderTimeout  string `toml:"read_header_timeout" help:"how long a client may take to send its request headers (slow clients are cut off)"`
 	BodyIdle       string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
+	BodyMinRate    int64  `toml:"body_min_rate"     help:"least average rate in bytes per second a request body must arrive at once body_idle_timeout has passed (0: no minimum)"`
+	WriteIdle      string `toml:"write_idle_timeout" help:"how long a client may stop reading a response before it is cut off (long-polls may wait as long as they ask before answering)"`
+	MaxConnsPerIP  int64  `toml:"max_connections_per_address" help:"open connections one client address (IPv6: one /64) may hold; trusted_proxies are exempt (0: no cap)"`
 	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
 
 	MaxUploadBytes     int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
@@ -104,6 +107,9 @@ func defaults() Config {
 		ShutdownGrace: "10s",
 		HeaderTimeout: "10s",
 		BodyIdle:      "30s",
+		BodyMinRate:   1024,
+		WriteIdle:     "30s",
+		MaxConnsPerIP: 100,
 		Presence:      true,
 
 		MaxUploadBytes:     50 << 20,
@@ -198,6 +204,15 @@ func (c *Config) Validate() ConfigError {
 	}
 	if d, err := time.ParseDuration(c.BodyIdle); err != nil || d <= 0 {
 		add("body_idle_timeout", "%q is not a positive duration such as 30s", c.BodyIdle)
+	}
+	if d, err := time.ParseDuration(c.WriteIdle); err != nil || d <= 0 {
+		add("write_idle_timeout", "%q is not a positive duration such as 30s", c.WriteIdle)
+	}
+	if c.BodyMinRate < 0 {
+		add("body_min_rate", "must not be negative (0 means no minimum)")
+	}
+	if c.MaxConnsPerIP < 0 {
+		add("max_connections_per_address", "must not be negative (0 means no cap)")
 	}
 	if d, err := time.ParseDuration(c.HeaderTimeout); err != nil || d <= 0 {
 		add("read_header_timeout", "%q is not a positive duration such as 10s", c.HeaderTimeout)

@@ -73,6 +73,7 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	ln = api.LimitConnections(ln, int(cfg.MaxConnsPerIP), cfg.trustedProxies())
 	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
 		Handler:           app.Handler(), // the router, measured when metrics are on
@@ -197,7 +198,16 @@ func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.Server
 
 func (a *App) routerOptions() api.Options {
 	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
-		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle)}
+		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle),
+		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: mustDuration(a.cfg.WriteIdle)}
+}
+
+// bodyMinRate is body_min_rate as api takes it (negative: no minimum).
+func bodyMinRate(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // mustDuration parses a duration the configuration already validated.
