@@ -413,15 +413,8 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 	// current state changes the room's state as it is served.
 	if sk, ok := redacted.StateKey(); ok {
 		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == target {
-			if !b.copied {
-				m := make(StateMap, len(b.snap.state))
-				for k, v := range b.snap.state {
-					m[k] = v
-				}
-				b.snap.state = m
-				b.copied = true
-			}
-			b.snap.state[StateKeyPair{redacted.Type(), sk}] = redacted
+			// b.snap is the builder's own, made by add.
+			b.snap.state = b.snap.state.With(StateKeyPair{redacted.Type(), sk}, redacted)
 		}
 	}
 	b.redactions = append(b.redactions, redacted)

@@ -92,8 +92,8 @@ func lastJoinEnd(h []posValue) (int64, bool) {
 func (s *Service) stateFor(ctx context.Context, a *access) ([]*events.PDU, error) {
 	snap := a.r.cur.Load()
 	if a.upTo >= snap.position {
-		out := make([]*events.PDU, 0, len(snap.state))
-		for _, ev := range snap.state {
+		out := make([]*events.PDU, 0, snap.state.Len())
+		for _, ev := range snap.state.All() {
 			out = append(out, ev)
 		}
 		return out, nil
@@ -186,7 +186,7 @@ func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.P
 		return nil, errNotInRoom(id)
 	}
 	var out []*events.PDU
-	for k, ev := range snap.state {
+	for k, ev := range snap.state.All() {
 		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
 			out = append(out, ev)
 		}
