@@ -268,3 +268,55 @@ func TestPage(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminPasswordResetRevokesLoginTokens: a login token alice took before
+// an admin reset her password with logout_devices no longer logs in, through
+// the API or through the CLI's follow-up (issue 19, item 3).
+func TestAdminPasswordResetRevokesLoginTokens(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	const password = "correct horse battery staple"
+	e.register("boss")
+	if err := e.svc.SetAdmin(ctx, Actor{User: "@boss:test"}, "@boss:test", true); err != nil {
+		t.Fatal(err)
+	}
+	_, out := e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "boss", "password": password})
+	boss := out["access_token"].(string)
+	take := func(user, tok string) string {
+		t.Helper()
+		_, out := e.do("POST", "/_matrix/client/v1/login/get_token", tok, map[string]any{})
+		code, out := e.do("POST", "/_matrix/client/v1/login/get_token", tok, map[string]any{"auth": map[string]any{
+			"type": "m.login.password", "session": out["session"], "password": password,
+			"identifier": map[string]any{"type": "m.id.user", "user": user}}})
+		if code != 200 {
+			t.Fatalf("get_token: %d %v", code, out)
+		}
+		return out["login_token"].(string)
+	}
+	tryLogin := func(lt string) int {
+		code, _ := e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.token", "token": lt})
+		return code
+	}
+
+	lt := take("alice", e.register("alice"))
+	code, out := e.do("POST", "/_synapse/admin/v1/reset_password/@alice:test", boss, map[string]any{"new_password": "another good password", "logout_devices": true})
+	if code != 200 {
+		t.Fatalf("reset: %d %v", code, out)
+	}
+	if got := tryLogin(lt); got != 403 {
+		t.Fatalf("a login token survived the admin's reset: %d", got)
+	}
+
+	// The CLI resets in another process; the server revokes what it holds
+	// when it picks up the follow-up.
+	lt = take("carol", e.register("carol"))
+	if err := e.cli.ResetPassword(ctx, CLIActor, "@carol:test", "another good password", true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !e.svc.ApplyFollowups(ctx) {
+		t.Fatal("the follow-up was not applied")
+	}
+	if got := tryLogin(lt); got != 403 {
+		t.Fatalf("a login token survived the CLI's reset: %d", got)
+	}
+}

@@ -31,6 +31,15 @@ type Options struct {
 	// body for this long (default 30s): a stalled upload must not hold a
 	// connection and a temporary file forever.
 	BodyIdleTimeout time.Duration
+	// BodyMinRate, in bytes per second, is the least average rate a request
+	// body must arrive at once BodyIdleTimeout has passed (default 1024; a
+	// negative value turns it off): a body trickled a byte at a time is
+	// never idle, but must not hold a connection for ever either.
+	BodyMinRate int64
+	// WriteIdleTimeout cuts off a client that stops reading its response
+	// for this long (default 30s). The deadline moves at every write, so a
+	// long-poll may wait as long as it likes before it answers.
+	WriteIdleTimeout time.Duration
 	// TrustedProxies are the addresses (or CIDR ranges) of reverse proxies
 	// whose X-Forwarded-For is believed. Nobody's by default: otherwise any
 	// client could pick the address its rate limits are counted under.
@@ -62,7 +71,14 @@ func NewRouter(o Options) *gin.Engine {
 	if o.BodyIdleTimeout <= 0 {
 		o.BodyIdleTimeout = 30 * time.Second
 	}
-	r.Use(plainJSONType, accessLog(o), recovery(o.Log), cors, bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout), renderErrors(o.Log), unescapeParams)
+	if o.BodyMinRate == 0 {
+		o.BodyMinRate = 1024
+	}
+	if o.WriteIdleTimeout <= 0 {
+		o.WriteIdleTimeout = 30 * time.Second
+	}
+	r.Use(writeDeadline(o.WriteIdleTimeout), plainJSONType, accessLog(o), recovery(o.Log), cors,
+		bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout, max(o.BodyMinRate, 0)), renderErrors(o.Log), unescapeParams)
 	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
 	r.NoMethod(func(c *gin.Context) {
 		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))
@@ -174,9 +190,10 @@ const rawBodyKey = "chatalot.raw_body"
 
 // bodyLimit caps the request body. Reading past the cap fails with
 // *http.MaxBytesError, which renderErrors turns into 413 M_TOO_LARGE.
-func bodyLimit(max int64, idle time.Duration) gin.HandlerFunc {
+func bodyLimit(max int64, idle time.Duration, minRate int64) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		body := &idleBody{ReadCloser: c.Request.Body, rc: http.NewResponseController(c.Writer), idle: idle}
+		body := &idleBody{ReadCloser: c.Request.Body, rc: http.NewResponseController(c.Writer), idle: idle,
+			start: time.Now(), minRate: minRate}
 		c.Set(rawBodyKey, io.ReadCloser(body))
 		c.Request.Body = http.MaxBytesReader(c.Writer, body, max)
 		c.Next()
@@ -185,19 +202,25 @@ func bodyLimit(max int64, idle time.Duration) gin.HandlerFunc {
 
 // idleBody moves the connection's read deadline forward at every read of
 // the body, so a client that stalls mid-body is cut off after idle while a
-// slow but steady upload goes on.
+// slow but steady upload goes on. Past idle, the body must also have
+// arrived at minRate bytes a second on average: the deadline is never
+// later than start + idle + received/minRate.
 type idleBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-	set  bool
+	rc      *http.ResponseController
+	idle    time.Duration
+	set     bool
+	start   time.Time
+	minRate int64 // 0: no minimum
+	read    int64
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	if b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil {
+	if b.rc.SetReadDeadline(b.deadline(time.Now())) == nil {
 		b.set = true
 	}
 	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// The deadline stays in the past: the server must not wait for the
 		// rest of this body before answering.
@@ -209,6 +232,58 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// deadline is when the next read must have returned.
+func (b *idleBody) deadline(now time.Time) time.Time {
+	d := now.Add(b.idle)
+	if b.minRate > 0 {
+		due := b.start.Add(b.idle + time.Duration(float64(b.read)/float64(b.minRate)*float64(time.Second)))
+		if due.Before(d) {
+			d = due
+		}
+	}
+	return d
+}
+
+// writeDeadline cuts off a client that stops reading: the connection's
+// write deadline is idle from the start of the request and from every
+// write, so a blocked write (the client's receive window full) fails
+// after idle and the handler lets go of the connection and whatever it
+// was sending. Waiting before the first write (a long-poll) costs nothing.
+func writeDeadline(idle time.Duration) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		w := &deadlineWriter{ResponseWriter: c.Writer, rc: http.NewResponseController(c.Writer), idle: idle}
+		w.extend()
+		c.Writer = w
+		c.Next()
+	}
+}
+
+type deadlineWriter struct {
+	gin.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w *deadlineWriter) extend() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.idle)) }
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.extend()
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *deadlineWriter) WriteString(s string) (int, error) {
+	w.extend()
+	return w.ResponseWriter.WriteString(s)
+}
+
+func (w *deadlineWriter) Flush() {
+	w.extend()
+	w.ResponseWriter.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // errBodyStalled is what a handler sees when the client stopped sending.
 var errBodyStalled = errors.New("the client stopped sending the request body")

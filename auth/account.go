@@ -71,6 +71,11 @@ func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password st
 		if n, _ := res.RowsAffected(); n == 0 {
 			return spec.NotFound("no such user")
 		}
+		// Whoever knew the old password may hold a login token or a
+		// half-finished UIA session: a new password ends them.
+		if err := s.revokeGrants(tx, user); err != nil {
+			return err
+		}
 		if !logoutDevices {
 			return nil
 		}
@@ -149,7 +154,7 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 		if _, err := tx.Exec(`DELETE FROM account_data WHERE user_id = $1`, string(user)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE user_id = $1`, string(user)); err != nil {
+		if err := s.revokeGrants(tx, user); err != nil {
 			return err
 		}
 		tx.AfterCommit(func() {

@@ -172,7 +172,9 @@ func TestDeactivate(t *testing.T) {
 	ts.do("GET", v3+"/account/whoami", tok, nil).mustErr(t, 401, "M_UNKNOWN_TOKEN")
 	ts.do("GET", v3+"/account/whoami", other, nil).mustErr(t, 401, "M_UNKNOWN_TOKEN")
 	ts.login("alice", "password1").mustErr(t, 403, "M_FORBIDDEN")
-	ts.do("GET", v3+"/profile/@alice:test.local", "", nil).mustErr(t, 404, "M_NOT_FOUND")
+	bob, _ := ts.register("bob", "password1")
+	ts.rooms.sharing = map[[2]spec.UserID]bool{{"@bob:test.local", "@alice:test.local"}: true}
+	ts.do("GET", v3+"/profile/@alice:test.local", bob, nil).mustErr(t, 404, "M_NOT_FOUND")
 	ts.do("GET", v3+"/register/available?username=alice", "", nil).mustErr(t, 400, "M_USER_IN_USE")
 	if len(ts.rooms.left) != 1 || ts.rooms.left[0] != "@alice:test.local" {
 		t.Fatalf("rooms not told: %v", ts.rooms.left)
@@ -215,11 +217,11 @@ func TestProfile(t *testing.T) {
 	me := v3 + "/profile/@alice:test.local"
 	ts.do("PUT", me+"/displayname", tok, map[string]any{"displayname": "Alice 🌸"}).must(t, 200)
 	ts.do("PUT", me+"/avatar_url", tok, map[string]any{"avatar_url": "mxc://test.local/abc123"}).must(t, 200)
-	r := ts.do("GET", me, "", nil).must(t, 200)
+	r := ts.do("GET", me, tok, nil).must(t, 200)
 	if r.str("displayname") != "Alice 🌸" || r.str("avatar_url") != "mxc://test.local/abc123" {
 		t.Fatal(r.Raw)
 	}
-	if ts.do("GET", me+"/displayname", "", nil).must(t, 200).str("displayname") != "Alice 🌸" {
+	if ts.do("GET", me+"/displayname", tok, nil).must(t, 200).str("displayname") != "Alice 🌸" {
 		t.Fatal("field")
 	}
 	if dn, av, err := ts.svc.Profile(context.Background(), "@alice:test.local"); dn != "Alice 🌸" || av == "" || err != nil {
@@ -229,9 +231,9 @@ func TestProfile(t *testing.T) {
 		t.Fatalf("rooms told %q", got)
 	}
 	ts.do("DELETE", me+"/avatar_url", tok, nil).must(t, 200)
-	ts.do("GET", me+"/avatar_url", "", nil).mustErr(t, 404, "M_NOT_FOUND")
+	ts.do("GET", me+"/avatar_url", tok, nil).mustErr(t, 404, "M_NOT_FOUND")
 	ts.do("PUT", me+"/displayname", tok, map[string]any{"displayname": ""}).must(t, 200)
-	if r := ts.do("GET", me, "", nil).must(t, 200); r.Raw != "{}" {
+	if r := ts.do("GET", me, tok, nil).must(t, 200); r.Raw != "{}" {
 		t.Fatal(r.Raw)
 	}
 	for _, tc := range []struct {
@@ -256,9 +258,51 @@ func TestProfile(t *testing.T) {
 			ts.do("PUT", tc.path, tc.token, tc.body).mustErr(t, tc.status, tc.code)
 		})
 	}
-	ts.do("GET", v3+"/profile/@nobody:test.local", "", nil).mustErr(t, 404, "M_NOT_FOUND")
-	ts.do("GET", v3+"/profile/@alice:elsewhere", "", nil).mustErr(t, 404, "M_NOT_FOUND")
-	ts.do("GET", v3+"/profile/nobody", "", nil).mustErr(t, 400, "M_INVALID_PARAM")
+	ts.do("GET", v3+"/profile/nobody", tok, nil).mustErr(t, 400, "M_INVALID_PARAM")
+}
+
+// TestProfileLookupPolicy attacks profile lookups (issue 19, item 8): by
+// default, without a token nobody's profile is readable, and a logged-in
+// user reads only their own and those of users they share a room with;
+// unknown users answer like strangers, so lookups enumerate no accounts.
+// profile_lookup = open restores the spec's open lookups.
+func TestProfileLookupPolicy(t *testing.T) {
+	for _, policy := range []string{ProfileLookupSharedRooms, ProfileLookupAuthenticated, ProfileLookupOpen} {
+		t.Run(policy, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.ProfileLookup = policy })
+			alice, _ := ts.register("alice", "password1")
+			bob, _ := ts.register("bob", "password1")
+			carol, _ := ts.register("carol", "password1")
+			ts.rooms.sharing = map[[2]spec.UserID]bool{{"@alice:test.local", "@bob:test.local"}: true}
+			want := func(token, user string, status int) {
+				t.Helper()
+				for _, p := range []string{"", "/displayname"} {
+					if r := ts.do("GET", v3+"/profile/"+user+p, token, nil); r.Status != status {
+						t.Errorf("GET /profile/%s%s with token %v: %d %s, want %d", user, p, token != "", r.Status, r.Raw, status)
+					}
+				}
+			}
+			// Everyone reads their own profile, and a room-mate's.
+			want(alice, "@alice:test.local", 200)
+			want(carol, "@carol:test.local", 200)
+			want(bob, "@alice:test.local", 200)
+			switch policy {
+			case ProfileLookupSharedRooms:
+				want("", "@alice:test.local", 401)
+				want(carol, "@alice:test.local", 403)
+				want(carol, "@nobody:test.local", 403) // as a stranger: no enumeration
+				want(alice, "@alice:elsewhere", 403)
+			case ProfileLookupAuthenticated:
+				want("", "@alice:test.local", 401)
+				want(carol, "@alice:test.local", 200)
+				want(carol, "@nobody:test.local", 404)
+			case ProfileLookupOpen:
+				want("", "@alice:test.local", 200)
+				want("", "@nobody:test.local", 404)
+				want("", "@alice:elsewhere", 404)
+			}
+		})
+	}
 }
 
 func TestAccountData(t *testing.T) {

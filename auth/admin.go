@@ -202,8 +202,11 @@ func (s *Service) UpdateRegistrationToken(ctx context.Context, tok string, u Reg
 // database, after another process (the admin CLI) deactivated the account,
 // deleted devices or changed the admin flag: tokens no longer stored stop
 // working and the admin flag is reloaded. The running server calls it when
-// it picks up the CLI's change (admin package).
+// it picks up the CLI's change (admin package). Grants kept only in this
+// process's memory (login tokens, UIA sessions) go too: the CLI could not
+// revoke them, and its password reset must end them as the API's does.
 func (s *Service) RefreshSessions(ctx context.Context, user spec.UserID) error {
+	s.dropMemoryGrants(user)
 	u, found, err := loadUser(s.reader(ctx), user)
 	if err != nil {
 		return err

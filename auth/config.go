@@ -57,6 +57,12 @@ type Config struct {
 	JWTIssuer   string
 	JWTAudience string
 
+	// ProfileLookup says who may read a profile with GET /profile:
+	// ProfileLookupSharedRooms (logged-in users, for themselves and users
+	// they share a room with), ProfileLookupAuthenticated (any logged-in
+	// user) or ProfileLookupOpen (anyone, without a token).
+	ProfileLookup string
+
 	// RateLimits switches every limit off when false (test deployments).
 	RateLimits bool
 	// Rates per limited action. Missing entries use DefaultRates.
@@ -90,13 +96,29 @@ var owaspArgon2 = []Argon2Params{
 	{MemoryKiB: 7168, Iterations: 5},
 }
 
+// Profile lookup policies (GET /profile): the spec lets a server require
+// authentication and answer only for users who share a room with the
+// requester.
+const (
+	ProfileLookupSharedRooms   = "shared_rooms"
+	ProfileLookupAuthenticated = "authenticated"
+	ProfileLookupOpen          = "open"
+)
+
 // Rate limit classes.
 const (
 	RateLogin         = "login"          // per client address, every /login attempt
-	RateLoginFailures = "login_failures" // per account, failed password checks (login and UIA)
+	RateLoginFailures = "login_failures" // per account and client address, failed password checks (login and UIA)
 	RateRegister      = "register"       // per client address, /register and token validity
 	RateSend          = "send"           // per user, sending events (rooms)
 	RateDelayedEvents = "delayed_events" // per client address, managing delayed events (schedule)
+	RateRooms         = "rooms"          // per user, rooms created (createRoom, upgrades)
+	RateMembership    = "membership"     // per user, joins, knocks, invites, leaves, kicks, bans, unbans, forgets
+	RateProfile       = "profile"        // per user, member events a profile change makes: one per joined room
+	RateReports       = "reports"        // per user, reports of rooms, events and users
+	RateAccountData   = "account_data"   // per user, account data and tag writes
+	RateToDevice      = "to_device"      // per user, to-device messages: one per recipient device, or user for "*"
+	RateWrites        = "writes"         // per user, every authenticated request that is not a read
 )
 
 // DefaultRates are the limits of a default deployment.
@@ -109,6 +131,13 @@ func DefaultRates() map[string]Rate {
 		// MatrixRTC clients restart their delayed "leave" every few
 		// seconds while in a call; a household behind one address fits.
 		RateDelayedEvents: {Count: 120, Per: time.Minute},
+		RateRooms:         {Count: 10, Per: time.Minute},
+		RateMembership:    {Count: 30, Per: time.Minute},
+		RateProfile:       {Count: 100, Per: time.Minute},
+		RateReports:       {Count: 10, Per: time.Minute},
+		RateAccountData:   {Count: 60, Per: time.Minute},
+		RateToDevice:      {Count: 3000, Per: time.Minute},
+		RateWrites:        {Count: 600, Per: time.Minute},
 	}
 }
 
@@ -116,6 +145,7 @@ func DefaultRates() map[string]Rate {
 func DefaultConfig() Config {
 	return Config{
 		Registration:        RegistrationByToken,
+		ProfileLookup:       ProfileLookupSharedRooms,
 		Argon2:              MinArgon2,
 		HashConcurrency:     runtime.NumCPU(),
 		HashQueue:           256,
@@ -151,6 +181,14 @@ func (c *Config) validate() error {
 	case RegistrationByToken, RegistrationOpen, RegistrationClosed:
 	default:
 		return fmt.Errorf("registration: %q is not token, open or closed", c.Registration)
+	}
+	if c.ProfileLookup == "" {
+		c.ProfileLookup = d.ProfileLookup
+	}
+	switch c.ProfileLookup {
+	case ProfileLookupSharedRooms, ProfileLookupAuthenticated, ProfileLookupOpen:
+	default:
+		return fmt.Errorf("profile_lookup: %q is not shared_rooms, authenticated or open", c.ProfileLookup)
 	}
 	if c.Argon2 == (Argon2Params{}) {
 		c.Argon2 = d.Argon2

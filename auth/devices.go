@@ -191,9 +191,20 @@ func (s *Service) deleteDevices(c *gin.Context) {
 // transaction; devices that do not exist are skipped. Then keys is told, so
 // the devices' E2EE keys go too.
 func (s *Service) DeleteDevices(ctx context.Context, user spec.UserID, deviceIDs ...string) error {
+	return s.removeDevices(ctx, user, false, deviceIDs...)
+}
+
+// removeDevices is DeleteDevices; with everywhere (log out everywhere) the
+// account's other grants are revoked in the same transaction.
+func (s *Service) removeDevices(ctx context.Context, user spec.UserID, everywhere bool, deviceIDs ...string) error {
 	var deleted []string
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		deleted = deleted[:0]
+		if everywhere {
+			if err := s.revokeGrants(tx, user); err != nil {
+				return err
+			}
+		}
 		for _, id := range deviceIDs {
 			ok, err := deleteDevice(tx, user, id)
 			if err != nil {

@@ -229,6 +229,8 @@ type recordingRooms struct {
 	mu       sync.Mutex
 	left     []spec.UserID
 	profiles []string
+	sharing  map[[2]spec.UserID]bool
+	joined   map[spec.UserID][]spec.RoomID
 }
 
 func (r *recordingRooms) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
@@ -243,6 +245,20 @@ func (r *recordingRooms) ProfileChanged(ctx context.Context, user spec.UserID, d
 	defer r.mu.Unlock()
 	r.profiles = append(r.profiles, dn+"|"+av)
 	return nil
+}
+
+// InDirectoryOf: users see each other when a test says so (sharing).
+func (r *recordingRooms) InDirectoryOf(a, b spec.UserID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sharing[[2]spec.UserID{a, b}] || r.sharing[[2]spec.UserID{b, a}]
+}
+
+// JoinedRooms: the rooms a test says the user is joined to.
+func (r *recordingRooms) JoinedRooms(user spec.UserID) []spec.RoomID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.joined[user]
 }
 
 type recordingDevices struct {

@@ -165,7 +165,7 @@ var errBadLogin = spec.Forbidden("invalid user name or password")
 // checkPassword verifies a user's password. Unknown users, deactivated
 // users and wrong passwords all get the same 403 after the same work, so
 // that the answer does not tell which accounts exist. Failed attempts are
-// limited per account. A hash with old parameters is replaced.
+// limited per account and client address. A hash with old parameters is replaced.
 func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password string) (userRow, error) {
 	if err := s.limiter.checkAccount(c, user); err != nil {
 		return userRow{}, err
@@ -182,7 +182,7 @@ func (s *Service) checkPassword(c *gin.Context, user spec.UserID, password strin
 		return u, err
 	}
 	if !ok || !found || u.Deactivated {
-		s.limiter.chargeAccount(user)
+		s.limiter.chargeAccount(c, user)
 		return u, errBadLogin
 	}
 	if stale {
@@ -353,6 +353,31 @@ func (s *Service) getLoginToken(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
 }
 
+// revokeGrants withdraws what an account handed out besides its devices'
+// tokens, as part of revoking its sessions (log out everywhere, a password
+// change, an admin reset, deactivation): outstanding m.login.token tokens,
+// OpenID tokens, and user-interactive auth sessions with stages already
+// passed. It runs inside tx; the in-memory grants go once tx commits.
+func (s *Service) revokeGrants(tx *storage.Tx, user spec.UserID) error {
+	if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE user_id = $1`, string(user)); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { s.dropMemoryGrants(user) })
+	return nil
+}
+
+// dropMemoryGrants is the in-memory half of revokeGrants.
+func (s *Service) dropMemoryGrants(user spec.UserID) {
+	s.loginMu.Lock()
+	for h, t := range s.loginTokens {
+		if t.user == user {
+			delete(s.loginTokens, h)
+		}
+	}
+	s.loginMu.Unlock()
+	s.uia.dropUser(user)
+}
+
 // consumeLoginToken uses up a login token; each works once.
 func (s *Service) consumeLoginToken(tok string) (spec.UserID, bool) {
 	if tok == "" {
@@ -468,7 +493,7 @@ func (s *Service) logoutAll(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, ids...); err != nil {
+	if err := s.removeDevices(c.Request.Context(), dev.UserID, true, ids...); err != nil {
 		c.Error(err)
 		return
 	}

@@ -306,3 +306,47 @@ func TestLogout(t *testing.T) {
 		t.Fatal("tokens left in the cache")
 	}
 }
+
+// TestLogOutEverywhereRevokesLoginTokens attacks "log out everywhere" with
+// a login token taken just before (issue 19, item 3): after /logout/all, or
+// a password change with logout_devices, an outstanding m.login.token no
+// longer logs in, an OpenID token no longer identifies the user, and a UIA
+// session started before cannot be finished.
+func TestLogOutEverywhereRevokesLoginTokens(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register("alice", "password1")
+	getToken := "/_matrix/client/v1/login/get_token"
+	grants := func(tok, password string) (loginToken, openID, uiaSession string) {
+		t.Helper()
+		loginToken = ts.uia("POST", getToken, tok, map[string]any{}, "alice", password).must(t, 200).str("login_token")
+		openID = ts.do("POST", v3+"/user/@alice:test.local/openid/request_token", tok, map[string]any{}).must(t, 200).str("access_token")
+		// A UIA session started before the revocation.
+		uiaSession = ts.do("POST", v3+"/delete_devices", tok, map[string]any{"devices": []string{"LATER"}}).must(t, 401).str("session")
+		return loginToken, openID, uiaSession
+	}
+	revoked := func(how, loginToken, openID, uiaSession, tok, newPassword string) {
+		t.Helper()
+		if r := ts.do("POST", v3+"/login", "", map[string]any{"type": "m.login.token", "token": loginToken}); r.Status != 403 {
+			t.Errorf("%s: the login token still logs in: %d %s", how, r.Status, r.Raw)
+		}
+		if r := ts.do("GET", "/_matrix/federation/v1/openid/userinfo?access_token="+openID, "", nil); r.Status != 401 {
+			t.Errorf("%s: the OpenID token still identifies alice: %d %s", how, r.Status, r.Raw)
+		}
+		if tok == "" {
+			return
+		}
+		ts.do("POST", v3+"/delete_devices", tok, map[string]any{"devices": []string{"LATER"}, "auth": map[string]any{
+			"type": "m.login.password", "session": uiaSession, "password": newPassword,
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}}}).mustErr(t, 400, "M_INVALID_PARAM")
+	}
+
+	tok := ts.login("alice", "password1").must(t, 200).str("access_token")
+	lt, oid, sess := grants(tok, "password1")
+	ts.do("POST", v3+"/logout/all", tok, nil).must(t, 200)
+	revoked("logout/all", lt, oid, sess, "", "")
+
+	tok = ts.login("alice", "password1").must(t, 200).str("access_token")
+	lt, oid, sess = grants(tok, "password1")
+	ts.uia("POST", v3+"/account/password", tok, map[string]any{"new_password": "password2", "logout_devices": true}, "alice", "password1").must(t, 200)
+	revoked("password change", lt, oid, sess, tok, "password2")
+}

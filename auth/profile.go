@@ -43,15 +43,53 @@ func profileUser(c *gin.Context) (spec.UserID, error) {
 	return id, nil
 }
 
-// GET /_matrix/client/v3/profile/{userId}: a local user's display name and
-// avatar. Remote, unknown and deactivated users are 404.
-func (s *Service) getProfile(c *gin.Context) {
+// chargeProfileChange takes the profile limit's tokens for a change: one
+// per room the user is joined to, as each gets a new member event.
+func (s *Service) chargeProfileChange(c *gin.Context, user spec.UserID) error {
+	cost := 1
+	if s.rooms != nil {
+		cost = max(cost, len(s.rooms.JoinedRooms(user)))
+	}
+	if err := s.limiter.AllowUserCost(c, DeviceFrom(c), RateProfile, cost); err != nil {
+		return err
+	}
+	return nil
+}
+
+// profileReader is the middleware of profile lookups: an access token is
+// required unless profile_lookup is open.
+func (s *Service) profileReader() gin.HandlerFunc {
+	if s.cfg.ProfileLookup == ProfileLookupOpen {
+		return func(c *gin.Context) { c.Next() }
+	}
+	return s.Middleware()
+}
+
+// readableProfile loads the profile of the userId parameter if the caller
+// may read it: always their own; with shared_rooms, only of users the user
+// directory would show them (joined to a room they are joined to, or to a
+// public or world-readable room). Others get the spec's 403 ("unwilling to
+// disclose whether the user exists"), the same for unknown users, so that
+// the answer enumerates nobody.
+func (s *Service) readableProfile(c *gin.Context) (displayName, avatarURL string, err error) {
 	id, err := profileUser(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return "", "", err
 	}
-	dn, av, err := s.loadProfile(c.Request.Context(), id)
+	if s.cfg.ProfileLookup == ProfileLookupSharedRooms {
+		me := DeviceFrom(c).UserID // behind Middleware
+		if me != id && (s.rooms == nil || !s.rooms.InDirectoryOf(me, id)) {
+			return "", "", spec.Forbidden("you do not share a room with this user")
+		}
+	}
+	return s.loadProfile(c.Request.Context(), id)
+}
+
+// GET /_matrix/client/v3/profile/{userId}: a local user's display name and
+// avatar, for whoever profile_lookup lets read it. Remote, unknown and
+// deactivated users are 404 to those who may look.
+func (s *Service) getProfile(c *gin.Context) {
+	dn, av, err := s.readableProfile(c)
 	if err != nil {
 		c.Error(err)
 		return
@@ -69,19 +107,14 @@ func (s *Service) getProfile(c *gin.Context) {
 // GET /_matrix/client/v3/profile/{userId}/{keyName}: one field; 404 when
 // it is not set.
 func (s *Service) getProfileField(c *gin.Context) {
-	id, err := profileUser(c)
+	key := c.Param("keyName")
+	dn, av, err := s.readableProfile(c)
 	if err != nil {
 		c.Error(err)
 		return
 	}
-	key := c.Param("keyName")
 	if _, ok := profileKeys[key]; !ok {
 		c.Error(spec.NotFound("profile field not found"))
-		return
-	}
-	dn, av, err := s.loadProfile(c.Request.Context(), id)
-	if err != nil {
-		c.Error(err)
 		return
 	}
 	v := dn
@@ -117,6 +150,10 @@ func (s *Service) putProfileField(c *gin.Context) {
 		c.Error(spec.BadJSON("%s must be a string", key))
 		return
 	}
+	if err := s.chargeProfileChange(c, id); err != nil {
+		c.Error(err)
+		return
+	}
 	if err := s.setProfileField(c.Request.Context(), id, key, v); err != nil {
 		c.Error(err)
 		return
@@ -128,6 +165,10 @@ func (s *Service) putProfileField(c *gin.Context) {
 func (s *Service) deleteProfileField(c *gin.Context) {
 	id, key, ok := s.ownProfileField(c)
 	if !ok {
+		return
+	}
+	if err := s.chargeProfileChange(c, id); err != nil {
+		c.Error(err)
 		return
 	}
 	if err := s.setProfileField(c.Request.Context(), id, key, ""); err != nil {

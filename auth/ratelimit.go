@@ -2,10 +2,8 @@ package auth
 
 import (
 	"math"
-	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -53,11 +51,14 @@ func (l *Limiter) Enabled() bool { return l != nil && l.enabled }
 // take removes one token from a bucket, or returns how long until one is
 // available.
 func (l *Limiter) take(class, who string) (ok bool, wait time.Duration) {
-	return l.use(class, who, true)
+	return l.use(class, who, 1, true)
 }
 
-// use is take, or with consume false only a check that a token is there.
-func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Duration) {
+// use takes cost tokens from a bucket, or with consume false only checks
+// that they are there. An action that costs more than a full bucket holds
+// (a profile change in 500 rooms) is allowed from a full bucket and leaves
+// it in debt: the user then waits until the debt is paid back.
+func (l *Limiter) use(class, who string, cost int, consume bool) (ok bool, wait time.Duration) {
 	if !l.Enabled() {
 		return true, 0
 	}
@@ -66,6 +67,7 @@ func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Durat
 		return true, 0
 	}
 	perToken := r.Per.Seconds() / float64(r.Count)
+	need := float64(min(max(cost, 1), r.Count))
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -80,13 +82,13 @@ func (l *Limiter) use(class, who string, consume bool) (ok bool, wait time.Durat
 	}
 	b.tokens = math.Min(float64(r.Count), b.tokens+now.Sub(b.last).Seconds()/perToken)
 	b.last = now
-	if b.tokens >= 1 {
+	if b.tokens >= need {
 		if consume {
-			b.tokens--
+			b.tokens -= float64(max(cost, 1))
 		}
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) * perToken * float64(time.Second))
+	return false, time.Duration((need - b.tokens) * perToken * float64(time.Second))
 }
 
 // sweep drops buckets that have refilled; the caller holds mu.
@@ -120,33 +122,49 @@ func (l *Limiter) AllowIP(c *gin.Context, class string) *spec.Error {
 
 // AllowUser takes a token for a user. Admins are exempt.
 func (l *Limiter) AllowUser(c *gin.Context, dev *Device, class string) *spec.Error {
+	return l.AllowUserCost(c, dev, class, 1)
+}
+
+// AllowUserCost takes cost tokens for a user, for an action that fans out:
+// it pays for what it makes (one member event per joined room, one
+// to-device message per recipient device). Admins are exempt.
+func (l *Limiter) AllowUserCost(c *gin.Context, dev *Device, class string, cost int) *spec.Error {
 	if !l.Enabled() || dev == nil || dev.IsAdmin {
 		return nil
 	}
-	if ok, wait := l.take(class, "user:"+string(dev.UserID)); !ok {
+	if ok, wait := l.use(class, "user:"+string(dev.UserID), cost, true); !ok {
 		return retryAfter(c, wait)
 	}
 	return nil
 }
 
 // checkAccount and chargeAccount limit failed password checks against an
-// account, whoever makes them, admins' accounts included: that is what stops
-// a distributed guess at one password. checkAccount runs before the check
-// (without using a token), chargeAccount after a failure.
+// account per client address, admins' accounts included. The bucket is the
+// pair (address, account), not the account alone: a per-account bucket
+// would let anyone lock the owner out by failing on purpose, refusing even
+// the right password. A guess spread over many addresses is bounded by
+// each address's login limit and by the cost of Argon2id. checkAccount runs
+// before the check (without using a token), chargeAccount after a failure.
 func (l *Limiter) checkAccount(c *gin.Context, user spec.UserID) *spec.Error {
 	if !l.Enabled() {
 		return nil
 	}
-	if ok, wait := l.use(RateLoginFailures, "account:"+string(user), false); !ok {
+	if ok, wait := l.use(RateLoginFailures, accountKey(c, user), 1, false); !ok {
 		return retryAfter(c, wait)
 	}
 	return nil
 }
 
-func (l *Limiter) chargeAccount(user spec.UserID) {
+func (l *Limiter) chargeAccount(c *gin.Context, user spec.UserID) {
 	if l.Enabled() {
-		l.take(RateLoginFailures, "account:"+string(user))
+		l.take(RateLoginFailures, accountKey(c, user))
 	}
+}
+
+// accountKey names the bucket of failed password checks for one account
+// from one client address.
+func accountKey(c *gin.Context, user spec.UserID) string {
+	return "account:" + string(user) + " ip:" + clientKey(c)
 }
 
 func retryAfter(c *gin.Context, wait time.Duration) *spec.Error {
@@ -181,27 +199,21 @@ func (l *Limiter) PerIP(class string) gin.HandlerFunc {
 	}
 }
 
-// clientKey is the address a limit applies to. The peer address is used as
-// is, except that a reverse proxy on the same host (loopback peer) is
-// trusted to give the client's address as the last X-Forwarded-For entry —
-// the one it appended itself, which a client cannot forge. IPv6 clients are
-// limited per /64, the usual size of one subscriber's network.
+// clientKey is the address a limit applies to: the peer's, or when the
+// peer is one of the router's trusted proxies (trusted_proxies, nobody by
+// default) the client address it forwarded in X-Forwarded-For. A loopback
+// peer is not trusted for being local: a TCP forwarder on the same host
+// (onion service, stunnel, ssh -L) passes on whatever header the client
+// wrote. IPv6 clients are limited per /64, the usual size of one
+// subscriber's network.
 func clientKey(c *gin.Context) string {
-	host, _, err := net.SplitHostPort(strings.TrimSpace(c.Request.RemoteAddr))
-	if err != nil {
+	host := c.ClientIP()
+	if host == "" { // not HOST:PORT: a listener of another kind
 		host = c.Request.RemoteAddr
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		return host
-	}
-	if addr.IsLoopback() {
-		if xff := c.Request.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
-				addr = a
-			}
-		}
 	}
 	addr = addr.Unmap()
 	if addr.Is6() {

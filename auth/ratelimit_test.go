@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/api"
+	"github.com/rs/zerolog"
 )
 
 func TestLimiterBuckets(t *testing.T) {
@@ -87,10 +90,13 @@ func TestRateLimits(t *testing.T) {
 	login("[2001:db8::2]:1", "bob", "password1").must(t, 200)
 	login("[2001:db8::3]:1", "bob", "password1").must(t, 200)
 	login("[2001:db8::4]:1", "bob", "password1").mustErr(t, 429, "M_LIMIT_EXCEEDED")
-	// Per account: failed attempts from anywhere count.
+	// Per account and address: an attacker guessing bob's password is
+	// stopped, even with the right one, and bob, from his own address, is
+	// not locked out by it (issue 19, item 8).
 	login("192.0.2.10:1", "bob", "wrong-password").mustErr(t, 403, "M_FORBIDDEN")
-	login("192.0.2.11:1", "bob", "wrong-password").mustErr(t, 403, "M_FORBIDDEN")
-	login("192.0.2.12:1", "bob", "password1").mustErr(t, 429, "M_LIMIT_EXCEEDED")
+	login("192.0.2.10:1", "bob", "wrong-password").mustErr(t, 403, "M_FORBIDDEN")
+	login("192.0.2.10:1", "bob", "password1").mustErr(t, 429, "M_LIMIT_EXCEEDED")
+	login("192.0.2.11:1", "bob", "password1").must(t, 200)
 	login("192.0.2.12:1", "alice", "password1").must(t, 200)
 	// Per user on authenticated routes; admins are exempt.
 	ts.do("POST", "/_test/send", tok, nil).must(t, 200)
@@ -106,22 +112,35 @@ func TestRateLimits(t *testing.T) {
 	ts.doFrom("192.0.2.50:1", "POST", v3+"/register", "", map[string]any{}).mustErr(t, 429, "M_LIMIT_EXCEEDED")
 }
 
+// TestForwardedFor attacks the login and registration limits through
+// X-Forwarded-For (issue 19, item 4): a client behind a loopback TCP
+// forwarder that is not a configured proxy cannot pick the address its
+// limits count under; behind a configured proxy, clients are told apart by
+// the address the proxy appended, and a forged first entry does not help.
 func TestForwardedFor(t *testing.T) {
 	ts := newTestServer(t, withRateLimits(map[string]Rate{RateRegister: {Count: 1, Per: time.Hour}}))
-	avail := func(remote, xff string) int {
-		r := ts.doFromHeader(remote, xff, "GET", v3+"/register/available?username=free")
-		return r.Status
+	avail := func(ts *testServer, remote, xff string) int {
+		return ts.doFromHeader(remote, xff, "GET", v3+"/register/available?username=free").Status
 	}
-	// Behind a local proxy, clients are told apart by the address the
-	// proxy appended.
-	if avail("127.0.0.1:5", "203.0.113.1") != 200 || avail("127.0.0.1:5", "203.0.113.2") != 200 {
-		t.Fatal("proxied clients share a bucket")
+	// trusted_proxies empty (the default): a loopback peer is no proxy.
+	if avail(ts, "127.0.0.1:5", "203.0.113.1") != 200 || avail(ts, "127.0.0.1:5", "203.0.113.2") != 429 {
+		t.Fatal("X-Forwarded-For from a loopback peer was believed without trusted_proxies")
 	}
-	if avail("127.0.0.1:5", "10.0.0.1, 203.0.113.1") != 429 {
+	if avail(ts, "198.51.100.7:5", "203.0.113.3") != 200 || avail(ts, "198.51.100.7:5", "203.0.113.4") != 429 {
+		t.Fatal("X-Forwarded-For from a remote peer was believed")
+	}
+
+	// trusted_proxies = 127.0.0.1: that proxy's appended entry counts.
+	proxied := *ts
+	proxied.router = api.NewRouter(api.Options{Log: zerolog.Nop(), TrustedProxies: []string{"127.0.0.1"}})
+	ts.svc.Routes(proxied.router)
+	if avail(&proxied, "127.0.0.1:5", "203.0.113.11") != 200 || avail(&proxied, "127.0.0.1:5", "203.0.113.12") != 200 {
+		t.Fatal("clients behind a trusted proxy share a bucket")
+	}
+	if avail(&proxied, "127.0.0.1:5", "10.0.0.1, 203.0.113.11") != 429 {
 		t.Fatal("a forged first entry escaped the limit")
 	}
-	// A remote client cannot pick its bucket.
-	if avail("198.51.100.7:5", "203.0.113.3") != 200 || avail("198.51.100.7:5", "203.0.113.4") != 429 {
-		t.Fatal("X-Forwarded-For from a non-local peer was trusted")
+	if avail(&proxied, "127.0.0.2:5", "203.0.113.13") != 200 || avail(&proxied, "127.0.0.2:5", "203.0.113.14") != 429 {
+		t.Fatal("X-Forwarded-For from a loopback address that is not the proxy was believed")
 	}
 }

@@ -37,14 +37,15 @@ func TestOpenRegistrationFlow(t *testing.T) {
 	if who.str("user_id") != "@alice:test.local" || who.str("device_id") != r.str("device_id") {
 		t.Fatalf("whoami: %s", who.Raw)
 	}
-	devs := ts.do("GET", v3+"/devices", r.str("access_token"), nil).must(t, 200)
+	aliceTok := r.str("access_token")
+	devs := ts.do("GET", v3+"/devices", aliceTok, nil).must(t, 200)
 	if d := devs.Body["devices"].([]any)[0].(map[string]any); d["display_name"] != "Phone" {
 		t.Fatalf("devices: %s", devs.Raw)
 	}
 	// The session is used up.
 	ts.do("POST", v3+"/register", "", map[string]any{"auth": body["auth"]}).mustErr(t, 400, "M_INVALID_PARAM")
 	// The default display name is the localpart.
-	p := ts.do("GET", v3+"/profile/@alice:test.local", "", nil).must(t, 200)
+	p := ts.do("GET", v3+"/profile/@alice:test.local", aliceTok, nil).must(t, 200)
 	if p.str("displayname") != "alice" {
 		t.Fatalf("profile: %s", p.Raw)
 	}

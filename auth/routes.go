@@ -37,8 +37,8 @@ func (s *Service) clientRoutes(g *api.Versioned) {
 	g.POST("/account/password/email/requestToken", s.requestToken3PID(spec.ErrThreepidNotFound))
 	g.POST("/account/password/msisdn/requestToken", s.requestToken3PID(spec.ErrThreepidNotFound))
 	g.POST("/refresh", s.refresh)
-	g.GET("/profile/:userId", s.getProfile)
-	g.GET("/profile/:userId/:keyName", s.getProfileField)
+	g.GET("/profile/:userId", s.profileReader(), s.getProfile)
+	g.GET("/profile/:userId/:keyName", s.profileReader(), s.getProfileField)
 
 	// With one.
 	a := g.Group("", s.Middleware())
@@ -66,13 +66,14 @@ func (s *Service) clientRoutes(g *api.Versioned) {
 	a.PUT("/profile/:userId/:keyName", s.putProfileField)
 	a.DELETE("/profile/:userId/:keyName", s.deleteProfileField)
 
+	accountData := s.limiter.PerUser(RateAccountData)
 	a.GET("/user/:userId/account_data/:type", s.getAccountData(false))
-	a.PUT("/user/:userId/account_data/:type", s.putAccountDataHandler(false))
+	a.PUT("/user/:userId/account_data/:type", accountData, s.putAccountDataHandler(false))
 	a.GET("/user/:userId/rooms/:roomId/account_data/:type", s.getAccountData(true))
-	a.PUT("/user/:userId/rooms/:roomId/account_data/:type", s.putAccountDataHandler(true))
+	a.PUT("/user/:userId/rooms/:roomId/account_data/:type", accountData, s.putAccountDataHandler(true))
 	a.GET("/user/:userId/rooms/:roomId/tags", s.getTags)
-	a.PUT("/user/:userId/rooms/:roomId/tags/:tag", s.putTag)
-	a.DELETE("/user/:userId/rooms/:roomId/tags/:tag", s.deleteTag)
+	a.PUT("/user/:userId/rooms/:roomId/tags/:tag", accountData, s.putTag)
+	a.DELETE("/user/:userId/rooms/:roomId/tags/:tag", accountData, s.deleteTag)
 
 	a.POST("/user/:userId/openid/request_token", s.requestOpenIDToken)
 

@@ -27,6 +27,13 @@ type RoomHooks interface {
 	// ProfileChanged sends the new membership events after a display name
 	// or avatar change.
 	ProfileChanged(ctx context.Context, user spec.UserID, displayName, avatarURL string) error
+	// InDirectoryOf reports whether target is in user's user-directory
+	// scope (who may read whose profile): sharing a room, or joined to a
+	// public or world-readable one.
+	InDirectoryOf(user, target spec.UserID) bool
+	// JoinedRooms lists the rooms a user is joined to (what a profile
+	// change costs).
+	JoinedRooms(user spec.UserID) []spec.RoomID
 }
 
 // DeviceHooks is what auth tells the E2EE directory (keys) about devices;

@@ -246,10 +246,25 @@ func (s *Service) Middleware() gin.HandlerFunc {
 				return
 			}
 		}
+		if changesSomething(c.Request.Method) {
+			// The backstop under the tighter limits of each kind of
+			// action: nothing an account stores is unlimited.
+			if err := s.limiter.AllowUser(c, dev, RateWrites); err != nil {
+				c.Error(err)
+				c.Abort()
+				return
+			}
+		}
 		SetDevice(c, dev)
 		c.Set(tokenHashKey, sess.hash)
 		c.Next()
 	}
+}
+
+// changesSomething reports whether a request method may store anything.
+// Some POSTs only read (keys/query, search); they count all the same.
+func changesSomething(method string) bool {
+	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
 }
 
 // retireParent revokes the token that sess replaced, now that sess is in

@@ -124,6 +124,17 @@ func (st *uiaStore) finish(id string) {
 	delete(st.m, id)
 }
 
+// dropUser ends every session a user started.
+func (st *uiaStore) dropUser(user spec.UserID) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for id, u := range st.m {
+		if u.user == user {
+			delete(st.m, id)
+		}
+	}
+}
+
 // lock runs f with the store locked, to update a session atomically.
 func (st *uiaStore) lock(f func()) {
 	st.mu.Lock()

@@ -120,6 +120,8 @@ type Deps struct {
 	// ParseSyncToken turns a /sync next_batch token into its stream
 	// position, for /keys/changes. Nil: the token must be a decimal position.
 	ParseSyncToken func(token string) (int64, error)
+	// Limiter rate-limits to-device messages per sender (nil: no limits).
+	Limiter *auth.Limiter
 }
 
 // Service is the E2EE directory.
@@ -130,6 +132,7 @@ type Service struct {
 	rooms   RoomMembership
 	uia     UIAFunc
 	devices Devices
+	limiter *auth.Limiter
 	cfg     Config
 	parse   func(string) (int64, error)
 
@@ -171,6 +174,7 @@ func New(d Deps) (*Service, error) {
 		devices: d.Devices,
 		cfg:     d.Config,
 		parse:   d.ParseSyncToken,
+		limiter: d.Limiter,
 		devs:    map[devKey]*deviceState{},
 	}
 	if s.parse == nil {

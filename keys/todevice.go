@@ -53,6 +53,7 @@ func (s *Service) handleSendToDevice(c *gin.Context) {
 		return
 	}
 	msgs := map[spec.UserID]map[string]json.RawMessage{}
+	cost := 0 // one per recipient device named, or user for "*"
 	for u, devsRaw := range users {
 		uid, err := spec.ParseUserID(u)
 		if err != nil {
@@ -80,11 +81,16 @@ func (s *Service) handleSendToDevice(c *gin.Context) {
 				return
 			}
 		}
+		cost += len(devs)
 		if s.isLocal(uid) {
 			msgs[uid] = devs
 		}
 		// Without federation there is no way to reach other servers: their
 		// messages are dropped, as for a device that does not exist.
+	}
+	if err := s.limiter.AllowUserCost(c, dev, auth.RateToDevice, cost); err != nil {
+		c.Error(err)
+		return
 	}
 	if err := s.SendToDevice(c.Request.Context(), dev.UserID, dev.DeviceID, evType, txnID, msgs); err != nil {
 		c.Error(err)

@@ -38,7 +38,7 @@ type AdminRoom struct {
 
 func (s *Service) describeForAdmin(r *liveRoom, published map[spec.RoomID]bool) AdminRoom {
 	snap := r.cur.Load()
-	a := AdminRoom{RoomInfo: describeRoom(r), Public: published[r.id], StateEvents: len(snap.state)}
+	a := AdminRoom{RoomInfo: describeRoom(r), Public: published[r.id], StateEvents: snap.state.Len()}
 	a.Federatable = true
 	if c := snap.get(spec.MRoomCreate, ""); c != nil {
 		a.Creator = c.Sender()
@@ -119,8 +119,8 @@ func (s *Service) AdminState(id spec.RoomID) []*events.PDU {
 		return nil
 	}
 	snap := r.cur.Load()
-	out := make([]*events.PDU, 0, len(snap.state))
-	for _, ev := range snap.state {
+	out := make([]*events.PDU, 0, snap.state.Len())
+	for _, ev := range snap.state.All() {
 		out = append(out, ev)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -145,7 +145,7 @@ func (s *Service) MembersOf(id spec.RoomID) map[spec.UserID]string {
 		return nil
 	}
 	out := map[spec.UserID]string{}
-	for k, ev := range r.cur.Load().state {
+	for k, ev := range r.cur.Load().state.All() {
 		if k.Type == spec.MRoomMember {
 			out[spec.UserID(k.StateKey)] = ev.Content().Get("membership").String()
 		}

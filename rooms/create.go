@@ -182,6 +182,15 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 		if st.Type == spec.MRoomCreate || st.Type == spec.MRoomMember {
 			return "", "", spec.InvalidParam("initial_state cannot set %s", st.Type)
 		}
+		if err := validEventType(st.Type); err != nil {
+			return "", "", err
+		}
+		if s.cfg.Encryption == "required" && !req.Unencrypted {
+			// The room will be encrypted (below, or by initial_state).
+			if err := checkStateTypeInEncryptedRoom(st.Type); err != nil {
+				return "", "", err
+			}
+		}
 		c, err := events.CanonicalObject(contentOrEmpty(st.Content))
 		if err != nil {
 			return "", "", err

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
@@ -227,9 +229,20 @@ func (h *handlers) joinedRooms(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"joined_rooms": h.s.JoinedRooms(auth.DeviceFrom(c).UserID)})
 }
 
+// validEventType refuses empty and overlong event types, and types that
+// are not UTF-8 or hold control characters (a NUL can make a client show
+// "m.room.message\x00" as the m.room.message the policy refuses).
 func validEventType(t string) error {
 	if t == "" || len(t) > 255 {
 		return spec.InvalidParam("the event type must be 1 to 255 bytes")
+	}
+	if !utf8.ValidString(t) {
+		return spec.InvalidParam("the event type must be UTF-8")
+	}
+	for _, r := range t {
+		if unicode.IsControl(r) {
+			return spec.InvalidParam("the event type must not contain control characters")
+		}
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package rooms
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -265,37 +264,6 @@ func (s *Service) lockForSend(from Sender, id spec.RoomID, scope, txnID string) 
 	return r, snap, "", nil
 }
 
-// checkEncryptionPolicy refuses plaintext messages in encrypted rooms and
-// any weakening of a room's encryption, under the "required" policy.
-func (s *Service) checkEncryptionPolicy(snap *snapshot, typ string, stateKey *string, content []byte) error {
-	enc := snap.get(spec.MRoomEncryption, "")
-	if typ == spec.MRoomEncryption && stateKey != nil && *stateKey == "" {
-		// Whatever the policy, a room once encrypted stays encrypted with
-		// Megolm: clients never downgrade, and neither do we.
-		if enc != nil && !isMegolm(content) {
-			return spec.Forbidden("this room is end-to-end encrypted; its encryption cannot be removed or changed")
-		}
-		if s.cfg.Encryption == "required" && !isMegolm(content) {
-			return spec.Forbidden("this server only allows the m.megolm.v1.aes-sha2 encryption algorithm")
-		}
-		return nil
-	}
-	if s.cfg.Encryption != "required" || enc == nil || stateKey != nil {
-		return nil
-	}
-	if typ == spec.MRoomMessage || typ == spec.MSticker {
-		return spec.Forbidden("this room is end-to-end encrypted: send %s events encrypted (m.room.encrypted)", typ)
-	}
-	return nil
-}
-
-func isMegolm(content []byte) bool {
-	var c struct {
-		Algorithm string `json:"algorithm"`
-	}
-	return json.Unmarshal(contentOrEmpty(content), &c) == nil && c.Algorithm == "m.megolm.v1.aes-sha2"
-}
-
 // joinAuthoriser picks a local joined user who may invite, for joins to a
 // restricted room (join_authorised_via_users_server), when the joiner is in
 // one of the rooms the join rule allows.
@@ -380,15 +348,8 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 	// current state changes the room's state as it is served.
 	if sk, ok := redacted.StateKey(); ok {
 		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == target {
-			if !b.copied {
-				m := make(StateMap, len(b.snap.state))
-				for k, v := range b.snap.state {
-					m[k] = v
-				}
-				b.snap.state = m
-				b.copied = true
-			}
-			b.snap.state[StateKeyPair{redacted.Type(), sk}] = redacted
+			// b.snap is the builder's own, made by add.
+			b.snap.state = b.snap.state.With(StateKeyPair{redacted.Type(), sk}, redacted)
 		}
 	}
 	b.redactions = append(b.redactions, redacted)

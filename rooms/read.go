@@ -43,38 +43,51 @@ type access struct {
 	joined bool
 }
 
-// readAccess decides whether the user may read the room at all. Users who
-// were never in a room that is not world_readable get the same 403 as for
-// a room that does not exist.
+// readAccess decides whether the user may read the room at all: joined
+// users up to now, users who left (or were banned) after having been joined
+// up to the end of their last join, anyone in a world-readable room. An
+// invite, a knock, a ban before any join or a rejected invite gives no read
+// access: those users have the stripped state their invite or knock carried,
+// and otherwise the same 403 as for a room that does not exist.
 func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) {
 	r := s.room(id)
 	if r == nil {
 		return nil, errNotInRoom(id)
 	}
 	snap := r.cur.Load()
-	switch m := snap.membership(user); m {
-	case spec.Join:
+	if snap.membership(user) == spec.Join {
 		return &access{r: r, upTo: snap.position, joined: true}, nil
-	default:
-		if r.worldReadableNow() {
-			return &access{r: r, upTo: snap.position}, nil
-		}
-		if (m == spec.Leave || m == spec.Ban) && s.isForgotten(user, id) {
-			// POST /forget: the history is no longer theirs to read.
-			return nil, errNotInRoom(id)
-		}
-		if m == spec.Leave || m == spec.Ban || m == spec.Invite || m == spec.Knock {
-			// They may read what they could see until their membership
-			// left "join": up to their latest member event.
-			r.histMu.RLock()
-			h := r.members[user]
-			r.histMu.RUnlock()
-			if len(h) > 0 {
-				return &access{r: r, upTo: h[len(h)-1].pos}, nil
-			}
-		}
+	}
+	if r.worldReadableNow() {
+		return &access{r: r, upTo: snap.position}, nil
+	}
+	if s.isForgotten(user, id) {
+		// POST /forget: the history is no longer theirs to read.
 		return nil, errNotInRoom(id)
 	}
+	r.histMu.RLock()
+	end, ok := lastJoinEnd(r.members[user])
+	r.histMu.RUnlock()
+	if ok {
+		return &access{r: r, upTo: end}, nil
+	}
+	return nil, errNotInRoom(id)
+}
+
+// lastJoinEnd returns the position of the member event that ended the
+// user's latest join (their leave, kick or ban), and false if they never
+// joined or are joined still. A user invited or knocking again after
+// leaving reads only up to that leave.
+func lastJoinEnd(h []posValue) (int64, bool) {
+	for i := len(h) - 1; i >= 0; i-- {
+		if h[i].value == spec.Join {
+			if i == len(h)-1 {
+				return 0, false
+			}
+			return h[i+1].pos, true
+		}
+	}
+	return 0, false
 }
 
 // stateFor returns the room state the user may see: the current state for
@@ -83,8 +96,8 @@ func (s *Service) readAccess(user spec.UserID, id spec.RoomID) (*access, error) 
 func (s *Service) stateFor(ctx context.Context, a *access) ([]*events.PDU, error) {
 	snap := a.r.cur.Load()
 	if a.upTo >= snap.position {
-		out := make([]*events.PDU, 0, len(snap.state))
-		for _, ev := range snap.state {
+		out := make([]*events.PDU, 0, snap.state.Len())
+		for _, ev := range snap.state.All() {
 			out = append(out, ev)
 		}
 		return out, nil
@@ -191,7 +204,7 @@ func (s *Service) JoinedMembersOf(user spec.UserID, id spec.RoomID) ([]*events.P
 		return nil, errNotInRoom(id)
 	}
 	var out []*events.PDU
-	for k, ev := range snap.state {
+	for k, ev := range snap.state.All() {
 		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
 			out = append(out, ev)
 		}

@@ -36,14 +36,16 @@ type Event struct {
 // readers (sync above all) take a consistent view without a lock.
 type snapshot struct {
 	position  int64 // stream position of the room's latest event
-	state     StateMap
+	state     roomState
 	extremity []spec.EventID // forward extremities: on one server, the latest event
 	depth     int64
-	// joinedCache is joined()'s answer, computed on first use.
-	joinedCache atomic.Pointer[[]spec.UserID]
+	// joinedCache is joined()'s answer, computed on first use or derived
+	// from the previous snapshot's; summaryCache is members()'.
+	joinedCache  atomic.Pointer[[]spec.UserID]
+	summaryCache atomic.Pointer[memberSummary]
 }
 
-func (s *snapshot) get(typ, key string) *events.PDU { return s.state[StateKeyPair{typ, key}] }
+func (s *snapshot) get(typ, key string) *events.PDU { return s.state.get(StateKeyPair{typ, key}) }
 
 // Get implements AuthState.
 func (s *snapshot) Get(typ, key string) *events.PDU { return s.get(typ, key) }
@@ -125,7 +127,7 @@ const (
 
 func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
 	r := &liveRoom{id: id, version: v, members: map[spec.UserID][]posValue{}}
-	r.cur.Store(&snapshot{state: StateMap{}})
+	r.cur.Store(&snapshot{})
 	return r
 }
 
@@ -248,10 +250,7 @@ func (r *liveRoom) stateAtFromMemory(pos int64) ([]*events.PDU, bool) {
 		}
 		undo = append(undo, ev)
 	}
-	state := make(StateMap, len(snap.state))
-	for k, v := range snap.state {
-		state[k] = v
-	}
+	state := snap.state.Map()
 	for _, ev := range undo { // newest first
 		sk, _ := ev.PDU.StateKey()
 		k := StateKeyPair{ev.PDU.Type(), sk}

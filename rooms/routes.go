@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/auth"
 	"github.com/gin-gonic/gin"
 )
 
@@ -10,27 +11,30 @@ import (
 // endpoints the r0 API had (api.ClientAPI).
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	h := &handlers{s: s}
+	limit := func(class string) gin.HandlerFunc {
+		if s.limit == nil {
+			return func(c *gin.Context) { c.Next() }
+		}
+		return s.limit(class)
+	}
+	send, rooms, membership, reports := limit(auth.RateSend), limit(auth.RateRooms), limit(auth.RateMembership), limit(auth.RateReports)
 	c := api.ClientAPI(r, requireAuth)
-	c.POST("/createRoom", h.createRoom)
-	c.POST("/join/:roomIdOrAlias", h.joinByIDOrAlias)
-	c.POST("/knock/:roomIdOrAlias", h.knock)
+	c.POST("/createRoom", rooms, h.createRoom)
+	c.POST("/join/:roomIdOrAlias", membership, h.joinByIDOrAlias)
+	c.POST("/knock/:roomIdOrAlias", membership, h.knock)
 	c.GET("/joined_rooms", h.joinedRooms)
 
 	rm := c.Group("/rooms/:roomId")
-	rm.POST("/join", h.join)
-	rm.POST("/invite", h.invite)
-	rm.POST("/leave", h.leave)
-	rm.POST("/forget", h.forget)
-	rm.POST("/kick", h.kick)
-	rm.POST("/ban", h.ban)
-	rm.POST("/unban", h.unban)
-	limit := s.sendLimit
-	if limit == nil {
-		limit = func(c *gin.Context) { c.Next() }
-	}
-	rm.PUT("/send/:eventType/:txnId", limit, h.send)
-	rm.PUT("/state/:eventType", limit, h.putState)
-	rm.PUT("/state/:eventType/*stateKey", limit, h.putState)
+	rm.POST("/join", membership, h.join)
+	rm.POST("/invite", membership, h.invite)
+	rm.POST("/leave", membership, h.leave)
+	rm.POST("/forget", membership, h.forget)
+	rm.POST("/kick", membership, h.kick)
+	rm.POST("/ban", membership, h.ban)
+	rm.POST("/unban", membership, h.unban)
+	rm.PUT("/send/:eventType/:txnId", send, h.send)
+	rm.PUT("/state/:eventType", send, h.putState)
+	rm.PUT("/state/:eventType/*stateKey", send, h.putState)
 	rm.GET("/state", h.getAllState)
 	rm.GET("/state/:eventType", h.getState)
 	rm.GET("/state/:eventType/*stateKey", h.getState)
@@ -39,15 +43,15 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	rm.GET("/messages", h.messages)
 	rm.GET("/context/:eventId", h.context)
 	rm.GET("/event/:eventId", h.event)
-	rm.PUT("/redact/:eventId/:txnId", limit, h.redact)
+	rm.PUT("/redact/:eventId/:txnId", send, h.redact)
 
 	// Relations, threads, aliases and the directory, upgrades, reports,
 	// spaces and search (relations.go … search.go).
 	rm.GET("/aliases", h.roomAliases)
-	rm.POST("/upgrade", h.upgrade)
-	rm.POST("/report", h.reportRoom)
-	rm.POST("/report/:eventId", h.reportEvent)
-	c.POST("/users/:userId/report", h.reportUser)
+	rm.POST("/upgrade", rooms, h.upgrade)
+	rm.POST("/report", reports, h.reportRoom)
+	rm.POST("/report/:eventId", reports, h.reportEvent)
+	c.POST("/users/:userId/report", reports, h.reportUser)
 	c.PUT("/directory/room/:roomAlias", h.putAlias)
 	c.DELETE("/directory/room/:roomAlias", h.deleteAlias)
 	c.PUT("/directory/list/room/:roomId", h.putDirectoryVisibility)
@@ -69,6 +73,6 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	v1.GET("/timestamp_to_event", h.timestampToEvent)
 }
 
-// SetSendLimit sets the rate limit of sending events (auth's per-user
-// limiter); call it before Routes.
-func (s *Service) SetSendLimit(h gin.HandlerFunc) { s.sendLimit = h }
+// SetLimits sets the rate limits of the routes (auth's per-user limiter,
+// by class); call it before Routes.
+func (s *Service) SetLimits(perUser func(class string) gin.HandlerFunc) { s.limit = perUser }

@@ -76,8 +76,9 @@ type Service struct {
 	profiles Profiles
 	now      func() time.Time
 	hook     CommitHook
-	// sendLimit rate-limits the send routes (nil: none).
-	sendLimit gin.HandlerFunc
+	// limit returns the rate limit of a class of action (auth's per-user
+	// limiter; nil: none).
+	limit func(class string) gin.HandlerFunc
 	// delayer schedules sends that carry MSC4140's delay (nil: the
 	// parameter is ignored, as an unknown query parameter is).
 	delayer Delayer
@@ -226,7 +227,7 @@ func (s *Service) load(ctx context.Context) error {
 }
 
 func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
-	snap := &snapshot{state: StateMap{}}
+	snap := &snapshot{}
 	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
 	if err != nil {
 		return err
@@ -237,7 +238,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	}
 	for _, ev := range state {
 		sk, _ := ev.PDU.StateKey()
-		snap.state[StateKeyPair{ev.PDU.Type(), sk}] = ev.PDU
+		snap.state = snap.state.With(StateKeyPair{ev.PDU.Type(), sk}, ev.PDU)
 	}
 	// Membership and visibility histories.
 	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
@@ -377,7 +378,7 @@ func (s *snapshot) joined() []spec.UserID {
 		return *p
 	}
 	var out []spec.UserID
-	for k, ev := range s.state {
+	for k, ev := range s.state.All() {
 		if k.Type == spec.MRoomMember && ev.Content().Get("membership").String() == spec.Join {
 			out = append(out, spec.UserID(k.StateKey))
 		}
@@ -393,12 +394,11 @@ func (s *snapshot) Joined() []spec.UserID { return s.joined() }
 // so that several events (a whole createRoom) commit in one transaction or
 // not at all.
 type builder struct {
-	s      *Service
-	r      *liveRoom
-	base   *snapshot // the state the events are built on
-	snap   *snapshot // the working state; copied before the first change
-	copied bool
-	evs    []*Event
+	s    *Service
+	r    *liveRoom
+	base *snapshot // the state the events are built on
+	snap *snapshot // the working state: a new snapshot at each event
+	evs  []*Event
 	// redactions are stored events to rewrite in their redacted form.
 	redactions []*events.PDU
 	// extra writes more rows in the same transaction (a new room's alias).
@@ -487,20 +487,47 @@ func contentOrEmpty(c []byte) []byte {
 	return c
 }
 
+// applyLocal makes the working state the state after pdu. A state event
+// changes one entry of the persistent state (statetrie.go) and, for a
+// member event, the joined list by one user: what it changes, not what the
+// room holds.
 func (b *builder) applyLocal(pdu *events.PDU) {
-	next := &snapshot{state: b.snap.state, depth: pdu.Depth(), extremity: []spec.EventID{pdu.EventID()}, position: b.snap.position}
+	prev := b.snap
+	next := &snapshot{state: prev.state, depth: pdu.Depth(), extremity: []spec.EventID{pdu.EventID()}, position: prev.position}
+	joined := prev.joinedCache.Load()
 	if sk, ok := pdu.StateKey(); ok {
-		if !b.copied {
-			m := make(StateMap, len(b.snap.state)+1)
-			for k, v := range b.snap.state {
-				m[k] = v
-			}
-			next.state = m
-			b.copied = true
+		k := StateKeyPair{pdu.Type(), sk}
+		if k.Type == spec.MRoomMember && joined != nil {
+			joined = changeJoined(*joined, spec.UserID(sk), prev.membership(spec.UserID(sk)), pdu.Content().Get("membership").String())
 		}
-		next.state[StateKeyPair{pdu.Type(), sk}] = pdu
+		next.state = prev.state.With(k, pdu)
+	}
+	if joined != nil {
+		next.joinedCache.Store(joined)
 	}
 	b.snap = next
+}
+
+// changeJoined returns the joined list after a user's membership changed
+// from before to after; the list given is shared and left as it is.
+func changeJoined(joined []spec.UserID, user spec.UserID, before, after string) *[]spec.UserID {
+	switch {
+	case before == after || (before != spec.Join && after != spec.Join):
+		return &joined
+	case after == spec.Join:
+		out := make([]spec.UserID, len(joined), len(joined)+1)
+		copy(out, joined)
+		out = append(out, user)
+		return &out
+	default: // leaves
+		out := make([]spec.UserID, 0, len(joined))
+		for _, u := range joined {
+			if u != user {
+				out = append(out, u)
+			}
+		}
+		return &out
+	}
 }
 
 // commit persists the built events with their stream positions in one

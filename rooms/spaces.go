@@ -173,7 +173,7 @@ type spaceChild struct {
 // ID. A child event without a non-empty via list is a removed child.
 func spaceChildren(r *liveRoom, suggestedOnly bool) []spaceChild {
 	var out []spaceChild
-	for k, ev := range r.cur.Load().state {
+	for k, ev := range r.cur.Load().state.All() {
 		if k.Type != spec.MSpaceChild {
 			continue
 		}

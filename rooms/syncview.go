@@ -139,8 +139,8 @@ func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*ev
 	}
 	snap := r.cur.Load()
 	if pos >= snap.position {
-		out := make([]*events.PDU, 0, len(snap.state))
-		for _, ev := range snap.state {
+		out := make([]*events.PDU, 0, snap.state.Len())
+		for _, ev := range snap.state.All() {
 			out = append(out, ev)
 		}
 		return out, nil
@@ -243,30 +243,51 @@ func (s *Service) RoomSummary(id spec.RoomID, viewer spec.UserID) Summary {
 	if r == nil {
 		return Summary{}
 	}
-	var sum Summary
-	var others []spec.UserID
-	for k, ev := range r.cur.Load().state {
+	m := r.cur.Load().members()
+	sum := Summary{Joined: m.joined, Invited: m.invited}
+	for _, u := range m.firstSix {
+		if u != viewer && len(sum.Heroes) < 5 {
+			sum.Heroes = append(sum.Heroes, u)
+		}
+	}
+	return sum
+}
+
+// memberSummary is what every member's /sync summary is made of: counts,
+// and the six lowest user IDs of joined and invited members (a viewer's
+// five heroes are the others among them).
+type memberSummary struct {
+	joined, invited int
+	firstSix        []spec.UserID
+}
+
+// members computes the summary once per snapshot: after a member change,
+// every member's next sync asks for it, and each would otherwise scan the
+// whole state.
+func (s *snapshot) members() *memberSummary {
+	if m := s.summaryCache.Load(); m != nil {
+		return m
+	}
+	m := &memberSummary{}
+	var all []spec.UserID
+	for k, ev := range s.state.All() {
 		if k.Type != spec.MRoomMember {
 			continue
 		}
 		switch ev.Content().Get("membership").String() {
 		case spec.Join:
-			sum.Joined++
+			m.joined++
 		case spec.Invite:
-			sum.Invited++
+			m.invited++
 		default:
 			continue
 		}
-		if spec.UserID(k.StateKey) != viewer {
-			others = append(others, spec.UserID(k.StateKey))
-		}
+		all = append(all, spec.UserID(k.StateKey))
 	}
-	sort.Slice(others, func(i, j int) bool { return others[i] < others[j] })
-	if len(others) > 5 {
-		others = others[:5]
-	}
-	sum.Heroes = others
-	return sum
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	m.firstSix = all[:min(len(all), 6)]
+	s.summaryCache.Store(m)
+	return m
 }
 
 // StrippedState is the invite_state / knock_state a user sees for a room

@@ -178,7 +178,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		joinRule = jr.Content().Get("join_rule").String()
 	}
 	var invitees, banned []spec.UserID
-	for k, ev := range snap.state {
+	for k, ev := range snap.state.All() {
 		if k.Type != spec.MRoomMember || spec.UserID(k.StateKey) == user {
 			continue
 		}
@@ -260,7 +260,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 			}
 		}
 	}
-	for k, ev := range snap.state {
+	for k, ev := range snap.state.All() {
 		if (k.Type == spec.MSpaceChild || k.Type == spec.MSpaceParent) && ev.Content().Raw != "{}" {
 			if _, err := b.add(k.Type, strPtr(k.StateKey), user, []byte(ev.Content().Raw), ""); err != nil {
 				return "", err

@@ -37,3 +37,24 @@ func (r *liveRoom) membersPublic() bool {
 	}
 	return r.worldReadableNow()
 }
+
+// InDirectoryOf reports whether target is one of DirectoryUsers(user),
+// without building the set: a profile lookup (GET /profile) answers for
+// exactly the users the directory would show.
+func (s *Service) InDirectoryOf(user, target spec.UserID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	mine := s.userRooms[user]
+	for id, m := range s.userRooms[target] {
+		if m != spec.Join {
+			continue
+		}
+		if mine[id] == spec.Join {
+			return true
+		}
+		if r := s.rooms[id]; r != nil && r.membersPublic() {
+			return true
+		}
+	}
+	return false
+}

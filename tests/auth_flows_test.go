@@ -438,7 +438,7 @@ func TestAuthPasswordAndDeactivation(t *testing.T) {
 	authCall(t, "GET", base+"/account/whoami", tok, nil).want(t, 401, "M_UNKNOWN_TOKEN")
 	login("another good password").want(t, 403, "M_FORBIDDEN")
 	authCall(t, "GET", base+"/register/available?username=alice", "", nil).want(t, 400, "M_USER_IN_USE")
-	authCall(t, "GET", base+"/profile/@alice:localhost", "", nil).want(t, 404, "M_NOT_FOUND")
+	authCall(t, "GET", base+"/profile/@alice:localhost", "", nil).want(t, 401, "M_MISSING_TOKEN") // profiles are not public
 	if strings.Contains(s.Logs(), "another good password") || strings.Contains(s.Logs(), authPassword) {
 		t.Fatal("a password reached the logs")
 	}

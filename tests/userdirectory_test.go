@@ -134,3 +134,25 @@ func TestUserDirectory(t *testing.T) {
 	e.want("POST", path, tok["eve"], "not json", 400, "M_NOT_JSON")
 	e.want("POST", path, "", map[string]any{"search_term": "a"}, 401, "M_MISSING_TOKEN")
 }
+
+// TestProfileLookupFollowsTheDirectory: with the default profile_lookup
+// (shared_rooms), GET /profile answers for the users the user directory
+// shows the caller — room-mates and members of public rooms — and gives
+// the same 403 for everyone else, known or not.
+func TestProfileLookupFollowsTheDirectory(t *testing.T) {
+	e := admStart(t)
+	alice, bob, eve, dave := e.register("alice"), e.register("bob"), e.register("eve"), e.register("dave")
+	lobby := e.createRoom(alice, map[string]any{"preset": "public_chat"})
+	e.want("POST", e.url("/_matrix/client/v3/join/%s", lobby), bob, map[string]any{}, 200, "")
+	e.createRoom(dave, map[string]any{"preset": "private_chat"})
+	profile := func(token, user string, status int) {
+		t.Helper()
+		e.want("GET", e.url("/_matrix/client/v3/profile/%s", user), token, nil, status, "")
+	}
+	profile(eve, "@alice:localhost", 200) // in a public room
+	profile(eve, "@bob:localhost", 200)
+	profile(alice, "@bob:localhost", 200)  // a room-mate
+	profile(eve, "@dave:localhost", 403)   // only in a private room
+	profile(eve, "@nobody:localhost", 403) // unknown: the same answer
+	profile(dave, "@dave:localhost", 200)  // one's own
+}

@@ -51,7 +51,8 @@ func startServer(ctx context.Context, o serverOptions) (*Server, error) {
 		return nil, err
 	}
 	args := []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json",
-		"--registration", "open", "--rate-limits", "off", "--encryption", "optional"}
+		"--registration", "open", "--rate-limits", "off", "--encryption", "optional",
+		"--max-connections-per-address", "0"} // every simulated client comes from 127.0.0.1
 	args = append(args, o.ExtraArgs...)
 	cmd := exec.Command(o.Bin, args...)
 	// The server must not outlive the benchmark if the benchmark is killed.

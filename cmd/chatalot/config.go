@@ -28,6 +28,7 @@ type Config struct {
 	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
 	Registration   string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
 	SharedSecret   string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
+	ProfileLookup  string `toml:"profile_lookup"   help:"who may read profiles: shared_rooms (logged-in users, their own and those of users the user directory shows them: room-mates and members of public rooms), authenticated (any logged-in user) or open (anyone, without a token)"`
 	Encryption     string `toml:"encryption"       help:"required (refuse plaintext in encrypted rooms), default (encrypt new rooms), or optional"`
 	RateLimits     string `toml:"rate_limits"      help:"on or off (off only for test deployments)"`
 	LogLevel       string `toml:"log_level"        help:"debug, info, warn or error"`
@@ -39,6 +40,9 @@ type Config struct {
 	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
 	HeaderTimeout  string `toml:"read_header_timeout" help:"how long a client may take to send its request headers (slow clients are cut off)"`
 	BodyIdle       string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
+	BodyMinRate    int64  `toml:"body_min_rate"     help:"least average rate in bytes per second a request body must arrive at once body_idle_timeout has passed (0: no minimum)"`
+	WriteIdle      string `toml:"write_idle_timeout" help:"how long a client may stop reading a response before it is cut off (long-polls may wait as long as they ask before answering)"`
+	MaxConnsPerIP  int64  `toml:"max_connections_per_address" help:"open connections one client address (IPv6: one /64) may hold; trusted_proxies are exempt (0: no cap)"`
 	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
 
 	MaxUploadBytes       int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
@@ -60,9 +64,16 @@ type Config struct {
 	JWTIssuer            string `toml:"jwt_issuer"             help:"required iss claim of login JWTs (empty: not checked)"`
 	JWTAudience          string `toml:"jwt_audience"           help:"required aud claim of login JWTs (empty: not checked)"`
 	RateLimitLogin       string `toml:"rate_limit_login"       help:"login attempts per client address, COUNT/PERIOD"`
-	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account, COUNT/PERIOD"`
+	RateLimitLoginFail   string `toml:"rate_limit_login_failures" help:"failed password checks per account from one client address, COUNT/PERIOD"`
 	RateLimitRegister    string `toml:"rate_limit_register"    help:"registration requests per client address, COUNT/PERIOD"`
 	RateLimitSend        string `toml:"rate_limit_send"        help:"events sent per user, COUNT/PERIOD (admins are exempt)"`
+	RateLimitRooms       string `toml:"rate_limit_rooms"       help:"rooms created (createRoom, upgrades) per user, COUNT/PERIOD"`
+	RateLimitMembership  string `toml:"rate_limit_membership"  help:"joins, knocks, invites, leaves, kicks, bans, unbans and forgets per user, COUNT/PERIOD"`
+	RateLimitProfile     string `toml:"rate_limit_profile"     help:"member events made by profile changes per user (a change costs one per joined room), COUNT/PERIOD"`
+	RateLimitReports     string `toml:"rate_limit_reports"     help:"reports of rooms, events and users per user, COUNT/PERIOD"`
+	RateLimitAccountData string `toml:"rate_limit_account_data" help:"account data and tag writes per user, COUNT/PERIOD"`
+	RateLimitToDevice    string `toml:"rate_limit_to_device"   help:"to-device messages per user (one per recipient device, or per user for *), COUNT/PERIOD"`
+	RateLimitWrites      string `toml:"rate_limit_writes"      help:"authenticated requests that are not reads (GET), of any kind, per user, COUNT/PERIOD"`
 
 	Metrics       bool   `toml:"metrics"        help:"serve Prometheus metrics at /metrics: counts and latencies, never identifiers; nothing is sent anywhere"`
 	MetricsListen string `toml:"metrics_listen" help:"address of the metrics listener, loopback unless metrics_token is set (empty: /metrics on the main listener, token required)"`
@@ -87,6 +98,7 @@ func defaults() Config {
 		Listen:        "127.0.0.1:8008",
 		DataDir:       "./data",
 		Registration:  "token",
+		ProfileLookup: auth.ProfileLookupSharedRooms,
 		Encryption:    "required",
 		RateLimits:    "on",
 		LogLevel:      "info",
@@ -96,6 +108,9 @@ func defaults() Config {
 		ShutdownGrace: "10s",
 		HeaderTimeout: "10s",
 		BodyIdle:      "30s",
+		BodyMinRate:   1024,
+		WriteIdle:     "30s",
+		MaxConnsPerIP: 100,
 		Presence:      true,
 
 		MaxUploadBytes:     50 << 20,
@@ -103,14 +118,21 @@ func defaults() Config {
 		MaxThumbnailPixels: 32 << 20,
 		TURNUserLifetime:   "1h",
 
-		PasswordMinLength:  8,
-		Argon2MemoryKiB:    int64(auth.MinArgon2.MemoryKiB),
-		Argon2Iterations:   int64(auth.MinArgon2.Iterations),
-		Argon2Parallelism:  int64(auth.MinArgon2.Parallelism),
-		RateLimitLogin:     auth.DefaultRates()[auth.RateLogin].String(),
-		RateLimitLoginFail: auth.DefaultRates()[auth.RateLoginFailures].String(),
-		RateLimitRegister:  auth.DefaultRates()[auth.RateRegister].String(),
-		RateLimitSend:      auth.DefaultRates()[auth.RateSend].String(),
+		PasswordMinLength:    8,
+		Argon2MemoryKiB:      int64(auth.MinArgon2.MemoryKiB),
+		Argon2Iterations:     int64(auth.MinArgon2.Iterations),
+		Argon2Parallelism:    int64(auth.MinArgon2.Parallelism),
+		RateLimitLogin:       auth.DefaultRates()[auth.RateLogin].String(),
+		RateLimitLoginFail:   auth.DefaultRates()[auth.RateLoginFailures].String(),
+		RateLimitRegister:    auth.DefaultRates()[auth.RateRegister].String(),
+		RateLimitSend:        auth.DefaultRates()[auth.RateSend].String(),
+		RateLimitRooms:       auth.DefaultRates()[auth.RateRooms].String(),
+		RateLimitMembership:  auth.DefaultRates()[auth.RateMembership].String(),
+		RateLimitProfile:     auth.DefaultRates()[auth.RateProfile].String(),
+		RateLimitReports:     auth.DefaultRates()[auth.RateReports].String(),
+		RateLimitAccountData: auth.DefaultRates()[auth.RateAccountData].String(),
+		RateLimitToDevice:    auth.DefaultRates()[auth.RateToDevice].String(),
+		RateLimitWrites:      auth.DefaultRates()[auth.RateWrites].String(),
 
 		MetricsListen: "127.0.0.1:8009",
 
@@ -161,6 +183,7 @@ func (c *Config) Validate() ConfigError {
 		add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
 	}
 	oneOf("registration", c.Registration, "token", "open", "closed")
+	oneOf("profile_lookup", c.ProfileLookup, auth.ProfileLookupSharedRooms, auth.ProfileLookupAuthenticated, auth.ProfileLookupOpen)
 	oneOf("encryption", c.Encryption, "required", "default", "optional")
 	oneOf("rate_limits", c.RateLimits, "on", "off")
 	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
@@ -181,6 +204,15 @@ func (c *Config) Validate() ConfigError {
 	}
 	if d, err := time.ParseDuration(c.BodyIdle); err != nil || d <= 0 {
 		add("body_idle_timeout", "%q is not a positive duration such as 30s", c.BodyIdle)
+	}
+	if d, err := time.ParseDuration(c.WriteIdle); err != nil || d <= 0 {
+		add("write_idle_timeout", "%q is not a positive duration such as 30s", c.WriteIdle)
+	}
+	if c.BodyMinRate < 0 {
+		add("body_min_rate", "must not be negative (0 means no minimum)")
+	}
+	if c.MaxConnsPerIP < 0 {
+		add("max_connections_per_address", "must not be negative (0 means no cap)")
 	}
 	if d, err := time.ParseDuration(c.HeaderTimeout); err != nil || d <= 0 {
 		add("read_header_timeout", "%q is not a positive duration such as 10s", c.HeaderTimeout)
@@ -221,10 +253,9 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 			add("jwt_key_file", "%v", err)
 		}
 	}
-	for key, v := range map[string]string{"rate_limit_login": c.RateLimitLogin, "rate_limit_login_failures": c.RateLimitLoginFail,
-		"rate_limit_register": c.RateLimitRegister, "rate_limit_send": c.RateLimitSend} {
+	for class, v := range c.rates() {
 		if _, err := auth.ParseRate(v); err != nil {
-			add(key, "%v", err)
+			add("rate_limit_"+class, "%v", err)
 		}
 	}
 }
@@ -235,6 +266,7 @@ func (c *Config) authConfig() (auth.Config, error) {
 	a := auth.DefaultConfig()
 	a.Registration = c.Registration
 	a.SharedSecret = c.SharedSecret
+	a.ProfileLookup = c.ProfileLookup
 	a.RateLimits = c.RateLimits == "on"
 	a.MinPasswordLength = int(c.PasswordMinLength)
 	a.Argon2 = c.argon2()
@@ -243,8 +275,7 @@ func (c *Config) authConfig() (auth.Config, error) {
 	}
 	a.AccessTokenLifetime, _ = time.ParseDuration(c.AccessTokenLifetime) // validated at load
 	a.RefreshTokenLifetime, _ = time.ParseDuration(c.RefreshTokenLifetime)
-	for class, v := range map[string]string{auth.RateLogin: c.RateLimitLogin, auth.RateLoginFailures: c.RateLimitLoginFail,
-		auth.RateRegister: c.RateLimitRegister, auth.RateSend: c.RateLimitSend} {
+	for class, v := range c.rates() {
 		r, err := auth.ParseRate(v)
 		if err != nil {
 			return a, fmt.Errorf("rate limit %s: %w", class, err)
@@ -259,6 +290,18 @@ func (c *Config) authConfig() (auth.Config, error) {
 		a.JWTKey, a.JWTIssuer, a.JWTAudience = key, c.JWTIssuer, c.JWTAudience
 	}
 	return a, nil
+}
+
+// rates are the rate_limit_CLASS settings by auth's rate limit class.
+func (c *Config) rates() map[string]string {
+	return map[string]string{
+		auth.RateLogin: c.RateLimitLogin, auth.RateLoginFailures: c.RateLimitLoginFail,
+		auth.RateRegister: c.RateLimitRegister, auth.RateSend: c.RateLimitSend,
+		auth.RateRooms: c.RateLimitRooms, auth.RateMembership: c.RateLimitMembership,
+		auth.RateProfile: c.RateLimitProfile, auth.RateReports: c.RateLimitReports,
+		auth.RateAccountData: c.RateLimitAccountData, auth.RateToDevice: c.RateLimitToDevice,
+		auth.RateWrites: c.RateLimitWrites,
+	}
 }
 
 func (c *Config) argon2() auth.Argon2Params {

@@ -61,6 +61,7 @@ func serve(args []string) error {
 		return err
 	}
 	defer ln.Close()
+	ln = api.LimitConnections(ln, int(cfg.MaxConnsPerIP), cfg.trustedProxies())
 	var metricsLn net.Listener
 	if cfg.Metrics && cfg.MetricsListen != "" {
 		if metricsLn, err = listen("metrics_listen", cfg.MetricsListen); err != nil {
@@ -225,7 +226,16 @@ func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.Server
 
 func (a *App) routerOptions() api.Options {
 	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
-		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle)}
+		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle),
+		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: mustDuration(a.cfg.WriteIdle)}
+}
+
+// bodyMinRate is body_min_rate as api takes it (negative: no minimum).
+func bodyMinRate(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // mustDuration parses a duration the configuration already validated.

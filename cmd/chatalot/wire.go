@@ -77,7 +77,7 @@ func (a *App) wire(ctx context.Context) error {
 	keysSvc, err := keys.New(keys.Deps{
 		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
 		Config: keys.Config{ServerName: a.serverName()},
-		UIA:    authSvc.RequireUIA, Devices: authSvc,
+		UIA:    authSvc.RequireUIA, Devices: authSvc, Limiter: authSvc.Limiter(),
 	})
 	if err != nil {
 		return err
@@ -143,7 +143,7 @@ func (a *App) wire(ctx context.Context) error {
 	requireAuth := authSvc.Middleware()
 	api.ClientAPI(r, requireAuth).GET("/capabilities", srv.Capabilities) // v3 and r0
 	authSvc.Routes(r)
-	roomsSvc.SetSendLimit(authSvc.Limiter().PerUser(auth.RateSend))
+	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)

@@ -17,6 +17,9 @@
 #       /_matrix/media/v3 endpoints, which Chatalot freezes by default.
 #   --password-min-length 6: the suite's fixed passwords include "hunter2" and
 #       "secret" (the default asks for 8 characters).
+#   --profile-lookup open: the suite reads profiles without a token, as the
+#       spec lets servers allow (Chatalot asks for one and limits lookups to
+#       the user directory's scope by default).
 PORT=$1; DIR=$2; NAME=$3
 mkdir -p "$DIR"
 [ "${COMPLEMENT_SHIM_RESTART:-}" = 1 ] || rm -rf "$DIR/data"
@@ -26,5 +29,6 @@ nohup "${CHATALOT_BIN:?set CHATALOT_BIN}" serve --data-dir "$DIR/data" \
   --registration open --registration-shared-secret complement \
   --rate-limits off --encryption optional --unauthenticated-media \
   --access-token-lifetime 1h --server-notices-user _server --password-min-length 6 \
+  --profile-lookup open \
   >>"$DIR/server.log" 2>&1 &
 echo $!
