@@ -37,7 +37,8 @@ func errNotInRoom(id spec.RoomID) *spec.Error {
 // next group is built while this one is written (room.go, the pipeline).
 func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
 	if typ == spec.MRoomCreate {
-		return "", spec.Forbidden("a room has exactly one m.room.create event")
+		// The request cannot be right whatever the sender's power.
+		return "", spec.BadJSON("a room has exactly one m.room.create event")
 	}
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return "", spec.Forbidden("use the /redact endpoint to redact events")
@@ -177,6 +178,9 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 	}
 	if req.stateKey != nil {
 		if err := s.checkStateContent(b.snap, req.from.User, req.typ, *req.stateKey, req.content); err != nil {
+			return nil, err
+		}
+		if err := checkCreatorsUnlisted(b.snap, req.typ, req.content); err != nil {
 			return nil, err
 		}
 	}
@@ -370,8 +374,9 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 		return ""
 	}
 	rule := jr.Content().Get("join_rule").String()
-	if rule != "restricted" && rule != "knock_restricted" {
-		return ""
+	v := jr.Version()
+	if !(rule == "restricted" && v.RestrictedJoins()) && !(rule == "knock_restricted" && v.KnockRestricted()) {
+		return "" // v8 and v10 introduced these join rules
 	}
 	allowed := false
 	for _, a := range jr.Content().Get("allow").Array() {

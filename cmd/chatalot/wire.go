@@ -29,7 +29,7 @@ func (a *App) wire(ctx context.Context) error {
 	notifier := chatsync.NewNotifier(a.db)
 	roomsSvc, err := rooms.New(ctx, rooms.Deps{
 		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
-		Config: rooms.Config{Encryption: a.cfg.Encryption},
+		Config: rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
 	})
 	if err != nil {
 		return err
@@ -116,7 +116,8 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc4222": true, // use_state_after in /sync
 			"org.matrix.msc3814": true, // dehydrated devices
 		},
-		Capabilities: caps,
+		Capabilities:       caps,
+		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
