@@ -27,15 +27,21 @@ const maxSafeInt = 1<<53 - 1
 //
 // Input that is not JSON at all gets M_NOT_JSON. JSON that breaks Matrix's
 // stricter rules gets M_BAD_JSON: fractions and exponents (the spec's own
-// example rewrites 1e10 as an integer, but the room versions Chatalot runs
-// (6+) require strict enforcement, so they are refused, as Synapse does),
+// example rewrites 1e10 as an integer, but room versions 6+ require strict
+// enforcement, so they are refused, as Synapse does; canonicalEvent relaxes
+// this for events of older versions),
 // integers outside the safe range, invalid UTF-8 or lone surrogate escapes,
 // duplicate keys and nesting deeper than 64. A negative zero is accepted and
 // written as 0, as the spec's example shows. The error is always a *spec.Error.
 func Canonical(input []byte) ([]byte, error) {
+	return canonical(input, false)
+}
+
+func canonical(input []byte, lenientNumbers bool) ([]byte, error) {
 	p := parserPool.Get().(*parser)
 	defer p.release()
 	p.in = input
+	p.lenientNumbers = lenientNumbers
 	// Canonicalisation never lengthens valid input: the only characters it
 	// escapes cannot appear raw in valid JSON.
 	p.out = make([]byte, 0, len(input))
@@ -56,6 +62,25 @@ func Canonical(input []byte) ([]byte, error) {
 // CanonicalObject is Canonical for input that must be a JSON object.
 func CanonicalObject(input []byte) ([]byte, error) {
 	out, err := Canonical(input)
+	if err != nil {
+		return nil, err
+	}
+	if out[0] != '{' {
+		return nil, spec.BadJSON("expected a JSON object")
+	}
+	return out, nil
+}
+
+// canonicalEvent is CanonicalObject under the rules of room version v for
+// whole events. Before version 6 servers "MUST NOT strictly enforce" the
+// canonical JSON format on events (rooms/v1 "Canonical JSON"): numbers with
+// fractions or exponents and integers outside the safe range are kept as
+// written, byte for byte, since no canonical form is defined for them.
+// Everything else (UTF-8, duplicate keys, nesting, key order) is as strict
+// as for any version. Content from clients is always read strictly
+// (ReadContent): the spec asks servers to stop users sending such events.
+func canonicalEvent(input []byte, v spec.RoomVersion) ([]byte, error) {
+	out, err := canonical(input, !v.StrictCanonicalJSON())
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +137,9 @@ type parser struct {
 	members []memberPos // the members of every object being parsed, innermost last
 	scratch []byte      // reused when an object's members must be reordered
 	err     *spec.Error
+	// lenientNumbers keeps fractions, exponents and integers outside the
+	// safe range as written, for events of room versions before 6.
+	lenientNumbers bool
 }
 
 // memberPos locates one object member already written to out.
@@ -124,6 +152,7 @@ type memberPos struct {
 func (p *parser) release() {
 	p.in, p.out, p.err = nil, nil, nil
 	p.pos, p.depth = 0, 0
+	p.lenientNumbers = false
 	p.members = p.members[:0]
 	if cap(p.scratch) > 1<<16 {
 		p.scratch = nil
@@ -595,8 +624,16 @@ func (p *parser) number() bool {
 			if !p.skipFractionExponent() {
 				return p.notJSON("invalid number")
 			}
+			if p.lenientNumbers {
+				p.out = append(p.out, p.in[start:p.pos]...)
+				return true
+			}
 			return p.badJSON("numbers must be integers")
 		}
+	}
+	if end-digits > 16 && p.lenientNumbers {
+		p.out = append(p.out, p.in[start:end]...)
+		return true
 	}
 	if end-digits > 16 {
 		return p.badJSON("integer out of range")
@@ -606,6 +643,10 @@ func (p *parser) number() bool {
 		n = n*10 + uint64(c-'0')
 	}
 	if n > maxSafeInt {
+		if p.lenientNumbers {
+			p.out = append(p.out, p.in[start:end]...)
+			return true
+		}
 		return p.badJSON("integer out of range")
 	}
 	if n == 0 {

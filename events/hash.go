@@ -135,7 +135,7 @@ func checkContentHash(ev []byte) error {
 // (server-server API, "Calculating the reference hash for an event"): redact,
 // drop "signatures" and "unsigned", SHA-256 of the canonical JSON.
 func ReferenceHash(event []byte, v spec.RoomVersion) ([sha256.Size]byte, error) {
-	c, err := CanonicalObject(event)
+	c, err := canonicalEvent(event, v)
 	if err != nil {
 		return [sha256.Size]byte{}, err
 	}
@@ -157,20 +157,72 @@ func referenceHash(ev []byte, v spec.RoomVersion) ([sha256.Size]byte, error) {
 }
 
 // EventID computes the event ID of an event in room version v: "$" and the
-// reference hash in URL-safe unpadded base64 (rooms/v4+ "Event IDs").
+// reference hash in unpadded base64, URL-safe from version 4 (rooms/v3,
+// v4+ "Event IDs"). In versions 1 and 2 the event carries its ID: it is
+// read from "event_id".
 func EventID(event []byte, v spec.RoomVersion) (spec.EventID, error) {
+	if v.EventIDInEvent() {
+		c, err := canonicalEvent(event, v)
+		if err != nil {
+			return "", err
+		}
+		raw, ok := member(c, "event_id")
+		if !ok {
+			return "", spec.BadJSON("event has no event_id")
+		}
+		id, err := v1EventID(raw)
+		return id, err
+	}
 	sum, err := ReferenceHash(event, v)
 	if err != nil {
 		return "", err
 	}
-	return eventIDFromHash(sum), nil
+	return eventIDFromHash(sum, v), nil
 }
 
-func eventIDFromHash(sum [sha256.Size]byte) spec.EventID {
+func eventIDFromHash(sum [sha256.Size]byte, v spec.RoomVersion) spec.EventID {
 	b := make([]byte, 0, 44)
 	b = append(b, '$')
-	b = base64.RawURLEncoding.AppendEncode(b, sum[:])
+	if v.URLSafeEventIDs() {
+		b = base64.RawURLEncoding.AppendEncode(b, sum[:])
+	} else {
+		b = base64.RawStdEncoding.AppendEncode(b, sum[:]) // v3
+	}
 	return spec.EventID(b)
+}
+
+// v1EventID reads the "event_id" of a room version 1 or 2 event:
+// $opaque:server, the server being the one that created the event
+// (rooms/v1 "Event IDs").
+func v1EventID(raw []byte) (spec.EventID, error) {
+	s, err := idString(raw, "event_id", '$')
+	if err != nil {
+		return "", err
+	}
+	if !validV1EventID(s) {
+		return "", spec.BadJSON("event_id is not $opaque:server")
+	}
+	return spec.EventID(s), nil
+}
+
+func validV1EventID(s string) bool {
+	i := strings.IndexByte(s, ':')
+	if i < 2 || !validEventID(s) {
+		return false
+	}
+	_, err := spec.ParseServerName(s[i+1:])
+	return err == nil
+}
+
+// EventIDServer is the server name of a room version 1 or 2 event ID
+// ($opaque:server), or "" for an ID without one.
+func EventIDServer(id spec.EventID) spec.ServerName {
+	s := string(id)
+	i := strings.IndexByte(s, ':')
+	if i < 0 || !validV1EventID(s) {
+		return ""
+	}
+	return spec.ServerName(s[i+1:])
 }
 
 // RoomIDFromCreateEventID derives a room version 12 room ID from the event ID

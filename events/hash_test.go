@@ -114,7 +114,7 @@ func TestEventIDStable(t *testing.T) {
 	if a != b || c == id {
 		t.Errorf("origin coverage: v11 %s vs %s, v10 %s vs %s", a, b, c, id)
 	}
-	if _, err := EventID([]byte(ev), "5"); errCode(err) != spec.ErrUnsupportedRoomVersion {
+	if _, err := EventID([]byte(ev), "13"); errCode(err) != spec.ErrUnsupportedRoomVersion {
 		t.Errorf("unknown version: %v", err)
 	}
 }

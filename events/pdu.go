@@ -5,6 +5,7 @@ package events
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,8 +40,27 @@ type PDU struct {
 // JSON returns the event's canonical JSON as stored and signed. Callers must not modify it.
 func (p *PDU) JSON() []byte { return p.raw }
 
-// EventID is the reference-hash event ID (room versions 4+).
+// EventID is the event's ID: the reference hash from room version 3, the
+// event's own "event_id" in versions 1 and 2.
 func (p *PDU) EventID() spec.EventID { return p.id }
+
+// ReferenceHash is the event's reference hash (server-server API,
+// "Calculating the reference hash for an event"). From room version 3 the
+// event ID is that hash; in versions 1 and 2, whose events name their
+// prev_events and auth_events with it, it is computed from the event.
+func (p *PDU) ReferenceHash() ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	if !p.version.EventIDInEvent() {
+		enc := base64.RawURLEncoding
+		if !p.version.URLSafeEventIDs() {
+			enc = base64.RawStdEncoding
+		}
+		if n, err := enc.Strict().Decode(sum[:], []byte(p.id[1:])); err == nil && n == sha256.Size {
+			return sum, nil
+		}
+	}
+	return referenceHash(p.raw, p.version)
+}
 
 // Version is the room version the event was parsed for.
 func (p *PDU) Version() spec.RoomVersion { return p.version }
@@ -99,17 +119,19 @@ const (
 )
 
 // ParsePDU validates an event in federation format for room version v and
-// parses it. The input must be strict JSON (Canonical's rules) of at most
-// MaxEventSize bytes once canonical, with the fields and types the version's
-// event format requires; the stored bytes are its canonical form without
-// "unsigned", which no stored PDU carries. The event ID is computed from the
-// reference hash. Hashes and signatures are checked for shape here, not
-// verified: see CheckContentHash and VerifyEvent. Errors are *spec.Error.
+// parses it. The input must be strict JSON (Canonical's rules, relaxed for
+// numbers before version 6: see canonicalEvent) of at most MaxEventSize
+// bytes once canonical, with the fields and types the version's event format
+// requires; the stored bytes are its canonical form without "unsigned",
+// which no stored PDU carries. The event ID is computed from the reference
+// hash, or read from "event_id" in versions 1 and 2. Hashes and signatures
+// are checked for shape here, not verified: see CheckContentHash and
+// VerifyEvent. Errors are *spec.Error.
 func ParsePDU(raw []byte, v spec.RoomVersion) (*PDU, error) {
 	if !v.Supported() {
 		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "unsupported room version %q", v)
 	}
-	c, err := CanonicalObject(raw)
+	c, err := canonicalEvent(raw, v)
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +143,14 @@ func ParsePDU(raw []byte, v spec.RoomVersion) (*PDU, error) {
 	if len(c) > MaxEventSize {
 		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
 	}
+	if v.EventIDInEvent() {
+		return parseFields(c, v, "") // the ID is the event's own
+	}
 	sum, err := referenceHash(c, v)
 	if err != nil {
 		return nil, err
 	}
-	return parseFields(c, v, eventIDFromHash(sum))
+	return parseFields(c, v, eventIDFromHash(sum, v))
 }
 
 // LoadPDU parses an event the server stored itself, whose bytes are the
@@ -143,6 +168,8 @@ func LoadPDU(raw []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 }
 
 // parseFields reads and checks the fields of a canonical event in one pass.
+// In room versions 1 and 2 the event's "event_id" must equal id, or gives
+// the ID when id is empty.
 func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 	if len(c) > MaxEventSize {
 		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
@@ -163,14 +190,16 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 		hHashes
 		hSigs
 		hRoom
+		hEventID
 	)
+	v1Format := v.EventIDInEvent()
 	it := objIter{b: c}
 	for it.next() {
 		var err error
 		switch string(it.key) {
 		case "auth_events":
 			have |= hAuth
-			p.auth, err = eventIDList(it.val, "auth_events", maxAuthEvents)
+			p.auth, err = eventIDList(it.val, "auth_events", maxAuthEvents, v1Format)
 		case "content":
 			have |= hContent
 			if !isObject(it.val) {
@@ -181,9 +210,18 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 			have |= hDepth
 			p.depth, err = nonNegative(it.val, "depth")
 		case "event_id":
-			// Room versions 4+ derive the ID; a stored "event_id" would be
-			// covered by the reference hash and could mislead readers.
-			return nil, spec.BadJSON("event_id must not be part of the event")
+			if !v1Format {
+				// Room versions 3+ derive the ID; a stored "event_id" would
+				// be covered by the reference hash and could mislead readers.
+				return nil, spec.BadJSON("event_id must not be part of the event")
+			}
+			have |= hEventID
+			var own spec.EventID
+			own, err = v1EventID(it.val)
+			if err == nil && id != "" && own != id {
+				err = spec.BadJSON("event_id does not match the event's ID")
+			}
+			p.id = own
 		case "hashes":
 			have |= hHashes
 			err = checkHashesShape(it.val)
@@ -192,7 +230,7 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 			p.ts, err = nonNegative(it.val, "origin_server_ts")
 		case "prev_events":
 			have |= hPrev
-			p.prev, err = eventIDList(it.val, "prev_events", maxPrevEvents)
+			p.prev, err = eventIDList(it.val, "prev_events", maxPrevEvents, v1Format)
 		case "redacts":
 			redactsTop = it.val
 		case "room_id":
@@ -247,6 +285,9 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 		if have&f.bit == 0 {
 			return nil, spec.BadJSON("event has no %s", f.name)
 		}
+	}
+	if v1Format && have&hEventID == 0 {
+		return nil, spec.BadJSON("event has no event_id")
 	}
 
 	// Room version 12 (MSC4291): the create event has no room_id; the room ID
@@ -305,14 +346,25 @@ func validEventID(s string) bool {
 	return len(s) >= 2 && s[0] == '$' && len(s) <= maxIDLength
 }
 
-func eventIDList(raw []byte, field string, max int) ([]spec.EventID, error) {
+// eventIDList reads prev_events or auth_events: event IDs, or in room
+// versions 1 and 2 (pairs) [event ID, {"sha256": reference hash}] pairs. The
+// hash object is only checked for shape: nothing in the protocol verifies
+// it, and servers in the wild send {} (so "sha256" is optional here).
+func eventIDList(raw []byte, field string, max int, pairs bool) ([]spec.EventID, error) {
 	if !isArray(raw) {
 		return nil, spec.BadJSON("%s must be an array of event IDs", field)
 	}
 	var ids []spec.EventID
 	it := arrIter{b: raw}
 	for it.next() {
-		s, err := idString(it.val, field, '$')
+		item := it.val
+		if pairs {
+			var err error
+			if item, err = eventRefPair(item, field); err != nil {
+				return nil, err
+			}
+		}
+		s, err := idString(item, field, '$')
 		if err != nil {
 			return nil, err
 		}
@@ -325,6 +377,27 @@ func eventIDList(raw []byte, field string, max int) ([]spec.EventID, error) {
 		return nil, spec.BadJSON("%s has more than %d entries", field, max)
 	}
 	return ids, nil
+}
+
+// eventRefPair checks a room version 1 or 2 [event ID, hashes] pair and
+// returns the event ID's JSON.
+func eventRefPair(raw []byte, field string) ([]byte, error) {
+	bad := spec.BadJSON("%s must be an array of [event ID, hashes] pairs", field)
+	if !isArray(raw) {
+		return nil, bad
+	}
+	var parts [][]byte
+	it := arrIter{b: raw}
+	for it.next() {
+		parts = append(parts, it.val)
+	}
+	if it.bad || len(parts) != 2 || !isString(parts[0]) || !isObject(parts[1]) {
+		return nil, bad
+	}
+	if h, ok := member(parts[1], "sha256"); ok && !isString(h) {
+		return nil, bad
+	}
+	return parts[0], nil
 }
 
 func nonNegative(raw []byte, field string) (int64, error) {
@@ -389,13 +462,20 @@ type ProtoEvent struct {
 	// Redacts is the target of an m.room.redaction: written top-level before
 	// room version 11 and into content from 11 on.
 	Redacts spec.EventID
+	// ReferenceHashes holds the reference hash (PDU.ReferenceHash) of each
+	// event PrevEvents and AuthEvents name. Only room versions 1 and 2 need
+	// it: their events list each of those events with its hash.
+	ReferenceHashes map[spec.EventID][sha256.Size]byte
 }
 
 // Build writes the federation-format event for p in room version v, adds the
-// content hash, signs it with key, and returns it parsed. Room version 10
-// events carry "origin"; from version 11 on, where redaction drops it
-// (MSC3989), it is left out. Unsigned data is never part of the result.
-// The sender must belong to the signing server.
+// content hash, signs it with key, and returns it parsed. Events before room
+// version 11 carry "origin"; from version 11 on, where redaction drops it
+// (MSC3989), it is left out. In versions 1 and 2 the event gets its own
+// "event_id", $opaque:server, the opaque part derived from a hash of the
+// rest of the event (locally unique, as the format asks: two events of one
+// room differ at least in prev_events or depth). Unsigned data is never
+// part of the result. The sender must belong to the signing server.
 func Build(p ProtoEvent, v spec.RoomVersion, key SigningKey) (*PDU, error) {
 	if !v.Supported() {
 		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "unsupported room version %q", v)
@@ -449,14 +529,21 @@ func Build(p ProtoEvent, v spec.RoomVersion, key SigningKey) (*PDU, error) {
 		ok = ok && good
 		return b
 	}
-	w.raw("auth_events", idArray(p.AuthEvents, &ok))
+	v1Format := v.EventIDInEvent()
+	refs := func(ids []spec.EventID) []byte {
+		if v1Format {
+			return refPairArray(ids, p.ReferenceHashes, &ok)
+		}
+		return idArray(ids, &ok)
+	}
+	w.raw("auth_events", refs(p.AuthEvents))
 	w.raw("content", content)
 	w.raw("depth", strconv.AppendInt(nil, p.Depth, 10))
 	if !v.AtLeast11() {
 		w.raw("origin", str(key.ServerName))
 	}
 	w.raw("origin_server_ts", strconv.AppendInt(nil, p.OriginServerTS, 10))
-	w.raw("prev_events", idArray(p.PrevEvents, &ok))
+	w.raw("prev_events", refs(p.PrevEvents))
 	if p.Redacts != "" && !v.AtLeast11() {
 		w.raw("redacts", str(string(p.Redacts)))
 	}
@@ -469,14 +556,61 @@ func Build(p ProtoEvent, v spec.RoomVersion, key SigningKey) (*PDU, error) {
 	}
 	w.raw("type", str(p.Type))
 	if !ok {
-		return nil, spec.BadJSON("event fields must be valid UTF-8")
+		return nil, spec.BadJSON("event fields must be valid UTF-8, with a reference hash for every event named")
 	}
-	signed, redacted, err := signEvent(w.close(), v, key)
+	ev := w.close()
+	if v1Format {
+		var err error
+		if ev, err = withV1EventID(ev, key.ServerName); err != nil {
+			return nil, err
+		}
+	}
+	signed, redacted, err := signEvent(ev, v, key)
 	if err != nil {
 		return nil, err
 	}
+	if v1Format {
+		return parseFields(signed, v, "")
+	}
 	// The bytes signed are exactly the input of the reference hash.
-	return parseFields(signed, v, eventIDFromHash(sha256.Sum256(redacted)))
+	return parseFields(signed, v, eventIDFromHash(sha256.Sum256(redacted), v))
+}
+
+// withV1EventID adds a room version 1 or 2 "event_id" to an event being
+// built: $, 24 characters of URL-safe base64 of the SHA-256 of the event so
+// far, and the server name.
+func withV1EventID(ev []byte, server string) ([]byte, error) {
+	sum := sha256.Sum256(ev)
+	id := "$" + base64.RawURLEncoding.EncodeToString(sum[:18]) + ":" + server
+	q, ok := appendString(nil, id)
+	if ok {
+		ev, ok = withMember(ev, "event_id", q)
+	}
+	if !ok || !validV1EventID(id) {
+		return nil, spec.BadJSON("cannot make an event ID")
+	}
+	return ev, nil
+}
+
+// refPairArray writes [[event ID, {"sha256": reference hash}], …] for room
+// versions 1 and 2.
+func refPairArray(ids []spec.EventID, hashes map[spec.EventID][sha256.Size]byte, ok *bool) []byte {
+	b := []byte{'['}
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		sum, have := hashes[id]
+		*ok = *ok && have
+		b = append(b, '[')
+		var good bool
+		b, good = appendString(b, string(id))
+		*ok = *ok && good
+		b = append(b, `,{"sha256":"`...)
+		b = base64.RawStdEncoding.AppendEncode(b, sum[:])
+		b = append(b, `"}]`...)
+	}
+	return append(b, ']')
 }
 
 func idArray(ids []spec.EventID, ok *bool) []byte {

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"reflect"
 	"strings"
 	"testing"
@@ -69,6 +71,39 @@ var buildVectors = []struct {
 		`{"auth_events":["$c"],"content":{"body":"hi","msgtype":"m.text"},"depth":4,"hashes":{"sha256":"mIQFyhasv5ZfqpoIpVJ9ayoZZ/po7OP/7K70yB1qvZc"},"origin_server_ts":1700000000003,"prev_events":["$p"],"room_id":"!Nhcu5BS-UMnFX7hBVfVSoXiD7OgH6iRT-xyIuqDnpYQ","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:1":"qf1G98WvJhKo3F24rK7ZJ6Vk7eqco7f/XifwD1zyBbC+noa8TPGjFaeX07FBGG4VoTHylggxeRYJKuntHvf2AA"}},"type":"m.room.message"}`,
 		"$cKdaLqWLJe1nIIqXnOmcuCBrEn1TVdABr_Tcp0Mgg3M",
 	},
+	{
+		// Room version 1: the event carries its event_id ($opaque:server,
+		// the opaque part a hash of the event before it) and lists
+		// prev_events and auth_events with their reference hashes.
+		"v1 message", spec.RoomV1,
+		ProtoEvent{Type: "m.room.message", Sender: "@alice:example.org", RoomID: "!r:example.org",
+			Content: []byte(`{"msgtype":"m.text","body":"hello"}`), PrevEvents: []spec.EventID{"$prev1:example.org"},
+			AuthEvents: []spec.EventID{"$auth1:example.org"}, Depth: 5, OriginServerTS: 1700000000000,
+			ReferenceHashes: map[spec.EventID][32]byte{
+				"$prev1:example.org": sha256.Sum256([]byte("prev1")),
+				"$auth1:example.org": sha256.Sum256([]byte("auth1")),
+			}},
+		`{"auth_events":[["$auth1:example.org",{"sha256":"MaQzq64kCS34Y251LQPw3B0IteKSVJto619kdV84kDw"}]],"content":{"body":"hello","msgtype":"m.text"},"depth":5,"event_id":"$7aZRZCm38O_jfY1Yc7jTWWuH:example.org","hashes":{"sha256":"zHzhGBeg/pu2vOKzh4pqtFAWRxDgR/W+28QGGmfWykQ"},"origin":"example.org","origin_server_ts":1700000000000,"prev_events":[["$prev1:example.org",{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]],"room_id":"!r:example.org","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:1":"RBPvV8AU3oDJ+cSnV0XVgTGL9urofiiKaLz/m4Boh0wxwp92djdtuS7bYghn2Ejq6pshWQQ+T95WFsjp44uhBQ"}},"type":"m.room.message"}`,
+		"$7aZRZCm38O_jfY1Yc7jTWWuH:example.org",
+	},
+	{
+		// Room version 3: the reference hash in standard base64 ("/").
+		"v3 member", spec.RoomV3,
+		ProtoEvent{Type: "m.room.member", StateKey: ptr("@alice:example.org"), Sender: "@alice:example.org",
+			RoomID: "!r:example.org", Content: []byte(`{"membership":"join","displayname":"Alice"}`),
+			PrevEvents: []spec.EventID{"$p"}, AuthEvents: []spec.EventID{"$a"}, Depth: 2, OriginServerTS: 1700000000002},
+		`{"auth_events":["$a"],"content":{"displayname":"Alice","membership":"join"},"depth":2,"hashes":{"sha256":"GZdEzj2qCmNGiXf/QmO8jr4c6yrJ+S0KPR/dwwPe6EM"},"origin":"example.org","origin_server_ts":1700000000002,"prev_events":["$p"],"room_id":"!r:example.org","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:1":"/eZbCmEJEx2qxqFqoV5OhO9qfiRvsgxKMUjpxsVpmiV0YujYMCNh8a23KXjehAq+jArfK8k15EY1eGyWO7WMDw"}},"state_key":"@alice:example.org","type":"m.room.member"}`,
+		"$EL/ZU7AZhUNw2MgPov/zkLQIZUIyXOgguaVYbjmrf/g",
+	},
+	{
+		// Room version 4: the same event, URL-safe.
+		"v4 member", spec.RoomV4,
+		ProtoEvent{Type: "m.room.member", StateKey: ptr("@alice:example.org"), Sender: "@alice:example.org",
+			RoomID: "!r:example.org", Content: []byte(`{"membership":"join","displayname":"Alice"}`),
+			PrevEvents: []spec.EventID{"$p"}, AuthEvents: []spec.EventID{"$a"}, Depth: 2, OriginServerTS: 1700000000002},
+		`{"auth_events":["$a"],"content":{"displayname":"Alice","membership":"join"},"depth":2,"hashes":{"sha256":"GZdEzj2qCmNGiXf/QmO8jr4c6yrJ+S0KPR/dwwPe6EM"},"origin":"example.org","origin_server_ts":1700000000002,"prev_events":["$p"],"room_id":"!r:example.org","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:1":"/eZbCmEJEx2qxqFqoV5OhO9qfiRvsgxKMUjpxsVpmiV0YujYMCNh8a23KXjehAq+jArfK8k15EY1eGyWO7WMDw"}},"state_key":"@alice:example.org","type":"m.room.member"}`,
+		"$EL_ZU7AZhUNw2MgPov_zkLQIZUIyXOgguaVYbjmrf_g",
+	},
 }
 
 func TestBuildVectors(t *testing.T) {
@@ -121,8 +156,24 @@ func TestBuildVectors(t *testing.T) {
 			if err := VerifyEvent(r.JSON(), tt.v, "example.org", "ed25519:1", testPub(t)); err != nil {
 				t.Fatalf("VerifyEvent redacted: %v", err)
 			}
+			// The reference hash: the ID itself from v3, computed in v1/v2.
+			sum, err := p.ReferenceHash()
+			want, _ := ReferenceHash(p.JSON(), tt.v)
+			if err != nil || sum != want {
+				t.Fatalf("ReferenceHash %x, %v, want %x", sum, err, want)
+			}
+			if !tt.v.EventIDInEvent() && string(p.EventID())[1:] != encodeFor(tt.v, sum[:]) {
+				t.Fatalf("event ID %s is not the reference hash", p.EventID())
+			}
 		})
 	}
+}
+
+func encodeFor(v spec.RoomVersion, b []byte) string {
+	if v.URLSafeEventIDs() {
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	return base64.RawStdEncoding.EncodeToString(b)
 }
 
 func checkAccessors(t *testing.T, p *PDU, proto ProtoEvent, v spec.RoomVersion) {
@@ -199,7 +250,7 @@ func TestBuildOrigin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if has := p.Get("origin").Exists(); has != (v == spec.RoomV10) {
+		if has := p.Get("origin").Exists(); has != !v.AtLeast11() {
 			t.Errorf("v%s origin present = %v", v, has)
 		}
 		if p.Content().Raw != "{}" {
@@ -219,7 +270,7 @@ func TestBuildRefuses(t *testing.T) {
 		key   SigningKey
 		wantC spec.ErrCode
 	}{
-		{"unknown version", func(*ProtoEvent) {}, "9", key, spec.ErrUnsupportedRoomVersion},
+		{"unknown version", func(*ProtoEvent) {}, "13", key, spec.ErrUnsupportedRoomVersion},
 		{"foreign sender", func(p *ProtoEvent) { p.Sender = "@a:other.org" }, spec.RoomV11, key, spec.ErrUnknown},
 		{"sender without server", func(p *ProtoEvent) { p.Sender = "@a" }, spec.RoomV11, key, spec.ErrUnknown},
 		{"bad key", func(*ProtoEvent) {}, spec.RoomV11, SigningKey{ServerName: "example.org", KeyID: "ed25519:1"}, spec.ErrUnknown},
@@ -283,7 +334,7 @@ func TestParsePDURefuses(t *testing.T) {
 		{"not json", `{"type":`, spec.RoomV12, spec.ErrNotJSON},
 		{"array", `[]`, spec.RoomV12, spec.ErrBadJSON},
 		{"float", rep(base, `"depth":4`, `"depth":4.0`), spec.RoomV12, spec.ErrBadJSON},
-		{"unknown version", base, "1", spec.ErrUnsupportedRoomVersion},
+		{"unknown version", base, "13", spec.ErrUnsupportedRoomVersion},
 		{"no type", rep(base, `,"type":"m.room.message"`, ``), spec.RoomV12, spec.ErrBadJSON},
 		{"type not string", rep(base, `"type":"m.room.message"`, `"type":1`), spec.RoomV12, spec.ErrBadJSON},
 		{"no sender", rep(base, `"sender":"@alice:example.org",`, ``), spec.RoomV12, spec.ErrBadJSON},
@@ -361,10 +412,79 @@ func TestLoadPDURefuses(t *testing.T) {
 	if _, err := LoadPDU([]byte(buildVectors[0].json), spec.RoomV10, "nope"); err == nil {
 		t.Error("accepted a bad event ID")
 	}
-	if _, err := LoadPDU([]byte(buildVectors[0].json), "3", buildVectors[0].id); err == nil {
+	if _, err := LoadPDU([]byte(buildVectors[0].json), "13", buildVectors[0].id); err == nil {
 		t.Error("accepted an unknown version")
 	}
 	if _, err := LoadPDU([]byte(`{"type":"x"`), spec.RoomV10, buildVectors[0].id); err == nil {
 		t.Error("accepted truncated bytes")
+	}
+}
+
+// TestEventFormatsPerVersion covers what differs between the event formats
+// of rooms/v1 (event_id in the event, [ID, hashes] pairs) and v3+ (IDs
+// derived), and the relaxed number rules before v6.
+func TestEventFormatsPerVersion(t *testing.T) {
+	v1 := buildVectors[6].json
+	rep := strings.Replace
+	tests := []struct {
+		name string
+		ev   string
+		v    spec.RoomVersion
+		ok   bool
+	}{
+		{"v1 as built", v1, spec.RoomV1, true},
+		{"v2 same format", v1, spec.RoomV2, true},
+		{"v1 event in a v3 room", v1, spec.RoomV3, false},
+		{"v1 without event_id", rep(v1, `"event_id":"$7aZRZCm38O_jfY1Yc7jTWWuH:example.org",`, ``, 1), spec.RoomV1, false},
+		{"v1 event_id without server", rep(v1, `$7aZRZCm38O_jfY1Yc7jTWWuH:example.org`, `$7aZRZCm38O`, 1), spec.RoomV1, false},
+		{"v1 event_id with a bad server", rep(v1, `$7aZRZCm38O_jfY1Yc7jTWWuH:example.org`, `$7a:exa mple`, 1), spec.RoomV1, false},
+		{"v1 plain prev_events", rep(v1, `[["$prev1:example.org",{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]]`, `["$prev1:example.org"]`, 1), spec.RoomV1, false},
+		{"v1 pair of three", rep(v1, `{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]`, `{},1]`, 1), spec.RoomV1, false},
+		{"v1 pair without hash object", rep(v1, `{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]`, `"x"]`, 1), spec.RoomV1, false},
+		{"v1 hash not a string", rep(v1, `{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]`, `{"sha256":1}]`, 1), spec.RoomV1, false},
+		// Servers in the wild send {} as the hash: nothing verifies it.
+		{"v1 empty hash object", rep(v1, `{"sha256":"nCGwKYHNwZwNrPd95ubWyNb2s9k1b1kTmt52pvahAc4"}]`, `{}]`, 1), spec.RoomV1, true},
+		{"v5 float kept", rep(buildVectors[0].json, `"body":"hello"`, `"body":"hello","f":5.114698E4,"big":123456789012345678901`, 1), spec.RoomV5, true},
+		{"v6 float refused", rep(buildVectors[0].json, `"body":"hello"`, `"body":"hello","f":50.5`, 1), spec.RoomV6, false},
+		{"v6 big integer refused", rep(buildVectors[0].json, `"body":"hello"`, `"body":"hello","big":9007199254740992`, 1), spec.RoomV6, false},
+		{"v5 depth must still be an integer", rep(buildVectors[0].json, `"depth":5`, `"depth":5.5`, 1), spec.RoomV5, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePDU([]byte(tt.ev), tt.v)
+			if tt.ok != (err == nil) {
+				t.Fatalf("ParsePDU: %v, want ok %v", err, tt.ok)
+			}
+			if err != nil && errCode(err) != spec.ErrBadJSON {
+				t.Fatalf("error %v, want M_BAD_JSON", err)
+			}
+			if err == nil && tt.v == spec.RoomV5 && !strings.Contains(string(p.JSON()), `"f":5.114698E4`) {
+				t.Fatalf("number rewritten: %s", p.JSON())
+			}
+		})
+	}
+
+	// The ID of a version 1 event is its own, and loading checks it.
+	p, err := ParsePDU([]byte(v1), spec.RoomV1)
+	if err != nil || p.EventID() != buildVectors[6].id {
+		t.Fatalf("v1 ID %v, %v", p, err)
+	}
+	if _, err := LoadPDU([]byte(v1), spec.RoomV1, "$other:example.org"); err == nil {
+		t.Error("LoadPDU accepted an ID that is not the event's event_id")
+	}
+	if id, err := EventID([]byte(v1), spec.RoomV1); err != nil || id != p.EventID() {
+		t.Errorf("EventID %s, %v", id, err)
+	}
+	if got := EventIDServer(p.EventID()); got != "example.org" {
+		t.Errorf("EventIDServer %q", got)
+	}
+	if got := EventIDServer("$abc"); got != "" {
+		t.Errorf("EventIDServer of a hash ID %q", got)
+	}
+	// Building needs the reference hash of every event named.
+	proto := buildVectors[6].proto
+	proto.ReferenceHashes = nil
+	if _, err := Build(proto, spec.RoomV1, testKey(t, "example.org")); errCode(err) != spec.ErrBadJSON {
+		t.Errorf("Build without reference hashes: %v", err)
 	}
 }

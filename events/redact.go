@@ -5,14 +5,14 @@ import (
 )
 
 // Redact applies the redaction algorithm of room version v to an event
-// (rooms/v10 "Redactions", which is the v9 algorithm, and rooms/v11; v12 is
+// (rooms/v1 "Redactions" and the changes of v6, v8, v9 and v11; v12 is
 // unchanged from v11). It keeps only the protocol's top-level keys and, for
 // the event types that need them, the content keys the auth rules read. The
 // result is canonical JSON; "unsigned" is not on any version's list, so it is
 // dropped. An event whose "type" is not a string or whose "content" is not an
 // object is refused.
 func Redact(event []byte, v spec.RoomVersion) ([]byte, error) {
-	c, err := CanonicalObject(event)
+	c, err := canonicalEvent(event, v)
 	if err != nil {
 		return nil, err
 	}
@@ -40,15 +40,23 @@ func keepContent(typ string, v spec.RoomVersion) (keys []string, all bool) {
 	v11 := v.AtLeast11()
 	switch typ {
 	case spec.MRoomMember:
-		// v11 also keeps third_party_invite.signed; see redactContent.
-		return []string{"join_authorised_via_users_server", "membership"}, false
+		// v9: join_authorised_via_users_server, which the restricted join
+		// rule reads. v11 also keeps third_party_invite.signed; see
+		// redactContent.
+		if v.AtLeast(9) {
+			return []string{"join_authorised_via_users_server", "membership"}, false
+		}
+		return []string{"membership"}, false
 	case spec.MRoomCreate:
 		if v11 {
 			return nil, true // v11: the create event keeps its whole content
 		}
 		return []string{"creator"}, false
 	case spec.MRoomJoinRules:
-		return []string{"allow", "join_rule"}, false
+		if v.RestrictedJoins() {
+			return []string{"allow", "join_rule"}, false // v8: "allow"
+		}
+		return []string{"join_rule"}, false
 	case spec.MRoomPowerLevels:
 		if v11 {
 			return []string{"ban", "events", "events_default", "invite", "kick", "redact",
@@ -56,6 +64,10 @@ func keepContent(typ string, v spec.RoomVersion) (keys []string, all bool) {
 		}
 		return []string{"ban", "events", "events_default", "kick", "redact",
 			"state_default", "users", "users_default"}, false
+	case spec.MRoomAliases:
+		if v.AliasesAuthRule() {
+			return []string{"aliases"}, false // v6 removed all meaning of m.room.aliases
+		}
 	case spec.MRoomHistoryVisibility:
 		return []string{"history_visibility"}, false
 	case spec.MRoomRedaction:

@@ -31,74 +31,88 @@ func fill(tmpl, typ, content string) string {
 func TestRedact(t *testing.T) {
 	tests := []struct {
 		typ, content string
-		v10, v11     string // expected content; v12 is as v11
+		v10, v11     string // expected content; v12 is as v11, v1-v9 as v10
+		// older is the content expected in versions before olderUntil,
+		// for the keys a version added (v6, v8, v9).
+		older      string
+		olderUntil int
 	}{
 		{
 			"m.room.message", `{"body":"secret","msgtype":"m.text","m.relates_to":{"rel_type":"m.thread","event_id":"$x"}}`,
-			`{}`, `{}`,
+			`{}`, `{}`, "", 0,
 		},
 		{
 			"m.room.member",
 			`{"membership":"invite","displayname":"A","avatar_url":"mxc://a/b","join_authorised_via_users_server":"@x:y","reason":"r","third_party_invite":{"display_name":"d","signed":{"mxid":"@u:example.org","token":"t","signatures":{}}}}`,
 			`{"join_authorised_via_users_server":"@x:y","membership":"invite"}`,
 			`{"join_authorised_via_users_server":"@x:y","membership":"invite","third_party_invite":{"signed":{"mxid":"@u:example.org","signatures":{},"token":"t"}}}`,
+			`{"membership":"invite"}`, 9, // v9 keeps join_authorised_via_users_server
 		},
 		{
 			"m.room.member", `{"membership":"join","third_party_invite":{"display_name":"d"}}`,
 			`{"membership":"join"}`,
-			`{"membership":"join","third_party_invite":{}}`,
+			`{"membership":"join","third_party_invite":{}}`, "", 0,
 		},
 		{
 			"m.room.member", `{"membership":"join","third_party_invite":"not an object"}`,
-			`{"membership":"join"}`, `{"membership":"join"}`,
+			`{"membership":"join"}`, `{"membership":"join"}`, "", 0,
 		},
 		{
 			"m.room.create", `{"creator":"@u:example.org","room_version":"10","m.federate":false,"predecessor":{"room_id":"!old:x"},"additional_creators":["@b:x"]}`,
 			`{"creator":"@u:example.org"}`,
-			`{"additional_creators":["@b:x"],"creator":"@u:example.org","m.federate":false,"predecessor":{"room_id":"!old:x"},"room_version":"10"}`,
+			`{"additional_creators":["@b:x"],"creator":"@u:example.org","m.federate":false,"predecessor":{"room_id":"!old:x"},"room_version":"10"}`, "", 0,
 		},
 		{
 			"m.room.join_rules", `{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!s:x"}],"other":1}`,
 			`{"allow":[{"room_id":"!s:x","type":"m.room_membership"}],"join_rule":"restricted"}`,
 			`{"allow":[{"room_id":"!s:x","type":"m.room_membership"}],"join_rule":"restricted"}`,
+			`{"join_rule":"restricted"}`, 8, // v8 keeps allow
 		},
 		{
 			"m.room.power_levels",
 			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"notifications":{"room":50},"redact":50,"state_default":50,"users":{"@u:example.org":100},"users_default":0}`,
 			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@u:example.org":100},"users_default":0}`,
-			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users":{"@u:example.org":100},"users_default":0}`,
+			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users":{"@u:example.org":100},"users_default":0}`, "", 0,
 		},
 		{
 			"m.room.history_visibility", `{"history_visibility":"shared","x":1}`,
-			`{"history_visibility":"shared"}`, `{"history_visibility":"shared"}`,
+			`{"history_visibility":"shared"}`, `{"history_visibility":"shared"}`, "", 0,
 		},
 		{
 			"m.room.redaction", `{"redacts":"$t","reason":"spam"}`,
-			`{}`, `{"redacts":"$t"}`,
+			`{}`, `{"redacts":"$t"}`, "", 0,
 		},
 		{
-			"m.room.aliases", `{"aliases":["#a:x"]}`, // kept only before room version 6
+			"m.room.aliases", `{"aliases":["#a:x"],"x":1}`, // kept only before room version 6
 			`{}`, `{}`,
+			`{"aliases":["#a:x"]}`, 6,
 		},
 		{
 			"m.room.encryption", `{"algorithm":"m.megolm.v1.aes-sha2"}`,
-			`{}`, `{}`,
+			`{}`, `{}`, "", 0,
 		},
 		{
 			"m.room.name", `{}`,
-			`{}`, `{}`,
+			`{}`, `{}`, "", 0,
 		},
 	}
 	for _, tt := range tests {
 		in := fill(redactBase, tt.typ, tt.content)
-		for _, c := range []struct {
+		type versionCase struct {
 			v           spec.RoomVersion
 			top, expect string
-		}{
-			{spec.RoomV10, redactTopV10, tt.v10},
-			{spec.RoomV11, redactTopV11, tt.v11},
-			{spec.RoomV12, redactTopV11, tt.v11},
-		} {
+		}
+		var cases []versionCase
+		for i, v := range spec.SupportedRoomVersions {
+			c := versionCase{v, redactTopV10, tt.v10}
+			if v.AtLeast11() {
+				c = versionCase{v, redactTopV11, tt.v11}
+			} else if i+1 < tt.olderUntil {
+				c.expect = tt.older
+			}
+			cases = append(cases, c)
+		}
+		for _, c := range cases {
 			t.Run(tt.typ+"/v"+string(c.v), func(t *testing.T) {
 				got, err := Redact([]byte(in), c.v)
 				if err != nil {
@@ -128,7 +142,7 @@ func TestRedactRefuses(t *testing.T) {
 		{"no content", `{"type":"m.room.message"}`, spec.RoomV11},
 		{"content not object", `{"type":"m.room.create","content":[]}`, spec.RoomV11},
 		{"content string", `{"type":"m.room.message","content":"x"}`, spec.RoomV10},
-		{"unknown version", `{"type":"m.room.message","content":{}}`, "9"},
+		{"unknown version", `{"type":"m.room.message","content":{}}`, "13"},
 		{"empty version", `{"type":"m.room.message","content":{}}`, ""},
 	}
 	for _, tt := range tests {

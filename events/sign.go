@@ -158,7 +158,7 @@ func SignEvent(event []byte, v spec.RoomVersion, key SigningKey) ([]byte, error)
 	if err := key.check(); err != nil {
 		return nil, err
 	}
-	c, err := CanonicalObject(event)
+	c, err := canonicalEvent(event, v)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func signEvent(ev []byte, v spec.RoomVersion, key SigningKey) (signed, redacted 
 // copy too (server-server API, "Validating hashes and signatures on received
 // events"). The content hash is checked separately by CheckContentHash.
 func VerifyEvent(event []byte, v spec.RoomVersion, serverName, keyID string, pub ed25519.PublicKey) error {
-	c, err := CanonicalObject(event)
+	c, err := canonicalEvent(event, v)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,13 @@
 package rooms
 
-// The authorisation rules of room versions 10, 11 and 12 (rooms/v10, v11,
-// v12 "Authorisation rules"), and the auth events selection of the
-// server-server API. Everything here is pure: no I/O, no clock, no keys.
+// The authorisation rules of room versions 1 to 12 (rooms/vN "Authorisation
+// rules"), and the auth events selection of the server-server API. One set
+// of rules with the changes of each version behind spec.RoomVersion's
+// feature tests: v3 drops the redaction rule, v6 the aliases rule and adds
+// notifications, v7 knocking, v8 restricted joins, v10 knock_restricted and
+// integer power levels, v11 the creator as the create event's sender, v12
+// creators with unlimited power and room IDs from the create event.
+// Everything here is pure: no I/O, no clock, no keys.
 //
 // Any condition the rules do not foresee (an unknown room version, a missing
 // m.room.create, content of the wrong type, an AuthState that answers with
@@ -170,6 +175,19 @@ func authorise(ev *events.PDU, state AuthState) decision {
 		}
 	}
 
+	// v1-v5 rule 4: each server controls its own m.room.aliases, members or
+	// not. From v6 the event type has no special meaning.
+	if v.AliasesAuthRule() && ev.Type() == spec.MRoomAliases {
+		sk, ok := ev.StateKey()
+		if !ok {
+			return deny("aliases.state_key", "m.room.aliases has no state_key")
+		}
+		if sk != string(sender.Server()) {
+			return deny("aliases.domain", "the state_key of m.room.aliases is not the sender's server")
+		}
+		return allow("aliases")
+	}
+
 	if ev.Type() == spec.MRoomMember {
 		return c.memberRules()
 	}
@@ -201,7 +219,25 @@ func authorise(ev *events.PDU, state AuthState) decision {
 	if ev.Type() == spec.MRoomPowerLevels {
 		return c.powerLevelsRules(senderLevel)
 	}
+	if v.RedactionAuthRule() && ev.Type() == spec.MRoomRedaction {
+		return c.redactionRule(senderLevel)
+	}
 	return allow("default")
+}
+
+// redactionRule is rule 11 of room versions 1 and 2: the redact level, or a
+// redaction minted by the server that minted the event it redacts (both
+// event IDs are $opaque:server there). From v3 the check moved to applying
+// the redaction (RedactionApplies).
+func (c *checker) redactionRule(senderLevel int64) decision {
+	if senderLevel >= c.pl.Redact {
+		return allow("redaction.level")
+	}
+	target, own := events.EventIDServer(c.ev.Redacts()), events.EventIDServer(c.ev.EventID())
+	if target != "" && target == own {
+		return allow("redaction.same_server")
+	}
+	return deny("redaction", "the sender's power level is below the redact level and the redacted event is from another server")
 }
 
 // get fetches a state event and checks that the state answered truthfully.
@@ -268,8 +304,8 @@ func (c *checker) createRules() decision {
 		return d
 	}
 	content := ev.Content()
-	if c.v == spec.RoomV10 {
-		// v11 (MSC2175) removed "creator"; v10 requires it.
+	if !c.v.AtLeast11() {
+		// v11 (MSC2175) removed "creator"; earlier versions require it.
 		creator := field(content, "creator")
 		if !creator.Exists() {
 			return deny("create.creator", "m.room.create has no creator")
@@ -303,8 +339,12 @@ func (c *checker) membership(user spec.UserID) (string, decision, bool) {
 		return "", deny("member.state", "a member event of the state has no membership"), false
 	}
 	switch m.Str {
-	case spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock:
+	case spec.Join, spec.Invite, spec.Leave, spec.Ban:
 		return m.Str, decision{}, true
+	case spec.Knock:
+		if c.v.Knocking() {
+			return m.Str, decision{}, true
+		}
 	}
 	return "", deny("member.state", "a member event of the state has an unknown membership"), false
 }
@@ -345,8 +385,9 @@ func (c *checker) memberRules() decision {
 		return deny("member.state_key", "the state_key of m.room.member is not a user ID")
 	}
 
+	// v8: restricted joins. Before, the key means nothing and is ignored.
 	var authoriser spec.UserID
-	if a := field(content, "join_authorised_via_users_server"); a.Exists() {
+	if a := field(content, "join_authorised_via_users_server"); a.Exists() && c.v.RestrictedJoins() {
 		authoriser, err = userIDOf(a)
 		if err != nil {
 			return deny("member.authorised_via", "join_authorised_via_users_server is not a valid user ID")
@@ -393,7 +434,7 @@ func (c *checker) memberRules() decision {
 	case spec.Leave:
 		if c.sender == target {
 			switch targetMembership {
-			case spec.Invite, spec.Join, spec.Knock:
+			case spec.Invite, spec.Join, spec.Knock: // knock exists from v7 (see membership)
 				return allow("member.leave.self")
 			}
 			return deny("member.leave.self", "only an invited, joined or knocking user can leave")
@@ -419,12 +460,15 @@ func (c *checker) memberRules() decision {
 		return deny("member.ban.level", "the sender's power level is below the ban level or not above the target's")
 
 	case spec.Knock:
+		if !c.v.Knocking() {
+			break // v7 added knocking: before, an unknown membership
+		}
 		rule, d, ok := c.joinRule()
 		if !ok {
 			return d
 		}
 		// v10: knock_restricted also allows knocking.
-		if rule != "knock" && rule != "knock_restricted" {
+		if rule != "knock" && !(rule == "knock_restricted" && c.v.KnockRestricted()) {
 			return deny("member.knock.join_rule", "the join rule does not allow knocking")
 		}
 		if c.sender != target {
@@ -441,12 +485,12 @@ func (c *checker) memberRules() decision {
 
 // joinRules are the rules for membership join.
 func (c *checker) joinRules(target spec.UserID, membership string, authoriser spec.UserID) decision {
-	// The creator's own first join right after the create event. v10 names
-	// the creator in content.creator; from v11 it is the create's sender.
+	// The creator's own first join right after the create event. Before
+	// v11 the creator is content.creator; from v11 it is the create's sender.
 	prev := c.ev.PrevEvents()
 	if len(prev) == 1 && prev[0] == c.create.EventID() {
 		creator := c.create.Sender()
-		if c.v == spec.RoomV10 {
+		if !c.v.AtLeast11() {
 			creator, _ = userIDOf(field(c.create.Content(), "creator"))
 		}
 		if creator != "" && target == creator {
@@ -463,13 +507,15 @@ func (c *checker) joinRules(target spec.UserID, membership string, authoriser sp
 	if !ok {
 		return d
 	}
-	switch rule {
-	case "invite", "knock":
+	// Each join rule exists from the version that introduced it; an unknown
+	// one allows no join.
+	switch {
+	case rule == "invite", rule == "knock" && c.v.Knocking():
 		if membership == spec.Invite || membership == spec.Join {
 			return allow("member.join.invited")
 		}
 		return deny("member.join.not_invited", "the room is invite-only and the user is not invited")
-	case "restricted", "knock_restricted":
+	case rule == "restricted" && c.v.RestrictedJoins(), rule == "knock_restricted" && c.v.KnockRestricted():
 		if membership == spec.Invite || membership == spec.Join {
 			return allow("member.join.invited")
 		}
@@ -487,7 +533,7 @@ func (c *checker) joinRules(target spec.UserID, membership string, authoriser sp
 			return deny("member.join.restricted", "join_authorised_via_users_server cannot invite users")
 		}
 		return allow("member.join.restricted")
-	case "public":
+	case rule == "public":
 		return allow("member.join.public")
 	}
 	return deny("member.join.rule", "the join rule does not allow joining")
@@ -524,10 +570,10 @@ func (c *checker) thirdPartyInviteRules(tpi gjson.Result, target spec.UserID, ta
 	return deny("member.invite.third_party.signature", "third-party invites are not supported by this server")
 }
 
-// powerLevelsRules are the rules for m.room.power_levels (v10/v11 rule 9,
-// v12 rule 10).
+// powerLevelsRules are the rules for m.room.power_levels (v1-v5 rule 10,
+// v6-v11 rule 9, v12 rule 10).
 func (c *checker) powerLevelsRules(senderLevel int64) decision {
-	next, d, ok := parsePowerLevelsContent(c.ev.Content())
+	next, d, ok := parsePowerLevelsContent(c.ev.Content(), c.v)
 	if !ok {
 		return d
 	}
@@ -542,7 +588,7 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	if c.plEvent == nil {
 		return allow("power_levels.initial")
 	}
-	cur, d, ok := parsePowerLevelsContent(c.plEvent.Content())
+	cur, d, ok := parsePowerLevelsContent(c.plEvent.Content(), c.v)
 	if !ok {
 		return deny("power_levels.state", "the room's m.room.power_levels event is malformed")
 	}
@@ -557,13 +603,15 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 			return deny("power_levels.change", "%s cannot change from or to a level above the sender's", k)
 		}
 	}
-	for _, m := range []struct {
+	maps := []struct {
 		name     string
 		cur, new map[string]int64
-	}{
-		{"events", cur.events, next.events},
-		{"notifications", cur.notifications, next.notifications},
-	} {
+	}{{"events", cur.events, next.events}}
+	if c.v.NotificationsAuthRule() { // v6
+		maps = append(maps, maps[0])
+		maps[1].name, maps[1].cur, maps[1].new = "notifications", cur.notifications, next.notifications
+	}
+	for _, m := range maps {
 		for k, o := range m.cur {
 			if n, ok := m.new[k]; (!ok || n != o) && o > senderLevel {
 				return deny("power_levels."+m.name+"_change",

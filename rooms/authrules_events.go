@@ -53,8 +53,8 @@ func AuthEventKeys(eventType string, stateKey *string, sender spec.UserID, conte
 			}
 		}
 	}
-	if membership.Str == spec.Join {
-		// Every supported version (8+) has restricted rooms.
+	if membership.Str == spec.Join && v.RestrictedJoins() {
+		// v8+: the membership of the user who authorised a restricted join.
 		if a := field(content, "join_authorised_via_users_server"); a.Type == gjson.String {
 			add(spec.MRoomMember, a.Str)
 		}
@@ -140,7 +140,9 @@ func CheckAuthEvents(ev *events.PDU, authEvents []*events.PDU) error {
 }
 
 // RedactionApplies decides whether a redaction that passed the auth rules is
-// applied to original (rooms v10-v12 "Handling redactions"): if the
+// applied to original (rooms v3-v12 "Handling redactions"; in v1 and v2 the
+// auth rules' redaction rule has already decided, and this check, stricter
+// for redactions of another server's events, is kept): if the
 // redaction's sender reaches the redact level in state (the state before the
 // redaction), or is on the same server as the original's sender. The
 // client-server API is stricter for local users: see

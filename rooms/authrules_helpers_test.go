@@ -161,6 +161,11 @@ func TestAuthEventKeys(t *testing.T) {
 		{"own join", spec.MRoomMember, str(alice), alice, `{"membership":"join"}`, spec.RoomV11, []StateKeyPair{create, pl, member(alice), jr}, false},
 		{"restricted join", spec.MRoomMember, str("@bob:x.org"), "@bob:x.org", `{"membership":"join","join_authorised_via_users_server":"@mod:example.org"}`, spec.RoomV12,
 			[]StateKeyPair{pl, member("@bob:x.org"), jr, member(mod)}, false},
+		{"restricted join v8", spec.MRoomMember, str("@bob:x.org"), "@bob:x.org", `{"membership":"join","join_authorised_via_users_server":"@mod:example.org"}`, spec.RoomV8,
+			[]StateKeyPair{create, pl, member("@bob:x.org"), jr, member(mod)}, false},
+		{"authoriser before v8 is not selected", spec.MRoomMember, str("@bob:x.org"), "@bob:x.org", `{"membership":"join","join_authorised_via_users_server":"@mod:example.org"}`, spec.RoomV7,
+			[]StateKeyPair{create, pl, member("@bob:x.org"), jr}, false},
+		{"message v1", spec.MRoomMessage, nil, alice, `{}`, spec.RoomV1, []StateKeyPair{create, pl, member(alice)}, false},
 		{"authoriser on a leave is not selected", spec.MRoomMember, str(alice), alice, `{"membership":"leave","join_authorised_via_users_server":"@mod:example.org"}`, spec.RoomV12,
 			[]StateKeyPair{pl, member(alice)}, false},
 		{"invite", spec.MRoomMember, str("@bob:x.org"), alice, `{"membership":"invite"}`, spec.RoomV10, []StateKeyPair{create, pl, member(alice), member("@bob:x.org"), jr}, false},
@@ -322,11 +327,35 @@ func TestPowerLevels(t *testing.T) {
 				t.Error("CanSend / CanRedactOthers")
 			}
 
-			// Malformed power levels are an error, never defaults.
-			for _, content := range []map[string]any{
-				{"ban": "50"}, {"users": map[string]any{"nobody": 1}}, {"events": map[string]any{"x": "1"}},
-				{"notifications": []any{}}, {"users_default": true},
-			} {
+			// Malformed power levels are an error, never defaults. Strings
+			// holding integers are levels before v10, floats before v6.
+			malformed := []map[string]any{
+				{"users": map[string]any{"nobody": 1}}, {"notifications": []any{}}, {"users_default": true},
+				{"ban": "5a"}, {"ban": "+-5"}, {"ban": "1 2"}, {"ban": ""}, {"ban": "99999999999999999999"},
+				{"users": map[string]any{alice: "0x10"}},
+			}
+			if v.IntegerPowerLevels() {
+				malformed = append(malformed, map[string]any{"ban": "50"}, map[string]any{"events": map[string]any{"x": "1"}})
+			} else {
+				older := r.mustBuild(map[string]any{"type": spec.MRoomPowerLevels, "state_key": "", "sender": creator, "content": map[string]any{
+					"ban": " +050 ", "kick": "-7", "users": map[string]any{alice: "0012"}, "events": map[string]any{"x": "  3"},
+					"notifications": map[string]any{"room": "9"}, "redact": "000",
+				}})
+				pl, err := ParsePowerLevels(older, r.create)
+				if err != nil || pl.Ban != 50 || pl.Kick != -7 || pl.UserLevel(alice) != 12 || pl.EventLevel("x", false) != 3 ||
+					pl.NotificationLevel("room") != 9 || pl.Redact != 0 {
+					t.Errorf("string levels: %+v, %v", pl, err)
+				}
+			}
+			if !v.StrictCanonicalJSON() {
+				floaty := r.mustBuild(map[string]any{"type": spec.MRoomPowerLevels, "state_key": "", "sender": creator, "content": map[string]any{
+					"ban": 50.57, "kick": -3.9, "users": map[string]any{alice: 5.114698e4}}})
+				pl, err := ParsePowerLevels(floaty, r.create)
+				if err != nil || pl.Ban != 50 || pl.Kick != -3 || pl.UserLevel(alice) != 51146 {
+					t.Errorf("float levels: %+v, %v", pl, err)
+				}
+			}
+			for _, content := range malformed {
 				bad := r.mustBuild(map[string]any{"type": spec.MRoomPowerLevels, "state_key": "", "sender": creator, "content": content})
 				if _, err := ParsePowerLevels(bad, r.create); err == nil {
 					t.Errorf("ParsePowerLevels accepted %v", content)
@@ -351,6 +380,8 @@ func TestCreators(t *testing.T) {
 		v    spec.RoomVersion
 		want []spec.UserID
 	}{
+		{spec.RoomV1, []spec.UserID{"@other:example.org"}},
+		{spec.RoomV9, []spec.UserID{"@other:example.org"}},
 		{spec.RoomV10, []spec.UserID{"@other:example.org"}},
 		{spec.RoomV11, []spec.UserID{creator}},
 		{spec.RoomV12, []spec.UserID{creator, "@co:example.org", "@far:other.org"}},

@@ -29,7 +29,7 @@ const (
 	defaultRedactLevel       = 50
 	defaultInviteLevel       = 0
 	defaultNotificationLevel = 50
-	// creatorImplicitLevel is the creator's level in room versions 10 and 11
+	// creatorImplicitLevel is the creator's level in room versions 1 to 11
 	// when the room has no power levels event.
 	creatorImplicitLevel = 100
 )
@@ -60,8 +60,10 @@ type PowerLevels struct {
 
 // ParsePowerLevels reads the power levels of a room from its
 // m.room.power_levels event (nil if the room has none) and its m.room.create
-// event. Values must be integers (room version 10+). With no power levels
-// event, everyone is at 0 except the creator, at 100 in versions 10 and 11.
+// event. Values are integers; before room version 10 a string holding an
+// integer counts as that integer, and before version 6 a float counts
+// truncated (see levelValue). With no power levels event, everyone is at 0
+// except the creator, at 100 before version 12.
 func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
 	if create == nil || create.Type() != spec.MRoomCreate || !create.Version().Supported() {
 		return PowerLevels{}, spec.Forbidden("no valid m.room.create event")
@@ -95,7 +97,7 @@ func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
 	if plEvent.Type() != spec.MRoomPowerLevels || plEvent.Version() != v || plEvent.RoomID() != create.RoomID() {
 		return PowerLevels{}, spec.Forbidden("the power levels event does not belong to the room")
 	}
-	c, d, ok := parsePowerLevelsContent(plEvent.Content())
+	c, d, ok := parsePowerLevelsContent(plEvent.Content(), v)
 	if !ok {
 		return PowerLevels{}, spec.Forbidden("malformed power levels: %s", d.why)
 	}
@@ -142,8 +144,8 @@ func PowerLevelsOf(state AuthState) (PowerLevels, error) {
 }
 
 // Creators returns the room creators named by an m.room.create event: its
-// content.creator in room version 10, its sender from 11, and from 12 also
-// content.additional_creators. An invalid value is an error.
+// content.creator before room version 11, its sender from 11, and from 12
+// also content.additional_creators. An invalid value is an error.
 func Creators(create *events.PDU) ([]spec.UserID, error) {
 	if create == nil || create.Type() != spec.MRoomCreate {
 		return nil, spec.Forbidden("no m.room.create event")
@@ -151,19 +153,20 @@ func Creators(create *events.PDU) ([]spec.UserID, error) {
 	v := create.Version()
 	content := create.Content()
 	switch {
-	case v == spec.RoomV10:
+	case !v.Supported():
+	case !v.AtLeast11():
 		creator, err := userIDOf(field(content, "creator"))
 		if err != nil {
 			return nil, spec.Forbidden("m.room.create has no valid creator")
 		}
 		return []spec.UserID{creator}, nil
-	case v == spec.RoomV11:
+	case !v.AtLeast12():
 		sender, err := spec.ParseUserID(string(create.Sender()))
 		if err != nil {
 			return nil, spec.Forbidden("m.room.create has no valid sender")
 		}
 		return []spec.UserID{sender}, nil
-	case v == spec.RoomV12:
+	default:
 		sender, err := spec.ParseUserID(string(create.Sender()))
 		if err != nil {
 			return nil, spec.Forbidden("m.room.create has no valid sender")
@@ -248,8 +251,11 @@ type plContent struct {
 
 // parsePowerLevelsContent applies rules 9.1-9.3 (v12: 10.1-10.3): integer
 // levels, integer maps for events and notifications, and users keyed by
-// valid user IDs.
-func parsePowerLevelsContent(content gjson.Result) (plContent, decision, bool) {
+// valid user IDs. Before room version 10 the rules check only "users"
+// (integers or strings holding one); Chatalot also refuses any other level
+// it cannot read as a level of that version, since a level that means
+// nothing cannot be enforced.
+func parsePowerLevelsContent(content gjson.Result, v spec.RoomVersion) (plContent, decision, bool) {
 	c := plContent{scalars: map[string]int64{}}
 	if !content.IsObject() {
 		return c, deny("power_levels.content", "content is not an object"), false
@@ -259,21 +265,21 @@ func parsePowerLevelsContent(content gjson.Result) (plContent, decision, bool) {
 		if !r.Exists() {
 			continue
 		}
-		n, ok := jsonInteger(r)
+		n, ok := levelValue(r, v)
 		if !ok {
 			return c, deny("power_levels.integer", "%s is not an integer", k), false
 		}
 		c.scalars[k] = n
 	}
 	var ok bool
-	if c.events, ok = integerMap(field(content, "events")); !ok {
+	if c.events, ok = integerMap(field(content, "events"), v); !ok {
 		return c, deny("power_levels.events", "events is not an object of integers"), false
 	}
-	if c.notifications, ok = integerMap(field(content, "notifications")); !ok {
+	if c.notifications, ok = integerMap(field(content, "notifications"), v); !ok {
 		return c, deny("power_levels.notifications", "notifications is not an object of integers"), false
 	}
 	users := field(content, "users")
-	if c.users, ok = integerMap(users); !ok {
+	if c.users, ok = integerMap(users, v); !ok {
 		return c, deny("power_levels.users", "users is not an object of integers"), false
 	}
 	for u := range c.users {
@@ -284,8 +290,8 @@ func parsePowerLevelsContent(content gjson.Result) (plContent, decision, bool) {
 	return c, decision{}, true
 }
 
-// integerMap reads an optional JSON object whose values are all integers.
-func integerMap(r gjson.Result) (map[string]int64, bool) {
+// integerMap reads an optional JSON object whose values are all levels.
+func integerMap(r gjson.Result, v spec.RoomVersion) (map[string]int64, bool) {
 	out := map[string]int64{}
 	if !r.Exists() {
 		return out, true
@@ -294,8 +300,8 @@ func integerMap(r gjson.Result) (map[string]int64, bool) {
 		return nil, false
 	}
 	good := true
-	r.ForEach(func(k, v gjson.Result) bool {
-		n, ok := jsonInteger(v)
+	r.ForEach(func(k, val gjson.Result) bool {
+		n, ok := levelValue(val, v)
 		if !ok {
 			good = false
 			return false
@@ -307,6 +313,75 @@ func integerMap(r gjson.Result) (map[string]int64, bool) {
 		return nil, false
 	}
 	return out, true
+}
+
+// levelValue reads one power level as room version v writes it: a JSON
+// integer in canonical JSON's range from v10; before, also a string holding
+// an integer (rooms/v1 "m.room.power_levels events accept values as
+// strings"); before v6, whose events may break canonical JSON, also a float,
+// truncated at the decimal point ("accept values as floats").
+func levelValue(r gjson.Result, v spec.RoomVersion) (int64, bool) {
+	if v.IntegerPowerLevels() {
+		return jsonInteger(r)
+	}
+	switch r.Type {
+	case gjson.String:
+		return stringyLevel(r.Str)
+	case gjson.Number:
+		if n, ok := jsonInteger(r); ok {
+			return n, true
+		}
+		if v.StrictCanonicalJSON() {
+			return 0, false
+		}
+		return floatyLevel(r.Raw)
+	}
+	return 0, false
+}
+
+// stringyLevel reads the string form of a level before v10: optional
+// whitespace around, one optional sign, base-10 digits (leading zeros
+// allowed), and nothing else.
+func stringyLevel(s string) (int64, bool) {
+	s = strings.TrimSpace(s)
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg, s = s[0] == '-', s[1:]
+	}
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	s = strings.TrimLeft(s, "0")
+	if s == "" {
+		return 0, true
+	}
+	if len(s) > 16 {
+		return 0, false // beyond any level canonical JSON can hold
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > maxSafeInteger {
+		return 0, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// floatyLevel reads a level written as a float before v6: exponents
+// applied, then truncated toward zero. Values outside a double's range,
+// infinities and NaN are refused, and so is anything beyond canonical
+// JSON's integer range, which no level needs.
+func floatyLevel(raw string) (int64, bool) {
+	f, err := strconv.ParseFloat(raw, 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, false
+	}
+	f = math.Trunc(f)
+	if f > maxSafeInteger || f < -maxSafeInteger {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 // jsonInteger reads a JSON number written as an integer in canonical JSON's

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +20,7 @@ import (
 // cases; each case is checked in each room version it lists:
 //
 //	name        what the case shows
-//	versions    room versions (default 10, 11, 12)
+//	versions    room versions (default all, 1 to 12); "N-M" is a range
 //	preset      the starting state: "base" (default: creator joined,
 //	            power levels admin 100, mod 50 and, before v12, creator
 //	            100; public; admin, mod and alice joined), "plain" (base
@@ -29,6 +30,7 @@ import (
 //	state       events added on top of the preset (same key replaces)
 //	event       the event under test
 //	result      "allowed" or "not_allowed"; result_by_version overrides
+//	            (keys are versions or "N-M" ranges)
 //	rule        the rule that decides; rule_by_version overrides
 //	drop_create leave the create event out of the auth state
 //	unparseable the event is refused by events.ParsePDU before the rules
@@ -100,7 +102,7 @@ func presetState(name string, v spec.RoomVersion) []map[string]any {
 func defaultCreate(v spec.RoomVersion) map[string]any {
 	content := map[string]any{"room_version": string(v)}
 	ev := map[string]any{"type": spec.MRoomCreate, "state_key": "", "sender": creator, "content": content}
-	if v == spec.RoomV10 {
+	if !v.AtLeast11() {
 		content["creator"] = creator
 	}
 	if !v.AtLeast12() {
@@ -142,6 +144,7 @@ type room struct {
 	state  []*events.PDU
 	create *events.PDU
 	depth  int64
+	serial int // numbers the event IDs of room versions 1 and 2
 }
 
 // resolve replaces "$name" and "!ROOM" placeholders in fixture values.
@@ -212,6 +215,23 @@ func (r *room) build(fx map[string]any) (*events.PDU, error) {
 	if _, ok := ev["hashes"]; !ok {
 		ev["hashes"] = map[string]any{"sha256": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
 	}
+	if r.v.EventIDInEvent() {
+		// Room versions 1 and 2: the event names itself, and its
+		// prev_events and auth_events come with (unchecked) hashes.
+		if _, ok := ev["event_id"]; !ok {
+			r.serial++
+			server := "example.org"
+			if s, ok := ev["sender"].(string); ok {
+				if _, after, ok := strings.Cut(s, ":"); ok && after != "" {
+					server = after
+				}
+			}
+			ev["event_id"] = fmt.Sprintf("$e%d:%s", r.serial, server)
+		}
+		for _, k := range []string{"prev_events", "auth_events"} {
+			ev[k] = asPairs(ev[k])
+		}
+	}
 	if _, ok := ev["signatures"]; !ok {
 		server := "example.org"
 		if s, ok := ev["sender"].(string); ok {
@@ -233,6 +253,22 @@ func (r *room) build(fx map[string]any) (*events.PDU, error) {
 		r.names["$"+name] = p.EventID()
 	}
 	return p, nil
+}
+
+// asPairs turns a list of event IDs into room version 1 [ID, hashes] pairs.
+func asPairs(x any) any {
+	ids, ok := x.([]any)
+	if !ok {
+		return x
+	}
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		if _, isID := id.(string); !isID {
+			return x
+		}
+		out[i] = []any{id, map[string]any{"sha256": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}
+	}
+	return out
 }
 
 // selectAuthEvents lists the IDs of the state events the auth events
@@ -328,19 +364,21 @@ func TestAuthRulesFixtures(t *testing.T) {
 	perOutcome := map[string]int{}
 	for _, file := range names {
 		for _, c := range files[file].Cases {
-			versions := c.Versions
-			if len(versions) == 0 {
-				versions = []string{"10", "11", "12"}
+			versions := expandVersions(t, c.Versions)
+			if len(c.Versions) == 0 {
+				versions = spec.SupportedRoomVersions
 			}
-			for _, vs := range versions {
-				v := spec.RoomVersion(vs)
+			results := byVersion(t, c.ResultByVersion)
+			rules := byVersion(t, c.RuleByVersion)
+			for _, v := range versions {
+				vs := string(v)
 				perVersion[v]++
 				want := c.Result
-				if w, ok := c.ResultByVersion[vs]; ok {
+				if w, ok := results[v]; ok {
 					want = w
 				}
 				rule := c.Rule
-				if w, ok := c.RuleByVersion[vs]; ok {
+				if w, ok := rules[v]; ok {
 					rule = w
 				}
 				perOutcome[want]++
@@ -351,6 +389,49 @@ func TestAuthRulesFixtures(t *testing.T) {
 		}
 	}
 	t.Logf("cases per room version: %v; outcomes: %v", perVersion, perOutcome)
+}
+
+// expandVersions reads a fixture's version list, where "N-M" stands for
+// every version from N to M.
+func expandVersions(t *testing.T, list []string) []spec.RoomVersion {
+	var out []spec.RoomVersion
+	for _, item := range list {
+		lo, hi, isRange := strings.Cut(item, "-")
+		if !isRange {
+			hi = lo
+		}
+		in := false
+		for _, v := range spec.SupportedRoomVersions {
+			if string(v) == lo {
+				in = true
+			}
+			if in {
+				out = append(out, v)
+			}
+			if string(v) == hi {
+				if !in {
+					break
+				}
+				in = false
+				lo = "" // found
+			}
+		}
+		if lo != "" || in {
+			t.Fatalf("bad version or range %q", item)
+		}
+	}
+	return out
+}
+
+// byVersion expands the keys of a result_by_version or rule_by_version map.
+func byVersion(t *testing.T, m map[string]string) map[spec.RoomVersion]string {
+	out := map[spec.RoomVersion]string{}
+	for k, val := range m {
+		for _, v := range expandVersions(t, []string{k}) {
+			out[v] = val
+		}
+	}
+	return out
 }
 
 func runCase(t *testing.T, c fixtureCase, v spec.RoomVersion, want, rule string) {

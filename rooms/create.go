@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
@@ -39,13 +40,30 @@ type InitialState struct {
 }
 
 // CreateRoom creates a room with the events createRoom implies, in the
-// spec's order, committed in one transaction: a failure leaves no room.
+// spec's order, committed in one transaction: a failure leaves no room. An
+// event of the room that the auth rules refuse (power_level_content_override
+// leaving the creator unable to set the name, or listing a v12 creator) is
+// invalid initial state: 400 M_INVALID_ROOM_STATE, as the spec asks.
 func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (spec.RoomID, spec.RoomAlias, error) {
-	v := spec.DefaultRoomVersion
+	id, alias, err := s.createRoom(ctx, creator, req)
+	var refused *authRuleError
+	if errors.As(err, &refused) {
+		return "", "", spec.NewError(spec.ErrInvalidRoomState, "%s", refused.err.Message)
+	}
+	return id, alias, err
+}
+
+// errUnsupportedVersion answers a room version Chatalot does not implement.
+func errUnsupportedVersion(v string) *spec.Error {
+	return spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (the stable versions 1 to 12 are)", v)
+}
+
+func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (spec.RoomID, spec.RoomAlias, error) {
+	v := s.DefaultRoomVersion()
 	if req.RoomVersion != "" {
 		v = spec.RoomVersion(req.RoomVersion)
 		if !v.Supported() {
-			return "", "", spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (10, 11 and 12 are)", req.RoomVersion)
+			return "", "", errUnsupportedVersion(req.RoomVersion)
 		}
 	}
 	if len(req.Invite3PID) > 0 {
@@ -111,6 +129,9 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 		delete(create, "creator")
 	} else {
 		create["creator"] = string(creator)
+	}
+	if err := checkAdditionalCreators(v, create); err != nil {
+		return "", "", err
 	}
 	if v.AtLeast12() && preset == "trusted_private_chat" && len(invitees) > 0 {
 		extra := []any{}
@@ -249,6 +270,30 @@ func (s *Service) CreateRoom(ctx context.Context, creator spec.UserID, req Creat
 		return "", "", err
 	}
 	return r.id, alias, nil
+}
+
+// checkAdditionalCreators refuses a malformed creation_content
+// additional_creators (room version 12, MSC4289): it must be an array of
+// valid user IDs. Earlier versions give the key no meaning.
+func checkAdditionalCreators(v spec.RoomVersion, create map[string]any) error {
+	raw, ok := create["additional_creators"]
+	if !ok || !v.AtLeast12() {
+		return nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return spec.BadJSON("creation_content.additional_creators must be an array of user IDs")
+	}
+	for _, u := range list {
+		s, ok := u.(string)
+		if !ok {
+			return spec.BadJSON("creation_content.additional_creators must be an array of user IDs")
+		}
+		if _, err := spec.ParseUserID(s); err != nil {
+			return spec.BadJSON("creation_content.additional_creators: %q is not a valid user ID", s)
+		}
+	}
+	return nil
 }
 
 func (s *Service) addJSON(b *builder, typ string, stateKey *string, sender spec.UserID, content any) error {

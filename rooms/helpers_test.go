@@ -31,6 +31,12 @@ type testServer struct {
 
 func newTestServer(t *testing.T, encryption string) *testServer {
 	t.Helper()
+	return newTestServerWith(t, Config{Encryption: encryption})
+}
+
+// newTestServerWith is newTestServer with any rooms configuration.
+func newTestServerWith(t *testing.T, cfg Config) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
 	if err != nil {
@@ -42,7 +48,7 @@ func newTestServer(t *testing.T, encryption string) *testServer {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	s, err := New(context.Background(), Deps{
 		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: Config{Encryption: encryption}, Log: zerolog.Nop(),
+		Server: "test", Config: cfg, Log: zerolog.Nop(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -76,7 +76,8 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ str
 // second m.room.create, and redactions (they have their own endpoint).
 func CheckSendable(typ string, stateKey *string) error {
 	if typ == spec.MRoomCreate {
-		return spec.Forbidden("a room has exactly one m.room.create event")
+		// The request cannot be right whatever the sender's power.
+		return spec.BadJSON("a room has exactly one m.room.create event")
 	}
 	if typ == spec.MRoomRedaction && stateKey == nil {
 		return spec.Forbidden("use the /redact endpoint to redact events")
@@ -200,6 +201,9 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 		if same := sameState(b.snap, req.from.User, req.typ, *req.stateKey, req.content); same != nil {
 			return &Event{PDU: same}, nil
 		}
+		if err := checkCreatorsUnlisted(b.snap, req.typ, req.content); err != nil {
+			return nil, err
+		}
 	}
 	// Relations (threads, annotations) and m.room.canonical_alias are
 	// checked against stored events and aliases (relations.go); a second
@@ -273,8 +277,9 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 		return ""
 	}
 	rule := jr.Content().Get("join_rule").String()
-	if rule != "restricted" && rule != "knock_restricted" {
-		return ""
+	v := jr.Version()
+	if !(rule == "restricted" && v.RestrictedJoins()) && !(rule == "knock_restricted" && v.KnockRestricted()) {
+		return "" // v8 and v10 introduced these join rules
 	}
 	allowed := false
 	for _, a := range jr.Content().Get("allow").Array() {

@@ -37,7 +37,7 @@ type Event struct {
 type snapshot struct {
 	position  int64 // stream position of the room's latest event
 	state     roomState
-	extremity []spec.EventID // forward extremities: on one server, the latest event
+	extremity []*events.PDU // forward extremities: on one server, the latest event
 	depth     int64
 	// joinedCache is joined()'s answer, computed on first use or derived
 	// from the previous snapshot's; summaryCache is members()'.

@@ -47,7 +47,7 @@ func TestCreateRoomInEachVersionAndPreset(t *testing.T) {
 			ts.send(userB, id, map[string]any{"msgtype": "m.text", "body": "hi"})
 		}
 	}
-	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "9"})
+	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "13"})
 	wantError(t, code, body, 400, "M_UNSUPPORTED_ROOM_VERSION")
 }
 
@@ -337,7 +337,7 @@ func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {
 		{"too large", userA, room + "/send/m.room.encrypted/e", "PUT", `{"b":"` + big + `"}`, 413, "M_TOO_LARGE"},
 		{"invalid room ID", userA, "/_matrix/client/v3/rooms/nope/send/m.room.encrypted/f", "PUT", `{}`, 400, "M_INVALID_PARAM"},
 		{"unknown room", userA, "/_matrix/client/v3/rooms/!nope:test/send/m.room.encrypted/g", "PUT", `{}`, 403, "M_FORBIDDEN"},
-		{"second create", userA, room + "/state/m.room.create/", "PUT", `{}`, 403, "M_FORBIDDEN"},
+		{"second create", userA, room + "/state/m.room.create/", "PUT", `{}`, 400, "M_BAD_JSON"},
 		{"plaintext in encrypted room", userA, room + "/send/m.room.message/h", "PUT", `{"body":"x"}`, 403, "M_FORBIDDEN"},
 		{"not a member", userB, room + "/send/m.room.encrypted/i", "PUT", `{}`, 403, "M_FORBIDDEN"},
 		{"bad dir", userA, room + "/messages?dir=x", "GET", nil, 400, "M_INVALID_PARAM"},

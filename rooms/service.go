@@ -2,7 +2,9 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,17 @@ type Config struct {
 	// messages are refused in encrypted rooms), "default" (new rooms are
 	// encrypted, plaintext accepted) or "optional" (encrypted when asked).
 	Encryption string
+	// DefaultRoomVersion is the version of rooms created without one
+	// (empty: spec.DefaultRoomVersion).
+	DefaultRoomVersion spec.RoomVersion
+}
+
+// DefaultRoomVersion is the version new rooms get when the client names none.
+func (s *Service) DefaultRoomVersion() spec.RoomVersion {
+	if s.cfg.DefaultRoomVersion.Supported() {
+		return s.cfg.DefaultRoomVersion
+	}
+	return spec.DefaultRoomVersion
 }
 
 // Notifier wakes the /sync requests of users a committed change concerns.
@@ -267,7 +280,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	}
 	snap.position = latest[0].Position
 	snap.depth = latest[0].PDU.Depth()
-	snap.extremity = []spec.EventID{latest[0].PDU.EventID()}
+	snap.extremity = []*events.PDU{latest[0].PDU}
 	if len(latest) > recentSize {
 		r.recentFloor = latest[recentSize].Position
 		latest = latest[:recentSize]
@@ -423,8 +436,11 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	v := b.r.version
 	proto := events.ProtoEvent{
 		Type: typ, StateKey: stateKey, Sender: sender, RoomID: b.r.id, Content: content,
-		PrevEvents: b.snap.extremity, Depth: b.snap.depth + 1, OriginServerTS: b.s.now().UnixMilli(),
+		Depth: b.snap.depth + 1, OriginServerTS: b.s.now().UnixMilli(),
 		Redacts: redacts,
+	}
+	for _, prev := range b.snap.extremity {
+		proto.PrevEvents = append(proto.PrevEvents, prev.EventID())
 	}
 	if typ == spec.MRoomCreate && v.AtLeast12() {
 		proto.RoomID = ""
@@ -447,6 +463,12 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 			authState[k] = ev
 		}
 	}
+	if v.EventIDInEvent() {
+		// Room versions 1 and 2 name prev and auth events with their hashes.
+		if err := addReferenceHashes(&proto, b.snap.extremity, authState); err != nil {
+			return nil, err
+		}
+	}
 	if proto.AuthEvents == nil {
 		proto.AuthEvents = []spec.EventID{}
 	}
@@ -462,6 +484,10 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 		return nil, spec.TooLarge("the event is %d bytes; the limit is %d", len(pdu.JSON()), maxPDUSize)
 	}
 	if err := Allowed(pdu, authState); err != nil {
+		var se *spec.Error
+		if errors.As(err, &se) {
+			return nil, &authRuleError{se}
+		}
 		return nil, err
 	}
 	if typ == spec.MRoomCreate && v.AtLeast12() {
@@ -476,6 +502,30 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	b.evs = append(b.evs, ev)
 	return ev, nil
 }
+
+// addReferenceHashes gives a room version 1 or 2 event the reference hashes
+// of the events it names.
+func addReferenceHashes(proto *events.ProtoEvent, prev []*events.PDU, auth StateMap) error {
+	proto.ReferenceHashes = make(map[spec.EventID][32]byte, len(prev)+len(auth))
+	for _, list := range [][]*events.PDU{prev, slices.Collect(maps.Values(auth))} {
+		for _, ev := range list {
+			sum, err := ev.ReferenceHash()
+			if err != nil {
+				return err
+			}
+			proto.ReferenceHashes[ev.EventID()] = sum
+		}
+	}
+	return nil
+}
+
+// authRuleError is a refusal by the auth rules of an event the server built.
+// It is sent as the M_FORBIDDEN it wraps, except where the spec wants
+// another answer (createRoom: M_INVALID_ROOM_STATE).
+type authRuleError struct{ err *spec.Error }
+
+func (e *authRuleError) Error() string { return e.err.Error() }
+func (e *authRuleError) Unwrap() error { return e.err }
 
 // maxPDUSize is the spec's limit on a whole event in canonical JSON.
 const maxPDUSize = 65536
@@ -493,7 +543,7 @@ func contentOrEmpty(c []byte) []byte {
 // room holds.
 func (b *builder) applyLocal(pdu *events.PDU) {
 	prev := b.snap
-	next := &snapshot{state: prev.state, depth: pdu.Depth(), extremity: []spec.EventID{pdu.EventID()}, position: prev.position}
+	next := &snapshot{state: prev.state, depth: pdu.Depth(), extremity: []*events.PDU{pdu}, position: prev.position}
 	joined := prev.joinedCache.Load()
 	if sk, ok := pdu.StateKey(); ok {
 		k := StateKeyPair{pdu.Type(), sk}

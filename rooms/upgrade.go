@@ -48,7 +48,7 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	}
 	v := spec.RoomVersion(req.NewVersion)
 	if !v.Supported() {
-		return "", spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (10, 11 and 12 are)", req.NewVersion)
+		return "", errUnsupportedVersion(req.NewVersion)
 	}
 	var extraCreators []spec.UserID
 	if v.AtLeast12() {
@@ -144,9 +144,11 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 			}
 		}
 	}
+	// predecessor.event_id is deprecated (Matrix 1.16): a v12 room, whose
+	// clients follow the tombstone, leaves it out.
 	pred := map[string]any{"room_id": string(old.id)}
-	if len(snap.extremity) > 0 {
-		pred["event_id"] = string(snap.extremity[0])
+	if len(snap.extremity) > 0 && !v.AtLeast12() {
+		pred["event_id"] = string(snap.extremity[0].EventID())
 	}
 	create["predecessor"] = pred
 	if !v.AtLeast11() {
@@ -337,6 +339,11 @@ func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user s
 	if err := json.Unmarshal([]byte(plEv.Content().Raw), &c); err != nil {
 		return nil, err
 	}
+	if v.IntegerPowerLevels() && !plEv.Version().IntegerPowerLevels() {
+		if err := integerLevels(c, plEv); err != nil {
+			return nil, err
+		}
+	}
 	users, _ := c["users"].(map[string]any)
 	if users == nil {
 		users = map[string]any{}
@@ -369,6 +376,33 @@ func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user s
 	}
 	c["users"] = users
 	return c, nil
+}
+
+// integerLevels rewrites, for a room version 10+ replacement, the levels of
+// an older room's power levels content that are strings or floats there
+// ("50", 50.0) as the integers they stand for; v10 allows only integers.
+func integerLevels(c map[string]any, plEv *events.PDU) error {
+	parsed, d, ok := parsePowerLevelsContent(plEv.Content(), plEv.Version())
+	if !ok {
+		return spec.NewError(spec.ErrBadState, "the room's power levels cannot be carried over: %s", d.why)
+	}
+	for k, n := range parsed.scalars {
+		c[k] = n
+	}
+	for _, m := range []struct {
+		key    string
+		levels map[string]int64
+	}{{"events", parsed.events}, {"notifications", parsed.notifications}, {"users", parsed.users}} {
+		if len(m.levels) == 0 {
+			continue
+		}
+		out := make(map[string]any, len(m.levels))
+		for k, n := range m.levels {
+			out[k] = n
+		}
+		c[m.key] = out
+	}
+	return nil
 }
 
 func clonePL(c map[string]any) map[string]any {

@@ -24,7 +24,7 @@ func TestUpgradePrivateRoom(t *testing.T) {
 	}{
 		{userB, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"}, // power 0
 		{userC, map[string]any{"new_version": "12"}, 403, "M_FORBIDDEN"}, // only invited
-		{userA, map[string]any{"new_version": "9"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+		{userA, map[string]any{"new_version": "13"}, 400, "M_UNSUPPORTED_ROOM_VERSION"},
 		{userA, map[string]any{}, 400, "M_MISSING_PARAM"},
 		{userA, map[string]any{"new_version": 12}, 400, "M_BAD_JSON"},
 		{userA, map[string]any{"new_version": "12", "additional_creators": []string{"bob"}}, 400, "M_INVALID_PARAM"},

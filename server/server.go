@@ -32,6 +32,9 @@ type Deps struct {
 	UnstableFeatures map[string]bool
 	// Versions are the spec versions whose every endpoint Chatalot serves.
 	Versions []string
+	// DefaultRoomVersion is the m.room_versions default (empty:
+	// spec.DefaultRoomVersion).
+	DefaultRoomVersion spec.RoomVersion
 }
 
 // Server holds the endpoint state.
@@ -140,8 +143,12 @@ func (s *Server) Capabilities(c *gin.Context) {
 	for _, v := range spec.SupportedRoomVersions {
 		versions[string(v)] = "stable"
 	}
+	def := s.d.DefaultRoomVersion
+	if !def.Supported() {
+		def = spec.DefaultRoomVersion
+	}
 	caps := map[string]any{
-		"m.room_versions": gin.H{"default": string(spec.DefaultRoomVersion), "available": versions},
+		"m.room_versions": gin.H{"default": string(def), "available": versions},
 	}
 	for k, v := range s.d.Capabilities {
 		caps[k] = v

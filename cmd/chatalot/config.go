@@ -22,28 +22,29 @@ import (
 // and a command-line flag; the `toml` tag names the key in all three
 // (flag --key-with-dashes, variable CHATALOT_KEY_IN_CAPITALS).
 type Config struct {
-	ServerName     string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME), lower case, no port; the data directory records it at the first start and refuses another"`
-	Listen         string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
-	DataDir        string `toml:"data_dir"         help:"directory for the database, signing key and media"`
-	PublicBaseURL  string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
-	Registration   string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
-	SharedSecret   string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
-	ProfileLookup  string `toml:"profile_lookup"   help:"who may read profiles: shared_rooms (logged-in users, their own and those of users the user directory shows them: room-mates and members of public rooms), authenticated (any logged-in user) or open (anyone, without a token)"`
-	Encryption     string `toml:"encryption"       help:"required (refuse plaintext in encrypted rooms), default (encrypt new rooms), or optional"`
-	RateLimits     string `toml:"rate_limits"      help:"on or off (off only for test deployments)"`
-	LogLevel       string `toml:"log_level"        help:"debug, info, warn or error"`
-	LogFormat      string `toml:"log_format"       help:"console or json"`
-	LogIPAddresses bool   `toml:"log_ip_addresses" help:"log client IP addresses (off: no IP history is kept)"`
-	TrustedProxies string `toml:"trusted_proxies"  help:"comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is believed (e.g. 127.0.0.1 behind Caddy or nginx)"`
-	MaxBodyBytes   int64  `toml:"max_body_bytes"   help:"largest JSON request body in bytes"`
-	Durability     string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
-	ShutdownGrace  string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
-	HeaderTimeout  string `toml:"read_header_timeout" help:"how long a client may take to send its request headers (slow clients are cut off)"`
-	BodyIdle       string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
-	BodyMinRate    int64  `toml:"body_min_rate"     help:"least average rate in bytes per second a request body must arrive at once body_idle_timeout has passed (0: no minimum)"`
-	WriteIdle      string `toml:"write_idle_timeout" help:"how long a client may stop reading a response before it is cut off (long-polls may wait as long as they ask before answering)"`
-	MaxConnsPerIP  int64  `toml:"max_connections_per_address" help:"open connections one client address (IPv6: one /64) may hold; trusted_proxies are exempt (0: no cap)"`
-	Presence       bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
+	ServerName         string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME), lower case, no port; the data directory records it at the first start and refuses another"`
+	Listen             string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
+	DataDir            string `toml:"data_dir"         help:"directory for the database, signing key and media"`
+	PublicBaseURL      string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
+	Registration       string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
+	SharedSecret       string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
+	ProfileLookup      string `toml:"profile_lookup"   help:"who may read profiles: shared_rooms (logged-in users, their own and those of users the user directory shows them: room-mates and members of public rooms), authenticated (any logged-in user) or open (anyone, without a token)"`
+	Encryption         string `toml:"encryption"       help:"required (refuse plaintext in encrypted rooms), default (encrypt new rooms), or optional"`
+	DefaultRoomVersion string `toml:"default_room_version" help:"room version of new rooms when the client names none (any stable version, 1 to 12)"`
+	RateLimits         string `toml:"rate_limits"      help:"on or off (off only for test deployments)"`
+	LogLevel           string `toml:"log_level"        help:"debug, info, warn or error"`
+	LogFormat          string `toml:"log_format"       help:"console or json"`
+	LogIPAddresses     bool   `toml:"log_ip_addresses" help:"log client IP addresses (off: no IP history is kept)"`
+	TrustedProxies     string `toml:"trusted_proxies"  help:"comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is believed (e.g. 127.0.0.1 behind Caddy or nginx)"`
+	MaxBodyBytes       int64  `toml:"max_body_bytes"   help:"largest JSON request body in bytes"`
+	Durability         string `toml:"durability"       help:"normal (survives a process crash) or full (fsync at every commit, survives power loss)"`
+	ShutdownGrace      string `toml:"shutdown_grace"   help:"how long in-flight requests may take to finish at shutdown"`
+	HeaderTimeout      string `toml:"read_header_timeout" help:"how long a client may take to send its request headers (slow clients are cut off)"`
+	BodyIdle           string `toml:"body_idle_timeout" help:"how long a request body (an upload) may stall before the client is cut off"`
+	BodyMinRate        int64  `toml:"body_min_rate"     help:"least average rate in bytes per second a request body must arrive at once body_idle_timeout has passed (0: no minimum)"`
+	WriteIdle          string `toml:"write_idle_timeout" help:"how long a client may stop reading a response before it is cut off (long-polls may wait as long as they ask before answering)"`
+	MaxConnsPerIP      int64  `toml:"max_connections_per_address" help:"open connections one client address (IPv6: one /64) may hold; trusted_proxies are exempt (0: no cap)"`
+	Presence           bool   `toml:"presence"         help:"share online/offline presence with people in the same rooms (kept in memory only)"`
 
 	MaxUploadBytes       int64  `toml:"max_upload_bytes"     help:"largest media upload in bytes"`
 	MediaQuotaBytes      int64  `toml:"media_quota_bytes"    help:"media storage each user may use, in bytes (0: no quota)"`
@@ -94,24 +95,25 @@ type Config struct {
 // defaults are what a server started with no configuration uses.
 func defaults() Config {
 	return Config{
-		ServerName:    "localhost",
-		Listen:        "127.0.0.1:8008",
-		DataDir:       "./data",
-		Registration:  "token",
-		ProfileLookup: auth.ProfileLookupSharedRooms,
-		Encryption:    "required",
-		RateLimits:    "on",
-		LogLevel:      "info",
-		LogFormat:     "console",
-		MaxBodyBytes:  1 << 20,
-		Durability:    "normal",
-		ShutdownGrace: "10s",
-		HeaderTimeout: "10s",
-		BodyIdle:      "30s",
-		BodyMinRate:   1024,
-		WriteIdle:     "30s",
-		MaxConnsPerIP: 100,
-		Presence:      true,
+		ServerName:         "localhost",
+		Listen:             "127.0.0.1:8008",
+		DataDir:            "./data",
+		Registration:       "token",
+		ProfileLookup:      auth.ProfileLookupSharedRooms,
+		Encryption:         "required",
+		DefaultRoomVersion: string(spec.DefaultRoomVersion),
+		RateLimits:         "on",
+		LogLevel:           "info",
+		LogFormat:          "console",
+		MaxBodyBytes:       1 << 20,
+		Durability:         "normal",
+		ShutdownGrace:      "10s",
+		HeaderTimeout:      "10s",
+		BodyIdle:           "30s",
+		BodyMinRate:        1024,
+		WriteIdle:          "30s",
+		MaxConnsPerIP:      100,
+		Presence:           true,
 
 		MaxUploadBytes:     50 << 20,
 		MediaQuotaBytes:    2 << 30,
@@ -185,6 +187,9 @@ func (c *Config) Validate() ConfigError {
 	oneOf("registration", c.Registration, "token", "open", "closed")
 	oneOf("profile_lookup", c.ProfileLookup, auth.ProfileLookupSharedRooms, auth.ProfileLookupAuthenticated, auth.ProfileLookupOpen)
 	oneOf("encryption", c.Encryption, "required", "default", "optional")
+	if !spec.RoomVersion(c.DefaultRoomVersion).Supported() {
+		add("default_room_version", "%q is not a stable room version (1 to 12)", c.DefaultRoomVersion)
+	}
 	oneOf("rate_limits", c.RateLimits, "on", "off")
 	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
 	oneOf("log_format", c.LogFormat, "console", "json")

@@ -34,7 +34,7 @@ func (a *App) wire(ctx context.Context) error {
 	notifier := chatsync.NewNotifier(a.db)
 	roomsSvc, err := rooms.New(ctx, rooms.Deps{
 		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
-		Config: rooms.Config{Encryption: a.cfg.Encryption},
+		Config: rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
 	})
 	if err != nil {
 		return err
@@ -137,7 +137,8 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc3874": true, // rel_types filters on /messages
 			"org.matrix.msc3890": true, // device-local notification settings go with the device
 		},
-		Capabilities: caps,
+		Capabilities:       caps,
+		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
