@@ -194,7 +194,7 @@ func TestUpgradeAndClientsMove(t *testing.T) {
 	wantHTTPError(t, err, 403, "M_FORBIDDEN")
 	err = raw(t, eve, http.MethodPost, eve.BuildClientURL("v3", "rooms", old.RoomID, "upgrade"), map[string]any{"new_version": "12"}, nil)
 	wantHTTPError(t, err, 403, "M_FORBIDDEN")
-	err = raw(t, alice, http.MethodPost, upgradeURL, map[string]any{"new_version": "1"}, nil)
+	err = raw(t, alice, http.MethodPost, upgradeURL, map[string]any{"new_version": "13"}, nil)
 	wantHTTPError(t, err, 400, "M_UNSUPPORTED_ROOM_VERSION")
 	var up struct {
 		ReplacementRoom id.RoomID `json:"replacement_room"`
