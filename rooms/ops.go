@@ -127,15 +127,18 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
 	for _, req := range batch {
 		if req.txnID != "" {
 			k := req.txnKey(r.id)
-			if prev := s.txnEvent(k); prev != "" {
-				req.done <- sendResult{id: prev}
-				continue
-			}
+			// The group in flight first, then the committed ones: a group
+			// records its transactions as committed before it lets go of
+			// them (below), so a retry always finds one or the other.
 			if g, id := r.pendingTxn(k); g != nil {
 				go func() { // a retry of a send still being written
 					<-g.done
 					req.done <- sendResult{id: id, err: g.err}
 				}()
+				continue
+			}
+			if prev := s.txnEvent(k); prev != "" {
+				req.done <- sendResult{id: prev}
 				continue
 			}
 			if ev := inBatch[k]; ev != nil {
@@ -171,6 +174,10 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
 		err := g.write.Wait()
 		if err != nil {
 			b.failed()
+		} else {
+			// Before groupDone forgets them: the commit's own hook may run
+			// later, when its position is published.
+			s.rememberTxns(b.evs)
 		}
 		r.groupDone(g, err)
 		for _, p := range built {
