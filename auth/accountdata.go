@@ -270,22 +270,33 @@ func (s *Service) getAccountData(withRoom bool) gin.HandlerFunc {
 	}
 }
 
+// writableAccountData reads the target and type of an account-data write;
+// types the server manages (m.fully_read, m.push_rules) are 405 M_BAD_JSON,
+// as the spec requires. what says what cannot be done to them.
+func writableAccountData(c *gin.Context, withRoom bool, what string) (spec.UserID, spec.RoomID, string, bool) {
+	user, room, ok := accountDataTarget(c, withRoom)
+	if !ok {
+		return "", "", "", false
+	}
+	typ, ok := accountDataType(c)
+	if !ok {
+		return "", "", "", false
+	}
+	if serverManagedTypes[typ] {
+		c.Error(spec.BadJSON("%s is managed by the server and cannot be %s", typ, what).WithStatus(http.StatusMethodNotAllowed))
+		return "", "", "", false
+	}
+	return user, room, typ, true
+}
+
 // PUT /_matrix/client/v3/user/{userId}/account_data/{type}
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 // The body is any JSON object; m.fully_read and m.push_rules are refused
 // with 405 M_BAD_JSON as the spec requires.
 func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		user, room, ok := accountDataTarget(c, withRoom)
+		user, room, typ, ok := writableAccountData(c, withRoom, "set here")
 		if !ok {
-			return
-		}
-		typ, ok := accountDataType(c)
-		if !ok {
-			return
-		}
-		if serverManagedTypes[typ] {
-			c.Error(spec.BadJSON("%s is managed by the server and cannot be set here", typ).WithStatus(http.StatusMethodNotAllowed))
 			return
 		}
 		body, err := readBody(c)
@@ -302,14 +313,13 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 			c.Error(spec.BadJSON("the content must be a JSON object"))
 			return
 		}
-		set := s.SetAccountData
 		if len(obj) == 0 {
 			// MSC3391: empty content is how clients delete account data.
-			set = func(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, _ json.RawMessage) error {
-				return s.DeleteAccountData(ctx, user, room, typ)
-			}
+			err = s.DeleteAccountData(c.Request.Context(), user, room, typ)
+		} else {
+			err = s.SetAccountData(c.Request.Context(), user, room, typ, body)
 		}
-		if err := set(c.Request.Context(), user, room, typ, body); err != nil {
+		if err != nil {
 			c.Error(err)
 			return
 		}
@@ -323,16 +333,8 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 // content in their next /sync.
 func (s *Service) deleteAccountDataHandler(withRoom bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		user, room, ok := accountDataTarget(c, withRoom)
+		user, room, typ, ok := writableAccountData(c, withRoom, "deleted")
 		if !ok {
-			return
-		}
-		typ, ok := accountDataType(c)
-		if !ok {
-			return
-		}
-		if serverManagedTypes[typ] {
-			c.Error(spec.BadJSON("%s is managed by the server and cannot be deleted", typ).WithStatus(http.StatusMethodNotAllowed))
 			return
 		}
 		if err := s.DeleteAccountData(c.Request.Context(), user, room, typ); err != nil {
