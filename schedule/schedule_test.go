@@ -158,6 +158,9 @@ func TestDelayedEventsSurviveARestart(t *testing.T) {
 
 	ts = newTestServer(t, dir, Config{})
 	waitFor(t, "the event after the restart", func() bool { return len(ts.timeline(alice, room, testType)) == 1 })
+	// The row goes after the event is sent: wait for it, or the row put
+	// back below would collide with it.
+	waitFor(t, "the sent row to go", func() bool { return len(ts.scheduled(alice)) == 0 })
 
 	// A crash between sending and forgetting leaves the row: put it back
 	// as it was, and start again.
