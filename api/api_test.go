@@ -19,26 +19,32 @@ func newTestRouter(t *testing.T, logIP bool) (*gin.Engine, *bytes.Buffer) {
 	var logs bytes.Buffer
 	r := NewRouter(Options{Log: zerolog.New(&logs), MaxBodyBytes: 100, LogIPAddresses: logIP})
 	r.GET("/panic", func(c *gin.Context) { panic("boom") })
-	r.GET("/fail", func(c *gin.Context) { c.Error(errors.New("disk on fire")) })
-	r.GET("/forbidden", func(c *gin.Context) { c.Error(spec.Forbidden("no")) })
-	r.POST("/json", func(c *gin.Context) {
+	r.GET("/fail", Handle(func(c *gin.Context) error { return errors.New("disk on fire") }))
+	r.GET("/forbidden", Handle(func(c *gin.Context) error { return spec.Forbidden("no") }))
+	r.GET("/guarded", Middleware(func(c *gin.Context) error {
+		if c.Query("pass") == "" {
+			return spec.Forbidden("no pass")
+		}
+		return nil
+	}), func(c *gin.Context) { c.JSON(200, gin.H{"through": true}) })
+	r.POST("/json", Handle(func(c *gin.Context) error {
 		var v struct {
 			N int `json:"n"`
 		}
 		if err := ReadJSON(c, &v); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		c.JSON(200, v)
-	})
-	r.POST("/big", BodyLimit(1000), func(c *gin.Context) {
+		return nil
+	}))
+	r.POST("/big", BodyLimit(1000), Handle(func(c *gin.Context) error {
 		var v map[string]any
 		if err := ReadJSON(c, &v); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		c.JSON(200, gin.H{})
-	})
+		return nil
+	}))
 	return r, &logs
 }
 
@@ -63,6 +69,8 @@ func TestErrorsRenderAsMatrixErrors(t *testing.T) {
 		{"GET", "/fail", "", 500, "M_UNKNOWN"},
 		{"GET", "/forbidden", "", 403, "M_FORBIDDEN"},
 		{"GET", "/nowhere", "", 404, "M_UNRECOGNIZED"},
+		{"GET", "/guarded", "", 403, "M_FORBIDDEN"},
+		{"GET", "/guarded?pass=1", "", 200, ""},
 		{"DELETE", "/forbidden", "", 405, "M_UNRECOGNIZED"},
 		{"POST", "/json", `{"n":`, 400, "M_NOT_JSON"},
 		{"POST", "/json", `[1,2]`, 400, "M_BAD_JSON"},
