@@ -14,12 +14,11 @@ import (
 // POST /_matrix/client/v3/account/password: changes the password after
 // re-entering the current one (UIA). logout_devices (default true) deletes
 // every other device; the caller's token is kept.
-func (s *Service) changePassword(c *gin.Context) {
+func (s *Service) changePassword(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		NewPassword   *string         `json:"new_password"`
@@ -27,29 +26,26 @@ func (s *Service) changePassword(c *gin.Context) {
 		Auth          json.RawMessage `json:"auth"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.NewPassword == nil {
-		c.Error(spec.MissingParam("new_password is required"))
-		return
+		return spec.MissingParam("new_password is required")
 	}
 	if err := checkNewPassword(*req.NewPassword, s.cfg.MinPasswordLength); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
 	if err != nil {
 		fail(c, err)
-		return
+		return nil
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
 	if err := s.SetPassword(c.Request.Context(), dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // SetPassword replaces a user's password. With logoutDevices, every device
@@ -99,12 +95,11 @@ func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password st
 
 // POST /_matrix/client/v3/account/deactivate: deactivates the caller's
 // account after re-entering the password (UIA).
-func (s *Service) deactivate(c *gin.Context) {
+func (s *Service) deactivate(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		Auth     json.RawMessage `json:"auth"`
@@ -112,21 +107,20 @@ func (s *Service) deactivate(c *gin.Context) {
 		Erase    bool            `json:"erase"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
 	if err != nil {
 		fail(c, err)
-		return
+		return nil
 	}
 	if err := s.Deactivate(c.Request.Context(), dev.UserID, req.Erase); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	// No 3PIDs are ever bound, so there is nothing to unbind.
 	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+	return nil
 }
 
 // Deactivate closes an account for good: the password is wiped, every
@@ -182,34 +176,35 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 
 // GET /_matrix/client/v3/account/3pid: Chatalot keeps no third-party
 // identifiers.
-func (s *Service) get3PIDs(c *gin.Context) {
+func (s *Service) get3PIDs(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"threepids": []any{}})
+	return nil
 }
 
 // POST /_matrix/client/v3/account/3pid, …/add, …/bind: refused.
-func (s *Service) add3PID(c *gin.Context) {
-	c.Error(spec.NewError(spec.ErrThreepidDenied, "this server does not keep third-party identifiers"))
+func (s *Service) add3PID(c *gin.Context) error {
+	return spec.NewError(spec.ErrThreepidDenied, "this server does not keep third-party identifiers")
 }
 
 // POST /_matrix/client/v3/account/3pid/delete, …/unbind: nothing is ever
 // bound, so there is nothing to remove.
-func (s *Service) delete3PID(c *gin.Context) {
+func (s *Service) delete3PID(c *gin.Context) error {
 	var req struct {
 		Medium  string `json:"medium"`
 		Address string `json:"address"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+	return nil
 }
 
 // POST …/email/requestToken and …/msisdn/requestToken: no medium is
 // supported.
-func (s *Service) requestToken3PID(code spec.ErrCode) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		c.Error(spec.NewError(code, "this server does not support email addresses or phone numbers"))
+func (s *Service) requestToken3PID(code spec.ErrCode) api.Handler {
+	return func(c *gin.Context) error {
+		return spec.NewError(code, "this server does not support email addresses or phone numbers")
 	}
 }
 

@@ -218,100 +218,92 @@ func (s *Service) GetAccountData(ctx context.Context, user spec.UserID, room spe
 
 // accountDataTarget parses and checks the path of an account data request:
 // the user must be the caller, the room (if any) a valid room ID.
-func accountDataTarget(c *gin.Context, withRoom bool) (spec.UserID, spec.RoomID, bool) {
+func accountDataTarget(c *gin.Context, withRoom bool) (spec.UserID, spec.RoomID, error) {
 	dev := DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only access your own account data"))
-		return "", "", false
+		return "", "", spec.Forbidden("you can only access your own account data")
 	}
 	var room spec.RoomID
 	if withRoom {
 		r, err := spec.ParseRoomID(c.Param("roomId"))
 		if err != nil {
-			c.Error(spec.InvalidParam("invalid room ID"))
-			return "", "", false
+			return "", "", spec.InvalidParam("invalid room ID")
 		}
 		room = r
 	}
-	return dev.UserID, room, true
+	return dev.UserID, room, nil
 }
 
-func accountDataType(c *gin.Context) (string, bool) {
+func accountDataType(c *gin.Context) (string, error) {
 	typ := c.Param("type")
 	if typ == "" || len(typ) > maxAccountDataType {
-		c.Error(spec.InvalidParam("the account data type must be 1-%d bytes", maxAccountDataType))
-		return "", false
+		return "", spec.InvalidParam("the account data type must be 1-%d bytes", maxAccountDataType)
 	}
-	return typ, true
+	return typ, nil
 }
 
 // GET /_matrix/client/v3/user/{userId}/account_data/{type}
 // GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-func (s *Service) getAccountData(withRoom bool) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		user, room, ok := accountDataTarget(c, withRoom)
-		if !ok {
-			return
+func (s *Service) getAccountData(withRoom bool) api.Handler {
+	return func(c *gin.Context) error {
+		user, room, err := accountDataTarget(c, withRoom)
+		if err != nil {
+			return err
 		}
-		typ, ok := accountDataType(c)
-		if !ok {
-			return
+		typ, err := accountDataType(c)
+		if err != nil {
+			return err
 		}
 		content, found, err := s.GetAccountData(c.Request.Context(), user, room, typ)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if !found {
-			c.Error(spec.NotFound("account data not found"))
-			return
+			return spec.NotFound("account data not found")
 		}
 		c.Data(http.StatusOK, "application/json", content)
+		return nil
 	}
 }
 
 // writableAccountData reads the target and type of an account-data write;
 // types the server manages (m.fully_read, m.push_rules) are 405 M_BAD_JSON,
 // as the spec requires. what says what cannot be done to them.
-func writableAccountData(c *gin.Context, withRoom bool, what string) (spec.UserID, spec.RoomID, string, bool) {
-	user, room, ok := accountDataTarget(c, withRoom)
-	if !ok {
-		return "", "", "", false
+func writableAccountData(c *gin.Context, withRoom bool, what string) (spec.UserID, spec.RoomID, string, error) {
+	user, room, err := accountDataTarget(c, withRoom)
+	if err != nil {
+		return "", "", "", err
 	}
-	typ, ok := accountDataType(c)
-	if !ok {
-		return "", "", "", false
+	typ, err := accountDataType(c)
+	if err != nil {
+		return "", "", "", err
 	}
 	if serverManagedTypes[typ] {
-		c.Error(spec.BadJSON("%s is managed by the server and cannot be %s", typ, what).WithStatus(http.StatusMethodNotAllowed))
-		return "", "", "", false
+		return "", "", "", spec.BadJSON("%s is managed by the server and cannot be %s", typ, what).WithStatus(http.StatusMethodNotAllowed)
 	}
-	return user, room, typ, true
+	return user, room, typ, nil
 }
 
 // PUT /_matrix/client/v3/user/{userId}/account_data/{type}
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 // The body is any JSON object; m.fully_read and m.push_rules are refused
 // with 405 M_BAD_JSON as the spec requires.
-func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		user, room, typ, ok := writableAccountData(c, withRoom, "set here")
-		if !ok {
-			return
+func (s *Service) putAccountDataHandler(withRoom bool) api.Handler {
+	return func(c *gin.Context) error {
+		user, room, typ, err := writableAccountData(c, withRoom, "set here")
+		if err != nil {
+			return err
 		}
 		body, err := readBody(c)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		var obj map[string]json.RawMessage
 		if err := api.DecodeJSON(body, &obj); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if obj == nil {
-			c.Error(spec.BadJSON("the content must be a JSON object"))
-			return
+			return spec.BadJSON("the content must be a JSON object")
 		}
 		if len(obj) == 0 {
 			// MSC3391: empty content is how clients delete account data.
@@ -320,10 +312,10 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 			err = s.SetAccountData(c.Request.Context(), user, room, typ, body)
 		}
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		c.JSON(http.StatusOK, gin.H{})
+		return nil
 	}
 }
 
@@ -331,17 +323,17 @@ func (s *Service) putAccountDataHandler(withRoom bool) gin.HandlerFunc {
 // DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}
 // MSC3391: deletes one type; the user's other devices see it as empty
 // content in their next /sync.
-func (s *Service) deleteAccountDataHandler(withRoom bool) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		user, room, typ, ok := writableAccountData(c, withRoom, "deleted")
-		if !ok {
-			return
+func (s *Service) deleteAccountDataHandler(withRoom bool) api.Handler {
+	return func(c *gin.Context) error {
+		user, room, typ, err := writableAccountData(c, withRoom, "deleted")
+		if err != nil {
+			return err
 		}
 		if err := s.DeleteAccountData(c.Request.Context(), user, room, typ); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		c.JSON(http.StatusOK, gin.H{})
+		return nil
 	}
 }
 
@@ -361,42 +353,39 @@ func decodeTags(content string) map[string]json.RawMessage {
 }
 
 // GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
-func (s *Service) getTags(c *gin.Context) {
-	user, room, ok := accountDataTarget(c, true)
-	if !ok {
-		return
+func (s *Service) getTags(c *gin.Context) error {
+	user, room, err := accountDataTarget(c, true)
+	if err != nil {
+		return err
 	}
 	content, _, err := s.GetAccountData(c.Request.Context(), user, room, "m.tag")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"tags": decodeTags(string(content))})
+	return nil
 }
 
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}: adds or
 // replaces a tag; the body is the tag's object ({"order": 0.5}).
-func (s *Service) putTag(c *gin.Context) {
-	user, room, ok := accountDataTarget(c, true)
-	if !ok {
-		return
+func (s *Service) putTag(c *gin.Context) error {
+	user, room, err := accountDataTarget(c, true)
+	if err != nil {
+		return err
 	}
 	tag := c.Param("tag")
 	if tag == "" || len(tag) > maxTagLength {
-		c.Error(spec.InvalidParam("a tag is 1-%d bytes", maxTagLength))
-		return
+		return spec.InvalidParam("a tag is 1-%d bytes", maxTagLength)
 	}
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var info struct {
 		Order *float64 `json:"order"`
 	}
 	if err := api.DecodeJSON(body, &info); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
@@ -407,17 +396,17 @@ func (s *Service) putTag(c *gin.Context) {
 		tags[tag] = value
 		return true
 	}); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
-func (s *Service) deleteTag(c *gin.Context) {
-	user, room, ok := accountDataTarget(c, true)
-	if !ok {
-		return
+func (s *Service) deleteTag(c *gin.Context) error {
+	user, room, err := accountDataTarget(c, true)
+	if err != nil {
+		return err
 	}
 	tag := c.Param("tag")
 	if err := s.changeTags(c.Request.Context(), user, room, func(tags map[string]json.RawMessage) bool {
@@ -427,10 +416,10 @@ func (s *Service) deleteTag(c *gin.Context) {
 		delete(tags, tag)
 		return true
 	}); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // changeTags reads, changes and writes m.tag in one write, so concurrent

@@ -51,46 +51,43 @@ func (s *Service) devicesJSON(ctx context.Context, user spec.UserID, deviceID st
 }
 
 // GET /_matrix/client/v3/devices: the caller's devices.
-func (s *Service) getDevices(c *gin.Context) {
+func (s *Service) getDevices(c *gin.Context) error {
 	devs, err := s.devicesJSON(c.Request.Context(), DeviceFrom(c).UserID, "")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"devices": devs})
+	return nil
 }
 
 // GET /_matrix/client/v3/devices/{deviceId}: one of the caller's devices.
-func (s *Service) getDevice(c *gin.Context) {
+func (s *Service) getDevice(c *gin.Context) error {
 	id := c.Param("deviceId")
 	devs, err := s.devicesJSON(c.Request.Context(), DeviceFrom(c).UserID, id)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if len(devs) == 0 || id == "" {
-		c.Error(spec.NotFound("no such device"))
-		return
+		return spec.NotFound("no such device")
 	}
 	c.JSON(http.StatusOK, devs[0])
+	return nil
 }
 
 // PUT /_matrix/client/v3/devices/{deviceId}: renames one of the caller's
 // devices. Creating devices this way is for application services only.
-func (s *Service) putDevice(c *gin.Context) {
+func (s *Service) putDevice(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	id := c.Param("deviceId")
 	var req struct {
 		DisplayName *string `json:"display_name"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.DisplayName != nil {
 		if err := checkDeviceFields("", *req.DisplayName); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
@@ -110,8 +107,7 @@ func (s *Service) putDevice(c *gin.Context) {
 		return nil
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.DisplayName != nil && s.devices != nil {
 		if err := s.devices.DeviceUpdated(context.WithoutCancel(c.Request.Context()), dev.UserID, id, *req.DisplayName); err != nil {
@@ -119,72 +115,67 @@ func (s *Service) putDevice(c *gin.Context) {
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DELETE /_matrix/client/v3/devices/{deviceId}: deletes a device and
 // revokes its tokens, after re-entering the password (UIA).
-func (s *Service) deleteDevice(c *gin.Context) {
+func (s *Service) deleteDevice(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
 	if err != nil {
 		fail(c, err)
-		return
+		return nil
 	}
 	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, c.Param("deviceId")); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // POST /_matrix/client/v3/delete_devices: deletes several devices (UIA).
-func (s *Service) deleteDevices(c *gin.Context) {
+func (s *Service) deleteDevices(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		Devices *[]string       `json:"devices"`
 		Auth    json.RawMessage `json:"auth"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Devices == nil {
-		c.Error(spec.MissingParam("devices is required"))
-		return
+		return spec.MissingParam("devices is required")
 	}
 	if len(*req.Devices) > 1000 {
-		c.Error(spec.InvalidParam("at most 1000 devices at once"))
-		return
+		return spec.InvalidParam("at most 1000 devices at once")
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
 	if err != nil {
 		fail(c, err)
-		return
+		return nil
 	}
 	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, *req.Devices...); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DeleteDevices deletes devices of a user and revokes their tokens in one

@@ -134,14 +134,14 @@ type directoryUser struct {
 // POST /_matrix/client/v3/user_directory/search: the users the caller may
 // see whose user ID or global display name contains every word of the
 // search term, case-insensitively; the caller is not among them.
-func (s *Service) searchUserDirectory(c *gin.Context) {
+func (s *Service) searchUserDirectory(c *gin.Context) error {
 	words, limit, err := readDirectoryRequest(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	results, limited := s.searchUsers(c.Request.Context(), DeviceFrom(c).UserID, words, limit)
 	c.JSON(http.StatusOK, gin.H{"results": results, "limited": limited})
+	return nil
 }
 
 // readDirectoryRequest reads a search: its folded words and the limit

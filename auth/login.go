@@ -22,7 +22,7 @@ const (
 )
 
 // GET /_matrix/client/v3/login: the login types offered.
-func (s *Service) getLoginFlows(c *gin.Context) {
+func (s *Service) getLoginFlows(c *gin.Context) error {
 	flows := []gin.H{
 		{"type": loginPassword},
 		{"type": loginTypeToken, "get_login_token": true},
@@ -31,6 +31,7 @@ func (s *Service) getLoginFlows(c *gin.Context) {
 		flows = append(flows, gin.H{"type": loginJWT})
 	}
 	c.JSON(http.StatusOK, gin.H{"flows": flows})
+	return nil
 }
 
 type loginRequest struct {
@@ -49,77 +50,64 @@ type loginRequest struct {
 // POST /_matrix/client/v3/login: password, login token or JWT; answers an
 // access token for a new (or the given) device. Failures are 403 M_FORBIDDEN
 // without saying whether the user exists.
-func (s *Service) login(c *gin.Context) {
+func (s *Service) login(c *gin.Context) error {
 	if err := s.limiter.AllowIP(c, RateLogin); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req loginRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var user spec.UserID
 	switch req.Type {
 	case loginPassword:
 		if req.Identifier == nil && req.User == "" && req.Medium != "" {
-			c.Error(spec.Forbidden("unknown third-party identifier"))
-			return
+			return spec.Forbidden("unknown third-party identifier")
 		}
 		if req.Password == nil {
-			c.Error(spec.MissingParam("password is required"))
-			return
+			return spec.MissingParam("password is required")
 		}
 		id, err := s.resolveIdentifier(req.Identifier, req.User)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if _, err := s.checkPassword(c, id, *req.Password); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		user = id
 	case loginTypeToken:
 		id, ok := s.consumeLoginToken(req.Token)
 		if !ok {
-			c.Error(spec.Forbidden("invalid or expired login token"))
-			return
+			return spec.Forbidden("invalid or expired login token")
 		}
 		user = id
 	case loginJWT:
 		if s.jwt == nil {
-			c.Error(badLoginType())
-			return
+			return badLoginType()
 		}
 		sub, err := s.jwt.verify(req.Token)
 		if err != nil {
-			c.Error(spec.Forbidden("invalid JWT: %v", err))
-			return
+			return spec.Forbidden("invalid JWT: %v", err)
 		}
 		id, ok := s.lookupLocal(sub)
 		if !ok {
-			c.Error(spec.Forbidden("the JWT subject is not a user of this server"))
-			return
+			return spec.Forbidden("the JWT subject is not a user of this server")
 		}
 		user = id
 	case "":
-		c.Error(spec.MissingParam("type is required"))
-		return
+		return spec.MissingParam("type is required")
 	default:
-		c.Error(badLoginType())
-		return
+		return badLoginType()
 	}
 	out, err := s.startSession(c.Request.Context(), user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 func badLoginType() *spec.Error {
@@ -316,28 +304,25 @@ func (s *Service) deviceAdded(ctx context.Context, user spec.UserID, deviceID, d
 // POST /_matrix/client/v1/login/get_token: a single-use m.login.token for
 // the caller, after re-entering the password (always: the spec requires
 // fresh consent for each new client).
-func (s *Service) getLoginToken(c *gin.Context) {
+func (s *Service) getLoginToken(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
 	if err != nil {
 		fail(c, err)
-		return
+		return nil
 	}
 	if err := s.limiter.AllowUser(c, dev, RateLogin); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	tok := newToken(prefixLogin)
@@ -351,6 +336,7 @@ func (s *Service) getLoginToken(c *gin.Context) {
 	s.loginTokens[hashToken(tok)] = loginToken{user: dev.UserID, expires: now.Add(s.cfg.LoginTokenLifetime)}
 	s.loginMu.Unlock()
 	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
+	return nil
 }
 
 // revokeGrants withdraws what an account handed out besides its devices'
@@ -397,17 +383,15 @@ func (s *Service) consumeLoginToken(tok string) (spec.UserID, bool) {
 // POST /_matrix/client/v3/refresh: a new access token (and refresh token)
 // for the refresh token's device. The old pair stays valid until the new
 // one is first used, so a client that lost the answer can retry.
-func (s *Service) refresh(c *gin.Context) {
+func (s *Service) refresh(c *gin.Context) error {
 	var req struct {
 		RefreshToken *string `json:"refresh_token"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.RefreshToken == nil {
-		c.Error(spec.MissingParam("refresh_token is required"))
-		return
+		return spec.MissingParam("refresh_token is required")
 	}
 	now := s.now()
 	rh := hashToken(*req.RefreshToken)
@@ -468,40 +452,40 @@ func (s *Service) refresh(c *gin.Context) {
 		return nil
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // POST /_matrix/client/v3/logout: revokes the token and deletes its device.
-func (s *Service) logout(c *gin.Context) {
+func (s *Service) logout(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, dev.DeviceID); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // POST /_matrix/client/v3/logout/all: revokes every token of the user and
 // deletes every device.
-func (s *Service) logoutAll(c *gin.Context) {
+func (s *Service) logoutAll(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	ids, err := s.deviceIDs(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.removeDevices(c.Request.Context(), dev.UserID, true, ids...); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // GET /_matrix/client/v3/account/whoami
-func (s *Service) whoami(c *gin.Context) {
+func (s *Service) whoami(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	c.JSON(http.StatusOK, gin.H{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": false})
+	return nil
 }

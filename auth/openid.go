@@ -18,16 +18,14 @@ import (
 // identity only and are good for nothing else.
 
 // POST /_matrix/client/v3/user/{userId}/openid/request_token
-func (s *Service) requestOpenIDToken(c *gin.Context) {
+func (s *Service) requestOpenIDToken(c *gin.Context) error {
 	dev := DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only request OpenID tokens for yourself"))
-		return
+		return spec.Forbidden("you can only request OpenID tokens for yourself")
 	}
 	var req map[string]any
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	tok := newToken(prefixOpenID)
 	now := time.Now()
@@ -40,8 +38,7 @@ func (s *Service) requestOpenIDToken(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"access_token":       tok,
@@ -49,27 +46,26 @@ func (s *Service) requestOpenIDToken(c *gin.Context) {
 		"matrix_server_name": string(s.serverName),
 		"expires_in":         int64(s.cfg.OpenIDTokenLifetime / time.Second),
 	})
+	return nil
 }
 
 // GET /_matrix/federation/v1/openid/userinfo?access_token=: whose token it
 // is, for the third party. The token is in the query string here by the
 // spec's design (the caller is not a Matrix client).
-func (s *Service) openIDUserinfo(c *gin.Context) {
+func (s *Service) openIDUserinfo(c *gin.Context) error {
 	tok := c.Query("access_token")
 	if tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "access_token is required"))
-		return
+		return spec.NewError(spec.ErrMissingToken, "access_token is required")
 	}
 	var user string
 	err := s.db.QueryRow(c.Request.Context(), `SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2`,
 		hashToken(tok), time.Now().UnixMilli()).Scan(&user)
 	if errors.Is(err, sql.ErrNoRows) {
-		c.Error(spec.NewError(spec.ErrUnknownToken, "access token unknown or expired"))
-		return
+		return spec.NewError(spec.ErrUnknownToken, "access token unknown or expired")
 	}
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"sub": user})
+	return nil
 }

@@ -88,11 +88,10 @@ func (s *Service) readableProfile(c *gin.Context) (displayName, avatarURL string
 // GET /_matrix/client/v3/profile/{userId}: a local user's display name and
 // avatar, for whoever profile_lookup lets read it. Remote, unknown and
 // deactivated users are 404 to those who may look.
-func (s *Service) getProfile(c *gin.Context) {
+func (s *Service) getProfile(c *gin.Context) error {
 	dn, av, err := s.readableProfile(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := gin.H{}
 	if dn != "" {
@@ -102,104 +101,94 @@ func (s *Service) getProfile(c *gin.Context) {
 		out["avatar_url"] = av
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // GET /_matrix/client/v3/profile/{userId}/{keyName}: one field; 404 when
 // it is not set.
-func (s *Service) getProfileField(c *gin.Context) {
+func (s *Service) getProfileField(c *gin.Context) error {
 	key := c.Param("keyName")
 	dn, av, err := s.readableProfile(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if _, ok := profileKeys[key]; !ok {
-		c.Error(spec.NotFound("profile field not found"))
-		return
+		return spec.NotFound("profile field not found")
 	}
 	v := dn
 	if key == "avatar_url" {
 		v = av
 	}
 	if v == "" {
-		c.Error(spec.NotFound("profile field not found"))
-		return
+		return spec.NotFound("profile field not found")
 	}
 	c.JSON(http.StatusOK, gin.H{key: v})
+	return nil
 }
 
 // PUT /_matrix/client/v3/profile/{userId}/{keyName}: sets the caller's own
 // display name or avatar URL (an empty string clears it).
-func (s *Service) putProfileField(c *gin.Context) {
-	id, key, ok := s.ownProfileField(c)
-	if !ok {
-		return
+func (s *Service) putProfileField(c *gin.Context) error {
+	id, key, err := s.ownProfileField(c)
+	if err != nil {
+		return err
 	}
 	var body map[string]json.RawMessage
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	raw, present := body[key]
 	if !present {
-		c.Error(spec.MissingParam("the body must contain %q", key))
-		return
+		return spec.MissingParam("the body must contain %q", key)
 	}
 	var v string
 	if err := json.Unmarshal(raw, &v); err != nil || string(raw) == "null" {
-		c.Error(spec.BadJSON("%s must be a string", key))
-		return
+		return spec.BadJSON("%s must be a string", key)
 	}
 	if err := s.chargeProfileChange(c, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.setProfileField(c.Request.Context(), id, key, v); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DELETE /_matrix/client/v3/profile/{userId}/{keyName}: clears a field.
-func (s *Service) deleteProfileField(c *gin.Context) {
-	id, key, ok := s.ownProfileField(c)
-	if !ok {
-		return
+func (s *Service) deleteProfileField(c *gin.Context) error {
+	id, key, err := s.ownProfileField(c)
+	if err != nil {
+		return err
 	}
 	if err := s.chargeProfileChange(c, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.setProfileField(c.Request.Context(), id, key, ""); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // ownProfileField checks that the caller changes their own profile and a
 // field they may change.
-func (s *Service) ownProfileField(c *gin.Context) (spec.UserID, string, bool) {
+func (s *Service) ownProfileField(c *gin.Context) (spec.UserID, string, error) {
 	id, err := profileUser(c)
 	if err != nil {
-		c.Error(err)
-		return "", "", false
+		return "", "", err
 	}
 	if id != DeviceFrom(c).UserID {
-		c.Error(spec.Forbidden("you can only change your own profile"))
-		return "", "", false
+		return "", "", spec.Forbidden("you can only change your own profile")
 	}
 	key := c.Param("keyName")
 	if len(key) > 255 {
-		c.Error(spec.NewError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes"))
-		return "", "", false
+		return "", "", spec.NewError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes")
 	}
 	if _, ok := profileKeys[key]; !ok {
-		c.Error(spec.Forbidden("only displayname and avatar_url can be set on this server"))
-		return "", "", false
+		return "", "", spec.Forbidden("only displayname and avatar_url can be set on this server")
 	}
-	return id, key, true
+	return id, key, nil
 }
 
 // validateProfileField checks a display name or avatar URL.

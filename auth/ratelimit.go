@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
 )
@@ -177,26 +178,22 @@ func retryAfter(c *gin.Context, wait time.Duration) *spec.Error {
 // PerUser is gin middleware that limits an authenticated route (behind
 // Middleware) per user, for example sending events with RateSend.
 func (l *Limiter) PerUser(class string) gin.HandlerFunc {
-	return func(c *gin.Context) {
+	return api.Middleware(func(c *gin.Context) error {
 		if err := l.AllowUser(c, DeviceFrom(c), class); err != nil {
-			c.Error(err)
-			c.Abort()
-			return
+			return err
 		}
-		c.Next()
-	}
+		return nil
+	})
 }
 
 // PerIP is gin middleware that limits a route per client address.
 func (l *Limiter) PerIP(class string) gin.HandlerFunc {
-	return func(c *gin.Context) {
+	return api.Middleware(func(c *gin.Context) error {
 		if err := l.AllowIP(c, class); err != nil {
-			c.Error(err)
-			c.Abort()
-			return
+			return err
 		}
-		c.Next()
-	}
+		return nil
+	})
 }
 
 // clientKey is the address a limit applies to: the peer's, or when the

@@ -44,43 +44,35 @@ func registrationDisabled() *spec.Error {
 // name and password are checked before authentication, as the spec
 // requires. The account, its first device and token, and the registration
 // token's use are written in one transaction.
-func (s *Service) register(c *gin.Context) {
+func (s *Service) register(c *gin.Context) error {
 	switch c.Query("kind") {
 	case "", "user":
 	case "guest":
-		c.Error(spec.Forbidden("guest accounts are not available on this server"))
-		return
+		return spec.Forbidden("guest accounts are not available on this server")
 	default:
-		c.Error(spec.InvalidParam("kind must be user or guest"))
-		return
+		return spec.InvalidParam("kind must be user or guest")
 	}
 	if s.cfg.Registration == RegistrationClosed {
-		c.Error(registrationDisabled())
-		return
+		return registrationDisabled()
 	}
 	if err := s.limiter.AllowIP(c, RateRegister); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req registerRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Username != nil && *req.Username != "" {
 		if _, err := s.availableUserID(c.Request.Context(), *req.Username); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	if req.Password != nil {
 		if err := checkNewPassword(*req.Password, s.cfg.MinPasswordLength); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	u, err := s.authenticate(c, uiaRequest{flows: s.registrationFlows(), register: true}, req.Auth)
@@ -92,7 +84,7 @@ func (s *Service) register(c *gin.Context) {
 			}
 		}
 		fail(c, err)
-		return
+		return nil
 	}
 	var username, password string
 	s.uia.lock(func() {
@@ -100,30 +92,27 @@ func (s *Service) register(c *gin.Context) {
 		username, password = u.username, u.password
 	})
 	if password == "" {
-		c.Error(spec.MissingParam("password is required"))
-		return
+		return spec.MissingParam("password is required")
 	}
 	if username == "" {
 		username = strings.ToLower(newDeviceID())
 	}
 	id, err := s.availableUserID(c.Request.Context(), username)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	hash, err := s.hasher.Hash(c.Request.Context(), password)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out, err := s.createRegisteredAccount(c.Request.Context(), u, id, hash, req)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.uia.finish(u.id)
 	s.log.Info().Str("user_id", string(id)).Msg("account registered")
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 func rememberRegistration(u *uiaSession, req *registerRequest) {
@@ -192,51 +181,45 @@ func (s *Service) availableUserID(ctx context.Context, username string) (spec.Us
 }
 
 // GET /_matrix/client/v3/register/available?username=
-func (s *Service) registerAvailable(c *gin.Context) {
+func (s *Service) registerAvailable(c *gin.Context) error {
 	if s.cfg.Registration == RegistrationClosed {
-		c.Error(registrationDisabled())
-		return
+		return registrationDisabled()
 	}
 	if err := s.limiter.AllowIP(c, RateRegister); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	name, ok := c.GetQuery("username")
 	if !ok {
-		c.Error(spec.MissingParam("username is required"))
-		return
+		return spec.MissingParam("username is required")
 	}
 	if _, err := s.availableUserID(c.Request.Context(), name); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"available": true})
+	return nil
 }
 
 // GET /_matrix/client/v1/register/m.login.registration_token/validity?token=
-func (s *Service) tokenValidity(c *gin.Context) {
+func (s *Service) tokenValidity(c *gin.Context) error {
 	if s.cfg.Registration == RegistrationClosed {
-		c.Error(registrationDisabled())
-		return
+		return registrationDisabled()
 	}
 	if err := s.limiter.AllowIP(c, RateRegister); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	tok, ok := c.GetQuery("token")
 	if !ok {
-		c.Error(spec.MissingParam("token is required"))
-		return
+		return spec.MissingParam("token is required")
 	}
 	valid := false
 	if validTokenString(tok) {
 		var err error
 		if valid, err = s.registrationTokenUsable(c.Request.Context(), tok); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"valid": valid})
+	return nil
 }
 
 // validTokenString checks the opaque identifier grammar (at most 64
@@ -448,10 +431,9 @@ func consumeRegistrationToken(tx *storage.Tx, session, tok string, now time.Time
 const nonceLifetime = time.Minute
 
 // GET /_synapse/admin/v1/register: a fresh nonce.
-func (s *Service) sharedSecretNonce(c *gin.Context) {
+func (s *Service) sharedSecretNonce(c *gin.Context) error {
 	if s.cfg.SharedSecret == "" {
-		c.Error(spec.Forbidden("shared-secret registration is not enabled"))
-		return
+		return spec.Forbidden("shared-secret registration is not enabled")
 	}
 	nonce := newToken("")[:32]
 	now := time.Now()
@@ -463,21 +445,20 @@ func (s *Service) sharedSecretNonce(c *gin.Context) {
 	}
 	if len(s.nonces) >= 10000 {
 		s.nonceMu.Unlock()
-		c.Error(spec.LimitExceeded(nonceLifetime.Milliseconds()))
-		return
+		return spec.LimitExceeded(nonceLifetime.Milliseconds())
 	}
 	s.nonces[nonce] = now
 	s.nonceMu.Unlock()
 	c.JSON(http.StatusOK, gin.H{"nonce": nonce})
+	return nil
 }
 
 // POST /_synapse/admin/v1/register: creates an account (admin or not) when
 // the MAC proves knowledge of the shared secret; answers a logged-in
 // session like /register.
-func (s *Service) sharedSecretRegister(c *gin.Context) {
+func (s *Service) sharedSecretRegister(c *gin.Context) error {
 	if s.cfg.SharedSecret == "" {
-		c.Error(spec.Forbidden("shared-secret registration is not enabled"))
-		return
+		return spec.Forbidden("shared-secret registration is not enabled")
 	}
 	var req struct {
 		Nonce       string  `json:"nonce"`
@@ -491,20 +472,17 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 		InhibitLogin bool `json:"inhibit_login"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	s.nonceMu.Lock()
 	issued, ok := s.nonces[req.Nonce]
 	delete(s.nonces, req.Nonce)
 	s.nonceMu.Unlock()
 	if !ok || time.Since(issued) > nonceLifetime {
-		c.Error(spec.InvalidParam("unrecognised nonce"))
-		return
+		return spec.InvalidParam("unrecognised nonce")
 	}
 	if strings.ContainsRune(req.Username, 0) || strings.ContainsRune(req.Password, 0) {
-		c.Error(spec.InvalidParam("user name and password must not contain NUL"))
-		return
+		return spec.InvalidParam("user name and password must not contain NUL")
 	}
 	mac := hmac.New(sha1.New, []byte(s.cfg.SharedSecret))
 	mac.Write([]byte(req.Nonce + "\x00" + req.Username + "\x00" + req.Password + "\x00"))
@@ -519,32 +497,28 @@ func (s *Service) sharedSecretRegister(c *gin.Context) {
 	want := mac.Sum(nil)
 	got, err := hex.DecodeString(req.MAC)
 	if err != nil || !hmac.Equal(got, want) {
-		c.Error(spec.Forbidden("HMAC incorrect"))
-		return
+		return spec.Forbidden("HMAC incorrect")
 	}
 	if req.DisplayName != "" && len(req.DisplayName) > maxDisplayNameLength {
-		c.Error(spec.InvalidParam("displayname is too long"))
-		return
+		return spec.InvalidParam("displayname is too long")
 	}
 	id, err := s.CreateUser(c.Request.Context(), req.Username, req.Password, req.Admin)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.DisplayName != "" {
 		if err := s.setProfileField(c.Request.Context(), id, "displayname", req.DisplayName); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	if req.InhibitLogin {
 		c.JSON(http.StatusOK, loginResponse{UserID: id, HomeServer: string(s.serverName)})
-		return
+		return nil
 	}
 	out, err := s.startSession(c.Request.Context(), id, "", "", false)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }

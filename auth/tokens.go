@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"github.com/chatalot/chatalot/api"
 	"net/http"
 	"strings"
 	"sync"
@@ -215,24 +216,18 @@ func unknownToken(soft bool) *spec.Error {
 // (soft_logout true: the client may refresh or log in again keeping its
 // device). It reads no database.
 func (s *Service) Middleware() gin.HandlerFunc {
-	return func(c *gin.Context) {
+	return api.Middleware(func(c *gin.Context) error {
 		tok, merr := bearerToken(c.Request)
 		if merr != nil {
-			c.Error(merr)
-			c.Abort()
-			return
+			return merr
 		}
 		sess := s.tokens.get(hashToken(tok))
 		if sess == nil {
-			c.Error(unknownToken(false))
-			c.Abort()
-			return
+			return unknownToken(false)
 		}
 		now := s.now().UnixMilli()
 		if sess.expires != 0 && now >= sess.expires {
-			c.Error(unknownToken(true))
-			c.Abort()
-			return
+			return unknownToken(true)
 		}
 		if sess.parent.Load() != nil {
 			s.retireParent(c.Request.Context(), sess)
@@ -241,24 +236,20 @@ func (s *Service) Middleware() gin.HandlerFunc {
 		dev := sess.dev.Load()
 		if s.policy != nil { // locked and suspended accounts (admin.go)
 			if err := s.policy.CheckRequest(c, dev); err != nil {
-				c.Error(err)
-				c.Abort()
-				return
+				return err
 			}
 		}
 		if changesSomething(c.Request.Method) {
 			// The backstop under the tighter limits of each kind of
 			// action: nothing an account stores is unlimited.
 			if err := s.limiter.AllowUser(c, dev, RateWrites); err != nil {
-				c.Error(err)
-				c.Abort()
-				return
+				return err
 			}
 		}
 		SetDevice(c, dev)
 		c.Set(tokenHashKey, sess.hash)
-		c.Next()
-	}
+		return nil
+	})
 }
 
 // changesSomething reports whether a request method may store anything.

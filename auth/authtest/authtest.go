@@ -6,6 +6,7 @@ package authtest
 import (
 	"strings"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
@@ -13,17 +14,15 @@ import (
 
 // Middleware takes the bearer token to be "USER" or "USER|DEVICE" (device
 // DEV by default) and sets that caller; no token is 401 M_MISSING_TOKEN.
-func Middleware(c *gin.Context) {
+var Middleware = api.Middleware(func(c *gin.Context) error {
 	tok := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
 	if tok == "" {
-		c.Error(spec.NewError(spec.ErrMissingToken, "missing access token"))
-		c.Abort()
-		return
+		return spec.NewError(spec.ErrMissingToken, "missing access token")
 	}
 	user, device, _ := strings.Cut(tok, "|")
 	if device == "" {
 		device = "DEV"
 	}
 	auth.SetDevice(c, &auth.Device{UserID: spec.UserID(user), DeviceID: device})
-	c.Next()
-}
+	return nil
+})
