@@ -111,17 +111,15 @@ func parseBackupInfo(body []byte) (algorithm string, authData json.RawMessage, m
 
 // POST /_matrix/client/v3/room_keys/version: create a backup version, which
 // becomes the current one.
-func (s *Service) handleCreateBackup(c *gin.Context) {
+func (s *Service) handleCreateBackup(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	alg, authData, _, err := parseBackupInfo(body)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var version int64
 	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
@@ -134,40 +132,36 @@ func (s *Service) handleCreateBackup(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"version": strconv.FormatInt(version, 10)})
+	return nil
 }
 
 // GET /_matrix/client/v3/room_keys/version[/{version}]: a backup version's
 // algorithm, auth_data, count and etag; without a version, the current one.
-func (s *Service) handleGetBackup(c *gin.Context) {
+func (s *Service) handleGetBackup(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	var b *backupVersion
 	var err error
 	if v := c.Param("version"); v != "" {
 		n, ok := parseVersion(v)
 		if !ok {
-			c.Error(notFoundVersion())
-			return
+			return notFoundVersion()
 		}
 		b, err = s.liveVersion(c.Request.Context(), dev.UserID, n)
 	} else {
 		b, err = currentVersion(readQuerier{c.Request.Context(), s}, dev.UserID)
 	}
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if b == nil {
-		c.Error(spec.NotFound("no backup found"))
-		return
+		return spec.NotFound("no backup found")
 	}
 	n, err := countKeys(readQuerier{c.Request.Context(), s}, dev.UserID, b.version)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"algorithm": b.algorithm,
@@ -176,33 +170,29 @@ func (s *Service) handleGetBackup(c *gin.Context) {
 		"etag":      strconv.FormatInt(b.etag, 10),
 		"version":   strconv.FormatInt(b.version, 10),
 	})
+	return nil
 }
 
 // PUT /_matrix/client/v3/room_keys/version/{version}: replace a version's
 // auth_data; the algorithm (and version, if given) must match.
-func (s *Service) handleUpdateBackup(c *gin.Context) {
+func (s *Service) handleUpdateBackup(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	n, ok := parseVersion(c.Param("version"))
 	if !ok {
-		c.Error(notFoundVersion())
-		return
+		return notFoundVersion()
 	}
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	alg, authData, m, err := parseBackupInfo(body)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if v, ok, err := str(m, "version", "the request body"); err != nil {
-		c.Error(err)
-		return
+		return err
 	} else if ok && v != c.Param("version") {
-		c.Error(spec.InvalidParam("the version in the body does not match the one in the path"))
-		return
+		return spec.InvalidParam("the version in the body does not match the one in the path")
 	}
 	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		var stored string
@@ -222,20 +212,19 @@ func (s *Service) handleUpdateBackup(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DELETE /_matrix/client/v3/room_keys/version/{version}: delete a version and
 // all its keys. Deleting an already deleted version succeeds.
-func (s *Service) handleDeleteBackup(c *gin.Context) {
+func (s *Service) handleDeleteBackup(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	n, ok := parseVersion(c.Param("version"))
 	if !ok {
-		c.Error(notFoundVersion())
-		return
+		return notFoundVersion()
 	}
 	err := s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
 		res, err := tx.Exec(`UPDATE backup_versions SET deleted = TRUE WHERE user_id = $1 AND version = $2`, string(dev.UserID), n)
@@ -249,10 +238,10 @@ func (s *Service) handleDeleteBackup(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // backupKey is one session's backed-up key.
@@ -347,76 +336,65 @@ func (s *Service) parseSessions(raw json.RawMessage, room string, out *[]backupK
 
 // PUT /_matrix/client/v3/room_keys/keys[/{roomId}[/{sessionId}]]?version=:
 // store keys in the current backup version.
-func (s *Service) handlePutBackupKeys(c *gin.Context) {
+func (s *Service) handlePutBackupKeys(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	vs := c.Query("version")
 	if vs == "" {
-		c.Error(spec.MissingParam("the version query parameter is required"))
-		return
+		return spec.MissingParam("the version query parameter is required")
 	}
 	room, session := c.Param("roomId"), c.Param("sessionId")
 	if room != "" {
 		if _, err := spec.ParseRoomID(room); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	body, err := readBody(c, s.cfg.MaxBackupUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var keys []backupKey
 	switch {
 	case session != "":
 		if err := checkName("session ID", session); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		k, err := s.parseKeyBackupData(body, room, session)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		keys = append(keys, k)
 	case room != "":
 		if err := s.parseSessions(body, room, &keys); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	default:
 		m, err := object(body, "the request body")
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		roomsRaw, ok := m["rooms"]
 		if !ok {
-			c.Error(spec.MissingParam("rooms is required"))
-			return
+			return spec.MissingParam("rooms is required")
 		}
 		rooms, err := object(roomsRaw, "rooms")
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		for r, raw := range rooms {
 			if _, err := spec.ParseRoomID(r); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			if err := s.parseSessions(raw, r, &keys); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 		}
 	}
 	etag, count, err := s.PutBackupKeys(c.Request.Context(), dev.UserID, vs, keys)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"etag": strconv.FormatInt(etag, 10), "count": count})
+	return nil
 }
 
 // PutBackupKeys stores keys in the user's backup version, which must be the
@@ -475,26 +453,22 @@ func (s *Service) PutBackupKeys(ctx context.Context, user spec.UserID, version s
 }
 
 // GET /_matrix/client/v3/room_keys/keys[/{roomId}[/{sessionId}]]?version=.
-func (s *Service) handleGetBackupKeys(c *gin.Context) {
+func (s *Service) handleGetBackupKeys(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	vs := c.Query("version")
 	if vs == "" {
-		c.Error(spec.MissingParam("the version query parameter is required"))
-		return
+		return spec.MissingParam("the version query parameter is required")
 	}
 	n, ok := parseVersion(vs)
 	if !ok {
-		c.Error(notFoundVersion())
-		return
+		return notFoundVersion()
 	}
 	b, err := s.liveVersion(c.Request.Context(), dev.UserID, n)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if b == nil {
-		c.Error(notFoundVersion())
-		return
+		return notFoundVersion()
 	}
 	room, session := c.Param("roomId"), c.Param("sessionId")
 	q := `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
@@ -510,8 +484,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 	}
 	rows, err := s.db.Query(c.Request.Context(), q+` ORDER BY room_id, session_id`, args...)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	defer rows.Close()
 	out := map[string]map[string]map[string]any{}
@@ -519,8 +492,7 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 	for rows.Next() {
 		var k backupKey
 		if err := rows.Scan(&k.room, &k.session, &k.firstMessageIndex, &k.forwardedCount, &k.isVerified, &k.sessionData); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		found = true
 		if out[k.room] == nil {
@@ -534,14 +506,12 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	switch {
 	case session != "":
 		if !found {
-			c.Error(spec.NotFound("no key found for this session"))
-			return
+			return spec.NotFound("no key found for this session")
 		}
 		c.JSON(http.StatusOK, out[room][session])
 	case room != "":
@@ -557,20 +527,19 @@ func (s *Service) handleGetBackupKeys(c *gin.Context) {
 		}
 		c.JSON(http.StatusOK, gin.H{"rooms": rooms})
 	}
+	return nil
 }
 
 // DELETE /_matrix/client/v3/room_keys/keys[/{roomId}[/{sessionId}]]?version=.
-func (s *Service) handleDeleteBackupKeys(c *gin.Context) {
+func (s *Service) handleDeleteBackupKeys(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	vs := c.Query("version")
 	if vs == "" {
-		c.Error(spec.MissingParam("the version query parameter is required"))
-		return
+		return spec.MissingParam("the version query parameter is required")
 	}
 	n, ok := parseVersion(vs)
 	if !ok {
-		c.Error(notFoundVersion())
-		return
+		return notFoundVersion()
 	}
 	room, session := c.Param("roomId"), c.Param("sessionId")
 	var etag, count int64
@@ -608,8 +577,8 @@ func (s *Service) handleDeleteBackupKeys(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"etag": strconv.FormatInt(etag, 10), "count": count})
+	return nil
 }

@@ -140,17 +140,15 @@ type sigRow struct {
 // by the master key. Replacing existing keys needs user-interactive
 // authentication; the first upload, and re-sending exactly the stored keys
 // (a retry), do not, as the spec allows since v1.11.
-func (s *Service) handleDeviceSigningUpload(c *gin.Context) {
+func (s *Service) handleDeviceSigningUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var in []*xsIn
 	for _, f := range []struct{ member, usage string }{
@@ -162,24 +160,21 @@ func (s *Service) handleDeviceSigningUpload(c *gin.Context) {
 		}
 		k, err := parseCrossSigningKey(raw, dev.UserID, f.usage, f.member)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		in = append(in, k)
 	}
 	if len(in) == 0 {
 		c.JSON(http.StatusOK, gin.H{})
-		return
+		return nil
 	}
 	existing, err := s.crossSigningKeys(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	rows, err := s.checkCrossSigningUpload(c.Request.Context(), dev.UserID, in, existing)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	changes := false
 	for _, k := range in {
@@ -189,23 +184,21 @@ func (s *Service) handleDeviceSigningUpload(c *gin.Context) {
 	}
 	if !changes {
 		c.JSON(http.StatusOK, gin.H{}) // the same keys again: an idempotent retry
-		return
+		return nil
 	}
 	if _, ok := existing[usageMaster]; ok {
 		if s.uia == nil {
-			c.Error(spec.Forbidden("replacing cross-signing keys needs user-interactive authentication, which is not available"))
-			return
+			return spec.Forbidden("replacing cross-signing keys needs user-interactive authentication, which is not available")
 		}
 		if err := s.uia(c, dev, body); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	if err := s.storeCrossSigningKeys(c.Request.Context(), dev.UserID, in, existing, rows); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // checkCrossSigningUpload verifies an upload against the stored keys and
@@ -371,17 +364,15 @@ func sigFailure(code spec.ErrCode, msg string) gin.H {
 // caller's keys to keys already published. Each signature is verified
 // against the signer's public key; per-key failures are reported and only
 // valid signatures are stored.
-func (s *Service) handleSignaturesUpload(c *gin.Context) {
+func (s *Service) handleSignaturesUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	req, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	type item struct {
 		user  spec.UserID
@@ -392,13 +383,11 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 	for u, byKey := range req {
 		uid, err := spec.ParseUserID(u)
 		if err != nil {
-			c.Error(spec.InvalidParam("%q is not a user ID", u))
-			return
+			return spec.InvalidParam("%q is not a user ID", u)
 		}
 		objs, err := object(byKey, u)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		for keyID, obj := range objs {
 			items = append(items, item{uid, keyID, obj})
@@ -412,8 +401,7 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 	})
 	own, err := s.crossSigningKeys(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	failures := map[spec.UserID]map[string]gin.H{}
 	fail := func(u spec.UserID, keyID string, f gin.H) {
@@ -427,8 +415,7 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 	for _, it := range items {
 		r, ch, f, err := s.checkSignature(c.Request.Context(), dev.UserID, own, it.user, it.keyID, it.obj)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if f != nil {
 			fail(it.user, it.keyID, f)
@@ -438,11 +425,11 @@ func (s *Service) handleSignaturesUpload(c *gin.Context) {
 	}
 	if len(rows) > 0 {
 		if err := s.storeSignatures(c.Request.Context(), dev.UserID, rows, checks); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"failures": failures})
+	return nil
 }
 
 // check is a condition verified again inside the write: the key a signature

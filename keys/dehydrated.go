@@ -37,55 +37,46 @@ func (s *Service) dehydrated(ctx context.Context, user spec.UserID) (id, data st
 // PUT /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device:
 // replace the user's dehydrated device with a new one, its device keys and
 // its one-time and fallback keys, in one request.
-func (s *Service) handlePutDehydrated(c *gin.Context) {
+func (s *Service) handlePutDehydrated(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	id, err := requiredStr(m, "device_id", "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := checkDeviceID(id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	data, ok := m["device_data"]
 	if !ok || isNull(data) {
-		c.Error(spec.MissingParam("device_data is required"))
-		return
+		return spec.MissingParam("device_data is required")
 	}
 	if data[0] != '{' {
-		c.Error(spec.BadJSON("device_data must be an object"))
-		return
+		return spec.BadJSON("device_data must be an object")
 	}
 	name, _, err := str(m, "initial_device_display_name", "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if raw, ok := m["device_keys"]; !ok || isNull(raw) {
-		c.Error(spec.MissingParam("device_keys is required: a dehydrated device must support encryption"))
-		return
+		return spec.MissingParam("device_keys is required: a dehydrated device must support encryption")
 	}
 	in, err := s.parseUpload(c.Request.Context(), m, dev.UserID, id)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.PutDehydratedDevice(c.Request.Context(), dev.UserID, id, name, data, in); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"device_id": id})
+	return nil
 }
 
 // PutDehydratedDevice replaces the user's dehydrated device. The old one is
@@ -142,37 +133,34 @@ func (s *Service) deleteDevice(ctx context.Context, user spec.UserID, id string)
 }
 
 // GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
-func (s *Service) handleGetDehydrated(c *gin.Context) {
+func (s *Service) handleGetDehydrated(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	id, data, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if id == "" {
-		c.Error(spec.NotFound("no dehydrated device"))
-		return
+		return spec.NotFound("no dehydrated device")
 	}
 	c.JSON(http.StatusOK, gin.H{"device_id": id, "device_data": json.RawMessage(data)})
+	return nil
 }
 
 // DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
-func (s *Service) handleDeleteDehydrated(c *gin.Context) {
+func (s *Service) handleDeleteDehydrated(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	id, _, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if id == "" {
-		c.Error(spec.NotFound("no dehydrated device"))
-		return
+		return spec.NotFound("no dehydrated device")
 	}
 	if err := s.deleteDevice(c.Request.Context(), dev.UserID, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"device_id": id})
+	return nil
 }
 
 // POST /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events:
@@ -180,43 +168,36 @@ func (s *Service) handleDeleteDehydrated(c *gin.Context) {
 // Unlike /sync, a batch is not deleted when the next is asked for (MSC3814):
 // if rehydration is interrupted another device can start again. They go
 // when the dehydrated device is replaced or deleted.
-func (s *Service) handleDehydratedEvents(c *gin.Context) {
+func (s *Service) handleDehydratedEvents(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	id, _, err := s.dehydrated(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if id == "" || id != c.Param("deviceId") {
-		c.Error(spec.Forbidden("that is not your dehydrated device"))
-		return
+		return spec.Forbidden("that is not your dehydrated device")
 	}
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var since int64
 	if tok, ok, err := str(m, "next_batch", "the request body"); err != nil {
-		c.Error(err)
-		return
+		return err
 	} else if ok {
 		if since, err = strconv.ParseInt(tok, 10, 64); err != nil || since < 0 {
-			c.Error(spec.InvalidParam("invalid next_batch"))
-			return
+			return spec.InvalidParam("invalid next_batch")
 		}
 	}
 	rows, err := s.db.Query(c.Request.Context(), `SELECT position, message FROM to_device_messages
 		WHERE user_id = $1 AND device_id = $2 AND position > $3 ORDER BY position LIMIT $4`,
 		string(dev.UserID), id, since, dehydratedEventsBatch)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	defer rows.Close()
 	evs := []json.RawMessage{}
@@ -224,14 +205,13 @@ func (s *Service) handleDehydratedEvents(c *gin.Context) {
 	for rows.Next() {
 		var msg string
 		if err := rows.Scan(&next, &msg); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		evs = append(evs, json.RawMessage(msg))
 	}
 	if err := rows.Err(); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"events": evs, "next_batch": strconv.FormatInt(next, 10)})
+	return nil
 }

@@ -135,25 +135,23 @@ func parsePosition(tok string) (int64, error) {
 
 // GET /_matrix/client/v3/keys/changes: users sharing a room with the caller
 // (and the caller) whose device lists changed between two sync tokens.
-func (s *Service) handleChanges(c *gin.Context) {
+func (s *Service) handleChanges(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	fromTok, toTok := c.Query("from"), c.Query("to")
 	if fromTok == "" || toTok == "" {
-		c.Error(spec.MissingParam("from and to are required"))
-		return
+		return spec.MissingParam("from and to are required")
 	}
 	from, err := s.parse(fromTok)
 	if err != nil {
-		c.Error(asSpecError(err, spec.InvalidParam("invalid from token")))
-		return
+		return asSpecError(err, spec.InvalidParam("invalid from token"))
 	}
 	to, err := s.parse(toTok)
 	if err != nil {
-		c.Error(asSpecError(err, spec.InvalidParam("invalid to token")))
-		return
+		return asSpecError(err, spec.InvalidParam("invalid to token"))
 	}
 	changed, left := s.Changes(c.Request.Context(), dev.UserID, from, to)
 	c.JSON(http.StatusOK, gin.H{"changed": changed, "left": left})
+	return nil
 }
 
 // Changes is /keys/changes for a user: the users among those who share a

@@ -20,54 +20,47 @@ var federationFailure = gin.H{"status": 503, "message": "federation is not suppo
 
 // POST /_matrix/client/v3/keys/query: the device keys and cross-signing keys
 // (with the signatures the caller may see) of the users asked for.
-func (s *Service) handleQuery(c *gin.Context) {
+func (s *Service) handleQuery(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	raw, ok := m["device_keys"]
 	if !ok {
-		c.Error(spec.MissingParam("device_keys is required"))
-		return
+		return spec.MissingParam("device_keys is required")
 	}
 	req, err := object(raw, "device_keys")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if len(req) > s.cfg.MaxQueryUsers {
-		c.Error(spec.TooLarge("at most %d users may be queried at once", s.cfg.MaxQueryUsers))
-		return
+		return spec.TooLarge("at most %d users may be queried at once", s.cfg.MaxQueryUsers)
 	}
 	users := map[spec.UserID][]string{}
 	for u, devsRaw := range req {
 		uid, err := spec.ParseUserID(u)
 		if err != nil {
-			c.Error(spec.InvalidParam("device_keys: %q is not a user ID", u))
-			return
+			return spec.InvalidParam("device_keys: %q is not a user ID", u)
 		}
 		var devs []string
 		if !isNull(devsRaw) {
 			if devs, err = strList(devsRaw, "device_keys."+u); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 		}
 		users[uid] = devs
 	}
 	res, err := s.Query(c.Request.Context(), dev.UserID, users)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, res)
+	return nil
 }
 
 // QueryResult is the /keys/query response.
@@ -212,61 +205,52 @@ func (s *Service) queryUser(ctx context.Context, requester, u spec.UserID, devs 
 
 // POST /_matrix/client/v3/keys/claim: claim one one-time key (or the
 // fallback key) per device asked for.
-func (s *Service) handleClaim(c *gin.Context) {
+func (s *Service) handleClaim(c *gin.Context) error {
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	raw, ok := m["one_time_keys"]
 	if !ok {
-		c.Error(spec.MissingParam("one_time_keys is required"))
-		return
+		return spec.MissingParam("one_time_keys is required")
 	}
 	req, err := object(raw, "one_time_keys")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var claims []Claim
 	for u, devsRaw := range req {
 		uid, err := spec.ParseUserID(u)
 		if err != nil {
-			c.Error(spec.InvalidParam("one_time_keys: %q is not a user ID", u))
-			return
+			return spec.InvalidParam("one_time_keys: %q is not a user ID", u)
 		}
 		devs, err := strMap(devsRaw, "one_time_keys."+u)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		for d, alg := range devs {
 			if err := checkDeviceID(d); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			if err := checkName("algorithm", alg); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			claims = append(claims, Claim{User: uid, DeviceID: d, Algorithm: alg})
 		}
 	}
 	if len(claims) > s.cfg.MaxQueryUsers {
-		c.Error(spec.TooLarge("at most %d keys may be claimed at once", s.cfg.MaxQueryUsers))
-		return
+		return spec.TooLarge("at most %d keys may be claimed at once", s.cfg.MaxQueryUsers)
 	}
 	keys, failures, err := s.Claim(c.Request.Context(), claims)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"one_time_keys": keys, "failures": failures})
+	return nil
 }
 
 // Claim asks for a key of Algorithm for one device.

@@ -21,64 +21,53 @@ const txnLifetime = 24 * time.Hour
 // PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}: queue a message
 // for devices, idempotently per (sender device, txnId). Device "*" means all
 // of the user's devices.
-func (s *Service) handleSendToDevice(c *gin.Context) {
+func (s *Service) handleSendToDevice(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	evType, txnID := c.Param("eventType"), c.Param("txnId")
 	if err := checkName("event type", evType); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := checkName("transaction ID", txnID); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	body, err := readBody(c, s.cfg.MaxToDeviceBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	raw, ok := m["messages"]
 	if !ok {
-		c.Error(spec.MissingParam("messages is required"))
-		return
+		return spec.MissingParam("messages is required")
 	}
 	users, err := object(raw, "messages")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	msgs := map[spec.UserID]map[string]json.RawMessage{}
 	cost := 0 // one per recipient device named, or user for "*"
 	for u, devsRaw := range users {
 		uid, err := spec.ParseUserID(u)
 		if err != nil {
-			c.Error(spec.InvalidParam("messages: %q is not a user ID", u))
-			return
+			return spec.InvalidParam("messages: %q is not a user ID", u)
 		}
 		devs, err := object(devsRaw, "messages."+u)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		for d, content := range devs {
 			if d != "*" {
 				if err := checkDeviceID(d); err != nil {
-					c.Error(err)
-					return
+					return err
 				}
 			}
 			if len(content) == 0 || content[0] != '{' {
-				c.Error(spec.BadJSON("messages.%s.%s must be an object", u, d))
-				return
+				return spec.BadJSON("messages.%s.%s must be an object", u, d)
 			}
 			if len(content) > s.cfg.MaxToDeviceMessageBytes {
-				c.Error(spec.TooLarge("a to-device message is over %d bytes", s.cfg.MaxToDeviceMessageBytes))
-				return
+				return spec.TooLarge("a to-device message is over %d bytes", s.cfg.MaxToDeviceMessageBytes)
 			}
 		}
 		cost += len(devs)
@@ -89,14 +78,13 @@ func (s *Service) handleSendToDevice(c *gin.Context) {
 		// messages are dropped, as for a device that does not exist.
 	}
 	if err := s.limiter.AllowUserCost(c, dev, auth.RateToDevice, cost); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.SendToDevice(c.Request.Context(), dev.UserID, dev.DeviceID, evType, txnID, msgs); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // toDeviceMessage is what /sync delivers in to_device.events.

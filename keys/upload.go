@@ -40,29 +40,26 @@ type uploadIn struct {
 
 // POST /_matrix/client/v3/keys/upload: publish the caller's device keys
 // (self-signed, naming the caller), one-time keys and fallback keys.
-func (s *Service) handleUpload(c *gin.Context) {
+func (s *Service) handleUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	m, err := object(body, "the request body")
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	in, err := s.parseUpload(c.Request.Context(), m, dev.UserID, dev.DeviceID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	counts, err := s.Upload(c.Request.Context(), dev.UserID, dev.DeviceID, in)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"one_time_key_counts": counts})
+	return nil
 }
 
 // parseUpload validates the device_keys, one_time_keys and fallback_keys
