@@ -14,26 +14,22 @@ import (
 
 // GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]:
 // the bytes as uploaded, waiting up to timeout_ms for media still pending.
-func (s *Service) handleDownload(c *gin.Context) {
+func (s *Service) handleDownload(c *gin.Context) error {
 	server, mediaID, err := parseMediaPath(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	timeout, err := parseTimeout(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	f, err := s.openBlob(r.sha256.String)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	defer f.Close()
 	name := r.filename
@@ -47,6 +43,7 @@ func (s *Service) handleDownload(c *gin.Context) {
 	h.Set("ETag", `"`+r.sha256.String+`"`)
 	// ServeContent answers Range and If-None-Match requests too.
 	http.ServeContent(c.Writer, c.Request, "", time.UnixMilli(r.uploadedTS), f)
+	return nil
 }
 
 // GET /_matrix/media/v3/download/… and /_matrix/media/v3/thumbnail/…: the
@@ -55,15 +52,16 @@ func (s *Service) handleDownload(c *gin.Context) {
 // media is uploaded after authenticated media existed, so none is served
 // here; the answer is the same whether the ID exists or not, so that the
 // endpoint tells an anonymous caller nothing.
-func (s *Service) handleFrozen(c *gin.Context) {
-	c.Error(spec.NotFound("unauthenticated media access is frozen: use the authenticated /_matrix/client/v1/media endpoints"))
+func (s *Service) handleFrozen(c *gin.Context) error {
+	return spec.NotFound("unauthenticated media access is frozen: use the authenticated /_matrix/client/v1/media endpoints")
 }
 
 // GET /_matrix/client/v1/media/config (and the deprecated
 // /_matrix/media/v3/config): the upload limit. URL previews are not
 // offered; the namespaced key says so to clients that look.
-func (s *Service) handleConfig(c *gin.Context) {
+func (s *Service) handleConfig(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"m.upload.size": s.cfg.MaxUploadBytes, URLPreviewsKey: false})
+	return nil
 }
 
 // URLPreviewsKey is the namespaced key that /media/config and the
@@ -75,8 +73,8 @@ const URLPreviewsKey = "org.chatalot.url_previews"
 // read, defeat end-to-end encryption's purpose, and let the server be used
 // to reach internal addresses (SSRF). The answer is the spec's error for an
 // endpoint a server does not implement.
-func (s *Service) handlePreviewURL(c *gin.Context) {
-	c.Error(spec.Unrecognized("URL previews are not offered by this server"))
+func (s *Service) handlePreviewURL(c *gin.Context) error {
+	return spec.Unrecognized("URL previews are not offered by this server")
 }
 
 // parseMediaPath reads {serverName} and {mediaId} and checks them against

@@ -27,36 +27,30 @@ import (
 // GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}: a JPEG or
 // PNG no larger than needed for width×height by method, made once per
 // source and size and then served from disk.
-func (s *Service) handleThumbnail(c *gin.Context) {
+func (s *Service) handleThumbnail(c *gin.Context) error {
 	server, mediaID, err := parseMediaPath(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	req, err := parseThumbnailRequest(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	timeout, err := parseTimeout(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	res, err := s.thumbnail(c.Request.Context(), r.sha256.String, req)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	f, err := s.openBlob(res.sha256)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	defer f.Close()
 	h := c.Writer.Header()
@@ -65,6 +59,7 @@ func (s *Service) handleThumbnail(c *gin.Context) {
 	h.Set("Content-Disposition", `inline; filename="thumbnail.`+extensionOf[res.contentType]+`"`)
 	h.Set("ETag", `"`+res.sha256+`"`)
 	http.ServeContent(c.Writer, c.Request, "", time.UnixMilli(r.uploadedTS), f)
+	return nil
 }
 
 var extensionOf = map[string]string{"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}

@@ -18,51 +18,48 @@ import (
 )
 
 // POST /_matrix/media/v3/upload: store the body and answer its mxc:// URI.
-func (s *Service) handleUpload(c *gin.Context) {
+func (s *Service) handleUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	meta, err := uploadMetaFrom(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	id, err := s.Upload(c.Request.Context(), dev.UserID, meta, c.Request.Body)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"content_uri": s.mxc(id)})
+	return nil
 }
 
 // POST /_matrix/media/v1/create: reserve an mxc:// URI for a later PUT.
-func (s *Service) handleCreate(c *gin.Context) {
+func (s *Service) handleCreate(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	id, expires, err := s.Create(c.Request.Context(), dev.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"content_uri": s.mxc(id), "unused_expires_at": expires})
+	return nil
 }
 
 // PUT /_matrix/media/v3/upload/{serverName}/{mediaId}: the bytes for an
 // ID from /create, by the user who created it, once.
-func (s *Service) handleUploadTo(c *gin.Context) {
+func (s *Service) handleUploadTo(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	meta, err := uploadMetaFrom(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	server, mediaID, err := parseMediaPath(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.UploadTo(c.Request.Context(), dev.UserID, server, mediaID, meta, c.Request.Body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // UploadMeta is what a client says about an upload.

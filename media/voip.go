@@ -15,7 +15,7 @@ import (
 
 // GET /_matrix/client/v3/voip/turnServer: time-limited TURN credentials
 // when the admin configured a TURN server, the empty answer otherwise.
-func (s *Service) handleTURNServer(c *gin.Context) {
+func (s *Service) handleTURNServer(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	creds, ok := s.TURNCredentials(dev.UserID)
 	if !ok {
@@ -25,9 +25,10 @@ func (s *Service) handleTURNServer(c *gin.Context) {
 		// an empty uris list would make browsers reject the whole ICE
 		// configuration.
 		c.JSON(http.StatusOK, gin.H{})
-		return
+		return nil
 	}
 	c.JSON(http.StatusOK, creds)
+	return nil
 }
 
 // TURNCredentials are what /voip/turnServer returns.
