@@ -18,17 +18,15 @@ import (
 
 // mediaParams reads serverName and mediaId: this server's media only
 // (400 M_INVALID_PARAM otherwise).
-func (s *Service) mediaParams(c *gin.Context) (spec.ServerName, string, bool) {
+func (s *Service) mediaParams(c *gin.Context) (spec.ServerName, string, error) {
 	server, id := spec.ServerName(c.Param("serverName")), c.Param("mediaId")
 	if server != s.server {
-		c.Error(spec.InvalidParam("only media of this server (%s) can be managed here", s.server))
-		return "", "", false
+		return "", "", spec.InvalidParam("only media of this server (%s) can be managed here", s.server)
 	}
 	if id == "" || strings.ContainsAny(id, "/\x00") {
-		c.Error(spec.InvalidParam("invalid media ID"))
-		return "", "", false
+		return "", "", spec.InvalidParam("invalid media ID")
 	}
-	return server, id, true
+	return server, id, nil
 }
 
 func mxc(server spec.ServerName, id string) string { return "mxc://" + string(server) + "/" + id }
@@ -71,56 +69,55 @@ func (s *Service) SetQuarantined(ctx context.Context, who Actor, server spec.Ser
 }
 
 // POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}
-func (s *Service) quarantine(c *gin.Context) { s.setQuarantine(c, true) }
+func (s *Service) quarantine(c *gin.Context) error { return s.setQuarantine(c, true) }
 
 // POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}
-func (s *Service) unquarantine(c *gin.Context) { s.setQuarantine(c, false) }
+func (s *Service) unquarantine(c *gin.Context) error { return s.setQuarantine(c, false) }
 
-func (s *Service) setQuarantine(c *gin.Context, q bool) {
-	server, id, ok := s.mediaParams(c)
-	if !ok {
-		return
+func (s *Service) setQuarantine(c *gin.Context, q bool) error {
+	server, id, err := s.mediaParams(c)
+	if err != nil {
+		return err
 	}
 	if err := s.SetQuarantined(c.Request.Context(), actor(c), server, id, q); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }
 
 // GET /_synapse/admin/v1/media/{serverName}/{mediaId}
-func (s *Service) getMedia(c *gin.Context) {
-	server, id, ok := s.mediaParams(c)
-	if !ok {
-		return
+func (s *Service) getMedia(c *gin.Context) error {
+	server, id, err := s.mediaParams(c)
+	if err != nil {
+		return err
 	}
 	info, err := s.media.Get(c.Request.Context(), server, id)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := s.mediaJSON(c.Request.Context(), info)
 	out["user_id"] = string(info.Uploader)
 	c.JSON(http.StatusOK, gin.H{"media_info": out})
+	return nil
 }
 
 // DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}
-func (s *Service) deleteMedia(c *gin.Context) {
-	server, id, ok := s.mediaParams(c)
-	if !ok {
-		return
+func (s *Service) deleteMedia(c *gin.Context) error {
+	server, id, err := s.mediaParams(c)
+	if err != nil {
+		return err
 	}
 	// Looked up first: a delete of nothing is an error, not an action.
 	if _, err := s.media.Get(c.Request.Context(), server, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	actx, finish := s.audit(c.Request.Context(), actor(c), "delete_media", mxc(server, id), nil, nil)
 	if err := finish(s.media.Delete(actx, server, id)); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"deleted_media": []string{id}, "total": 1})
+	return nil
 }
 
 // mediaOrders are the order_by values of a user's media list.
@@ -137,14 +134,14 @@ var mediaOrders = map[string]func(a, b media.Info) int{
 
 // userMedia reads the user and the list parameters, and returns the
 // selected page of the user's media and the total.
-func (s *Service) userMedia(c *gin.Context) (spec.UserID, []media.Info, int, int, bool) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return "", nil, 0, 0, false
+func (s *Service) userMedia(c *gin.Context) (spec.UserID, []media.Info, int, int, error) {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return "", nil, 0, 0, err
 	}
-	from, limit, ok := paging(c)
-	if !ok {
-		return "", nil, 0, 0, false
+	from, limit, err := paging(c)
+	if err != nil {
+		return "", nil, 0, 0, err
 	}
 	orderBy, hasOrder := c.GetQuery("order_by")
 	_, hasDir := c.GetQuery("dir")
@@ -157,17 +154,15 @@ func (s *Service) userMedia(c *gin.Context) (spec.UserID, []media.Info, int, int
 	}
 	less, known := mediaOrders[orderBy]
 	if !known {
-		c.Error(spec.InvalidParam("unknown order_by %q", orderBy))
-		return "", nil, 0, 0, false
+		return "", nil, 0, 0, spec.InvalidParam("unknown order_by %q", orderBy)
 	}
-	backwards, ok := dirParam(c, def)
-	if !ok {
-		return "", nil, 0, 0, false
+	backwards, err := dirParam(c, def)
+	if err != nil {
+		return "", nil, 0, 0, err
 	}
 	all, err := s.media.ListUserMedia(c.Request.Context(), u.UserID)
 	if err != nil {
-		c.Error(err)
-		return "", nil, 0, 0, false
+		return "", nil, 0, 0, err
 	}
 	sort.SliceStable(all, func(i, j int) bool {
 		c := less(all[i], all[j])
@@ -180,14 +175,14 @@ func (s *Service) userMedia(c *gin.Context) (spec.UserID, []media.Info, int, int
 		return all[i].MediaID < all[j].MediaID
 	})
 	pg, next := page(all, from, limit)
-	return u.UserID, pg, len(all), next, true
+	return u.UserID, pg, len(all), next, nil
 }
 
 // GET /_synapse/admin/v1/users/{userId}/media
-func (s *Service) listUserMedia(c *gin.Context) {
-	_, list, total, next, ok := s.userMedia(c)
-	if !ok {
-		return
+func (s *Service) listUserMedia(c *gin.Context) error {
+	_, list, total, next, err := s.userMedia(c)
+	if err != nil {
+		return err
 	}
 	out := make([]gin.H, len(list))
 	for i, m := range list {
@@ -198,14 +193,15 @@ func (s *Service) listUserMedia(c *gin.Context) {
 		resp["next_token"] = next
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
 // DELETE /_synapse/admin/v1/users/{userId}/media: deletes the page of the
 // user's media the same parameters select (100 by default).
-func (s *Service) deleteUserMedia(c *gin.Context) {
-	user, list, _, _, ok := s.userMedia(c)
-	if !ok {
-		return
+func (s *Service) deleteUserMedia(c *gin.Context) error {
+	user, list, _, _, err := s.userMedia(c)
+	if err != nil {
+		return err
 	}
 	ids := make([]string, len(list))
 	for i, m := range list {
@@ -213,7 +209,6 @@ func (s *Service) deleteUserMedia(c *gin.Context) {
 	}
 	actx, finish := s.audit(c.Request.Context(), actor(c), "delete_user_media", string(user), map[string]any{"media_ids": ids}, nil)
 	deleted := []string{}
-	var err error
 	for _, m := range list {
 		if e := s.media.Delete(actx, m.ServerName, m.MediaID); e == nil {
 			deleted = append(deleted, m.MediaID)
@@ -223,10 +218,10 @@ func (s *Service) deleteUserMedia(c *gin.Context) {
 		}
 	}
 	if err := finish(err); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"deleted_media": deleted, "total": len(deleted)})
+	return nil
 }
 
 func isNotFound(err error) bool {

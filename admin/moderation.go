@@ -182,24 +182,21 @@ func (s *Service) forgetConnections(user spec.UserID) {
 // endpoints: a local (400 M_INVALID_PARAM), existing and active (404
 // M_NOT_FOUND) account that is neither the caller nor another admin (403
 // M_FORBIDDEN).
-func (s *Service) moderationTarget(c *gin.Context) (spec.UserID, bool) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return "", false
+func (s *Service) moderationTarget(c *gin.Context) (spec.UserID, error) {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return "", err
 	}
 	if u.Deactivated {
-		c.Error(spec.NotFound("user %s is deactivated", u.UserID))
-		return "", false
+		return "", spec.NotFound("user %s is deactivated", u.UserID)
 	}
 	if u.UserID == actor(c).User {
-		c.Error(spec.Forbidden("you cannot lock or suspend your own account"))
-		return "", false
+		return "", spec.Forbidden("you cannot lock or suspend your own account")
 	}
 	if u.IsAdmin {
-		c.Error(spec.Forbidden("%s is a server admin", u.UserID))
-		return "", false
+		return "", spec.Forbidden("%s is a server admin", u.UserID)
 	}
-	return u.UserID, true
+	return u.UserID, nil
 }
 
 // SetLocked locks or unlocks an account.
@@ -237,99 +234,95 @@ func (s *Service) SetSuspended(ctx context.Context, who Actor, user spec.UserID,
 // any user may read their own. Anyone else's is refused before the lookup,
 // so that it tells nobody whether an account exists (the spec's rule
 // against user enumeration).
-func (s *Service) getLock(c *gin.Context) {
+func (s *Service) getLock(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	if !dev.IsAdmin && c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you are not a server admin: you may read your own lock status only"))
-		return
+		return spec.Forbidden("you are not a server admin: you may read your own lock status only")
 	}
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	if u.Deactivated {
-		c.Error(spec.NotFound("user %s is deactivated", u.UserID))
-		return
+		return spec.NotFound("user %s is deactivated", u.UserID)
 	}
 	c.JSON(http.StatusOK, gin.H{"locked": s.flagsOf(u.UserID).Locked})
+	return nil
 }
 
 // PUT /_matrix/client/v1/admin/lock/{userId} {"locked": bool}
-func (s *Service) putLock(c *gin.Context) {
-	u, ok := s.moderationTarget(c)
-	if !ok {
-		return
+func (s *Service) putLock(c *gin.Context) error {
+	u, err := s.moderationTarget(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Locked *bool `json:"locked"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Locked == nil {
-		c.Error(spec.MissingParam("locked is required"))
-		return
+		return spec.MissingParam("locked is required")
 	}
 	if err := s.SetLocked(c.Request.Context(), actor(c), u, *req.Locked); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"locked": *req.Locked})
+	return nil
 }
 
 // GET /_matrix/client/v1/admin/suspend/{userId}
-func (s *Service) getSuspend(c *gin.Context) {
-	if u, ok := s.moderationTarget(c); ok {
-		c.JSON(http.StatusOK, gin.H{"suspended": s.flagsOf(u).Suspended})
+func (s *Service) getSuspend(c *gin.Context) error {
+	u, err := s.moderationTarget(c)
+	if err != nil {
+		return err
 	}
+	c.JSON(http.StatusOK, gin.H{"suspended": s.flagsOf(u).Suspended})
+	return nil
 }
 
 // PUT /_matrix/client/v1/admin/suspend/{userId} {"suspended": bool}
-func (s *Service) putSuspend(c *gin.Context) {
-	u, ok := s.moderationTarget(c)
-	if !ok {
-		return
+func (s *Service) putSuspend(c *gin.Context) error {
+	u, err := s.moderationTarget(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Suspended *bool `json:"suspended"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Suspended == nil {
-		c.Error(spec.MissingParam("suspended is required"))
-		return
+		return spec.MissingParam("suspended is required")
 	}
 	if err := s.SetSuspended(c.Request.Context(), actor(c), u, *req.Suspended); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"suspended": *req.Suspended})
+	return nil
 }
 
 // PUT /_synapse/admin/v1/suspend/{userId} {"suspend": bool}: Synapse's
 // shape of the same, answering {"user_<id>_suspended": bool}.
-func (s *Service) putSuspendSynapse(c *gin.Context) {
-	u, ok := s.moderationTarget(c)
-	if !ok {
-		return
+func (s *Service) putSuspendSynapse(c *gin.Context) error {
+	u, err := s.moderationTarget(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Suspend *bool `json:"suspend"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Suspend == nil {
-		c.Error(spec.MissingParam("suspend is required"))
-		return
+		return spec.MissingParam("suspend is required")
 	}
 	if err := s.SetSuspended(c.Request.Context(), actor(c), u, *req.Suspend); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"user_" + string(u) + "_suspended": *req.Suspend})
+	return nil
 }

@@ -123,7 +123,7 @@ func (s *Service) SendNotice(ctx context.Context, who Actor, user spec.UserID, t
 // POST /_synapse/admin/v1/send_server_notice and PUT
 // /_synapse/admin/v1/send_server_notice/{txnId}: {"user_id", "content",
 // "type" (default m.room.message), "state_key"}.
-func (s *Service) sendNotice(c *gin.Context) {
+func (s *Service) sendNotice(c *gin.Context) error {
 	var req struct {
 		UserID   *string         `json:"user_id"`
 		Content  json.RawMessage `json:"content"`
@@ -131,46 +131,38 @@ func (s *Service) sendNotice(c *gin.Context) {
 		StateKey *string         `json:"state_key"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.UserID == nil {
-		c.Error(spec.MissingParam("user_id is required"))
-		return
+		return spec.MissingParam("user_id is required")
 	}
 	if len(req.Content) == 0 || string(req.Content) == "null" {
-		c.Error(spec.MissingParam("content is required"))
-		return
+		return spec.MissingParam("content is required")
 	}
 	content, err := events.CanonicalObject(req.Content)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	user, err := spec.ParseUserID(*req.UserID)
 	if err != nil || user.Server() != s.server {
-		c.Error(spec.InvalidParam("server notices can only be sent to users of this server"))
-		return
+		return spec.InvalidParam("server notices can only be sent to users of this server")
 	}
 	if active, err := s.auth.UserExists(c.Request.Context(), user); err != nil {
-		c.Error(err)
-		return
+		return err
 	} else if !active {
-		c.Error(spec.NotFound("user %s not found", user))
-		return
+		return spec.NotFound("user %s not found", user)
 	}
 	typ := spec.MRoomMessage
 	if req.Type != nil {
 		typ = *req.Type
 	}
 	if typ == "" || typ == spec.MRoomCreate || typ == spec.MRoomMember || typ == spec.MRoomPowerLevels {
-		c.Error(spec.InvalidParam("type %q cannot be sent as a server notice", typ))
-		return
+		return spec.InvalidParam("type %q cannot be sent as a server notice", typ)
 	}
 	id, err := s.SendNotice(c.Request.Context(), actor(c), user, typ, req.StateKey, content, c.Param("txnId"))
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": id})
+	return nil
 }

@@ -39,20 +39,19 @@ func (s *Service) reportJSON(ctx context.Context, r rooms.Report, ev *rooms.Even
 
 // GET /_synapse/admin/v1/event_reports (from, limit, dir (default b: newest
 // first), user_id and room_id (contained), sender_user_id (exact)).
-func (s *Service) listReports(c *gin.Context) {
-	from, limit, ok := paging(c)
-	if !ok {
-		return
+func (s *Service) listReports(c *gin.Context) error {
+	from, limit, err := paging(c)
+	if err != nil {
+		return err
 	}
-	backwards, ok := dirParam(c, "b")
-	if !ok {
-		return
+	backwards, err := dirParam(c, "b")
+	if err != nil {
+		return err
 	}
 	ctx := c.Request.Context()
 	all, _, err := s.rooms.ListReports(ctx, rooms.ReportFilter{Kind: rooms.ReportEvent, Limit: 1 << 30, Oldest: !backwards})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	reporter, room, sender := c.Query("user_id"), c.Query("room_id"), c.Query("sender_user_id")
 	type item struct {
@@ -68,8 +67,7 @@ func (s *Service) listReports(c *gin.Context) {
 		if sender != "" {
 			ev, err := s.rooms.ReportedEvent(ctx, &r)
 			if err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			if ev == nil || string(ev.PDU.Sender()) != sender {
 				continue
@@ -91,45 +89,41 @@ func (s *Service) listReports(c *gin.Context) {
 		resp["next_token"] = next
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
 // reportParam reads reportId: 400 M_INVALID_PARAM unless a positive
 // integer, 404 M_NOT_FOUND for no event report of that ID.
-func (s *Service) reportParam(c *gin.Context) (*rooms.Report, bool) {
+func (s *Service) reportParam(c *gin.Context) (*rooms.Report, error) {
 	id, err := strconv.ParseInt(c.Param("reportId"), 10, 64)
 	if err != nil || id < 1 {
-		c.Error(spec.InvalidParam("the report ID must be a positive integer"))
-		return nil, false
+		return nil, spec.InvalidParam("the report ID must be a positive integer")
 	}
 	r, err := s.rooms.GetReport(c.Request.Context(), id)
 	if err != nil {
-		c.Error(err)
-		return nil, false
+		return nil, err
 	}
 	if r == nil || r.Kind != rooms.ReportEvent {
-		c.Error(spec.NotFound("event report %d not found", id))
-		return nil, false
+		return nil, spec.NotFound("event report %d not found", id)
 	}
-	return r, true
+	return r, nil
 }
 
 // GET /_synapse/admin/v1/event_reports/{reportId}: one report with the
 // reported event as stored (ciphertext stays ciphertext). Reading it is
 // recorded in the audit log, as the admin sees a user's event.
-func (s *Service) getReport(c *gin.Context) {
-	r, ok := s.reportParam(c)
-	if !ok {
-		return
+func (s *Service) getReport(c *gin.Context) error {
+	r, err := s.reportParam(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Request.Context()
 	ev, err := s.rooms.ReportedEvent(ctx, r)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.record(ctx, actor(c), "view_event_report", strconv.FormatInt(r.ID, 10), map[string]any{"event_id": string(r.EventID)}, nil); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := s.reportJSON(ctx, *r, ev)
 	out["event_json"] = nil
@@ -137,13 +131,14 @@ func (s *Service) getReport(c *gin.Context) {
 		out["event_json"] = rawJSON(ev.PDU.JSON())
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // DELETE /_synapse/admin/v1/event_reports/{reportId}: closes a report.
-func (s *Service) deleteReport(c *gin.Context) {
-	r, ok := s.reportParam(c)
-	if !ok {
-		return
+func (s *Service) deleteReport(c *gin.Context) error {
+	r, err := s.reportParam(c)
+	if err != nil {
+		return err
 	}
 	actx, finish := s.audit(c.Request.Context(), actor(c), "delete_event_report", strconv.FormatInt(r.ID, 10), map[string]any{"event_id": string(r.EventID)}, nil)
 	found, err := s.rooms.DeleteReport(actx, r.ID)
@@ -151,8 +146,8 @@ func (s *Service) deleteReport(c *gin.Context) {
 		err = spec.NotFound("event report %d not found", r.ID)
 	}
 	if err := finish(err); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }

@@ -126,30 +126,29 @@ func (s *Service) Rooms(ctx context.Context, q RoomQuery) ([]rooms.AdminRoom, in
 
 // GET /_synapse/admin/v1/rooms: every room (from, limit, order_by, dir,
 // search_term, public_rooms, empty_rooms).
-func (s *Service) listRooms(c *gin.Context) {
-	from, limit, ok := paging(c)
-	if !ok {
-		return
+func (s *Service) listRooms(c *gin.Context) error {
+	from, limit, err := paging(c)
+	if err != nil {
+		return err
 	}
-	backwards, ok := dirParam(c, "f")
-	if !ok {
-		return
+	backwards, err := dirParam(c, "f")
+	if err != nil {
+		return err
 	}
-	public, ok := boolParam(c, "public_rooms")
-	if !ok {
-		return
+	public, err := boolParam(c, "public_rooms")
+	if err != nil {
+		return err
 	}
-	empty, ok := boolParam(c, "empty_rooms")
-	if !ok {
-		return
+	empty, err := boolParam(c, "empty_rooms")
+	if err != nil {
+		return err
 	}
 	list, total, err := s.Rooms(c.Request.Context(), RoomQuery{
 		From: from, Limit: limit, OrderBy: c.Query("order_by"), Backwards: backwards,
 		SearchTerm: c.Query("search_term"), Public: public, Empty: empty,
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := make([]gin.H, len(list))
 	for i, r := range list {
@@ -163,32 +162,31 @@ func (s *Service) listRooms(c *gin.Context) {
 		resp["prev_batch"] = max(0, from-limit)
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
 // knownRoom parses roomId and finds the room: 400 M_INVALID_PARAM for a
 // malformed ID, 404 M_NOT_FOUND for a room the server does not know.
-func (s *Service) knownRoom(c *gin.Context) (rooms.AdminRoom, bool) {
-	id, ok := roomParam(c)
-	if !ok {
-		return rooms.AdminRoom{}, false
+func (s *Service) knownRoom(c *gin.Context) (rooms.AdminRoom, error) {
+	id, err := roomParam(c)
+	if err != nil {
+		return rooms.AdminRoom{}, err
 	}
 	r, found, err := s.rooms.AdminRoom(c.Request.Context(), id)
 	if err != nil {
-		c.Error(err)
-		return r, false
+		return r, err
 	}
 	if !found {
-		c.Error(spec.NotFound("room %s not found", id))
-		return r, false
+		return r, spec.NotFound("room %s not found", id)
 	}
-	return r, true
+	return r, nil
 }
 
 // GET /_synapse/admin/v1/rooms/{roomId}
-func (s *Service) roomDetails(c *gin.Context) {
-	r, ok := s.knownRoom(c)
-	if !ok {
-		return
+func (s *Service) roomDetails(c *gin.Context) error {
+	r, err := s.knownRoom(c)
+	if err != nil {
+		return err
 	}
 	out := roomJSON(r)
 	out["topic"] = nilIfEmpty(r.Topic)
@@ -208,6 +206,7 @@ func (s *Service) roomDetails(c *gin.Context) {
 	s.mu.RUnlock()
 	out["blocked"] = blocked
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 func nilIfEmpty(v string) any {
@@ -218,10 +217,10 @@ func nilIfEmpty(v string) any {
 }
 
 // GET /_synapse/admin/v1/rooms/{roomId}/members: the joined members.
-func (s *Service) roomMembers(c *gin.Context) {
-	r, ok := s.knownRoom(c)
-	if !ok {
-		return
+func (s *Service) roomMembers(c *gin.Context) error {
+	r, err := s.knownRoom(c)
+	if err != nil {
+		return err
 	}
 	members := s.rooms.JoinedMembers(r.RoomID)
 	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
@@ -229,15 +228,16 @@ func (s *Service) roomMembers(c *gin.Context) {
 		members = []spec.UserID{}
 	}
 	c.JSON(http.StatusOK, gin.H{"members": members, "total": len(members)})
+	return nil
 }
 
 // GET /_synapse/admin/v1/rooms/{roomId}/state?type=: the current state.
 // State is what the server must read anyway (it is plaintext in Matrix);
 // message content is never part of it.
-func (s *Service) roomState(c *gin.Context) {
-	r, ok := s.knownRoom(c)
-	if !ok {
-		return
+func (s *Service) roomState(c *gin.Context) error {
+	r, err := s.knownRoom(c)
+	if err != nil {
+		return err
 	}
 	typ, filter := c.GetQuery("type")
 	out := []rawJSON{}
@@ -248,6 +248,7 @@ func (s *Service) roomState(c *gin.Context) {
 		out = append(out, rawJSON(events.ClientEvent(ev, nil)))
 	}
 	c.JSON(http.StatusOK, gin.H{"state": out})
+	return nil
 }
 
 // rawJSON is JSON already encoded.
@@ -257,10 +258,10 @@ func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
 
 // GET /_synapse/admin/v1/rooms/{roomId}/block: whether the room is blocked
 // (and by whom); unknown rooms can be blocked too.
-func (s *Service) getBlock(c *gin.Context) {
-	id, ok := roomParam(c)
-	if !ok {
-		return
+func (s *Service) getBlock(c *gin.Context) error {
+	id, err := roomParam(c)
+	if err != nil {
+		return err
 	}
 	s.mu.RLock()
 	by, blocked := s.blocked[id]
@@ -270,31 +271,30 @@ func (s *Service) getBlock(c *gin.Context) {
 		out["user_id"] = string(by)
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // PUT /_synapse/admin/v1/rooms/{roomId}/block {"block": bool}: nobody can
 // join (or be invited to, or knock on) a blocked room; members stay.
-func (s *Service) putBlock(c *gin.Context) {
-	id, ok := roomParam(c)
-	if !ok {
-		return
+func (s *Service) putBlock(c *gin.Context) error {
+	id, err := roomParam(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Block *bool `json:"block"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Block == nil {
-		c.Error(spec.MissingParam("block is required"))
-		return
+		return spec.MissingParam("block is required")
 	}
 	if err := s.SetBlocked(c.Request.Context(), actor(c), id, *req.Block); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"block": *req.Block})
+	return nil
 }
 
 // SetBlocked blocks or unblocks a room.
@@ -445,41 +445,35 @@ const (
 // prepareDelete checks a deletion request and, when accepted, blocks the
 // room (if asked) and records the action, in one write, before any member
 // is moved: nobody can rejoin while the members leave.
-func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomRequest, bool) {
-	id, ok := roomParam(c)
-	if !ok {
-		return nil, nil, false
+func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomRequest, error) {
+	id, err := roomParam(c)
+	if err != nil {
+		return nil, nil, err
 	}
 	var req DeleteRoomRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return nil, nil, false
+		return nil, nil, err
 	}
 	block := req.Block != nil && *req.Block
 	if req.NewRoomUserID != nil {
 		u, err := spec.ParseUserID(*req.NewRoomUserID)
 		if err != nil || u.Server() != s.server {
-			c.Error(spec.InvalidParam("new_room_user_id must be a user ID of this server"))
-			return nil, nil, false
+			return nil, nil, spec.InvalidParam("new_room_user_id must be a user ID of this server")
 		}
 		if exists, err := s.auth.UserExists(c.Request.Context(), u); err != nil || !exists {
-			c.Error(spec.InvalidParam("new_room_user_id %s is not an active account", u))
-			return nil, nil, false
+			return nil, nil, spec.InvalidParam("new_room_user_id %s is not an active account", u)
 		}
 	}
 	known := s.rooms.Exists(id)
 	if !known && (async || !block) {
 		if async {
-			c.Error(spec.NotFound("room %s not found", id))
-		} else {
-			c.Error(spec.InvalidParam("room %s is unknown; only block: true may be used on an unknown room", id))
+			return nil, nil, spec.NotFound("room %s not found", id)
 		}
-		return nil, nil, false
+		return nil, nil, spec.InvalidParam("room %s is unknown; only block: true may be used on an unknown room", id)
 	}
 	t, started := s.tasks.start(id, "delete")
 	if !started {
-		c.Error(spec.InvalidParam("a deletion of room %s is already in progress", id))
-		return nil, nil, false
+		return nil, nil, spec.InvalidParam("a deletion of room %s is already in progress", id)
 	}
 	details := map[string]any{"delete_id": t.ID, "block": block, "purge": req.Purge == nil || *req.Purge,
 		"force_purge": req.ForcePurge != nil && *req.ForcePurge, "new_room_user_id": req.NewRoomUserID}
@@ -489,42 +483,42 @@ func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomR
 	}
 	if err := s.record(c.Request.Context(), actor(c), "delete_room", string(id), details, fn); err != nil {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
-		c.Error(err)
-		return nil, nil, false
+		return nil, nil, err
 	}
 	if !known {
 		s.tasks.update(t, func(t *task) { t.Status = "complete" })
-		return t, &req, true
+		return t, &req, nil
 	}
-	return t, &req, true
+	return t, &req, nil
 }
 
 // DELETE /_synapse/admin/v1/rooms/{roomId}: shuts the room down and
 // answers when done.
-func (s *Service) deleteRoomV1(c *gin.Context) {
-	t, req, ok := s.prepareDelete(c, false)
-	if !ok {
-		return
+func (s *Service) deleteRoomV1(c *gin.Context) error {
+	t, req, err := s.prepareDelete(c, false)
+	if err != nil {
+		return err
 	}
 	if t.Status != "complete" {
 		s.shutdownRoom(context.WithoutCancel(c.Request.Context()), t, req)
 	}
 	if t.Status == "failed" {
-		c.Error(spec.NewError(spec.ErrUnknown, "%s", t.Error).WithStatus(http.StatusInternalServerError))
-		return
+		return spec.NewError(spec.ErrUnknown, "%s", t.Error).WithStatus(http.StatusInternalServerError)
 	}
 	c.JSON(http.StatusOK, t.Shutdown)
+	return nil
 }
 
 // DELETE /_synapse/admin/v2/rooms/{roomId}: starts the shutdown in the
 // background and answers its delete_id.
-func (s *Service) deleteRoomV2(c *gin.Context) {
-	t, req, ok := s.prepareDelete(c, true)
-	if !ok {
-		return
+func (s *Service) deleteRoomV2(c *gin.Context) error {
+	t, req, err := s.prepareDelete(c, true)
+	if err != nil {
+		return err
 	}
 	go s.shutdownRoom(context.WithoutCancel(c.Request.Context()), t, req)
 	c.JSON(http.StatusOK, gin.H{"delete_id": t.ID})
+	return nil
 }
 
 // shutdownRoom makes every local member leave (invites are rejected too),
@@ -622,31 +616,31 @@ func (s *Service) shutdownRoom(ctx context.Context, t *task, req *DeleteRoomRequ
 }
 
 // GET /_synapse/admin/v2/rooms/{roomId}/delete_status
-func (s *Service) deleteStatusByRoom(c *gin.Context) {
-	id, ok := roomParam(c)
-	if !ok {
-		return
+func (s *Service) deleteStatusByRoom(c *gin.Context) error {
+	id, err := roomParam(c)
+	if err != nil {
+		return err
 	}
 	list := s.tasks.ofRoom(id)
 	if len(list) == 0 {
-		c.Error(spec.NotFound("no deletion of room %s is known", id))
-		return
+		return spec.NotFound("no deletion of room %s is known", id)
 	}
 	out := make([]gin.H, len(list))
 	for i, t := range list {
 		out[i] = s.tasks.json(t, true)
 	}
 	c.JSON(http.StatusOK, gin.H{"results": out})
+	return nil
 }
 
 // GET /_synapse/admin/v2/rooms/delete_status/{deleteId}
-func (s *Service) deleteStatusByID(c *gin.Context) {
+func (s *Service) deleteStatusByID(c *gin.Context) error {
 	t := s.tasks.get(c.Param("deleteId"))
 	if t == nil || t.Kind != "delete" {
-		c.Error(spec.NotFound("no deletion with ID %s", c.Param("deleteId")))
-		return
+		return spec.NotFound("no deletion with ID %s", c.Param("deleteId"))
 	}
 	c.JSON(http.StatusOK, s.tasks.json(t, true))
+	return nil
 }
 
 // POST /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]
@@ -654,10 +648,10 @@ func (s *Service) deleteStatusByID(c *gin.Context) {
 // the room's message events before a point (state events stay). Every
 // event on a Chatalot server is local, so without delete_local_events
 // nothing is deleted, as in Synapse.
-func (s *Service) purgeHistory(c *gin.Context) {
-	r, ok := s.knownRoom(c)
-	if !ok {
-		return
+func (s *Service) purgeHistory(c *gin.Context) error {
+	r, err := s.knownRoom(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		DeleteLocalEvents bool    `json:"delete_local_events"`
@@ -665,8 +659,7 @@ func (s *Service) purgeHistory(c *gin.Context) {
 		PurgeUpToTS       *int64  `json:"purge_up_to_ts"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	ctx := c.Request.Context()
 	eventID := c.Param("eventId")
@@ -679,20 +672,17 @@ func (s *Service) purgeHistory(c *gin.Context) {
 	case eventID != "":
 		ev, err := s.rooms.StoredEvent(ctx, spec.EventID(eventID))
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if ev == nil || ev.PDU.RoomID() != r.RoomID {
-			c.Error(spec.NotFound("event %s not found in room %s", eventID, r.RoomID))
-			return
+			return spec.NotFound("event %s not found in room %s", eventID, r.RoomID)
 		}
 		before = ev.Position
 		details["purge_up_to_event_id"] = eventID
 	case req.PurgeUpToTS != nil:
 		pos, found, err := s.rooms.FirstPositionAt(ctx, r.RoomID, *req.PurgeUpToTS)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		before = pos
 		if !found {
@@ -700,19 +690,16 @@ func (s *Service) purgeHistory(c *gin.Context) {
 		}
 		details["purge_up_to_ts"] = *req.PurgeUpToTS
 	default:
-		c.Error(spec.MissingParam("purge_up_to_event_id or purge_up_to_ts is required"))
-		return
+		return spec.MissingParam("purge_up_to_event_id or purge_up_to_ts is required")
 	}
 	t, started := s.tasks.start(r.RoomID, "purge")
 	if !started {
-		c.Error(spec.InvalidParam("a purge of room %s is already in progress", r.RoomID))
-		return
+		return spec.InvalidParam("a purge of room %s is already in progress", r.RoomID)
 	}
 	details["purge_id"] = t.ID
 	if err := s.record(ctx, actor(c), "purge_history", string(r.RoomID), details, nil); err != nil {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
-		c.Error(err)
-		return
+		return err
 	}
 	go func() {
 		s.tasks.update(t, func(t *task) { t.Status = "active" })
@@ -725,14 +712,15 @@ func (s *Service) purgeHistory(c *gin.Context) {
 		s.tasks.update(t, func(t *task) { t.Status = "complete" })
 	}()
 	c.JSON(http.StatusOK, gin.H{"purge_id": t.ID})
+	return nil
 }
 
 // GET /_synapse/admin/v1/purge_history_status/{purgeId}
-func (s *Service) purgeStatus(c *gin.Context) {
+func (s *Service) purgeStatus(c *gin.Context) error {
 	t := s.tasks.get(c.Param("purgeId"))
 	if t == nil || t.Kind != "purge" {
-		c.Error(spec.NotFound("no purge with ID %s", c.Param("purgeId")))
-		return
+		return spec.NotFound("no purge with ID %s", c.Param("purgeId"))
 	}
 	c.JSON(http.StatusOK, s.tasks.json(t, false))
+	return nil
 }

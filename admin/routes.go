@@ -12,76 +12,76 @@ import (
 // Chatalot's own additions live under /_synapse/admin/v1/chatalot/, a
 // prefix Synapse does not use.
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
-	r.GET("/.well-known/matrix/support", s.support)
+	r.GET("/.well-known/matrix/support", api.Handle(s.support))
 
 	a := r.Group("/_synapse/admin", requireAuth, requireAdmin)
-	a.GET("/v1/server_version", s.serverVersion)
-	a.GET("/v1/chatalot/audit_log", s.auditLog)
+	a.GET("/v1/server_version", api.Handle(s.serverVersion))
+	a.GET("/v1/chatalot/audit_log", api.Handle(s.auditLog))
 
 	// Accounts.
-	a.GET("/v2/users", s.listUsers)
-	a.GET("/v2/users/:userId", s.getUser)
-	a.PUT("/v2/users/:userId", s.putUser)
-	a.GET("/v1/users/:userId/admin", s.getAdmin)
-	a.PUT("/v1/users/:userId/admin", s.putAdmin)
-	a.POST("/v1/deactivate/:userId", s.deactivate)
-	a.POST("/v1/reset_password/:userId", s.resetPassword)
-	a.PUT("/v1/suspend/:userId", s.putSuspendSynapse)
-	a.GET("/v1/users/:userId/joined_rooms", s.joinedRooms)
-	a.GET("/v1/users/:userId/memberships", s.memberships)
-	a.GET("/v2/users/:userId/devices", s.listDevices)
-	a.POST("/v2/users/:userId/delete_devices", s.deleteDevicesHandler)
-	a.GET("/v2/users/:userId/devices/:deviceId", s.getDevice)
-	a.DELETE("/v2/users/:userId/devices/:deviceId", s.deleteDevice)
-	a.GET("/v1/whois/:userId", s.whois)
-	a.GET("/v1/users/:userId/media", s.listUserMedia)
-	a.DELETE("/v1/users/:userId/media", s.deleteUserMedia)
+	a.GET("/v2/users", api.Handle(s.listUsers))
+	a.GET("/v2/users/:userId", api.Handle(s.getUser))
+	a.PUT("/v2/users/:userId", api.Handle(s.putUser))
+	a.GET("/v1/users/:userId/admin", api.Handle(s.getAdmin))
+	a.PUT("/v1/users/:userId/admin", api.Handle(s.putAdmin))
+	a.POST("/v1/deactivate/:userId", api.Handle(s.deactivate))
+	a.POST("/v1/reset_password/:userId", api.Handle(s.resetPassword))
+	a.PUT("/v1/suspend/:userId", api.Handle(s.putSuspendSynapse))
+	a.GET("/v1/users/:userId/joined_rooms", api.Handle(s.joinedRooms))
+	a.GET("/v1/users/:userId/memberships", api.Handle(s.memberships))
+	a.GET("/v2/users/:userId/devices", api.Handle(s.listDevices))
+	a.POST("/v2/users/:userId/delete_devices", api.Handle(s.deleteDevicesHandler))
+	a.GET("/v2/users/:userId/devices/:deviceId", api.Handle(s.getDevice))
+	a.DELETE("/v2/users/:userId/devices/:deviceId", api.Handle(s.deleteDevice))
+	a.GET("/v1/whois/:userId", api.Handle(s.whois))
+	a.GET("/v1/users/:userId/media", api.Handle(s.listUserMedia))
+	a.DELETE("/v1/users/:userId/media", api.Handle(s.deleteUserMedia))
 
 	// Invite codes.
-	a.GET("/v1/registration_tokens", s.listTokens)
-	a.POST("/v1/registration_tokens/new", s.newToken)
-	a.GET("/v1/registration_tokens/:token", s.getToken)
-	a.PUT("/v1/registration_tokens/:token", s.putToken)
-	a.DELETE("/v1/registration_tokens/:token", s.deleteToken)
+	a.GET("/v1/registration_tokens", api.Handle(s.listTokens))
+	a.POST("/v1/registration_tokens/new", api.Handle(s.newToken))
+	a.GET("/v1/registration_tokens/:token", api.Handle(s.getToken))
+	a.PUT("/v1/registration_tokens/:token", api.Handle(s.putToken))
+	a.DELETE("/v1/registration_tokens/:token", api.Handle(s.deleteToken))
 
 	// Rooms.
-	a.GET("/v1/rooms", s.listRooms)
-	a.GET("/v1/rooms/:roomId", s.roomDetails)
-	a.GET("/v1/rooms/:roomId/members", s.roomMembers)
-	a.GET("/v1/rooms/:roomId/state", s.roomState)
-	a.GET("/v1/rooms/:roomId/block", s.getBlock)
-	a.PUT("/v1/rooms/:roomId/block", s.putBlock)
-	a.DELETE("/v1/rooms/:roomId", s.deleteRoomV1)
-	a.DELETE("/v2/rooms/:roomId", s.deleteRoomV2)
-	a.GET("/v2/rooms/:roomId/delete_status", s.deleteStatusByRoom)
-	a.GET("/v2/rooms/delete_status/:deleteId", s.deleteStatusByID)
-	a.POST("/v1/purge_history/:roomId", s.purgeHistory)
-	a.POST("/v1/purge_history/:roomId/:eventId", s.purgeHistory)
-	a.GET("/v1/purge_history_status/:purgeId", s.purgeStatus)
+	a.GET("/v1/rooms", api.Handle(s.listRooms))
+	a.GET("/v1/rooms/:roomId", api.Handle(s.roomDetails))
+	a.GET("/v1/rooms/:roomId/members", api.Handle(s.roomMembers))
+	a.GET("/v1/rooms/:roomId/state", api.Handle(s.roomState))
+	a.GET("/v1/rooms/:roomId/block", api.Handle(s.getBlock))
+	a.PUT("/v1/rooms/:roomId/block", api.Handle(s.putBlock))
+	a.DELETE("/v1/rooms/:roomId", api.Handle(s.deleteRoomV1))
+	a.DELETE("/v2/rooms/:roomId", api.Handle(s.deleteRoomV2))
+	a.GET("/v2/rooms/:roomId/delete_status", api.Handle(s.deleteStatusByRoom))
+	a.GET("/v2/rooms/delete_status/:deleteId", api.Handle(s.deleteStatusByID))
+	a.POST("/v1/purge_history/:roomId", api.Handle(s.purgeHistory))
+	a.POST("/v1/purge_history/:roomId/:eventId", api.Handle(s.purgeHistory))
+	a.GET("/v1/purge_history_status/:purgeId", api.Handle(s.purgeStatus))
 
 	// Reports.
-	a.GET("/v1/event_reports", s.listReports)
-	a.GET("/v1/event_reports/:reportId", s.getReport)
-	a.DELETE("/v1/event_reports/:reportId", s.deleteReport)
+	a.GET("/v1/event_reports", api.Handle(s.listReports))
+	a.GET("/v1/event_reports/:reportId", api.Handle(s.getReport))
+	a.DELETE("/v1/event_reports/:reportId", api.Handle(s.deleteReport))
 
 	// Media.
-	a.POST("/v1/media/quarantine/:serverName/:mediaId", s.quarantine)
-	a.POST("/v1/media/unquarantine/:serverName/:mediaId", s.unquarantine)
-	a.GET("/v1/media/:serverName/:mediaId", s.getMedia)
-	a.DELETE("/v1/media/:serverName/:mediaId", s.deleteMedia)
+	a.POST("/v1/media/quarantine/:serverName/:mediaId", api.Handle(s.quarantine))
+	a.POST("/v1/media/unquarantine/:serverName/:mediaId", api.Handle(s.unquarantine))
+	a.GET("/v1/media/:serverName/:mediaId", api.Handle(s.getMedia))
+	a.DELETE("/v1/media/:serverName/:mediaId", api.Handle(s.deleteMedia))
 
 	// Server notices.
-	a.POST("/v1/send_server_notice", s.sendNotice)
-	a.PUT("/v1/send_server_notice/:txnId", s.sendNotice)
+	a.POST("/v1/send_server_notice", api.Handle(s.sendNotice))
+	a.PUT("/v1/send_server_notice/:txnId", api.Handle(s.sendNotice))
 
 	// The client-server API's account moderation (v1.18) and whois.
 	// Reading your own lock status needs no admin rights (getLock).
-	r.GET("/_matrix/client/v1/admin/lock/:userId", requireAuth, s.getLock)
+	r.GET("/_matrix/client/v1/admin/lock/:userId", requireAuth, api.Handle(s.getLock))
 	m := r.Group("/_matrix/client/v1/admin", requireAuth, requireAdmin)
-	m.PUT("/lock/:userId", s.putLock)
-	m.GET("/suspend/:userId", s.getSuspend)
-	m.PUT("/suspend/:userId", s.putSuspend)
-	api.ClientAPI(r, requireAuth).GET("/admin/whois/:userId", s.whoisClient) // v3 and r0
+	m.PUT("/lock/:userId", api.Handle(s.putLock))
+	m.GET("/suspend/:userId", api.Handle(s.getSuspend))
+	m.PUT("/suspend/:userId", api.Handle(s.putSuspend))
+	api.ClientAPI(r, requireAuth).GET("/admin/whois/:userId", api.Handle(s.whoisClient)) // v3 and r0
 }
 
 // Hooks wires the admin policies into auth and rooms; call it before

@@ -10,10 +10,9 @@ import (
 
 // GET /.well-known/matrix/support: the admin contacts and support page from
 // the configuration; 404 when neither is set, as the spec says.
-func (s *Service) support(c *gin.Context) {
+func (s *Service) support(c *gin.Context) error {
 	if len(s.cfg.Contacts) == 0 && s.cfg.SupportPage == "" {
-		c.Error(spec.NotFound("no support information is configured"))
-		return
+		return spec.NotFound("no support information is configured")
 	}
 	out := gin.H{}
 	if len(s.cfg.Contacts) > 0 {
@@ -23,31 +22,32 @@ func (s *Service) support(c *gin.Context) {
 		out["support_page"] = s.cfg.SupportPage
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // GET /_synapse/admin/v1/server_version
-func (s *Service) serverVersion(c *gin.Context) {
+func (s *Service) serverVersion(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"server_version": "Chatalot " + s.cfg.Version})
+	return nil
 }
 
 // GET /_synapse/admin/v1/chatalot/audit_log (Chatalot's own): the audit
 // log, newest first by default (from, limit, dir, actor, action, target).
-func (s *Service) auditLog(c *gin.Context) {
-	from, limit, ok := paging(c)
-	if !ok {
-		return
+func (s *Service) auditLog(c *gin.Context) error {
+	from, limit, err := paging(c)
+	if err != nil {
+		return err
 	}
-	backwards, ok := dirParam(c, "b")
-	if !ok {
-		return
+	backwards, err := dirParam(c, "b")
+	if err != nil {
+		return err
 	}
 	list, total, err := s.AuditLog(c.Request.Context(), AuditFilter{
 		Actor: c.Query("actor"), Action: c.Query("action"), Target: c.Query("target"),
 		From: from, Limit: limit, Oldest: !backwards,
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if limit == 0 {
 		list = []AuditEntry{}
@@ -57,4 +57,5 @@ func (s *Service) auditLog(c *gin.Context) {
 		out["next_token"] = strconv.Itoa(from + len(list))
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }

@@ -82,22 +82,22 @@ func (s *Service) RevokeToken(ctx context.Context, who Actor, tok string) error 
 }
 
 // GET /_synapse/admin/v1/registration_tokens?valid=
-func (s *Service) listTokens(c *gin.Context) {
-	valid, ok := boolParam(c, "valid")
-	if !ok {
-		return
+func (s *Service) listTokens(c *gin.Context) error {
+	valid, err := boolParam(c, "valid")
+	if err != nil {
+		return err
 	}
 	list, err := s.Tokens(c.Request.Context(), valid)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"registration_tokens": list})
+	return nil
 }
 
 // POST /_synapse/admin/v1/registration_tokens/new {token, uses_allowed,
 // expiry_time, length}
-func (s *Service) newToken(c *gin.Context) {
+func (s *Service) newToken(c *gin.Context) error {
 	var req struct {
 		Token       *string `json:"token"`
 		UsesAllowed *int64  `json:"uses_allowed"`
@@ -105,99 +105,92 @@ func (s *Service) newToken(c *gin.Context) {
 		Length      *int    `json:"length"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	tok, length := "", 16
 	if req.Token != nil {
 		tok = *req.Token
 		if tok == "" {
-			c.Error(spec.InvalidParam("token must not be empty"))
-			return
+			return spec.InvalidParam("token must not be empty")
 		}
 	}
 	if req.Length != nil {
 		length = *req.Length
 	}
 	if req.UsesAllowed != nil && *req.UsesAllowed < 0 {
-		c.Error(spec.InvalidParam("uses_allowed must be a non-negative integer or null"))
-		return
+		return spec.InvalidParam("uses_allowed must be a non-negative integer or null")
 	}
 	t, err := s.CreateToken(c.Request.Context(), actor(c), tok, length, req.UsesAllowed, req.ExpiryTime)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, t)
+	return nil
 }
 
 // GET /_synapse/admin/v1/registration_tokens/{token}
-func (s *Service) getToken(c *gin.Context) {
+func (s *Service) getToken(c *gin.Context) error {
 	t, found, err := s.auth.RegistrationTokenInfo(c.Request.Context(), c.Param("token"))
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if !found {
-		c.Error(spec.NotFound("no such registration token: %s", c.Param("token")))
-		return
+		return spec.NotFound("no such registration token: %s", c.Param("token"))
 	}
 	c.JSON(http.StatusOK, t)
+	return nil
 }
 
 // PUT /_synapse/admin/v1/registration_tokens/{token} {uses_allowed,
 // expiry_time}: absent fields stay, null means unlimited or never.
-func (s *Service) putToken(c *gin.Context) {
+func (s *Service) putToken(c *gin.Context) error {
 	var req map[string]json.RawMessage
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var u auth.RegistrationTokenUpdate
 	details := map[string]any{}
-	nullableInt := func(key string) (*int64, bool, bool) {
+	nullableInt := func(key string) (*int64, bool, error) {
 		raw, present := req[key]
 		if !present {
-			return nil, false, true
+			return nil, false, nil
 		}
 		if string(raw) == "null" {
 			details[key] = nil
-			return nil, true, true
+			return nil, true, nil
 		}
 		var v int64
 		if err := json.Unmarshal(raw, &v); err != nil || v < 0 {
-			c.Error(spec.InvalidParam("%s must be a non-negative integer or null", key))
-			return nil, false, false
+			return nil, false, spec.InvalidParam("%s must be a non-negative integer or null", key)
 		}
 		details[key] = v
-		return &v, true, true
+		return &v, true, nil
 	}
-	var ok bool
-	if u.UsesAllowed, u.SetUsesAllowed, ok = nullableInt("uses_allowed"); !ok {
-		return
+	var err error
+	if u.UsesAllowed, u.SetUsesAllowed, err = nullableInt("uses_allowed"); err != nil {
+		return err
 	}
-	if u.ExpiryTime, u.SetExpiryTime, ok = nullableInt("expiry_time"); !ok {
-		return
+	if u.ExpiryTime, u.SetExpiryTime, err = nullableInt("expiry_time"); err != nil {
+		return err
 	}
 	if u.ExpiryTime != nil && *u.ExpiryTime < s.now().UnixMilli() {
-		c.Error(spec.InvalidParam("expiry_time must not be in the past"))
-		return
+		return spec.InvalidParam("expiry_time must not be in the past")
 	}
 	tok := c.Param("token")
 	actx, finish := s.audit(c.Request.Context(), actor(c), "update_registration_token", tok, details, nil)
 	t, err := s.auth.UpdateRegistrationToken(actx, tok, u)
 	if err := finish(err); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, t)
+	return nil
 }
 
 // DELETE /_synapse/admin/v1/registration_tokens/{token}
-func (s *Service) deleteToken(c *gin.Context) {
+func (s *Service) deleteToken(c *gin.Context) error {
 	if err := s.RevokeToken(c.Request.Context(), actor(c), c.Param("token")); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }

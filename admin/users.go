@@ -95,40 +95,38 @@ func cmpInt(a, b int64) int {
 // GET /_synapse/admin/v2/users: every local account, filtered, sorted and
 // paged (from, limit, user_id, name, guests, admins, deactivated, locked,
 // order_by, dir).
-func (s *Service) listUsers(c *gin.Context) {
-	from, limit, ok := paging(c)
-	if !ok {
-		return
+func (s *Service) listUsers(c *gin.Context) error {
+	from, limit, err := paging(c)
+	if err != nil {
+		return err
 	}
-	admins, ok := boolParam(c, "admins")
-	if !ok {
-		return
+	admins, err := boolParam(c, "admins")
+	if err != nil {
+		return err
 	}
-	deactivated, ok := boolParam(c, "deactivated")
-	if !ok {
-		return
+	deactivated, err := boolParam(c, "deactivated")
+	if err != nil {
+		return err
 	}
-	locked, ok := boolParam(c, "locked")
-	if !ok {
-		return
+	locked, err := boolParam(c, "locked")
+	if err != nil {
+		return err
 	}
-	if _, ok := boolParam(c, "guests"); !ok {
-		return
+	if _, err := boolParam(c, "guests"); err != nil {
+		return err
 	}
-	backwards, ok := dirParam(c, "f")
-	if !ok {
-		return
+	backwards, err := dirParam(c, "f")
+	if err != nil {
+		return err
 	}
 	orderBy := c.DefaultQuery("order_by", "name")
 	less, known := userOrders[orderBy]
 	if !known {
-		c.Error(spec.InvalidParam("unknown order_by %q", orderBy))
-		return
+		return spec.InvalidParam("unknown order_by %q", orderBy)
 	}
 	all, err := s.auth.Users(c.Request.Context())
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	name, idPart := c.Query("name"), c.Query("user_id")
 	type row struct {
@@ -174,15 +172,17 @@ func (s *Service) listUsers(c *gin.Context) {
 		out["next_token"] = strconv.Itoa(next)
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // GET /_synapse/admin/v2/users/{userId}: one account.
-func (s *Service) getUser(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) getUser(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	c.JSON(http.StatusOK, s.userJSON(u, true))
+	return nil
 }
 
 // putUserRequest is the body of PUT /v2/users/{userId}; absent fields are
@@ -252,25 +252,22 @@ func (req *putUserRequest) changedFields() map[string]any {
 
 // PUT /_synapse/admin/v2/users/{userId}: create an account (201) or modify
 // one (200); answers the account.
-func (s *Service) putUser(c *gin.Context) {
-	user, ok := s.userParam(c)
-	if !ok {
-		return
+func (s *Service) putUser(c *gin.Context) error {
+	user, err := s.userParam(c)
+	if err != nil {
+		return err
 	}
 	var req putUserRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if err := s.validate(&req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	ctx := c.Request.Context()
 	info, found, err := s.auth.User(ctx, user)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	status := http.StatusOK
 	if !found {
@@ -280,15 +277,14 @@ func (s *Service) putUser(c *gin.Context) {
 		err = s.modifyUser(ctx, actor(c), info, &req, auth.DeviceFrom(c).DeviceID)
 	}
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	info, _, err = s.auth.User(ctx, user)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(status, s.userJSON(info, true))
+	return nil
 }
 
 func (s *Service) createUser(ctx context.Context, who Actor, user spec.UserID, req *putUserRequest) error {
@@ -416,40 +412,38 @@ func (s *Service) applyFlag(user spec.UserID, flag string, v bool) {
 }
 
 // GET /_synapse/admin/v1/users/{userId}/admin
-func (s *Service) getAdmin(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) getAdmin(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"admin": u.IsAdmin && !u.Deactivated})
+	return nil
 }
 
 // PUT /_synapse/admin/v1/users/{userId}/admin {"admin": bool}
-func (s *Service) putAdmin(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) putAdmin(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Admin *bool `json:"admin"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Admin == nil {
-		c.Error(spec.MissingParam("admin is required"))
-		return
+		return spec.MissingParam("admin is required")
 	}
 	if u.UserID == actor(c).User && !*req.Admin {
-		c.Error(spec.InvalidParam("you may not demote yourself"))
-		return
+		return spec.InvalidParam("you may not demote yourself")
 	}
 	if err := s.SetAdmin(c.Request.Context(), actor(c), u.UserID, *req.Admin); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }
 
 // SetAdmin grants or removes server admin rights (API and CLI).
@@ -461,29 +455,27 @@ func (s *Service) SetAdmin(ctx context.Context, who Actor, user spec.UserID, adm
 // POST /_synapse/admin/v1/deactivate/{userId} {"erase": bool}: deactivates
 // the account (devices, tokens and account data go; it leaves every room);
 // erase also removes the profile.
-func (s *Service) deactivate(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) deactivate(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Erase bool `json:"erase"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if u.UserID == actor(c).User {
-		c.Error(spec.InvalidParam("you may not deactivate your own account here; use the client API"))
-		return
+		return spec.InvalidParam("you may not deactivate your own account here; use the client API")
 	}
 	if !u.Deactivated {
 		if err := s.Deactivate(c.Request.Context(), actor(c), u.UserID, req.Erase); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+	return nil
 }
 
 // Deactivate deactivates an account (API and CLI). In the CLI the rooms and
@@ -511,26 +503,23 @@ func (s *Service) Deactivate(ctx context.Context, who Actor, user spec.UserID, e
 // POST /_synapse/admin/v1/reset_password/{userId} {"new_password",
 // "logout_devices"}: sets a new password; by default every device is
 // logged out.
-func (s *Service) resetPassword(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) resetPassword(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		NewPassword   *string `json:"new_password"`
 		LogoutDevices *bool   `json:"logout_devices"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.NewPassword == nil {
-		c.Error(spec.MissingParam("new_password is required"))
-		return
+		return spec.MissingParam("new_password is required")
 	}
 	if u.Deactivated {
-		c.Error(spec.NotFound("user %s is deactivated", u.UserID))
-		return
+		return spec.NotFound("user %s is deactivated", u.UserID)
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
 	keep := ""
@@ -538,10 +527,10 @@ func (s *Service) resetPassword(c *gin.Context) {
 		keep = auth.DeviceFrom(c).DeviceID
 	}
 	if err := s.ResetPassword(c.Request.Context(), actor(c), u.UserID, *req.NewPassword, logout, keep); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }
 
 // ResetPassword sets a user's password (API and CLI).
@@ -586,23 +575,25 @@ func (s *Service) checkNewName(localpart string) error {
 }
 
 // GET /_synapse/admin/v1/users/{userId}/joined_rooms
-func (s *Service) joinedRooms(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) joinedRooms(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	ids := s.rooms.JoinedRooms(u.UserID)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	c.JSON(http.StatusOK, gin.H{"joined_rooms": ids, "total": len(ids)})
+	return nil
 }
 
 // GET /_synapse/admin/v1/users/{userId}/memberships
-func (s *Service) memberships(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) memberships(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"memberships": s.rooms.RoomsOf(u.UserID)})
+	return nil
 }
 
 // deviceJSON is a device as the admin API shows it: no address or user
@@ -623,83 +614,79 @@ func (s *Service) deviceJSON(user spec.UserID, d auth.DeviceInfo) gin.H {
 }
 
 // GET /_synapse/admin/v2/users/{userId}/devices
-func (s *Service) listDevices(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) listDevices(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := make([]gin.H, len(devs))
 	for i, d := range devs {
 		out[i] = s.deviceJSON(u.UserID, d)
 	}
 	c.JSON(http.StatusOK, gin.H{"devices": out, "total": len(out)})
+	return nil
 }
 
 // GET /_synapse/admin/v2/users/{userId}/devices/{deviceId}
-func (s *Service) getDevice(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) getDevice(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	for _, d := range devs {
 		if d.DeviceID == c.Param("deviceId") {
 			c.JSON(http.StatusOK, s.deviceJSON(u.UserID, d))
-			return
+			return nil
 		}
 	}
-	c.Error(spec.NotFound("no such device"))
+	return spec.NotFound("no such device")
 }
 
 // DELETE /_synapse/admin/v2/users/{userId}/devices/{deviceId}: logs the
 // device out (its tokens and keys go); an unknown device is not an error.
-func (s *Service) deleteDevice(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) deleteDevice(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	if err := s.deleteDevices(c.Request.Context(), actor(c), u.UserID, []string{c.Param("deviceId")}); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }
 
 // POST /_synapse/admin/v2/users/{userId}/delete_devices {"devices": […]}
-func (s *Service) deleteDevicesHandler(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) deleteDevicesHandler(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	var req struct {
 		Devices *[]string `json:"devices"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.Devices == nil {
-		c.Error(spec.MissingParam("devices is required"))
-		return
+		return spec.MissingParam("devices is required")
 	}
 	if len(*req.Devices) > 1000 {
-		c.Error(spec.InvalidParam("at most 1000 devices at once"))
-		return
+		return spec.InvalidParam("at most 1000 devices at once")
 	}
 	if err := s.deleteDevices(c.Request.Context(), actor(c), u.UserID, *req.Devices); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	answerOK(c)
+	return nil
 }
 
 func (s *Service) deleteDevices(ctx context.Context, who Actor, user spec.UserID, ids []string) error {
@@ -711,15 +698,14 @@ func (s *Service) deleteDevices(ctx context.Context, who Actor, user spec.UserID
 // /_matrix/client/v3/admin/whois/{userId}: the user's sessions. Chatalot
 // keeps no IP addresses or user agents; with log_ip_addresses on, the last
 // ones each session used since the server started are shown (memory only).
-func (s *Service) whois(c *gin.Context) {
-	u, ok := s.existingUser(c)
-	if !ok {
-		return
+func (s *Service) whois(c *gin.Context) error {
+	u, err := s.existingUser(c)
+	if err != nil {
+		return err
 	}
 	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	out := gin.H{}
 	for _, d := range devs {
@@ -735,15 +721,16 @@ func (s *Service) whois(c *gin.Context) {
 		out[d.DeviceID] = gin.H{"sessions": []gin.H{{"connections": []gin.H{conn}}}}
 	}
 	c.JSON(http.StatusOK, gin.H{"user_id": string(u.UserID), "devices": out})
+	return nil
 }
 
 // GET /_matrix/client/v3/admin/whois/{userId}: as above; the spec also lets
 // users look themselves up.
-func (s *Service) whoisClient(c *gin.Context) {
+func (s *Service) whoisClient(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	if !dev.IsAdmin && c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you are not a server admin"))
-		return
+		return spec.Forbidden("you are not a server admin")
 	}
 	s.whois(c)
+	return nil
 }
