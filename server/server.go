@@ -51,55 +51,54 @@ func New(d Deps) *Server { return &Server{d: d} }
 
 // Routes mounts the server-wide endpoints on the root router.
 func (s *Server) Routes(r *gin.Engine) {
-	r.GET("/", s.index)
+	r.GET("/", api.Handle(s.index))
 	r.GET("/health", func(c *gin.Context) { c.String(http.StatusOK, "OK") })
-	r.GET("/_matrix/client/versions", s.versions)
-	r.GET("/.well-known/matrix/client", s.wellKnownClient)
+	r.GET("/_matrix/client/versions", api.Handle(s.versions))
+	r.GET("/.well-known/matrix/client", api.Handle(s.wellKnownClient))
 	// No /.well-known/matrix/server: federation is not there yet, and a
 	// server that announced it would have other servers try to federate.
-	r.GET("/_matrix/key/v2/server", s.serverKeys)
-	r.GET("/_matrix/key/v2/server/:keyID", s.serverKeys) // deprecated form, still requested
-	r.GET("/_matrix/key/v2/query/:serverName", s.queryKeys)
-	r.POST("/_matrix/key/v2/query", s.queryKeysBatch)
-	r.GET("/_matrix/federation/v1/version", s.federationVersion)
+	r.GET("/_matrix/key/v2/server", api.Handle(s.serverKeys))
+	r.GET("/_matrix/key/v2/server/:keyID", api.Handle(s.serverKeys)) // deprecated form, still requested
+	r.GET("/_matrix/key/v2/query/:serverName", api.Handle(s.queryKeys))
+	r.POST("/_matrix/key/v2/query", api.Handle(s.queryKeysBatch))
+	r.GET("/_matrix/federation/v1/version", api.Handle(s.federationVersion))
 }
 
 // GET /_matrix/federation/v1/version: the implementation's name and version.
-func (s *Server) federationVersion(c *gin.Context) {
+func (s *Server) federationVersion(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"server": gin.H{"name": "Chatalot", "version": s.d.Version}})
+	return nil
 }
 
 // GET /_matrix/key/v2/query/{serverName}: a notary's answer for one server.
 // Chatalot fetches no other server's keys (it opens no connection nobody
 // asked for), so it vouches for its own keys only; for any other server the
 // answer is the empty list the spec gives for "could not be reached".
-func (s *Server) queryKeys(c *gin.Context) {
-	s.answerKeyQuery(c, []string{c.Param("serverName")})
+func (s *Server) queryKeys(c *gin.Context) error {
+	return s.answerKeyQuery(c, []string{c.Param("serverName")})
 }
 
 // POST /_matrix/key/v2/query: the batch form of queryKeys.
-func (s *Server) queryKeysBatch(c *gin.Context) {
+func (s *Server) queryKeysBatch(c *gin.Context) error {
 	var req struct {
 		ServerKeys map[string]map[string]struct {
 			MinimumValidUntilTS int64 `json:"minimum_valid_until_ts"`
 		} `json:"server_keys"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if req.ServerKeys == nil {
-		c.Error(spec.MissingParam("server_keys is required"))
-		return
+		return spec.MissingParam("server_keys is required")
 	}
 	names := make([]string, 0, len(req.ServerKeys))
 	for name := range req.ServerKeys {
 		names = append(names, name)
 	}
-	s.answerKeyQuery(c, names)
+	return s.answerKeyQuery(c, names)
 }
 
-func (s *Server) answerKeyQuery(c *gin.Context, servers []string) {
+func (s *Server) answerKeyQuery(c *gin.Context, servers []string) error {
 	keys := []json.RawMessage{}
 	for _, name := range servers {
 		if name != string(s.d.ServerName) {
@@ -107,12 +106,12 @@ func (s *Server) answerKeyQuery(c *gin.Context, servers []string) {
 		}
 		own, err := s.ownKeys()
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		keys = append(keys, own)
 	}
 	c.JSON(http.StatusOK, gin.H{"server_keys": keys})
+	return nil
 }
 
 // ownKeys is the server's signed key object, built once.
@@ -123,22 +122,24 @@ func (s *Server) ownKeys() ([]byte, error) {
 
 // GET /_matrix/client/versions: spec versions and unstable features that are
 // actually implemented.
-func (s *Server) versions(c *gin.Context) {
+func (s *Server) versions(c *gin.Context) error {
 	features := s.d.UnstableFeatures
 	if features == nil {
 		features = map[string]bool{}
 	}
 	c.JSON(http.StatusOK, gin.H{"versions": s.d.Versions, "unstable_features": features})
+	return nil
 }
 
 // GET /.well-known/matrix/client: where clients find the client-server API.
-func (s *Server) wellKnownClient(c *gin.Context) {
+func (s *Server) wellKnownClient(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"m.homeserver": gin.H{"base_url": s.d.BaseURL}})
+	return nil
 }
 
 // Capabilities is the handler for GET /_matrix/client/v3/capabilities; cmd
 // mounts it behind the auth middleware, as the spec requires a token.
-func (s *Server) Capabilities(c *gin.Context) {
+func (s *Server) Capabilities(c *gin.Context) error {
 	versions := map[string]string{}
 	for _, v := range spec.SupportedRoomVersions {
 		versions[string(v)] = "stable"
@@ -154,17 +155,18 @@ func (s *Server) Capabilities(c *gin.Context) {
 		caps[k] = v
 	}
 	c.JSON(http.StatusOK, gin.H{"capabilities": caps})
+	return nil
 }
 
 // GET /_matrix/key/v2/server: the server's verify key, signed by itself, as
 // the server-server API specifies.
-func (s *Server) serverKeys(c *gin.Context) {
+func (s *Server) serverKeys(c *gin.Context) error {
 	own, err := s.ownKeys()
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.Data(http.StatusOK, "application/json", own)
+	return nil
 }
 
 func (s *Server) signedKeys() ([]byte, error) {
@@ -208,11 +210,12 @@ const indexPage = `<!doctype html>
 `
 
 // GET /: a small page saying what this is and how to connect.
-func (s *Server) index(c *gin.Context) {
+func (s *Server) index(c *gin.Context) error {
 	c.Header("Content-Type", "text/html; charset=utf-8")
 	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	c.Status(http.StatusOK)
 	page := strings.NewReplacer("{{.Name}}", html.EscapeString(string(s.d.ServerName)),
 		"{{.URL}}", html.EscapeString(s.d.BaseURL))
 	_, _ = page.WriteString(c.Writer, indexPage)
+	return nil
 }

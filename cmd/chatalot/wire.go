@@ -142,7 +142,7 @@ func (a *App) wire(ctx context.Context) error {
 	})
 	srv.Routes(r)
 	requireAuth := authSvc.Middleware()
-	api.ClientAPI(r, requireAuth).GET("/capabilities", srv.Capabilities) // v3 and r0
+	api.ClientAPI(r, requireAuth).GET("/capabilities", api.Handle(srv.Capabilities)) // v3 and r0
 	authSvc.Routes(r)
 	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
 	roomsSvc.Routes(r, requireAuth)
