@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"github.com/chatalot/chatalot/api"
@@ -21,9 +20,8 @@ func (s *Service) changePassword(c *gin.Context) error {
 		return err
 	}
 	var req struct {
-		NewPassword   *string         `json:"new_password"`
-		LogoutDevices *bool           `json:"logout_devices"`
-		Auth          json.RawMessage `json:"auth"`
+		NewPassword   *string `json:"new_password"`
+		LogoutDevices *bool   `json:"logout_devices"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
 		return err
@@ -34,16 +32,15 @@ func (s *Service) changePassword(c *gin.Context) error {
 	if err := checkNewPassword(*req.NewPassword, s.cfg.MinPasswordLength); err != nil {
 		return err
 	}
-	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	finish, err := s.Reauthenticate(c, dev, body)
 	if err != nil {
-		fail(c, err)
-		return nil
+		return err
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
 	if err := s.SetPassword(c.Request.Context(), dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
 		return err
 	}
-	s.uia.finish(u.id)
+	finish()
 	c.JSON(http.StatusOK, gin.H{})
 	return nil
 }
@@ -102,22 +99,20 @@ func (s *Service) deactivate(c *gin.Context) error {
 		return err
 	}
 	var req struct {
-		Auth     json.RawMessage `json:"auth"`
-		IDServer string          `json:"id_server"`
-		Erase    bool            `json:"erase"`
+		IDServer string `json:"id_server"`
+		Erase    bool   `json:"erase"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
 		return err
 	}
-	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	finish, err := s.Reauthenticate(c, dev, body)
 	if err != nil {
-		fail(c, err)
-		return nil
+		return err
 	}
 	if err := s.Deactivate(c.Request.Context(), dev.UserID, req.Erase); err != nil {
 		return err
 	}
-	s.uia.finish(u.id)
+	finish()
 	// No 3PIDs are ever bound, so there is nothing to unbind.
 	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
 	return nil

@@ -121,13 +121,13 @@ func TestUIASessionReuse(t *testing.T) {
 	ts.do("DELETE", v3+"/devices/"+d2, tok, map[string]any{}).must(t, 401)
 }
 
-func TestRequireUIA(t *testing.T) {
+func TestReauthenticate(t *testing.T) {
 	ts := newTestServer(t)
 	tok, _ := ts.register("alice", "password1")
 	body := map[string]any{"master_key": map[string]any{"usage": []string{"master"}}}
 	r := ts.do("POST", "/_test/uia", tok, body).must(t, 401)
 	if r.errcode() != "" || r.Body["flows"] == nil {
-		t.Fatalf("RequireUIA challenge: %s", r.Raw)
+		t.Fatalf("Reauthenticate challenge: %s", r.Raw)
 	}
 	ts.uia("POST", "/_test/uia", tok, body, "alice", "password1").must(t, 200)
 	ts.do("POST", "/_test/uia", "", body).mustErr(t, 401, "M_MISSING_TOKEN")

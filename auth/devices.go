@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -126,21 +125,14 @@ func (s *Service) deleteDevice(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Auth json.RawMessage `json:"auth"`
-	}
-	if err := api.DecodeJSON(body, &req); err != nil {
-		return err
-	}
-	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	finish, err := s.Reauthenticate(c, dev, body)
 	if err != nil {
-		fail(c, err)
-		return nil
+		return err
 	}
 	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, c.Param("deviceId")); err != nil {
 		return err
 	}
-	s.uia.finish(u.id)
+	finish()
 	c.JSON(http.StatusOK, gin.H{})
 	return nil
 }
@@ -153,8 +145,7 @@ func (s *Service) deleteDevices(c *gin.Context) error {
 		return err
 	}
 	var req struct {
-		Devices *[]string       `json:"devices"`
-		Auth    json.RawMessage `json:"auth"`
+		Devices *[]string `json:"devices"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
 		return err
@@ -165,15 +156,14 @@ func (s *Service) deleteDevices(c *gin.Context) error {
 	if len(*req.Devices) > 1000 {
 		return spec.InvalidParam("at most 1000 devices at once")
 	}
-	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	finish, err := s.Reauthenticate(c, dev, body)
 	if err != nil {
-		fail(c, err)
-		return nil
+		return err
 	}
 	if err := s.DeleteDevices(c.Request.Context(), dev.UserID, *req.Devices...); err != nil {
 		return err
 	}
-	s.uia.finish(u.id)
+	finish()
 	c.JSON(http.StatusOK, gin.H{})
 	return nil
 }

@@ -78,15 +78,17 @@ func newTestServerHashing(t testing.TB, fast bool, opts ...option) *testServer {
 	ts.svc = svc
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
 	svc.Routes(r)
-	// A route of "another package" protected by RequireUIA.
-	r.POST("/_test/uia", svc.Middleware(), func(c *gin.Context) {
+	// A route of "another package" protected by Reauthenticate.
+	r.POST("/_test/uia", svc.Middleware(), api.Handle(func(c *gin.Context) error {
 		body, _ := io.ReadAll(c.Request.Body)
-		if err := svc.RequireUIA(c, DeviceFrom(c), body); err != nil {
-			c.Error(err)
-			return
+		finish, err := svc.Reauthenticate(c, DeviceFrom(c), body)
+		if err != nil {
+			return err
 		}
+		finish()
 		c.JSON(http.StatusOK, gin.H{"ok": true})
-	})
+		return nil
+	}))
 	r.POST("/_test/send", svc.Middleware(), svc.Limiter().PerUser(RateSend), func(c *gin.Context) {
 		c.JSON(http.StatusOK, gin.H{})
 	})

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 	"unicode"
@@ -310,21 +309,14 @@ func (s *Service) getLoginToken(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Auth json.RawMessage `json:"auth"`
-	}
-	if err := api.DecodeJSON(body, &req); err != nil {
-		return err
-	}
-	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, req.Auth)
+	finish, err := s.Reauthenticate(c, dev, body)
 	if err != nil {
-		fail(c, err)
-		return nil
+		return err
 	}
 	if err := s.limiter.AllowUser(c, dev, RateLogin); err != nil {
 		return err
 	}
-	s.uia.finish(u.id)
+	finish()
 	tok := newToken(prefixLogin)
 	s.loginMu.Lock()
 	now := time.Now()

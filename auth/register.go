@@ -83,8 +83,7 @@ func (s *Service) register(c *gin.Context) error {
 				s.uia.lock(func() { rememberRegistration(sess, &req) })
 			}
 		}
-		fail(c, err)
-		return nil
+		return answerChallenge(c, err)
 	}
 	var username, password string
 	s.uia.lock(func() {

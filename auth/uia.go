@@ -187,14 +187,16 @@ func challenge(u *uiaSession, params map[string]any, failure *spec.Error) *uiaCh
 	return &uiaChallenge{status: http.StatusUnauthorized, body: body}
 }
 
-// fail reports err on the request: a UIA challenge is written directly,
-// anything else goes to the error renderer.
-func fail(c *gin.Context, err error) {
+// answerChallenge returns err for a handler to return. A UIA challenge is
+// written here, as is (its body has no errcode until a stage failed, which
+// the error renderer would add), and comes back as a *spec.Error that the
+// renderer leaves alone since the answer is written.
+func answerChallenge(c *gin.Context, err error) error {
 	if ch, ok := err.(*uiaChallenge); ok {
 		c.AbortWithStatusJSON(ch.status, ch.body)
-		return
+		return ch.asSpecError()
 	}
-	c.Error(err)
+	return err
 }
 
 // authDict is the client's "auth" object. Fields of the wrong JSON type are
@@ -397,33 +399,31 @@ func (s *Service) runStage(c *gin.Context, u *uiaSession, req uiaRequest, auth *
 	return spec.Forbidden("unsupported authentication stage %q", auth.Type)
 }
 
-// RequireUIA protects another package's endpoint (for example
-// keys/device_signing/upload) with user-interactive authentication by
-// password. body is the whole request body. It returns nil once the caller
-// has authenticated; until then it has already written the 401 answer with
-// the flows, params, session and completed stages, and returns it as a
-// *spec.Error as well (reporting it with c.Error is harmless). The session
-// is used up by the successful call.
-func (s *Service) RequireUIA(c *gin.Context, dev *Device, body []byte) error {
+// Reauthenticate is the user-interactive authentication of every endpoint
+// that has the caller re-enter their password before a sensitive change:
+// password change, deactivation, device deletion, login tokens, and (from
+// keys) replacing cross-signing keys. body is the whole request body: the
+// session is bound to it, and its "auth" member is the client's answer.
+//
+// Until the caller has authenticated, the error is for the handler to
+// return: the 401 challenge (flows, params, session, completed) is already
+// written. Once err is nil, finish uses the session up; call it after the
+// change succeeded, so that a failed change can be retried in the session.
+func (s *Service) Reauthenticate(c *gin.Context, dev *Device, body []byte) (finish func(), err error) {
 	if dev == nil {
-		return spec.NewError(spec.ErrMissingToken, "missing access token")
+		return nil, spec.NewError(spec.ErrMissingToken, "missing access token")
 	}
 	var wrapper struct {
 		Auth json.RawMessage `json:"auth"`
 	}
 	if err := api.DecodeJSON(body, &wrapper); err != nil {
-		return err
+		return nil, err
 	}
-	u, err := s.authenticate(c, uiaRequest{flows: [][]string{{stagePassword}}, dev: dev, body: body}, wrapper.Auth)
+	u, err := s.authenticate(c, uiaRequest{flows: passwordFlows, dev: dev, body: body}, wrapper.Auth)
 	if err != nil {
-		if ch, ok := err.(*uiaChallenge); ok {
-			c.AbortWithStatusJSON(ch.status, ch.body)
-			return ch.asSpecError()
-		}
-		return err
+		return nil, answerChallenge(c, err)
 	}
-	s.uia.finish(u.id)
-	return nil
+	return func() { s.uia.finish(u.id) }, nil
 }
 
 // errOtherUser answers a password stage that names another user than the

@@ -186,17 +186,20 @@ func (s *Service) handleDeviceSigningUpload(c *gin.Context) error {
 		c.JSON(http.StatusOK, gin.H{}) // the same keys again: an idempotent retry
 		return nil
 	}
+	finish := func() {} // no UIA for a first upload
 	if _, ok := existing[usageMaster]; ok {
 		if s.uia == nil {
 			return spec.Forbidden("replacing cross-signing keys needs user-interactive authentication, which is not available")
 		}
-		if err := s.uia(c, dev, body); err != nil {
+		var err error
+		if finish, err = s.uia(c, dev, body); err != nil {
 			return err
 		}
 	}
 	if err := s.storeCrossSigningKeys(c.Request.Context(), dev.UserID, in, existing, rows); err != nil {
 		return err
 	}
+	finish()
 	c.JSON(http.StatusOK, gin.H{})
 	return nil
 }

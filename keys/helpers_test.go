@@ -70,7 +70,7 @@ type fakeUIA struct {
 	calls int
 }
 
-func (f *fakeUIA) check(c *gin.Context, dev *auth.Device, body []byte) error {
+func (f *fakeUIA) check(c *gin.Context, dev *auth.Device, body []byte) (func(), error) {
 	f.mu.Lock()
 	f.calls++
 	f.mu.Unlock()
@@ -82,9 +82,9 @@ func (f *fakeUIA) check(c *gin.Context, dev *auth.Device, body []byte) error {
 	}
 	_ = json.Unmarshal(body, &b)
 	if b.Auth.Type == "m.login.password" && b.Auth.Password == "secret" {
-		return nil
+		return func() {}, nil
 	}
-	return spec.NewError(spec.ErrUnauthorized, "authenticate").WithStatus(http.StatusUnauthorized).
+	return nil, spec.NewError(spec.ErrUnauthorized, "authenticate").WithStatus(http.StatusUnauthorized).
 		With("flows", []any{map[string]any{"stages": []string{"m.login.password"}}})
 }
 

@@ -41,10 +41,11 @@ type LeftTracker interface {
 	UsersLeftBetween(user spec.UserID, since, until int64) []spec.UserID
 }
 
-// UIAFunc runs user-interactive authentication (m.login.password) for a
-// request whose raw body is body. It returns nil once the user has
-// authenticated, or the error to answer with (the 401 challenge included).
-type UIAFunc func(c *gin.Context, dev *auth.Device, body []byte) error
+// UIAFunc is auth's Reauthenticate: user-interactive authentication by
+// password for a request whose raw body is body. Until the user has
+// authenticated it returns the error to answer with (the 401 challenge is
+// already written); then finish, to call once the change is stored.
+type UIAFunc func(c *gin.Context, dev *auth.Device, body []byte) (finish func(), err error)
 
 // Devices is what keys needs from the accounts package for dehydrated
 // devices. With a nil Devices, dehydrated devices exist only in this

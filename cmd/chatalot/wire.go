@@ -77,7 +77,7 @@ func (a *App) wire(ctx context.Context) error {
 	keysSvc, err := keys.New(keys.Deps{
 		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
 		Config: keys.Config{ServerName: a.serverName()},
-		UIA:    authSvc.RequireUIA, Devices: authSvc, Limiter: authSvc.Limiter(),
+		UIA:    authSvc.Reauthenticate, Devices: authSvc, Limiter: authSvc.Limiter(),
 	})
 	if err != nil {
 		return err
