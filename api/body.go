@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,31 +9,79 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
 )
 
-// ReadJSON decodes the request body into v. Bodies that are not JSON get
-// M_NOT_JSON, JSON of the wrong shape M_BAD_JSON, too large M_TOO_LARGE:
-// always a *spec.Error, never a 500.
+// The request-body readers. Every one answers a *spec.Error, never a 500:
+// M_TOO_LARGE over a limit, M_NOT_JSON for what is not JSON (invalid UTF-8
+// included), M_BAD_JSON for JSON of the wrong shape.
 //
-// An empty body decodes as {} for endpoints whose fields are all optional.
-func ReadJSON(c *gin.Context, v any) error {
-	body, err := io.ReadAll(c.Request.Body)
+//   - ReadJSON decodes into a typed request struct; most endpoints use it.
+//   - ReadBody gives the raw bytes, for a handler that must keep them (a
+//     UIA session is bound to the body) and decodes them with DecodeJSON.
+//   - ReadCanonical gives the body as canonical JSON (events.CanonicalObject:
+//     strict UTF-8, no duplicate keys, integers in range), for objects that
+//     are signed or stored byte for byte, such as keys.
+//
+// Event content that a client sends is read by events.ReadContent instead:
+// it is canonical too, but an empty body is an error there, not {}.
+
+// ReadBody reads the whole request body. limit > 0 bounds it below the
+// router's body limit; over either it is M_TOO_LARGE.
+func ReadBody(c *gin.Context, limit int64) ([]byte, error) {
+	r := io.Reader(c.Request.Body)
+	if limit > 0 {
+		if c.Request.ContentLength > limit {
+			return nil, spec.TooLarge("request body is over %d bytes", limit)
+		}
+		r = io.LimitReader(r, limit+1)
+	}
+	body, err := io.ReadAll(r)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
+			return nil, spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
 		}
-		return spec.BadJSON("could not read the request body")
+		return nil, spec.BadJSON("could not read the request body")
+	}
+	if limit > 0 && int64(len(body)) > limit {
+		return nil, spec.TooLarge("request body is over %d bytes", limit)
+	}
+	return body, nil
+}
+
+// ReadJSON decodes the request body into v (see DecodeJSON).
+func ReadJSON(c *gin.Context, v any) error {
+	body, err := ReadBody(c, 0)
+	if err != nil {
+		return err
 	}
 	return DecodeJSON(body, v)
 }
 
-// DecodeJSON is ReadJSON for bytes already read.
+// ReadCanonical reads a request body of at most limit bytes and returns its
+// canonical JSON, which must be an object; an empty body is {}. Since
+// canonicalising refuses duplicate keys, what the server checks is what a
+// client verifies.
+func ReadCanonical(c *gin.Context, limit int64) ([]byte, error) {
+	body, err := ReadBody(c, limit)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return []byte("{}"), nil
+	}
+	return events.CanonicalObject(body)
+}
+
+// DecodeJSON decodes body into v. Invalid UTF-8 is M_NOT_JSON (encoding/json
+// would quietly turn it into U+FFFD), a body that is not an object
+// M_BAD_JSON, a member of the wrong type M_BAD_JSON naming it. An empty body
+// decodes as {} for endpoints whose fields are all optional.
 func DecodeJSON(body []byte, v any) error {
-	// encoding/json would quietly turn invalid UTF-8 into U+FFFD; JSON
-	// must be UTF-8 (RFC 8259), so such a body is not JSON.
+	// JSON must be UTF-8 (RFC 8259).
 	if !utf8.Valid(body) {
 		return spec.NotJSON("the request body is not valid UTF-8")
 	}

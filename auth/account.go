@@ -15,7 +15,7 @@ import (
 // every other device; the caller's token is kept.
 func (s *Service) changePassword(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := readBody(c)
+	body, err := api.ReadBody(c, 0)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password st
 // account after re-entering the password (UIA).
 func (s *Service) deactivate(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := readBody(c)
+	body, err := api.ReadBody(c, 0)
 	if err != nil {
 		return err
 	}

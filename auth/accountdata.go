@@ -294,7 +294,7 @@ func (s *Service) putAccountDataHandler(withRoom bool) api.Handler {
 		if err != nil {
 			return err
 		}
-		body, err := readBody(c)
+		body, err := api.ReadBody(c, 0)
 		if err != nil {
 			return err
 		}
@@ -377,7 +377,7 @@ func (s *Service) putTag(c *gin.Context) error {
 	if tag == "" || len(tag) > maxTagLength {
 		return spec.InvalidParam("a tag is 1-%d bytes", maxTagLength)
 	}
-	body, err := readBody(c)
+	body, err := api.ReadBody(c, 0)
 	if err != nil {
 		return err
 	}

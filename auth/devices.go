@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -121,7 +120,7 @@ func (s *Service) putDevice(c *gin.Context) error {
 // revokes its tokens, after re-entering the password (UIA).
 func (s *Service) deleteDevice(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := readBody(c)
+	body, err := api.ReadBody(c, 0)
 	if err != nil {
 		return err
 	}
@@ -140,7 +139,7 @@ func (s *Service) deleteDevice(c *gin.Context) error {
 // POST /_matrix/client/v3/delete_devices: deletes several devices (UIA).
 func (s *Service) deleteDevices(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := readBody(c)
+	body, err := api.ReadBody(c, 0)
 	if err != nil {
 		return err
 	}
@@ -270,16 +269,3 @@ func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, er
 	return ids, nil
 }
 
-// readBody reads the whole request body (for endpoints that bind a UIA
-// session to it); over the limit it is M_TOO_LARGE.
-func readBody(c *gin.Context) ([]byte, error) {
-	body, err := io.ReadAll(c.Request.Body)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
-		}
-		return nil, spec.BadJSON("could not read the request body")
-	}
-	return body, nil
-}

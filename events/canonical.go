@@ -103,6 +103,11 @@ func MarshalCanonical(v any) ([]byte, error) {
 // ReadContent reads a request body of at most limit bytes that must be a JSON
 // object, and returns its canonical encoding. A longer body gets M_TOO_LARGE;
 // every error is a *spec.Error.
+//
+// It is the reader of event content, which is kept as raw canonical JSON,
+// not decoded into a struct; it sits on the send path, so it reuses buffers.
+// Other request bodies go through api's readers (api/body.go), which use
+// CanonicalObject for the same checks where they need canonical JSON.
 func ReadContent(r io.Reader, limit int64) ([]byte, error) {
 	limit = min(max(limit, 0), math.MaxInt64-1)
 	buf := bodyPool.Get().(*bytes.Buffer)

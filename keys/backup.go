@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -113,7 +114,7 @@ func parseBackupInfo(body []byte) (algorithm string, authData json.RawMessage, m
 // becomes the current one.
 func (s *Service) handleCreateBackup(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -181,7 +182,7 @@ func (s *Service) handleUpdateBackup(c *gin.Context) error {
 	if !ok {
 		return notFoundVersion()
 	}
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -348,7 +349,7 @@ func (s *Service) handlePutBackupKeys(c *gin.Context) error {
 			return err
 		}
 	}
-	body, err := readBody(c, s.cfg.MaxBackupUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxBackupUploadBytes)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -142,7 +143,7 @@ type sigRow struct {
 // (a retry), do not, as the spec allows since v1.11.
 func (s *Service) handleDeviceSigningUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -369,7 +370,7 @@ func sigFailure(code spec.ErrCode, msg string) gin.H {
 // valid signatures are stored.
 func (s *Service) handleSignaturesUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -39,7 +40,7 @@ func (s *Service) dehydrated(ctx context.Context, user spec.UserID) (id, data st
 // its one-time and fallback keys, in one request.
 func (s *Service) handlePutDehydrated(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -177,7 +178,7 @@ func (s *Service) handleDehydratedEvents(c *gin.Context) error {
 	if id == "" || id != c.Param("deviceId") {
 		return spec.Forbidden("that is not your dehydrated device")
 	}
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

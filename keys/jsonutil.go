@@ -6,14 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/gin-gonic/gin"
 )
 
 // asSpecError returns err if it is a *spec.Error, else fallback.
@@ -23,31 +20,6 @@ func asSpecError(err error, fallback *spec.Error) error {
 		return se
 	}
 	return fallback
-}
-
-// readBody reads a request body of at most limit bytes and returns its
-// canonical JSON, which must be an object. Every error is a *spec.Error:
-// M_TOO_LARGE, M_NOT_JSON or M_BAD_JSON. Canonicalising first also refuses
-// duplicate keys, so that what the server checks is what a client verifies.
-func readBody(c *gin.Context, limit int64) ([]byte, error) {
-	if c.Request.ContentLength > limit {
-		return nil, spec.TooLarge("request body is over %d bytes", limit)
-	}
-	body, err := io.ReadAll(io.LimitReader(c.Request.Body, limit+1))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, spec.TooLarge("request body is over %d bytes", tooLarge.Limit)
-		}
-		return nil, spec.BadJSON("could not read the request body")
-	}
-	if int64(len(body)) > limit {
-		return nil, spec.TooLarge("request body is over %d bytes", limit)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return []byte("{}"), nil
-	}
-	return events.CanonicalObject(body)
 }
 
 // object splits a JSON object into its members by exact (case-sensitive)

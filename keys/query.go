@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -22,7 +23,7 @@ var federationFailure = gin.H{"status": 503, "message": "federation is not suppo
 // (with the signatures the caller may see) of the users asked for.
 func (s *Service) handleQuery(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -206,7 +207,7 @@ func (s *Service) queryUser(ctx context.Context, requester, u spec.UserID, devs 
 // POST /_matrix/client/v3/keys/claim: claim one one-time key (or the
 // fallback key) per device asked for.
 func (s *Service) handleClaim(c *gin.Context) error {
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -30,7 +31,7 @@ func (s *Service) handleSendToDevice(c *gin.Context) error {
 	if err := checkName("transaction ID", txnID); err != nil {
 		return err
 	}
-	body, err := readBody(c, s.cfg.MaxToDeviceBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxToDeviceBytes)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -42,7 +43,7 @@ type uploadIn struct {
 // (self-signed, naming the caller), one-time keys and fallback keys.
 func (s *Service) handleUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := readBody(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
