@@ -37,6 +37,14 @@ func newTestRouter(t *testing.T, logIP bool) (*gin.Engine, *bytes.Buffer) {
 		c.JSON(200, v)
 		return nil
 	}))
+	r.POST("/canonical", Handle(func(c *gin.Context) error {
+		body, err := ReadCanonical(c, 50)
+		if err != nil {
+			return err
+		}
+		c.Data(200, "application/json", body)
+		return nil
+	}))
 	r.POST("/big", BodyLimit(1000), Handle(func(c *gin.Context) error {
 		var v map[string]any
 		if err := ReadJSON(c, &v); err != nil {
@@ -78,6 +86,13 @@ func TestErrorsRenderAsMatrixErrors(t *testing.T) {
 		{"POST", "/json", `{"n":1}`, 200, ""},
 		{"POST", "/json", `{"n":"one"}`, 400, "M_BAD_JSON"},
 		{"POST", "/json", `{"n":"` + strings.Repeat("x", 200) + `"}`, 413, "M_TOO_LARGE"},
+		{"POST", "/canonical", `{"b":1, "a":2}`, 200, ""},
+		{"POST", "/canonical", ``, 200, ""},
+		{"POST", "/canonical", `{"a":1,"a":2}`, 400, "M_BAD_JSON"}, // duplicate key
+		{"POST", "/canonical", `{"a":1.5}`, 400, "M_BAD_JSON"},     // no canonical form
+		{"POST", "/canonical", "{\"s\":\"a\x81\"}", 400, "M_NOT_JSON"},
+		{"POST", "/canonical", `[1]`, 400, "M_BAD_JSON"},
+		{"POST", "/canonical", `{"n":"` + strings.Repeat("x", 60) + `"}`, 413, "M_TOO_LARGE"},
 		{"POST", "/big", `{"n":"` + strings.Repeat("x", 200) + `"}`, 200, ""},
 		{"POST", "/big", `{"n":"` + strings.Repeat("x", 2000) + `"}`, 413, "M_TOO_LARGE"},
 	}

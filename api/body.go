@@ -73,6 +73,9 @@ func ReadCanonical(c *gin.Context, limit int64) ([]byte, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return []byte("{}"), nil
 	}
+	if !utf8.Valid(body) {
+		return nil, errNotUTF8 // as DecodeJSON says it
+	}
 	return events.CanonicalObject(body)
 }
 
@@ -83,7 +86,7 @@ func ReadCanonical(c *gin.Context, limit int64) ([]byte, error) {
 func DecodeJSON(body []byte, v any) error {
 	// JSON must be UTF-8 (RFC 8259).
 	if !utf8.Valid(body) {
-		return spec.NotJSON("the request body is not valid UTF-8")
+		return errNotUTF8
 	}
 	trimmed := strings.TrimSpace(string(body))
 	if trimmed == "" {
@@ -111,6 +114,8 @@ func DecodeJSON(body []byte, v any) error {
 	}
 	return nil
 }
+
+var errNotUTF8 = spec.NotJSON("the request body is not valid UTF-8")
 
 func jsonKind(k string) string {
 	switch k {
