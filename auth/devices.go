@@ -268,4 +268,3 @@ func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, er
 	}
 	return ids, nil
 }
-
