@@ -79,10 +79,10 @@ func NewRouter(o Options) *gin.Engine {
 	}
 	r.Use(writeDeadline(o.WriteIdleTimeout), plainJSONType, accessLog(o), recovery(o.Log), cors,
 		bodyLimit(o.MaxBodyBytes, o.BodyIdleTimeout, max(o.BodyMinRate, 0)), renderErrors(o.Log), unescapeParams)
-	r.NoRoute(func(c *gin.Context) { c.Error(spec.Unrecognized("unrecognized request")) })
-	r.NoMethod(func(c *gin.Context) {
-		c.Error(spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed))
-	})
+	r.NoRoute(Handle(func(c *gin.Context) error { return spec.Unrecognized("unrecognized request") }))
+	r.NoMethod(Handle(func(c *gin.Context) error {
+		return spec.Unrecognized("method not allowed").WithStatus(http.StatusMethodNotAllowed)
+	}))
 	return r
 }
 
@@ -169,22 +169,19 @@ func cors(c *gin.Context) {
 // unescapeParams percent-decodes path parameters as paths are decoded.
 // A parameter that does not decode is refused. When the request's path
 // needed no escaping, gin routed on the decoded path already.
-func unescapeParams(c *gin.Context) {
+var unescapeParams = Middleware(func(c *gin.Context) error {
 	if c.Request.URL.RawPath == "" {
-		c.Next()
-		return
+		return nil
 	}
 	for i, p := range c.Params {
 		v, err := url.PathUnescape(p.Value)
 		if err != nil {
-			c.Error(spec.InvalidParam("path parameter %s is not valid percent-encoding", p.Key))
-			c.Abort()
-			return
+			return spec.InvalidParam("path parameter %s is not valid percent-encoding", p.Key)
 		}
 		c.Params[i].Value = v
 	}
-	c.Next()
-}
+	return nil
+})
 
 const rawBodyKey = "chatalot.raw_body"
 
@@ -291,17 +288,15 @@ var errBodyStalled = errors.New("the client stopped sending the request body")
 // BodyLimit replaces the router's body cap for one route (media uploads):
 // a declared Content-Length over max is refused before reading anything.
 func BodyLimit(max int64) gin.HandlerFunc {
-	return func(c *gin.Context) {
+	return Middleware(func(c *gin.Context) error {
 		if c.Request.ContentLength > max {
-			c.Error(spec.TooLarge("request body is over %d bytes", max))
-			c.Abort()
-			return
+			return spec.TooLarge("request body is over %d bytes", max)
 		}
 		if raw, ok := c.Get(rawBodyKey); ok {
 			c.Request.Body = http.MaxBytesReader(c.Writer, raw.(io.ReadCloser), max)
 		}
-		c.Next()
-	}
+		return nil
+	})
 }
 
 // accessLog logs one line per request: method, route template, status and

@@ -143,15 +143,13 @@ var r0Guards = map[string]gin.HandlerFunc{
 
 // r0ProfileKeys: r0 had /profile/{userId}/displayname and /avatar_url;
 // other keys (v1.16) are v3 only, so r0 does not know their paths.
-func r0ProfileKeys(c *gin.Context) {
+var r0ProfileKeys = Middleware(func(c *gin.Context) error {
 	switch c.Param("keyName") {
 	case "displayname", "avatar_url":
-		c.Next()
-	default:
-		c.Error(spec.Unrecognized("unrecognized request"))
-		c.Abort()
+		return nil
 	}
-}
+	return spec.Unrecognized("unrecognized request")
+})
 
 var r0MediaEndpoints = map[string]bool{
 	"GET /config":            true,
