@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/chatalot/chatalot/spec"
@@ -67,3 +68,49 @@ func benchJoin(b *testing.B, entries int) {
 
 func BenchmarkJoinSmallRoom(b *testing.B) { benchJoin(b, 10) }
 func BenchmarkJoinLargeRoom(b *testing.B) { benchJoin(b, 50000) }
+
+// TestStateChangeCostsWhatItChanges is the attack of issue 19, item 7, as a
+// test that cannot be fooled by a noisy machine: it counts the bytes one
+// state change allocates, not its time. A change that copied or rescanned
+// the room's state would allocate in proportion to the 20,000 entries
+// (megabytes); a persistent state map allocates a path (kilobytes).
+func TestStateChangeCostsWhatItChanges(t *testing.T) {
+	small := stateChangeBytes(t, 10)
+	large := stateChangeBytes(t, 20000)
+	t.Logf("bytes allocated per state change: %d in a room of 10 state events, %d in one of 20,000", small, large)
+	if large > 2*small+64<<10 {
+		t.Fatalf("a state change in a room of 20,000 state events allocates %d bytes, %d in a room of 10: it costs what the room holds", large, small)
+	}
+}
+
+// stateChangeBytes creates a room holding entries state events and
+// returns the bytes allocated per new state key set in it, averaged over
+// a few changes.
+func stateChangeBytes(t *testing.T, entries int) uint64 {
+	ts := newTestServer(t, "optional")
+	ctx := context.Background()
+	init := make([]InitialState, entries)
+	for i := range init {
+		init[i] = InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
+	}
+	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", CreateRequest{Preset: "public_chat", InitialState: init})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte(`{"v":2}`)
+	send := func(i int) {
+		key := fmt.Sprint("new", i)
+		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, "org.example.entry", &key, "", content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(-1) // warm the room's caches and prepared statements
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		send(i)
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / n
+}
