@@ -566,14 +566,13 @@ func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device s
 }
 
 // renderFor is RenderEvents for a request's caller.
-func (h *handlers) renderFor(c *gin.Context, evs []*Event) ([]json.RawMessage, bool) {
+func (h *handlers) renderFor(c *gin.Context, evs []*Event) ([]json.RawMessage, error) {
 	dev := auth.DeviceFrom(c)
 	out, err := h.s.RenderEvents(c.Request.Context(), dev.UserID, dev.DeviceID, evs)
 	if err != nil {
-		c.Error(err)
-		return nil, false
+		return nil, err
 	}
-	return out, true
+	return out, nil
 }
 
 // ThreadOf returns the thread an event is in, for threaded receipts and
@@ -737,15 +736,15 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 
 // GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]:
 // the children of an event, paginated either way, with optional recursion.
-func (h *handlers) relations(c *gin.Context) {
+func (h *handlers) relations(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
 	q := RelationsQuery{RelType: c.Param("relType"), EventType: c.Param("eventType")}
 	for _, p := range []struct {
@@ -755,8 +754,7 @@ func (h *handlers) relations(c *gin.Context) {
 		if v := c.Query(p.name); v != "" {
 			t, err := ParseToken(v)
 			if err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			*p.dst = &t
 		}
@@ -766,28 +764,25 @@ func (h *handlers) relations(c *gin.Context) {
 	case "f":
 		q.Forward = true
 	default:
-		c.Error(spec.InvalidParam("dir must be b or f"))
-		return
+		return spec.InvalidParam("dir must be b or f")
 	}
 	switch c.Query("recurse") {
 	case "", "false":
 	case "true":
 		q.Recurse = true
 	default:
-		c.Error(spec.InvalidParam("recurse must be true or false"))
-		return
+		return spec.InvalidParam("recurse must be true or false")
 	}
-	if q.Limit, ok = limitParam(c, 10); !ok {
-		return
+	if q.Limit, err = limitParam(c, 10); err != nil {
+		return err
 	}
 	page, err := h.s.Relations(c.Request.Context(), dev.UserID, room, eid, q)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
-	chunk, ok := h.renderFor(c, page.Events)
-	if !ok {
-		return
+	chunk, err := h.renderFor(c, page.Events)
+	if err != nil {
+		return err
 	}
 	resp := gin.H{"chunk": chunk}
 	if page.Next != nil {
@@ -800,4 +795,5 @@ func (h *handlers) relations(c *gin.Context) {
 		resp["recursion_depth"] = page.RecursionDepth
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

@@ -505,7 +505,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 
 // POST /_matrix/client/v3/search: full-text search of the room events the
 // caller may see.
-func (h *handlers) search(c *gin.Context) {
+func (h *handlers) search(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	var body struct {
 		SearchCategories *struct {
@@ -513,21 +513,19 @@ func (h *handlers) search(c *gin.Context) {
 		} `json:"search_categories"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if body.SearchCategories == nil {
-		c.Error(spec.MissingParam("search_categories is required"))
-		return
+		return spec.MissingParam("search_categories is required")
 	}
 	cats := map[string]any{}
 	if rc := body.SearchCategories.RoomEvents; rc != nil {
 		res, err := h.s.Search(c.Request.Context(), dev.UserID, dev.DeviceID, rc, c.Query("next_batch"))
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		cats["room_events"] = res
 	}
 	c.JSON(http.StatusOK, gin.H{"search_categories": cats})
+	return nil
 }
