@@ -33,15 +33,8 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !userCountsChanged {
 		return nil, nil
 	}
-	var unread, highlights int64
-	var threadCounts map[string][2]int64
-	countsChanged := false
-	if s.unread != nil {
-		var countsPos int64
-		unread, highlights, threadCounts, countsPos = s.unread.Counts(req.user, id)
-		countsChanged = countsPos > since
-	}
-	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !countsChanged {
+	counts := s.roomCounts(req.user, id, since)
+	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !counts.changed {
 		return nil, nil
 	}
 
@@ -90,11 +83,11 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		jr.Summary = &RoomSummary{Heroes: sum.Heroes, Joined: &sum.Joined, Invited: &sum.Invited}
 	}
 	if !fresh && len(jr.Timeline.Events) == 0 && jr.State == nil && jr.StateAfter == nil &&
-		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && !countsChanged {
+		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && !counts.changed {
 		return nil, nil
 	}
 	if s.unread != nil {
-		jr.setUnreadCounts(unread, highlights, threadCounts, tf != nil && tf.UnreadThreadNotes)
+		jr.setUnreadCounts(counts, tf != nil && tf.UnreadThreadNotes)
 	}
 	return jr, nil
 }
@@ -146,19 +139,35 @@ func hasMemberEvent(evs []*rooms.Event) bool {
 	return false
 }
 
+// roomCounts are a room's unread counts for the user, from memory.
+type roomCounts struct {
+	unread, highlights int64               // of the main timeline
+	threads            map[string][2]int64 // per thread root: unread, highlights
+	changed            bool                // since the token
+}
+
+func (s *Service) roomCounts(user spec.UserID, id spec.RoomID, since int64) roomCounts {
+	if s.unread == nil {
+		return roomCounts{}
+	}
+	unread, highlights, threads, pos := s.unread.Counts(user, id)
+	return roomCounts{unread: unread, highlights: highlights, threads: threads, changed: pos > since}
+}
+
 // setUnreadCounts sets the room's unread counts: of the whole room, or,
 // when the filter asks for unread_thread_notifications, of the main
 // timeline with each thread's counts beside it.
-func (jr *JoinedRoom) setUnreadCounts(unread, highlights int64, threadCounts map[string][2]int64, perThread bool) {
+func (jr *JoinedRoom) setUnreadCounts(counts roomCounts, perThread bool) {
+	unread, highlights := counts.unread, counts.highlights
 	if !perThread {
-		for _, c := range threadCounts {
+		for _, c := range counts.threads {
 			unread, highlights = unread+c[0], highlights+c[1]
 		}
 		jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
 		return
 	}
 	jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
-	for root, c := range threadCounts {
+	for root, c := range counts.threads {
 		if jr.UnreadThreadNotifications == nil {
 			jr.UnreadThreadNotifications = map[string]UnreadCounts{}
 		}
