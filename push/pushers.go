@@ -78,7 +78,7 @@ func (s *Service) loadPushers(ctx context.Context) error {
 }
 
 // GET /_matrix/client/v3/pushers
-func (s *Service) getPushers(c *gin.Context) {
+func (s *Service) getPushers(c *gin.Context) error {
 	list := s.gateways.pushersOf(auth.DeviceFrom(c).UserID)
 	out := make([]gin.H, 0, len(list))
 	for _, p := range list {
@@ -92,22 +92,21 @@ func (s *Service) getPushers(c *gin.Context) {
 		out = append(out, h)
 	}
 	c.JSON(http.StatusOK, gin.H{"pushers": out})
+	return nil
 }
 
 // POST /_matrix/client/v3/pushers/set: creates or replaces the pusher with
 // this app_id and pushkey, or deletes it with kind null. Without append,
 // the same app_id and pushkey of other users are removed.
-func (s *Service) setPusher(c *gin.Context) {
+func (s *Service) setPusher(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	var body map[string]json.RawMessage
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	p, remove, appendPusher, err := s.parsePusher(body)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	p.user, p.deviceID = dev.UserID, dev.DeviceID
 	if remove {
@@ -117,42 +116,24 @@ func (s *Service) setPusher(c *gin.Context) {
 		err = s.storePusher(c.Request.Context(), p, appendPusher)
 	}
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
-// parsePusher validates a /pushers/set body.
+// parsePusher validates a /pushers/set body: remove for kind null, else
+// the pusher to store and whether it is added beside the same app_id and
+// pushkey of other users (append).
 func (s *Service) parsePusher(body map[string]json.RawMessage) (p *pusher, remove, appendPusher bool, err error) {
-	str := func(name string, required bool) (string, error) {
-		raw, ok := body[name]
-		if !ok {
-			if required {
-				return "", spec.MissingParam("missing parameter: %s", name)
-			}
-			return "", nil
-		}
-		v := gjson.ParseBytes(raw)
-		if v.Type != gjson.String {
-			return "", spec.BadJSON("%s must be a string", name)
-		}
-		return v.Str, nil
-	}
-	var missing []string
-	for _, name := range []string{"kind", "app_id", "pushkey"} {
-		if _, ok := body[name]; !ok {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, false, false, spec.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
-	}
-	p = &pusher{}
-	if p.appID, err = str("app_id", true); err != nil {
+	if err := missingParams(body, "kind", "app_id", "pushkey"); err != nil {
 		return nil, false, false, err
 	}
-	if p.pushkey, err = str("pushkey", true); err != nil {
+	p = &pusher{}
+	if p.appID, err = bodyString(body, "app_id", true); err != nil {
+		return nil, false, false, err
+	}
+	if p.pushkey, err = bodyString(body, "pushkey", true); err != nil {
 		return nil, false, false, err
 	}
 	switch {
@@ -164,23 +145,18 @@ func (s *Service) parsePusher(body map[string]json.RawMessage) (p *pusher, remov
 	if gjson.ParseBytes(body["kind"]).Type == gjson.Null {
 		return p, true, false, nil
 	}
-	if p.kind, err = str("kind", true); err != nil {
+	if p.kind, err = bodyString(body, "kind", true); err != nil {
 		return nil, false, false, err
 	}
 	if p.kind != "http" {
 		return nil, false, false, spec.InvalidParam("unsupported pusher kind %q: only http pushers are supported", p.kind)
 	}
-	for _, name := range []string{"app_display_name", "device_display_name", "lang", "data"} {
-		if _, ok := body[name]; !ok {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, false, false, spec.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	if err := missingParams(body, "app_display_name", "device_display_name", "lang", "data"); err != nil {
+		return nil, false, false, err
 	}
 	for name, dst := range map[string]*string{"app_display_name": &p.appDisplayName, "device_display_name": &p.deviceDisplayName,
 		"lang": &p.lang, "profile_tag": &p.profileTag} {
-		if *dst, err = str(name, false); err != nil {
+		if *dst, err = bodyString(body, name, false); err != nil {
 			return nil, false, false, err
 		}
 		if len(*dst) > maxPusherText {
@@ -192,36 +168,76 @@ func (s *Service) parsePusher(body map[string]json.RawMessage) (p *pusher, remov
 			return nil, false, false, spec.BadJSON("append must be a boolean")
 		}
 	}
-	data := gjson.ParseBytes(body["data"])
-	if !data.IsObject() {
-		return nil, false, false, spec.BadJSON("data must be an object")
-	}
-	if len(data.Raw) > maxPusherData {
-		return nil, false, false, spec.InvalidParam("data is over %d bytes", maxPusherData)
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, []byte(data.Raw)); err != nil {
-		return nil, false, false, spec.BadJSON("data must be an object")
-	}
-	p.data = buf.Bytes()
-	u := data.Get("url")
-	if !u.Exists() {
-		return nil, false, false, spec.MissingParam("data.url is required for http pushers")
-	}
-	if u.Type != gjson.String {
-		return nil, false, false, spec.BadJSON("data.url must be a string")
-	}
-	p.url = u.Str
-	if f := data.Get("format"); f.Exists() {
-		if f.Type != gjson.String || f.Str != "event_id_only" {
-			return nil, false, false, spec.InvalidParam("data.format must be \"event_id_only\" when given")
-		}
-		p.format = f.Str
+	if err := p.setData(body["data"]); err != nil {
+		return nil, false, false, err
 	}
 	if err := s.checkGatewayURL(p.url); err != nil {
 		return nil, false, false, err
 	}
 	return p, false, appendPusher, nil
+}
+
+// missingParams names, in one error, the keys of names the body lacks.
+func missingParams(body map[string]json.RawMessage, names ...string) error {
+	var missing []string
+	for _, name := range names {
+		if _, ok := body[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return spec.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// bodyString reads a string member of the body; absent is "" unless it
+// is required.
+func bodyString(body map[string]json.RawMessage, name string, required bool) (string, error) {
+	raw, ok := body[name]
+	if !ok {
+		if required {
+			return "", spec.MissingParam("missing parameter: %s", name)
+		}
+		return "", nil
+	}
+	v := gjson.ParseBytes(raw)
+	if v.Type != gjson.String {
+		return "", spec.BadJSON("%s must be a string", name)
+	}
+	return v.Str, nil
+}
+
+// setData checks an http pusher's data object and keeps it compacted,
+// with its url (required) and format (event_id_only, if given).
+func (p *pusher) setData(raw json.RawMessage) error {
+	data := gjson.ParseBytes(raw)
+	if !data.IsObject() {
+		return spec.BadJSON("data must be an object")
+	}
+	if len(data.Raw) > maxPusherData {
+		return spec.InvalidParam("data is over %d bytes", maxPusherData)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(data.Raw)); err != nil {
+		return spec.BadJSON("data must be an object")
+	}
+	p.data = buf.Bytes()
+	u := data.Get("url")
+	if !u.Exists() {
+		return spec.MissingParam("data.url is required for http pushers")
+	}
+	if u.Type != gjson.String {
+		return spec.BadJSON("data.url must be a string")
+	}
+	p.url = u.Str
+	if f := data.Get("format"); f.Exists() {
+		if f.Type != gjson.String || f.Str != "event_id_only" {
+			return spec.InvalidParam("data.format must be \"event_id_only\" when given")
+		}
+		p.format = f.Str
+	}
+	return nil
 }
 
 func (s *Service) storePusher(ctx context.Context, p *pusher, appendPusher bool) error {

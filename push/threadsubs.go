@@ -120,23 +120,20 @@ func (s *Service) setThreadSub(ctx context.Context, k threadKey, v threadSub) er
 // threadTarget parses the path of a subscription request and checks that
 // the thread root is an event the user can see: if not (or it does not
 // exist) the answer is 404, whatever the reason, as the MSC says.
-func (s *Service) threadTarget(c *gin.Context) (threadKey, bool) {
+func (s *Service) threadTarget(c *gin.Context) (threadKey, error) {
 	dev := auth.DeviceFrom(c)
 	room, err := spec.ParseRoomID(c.Param("roomId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID: %v", err))
-		return threadKey{}, false
+		return threadKey{}, spec.InvalidParam("room ID: %v", err)
 	}
 	root, err := spec.ParseEventID(c.Param("eventId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("event ID: %v", err))
-		return threadKey{}, false
+		return threadKey{}, spec.InvalidParam("event ID: %v", err)
 	}
 	if _, err := s.visibleEvent(c.Request.Context(), dev.UserID, room, root); err != nil {
-		c.Error(err)
-		return threadKey{}, false
+		return threadKey{}, err
 	}
-	return threadKey{dev.UserID, room, string(root)}, true
+	return threadKey{dev.UserID, room, string(root)}, nil
 }
 
 // visibleEvent is an event the user can see; any refusal is 404.
@@ -150,59 +147,56 @@ func (s *Service) visibleEvent(ctx context.Context, user spec.UserID, room spec.
 }
 
 // GET /_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{eventId}/subscription
-func (s *Service) getThreadSubscription(c *gin.Context) {
-	k, ok := s.threadTarget(c)
-	if !ok {
-		return
+func (s *Service) getThreadSubscription(c *gin.Context) error {
+	k, err := s.threadTarget(c)
+	if err != nil {
+		return err
 	}
 	sub, _ := s.subs.get(k)
 	if !sub.subscribed {
-		c.Error(spec.NotFound("not subscribed to this thread"))
-		return
+		return spec.NotFound("not subscribed to this thread")
 	}
 	c.JSON(http.StatusOK, gin.H{"automatic": sub.automatic})
+	return nil
 }
 
 // PUT /_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{eventId}/subscription
 // {} subscribes manually; {"automatic": eventId} subscribes because of that
 // event of the thread, unless the user unsubscribed after it. A manual
 // subscription is never turned into an automatic one.
-func (s *Service) putThreadSubscription(c *gin.Context) {
-	k, ok := s.threadTarget(c)
-	if !ok {
-		return
+func (s *Service) putThreadSubscription(c *gin.Context) error {
+	k, err := s.threadTarget(c)
+	if err != nil {
+		return err
 	}
 	body, err := events.ReadContent(c.Request.Body, 4096)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var req struct {
 		Automatic *string `json:"automatic"`
 	}
 	if err := api.DecodeJSON(body, &req); err != nil {
-		c.Error(spec.BadJSON("automatic must be an event ID"))
-		return
+		return spec.BadJSON("automatic must be an event ID")
 	}
 	sub, _ := s.subs.get(k)
 	if req.Automatic == nil {
 		sub.subscribed, sub.automatic = true, false
 	} else {
 		if err := s.checkAutomatic(c.Request.Context(), k, *req.Automatic, sub); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if sub.subscribed {
 			c.JSON(http.StatusOK, gin.H{})
-			return
+			return nil
 		}
 		sub.subscribed, sub.automatic = true, true
 	}
 	if err := s.setThreadSub(c.Request.Context(), k, sub); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // checkAutomatic requires the cause of an automatic subscription to be an
@@ -233,17 +227,17 @@ func (s *Service) checkAutomatic(ctx context.Context, k threadKey, cause string,
 
 // DELETE /_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{eventId}/subscription:
 // succeeds whether or not the user was subscribed.
-func (s *Service) deleteThreadSubscription(c *gin.Context) {
-	k, ok := s.threadTarget(c)
-	if !ok {
-		return
+func (s *Service) deleteThreadSubscription(c *gin.Context) error {
+	k, err := s.threadTarget(c)
+	if err != nil {
+		return err
 	}
 	sub := threadSub{unsubscribedAt: s.db.Position()}
 	if err := s.setThreadSub(c.Request.Context(), k, sub); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // threadSubscriptionHolds evaluates the condition for a recipient: the

@@ -28,13 +28,12 @@ import (
 const errBadAlias spec.ErrCode = "M_BAD_ALIAS"
 
 // parseAliasParam reads the roomAlias path parameter.
-func parseAliasParam(c *gin.Context) (spec.RoomAlias, bool) {
+func parseAliasParam(c *gin.Context) (spec.RoomAlias, error) {
 	alias, err := spec.ParseRoomAlias(c.Param("roomAlias"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room alias: %v", err))
-		return "", false
+		return "", spec.InvalidParam("room alias: %v", err)
 	}
-	return alias, true
+	return alias, nil
 }
 
 // canManageAliases reports whether the user is joined to the room with the
@@ -439,120 +438,114 @@ func matchesTerm(info RoomInfo, term string) bool {
 
 // PUT /_matrix/client/v3/directory/room/{roomAlias}: map an alias on this
 // server to a room the caller is joined to.
-func (h *handlers) putAlias(c *gin.Context) {
+func (h *handlers) putAlias(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	alias, ok := parseAliasParam(c)
-	if !ok {
-		return
+	alias, err := parseAliasParam(c)
+	if err != nil {
+		return err
 	}
 	var body struct {
 		RoomID *string `json:"room_id"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if body.RoomID == nil {
-		c.Error(spec.MissingParam("room_id is required"))
-		return
+		return spec.MissingParam("room_id is required")
 	}
 	room, err := spec.ParseRoomID(*body.RoomID)
 	if err != nil {
-		c.Error(spec.InvalidParam("room_id: %v", err))
-		return
+		return spec.InvalidParam("room_id: %v", err)
 	}
 	if err := h.s.CreateAlias(c.Request.Context(), dev.UserID, alias, room); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // GET /_matrix/client/v3/directory/room/{roomAlias}: resolve an alias (no
 // access token needed).
-func (h *handlers) getAlias(c *gin.Context) {
-	alias, ok := parseAliasParam(c)
-	if !ok {
-		return
+func (h *handlers) getAlias(c *gin.Context) error {
+	alias, err := parseAliasParam(c)
+	if err != nil {
+		return err
 	}
 	id, err := h.s.ResolveAlias(c.Request.Context(), alias)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if id == "" {
-		c.Error(spec.NotFound("room alias %s not found", alias))
-		return
+		return spec.NotFound("room alias %s not found", alias)
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": id, "servers": []string{string(h.s.server)}})
+	return nil
 }
 
 // DELETE /_matrix/client/v3/directory/room/{roomAlias}: remove an alias
 // (its creator, a room moderator or a server admin).
-func (h *handlers) deleteAlias(c *gin.Context) {
+func (h *handlers) deleteAlias(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	alias, ok := parseAliasParam(c)
-	if !ok {
-		return
+	alias, err := parseAliasParam(c)
+	if err != nil {
+		return err
 	}
 	if err := h.s.DeleteAlias(c.Request.Context(), dev.UserID, dev.IsAdmin, alias); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/aliases: the room's local aliases.
-func (h *handlers) roomAliases(c *gin.Context) {
+func (h *handlers) roomAliases(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	list, err := h.s.LocalAliases(c.Request.Context(), dev.UserID, dev.IsAdmin, room)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"aliases": list})
+	return nil
 }
 
 // GET /_matrix/client/v3/directory/list/room/{roomId}: whether the room is
 // published (no access token needed).
-func (h *handlers) getDirectoryVisibility(c *gin.Context) {
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+func (h *handlers) getDirectoryVisibility(c *gin.Context) error {
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	if h.s.room(room) == nil {
-		c.Error(spec.NotFound("room not found"))
-		return
+		return spec.NotFound("room not found")
 	}
 	pub, err := h.s.Published(c.Request.Context(), room)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	vis := "private"
 	if pub {
 		vis = "public"
 	}
 	c.JSON(http.StatusOK, gin.H{"visibility": vis})
+	return nil
 }
 
 // PUT /_matrix/client/v3/directory/list/room/{roomId}: publish or unpublish.
-func (h *handlers) putDirectoryVisibility(c *gin.Context) {
+func (h *handlers) putDirectoryVisibility(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	var body struct {
 		Visibility *string `json:"visibility"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	public := true
 	if body.Visibility != nil {
@@ -561,32 +554,29 @@ func (h *handlers) putDirectoryVisibility(c *gin.Context) {
 		case "private":
 			public = false
 		default:
-			c.Error(spec.InvalidParam("visibility must be public or private"))
-			return
+			return spec.InvalidParam("visibility must be public or private")
 		}
 	}
 	if err := h.s.SetPublished(c.Request.Context(), dev.UserID, dev.IsAdmin, room, public); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // checkServerParam refuses directories of other servers: without federation
 // this server knows only its own.
-func (h *handlers) checkServerParam(c *gin.Context) bool {
+func (h *handlers) checkServerParam(c *gin.Context) error {
 	if srv := c.Query("server"); srv != "" && spec.ServerName(srv) != h.s.server {
-		c.Error(spec.InvalidParam("this server can only list its own published rooms"))
-		return false
+		return spec.InvalidParam("this server can only list its own published rooms")
 	}
-	return true
+	return nil
 }
 
-func (h *handlers) answerPublicRooms(c *gin.Context, q PublicRoomsQuery) {
+func (h *handlers) answerPublicRooms(c *gin.Context, q PublicRoomsQuery) error {
 	page, err := h.s.PublicRooms(c.Request.Context(), q)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	resp := gin.H{"chunk": page.Chunk, "total_room_count_estimate": page.Estimate}
 	if page.Next != "" {
@@ -596,25 +586,26 @@ func (h *handlers) answerPublicRooms(c *gin.Context, q PublicRoomsQuery) {
 		resp["prev_batch"] = page.Prev
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }
 
 // GET /_matrix/client/v3/publicRooms: the published room directory (no
 // access token needed).
-func (h *handlers) getPublicRooms(c *gin.Context) {
-	if !h.checkServerParam(c) {
-		return
+func (h *handlers) getPublicRooms(c *gin.Context) error {
+	if err := h.checkServerParam(c); err != nil {
+		return err
 	}
-	limit, ok := limitParam(c, 100)
-	if !ok {
-		return
+	limit, err := limitParam(c, 100)
+	if err != nil {
+		return err
 	}
-	h.answerPublicRooms(c, PublicRoomsQuery{Limit: limit, Since: c.Query("since")})
+	return h.answerPublicRooms(c, PublicRoomsQuery{Limit: limit, Since: c.Query("since")})
 }
 
 // POST /_matrix/client/v3/publicRooms: the directory with a filter.
-func (h *handlers) postPublicRooms(c *gin.Context) {
-	if !h.checkServerParam(c) {
-		return
+func (h *handlers) postPublicRooms(c *gin.Context) error {
+	if err := h.checkServerParam(c); err != nil {
+		return err
 	}
 	var body struct {
 		Limit  *int   `json:"limit"`
@@ -627,14 +618,12 @@ func (h *handlers) postPublicRooms(c *gin.Context) {
 		ThirdPartyInstanceID string `json:"third_party_instance_id"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	q := PublicRoomsQuery{Since: body.Since}
 	if body.Limit != nil {
 		if *body.Limit < 0 {
-			c.Error(spec.InvalidParam("limit must not be negative"))
-			return
+			return spec.InvalidParam("limit must not be negative")
 		}
 		q.Limit = *body.Limit
 	}
@@ -654,7 +643,7 @@ func (h *handlers) postPublicRooms(c *gin.Context) {
 	if body.ThirdPartyInstanceID != "" {
 		// No application service networks: a named one has no rooms.
 		c.JSON(http.StatusOK, gin.H{"chunk": []RoomInfo{}, "total_room_count_estimate": 0})
-		return
+		return nil
 	}
-	h.answerPublicRooms(c, q)
+	return h.answerPublicRooms(c, q)
 }

@@ -18,22 +18,20 @@ import (
 
 type handlers struct{ s *Service }
 
-func roomIDParam(c *gin.Context) (spec.RoomID, bool) {
+func roomIDParam(c *gin.Context) (spec.RoomID, error) {
 	id, err := spec.ParseRoomID(c.Param("roomId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID: %v", err))
-		return "", false
+		return "", spec.InvalidParam("room ID: %v", err)
 	}
-	return id, true
+	return id, nil
 }
 
-func eventIDParam(c *gin.Context) (spec.EventID, bool) {
+func eventIDParam(c *gin.Context) (spec.EventID, error) {
 	id, err := spec.ParseEventID(c.Param("eventId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("event ID: %v", err))
-		return "", false
+		return "", spec.InvalidParam("event ID: %v", err)
 	}
-	return id, true
+	return id, nil
 }
 
 func clientState(pdus []*events.PDU) []json.RawMessage {
@@ -45,19 +43,18 @@ func clientState(pdus []*events.PDU) []json.RawMessage {
 }
 
 // POST /_matrix/client/v3/createRoom
-func (h *handlers) createRoom(c *gin.Context) {
+func (h *handlers) createRoom(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	var req CreateRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	id, _, err := h.s.CreateRoom(c.Request.Context(), dev.UserID, req)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": id})
+	return nil
 }
 
 type membershipBody struct {
@@ -65,168 +62,164 @@ type membershipBody struct {
 	Reason string `json:"reason"`
 }
 
-func (h *handlers) readMembershipBody(c *gin.Context, needUser bool) (*membershipBody, spec.UserID, bool) {
+func (h *handlers) readMembershipBody(c *gin.Context, needUser bool) (*membershipBody, spec.UserID, error) {
 	var body membershipBody
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return nil, "", false
+		return nil, "", err
 	}
 	if !needUser {
-		return &body, "", true
+		return &body, "", nil
 	}
 	if body.UserID == "" {
-		c.Error(spec.MissingParam("user_id is required"))
-		return nil, "", false
+		return nil, "", spec.MissingParam("user_id is required")
 	}
 	u, err := spec.ParseUserID(body.UserID)
 	if err != nil {
-		c.Error(spec.InvalidParam("user_id: %v", err))
-		return nil, "", false
+		return nil, "", spec.InvalidParam("user_id: %v", err)
 	}
-	return &body, u, true
+	return &body, u, nil
 }
 
 // resolveRoom turns a room ID or alias into a room ID.
-func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, bool) {
+func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, error) {
 	if strings.HasPrefix(idOrAlias, "#") {
 		alias, err := spec.ParseRoomAlias(idOrAlias)
 		if err != nil {
-			c.Error(spec.InvalidParam("room alias: %v", err))
-			return "", false
+			return "", spec.InvalidParam("room alias: %v", err)
 		}
 		id, err := h.s.ResolveAlias(c.Request.Context(), alias)
 		if err != nil {
-			c.Error(err)
-			return "", false
+			return "", err
 		}
 		if id == "" {
-			c.Error(spec.NotFound("room alias %s is not known", alias))
-			return "", false
+			return "", spec.NotFound("room alias %s is not known", alias)
 		}
-		return id, true
+		return id, nil
 	}
 	id, err := spec.ParseRoomID(idOrAlias)
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID or alias: %v", err))
-		return "", false
+		return "", spec.InvalidParam("room ID or alias: %v", err)
 	}
-	return id, true
+	return id, nil
 }
 
 // doJoin joins the caller to the room. Keys of the body other than reason
 // are kept in the member event's content, as clients that set a per-room
 // profile at join expect (the body's schema leaves them open).
-func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) {
+func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
 	dev := auth.DeviceFrom(c)
 	var body map[string]json.RawMessage
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var reason string
 	if raw, ok := body["reason"]; ok {
 		if err := json.Unmarshal(raw, &reason); err != nil {
-			c.Error(spec.BadJSON("reason must be a string"))
-			return
+			return spec.BadJSON("reason must be a string")
 		}
 		delete(body, "reason")
 	}
 	ch := MembershipChange{Target: dev.UserID, Membership: spec.Join, Reason: reason, Content: body}
 	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, ch); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": id})
+	return nil
 }
 
 // POST /_matrix/client/v3/join/{roomIdOrAlias}
-func (h *handlers) joinByIDOrAlias(c *gin.Context) {
-	if id, ok := h.resolveRoom(c, c.Param("roomIdOrAlias")); ok {
-		h.doJoin(c, id)
+func (h *handlers) joinByIDOrAlias(c *gin.Context) error {
+	id, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
+	if err != nil {
+		return err
 	}
+	return h.doJoin(c, id)
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/join
-func (h *handlers) join(c *gin.Context) {
-	if id, ok := roomIDParam(c); ok {
-		h.doJoin(c, id)
+func (h *handlers) join(c *gin.Context) error {
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
+	return h.doJoin(c, id)
 }
 
 // POST /_matrix/client/v3/knock/{roomIdOrAlias}
-func (h *handlers) knock(c *gin.Context) {
+func (h *handlers) knock(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := h.resolveRoom(c, c.Param("roomIdOrAlias"))
-	if !ok {
-		return
+	id, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
+	if err != nil {
+		return err
 	}
-	body, _, ok := h.readMembershipBody(c, false)
-	if !ok {
-		return
+	body, _, err := h.readMembershipBody(c, false)
+	if err != nil {
+		return err
 	}
 	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": id})
+	return nil
 }
 
 // membershipOf returns a handler that changes another user's membership
 // (invite, kick, ban, unban) or the caller's own (leave).
-func (h *handlers) membershipOf(membership string, needUser, unban bool) gin.HandlerFunc {
-	return func(c *gin.Context) {
+func (h *handlers) membershipOf(membership string, needUser, unban bool) api.Handler {
+	return func(c *gin.Context) error {
 		dev := auth.DeviceFrom(c)
-		id, ok := roomIDParam(c)
-		if !ok {
-			return
+		id, err := roomIDParam(c)
+		if err != nil {
+			return err
 		}
-		body, target, ok := h.readMembershipBody(c, needUser)
-		if !ok {
-			return
+		body, target, err := h.readMembershipBody(c, needUser)
+		if err != nil {
+			return err
 		}
 		if !needUser {
 			target = dev.UserID
 		}
 		if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		c.JSON(http.StatusOK, gin.H{})
+		return nil
 	}
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/invite
-func (h *handlers) invite(c *gin.Context) { h.membershipOf(spec.Invite, true, false)(c) }
+func (h *handlers) invite(c *gin.Context) error { return h.membershipOf(spec.Invite, true, false)(c) }
 
 // POST /_matrix/client/v3/rooms/{roomId}/leave
-func (h *handlers) leave(c *gin.Context) { h.membershipOf(spec.Leave, false, false)(c) }
+func (h *handlers) leave(c *gin.Context) error { return h.membershipOf(spec.Leave, false, false)(c) }
 
 // POST /_matrix/client/v3/rooms/{roomId}/kick
-func (h *handlers) kick(c *gin.Context) { h.membershipOf(spec.Leave, true, false)(c) }
+func (h *handlers) kick(c *gin.Context) error { return h.membershipOf(spec.Leave, true, false)(c) }
 
 // POST /_matrix/client/v3/rooms/{roomId}/ban
-func (h *handlers) ban(c *gin.Context) { h.membershipOf(spec.Ban, true, false)(c) }
+func (h *handlers) ban(c *gin.Context) error { return h.membershipOf(spec.Ban, true, false)(c) }
 
 // POST /_matrix/client/v3/rooms/{roomId}/unban
-func (h *handlers) unban(c *gin.Context) { h.membershipOf(spec.Leave, true, true)(c) }
+func (h *handlers) unban(c *gin.Context) error { return h.membershipOf(spec.Leave, true, true)(c) }
 
 // POST /_matrix/client/v3/rooms/{roomId}/forget
-func (h *handlers) forget(c *gin.Context) {
+func (h *handlers) forget(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	if err := h.s.Forget(c.Request.Context(), dev.UserID, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // GET /_matrix/client/v3/joined_rooms
-func (h *handlers) joinedRooms(c *gin.Context) {
+func (h *handlers) joinedRooms(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"joined_rooms": h.s.JoinedRooms(auth.DeviceFrom(c).UserID)})
+	return nil
 }
 
 // validEventType refuses empty and overlong event types, and types that
@@ -248,32 +241,30 @@ func validEventType(t string) error {
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
-func (h *handlers) send(c *gin.Context) {
+func (h *handlers) send(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	typ := c.Param("eventType")
 	if err := validEventType(typ); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	from := Sender{User: dev.UserID, Device: dev.DeviceID}
-	if h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, TxnID: c.Param("txnId")}) {
-		return
+	if delayed, err := h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, TxnID: c.Param("txnId")}); delayed {
+		return err
 	}
 	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	eid, err := h.s.Send(c.Request.Context(), from, id, typ, nil, c.Param("txnId"), content)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": eid})
+	return nil
 }
 
 func stateKeyParam(c *gin.Context) string {
@@ -281,92 +272,88 @@ func stateKeyParam(c *gin.Context) string {
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-func (h *handlers) putState(c *gin.Context) {
+func (h *handlers) putState(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	typ := c.Param("eventType")
 	if err := validEventType(typ); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	key := stateKeyParam(c)
 	from := Sender{User: dev.UserID, Device: dev.DeviceID}
-	if h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, StateKey: &key}) {
-		return
+	if delayed, err := h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, StateKey: &key}); delayed {
+		return err
 	}
 	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	eid, err := h.s.Send(c.Request.Context(), from, id, typ, &key, "", content)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": eid})
+	return nil
 }
 
 // delayed hands a request with MSC4140's delay parameter to the scheduler
-// and reports whether it did.
-func (h *handlers) delayed(c *gin.Context, d DelayedSend) bool {
+// and reports whether it did, with the scheduler's error.
+func (h *handlers) delayed(c *gin.Context, d DelayedSend) (bool, error) {
 	delay, ok := c.GetQuery(DelayParam)
 	if !ok || h.s.delayer == nil {
-		return false
+		return false, nil
 	}
 	d.Delay = delay
-	h.s.delayer.ServeDelayed(c, d)
-	return true
+	return true, h.s.delayer.ServeDelayed(c, d)
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state
-func (h *handlers) getAllState(c *gin.Context) {
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+func (h *handlers) getAllState(c *gin.Context) error {
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	state, err := h.s.State(c.Request.Context(), auth.DeviceFrom(c).UserID, id)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, clientState(state))
+	return nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}:
 // the content, or with format=event the whole event.
-func (h *handlers) getState(c *gin.Context) {
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+func (h *handlers) getState(c *gin.Context) error {
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	ev, err := h.s.StateEvent(c.Request.Context(), auth.DeviceFrom(c).UserID, id, c.Param("eventType"), stateKeyParam(c))
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if c.Query("format") == "event" {
 		c.Data(http.StatusOK, "application/json", events.ClientEvent(ev, nil))
-		return
+		return nil
 	}
 	c.Data(http.StatusOK, "application/json", []byte(ev.Content().Raw))
+	return nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/members
-func (h *handlers) members(c *gin.Context) {
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+func (h *handlers) members(c *gin.Context) error {
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	var at *Token
 	if s := c.Query("at"); s != "" {
 		t, err := ParseToken(s)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		at = &t
 	}
@@ -374,28 +361,26 @@ func (h *handlers) members(c *gin.Context) {
 		switch c.Query(q) {
 		case "", spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock:
 		default:
-			c.Error(spec.InvalidParam("%s must be join, invite, leave, ban or knock", q))
-			return
+			return spec.InvalidParam("%s must be join, invite, leave, ban or knock", q)
 		}
 	}
 	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"chunk": clientState(evs)})
+	return nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members
-func (h *handlers) joinedMembers(c *gin.Context) {
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+func (h *handlers) joinedMembers(c *gin.Context) error {
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	evs, err := h.s.JoinedMembersOf(auth.DeviceFrom(c).UserID, id)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	// Both keys are always there, null when the member event has none, as
 	// clients (and the suite) read them; a string otherwise, as the spec's
@@ -409,6 +394,7 @@ func (h *handlers) joinedMembers(c *gin.Context) {
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"joined": joined})
+	return nil
 }
 
 // stringOrNil is a JSON string's value, or nil for anything else.
@@ -420,49 +406,45 @@ func stringOrNil(v gjson.Result) any {
 }
 
 // parseFilterParam reads the filter query parameter (a JSON RoomEventFilter).
-func parseFilterParam(c *gin.Context) (*RoomEventFilter, bool) {
+func parseFilterParam(c *gin.Context) (*RoomEventFilter, error) {
 	raw := c.Query("filter")
 	if raw == "" {
-		return nil, true
+		return nil, nil
 	}
 	var f RoomEventFilter
 	if err := api.DecodeJSON([]byte(raw), &f); err != nil {
-		c.Error(spec.InvalidParam("filter: %v", err))
-		return nil, false
+		return nil, spec.InvalidParam("filter: %v", err)
 	}
 	if err := f.Validate(); err != nil {
-		c.Error(err)
-		return nil, false
+		return nil, err
 	}
-	return &f, true
+	return &f, nil
 }
 
-func limitParam(c *gin.Context, def int) (int, bool) {
+func limitParam(c *gin.Context, def int) (int, error) {
 	s := c.Query("limit")
 	if s == "" {
-		return def, true
+		return def, nil
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
-		c.Error(spec.InvalidParam("limit must be a non-negative integer"))
-		return 0, false
+		return 0, spec.InvalidParam("limit must be a non-negative integer")
 	}
-	return n, true
+	return n, nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/messages. Whether the user may read
 // the room is answered first: a room they may not read (never joined,
 // forgotten) is a 403 whatever the parameters, then dir (required) and the
 // rest are checked.
-func (h *handlers) messages(c *gin.Context) {
+func (h *handlers) messages(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	if _, err := h.s.readAccess(dev.UserID, id); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	var from, to *Token
 	for _, p := range []struct {
@@ -472,35 +454,33 @@ func (h *handlers) messages(c *gin.Context) {
 		if s := c.Query(p.name); s != "" {
 			t, err := ParseToken(s)
 			if err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			*p.dst = &t
 		}
 	}
 	dir := c.Query("dir")
 	if dir != "b" && dir != "f" {
-		c.Error(spec.InvalidParam("dir must be b or f"))
-		return
+		return spec.InvalidParam("dir must be b or f")
 	}
-	limit, ok := limitParam(c, 10)
-	if !ok {
-		return
+	limit, err := limitParam(c, 10)
+	if err != nil {
+		return err
 	}
-	f, ok := parseFilterParam(c)
-	if !ok {
-		return
+	f, err := parseFilterParam(c)
+	if err != nil {
+		return err
 	}
 	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, from, to, dir == "b", limit, f)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
-	chunk, ok := h.renderFor(c, page.Events) // with bundled aggregations (relations.go)
-	if !ok {
-		return
+	chunk, err := h.renderFor(c, page.Events) // with bundled aggregations (relations.go)
+	if err != nil {
+		return err
 	}
 	c.Data(http.StatusOK, "application/json", page.appendJSON(make([]byte, 0, rawSize(chunk)+64), chunk))
+	return nil
 }
 
 // appendJSON writes a /messages answer by hand, as sync/encode.go does:
@@ -545,34 +525,33 @@ func appendRawList(b []byte, list []json.RawMessage) []byte {
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
-func (h *handlers) context(c *gin.Context) {
+func (h *handlers) context(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
-	limit, ok := limitParam(c, 10)
-	if !ok {
-		return
+	limit, err := limitParam(c, 10)
+	if err != nil {
+		return err
 	}
-	f, ok := parseFilterParam(c)
-	if !ok {
-		return
+	f, err := parseFilterParam(c)
+	if err != nil {
+		return err
 	}
 	res, err := h.s.Context(c.Request.Context(), dev.UserID, id, eid, limit, f)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	// With bundled aggregations (relations.go).
 	all := append(append([]*Event{res.Event}, res.Before...), res.After...)
-	rendered, ok := h.renderFor(c, all)
-	if !ok {
-		return
+	rendered, err := h.renderFor(c, all)
+	if err != nil {
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"event":         rendered[0],
@@ -582,53 +561,53 @@ func (h *handlers) context(c *gin.Context) {
 		"end":           res.End.String(),
 		"state":         clientState(res.State),
 	})
+	return nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
-func (h *handlers) event(c *gin.Context) {
+func (h *handlers) event(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
 	ev, err := h.s.Event(c.Request.Context(), dev.UserID, id, eid)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
-	rendered, ok := h.renderFor(c, []*Event{ev}) // with bundled aggregations (relations.go)
-	if !ok {
-		return
+	rendered, err := h.renderFor(c, []*Event{ev}) // with bundled aggregations (relations.go)
+	if err != nil {
+		return err
 	}
 	c.Data(http.StatusOK, "application/json", rendered[0])
+	return nil
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
-func (h *handlers) redact(c *gin.Context) {
+func (h *handlers) redact(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, ok := roomIDParam(c)
-	if !ok {
-		return
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
 	var body struct {
 		Reason string `json:"reason"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": rid})
+	return nil
 }

@@ -368,16 +368,81 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 	if err != nil || len(children) == 0 {
 		return nil, err
 	}
-	type agg struct {
-		threadCount  int
-		threadLatest spec.EventID
-		participated bool
-		replaces     []spec.EventID
-		references   []spec.EventID
+	aggs, load, replaced := s.aggregate(viewer, children, byID)
+	loaded, err := s.eventsByID(ctx, load)
+	if err != nil {
+		return nil, err
 	}
-	aggs := map[spec.EventID]*agg{}
-	var load []spec.EventID
-	var replaced []spec.EventID
+	redactedParents, err := s.redactedAmong(ctx, replaced)
+	if err != nil {
+		return nil, err
+	}
+	// The latest events of threads get their own (nested) bundles.
+	var latest []*Event
+	for _, a := range aggs {
+		if ev := loaded[a.threadLatest]; ev != nil {
+			latest = append(latest, ev)
+		}
+	}
+	var nestedBundles map[spec.EventID]bundle
+	if len(latest) > 0 {
+		if nestedBundles, err = s.bundles(ctx, viewer, latest, true); err != nil {
+			return nil, err
+		}
+	}
+	out := map[spec.EventID]bundle{}
+	for id, a := range aggs {
+		if b := a.bundle(viewer, byID[id], loaded, nestedBundles, redactedParents[id]); len(b) > 0 {
+			out[id] = b
+		}
+	}
+	return out, nil
+}
+
+// bundle renders the aggregation of parent: the m.thread summary with its
+// latest event (and that event's own bundle), the latest edit unless the
+// parent is redacted or cannot be edited, and the m.reference chunk.
+func (a *aggregation) bundle(viewer spec.UserID, parent *Event, loaded map[spec.EventID]*Event, nested map[spec.EventID]bundle, redacted bool) bundle {
+	b := bundle{}
+	if a.threadCount > 0 {
+		if ev := loaded[a.threadLatest]; ev != nil {
+			b[relThread] = map[string]any{
+				"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nested[ev.PDU.EventID()])),
+				"count":                     a.threadCount,
+				"current_user_participated": a.participated || parent.PDU.Sender() == viewer,
+			}
+		}
+	}
+	if len(a.replaces) > 0 && !redacted && validReplaceTarget(parent.PDU) {
+		if best := a.latestEdit(loaded); best != nil {
+			b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
+		}
+	}
+	if len(a.references) > 0 {
+		chunk := make([]map[string]string, len(a.references))
+		for i, rid := range a.references {
+			chunk[i] = map[string]string{"event_id": string(rid)}
+		}
+		b[relReference] = map[string]any{"chunk": chunk}
+	}
+	return b
+}
+
+// aggregation is what the children the viewer may see add up to for one
+// parent event.
+type aggregation struct {
+	threadCount  int
+	threadLatest spec.EventID
+	participated bool // the viewer wrote in the thread
+	replaces     []spec.EventID
+	references   []spec.EventID
+}
+
+// aggregate adds up the visible children by parent. load are the events
+// the bundles show (candidate edits, the latest of each thread); replaced
+// are the parents with candidate edits.
+func (s *Service) aggregate(viewer spec.UserID, children []childRow, byID map[spec.EventID]*Event) (aggs map[spec.EventID]*aggregation, load, replaced []spec.EventID) {
+	aggs = map[spec.EventID]*aggregation{}
 	for _, c := range children {
 		parent := byID[c.parent]
 		r := s.room(parent.PDU.RoomID())
@@ -386,7 +451,7 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 		}
 		a := aggs[c.parent]
 		if a == nil {
-			a = &agg{}
+			a = &aggregation{}
 			aggs[c.parent] = a
 		}
 		switch c.relType {
@@ -415,67 +480,22 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 			load = append(load, a.threadLatest)
 		}
 	}
-	loaded, err := s.eventsByID(ctx, load)
-	if err != nil {
-		return nil, err
-	}
-	redactedParents, err := s.redactedAmong(ctx, replaced)
-	if err != nil {
-		return nil, err
-	}
-	// The latest events of threads get their own (nested) bundles.
-	var latest []*Event
-	for _, a := range aggs {
-		if ev := loaded[a.threadLatest]; ev != nil {
-			latest = append(latest, ev)
+	return aggs, load, replaced
+}
+
+// latestEdit is the newest valid replacement among the loaded ones.
+func (a *aggregation) latestEdit(loaded map[spec.EventID]*Event) *Event {
+	var best *Event
+	for _, rid := range a.replaces {
+		ev := loaded[rid]
+		if ev == nil || !validReplacement(ev.PDU) {
+			continue
+		}
+		if best == nil || newerEdit(ev.PDU, best.PDU) {
+			best = ev
 		}
 	}
-	var nestedBundles map[spec.EventID]bundle
-	if len(latest) > 0 {
-		if nestedBundles, err = s.bundles(ctx, viewer, latest, true); err != nil {
-			return nil, err
-		}
-	}
-	out := map[spec.EventID]bundle{}
-	for id, a := range aggs {
-		parent := byID[id]
-		b := bundle{}
-		if a.threadCount > 0 {
-			if ev := loaded[a.threadLatest]; ev != nil {
-				b[relThread] = map[string]any{
-					"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nestedBundles[ev.PDU.EventID()])),
-					"count":                     a.threadCount,
-					"current_user_participated": a.participated || parent.PDU.Sender() == viewer,
-				}
-			}
-		}
-		if len(a.replaces) > 0 && !redactedParents[id] && validReplaceTarget(parent.PDU) {
-			var best *Event
-			for _, rid := range a.replaces {
-				ev := loaded[rid]
-				if ev == nil || !validReplacement(ev.PDU) {
-					continue
-				}
-				if best == nil || newerEdit(ev.PDU, best.PDU) {
-					best = ev
-				}
-			}
-			if best != nil {
-				b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
-			}
-		}
-		if len(a.references) > 0 {
-			chunk := make([]map[string]string, len(a.references))
-			for i, rid := range a.references {
-				chunk[i] = map[string]string{"event_id": string(rid)}
-			}
-			b[relReference] = map[string]any{"chunk": chunk}
-		}
-		if len(b) > 0 {
-			out[id] = b
-		}
-	}
-	return out, nil
+	return best
 }
 
 // validReplaceTarget: an edit of an edit is not an edit (event replacements,
@@ -566,14 +586,13 @@ func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device s
 }
 
 // renderFor is RenderEvents for a request's caller.
-func (h *handlers) renderFor(c *gin.Context, evs []*Event) ([]json.RawMessage, bool) {
+func (h *handlers) renderFor(c *gin.Context, evs []*Event) ([]json.RawMessage, error) {
 	dev := auth.DeviceFrom(c)
 	out, err := h.s.RenderEvents(c.Request.Context(), dev.UserID, dev.DeviceID, evs)
 	if err != nil {
-		c.Error(err)
-		return nil, false
+		return nil, err
 	}
-	return out, true
+	return out, nil
 }
 
 // ThreadOf returns the thread an event is in, for threaded receipts and
@@ -667,45 +686,11 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 	if q.Recurse {
 		depth = recurseDepth
 	}
-	// Collect the children level by level. Filters apply to every level:
-	// a child reached only through a non-matching event is not included.
-	seen := map[spec.EventID]bool{parentID: true}
-	frontier := []spec.EventID{parentID}
-	var all []childRow
-	for level := 0; level < depth && len(frontier) > 0 && len(all) < maxRelationChildren; level++ {
-		rows, err := s.childrenOf(ctx, frontier)
-		if err != nil {
-			return nil, err
-		}
-		frontier = nil
-		for _, c := range rows {
-			if seen[c.id] || c.room != room || (q.RelType != "" && c.relType != q.RelType) || (q.EventType != "" && c.typ != q.EventType) {
-				continue
-			}
-			seen[c.id] = true
-			frontier = append(frontier, c.id)
-			if c.position <= a.upTo && a.r.canSeePlain(user, c.position) {
-				all = append(all, c)
-			}
-		}
+	all, err := s.visibleDescendants(ctx, user, room, a, parentID, q, depth)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].position < all[j].position })
-	var window []childRow
-	for _, c := range all {
-		if q.Forward {
-			if (q.From != nil && c.position <= int64(*q.From)) || (q.To != nil && c.position > int64(*q.To)) {
-				continue
-			}
-		} else if (q.From != nil && c.position > int64(*q.From)) || (q.To != nil && c.position <= int64(*q.To)) {
-			continue
-		}
-		window = append(window, c)
-	}
-	if !q.Forward {
-		for i, j := 0, len(window)-1; i < j; i, j = i+1, j-1 {
-			window[i], window[j] = window[j], window[i]
-		}
-	}
+	window := q.window(all)
 	page := &RelationsPage{Prev: q.From}
 	if q.Recurse {
 		page.RecursionDepth = depth
@@ -735,17 +720,68 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 	return page, nil
 }
 
+// visibleDescendants collects the children of parentID level by level, up
+// to depth levels, that the user may see, in position order. Filters apply
+// to every level: a child reached only through a non-matching event is
+// not included.
+func (s *Service) visibleDescendants(ctx context.Context, user spec.UserID, room spec.RoomID, a *access, parentID spec.EventID, q RelationsQuery, depth int) ([]childRow, error) {
+	seen := map[spec.EventID]bool{parentID: true}
+	frontier := []spec.EventID{parentID}
+	var all []childRow
+	for level := 0; level < depth && len(frontier) > 0 && len(all) < maxRelationChildren; level++ {
+		rows, err := s.childrenOf(ctx, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = nil
+		for _, c := range rows {
+			if seen[c.id] || c.room != room || (q.RelType != "" && c.relType != q.RelType) || (q.EventType != "" && c.typ != q.EventType) {
+				continue
+			}
+			seen[c.id] = true
+			frontier = append(frontier, c.id)
+			if c.position <= a.upTo && a.r.canSeePlain(user, c.position) {
+				all = append(all, c)
+			}
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].position < all[j].position })
+	return all, nil
+}
+
+// window keeps the children between from and to, in the direction asked
+// (newest first backwards).
+func (q RelationsQuery) window(all []childRow) []childRow {
+	var window []childRow
+	for _, c := range all {
+		if q.Forward {
+			if (q.From != nil && c.position <= int64(*q.From)) || (q.To != nil && c.position > int64(*q.To)) {
+				continue
+			}
+		} else if (q.From != nil && c.position > int64(*q.From)) || (q.To != nil && c.position <= int64(*q.To)) {
+			continue
+		}
+		window = append(window, c)
+	}
+	if !q.Forward {
+		for i, j := 0, len(window)-1; i < j; i, j = i+1, j-1 {
+			window[i], window[j] = window[j], window[i]
+		}
+	}
+	return window
+}
+
 // GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]:
 // the children of an event, paginated either way, with optional recursion.
-func (h *handlers) relations(c *gin.Context) {
+func (h *handlers) relations(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
 	q := RelationsQuery{RelType: c.Param("relType"), EventType: c.Param("eventType")}
 	for _, p := range []struct {
@@ -755,8 +791,7 @@ func (h *handlers) relations(c *gin.Context) {
 		if v := c.Query(p.name); v != "" {
 			t, err := ParseToken(v)
 			if err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 			*p.dst = &t
 		}
@@ -766,28 +801,25 @@ func (h *handlers) relations(c *gin.Context) {
 	case "f":
 		q.Forward = true
 	default:
-		c.Error(spec.InvalidParam("dir must be b or f"))
-		return
+		return spec.InvalidParam("dir must be b or f")
 	}
 	switch c.Query("recurse") {
 	case "", "false":
 	case "true":
 		q.Recurse = true
 	default:
-		c.Error(spec.InvalidParam("recurse must be true or false"))
-		return
+		return spec.InvalidParam("recurse must be true or false")
 	}
-	if q.Limit, ok = limitParam(c, 10); !ok {
-		return
+	if q.Limit, err = limitParam(c, 10); err != nil {
+		return err
 	}
 	page, err := h.s.Relations(c.Request.Context(), dev.UserID, room, eid, q)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
-	chunk, ok := h.renderFor(c, page.Events)
-	if !ok {
-		return
+	chunk, err := h.renderFor(c, page.Events)
+	if err != nil {
+		return err
 	}
 	resp := gin.H{"chunk": chunk}
 	if page.Next != nil {
@@ -800,4 +832,5 @@ func (h *handlers) relations(c *gin.Context) {
 		resp["recursion_depth"] = page.RecursionDepth
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

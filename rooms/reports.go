@@ -211,80 +211,77 @@ func (s *Service) ReportedEvent(ctx context.Context, r *Report) (*Event, error) 
 }
 
 // readReason reads {"reason": …}; required says whether it must be present.
-func readReason(c *gin.Context, required bool) (string, bool) {
+func readReason(c *gin.Context, required bool) (string, error) {
 	var body struct {
 		Reason *string `json:"reason"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return "", false
+		return "", err
 	}
 	if body.Reason == nil {
 		if required {
-			c.Error(spec.MissingParam("reason is required (it may be empty)"))
-			return "", false
+			return "", spec.MissingParam("reason is required (it may be empty)")
 		}
-		return "", true
+		return "", nil
 	}
-	return *body.Reason, true
+	return *body.Reason, nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}: report an event
 // of a room the caller is joined to.
-func (h *handlers) reportEvent(c *gin.Context) {
+func (h *handlers) reportEvent(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	eid, ok := eventIDParam(c)
-	if !ok {
-		return
+	eid, err := eventIDParam(c)
+	if err != nil {
+		return err
 	}
-	reason, ok := readReason(c, false)
-	if !ok {
-		return
+	reason, err := readReason(c, false)
+	if err != nil {
+		return err
 	}
 	if err := h.s.ReportEventContent(c.Request.Context(), dev.UserID, room, eid, reason); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/report: report a room.
-func (h *handlers) reportRoom(c *gin.Context) {
+func (h *handlers) reportRoom(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
-	reason, ok := readReason(c, true)
-	if !ok {
-		return
+	reason, err := readReason(c, true)
+	if err != nil {
+		return err
 	}
 	if err := h.s.ReportRoomContent(c.Request.Context(), dev.UserID, room, reason); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // POST /_matrix/client/v3/users/{userId}/report: report a user.
-func (h *handlers) reportUser(c *gin.Context) {
+func (h *handlers) reportUser(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	user, err := spec.ParseUserID(c.Param("userId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("user ID: %v", err))
-		return
+		return spec.InvalidParam("user ID: %v", err)
 	}
-	reason, ok := readReason(c, true)
-	if !ok {
-		return
+	reason, err := readReason(c, true)
+	if err != nil {
+		return err
 	}
 	if err := h.s.ReportUserContent(c.Request.Context(), dev.UserID, user, reason); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }

@@ -165,109 +165,154 @@ type searchHit struct {
 // maxSearchCandidates bounds the matches one search considers.
 const maxSearchCandidates = 5000
 
-// Search runs the room_events search for a user and returns the response's
-// room_events object.
-func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
+// searchQuery is a room_events search, checked: what to match, in which
+// order, how to group, and where the page starts.
+type searchQuery struct {
+	words   []string // the search term's words, folded
+	types   []string // the event types the keys are read from
+	recent  bool     // order_by recent, else rank
+	groupBy []string // "room_id", "sender"
+	limit   int
+	tok     searchToken
+}
+
+func parseSearchQuery(c *SearchCriteria, nextBatch string) (*searchQuery, error) {
 	if c.SearchTerm == nil {
 		return nil, spec.MissingParam("search_term is required")
 	}
-	types := []string{}
+	q := &searchQuery{types: []string{}, limit: 10}
 	if len(c.Keys) == 0 {
-		types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
+		q.types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
 	}
 	for _, k := range c.Keys {
 		t, ok := searchKeys[k]
 		if !ok {
 			return nil, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
 		}
-		if !contains(types, t) {
-			types = append(types, t)
+		if !contains(q.types, t) {
+			q.types = append(q.types, t)
 		}
 	}
-	recent := false
 	switch c.OrderBy {
 	case "", "rank":
 	case "recent":
-		recent = true
+		q.recent = true
 	default:
 		return nil, spec.InvalidParam("order_by must be rank or recent")
 	}
-	var groupBy []string
 	if c.Groupings != nil {
 		for _, g := range c.Groupings.GroupBy {
 			if g.Key != "room_id" && g.Key != "sender" {
 				return nil, spec.InvalidParam("groupings can be by room_id or sender")
 			}
-			if !contains(groupBy, g.Key) {
-				groupBy = append(groupBy, g.Key)
+			if !contains(q.groupBy, g.Key) {
+				q.groupBy = append(q.groupBy, g.Key)
 			}
 		}
 	}
 	if err := c.Filter.Validate(); err != nil {
 		return nil, err
 	}
-	limit := 10
 	if c.Filter != nil && c.Filter.Limit != nil && *c.Filter.Limit > 0 {
-		limit = min(*c.Filter.Limit, 100)
+		q.limit = min(*c.Filter.Limit, 100)
 	}
-	var tok searchToken
 	if nextBatch != "" {
 		t, err := parseSearchToken(nextBatch)
 		if err != nil {
 			return nil, err
 		}
-		tok = t
+		q.tok = t
 	}
-	words := searchTerms(*c.SearchTerm)
-	out := map[string]any{"results": []any{}, "count": 0, "highlights": words}
-	if words == nil {
+	q.words = searchTerms(*c.SearchTerm)
+	return q, nil
+}
+
+// Search runs the room_events search for a user and returns the response's
+// room_events object.
+func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
+	q, err := parseSearchQuery(c, nextBatch)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"results": []any{}, "count": 0, "highlights": q.words}
+	if q.words == nil {
 		out["highlights"] = []string{}
 	}
-
-	// The rooms the user has been in and may still read (up to a leave).
-	access := map[spec.RoomID]*access{}
-	for id := range s.RoomsOf(user) {
-		if !c.Filter.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
-			continue
-		}
-		if a, err := s.readAccess(user, id); err == nil {
-			access[id] = a
-		}
-	}
-	if len(words) == 0 || len(access) == 0 || len(types) == 0 {
+	access := s.searchableRooms(user, c.Filter, q.tok)
+	if len(q.words) == 0 || len(access) == 0 || len(q.types) == 0 {
 		return out, nil
 	}
-	hits, err := s.searchHits(ctx, user, words, types, access, c.Filter, recent, tok)
+	hits, err := s.searchHits(ctx, user, q.words, q.types, access, c.Filter, q.recent, q.tok)
 	if err != nil {
 		return nil, err
 	}
 	out["count"] = len(hits)
-	start := min(tok.Offset, len(hits))
-	end := min(start+limit, len(hits))
+	start := min(q.tok.Offset, len(hits))
+	end := min(start+q.limit, len(hits))
 	pageHits := hits[start:end]
 	// A full page gets a next_batch even when it holds the last hits: the
 	// spec only makes an absent next_batch mean "no more", and clients
 	// (and the Matrix suite) page until a page comes back without one.
-	if end < len(hits) || len(pageHits) == limit {
-		out["next_batch"] = searchToken{Offset: end, Group: tok.Group, Value: tok.Value}.String()
+	if end < len(hits) || len(pageHits) == q.limit {
+		out["next_batch"] = searchToken{Offset: end, Group: q.tok.Group, Value: q.tok.Value}.String()
 	}
 
-	ids := make([]spec.EventID, len(pageHits))
-	for i, h := range pageHits {
+	evs, kept, err := s.loadHits(ctx, pageHits)
+	if err != nil {
+		return nil, err
+	}
+	if out["results"], err = s.searchResults(ctx, user, device, c, access, evs, kept); err != nil {
+		return nil, err
+	}
+	if len(q.groupBy) > 0 {
+		out["groups"] = searchGroups(q.groupBy, kept, hits, end)
+	}
+	if c.IncludeState {
+		if out["state"], err = s.searchState(ctx, evs, access); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// searchableRooms are the rooms the user has been in and may still read
+// (up to a leave), as the filter and the token's group allow.
+func (s *Service) searchableRooms(user spec.UserID, f *RoomEventFilter, tok searchToken) map[spec.RoomID]*access {
+	rooms := map[spec.RoomID]*access{}
+	for id := range s.RoomsOf(user) {
+		if !f.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
+			continue
+		}
+		if a, err := s.readAccess(user, id); err == nil {
+			rooms[id] = a
+		}
+	}
+	return rooms
+}
+
+// loadHits loads the events of a page of hits; kept are the hits whose
+// event was found, in step with evs.
+func (s *Service) loadHits(ctx context.Context, page []searchHit) (evs []*Event, kept []searchHit, err error) {
+	ids := make([]spec.EventID, len(page))
+	for i, h := range page {
 		ids[i] = h.id
 	}
 	loaded, err := s.eventsByID(ctx, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var evs []*Event
-	var kept []searchHit
-	for _, h := range pageHits {
+	for _, h := range page {
 		if ev := loaded[h.id]; ev != nil {
 			evs = append(evs, ev)
 			kept = append(kept, h)
 		}
 	}
+	return evs, kept, nil
+}
+
+// searchResults renders the page's results: rank, event and, when asked,
+// the event's context.
+func (s *Service) searchResults(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, access map[spec.RoomID]*access, evs []*Event, kept []searchHit) ([]any, error) {
 	rendered, err := s.RenderEvents(ctx, user, device, evs)
 	if err != nil {
 		return nil, err
@@ -284,65 +329,69 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 		}
 		results[i] = res
 	}
-	out["results"] = results
+	return results, nil
+}
 
-	if len(groupBy) > 0 {
-		groups := map[string]any{}
-		for _, key := range groupBy {
-			value := func(h searchHit) string {
-				if key == "room_id" {
-					return string(h.room)
-				}
-				return string(h.sender)
+// searchGroups groups the page's hits by each key (room_id, sender); a
+// group with results after the page (end, in all hits) gets its own
+// next_batch.
+func searchGroups(groupBy []string, kept, hits []searchHit, end int) map[string]any {
+	groups := map[string]any{}
+	for _, key := range groupBy {
+		value := func(h searchHit) string {
+			if key == "room_id" {
+				return string(h.room)
 			}
-			byValue := map[string]map[string]any{}
-			for _, h := range kept {
-				v := value(h)
-				g := byValue[v]
-				if g == nil {
-					g = map[string]any{"results": []string{}, "order": len(byValue) + 1}
-					byValue[v] = g
-					// More of this group after the page? Its own offset is
-					// how many of its results the pages so far held.
-					done, more := 0, false
-					for i, x := range hits {
-						if value(x) != v {
-							continue
-						}
-						if i < end {
-							done++
-						} else {
-							more = true
-							break
-						}
-					}
-					if more {
-						g["next_batch"] = searchToken{Offset: done, Group: key, Value: v}.String()
-					}
-				}
-				g["results"] = append(g["results"].([]string), string(h.id))
-			}
-			groups[key] = byValue
+			return string(h.sender)
 		}
-		out["groups"] = groups
+		byValue := map[string]map[string]any{}
+		for _, h := range kept {
+			v := value(h)
+			g := byValue[v]
+			if g == nil {
+				g = map[string]any{"results": []string{}, "order": len(byValue) + 1}
+				byValue[v] = g
+				// More of this group after the page? Its own offset is
+				// how many of its results the pages so far held.
+				done, more := 0, false
+				for i, x := range hits {
+					if value(x) != v {
+						continue
+					}
+					if i < end {
+						done++
+					} else {
+						more = true
+						break
+					}
+				}
+				if more {
+					g["next_batch"] = searchToken{Offset: done, Group: key, Value: v}.String()
+				}
+			}
+			g["results"] = append(g["results"].([]string), string(h.id))
+		}
+		groups[key] = byValue
 	}
+	return groups
+}
 
-	if c.IncludeState {
-		state := map[string]any{}
-		for _, ev := range evs {
-			room := ev.PDU.RoomID()
-			if _, done := state[string(room)]; done {
-				continue
-			}
-			st, err := s.stateFor(ctx, access[room])
-			if err != nil {
-				return nil, err
-			}
-			state[string(room)] = clientState(st)
+// searchState is include_state: the state of each room with a result, as
+// the user may see it.
+func (s *Service) searchState(ctx context.Context, evs []*Event, access map[spec.RoomID]*access) (map[string]any, error) {
+	state := map[string]any{}
+	for _, ev := range evs {
+		room := ev.PDU.RoomID()
+		if _, done := state[string(room)]; done {
+			continue
 		}
-		out["state"] = state
+		st, err := s.stateFor(ctx, access[room])
+		if err != nil {
+			return nil, err
+		}
+		state[string(room)] = clientState(st)
 	}
-	return out, nil
+	return state, nil
 }
 
 // searchHits returns every visible match in order (capped), scoped to the
@@ -505,7 +554,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 
 // POST /_matrix/client/v3/search: full-text search of the room events the
 // caller may see.
-func (h *handlers) search(c *gin.Context) {
+func (h *handlers) search(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	var body struct {
 		SearchCategories *struct {
@@ -513,21 +562,19 @@ func (h *handlers) search(c *gin.Context) {
 		} `json:"search_categories"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if body.SearchCategories == nil {
-		c.Error(spec.MissingParam("search_categories is required"))
-		return
+		return spec.MissingParam("search_categories is required")
 	}
 	cats := map[string]any{}
 	if rc := body.SearchCategories.RoomEvents; rc != nil {
 		res, err := h.s.Search(c.Request.Context(), dev.UserID, dev.DeviceID, rc, c.Query("next_batch"))
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		cats["room_events"] = res
 	}
 	c.JSON(http.StatusOK, gin.H{"search_categories": cats})
+	return nil
 }

@@ -147,10 +147,10 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 
 // Delayer answers a send or state request that carries MSC4140's delay
 // parameter: it schedules the event instead of sending it now, and writes
-// the response ({"delay_id"}). It reads the body itself, after looking up
+// the response ({"delay_id"}) or returns the error. It reads the body itself, after looking up
 // the transaction ID, as a retried request may come without one.
 type Delayer interface {
-	ServeDelayed(c *gin.Context, d DelayedSend)
+	ServeDelayed(c *gin.Context, d DelayedSend) error
 }
 
 // DelayedSend is what a delayed send or state request names.

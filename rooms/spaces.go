@@ -322,7 +322,7 @@ func optionalAuth(requireAuth gin.HandlerFunc) gin.HandlerFunc {
 
 // GET /_matrix/client/v1/room_summary/{roomIdOrAlias}: a room's summary,
 // without an access token for public, knockable and world-readable rooms.
-func (h *handlers) roomSummary(c *gin.Context) {
+func (h *handlers) roomSummary(c *gin.Context) error {
 	var user spec.UserID
 	if dev := auth.DeviceFrom(c); dev != nil {
 		user = dev.UserID
@@ -332,53 +332,47 @@ func (h *handlers) roomSummary(c *gin.Context) {
 	if strings.HasPrefix(idOrAlias, "#") {
 		alias, err := spec.ParseRoomAlias(idOrAlias)
 		if err != nil {
-			c.Error(spec.InvalidParam("room alias: %v", err))
-			return
+			return spec.InvalidParam("room alias: %v", err)
 		}
 		if room, err = h.s.ResolveAlias(c.Request.Context(), alias); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if room == "" {
-			c.Error(spec.NotFound("room not found"))
-			return
+			return spec.NotFound("room not found")
 		}
 	} else {
 		var err error
 		if room, err = spec.ParseRoomID(idOrAlias); err != nil {
-			c.Error(spec.InvalidParam("room ID or alias: %v", err))
-			return
+			return spec.InvalidParam("room ID or alias: %v", err)
 		}
 	}
 	sum, err := h.s.Summary(user, room)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, sum)
+	return nil
 }
 
 // GET /_matrix/client/v1/rooms/{roomId}/hierarchy: a page of the space tree.
-func (h *handlers) hierarchy(c *gin.Context) {
+func (h *handlers) hierarchy(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	q := HierarchyQuery{MaxDepth: defaultHierarchyDepth, Limit: defaultHierarchyLimit, From: c.Query("from")}
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
-			c.Error(spec.InvalidParam("limit must be an integer greater than zero"))
-			return
+			return spec.InvalidParam("limit must be an integer greater than zero")
 		}
 		q.Limit = min(n, maxHierarchyLimit)
 	}
 	if v := c.Query("max_depth"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			c.Error(spec.InvalidParam("max_depth must be a non-negative integer"))
-			return
+			return spec.InvalidParam("max_depth must be a non-negative integer")
 		}
 		q.MaxDepth = min(n, maxHierarchyDepth)
 	}
@@ -387,17 +381,16 @@ func (h *handlers) hierarchy(c *gin.Context) {
 	case "true":
 		q.SuggestedOnly = true
 	default:
-		c.Error(spec.InvalidParam("suggested_only must be true or false"))
-		return
+		return spec.InvalidParam("suggested_only must be true or false")
 	}
 	page, err := h.s.Hierarchy(c.Request.Context(), dev.UserID, room, q)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	resp := gin.H{"rooms": page.Rooms}
 	if page.Next != "" {
 		resp["next_batch"] = page.Next
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

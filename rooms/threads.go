@@ -105,11 +105,11 @@ func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomI
 
 // GET /_matrix/client/v1/rooms/{roomId}/threads: the room's threads, most
 // recently active first, each root with its thread summary bundled.
-func (h *handlers) threads(c *gin.Context) {
+func (h *handlers) threads(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	participated := false
 	switch c.Query("include") {
@@ -117,15 +117,13 @@ func (h *handlers) threads(c *gin.Context) {
 	case "participated":
 		participated = true
 	default:
-		c.Error(spec.InvalidParam("include must be all or participated"))
-		return
+		return spec.InvalidParam("include must be all or participated")
 	}
 	limit := 10
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
-			c.Error(spec.InvalidParam("limit must be an integer greater than zero"))
-			return
+			return spec.InvalidParam("limit must be an integer greater than zero")
 		}
 		limit = n
 	}
@@ -133,23 +131,22 @@ func (h *handlers) threads(c *gin.Context) {
 	if v := c.Query("from"); v != "" {
 		t, err := parseThreadToken(v)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		from = &t
 	}
 	page, err := h.s.Threads(c.Request.Context(), dev.UserID, room, participated, from, limit)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
-	chunk, ok := h.renderFor(c, page.Roots)
-	if !ok {
-		return
+	chunk, err := h.renderFor(c, page.Roots)
+	if err != nil {
+		return err
 	}
 	resp := gin.H{"chunk": chunk}
 	if page.Next != nil {
 		resp["next_batch"] = page.Next.String()
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
 }

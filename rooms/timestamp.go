@@ -63,21 +63,19 @@ func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room s
 
 // GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event: the event
 // closest to a timestamp in the direction asked.
-func (h *handlers) timestampToEvent(c *gin.Context) {
+func (h *handlers) timestampToEvent(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	raw := c.Query("ts")
 	if raw == "" {
-		c.Error(spec.MissingParam("ts is required"))
-		return
+		return spec.MissingParam("ts is required")
 	}
 	ts, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || ts < 0 {
-		c.Error(spec.InvalidParam("ts must be a timestamp in milliseconds"))
-		return
+		return spec.InvalidParam("ts must be a timestamp in milliseconds")
 	}
 	var forward bool
 	switch c.Query("dir") {
@@ -85,16 +83,14 @@ func (h *handlers) timestampToEvent(c *gin.Context) {
 		forward = true
 	case "b":
 	case "":
-		c.Error(spec.MissingParam("dir is required"))
-		return
+		return spec.MissingParam("dir is required")
 	default:
-		c.Error(spec.InvalidParam("dir must be f or b"))
-		return
+		return spec.InvalidParam("dir must be f or b")
 	}
 	ev, err := h.s.EventAtTimestamp(c.Request.Context(), dev.UserID, room, ts, forward)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": ev.PDU.EventID(), "origin_server_ts": ev.PDU.OriginServerTS()})
+	return nil
 }

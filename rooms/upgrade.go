@@ -414,21 +414,20 @@ func clonePL(c map[string]any) map[string]any {
 
 // POST /_matrix/client/v3/rooms/{roomId}/upgrade: replace the room with a
 // new room of another version.
-func (h *handlers) upgrade(c *gin.Context) {
+func (h *handlers) upgrade(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, ok := roomIDParam(c)
-	if !ok {
-		return
+	room, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
 	var req UpgradeRequest
 	if err := api.ReadJSON(c, &req); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	id, err := h.s.Upgrade(c.Request.Context(), dev.UserID, room, req)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"replacement_room": id})
+	return nil
 }

@@ -94,43 +94,38 @@ func (s *Service) typingSince(room spec.RoomID, serial int64, initial bool) json
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-func (s *Service) putTyping(c *gin.Context) {
+func (s *Service) putTyping(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	room, err := spec.ParseRoomID(c.Param("roomId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID: %v", err))
-		return
+		return spec.InvalidParam("room ID: %v", err)
 	}
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only set your own typing state"))
-		return
+		return spec.Forbidden("you can only set your own typing state")
 	}
 	var body struct {
 		Typing  *bool  `json:"typing"`
 		Timeout *int64 `json:"timeout"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if body.Typing == nil {
-		c.Error(spec.BadJSON("typing is required"))
-		return
+		return spec.BadJSON("typing is required")
 	}
 	if s.rooms.Membership(dev.UserID, room) != spec.Join {
-		c.Error(spec.Forbidden("you are not joined to room %s", room))
-		return
+		return spec.Forbidden("you are not joined to room %s", room)
 	}
 	timeout := 30 * time.Second
 	if body.Timeout != nil {
 		if *body.Timeout < 0 {
-			c.Error(spec.BadJSON("timeout must not be negative"))
-			return
+			return spec.BadJSON("timeout must not be negative")
 		}
 		timeout = time.Duration(min(*body.Timeout, int64(maxTypingTimeout/time.Millisecond))) * time.Millisecond
 	}
 	s.setTyping(room, dev.UserID, *body.Typing, timeout)
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // receiptState remembers, per room, the position of its latest receipt so
@@ -264,69 +259,59 @@ func (s *Service) receiptsSince(ctx context.Context, viewer spec.UserID, room sp
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
-func (s *Service) postReceipt(c *gin.Context) {
+func (s *Service) postReceipt(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	room, err := spec.ParseRoomID(c.Param("roomId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID: %v", err))
-		return
+		return spec.InvalidParam("room ID: %v", err)
 	}
 	typ := c.Param("receiptType")
 	if !receiptTypes[typ] {
-		c.Error(spec.InvalidParam("receipt type must be m.read, m.read.private or m.fully_read"))
-		return
+		return spec.InvalidParam("receipt type must be m.read, m.read.private or m.fully_read")
 	}
 	eventID, err := spec.ParseEventID(c.Param("eventId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("event ID: %v", err))
-		return
+		return spec.InvalidParam("event ID: %v", err)
 	}
 	var body struct {
 		ThreadID *string `json:"thread_id"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	thread := ""
 	if body.ThreadID != nil {
 		thread = *body.ThreadID
 		switch {
 		case thread == "":
-			c.Error(spec.InvalidParam("thread_id must be a non-empty string"))
-			return
+			return spec.InvalidParam("thread_id must be a non-empty string")
 		case typ == "m.fully_read":
-			c.Error(spec.InvalidParam("m.fully_read receipts have no thread_id"))
-			return
+			return spec.InvalidParam("m.fully_read receipts have no thread_id")
 		case thread != "main":
 			if _, err := spec.ParseEventID(thread); err != nil {
-				c.Error(spec.InvalidParam("thread_id must be \"main\" or an event ID"))
-				return
+				return spec.InvalidParam("thread_id must be \"main\" or an event ID")
 			}
 		}
 	}
 	if s.rooms.Membership(dev.UserID, room) != spec.Join {
-		c.Error(spec.Forbidden("you are not joined to room %s", room))
-		return
+		return spec.Forbidden("you are not joined to room %s", room)
 	}
 	if thread != "" {
 		// Threaded read receipts: the event must be in the thread named,
 		// or relate to its root.
 		ok, err := s.receiptFitsThread(c.Request.Context(), room, eventID, thread)
 		if err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 		if !ok {
-			c.Error(spec.InvalidParam("event %s is not related to thread %s", eventID, thread))
-			return
+			return spec.InvalidParam("event %s is not related to thread %s", eventID, thread)
 		}
 	}
 	if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, eventID, thread); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // receiptFitsThread reports whether a threaded receipt may name the thread:
@@ -343,21 +328,18 @@ func (s *Service) receiptFitsThread(ctx context.Context, room spec.RoomID, event
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/read_markers
-func (s *Service) postReadMarkers(c *gin.Context) {
+func (s *Service) postReadMarkers(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	room, err := spec.ParseRoomID(c.Param("roomId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("room ID: %v", err))
-		return
+		return spec.InvalidParam("room ID: %v", err)
 	}
 	var body map[string]*string
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if s.rooms.Membership(dev.UserID, room) != spec.Join {
-		c.Error(spec.Forbidden("you are not joined to room %s", room))
-		return
+		return spec.Forbidden("you are not joined to room %s", room)
 	}
 	for _, typ := range []string{"m.fully_read", "m.read", "m.read.private"} {
 		v := body[typ]
@@ -366,19 +348,17 @@ func (s *Service) postReadMarkers(c *gin.Context) {
 		}
 		id, err := spec.ParseEventID(*v)
 		if err != nil {
-			c.Error(spec.InvalidParam("%s: %v", typ, err))
-			return
+			return spec.InvalidParam("%s: %v", typ, err)
 		}
 		if typ == "m.fully_read" {
 			if _, err := s.rooms.Event(c.Request.Context(), dev.UserID, room, id); err != nil {
-				c.Error(err)
-				return
+				return err
 			}
 		}
 		if err := s.storeReceipt(c.Request.Context(), dev.UserID, room, typ, id, ""); err != nil {
-			c.Error(err)
-			return
+			return err
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }

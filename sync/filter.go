@@ -165,21 +165,18 @@ CREATE INDEX receipts_position ON receipts (room_id, position);`,
 }}
 
 // POST /_matrix/client/v3/user/{userId}/filter
-func (s *Service) createFilter(c *gin.Context) {
+func (s *Service) createFilter(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only create filters for yourself"))
-		return
+		return spec.Forbidden("you can only create filters for yourself")
 	}
 	body, err := readBody(c)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	f, err := parseFilter(body)
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	canonical, _ := json.Marshal(f)
 	var id int64
@@ -191,25 +188,24 @@ func (s *Service) createFilter(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"filter_id": strconv.FormatInt(id, 10)})
+	return nil
 }
 
 // GET /_matrix/client/v3/user/{userId}/filter/{filterId}
-func (s *Service) getFilter(c *gin.Context) {
+func (s *Service) getFilter(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only read your own filters"))
-		return
+		return spec.Forbidden("you can only read your own filters")
 	}
 	raw, err := s.loadFilter(c.Request.Context(), dev.UserID, c.Param("filterId"))
 	if err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	c.Data(http.StatusOK, "application/json", raw)
+	return nil
 }
 
 func (s *Service) loadFilter(ctx context.Context, user spec.UserID, id string) ([]byte, error) {

@@ -197,20 +197,18 @@ func appendPresenceContent(b []byte, cur *presence) []byte {
 }
 
 // GET /_matrix/client/v3/presence/{userId}/status
-func (s *Service) getPresence(c *gin.Context) {
+func (s *Service) getPresence(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	user, err := spec.ParseUserID(c.Param("userId"))
 	if err != nil {
-		c.Error(spec.InvalidParam("user ID: %v", err))
-		return
+		return spec.InvalidParam("user ID: %v", err)
 	}
 	if user != dev.UserID && !s.sharesRoom(dev.UserID, user) {
-		c.Error(spec.Forbidden("you do not share a room with %s", user))
-		return
+		return spec.Forbidden("you do not share a room with %s", user)
 	}
 	if !s.cfg.Presence {
 		c.JSON(http.StatusOK, gin.H{"presence": "offline"})
-		return
+		return nil
 	}
 	s.presence.mu.Lock()
 	content := []byte(`{"presence":"offline"}`)
@@ -219,33 +217,31 @@ func (s *Service) getPresence(c *gin.Context) {
 	}
 	s.presence.mu.Unlock()
 	c.Data(http.StatusOK, "application/json", content)
+	return nil
 }
 
 func (s *Service) sharesRoom(a, b spec.UserID) bool { return s.rooms.ShareARoom(a, b) }
 
 // PUT /_matrix/client/v3/presence/{userId}/status
-func (s *Service) putPresence(c *gin.Context) {
+func (s *Service) putPresence(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
-		c.Error(spec.Forbidden("you can only set your own presence"))
-		return
+		return spec.Forbidden("you can only set your own presence")
 	}
 	var body struct {
 		Presence  string  `json:"presence"`
 		StatusMsg *string `json:"status_msg"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		c.Error(err)
-		return
+		return err
 	}
 	if !presenceStates[body.Presence] {
-		c.Error(spec.InvalidParam("presence must be online, offline or unavailable"))
-		return
+		return spec.InvalidParam("presence must be online, offline or unavailable")
 	}
 	if body.StatusMsg != nil && len(*body.StatusMsg) > 1024 {
-		c.Error(spec.TooLarge("status_msg is over 1024 bytes"))
-		return
+		return spec.TooLarge("status_msg is over 1024 bytes")
 	}
 	s.setPresence(dev.UserID, body.Presence, body.StatusMsg, true)
 	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }

@@ -33,35 +33,24 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !userCountsChanged {
 		return nil, nil
 	}
-	var unread, highlights int64
-	var threadCounts map[string][2]int64
-	countsChanged := false
-	if s.unread != nil {
-		var countsPos int64
-		unread, highlights, threadCounts, countsPos = s.unread.Counts(req.user, id)
-		countsChanged = countsPos > since
-	}
-	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !countsChanged {
+	counts := s.roomCounts(req.user, id, since)
+	if !fresh && !roomChanged && typing == nil && !receiptsChanged && len(accountData) == 0 && !counts.changed {
 		return nil, nil
 	}
 
 	jr := &JoinedRoom{Ephemeral: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}}}
 	tf, limit := req.timelineFilter()
-	// A newly joined room starts its timeline at the join, not at since.
-	floor := since
-	if req.initial() || joinPos > since {
-		floor = 0
-	}
 	var evs []*rooms.Event
 	limited := false
 	if roomChanged || fresh {
-		var err error
-		evs, limited, err = s.rooms.LatestEvents(ctx, req.user, id, floor, now.Pos, limit, tf)
-		if err != nil {
-			return nil, err
+		// A newly joined room starts its timeline at the join, not at since.
+		floor := since
+		if req.initial() || joinPos > since {
+			floor = 0
 		}
-		if floor == 0 {
-			limited = limited || !startsAtCreation(evs)
+		var err error
+		if evs, limited, err = s.latestEvents(ctx, req, id, floor, now, limit, tf); err != nil {
+			return nil, err
 		}
 	}
 	evs = dropIgnored(evs, ignored)
@@ -80,61 +69,110 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	if err := s.roomState(ctx, req, id, fresh, limited, since, start, now.Pos, evs, &jr.State, &jr.StateAfter); err != nil {
 		return nil, err
 	}
-
-	if typing != nil {
-		jr.Ephemeral.Events = append(jr.Ephemeral.Events, typing)
-	}
-	if receiptsChanged {
-		r, err := s.receiptsSince(ctx, req.user, id, since, now.Pos)
-		if err != nil {
-			return nil, err
-		}
-		if r != nil {
-			jr.Ephemeral.Events = append(jr.Ephemeral.Events, r)
-		}
-	}
-	if req.filter.Room != nil && req.filter.Room.Ephemeral != nil {
-		jr.Ephemeral.Events = filterRoomEvents(jr.Ephemeral.Events, req.filter.Room.Ephemeral)
+	if jr.Ephemeral.Events, err = s.roomEphemeral(ctx, req, id, now, typing, receiptsChanged); err != nil {
+		return nil, err
 	}
 	if len(accountData) > 0 {
-		ad := accountData
-		if req.filter.Room != nil && req.filter.Room.AccountData != nil {
-			ad = filterRoomEvents(ad, req.filter.Room.AccountData)
-		}
-		jr.AccountData.Events = ad
-	}
-
-	memberChange := fresh
-	for _, ev := range evs {
-		if ev.PDU.Type() == spec.MRoomMember {
-			memberChange = true
+		jr.AccountData.Events = accountData
+		if rf := req.filter.Room; rf != nil && rf.AccountData != nil {
+			jr.AccountData.Events = filterRoomEvents(accountData, rf.AccountData)
 		}
 	}
-	if memberChange || limited {
+	if fresh || limited || hasMemberEvent(evs) {
 		sum := s.rooms.RoomSummary(id, req.user)
 		jr.Summary = &RoomSummary{Heroes: sum.Heroes, Joined: &sum.Joined, Invited: &sum.Invited}
 	}
 	if !fresh && len(jr.Timeline.Events) == 0 && jr.State == nil && jr.StateAfter == nil &&
-		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && !countsChanged {
+		len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && !counts.changed {
 		return nil, nil
 	}
 	if s.unread != nil {
-		if tf != nil && tf.UnreadThreadNotes {
-			jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
-			for root, c := range threadCounts {
-				if jr.UnreadThreadNotifications == nil {
-					jr.UnreadThreadNotifications = map[string]UnreadCounts{}
-				}
-				jr.UnreadThreadNotifications[root] = UnreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
-			}
-		} else {
-			for _, c := range threadCounts {
-				unread, highlights = unread+c[0], highlights+c[1]
-			}
-			jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
-		}
+		jr.setUnreadCounts(counts, tf != nil && tf.UnreadThreadNotes)
 	}
 	return jr, nil
+}
+
+// latestEvents reads the timeline of a changed room: the latest events in
+// (floor, now], limited when more are left; from the room's start (floor 0),
+// it is limited too when the room's creation is not among them.
+func (s *Service) latestEvents(ctx context.Context, req *request, id spec.RoomID, floor int64, now Token, limit int, tf *rooms.RoomEventFilter) ([]*rooms.Event, bool, error) {
+	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, floor, now.Pos, limit, tf)
+	if err != nil {
+		return nil, false, err
+	}
+	if floor == 0 {
+		limited = limited || !startsAtCreation(evs)
+	}
+	return evs, limited, nil
+}
+
+// roomEphemeral returns a room's ephemeral events: its typing users when
+// they changed, and its receipts since the token, as the filter allows.
+func (s *Service) roomEphemeral(ctx context.Context, req *request, id spec.RoomID, now Token, typing json.RawMessage, receiptsChanged bool) ([]json.RawMessage, error) {
+	out := []json.RawMessage{}
+	if typing != nil {
+		out = append(out, typing)
+	}
+	if receiptsChanged {
+		r, err := s.receiptsSince(ctx, req.user, id, req.sincePos(), now.Pos)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	if rf := req.filter.Room; rf != nil && rf.Ephemeral != nil {
+		out = filterRoomEvents(out, rf.Ephemeral)
+	}
+	return out, nil
+}
+
+// hasMemberEvent reports whether the timeline holds a membership change
+// (then the room's summary is sent again).
+func hasMemberEvent(evs []*rooms.Event) bool {
+	for _, ev := range evs {
+		if ev.PDU.Type() == spec.MRoomMember {
+			return true
+		}
+	}
+	return false
+}
+
+// roomCounts are a room's unread counts for the user, from memory.
+type roomCounts struct {
+	unread, highlights int64               // of the main timeline
+	threads            map[string][2]int64 // per thread root: unread, highlights
+	changed            bool                // since the token
+}
+
+func (s *Service) roomCounts(user spec.UserID, id spec.RoomID, since int64) roomCounts {
+	if s.unread == nil {
+		return roomCounts{}
+	}
+	unread, highlights, threads, pos := s.unread.Counts(user, id)
+	return roomCounts{unread: unread, highlights: highlights, threads: threads, changed: pos > since}
+}
+
+// setUnreadCounts sets the room's unread counts: of the whole room, or,
+// when the filter asks for unread_thread_notifications, of the main
+// timeline with each thread's counts beside it.
+func (jr *JoinedRoom) setUnreadCounts(counts roomCounts, perThread bool) {
+	unread, highlights := counts.unread, counts.highlights
+	if !perThread {
+		for _, c := range counts.threads {
+			unread, highlights = unread+c[0], highlights+c[1]
+		}
+		jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
+		return
+	}
+	jr.UnreadNotifications = &UnreadCounts{NotificationCount: unread, HighlightCount: highlights}
+	for root, c := range counts.threads {
+		if jr.UnreadThreadNotifications == nil {
+			jr.UnreadThreadNotifications = map[string]UnreadCounts{}
+		}
+		jr.UnreadThreadNotifications[root] = UnreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+	}
 }
 
 // roomState fills state (the state before the timeline: full for a fresh

@@ -136,14 +136,14 @@ func (s *Service) Notifier() *Notifier { return s.notifier }
 // Routes mounts the sync, filter and ephemeral endpoints.
 func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	c := api.ClientAPI(r, requireAuth) // v3, and r0 for the r0 API's endpoints
-	c.GET("/sync", s.sync)
-	c.POST("/user/:userId/filter", s.createFilter)
-	c.GET("/user/:userId/filter/:filterId", s.getFilter)
-	c.PUT("/rooms/:roomId/typing/:userId", s.putTyping)
-	c.POST("/rooms/:roomId/receipt/:receiptType/:eventId", s.postReceipt)
-	c.POST("/rooms/:roomId/read_markers", s.postReadMarkers)
-	c.GET("/presence/:userId/status", s.getPresence)
-	c.PUT("/presence/:userId/status", s.putPresence)
+	c.GET("/sync", api.Handle(s.sync))
+	c.POST("/user/:userId/filter", api.Handle(s.createFilter))
+	c.GET("/user/:userId/filter/:filterId", api.Handle(s.getFilter))
+	c.PUT("/rooms/:roomId/typing/:userId", api.Handle(s.putTyping))
+	c.POST("/rooms/:roomId/receipt/:receiptType/:eventId", api.Handle(s.postReceipt))
+	c.POST("/rooms/:roomId/read_markers", api.Handle(s.postReadMarkers))
+	c.GET("/presence/:userId/status", api.Handle(s.getPresence))
+	c.PUT("/presence/:userId/status", api.Handle(s.putPresence))
 }
 
 // nextSerial takes the next ephemeral serial.

@@ -50,95 +50,128 @@ func (r *request) sinceSerial() int64 {
 // maxTimeout caps a long-poll; clients re-poll.
 const maxTimeout = 5 * time.Minute
 
+// Request is a GET /sync as the client asked it.
+type Request struct {
+	Since      *Token        // nil for an initial sync
+	Timeout    time.Duration // how long to wait for news; at most maxTimeout
+	Filter     *Filter
+	FullState  bool
+	StateAfter bool // use_state_after (spec v1.16, MSC4222)
+	// SetPresence is the presence the request sets, online or
+	// unavailable; "" (set_presence=offline) leaves it as it is.
+	SetPresence string
+}
+
 // GET /_matrix/client/v3/sync: every change for the user since the token;
 // with nothing new, it waits until something arrives or the timeout.
-func (s *Service) sync(c *gin.Context) {
+func (s *Service) sync(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	req := &request{user: dev.UserID, device: dev.DeviceID}
+	ctx := c.Request.Context()
+	req, err := s.parseRequest(c, dev.UserID)
+	if err != nil {
+		return err
+	}
+	resp, err := s.Sync(ctx, dev, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // the client went away: there is no one to answer
+		}
+		return err
+	}
+	c.Data(http.StatusOK, "application/json", resp.encode())
+	return nil
+}
+
+// parseRequest reads the query of a GET /sync; a filter ID is looked up.
+func (s *Service) parseRequest(c *gin.Context, user spec.UserID) (Request, error) {
+	var req Request
 	if v := c.Query("since"); v != "" {
 		t, err := ParseToken(v)
 		if err != nil {
-			c.Error(err)
-			return
+			return req, err
 		}
-		req.since = &t
+		req.Since = &t
 	}
-	timeout := time.Duration(0)
 	if v := c.Query("timeout"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 {
-			c.Error(spec.InvalidParam("timeout must be a non-negative integer of milliseconds"))
-			return
+			return req, spec.InvalidParam("timeout must be a non-negative integer of milliseconds")
 		}
-		timeout = min(time.Duration(ms)*time.Millisecond, maxTimeout)
+		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxTimeout)
 	}
 	var err error
-	if req.filter, err = s.resolveFilter(c.Request.Context(), dev.UserID, c.Query("filter")); err != nil {
-		c.Error(err)
-		return
+	if req.Filter, err = s.resolveFilter(c.Request.Context(), user, c.Query("filter")); err != nil {
+		return req, err
 	}
-	if req.fullState, err = boolParam(c, "full_state"); err != nil {
-		c.Error(err)
-		return
+	if req.FullState, err = boolParam(c, "full_state"); err != nil {
+		return req, err
 	}
-	if req.stateAfter, err = boolParam(c, "use_state_after"); err != nil {
-		c.Error(err)
-		return
+	if req.StateAfter, err = boolParam(c, "use_state_after"); err != nil {
+		return req, err
 	}
 	switch p := c.Query("set_presence"); p {
-	case "", "online", "unavailable":
-		if p == "" {
-			p = "online"
-		}
-		s.setPresence(dev.UserID, p, nil, false)
+	case "":
+		req.SetPresence = "online"
+	case "online", "unavailable":
+		req.SetPresence = p
 	case "offline":
 	default:
-		c.Error(spec.InvalidParam("set_presence must be online, offline or unavailable"))
-		return
+		return req, spec.InvalidParam("set_presence must be online, offline or unavailable")
 	}
+	return req, nil
+}
+
+// Sync answers one /sync of the device: it sets the presence the request
+// asks for, deletes the to-device messages the since token acknowledges,
+// and builds the response, waiting up to r.Timeout for news when nothing
+// is new since the token. If ctx ends while it waits, it returns ctx.Err().
+func (s *Service) Sync(ctx context.Context, dev *auth.Device, r Request) (*Response, error) {
+	if r.SetPresence != "" {
+		s.setPresence(dev.UserID, r.SetPresence, nil, false)
+	}
+	req := &request{user: dev.UserID, device: dev.DeviceID, since: r.Since, filter: r.Filter,
+		fullState: r.FullState, stateAfter: r.StateAfter}
 	if req.since != nil && s.keys != nil {
 		// The client has everything up to its token: delivered to-device
 		// messages are deleted now (DESIGN: kept only until delivered).
-		if err := s.keys.AckToDevice(c.Request.Context(), req.user, req.device, req.since.Pos); err != nil {
-			c.Error(err)
-			return
+		if err := s.keys.AckToDevice(ctx, req.user, req.device, req.since.Pos); err != nil {
+			return nil, err
 		}
 	}
+	return s.longPoll(ctx, req, r.Timeout)
+}
 
+// longPoll builds the response; when it has nothing new since the token,
+// it waits for a change, the timeout or shutdown, and then answers.
+func (s *Service) longPoll(ctx context.Context, req *request, timeout time.Duration) (*Response, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		// Subscribe before reading, so a change committed while the
 		// response is built still wakes this request.
 		wake, cancel := s.notifier.subscribe(req.user)
-		resp, empty, err := s.build(c.Request.Context(), req)
+		resp, empty, err := s.build(ctx, req)
 		if err != nil {
 			cancel()
-			c.Error(err)
-			return
+			return nil, err
 		}
 		if !empty || req.since == nil || timeout == 0 {
 			cancel()
-			c.Data(http.StatusOK, "application/json", resp.encode())
-			return
+			return resp, nil
 		}
 		s.log.Debug().Msg("sync: long-poll waiting")
 		select {
 		case <-wake:
-			cancel()
-			continue
 		case <-deadline.C:
-			cancel()
 			timeout = 0 // build once more and answer, empty or not
-			continue
 		case <-s.stopping:
 			cancel()
-			c.Data(http.StatusOK, "application/json", resp.encode())
-			return
-		case <-c.Request.Context().Done():
+			return resp, nil
+		case <-ctx.Done():
 			cancel() // the client went away: free the waiter
-			return
+			return nil, ctx.Err()
 		}
+		cancel()
 	}
 }
 
@@ -260,96 +293,28 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 		req.since.Pos = now.Pos
 	}
 	resp := &Response{NextBatch: now.String()}
-	empty := true
 	req.viewer = s.rooms.ViewerOf(req.user, req.device)
 	req.newlyShared = nil
 
-	// Account data: read only if the in-memory position says it changed.
-	var roomAccountData map[spec.RoomID][]json.RawMessage
-	if s.acct != nil && (req.initial() || s.acct.AccountDataPosition(req.user) > req.sincePos()) {
-		global, perRoom, err := s.acct.AccountData(ctx, req.user, req.sincePos(), now.Pos)
-		if err != nil {
-			return nil, false, err
-		}
-		global = filterEvents(global, req.filter.AccountData)
-		if len(global) > 0 {
-			resp.AccountData = &EventList{Events: global}
-			empty = false
-		}
-		roomAccountData = perRoom
+	roomAccountData, err := s.accountDataPart(ctx, req, now, resp)
+	if err != nil {
+		return nil, false, err
 	}
-	ignored := s.ignoredUsers(req.user)
-
-	rs := &Rooms{}
-	var rf *RoomFilter
-	if req.filter.Room != nil {
-		rf = req.filter.Room
-	}
+	empty := resp.AccountData == nil
 	// Nothing told to the user since the token, no room account data and
 	// no count changed: no room has anything to say, and the per-room look
 	// is skipped (an empty sync then costs the same with 10 rooms or 500).
 	quiet := !req.initial() && !req.fullState && s.notifier.quietSince(req.user, req.sincePos(), req.sinceSerial())
 	skipRooms := quiet && len(roomAccountData) == 0 && (s.unread == nil || s.unread.Position(req.user) <= req.sincePos())
-	var roomsOf map[spec.RoomID]string
 	if !skipRooms {
-		roomsOf = s.rooms.RoomsOf(req.user)
-	}
-	for id, membership := range roomsOf {
-		if !rf.matchesRoom(id) {
-			continue
+		rs, err := s.roomsPart(ctx, req, now, roomAccountData)
+		if err != nil {
+			return nil, false, err
 		}
-		switch membership {
-		case spec.Join:
-			jr, err := s.joinedRoom(ctx, req, id, now, roomAccountData[id], ignored)
-			if err != nil {
-				return nil, false, err
-			}
-			if jr != nil {
-				if rs.Join == nil {
-					rs.Join = map[spec.RoomID]*JoinedRoom{}
-				}
-				rs.Join[id] = jr
-			}
-		case spec.Invite, spec.Knock:
-			pos, _ := s.rooms.MembershipEvent(req.user, id)
-			if !req.initial() && pos <= req.sincePos() || pos > now.Pos {
-				continue
-			}
-			if membership == spec.Invite {
-				if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(req.user)); ev != nil && ignored[ev.Sender()] {
-					continue
-				}
-				if rs.Invite == nil {
-					rs.Invite = map[spec.RoomID]*InvitedRoom{}
-				}
-				rs.Invite[id] = &InvitedRoom{InviteState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
-			} else {
-				if rs.Knock == nil {
-					rs.Knock = map[spec.RoomID]*KnockedRoom{}
-				}
-				rs.Knock[id] = &KnockedRoom{KnockState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
-			}
-		default: // leave, ban
-			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, false); err != nil {
-				return nil, false, err
-			}
+		if rs.Join != nil || rs.Invite != nil || rs.Knock != nil || rs.Leave != nil {
+			resp.Rooms = rs
+			empty = false
 		}
-	}
-	if !skipRooms && !req.initial() {
-		// A room left and forgotten since the token: the leave still
-		// reaches the user's other devices, or they would never learn it.
-		for _, id := range s.rooms.ForgottenRooms(req.user) {
-			if !rf.matchesRoom(id) {
-				continue
-			}
-			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, true); err != nil {
-				return nil, false, err
-			}
-		}
-	}
-	if rs.Join != nil || rs.Invite != nil || rs.Knock != nil || rs.Leave != nil {
-		resp.Rooms = rs
-		empty = false
 	}
 
 	if s.cfg.Presence {
@@ -365,6 +330,92 @@ func (s *Service) build(ctx context.Context, req *request) (*Response, bool, err
 		}
 	}
 	return resp, empty, nil
+}
+
+// accountDataPart fills the global account_data and returns the rooms'
+// account data, each read only if the in-memory position says it changed.
+func (s *Service) accountDataPart(ctx context.Context, req *request, now Token, resp *Response) (map[spec.RoomID][]json.RawMessage, error) {
+	if s.acct == nil || !req.initial() && s.acct.AccountDataPosition(req.user) <= req.sincePos() {
+		return nil, nil
+	}
+	global, perRoom, err := s.acct.AccountData(ctx, req.user, req.sincePos(), now.Pos)
+	if err != nil {
+		return nil, err
+	}
+	global = filterEvents(global, req.filter.AccountData)
+	if len(global) > 0 {
+		resp.AccountData = &EventList{Events: global}
+	}
+	return perRoom, nil
+}
+
+// roomsPart builds rooms.join, invite, knock and leave from the rooms the
+// user has a membership in, and the rooms forgotten since the token.
+func (s *Service) roomsPart(ctx context.Context, req *request, now Token, roomAccountData map[spec.RoomID][]json.RawMessage) (*Rooms, error) {
+	rs := &Rooms{}
+	rf := req.filter.Room
+	ignored := s.ignoredUsers(req.user)
+	for id, membership := range s.rooms.RoomsOf(req.user) {
+		if !rf.matchesRoom(id) {
+			continue
+		}
+		switch membership {
+		case spec.Join:
+			jr, err := s.joinedRoom(ctx, req, id, now, roomAccountData[id], ignored)
+			if err != nil {
+				return nil, err
+			}
+			if jr != nil {
+				if rs.Join == nil {
+					rs.Join = map[spec.RoomID]*JoinedRoom{}
+				}
+				rs.Join[id] = jr
+			}
+		case spec.Invite, spec.Knock:
+			s.addStrippedRoom(req, rs, id, membership, now, ignored)
+		default: // leave, ban
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !req.initial() {
+		// A room left and forgotten since the token: the leave still
+		// reaches the user's other devices, or they would never learn it.
+		for _, id := range s.rooms.ForgottenRooms(req.user) {
+			if !rf.matchesRoom(id) {
+				continue
+			}
+			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return rs, nil
+}
+
+// addStrippedRoom adds a room the user is invited to or knocks on, with
+// its stripped state, if the membership is new since the token; an invite
+// from an ignored user is left out.
+func (s *Service) addStrippedRoom(req *request, rs *Rooms, id spec.RoomID, membership string, now Token, ignored map[spec.UserID]bool) {
+	pos, _ := s.rooms.MembershipEvent(req.user, id)
+	if !req.initial() && pos <= req.sincePos() || pos > now.Pos {
+		return
+	}
+	if membership == spec.Knock {
+		if rs.Knock == nil {
+			rs.Knock = map[spec.RoomID]*KnockedRoom{}
+		}
+		rs.Knock[id] = &KnockedRoom{KnockState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
+		return
+	}
+	if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(req.user)); ev != nil && ignored[ev.Sender()] {
+		return
+	}
+	if rs.Invite == nil {
+		rs.Invite = map[spec.RoomID]*InvitedRoom{}
+	}
+	rs.Invite[id] = &InvitedRoom{InviteState: EventList{Events: s.rooms.StrippedState(id, req.user)}}
 }
 
 // keysPart fills to_device, device_lists and the key counts.
