@@ -1,8 +1,6 @@
-package rooms
-
-// The authorisation rules of room versions 1 to 12 (rooms/vN "Authorisation
-// rules"), and the auth events selection of the server-server API. One set
-// of rules with the changes of each version behind spec.RoomVersion's
+// Package authrules holds the authorisation rules of room versions 1 to 12
+// (rooms/vN "Authorisation rules"), the auth events selection of the
+// server-server API, and the reading of power levels. One set of rules with the changes of each version behind spec.RoomVersion's
 // feature tests: v3 drops the redaction rule, v6 the aliases rule and adds
 // notifications, v7 knocking, v8 restricted joins, v10 knock_restricted and
 // integer power levels, v11 the creator as the create event's sender, v12
@@ -21,6 +19,10 @@ package rooms
 //     selection, room IDs and the create event; whether an auth event was
 //     itself rejected is known only to storage;
 //   - for redactions, whether to apply them: RedactionApplies.
+//
+// The package imports only spec, events and the standard library (and the
+// JSON reader events uses): purity_test.go holds it to that.
+package authrules
 
 import (
 	"fmt"
@@ -577,13 +579,8 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	if !ok {
 		return d
 	}
-	if c.v.AtLeast12() {
-		// v12 (MSC4289): creators are not listed; their power is unlimited.
-		for _, cr := range c.creators {
-			if _, listed := next.users[string(cr)]; listed {
-				return deny("power_levels.creator", "room creators cannot be listed in users")
-			}
-		}
+	if c.v.AtLeast12() && len(listedCreators(c.creators, field(c.ev.Content(), "users"))) > 0 {
+		return deny("power_levels.creator", "room creators cannot be listed in users")
 	}
 	if c.plEvent == nil {
 		return allow("power_levels.initial")
@@ -594,8 +591,8 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	}
 
 	for _, k := range scalarLevels {
-		o, hadOld := cur.scalars[k]
-		n, hasNew := next.scalars[k]
+		o, hadOld := cur.Scalars[k]
+		n, hasNew := next.Scalars[k]
 		if hadOld == hasNew && o == n {
 			continue
 		}
@@ -606,10 +603,10 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	maps := []struct {
 		name     string
 		cur, new map[string]int64
-	}{{"events", cur.events, next.events}}
+	}{{"events", cur.Events, next.Events}}
 	if c.v.NotificationsAuthRule() { // v6
 		maps = append(maps, maps[0])
-		maps[1].name, maps[1].cur, maps[1].new = "notifications", cur.notifications, next.notifications
+		maps[1].name, maps[1].cur, maps[1].new = "notifications", cur.Notifications, next.Notifications
 	}
 	for _, m := range maps {
 		for k, o := range m.cur {
@@ -625,17 +622,17 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 			}
 		}
 	}
-	for u, o := range cur.users {
+	for u, o := range cur.Users {
 		if u == string(c.sender) {
 			continue
 		}
-		if n, ok := next.users[u]; (!ok || n != o) && o >= senderLevel {
+		if n, ok := next.Users[u]; (!ok || n != o) && o >= senderLevel {
 			return deny("power_levels.users_change",
 				"a user at or above the sender's level cannot be changed or removed")
 		}
 	}
-	for u, n := range next.users {
-		if o, ok := cur.users[u]; (!ok || n != o) && n > senderLevel {
+	for u, n := range next.Users {
+		if o, ok := cur.Users[u]; (!ok || n != o) && n > senderLevel {
 			return deny("power_levels.users_change", "a user cannot be set above the sender's level")
 		}
 	}

@@ -1,4 +1,4 @@
-package rooms
+package authrules
 
 import (
 	"encoding/json"
