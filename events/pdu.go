@@ -174,159 +174,218 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 	if len(c) > MaxEventSize {
 		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
 	}
-	p := &PDU{raw: c, id: id, version: v}
-	var (
-		have                        uint16
-		content, redactsTop, roomID []byte
-	)
-	const (
-		hType = 1 << iota
-		hSender
-		hContent
-		hDepth
-		hTS
-		hPrev
-		hAuth
-		hHashes
-		hSigs
-		hRoom
-		hEventID
-	)
-	v1Format := v.EventIDInEvent()
+	r := fieldReader{p: &PDU{raw: c, id: id, version: v}, id: id, v1Format: v.EventIDInEvent()}
 	it := objIter{b: c}
 	for it.next() {
-		var err error
-		switch string(it.key) {
-		case "auth_events":
-			have |= hAuth
-			p.auth, err = eventIDList(it.val, "auth_events", maxAuthEvents, v1Format)
-		case "content":
-			have |= hContent
-			if !isObject(it.val) {
-				return nil, spec.BadJSON("content must be an object")
-			}
-			content = it.val
-		case "depth":
-			have |= hDepth
-			p.depth, err = nonNegative(it.val, "depth")
-		case "event_id":
-			if !v1Format {
-				// Room versions 3+ derive the ID; a stored "event_id" would
-				// be covered by the reference hash and could mislead readers.
-				return nil, spec.BadJSON("event_id must not be part of the event")
-			}
-			have |= hEventID
-			var own spec.EventID
-			own, err = v1EventID(it.val)
-			if err == nil && id != "" && own != id {
-				err = spec.BadJSON("event_id does not match the event's ID")
-			}
-			p.id = own
-		case "hashes":
-			have |= hHashes
-			err = checkHashesShape(it.val)
-		case "origin_server_ts":
-			have |= hTS
-			p.ts, err = nonNegative(it.val, "origin_server_ts")
-		case "prev_events":
-			have |= hPrev
-			p.prev, err = eventIDList(it.val, "prev_events", maxPrevEvents, v1Format)
-		case "redacts":
-			redactsTop = it.val
-		case "room_id":
-			have |= hRoom
-			roomID = it.val
-		case "sender":
-			have |= hSender
-			var s string
-			s, err = idString(it.val, "sender", '@')
-			if err == nil && strings.IndexByte(s, ':') < 2 {
-				err = spec.BadJSON("sender is not a user ID")
-			}
-			p.sender = spec.UserID(s)
-		case "signatures":
-			have |= hSigs
-			err = checkSignaturesShape(it.val)
-		case "state_key":
-			s, ok := unquote(it.val)
-			if !ok || !isString(it.val) {
-				return nil, spec.BadJSON("state_key must be a string")
-			}
-			if len(s) > maxIDLength {
-				return nil, spec.BadJSON("state_key is longer than %d bytes", maxIDLength)
-			}
-			p.stateKey = &s
-		case "type":
-			have |= hType
-			s, ok := unquote(it.val)
-			if !ok || !isString(it.val) {
-				return nil, spec.BadJSON("type must be a string")
-			}
-			if len(s) > maxIDLength {
-				return nil, spec.BadJSON("type is longer than %d bytes", maxIDLength)
-			}
-			p.typ = s
-		}
-		if err != nil {
+		if err := r.read(it.key, it.val); err != nil {
 			return nil, err
 		}
 	}
 	if it.bad {
 		return nil, spec.BadJSON("event is not a JSON object")
 	}
-	for _, f := range []struct {
-		bit  uint16
-		name string
-	}{
-		{hType, "type"}, {hSender, "sender"}, {hContent, "content"}, {hDepth, "depth"},
-		{hTS, "origin_server_ts"}, {hPrev, "prev_events"}, {hAuth, "auth_events"},
-		{hHashes, "hashes"}, {hSigs, "signatures"},
-	} {
-		if have&f.bit == 0 {
-			return nil, spec.BadJSON("event has no %s", f.name)
-		}
+	if err := r.checkRequired(); err != nil {
+		return nil, err
 	}
-	if v1Format && have&hEventID == 0 {
-		return nil, spec.BadJSON("event has no event_id")
+	if err := r.setRoomID(); err != nil {
+		return nil, err
 	}
+	if err := r.setRedacts(); err != nil {
+		return nil, err
+	}
+	return r.p, nil
+}
 
-	// Room version 12 (MSC4291): the create event has no room_id; the room ID
-	// is its event ID with the "!" sigil.
-	if v.AtLeast12() && p.typ == spec.MRoomCreate {
-		if have&hRoom != 0 {
-			return nil, spec.BadJSON("a room version 12 create event must not have a room_id")
+// fieldBit marks a top-level field of an event as seen.
+type fieldBit uint16
+
+const (
+	hType fieldBit = 1 << iota
+	hSender
+	hContent
+	hDepth
+	hTS
+	hPrev
+	hAuth
+	hHashes
+	hSigs
+	hRoom
+	hEventID
+)
+
+// requiredFields are the fields every event format requires.
+var requiredFields = []struct {
+	bit  fieldBit
+	name string
+}{
+	{hType, "type"}, {hSender, "sender"}, {hContent, "content"}, {hDepth, "depth"},
+	{hTS, "origin_server_ts"}, {hPrev, "prev_events"}, {hAuth, "auth_events"},
+	{hHashes, "hashes"}, {hSigs, "signatures"},
+}
+
+// fieldReader is parseFields' state: the PDU being filled in, the fields
+// seen, and those read once all are known (content, redacts, room_id).
+type fieldReader struct {
+	p        *PDU
+	id       spec.EventID // the ID the caller knows, or ""
+	v1Format bool         // room versions 1 and 2: the event carries its ID
+	have     fieldBit
+
+	content, redactsTop, roomID []byte
+}
+
+// read checks one top-level field and stores what the PDU keeps of it.
+// Unknown fields are kept in the bytes and otherwise ignored.
+func (r *fieldReader) read(key, val []byte) error {
+	p := r.p
+	var err error
+	switch string(key) {
+	case "auth_events":
+		r.have |= hAuth
+		p.auth, err = eventIDList(val, "auth_events", maxAuthEvents, r.v1Format)
+	case "content":
+		r.have |= hContent
+		if !isObject(val) {
+			return spec.BadJSON("content must be an object")
 		}
-		rid, err := RoomIDFromCreateEventID(id)
+		r.content = val
+	case "depth":
+		r.have |= hDepth
+		p.depth, err = nonNegative(val, "depth")
+	case "event_id":
+		r.have |= hEventID
+		err = r.readEventID(val)
+	case "hashes":
+		r.have |= hHashes
+		err = checkHashesShape(val)
+	case "origin_server_ts":
+		r.have |= hTS
+		p.ts, err = nonNegative(val, "origin_server_ts")
+	case "prev_events":
+		r.have |= hPrev
+		p.prev, err = eventIDList(val, "prev_events", maxPrevEvents, r.v1Format)
+	case "redacts":
+		r.redactsTop = val
+	case "room_id":
+		r.have |= hRoom
+		r.roomID = val
+	case "sender":
+		r.have |= hSender
+		p.sender, err = senderID(val)
+	case "signatures":
+		r.have |= hSigs
+		err = checkSignaturesShape(val)
+	case "state_key":
+		var s string
+		if s, err = shortString(val, "state_key"); err == nil {
+			p.stateKey = &s
+		}
+	case "type":
+		r.have |= hType
+		p.typ, err = shortString(val, "type")
+	}
+	return err
+}
+
+// readEventID reads the "event_id" that events of room versions 1 and 2
+// carry; it must be the ID the caller knows, if any.
+func (r *fieldReader) readEventID(val []byte) error {
+	if !r.v1Format {
+		// Room versions 3+ derive the ID; a stored "event_id" would be
+		// covered by the reference hash and could mislead readers.
+		return spec.BadJSON("event_id must not be part of the event")
+	}
+	own, err := v1EventID(val)
+	if err == nil && r.id != "" && own != r.id {
+		err = spec.BadJSON("event_id does not match the event's ID")
+	}
+	r.p.id = own
+	return err
+}
+
+// checkRequired refuses an event without a field its format requires.
+func (r *fieldReader) checkRequired() error {
+	for _, f := range requiredFields {
+		if r.have&f.bit == 0 {
+			return spec.BadJSON("event has no %s", f.name)
+		}
+	}
+	if r.v1Format && r.have&hEventID == 0 {
+		return spec.BadJSON("event has no event_id")
+	}
+	return nil
+}
+
+// setRoomID sets the event's room ID: its room_id, or for a room version
+// 12 create event (MSC4291), which has none, its event ID with the "!"
+// sigil.
+func (r *fieldReader) setRoomID() error {
+	p := r.p
+	if p.version.AtLeast12() && p.typ == spec.MRoomCreate {
+		if r.have&hRoom != 0 {
+			return spec.BadJSON("a room version 12 create event must not have a room_id")
+		}
+		rid, err := RoomIDFromCreateEventID(r.id)
 		if err != nil {
-			return nil, spec.BadJSON("invalid event ID")
+			return spec.BadJSON("invalid event ID")
 		}
 		p.roomID = rid
-	} else {
-		if have&hRoom == 0 {
-			return nil, spec.BadJSON("event has no room_id")
-		}
-		s, err := idString(roomID, "room_id", '!')
-		if err != nil {
-			return nil, err
-		}
-		p.roomID = spec.RoomID(s)
+		return nil
 	}
+	if r.have&hRoom == 0 {
+		return spec.BadJSON("event has no room_id")
+	}
+	s, err := idString(r.roomID, "room_id", '!')
+	if err != nil {
+		return err
+	}
+	p.roomID = spec.RoomID(s)
+	return nil
+}
 
-	if p.typ == spec.MRoomRedaction {
-		// v11 (MSC2174): "redacts" moved into content; before, it is top-level.
-		raw := redactsTop
-		if v.AtLeast11() {
-			raw, _ = member(content, "redacts")
-		}
-		if raw != nil {
-			s, err := idString(raw, "redacts", '$')
-			if err != nil {
-				return nil, err
-			}
-			p.redacts = spec.EventID(s)
-		}
+// setRedacts sets the event a redaction targets: "redacts" moved into
+// content in v11 (MSC2174); before, it is top-level.
+func (r *fieldReader) setRedacts() error {
+	p := r.p
+	if p.typ != spec.MRoomRedaction {
+		return nil
 	}
-	return p, nil
+	raw := r.redactsTop
+	if p.version.AtLeast11() {
+		raw, _ = member(r.content, "redacts")
+	}
+	if raw == nil {
+		return nil
+	}
+	s, err := idString(raw, "redacts", '$')
+	if err != nil {
+		return err
+	}
+	p.redacts = spec.EventID(s)
+	return nil
+}
+
+// senderID reads "sender": a user ID, checked here only for its sigil,
+// length and server part.
+func senderID(raw []byte) (spec.UserID, error) {
+	s, err := idString(raw, "sender", '@')
+	if err == nil && strings.IndexByte(s, ':') < 2 {
+		err = spec.BadJSON("sender is not a user ID")
+	}
+	return spec.UserID(s), err
+}
+
+// shortString reads a string field limited to the identifier size, such
+// as "type" and "state_key".
+func shortString(raw []byte, field string) (string, error) {
+	s, ok := unquote(raw)
+	if !ok || !isString(raw) {
+		return "", spec.BadJSON("%s must be a string", field)
+	}
+	if len(s) > maxIDLength {
+		return "", spec.BadJSON("%s is longer than %d bytes", field, maxIDLength)
+	}
+	return s, nil
 }
 
 // idString reads a string identifier that must start with sigil and fit the

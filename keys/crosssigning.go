@@ -461,96 +461,131 @@ func (ch check) holds(tx *storage.Tx) (bool, error) {
 
 // checkSignature verifies the caller's signatures on one uploaded object and
 // returns the valid ones with the conditions they rely on, or a failure.
+// The object is one of three: another user's master key, signed by the
+// caller's user-signing key; the caller's own master key, signed by the
+// caller's devices; or one of the caller's devices, signed by the caller's
+// self-signing key.
 func (s *Service) checkSignature(ctx context.Context, caller spec.UserID, own map[string]xsKey, target spec.UserID, keyID string, obj json.RawMessage) ([]sigRow, []check, gin.H, error) {
 	m, err := object(obj, "signed object")
 	if err != nil {
-		return nil, nil, sigFailure(spec.ErrBadJSON, "the signed object must be a JSON object"), nil
+		return sigFailed(spec.ErrBadJSON, "the signed object must be a JSON object")
 	}
 	sigs, err := signaturesOf(m, "signed object")
 	if err != nil {
-		return nil, nil, sigFailure(spec.ErrBadJSON, "invalid signatures"), nil
+		return sigFailed(spec.ErrBadJSON, "invalid signatures")
 	}
-	mine := sigs[string(caller)]
 	bare, err := withoutSignatures(obj)
 	if err != nil {
-		return nil, nil, sigFailure(spec.ErrBadJSON, "invalid signed object"), nil
+		return sigFailed(spec.ErrBadJSON, "invalid signed object")
 	}
 	if !s.isLocal(target) {
-		return nil, nil, sigFailure(spec.ErrNotFound, "keys of users on other servers are unknown here"), nil
+		return sigFailed(spec.ErrNotFound, "keys of users on other servers are unknown here")
 	}
+	u := signedUpload{caller: caller, own: own, target: target, keyID: keyID, obj: obj, bare: bare, mine: sigs[string(caller)]}
 	if target != caller {
-		// Another user's master key, signed by the caller's user-signing key.
-		theirs, err := s.crossSigningKeys(ctx, target)
+		return s.checkUserSigning(ctx, u)
+	}
+	if master, ok := own[usageMaster]; ok && master.pub == keyID {
+		return s.checkMasterByDevices(ctx, u, master)
+	}
+	return s.checkSelfSigning(ctx, u)
+}
+
+// signedUpload is one object of a signatures upload and what checking it
+// needs.
+type signedUpload struct {
+	caller spec.UserID
+	own    map[string]xsKey // the caller's cross-signing keys by usage
+	target spec.UserID
+	keyID  string
+	obj    json.RawMessage   // as uploaded, with its signatures
+	bare   []byte            // without signatures (and unsigned)
+	mine   map[string]string // the caller's signatures on it, by signing key ID
+}
+
+// sigFailed is checkSignature's answer for an object it refuses.
+func sigFailed(code spec.ErrCode, msg string) ([]sigRow, []check, gin.H, error) {
+	return nil, nil, sigFailure(code, msg), nil
+}
+
+// checkUserSigning checks another user's master key, signed by the
+// caller's user-signing key.
+func (s *Service) checkUserSigning(ctx context.Context, u signedUpload) ([]sigRow, []check, gin.H, error) {
+	theirs, err := s.crossSigningKeys(ctx, u.target)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	master, ok := theirs[usageMaster]
+	if !ok || master.pub != u.keyID {
+		return sigFailed(spec.ErrNotFound, "unknown key")
+	}
+	if string(u.bare) != master.json {
+		return sigFailed(spec.ErrInvalidSignature, "the signed object does not match the stored key")
+	}
+	usk, ok := u.own[usageUser]
+	if !ok {
+		return sigFailed(spec.ErrNotFound, "you have no user-signing key")
+	}
+	signer := "ed25519:" + usk.pub
+	sig, ok := u.mine[signer]
+	if !ok {
+		return sigFailed(spec.ErrInvalidSignature, "missing a signature by your user-signing key")
+	}
+	if verify(u.obj, u.caller, signer, usk.pub) != nil {
+		return sigFailed(spec.ErrInvalidSignature, "invalid signature")
+	}
+	return []sigRow{{u.target, u.keyID, u.caller, signer, sig}},
+		[]check{{u.caller, usageUser, "", usk.pub}, {u.target, usageMaster, "", master.pub}}, nil, nil
+}
+
+// checkMasterByDevices checks the caller's own master key, signed by the
+// caller's devices: every signature but the key's own must verify, and at
+// least one must be there.
+func (s *Service) checkMasterByDevices(ctx context.Context, u signedUpload, master xsKey) ([]sigRow, []check, gin.H, error) {
+	if string(u.bare) != master.json {
+		return sigFailed(spec.ErrInvalidSignature, "the signed object does not match the stored key")
+	}
+	var rows []sigRow
+	var checks []check
+	signers := make([]string, 0, len(u.mine))
+	for signer := range u.mine {
+		signers = append(signers, signer)
+	}
+	sort.Strings(signers)
+	for _, signer := range signers {
+		if signer == "ed25519:"+master.pub {
+			continue // its own signature proves nothing new
+		}
+		dev, ok := strings.CutPrefix(signer, "ed25519:")
+		if !ok {
+			return sigFailed(spec.ErrInvalidSignature, "unsupported signing algorithm")
+		}
+		ed, err := s.storedDeviceKey(ctx, u.caller, dev)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		master, ok := theirs[usageMaster]
-		if !ok || master.pub != keyID {
-			return nil, nil, sigFailure(spec.ErrNotFound, "unknown key"), nil
+		if ed == "" {
+			return sigFailed(spec.ErrNotFound, "unknown signing device "+dev)
 		}
-		if string(bare) != master.json {
-			return nil, nil, sigFailure(spec.ErrInvalidSignature, "the signed object does not match the stored key"), nil
+		if verify(u.obj, u.caller, signer, ed) != nil {
+			return sigFailed(spec.ErrInvalidSignature, "invalid signature")
 		}
-		usk, ok := own[usageUser]
-		if !ok {
-			return nil, nil, sigFailure(spec.ErrNotFound, "you have no user-signing key"), nil
-		}
-		signer := "ed25519:" + usk.pub
-		sig, ok := mine[signer]
-		if !ok {
-			return nil, nil, sigFailure(spec.ErrInvalidSignature, "missing a signature by your user-signing key"), nil
-		}
-		if verify(obj, caller, signer, usk.pub) != nil {
-			return nil, nil, sigFailure(spec.ErrInvalidSignature, "invalid signature"), nil
-		}
-		return []sigRow{{target, keyID, caller, signer, sig}},
-			[]check{{caller, usageUser, "", usk.pub}, {target, usageMaster, "", master.pub}}, nil, nil
+		rows = append(rows, sigRow{u.caller, u.keyID, u.caller, signer, u.mine[signer]})
+		checks = append(checks, check{u.caller, "", dev, ed})
 	}
-
-	if master, ok := own[usageMaster]; ok && master.pub == keyID {
-		// The caller's own master key, signed by the caller's devices.
-		if string(bare) != master.json {
-			return nil, nil, sigFailure(spec.ErrInvalidSignature, "the signed object does not match the stored key"), nil
-		}
-		var rows []sigRow
-		var checks []check
-		signers := make([]string, 0, len(mine))
-		for signer := range mine {
-			signers = append(signers, signer)
-		}
-		sort.Strings(signers)
-		for _, signer := range signers {
-			if signer == "ed25519:"+master.pub {
-				continue // its own signature proves nothing new
-			}
-			dev, ok := strings.CutPrefix(signer, "ed25519:")
-			if !ok {
-				return nil, nil, sigFailure(spec.ErrInvalidSignature, "unsupported signing algorithm"), nil
-			}
-			ed, err := s.storedDeviceKey(ctx, caller, dev)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			if ed == "" {
-				return nil, nil, sigFailure(spec.ErrNotFound, "unknown signing device "+dev), nil
-			}
-			if verify(obj, caller, signer, ed) != nil {
-				return nil, nil, sigFailure(spec.ErrInvalidSignature, "invalid signature"), nil
-			}
-			rows = append(rows, sigRow{caller, keyID, caller, signer, mine[signer]})
-			checks = append(checks, check{caller, "", dev, ed})
-		}
-		if len(rows) == 0 {
-			return nil, nil, sigFailure(spec.ErrInvalidSignature, "missing a signature by one of your devices"), nil
-		}
-		return rows, append(checks, check{caller, usageMaster, "", master.pub}), nil, nil
+	if len(rows) == 0 {
+		return sigFailed(spec.ErrInvalidSignature, "missing a signature by one of your devices")
 	}
+	return rows, append(checks, check{u.caller, usageMaster, "", master.pub}), nil, nil
+}
 
-	// One of the caller's devices, signed by the caller's self-signing key.
+// checkSelfSigning checks one of the caller's devices, signed by the
+// caller's self-signing key.
+func (s *Service) checkSelfSigning(ctx context.Context, u signedUpload) ([]sigRow, []check, gin.H, error) {
 	var stored string
-	err = s.db.QueryRow(ctx, `SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2`, string(caller), keyID).Scan(&stored)
+	err := s.db.QueryRow(ctx, `SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2`, string(u.caller), u.keyID).Scan(&stored)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, sigFailure(spec.ErrNotFound, "unknown key"), nil
+		return sigFailed(spec.ErrNotFound, "unknown key")
 	}
 	if err != nil {
 		return nil, nil, nil, err
@@ -559,27 +594,27 @@ func (s *Service) checkSignature(ctx context.Context, caller spec.UserID, own ma
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if string(bare) != string(storedBare) {
-		return nil, nil, sigFailure(spec.ErrInvalidSignature, "the signed object does not match the stored device keys"), nil
+	if string(u.bare) != string(storedBare) {
+		return sigFailed(spec.ErrInvalidSignature, "the signed object does not match the stored device keys")
 	}
-	ssk, ok := own[usageSelf]
+	ssk, ok := u.own[usageSelf]
 	if !ok {
-		return nil, nil, sigFailure(spec.ErrNotFound, "you have no self-signing key"), nil
+		return sigFailed(spec.ErrNotFound, "you have no self-signing key")
 	}
 	signer := "ed25519:" + ssk.pub
-	sig, ok := mine[signer]
+	sig, ok := u.mine[signer]
 	if !ok {
-		return nil, nil, sigFailure(spec.ErrInvalidSignature, "missing a signature by your self-signing key"), nil
+		return sigFailed(spec.ErrInvalidSignature, "missing a signature by your self-signing key")
 	}
-	if verify(obj, caller, signer, ssk.pub) != nil {
-		return nil, nil, sigFailure(spec.ErrInvalidSignature, "invalid signature"), nil
+	if verify(u.obj, u.caller, signer, ssk.pub) != nil {
+		return sigFailed(spec.ErrInvalidSignature, "invalid signature")
 	}
-	ed, err := s.storedDeviceKey(ctx, caller, keyID)
+	ed, err := s.storedDeviceKey(ctx, u.caller, u.keyID)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return []sigRow{{caller, keyID, caller, signer, sig}},
-		[]check{{caller, usageSelf, "", ssk.pub}, {caller, "", keyID, ed}}, nil, nil
+	return []sigRow{{u.caller, u.keyID, u.caller, signer, sig}},
+		[]check{{u.caller, usageSelf, "", ssk.pub}, {u.caller, "", u.keyID, ed}}, nil, nil
 }
 
 // storeSignatures stores verified signatures if every key they were

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/rs/zerolog"
@@ -260,12 +261,12 @@ func (s *Service) evaluate(room spec.RoomID, ev *rooms.Event, state rooms.RoomSt
 // levels, read once per event and only if a rule asks.
 func senderMay(state rooms.RoomState, sender spec.UserID) func(string) bool {
 	var once sync.Once
-	var pl rooms.PowerLevels
+	var pl authrules.PowerLevels
 	var ok bool
 	return func(key string) bool {
 		once.Do(func() {
 			var err error
-			pl, err = rooms.PowerLevelsOf(state)
+			pl, err = authrules.PowerLevelsOf(state)
 			ok = err == nil
 		})
 		// Any doubt about the power levels means no permission.
@@ -274,7 +275,7 @@ func senderMay(state rooms.RoomState, sender spec.UserID) func(string) bool {
 }
 
 // memberName is a member's display name in the room.
-func memberName(state rooms.AuthState, user spec.UserID) string {
+func memberName(state authrules.AuthState, user spec.UserID) string {
 	ev := state.Get(spec.MRoomMember, string(user))
 	if ev == nil {
 		return ""
@@ -287,7 +288,7 @@ func (s *Service) displayName(room spec.RoomID, user spec.UserID) string {
 	return memberName(currentState{s.rooms, room}, user)
 }
 
-// currentState is a room's current state as rooms.AuthState.
+// currentState is a room's current state as authrules.AuthState.
 type currentState struct {
 	rooms Rooms
 	room  spec.RoomID

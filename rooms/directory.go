@@ -12,6 +12,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
@@ -44,7 +45,7 @@ func (s *Service) canManageAliases(user spec.UserID, r *liveRoom) bool {
 	if snap.membership(user) != spec.Join {
 		return false
 	}
-	pl, err := PowerLevelsOf(snap)
+	pl, err := authrules.PowerLevelsOf(snap)
 	return err == nil && pl.CanSend(user, spec.MRoomCanonicalAlias, true)
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/tidwall/gjson"
@@ -301,7 +302,7 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 	if !allowed {
 		return ""
 	}
-	pl, err := PowerLevelsOf(snap)
+	pl, err := authrules.PowerLevelsOf(snap)
 	if err != nil {
 		return ""
 	}
@@ -327,7 +328,7 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 	if orig == nil || orig.PDU.RoomID() != id || !r.canSee(from.User, orig) {
 		return "", spec.NotFound("event %s not found in this room", target)
 	}
-	pl, err := PowerLevelsOf(snap)
+	pl, err := authrules.PowerLevelsOf(snap)
 	if err != nil {
 		return "", err
 	}
@@ -361,7 +362,7 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 	if sk, ok := redacted.StateKey(); ok {
 		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == target {
 			// b.snap is the builder's own, made by add.
-			b.snap.state = b.snap.state.With(StateKeyPair{redacted.Type(), sk}, redacted)
+			b.snap.state = b.snap.state.With(authrules.StateKeyPair{Type: redacted.Type(), StateKey: sk}, redacted)
 		}
 	}
 	b.redactions = append(b.redactions, redacted)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -45,9 +46,11 @@ type snapshot struct {
 	summaryCache atomic.Pointer[memberSummary]
 }
 
-func (s *snapshot) get(typ, key string) *events.PDU { return s.state.get(StateKeyPair{typ, key}) }
+func (s *snapshot) get(typ, key string) *events.PDU {
+	return s.state.get(authrules.StateKeyPair{Type: typ, StateKey: key})
+}
 
-// Get implements AuthState.
+// Get implements authrules.AuthState.
 func (s *snapshot) Get(typ, key string) *events.PDU { return s.get(typ, key) }
 
 // membership returns a user's current membership ("" if none).
@@ -253,7 +256,7 @@ func (r *liveRoom) stateAtFromMemory(pos int64) ([]*events.PDU, bool) {
 	state := snap.state.Map()
 	for _, ev := range undo { // newest first
 		sk, _ := ev.PDU.StateKey()
-		k := StateKeyPair{ev.PDU.Type(), sk}
+		k := authrules.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}
 		if ev.replaced == nil {
 			delete(state, k)
 		} else {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
@@ -61,7 +62,7 @@ type CommitHook interface {
 
 // RoomState is a room's state at one point, from memory.
 type RoomState interface {
-	AuthState
+	authrules.AuthState
 	// Joined lists the joined members; the slice is shared: do not modify.
 	Joined() []spec.UserID
 }
@@ -251,7 +252,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	}
 	for _, ev := range state {
 		sk, _ := ev.PDU.StateKey()
-		snap.state = snap.state.With(StateKeyPair{ev.PDU.Type(), sk}, ev.PDU)
+		snap.state = snap.state.With(authrules.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}, ev.PDU)
 	}
 	// Membership and visibility histories.
 	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
@@ -456,8 +457,8 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	if stateKey != nil {
 		sk = stateKey
 	}
-	authState := StateMap{}
-	for _, k := range AuthEventKeys(typ, sk, sender, gjson.ParseBytes(contentOrEmpty(content)), v) {
+	authState := authrules.StateMap{}
+	for _, k := range authrules.AuthEventKeys(typ, sk, sender, gjson.ParseBytes(contentOrEmpty(content)), v) {
 		if ev := b.snap.state.Get(k.Type, k.StateKey); ev != nil {
 			proto.AuthEvents = append(proto.AuthEvents, ev.EventID())
 			authState[k] = ev
@@ -474,7 +475,7 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	}
 	// v12: the create event is not an auth event but the rules still read it.
 	if create := b.snap.state.Get(spec.MRoomCreate, ""); create != nil {
-		authState[StateKeyPair{spec.MRoomCreate, ""}] = create
+		authState[authrules.StateKeyPair{Type: spec.MRoomCreate, StateKey: ""}] = create
 	}
 	pdu, err := events.Build(proto, v, b.s.key)
 	if err != nil {
@@ -483,7 +484,7 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	if len(pdu.JSON()) > maxPDUSize {
 		return nil, spec.TooLarge("the event is %d bytes; the limit is %d", len(pdu.JSON()), maxPDUSize)
 	}
-	if err := Allowed(pdu, authState); err != nil {
+	if err := authrules.Allowed(pdu, authState); err != nil {
 		var se *spec.Error
 		if errors.As(err, &se) {
 			return nil, &authRuleError{se}
@@ -505,7 +506,7 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 
 // addReferenceHashes gives a room version 1 or 2 event the reference hashes
 // of the events it names.
-func addReferenceHashes(proto *events.ProtoEvent, prev []*events.PDU, auth StateMap) error {
+func addReferenceHashes(proto *events.ProtoEvent, prev []*events.PDU, auth authrules.StateMap) error {
 	proto.ReferenceHashes = make(map[spec.EventID][32]byte, len(prev)+len(auth))
 	for _, list := range [][]*events.PDU{prev, slices.Collect(maps.Values(auth))} {
 		for _, ev := range list {
@@ -546,7 +547,7 @@ func (b *builder) applyLocal(pdu *events.PDU) {
 	next := &snapshot{state: prev.state, depth: pdu.Depth(), extremity: []*events.PDU{pdu}, position: prev.position}
 	joined := prev.joinedCache.Load()
 	if sk, ok := pdu.StateKey(); ok {
-		k := StateKeyPair{pdu.Type(), sk}
+		k := authrules.StateKeyPair{Type: pdu.Type(), StateKey: sk}
 		if k.Type == spec.MRoomMember && joined != nil {
 			joined = changeJoined(*joined, spec.UserID(sk), prev.membership(spec.UserID(sk)), pdu.Content().Get("membership").String())
 		}

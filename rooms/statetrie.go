@@ -6,6 +6,7 @@ import (
 	"math/bits"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 )
 
 // roomState is a room's current state as a persistent hash trie (a hash
@@ -34,7 +35,7 @@ type trieNode struct {
 type trieSlot struct {
 	child *trieNode
 	hash  uint64
-	key   StateKeyPair
+	key   authrules.StateKeyPair
 	val   *events.PDU
 }
 
@@ -42,18 +43,20 @@ const trieBits = 5 // 32 slots a node
 
 var stateSeed = maphash.MakeSeed()
 
-func hashKey(k StateKeyPair) uint64 { return maphash.Comparable(stateSeed, k) }
+func hashKey(k authrules.StateKeyPair) uint64 { return maphash.Comparable(stateSeed, k) }
 
 // Len is the number of state entries.
 func (s roomState) Len() int { return s.n }
 
-// Get implements AuthState.
-func (s roomState) Get(typ, key string) *events.PDU { return s.get(StateKeyPair{typ, key}) }
+// Get implements authrules.AuthState.
+func (s roomState) Get(typ, key string) *events.PDU {
+	return s.get(authrules.StateKeyPair{Type: typ, StateKey: key})
+}
 
-func (s roomState) get(k StateKeyPair) *events.PDU { return s.root.get(k, hashKey(k)) }
+func (s roomState) get(k authrules.StateKeyPair) *events.PDU { return s.root.get(k, hashKey(k)) }
 
 // get finds k, whose hash is h, under n.
-func (n *trieNode) get(k StateKeyPair, h uint64) *events.PDU {
+func (n *trieNode) get(k authrules.StateKeyPair, h uint64) *events.PDU {
 	for shift := uint(0); n != nil; shift += trieBits {
 		if shift >= 64 {
 			for _, sl := range n.slots {
@@ -80,7 +83,7 @@ func (n *trieNode) get(k StateKeyPair, h uint64) *events.PDU {
 }
 
 // With returns the state with k set to v; s itself is unchanged.
-func (s roomState) With(k StateKeyPair, v *events.PDU) roomState {
+func (s roomState) With(k authrules.StateKeyPair, v *events.PDU) roomState {
 	root := s.root
 	if root == nil {
 		root = &trieNode{}
@@ -142,15 +145,15 @@ func (n *trieNode) clone() *trieNode {
 }
 
 // All yields every state entry, in no particular order.
-func (s roomState) All() iter.Seq2[StateKeyPair, *events.PDU] {
-	return func(yield func(StateKeyPair, *events.PDU) bool) {
+func (s roomState) All() iter.Seq2[authrules.StateKeyPair, *events.PDU] {
+	return func(yield func(authrules.StateKeyPair, *events.PDU) bool) {
 		if s.root != nil {
 			s.root.walk(yield)
 		}
 	}
 }
 
-func (n *trieNode) walk(yield func(StateKeyPair, *events.PDU) bool) bool {
+func (n *trieNode) walk(yield func(authrules.StateKeyPair, *events.PDU) bool) bool {
 	for _, sl := range n.slots {
 		if sl.child != nil {
 			if !sl.child.walk(yield) {
@@ -164,8 +167,8 @@ func (n *trieNode) walk(yield func(StateKeyPair, *events.PDU) bool) bool {
 }
 
 // Map copies the state into a StateMap (for callers that change it).
-func (s roomState) Map() StateMap {
-	m := make(StateMap, s.n)
+func (s roomState) Map() authrules.StateMap {
+	m := make(authrules.StateMap, s.n)
 	for k, v := range s.All() {
 		m[k] = v
 	}

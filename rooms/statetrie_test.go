@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 )
 
 // TestStateTrieIsAPersistentMap checks the trie against a plain map through
@@ -18,14 +19,14 @@ func TestStateTrieIsAPersistentMap(t *testing.T) {
 		pdus[i] = &events.PDU{}
 	}
 	var s roomState
-	want := StateMap{}
+	want := authrules.StateMap{}
 	type version struct {
 		s    roomState
-		want StateMap
+		want authrules.StateMap
 	}
 	var versions []version
 	for i := 0; i < 20000; i++ {
-		k := StateKeyPair{"m.room.member", fmt.Sprint("@u", rng.IntN(5000), ":test")}
+		k := authrules.StateKeyPair{Type: "m.room.member", StateKey: fmt.Sprint("@u", rng.IntN(5000), ":test")}
 		if i%7 == 0 {
 			k.Type = "org.example"
 		}
@@ -33,7 +34,7 @@ func TestStateTrieIsAPersistentMap(t *testing.T) {
 		s = s.With(k, v)
 		want[k] = v
 		if i%2500 == 0 {
-			versions = append(versions, version{s, want.clone()})
+			versions = append(versions, version{s, cloneState(want)})
 		}
 	}
 	versions = append(versions, version{s, want})
@@ -65,7 +66,7 @@ func TestStateTrieIsAPersistentMap(t *testing.T) {
 // TestStateTrieCollidingHashes: keys whose whole hashes collide are kept
 // side by side.
 func TestStateTrieCollidingHashes(t *testing.T) {
-	a, b, c := StateKeyPair{"t", "a"}, StateKeyPair{"t", "b"}, StateKeyPair{"t", "c"}
+	a, b, c := authrules.StateKeyPair{Type: "t", StateKey: "a"}, authrules.StateKeyPair{Type: "t", StateKey: "b"}, authrules.StateKeyPair{Type: "t", StateKey: "c"}
 	pa, pb, pc := &events.PDU{}, &events.PDU{}, &events.PDU{}
 	root, _ := (&trieNode{}).with(0, &trieSlot{hash: 42, key: a, val: pa})
 	root, added := root.with(0, &trieSlot{hash: 42, key: b, val: pb})
@@ -81,8 +82,8 @@ func TestStateTrieCollidingHashes(t *testing.T) {
 	}
 }
 
-func (m StateMap) clone() StateMap {
-	out := make(StateMap, len(m))
+func cloneState(m authrules.StateMap) authrules.StateMap {
+	out := make(authrules.StateMap, len(m))
 	for k, v := range m {
 		out[k] = v
 	}

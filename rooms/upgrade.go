@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
@@ -74,7 +75,7 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	if snap.membership(user) != spec.Join {
 		return "", errNotInRoom(oldID)
 	}
-	oldPL, err := PowerLevelsOf(snap)
+	oldPL, err := authrules.PowerLevelsOf(snap)
 	if err != nil {
 		return "", err
 	}
@@ -206,7 +207,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	if !v.AtLeast12() {
 		// The levels needed are the old room's (the content is copied);
 		// the user's own level is the one the new content gives them.
-		pl, err := PowerLevelsOf(snap)
+		pl, err := authrules.PowerLevelsOf(snap)
 		if err != nil {
 			return "", err
 		}
@@ -354,9 +355,9 @@ func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user s
 			delete(users, string(u))
 		}
 	} else if create := snap.get(spec.MRoomCreate, ""); create != nil && create.Version().AtLeast12() {
-		if creators, err := Creators(create); err == nil {
-			top := int64(creatorImplicitLevel)
-			if pl, err := PowerLevelsOf(snap); err == nil {
+		if creators, err := authrules.Creators(create); err == nil {
+			top := int64(authrules.CreatorImplicitLevel)
+			if pl, err := authrules.PowerLevelsOf(snap); err == nil {
 				for _, n := range []int64{pl.UsersDefault, pl.EventsDefault, pl.StateDefault, pl.Ban, pl.Kick, pl.Redact, pl.Invite} {
 					top = max(top, n)
 				}
@@ -382,17 +383,17 @@ func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user s
 // an older room's power levels content that are strings or floats there
 // ("50", 50.0) as the integers they stand for; v10 allows only integers.
 func integerLevels(c map[string]any, plEv *events.PDU) error {
-	parsed, d, ok := parsePowerLevelsContent(plEv.Content(), plEv.Version())
-	if !ok {
-		return spec.NewError(spec.ErrBadState, "the room's power levels cannot be carried over: %s", d.why)
+	parsed, err := authrules.ReadPowerLevelsContent(plEv.Content(), plEv.Version())
+	if err != nil {
+		return spec.NewError(spec.ErrBadState, "the room's power levels cannot be carried over: %v", err)
 	}
-	for k, n := range parsed.scalars {
+	for k, n := range parsed.Scalars {
 		c[k] = n
 	}
 	for _, m := range []struct {
 		key    string
 		levels map[string]int64
-	}{{"events", parsed.events}, {"notifications", parsed.notifications}, {"users", parsed.users}} {
+	}{{"events", parsed.Events}, {"notifications", parsed.Notifications}, {"users", parsed.Users}} {
 		if len(m.levels) == 0 {
 			continue
 		}

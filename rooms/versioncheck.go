@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/tidwall/gjson"
 )
@@ -15,18 +16,11 @@ func checkCreatorsUnlisted(snap *snapshot, typ string, content []byte) error {
 		return nil
 	}
 	create := snap.get(spec.MRoomCreate, "")
-	if create == nil || !create.Version().AtLeast12() {
+	if create == nil {
 		return nil
 	}
-	creators, err := Creators(create)
-	if err != nil {
-		return nil // the auth rules refuse the event
-	}
-	users := field(gjson.ParseBytes(contentOrEmpty(content)), "users")
-	for _, c := range creators {
-		if field(users, string(c)).Exists() {
-			return spec.BadJSON("%s is a room creator: creators have unlimited power and cannot be listed in users", c)
-		}
+	if listed := authrules.ListedCreators(create, gjson.ParseBytes(contentOrEmpty(content))); len(listed) > 0 {
+		return spec.BadJSON("%s is a room creator: creators have unlimited power and cannot be listed in users", listed[0])
 	}
 	return nil
 }

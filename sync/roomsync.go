@@ -6,6 +6,7 @@ import (
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -234,11 +235,11 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, f
 // timelineState is the latest state event per key among the timeline's
 // events: the state changes of a timeline that skipped nothing.
 func timelineState(evs []*rooms.Event) []*events.PDU {
-	latest := map[rooms.StateKeyPair]*events.PDU{}
-	var order []rooms.StateKeyPair
+	latest := map[authrules.StateKeyPair]*events.PDU{}
+	var order []authrules.StateKeyPair
 	for _, ev := range evs {
 		if sk, ok := ev.PDU.StateKey(); ok {
-			k := rooms.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}
+			k := authrules.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}
 			if _, seen := latest[k]; !seen {
 				order = append(order, k)
 			}

@@ -1,6 +1,7 @@
-package rooms
+package authrules
 
 import (
+	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -29,9 +30,9 @@ const (
 	defaultRedactLevel       = 50
 	defaultInviteLevel       = 0
 	defaultNotificationLevel = 50
-	// creatorImplicitLevel is the creator's level in room versions 1 to 11
+	// CreatorImplicitLevel is the creator's level in room versions 1 to 11
 	// when the room has no power levels event.
-	creatorImplicitLevel = 100
+	CreatorImplicitLevel = 100
 )
 
 // scalarLevels are the integer properties of power levels content whose
@@ -90,7 +91,7 @@ func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
 	}
 	if plEvent == nil {
 		if !v.AtLeast12() {
-			pl.Users[creators[0]] = creatorImplicitLevel
+			pl.Users[creators[0]] = CreatorImplicitLevel
 		}
 		return pl, nil
 	}
@@ -101,7 +102,7 @@ func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
 	if !ok {
 		return PowerLevels{}, spec.Forbidden("malformed power levels: %s", d.why)
 	}
-	for k, n := range c.scalars {
+	for k, n := range c.Scalars {
 		switch k {
 		case "users_default":
 			pl.UsersDefault = n
@@ -119,13 +120,13 @@ func ParsePowerLevels(plEvent, create *events.PDU) (PowerLevels, error) {
 			pl.Invite = n
 		}
 	}
-	for u, n := range c.users {
+	for u, n := range c.Users {
 		pl.Users[spec.UserID(u)] = n
 	}
-	for t, n := range c.events {
+	for t, n := range c.Events {
 		pl.Events[t] = n
 	}
-	for k, n := range c.notifications {
+	for k, n := range c.Notifications {
 		pl.Notifications[k] = n
 	}
 	return pl, nil
@@ -182,6 +183,32 @@ func Creators(create *events.PDU) ([]spec.UserID, error) {
 		return out, nil
 	}
 	return nil, spec.Forbidden("room version %q is not supported", v)
+}
+
+// ListedCreators returns the room creators that power levels content lists
+// in its users, in creator order. Room version 12 (MSC4289) forbids that:
+// a creator's power is implicit and unlimited. Before version 12, and for a
+// create event whose creators cannot be read (the rules refuse such a room),
+// it returns none.
+func ListedCreators(create *events.PDU, content gjson.Result) []spec.UserID {
+	if create == nil || !create.Version().AtLeast12() {
+		return nil
+	}
+	creators, err := Creators(create)
+	if err != nil {
+		return nil
+	}
+	return listedCreators(creators, field(content, "users"))
+}
+
+func listedCreators(creators []spec.UserID, users gjson.Result) []spec.UserID {
+	var listed []spec.UserID
+	for _, c := range creators {
+		if field(users, string(c)).Exists() {
+			listed = append(listed, c)
+		}
+	}
+	return listed
 }
 
 // IsCreator reports whether user is a room creator with unlimited power
@@ -241,12 +268,26 @@ func (pl PowerLevels) CanRedactOthers(user spec.UserID) bool {
 	return pl.UserLevel(user) >= pl.Redact
 }
 
-// plContent is power levels content as written: only present properties.
-type plContent struct {
-	scalars       map[string]int64
-	events        map[string]int64
-	notifications map[string]int64
-	users         map[string]int64
+// PowerLevelsContent is power levels content as written, each level read
+// as the room version reads it (see levelValue): only the properties
+// present, no defaults.
+type PowerLevelsContent struct {
+	// Scalars maps the integer properties present (users_default, ban, …)
+	// to their levels.
+	Scalars       map[string]int64
+	Events        map[string]int64
+	Notifications map[string]int64
+	Users         map[string]int64
+}
+
+// ReadPowerLevelsContent reads power levels content under the rules on its
+// form (see parsePowerLevelsContent). The error says what is malformed.
+func ReadPowerLevelsContent(content gjson.Result, v spec.RoomVersion) (PowerLevelsContent, error) {
+	c, d, ok := parsePowerLevelsContent(content, v)
+	if !ok {
+		return PowerLevelsContent{}, errors.New(d.why)
+	}
+	return c, nil
 }
 
 // parsePowerLevelsContent applies rules 9.1-9.3 (v12: 10.1-10.3): integer
@@ -255,8 +296,8 @@ type plContent struct {
 // (integers or strings holding one); Chatalot also refuses any other level
 // it cannot read as a level of that version, since a level that means
 // nothing cannot be enforced.
-func parsePowerLevelsContent(content gjson.Result, v spec.RoomVersion) (plContent, decision, bool) {
-	c := plContent{scalars: map[string]int64{}}
+func parsePowerLevelsContent(content gjson.Result, v spec.RoomVersion) (PowerLevelsContent, decision, bool) {
+	c := PowerLevelsContent{Scalars: map[string]int64{}}
 	if !content.IsObject() {
 		return c, deny("power_levels.content", "content is not an object"), false
 	}
@@ -269,20 +310,20 @@ func parsePowerLevelsContent(content gjson.Result, v spec.RoomVersion) (plConten
 		if !ok {
 			return c, deny("power_levels.integer", "%s is not an integer", k), false
 		}
-		c.scalars[k] = n
+		c.Scalars[k] = n
 	}
 	var ok bool
-	if c.events, ok = integerMap(field(content, "events"), v); !ok {
+	if c.Events, ok = integerMap(field(content, "events"), v); !ok {
 		return c, deny("power_levels.events", "events is not an object of integers"), false
 	}
-	if c.notifications, ok = integerMap(field(content, "notifications"), v); !ok {
+	if c.Notifications, ok = integerMap(field(content, "notifications"), v); !ok {
 		return c, deny("power_levels.notifications", "notifications is not an object of integers"), false
 	}
 	users := field(content, "users")
-	if c.users, ok = integerMap(users, v); !ok {
+	if c.Users, ok = integerMap(users, v); !ok {
 		return c, deny("power_levels.users", "users is not an object of integers"), false
 	}
-	for u := range c.users {
+	for u := range c.Users {
 		if _, err := spec.ParseUserID(u); err != nil {
 			return c, deny("power_levels.users", "users has a key that is not a valid user ID"), false
 		}

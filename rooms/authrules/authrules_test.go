@@ -1,4 +1,4 @@
-package rooms
+package authrules
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// The auth rules fixtures in testdata/authrules/*.json. Each file holds
+// The auth rules fixtures in testdata/*.json. Each file holds
 // cases; each case is checked in each room version it lists:
 //
 //	name        what the case shows
@@ -331,7 +331,7 @@ func (r *room) authStateFor(ev *events.PDU, dropCreate bool) (StateMap, []*event
 
 func loadFixtures(t *testing.T) map[string]fixtureFile {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "authrules", "*.json"))
+	paths, err := filepath.Glob(filepath.Join("testdata", "*.json"))
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no fixtures: %v", err)
 	}

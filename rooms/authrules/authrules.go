@@ -1,8 +1,6 @@
-package rooms
-
-// The authorisation rules of room versions 1 to 12 (rooms/vN "Authorisation
-// rules"), and the auth events selection of the server-server API. One set
-// of rules with the changes of each version behind spec.RoomVersion's
+// Package authrules holds the authorisation rules of room versions 1 to 12
+// (rooms/vN "Authorisation rules"), the auth events selection of the
+// server-server API, and the reading of power levels. One set of rules with the changes of each version behind spec.RoomVersion's
 // feature tests: v3 drops the redaction rule, v6 the aliases rule and adds
 // notifications, v7 knocking, v8 restricted joins, v10 knock_restricted and
 // integer power levels, v11 the creator as the create event's sender, v12
@@ -21,6 +19,10 @@ package rooms
 //     selection, room IDs and the create event; whether an auth event was
 //     itself rejected is known only to storage;
 //   - for redactions, whether to apply them: RedactionApplies.
+//
+// The package imports only spec, events and the standard library (and the
+// JSON reader events uses): purity_test.go holds it to that.
+package authrules
 
 import (
 	"fmt"
@@ -112,94 +114,132 @@ type checker struct {
 	plEvent  *events.PDU
 }
 
+// authorise applies the rules in the spec's order: the create event's own
+// rules; then, for every other event, the room's create event and power
+// levels, m.federate, the aliases rule (v1-v5), the member rules, and the
+// rules for events of a joined sender.
 func authorise(ev *events.PDU, state AuthState) decision {
-	if ev == nil {
-		return deny("event", "no event")
+	c, d, ok := newChecker(ev, state)
+	if !ok {
+		return d
 	}
-	v := ev.Version()
-	if !v.Supported() {
-		return deny("room_version", "room version %q is not supported", v)
-	}
-	sender, err := spec.ParseUserID(string(ev.Sender()))
-	if err != nil {
-		return deny("sender", "sender is not a valid user ID")
-	}
-	if state == nil {
-		return deny("auth_events.create", "no auth state")
-	}
-	c := &checker{ev: ev, v: v, state: state, sender: sender}
-
 	if ev.Type() == spec.MRoomCreate {
 		return c.createRules()
 	}
+	if d, ok := c.readRoom(); !ok {
+		return d
+	}
+	if d, ok := c.federateRule(); !ok {
+		return d
+	}
+	if c.v.AliasesAuthRule() && ev.Type() == spec.MRoomAliases {
+		return c.aliasesRule()
+	}
+	if ev.Type() == spec.MRoomMember {
+		return c.memberRules()
+	}
+	return c.joinedSenderRules()
+}
 
+// newChecker checks what every rule needs: an event of a supported room
+// version, a valid sender and a state to check against.
+func newChecker(ev *events.PDU, state AuthState) (*checker, decision, bool) {
+	if ev == nil {
+		return nil, deny("event", "no event"), false
+	}
+	v := ev.Version()
+	if !v.Supported() {
+		return nil, deny("room_version", "room version %q is not supported", v), false
+	}
+	sender, err := spec.ParseUserID(string(ev.Sender()))
+	if err != nil {
+		return nil, deny("sender", "sender is not a valid user ID"), false
+	}
+	if state == nil {
+		return nil, deny("auth_events.create", "no auth state"), false
+	}
+	return &checker{ev: ev, v: v, state: state, sender: sender}, decision{}, true
+}
+
+// readRoom reads the room's m.room.create event, its creators and its
+// power levels from the state, refusing the event if any is missing or
+// malformed.
+func (c *checker) readRoom() (decision, bool) {
 	// v12 rule 2: the room ID is the create event's ID with the "!" sigil.
 	// The create event of the state must be that event.
-	create := state.Get(spec.MRoomCreate, "")
+	create := c.state.Get(spec.MRoomCreate, "")
 	if create == nil {
-		return deny("auth_events.create", "no m.room.create event")
+		return deny("auth_events.create", "no m.room.create event"), false
 	}
-	if v.AtLeast12() {
+	if c.v.AtLeast12() {
 		want, err := events.RoomIDFromCreateEventID(create.EventID())
-		if err != nil || want != ev.RoomID() {
-			return deny("room_id.create", "the room ID is not the ID of the room's m.room.create event")
+		if err != nil || want != c.ev.RoomID() {
+			return deny("room_id.create", "the room ID is not the ID of the room's m.room.create event"), false
 		}
 	}
 	if d, ok := c.checkFetched(create, spec.MRoomCreate, ""); !ok {
-		return d
+		return d, false
 	}
 	c.create = create
 	if d, ok := c.checkCreateContent(create); !ok {
-		return d
+		return d, false
 	}
 	creators, err := Creators(create)
 	if err != nil {
-		return deny("create.malformed", "the room's m.room.create event is malformed")
+		return deny("create.malformed", "the room's m.room.create event is malformed"), false
 	}
 	c.creators = creators
 
 	plEvent, d, ok := c.get(spec.MRoomPowerLevels, "")
 	if !ok {
-		return d
+		return d, false
 	}
 	c.plEvent = plEvent
 	if c.pl, err = ParsePowerLevels(plEvent, create); err != nil {
-		return deny("power_levels.state", "the room's m.room.power_levels event is malformed")
+		return deny("power_levels.state", "the room's m.room.power_levels event is malformed"), false
 	}
+	return decision{}, true
+}
 
-	// m.federate: a room closed to federation takes events from the creator's
-	// server only. Anything but true counts as closed.
-	if f := field(create.Content(), "m.federate"); f.Exists() && f.Type != gjson.True {
-		if sender.Server() != create.Sender().Server() {
-			return deny("federate", "the room does not federate and the sender is on another server")
+// federateRule applies m.federate: a room closed to federation takes events
+// from the creator's server only. Anything but true counts as closed.
+func (c *checker) federateRule() (decision, bool) {
+	if f := field(c.create.Content(), "m.federate"); f.Exists() && f.Type != gjson.True {
+		if c.sender.Server() != c.create.Sender().Server() {
+			return deny("federate", "the room does not federate and the sender is on another server"), false
 		}
 	}
+	return decision{}, true
+}
 
-	// v1-v5 rule 4: each server controls its own m.room.aliases, members or
-	// not. From v6 the event type has no special meaning.
-	if v.AliasesAuthRule() && ev.Type() == spec.MRoomAliases {
-		sk, ok := ev.StateKey()
-		if !ok {
-			return deny("aliases.state_key", "m.room.aliases has no state_key")
-		}
-		if sk != string(sender.Server()) {
-			return deny("aliases.domain", "the state_key of m.room.aliases is not the sender's server")
-		}
-		return allow("aliases")
+// aliasesRule is rule 4 of room versions 1 to 5: each server controls its
+// own m.room.aliases, members or not. From v6 the event type has no special
+// meaning.
+func (c *checker) aliasesRule() decision {
+	sk, ok := c.ev.StateKey()
+	if !ok {
+		return deny("aliases.state_key", "m.room.aliases has no state_key")
 	}
-
-	if ev.Type() == spec.MRoomMember {
-		return c.memberRules()
+	if sk != string(c.sender.Server()) {
+		return deny("aliases.domain", "the state_key of m.room.aliases is not the sender's server")
 	}
+	return allow("aliases")
+}
 
-	senderMembership, d, ok := c.membership(sender)
+// joinedSenderRules are the rules for every event but m.room.create,
+// m.room.member and (v1-v5) m.room.aliases: the sender must be joined and
+// reach the event's level; m.room.third_party_invite, m.room.power_levels
+// and (v1, v2) m.room.redaction have rules of their own.
+func (c *checker) joinedSenderRules() decision {
+	ev := c.ev
+	senderMembership, d, ok := c.membership(c.sender)
 	if !ok {
 		return d
 	}
 	if senderMembership != spec.Join {
 		return deny("sender_not_joined", "the sender is not joined to the room")
 	}
-	senderLevel := c.pl.UserLevel(sender)
+	senderLevel := c.pl.UserLevel(c.sender)
 
 	if ev.Type() == spec.MRoomThirdPartyInvite {
 		if senderLevel >= c.pl.Invite {
@@ -212,14 +252,14 @@ func authorise(ev *events.PDU, state AuthState) decision {
 		return deny("event_level", "the sender's power level is below the level required for %s", ev.Type())
 	}
 
-	if sk, ok := ev.StateKey(); ok && strings.HasPrefix(sk, "@") && sk != string(sender) {
+	if sk, ok := ev.StateKey(); ok && strings.HasPrefix(sk, "@") && sk != string(c.sender) {
 		return deny("state_key_user", "a state_key starting with @ must be the sender")
 	}
 
 	if ev.Type() == spec.MRoomPowerLevels {
 		return c.powerLevelsRules(senderLevel)
 	}
-	if v.RedactionAuthRule() && ev.Type() == spec.MRoomRedaction {
+	if c.v.RedactionAuthRule() && ev.Type() == spec.MRoomRedaction {
 		return c.redactionRule(senderLevel)
 	}
 	return allow("default")
@@ -349,227 +389,6 @@ func (c *checker) membership(user spec.UserID) (string, decision, bool) {
 	return "", deny("member.state", "a member event of the state has an unknown membership"), false
 }
 
-// joinRule returns the room's join rule, "" when there is no m.room.join_rules.
-func (c *checker) joinRule() (string, decision, bool) {
-	ev, d, ok := c.get(spec.MRoomJoinRules, "")
-	if !ok {
-		return "", d, false
-	}
-	if ev == nil {
-		return "", decision{}, true
-	}
-	r := field(ev.Content(), "join_rule")
-	if r.Type != gjson.String {
-		return "", deny("join_rules.state", "the room's join_rule is not a string"), false
-	}
-	return r.Str, decision{}, true
-}
-
-// memberRules are the rules for m.room.member (v10/v11 rule 4, v12 rule 5).
-func (c *checker) memberRules() decision {
-	ev := c.ev
-	sk, ok := ev.StateKey()
-	if !ok {
-		return deny("member.state_key", "m.room.member has no state_key")
-	}
-	content := ev.Content()
-	m := field(content, "membership")
-	if !m.Exists() {
-		return deny("member.membership", "m.room.member has no membership")
-	}
-	if m.Type != gjson.String {
-		return deny("member.membership", "membership is not a string")
-	}
-	target, err := spec.ParseUserID(sk)
-	if err != nil {
-		return deny("member.state_key", "the state_key of m.room.member is not a user ID")
-	}
-
-	// v8: restricted joins. Before, the key means nothing and is ignored.
-	var authoriser spec.UserID
-	if a := field(content, "join_authorised_via_users_server"); a.Exists() && c.v.RestrictedJoins() {
-		authoriser, err = userIDOf(a)
-		if err != nil {
-			return deny("member.authorised_via", "join_authorised_via_users_server is not a valid user ID")
-		}
-		// The signature itself is verified with the other signatures on
-		// receipt; here the event must at least carry one from that server.
-		sigs := field(ev.Get("signatures"), string(authoriser.Server()))
-		if !sigs.IsObject() || len(sigs.Map()) == 0 {
-			return deny("member.authorised_via.signature",
-				"the event is not signed by the server of join_authorised_via_users_server")
-		}
-	}
-
-	senderMembership, d, ok := c.membership(c.sender)
-	if !ok {
-		return d
-	}
-	targetMembership, d, ok := c.membership(target)
-	if !ok {
-		return d
-	}
-	senderLevel := c.pl.UserLevel(c.sender)
-	targetLevel := c.pl.UserLevel(target)
-
-	switch m.Str {
-	case spec.Join:
-		return c.joinRules(target, senderMembership, authoriser)
-
-	case spec.Invite:
-		if tpi := field(content, "third_party_invite"); tpi.Exists() {
-			return c.thirdPartyInviteRules(tpi, target, targetMembership)
-		}
-		if senderMembership != spec.Join {
-			return deny("member.invite.sender_not_joined", "the sender is not joined to the room")
-		}
-		if targetMembership == spec.Join || targetMembership == spec.Ban {
-			return deny("member.invite.target", "the target is already joined or is banned")
-		}
-		if senderLevel >= c.pl.Invite {
-			return allow("member.invite")
-		}
-		return deny("member.invite.level", "the sender's power level is below the invite level")
-
-	case spec.Leave:
-		if c.sender == target {
-			switch targetMembership {
-			case spec.Invite, spec.Join, spec.Knock: // knock exists from v7 (see membership)
-				return allow("member.leave.self")
-			}
-			return deny("member.leave.self", "only an invited, joined or knocking user can leave")
-		}
-		if senderMembership != spec.Join {
-			return deny("member.leave.sender_not_joined", "the sender is not joined to the room")
-		}
-		if targetMembership == spec.Ban && senderLevel < c.pl.Ban {
-			return deny("member.leave.unban", "the sender's power level is below the ban level")
-		}
-		if senderLevel >= c.pl.Kick && targetLevel < senderLevel {
-			return allow("member.leave.kick")
-		}
-		return deny("member.leave.kick", "the sender's power level is below the kick level or not above the target's")
-
-	case spec.Ban:
-		if senderMembership != spec.Join {
-			return deny("member.ban.sender_not_joined", "the sender is not joined to the room")
-		}
-		if senderLevel >= c.pl.Ban && targetLevel < senderLevel {
-			return allow("member.ban")
-		}
-		return deny("member.ban.level", "the sender's power level is below the ban level or not above the target's")
-
-	case spec.Knock:
-		if !c.v.Knocking() {
-			break // v7 added knocking: before, an unknown membership
-		}
-		rule, d, ok := c.joinRule()
-		if !ok {
-			return d
-		}
-		// v10: knock_restricted also allows knocking.
-		if rule != "knock" && !(rule == "knock_restricted" && c.v.KnockRestricted()) {
-			return deny("member.knock.join_rule", "the join rule does not allow knocking")
-		}
-		if c.sender != target {
-			return deny("member.knock.sender", "a user can only knock for themselves")
-		}
-		switch senderMembership {
-		case spec.Ban, spec.Invite, spec.Join:
-			return deny("member.knock.membership", "a banned, invited or joined user cannot knock")
-		}
-		return allow("member.knock")
-	}
-	return deny("member.membership", "unknown membership %q", m.Str)
-}
-
-// joinRules are the rules for membership join.
-func (c *checker) joinRules(target spec.UserID, membership string, authoriser spec.UserID) decision {
-	// The creator's own first join right after the create event. Before
-	// v11 the creator is content.creator; from v11 it is the create's sender.
-	prev := c.ev.PrevEvents()
-	if len(prev) == 1 && prev[0] == c.create.EventID() {
-		creator := c.create.Sender()
-		if !c.v.AtLeast11() {
-			creator, _ = userIDOf(field(c.create.Content(), "creator"))
-		}
-		if creator != "" && target == creator {
-			return allow("member.join.creator")
-		}
-	}
-	if c.sender != target {
-		return deny("member.join.sender", "a user can only join for themselves")
-	}
-	if membership == spec.Ban {
-		return deny("member.join.banned", "the user is banned from the room")
-	}
-	rule, d, ok := c.joinRule()
-	if !ok {
-		return d
-	}
-	// Each join rule exists from the version that introduced it; an unknown
-	// one allows no join.
-	switch {
-	case rule == "invite", rule == "knock" && c.v.Knocking():
-		if membership == spec.Invite || membership == spec.Join {
-			return allow("member.join.invited")
-		}
-		return deny("member.join.not_invited", "the room is invite-only and the user is not invited")
-	case rule == "restricted" && c.v.RestrictedJoins(), rule == "knock_restricted" && c.v.KnockRestricted():
-		if membership == spec.Invite || membership == spec.Join {
-			return allow("member.join.invited")
-		}
-		if authoriser == "" {
-			return deny("member.join.restricted", "the join has no join_authorised_via_users_server")
-		}
-		am, d, ok := c.membership(authoriser)
-		if !ok {
-			return d
-		}
-		if am != spec.Join {
-			return deny("member.join.restricted", "join_authorised_via_users_server is not joined to the room")
-		}
-		if c.pl.UserLevel(authoriser) < c.pl.Invite {
-			return deny("member.join.restricted", "join_authorised_via_users_server cannot invite users")
-		}
-		return allow("member.join.restricted")
-	case rule == "public":
-		return allow("member.join.public")
-	}
-	return deny("member.join.rule", "the join rule does not allow joining")
-}
-
-// thirdPartyInviteRules checks an invite with content.third_party_invite as
-// far as Chatalot can, and then refuses it: verifying the identity server's
-// signature in "signed" is not supported, so such an invite is never allowed.
-func (c *checker) thirdPartyInviteRules(tpi gjson.Result, target spec.UserID, targetMembership string) decision {
-	if targetMembership == spec.Ban {
-		return deny("member.invite.third_party.banned", "the target is banned")
-	}
-	signed := field(tpi, "signed")
-	if !signed.IsObject() {
-		return deny("member.invite.third_party.signed", "third_party_invite has no signed object")
-	}
-	mxid, token := field(signed, "mxid"), field(signed, "token")
-	if mxid.Type != gjson.String || token.Type != gjson.String {
-		return deny("member.invite.third_party.signed", "signed has no mxid or token")
-	}
-	if mxid.Str != string(target) {
-		return deny("member.invite.third_party.mxid", "signed.mxid is not the state_key")
-	}
-	invite, d, ok := c.get(spec.MRoomThirdPartyInvite, token.Str)
-	if !ok {
-		return d
-	}
-	if invite == nil {
-		return deny("member.invite.third_party.token", "no m.room.third_party_invite matches the token")
-	}
-	if invite.Sender() != c.sender {
-		return deny("member.invite.third_party.sender", "the sender did not send the m.room.third_party_invite")
-	}
-	return deny("member.invite.third_party.signature", "third-party invites are not supported by this server")
-}
-
 // powerLevelsRules are the rules for m.room.power_levels (v1-v5 rule 10,
 // v6-v11 rule 9, v12 rule 10).
 func (c *checker) powerLevelsRules(senderLevel int64) decision {
@@ -577,13 +396,8 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	if !ok {
 		return d
 	}
-	if c.v.AtLeast12() {
-		// v12 (MSC4289): creators are not listed; their power is unlimited.
-		for _, cr := range c.creators {
-			if _, listed := next.users[string(cr)]; listed {
-				return deny("power_levels.creator", "room creators cannot be listed in users")
-			}
-		}
+	if c.v.AtLeast12() && len(listedCreators(c.creators, field(c.ev.Content(), "users"))) > 0 {
+		return deny("power_levels.creator", "room creators cannot be listed in users")
 	}
 	if c.plEvent == nil {
 		return allow("power_levels.initial")
@@ -594,8 +408,8 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	}
 
 	for _, k := range scalarLevels {
-		o, hadOld := cur.scalars[k]
-		n, hasNew := next.scalars[k]
+		o, hadOld := cur.Scalars[k]
+		n, hasNew := next.Scalars[k]
 		if hadOld == hasNew && o == n {
 			continue
 		}
@@ -606,10 +420,10 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 	maps := []struct {
 		name     string
 		cur, new map[string]int64
-	}{{"events", cur.events, next.events}}
+	}{{"events", cur.Events, next.Events}}
 	if c.v.NotificationsAuthRule() { // v6
 		maps = append(maps, maps[0])
-		maps[1].name, maps[1].cur, maps[1].new = "notifications", cur.notifications, next.notifications
+		maps[1].name, maps[1].cur, maps[1].new = "notifications", cur.Notifications, next.Notifications
 	}
 	for _, m := range maps {
 		for k, o := range m.cur {
@@ -625,17 +439,17 @@ func (c *checker) powerLevelsRules(senderLevel int64) decision {
 			}
 		}
 	}
-	for u, o := range cur.users {
+	for u, o := range cur.Users {
 		if u == string(c.sender) {
 			continue
 		}
-		if n, ok := next.users[u]; (!ok || n != o) && o >= senderLevel {
+		if n, ok := next.Users[u]; (!ok || n != o) && o >= senderLevel {
 			return deny("power_levels.users_change",
 				"a user at or above the sender's level cannot be changed or removed")
 		}
 	}
-	for u, n := range next.users {
-		if o, ok := cur.users[u]; (!ok || n != o) && n > senderLevel {
+	for u, n := range next.Users {
+		if o, ok := cur.Users[u]; (!ok || n != o) && n > senderLevel {
 			return deny("power_levels.users_change", "a user cannot be set above the sender's level")
 		}
 	}

@@ -1,4 +1,4 @@
-package rooms
+package authrules
 
 import (
 	"github.com/chatalot/chatalot/events"

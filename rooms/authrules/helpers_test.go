@@ -1,4 +1,4 @@
-package rooms
+package authrules
 
 import (
 	"encoding/json"
@@ -400,6 +400,48 @@ func TestCreators(t *testing.T) {
 	}
 	if _, err := Creators(nil); err == nil {
 		t.Error("Creators(nil)")
+	}
+}
+
+func TestListedCreators(t *testing.T) {
+	content := gjson.Parse(`{"users":{"@co:example.org":100,"@alice:example.org":50,"` + creator + `":100}}`)
+	for _, tt := range []struct {
+		v    spec.RoomVersion
+		want []spec.UserID
+	}{
+		{spec.RoomV11, nil}, // creators may be listed before v12
+		{spec.RoomV12, []spec.UserID{creator, "@co:example.org"}},
+	} {
+		r := newRoom(t, tt.v, "none", map[string]any{"content": map[string]any{
+			"additional_creators": []any{"@co:example.org"}}})
+		got := ListedCreators(r.create, content)
+		if strings.Join(userStrings(got), ",") != strings.Join(userStrings(tt.want), ",") {
+			t.Errorf("v%s: %v, want %v", tt.v, got, tt.want)
+		}
+	}
+	if got := ListedCreators(nil, content); got != nil {
+		t.Errorf("no create event: %v", got)
+	}
+}
+
+func userStrings(us []spec.UserID) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = string(u)
+	}
+	return out
+}
+
+func TestReadPowerLevelsContent(t *testing.T) {
+	c, err := ReadPowerLevelsContent(gjson.Parse(`{"ban":"75","events":{"m.room.name":50.9},"users":{"@a:b":" 7 "}}`), spec.RoomV5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Scalars["ban"] != 75 || len(c.Scalars) != 1 || c.Events["m.room.name"] != 50 || c.Users["@a:b"] != 7 || len(c.Notifications) != 0 {
+		t.Errorf("v5 levels read as %+v", c)
+	}
+	if _, err := ReadPowerLevelsContent(gjson.Parse(`{"ban":"75"}`), spec.RoomV10); err == nil || !strings.Contains(err.Error(), "ban") {
+		t.Errorf("v10 string level: %v", err)
 	}
 }
 
