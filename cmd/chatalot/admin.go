@@ -57,7 +57,7 @@ memory (open sessions, room memberships) within a second.
         ("registration-token create|list|delete" are the same commands)
   rooms list [--search TERM] [--limit N]
         list the server's rooms, largest first
-  audit-log [--limit N] [--actor WHO] [--action WHAT] [--target ID]
+  audit-log [--limit N] [--actor WHO] [--action WHAT] [--target ID] [--json]
         show the audit log, newest first
   backup DIR
         copy the database, media and signing key into DIR, consistently,
@@ -560,7 +560,7 @@ func adminRooms(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// adminAuditLog: chatalot admin audit-log [--limit N] [--actor WHO] [--action WHAT] [--target ID]
+// adminAuditLog: chatalot admin audit-log [--limit N] [--actor WHO] [--action WHAT] [--target ID] [--json]
 func adminAuditLog(args []string, stdout io.Writer) error {
 	var f admin.AuditFilter
 	var asJSON bool

@@ -28,6 +28,7 @@ var settingTypes = map[string]string{
 	"shutdown_grace":         "duration",
 	"read_header_timeout":    "duration",
 	"body_idle_timeout":      "duration",
+	"write_idle_timeout":     "duration",
 	"turn_user_lifetime":     "duration",
 	"access_token_lifetime":  "duration",
 	"refresh_token_lifetime": "duration",

@@ -8,8 +8,8 @@
 #   --registration open, --registration-shared-secret: the suite registers its
 #       own users with /register and the admin register endpoint;
 #   --rate-limits off: the suite sends bursts from one address;
-#   --encryption optional: the suite sends plaintext messages (Chatalot refuses
-#       them in encrypted rooms by default; see skip.txt);
+#   --encryption optional: the suite sends plaintext messages (Chatalot encrypts
+#       every new room and refuses plaintext in it by default);
 #   --access-token-lifetime 1h: clients that ask for refresh tokens get them
 #       (the suite's refresh-token tests; off by default, tokens never expire);
 #   --server-notices-user _server: the suite expects notices from @_server.
