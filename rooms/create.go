@@ -362,7 +362,7 @@ func (s *Service) defaultPowerLevels(v spec.RoomVersion, creator spec.UserID, pr
 // commitNewRoom commits a new room's first events together with its row,
 // its alias and its directory visibility.
 func (b *builder) commitNewRoom(ctx context.Context, creator spec.UserID, alias spec.RoomAlias, public bool) error {
-	b.extra = func(tx *storage.Tx) error {
+	also := func(tx *storage.Tx) error {
 		if alias != "" {
 			if err := insertAlias(tx, alias, b.r.id, creator); err != nil {
 				return err
@@ -375,5 +375,5 @@ func (b *builder) commitNewRoom(ctx context.Context, creator spec.UserID, alias 
 		}
 		return nil
 	}
-	return b.commit(ctx, true, creator, "", "")
+	return b.commit(ctx, commitOpts{NewRoom: true, Creator: creator, Also: also})
 }

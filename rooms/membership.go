@@ -75,7 +75,7 @@ func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch Me
 	if err != nil {
 		return "", err
 	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
+	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return "", err
 	}
 	if ch.Membership == spec.Join {

@@ -73,45 +73,6 @@ func relationOfContent(content gjson.Result) (relation, bool) {
 	return rel, true
 }
 
-// indexEvents writes the relations and search rows of newly stored events
-// and removes those of redacted ones, inside the commit's transaction. before
-// is the room's state before the events (to know whether it was encrypted).
-func indexEvents(tx *storage.Tx, before *snapshot, evs []*Event, redacted []*events.PDU) error {
-	encrypted := before != nil && before.get(spec.MRoomEncryption, "") != nil
-	for _, ev := range evs {
-		p := ev.PDU
-		if rel, ok := relationOf(p); ok {
-			var key any
-			if rel.relType == relAnnotation {
-				key = rel.key
-			}
-			if _, err := tx.Exec(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING`,
-				string(p.EventID()), string(p.RoomID()), string(rel.parent), rel.relType, p.Type(), string(p.Sender()),
-				ev.Position, p.OriginServerTS(), key); err != nil {
-				return fmt.Errorf("index relation: %w", err)
-			}
-		}
-		if err := indexSearch(tx, ev, encrypted); err != nil {
-			return err
-		}
-		if sk, ok := p.StateKey(); ok && sk == "" && p.Type() == spec.MRoomEncryption {
-			encrypted = true
-		}
-	}
-	for _, p := range redacted {
-		// A redacted child no longer relates to anything, and redacted
-		// text is no longer searchable.
-		if _, err := tx.Exec(`DELETE FROM event_relations WHERE event_id = $1`, string(p.EventID())); err != nil {
-			return fmt.Errorf("unindex relation: %w", err)
-		}
-		if err := unindexSearch(tx, p.EventID()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // checkSend validates what the auth rules do not see, before an event is
 // built: the relationship of a message event, and the aliases of
 // m.room.canonical_alias. The room's write lock is held.
@@ -800,4 +761,32 @@ func (h *handlers) relations(c *gin.Context) {
 		resp["recursion_depth"] = page.RecursionDepth
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// indexRelation records the relation of a newly stored event, if it has one.
+func indexRelation(tx *storage.Tx, ev *Event) error {
+	p := ev.PDU
+	rel, ok := relationOf(p)
+	if !ok {
+		return nil
+	}
+	var key any
+	if rel.relType == relAnnotation {
+		key = rel.key
+	}
+	if _, err := tx.Exec(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING`,
+		string(p.EventID()), string(p.RoomID()), string(rel.parent), rel.relType, p.Type(), string(p.Sender()),
+		ev.Position, p.OriginServerTS(), key); err != nil {
+		return fmt.Errorf("index relation: %w", err)
+	}
+	return nil
+}
+
+// unindexRelation forgets the relation of a redacted event.
+func unindexRelation(tx *storage.Tx, id spec.EventID) error {
+	if _, err := tx.Exec(`DELETE FROM event_relations WHERE event_id = $1`, string(id)); err != nil {
+		return fmt.Errorf("unindex relation: %w", err)
+	}
+	return nil
 }

@@ -119,7 +119,7 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	if ca := snap.get(spec.MRoomCanonicalAlias, ""); ca != nil && ca.Content().Raw != "{}" {
 		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), user, []byte("{}"), "")
 	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
+	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return "", err
 	}
 	return newRoom, nil
@@ -294,7 +294,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	if err != nil {
 		return "", err
 	}
-	b.extra = func(tx *storage.Tx) error {
+	moveDirectory := func(tx *storage.Tx) error {
 		if _, err := tx.Exec(`UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, string(b.r.id), string(old.id)); err != nil {
 			return err
 		}
@@ -306,7 +306,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		}
 		return nil
 	}
-	if err := b.commit(ctx, true, user, "", ""); err != nil {
+	if err := b.commit(ctx, commitOpts{NewRoom: true, Creator: user, Also: moveDirectory}); err != nil {
 		return "", err
 	}
 	return r.id, nil
