@@ -156,11 +156,11 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 		return "", "", err
 	}
 	// 2. the creator joins
-	content, err := s.memberContent(ctx, creator, spec.Join, "", nil, nil)
+	content, err := s.memberContent(ctx, MembershipChange{Target: creator, Membership: spec.Join})
 	if err != nil {
 		return "", "", err
 	}
-	if _, err := b.add(spec.MRoomMember, strPtr(string(creator)), creator, content, ""); err != nil {
+	if _, err := b.add(spec.MRoomMember, strPtr(string(creator)), creator, content); err != nil {
 		return "", "", err
 	}
 	// 3. power levels
@@ -222,7 +222,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 				return "", "", err
 			}
 		}
-		if _, err := b.add(st.Type, strPtr(st.StateKey), creator, c, ""); err != nil {
+		if _, err := b.add(st.Type, strPtr(st.StateKey), creator, c); err != nil {
 			return "", "", err
 		}
 	}
@@ -250,7 +250,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 	}
 	// 8. invites
 	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
+		c, err := s.memberContent(ctx, MembershipChange{Target: u, Membership: spec.Invite})
 		if err != nil {
 			return "", "", err
 		}
@@ -262,7 +262,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 				return "", "", err
 			}
 		}
-		if _, err := b.add(spec.MRoomMember, strPtr(string(u)), creator, c, ""); err != nil {
+		if _, err := b.add(spec.MRoomMember, strPtr(string(u)), creator, c); err != nil {
 			return "", "", err
 		}
 	}
@@ -301,7 +301,7 @@ func (s *Service) addJSON(b *builder, typ string, stateKey *string, sender spec.
 	if err != nil {
 		return err
 	}
-	_, err = b.add(typ, stateKey, sender, c, "")
+	_, err = b.add(typ, stateKey, sender, c)
 	return err
 }
 

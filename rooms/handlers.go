@@ -164,7 +164,7 @@ func (h *handlers) knock(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
+	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: dev.UserID, Membership: spec.Knock, Reason: body.Reason}); err != nil {
 		c.Error(err)
 		return
 	}
@@ -187,7 +187,7 @@ func (h *handlers) membershipOf(membership string, needUser, unban bool) gin.Han
 		if !needUser {
 			target = dev.UserID
 		}
-		if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
+		if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: target, Membership: membership, Reason: body.Reason, Unban: unban}); err != nil {
 			c.Error(err)
 			return
 		}
@@ -268,7 +268,7 @@ func (h *handlers) send(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, typ, nil, c.Param("txnId"), content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, TxnID: c.Param("txnId"), Content: content})
 	if err != nil {
 		c.Error(err)
 		return
@@ -302,7 +302,7 @@ func (h *handlers) putState(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, typ, &key, "", content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, StateKey: &key, Content: content})
 	if err != nil {
 		c.Error(err)
 		return
@@ -625,7 +625,7 @@ func (h *handlers) redact(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
+	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, RedactRequest{Target: eid, TxnID: c.Param("txnId"), Reason: body.Reason})
 	if err != nil {
 		c.Error(err)
 		return

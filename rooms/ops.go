@@ -77,8 +77,16 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 	return ""
 }
 
+// RedactRequest is the body and path of PUT /redact/{eventId}/{txnId}.
+type RedactRequest struct {
+	Target spec.EventID
+	TxnID  string
+	Reason string // "" for none
+}
+
 // Redact redacts an event, idempotently per device and transaction ID.
-func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
+func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, req RedactRequest) (spec.EventID, error) {
+	target, txnID := req.Target, req.TxnID
 	r, snap, prev, err := s.lockForSend(from, id, redactScope(id, target), txnID)
 	if r == nil || prev != "" {
 		return prev, err
@@ -101,8 +109,8 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 		return "", spec.Forbidden("you need power level %d to redact other users' events", pl.Redact)
 	}
 	c := map[string]any{}
-	if reason != "" {
-		c["reason"] = reason
+	if req.Reason != "" {
+		c["reason"] = req.Reason
 	}
 	if r.version.AtLeast11() {
 		c["redacts"] = string(target)
@@ -112,7 +120,7 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 		return "", err
 	}
 	b := s.begin(r)
-	ev, err := b.add(spec.MRoomRedaction, nil, from.User, content, target)
+	ev, err := b.addRedaction(from.User, content, target)
 	if err != nil {
 		return "", err
 	}
@@ -193,7 +201,7 @@ func (s *Service) unforget(ctx context.Context, user spec.UserID, id spec.RoomID
 func (s *Service) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
 	for id, m := range s.RoomsOf(user) {
 		if m == spec.Join || m == spec.Invite || m == spec.Knock {
-			if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Leave, "", false); err != nil {
+			if _, err := s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Leave}); err != nil {
 				return err
 			}
 		}
@@ -208,7 +216,7 @@ func (s *Service) ProfileChanged(ctx context.Context, user spec.UserID, displayN
 		if m != spec.Join {
 			continue
 		}
-		if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Join, "", false); err != nil {
+		if _, err := s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Join}); err != nil {
 			return err
 		}
 	}

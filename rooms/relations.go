@@ -76,10 +76,11 @@ func relationOfContent(content gjson.Result) (relation, bool) {
 // checkSend validates what the auth rules do not see, before an event is
 // built: the relationship of a message event, and the aliases of
 // m.room.canonical_alias. The room's write lock is held.
-func (s *Service) checkSend(ctx context.Context, r *liveRoom, sender spec.UserID, typ string, stateKey *string, content []byte) error {
-	c := gjson.ParseBytes(contentOrEmpty(content))
-	if stateKey != nil {
-		if typ == spec.MRoomCanonicalAlias && *stateKey == "" {
+func (s *Service) checkSend(r *liveRoom, req *sendReq) error {
+	ctx, sender, typ := req.ctx, req.from.User, req.Type
+	c := gjson.ParseBytes(contentOrEmpty(req.Content))
+	if req.StateKey != nil {
+		if typ == spec.MRoomCanonicalAlias && *req.StateKey == "" {
 			return s.checkCanonicalAlias(ctx, r, c)
 		}
 		return nil

@@ -57,26 +57,36 @@ type Sender struct {
 	Device string
 }
 
-// Send sends a message event (stateKey nil) or a state event, idempotently
-// per device and transaction ID. It returns the event ID.
+// SendRequest is one event a client sends with /send or /state.
+type SendRequest struct {
+	Type     string
+	StateKey *string // nil for a message event
+	// TxnID is the client's transaction ID: a retry with the same one from
+	// the same device gets the first event back. "" for none (/state).
+	TxnID   string
+	Content []byte // canonical JSON (events.ReadContent)
+}
+
+// Send sends a message event or a state event into a room, idempotently per
+// device and transaction ID. It returns the event ID.
 //
 // Sends to one room are grouped: whoever holds the room's write lock builds
 // every send queued meanwhile, one after another, and commits them in one
 // transaction. A busy room then costs one commit per group instead of one
 // per event, and the order stays the one the events were built in. The
 // next group is built while this one is written (commit.go, the pipeline).
-func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
-	if err := CheckSendable(typ, stateKey); err != nil {
+func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, ev SendRequest) (spec.EventID, error) {
+	if err := CheckSendable(ev.Type, ev.StateKey); err != nil {
 		return "", err
 	}
-	if typ == spec.MRoomMember && stateKey != nil {
-		return s.SetMemberState(ctx, from, id, *stateKey, content)
+	if ev.Type == spec.MRoomMember && ev.StateKey != nil {
+		return s.SetMemberState(ctx, from, id, *ev.StateKey, ev.Content)
 	}
 	r := s.room(id)
 	if r == nil {
 		return "", errNotInRoom(id)
 	}
-	req := &sendReq{ctx: ctx, from: from, typ: typ, stateKey: stateKey, txnID: txnID, content: content, done: make(chan sendResult, 1)}
+	req := &sendReq{SendRequest: ev, ctx: ctx, from: from, done: make(chan sendResult, 1)}
 	r.queueMu.Lock()
 	r.queue = append(r.queue, req)
 	r.queueMu.Unlock()
@@ -118,23 +128,20 @@ func CheckSendable(typ string, stateKey *string) error {
 
 // sendReq is one queued send.
 type sendReq struct {
-	ctx      context.Context
-	from     Sender
-	typ      string
-	stateKey *string
-	txnID    string
-	content  []byte
-	done     chan sendResult
+	SendRequest
+	ctx  context.Context
+	from Sender
+	done chan sendResult
 }
 
 // txnKey names the request's transaction: scoped to /send/{eventType} in
 // the room.
 func (req *sendReq) txnKey(room spec.RoomID) txnKey {
-	return txnKey{req.from.User, req.from.Device, sendScope(room, req.typ), req.txnID}
+	return txnKey{req.from.User, req.from.Device, sendScope(room, req.Type), req.TxnID}
 }
 
 func (req *sendReq) checkedAgainstStore() bool {
-	return req.stateKey != nil || gjson.GetBytes(req.content, `m\.relates_to`).Exists()
+	return req.StateKey != nil || gjson.GetBytes(req.Content, `m\.relates_to`).Exists()
 }
 
 type sendResult struct {
@@ -152,7 +159,7 @@ func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
 	var built []builtSend
 	inBatch := map[txnKey]*Event{}
 	for _, req := range batch {
-		if req.txnID != "" {
+		if req.TxnID != "" {
 			k := req.txnKey(r.id)
 			// The group in flight first, then the committed ones: a group
 			// records its transactions as committed before it lets go of
@@ -213,32 +220,32 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 	if b.snap.membership(req.from.User) != spec.Join {
 		return nil, errNotInRoom(b.r.id)
 	}
-	if err := s.checkEncryptionPolicy(b.snap, req.typ, req.stateKey, req.content); err != nil {
+	if err := s.checkEncryptionPolicy(b.snap, req.Type, req.StateKey, req.Content); err != nil {
 		return nil, err
 	}
-	if req.stateKey != nil {
-		if req.typ == spec.MRoomMember {
+	if req.StateKey != nil {
+		if req.Type == spec.MRoomMember {
 			// Service.Send sends member events through SetMemberState.
 			return nil, spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
 		}
-		if same := sameState(b.snap, req.from.User, req.typ, *req.stateKey, req.content); same != nil {
+		if same := sameState(b.snap, req.from.User, req.Type, *req.StateKey, req.Content); same != nil {
 			return &Event{PDU: same}, nil
 		}
-		if err := checkCreatorsUnlisted(b.snap, req.typ, req.content); err != nil {
+		if err := checkCreatorsUnlisted(b.snap, req.Type, req.Content); err != nil {
 			return nil, err
 		}
 	}
 	// Relations (threads, annotations) and m.room.canonical_alias are
 	// checked against stored events and aliases (relations.go); a second
 	// identical annotation in the same group is refused here.
-	if err := s.checkSend(req.ctx, b.r, req.from.User, req.typ, req.stateKey, req.content); err != nil {
+	if err := s.checkSend(b.r, req); err != nil {
 		return nil, err
 	}
-	key, isAnnotation := annotationKey(req.from.User, req.typ, req.stateKey, req.content)
+	key, isAnnotation := req.annotationKey()
 	if isAnnotation && b.annotations[key] {
 		return nil, spec.NewError(errDuplicateAnnotation, "you already sent this annotation for this event")
 	}
-	ev, err := b.add(req.typ, req.stateKey, req.from.User, req.content, "")
+	ev, err := b.add(req.Type, req.StateKey, req.from.User, req.Content)
 	if err != nil {
 		return nil, err
 	}
@@ -248,8 +255,8 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 		}
 		b.annotations[key] = true
 	}
-	if req.txnID != "" {
-		ev.DeviceID, ev.TxnID = req.from.Device, req.txnID
+	if req.TxnID != "" {
+		ev.DeviceID, ev.TxnID = req.from.Device, req.TxnID
 		inBatch[req.txnKey(b.r.id)] = ev
 	}
 	return ev, nil
@@ -257,15 +264,15 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 
 // annotationKey names an annotation (sender, type, target, key) for
 // duplicate checks within a group of sends.
-func annotationKey(sender spec.UserID, typ string, stateKey *string, content []byte) (string, bool) {
-	if stateKey != nil {
+func (req *sendReq) annotationKey() (string, bool) {
+	if req.StateKey != nil {
 		return "", false
 	}
-	rel, ok := relationOfContent(gjson.ParseBytes(contentOrEmpty(content)))
+	rel, ok := relationOfContent(gjson.ParseBytes(contentOrEmpty(req.Content)))
 	if !ok || rel.relType != relAnnotation {
 		return "", false
 	}
-	return string(sender) + "\x00" + typ + "\x00" + string(rel.parent) + "\x00" + rel.key, true
+	return string(req.from.User) + "\x00" + req.Type + "\x00" + string(rel.parent) + "\x00" + rel.key, true
 }
 
 // builder builds a run of new events on a room's current state, in memory,
@@ -295,17 +302,30 @@ func (s *Service) beginOn(r *liveRoom, base *snapshot) *builder {
 }
 
 // add builds, signs and authorises one event on the working state.
-func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content []byte, redacts spec.EventID) (*Event, error) {
+func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content []byte) (*Event, error) {
+	return b.addProto(events.ProtoEvent{Type: typ, StateKey: stateKey, Sender: sender, Content: content})
+}
+
+// addRedaction is add for the redaction of target.
+func (b *builder) addRedaction(sender spec.UserID, content []byte, target spec.EventID) (*Event, error) {
+	return b.addProto(events.ProtoEvent{Type: spec.MRoomRedaction, Sender: sender, Content: content, Redacts: target})
+}
+
+// addProto completes an event of which the caller gave type, state key,
+// sender, content and redacts: its place in the DAG (prev events, depth)
+// and its auth events, from the working state. Then it builds and signs the
+// event, checks it against the auth rules and moves the working state past
+// it.
+func (b *builder) addProto(proto events.ProtoEvent) (*Event, error) {
 	v := b.r.version
-	proto := events.ProtoEvent{
-		Type: typ, StateKey: stateKey, Sender: sender, RoomID: b.r.id, Content: content,
-		Depth: b.snap.depth + 1, OriginServerTS: b.s.now().UnixMilli(),
-		Redacts: redacts,
-	}
+	isV12Create := proto.Type == spec.MRoomCreate && v.AtLeast12()
+	proto.RoomID = b.r.id
+	proto.Depth = b.snap.depth + 1
+	proto.OriginServerTS = b.s.now().UnixMilli()
 	for _, prev := range b.snap.extremity {
 		proto.PrevEvents = append(proto.PrevEvents, prev.EventID())
 	}
-	if typ == spec.MRoomCreate && v.AtLeast12() {
+	if isV12Create {
 		proto.RoomID = ""
 		// The v12 room ID is the create event's hash: two identical
 		// createRoom requests in one millisecond would get one room ID.
@@ -315,29 +335,9 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	if proto.PrevEvents == nil {
 		proto.PrevEvents = []spec.EventID{}
 	}
-	var sk *string
-	if stateKey != nil {
-		sk = stateKey
-	}
-	authState := StateMap{}
-	for _, k := range AuthEventKeys(typ, sk, sender, gjson.ParseBytes(contentOrEmpty(content)), v) {
-		if ev := b.snap.state.Get(k.Type, k.StateKey); ev != nil {
-			proto.AuthEvents = append(proto.AuthEvents, ev.EventID())
-			authState[k] = ev
-		}
-	}
-	if v.EventIDInEvent() {
-		// Room versions 1 and 2 name prev and auth events with their hashes.
-		if err := addReferenceHashes(&proto, b.snap.extremity, authState); err != nil {
-			return nil, err
-		}
-	}
-	if proto.AuthEvents == nil {
-		proto.AuthEvents = []spec.EventID{}
-	}
-	// v12: the create event is not an auth event but the rules still read it.
-	if create := b.snap.state.Get(spec.MRoomCreate, ""); create != nil {
-		authState[StateKeyPair{spec.MRoomCreate, ""}] = create
+	authState, err := b.linkAuthEvents(&proto)
+	if err != nil {
+		return nil, err
 	}
 	pdu, err := events.Build(proto, v, b.s.key)
 	if err != nil {
@@ -346,14 +346,10 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	if len(pdu.JSON()) > maxPDUSize {
 		return nil, spec.TooLarge("the event is %d bytes; the limit is %d", len(pdu.JSON()), maxPDUSize)
 	}
-	if err := Allowed(pdu, authState); err != nil {
-		var se *spec.Error
-		if errors.As(err, &se) {
-			return nil, &authRuleError{se}
-		}
+	if err := authoriseBuilt(pdu, authState); err != nil {
 		return nil, err
 	}
-	if typ == spec.MRoomCreate && v.AtLeast12() {
+	if isV12Create {
 		// The room ID is derived from the create event (MSC4291).
 		b.r.id = pdu.RoomID()
 	}
@@ -364,6 +360,46 @@ func (b *builder) add(typ string, stateKey *string, sender spec.UserID, content 
 	b.applyLocal(pdu)
 	b.evs = append(b.evs, ev)
 	return ev, nil
+}
+
+// linkAuthEvents names the event's auth events, found in the working state,
+// and returns the state the auth rules check it against.
+func (b *builder) linkAuthEvents(proto *events.ProtoEvent) (StateMap, error) {
+	v := b.r.version
+	authState := StateMap{}
+	for _, k := range AuthEventKeys(proto.Type, proto.StateKey, proto.Sender, gjson.ParseBytes(contentOrEmpty(proto.Content)), v) {
+		if ev := b.snap.state.Get(k.Type, k.StateKey); ev != nil {
+			proto.AuthEvents = append(proto.AuthEvents, ev.EventID())
+			authState[k] = ev
+		}
+	}
+	if v.EventIDInEvent() {
+		// Room versions 1 and 2 name prev and auth events with their hashes.
+		if err := addReferenceHashes(proto, b.snap.extremity, authState); err != nil {
+			return nil, err
+		}
+	}
+	if proto.AuthEvents == nil {
+		proto.AuthEvents = []spec.EventID{}
+	}
+	// v12: the create event is not an auth event but the rules still read it.
+	if create := b.snap.state.Get(spec.MRoomCreate, ""); create != nil {
+		authState[StateKeyPair{spec.MRoomCreate, ""}] = create
+	}
+	return authState, nil
+}
+
+// authoriseBuilt runs the auth rules on an event the server built; a refusal is
+// an authRuleError.
+func authoriseBuilt(pdu *events.PDU, authState StateMap) error {
+	if err := Allowed(pdu, authState); err != nil {
+		var se *spec.Error
+		if errors.As(err, &se) {
+			return &authRuleError{se}
+		}
+		return err
+	}
+	return nil
 }
 
 // addReferenceHashes gives a room version 1 or 2 event the reference hashes

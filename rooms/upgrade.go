@@ -95,7 +95,7 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	if err != nil {
 		return "", err
 	}
-	if _, err := b.add(spec.MRoomTombstone, strPtr(""), user, tomb, ""); err != nil {
+	if _, err := b.add(spec.MRoomTombstone, strPtr(""), user, tomb); err != nil {
 		return "", err
 	}
 	if plEv := snap.get(spec.MRoomPowerLevels, ""); plEv != nil {
@@ -111,13 +111,13 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 			}
 			if changed {
 				if content, err := events.MarshalCanonical(c); err == nil {
-					_, _ = b.add(spec.MRoomPowerLevels, strPtr(""), user, content, "") // refused: left as is
+					_, _ = b.add(spec.MRoomPowerLevels, strPtr(""), user, content) // refused: left as is
 				}
 			}
 		}
 	}
 	if ca := snap.get(spec.MRoomCanonicalAlias, ""); ca != nil && ca.Content().Raw != "{}" {
-		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), user, []byte("{}"), "")
+		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), user, []byte("{}"))
 	}
 	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return "", err
@@ -165,11 +165,11 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 		return "", err
 	}
 	// 2. The upgrading user joins.
-	content, err := s.memberContent(ctx, user, spec.Join, "", nil, nil)
+	content, err := s.memberContent(ctx, MembershipChange{Target: user, Membership: spec.Join})
 	if err != nil {
 		return "", err
 	}
-	if _, err := b.add(spec.MRoomMember, strPtr(string(user)), user, content, ""); err != nil {
+	if _, err := b.add(spec.MRoomMember, strPtr(string(user)), user, content); err != nil {
 		return "", err
 	}
 
@@ -253,7 +253,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	// the replacement is a new room.
 	for _, t := range transferredState {
 		if ev := snap.get(t, ""); ev != nil {
-			if _, err := b.add(t, strPtr(""), user, []byte(ev.Content().Raw), ""); err != nil {
+			if _, err := b.add(t, strPtr(""), user, []byte(ev.Content().Raw)); err != nil {
 				return "", err
 			}
 		} else if t == spec.MRoomEncryption && s.cfg.Encryption != "optional" {
@@ -264,7 +264,7 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	}
 	for k, ev := range snap.state.All() {
 		if (k.Type == spec.MSpaceChild || k.Type == spec.MSpaceParent) && ev.Content().Raw != "{}" {
-			if _, err := b.add(k.Type, strPtr(k.StateKey), user, []byte(ev.Content().Raw), ""); err != nil {
+			if _, err := b.add(k.Type, strPtr(k.StateKey), user, []byte(ev.Content().Raw)); err != nil {
 				return "", err
 			}
 		}
@@ -274,13 +274,13 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	for _, u := range banned {
 		c, err := events.MarshalCanonical(map[string]any{"membership": spec.Ban})
 		if err == nil {
-			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
+			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c)
 		}
 	}
 	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
+		c, err := s.memberContent(ctx, MembershipChange{Target: u, Membership: spec.Invite})
 		if err == nil {
-			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
+			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c)
 		}
 	}
 	if needed > 0 {
