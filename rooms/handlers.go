@@ -491,7 +491,7 @@ func (h *handlers) messages(c *gin.Context) {
 	if !ok {
 		return
 	}
-	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, from, to, dir == "b", limit, f)
+	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, MessagesRequest{From: from, To: to, Backwards: dir == "b", Limit: limit, Filter: f})
 	if err != nil {
 		c.Error(err)
 		return

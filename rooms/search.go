@@ -237,7 +237,7 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 	if len(words) == 0 || len(access) == 0 || len(types) == 0 {
 		return out, nil
 	}
-	hits, err := s.searchHits(ctx, user, words, types, access, c.Filter, recent, tok)
+	hits, err := s.searchHits(ctx, user, access, searchQuery{words: words, types: types, filter: c.Filter, recent: recent, tok: tok})
 	if err != nil {
 		return nil, err
 	}
@@ -345,10 +345,19 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 	return out, nil
 }
 
-// searchHits returns every visible match in order (capped), scoped to the
-// token's group.
-func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types []string, access map[spec.RoomID]*access, f *RoomEventFilter, recent bool, tok searchToken) ([]searchHit, error) {
-	matches, args := wordMatches(words)
+// searchQuery is one search as searchHits runs it.
+type searchQuery struct {
+	words, types []string // the query's words, the event types searched
+	filter       *RoomEventFilter
+	recent       bool        // order_by recent: newest first, not by rank
+	tok          searchToken // next_batch: a group's value to keep to
+}
+
+// searchHits returns every match the user may see in the rooms of access,
+// in order (capped), scoped to the token's group.
+func (s *Service) searchHits(ctx context.Context, user spec.UserID, access map[spec.RoomID]*access, sq searchQuery) ([]searchHit, error) {
+	types, f, tok := sq.types, sq.filter, sq.tok
+	matches, args := wordMatches(sq.words)
 	rooms := make([]string, 0, len(access))
 	for id := range access {
 		rooms = append(rooms, string(id))
@@ -366,7 +375,7 @@ func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types
 		args = append(args, t)
 	}
 	order := ` ORDER BY m.score DESC, e.position DESC`
-	if recent {
+	if sq.recent {
 		order = ` ORDER BY e.position DESC`
 	}
 	// The word index answers the events that have every word and their
@@ -446,7 +455,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 	var evsBefore, evsAfter []*Event
 	start, end := Token(ev.Position-1), Token(ev.Position)
 	if before > 0 {
-		p, err := s.Messages(ctx, user, room, &start, nil, true, before, nil)
+		p, err := s.Messages(ctx, user, room, MessagesRequest{From: &start, Backwards: true, Limit: before})
 		if err != nil {
 			return nil, err
 		}
@@ -456,7 +465,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 		}
 	}
 	if after > 0 {
-		p, err := s.Messages(ctx, user, room, &end, nil, false, after, nil)
+		p, err := s.Messages(ctx, user, room, MessagesRequest{From: &end, Limit: after})
 		if err != nil {
 			return nil, err
 		}

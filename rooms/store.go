@@ -231,18 +231,26 @@ func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error
 	return evs[0], nil
 }
 
-// eventsBetween returns a room's events with position in (from, to],
-// ascending, at most limit (0: no limit).
-func (s *Service) eventsBetween(ctx context.Context, room spec.RoomID, from, to int64, limit int, backwards bool) ([]*Event, error) {
+// eventRange is a room's events with position in (from, to]: at most
+// limit of them (0: no limit, for eventsBetween only), oldest first, or
+// newest first if backwards.
+type eventRange struct {
+	from, to  int64
+	limit     int
+	backwards bool
+}
+
+// eventsBetween returns the room's events in the range, from the database.
+func (s *Service) eventsBetween(ctx context.Context, room spec.RoomID, rg eventRange) ([]*Event, error) {
 	order := "ASC"
-	if backwards {
+	if rg.backwards {
 		order = "DESC"
 	}
 	q := `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position > $2 AND e.position <= $3 ORDER BY e.position ` + order
-	if limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", limit)
+	if rg.limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", rg.limit)
 	}
-	rows, err := s.db.Query(ctx, q, string(room), from, to)
+	rows, err := s.db.Query(ctx, q, string(room), rg.from, rg.to)
 	if err != nil {
 		return nil, err
 	}
