@@ -311,10 +311,20 @@ func (s *Service) possibleParents(ctx context.Context, evs []*Event) ([]spec.Eve
 // bundles computes the bundled aggregations of events for a viewer: the
 // m.thread summary, the latest valid m.replace and the m.reference chunk.
 // m.annotation is not aggregated by the server (event annotations, "Server-
-// side aggregation"). State events get no bundle, as the spec says. With
-// nested set (the latest event of a thread) there is no m.thread part,
-// which is also what keeps the recursion finite.
-func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event, nested bool) (map[spec.EventID]bundle, error) {
+// side aggregation"). State events get no bundle, as the spec says.
+func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event) (map[spec.EventID]bundle, error) {
+	return s.bundlesOf(ctx, viewer, evs, bundledTypes)
+}
+
+// The rel_types bundled: the latest event of a thread gets its own bundle,
+// without an m.thread part, which is also what keeps the recursion finite.
+var (
+	bundledTypes       = []string{relReplace, relReference, relThread}
+	bundledTypesNested = []string{relReplace, relReference}
+)
+
+// bundlesOf is bundles for children of the given rel_types.
+func (s *Service) bundlesOf(ctx context.Context, viewer spec.UserID, evs []*Event, types []string) (map[spec.EventID]bundle, error) {
 	parents, byID, err := s.possibleParents(ctx, evs)
 	if err != nil {
 		return nil, err
@@ -322,24 +332,55 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 	if len(parents) == 0 {
 		return nil, nil
 	}
-	types := []string{relReplace, relReference}
-	if !nested {
-		types = append(types, relThread)
-	}
 	children, err := s.childrenOf(ctx, parents, types...)
 	if err != nil || len(children) == 0 {
 		return nil, err
 	}
-	type agg struct {
-		threadCount  int
-		threadLatest spec.EventID
-		participated bool
-		replaces     []spec.EventID
-		references   []spec.EventID
+	aggs, load, replaced := s.aggregate(viewer, children, byID)
+	loaded, err := s.eventsByID(ctx, load)
+	if err != nil {
+		return nil, err
 	}
-	aggs := map[spec.EventID]*agg{}
-	var load []spec.EventID
-	var replaced []spec.EventID
+	redactedParents, err := s.redactedAmong(ctx, replaced)
+	if err != nil {
+		return nil, err
+	}
+	// The latest events of threads get their own (nested) bundles.
+	var latest []*Event
+	for _, a := range aggs {
+		if ev := loaded[a.threadLatest]; ev != nil {
+			latest = append(latest, ev)
+		}
+	}
+	var nestedBundles map[spec.EventID]bundle
+	if len(latest) > 0 {
+		if nestedBundles, err = s.bundlesOf(ctx, viewer, latest, bundledTypesNested); err != nil {
+			return nil, err
+		}
+	}
+	out := map[spec.EventID]bundle{}
+	for id, a := range aggs {
+		if b := a.bundle(byID[id].PDU, viewer, loaded, redactedParents[id], nestedBundles); len(b) > 0 {
+			out[id] = b
+		}
+	}
+	return out, nil
+}
+
+// aggregation is what the visible children of one parent add up to.
+type aggregation struct {
+	threadCount  int
+	threadLatest spec.EventID
+	participated bool
+	replaces     []spec.EventID
+	references   []spec.EventID
+}
+
+// aggregate adds up the children the viewer may see, per parent. It also
+// returns the children to load (replacements, the latest event of each
+// thread) and the parents with replacements (whose redaction voids them).
+func (s *Service) aggregate(viewer spec.UserID, children []childRow, byID map[spec.EventID]*Event) (aggs map[spec.EventID]*aggregation, load, replaced []spec.EventID) {
+	aggs = map[spec.EventID]*aggregation{}
 	for _, c := range children {
 		parent := byID[c.parent]
 		r := s.room(parent.PDU.RoomID())
@@ -348,7 +389,7 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 		}
 		a := aggs[c.parent]
 		if a == nil {
-			a = &agg{}
+			a = &aggregation{}
 			aggs[c.parent] = a
 		}
 		switch c.relType {
@@ -377,67 +418,45 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 			load = append(load, a.threadLatest)
 		}
 	}
-	loaded, err := s.eventsByID(ctx, load)
-	if err != nil {
-		return nil, err
-	}
-	redactedParents, err := s.redactedAmong(ctx, replaced)
-	if err != nil {
-		return nil, err
-	}
-	// The latest events of threads get their own (nested) bundles.
-	var latest []*Event
-	for _, a := range aggs {
+	return aggs, load, replaced
+}
+
+// bundle is the parent's unsigned["m.relations"] for the viewer; loaded
+// holds the children aggregate asked to load.
+func (a *aggregation) bundle(parent *events.PDU, viewer spec.UserID, loaded map[spec.EventID]*Event, parentRedacted bool, nested map[spec.EventID]bundle) bundle {
+	b := bundle{}
+	if a.threadCount > 0 {
 		if ev := loaded[a.threadLatest]; ev != nil {
-			latest = append(latest, ev)
+			b[relThread] = map[string]any{
+				"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nested[ev.PDU.EventID()])),
+				"count":                     a.threadCount,
+				"current_user_participated": a.participated || parent.Sender() == viewer,
+			}
 		}
 	}
-	var nestedBundles map[spec.EventID]bundle
-	if len(latest) > 0 {
-		if nestedBundles, err = s.bundles(ctx, viewer, latest, true); err != nil {
-			return nil, err
+	if len(a.replaces) > 0 && !parentRedacted && validReplaceTarget(parent) {
+		var best *Event
+		for _, rid := range a.replaces {
+			ev := loaded[rid]
+			if ev == nil || !validReplacement(ev.PDU) {
+				continue
+			}
+			if best == nil || newerEdit(ev.PDU, best.PDU) {
+				best = ev
+			}
+		}
+		if best != nil {
+			b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
 		}
 	}
-	out := map[spec.EventID]bundle{}
-	for id, a := range aggs {
-		parent := byID[id]
-		b := bundle{}
-		if a.threadCount > 0 {
-			if ev := loaded[a.threadLatest]; ev != nil {
-				b[relThread] = map[string]any{
-					"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nestedBundles[ev.PDU.EventID()])),
-					"count":                     a.threadCount,
-					"current_user_participated": a.participated || parent.PDU.Sender() == viewer,
-				}
-			}
+	if len(a.references) > 0 {
+		chunk := make([]map[string]string, len(a.references))
+		for i, rid := range a.references {
+			chunk[i] = map[string]string{"event_id": string(rid)}
 		}
-		if len(a.replaces) > 0 && !redactedParents[id] && validReplaceTarget(parent.PDU) {
-			var best *Event
-			for _, rid := range a.replaces {
-				ev := loaded[rid]
-				if ev == nil || !validReplacement(ev.PDU) {
-					continue
-				}
-				if best == nil || newerEdit(ev.PDU, best.PDU) {
-					best = ev
-				}
-			}
-			if best != nil {
-				b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
-			}
-		}
-		if len(a.references) > 0 {
-			chunk := make([]map[string]string, len(a.references))
-			for i, rid := range a.references {
-				chunk[i] = map[string]string{"event_id": string(rid)}
-			}
-			b[relReference] = map[string]any{"chunk": chunk}
-		}
-		if len(b) > 0 {
-			out[id] = b
-		}
+		b[relReference] = map[string]any{"chunk": chunk}
 	}
-	return out, nil
+	return b
 }
 
 // validReplaceTarget: an edit of an edit is not an edit (event replacements,
@@ -515,7 +534,7 @@ func renderWithBundle(ev *Event, v *Viewer, b bundle) []byte {
 // /relations, /threads, /search and limited /sync timelines, and the
 // viewer's membership at each (unsigned.membership).
 func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device string, evs []*Event) ([]json.RawMessage, error) {
-	bs, err := s.bundles(ctx, viewer, evs, false)
+	bs, err := s.bundles(ctx, viewer, evs)
 	if err != nil {
 		return nil, err
 	}

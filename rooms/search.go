@@ -168,165 +168,42 @@ const maxSearchCandidates = 5000
 // Search runs the room_events search for a user and returns the response's
 // room_events object.
 func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
-	if c.SearchTerm == nil {
-		return nil, spec.MissingParam("search_term is required")
-	}
-	types := []string{}
-	if len(c.Keys) == 0 {
-		types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
-	}
-	for _, k := range c.Keys {
-		t, ok := searchKeys[k]
-		if !ok {
-			return nil, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
-		}
-		if !contains(types, t) {
-			types = append(types, t)
-		}
-	}
-	recent := false
-	switch c.OrderBy {
-	case "", "rank":
-	case "recent":
-		recent = true
-	default:
-		return nil, spec.InvalidParam("order_by must be rank or recent")
-	}
-	var groupBy []string
-	if c.Groupings != nil {
-		for _, g := range c.Groupings.GroupBy {
-			if g.Key != "room_id" && g.Key != "sender" {
-				return nil, spec.InvalidParam("groupings can be by room_id or sender")
-			}
-			if !contains(groupBy, g.Key) {
-				groupBy = append(groupBy, g.Key)
-			}
-		}
-	}
-	if err := c.Filter.Validate(); err != nil {
+	sq, err := parseSearch(c, nextBatch)
+	if err != nil {
 		return nil, err
 	}
-	limit := 10
-	if c.Filter != nil && c.Filter.Limit != nil && *c.Filter.Limit > 0 {
-		limit = min(*c.Filter.Limit, 100)
-	}
-	var tok searchToken
-	if nextBatch != "" {
-		t, err := parseSearchToken(nextBatch)
-		if err != nil {
-			return nil, err
-		}
-		tok = t
-	}
-	words := searchTerms(*c.SearchTerm)
-	out := map[string]any{"results": []any{}, "count": 0, "highlights": words}
-	if words == nil {
+	out := map[string]any{"results": []any{}, "count": 0, "highlights": sq.words}
+	if sq.words == nil {
 		out["highlights"] = []string{}
 	}
-
-	// The rooms the user has been in and may still read (up to a leave).
-	access := map[spec.RoomID]*access{}
-	for id := range s.RoomsOf(user) {
-		if !c.Filter.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
-			continue
-		}
-		if a, err := s.readAccess(user, id); err == nil {
-			access[id] = a
-		}
-	}
-	if len(words) == 0 || len(access) == 0 || len(types) == 0 {
+	access := s.searchableRooms(user, c.Filter, sq.tok)
+	if len(sq.words) == 0 || len(access) == 0 || len(sq.types) == 0 {
 		return out, nil
 	}
-	hits, err := s.searchHits(ctx, user, access, searchQuery{words: words, types: types, filter: c.Filter, recent: recent, tok: tok})
+	hits, err := s.searchHits(ctx, user, access, sq)
 	if err != nil {
 		return nil, err
 	}
 	out["count"] = len(hits)
-	start := min(tok.Offset, len(hits))
-	end := min(start+limit, len(hits))
+	start := min(sq.tok.Offset, len(hits))
+	end := min(start+sq.limit, len(hits))
 	pageHits := hits[start:end]
 	// A full page gets a next_batch even when it holds the last hits: the
 	// spec only makes an absent next_batch mean "no more", and clients
 	// (and the Matrix suite) page until a page comes back without one.
-	if end < len(hits) || len(pageHits) == limit {
-		out["next_batch"] = searchToken{Offset: end, Group: tok.Group, Value: tok.Value}.String()
+	if end < len(hits) || len(pageHits) == sq.limit {
+		out["next_batch"] = searchToken{Offset: end, Group: sq.tok.Group, Value: sq.tok.Value}.String()
 	}
-
-	ids := make([]spec.EventID, len(pageHits))
-	for i, h := range pageHits {
-		ids[i] = h.id
-	}
-	loaded, err := s.eventsByID(ctx, ids)
+	evs, kept, err := s.loadHits(ctx, pageHits)
 	if err != nil {
 		return nil, err
 	}
-	var evs []*Event
-	var kept []searchHit
-	for _, h := range pageHits {
-		if ev := loaded[h.id]; ev != nil {
-			evs = append(evs, ev)
-			kept = append(kept, h)
-		}
-	}
-	rendered, err := s.RenderEvents(ctx, user, device, evs)
-	if err != nil {
+	if out["results"], err = s.searchResults(ctx, user, device, access, evs, kept, c); err != nil {
 		return nil, err
 	}
-	results := make([]any, len(evs))
-	for i, ev := range evs {
-		res := map[string]any{"rank": kept[i].rank, "result": rendered[i]}
-		if c.EventContext != nil {
-			ctxObj, err := s.searchContext(ctx, user, device, access[ev.PDU.RoomID()], ev, c)
-			if err != nil {
-				return nil, err
-			}
-			res["context"] = ctxObj
-		}
-		results[i] = res
+	if len(sq.groupBy) > 0 {
+		out["groups"] = searchGroups(sq.groupBy, kept, hits, end)
 	}
-	out["results"] = results
-
-	if len(groupBy) > 0 {
-		groups := map[string]any{}
-		for _, key := range groupBy {
-			value := func(h searchHit) string {
-				if key == "room_id" {
-					return string(h.room)
-				}
-				return string(h.sender)
-			}
-			byValue := map[string]map[string]any{}
-			for _, h := range kept {
-				v := value(h)
-				g := byValue[v]
-				if g == nil {
-					g = map[string]any{"results": []string{}, "order": len(byValue) + 1}
-					byValue[v] = g
-					// More of this group after the page? Its own offset is
-					// how many of its results the pages so far held.
-					done, more := 0, false
-					for i, x := range hits {
-						if value(x) != v {
-							continue
-						}
-						if i < end {
-							done++
-						} else {
-							more = true
-							break
-						}
-					}
-					if more {
-						g["next_batch"] = searchToken{Offset: done, Group: key, Value: v}.String()
-					}
-				}
-				g["results"] = append(g["results"].([]string), string(h.id))
-			}
-			groups[key] = byValue
-		}
-		out["groups"] = groups
-	}
-
 	if c.IncludeState {
 		state := map[string]any{}
 		for _, ev := range evs {
@@ -345,12 +222,171 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 	return out, nil
 }
 
-// searchQuery is one search as searchHits runs it.
+// parseSearch checks the criteria and the next_batch token.
+func parseSearch(c *SearchCriteria, nextBatch string) (searchQuery, error) {
+	var sq searchQuery
+	if c.SearchTerm == nil {
+		return sq, spec.MissingParam("search_term is required")
+	}
+	sq.types = []string{}
+	if len(c.Keys) == 0 {
+		sq.types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
+	}
+	for _, k := range c.Keys {
+		t, ok := searchKeys[k]
+		if !ok {
+			return sq, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
+		}
+		if !contains(sq.types, t) {
+			sq.types = append(sq.types, t)
+		}
+	}
+	switch c.OrderBy {
+	case "", "rank":
+	case "recent":
+		sq.recent = true
+	default:
+		return sq, spec.InvalidParam("order_by must be rank or recent")
+	}
+	if c.Groupings != nil {
+		for _, g := range c.Groupings.GroupBy {
+			if g.Key != "room_id" && g.Key != "sender" {
+				return sq, spec.InvalidParam("groupings can be by room_id or sender")
+			}
+			if !contains(sq.groupBy, g.Key) {
+				sq.groupBy = append(sq.groupBy, g.Key)
+			}
+		}
+	}
+	if err := c.Filter.Validate(); err != nil {
+		return sq, err
+	}
+	sq.filter = c.Filter
+	sq.limit = 10
+	if c.Filter != nil && c.Filter.Limit != nil && *c.Filter.Limit > 0 {
+		sq.limit = min(*c.Filter.Limit, 100)
+	}
+	if nextBatch != "" {
+		t, err := parseSearchToken(nextBatch)
+		if err != nil {
+			return sq, err
+		}
+		sq.tok = t
+	}
+	sq.words = searchTerms(*c.SearchTerm)
+	return sq, nil
+}
+
+// searchableRooms are the rooms the user has been in and may still read
+// (up to a leave), within the filter and the token's room group.
+func (s *Service) searchableRooms(user spec.UserID, f *RoomEventFilter, tok searchToken) map[spec.RoomID]*access {
+	out := map[spec.RoomID]*access{}
+	for id := range s.RoomsOf(user) {
+		if !f.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
+			continue
+		}
+		if a, err := s.readAccess(user, id); err == nil {
+			out[id] = a
+		}
+	}
+	return out
+}
+
+// loadHits loads the events of a page of hits; a hit whose event is gone
+// (purged meanwhile) is left out.
+func (s *Service) loadHits(ctx context.Context, hits []searchHit) ([]*Event, []searchHit, error) {
+	ids := make([]spec.EventID, len(hits))
+	for i, h := range hits {
+		ids[i] = h.id
+	}
+	loaded, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	var evs []*Event
+	var kept []searchHit
+	for _, h := range hits {
+		if ev := loaded[h.id]; ev != nil {
+			evs = append(evs, ev)
+			kept = append(kept, h)
+		}
+	}
+	return evs, kept, nil
+}
+
+// searchResults renders the page's results, with their context if asked.
+func (s *Service) searchResults(ctx context.Context, user spec.UserID, device string, access map[spec.RoomID]*access, evs []*Event, hits []searchHit, c *SearchCriteria) ([]any, error) {
+	rendered, err := s.RenderEvents(ctx, user, device, evs)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]any, len(evs))
+	for i, ev := range evs {
+		res := map[string]any{"rank": hits[i].rank, "result": rendered[i]}
+		if c.EventContext != nil {
+			ctxObj, err := s.searchContext(ctx, user, device, access[ev.PDU.RoomID()], ev, c)
+			if err != nil {
+				return nil, err
+			}
+			res["context"] = ctxObj
+		}
+		results[i] = res
+	}
+	return results, nil
+}
+
+// searchGroups groups the page's hits by each key asked for (room_id,
+// sender), with a next_batch for a group that has more after the page; all
+// is every hit of the search and end where the page ends in it.
+func searchGroups(groupBy []string, page, all []searchHit, end int) map[string]any {
+	groups := map[string]any{}
+	for _, key := range groupBy {
+		value := func(h searchHit) string {
+			if key == "room_id" {
+				return string(h.room)
+			}
+			return string(h.sender)
+		}
+		byValue := map[string]map[string]any{}
+		for _, h := range page {
+			v := value(h)
+			g := byValue[v]
+			if g == nil {
+				g = map[string]any{"results": []string{}, "order": len(byValue) + 1}
+				byValue[v] = g
+				// More of this group after the page? Its own offset is
+				// how many of its results the pages so far held.
+				done, more := 0, false
+				for i, x := range all {
+					if value(x) != v {
+						continue
+					}
+					if i < end {
+						done++
+					} else {
+						more = true
+						break
+					}
+				}
+				if more {
+					g["next_batch"] = searchToken{Offset: done, Group: key, Value: v}.String()
+				}
+			}
+			g["results"] = append(g["results"].([]string), string(h.id))
+		}
+		groups[key] = byValue
+	}
+	return groups
+}
+
+// searchQuery is one search, as parseSearch reads it from the request.
 type searchQuery struct {
 	words, types []string // the query's words, the event types searched
 	filter       *RoomEventFilter
 	recent       bool        // order_by recent: newest first, not by rank
-	tok          searchToken // next_batch: a group's value to keep to
+	tok          searchToken // next_batch: where the page starts, in which group
+	groupBy      []string    // room_id, sender
+	limit        int         // results per page
 }
 
 // searchHits returns every match the user may see in the rooms of access,
