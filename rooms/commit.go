@@ -17,10 +17,14 @@ import (
 // once it has committed (builder.published), so a reader never sees a change
 // that could still be rolled back.
 //
-// Two levels of grouping meet here. Sends to one room are built as a group
-// and committed with one write (a sendGroup); the writer commits the writes
-// of every room queued meanwhile in one transaction, each in its own
-// savepoint, so one room's failure does not fail another's.
+// Two levels of grouping meet here, for two reasons. The room's write lock
+// orders the room's events, each built on the one before: sends queued
+// while it is held are built as one group and committed with one write (a
+// sendGroup). The single writer orders stream positions across rooms, and
+// commits the writes of every room queued meanwhile in one transaction, so
+// that a busy server pays one fsync per batch rather than per event; each
+// write runs in its own savepoint, so a write that fails is rolled back
+// alone (storage/writer.go).
 
 // commitOpts are a commit's choices beyond its events. The zero value
 // commits the events of an existing room.

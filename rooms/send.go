@@ -11,7 +11,8 @@
 //     checks the room ID and the event type, hands a send with MSC4140's
 //     delay to the scheduler (Delayer), reads the content (size, canonical
 //     JSON: events.ReadContent) and calls Service.Send.
-//  2. send.go, Service.Send: refuses what /send never sends, queues the
+//  2. send.go, Service.Send: refuses what /send never sends (a member
+//     event given to /state goes to membership.go instead), queues the
 //     request on the room, and whoever takes the room's write lock builds
 //     every queued request as one group (sendBatch): the transaction ID
 //     (groups in flight, then the in-memory index: no database read), the
@@ -26,17 +27,24 @@
 //     evaluates its rules off the writer (CommitHook.PrepareCommit), and the
 //     write is queued on storage's single writer (storage.DB.Submit), which
 //     commits the writes of every room queued meanwhile in one transaction,
-//     each in a savepoint. Inside it, in this order: stream positions, the
-//     event rows, the state delta (room_state), the transaction IDs,
-//     redactions, the relations and search index rows (relations.go,
-//     search.go), any rows the caller adds (a new room's alias), and push's
-//     rows (notifications, unread counts). After the commit, in commit
-//     order: the new state is published in memory (room.go, apply), the
-//     transaction IDs remembered, and the users concerned are notified
-//     (Notifier: sync's notifier holds the wake until storage has published
-//     the position, so that a woken /sync sees the event).
-//  4. sync reads what woke it from memory (syncview.go: the room's recent
-//     events, state and memberships), without reading the database.
+//     each in a savepoint (storage/writer.go). Inside it, in builder.write's
+//     order: for each event its stream position, its row, the state delta
+//     (room_state) and its transaction ID; then redactions, the relations
+//     and search index rows (relations.go, search.go), any rows the caller
+//     adds (a new room's alias), and push's rows (notifications, unread
+//     counts). After the commit, in commit order (builder.published): the
+//     new state is published in memory (room.go, apply), the transaction
+//     IDs are remembered, and the users concerned are notified. sync's
+//     Notifier holds the wake until storage has published the position, so
+//     that a woken /sync finds the event; push hands its notifications to
+//     the gateways at the same moment.
+//  4. The woken /sync reads the room from memory (syncview.go: recent
+//     events, state, memberships); only a timeline that reaches past what
+//     memory holds reads the database.
+//
+// Every other write of a room (membership changes, redactions, createRoom,
+// upgrades) uses the same builder and builder.commit, after waiting for the
+// sends in flight (lockWrites).
 package rooms
 
 import (
