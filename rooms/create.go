@@ -71,6 +71,7 @@ type createPlan struct {
 	preset   string
 	invitees []spec.UserID
 	alias    spec.RoomAlias // "" for none
+	public   bool           // published in the room directory
 }
 
 // createRoom builds the room's first events in the spec's order
@@ -130,7 +131,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 	if err := s.addInvites(ctx, b, plan, req.IsDirect); err != nil {
 		return "", "", err
 	}
-	if err := b.commitNewRoom(ctx, creator, plan.alias, req.Visibility == "public"); err != nil {
+	if err := b.commitNewRoom(ctx, plan); err != nil {
 		return "", "", err
 	}
 	return r.id, plan.alias, nil
@@ -140,7 +141,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 // built: the room version, the visibility and preset, the invitees and the
 // alias (which must be free).
 func (s *Service) planRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (createPlan, error) {
-	plan := createPlan{creator: creator, version: s.DefaultRoomVersion()}
+	plan := createPlan{creator: creator, version: s.DefaultRoomVersion(), public: req.Visibility == "public"}
 	if req.RoomVersion != "" {
 		plan.version = spec.RoomVersion(req.RoomVersion)
 		if !plan.version.Supported() {
@@ -427,19 +428,19 @@ func withOverride(pl map[string]any, override json.RawMessage) (map[string]any, 
 
 // commitNewRoom commits a new room's first events together with its row,
 // its alias and its directory visibility.
-func (b *builder) commitNewRoom(ctx context.Context, creator spec.UserID, alias spec.RoomAlias, public bool) error {
+func (b *builder) commitNewRoom(ctx context.Context, plan createPlan) error {
 	also := func(tx *storage.Tx) error {
-		if alias != "" {
-			if err := insertAlias(tx, alias, b.r.id, creator); err != nil {
+		if plan.alias != "" {
+			if err := insertAlias(tx, plan.alias, b.r.id, plan.creator); err != nil {
 				return err
 			}
 		}
-		if public {
+		if plan.public {
 			if err := setPublished(tx, b.r.id, true); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return b.commit(ctx, commitOpts{NewRoom: true, Creator: creator, Also: also})
+	return b.commit(ctx, commitOpts{NewRoom: true, Creator: plan.creator, Also: also})
 }

@@ -378,7 +378,7 @@ func (h *handlers) members(c *gin.Context) {
 			return
 		}
 	}
-	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
+	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, MembersRequest{At: at, Membership: c.Query("membership"), NotMembership: c.Query("not_membership")})
 	if err != nil {
 		c.Error(err)
 		return

@@ -146,9 +146,17 @@ func (s *Service) StateEvent(ctx context.Context, user spec.UserID, id spec.Room
 	return nil, spec.NotFound("the room has no %s state with key %q", typ, key)
 }
 
-// Members returns the room's member events the user may see, at a token if
-// given, keeping only memberships in want (if any) and not in notWant.
-func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID, at *Token, want, notWant string) ([]*events.PDU, error) {
+// MembersRequest is what GET /members asks for.
+type MembersRequest struct {
+	At            *Token // the state at this token (nil: now)
+	Membership    string // only this membership ("" for any)
+	NotMembership string // not this membership ("" for none)
+}
+
+// Members returns the room's member events the user may see, filtered as
+// asked.
+func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID, req MembersRequest) ([]*events.PDU, error) {
+	at, want, notWant := req.At, req.Membership, req.NotMembership
 	a, err := s.readAccess(user, id)
 	if err != nil {
 		return nil, err

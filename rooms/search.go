@@ -198,7 +198,8 @@ func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c
 	if err != nil {
 		return nil, err
 	}
-	if out["results"], err = s.searchResults(ctx, user, device, access, evs, kept, c); err != nil {
+	run := &searchRun{s: s, user: user, device: device, access: access, c: c}
+	if out["results"], err = run.results(ctx, evs, kept); err != nil {
 		return nil, err
 	}
 	if len(sq.groupBy) > 0 {
@@ -314,17 +315,28 @@ func (s *Service) loadHits(ctx context.Context, hits []searchHit) ([]*Event, []s
 	return evs, kept, nil
 }
 
-// searchResults renders the page's results, with their context if asked.
-func (s *Service) searchResults(ctx context.Context, user spec.UserID, device string, access map[spec.RoomID]*access, evs []*Event, hits []searchHit, c *SearchCriteria) ([]any, error) {
-	rendered, err := s.RenderEvents(ctx, user, device, evs)
+// searchRun is a search request being answered: who asks (and from which
+// device, for the client format), the rooms they may search, the criteria.
+type searchRun struct {
+	s      *Service
+	user   spec.UserID
+	device string
+	access map[spec.RoomID]*access
+	c      *SearchCriteria
+}
+
+// results renders the page's results (evs, with their hits), with their
+// context if asked.
+func (run *searchRun) results(ctx context.Context, evs []*Event, hits []searchHit) ([]any, error) {
+	rendered, err := run.s.RenderEvents(ctx, run.user, run.device, evs)
 	if err != nil {
 		return nil, err
 	}
 	results := make([]any, len(evs))
 	for i, ev := range evs {
 		res := map[string]any{"rank": hits[i].rank, "result": rendered[i]}
-		if c.EventContext != nil {
-			ctxObj, err := s.searchContext(ctx, user, device, access[ev.PDU.RoomID()], ev, c)
+		if run.c.EventContext != nil {
+			ctxObj, err := run.eventContext(ctx, ev)
 			if err != nil {
 				return nil, err
 			}
@@ -476,9 +488,11 @@ func matchesSearchFilter(f *RoomEventFilter, typ string, sender spec.UserID, has
 	return f.ContainsURL == nil || *f.ContainsURL == hasURL
 }
 
-// searchContext is a result's event_context: visible events around it, and
+// eventContext is a result's event_context: visible events around it, and
 // the senders' profiles at the time if asked.
-func (s *Service) searchContext(ctx context.Context, user spec.UserID, device string, a *access, ev *Event, c *SearchCriteria) (map[string]any, error) {
+func (run *searchRun) eventContext(ctx context.Context, ev *Event) (map[string]any, error) {
+	s, user, device, c := run.s, run.user, run.device, run.c
+	a := run.access[ev.PDU.RoomID()]
 	before, after := 5, 5
 	if c.EventContext.BeforeLimit != nil {
 		before = *c.EventContext.BeforeLimit

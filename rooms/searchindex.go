@@ -139,7 +139,7 @@ func (s *Service) reindexSearch(ctx context.Context) error {
 				rows.Close()
 				return fmt.Errorf("stored event at %d does not parse: %w", pos, err)
 			}
-			docs = append(docs, doc{pos, searchText(p, false)})
+			docs = append(docs, doc{pos, searchText(p, false)}) // the query left out encrypted rooms' messages
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {

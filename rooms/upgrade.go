@@ -189,7 +189,7 @@ func (s *Service) buildReplacement(ctx context.Context, u *upgrade) (spec.RoomID
 	if err != nil {
 		return "", err
 	}
-	needed, err := levelNeeded(u, final, len(invitees) > 0, len(banned) > 0)
+	needed, err := levelNeeded(u, final, invitees, banned)
 	if err != nil {
 		return "", err
 	}
@@ -289,10 +289,10 @@ func carriedMembers(u *upgrade) (invitees, banned []spec.UserID) {
 }
 
 // levelNeeded is the power level the upgrading user needs, before v12, to
-// copy the old room's state, invites and bans into the new room, or 0 when
-// the level final gives them is enough. The levels needed are the old
-// room's (the content is copied). From v12 the user is a creator.
-func levelNeeded(u *upgrade, final map[string]any, invites, bans bool) (int64, error) {
+// copy the old room's state, the invitees and the bans into the new room,
+// or 0 when the level final gives them is enough. The levels needed are
+// the old room's (the content is copied). From v12 the user is a creator.
+func levelNeeded(u *upgrade, final map[string]any, invitees, banned []spec.UserID) (int64, error) {
 	if u.version.AtLeast12() {
 		return 0, nil
 	}
@@ -313,10 +313,10 @@ func levelNeeded(u *upgrade, final map[string]any, invites, bans bool) (int64, e
 		needed = max(needed, pl.EventLevel(t, true))
 	}
 	needed = max(needed, pl.EventLevel(spec.MSpaceChild, true), pl.EventLevel(spec.MSpaceParent, true))
-	if invites {
+	if len(invitees) > 0 {
 		needed = max(needed, pl.Invite)
 	}
-	if bans {
+	if len(banned) > 0 {
 		needed = max(needed, pl.Ban, pl.Kick)
 	}
 	if mine >= needed {
