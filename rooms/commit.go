@@ -286,7 +286,7 @@ func applyRedactions(tx *storage.Tx, redactions []*events.PDU, by []*Event) erro
 // indexEvents writes the relations and search rows of newly stored events
 // and removes those of redacted ones. before is the room's state before the
 // events (to know whether it was encrypted); the SQL is the indexes' own
-// (relations.go, search.go).
+// (relations.go, searchindex.go).
 func indexEvents(tx *storage.Tx, before *snapshot, evs []*Event, redacted []*events.PDU) error {
 	encrypted := before != nil && before.get(spec.MRoomEncryption, "") != nil
 	for _, ev := range evs {

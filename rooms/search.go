@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
-	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 )
@@ -36,57 +33,6 @@ var searchKeys = map[string]string{
 	"content.body":  spec.MRoomMessage,
 	"content.name":  spec.MRoomName,
 	"content.topic": spec.MRoomTopic,
-}
-
-// searchText is the text indexed for an event, if any.
-func searchText(p *events.PDU, encrypted bool) string {
-	sk, isState := p.StateKey()
-	c := p.Content()
-	switch p.Type() {
-	case spec.MRoomMessage:
-		if isState || encrypted {
-			return ""
-		}
-		return c.Get("body").String()
-	case spec.MRoomName:
-		if sk != "" || !isState {
-			return ""
-		}
-		return c.Get("name").String()
-	case spec.MRoomTopic:
-		if sk != "" || !isState {
-			return ""
-		}
-		// The topic, and the text/plain m.topic if it says something else.
-		topic := ""
-		if t := c.Get("topic"); t.Type == gjson.String {
-			topic = t.Str
-		}
-		if plain := plainTopic(p); plain != topic {
-			topic = strings.TrimSpace(topic + "\n" + plain)
-		}
-		return topic
-	}
-	return ""
-}
-
-func indexSearch(tx *storage.Tx, ev *Event, encrypted bool) error {
-	if err := indexWords(tx, ev.Position, searchText(ev.PDU, encrypted)); err != nil {
-		return fmt.Errorf("index for search: %w", err)
-	}
-	return nil
-}
-
-func unindexSearch(tx *storage.Tx, id spec.EventID) error {
-	for _, q := range []string{
-		`DELETE FROM search_words WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
-		`DELETE FROM search_docs WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
-	} {
-		if _, err := tx.Exec(q, string(id)); err != nil {
-			return fmt.Errorf("unindex for search: %w", err)
-		}
-	}
-	return nil
 }
 
 // searchTerms splits a search term into words as the index cuts them,

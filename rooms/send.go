@@ -30,9 +30,9 @@
 //     each in a savepoint (storage/writer.go). Inside it, in builder.write's
 //     order: for each event its stream position, its row, the state delta
 //     (room_state) and its transaction ID; then redactions, the relations
-//     and search index rows (relations.go, search.go), any rows the caller
-//     adds (a new room's alias), and push's rows (notifications, unread
-//     counts). After the commit, in commit order (builder.published): the
+//     and search index rows (relations.go, searchindex.go), any rows the
+//     caller adds (a new room's alias), and push's rows (notifications,
+//     unread counts). After the commit, in commit order (builder.published): the
 //     new state is published in memory (room.go, apply), the transaction
 //     IDs are remembered, and the users concerned are notified. sync's
 //     Notifier holds the wake until storage has published the position, so
