@@ -64,7 +64,7 @@ func (s *Service) noticeRoomFor(ctx context.Context, system, user spec.UserID) (
 		case spec.Ban:
 			return "", spec.Forbidden("%s is banned from their server notices room", user)
 		}
-		if _, err := s.rooms.ChangeMembership(ctx, rooms.Sender{User: system}, room, user, spec.Invite, "", false); err != nil {
+		if _, err := s.rooms.Change(ctx, rooms.Sender{User: system}, room, rooms.MembershipChange{Target: user, Membership: spec.Invite}); err != nil {
 			return "", err
 		}
 		return room, nil
@@ -115,7 +115,7 @@ func (s *Service) SendNotice(ctx context.Context, who Actor, user spec.UserID, t
 		if err != nil {
 			return "", err
 		}
-		return s.rooms.Send(ctx, rooms.Sender{User: system, Device: "admin " + who.String()}, room, typ, stateKey, txnID, content)
+		return s.rooms.Send(ctx, rooms.Sender{User: system, Device: "admin " + who.String()}, room, rooms.SendRequest{Type: typ, StateKey: stateKey, TxnID: txnID, Content: content})
 	}()
 	return id, finish(err)
 }

@@ -548,7 +548,7 @@ func (s *Service) shutdownRoom(ctx context.Context, t *task, req *DeleteRoomRequ
 		if u.Server() != s.server {
 			continue
 		}
-		if _, err := s.rooms.ChangeMembership(ctx, rooms.Sender{User: u}, t.Room, u, spec.Leave, "", false); err != nil {
+		if _, err := s.rooms.Change(ctx, rooms.Sender{User: u}, t.Room, rooms.MembershipChange{Target: u, Membership: spec.Leave}); err != nil {
 			s.log.Warn().Err(err).Str("room_id", string(t.Room)).Str("user_id", string(u)).Msg("could not remove a member of a deleted room")
 			failed = append(failed, u)
 			continue
@@ -587,7 +587,7 @@ func (s *Service) shutdownRoom(ctx context.Context, t *task, req *DeleteRoomRequ
 		}
 		newRoom = id
 		content, _ := events.MarshalCanonical(map[string]any{"msgtype": "m.text", "body": msg})
-		if _, err := s.rooms.Send(ctx, rooms.Sender{User: creator}, id, spec.MRoomMessage, nil, "", content); err != nil {
+		if _, err := s.rooms.Send(ctx, rooms.Sender{User: creator}, id, rooms.SendRequest{Type: spec.MRoomMessage, Content: content}); err != nil {
 			fail(err)
 			return
 		}

@@ -43,7 +43,7 @@ func benchSend(b *testing.B, rooms int) {
 		for pb.Next() {
 			i := n.Add(1)
 			room := ids[int(i)%len(ids)]
-			if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, spec.RoomID(room), "m.room.message", nil, fmt.Sprint("t", i), content); err != nil {
+			if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, spec.RoomID(room), SendRequest{Type: "m.room.message", TxnID: fmt.Sprint("t", i), Content: content}); err != nil {
 				b.Error(err)
 				return
 			}

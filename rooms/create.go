@@ -2,8 +2,6 @@ package rooms
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 
@@ -58,82 +56,158 @@ func errUnsupportedVersion(v string) *spec.Error {
 	return spec.NewError(spec.ErrUnsupportedRoomVersion, "room version %q is not supported (the stable versions 1 to 12 are)", v)
 }
 
+// The presets of createRoom.
+const (
+	presetPrivateChat        = "private_chat"
+	presetPublicChat         = "public_chat"
+	presetTrustedPrivateChat = "trusted_private_chat"
+)
+
+// createPlan is a createRoom request checked and resolved: what the room's
+// first events are built from.
+type createPlan struct {
+	creator  spec.UserID
+	version  spec.RoomVersion
+	preset   string
+	invitees []spec.UserID
+	alias    spec.RoomAlias // "" for none
+	public   bool           // published in the room directory
+}
+
+// createRoom builds the room's first events in the spec's order
+// (client-server API, POST /createRoom, "server behaviour") and commits
+// them.
 func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (spec.RoomID, spec.RoomAlias, error) {
-	v := s.DefaultRoomVersion()
+	plan, err := s.planRoom(ctx, creator, req)
+	if err != nil {
+		return "", "", err
+	}
+	id, err := newRoomID(s.server, plan.version)
+	if err != nil {
+		return "", "", err
+	}
+	r := newLiveRoom(id, plan.version)
+	b := s.begin(r)
+	// 1. m.room.create
+	create, err := createContent(plan, req.CreationContent)
+	if err != nil {
+		return "", "", err
+	}
+	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), creator, create); err != nil {
+		return "", "", err
+	}
+	// 2. the creator joins
+	content, err := s.memberContent(ctx, MembershipChange{Target: creator, Membership: spec.Join})
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := b.add(spec.MRoomMember, strPtr(string(creator)), creator, content); err != nil {
+		return "", "", err
+	}
+	// 3. power levels
+	pl, err := withOverride(defaultPowerLevels(plan), req.PowerLevelContentOverride)
+	if err != nil {
+		return "", "", err
+	}
+	if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), creator, pl); err != nil {
+		return "", "", err
+	}
+	// 4. canonical alias
+	if plan.alias != "" {
+		if err := s.addJSON(b, spec.MRoomCanonicalAlias, strPtr(""), creator, map[string]any{"alias": string(plan.alias)}); err != nil {
+			return "", "", err
+		}
+	}
+	// 5. preset, 6. initial_state, 7. name and topic, 8. invites
+	if err := s.addPresetState(b, plan); err != nil {
+		return "", "", err
+	}
+	if err := s.addInitialState(b, creator, req); err != nil {
+		return "", "", err
+	}
+	if err := s.addNameAndTopic(b, creator, req); err != nil {
+		return "", "", err
+	}
+	if err := s.addInvites(ctx, b, plan, req.IsDirect); err != nil {
+		return "", "", err
+	}
+	if err := b.commitNewRoom(ctx, plan); err != nil {
+		return "", "", err
+	}
+	return r.id, plan.alias, nil
+}
+
+// planRoom checks what a createRoom request asks for before any event is
+// built: the room version, the visibility and preset, the invitees and the
+// alias (which must be free).
+func (s *Service) planRoom(ctx context.Context, creator spec.UserID, req CreateRequest) (createPlan, error) {
+	plan := createPlan{creator: creator, version: s.DefaultRoomVersion(), public: req.Visibility == "public"}
 	if req.RoomVersion != "" {
-		v = spec.RoomVersion(req.RoomVersion)
-		if !v.Supported() {
-			return "", "", errUnsupportedVersion(req.RoomVersion)
+		plan.version = spec.RoomVersion(req.RoomVersion)
+		if !plan.version.Supported() {
+			return plan, errUnsupportedVersion(req.RoomVersion)
 		}
 	}
 	if len(req.Invite3PID) > 0 {
-		return "", "", spec.Forbidden("third-party invites are not supported by this server")
+		return plan, spec.Forbidden("third-party invites are not supported by this server")
 	}
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		return "", "", spec.InvalidParam("visibility must be public or private")
+		return plan, spec.InvalidParam("visibility must be public or private")
 	}
-	preset := req.Preset
-	if preset == "" {
-		preset = "private_chat"
+	plan.preset = req.Preset
+	if plan.preset == "" {
+		plan.preset = presetPrivateChat
 		if req.Visibility == "public" {
-			preset = "public_chat"
+			plan.preset = presetPublicChat
 		}
 	}
-	if preset != "private_chat" && preset != "public_chat" && preset != "trusted_private_chat" {
-		return "", "", spec.InvalidParam("unknown preset %q", preset)
+	if plan.preset != presetPrivateChat && plan.preset != presetPublicChat && plan.preset != presetTrustedPrivateChat {
+		return plan, spec.InvalidParam("unknown preset %q", plan.preset)
 	}
-	invitees := make([]spec.UserID, 0, len(req.Invite))
+	plan.invitees = make([]spec.UserID, 0, len(req.Invite))
 	for _, raw := range req.Invite {
 		u, err := spec.ParseUserID(raw)
 		if err != nil {
-			return "", "", spec.InvalidParam("invite: %q is not a user ID", raw)
+			return plan, spec.InvalidParam("invite: %q is not a user ID", raw)
 		}
-		invitees = append(invitees, u)
+		plan.invitees = append(plan.invitees, u)
 	}
-	var alias spec.RoomAlias
 	if req.RoomAliasName != "" {
 		a, err := spec.ParseRoomAlias("#" + req.RoomAliasName + ":" + string(s.server))
 		if err != nil {
-			return "", "", spec.InvalidParam("room_alias_name: %v", err)
+			return plan, spec.InvalidParam("room_alias_name: %v", err)
 		}
-		alias = a
-		if id, _ := s.ResolveAlias(ctx, alias); id != "" {
-			return "", "", spec.NewError(spec.ErrRoomInUse, "the alias %s is already taken", alias)
+		plan.alias = a
+		if id, _ := s.ResolveAlias(ctx, plan.alias); id != "" {
+			return plan, spec.NewError(spec.ErrRoomInUse, "the alias %s is already taken", plan.alias)
 		}
 	}
+	return plan, nil
+}
 
-	// The room ID: random with our server name before v12; derived from
-	// the create event from v12 on.
-	id := spec.RoomID("")
-	if !v.AtLeast12() {
-		b := make([]byte, 18)
-		if _, err := rand.Read(b); err != nil {
-			return "", "", err
-		}
-		id = spec.RoomID("!" + base64.RawURLEncoding.EncodeToString(b) + ":" + string(s.server))
-	}
-	r := newLiveRoom(id, v)
-	b := s.begin(r)
-
-	// 1. m.room.create
+// createContent is the content of the m.room.create event: the client's
+// creation_content with the room version and, before v11, the creator. In
+// v12 a trusted private chat makes its invitees creators too.
+func createContent(plan createPlan, creationContent json.RawMessage) (map[string]any, error) {
+	v := plan.version
 	create := map[string]any{}
-	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
-		if err := json.Unmarshal(req.CreationContent, &create); err != nil {
-			return "", "", spec.BadJSON("creation_content must be an object")
+	if len(creationContent) > 0 && string(creationContent) != "null" {
+		if err := json.Unmarshal(creationContent, &create); err != nil {
+			return nil, spec.BadJSON("creation_content must be an object")
 		}
 	}
 	create["room_version"] = string(v)
 	if v.AtLeast11() {
 		delete(create, "creator")
 	} else {
-		create["creator"] = string(creator)
+		create["creator"] = string(plan.creator)
 	}
 	if err := checkAdditionalCreators(v, create); err != nil {
-		return "", "", err
+		return nil, err
 	}
-	if v.AtLeast12() && preset == "trusted_private_chat" && len(invitees) > 0 {
+	if v.AtLeast12() && plan.preset == presetTrustedPrivateChat && len(plan.invitees) > 0 {
 		extra := []any{}
 		seen := map[string]bool{}
 		if prev, ok := create["additional_creators"].([]any); ok {
@@ -144,7 +218,7 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 				}
 			}
 		}
-		for _, u := range invitees {
+		for _, u := range plan.invitees {
 			if !seen[string(u)] {
 				seen[string(u)] = true
 				extra = append(extra, string(u))
@@ -152,34 +226,14 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 		}
 		create["additional_creators"] = extra
 	}
-	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), creator, create); err != nil {
-		return "", "", err
-	}
-	// 2. the creator joins
-	content, err := s.memberContent(ctx, creator, spec.Join, "", nil, nil)
-	if err != nil {
-		return "", "", err
-	}
-	if _, err := b.add(spec.MRoomMember, strPtr(string(creator)), creator, content, ""); err != nil {
-		return "", "", err
-	}
-	// 3. power levels
-	pl, err := s.defaultPowerLevels(v, creator, preset, invitees, req.PowerLevelContentOverride)
-	if err != nil {
-		return "", "", err
-	}
-	if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), creator, pl); err != nil {
-		return "", "", err
-	}
-	// 4. canonical alias
-	if alias != "" {
-		if err := s.addJSON(b, spec.MRoomCanonicalAlias, strPtr(""), creator, map[string]any{"alias": string(alias)}); err != nil {
-			return "", "", err
-		}
-	}
-	// 5. preset
+	return create, nil
+}
+
+// addPresetState adds the state the preset sets: join rules, history
+// visibility and guest access.
+func (s *Service) addPresetState(b *builder, plan createPlan) error {
 	joinRule, guest := "invite", "can_join"
-	if preset == "public_chat" {
+	if plan.preset == presetPublicChat {
 		joinRule, guest = "public", "forbidden"
 	}
 	for _, e := range []struct {
@@ -190,51 +244,58 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 		{spec.MRoomHistoryVisibility, map[string]any{"history_visibility": "shared"}},
 		{spec.MRoomGuestAccess, map[string]any{"guest_access": guest}},
 	} {
-		if err := s.addJSON(b, e.typ, strPtr(""), creator, e.content); err != nil {
-			return "", "", err
+		if err := s.addJSON(b, e.typ, strPtr(""), plan.creator, e.content); err != nil {
+			return err
 		}
 	}
-	// 6. initial_state, with encryption added by policy unless given
+	return nil
+}
+
+// addInitialState adds the request's initial_state, then m.room.encryption
+// as the server's policy asks unless initial_state set it.
+func (s *Service) addInitialState(b *builder, creator spec.UserID, req CreateRequest) error {
 	hasEncryption := false
 	for _, st := range req.InitialState {
 		if st.Type == "" {
-			return "", "", spec.BadJSON("initial_state: every event needs a type")
+			return spec.BadJSON("initial_state: every event needs a type")
 		}
 		if st.Type == spec.MRoomCreate || st.Type == spec.MRoomMember {
-			return "", "", spec.InvalidParam("initial_state cannot set %s", st.Type)
+			return spec.InvalidParam("initial_state cannot set %s", st.Type)
 		}
 		if err := validEventType(st.Type); err != nil {
-			return "", "", err
+			return err
 		}
 		if s.cfg.Encryption == "required" && !req.Unencrypted {
 			// The room will be encrypted (below, or by initial_state).
 			if err := checkStateTypeInEncryptedRoom(st.Type); err != nil {
-				return "", "", err
+				return err
 			}
 		}
 		c, err := events.CanonicalObject(contentOrEmpty(st.Content))
 		if err != nil {
-			return "", "", err
+			return err
 		}
 		if st.Type == spec.MRoomEncryption && st.StateKey == "" {
 			hasEncryption = true
 			if err := s.checkEncryptionPolicy(b.snap, st.Type, &st.StateKey, c); err != nil {
-				return "", "", err
+				return err
 			}
 		}
-		if _, err := b.add(st.Type, strPtr(st.StateKey), creator, c, ""); err != nil {
-			return "", "", err
+		if _, err := b.add(st.Type, strPtr(st.StateKey), creator, c); err != nil {
+			return err
 		}
 	}
 	if !hasEncryption && s.cfg.Encryption != "optional" && !req.Unencrypted {
-		if err := s.addJSON(b, spec.MRoomEncryption, strPtr(""), creator, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
-			return "", "", err
-		}
+		return s.addJSON(b, spec.MRoomEncryption, strPtr(""), creator, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"})
 	}
-	// 7. name and topic
+	return nil
+}
+
+// addNameAndTopic adds the room's name and topic if the request gives them.
+func (s *Service) addNameAndTopic(b *builder, creator spec.UserID, req CreateRequest) error {
 	if req.Name != nil {
 		if err := s.addJSON(b, spec.MRoomName, strPtr(""), creator, map[string]any{"name": *req.Name}); err != nil {
-			return "", "", err
+			return err
 		}
 	}
 	if req.Topic != nil {
@@ -245,31 +306,32 @@ func (s *Service) createRoom(ctx context.Context, creator spec.UserID, req Creat
 			"m.topic": map[string]any{"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}}},
 		}
 		if err := s.addJSON(b, spec.MRoomTopic, strPtr(""), creator, topic); err != nil {
-			return "", "", err
+			return err
 		}
 	}
-	// 8. invites
-	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
+	return nil
+}
+
+// addInvites invites the plan's invitees, marked as direct if asked.
+func (s *Service) addInvites(ctx context.Context, b *builder, plan createPlan, isDirect bool) error {
+	for _, u := range plan.invitees {
+		c, err := s.memberContent(ctx, MembershipChange{Target: u, Membership: spec.Invite})
 		if err != nil {
-			return "", "", err
+			return err
 		}
-		if req.IsDirect {
+		if isDirect {
 			var m map[string]any
 			_ = json.Unmarshal(c, &m)
 			m["is_direct"] = true
 			if c, err = events.MarshalCanonical(m); err != nil {
-				return "", "", err
+				return err
 			}
 		}
-		if _, err := b.add(spec.MRoomMember, strPtr(string(u)), creator, c, ""); err != nil {
-			return "", "", err
+		if _, err := b.add(spec.MRoomMember, strPtr(string(u)), plan.creator, c); err != nil {
+			return err
 		}
 	}
-	if err := b.commitNewRoom(ctx, creator, alias, req.Visibility == "public"); err != nil {
-		return "", "", err
-	}
-	return r.id, alias, nil
+	return nil
 }
 
 // checkAdditionalCreators refuses a malformed creation_content
@@ -301,18 +363,18 @@ func (s *Service) addJSON(b *builder, typ string, stateKey *string, sender spec.
 	if err != nil {
 		return err
 	}
-	_, err = b.add(typ, stateKey, sender, c, "")
+	_, err = b.add(typ, stateKey, sender, c)
 	return err
 }
 
-// defaultPowerLevels is the spec's default power levels for a new room,
-// with the client's override merged on top.
-func (s *Service) defaultPowerLevels(v spec.RoomVersion, creator spec.UserID, preset string, invitees []spec.UserID, override json.RawMessage) (map[string]any, error) {
+// defaultPowerLevels is the spec's default power levels for a new room.
+func defaultPowerLevels(plan createPlan) map[string]any {
+	v := plan.version
 	users := map[string]any{}
 	if !v.AtLeast12() {
-		users[string(creator)] = 100
-		if preset == "trusted_private_chat" {
-			for _, u := range invitees {
+		users[string(plan.creator)] = 100
+		if plan.preset == presetTrustedPrivateChat {
+			for _, u := range plan.invitees {
 				users[string(u)] = 100
 			}
 		}
@@ -342,11 +404,16 @@ func (s *Service) defaultPowerLevels(v spec.RoomVersion, creator spec.UserID, pr
 		},
 		"notifications": map[string]any{"room": 50},
 	}
-	if preset == "private_chat" || preset == "trusted_private_chat" {
+	if plan.preset == presetPrivateChat || plan.preset == presetTrustedPrivateChat {
 		pl["invite"] = 0
 	} else {
 		pl["invite"] = 50
 	}
+	return pl
+}
+
+// withOverride merges a power_level_content_override into power levels.
+func withOverride(pl map[string]any, override json.RawMessage) (map[string]any, error) {
 	if len(override) > 0 && string(override) != "null" {
 		var o map[string]any
 		if err := json.Unmarshal(override, &o); err != nil {
@@ -361,19 +428,19 @@ func (s *Service) defaultPowerLevels(v spec.RoomVersion, creator spec.UserID, pr
 
 // commitNewRoom commits a new room's first events together with its row,
 // its alias and its directory visibility.
-func (b *builder) commitNewRoom(ctx context.Context, creator spec.UserID, alias spec.RoomAlias, public bool) error {
-	b.extra = func(tx *storage.Tx) error {
-		if alias != "" {
-			if err := insertAlias(tx, alias, b.r.id, creator); err != nil {
+func (b *builder) commitNewRoom(ctx context.Context, plan createPlan) error {
+	also := func(tx *storage.Tx) error {
+		if plan.alias != "" {
+			if err := insertAlias(tx, plan.alias, b.r.id, plan.creator); err != nil {
 				return err
 			}
 		}
-		if public {
+		if plan.public {
 			if err := setPublished(tx, b.r.id, true); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return b.commit(ctx, true, creator, "", "")
+	return b.commit(ctx, commitOpts{NewRoom: true, Creator: plan.creator, Also: also})
 }

@@ -138,7 +138,7 @@ func (s *Service) dropFromCanonicalAlias(ctx context.Context, user spec.UserID, 
 	if err != nil {
 		return
 	}
-	if _, err := s.Send(ctx, Sender{User: user}, r.id, spec.MRoomCanonicalAlias, strPtr(""), "", content); err != nil {
+	if _, err := s.Send(ctx, Sender{User: user}, r.id, SendRequest{Type: spec.MRoomCanonicalAlias, StateKey: strPtr(""), Content: content}); err != nil {
 		s.log.Debug().Err(err).Msg("could not update the canonical alias after deleting an alias")
 	}
 }

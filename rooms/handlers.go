@@ -156,7 +156,7 @@ func (h *handlers) knock(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, dev.UserID, spec.Knock, body.Reason, false); err != nil {
+	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: dev.UserID, Membership: spec.Knock, Reason: body.Reason}); err != nil {
 		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": id})
@@ -179,7 +179,7 @@ func (h *handlers) membershipOf(membership string, needUser, unban bool) api.Han
 		if !needUser {
 			target = dev.UserID
 		}
-		if _, err := h.s.ChangeMembership(c.Request.Context(), Sender{User: dev.UserID}, id, target, membership, body.Reason, unban); err != nil {
+		if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: target, Membership: membership, Reason: body.Reason, Unban: unban}); err != nil {
 			return err
 		}
 		c.JSON(http.StatusOK, gin.H{})
@@ -259,7 +259,7 @@ func (h *handlers) send(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, typ, nil, c.Param("txnId"), content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, TxnID: c.Param("txnId"), Content: content})
 	if err != nil {
 		return err
 	}
@@ -291,7 +291,7 @@ func (h *handlers) putState(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, typ, &key, "", content)
+	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, StateKey: &key, Content: content})
 	if err != nil {
 		return err
 	}
@@ -364,7 +364,7 @@ func (h *handlers) members(c *gin.Context) error {
 			return spec.InvalidParam("%s must be join, invite, leave, ban or knock", q)
 		}
 	}
-	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, at, c.Query("membership"), c.Query("not_membership"))
+	evs, err := h.s.Members(c.Request.Context(), auth.DeviceFrom(c).UserID, id, MembersRequest{At: at, Membership: c.Query("membership"), NotMembership: c.Query("not_membership")})
 	if err != nil {
 		return err
 	}
@@ -471,7 +471,7 @@ func (h *handlers) messages(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, from, to, dir == "b", limit, f)
+	page, err := h.s.Messages(c.Request.Context(), dev.UserID, id, MessagesRequest{From: from, To: to, Backwards: dir == "b", Limit: limit, Filter: f})
 	if err != nil {
 		return err
 	}
@@ -604,7 +604,7 @@ func (h *handlers) redact(c *gin.Context) error {
 	if err := api.ReadJSON(c, &body); err != nil {
 		return err
 	}
-	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, eid, c.Param("txnId"), body.Reason)
+	rid, err := h.s.Redact(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, RedactRequest{Target: eid, TxnID: c.Param("txnId"), Reason: body.Reason})
 	if err != nil {
 		return err
 	}

@@ -21,17 +21,17 @@ type MembershipChange struct {
 	// server's own keys (membership, join_authorised_via_users_server)
 	// are never taken from it.
 	Content map[string]json.RawMessage
+
+	// authorisedVia is the join_authorised_via_users_server of a join to
+	// a restricted room; Change sets it.
+	authorisedVia spec.UserID
 }
 
-// ChangeMembership changes the target's membership of a room: join (target =
-// sender), invite, leave (or kick when target ≠ sender), ban, unban, knock.
-func (s *Service) ChangeMembership(ctx context.Context, from Sender, id spec.RoomID, target spec.UserID, membership, reason string, unban bool) (spec.EventID, error) {
-	return s.Change(ctx, from, id, MembershipChange{Target: target, Membership: membership, Reason: reason, Unban: unban})
-}
-
-// Change makes one membership change, with the checks of the membership
-// endpoints before the auth rules: a kick needs a target in the room, an
-// unban a banned target, and a join that changes nothing sends nothing.
+// Change makes one membership change of the target: join (target =
+// sender), invite, leave (a kick when target ≠ sender), ban, unban, knock.
+// It makes the checks of the membership endpoints before the auth rules: a
+// kick needs a target in the room, an unban a banned target, and a join
+// that changes nothing sends nothing.
 func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch MembershipChange) (spec.EventID, error) {
 	r := s.room(id)
 	if r == nil {
@@ -52,13 +52,10 @@ func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch Me
 	if err := checkTransition(from.User, id, ch, current); err != nil {
 		return "", err
 	}
-	extra := map[string]json.RawMessage{}
 	if ch.Membership == spec.Join && current != spec.Invite && current != spec.Join {
-		if via := s.joinAuthoriser(snap, ch.Target); via != "" {
-			extra["join_authorised_via_users_server"], _ = json.Marshal(string(via))
-		}
+		ch.authorisedVia = s.joinAuthoriser(snap, ch.Target)
 	}
-	content, err := s.memberContent(ctx, ch.Target, ch.Membership, ch.Reason, ch.Content, extra)
+	content, err := s.memberContent(ctx, ch)
 	if err != nil {
 		return "", err
 	}
@@ -71,11 +68,11 @@ func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch Me
 		}
 	}
 	b := s.begin(r)
-	ev, err := b.add(spec.MRoomMember, strPtr(string(ch.Target)), from.User, content, "")
+	ev, err := b.add(spec.MRoomMember, strPtr(string(ch.Target)), from.User, content)
 	if err != nil {
 		return "", err
 	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
+	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return "", err
 	}
 	if ch.Membership == spec.Join {
@@ -151,13 +148,13 @@ func (s *Service) SetMemberState(ctx context.Context, from Sender, id spec.RoomI
 	return s.Change(ctx, from, id, ch)
 }
 
-// memberContent builds the content of a member event: the caller's keys,
-// then the membership and reason, then for joins, invites and knocks the
-// target's profile where the caller gave none (as clients expect), then
-// the server's own keys.
-func (s *Service) memberContent(ctx context.Context, target spec.UserID, membership, reason string, custom, server map[string]json.RawMessage) ([]byte, error) {
+// memberContent builds the content of a change's member event: the
+// caller's keys, then the membership and reason, then for joins, invites
+// and knocks the target's profile where the caller gave none (as clients
+// expect), then the server's own keys.
+func (s *Service) memberContent(ctx context.Context, ch MembershipChange) ([]byte, error) {
 	c := map[string]any{}
-	for k, v := range custom {
+	for k, v := range ch.Content {
 		switch k {
 		case "membership", "join_authorised_via_users_server", "third_party_signed":
 			// The server's to set; a join's third_party_signed is a
@@ -166,12 +163,12 @@ func (s *Service) memberContent(ctx context.Context, target spec.UserID, members
 			c[k] = v
 		}
 	}
-	c["membership"] = membership
-	if reason != "" {
-		c["reason"] = reason
+	c["membership"] = ch.Membership
+	if ch.Reason != "" {
+		c["reason"] = ch.Reason
 	}
-	if (membership == spec.Join || membership == spec.Invite || membership == spec.Knock) && s.profiles != nil {
-		name, avatar, err := s.profiles.Profile(ctx, target)
+	if (ch.Membership == spec.Join || ch.Membership == spec.Invite || ch.Membership == spec.Knock) && s.profiles != nil {
+		name, avatar, err := s.profiles.Profile(ctx, ch.Target)
 		if err == nil {
 			if _, given := c["displayname"]; !given && name != "" {
 				c["displayname"] = name
@@ -181,8 +178,12 @@ func (s *Service) memberContent(ctx context.Context, target spec.UserID, members
 			}
 		}
 	}
-	for k, v := range server {
-		c[k] = v
+	if ch.authorisedVia != "" {
+		via, err := json.Marshal(string(ch.authorisedVia))
+		if err != nil {
+			return nil, err
+		}
+		c["join_authorised_via_users_server"] = json.RawMessage(via)
 	}
 	return events.MarshalCanonical(c)
 }

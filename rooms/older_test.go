@@ -48,7 +48,7 @@ func TestOlderEventsReadBeforeAPurgeAreNotKept(t *testing.T) {
 	r.histMu.RLock()
 	floor, rewritten := r.recentFloor, r.rewritten
 	r.histMu.RUnlock()
-	older, err := ts.s.eventsBetween(t.Context(), r.id, 0, floor, 0, false)
+	older, err := ts.s.eventsBetween(t.Context(), r.id, eventRange{to: floor})
 	if err != nil {
 		t.Fatal(err)
 	}

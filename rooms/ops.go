@@ -2,22 +2,12 @@ package rooms
 
 import (
 	"context"
-	"fmt"
-	"slices"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/tidwall/gjson"
 )
-
-// Sender identifies who sends an event: a user and, for idempotent sends,
-// the device whose transaction IDs are tracked.
-type Sender struct {
-	User   spec.UserID
-	Device string
-}
 
 func strPtr(s string) *string { return &s }
 
@@ -25,232 +15,6 @@ func strPtr(s string) *string { return &s }
 // caller is not in alike: the error does not reveal whether a room exists.
 func errNotInRoom(id spec.RoomID) *spec.Error {
 	return spec.Forbidden("you are not joined to room %s", id)
-}
-
-// Send sends a message event (stateKey nil) or a state event, idempotently
-// per device and transaction ID. It returns the event ID.
-//
-// Sends to one room are grouped: whoever holds the room's write lock builds
-// every send queued meanwhile, one after another, and commits them in one
-// transaction. A busy room then costs one commit per group instead of one
-// per event, and the order stays the one the events were built in. The
-// next group is built while this one is written (room.go, the pipeline).
-func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error) {
-	if err := CheckSendable(typ, stateKey); err != nil {
-		return "", err
-	}
-	if typ == spec.MRoomMember && stateKey != nil {
-		return s.SetMemberState(ctx, from, id, *stateKey, content)
-	}
-	r := s.room(id)
-	if r == nil {
-		return "", errNotInRoom(id)
-	}
-	req := &sendReq{ctx: ctx, from: from, typ: typ, stateKey: stateKey, txnID: txnID, content: content, done: make(chan sendResult, 1)}
-	r.queueMu.Lock()
-	r.queue = append(r.queue, req)
-	r.queueMu.Unlock()
-	r.writeMu.Lock()
-	r.queueMu.Lock()
-	batch := r.queue
-	r.queue = nil
-	r.queueMu.Unlock()
-	if len(batch) > 0 {
-		// State events and relations are checked against stored state
-		// and events (a second identical annotation, a canonical alias):
-		// a group with one is built on committed state and written
-		// before the next group is built.
-		quiet := slices.ContainsFunc(batch, (*sendReq).checkedAgainstStore)
-		if quiet {
-			r.drainPipeline()
-		}
-		if g := s.sendBatch(r, batch); g != nil && quiet {
-			<-g.done
-		}
-	}
-	r.writeMu.Unlock()
-	res := <-req.done // ours was in this group or an earlier one
-	return res.id, res.err
-}
-
-// CheckSendable refuses the event types /send and /state never send: a
-// second m.room.create, and redactions (they have their own endpoint).
-func CheckSendable(typ string, stateKey *string) error {
-	if typ == spec.MRoomCreate {
-		// The request cannot be right whatever the sender's power.
-		return spec.BadJSON("a room has exactly one m.room.create event")
-	}
-	if typ == spec.MRoomRedaction && stateKey == nil {
-		return spec.Forbidden("use the /redact endpoint to redact events")
-	}
-	return nil
-}
-
-// sendReq is one queued send.
-type sendReq struct {
-	ctx      context.Context
-	from     Sender
-	typ      string
-	stateKey *string
-	txnID    string
-	content  []byte
-	done     chan sendResult
-}
-
-// txnKey names the request's transaction: scoped to /send/{eventType} in
-// the room.
-func (req *sendReq) txnKey(room spec.RoomID) txnKey {
-	return txnKey{req.from.User, req.from.Device, sendScope(room, req.typ), req.txnID}
-}
-
-func (req *sendReq) checkedAgainstStore() bool {
-	return req.stateKey != nil || gjson.GetBytes(req.content, `m\.relates_to`).Exists()
-}
-
-type sendResult struct {
-	id  spec.EventID
-	err error
-}
-
-// sendBatch builds a group of sends on the room's state (after the groups
-// still being written) and submits their write; the room's write lock is
-// held. Each request learns its outcome once the group is written, and the
-// group is returned if there is one to write.
-func (s *Service) sendBatch(r *liveRoom, batch []*sendReq) *sendGroup {
-	base, after := r.tip()
-	b := s.beginOn(r, base)
-	type pending struct {
-		req *sendReq
-		ev  *Event
-	}
-	var built []pending
-	inBatch := map[txnKey]*Event{}
-	for _, req := range batch {
-		if req.txnID != "" {
-			k := req.txnKey(r.id)
-			// The group in flight first, then the committed ones: a group
-			// records its transactions as committed before it lets go of
-			// them (below), so a retry always finds one or the other.
-			if g, id := r.pendingTxn(k); g != nil {
-				go func() { // a retry of a send still being written
-					<-g.done
-					req.done <- sendResult{id: id, err: g.err}
-				}()
-				continue
-			}
-			if prev := s.txnEvent(k); prev != "" {
-				req.done <- sendResult{id: prev}
-				continue
-			}
-			if ev := inBatch[k]; ev != nil {
-				built = append(built, pending{req, ev}) // the same transaction twice in one group
-				continue
-			}
-		}
-		ev, err := s.buildSend(b, req, inBatch)
-		if err != nil {
-			req.done <- sendResult{err: err}
-			continue
-		}
-		built = append(built, pending{req, ev})
-	}
-	if len(b.evs) == 0 {
-		for _, p := range built {
-			p.req.done <- sendResult{id: p.ev.PDU.EventID()}
-		}
-		return nil
-	}
-	// The group is committed whatever happens to the request that leads
-	// it: a client of the group that goes away must not fail the others.
-	g := &sendGroup{final: b.snap, done: make(chan struct{})}
-	for k, ev := range inBatch {
-		if g.events == nil {
-			g.events = map[txnKey]spec.EventID{}
-		}
-		g.events[k] = ev.PDU.EventID()
-	}
-	g.write = b.submit(context.WithoutCancel(batch[0].ctx), after, false, "", "", "")
-	r.pushGroup(g)
-	go func() {
-		err := g.write.Wait()
-		if err != nil {
-			b.failed()
-		} else {
-			// Before groupDone forgets them: the commit's own hook may run
-			// later, when its position is published.
-			s.rememberTxns(b.evs)
-		}
-		r.groupDone(g, err)
-		for _, p := range built {
-			if err != nil {
-				p.req.done <- sendResult{err: err}
-			} else {
-				p.req.done <- sendResult{id: p.ev.PDU.EventID()}
-			}
-		}
-	}()
-	return g
-}
-
-// buildSend checks one send against the group's state so far and adds its
-// event to the builder.
-func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event) (*Event, error) {
-	if b.snap.membership(req.from.User) != spec.Join {
-		return nil, errNotInRoom(b.r.id)
-	}
-	if err := s.checkEncryptionPolicy(b.snap, req.typ, req.stateKey, req.content); err != nil {
-		return nil, err
-	}
-	if req.stateKey != nil {
-		if req.typ == spec.MRoomMember {
-			// Service.Send sends member events through SetMemberState.
-			return nil, spec.Forbidden("change membership with the membership endpoints (join, invite, leave, kick, ban)")
-		}
-		if same := sameState(b.snap, req.from.User, req.typ, *req.stateKey, req.content); same != nil {
-			return &Event{PDU: same}, nil
-		}
-		if err := checkCreatorsUnlisted(b.snap, req.typ, req.content); err != nil {
-			return nil, err
-		}
-	}
-	// Relations (threads, annotations) and m.room.canonical_alias are
-	// checked against stored events and aliases (relations.go); a second
-	// identical annotation in the same group is refused here.
-	if err := s.checkSend(req.ctx, b.r, req.from.User, req.typ, req.stateKey, req.content); err != nil {
-		return nil, err
-	}
-	key, isAnnotation := annotationKey(req.from.User, req.typ, req.stateKey, req.content)
-	if isAnnotation && b.annotations[key] {
-		return nil, spec.NewError(errDuplicateAnnotation, "you already sent this annotation for this event")
-	}
-	ev, err := b.add(req.typ, req.stateKey, req.from.User, req.content, "")
-	if err != nil {
-		return nil, err
-	}
-	if isAnnotation {
-		if b.annotations == nil {
-			b.annotations = map[string]bool{}
-		}
-		b.annotations[key] = true
-	}
-	if req.txnID != "" {
-		ev.DeviceID, ev.TxnID = req.from.Device, req.txnID
-		inBatch[req.txnKey(b.r.id)] = ev
-	}
-	return ev, nil
-}
-
-// annotationKey names an annotation (sender, type, target, key) for
-// duplicate checks within a group of sends.
-func annotationKey(sender spec.UserID, typ string, stateKey *string, content []byte) (string, bool) {
-	if stateKey != nil {
-		return "", false
-	}
-	rel, ok := relationOfContent(gjson.ParseBytes(contentOrEmpty(content)))
-	if !ok || rel.relType != relAnnotation {
-		return "", false
-	}
-	return string(sender) + "\x00" + typ + "\x00" + string(rel.parent) + "\x00" + rel.key, true
 }
 
 // lockForSend takes the room's write lock for a send by a joined member.
@@ -314,8 +78,16 @@ func (s *Service) joinAuthoriser(snap *snapshot, joiner spec.UserID) spec.UserID
 	return ""
 }
 
+// RedactRequest is the body and path of PUT /redact/{eventId}/{txnId}.
+type RedactRequest struct {
+	Target spec.EventID
+	TxnID  string
+	Reason string // "" for none
+}
+
 // Redact redacts an event, idempotently per device and transaction ID.
-func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, target spec.EventID, txnID, reason string) (spec.EventID, error) {
+func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, req RedactRequest) (spec.EventID, error) {
+	target, txnID := req.Target, req.TxnID
 	r, snap, prev, err := s.lockForSend(from, id, redactScope(id, target), txnID)
 	if r == nil || prev != "" {
 		return prev, err
@@ -338,8 +110,8 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 		return "", spec.Forbidden("you need power level %d to redact other users' events", pl.Redact)
 	}
 	c := map[string]any{}
-	if reason != "" {
-		c["reason"] = reason
+	if req.Reason != "" {
+		c["reason"] = req.Reason
 	}
 	if r.version.AtLeast11() {
 		c["redacts"] = string(target)
@@ -349,7 +121,7 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 		return "", err
 	}
 	b := s.begin(r)
-	ev, err := b.add(spec.MRoomRedaction, nil, from.User, content, target)
+	ev, err := b.addRedaction(from.User, content, target)
 	if err != nil {
 		return "", err
 	}
@@ -366,28 +138,10 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, targe
 		}
 	}
 	b.redactions = append(b.redactions, redacted)
-	if err := b.commit(ctx, false, "", from.Device, txnID); err != nil {
+	if err := b.commit(ctx, commitOpts{Device: from.Device, TxnID: txnID}); err != nil {
 		return "", err
 	}
 	return ev.PDU.EventID(), nil
-}
-
-// applyRedactions rewrites stored events to their redacted form inside the
-// commit's transaction.
-func applyRedactions(tx *storage.Tx, redactions []*events.PDU, by []*Event) error {
-	for _, p := range redactions {
-		var redactor string
-		for _, ev := range by {
-			if ev.PDU.Type() == spec.MRoomRedaction && ev.PDU.Redacts() == p.EventID() {
-				redactor = string(ev.PDU.EventID())
-			}
-		}
-		if _, err := tx.Exec(`UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`,
-			string(p.JSON()), redactor, string(p.EventID())); err != nil {
-			return fmt.Errorf("redact stored event: %w", err)
-		}
-	}
-	return nil
 }
 
 // Forget hides a room the user has left from their room lists.
@@ -448,7 +202,7 @@ func (s *Service) unforget(ctx context.Context, user spec.UserID, id spec.RoomID
 func (s *Service) LeaveAllRooms(ctx context.Context, user spec.UserID) error {
 	for id, m := range s.RoomsOf(user) {
 		if m == spec.Join || m == spec.Invite || m == spec.Knock {
-			if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Leave, "", false); err != nil {
+			if _, err := s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Leave}); err != nil {
 				return err
 			}
 		}
@@ -463,7 +217,7 @@ func (s *Service) ProfileChanged(ctx context.Context, user spec.UserID, displayN
 		if m != spec.Join {
 			continue
 		}
-		if _, err := s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Join, "", false); err != nil {
+		if _, err := s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Join}); err != nil {
 			return err
 		}
 	}

@@ -146,9 +146,17 @@ func (s *Service) StateEvent(ctx context.Context, user spec.UserID, id spec.Room
 	return nil, spec.NotFound("the room has no %s state with key %q", typ, key)
 }
 
-// Members returns the room's member events the user may see, at a token if
-// given, keeping only memberships in want (if any) and not in notWant.
-func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID, at *Token, want, notWant string) ([]*events.PDU, error) {
+// MembersRequest is what GET /members asks for.
+type MembersRequest struct {
+	At            *Token // the state at this token (nil: now)
+	Membership    string // only this membership ("" for any)
+	NotMembership string // not this membership ("" for none)
+}
+
+// Members returns the room's member events the user may see, filtered as
+// asked.
+func (s *Service) Members(ctx context.Context, user spec.UserID, id spec.RoomID, req MembersRequest) ([]*events.PDU, error) {
+	at, want, notWant := req.At, req.Membership, req.NotMembership
 	a, err := s.readAccess(user, id)
 	if err != nil {
 		return nil, err
@@ -240,10 +248,21 @@ type Page struct {
 	State      []*events.PDU // member events of the senders, when lazy-loading
 }
 
+// MessagesRequest is what GET /messages asks for.
+type MessagesRequest struct {
+	// From is where the page starts (nil: the present going backwards,
+	// the room's start going forwards); To bounds it (nil: no bound).
+	From, To  *Token
+	Backwards bool // dir=b
+	Limit     int  // 0: 10; at most 1000
+	Filter    *RoomEventFilter
+}
+
 // Messages pages through a room's timeline from a token in either
 // direction, returning only events the user may see. Events the user may
 // not see are skipped without ending the page early.
-func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID, from *Token, to *Token, backwards bool, limit int, f *RoomEventFilter) (*Page, error) {
+func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID, req MessagesRequest) (*Page, error) {
+	from, to, backwards, limit, f := req.From, req.To, req.Backwards, req.Limit, req.Filter
 	a, err := s.readAccess(user, id)
 	if err != nil {
 		return nil, err
@@ -274,7 +293,7 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 				lower = int64(*to)
 			}
 			if cursor > lower {
-				batch, err = s.pageBetween(ctx, a.r, lower, cursor, limit*2, true)
+				batch, err = s.pageBetween(ctx, a.r, eventRange{from: lower, to: cursor, limit: limit * 2, backwards: true})
 			}
 		} else {
 			upper := a.upTo
@@ -282,7 +301,7 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 				upper = int64(*to)
 			}
 			if cursor < upper {
-				batch, err = s.pageBetween(ctx, a.r, cursor, upper, limit*2, false)
+				batch, err = s.pageBetween(ctx, a.r, eventRange{from: cursor, to: upper, limit: limit * 2})
 			}
 		}
 		if err != nil {
@@ -369,7 +388,7 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 	after := limit - before
 	res := &ContextResult{Event: ev}
 	from := Token(ev.Position - 1)
-	bp, err := s.Messages(ctx, user, id, &from, nil, true, max(before, 1), f)
+	bp, err := s.Messages(ctx, user, id, MessagesRequest{From: &from, Backwards: true, Limit: max(before, 1), Filter: f})
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +400,7 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 		res.Start = Token(res.Before[len(res.Before)-1].Position - 1)
 	}
 	fwd := Token(ev.Position)
-	ap, err := s.Messages(ctx, user, id, &fwd, nil, false, max(after, 1), f)
+	ap, err := s.Messages(ctx, user, id, MessagesRequest{From: &fwd, Limit: max(after, 1), Filter: f})
 	if err != nil {
 		return nil, err
 	}
@@ -406,10 +425,13 @@ func (s *Service) Context(ctx context.Context, user spec.UserID, id spec.RoomID,
 // the range: a page back from the present usually lies wholly within the
 // recent events. What lies below memory is read from the database and kept
 // in memory if it adjoins it (older.go).
-func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, limit int, backwards bool) ([]*Event, error) {
+func (s *Service) pageBetween(ctx context.Context, r *liveRoom, rg eventRange) ([]*Event, error) {
+	from, to, limit, backwards := rg.from, rg.to, rg.limit, rg.backwards
 	r.histMu.RLock()
 	floor, rewritten := r.recentFloor, r.rewritten
-	mem := recentBetween(r.recent, max(from, floor), to, limit, backwards)
+	inMemory := rg
+	inMemory.from = max(from, floor)
+	mem := recentBetween(r.recent, inMemory)
 	r.histMu.RUnlock()
 	if from >= floor || (backwards && len(mem) == limit) {
 		return mem, nil
@@ -418,7 +440,7 @@ func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, 
 	top := min(to, floor)
 	if backwards {
 		n := limit - len(mem)
-		older, err := s.eventsBetween(ctx, r.id, from, top, n, true)
+		older, err := s.eventsBetween(ctx, r.id, eventRange{from: from, to: top, limit: n, backwards: true})
 		if err != nil {
 			return nil, err
 		}
@@ -433,7 +455,7 @@ func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, 
 		}
 		return append(mem, older...), nil
 	}
-	older, err := s.eventsBetween(ctx, r.id, from, top, limit, false)
+	older, err := s.eventsBetween(ctx, r.id, eventRange{from: from, to: top, limit: limit})
 	if err != nil {
 		return nil, err
 	}
@@ -443,11 +465,11 @@ func (s *Service) pageBetween(ctx context.Context, r *liveRoom, from, to int64, 
 	return append(older, mem[:min(len(mem), limit-len(older))]...), nil
 }
 
-// recentBetween returns up to limit events of evs (oldest first) with
-// position in (from, to], in the direction asked.
-func recentBetween(evs []*Event, from, to int64, limit int, backwards bool) []*Event {
+// recentBetween returns the events of evs (oldest first) in the range.
+func recentBetween(evs []*Event, rg eventRange) []*Event {
+	from, to, limit := rg.from, rg.to, rg.limit
 	var out []*Event
-	if backwards {
+	if rg.backwards {
 		for i := len(evs) - 1; i >= 0 && len(out) < limit && evs[i].Position > from; i-- {
 			if evs[i].Position <= to {
 				out = append(out, evs[i])

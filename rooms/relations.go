@@ -73,52 +73,14 @@ func relationOfContent(content gjson.Result) (relation, bool) {
 	return rel, true
 }
 
-// indexEvents writes the relations and search rows of newly stored events
-// and removes those of redacted ones, inside the commit's transaction. before
-// is the room's state before the events (to know whether it was encrypted).
-func indexEvents(tx *storage.Tx, before *snapshot, evs []*Event, redacted []*events.PDU) error {
-	encrypted := before != nil && before.get(spec.MRoomEncryption, "") != nil
-	for _, ev := range evs {
-		p := ev.PDU
-		if rel, ok := relationOf(p); ok {
-			var key any
-			if rel.relType == relAnnotation {
-				key = rel.key
-			}
-			if _, err := tx.Exec(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING`,
-				string(p.EventID()), string(p.RoomID()), string(rel.parent), rel.relType, p.Type(), string(p.Sender()),
-				ev.Position, p.OriginServerTS(), key); err != nil {
-				return fmt.Errorf("index relation: %w", err)
-			}
-		}
-		if err := indexSearch(tx, ev, encrypted); err != nil {
-			return err
-		}
-		if sk, ok := p.StateKey(); ok && sk == "" && p.Type() == spec.MRoomEncryption {
-			encrypted = true
-		}
-	}
-	for _, p := range redacted {
-		// A redacted child no longer relates to anything, and redacted
-		// text is no longer searchable.
-		if _, err := tx.Exec(`DELETE FROM event_relations WHERE event_id = $1`, string(p.EventID())); err != nil {
-			return fmt.Errorf("unindex relation: %w", err)
-		}
-		if err := unindexSearch(tx, p.EventID()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // checkSend validates what the auth rules do not see, before an event is
 // built: the relationship of a message event, and the aliases of
 // m.room.canonical_alias. The room's write lock is held.
-func (s *Service) checkSend(ctx context.Context, r *liveRoom, sender spec.UserID, typ string, stateKey *string, content []byte) error {
-	c := gjson.ParseBytes(contentOrEmpty(content))
-	if stateKey != nil {
-		if typ == spec.MRoomCanonicalAlias && *stateKey == "" {
+func (s *Service) checkSend(r *liveRoom, req *sendReq) error {
+	ctx, sender, typ := req.ctx, req.from.User, req.Type
+	c := gjson.ParseBytes(contentOrEmpty(req.Content))
+	if req.StateKey != nil {
+		if typ == spec.MRoomCanonicalAlias && *req.StateKey == "" {
 			return s.checkCanonicalAlias(ctx, r, c)
 		}
 		return nil
@@ -349,20 +311,26 @@ func (s *Service) possibleParents(ctx context.Context, evs []*Event) ([]spec.Eve
 // bundles computes the bundled aggregations of events for a viewer: the
 // m.thread summary, the latest valid m.replace and the m.reference chunk.
 // m.annotation is not aggregated by the server (event annotations, "Server-
-// side aggregation"). State events get no bundle, as the spec says. With
-// nested set (the latest event of a thread) there is no m.thread part,
-// which is also what keeps the recursion finite.
-func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event, nested bool) (map[spec.EventID]bundle, error) {
+// side aggregation"). State events get no bundle, as the spec says.
+func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event) (map[spec.EventID]bundle, error) {
+	return s.bundlesOf(ctx, viewer, evs, bundledTypes)
+}
+
+// The rel_types bundled: the latest event of a thread gets its own bundle,
+// without an m.thread part, which is also what keeps the recursion finite.
+var (
+	bundledTypes       = []string{relReplace, relReference, relThread}
+	bundledTypesNested = []string{relReplace, relReference}
+)
+
+// bundlesOf is bundles for children of the given rel_types.
+func (s *Service) bundlesOf(ctx context.Context, viewer spec.UserID, evs []*Event, types []string) (map[spec.EventID]bundle, error) {
 	parents, byID, err := s.possibleParents(ctx, evs)
 	if err != nil {
 		return nil, err
 	}
 	if len(parents) == 0 {
 		return nil, nil
-	}
-	types := []string{relReplace, relReference}
-	if !nested {
-		types = append(types, relThread)
 	}
 	children, err := s.childrenOf(ctx, parents, types...)
 	if err != nil || len(children) == 0 {
@@ -386,61 +354,31 @@ func (s *Service) bundles(ctx context.Context, viewer spec.UserID, evs []*Event,
 	}
 	var nestedBundles map[spec.EventID]bundle
 	if len(latest) > 0 {
-		if nestedBundles, err = s.bundles(ctx, viewer, latest, true); err != nil {
+		if nestedBundles, err = s.bundlesOf(ctx, viewer, latest, bundledTypesNested); err != nil {
 			return nil, err
 		}
 	}
 	out := map[spec.EventID]bundle{}
 	for id, a := range aggs {
-		if b := a.bundle(viewer, byID[id], loaded, nestedBundles, redactedParents[id]); len(b) > 0 {
+		if b := a.bundle(byID[id].PDU, viewer, loaded, redactedParents[id], nestedBundles); len(b) > 0 {
 			out[id] = b
 		}
 	}
 	return out, nil
 }
 
-// bundle renders the aggregation of parent: the m.thread summary with its
-// latest event (and that event's own bundle), the latest edit unless the
-// parent is redacted or cannot be edited, and the m.reference chunk.
-func (a *aggregation) bundle(viewer spec.UserID, parent *Event, loaded map[spec.EventID]*Event, nested map[spec.EventID]bundle, redacted bool) bundle {
-	b := bundle{}
-	if a.threadCount > 0 {
-		if ev := loaded[a.threadLatest]; ev != nil {
-			b[relThread] = map[string]any{
-				"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nested[ev.PDU.EventID()])),
-				"count":                     a.threadCount,
-				"current_user_participated": a.participated || parent.PDU.Sender() == viewer,
-			}
-		}
-	}
-	if len(a.replaces) > 0 && !redacted && validReplaceTarget(parent.PDU) {
-		if best := a.latestEdit(loaded); best != nil {
-			b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
-		}
-	}
-	if len(a.references) > 0 {
-		chunk := make([]map[string]string, len(a.references))
-		for i, rid := range a.references {
-			chunk[i] = map[string]string{"event_id": string(rid)}
-		}
-		b[relReference] = map[string]any{"chunk": chunk}
-	}
-	return b
-}
-
-// aggregation is what the children the viewer may see add up to for one
-// parent event.
+// aggregation is what the visible children of one parent add up to.
 type aggregation struct {
 	threadCount  int
 	threadLatest spec.EventID
-	participated bool // the viewer wrote in the thread
+	participated bool
 	replaces     []spec.EventID
 	references   []spec.EventID
 }
 
-// aggregate adds up the visible children by parent. load are the events
-// the bundles show (candidate edits, the latest of each thread); replaced
-// are the parents with candidate edits.
+// aggregate adds up the children the viewer may see, per parent. It also
+// returns the children to load (replacements, the latest event of each
+// thread) and the parents with replacements (whose redaction voids them).
 func (s *Service) aggregate(viewer spec.UserID, children []childRow, byID map[spec.EventID]*Event) (aggs map[spec.EventID]*aggregation, load, replaced []spec.EventID) {
 	aggs = map[spec.EventID]*aggregation{}
 	for _, c := range children {
@@ -483,19 +421,42 @@ func (s *Service) aggregate(viewer spec.UserID, children []childRow, byID map[sp
 	return aggs, load, replaced
 }
 
-// latestEdit is the newest valid replacement among the loaded ones.
-func (a *aggregation) latestEdit(loaded map[spec.EventID]*Event) *Event {
-	var best *Event
-	for _, rid := range a.replaces {
-		ev := loaded[rid]
-		if ev == nil || !validReplacement(ev.PDU) {
-			continue
-		}
-		if best == nil || newerEdit(ev.PDU, best.PDU) {
-			best = ev
+// bundle is the parent's unsigned["m.relations"] for the viewer; loaded
+// holds the children aggregate asked to load.
+func (a *aggregation) bundle(parent *events.PDU, viewer spec.UserID, loaded map[spec.EventID]*Event, parentRedacted bool, nested map[spec.EventID]bundle) bundle {
+	b := bundle{}
+	if a.threadCount > 0 {
+		if ev := loaded[a.threadLatest]; ev != nil {
+			b[relThread] = map[string]any{
+				"latest_event":              json.RawMessage(renderWithBundle(ev, &Viewer{User: viewer}, nested[ev.PDU.EventID()])),
+				"count":                     a.threadCount,
+				"current_user_participated": a.participated || parent.Sender() == viewer,
+			}
 		}
 	}
-	return best
+	if len(a.replaces) > 0 && !parentRedacted && validReplaceTarget(parent) {
+		var best *Event
+		for _, rid := range a.replaces {
+			ev := loaded[rid]
+			if ev == nil || !validReplacement(ev.PDU) {
+				continue
+			}
+			if best == nil || newerEdit(ev.PDU, best.PDU) {
+				best = ev
+			}
+		}
+		if best != nil {
+			b[relReplace] = json.RawMessage(ClientEvent(best, &Viewer{User: viewer}))
+		}
+	}
+	if len(a.references) > 0 {
+		chunk := make([]map[string]string, len(a.references))
+		for i, rid := range a.references {
+			chunk[i] = map[string]string{"event_id": string(rid)}
+		}
+		b[relReference] = map[string]any{"chunk": chunk}
+	}
+	return b
 }
 
 // validReplaceTarget: an edit of an edit is not an edit (event replacements,
@@ -573,7 +534,7 @@ func renderWithBundle(ev *Event, v *Viewer, b bundle) []byte {
 // /relations, /threads, /search and limited /sync timelines, and the
 // viewer's membership at each (unsigned.membership).
 func (s *Service) RenderEvents(ctx context.Context, viewer spec.UserID, device string, evs []*Event) ([]json.RawMessage, error) {
-	bs, err := s.bundles(ctx, viewer, evs, false)
+	bs, err := s.bundles(ctx, viewer, evs)
 	if err != nil {
 		return nil, err
 	}
@@ -686,11 +647,45 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 	if q.Recurse {
 		depth = recurseDepth
 	}
-	all, err := s.visibleDescendants(ctx, user, room, a, parentID, q, depth)
-	if err != nil {
-		return nil, err
+	// Collect the children level by level. Filters apply to every level:
+	// a child reached only through a non-matching event is not included.
+	seen := map[spec.EventID]bool{parentID: true}
+	frontier := []spec.EventID{parentID}
+	var all []childRow
+	for level := 0; level < depth && len(frontier) > 0 && len(all) < maxRelationChildren; level++ {
+		rows, err := s.childrenOf(ctx, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = nil
+		for _, c := range rows {
+			if seen[c.id] || c.room != room || (q.RelType != "" && c.relType != q.RelType) || (q.EventType != "" && c.typ != q.EventType) {
+				continue
+			}
+			seen[c.id] = true
+			frontier = append(frontier, c.id)
+			if c.position <= a.upTo && a.r.canSeePlain(user, c.position) {
+				all = append(all, c)
+			}
+		}
 	}
-	window := q.window(all)
+	sort.Slice(all, func(i, j int) bool { return all[i].position < all[j].position })
+	var window []childRow
+	for _, c := range all {
+		if q.Forward {
+			if (q.From != nil && c.position <= int64(*q.From)) || (q.To != nil && c.position > int64(*q.To)) {
+				continue
+			}
+		} else if (q.From != nil && c.position > int64(*q.From)) || (q.To != nil && c.position <= int64(*q.To)) {
+			continue
+		}
+		window = append(window, c)
+	}
+	if !q.Forward {
+		for i, j := 0, len(window)-1; i < j; i, j = i+1, j-1 {
+			window[i], window[j] = window[j], window[i]
+		}
+	}
 	page := &RelationsPage{Prev: q.From}
 	if q.Recurse {
 		page.RecursionDepth = depth
@@ -718,57 +713,6 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 		}
 	}
 	return page, nil
-}
-
-// visibleDescendants collects the children of parentID level by level, up
-// to depth levels, that the user may see, in position order. Filters apply
-// to every level: a child reached only through a non-matching event is
-// not included.
-func (s *Service) visibleDescendants(ctx context.Context, user spec.UserID, room spec.RoomID, a *access, parentID spec.EventID, q RelationsQuery, depth int) ([]childRow, error) {
-	seen := map[spec.EventID]bool{parentID: true}
-	frontier := []spec.EventID{parentID}
-	var all []childRow
-	for level := 0; level < depth && len(frontier) > 0 && len(all) < maxRelationChildren; level++ {
-		rows, err := s.childrenOf(ctx, frontier)
-		if err != nil {
-			return nil, err
-		}
-		frontier = nil
-		for _, c := range rows {
-			if seen[c.id] || c.room != room || (q.RelType != "" && c.relType != q.RelType) || (q.EventType != "" && c.typ != q.EventType) {
-				continue
-			}
-			seen[c.id] = true
-			frontier = append(frontier, c.id)
-			if c.position <= a.upTo && a.r.canSeePlain(user, c.position) {
-				all = append(all, c)
-			}
-		}
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].position < all[j].position })
-	return all, nil
-}
-
-// window keeps the children between from and to, in the direction asked
-// (newest first backwards).
-func (q RelationsQuery) window(all []childRow) []childRow {
-	var window []childRow
-	for _, c := range all {
-		if q.Forward {
-			if (q.From != nil && c.position <= int64(*q.From)) || (q.To != nil && c.position > int64(*q.To)) {
-				continue
-			}
-		} else if (q.From != nil && c.position > int64(*q.From)) || (q.To != nil && c.position <= int64(*q.To)) {
-			continue
-		}
-		window = append(window, c)
-	}
-	if !q.Forward {
-		for i, j := 0, len(window)-1; i < j; i, j = i+1, j-1 {
-			window[i], window[j] = window[j], window[i]
-		}
-	}
-	return window
 }
 
 // GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]:
@@ -832,5 +776,33 @@ func (h *handlers) relations(c *gin.Context) error {
 		resp["recursion_depth"] = page.RecursionDepth
 	}
 	c.JSON(http.StatusOK, resp)
+	return nil
+}
+
+// indexRelation records the relation of a newly stored event, if it has one.
+func indexRelation(tx *storage.Tx, ev *Event) error {
+	p := ev.PDU
+	rel, ok := relationOf(p)
+	if !ok {
+		return nil
+	}
+	var key any
+	if rel.relType == relAnnotation {
+		key = rel.key
+	}
+	if _, err := tx.Exec(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING`,
+		string(p.EventID()), string(p.RoomID()), string(rel.parent), rel.relType, p.Type(), string(p.Sender()),
+		ev.Position, p.OriginServerTS(), key); err != nil {
+		return fmt.Errorf("index relation: %w", err)
+	}
+	return nil
+}
+
+// unindexRelation forgets the relation of a redacted event.
+func unindexRelation(tx *storage.Tx, id spec.EventID) error {
+	if _, err := tx.Exec(`DELETE FROM event_relations WHERE event_id = $1`, string(id)); err != nil {
+		return fmt.Errorf("unindex relation: %w", err)
+	}
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/chatalot/chatalot/storage"
 )
 
 // Event is a PDU with where it sits in the stream, and for the sender's own
@@ -82,12 +81,12 @@ type liveRoom struct {
 	// writeMu serialises writes to the room: one event is built on the
 	// previous one. It is the "one lock per room" that gives every room a
 	// consistent order. Sends are built on the previous group of sends
-	// while that is still being written (the pipeline below); every other
+	// while that is still being written (the pipeline, commit.go); every other
 	// write waits until the pipeline is empty (lockWrites) and commits
 	// before it lets go.
 	writeMu sync.Mutex
 	// queue holds sends waiting for the write lock; its holder builds and
-	// commits them as one group (ops.go, Send).
+	// commits them as one group (send.go, Send).
 	queueMu sync.Mutex
 	queue   []*sendReq
 
@@ -280,93 +279,4 @@ func (r *liveRoom) recentSince(since int64) ([]*Event, bool) {
 	}
 	i := sort.Search(len(r.recent), func(i int) bool { return r.recent[i].Position > since })
 	return r.recent[i:], true
-}
-
-// sendGroup is a group of sends written in one transaction.
-type sendGroup struct {
-	final  *snapshot        // the room's state after the group
-	write  *storage.Pending // the group's write
-	epoch  int
-	seq    int
-	events map[txnKey]spec.EventID // the group's transaction IDs
-	done   chan struct{}           // closed once written (or failed): err is set
-	err    error
-}
-
-// lockWrites takes the write lock for a write that is not a plain send: it
-// also waits until every group of sends in flight is committed, so that the
-// write is built on committed state and committed before the next.
-func (r *liveRoom) lockWrites() {
-	r.writeMu.Lock()
-	r.drainPipeline()
-}
-
-// drainPipeline waits until every group of sends in flight is written; the
-// write lock is held.
-func (r *liveRoom) drainPipeline() {
-	for {
-		r.pipeMu.Lock()
-		tail := r.pipeTail
-		r.pipeMu.Unlock()
-		if tail == nil {
-			return
-		}
-		<-tail.done
-	}
-}
-
-// tip is the state the next group of sends is built on, and the write it
-// must follow (nil when the room's current state is committed).
-func (r *liveRoom) tip() (*snapshot, *storage.Pending) {
-	r.pipeMu.Lock()
-	defer r.pipeMu.Unlock()
-	if r.pipeTail != nil {
-		return r.pipeTail.final, r.pipeTail.write
-	}
-	return r.cur.Load(), nil
-}
-
-// pushGroup makes g the pipeline's newest group.
-func (r *liveRoom) pushGroup(g *sendGroup) {
-	r.pipeMu.Lock()
-	defer r.pipeMu.Unlock()
-	r.pipeSeq++
-	g.epoch, g.seq = r.pipeEpoch, r.pipeSeq
-	r.pipeTail = g
-	if len(g.events) > 0 && r.pipeTxns == nil {
-		r.pipeTxns = map[txnKey]*sendGroup{}
-	}
-	for k := range g.events {
-		r.pipeTxns[k] = g
-	}
-}
-
-// groupDone records a group's outcome. A failure ends the pipeline the
-// group is in, unless a newer one has already started.
-func (r *liveRoom) groupDone(g *sendGroup, err error) {
-	r.pipeMu.Lock()
-	defer r.pipeMu.Unlock()
-	if t := r.pipeTail; t != nil && (t == g || err != nil && t.epoch == g.epoch && t.seq > g.seq) {
-		r.pipeTail = nil
-		if err != nil {
-			r.pipeEpoch++
-		}
-	}
-	for k := range g.events {
-		if r.pipeTxns[k] == g {
-			delete(r.pipeTxns, k)
-		}
-	}
-	g.err = err
-	close(g.done)
-}
-
-// pendingTxn returns the group in flight that holds a transaction ID.
-func (r *liveRoom) pendingTxn(k txnKey) (*sendGroup, spec.EventID) {
-	r.pipeMu.Lock()
-	defer r.pipeMu.Unlock()
-	if g := r.pipeTxns[k]; g != nil {
-		return g, g.events[k]
-	}
-	return nil, ""
 }

@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
-	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 )
@@ -36,57 +33,6 @@ var searchKeys = map[string]string{
 	"content.body":  spec.MRoomMessage,
 	"content.name":  spec.MRoomName,
 	"content.topic": spec.MRoomTopic,
-}
-
-// searchText is the text indexed for an event, if any.
-func searchText(p *events.PDU, encrypted bool) string {
-	sk, isState := p.StateKey()
-	c := p.Content()
-	switch p.Type() {
-	case spec.MRoomMessage:
-		if isState || encrypted {
-			return ""
-		}
-		return c.Get("body").String()
-	case spec.MRoomName:
-		if sk != "" || !isState {
-			return ""
-		}
-		return c.Get("name").String()
-	case spec.MRoomTopic:
-		if sk != "" || !isState {
-			return ""
-		}
-		// The topic, and the text/plain m.topic if it says something else.
-		topic := ""
-		if t := c.Get("topic"); t.Type == gjson.String {
-			topic = t.Str
-		}
-		if plain := plainTopic(p); plain != topic {
-			topic = strings.TrimSpace(topic + "\n" + plain)
-		}
-		return topic
-	}
-	return ""
-}
-
-func indexSearch(tx *storage.Tx, ev *Event, encrypted bool) error {
-	if err := indexWords(tx, ev.Position, searchText(ev.PDU, encrypted)); err != nil {
-		return fmt.Errorf("index for search: %w", err)
-	}
-	return nil
-}
-
-func unindexSearch(tx *storage.Tx, id spec.EventID) error {
-	for _, q := range []string{
-		`DELETE FROM search_words WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
-		`DELETE FROM search_docs WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
-	} {
-		if _, err := tx.Exec(q, string(id)); err != nil {
-			return fmt.Errorf("unindex for search: %w", err)
-		}
-	}
-	return nil
 }
 
 // searchTerms splits a search term into words as the index cuts them,
@@ -165,143 +111,148 @@ type searchHit struct {
 // maxSearchCandidates bounds the matches one search considers.
 const maxSearchCandidates = 5000
 
-// searchQuery is a room_events search, checked: what to match, in which
-// order, how to group, and where the page starts.
-type searchQuery struct {
-	words   []string // the search term's words, folded
-	types   []string // the event types the keys are read from
-	recent  bool     // order_by recent, else rank
-	groupBy []string // "room_id", "sender"
-	limit   int
-	tok     searchToken
+// Search runs the room_events search for a user and returns the response's
+// room_events object.
+func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
+	sq, err := parseSearch(c, nextBatch)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"results": []any{}, "count": 0, "highlights": sq.words}
+	if sq.words == nil {
+		out["highlights"] = []string{}
+	}
+	access := s.searchableRooms(user, c.Filter, sq.tok)
+	if len(sq.words) == 0 || len(access) == 0 || len(sq.types) == 0 {
+		return out, nil
+	}
+	hits, err := s.searchHits(ctx, user, access, sq)
+	if err != nil {
+		return nil, err
+	}
+	out["count"] = len(hits)
+	start := min(sq.tok.Offset, len(hits))
+	end := min(start+sq.limit, len(hits))
+	pageHits := hits[start:end]
+	// A full page gets a next_batch even when it holds the last hits: the
+	// spec only makes an absent next_batch mean "no more", and clients
+	// (and the Matrix suite) page until a page comes back without one.
+	if end < len(hits) || len(pageHits) == sq.limit {
+		out["next_batch"] = searchToken{Offset: end, Group: sq.tok.Group, Value: sq.tok.Value}.String()
+	}
+	evs, kept, err := s.loadHits(ctx, pageHits)
+	if err != nil {
+		return nil, err
+	}
+	run := &searchRun{s: s, user: user, device: device, access: access, c: c}
+	if out["results"], err = run.results(ctx, evs, kept); err != nil {
+		return nil, err
+	}
+	if len(sq.groupBy) > 0 {
+		out["groups"] = searchGroups(sq.groupBy, kept, hits, end)
+	}
+	if c.IncludeState {
+		state := map[string]any{}
+		for _, ev := range evs {
+			room := ev.PDU.RoomID()
+			if _, done := state[string(room)]; done {
+				continue
+			}
+			st, err := s.stateFor(ctx, access[room])
+			if err != nil {
+				return nil, err
+			}
+			state[string(room)] = clientState(st)
+		}
+		out["state"] = state
+	}
+	return out, nil
 }
 
-func parseSearchQuery(c *SearchCriteria, nextBatch string) (*searchQuery, error) {
+// parseSearch checks the criteria and the next_batch token.
+func parseSearch(c *SearchCriteria, nextBatch string) (searchQuery, error) {
+	var sq searchQuery
 	if c.SearchTerm == nil {
-		return nil, spec.MissingParam("search_term is required")
+		return sq, spec.MissingParam("search_term is required")
 	}
-	q := &searchQuery{types: []string{}, limit: 10}
+	sq.types = []string{}
 	if len(c.Keys) == 0 {
-		q.types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
+		sq.types = []string{spec.MRoomMessage, spec.MRoomName, spec.MRoomTopic}
 	}
 	for _, k := range c.Keys {
 		t, ok := searchKeys[k]
 		if !ok {
-			return nil, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
+			return sq, spec.InvalidParam("keys: %q cannot be searched (content.body, content.name and content.topic can)", k)
 		}
-		if !contains(q.types, t) {
-			q.types = append(q.types, t)
+		if !contains(sq.types, t) {
+			sq.types = append(sq.types, t)
 		}
 	}
 	switch c.OrderBy {
 	case "", "rank":
 	case "recent":
-		q.recent = true
+		sq.recent = true
 	default:
-		return nil, spec.InvalidParam("order_by must be rank or recent")
+		return sq, spec.InvalidParam("order_by must be rank or recent")
 	}
 	if c.Groupings != nil {
 		for _, g := range c.Groupings.GroupBy {
 			if g.Key != "room_id" && g.Key != "sender" {
-				return nil, spec.InvalidParam("groupings can be by room_id or sender")
+				return sq, spec.InvalidParam("groupings can be by room_id or sender")
 			}
-			if !contains(q.groupBy, g.Key) {
-				q.groupBy = append(q.groupBy, g.Key)
+			if !contains(sq.groupBy, g.Key) {
+				sq.groupBy = append(sq.groupBy, g.Key)
 			}
 		}
 	}
 	if err := c.Filter.Validate(); err != nil {
-		return nil, err
+		return sq, err
 	}
+	sq.filter = c.Filter
+	sq.limit = 10
 	if c.Filter != nil && c.Filter.Limit != nil && *c.Filter.Limit > 0 {
-		q.limit = min(*c.Filter.Limit, 100)
+		sq.limit = min(*c.Filter.Limit, 100)
 	}
 	if nextBatch != "" {
 		t, err := parseSearchToken(nextBatch)
 		if err != nil {
-			return nil, err
+			return sq, err
 		}
-		q.tok = t
+		sq.tok = t
 	}
-	q.words = searchTerms(*c.SearchTerm)
-	return q, nil
-}
-
-// Search runs the room_events search for a user and returns the response's
-// room_events object.
-func (s *Service) Search(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, nextBatch string) (map[string]any, error) {
-	q, err := parseSearchQuery(c, nextBatch)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]any{"results": []any{}, "count": 0, "highlights": q.words}
-	if q.words == nil {
-		out["highlights"] = []string{}
-	}
-	access := s.searchableRooms(user, c.Filter, q.tok)
-	if len(q.words) == 0 || len(access) == 0 || len(q.types) == 0 {
-		return out, nil
-	}
-	hits, err := s.searchHits(ctx, user, q.words, q.types, access, c.Filter, q.recent, q.tok)
-	if err != nil {
-		return nil, err
-	}
-	out["count"] = len(hits)
-	start := min(q.tok.Offset, len(hits))
-	end := min(start+q.limit, len(hits))
-	pageHits := hits[start:end]
-	// A full page gets a next_batch even when it holds the last hits: the
-	// spec only makes an absent next_batch mean "no more", and clients
-	// (and the Matrix suite) page until a page comes back without one.
-	if end < len(hits) || len(pageHits) == q.limit {
-		out["next_batch"] = searchToken{Offset: end, Group: q.tok.Group, Value: q.tok.Value}.String()
-	}
-
-	evs, kept, err := s.loadHits(ctx, pageHits)
-	if err != nil {
-		return nil, err
-	}
-	if out["results"], err = s.searchResults(ctx, user, device, c, access, evs, kept); err != nil {
-		return nil, err
-	}
-	if len(q.groupBy) > 0 {
-		out["groups"] = searchGroups(q.groupBy, kept, hits, end)
-	}
-	if c.IncludeState {
-		if out["state"], err = s.searchState(ctx, evs, access); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	sq.words = searchTerms(*c.SearchTerm)
+	return sq, nil
 }
 
 // searchableRooms are the rooms the user has been in and may still read
-// (up to a leave), as the filter and the token's group allow.
+// (up to a leave), within the filter and the token's room group.
 func (s *Service) searchableRooms(user spec.UserID, f *RoomEventFilter, tok searchToken) map[spec.RoomID]*access {
-	rooms := map[spec.RoomID]*access{}
+	out := map[spec.RoomID]*access{}
 	for id := range s.RoomsOf(user) {
 		if !f.MatchesRoom(id) || (tok.Group == "room_id" && string(id) != tok.Value) {
 			continue
 		}
 		if a, err := s.readAccess(user, id); err == nil {
-			rooms[id] = a
+			out[id] = a
 		}
 	}
-	return rooms
+	return out
 }
 
-// loadHits loads the events of a page of hits; kept are the hits whose
-// event was found, in step with evs.
-func (s *Service) loadHits(ctx context.Context, page []searchHit) (evs []*Event, kept []searchHit, err error) {
-	ids := make([]spec.EventID, len(page))
-	for i, h := range page {
+// loadHits loads the events of a page of hits; a hit whose event is gone
+// (purged meanwhile) is left out.
+func (s *Service) loadHits(ctx context.Context, hits []searchHit) ([]*Event, []searchHit, error) {
+	ids := make([]spec.EventID, len(hits))
+	for i, h := range hits {
 		ids[i] = h.id
 	}
 	loaded, err := s.eventsByID(ctx, ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, h := range page {
+	var evs []*Event
+	var kept []searchHit
+	for _, h := range hits {
 		if ev := loaded[h.id]; ev != nil {
 			evs = append(evs, ev)
 			kept = append(kept, h)
@@ -310,18 +261,28 @@ func (s *Service) loadHits(ctx context.Context, page []searchHit) (evs []*Event,
 	return evs, kept, nil
 }
 
-// searchResults renders the page's results: rank, event and, when asked,
-// the event's context.
-func (s *Service) searchResults(ctx context.Context, user spec.UserID, device string, c *SearchCriteria, access map[spec.RoomID]*access, evs []*Event, kept []searchHit) ([]any, error) {
-	rendered, err := s.RenderEvents(ctx, user, device, evs)
+// searchRun is a search request being answered: who asks (and from which
+// device, for the client format), the rooms they may search, the criteria.
+type searchRun struct {
+	s      *Service
+	user   spec.UserID
+	device string
+	access map[spec.RoomID]*access
+	c      *SearchCriteria
+}
+
+// results renders the page's results (evs, with their hits), with their
+// context if asked.
+func (run *searchRun) results(ctx context.Context, evs []*Event, hits []searchHit) ([]any, error) {
+	rendered, err := run.s.RenderEvents(ctx, run.user, run.device, evs)
 	if err != nil {
 		return nil, err
 	}
 	results := make([]any, len(evs))
 	for i, ev := range evs {
-		res := map[string]any{"rank": kept[i].rank, "result": rendered[i]}
-		if c.EventContext != nil {
-			ctxObj, err := s.searchContext(ctx, user, device, access[ev.PDU.RoomID()], ev, c)
+		res := map[string]any{"rank": hits[i].rank, "result": rendered[i]}
+		if run.c.EventContext != nil {
+			ctxObj, err := run.eventContext(ctx, ev)
 			if err != nil {
 				return nil, err
 			}
@@ -332,10 +293,10 @@ func (s *Service) searchResults(ctx context.Context, user spec.UserID, device st
 	return results, nil
 }
 
-// searchGroups groups the page's hits by each key (room_id, sender); a
-// group with results after the page (end, in all hits) gets its own
-// next_batch.
-func searchGroups(groupBy []string, kept, hits []searchHit, end int) map[string]any {
+// searchGroups groups the page's hits by each key asked for (room_id,
+// sender), with a next_batch for a group that has more after the page; all
+// is every hit of the search and end where the page ends in it.
+func searchGroups(groupBy []string, page, all []searchHit, end int) map[string]any {
 	groups := map[string]any{}
 	for _, key := range groupBy {
 		value := func(h searchHit) string {
@@ -345,7 +306,7 @@ func searchGroups(groupBy []string, kept, hits []searchHit, end int) map[string]
 			return string(h.sender)
 		}
 		byValue := map[string]map[string]any{}
-		for _, h := range kept {
+		for _, h := range page {
 			v := value(h)
 			g := byValue[v]
 			if g == nil {
@@ -354,7 +315,7 @@ func searchGroups(groupBy []string, kept, hits []searchHit, end int) map[string]
 				// More of this group after the page? Its own offset is
 				// how many of its results the pages so far held.
 				done, more := 0, false
-				for i, x := range hits {
+				for i, x := range all {
 					if value(x) != v {
 						continue
 					}
@@ -376,28 +337,21 @@ func searchGroups(groupBy []string, kept, hits []searchHit, end int) map[string]
 	return groups
 }
 
-// searchState is include_state: the state of each room with a result, as
-// the user may see it.
-func (s *Service) searchState(ctx context.Context, evs []*Event, access map[spec.RoomID]*access) (map[string]any, error) {
-	state := map[string]any{}
-	for _, ev := range evs {
-		room := ev.PDU.RoomID()
-		if _, done := state[string(room)]; done {
-			continue
-		}
-		st, err := s.stateFor(ctx, access[room])
-		if err != nil {
-			return nil, err
-		}
-		state[string(room)] = clientState(st)
-	}
-	return state, nil
+// searchQuery is one search, as parseSearch reads it from the request.
+type searchQuery struct {
+	words, types []string // the query's words, the event types searched
+	filter       *RoomEventFilter
+	recent       bool        // order_by recent: newest first, not by rank
+	tok          searchToken // next_batch: where the page starts, in which group
+	groupBy      []string    // room_id, sender
+	limit        int         // results per page
 }
 
-// searchHits returns every visible match in order (capped), scoped to the
-// token's group.
-func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types []string, access map[spec.RoomID]*access, f *RoomEventFilter, recent bool, tok searchToken) ([]searchHit, error) {
-	matches, args := wordMatches(words)
+// searchHits returns every match the user may see in the rooms of access,
+// in order (capped), scoped to the token's group.
+func (s *Service) searchHits(ctx context.Context, user spec.UserID, access map[spec.RoomID]*access, sq searchQuery) ([]searchHit, error) {
+	types, f, tok := sq.types, sq.filter, sq.tok
+	matches, args := wordMatches(sq.words)
 	rooms := make([]string, 0, len(access))
 	for id := range access {
 		rooms = append(rooms, string(id))
@@ -415,7 +369,7 @@ func (s *Service) searchHits(ctx context.Context, user spec.UserID, words, types
 		args = append(args, t)
 	}
 	order := ` ORDER BY m.score DESC, e.position DESC`
-	if recent {
+	if sq.recent {
 		order = ` ORDER BY e.position DESC`
 	}
 	// The word index answers the events that have every word and their
@@ -480,9 +434,11 @@ func matchesSearchFilter(f *RoomEventFilter, typ string, sender spec.UserID, has
 	return f.ContainsURL == nil || *f.ContainsURL == hasURL
 }
 
-// searchContext is a result's event_context: visible events around it, and
+// eventContext is a result's event_context: visible events around it, and
 // the senders' profiles at the time if asked.
-func (s *Service) searchContext(ctx context.Context, user spec.UserID, device string, a *access, ev *Event, c *SearchCriteria) (map[string]any, error) {
+func (run *searchRun) eventContext(ctx context.Context, ev *Event) (map[string]any, error) {
+	s, user, device, c := run.s, run.user, run.device, run.c
+	a := run.access[ev.PDU.RoomID()]
 	before, after := 5, 5
 	if c.EventContext.BeforeLimit != nil {
 		before = *c.EventContext.BeforeLimit
@@ -495,7 +451,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 	var evsBefore, evsAfter []*Event
 	start, end := Token(ev.Position-1), Token(ev.Position)
 	if before > 0 {
-		p, err := s.Messages(ctx, user, room, &start, nil, true, before, nil)
+		p, err := s.Messages(ctx, user, room, MessagesRequest{From: &start, Backwards: true, Limit: before})
 		if err != nil {
 			return nil, err
 		}
@@ -505,7 +461,7 @@ func (s *Service) searchContext(ctx context.Context, user spec.UserID, device st
 		}
 	}
 	if after > 0 {
-		p, err := s.Messages(ctx, user, room, &end, nil, false, after, nil)
+		p, err := s.Messages(ctx, user, room, MessagesRequest{From: &end, Limit: after})
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/tidwall/gjson"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -71,6 +72,60 @@ func indexWords(tx *storage.Tx, position int64, text string) error {
 	for w, n := range hits {
 		if _, err := tx.Exec(`INSERT INTO search_words (word, position, hits) VALUES ($1, $2, $3)`, w, position, n); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// searchText is the text indexed for an event, if any.
+func searchText(p *events.PDU, encrypted bool) string {
+	sk, isState := p.StateKey()
+	c := p.Content()
+	switch p.Type() {
+	case spec.MRoomMessage:
+		if isState || encrypted {
+			return ""
+		}
+		return c.Get("body").String()
+	case spec.MRoomName:
+		if sk != "" || !isState {
+			return ""
+		}
+		return c.Get("name").String()
+	case spec.MRoomTopic:
+		if sk != "" || !isState {
+			return ""
+		}
+		// The topic, and the text/plain m.topic if it says something else.
+		topic := ""
+		if t := c.Get("topic"); t.Type == gjson.String {
+			topic = t.Str
+		}
+		if plain := plainTopic(p); plain != topic {
+			topic = strings.TrimSpace(topic + "\n" + plain)
+		}
+		return topic
+	}
+	return ""
+}
+
+// indexSearch records the words of a newly stored event; encrypted says
+// whether its room was encrypted when it was sent.
+func indexSearch(tx *storage.Tx, ev *Event, encrypted bool) error {
+	if err := indexWords(tx, ev.Position, searchText(ev.PDU, encrypted)); err != nil {
+		return fmt.Errorf("index for search: %w", err)
+	}
+	return nil
+}
+
+// unindexSearch forgets the words of a redacted event.
+func unindexSearch(tx *storage.Tx, id spec.EventID) error {
+	for _, q := range []string{
+		`DELETE FROM search_words WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
+		`DELETE FROM search_docs WHERE position = (SELECT position FROM events WHERE event_id = $1)`,
+	} {
+		if _, err := tx.Exec(q, string(id)); err != nil {
+			return fmt.Errorf("unindex for search: %w", err)
 		}
 	}
 	return nil
@@ -139,7 +194,7 @@ func (s *Service) reindexSearch(ctx context.Context) error {
 				rows.Close()
 				return fmt.Errorf("stored event at %d does not parse: %w", pos, err)
 			}
-			docs = append(docs, doc{pos, searchText(p, false)})
+			docs = append(docs, doc{pos, searchText(p, false)}) // the query left out encrypted rooms' messages
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {

@@ -31,7 +31,7 @@ func benchStateChange(b *testing.B, entries int) {
 	cpu0 := cpuSeconds()
 	for i := 0; i < b.N; i++ {
 		key := fmt.Sprint("new", i)
-		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, "org.example.entry", &key, "", content); err != nil {
+		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func benchJoin(b *testing.B, entries int) {
 	cpu0 := cpuSeconds()
 	for i := 0; i < b.N; i++ {
 		user := spec.UserID(fmt.Sprintf("@u%d:test", i))
-		if _, err := ts.s.ChangeMembership(ctx, Sender{User: user}, id, user, spec.Join, "", false); err != nil {
+		if _, err := ts.s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Join}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -100,7 +100,7 @@ func stateChangeBytes(t *testing.T, entries int) uint64 {
 	content := []byte(`{"v":2}`)
 	send := func(i int) {
 		key := fmt.Sprint("new", i)
-		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, "org.example.entry", &key, "", content); err != nil {
+		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -182,40 +182,6 @@ type storedEvent struct {
 	txnID    string
 }
 
-// insertEvent writes the event, moves current state if it is a state event,
-// and records the transaction ID.
-func insertEvent(tx *storage.Tx, ev *Event) error {
-	p := ev.PDU
-	var stateKey any
-	if sk, ok := p.StateKey(); ok {
-		stateKey = sk
-	}
-	var device, txn any
-	if ev.TxnID != "" {
-		device, txn = ev.DeviceID, ev.TxnID
-	}
-	if _, err := tx.Exec(`INSERT INTO events (position, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json, sender_device, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		ev.Position, string(p.EventID()), string(p.RoomID()), p.Type(), stateKey, string(p.Sender()),
-		p.OriginServerTS(), p.Depth(), string(p.JSON()), device, txn); err != nil {
-		return fmt.Errorf("insert event: %w", err)
-	}
-	if sk, ok := p.StateKey(); ok {
-		if _, err := tx.Exec(`INSERT INTO room_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
-			string(p.RoomID()), p.Type(), sk, string(p.EventID())); err != nil {
-			return fmt.Errorf("update room state: %w", err)
-		}
-	}
-	if ev.TxnID != "" {
-		if _, err := tx.Exec(`INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id, ts) VALUES ($1, $2, $3, $4, $5, $6)`,
-			string(p.Sender()), ev.DeviceID, txnScope(p), ev.TxnID, string(p.EventID()), p.OriginServerTS()); err != nil {
-			return fmt.Errorf("record transaction ID: %w", err)
-		}
-	}
-	return nil
-}
-
 // scanEvents reads rows of eventColumns.
 func scanEvents(rows *sql.Rows) ([]*Event, error) {
 	defer rows.Close()
@@ -265,18 +231,26 @@ func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error
 	return evs[0], nil
 }
 
-// eventsBetween returns a room's events with position in (from, to],
-// ascending, at most limit (0: no limit).
-func (s *Service) eventsBetween(ctx context.Context, room spec.RoomID, from, to int64, limit int, backwards bool) ([]*Event, error) {
+// eventRange is a room's events with position in (from, to]: at most
+// limit of them (0: no limit, for eventsBetween only), oldest first, or
+// newest first if backwards.
+type eventRange struct {
+	from, to  int64
+	limit     int
+	backwards bool
+}
+
+// eventsBetween returns the room's events in the range, from the database.
+func (s *Service) eventsBetween(ctx context.Context, room spec.RoomID, rg eventRange) ([]*Event, error) {
 	order := "ASC"
-	if backwards {
+	if rg.backwards {
 		order = "DESC"
 	}
 	q := `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position > $2 AND e.position <= $3 ORDER BY e.position ` + order
-	if limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", limit)
+	if rg.limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", rg.limit)
 	}
-	rows, err := s.db.Query(ctx, q, string(room), from, to)
+	rows, err := s.db.Query(ctx, q, string(room), rg.from, rg.to)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func (s *Service) EventsBetween(ctx context.Context, id spec.RoomID, since, unti
 		}
 		return out, nil
 	}
-	return s.eventsBetween(ctx, id, since, until, 0, false)
+	return s.eventsBetween(ctx, id, eventRange{from: since, to: until})
 }
 
 // LatestEvents returns up to limit of the room's latest events at or before
@@ -89,7 +89,7 @@ func (s *Service) LatestEvents(ctx context.Context, user spec.UserID, id spec.Ro
 	var out []*Event
 	cursor := until
 	for {
-		batch, err := s.eventsBetween(ctx, id, since, cursor, limit*2+1, true)
+		batch, err := s.eventsBetween(ctx, id, eventRange{from: since, to: cursor, limit: limit*2 + 1, backwards: true})
 		if err != nil {
 			return nil, false, err
 		}

@@ -44,101 +44,202 @@ type UpgradeRequest struct {
 // Upgrade replaces a room with a new room of another version and returns
 // the new room's ID.
 func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.RoomID, req UpgradeRequest) (spec.RoomID, error) {
-	if req.NewVersion == "" {
-		return "", spec.MissingParam("new_version is required")
+	u, err := planUpgrade(user, req)
+	if err != nil {
+		return "", err
 	}
-	v := spec.RoomVersion(req.NewVersion)
-	if !v.Supported() {
-		return "", errUnsupportedVersion(req.NewVersion)
-	}
-	var extraCreators []spec.UserID
-	if v.AtLeast12() {
-		seen := map[spec.UserID]bool{user: true}
-		for _, raw := range req.AdditionalCreators {
-			u, err := spec.ParseUserID(raw)
-			if err != nil {
-				return "", spec.InvalidParam("additional_creators: %q is not a user ID", raw)
-			}
-			if !seen[u] {
-				seen[u] = true
-				extraCreators = append(extraCreators, u)
-			}
-		}
-	}
-	old := s.room(oldID)
-	if old == nil {
+	u.old = s.room(oldID)
+	if u.old == nil {
 		return "", errNotInRoom(oldID)
 	}
-	old.lockWrites()
-	defer old.writeMu.Unlock()
-	snap := old.cur.Load()
-	if snap.membership(user) != spec.Join {
+	u.old.lockWrites()
+	defer u.old.writeMu.Unlock()
+	u.snap = u.old.cur.Load()
+	if u.snap.membership(user) != spec.Join {
 		return "", errNotInRoom(oldID)
 	}
-	oldPL, err := authrules.PowerLevelsOf(snap)
+	oldPL, err := authrules.PowerLevelsOf(u.snap)
 	if err != nil {
 		return "", err
 	}
 	if !oldPL.CanSend(user, spec.MRoomTombstone, true) {
 		return "", spec.Forbidden("you need power level %d to upgrade this room", oldPL.EventLevel(spec.MRoomTombstone, true))
 	}
-
-	newRoom, err := s.buildReplacement(ctx, user, old, snap, v, extraCreators)
+	newRoom, err := s.buildReplacement(ctx, u)
 	if err != nil {
 		return "", err
 	}
-
-	// The old room: the tombstone, then power levels that stop ordinary
-	// messages and invites "if possible", and a canonical alias without the
-	// aliases that moved.
-	b := s.begin(old)
-	tomb, err := events.MarshalCanonical(map[string]any{"body": "This room has been replaced", "replacement_room": string(newRoom)})
-	if err != nil {
-		return "", err
-	}
-	if _, err := b.add(spec.MRoomTombstone, strPtr(""), user, tomb, ""); err != nil {
-		return "", err
-	}
-	if plEv := snap.get(spec.MRoomPowerLevels, ""); plEv != nil {
-		var c map[string]any
-		if json.Unmarshal([]byte(plEv.Content().Raw), &c) == nil {
-			restricted := max(int64(50), oldPL.UsersDefault+1)
-			changed := false
-			if oldPL.EventsDefault < restricted {
-				c["events_default"], changed = restricted, true
-			}
-			if oldPL.Invite < restricted {
-				c["invite"], changed = restricted, true
-			}
-			if changed {
-				if content, err := events.MarshalCanonical(c); err == nil {
-					_, _ = b.add(spec.MRoomPowerLevels, strPtr(""), user, content, "") // refused: left as is
-				}
-			}
-		}
-	}
-	if ca := snap.get(spec.MRoomCanonicalAlias, ""); ca != nil && ca.Content().Raw != "{}" {
-		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), user, []byte("{}"), "")
-	}
-	if err := b.commit(ctx, false, "", "", ""); err != nil {
+	if err := s.retireOldRoom(ctx, u, oldPL, newRoom); err != nil {
 		return "", err
 	}
 	return newRoom, nil
 }
 
+// upgrade is one room upgrade under way: who asks for it, the new version
+// and the creators it adds, and the old room (its write lock held) with its
+// state.
+type upgrade struct {
+	user          spec.UserID
+	version       spec.RoomVersion
+	extraCreators []spec.UserID // v12+: additional_creators, without the user
+	old           *liveRoom
+	snap          *snapshot
+}
+
+// planUpgrade checks the request: a supported version and, for v12+, valid
+// additional creators (once each).
+func planUpgrade(user spec.UserID, req UpgradeRequest) (*upgrade, error) {
+	if req.NewVersion == "" {
+		return nil, spec.MissingParam("new_version is required")
+	}
+	u := &upgrade{user: user, version: spec.RoomVersion(req.NewVersion)}
+	if !u.version.Supported() {
+		return nil, errUnsupportedVersion(req.NewVersion)
+	}
+	if !u.version.AtLeast12() {
+		return u, nil
+	}
+	seen := map[spec.UserID]bool{user: true}
+	for _, raw := range req.AdditionalCreators {
+		c, err := spec.ParseUserID(raw)
+		if err != nil {
+			return nil, spec.InvalidParam("additional_creators: %q is not a user ID", raw)
+		}
+		if !seen[c] {
+			seen[c] = true
+			u.extraCreators = append(u.extraCreators, c)
+		}
+	}
+	return u, nil
+}
+
+// retireOldRoom commits, in the old room, the tombstone, then power levels
+// that stop ordinary messages and invites "if possible", and a canonical
+// alias without the aliases that moved.
+func (s *Service) retireOldRoom(ctx context.Context, u *upgrade, oldPL authrules.PowerLevels, newRoom spec.RoomID) error {
+	b := s.begin(u.old)
+	tomb, err := events.MarshalCanonical(map[string]any{"body": "This room has been replaced", "replacement_room": string(newRoom)})
+	if err != nil {
+		return err
+	}
+	if _, err := b.add(spec.MRoomTombstone, strPtr(""), u.user, tomb); err != nil {
+		return err
+	}
+	if content, ok := restrictedPowerLevels(u.snap, oldPL); ok {
+		_, _ = b.add(spec.MRoomPowerLevels, strPtr(""), u.user, content) // refused: left as is
+	}
+	if ca := u.snap.get(spec.MRoomCanonicalAlias, ""); ca != nil && ca.Content().Raw != "{}" {
+		_, _ = b.add(spec.MRoomCanonicalAlias, strPtr(""), u.user, []byte("{}"))
+	}
+	return b.commit(ctx, commitOpts{})
+}
+
+// restrictedPowerLevels is the old room's power levels raised so that only
+// users above the default may send messages or invite, if they change.
+func restrictedPowerLevels(snap *snapshot, oldPL authrules.PowerLevels) ([]byte, bool) {
+	plEv := snap.get(spec.MRoomPowerLevels, "")
+	if plEv == nil {
+		return nil, false
+	}
+	var c map[string]any
+	if json.Unmarshal([]byte(plEv.Content().Raw), &c) != nil {
+		return nil, false
+	}
+	restricted := max(int64(50), oldPL.UsersDefault+1)
+	changed := false
+	if oldPL.EventsDefault < restricted {
+		c["events_default"], changed = restricted, true
+	}
+	if oldPL.Invite < restricted {
+		c["invite"], changed = restricted, true
+	}
+	if !changed {
+		return nil, false
+	}
+	content, err := events.MarshalCanonical(c)
+	return content, err == nil
+}
+
 // buildReplacement creates and commits the new room.
-func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *liveRoom, snap *snapshot, v spec.RoomVersion, extraCreators []spec.UserID) (spec.RoomID, error) {
-	id, err := newRoomID(s.server, v)
+func (s *Service) buildReplacement(ctx context.Context, u *upgrade) (spec.RoomID, error) {
+	id, err := newRoomID(s.server, u.version)
 	if err != nil {
 		return "", err
 	}
-	r := newLiveRoom(id, v)
+	r := newLiveRoom(id, u.version)
 	b := s.begin(r)
-
+	user := u.user
 	// 1. m.room.create with the predecessor and the old room's type.
-	oldCreate := snap.get(spec.MRoomCreate, "")
+	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), user, replacementCreate(u)); err != nil {
+		return "", err
+	}
+	// 2. The upgrading user joins.
+	content, err := s.memberContent(ctx, MembershipChange{Target: user, Membership: spec.Join})
+	if err != nil {
+		return "", err
+	}
+	if _, err := b.add(spec.MRoomMember, strPtr(string(user)), user, content); err != nil {
+		return "", err
+	}
+	invitees, banned := carriedMembers(u)
+	// 3. Power levels: the old room's, adapted to the new version. The
+	// upgrading user may need a higher level for the state to copy; they
+	// then get it in a first power levels event, and the final one
+	// restores the copied levels.
+	final, err := s.upgradedPowerLevels(u.snap, u.version, user, u.extraCreators)
+	if err != nil {
+		return "", err
+	}
+	needed, err := levelNeeded(u, final, invitees, banned)
+	if err != nil {
+		return "", err
+	}
+	first := final
+	if needed > 0 {
+		first = withUserLevel(final, user, needed)
+	}
+	if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, first); err != nil {
+		return "", err
+	}
+	// 4. The transferred state, as it is in the old room.
+	if err := s.addTransferredState(b, u); err != nil {
+		return "", err
+	}
+	// 5. Bans, then invites; one that the auth rules refuse (a banned
+	// user of higher level) is left out rather than failing the upgrade.
+	for _, t := range banned {
+		c, err := events.MarshalCanonical(map[string]any{"membership": spec.Ban})
+		if err == nil {
+			_, _ = b.add(spec.MRoomMember, strPtr(string(t)), user, c)
+		}
+	}
+	for _, t := range invitees {
+		c, err := s.memberContent(ctx, MembershipChange{Target: t, Membership: spec.Invite})
+		if err == nil {
+			_, _ = b.add(spec.MRoomMember, strPtr(string(t)), user, c)
+		}
+	}
+	if needed > 0 {
+		if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, final); err != nil {
+			return "", err
+		}
+	}
+	moveDirectory, err := s.directoryMove(ctx, u.old.id, r)
+	if err != nil {
+		return "", err
+	}
+	if err := b.commit(ctx, commitOpts{NewRoom: true, Creator: user, Also: moveDirectory}); err != nil {
+		return "", err
+	}
+	return r.id, nil
+}
+
+// replacementCreate is the new room's m.room.create content: the version,
+// the old room's type and m.federate, the predecessor, and the creators.
+func replacementCreate(u *upgrade) map[string]any {
+	v := u.version
 	create := map[string]any{"room_version": string(v)}
-	if oldCreate != nil {
+	if oldCreate := u.snap.get(spec.MRoomCreate, ""); oldCreate != nil {
 		for _, k := range []string{"type", "m.federate"} {
 			if f := oldCreate.Content().Get(strings.ReplaceAll(k, ".", `\.`)); f.Exists() {
 				create[k] = json.RawMessage(f.Raw)
@@ -147,42 +248,33 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 	}
 	// predecessor.event_id is deprecated (Matrix 1.16): a v12 room, whose
 	// clients follow the tombstone, leaves it out.
-	pred := map[string]any{"room_id": string(old.id)}
-	if len(snap.extremity) > 0 && !v.AtLeast12() {
-		pred["event_id"] = string(snap.extremity[0].EventID())
+	pred := map[string]any{"room_id": string(u.old.id)}
+	if len(u.snap.extremity) > 0 && !v.AtLeast12() {
+		pred["event_id"] = string(u.snap.extremity[0].EventID())
 	}
 	create["predecessor"] = pred
 	if !v.AtLeast11() {
-		create["creator"] = string(user)
+		create["creator"] = string(u.user)
 	}
-	if len(extraCreators) > 0 {
-		list := make([]string, len(extraCreators))
-		for i, u := range extraCreators {
-			list[i] = string(u)
+	if len(u.extraCreators) > 0 {
+		list := make([]string, len(u.extraCreators))
+		for i, c := range u.extraCreators {
+			list[i] = string(c)
 		}
 		create["additional_creators"] = list
 	}
-	if err := s.addJSON(b, spec.MRoomCreate, strPtr(""), user, create); err != nil {
-		return "", err
-	}
-	// 2. The upgrading user joins.
-	content, err := s.memberContent(ctx, user, spec.Join, "", nil, nil)
-	if err != nil {
-		return "", err
-	}
-	if _, err := b.add(spec.MRoomMember, strPtr(string(user)), user, content, ""); err != nil {
-		return "", err
-	}
+	return create
+}
 
-	// Who else comes along: invites for a room that is not public, bans
-	// always (so that a ban survives the upgrade).
+// carriedMembers is who else comes along: invites for a room that is not
+// public, bans always (so that a ban survives the upgrade).
+func carriedMembers(u *upgrade) (invitees, banned []spec.UserID) {
 	joinRule := ""
-	if jr := snap.get(spec.MRoomJoinRules, ""); jr != nil {
+	if jr := u.snap.get(spec.MRoomJoinRules, ""); jr != nil {
 		joinRule = jr.Content().Get("join_rule").String()
 	}
-	var invitees, banned []spec.UserID
-	for k, ev := range snap.state.All() {
-		if k.Type != spec.MRoomMember || spec.UserID(k.StateKey) == user {
+	for k, ev := range u.snap.state.All() {
+		if k.Type != spec.MRoomMember || spec.UserID(k.StateKey) == u.user {
 			continue
 		}
 		switch ev.Content().Get("membership").String() {
@@ -194,123 +286,103 @@ func (s *Service) buildReplacement(ctx context.Context, user spec.UserID, old *l
 			banned = append(banned, spec.UserID(k.StateKey))
 		}
 	}
+	return invitees, banned
+}
 
-	// 3. Power levels: the old room's, adapted to the new version. The
-	// upgrading user may need a higher level for the state to copy; they
-	// then get it in a first power levels event, and the final one
-	// restores the copied levels.
-	final, err := s.upgradedPowerLevels(snap, v, user, extraCreators)
+// levelNeeded is the power level the upgrading user needs, before v12, to
+// copy the old room's state, the invitees and the bans into the new room,
+// or 0 when the level final gives them is enough. The levels needed are
+// the old room's (the content is copied). From v12 the user is a creator.
+func levelNeeded(u *upgrade, final map[string]any, invitees, banned []spec.UserID) (int64, error) {
+	if u.version.AtLeast12() {
+		return 0, nil
+	}
+	pl, err := authrules.PowerLevelsOf(u.snap)
 	if err != nil {
-		return "", err
+		return 0, err
 	}
-	needed := int64(0)
-	if !v.AtLeast12() {
-		// The levels needed are the old room's (the content is copied);
-		// the user's own level is the one the new content gives them.
-		pl, err := authrules.PowerLevelsOf(snap)
-		if err != nil {
-			return "", err
-		}
-		mine := pl.UsersDefault
-		if users, ok := final["users"].(map[string]any); ok {
-			if n, ok := users[string(user)].(float64); ok {
-				mine = int64(n)
-			} else if n, ok := users[string(user)].(int64); ok {
-				mine = n
-			}
-		}
-		needed = pl.EventLevel(spec.MRoomPowerLevels, true)
-		for _, t := range transferredState {
-			needed = max(needed, pl.EventLevel(t, true))
-		}
-		needed = max(needed, pl.EventLevel(spec.MSpaceChild, true), pl.EventLevel(spec.MSpaceParent, true))
-		if len(invitees) > 0 {
-			needed = max(needed, pl.Invite)
-		}
-		if len(banned) > 0 {
-			needed = max(needed, pl.Ban, pl.Kick)
-		}
-		if mine >= needed {
-			needed = 0
+	mine := pl.UsersDefault
+	if users, ok := final["users"].(map[string]any); ok {
+		if n, ok := users[string(u.user)].(float64); ok {
+			mine = int64(n)
+		} else if n, ok := users[string(u.user)].(int64); ok {
+			mine = n
 		}
 	}
-	if needed > 0 {
-		temp := clonePL(final)
-		users, _ := temp["users"].(map[string]any)
-		if users == nil {
-			users = map[string]any{}
-		}
-		users[string(user)] = needed
-		temp["users"] = users
-		if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, temp); err != nil {
-			return "", err
-		}
-	} else if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, final); err != nil {
-		return "", err
-	}
-
-	// 4. The transferred state, as it is in the old room. A room that was
-	// not encrypted becomes so if the server's policy encrypts new rooms:
-	// the replacement is a new room.
+	needed := pl.EventLevel(spec.MRoomPowerLevels, true)
 	for _, t := range transferredState {
-		if ev := snap.get(t, ""); ev != nil {
-			if _, err := b.add(t, strPtr(""), user, []byte(ev.Content().Raw), ""); err != nil {
-				return "", err
+		needed = max(needed, pl.EventLevel(t, true))
+	}
+	needed = max(needed, pl.EventLevel(spec.MSpaceChild, true), pl.EventLevel(spec.MSpaceParent, true))
+	if len(invitees) > 0 {
+		needed = max(needed, pl.Invite)
+	}
+	if len(banned) > 0 {
+		needed = max(needed, pl.Ban, pl.Kick)
+	}
+	if mine >= needed {
+		return 0, nil
+	}
+	return needed, nil
+}
+
+// withUserLevel is a copy of power levels content giving user the level.
+func withUserLevel(pl map[string]any, user spec.UserID, level int64) map[string]any {
+	out := clonePL(pl)
+	users, _ := out["users"].(map[string]any)
+	if users == nil {
+		users = map[string]any{}
+	}
+	users[string(user)] = level
+	out["users"] = users
+	return out
+}
+
+// addTransferredState copies the transferred state and the space links. A
+// room that was not encrypted becomes so if the server's policy encrypts
+// new rooms: the replacement is a new room.
+func (s *Service) addTransferredState(b *builder, u *upgrade) error {
+	for _, t := range transferredState {
+		if ev := u.snap.get(t, ""); ev != nil {
+			if _, err := b.add(t, strPtr(""), u.user, []byte(ev.Content().Raw)); err != nil {
+				return err
 			}
 		} else if t == spec.MRoomEncryption && s.cfg.Encryption != "optional" {
-			if err := s.addJSON(b, t, strPtr(""), user, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
-				return "", err
+			if err := s.addJSON(b, t, strPtr(""), u.user, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
+				return err
 			}
 		}
 	}
-	for k, ev := range snap.state.All() {
+	for k, ev := range u.snap.state.All() {
 		if (k.Type == spec.MSpaceChild || k.Type == spec.MSpaceParent) && ev.Content().Raw != "{}" {
-			if _, err := b.add(k.Type, strPtr(k.StateKey), user, []byte(ev.Content().Raw), ""); err != nil {
-				return "", err
+			if _, err := b.add(k.Type, strPtr(k.StateKey), u.user, []byte(ev.Content().Raw)); err != nil {
+				return err
 			}
 		}
 	}
-	// 5. Bans, then invites; one that the auth rules refuse (a banned
-	// user of higher level) is left out rather than failing the upgrade.
-	for _, u := range banned {
-		c, err := events.MarshalCanonical(map[string]any{"membership": spec.Ban})
-		if err == nil {
-			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
-		}
-	}
-	for _, u := range invitees {
-		c, err := s.memberContent(ctx, u, spec.Invite, "", nil, nil)
-		if err == nil {
-			_, _ = b.add(spec.MRoomMember, strPtr(string(u)), user, c, "")
-		}
-	}
-	if needed > 0 {
-		if err := s.addJSON(b, spec.MRoomPowerLevels, strPtr(""), user, final); err != nil {
-			return "", err
-		}
-	}
+	return nil
+}
 
-	// The aliases and the directory entry move with the room.
-	wasPublished, err := s.Published(ctx, old.id)
+// directoryMove returns the write that moves the old room's aliases and
+// directory entry to the new room, in the new room's commit.
+func (s *Service) directoryMove(ctx context.Context, old spec.RoomID, r *liveRoom) (func(*storage.Tx) error, error) {
+	wasPublished, err := s.Published(ctx, old)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	b.extra = func(tx *storage.Tx) error {
-		if _, err := tx.Exec(`UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, string(b.r.id), string(old.id)); err != nil {
+	return func(tx *storage.Tx) error {
+		// r.id is final by now: from v12 the create event gives it.
+		if _, err := tx.Exec(`UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, string(r.id), string(old)); err != nil {
 			return err
 		}
 		if wasPublished {
-			if err := setPublished(tx, old.id, false); err != nil {
+			if err := setPublished(tx, old, false); err != nil {
 				return err
 			}
-			return setPublished(tx, b.r.id, true)
+			return setPublished(tx, r.id, true)
 		}
 		return nil
-	}
-	if err := b.commit(ctx, true, user, "", ""); err != nil {
-		return "", err
-	}
-	return r.id, nil
+	}, nil
 }
 
 // newRoomID is a random room ID before v12; from v12 the create event gives
@@ -334,7 +406,7 @@ func newRoomID(server spec.ServerName, v spec.RoomVersion) (spec.RoomID, error) 
 func (s *Service) upgradedPowerLevels(snap *snapshot, v spec.RoomVersion, user spec.UserID, extraCreators []spec.UserID) (map[string]any, error) {
 	plEv := snap.get(spec.MRoomPowerLevels, "")
 	if plEv == nil {
-		return s.defaultPowerLevels(v, user, "private_chat", nil, nil)
+		return defaultPowerLevels(createPlan{creator: user, version: v, preset: presetPrivateChat}), nil
 	}
 	var c map[string]any
 	if err := json.Unmarshal([]byte(plEv.Content().Raw), &c); err != nil {

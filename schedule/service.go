@@ -29,7 +29,7 @@ import (
 
 // Rooms is what the scheduler needs from the rooms package.
 type Rooms interface {
-	Send(ctx context.Context, from rooms.Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error)
+	Send(ctx context.Context, from rooms.Sender, id spec.RoomID, ev rooms.SendRequest) (spec.EventID, error)
 	Membership(user spec.UserID, id spec.RoomID) string
 }
 
@@ -167,8 +167,9 @@ func (s *Service) sendDue() {
 // transaction ID is derived from the delay ID, so that a send repeated
 // after a crash (the row was not yet removed) finds the first one.
 func (s *Service) deliver(ctx context.Context, d *delayedEvent) (spec.EventID, error) {
-	return s.rooms.Send(ctx, rooms.Sender{User: d.User, Device: d.Device}, d.Room, d.Type, d.StateKey,
-		rooms.DelayedTxnPrefix+d.DelayID, []byte(d.Content))
+	return s.rooms.Send(ctx, rooms.Sender{User: d.User, Device: d.Device}, d.Room, rooms.SendRequest{
+		Type: d.Type, StateKey: d.StateKey, TxnID: rooms.DelayedTxnPrefix + d.DelayID, Content: []byte(d.Content),
+	})
 }
 
 // newDelayID is 128 random bits: the delay ID alone lets its holder send,
