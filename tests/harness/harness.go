@@ -194,12 +194,16 @@ func (s *Server) Launch() {
 	s.WaitHealthy(30 * time.Second)
 }
 
+// healthClient keeps no idle connection open: a test that counts the
+// server's connections (the per-address cap) must not find the harness's.
+var healthClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // WaitHealthy polls /health until it answers 200 or the deadline passes.
 func (s *Server) WaitHealthy(d time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		resp, err := http.Get(s.URL + "/health")
+		resp, err := healthClient.Get(s.URL + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
