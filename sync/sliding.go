@@ -202,7 +202,7 @@ func (s *Service) slidingSync(c *gin.Context) error {
 // empty answer keeps the pos it was asked with: nothing changed for the
 // connection, and nothing is stored.
 func (s *Service) answerSliding(c *gin.Context, conn *slidingConn, prev *connState, resp *slidingResponse, next *connState, empty bool, txnID *string) error {
-	if empty && prev != nil {
+	if empty && prev != nil && next.shape == prev.shape {
 		resp.Pos = conn.pos(prev.n)
 	} else {
 		resp.Pos = conn.save(next)
@@ -259,7 +259,11 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 	b.req = &request{user: b.user, device: b.device, since: b.sinceToken(), filter: &Filter{},
 		viewer: s.rooms.ViewerOf(b.user, b.device)}
 	resp := &slidingResponse{Lists: map[string]slidingListResponse{}, Rooms: map[spec.RoomID]*slidingRoomResp{}}
-	next := &connState{token: b.now, rooms: map[spec.RoomID]sentRoom{}, subs: map[spec.RoomID]bool{}, lists: map[string]int{}}
+	if b.quiet() {
+		return b.quietAnswer(ctx)
+	}
+	next := &connState{token: b.now, rooms: map[spec.RoomID]sentRoom{}, subs: map[spec.RoomID]bool{}, lists: map[string]int{},
+		shape: b.q.shape}
 	if b.prev != nil {
 		for id, r := range b.prev.rooms {
 			next.rooms[id] = r
@@ -336,6 +340,52 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 		return nil, nil, false, err
 	}
 	return resp, next, empty && extEmpty, nil
+}
+
+// quiet reports, from memory alone, that the connection has nothing new:
+// the same request as last time, and nothing told to the user since (the
+// notifier records every change that concerns them), no unread count or
+// account data changed, no to-device message waiting. It may say no when
+// nothing changed, never yes when something did.
+func (b *slidingBuild) quiet() bool {
+	s, p := b.s, b.prev
+	if p == nil || p.shape != b.q.shape || !s.notifier.quietSince(b.user, p.token.Pos, p.token.Serial) {
+		return false
+	}
+	if s.unread != nil && s.unread.Position(b.user) > p.token.Pos {
+		return false
+	}
+	if s.acct != nil && b.q.ext.accountData != nil && s.acct.AccountDataPosition(b.user) > p.token.Pos {
+		return false
+	}
+	if td := b.q.ext.toDevice; td != nil && s.keys != nil && s.keys.ToDevicePosition(b.user, b.device) > td.since {
+		return false
+	}
+	if b.q.ext.e2ee && s.keys != nil && s.keys.DeviceListPosition() > p.token.Pos {
+		return false
+	}
+	return true
+}
+
+// quietAnswer is the empty answer: the lists' counts as last sent, the
+// extensions that always answer (to-device's next batch, key counts).
+func (b *slidingBuild) quietAnswer(ctx context.Context) (*slidingResponse, *connState, bool, error) {
+	resp := &slidingResponse{Lists: map[string]slidingListResponse{}, Rooms: map[spec.RoomID]*slidingRoomResp{}}
+	for name, n := range b.prev.lists {
+		resp.Lists[name] = slidingListResponse{Count: n}
+	}
+	if td := b.q.ext.toDevice; td != nil && b.s.keys != nil {
+		resp.Extensions.ToDevice = &toDeviceResponse{NextBatch: positionString(td.since), Events: []json.RawMessage{}}
+	}
+	if b.q.ext.e2ee && b.s.keys != nil {
+		e := &e2eeResponse{}
+		var err error
+		if e.OTKCounts, e.FallbackKeyTypes, err = b.s.keyCounts(ctx, b.user, b.device); err != nil {
+			return nil, nil, false, err
+		}
+		resp.Extensions.E2EE = e
+	}
+	return resp, b.prev, true, nil
 }
 
 // viewRoom is a room in view and the config it is shown with: the most any

@@ -45,6 +45,10 @@ type connState struct {
 	rooms map[spec.RoomID]sentRoom
 	subs  map[spec.RoomID]bool // the room subscriptions of the request
 	lists map[string]int       // the count sent per list
+	// shape is the request's lists, subscriptions and extensions as
+	// asked (to-device's since aside): the same shape and no change for
+	// the user since token is an empty answer, known from memory alone.
+	shape string
 }
 
 // sentRoom is what a connection has of one room.

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/chatalot/chatalot/spec"
@@ -31,6 +32,7 @@ type slidingQuery struct {
 	listOrder []string
 	subs      map[spec.RoomID]roomConfig
 	ext       slidingExtensions
+	shape     string // see connState.shape
 }
 
 // slidingList is one list of the request: a window on the user's rooms
@@ -188,6 +190,7 @@ func decodeUnstable(w *wireSlidingRequest) (*slidingQuery, error) {
 	if err := q.decodeExtensions(w.Extensions); err != nil {
 		return nil, err
 	}
+	q.shape = requestShape(w)
 	return q, nil
 }
 
@@ -336,4 +339,22 @@ func truncate(s string) string {
 		return s[:64] + "…"
 	}
 	return s
+}
+
+// requestShape is the request as asked, without to-device's since (it moves
+// with every answer) and the transaction ID.
+func requestShape(w *wireSlidingRequest) string {
+	c := *w
+	c.TxnID = nil
+	if c.Extensions != nil {
+		e := *c.Extensions
+		if e.ToDevice != nil {
+			td := *e.ToDevice
+			td.Since = nil
+			e.ToDevice = &td
+		}
+		c.Extensions = &e
+	}
+	b, _ := json.Marshal(c) // map keys are sorted: the same request, the same shape
+	return string(b)
 }
