@@ -155,7 +155,7 @@ func (s *Service) slidingSync(c *gin.Context) error {
 		timeout = 0
 	} else {
 		for id := range q.subs {
-			if !prev.subs[id] {
+			if _, had := prev.subs[id]; !had {
 				timeout = 0
 			}
 		}
@@ -230,6 +230,7 @@ type slidingBuild struct {
 	// candidates are the user's rooms a list may show, by recency.
 	candidates []candidate
 	ignored    map[spec.UserID]bool
+	subs       map[spec.RoomID]roomConfig // the connection's subscriptions, this request's included
 	// dm is the user's direct chats (m.direct), read only when a list
 	// filters on it.
 	dm map[spec.RoomID]bool
@@ -262,16 +263,26 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 	if b.quiet() {
 		return b.quietAnswer(ctx)
 	}
-	next := &connState{token: b.now, rooms: map[spec.RoomID]sentRoom{}, subs: map[spec.RoomID]bool{}, lists: map[string]int{},
+	next := &connState{token: b.now, rooms: map[spec.RoomID]sentRoom{}, subs: map[spec.RoomID]roomConfig{}, lists: map[string]int{},
 		shape: b.q.shape}
 	if b.prev != nil {
 		for id, r := range b.prev.rooms {
 			next.rooms[id] = r
 		}
+		for id, c := range b.prev.subs {
+			next.subs[id] = c
+		}
 	}
-	for id := range b.q.subs {
-		next.subs[id] = true
+	for _, id := range b.q.unsub {
+		delete(next.subs, id)
 	}
+	for id, c := range b.q.subs {
+		next.subs[id] = c
+	}
+	if len(next.subs) > maxSlidingSubscriptions {
+		return nil, nil, false, spec.InvalidParam("at most %d room subscriptions per connection", maxSlidingSubscriptions)
+	}
+	b.subs = next.subs
 	empty := true
 
 	// Which rooms are in view, and with what config: the windows of the
@@ -308,7 +319,7 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 			}
 		}
 	}
-	for _, id := range sortedRoomIDs(b.q.subs) {
+	for _, id := range sortedRoomIDs(b.subs) {
 		cand, ok := b.subscribable(id)
 		if !ok {
 			continue // not the user's room: nothing to show, nothing said
@@ -317,7 +328,7 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 			view[id] = &viewRoom{cand: cand}
 			order = append(order, id)
 		}
-		view[id].merge(b.q.subs[id])
+		view[id].merge(b.subs[id])
 	}
 
 	for _, id := range order {

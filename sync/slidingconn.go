@@ -43,8 +43,11 @@ type connState struct {
 	n     uint64 // the pos's sequence number in the connection
 	token Token  // the stream position and serial the response covered
 	rooms map[spec.RoomID]sentRoom
-	subs  map[spec.RoomID]bool // the room subscriptions of the request
-	lists map[string]int       // the count sent per list
+	// subs are the connection's room subscriptions. They hold until
+	// unsubscribe_rooms names them: matrix-js-sdk sends a subscription
+	// once, matrix-rust-sdk with every request.
+	subs  map[spec.RoomID]roomConfig
+	lists map[string]int // the count sent per list
 	// shape is the request's lists, subscriptions and extensions as
 	// asked (to-device's since aside): the same shape and no change for
 	// the user since token is an empty answer, known from memory alone.

@@ -168,7 +168,7 @@ func (b *slidingBuild) scope(sc *roomScope, view map[spec.RoomID]*viewRoom, inLi
 			}
 		}
 	}
-	for _, id := range sortedRoomIDs(b.q.subs) {
+	for _, id := range sortedRoomIDs(b.subs) {
 		if sc.allRooms || sc.rooms[id] {
 			add(id)
 		}

@@ -31,6 +31,7 @@ type slidingQuery struct {
 	// listOrder is the lists' names, sorted, for a stable build.
 	listOrder []string
 	subs      map[spec.RoomID]roomConfig
+	unsub     []spec.RoomID
 	ext       slidingExtensions
 	shape     string // see connState.shape
 }
@@ -102,6 +103,7 @@ type wireSlidingRequest struct {
 	TxnID             *string                         `json:"txn_id"`
 	Lists             map[string]wireSlidingList      `json:"lists"`
 	RoomSubscriptions map[string]wireRoomSubscription `json:"room_subscriptions"`
+	UnsubscribeRooms  []string                        `json:"unsubscribe_rooms"`
 	Extensions        *wireExtensions                 `json:"extensions"`
 }
 
@@ -186,6 +188,16 @@ func decodeUnstable(w *wireSlidingRequest) (*slidingQuery, error) {
 			return nil, err
 		}
 		q.subs[id] = cfg
+	}
+	if len(w.UnsubscribeRooms) > maxSlidingSubscriptions {
+		return nil, spec.InvalidParam("at most %d rooms in unsubscribe_rooms", maxSlidingSubscriptions)
+	}
+	for _, raw := range w.UnsubscribeRooms {
+		id, err := spec.ParseRoomID(raw)
+		if err != nil {
+			return nil, spec.InvalidParam("unsubscribe_rooms: %q is not a room ID", truncate(raw))
+		}
+		q.unsub = append(q.unsub, id)
 	}
 	if err := q.decodeExtensions(w.Extensions); err != nil {
 		return nil, err
