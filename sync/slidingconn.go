@@ -155,19 +155,21 @@ func (cs *connStore) sweepLocked(now time.Time) {
 }
 
 // boundLocked keeps a device's connections, and all of them, under their
-// bounds by dropping the least recently used.
+// bounds by dropping the least recently used other than k, the new one.
 func (cs *connStore) boundLocked(k connKey) {
 	var mine []connKey
 	for other := range cs.conns {
-		if other.user == k.user && other.device == k.device {
+		if other != k && other.user == k.user && other.device == k.device {
 			mine = append(mine, other)
 		}
 	}
-	cs.dropOldestLocked(mine, len(mine)-maxConnsPerDevice)
+	cs.dropOldestLocked(mine, len(mine)+1-maxConnsPerDevice)
 	if len(cs.conns) > maxConns {
 		all := make([]connKey, 0, len(cs.conns))
 		for other := range cs.conns {
-			all = append(all, other)
+			if other != k {
+				all = append(all, other)
+			}
 		}
 		cs.dropOldestLocked(all, len(cs.conns)-maxConns)
 	}
