@@ -1,9 +1,11 @@
 package sync
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -210,7 +212,7 @@ func (s *Service) answerSliding(c *gin.Context, conn *slidingConn, prev *connSta
 	if txnID != nil {
 		resp.TxnID = *txnID
 	}
-	body, err := json.Marshal(resp)
+	body, err := resp.encode()
 	if err != nil {
 		return err
 	}
@@ -403,14 +405,25 @@ func (b *slidingBuild) quietAnswer(ctx context.Context) (*slidingResponse, *conn
 // of its lists or its subscription asks for.
 type viewRoom struct {
 	cand   candidate
-	config roomConfig
+	config roomConfig // shared with a list or subscription: read only
+	merged bool
 }
 
 func (v *viewRoom) merge(c roomConfig) {
-	v.config.timelineLimit = max(v.config.timelineLimit, c.timelineLimit)
-	for _, e := range c.required.entries {
-		v.config.required.add(e[0], e[1])
+	if !v.merged {
+		// Most rooms are in one list: they share its config, unchanged.
+		v.config, v.merged = c, true
+		return
 	}
+	var rs requiredState
+	for _, e := range v.config.required.entries {
+		rs.add(e[0], e[1])
+	}
+	for _, e := range c.required.entries {
+		rs.add(e[0], e[1])
+	}
+	rs.sortKeys()
+	v.config = roomConfig{timelineLimit: max(v.config.timelineLimit, c.timelineLimit), required: rs}
 }
 
 // loadCandidates lists the user's rooms a list may show, newest activity
@@ -426,14 +439,14 @@ func (b *slidingBuild) loadCandidates(ctx context.Context) error {
 		if pos > b.now.Pos {
 			continue // after this answer's position: the next one has it
 		}
-		ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user))
 		switch m {
 		case spec.Join, spec.Knock, spec.Ban:
 		case spec.Invite:
-			if ev != nil && ignored[ev.Sender()] {
+			if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user)); ev != nil && ignored[ev.Sender()] {
 				continue
 			}
 		default:
+			ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user))
 			kicked := ev != nil && ev.Sender() != b.user
 			newly := b.prev != nil && pos > b.prev.token.Pos
 			wasJoined := b.prev != nil && b.prev.rooms[id].membership != "" && b.prev.rooms[id].membership != spec.Leave
@@ -447,12 +460,11 @@ func (b *slidingBuild) loadCandidates(ctx context.Context) error {
 		}
 		b.candidates = append(b.candidates, candidate{id: id, membership: m, memberPos: pos, bump: s.rooms.BumpStamp(id, upTo)})
 	}
-	sort.Slice(b.candidates, func(i, j int) bool {
-		a, c := b.candidates[i], b.candidates[j]
+	slices.SortFunc(b.candidates, func(a, c candidate) int {
 		if a.bump != c.bump {
-			return a.bump > c.bump
+			return cmp.Compare(c.bump, a.bump) // newest first
 		}
-		return a.id < c.id
+		return cmp.Compare(a.id, c.id)
 	})
 	return nil
 }

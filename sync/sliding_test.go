@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -217,6 +218,44 @@ func TestRequiredStateMatching(t *testing.T) {
 	} {
 		if got := rs.matches(pdu(c.typ, c.key), bob, senders); got != c.want {
 			t.Errorf("[%s %q]: %v, want %v", c.typ, c.key, got, c.want)
+		}
+	}
+}
+
+// The hand-written answer decodes to what encoding/json would have written.
+func TestSlidingEncodeMatchesEncodingJSON(t *testing.T) {
+	name, n, live, bump, joined := "Room", int64(2), 1, int64(9), 3
+	ev := json.RawMessage(`{"type":"m.room.message","content":{"body":"<hi> & \"there\""}}`)
+	for _, resp := range []*slidingResponse{
+		{Pos: "p_1", Lists: map[string]slidingListResponse{}, Rooms: map[spec.RoomID]*slidingRoomResp{}},
+		{Pos: "p_2", TxnID: "t", Lists: map[string]slidingListResponse{"a": {Count: 4}},
+			Rooms: map[spec.RoomID]*slidingRoomResp{
+				"!a:test": {Name: &name, Avatar: json.RawMessage(`null`), Initial: true, NotificationCount: &n, HighlightCount: &n,
+					Timeline: []json.RawMessage{ev, ev}, RequiredState: []json.RawMessage{ev}, PrevBatch: "s1", Limited: true,
+					JoinedCount: &joined, NumLive: &live, BumpStamp: &bump, Heroes: []slidingHero{{UserID: alice, DisplayName: "A"}}},
+				"!b:test": {InviteState: []json.RawMessage{ev}},
+				"!c:test": {},
+			},
+			Extensions: slidingExtResponse{
+				ToDevice:    &toDeviceResponse{NextBatch: "5", Events: []json.RawMessage{}},
+				E2EE:        &e2eeResponse{OTKCounts: map[string]int{"signed_curve25519": 0}, FallbackKeyTypes: []string{}, DeviceLists: &DeviceLists{Changed: []spec.UserID{bob}}},
+				AccountData: &accountDataResponse{Global: []json.RawMessage{ev}, Rooms: map[spec.RoomID][]json.RawMessage{"!a:test": {ev}}},
+				Receipts:    &roomEventsResponse{Rooms: map[spec.RoomID]json.RawMessage{"!a:test": ev}},
+				Typing:      &roomEventsResponse{Rooms: map[spec.RoomID]json.RawMessage{}},
+			}},
+	} {
+		mine, err := resp.encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, _ := json.Marshal(resp)
+		var a, b any
+		if err := json.Unmarshal(mine, &a); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, mine)
+		}
+		_ = json.Unmarshal(theirs, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("encode:\n%s\nencoding/json:\n%s", mine, theirs)
 		}
 	}
 }

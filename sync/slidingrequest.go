@@ -63,6 +63,7 @@ type requiredState struct {
 	// entries are the pairs as asked, in order: a room sent under other
 	// entries is sent again in full.
 	entries [][2]string
+	sorted  []string // the entries as sorted strings (sortKeys)
 }
 
 // listFilters are the list filters the SDKs send.
@@ -264,6 +265,7 @@ func decodeConfig(where string, rs [][]string, limit *int64) (roomConfig, error)
 		}
 		cfg.required.add(e[0], e[1])
 	}
+	cfg.required.sortKeys()
 	return cfg, nil
 }
 

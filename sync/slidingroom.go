@@ -57,15 +57,19 @@ func (r *requiredState) matches(p *events.PDU, user spec.UserID, senders map[spe
 	return r.lazy && typ == spec.MRoomMember && senders[spec.UserID(sk)]
 }
 
-// keys is the entries as sorted strings, for comparing what was sent.
-func (r *requiredState) keys() []string {
+// sortKeys records the entries as sorted strings, for comparing with what
+// was sent; once done, the state is not changed.
+func (r *requiredState) sortKeys() {
 	out := make([]string, len(r.entries))
 	for i, e := range r.entries {
 		out[i] = e[0] + "\x00" + e[1]
 	}
 	sort.Strings(out)
-	return out
+	r.sorted = out
 }
+
+// keys is the entries as sorted strings.
+func (r *requiredState) keys() []string { return r.sorted }
 
 // coveredBy reports whether what was sent (limit, sorted keys) holds all that
 // the config asks for: if not, the room is sent again in full.
