@@ -17,6 +17,51 @@ var bumpTypes = map[string]bool{
 	"org.matrix.msc3672.beacon_info": true,
 }
 
+// ListEntry is one of a user's rooms as a room list sees it.
+type ListEntry struct {
+	ID         spec.RoomID
+	Membership string // join, invite, knock, leave, ban
+	MemberPos  int64  // the position of the user's latest member event
+	Bump       int64  // BumpStamp at upTo, or at MemberPos when not joined
+}
+
+// RoomList returns every room of the user (as RoomsOf) with its ordering
+// facts, in one pass over memory: a room list of 500 rooms is read for each
+// sliding sync answer that builds one. Rooms whose member event is after
+// upTo are left out (the next answer has them).
+func (s *Service) RoomList(user spec.UserID, upTo int64) []ListEntry {
+	s.mu.RLock()
+	out := make([]ListEntry, 0, len(s.userRooms[user]))
+	live := make([]*liveRoom, 0, len(s.userRooms[user]))
+	for id, m := range s.userRooms[user] {
+		if r := s.rooms[id]; r != nil {
+			out = append(out, ListEntry{ID: id, Membership: m})
+			live = append(live, r)
+		}
+	}
+	s.mu.RUnlock()
+	n := 0
+	for i, r := range live {
+		e := out[i]
+		r.histMu.RLock()
+		if h := r.members[user]; len(h) > 0 {
+			e.MemberPos = h[len(h)-1].pos
+		}
+		r.histMu.RUnlock()
+		if e.MemberPos > upTo {
+			continue
+		}
+		at := upTo
+		if e.Membership != spec.Join {
+			at = e.MemberPos
+		}
+		e.Bump = r.bumpStamp(at)
+		out[n] = e
+		n++
+	}
+	return out[:n]
+}
+
 // BumpStamp is the stream position of the room's latest activity at or
 // before upTo (a left room's leave): its latest bump event in memory, or,
 // when memory holds none, the latest event there. 0 for an unknown room.
@@ -25,6 +70,10 @@ func (s *Service) BumpStamp(id spec.RoomID, upTo int64) int64 {
 	if r == nil {
 		return 0
 	}
+	return r.bumpStamp(upTo)
+}
+
+func (r *liveRoom) bumpStamp(upTo int64) int64 {
 	r.histMu.RLock()
 	defer r.histMu.RUnlock()
 	var latest int64

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
 )
@@ -27,6 +28,9 @@ import (
 // by ID ("room_subscriptions"), and the server remembers per connection
 // what it has sent (slidingconn.go), so each response carries only what is
 // new to that connection.
+
+// maxSlidingBody bounds a request body: the SDKs send a few KiB.
+const maxSlidingBody = 1 << 20
 
 // SlidingSyncPath is the unstable endpoint the SDKs call.
 const SlidingSyncPath = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -113,11 +117,15 @@ type roomEventsResponse struct {
 // something arrives or the timeout.
 func (s *Service) slidingSync(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	var w wireSlidingRequest
-	if err := api.ReadJSON(c, &w); err != nil {
+	body, err := api.ReadBody(c, maxSlidingBody)
+	if err != nil {
 		return err
 	}
-	q, err := decodeUnstable(&w)
+	var w wireSlidingRequest
+	if err := api.DecodeJSON(body, &w); err != nil {
+		return err
+	}
+	q, err := decodeUnstable(&w, body)
 	if err != nil {
 		return err
 	}
@@ -229,7 +237,7 @@ type slidingBuild struct {
 	prev   *connState // nil: a new connection
 	now    Token
 	req    *request // the /v3/sync request the shared functions read
-	// candidates are the user's rooms a list may show, by recency.
+	// candidates are the user's rooms a list may show, in no order.
 	candidates []candidate
 	ignored    map[spec.UserID]bool
 	subs       map[spec.RoomID]roomConfig // the connection's subscriptions, this request's included
@@ -239,12 +247,7 @@ type slidingBuild struct {
 }
 
 // candidate is one room a list may show.
-type candidate struct {
-	id         spec.RoomID
-	membership string
-	memberPos  int64 // the position of the user's latest member event
-	bump       int64
-}
+type candidate = rooms.ListEntry
 
 func (b *slidingBuild) sinceToken() *Token {
 	if b.prev == nil {
@@ -301,6 +304,11 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 		if err != nil {
 			return nil, nil, false, err
 		}
+		window := 0
+		for _, r := range l.ranges {
+			window = int(min(int64(len(matched)), max(int64(window), r[1]+1)))
+		}
+		firstByRecency(matched, window)
 		resp.Lists[name] = slidingListResponse{Count: len(matched)}
 		next.lists[name] = len(matched)
 		if b.prev == nil || b.prev.lists[name] != len(matched) {
@@ -312,12 +320,12 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 			}
 			end := min(r[1], int64(len(matched)-1)) // the growing range is capped at count-1
 			for _, cand := range matched[r[0] : end+1] {
-				if view[cand.id] == nil {
-					view[cand.id] = &viewRoom{cand: cand}
-					order = append(order, cand.id)
+				if view[cand.ID] == nil {
+					view[cand.ID] = &viewRoom{cand: cand}
+					order = append(order, cand.ID)
 				}
-				view[cand.id].merge(l.config)
-				inList[name] = append(inList[name], cand.id)
+				view[cand.ID].merge(l.config)
+				inList[name] = append(inList[name], cand.ID)
 			}
 		}
 	}
@@ -426,65 +434,83 @@ func (v *viewRoom) merge(c roomConfig) {
 	v.config = roomConfig{timelineLimit: max(v.config.timelineLimit, c.timelineLimit), required: rs}
 }
 
-// loadCandidates lists the user's rooms a list may show, newest activity
-// first: joined, invited and knocked rooms, bans, rooms the user was kicked
-// from, and rooms they left themselves since the connection's last answer
-// (or that it was last sent as joined), so that it learns of the leave.
+// loadCandidates lists the user's rooms a list may show: joined, invited
+// and knocked rooms, bans, rooms the user was kicked from, and rooms they
+// left themselves since the connection's last answer (or that it last sent
+// as joined), so that it learns of the leave.
 func (b *slidingBuild) loadCandidates(ctx context.Context) error {
 	s := b.s
 	b.ignored = s.ignoredUsers(b.user)
-	ignored := b.ignored
-	for id, m := range s.rooms.RoomsOf(b.user) {
-		pos, _ := s.rooms.MembershipEvent(b.user, id)
-		if pos > b.now.Pos {
-			continue // after this answer's position: the next one has it
-		}
-		switch m {
+	list := s.rooms.RoomList(b.user, b.now.Pos)
+	b.candidates = list[:0] // filtered in place
+	for _, e := range list {
+		switch e.Membership {
 		case spec.Join, spec.Knock, spec.Ban:
 		case spec.Invite:
-			if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user)); ev != nil && ignored[ev.Sender()] {
+			if ev := s.rooms.CurrentState(e.ID, spec.MRoomMember, string(b.user)); ev != nil && b.ignored[ev.Sender()] {
 				continue
 			}
 		default:
-			ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user))
+			ev := s.rooms.CurrentState(e.ID, spec.MRoomMember, string(b.user))
 			kicked := ev != nil && ev.Sender() != b.user
-			newly := b.prev != nil && pos > b.prev.token.Pos
-			wasJoined := b.prev != nil && b.prev.rooms[id].membership != "" && b.prev.rooms[id].membership != spec.Leave
+			newly := b.prev != nil && e.MemberPos > b.prev.token.Pos
+			wasJoined := b.prev != nil && b.prev.rooms[e.ID].membership != "" && b.prev.rooms[e.ID].membership != spec.Leave
 			if !kicked && !newly && !wasJoined {
 				continue
 			}
 		}
-		upTo := b.now.Pos
-		if m != spec.Join {
-			upTo = pos
-		}
-		b.candidates = append(b.candidates, candidate{id: id, membership: m, memberPos: pos, bump: s.rooms.BumpStamp(id, upTo)})
+		b.candidates = append(b.candidates, e)
 	}
-	slices.SortFunc(b.candidates, func(a, c candidate) int {
-		if a.bump != c.bump {
-			return cmp.Compare(c.bump, a.bump) // newest first
-		}
-		return cmp.Compare(a.id, c.id)
-	})
 	return nil
+}
+
+// byRecency orders rooms newest activity first, then by room ID.
+func byRecency(a, c candidate) int {
+	if a.Bump != c.Bump {
+		return cmp.Compare(c.Bump, a.Bump)
+	}
+	return cmp.Compare(a.ID, c.ID)
+}
+
+// firstByRecency sorts the first k rooms by recency, leaving the rest in
+// no order: a window of 20 on 500 rooms needs the newest 20 only.
+func firstByRecency(list []candidate, k int) {
+	if k <= 0 {
+		return
+	}
+	if k*8 >= len(list) {
+		slices.SortFunc(list, byRecency)
+		return
+	}
+	// Keep the k newest in list[:k], sorted, looking at each room once.
+	top := list[:k]
+	slices.SortFunc(top, byRecency)
+	for i := k; i < len(list); i++ {
+		c := list[i]
+		if byRecency(c, top[k-1]) >= 0 {
+			continue
+		}
+		j, _ := slices.BinarySearchFunc(top, c, byRecency)
+		list[i] = top[k-1]
+		copy(top[j+1:], top[j:k-1])
+		top[j] = c
+	}
 }
 
 // subscribable is the candidate for a subscribed room: only the user's own
 // rooms (joined, invited, left) can be subscribed to.
 func (b *slidingBuild) subscribable(id spec.RoomID) (candidate, bool) {
-	for _, c := range b.candidates {
-		if c.id == id {
-			return c, true
-		}
+	if i := slices.IndexFunc(b.candidates, func(c candidate) bool { return c.ID == id }); i >= 0 {
+		return b.candidates[i], true
 	}
 	pos, m := b.s.rooms.MembershipEvent(b.user, id)
 	if m == "" || pos > b.now.Pos || b.s.rooms.Forgotten(b.user, id) {
 		return candidate{}, false
 	}
-	return candidate{id: id, membership: m, memberPos: pos, bump: b.s.rooms.BumpStamp(id, pos)}, true
+	return candidate{ID: id, Membership: m, MemberPos: pos, Bump: b.s.rooms.BumpStamp(id, pos)}, true
 }
 
-// filter keeps the candidates a list's filters let through, in order.
+// filter keeps the candidates a list's filters let through.
 func (b *slidingBuild) filter(ctx context.Context, f listFilters) ([]candidate, error) {
 	s := b.s
 	if f.isDM != nil && b.dm == nil {
@@ -504,28 +530,32 @@ func (b *slidingBuild) filter(ctx context.Context, f listFilters) ([]candidate, 
 			}
 		}
 	}
+	if f.isInvite == nil && f.isDM == nil && f.isEncrypted == nil && !f.hasRoomTypes && len(f.notRoomTypes) == 0 &&
+		inSpaces == nil && len(f.tags) == 0 && len(f.notTags) == 0 {
+		return b.candidates, nil // every room; their order is free to change
+	}
 	out := make([]candidate, 0, len(b.candidates))
 	for _, c := range b.candidates {
-		if f.isInvite != nil && (c.membership == spec.Invite) != *f.isInvite {
+		if f.isInvite != nil && (c.Membership == spec.Invite) != *f.isInvite {
 			continue
 		}
-		if f.isDM != nil && b.dm[c.id] != *f.isDM {
+		if f.isDM != nil && b.dm[c.ID] != *f.isDM {
 			continue
 		}
-		if f.isEncrypted != nil && (s.rooms.CurrentState(c.id, spec.MRoomEncryption, "") != nil) != *f.isEncrypted {
+		if f.isEncrypted != nil && (s.rooms.CurrentState(c.ID, spec.MRoomEncryption, "") != nil) != *f.isEncrypted {
 			continue
 		}
 		if f.hasRoomTypes || len(f.notRoomTypes) > 0 {
-			typ := s.rooms.RoomType(c.id)
+			typ := s.rooms.RoomType(c.ID)
 			if f.hasRoomTypes && !typeIn(typ, f.roomTypes) || typeIn(typ, f.notRoomTypes) {
 				continue
 			}
 		}
-		if inSpaces != nil && !inSpaces[c.id] {
+		if inSpaces != nil && !inSpaces[c.ID] {
 			continue
 		}
 		if len(f.tags) > 0 || len(f.notTags) > 0 {
-			ok, err := b.tagsMatch(ctx, c.id, f)
+			ok, err := b.tagsMatch(ctx, c.ID, f)
 			if err != nil {
 				return nil, err
 			}
@@ -570,9 +600,9 @@ func (b *slidingBuild) loadDMs(ctx context.Context) error {
 		}
 	}
 	for _, c := range b.candidates {
-		if c.membership == spec.Invite {
-			if ev := b.s.rooms.CurrentState(c.id, spec.MRoomMember, string(b.user)); ev != nil && ev.Content().Get("is_direct").Bool() {
-				b.dm[c.id] = true
+		if c.Membership == spec.Invite {
+			if ev := b.s.rooms.CurrentState(c.ID, spec.MRoomMember, string(b.user)); ev != nil && ev.Content().Get("is_direct").Bool() {
+				b.dm[c.ID] = true
 			}
 		}
 	}

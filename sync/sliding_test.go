@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -256,6 +257,25 @@ func TestSlidingEncodeMatchesEncodingJSON(t *testing.T) {
 		_ = json.Unmarshal(theirs, &b)
 		if !reflect.DeepEqual(a, b) {
 			t.Errorf("encode:\n%s\nencoding/json:\n%s", mine, theirs)
+		}
+	}
+}
+
+func TestFirstByRecency(t *testing.T) {
+	for n := 0; n < 60; n++ {
+		for _, k := range []int{0, 1, 3, 5, 20, 59, 60} {
+			list := make([]candidate, n)
+			for i := range list {
+				list[i] = candidate{ID: spec.RoomID("!" + itoa(i*7919%61)), Bump: int64(i * 7919 % 13)}
+			}
+			want := slices.Clone(list)
+			slices.SortFunc(want, byRecency)
+			firstByRecency(list, min(k, n))
+			for i := 0; i < min(k, n); i++ {
+				if list[i] != want[i] {
+					t.Fatalf("n=%d k=%d: [%d] = %v, want %v", n, k, i, list[i], want[i])
+				}
+			}
 		}
 	}
 }

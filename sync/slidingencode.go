@@ -8,7 +8,7 @@ import "encoding/json"
 // again.
 
 func (r *slidingResponse) encode() ([]byte, error) {
-	b := make([]byte, 0, 4096)
+	b := make([]byte, 0, r.sizeHint())
 	b = append(b, `{"pos":`...)
 	b = appendString(b, r.Pos)
 	if r.TxnID != "" {
@@ -148,4 +148,42 @@ func appendRawList(b []byte, evs []json.RawMessage) []byte {
 		b = append(b, ev...)
 	}
 	return append(b, ']')
+}
+
+// sizeHint is about the answer's length, so that it is written into one
+// buffer rather than one regrown at each doubling.
+func (r *slidingResponse) sizeHint() int {
+	n := 1024
+	for _, room := range r.Rooms {
+		n += 512
+		for _, l := range [][]json.RawMessage{room.InviteState, room.Timeline, room.RequiredState} {
+			for _, ev := range l {
+				n += len(ev) + 1
+			}
+		}
+	}
+	e := r.Extensions
+	if e.ToDevice != nil {
+		for _, ev := range e.ToDevice.Events {
+			n += len(ev) + 1
+		}
+	}
+	if e.AccountData != nil {
+		for _, ev := range e.AccountData.Global {
+			n += len(ev) + 1
+		}
+		for _, l := range e.AccountData.Rooms {
+			for _, ev := range l {
+				n += len(ev) + 80
+			}
+		}
+	}
+	for _, x := range []*roomEventsResponse{e.Receipts, e.Typing} {
+		if x != nil {
+			for _, ev := range x.Rooms {
+				n += len(ev) + 80
+			}
+		}
+	}
+	return n
 }

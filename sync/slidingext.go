@@ -106,7 +106,7 @@ func (b *slidingBuild) extensions(ctx context.Context, resp *slidingResponse, vi
 	if sc := ext.receipts; sc != nil {
 		out := &roomEventsResponse{}
 		for _, id := range b.scope(sc, view, inList) {
-			if view[id].cand.membership != spec.Join {
+			if view[id].cand.Membership != spec.Join {
 				continue
 			}
 			from := since.Pos
@@ -133,7 +133,7 @@ func (b *slidingBuild) extensions(ctx context.Context, resp *slidingResponse, vi
 	if sc := ext.typing; sc != nil {
 		out := &roomEventsResponse{}
 		for _, id := range b.scope(sc, view, inList) {
-			if view[id].cand.membership != spec.Join {
+			if view[id].cand.Membership != spec.Join {
 				continue
 			}
 			if ev := s.typingSince(id, since.Serial, newToConn(id)); ev != nil {

@@ -153,7 +153,7 @@ type wireScopedExt struct {
 
 // decodeUnstable turns the unstable request body into a query; the body's
 // JSON shape has been checked by api.DecodeJSON.
-func decodeUnstable(w *wireSlidingRequest) (*slidingQuery, error) {
+func decodeUnstable(w *wireSlidingRequest, body []byte) (*slidingQuery, error) {
 	q := &slidingQuery{lists: map[string]*slidingList{}, subs: map[spec.RoomID]roomConfig{}}
 	if w.ConnID != nil {
 		if len(*w.ConnID) > maxSlidingNameLength {
@@ -203,7 +203,7 @@ func decodeUnstable(w *wireSlidingRequest) (*slidingQuery, error) {
 	if err := q.decodeExtensions(w.Extensions); err != nil {
 		return nil, err
 	}
-	q.shape = requestShape(w)
+	q.shape = requestShape(w, body)
 	return q, nil
 }
 
@@ -356,8 +356,13 @@ func truncate(s string) string {
 }
 
 // requestShape is the request as asked, without to-device's since (it moves
-// with every answer) and the transaction ID.
-func requestShape(w *wireSlidingRequest) string {
+// with every answer) and the transaction ID. Without either, it is the body
+// itself: a client repeats the same bytes, and two spellings of one request
+// only cost a build.
+func requestShape(w *wireSlidingRequest, body []byte) string {
+	if w.TxnID == nil && (w.Extensions == nil || w.Extensions.ToDevice == nil || w.Extensions.ToDevice.Since == nil) {
+		return string(body)
+	}
 	c := *w
 	c.TxnID = nil
 	if c.Extensions != nil {

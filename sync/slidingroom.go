@@ -91,7 +91,7 @@ func (c roomConfig) coveredBy(limit int, sent []string) bool {
 // the room.
 func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoomResp, sent sentRoom, store bool, err error) {
 	s := b.s
-	id, m := v.cand.id, v.cand.membership
+	id, m := v.cand.ID, v.cand.Membership
 	var prev *sentRoom
 	if b.prev != nil {
 		if p, ok := b.prev.rooms[id]; ok {
@@ -100,7 +100,7 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	}
 	until := b.now.Pos
 	if m != spec.Join {
-		until = v.cand.memberPos // a left room's history ends at the leave
+		until = v.cand.MemberPos // a left room's history ends at the leave
 	}
 	sent = sentRoom{pos: until, membership: m, limit: v.config.timelineLimit, required: v.config.required.keys()}
 	// Sent before, with as much as is asked now, and under the same
@@ -133,7 +133,7 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	}
 
 	r := &slidingRoomResp{Initial: fresh}
-	bump := v.cand.bump
+	bump := v.cand.Bump
 	r.BumpStamp = &bump
 	if m == spec.Invite {
 		r.InviteState = s.rooms.StrippedState(id, b.user)
