@@ -22,7 +22,7 @@ type ListEntry struct {
 	ID         spec.RoomID
 	Membership string // join, invite, knock, leave, ban
 	MemberPos  int64  // the position of the user's latest member event
-	Bump       int64  // BumpStamp at upTo, or at MemberPos when not joined
+	Bump       int64  // BumpStamp at upTo; at the leave for a left room; the invite or knock itself
 }
 
 // RoomList returns every room of the user (as RoomsOf) with its ordering
@@ -51,11 +51,14 @@ func (s *Service) RoomList(user spec.UserID, upTo int64) []ListEntry {
 		if e.MemberPos > upTo {
 			continue
 		}
-		at := upTo
-		if e.Membership != spec.Join {
-			at = e.MemberPos
+		switch e.Membership {
+		case spec.Join:
+			e.Bump = r.bumpStamp(upTo)
+		case spec.Invite, spec.Knock:
+			e.Bump = e.MemberPos // the invite is the news; the room's own activity is not theirs to see
+		default:
+			e.Bump = r.bumpStamp(e.MemberPos)
 		}
-		e.Bump = r.bumpStamp(at)
 		out[n] = e
 		n++
 	}

@@ -507,7 +507,11 @@ func (b *slidingBuild) subscribable(id spec.RoomID) (candidate, bool) {
 	if m == "" || pos > b.now.Pos || b.s.rooms.Forgotten(b.user, id) {
 		return candidate{}, false
 	}
-	return candidate{ID: id, Membership: m, MemberPos: pos, Bump: b.s.rooms.BumpStamp(id, pos)}, true
+	bump := pos
+	if m == spec.Leave || m == spec.Ban {
+		bump = b.s.rooms.BumpStamp(id, pos)
+	}
+	return candidate{ID: id, Membership: m, MemberPos: pos, Bump: bump}, true
 }
 
 // filter keeps the candidates a list's filters let through.

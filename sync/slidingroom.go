@@ -135,7 +135,9 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	r := &slidingRoomResp{Initial: fresh}
 	bump := v.cand.Bump
 	r.BumpStamp = &bump
-	if m == spec.Invite {
+	if m == spec.Invite || m == spec.Knock {
+		// invite_state carries knocks too: matrix-rust-sdk tells the two
+		// apart by the user's own member event in it.
 		r.InviteState = s.rooms.StrippedState(id, b.user)
 		return r, sent, true, nil
 	}
@@ -147,7 +149,7 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	limit := v.config.timelineLimit
 	var evs []*rooms.Event
 	limited := false
-	if m != spec.Knock && (fresh || sent.pos > floor) {
+	if fresh || sent.pos > floor {
 		evs, limited, err = s.rooms.LatestEvents(ctx, b.user, id, floor, until, limit, nil)
 		if err != nil {
 			return nil, sent, false, err
@@ -265,8 +267,8 @@ func (b *slidingBuild) requiredState(r *slidingRoomResp, v *viewRoom, id spec.Ro
 		}
 	}
 	if m != spec.Join {
-		// The user's own leave, kick, ban or knock goes in required_state
-		// whatever was asked: the SDK learns its membership there.
+		// The user's own leave, kick or ban goes in required_state whatever
+		// was asked: the SDK learns its membership there.
 		if ev := s.rooms.CurrentState(id, spec.MRoomMember, string(b.user)); ev != nil {
 			add(ev)
 		}
