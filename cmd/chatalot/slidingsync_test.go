@@ -337,6 +337,24 @@ func TestSlidingSyncReplaysRustSDK(t *testing.T) {
 	if d := r6.Rooms[dm]; len(d.InviteState) != 0 || membershipOf(d.state("m.room.member", bobID)) != "join" || d.Initial == nil || !*d.Initial {
 		t.Fatalf("joined invite: no invite_state, own join in required_state: %s", raw)
 	}
+	// A room without a name is named by its heroes: the other members.
+	if d := r6.Rooms[dm]; d.Name != nil || len(d.Heroes) != 1 || d.Heroes[0].UserID != aliceID || d.Heroes[0].DisplayName == nil {
+		t.Fatalf("the DM's heroes: %s", raw)
+	}
+
+	// 6b. The avatar field: set, then removed (null).
+	mustOK(t, "avatar", reqCode(t, "PUT", base+"/_matrix/client/v3/rooms/"+lounge+"/state/m.room.avatar", alice, `{"url":"mxc://localhost/abc"}`), "")
+	code, r6, raw = slide(t, base, bob, r6.Pos, 0, sub)
+	mustOK(t, "avatar set", code, raw)
+	if string(r6.Rooms[lounge].Avatar) != `"mxc://localhost/abc"` {
+		t.Fatalf("avatar after it was set: %s", raw)
+	}
+	mustOK(t, "avatar", reqCode(t, "PUT", base+"/_matrix/client/v3/rooms/"+lounge+"/state/m.room.avatar", alice, `{}`), "")
+	code, r6, raw = slide(t, base, bob, r6.Pos, 0, sub)
+	mustOK(t, "avatar removed", code, raw)
+	if string(r6.Rooms[lounge].Avatar) != `null` {
+		t.Fatalf("avatar after it was removed: %s", raw)
+	}
 
 	// 7. Leaving: the room comes with the user's own leave in required_state.
 	mustOK(t, "leave", post(t, base+"/_matrix/client/v3/rooms/"+quiet+"/leave", bob, `{}`), "")
