@@ -311,8 +311,8 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 		firstByRecency(matched, window)
 		resp.Lists[name] = slidingListResponse{Count: len(matched)}
 		next.lists[name] = len(matched)
-		if b.prev == nil || b.prev.lists[name] != len(matched) {
-			empty = false
+		if sent, had := b.prev.listCount(name); !had || sent != len(matched) {
+			empty = false // a new list, or its count moved: news
 		}
 		for _, r := range l.ranges {
 			if len(matched) == 0 || r[0] >= int64(len(matched)) {

@@ -63,6 +63,15 @@ type sentRoom struct {
 	countsPos  int64    // the position of the unread counts sent
 }
 
+// listCount is the count last sent for a list, and whether one was.
+func (st *connState) listCount(name string) (int, bool) {
+	if st == nil {
+		return 0, false
+	}
+	n, ok := st.lists[name]
+	return n, ok
+}
+
 // slidingConn is one connection.
 type slidingConn struct {
 	nonce    string // in every pos: a pos of an older connection is unknown

@@ -162,6 +162,9 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 		}
 		evs = dropIgnored(evs, b.ignored)
 	}
+	// prev_batch is always there, as the reference server sends it: with
+	// no new events it is the room's latest position, from which paging
+	// back gives what the client has.
 	start := until
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
