@@ -304,9 +304,9 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 		if err != nil {
 			return nil, nil, false, err
 		}
-		window := 0
+		window := 0 // rooms up to the end of the last range, capped at the count
 		for _, r := range l.ranges {
-			window = int(min(int64(len(matched)), max(int64(window), r[1]+1)))
+			window = max(window, int(min(r[1], int64(len(matched))-1))+1)
 		}
 		firstByRecency(matched, window)
 		resp.Lists[name] = slidingListResponse{Count: len(matched)}

@@ -279,3 +279,19 @@ func TestFirstByRecency(t *testing.T) {
 		}
 	}
 }
+
+// Ranges up to the largest integer pick the newest rooms still.
+func TestSlidingHugeRanges(t *testing.T) {
+	ts := newTestServer(t)
+	var ids []string
+	for i := 0; i < 12; i++ {
+		ids = append(ids, ts.createRoom(bob, nil))
+	}
+	body := map[string]any{"conn_id": "h", "lists": map[string]any{"l": map[string]any{
+		"ranges": [][]int64{{0, 0}, {11, 9223372036854775807}}, "timeline_limit": 1}}}
+	code, r := ts.slide(bob, "", 0, body)
+	got := roomsOf(r)
+	if code != 200 || len(got) != 2 || got[ids[11]] == nil || got[ids[0]] == nil {
+		t.Fatalf("ranges [0,0] and [11,max] of 12 rooms are the newest and the oldest: %d %v", code, got)
+	}
+}
