@@ -295,3 +295,40 @@ func TestSlidingHugeRanges(t *testing.T) {
 		t.Fatalf("ranges [0,0] and [11,max] of 12 rooms are the newest and the oldest: %d %v", code, got)
 	}
 }
+
+// A connection that watches one room by subscription is not answered for
+// a message in another of the user's rooms, only for one in its room.
+func TestSlidingSubscriptionAnswersForItsRoomOnly(t *testing.T) {
+	ts := newTestServer(t)
+	watched := ts.createRoom(bob, nil)
+	other := ts.createRoom(bob, nil)
+	body := map[string]any{"conn_id": "s", "room_subscriptions": map[string]any{watched: map[string]any{"timeline_limit": 5}}}
+	_, first := ts.slide(bob, "", 0, body)
+	if roomsOf(first)[watched] == nil || roomsOf(first)[other] != nil {
+		t.Fatalf("the first answer is the subscribed room alone: %v", first)
+	}
+	done := make(chan map[string]any, 1)
+	go func() {
+		_, r := ts.slide(bob, first["pos"].(string), 10000, body)
+		done <- r
+	}()
+	waitFor(t, "the long-poll to wait", func() bool { return ts.sync.notifier.Waiters() == 1 })
+	ts.send(bob, other, "elsewhere")
+	// The send woke the poll, which looked, found nothing for it and waits
+	// again: its waiter is back.
+	waitFor(t, "the long-poll to wait again", func() bool { return ts.sync.notifier.Waiters() == 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("a message in another room answered the subscription's long-poll: %v", r)
+	default:
+	}
+	ts.send(bob, watched, "here")
+	select {
+	case r := <-done:
+		if roomsOf(r)[watched] == nil || roomsOf(r)[other] != nil {
+			t.Fatalf("the answer is the watched room alone: %v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a message in the watched room did not answer")
+	}
+}
