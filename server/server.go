@@ -201,7 +201,7 @@ const indexPage = `<!doctype html>
 <p>This is a <strong>Chatalot</strong> server: a private, self-hosted chat server that speaks the Matrix protocol. Its server name is <code>{{.Name}}</code>.</p>
 <h2>How to connect</h2>
 <ol>
-<li>Install a Matrix client: Element Web or Element Desktop, FluffyChat or Cinny. (Element X does not work with this server yet: it needs sliding sync.)</li>
+<li>Install a Matrix client: Element X on a phone, Element Web or Element Desktop, FluffyChat or Cinny.</li>
 <li>Choose "sign in" or "create account" and change the homeserver to <code>{{.URL}}</code>.</li>
 <li>Accounts are by invitation: ask the person who runs this server for an invite code.</li>
 </ol>

@@ -137,6 +137,7 @@ func newTestServer(t *testing.T) *testServer {
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
 	rs.Routes(r, authtest.Middleware)
 	ss.Routes(r, authtest.Middleware)
+	ss.SlidingRoutes(r, authtest.Middleware)
 	ts := &testServer{t: t, rooms: rs, sync: ss, acct: acct, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { close(stopping); ts.srv.Close(); db.Close() })
 	return ts

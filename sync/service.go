@@ -102,6 +102,8 @@ type Service struct {
 	typing   *typingState
 	receipts *receiptState
 	presence *presenceState
+
+	conns *connStore // sliding sync connections (slidingconn.go)
 }
 
 // New returns the sync service.

@@ -112,6 +112,7 @@ func TestScenariosAgainstFake(t *testing.T) {
 		"idle":        {},
 		"register":    {"users": 200},
 		"history":     {"seed_sent": 300, "messages_pages": 8 * 7},
+		"sliding":     {"rooms": 3},
 	}
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) {

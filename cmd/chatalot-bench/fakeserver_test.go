@@ -63,6 +63,7 @@ func runFakeServer() {
 	mux.HandleFunc("PUT /_matrix/client/v3/rooms/{room}/send/{type}/{txn}", s.auth(s.send))
 	mux.HandleFunc("GET /_matrix/client/v3/sync", s.auth(s.sync))
 	mux.HandleFunc("GET /_matrix/client/v3/rooms/{room}/messages", s.auth(s.messages))
+	mux.HandleFunc("POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.auth(s.slidingSync))
 	json.NewEncoder(os.Stderr).Encode(map[string]string{"level": "info", "listen": ln.Addr().String(), "message": "Chatalot is serving"})
 	go http.Serve(ln, mux)
 	sigs := make(chan os.Signal, 1)

@@ -10,7 +10,9 @@
 //
 // Scenarios (issue 12): fanout, fanout-rate, rooms, join, idle, register;
 // "all" runs these six. history measures initial sync and /messages over
-// one room with -history events. "growth" runs fanout with 10, 50, 200 and
+// one room with -history events. sliding sets Element X's room-list
+// connection (sliding sync) for an account in -rooms rooms beside /v3/sync
+// (make it -rooms 500 for issue 22's figure). "growth" runs fanout with 10, 50, 200 and
 // 1,000 members, rooms with 10, 100 and 500 rooms and history with 1,000,
 // 10,000 and 100,000 events.
 package main
@@ -60,6 +62,8 @@ var scenarios = []scenario{
 	{"register", "200 users registered, 16 at a time", nil, runRegister},
 	{"history", "one room with N events: seeding, initial sync, paging all of it with /messages",
 		func(p params) map[string]int { return map[string]int{"history": p.History} }, runHistory},
+	{"sliding", "Element X's room-list connection (sliding sync) for an account in N rooms, beside /v3/sync of 20 rooms",
+		func(p params) map[string]int { return map[string]int{"rooms": p.Rooms} }, runSliding},
 }
 
 // allScenarios is what "-scenario all" (and `make bench`) runs.

@@ -129,13 +129,14 @@ func (a *App) wire(ctx context.Context) error {
 		Versions:   specVersions,
 		UnstableFeatures: map[string]bool{
 			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
-			"org.matrix.msc4222": true, // use_state_after in /sync
-			"org.matrix.msc3814": true, // dehydrated devices
-			"org.matrix.msc4140": true, // delayed events
-			"org.matrix.msc4306": true, // thread subscriptions
-			"org.matrix.msc3391": true, // deleting account data
-			"org.matrix.msc3874": true, // rel_types filters on /messages
-			"org.matrix.msc3890": true, // device-local notification settings go with the device
+			"org.matrix.msc4222":            true, // use_state_after in /sync
+			"org.matrix.msc3814":            true, // dehydrated devices
+			"org.matrix.msc4140":            true, // delayed events
+			"org.matrix.msc4306":            true, // thread subscriptions
+			"org.matrix.msc3391":            true, // deleting account data
+			"org.matrix.msc3874":            true, // rel_types filters on /messages
+			"org.matrix.msc3890":            true, // device-local notification settings go with the device
+			"org.matrix.simplified_msc3575": true, // sliding sync (MSC4186), which Element X requires
 		},
 		Capabilities:       caps,
 		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
@@ -147,6 +148,7 @@ func (a *App) wire(ctx context.Context) error {
 	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
 	roomsSvc.Routes(r, requireAuth)
 	syncSvc.Routes(r, requireAuth)
+	syncSvc.SlidingRoutes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
 	mediaSvc.Routes(r, requireAuth)
 	pushSvc.Routes(r, requireAuth)
