@@ -63,9 +63,13 @@ func (s *resolution) authDifference(stateSets []authrules.StateMap) (map[spec.Ev
 // chainWithin is the auth chain of the event restricted to the events of
 // within.
 func (s *resolution) chainWithin(id spec.EventID, within map[spec.EventID]bool) (map[spec.EventID]bool, error) {
-	chain, err := s.fullAuthChain([]spec.EventID{id})
-	if err != nil {
-		return nil, err
+	chain, ok := s.chains[id]
+	if !ok {
+		var err error
+		if chain, err = s.fullAuthChain([]spec.EventID{id}); err != nil {
+			return nil, err
+		}
+		s.chains[id] = chain
 	}
 	out := map[spec.EventID]bool{}
 	for a := range chain {

@@ -17,6 +17,13 @@ import (
 // event after every event of its auth chain among them, taking at each step
 // the candidate whose sender has the highest power level, then the earliest
 // origin_server_ts, then the smallest event ID.
+//
+// The order is over the whole auth DAG, as the spec defines it: an event
+// comes after each event of its auth chain in the set even when the auth
+// path between them leaves the set. (An implementation that only follows
+// auth_events edges between events of the set can order such a pair either
+// way; in room version 12 the conflicted state subgraph brings most such
+// paths into the set.)
 func (s *resolution) reverseTopologicalPowerOrder(set map[spec.EventID]bool) ([]*events.PDU, error) {
 	waiting := map[spec.EventID]int{}               // auth events among set not yet placed
 	dependents := map[spec.EventID][]spec.EventID{} // events waiting on this one

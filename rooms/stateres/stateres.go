@@ -52,7 +52,13 @@ func Resolve(v spec.RoomVersion, stateSets []authrules.StateMap, fetch Fetcher) 
 // Resolve returns the resolution of the state sets: the state before an
 // event whose prev_events have these states after them. The state sets are
 // not modified; the result is a new map.
-func (r Resolver) Resolve(stateSets []authrules.StateMap) (authrules.StateMap, error) {
+func (r Resolver) Resolve(stateSets []authrules.StateMap) (result authrules.StateMap, err error) {
+	defer func() {
+		// A bug must not hand out a partial state: fail instead.
+		if p := recover(); p != nil {
+			result, err = nil, fmt.Errorf("stateres: internal error: %v", p)
+		}
+	}()
 	v := r.Version
 	if !v.Supported() || !v.StateResV2() {
 		return nil, fmt.Errorf("%w: room version %q", ErrUnsupportedVersion, v)
@@ -63,12 +69,16 @@ func (r Resolver) Resolve(stateSets []authrules.StateMap) (authrules.StateMap, e
 	if len(stateSets) == 0 {
 		return nil, errors.New("stateres: no state sets to resolve")
 	}
-	res := &resolution{
+	return newResolution(r).run(stateSets)
+}
+
+func newResolution(r Resolver) *resolution {
+	return &resolution{
 		Resolver: r,
 		known:    map[spec.EventID]*events.PDU{},
 		levels:   map[spec.EventID]int64{},
+		chains:   map[spec.EventID]map[spec.EventID]bool{},
 	}
-	return res.run(stateSets)
 }
 
 // resolution is one run of the algorithm and the events it has read.
@@ -80,6 +90,8 @@ type resolution struct {
 	known map[spec.EventID]*events.PDU
 	// levels memoises the sender power levels of the power ordering.
 	levels map[spec.EventID]int64
+	// chains memoises the auth chains of single events (see chainWithin).
+	chains map[spec.EventID]map[spec.EventID]bool
 }
 
 func (s *resolution) run(stateSets []authrules.StateMap) (authrules.StateMap, error) {

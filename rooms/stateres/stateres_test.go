@@ -160,6 +160,8 @@ func TestResolveFailsClosed(t *testing.T) {
 				return d.fetch(id)
 			}
 			wantErr("fetcher answers nothing", []authrules.StateMap{s1, s2}, silent, "another event")
+			panicky := func(spec.EventID) (*events.PDU, error) { panic("storage exploded") }
+			wantErr("fetcher panics", []authrules.StateMap{s1, s2}, panicky, "internal error")
 
 			// An event under another key, a nil event, no create event.
 			bad := maps(s1)
@@ -308,7 +310,7 @@ func TestConflictedSubgraph(t *testing.T) {
 	// the power levels key is conflicted between P1 and P3.
 	s1 := d.stateWith("P1", "TB")
 	s2 := d.stateWith("P3")
-	res := &resolution{Resolver: Resolver{Version: v, Fetch: d.fetch}, known: map[spec.EventID]*events.PDU{}, levels: map[spec.EventID]int64{}}
+	res := newResolution(Resolver{Version: v, Fetch: d.fetch})
 	if err := res.readStateSets([]authrules.StateMap{s1, s2}); err != nil {
 		t.Fatal(err)
 	}
@@ -356,8 +358,8 @@ func TestPowerOrderTieBreaks(t *testing.T) {
 		// Built in name order: PB before PC before PZ.
 		Edges: [][]string{{"PB", "PA", "START"}, {"PC", "PA"}, {"PZ", "PA"}},
 	})
-	res := &resolution{Resolver: Resolver{Version: v, Fetch: d.fetch}, known: map[spec.EventID]*events.PDU{}, levels: map[spec.EventID]int64{},
-		roomID: d.roomID, create: d.node("CREATE")}
+	res := newResolution(Resolver{Version: v, Fetch: d.fetch})
+	res.roomID, res.create = d.roomID, d.node("CREATE")
 	set := map[spec.EventID]bool{}
 	for _, n := range []string{"PA", "PB", "PC", "PZ"} {
 		ev := d.node(n)
