@@ -105,6 +105,13 @@ func (s *resolution) senderPowerLevel(ev *events.PDU) (int64, error) {
 	if s.Version.AtLeast12() {
 		create = s.create // v12: the room ID names it; never an auth event
 	}
+	if ev.Type() == spec.MRoomCreate {
+		// Its auth events say nothing of power. Before v12 every other
+		// event cites it, so it comes first whatever its level; in v12 it
+		// is in no auth chain and so never in the set.
+		s.levels[ev.EventID()] = 0
+		return 0, nil
+	}
 	if create == nil {
 		return 0, fmt.Errorf("stateres: %s has no m.room.create among its auth events", ev.EventID())
 	}

@@ -115,13 +115,12 @@ func (s *resolution) run(stateSets []authrules.StateMap) (authrules.StateMap, er
 		}
 		full = union(full, sub)
 	}
+	// The room's create event may be in the auth difference (a state set
+	// of the create event alone has an empty auth chain); learn has made
+	// sure it is the only one.
 	for id := range full {
-		ev := s.known[id]
-		if !ev.IsState() {
+		if !s.known[id].IsState() {
 			return nil, fmt.Errorf("stateres: %s in the conflicted set is not a state event", id)
-		}
-		if ev.Type() == spec.MRoomCreate {
-			return nil, fmt.Errorf("stateres: the room's m.room.create event is in conflict")
 		}
 	}
 

@@ -203,6 +203,26 @@ func TestResolveFailsClosed(t *testing.T) {
 	}
 }
 
+// TestStateAfterCreate resolves the state after the create event alone
+// against a later state: the create event is then in the auth difference.
+func TestStateAfterCreate(t *testing.T) {
+	for _, v := range defaultVersions {
+		t.Run(string(v), func(t *testing.T) {
+			d := forkDAG(t, v, topicFork())
+			for _, later := range []string{"IMA", "IJR", "T1"} {
+				want := d.after[later]
+				got, err := Resolve(v, []authrules.StateMap{d.after["CREATE"], want}, d.fetch)
+				if err != nil {
+					t.Fatalf("%s: %v", later, err)
+				}
+				if !sameState(got, want) {
+					t.Errorf("%s: resolved to %d events, want the %d of the later state", later, len(got), len(want))
+				}
+			}
+		})
+	}
+}
+
 // TestConflictedCreate forges a second create event with the room's own ID
 // (possible before v12, where room IDs are not derived from the create
 // event) and hides it in the auth chain of a state event.
