@@ -40,6 +40,9 @@ type scenario struct {
 	// state after START with the named nodes applied in order. Otherwise
 	// the harness resolves the state before END.
 	Resolve [][]string `json:"resolve"`
+	// Exact makes each Resolve list a whole state rather than changes to
+	// the state after START, and Expected the whole result.
+	Exact bool `json:"exact"`
 	// Expected names the nodes of the result: every key whose event
 	// differs from the state after START must be one of them, and each
 	// must be in the result.
@@ -60,6 +63,10 @@ type node struct {
 	Type     string          `json:"type"`
 	StateKey *string         `json:"state_key"`
 	Content  json.RawMessage `json:"content"`
+	// Auth, when set, names the node's auth events instead of the auth
+	// events selection from the state before it (before room version 12
+	// the create event is added). A fixture can so cite old state.
+	Auth []string `json:"auth"`
 }
 
 // defaultVersions cover the state resolution v2 versions with different
@@ -220,11 +227,26 @@ func (d *dag) buildNode(n node, prevs []string, unauthorised bool) {
 		p.Depth = max(p.Depth, prev.Depth()+1)
 		d.addHash(p.ReferenceHashes, prev)
 	}
-	if n.Type != spec.MRoomCreate {
+	authState := authrules.StateMap{}
+	cite := func(a *events.PDU) {
+		p.AuthEvents = append(p.AuthEvents, a.EventID())
+		d.addHash(p.ReferenceHashes, a)
+		sk, _ := a.StateKey()
+		authState[authrules.StateKeyPair{Type: a.Type(), StateKey: sk}] = a
+	}
+	switch {
+	case n.Type == spec.MRoomCreate:
+	case n.Auth != nil:
+		if !d.v.AtLeast12() {
+			cite(d.node("CREATE"))
+		}
+		for _, name := range n.Auth {
+			cite(d.node(name))
+		}
+	default:
 		for _, k := range authrules.AuthEventKeys(n.Type, n.StateKey, p.Sender, gjson.ParseBytes(content), d.v) {
 			if a := before[k]; a != nil {
-				p.AuthEvents = append(p.AuthEvents, a.EventID())
-				d.addHash(p.ReferenceHashes, a)
+				cite(a)
 			}
 		}
 	}
@@ -236,16 +258,12 @@ func (d *dag) buildNode(n node, prevs []string, unauthorised bool) {
 	if n.Type == spec.MRoomCreate {
 		d.roomID = ev.RoomID()
 	}
-	auth := authrules.StateMap{}
-	for _, k := range authrules.AuthEventKeysOf(ev) {
-		if a := before[k]; a != nil {
-			auth[k] = a
-		}
+	// The node is checked against its auth events, and in v12 the create
+	// event the room ID names.
+	if create := d.byNode["CREATE"]; create != nil {
+		authState[authrules.StateKeyPair{Type: spec.MRoomCreate}] = create
 	}
-	if create := before.Get(spec.MRoomCreate, ""); create != nil {
-		auth[authrules.StateKeyPair{Type: spec.MRoomCreate}] = create
-	}
-	if err := authrules.Allowed(ev, auth); (err == nil) == unauthorised {
+	if err := authrules.Allowed(ev, authState); (err == nil) == unauthorised {
 		t.Fatalf("%s (v%s): auth rules said %v, fixture says unauthorised=%v", n.ID, d.v, err, unauthorised)
 	}
 	d.byNode[n.ID] = ev
@@ -318,7 +336,11 @@ func (d *dag) creators() []spec.UserID {
 
 // stateWith is the state after START with the named nodes applied.
 func (d *dag) stateWith(names ...string) authrules.StateMap {
-	s := maps(d.after["START"])
+	return d.apply(maps(d.after["START"]), names)
+}
+
+// apply sets the named nodes in s, in order.
+func (d *dag) apply(s authrules.StateMap, names []string) authrules.StateMap {
 	for _, n := range names {
 		ev := d.node(n)
 		sk, _ := ev.StateKey()
@@ -355,7 +377,7 @@ func maps(m authrules.StateMap) authrules.StateMap {
 
 // checkExpected compares a result with the expected nodes, as described
 // on scenario.Expected.
-func (d *dag) checkExpected(got authrules.StateMap, expected []string) {
+func (d *dag) checkExpected(got authrules.StateMap, expected []string, exact bool) {
 	t := d.t
 	t.Helper()
 	want := authrules.StateMap{}
@@ -365,6 +387,9 @@ func (d *dag) checkExpected(got authrules.StateMap, expected []string) {
 		want[authrules.StateKeyPair{Type: ev.Type(), StateKey: sk}] = ev
 	}
 	start := d.after["START"]
+	if exact {
+		start = authrules.StateMap{}
+	}
 	keys := map[authrules.StateKeyPair]bool{}
 	for k := range want {
 		keys[k] = true

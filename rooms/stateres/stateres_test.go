@@ -16,6 +16,8 @@ func TestPublishedScenarios(t *testing.T) { runScenarios(t, "published.json") }
 
 func TestAdversarialScenarios(t *testing.T) { runScenarios(t, "adversarial.json") }
 
+func TestPublishedV21Scenarios(t *testing.T) { runScenarios(t, "published_v21.json") }
+
 func runScenarios(t *testing.T, file string) {
 	f := loadScenarios(t, file)
 	for _, c := range f.Cases {
@@ -35,7 +37,7 @@ func runScenarios(t *testing.T, file string) {
 				if w, ok := c.ExpectedByVersion[v]; ok {
 					want = w
 				}
-				d.checkExpected(got, want)
+				d.checkExpected(got, want, c.Exact)
 
 				// The order of the state sets does not matter.
 				slices.Reverse(sets)
@@ -57,7 +59,11 @@ func (d *dag) stateSets(c scenario) []authrules.StateMap {
 	var sets []authrules.StateMap
 	if len(c.Resolve) > 0 {
 		for _, names := range c.Resolve {
-			sets = append(sets, d.stateWith(names...))
+			if c.Exact {
+				sets = append(sets, d.apply(authrules.StateMap{}, names))
+			} else {
+				sets = append(sets, d.stateWith(names...))
+			}
 		}
 		return sets
 	}
