@@ -7,6 +7,12 @@
 // Room version 1 uses the first state resolution algorithm, which Chatalot
 // does not implement: Resolve refuses it with ErrUnsupportedVersion.
 //
+// What the caller owes: Fetch must return every event of the auth chains
+// of the state sets' events (the state sets' own events are taken from the
+// maps); Rejected should report the events rejected on receipt. The events
+// are not re-verified here: signatures and hashes were checked when they
+// arrived.
+//
 // Like authrules, the package fails closed: an event it cannot fetch, an
 // event of another room or version, a state map whose key does not match its
 // event, two create events, a cycle of auth events: each is an error, never
