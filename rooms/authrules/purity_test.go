@@ -8,10 +8,11 @@ import (
 	"testing"
 )
 
-// The protocol core (identifiers, events, auth rules) is pure: no I/O, no
-// database, no HTTP, no other package of the server. These tests hold it to
-// that over the whole transitive closure of its imports, as `go list -deps`
-// sees it, so that an import two packages down cannot bring storage in.
+// The protocol core (identifiers, events, auth rules, state resolution) is
+// pure: no I/O, no database, no HTTP, no other package of the server. These
+// tests hold it to that over the whole transitive closure of its imports, as
+// `go list -deps` sees it, so that an import two packages down cannot bring
+// storage in.
 
 const module = "github.com/chatalot/chatalot"
 
@@ -21,6 +22,7 @@ var pureCore = map[string][]string{
 	"spec":            nil,
 	"events":          {"spec"},
 	"rooms/authrules": {"spec", "events"},
+	"rooms/stateres":  {"spec", "events", "rooms/authrules"},
 }
 
 // pureThirdParty is all the closure may hold from outside the module and the
