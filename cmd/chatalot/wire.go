@@ -10,6 +10,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/media"
+	"github.com/chatalot/chatalot/oauth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/schedule"
@@ -24,7 +25,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema); err != nil {
+	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema, oauth.Schema); err != nil {
 		return err
 	}
 	logMigrations(a.log, a.db)
@@ -152,8 +153,24 @@ func (a *App) wire(ctx context.Context) error {
 	pushSvc.Routes(r, requireAuth)
 	scheduleSvc.Routes(r, requireAuth)
 	adminSvc.Routes(r, requireAuth)
+	if a.cfg.OAuth {
+		// Off, /auth_metadata stays unrouted: 404 M_UNRECOGNIZED, as the
+		// spec says a server without the OAuth 2.0 API answers.
+		oauthSvc := oauth.New(oauth.Deps{
+			DB: a.db, Accounts: authSvc, Limiter: authSvc.Limiter(), BaseURL: a.cfg.BaseURL(),
+			ServerName: a.serverName(), Config: a.oauthConfig(), Log: a.log,
+		})
+		oauthSvc.Routes(r)
+	}
 	a.router = r
 	return nil
+}
+
+// oauthConfig turns the server configuration into the oauth package's.
+func (a *App) oauthConfig() oauth.Config {
+	c := oauth.DefaultConfig()
+	c.AccessTokenLifetime, _ = time.ParseDuration(a.cfg.OAuthTokenLifetime) // validated at load
+	return c
 }
 
 // mediaConfig turns the server configuration into the media package's.

@@ -1,0 +1,155 @@
+package oauth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"net/url"
+
+	"github.com/gin-gonic/gin"
+)
+
+// The pages are plain HTML forms: no JavaScript, nothing loaded from
+// anywhere, one inline style sheet allowed by its hash. The client's logo
+// is not shown: showing it would make the person's browser fetch it, telling
+// the client's host who signs in when.
+
+const style = `body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#111;background:#fff}
+h1{font-size:1.4rem}label{display:block;margin-top:1rem;font-weight:600}
+input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:1px solid #666;border-radius:4px}
+button{margin-top:1.2rem;margin-right:.5rem;padding:.5rem 1.2rem;font-size:1rem;border-radius:4px;border:1px solid #333;background:#fff;cursor:pointer}
+button.primary{background:#0b5cad;color:#fff;border-color:#0b5cad}.error{color:#a00;font-weight:600}.note{color:#444;font-size:.9rem}
+@media (prefers-color-scheme:dark){body{background:#111;color:#eee}.note{color:#bbb}input[type=text],input[type=password]{background:#222;color:#eee}button{background:#222;color:#eee}}`
+
+var styleHash = func() string {
+	sum := sha256.Sum256([]byte(style))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}()
+
+var pages = template.Must(template.New("").Parse(`
+{{define "head"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer"><title>{{.Title}}</title><style>` + style + `</style></head><body><main>{{end}}
+{{define "foot"}}</main></body></html>{{end}}
+
+{{define "signin"}}{{template "head" .}}
+<h1>Sign in to {{.Server}}</h1>
+<p><strong>{{.Client}}</strong> wants to sign in to your account.</p>
+{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus>
+<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="current-password" required>
+<button type="submit" class="primary">Sign in</button>
+</form>
+<p class="note">You will be asked to confirm before {{.Client}} gets access.</p>
+{{template "foot"}}{{end}}
+
+{{define "consent"}}{{template "head" .}}
+<h1>Allow {{.Client}}?</h1>
+<p><strong>{{.Client}}</strong> wants to sign in as <strong>{{.User}}</strong>.</p>
+<p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>{{.Device}}</code>). You can sign it out at any time from your list of sessions.</p>
+<p class="note">Afterwards you go back to <strong>{{.Destination}}</strong>{{if .ClientURI}}; the application's home page is {{.ClientURI}}{{end}}.</p>
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<button type="submit" name="decision" value="allow" class="primary">Allow</button>
+<button type="submit" name="decision" value="deny">Cancel</button>
+</form>
+{{template "foot"}}{{end}}
+
+{{define "error"}}{{template "head" .}}
+<h1>{{.Title}}</h1><p class="error" role="alert">{{.Error}}</p>
+{{template "foot"}}{{end}}
+`))
+
+type pageData struct {
+	Title, Server, Client, ClientURI, User, Device, Destination string
+	Error, Action, Request, CSRF                                string
+}
+
+// renderPage writes a page with headers that keep it to itself: no
+// scripts, no framing, nothing fetched, no caching, not readable by other
+// origins. formTarget is where the page's form may send the browser: a
+// form's redirect counts for form-action in some browsers.
+func (s *Service) renderPage(c *gin.Context, status int, name string, d pageData, formTarget string) error {
+	var buf bytes.Buffer
+	if err := pages.ExecuteTemplate(&buf, name, d); err != nil {
+		return err
+	}
+	h := c.Writer.Header()
+	h.Del("Access-Control-Allow-Origin")
+	h.Del("Access-Control-Allow-Methods")
+	h.Del("Access-Control-Allow-Headers")
+	formAction := "'self'"
+	if formTarget != "" {
+		formAction += " " + formTarget
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src "+styleHash+"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+	return nil
+}
+
+func (s *Service) clientName(m clientMetadata) string {
+	if m.ClientName != "" {
+		return m.ClientName
+	}
+	if u, err := url.Parse(m.ClientURI); err == nil {
+		return u.Host
+	}
+	return "An application"
+}
+
+func (s *Service) signInPage(c *gin.Context, r *authRequest, errMsg string, status int) error {
+	return s.renderPage(c, status, "signin", pageData{
+		Title: "Sign in to " + string(s.serverName), Server: string(s.serverName), Client: s.clientName(r.client),
+		Error: errMsg, Action: pathSignIn, Request: r.id, CSRF: r.csrf,
+	}, "")
+}
+
+func (s *Service) renderConsent(c *gin.Context, r *authRequest) error {
+	return s.renderPage(c, http.StatusOK, "consent", pageData{
+		Title: "Allow " + s.clientName(r.client) + "?", Client: s.clientName(r.client), ClientURI: r.client.ClientURI,
+		User: string(r.user), Device: r.deviceID, Destination: destination(r.redirectURI),
+		Action: pathConsent, Request: r.id, CSRF: r.csrf,
+	}, formSource(r.redirectURI))
+}
+
+func (s *Service) errorPage(c *gin.Context, status int, msg string) error {
+	return s.renderPage(c, status, "error", pageData{Title: "Cannot sign in", Error: msg}, "")
+}
+
+// destination names where a redirect URI leads, for the person to check.
+func destination(redirectURI string) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		return redirectURI
+	}
+	if u.Host != "" {
+		return u.Scheme + "://" + u.Host
+	}
+	return "the app (" + u.Scheme + ":)"
+}
+
+// formSource is the CSP source that allows the consent form's redirect.
+func formSource(redirectURI string) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		return ""
+	}
+	if !plainHost(u.Scheme) {
+		return ""
+	}
+	if u.Host != "" {
+		if !plainHost(u.Host) {
+			return ""
+		}
+		return u.Scheme + "://" + u.Host
+	}
+	return u.Scheme + ":"
+}
