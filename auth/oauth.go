@@ -87,3 +87,65 @@ func (s *Service) AccessTokenOwner(token string) (spec.UserID, string, bool) {
 	}
 	return sess.user, sess.deviceID, true
 }
+
+// SignUp creates an account from the OAuth 2.0 API's sign-up page, under
+// the rules of POST /register: the registration setting, its rate limit,
+// the user name and password rules, and in token mode an invite code
+// (registration token) whose use is counted in the account's transaction.
+func (s *Service) SignUp(c *gin.Context, username, password, inviteCode string) (spec.UserID, error) {
+	if s.cfg.Registration == RegistrationClosed {
+		return "", registrationDisabled()
+	}
+	if err := s.limiter.AllowIP(c, RateRegister); err != nil {
+		return "", err
+	}
+	ctx := c.Request.Context()
+	// The invite code first: without one, the page tells nothing, not
+	// even whether a user name is taken.
+	byToken := s.cfg.Registration != RegistrationOpen
+	if byToken {
+		if !validTokenString(inviteCode) {
+			return "", errBadRegToken
+		}
+		ok, err := s.registrationTokenUsable(ctx, inviteCode)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", errBadRegToken
+		}
+	}
+	id, err := s.availableUserID(ctx, username)
+	if err != nil {
+		return "", err
+	}
+	if err := checkNewPassword(password, s.cfg.MinPasswordLength); err != nil {
+		return "", err
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		if byToken {
+			// No UIA session holds a reservation: the token must have a
+			// use left now.
+			if err := consumeRegistrationToken(tx, "", inviteCode, now); err != nil {
+				return err
+			}
+		}
+		return s.insertAccount(tx, id, hash, false, id.Localpart())
+	})
+	if err != nil {
+		return "", err
+	}
+	s.log.Info().Str("user_id", string(id)).Msg("account registered")
+	return id, nil
+}
+
+// SignUpNeedsInviteCode reports whether new accounts need a registration
+// token; ok is false when nobody may sign up.
+func (s *Service) SignUpNeedsInviteCode() (needed, ok bool) {
+	return s.cfg.Registration != RegistrationOpen, s.cfg.Registration != RegistrationClosed
+}

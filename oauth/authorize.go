@@ -196,8 +196,8 @@ func (s *Service) authorize(c *gin.Context) error {
 	if err != nil {
 		return fail("invalid_scope", err.Error())
 	}
-	switch q.Get("prompt") {
-	case "none":
+	prompt := q.Get("prompt")
+	if prompt == "none" {
 		return fail("login_required", "signing in needs the person's password")
 	}
 	req := &authRequest{
@@ -207,6 +207,9 @@ func (s *Service) authorize(c *gin.Context) error {
 	}
 	if !s.addRequest(req) {
 		return s.errorPage(c, http.StatusServiceUnavailable, "The server is handling too many sign-ins; try again in a few minutes.")
+	}
+	if _, ok := s.accounts.SignUpNeedsInviteCode(); ok && prompt == "create" {
+		return s.signUpPage(c, req, "", http.StatusOK)
 	}
 	return s.signInPage(c, req, "", http.StatusOK)
 }
@@ -291,7 +294,7 @@ func (s *Service) checkRequest(id, browser, csrf string, wantCSRF bool) (authReq
 func (s *Service) signIn(c *gin.Context) error {
 	req, ok := s.formRequest(c)
 	if !ok {
-		return s.errorPage(c, http.StatusForbidden, "This sign-in page has expired or was not opened in this browser. Go back to the application and start again.")
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
 	}
 	user, err := s.accounts.SignIn(c, c.PostForm("username"), c.PostForm("password"))
 	if err != nil {
@@ -304,22 +307,84 @@ func (s *Service) signIn(c *gin.Context) error {
 		}
 		return err
 	}
-	s.mu.Lock()
-	if r, ok := s.requests[req.id]; ok {
-		r.user = user
-		r.csrf = newSecret() // a new form, a new token
-	}
-	s.mu.Unlock()
+	s.signedIn(req.id, user)
 	c.Redirect(http.StatusSeeOther, pathConsent+"?request="+url.QueryEscape(req.id))
 	return nil
 }
+
+// GET /_chatalot/oauth2/auth/sign_in: the sign-in form of a request (the
+// sign-up page links back to it).
+func (s *Service) signInForm(c *gin.Context) error {
+	browser, _ := c.Cookie(browserCookie)
+	req, ok := s.checkRequest(c.Query("request"), browser, "", false)
+	if !ok {
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
+	}
+	return s.signInPage(c, &req, "", http.StatusOK)
+}
+
+// GET /_chatalot/oauth2/auth/sign_up: the sign-up form of a request (the
+// sign-in page links to it).
+func (s *Service) signUpForm(c *gin.Context) error {
+	browser, _ := c.Cookie(browserCookie)
+	req, ok := s.checkRequest(c.Query("request"), browser, "", false)
+	if !ok {
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
+	}
+	if _, open := s.accounts.SignUpNeedsInviteCode(); !open {
+		return s.errorPage(c, http.StatusForbidden, "This server does not let people create accounts themselves.")
+	}
+	return s.signUpPage(c, &req, "", http.StatusOK)
+}
+
+// POST /_chatalot/oauth2/auth/sign_up: creates the account, then goes on
+// to consent as after signing in. Registration's rules and rate limit apply.
+func (s *Service) signUp(c *gin.Context) error {
+	req, ok := s.formRequest(c)
+	if !ok {
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
+	}
+	if c.PostForm("password") != c.PostForm("password2") {
+		return s.signUpPage(c, &req, "The two passwords differ.", http.StatusBadRequest)
+	}
+	user, err := s.accounts.SignUp(c, c.PostForm("username"), c.PostForm("password"), strings.TrimSpace(c.PostForm("invite_code")))
+	if err != nil {
+		var me *spec.Error
+		if !errors.As(err, &me) {
+			return err
+		}
+		msg := me.Message
+		switch me.Code {
+		case spec.ErrLimitExceeded:
+			msg = "Too many attempts. Wait a while, then try again."
+		case spec.ErrForbidden:
+			msg = "The invite code is not valid, has expired or has been used up."
+		}
+		return s.signUpPage(c, &req, msg, me.Status)
+	}
+	s.signedIn(req.id, user)
+	c.Redirect(http.StatusSeeOther, pathConsent+"?request="+url.QueryEscape(req.id))
+	return nil
+}
+
+// signedIn records who signed in for a request; its forms get a new token.
+func (s *Service) signedIn(id string, user spec.UserID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.requests[id]; ok {
+		r.user = user
+		r.csrf = newSecret()
+	}
+}
+
+const expiredRequest = "This sign-in page has expired or was not opened in this browser. Go back to the application and start again."
 
 // GET /_chatalot/oauth2/auth/consent: "<client> wants to sign in as you".
 func (s *Service) consentPage(c *gin.Context) error {
 	browser, _ := c.Cookie(browserCookie)
 	req, ok := s.checkRequest(c.Query("request"), browser, "", false)
 	if !ok || req.user == "" {
-		return s.errorPage(c, http.StatusForbidden, "This sign-in page has expired or was not opened in this browser. Go back to the application and start again.")
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
 	}
 	return s.renderConsent(c, &req)
 }
@@ -329,7 +394,7 @@ func (s *Service) consentPage(c *gin.Context) error {
 func (s *Service) consent(c *gin.Context) error {
 	req, ok := s.formRequest(c)
 	if !ok || req.user == "" {
-		return s.errorPage(c, http.StatusForbidden, "This sign-in page has expired or was not opened in this browser. Go back to the application and start again.")
+		return s.errorPage(c, http.StatusForbidden, expiredRequest)
 	}
 	s.mu.Lock()
 	delete(s.requests, req.id)

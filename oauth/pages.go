@@ -45,6 +45,23 @@ var pages = template.Must(template.New("").Parse(`
 <button type="submit" class="primary">Sign in</button>
 </form>
 <p class="note">You will be asked to confirm before {{.Client}} gets access.</p>
+{{if .SignUp}}<p>No account yet? <a href="{{.SignUp}}">Create one</a>{{if .InviteNeeded}} with an invite code{{end}}.</p>{{end}}
+{{template "foot"}}{{end}}
+
+{{define "signup"}}{{template "head" .}}
+<h1>Create an account on {{.Server}}</h1>
+<p>Then <strong>{{.Client}}</strong> will ask to sign in with it.</p>
+{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+{{if .InviteNeeded}}<label for="invite_code">Invite code</label><input type="text" id="invite_code" name="invite_code" autocomplete="off" autocapitalize="none" spellcheck="false" required>{{end}}
+<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required aria-describedby="username-note">
+<p class="note" id="username-note">Your address will be @name:{{.Server}}. Lower-case letters, digits and . _ = - / + only.</p>
+<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="new-password" required>
+<label for="password2">Password again</label><input type="password" id="password2" name="password2" autocomplete="new-password" required>
+<button type="submit" class="primary">Create account</button>
+</form>
+<p>Already have an account? <a href="{{.SignIn}}">Sign in</a>.</p>
 {{template "foot"}}{{end}}
 
 {{define "consent"}}{{template "head" .}}
@@ -67,6 +84,8 @@ var pages = template.Must(template.New("").Parse(`
 type pageData struct {
 	Title, Server, Client, ClientURI, User, Device, Destination string
 	Error, Action, Request, CSRF                                string
+	SignUp, SignIn                                              string // links between the two pages
+	InviteNeeded                                                bool
 }
 
 // renderPage writes a page with headers that keep it to itself: no
@@ -106,9 +125,22 @@ func (s *Service) clientName(m clientMetadata) string {
 }
 
 func (s *Service) signInPage(c *gin.Context, r *authRequest, errMsg string, status int) error {
-	return s.renderPage(c, status, "signin", pageData{
+	d := pageData{
 		Title: "Sign in to " + string(s.serverName), Server: string(s.serverName), Client: s.clientName(r.client),
 		Error: errMsg, Action: pathSignIn, Request: r.id, CSRF: r.csrf,
+	}
+	if needed, ok := s.accounts.SignUpNeedsInviteCode(); ok {
+		d.SignUp, d.InviteNeeded = pathSignUp+"?request="+url.QueryEscape(r.id), needed
+	}
+	return s.renderPage(c, status, "signin", d, "")
+}
+
+func (s *Service) signUpPage(c *gin.Context, r *authRequest, errMsg string, status int) error {
+	needed, _ := s.accounts.SignUpNeedsInviteCode()
+	return s.renderPage(c, status, "signup", pageData{
+		Title: "Create an account on " + string(s.serverName), Server: string(s.serverName), Client: s.clientName(r.client),
+		Error: errMsg, Action: pathSignUp, Request: r.id, CSRF: r.csrf, InviteNeeded: needed,
+		SignIn: pathSignIn + "?request=" + url.QueryEscape(r.id),
 	}, "")
 }
 

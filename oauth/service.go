@@ -32,6 +32,12 @@ type Accounts interface {
 	// SignIn checks a password under the login rate limits; every failure
 	// looks the same.
 	SignIn(c *gin.Context, user, password string) (spec.UserID, error)
+	// SignUp creates an account under the registration rules; inviteCode
+	// is a registration token.
+	SignUp(c *gin.Context, username, password, inviteCode string) (spec.UserID, error)
+	// SignUpNeedsInviteCode tells whether sign-up needs an invite code,
+	// and whether it is open at all.
+	SignUpNeedsInviteCode() (needed, ok bool)
 	// IssueDeviceToken creates the device if needed and replaces its
 	// access tokens with a new one that expires after ttl.
 	IssueDeviceToken(ctx context.Context, user spec.UserID, deviceID, displayName string, ttl time.Duration) (string, error)
@@ -116,6 +122,7 @@ const (
 	pathAuthorize   = prefix + "/auth"
 	pathSignIn      = prefix + "/auth/sign_in"
 	pathConsent     = prefix + "/auth/consent"
+	pathSignUp      = prefix + "/auth/sign_up"
 	pathToken       = prefix + "/token"
 	pathRevoke      = prefix + "/revoke"
 	cookiePath      = prefix + "/auth"
@@ -129,7 +136,10 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.GET(metadataMSC2965, api.Handle(s.metadata))
 	r.POST(pathRegister, api.Handle(s.registerClient))
 	r.GET(pathAuthorize, api.Handle(s.authorize))
+	r.GET(pathSignIn, api.Handle(s.signInForm))
 	r.POST(pathSignIn, api.Handle(s.signIn))
+	r.GET(pathSignUp, api.Handle(s.signUpForm))
+	r.POST(pathSignUp, api.Handle(s.signUp))
 	r.GET(pathConsent, api.Handle(s.consentPage))
 	r.POST(pathConsent, api.Handle(s.consent))
 	r.POST(pathToken, api.Handle(s.token))
@@ -140,7 +150,7 @@ func (s *Service) Routes(r *gin.Engine) {
 // the spec profiles it.
 func (s *Service) metadata(c *gin.Context) error {
 	c.Header("Cache-Control", "public, max-age=300")
-	c.JSON(http.StatusOK, gin.H{
+	m := gin.H{
 		"issuer":                                     s.base + "/",
 		"authorization_endpoint":                     s.base + pathAuthorize,
 		"token_endpoint":                             s.base + pathToken,
@@ -153,7 +163,12 @@ func (s *Service) metadata(c *gin.Context) error {
 		"token_endpoint_auth_methods_supported":      []string{"none"},
 		"revocation_endpoint_auth_methods_supported": []string{"none"},
 		"scopes_supported":                           []string{scopeAPI},
-	})
+	}
+	if _, ok := s.accounts.SignUpNeedsInviteCode(); ok {
+		// prompt=create opens the sign-up page (spec "User registration").
+		m["prompt_values_supported"] = []string{"create"}
+	}
+	c.JSON(http.StatusOK, m)
 	return nil
 }
 

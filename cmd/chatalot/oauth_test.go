@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chatalot/chatalot/storage"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
@@ -25,6 +27,15 @@ const oauthPassword = "correct horse battery staple"
 // newOAuthApp wires the server with the OAuth 2.0 API on, its public base
 // URL the test server's own. limits turns the rate limits on.
 func newOAuthApp(t *testing.T, limits bool) string {
+	_, base := newOAuthAppWith(t, func(cfg *Config) {
+		if limits {
+			cfg.RateLimits = "on"
+		}
+	})
+	return base
+}
+
+func newOAuthAppWith(t *testing.T, configure func(*Config)) (*App, string) {
 	t.Helper()
 	var handler http.Handler
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
@@ -33,12 +44,10 @@ func newOAuthApp(t *testing.T, limits bool) string {
 	cfg.DataDir = t.TempDir()
 	cfg.Registration = "open"
 	cfg.RateLimits = "off"
-	if limits {
-		cfg.RateLimits = "on"
-	}
 	cfg.Encryption = "optional"
 	cfg.OAuth = true
 	cfg.PublicBaseURL = base
+	configure(&cfg)
 	app, err := openApp(cfg, zerolog.New(io.Discard))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,7 @@ func newOAuthApp(t *testing.T, limits bool) string {
 		srv.Close()
 		app.Close()
 	})
-	return base
+	return app, base
 }
 
 // oauthDo sends a request and returns the status, headers and body; it
@@ -650,5 +659,73 @@ func TestOAuthSignInIsRateLimited(t *testing.T) {
 	form.Set("password", oauthPassword)
 	if code, _, _ := oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/sign_in", "application/x-www-form-urlencoded", form.Encode(), ""); code != 429 {
 		t.Errorf("right password while limited: %d", code)
+	}
+}
+
+// TestOAuthSignUpWithInviteCode: prompt=create opens the sign-up page; an
+// account is made with an invite code, whose use is counted, and the flow
+// goes on to consent and a working session.
+func TestOAuthSignUpWithInviteCode(t *testing.T) {
+	app, base := newOAuthAppWith(t, func(cfg *Config) { cfg.Registration = "token" })
+	err := app.db.Write(context.Background(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(`INSERT INTO registration_tokens (token, uses_allowed, created_ts) VALUES ('invite-1', 1, 0), ('invite-2', 5, 0)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := oauthMetadata(t, base)
+	_, _, raw := oauthDo(t, nil, "GET", base+"/_matrix/client/v1/auth_metadata", "", "", "")
+	if gjson.Get(raw, "prompt_values_supported").Raw != `["create"]` {
+		t.Errorf("prompt_values_supported: %s", raw)
+	}
+	client := webClient(t, e)
+	verifier, challenge := pkce("s")
+	signUp := func(browser *http.Client, user, invite, device string) (int, string, http.Header) {
+		_, _, page := oauthDo(t, browser, "GET", authURL(e, client, testRedirect, challenge, device, url.Values{"prompt": {"create"}}), "", "", "")
+		if !strings.Contains(page, "Create an account") || !strings.Contains(page, `name="invite_code"`) {
+			t.Fatalf("prompt=create did not open the sign-up page: %.300s", page)
+		}
+		form := formFields(t, page)
+		form.Set("username", user)
+		form.Set("password", oauthPassword)
+		form.Set("password2", oauthPassword)
+		form.Set("invite_code", invite)
+		code, h, page := oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/sign_up", "application/x-www-form-urlencoded", form.Encode(), "")
+		return code, page, h
+	}
+	if code, page, _ := signUp(newBrowser(t), "erin", "no-such-code", "SIGNUP0001"); code != 403 || !strings.Contains(page, "invite code is not valid") {
+		t.Errorf("wrong invite code: %d %.300s", code, page)
+	}
+	browser := newBrowser(t)
+	code, page, h := signUp(browser, "erin", "invite-1", "SIGNUP0002")
+	if code != 303 {
+		t.Fatalf("sign up: %d %.300s", code, page)
+	}
+	code, _, page = oauthDo(t, browser, "GET", base+h.Get("Location"), "", "", "")
+	if code != 200 || !strings.Contains(page, "@erin:localhost") {
+		t.Fatalf("consent after sign-up: %d %.300s", code, page)
+	}
+	form := formFields(t, page)
+	form.Set("decision", "allow")
+	_, h, _ = oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/consent", "application/x-www-form-urlencoded", form.Encode(), "")
+	code, tok := exchange(t, e, client, redirectParams(t, h.Get("Location")).Get("code"), verifier)
+	if code != 200 {
+		t.Fatalf("exchange: %d %s", code, tok.Raw)
+	}
+	if code, raw := whoami(t, base, tok.Get("access_token").Str); code != 200 || gjson.Get(raw, "user_id").Str != "@erin:localhost" {
+		t.Fatalf("whoami: %d %s", code, raw)
+	}
+	// The code had one use: it is used up.
+	if code, page, _ := signUp(newBrowser(t), "frank", "invite-1", "SIGNUP0003"); code != 403 {
+		t.Errorf("used-up invite code: %d %.300s", code, page)
+	}
+	// A taken name is said so (as /register/available does), but only to
+	// someone with a valid invite code.
+	if code, page, _ := signUp(newBrowser(t), "erin", "no-such-code", "SIGNUP0004"); code != 403 || strings.Contains(page, "taken") {
+		t.Errorf("taken name without an invite: %d %.300s", code, page)
+	}
+	if code, page, _ := signUp(newBrowser(t), "erin", "invite-2", "SIGNUP0004"); code != 400 || !strings.Contains(page, "taken") {
+		t.Errorf("taken name: %d %.300s", code, page)
 	}
 }
