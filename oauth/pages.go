@@ -17,7 +17,7 @@ import (
 // the client's host who signs in when.
 
 const style = `body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#111;background:#fff}
-h1{font-size:1.4rem}label{display:block;margin-top:1rem;font-weight:600}
+h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}ul{padding-left:1.2rem}li{margin:.6rem 0}li form{display:inline}label{display:block;margin-top:1rem;font-weight:600}
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:1px solid #666;border-radius:4px}
 button{margin-top:1.2rem;margin-right:.5rem;padding:.5rem 1.2rem;font-size:1rem;border-radius:4px;border:1px solid #333;background:#fff;cursor:pointer}
 button.primary{background:#0b5cad;color:#fff;border-color:#0b5cad}.error{color:#a00;font-weight:600}.note{color:#444;font-size:.9rem}
@@ -76,6 +76,46 @@ var pages = template.Must(template.New("").Parse(`
 </form>
 {{template "foot"}}{{end}}
 
+{{define "account_signin"}}{{template "head" .}}
+<h1>Your account on {{.Server}}</h1>
+{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="next" value="{{.Next}}">
+<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus>
+<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="current-password" required>
+<button type="submit" class="primary">Sign in</button>
+</form>
+{{template "foot"}}{{end}}
+
+{{define "account"}}{{template "head" .}}
+<h1>{{.User}}</h1>
+{{if .Error}}<p class="error" role="status">{{.Error}}</p>{{end}}
+<h2 id="sessions">Sessions</h2>
+<p class="note">Each app you are signed in with is a session. Signing one out deletes its encryption keys on this server.</p>
+<ul>
+{{range .Devices}}<li{{if .Selected}} aria-current="true"{{end}}><strong>{{.Name}}</strong> <code>{{.ID}}</code>{{if .LastSeen}}, last used {{.LastSeen}}{{end}}
+<form method="post" action="/_chatalot/account/delete_device"><input type="hidden" name="csrf" value="{{$.CSRF}}"><input type="hidden" name="device_id" value="{{.ID}}">
+<button type="submit"{{if and $.ConfirmDelete .Selected}} class="primary"{{end}}>Sign out {{.Name}}</button></form></li>
+{{else}}<li>No sessions.</li>{{end}}
+</ul>
+<h2 id="password">Password</h2>
+<form method="post" action="/_chatalot/account/password"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<label for="current_password">Current password</label><input type="password" id="current_password" name="current_password" autocomplete="current-password" required>
+<label for="new_password">New password</label><input type="password" id="new_password" name="new_password" autocomplete="new-password" required>
+<label for="new_password2">New password again</label><input type="password" id="new_password2" name="new_password2" autocomplete="new-password" required>
+<label><input type="checkbox" name="keep_sessions" value="yes"> Keep my sessions signed in</label>
+<button type="submit">Change password</button></form>
+<h2 id="deactivate">Close the account</h2>
+{{if .Deactivate}}<p class="error">An app asked to close this account. Only do so if you meant to.</p>{{end}}
+<form method="post" action="/_chatalot/account/deactivate"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<p class="note">Closing is for good: every session is signed out, you leave every room, and the user name is never given out again.</p>
+<label for="deactivate_password">Password</label><input type="password" id="deactivate_password" name="password" autocomplete="current-password" required>
+<label><input type="checkbox" name="erase" value="yes"> Also erase my display name and avatar</label>
+<label><input type="checkbox" name="confirm" value="yes" required> I want to close my account</label>
+<button type="submit">Close my account</button></form>
+<form method="post" action="/_chatalot/account/sign_out"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Sign out of this page</button></form>
+{{template "foot"}}{{end}}
+
 {{define "error"}}{{template "head" .}}
 <h1>{{.Title}}</h1><p class="error" role="alert">{{.Error}}</p>
 {{template "foot"}}{{end}}
@@ -86,6 +126,10 @@ type pageData struct {
 	Error, Action, Request, CSRF                                string
 	SignUp, SignIn                                              string // links between the two pages
 	InviteNeeded                                                bool
+	Next                                                        string // account page: where to go after signing in
+	Devices                                                     []deviceView
+	Deactivate                                                  bool // the deactivate action was asked for
+	ConfirmDelete                                               bool // the device_delete action was asked for
 }
 
 // renderPage writes a page with headers that keep it to itself: no

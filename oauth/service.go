@@ -47,6 +47,13 @@ type Accounts interface {
 	AccessTokenOwner(token string) (spec.UserID, string, bool)
 	// DeleteDevices deletes devices and revokes their tokens.
 	DeleteDevices(ctx context.Context, user spec.UserID, deviceIDs ...string) error
+	// Devices lists a user's devices, for the account page.
+	Devices(ctx context.Context, user spec.UserID) ([]auth.DeviceInfo, error)
+	// SetPassword replaces a password; logoutDevices deletes every device
+	// but keepDevice.
+	SetPassword(ctx context.Context, user spec.UserID, password string, logoutDevices bool, keepDevice string) error
+	// Deactivate closes an account for good.
+	Deactivate(ctx context.Context, user spec.UserID, erase bool) error
 }
 
 // Config is the authorisation server's settings.
@@ -101,6 +108,7 @@ type Service struct {
 	mu       sync.Mutex
 	requests map[string]*authRequest // by request ID
 	codes    map[string]*authCode    // by code hash
+	web      map[string]*webSession  // the account page's, by cookie hash
 }
 
 // New builds the service. The database must be migrated with Schema.
@@ -109,7 +117,7 @@ func New(d Deps) *Service {
 	return &Service{
 		db: d.DB, accounts: d.Accounts, limiter: d.Limiter, base: base, serverName: d.ServerName,
 		cfg: d.Config, log: d.Log, secure: strings.HasPrefix(base, "https://"), now: time.Now,
-		requests: map[string]*authRequest{}, codes: map[string]*authCode{},
+		requests: map[string]*authRequest{}, codes: map[string]*authCode{}, web: map[string]*webSession{},
 	}
 }
 
@@ -144,6 +152,13 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.POST(pathConsent, api.Handle(s.consent))
 	r.POST(pathToken, api.Handle(s.token))
 	r.POST(pathRevoke, api.Handle(s.revoke))
+
+	r.GET(pathAccount, api.Handle(s.accountPage))
+	r.POST(pathAccountSignIn, api.Handle(s.accountSignIn))
+	r.POST(pathAccountSignOut, api.Handle(s.accountSignOut))
+	r.POST(pathAccountDeleteDevice, api.Handle(s.accountDeleteDevice))
+	r.POST(pathAccountPassword, api.Handle(s.accountPassword))
+	r.POST(pathAccountDeactivate, api.Handle(s.accountDeactivate))
 }
 
 // GET /_matrix/client/v1/auth_metadata: the server metadata (RFC 8414) as
@@ -163,6 +178,8 @@ func (s *Service) metadata(c *gin.Context) error {
 		"token_endpoint_auth_methods_supported":      []string{"none"},
 		"revocation_endpoint_auth_methods_supported": []string{"none"},
 		"scopes_supported":                           []string{scopeAPI},
+		"account_management_uri":                     s.base + pathAccount,
+		"account_management_actions_supported":       accountActions,
 	}
 	if _, ok := s.accounts.SignUpNeedsInviteCode(); ok {
 		// prompt=create opens the sign-up page (spec "User registration").

@@ -729,3 +729,92 @@ func TestOAuthSignUpWithInviteCode(t *testing.T) {
 		t.Errorf("taken name: %d %.300s", code, page)
 	}
 }
+
+// TestOAuthAccountPage: account_management_uri's page signs in on its own,
+// lists the sessions and signs one out (OAuth grant included), changes the
+// password and closes the account, each behind its CSRF token.
+func TestOAuthAccountPage(t *testing.T) {
+	base := newOAuthApp(t, false)
+	oauthRegisterUser(t, base, "gina")
+	e := oauthMetadata(t, base)
+	_, _, raw := oauthDo(t, nil, "GET", base+"/_matrix/client/v1/auth_metadata", "", "", "")
+	account := gjson.Get(raw, "account_management_uri").Str
+	if account != base+"/_chatalot/account" || !strings.Contains(gjson.Get(raw, "account_management_actions_supported").Raw, "org.matrix.device_delete") {
+		t.Fatalf("account management metadata: %s", raw)
+	}
+	client := webClient(t, e)
+	tok := oauthLogin(t, base, e, client, "gina", "ACCOUNTDEV")
+	csrfField := regexp.MustCompile(`name="csrf" value="([^"]*)"`)
+	post := func(browser *http.Client, path string, form url.Values) (int, http.Header, string) {
+		return oauthDo(t, browser, "POST", base+path, "application/x-www-form-urlencoded", form.Encode(), "")
+	}
+
+	// Deep link: the sign-in page first, then back to the action.
+	browser := newBrowser(t)
+	code, _, page := oauthDo(t, browser, "GET", account+"?action=org.matrix.device_delete&device_id=ACCOUNTDEV", "", "", "")
+	if code != 200 || !strings.Contains(page, `name="next" value="/_chatalot/account?action=org.matrix.device_delete&amp;device_id=ACCOUNTDEV"`) {
+		t.Fatalf("account sign-in: %d %.600s", code, page)
+	}
+	csrf := csrfField.FindStringSubmatch(page)[1]
+	if code, _, _ := post(browser, "/_chatalot/account/sign_in", url.Values{"csrf": {"forged"}, "username": {"gina"}, "password": {oauthPassword}}); code != 403 {
+		t.Errorf("sign-in with a forged CSRF token: %d", code)
+	}
+	code, h, _ := post(browser, "/_chatalot/account/sign_in", url.Values{"csrf": {csrf}, "username": {"gina"}, "password": {oauthPassword}, "next": {"https://evil.example.com/_chatalot/account"}})
+	if code != 303 || h.Get("Location") != "/_chatalot/account" {
+		t.Fatalf("sign-in: %d, to %q (must stay on the account page)", code, h.Get("Location"))
+	}
+	code, _, page = oauthDo(t, browser, "GET", account+"?action=org.matrix.device_delete&device_id=ACCOUNTDEV", "", "", "")
+	if code != 200 || !strings.Contains(page, "<code>ACCOUNTDEV</code>") || !strings.Contains(page, "Test App") {
+		t.Fatalf("account page: %d %.600s", code, page)
+	}
+	csrf = csrfField.FindStringSubmatch(page)[1]
+	if code, _, _ := post(browser, "/_chatalot/account/delete_device", url.Values{"csrf": {"forged"}, "device_id": {"ACCOUNTDEV"}}); code != 403 {
+		t.Errorf("delete with a forged CSRF token: %d", code)
+	}
+	if code, _ := whoami(t, base, tok.Get("access_token").Str); code != 200 {
+		t.Fatalf("the session went before it was signed out: %d", code)
+	}
+	if code, _, _ := post(browser, "/_chatalot/account/delete_device", url.Values{"csrf": {csrf}, "device_id": {"ACCOUNTDEV"}}); code != 303 {
+		t.Fatalf("delete: %d", code)
+	}
+	if code, _ := whoami(t, base, tok.Get("access_token").Str); code != 401 {
+		t.Errorf("a session signed out on the account page still works: %d", code)
+	}
+	if code, _ := refreshGrant(t, e, client, tok.Get("refresh_token").Str); code != 400 {
+		t.Errorf("its refresh token still works: %d", code)
+	}
+
+	// Password: the current one is asked again; other sessions end.
+	_, _, login := oauthDo(t, nil, "POST", base+"/_matrix/client/v3/login", "application/json",
+		`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"gina"},"password":"`+oauthPassword+`"}`, "")
+	legacy := gjson.Get(login, "access_token").Str
+	change := url.Values{"csrf": {csrf}, "current_password": {"wrong"}, "new_password": {"a new long password"}, "new_password2": {"a new long password"}}
+	if code, _, _ := post(browser, "/_chatalot/account/password", change); code != 403 {
+		t.Errorf("password change with a wrong current password: %d", code)
+	}
+	change.Set("current_password", oauthPassword)
+	if code, _, page := post(browser, "/_chatalot/account/password", change); code != 200 || !strings.Contains(page, "Your password was changed") {
+		t.Fatalf("password change: %d %.300s", code, page)
+	}
+	if code, _ := whoami(t, base, legacy); code != 401 {
+		t.Errorf("another session survived the password change: %d", code)
+	}
+
+	// Closing the account needs the password and the box ticked.
+	closeForm := url.Values{"csrf": {csrf}, "password": {"a new long password"}}
+	if code, _, _ := post(browser, "/_chatalot/account/deactivate", closeForm); code != 400 {
+		t.Errorf("deactivate without confirming: %d", code)
+	}
+	closeForm.Set("confirm", "yes")
+	if code, _, page := post(browser, "/_chatalot/account/deactivate", closeForm); code != 200 || !strings.Contains(page, "is closed") {
+		t.Fatalf("deactivate: %d %.300s", code, page)
+	}
+	if code, _, _ := oauthDo(t, nil, "POST", base+"/_matrix/client/v3/login", "application/json",
+		`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"gina"},"password":"a new long password"}`, ""); code != 403 {
+		t.Errorf("login after closing the account: %d", code)
+	}
+	// The browser session ended with the account.
+	if code, _, page := oauthDo(t, browser, "GET", account, "", "", ""); code != 200 || !strings.Contains(page, `name="password"`) || strings.Contains(page, "Sessions") {
+		t.Errorf("account page after closing: %d", code)
+	}
+}
