@@ -818,3 +818,29 @@ func TestOAuthAccountPage(t *testing.T) {
 		t.Errorf("account page after closing: %d", code)
 	}
 }
+
+// TestOAuthPasswordLoginSetting: with password_login off, /login stops
+// offering and accepting passwords while the OAuth pages still sign in.
+func TestOAuthPasswordLoginSetting(t *testing.T) {
+	_, base := newOAuthAppWith(t, func(cfg *Config) { cfg.PasswordLogin = false })
+	oauthRegisterUser(t, base, "hana")
+	_, _, flows := oauthDo(t, nil, "GET", base+"/_matrix/client/v3/login", "", "", "")
+	if strings.Contains(flows, "m.login.password") || !strings.Contains(flows, "m.login.token") {
+		t.Errorf("login flows: %s", flows)
+	}
+	code, _, raw := oauthDo(t, nil, "POST", base+"/_matrix/client/v3/login", "application/json",
+		`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"hana"},"password":"`+oauthPassword+`"}`, "")
+	if code != 400 || gjson.Get(raw, "errcode").Str != "M_UNKNOWN" {
+		t.Errorf("password login while off: %d %s", code, raw)
+	}
+	e := oauthMetadata(t, base)
+	tok := oauthLogin(t, base, e, webClient(t, e), "hana", "NOPASSWORD")
+	if code, _ := whoami(t, base, tok.Get("access_token").Str); code != 200 {
+		t.Errorf("OAuth session: %d", code)
+	}
+	cfg := defaults()
+	cfg.PasswordLogin = false
+	if problems := cfg.Validate(); !strings.Contains(problems.Error(), "password_login") {
+		t.Errorf("password_login off without oauth or JWT passed validation: %v", problems)
+	}
+}
