@@ -21,14 +21,7 @@ func TestMatrixJSSDKOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal("Node.js 20 is needed for the matrix-js-sdk tests (README: what else must be installed)")
 	}
-	// The issuer is the public base URL, so the address is chosen first.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s := harness.Start(t, harness.WithArgs("--listen", addr, "--public-baseurl", "http://"+addr, "--oauth"))
+	s := startOAuthServer(t)
 	dir := jsDir()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
 		npm, err := exec.LookPath("npm")
@@ -53,4 +46,38 @@ func TestMatrixJSSDKOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("matrix-js-sdk OAuth tests failed: %v\n%s", err, s.Logs())
 	}
+}
+
+// TestChromiumOAuthPages runs tests/js/oauth_browser.test.mjs: the sign-up,
+// sign-in, consent and account pages filled in by a headless Chromium
+// (Debian's, driven by playwright-core), with matrix-js-sdk as the client.
+func TestChromiumOAuthPages(t *testing.T) {
+	browser := opsTool(t, "chromium", "chromium")
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("Node.js 20 is needed for the matrix-js-sdk tests (README: what else must be installed)")
+	}
+	s := startOAuthServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-concurrency=1", "oauth_browser.test.mjs")
+	cmd.Dir = jsDir()
+	cmd.Env = append(os.Environ(), "CHATALOT_URL="+s.URL, "CHROMIUM="+browser)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	if err != nil {
+		t.Fatalf("browser tests failed: %v\n%s", err, s.Logs())
+	}
+}
+
+// startOAuthServer runs a server with the OAuth 2.0 API on. The issuer is
+// the public base URL, so the address is chosen first.
+func startOAuthServer(t *testing.T) *harness.Server {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return harness.Start(t, harness.WithArgs("--listen", addr, "--public-baseurl", "http://"+addr, "--oauth"))
 }
