@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
@@ -842,5 +843,62 @@ func TestOAuthPasswordLoginSetting(t *testing.T) {
 	cfg.PasswordLogin = false
 	if problems := cfg.Validate(); !strings.Contains(problems.Error(), "password_login") {
 		t.Errorf("password_login off without oauth or JWT passed validation: %v", problems)
+	}
+}
+
+// TestOAuthRevokedTokenOnEveryRoute: once revoked, an OAuth access token is
+// refused on every authenticated route, as a logged-out token is.
+func TestOAuthRevokedTokenOnEveryRoute(t *testing.T) {
+	app, base := newOAuthAppWith(t, func(*Config) {})
+	oauthRegisterUser(t, base, "ivan")
+	e := oauthMetadata(t, base)
+	tok := oauthLogin(t, base, e, webClient(t, e), "ivan", "REVOKEDDEV")
+	access := tok.Get("access_token").Str
+	if code, _, raw := oauthDo(t, nil, "POST", e.revoke, "application/x-www-form-urlencoded", url.Values{"token": {tok.Get("refresh_token").Str}}.Encode(), ""); code != 200 {
+		t.Fatalf("revoke: %d %s", code, raw)
+	}
+	checked := 0
+	for _, rt := range app.Router().(*gin.Engine).Routes() {
+		if isPublic(rt) || strings.HasPrefix(rt.Path, "/_chatalot/") || strings.HasSuffix(rt.Path, "/auth_metadata") {
+			continue
+		}
+		path := fill(t, rt.Path, func(_ string, v []string) string { return v[0] })
+		code, raw := request(t, rt.Method, base+path, access, "{}")
+		if code != 401 || gjson.Get(raw, "errcode").Str != "M_UNKNOWN_TOKEN" {
+			t.Errorf("%s with a revoked OAuth token: %d %.150s", route(rt), code, raw)
+		}
+		checked++
+	}
+	if checked < 100 {
+		t.Fatalf("only %d routes checked", checked)
+	}
+}
+
+// TestOAuthGarbage sends malformed requests to every OAuth route: none may
+// be answered with a 5xx.
+func TestOAuthGarbage(t *testing.T) {
+	app, base := newOAuthAppWith(t, func(*Config) {})
+	bodies := []string{"", "{", "null", `{"client_uri":5}`, `{"redirect_uris":"x"}`, "a=%zz", "request=x&csrf=y", strings.Repeat("x=1&", 2000),
+		"grant_type=authorization_code&code=&client_id=", "grant_type=refresh_token&refresh_token=x&client_id=x", "token=", "\x00\xff"}
+	queries := []string{"", "?client_id=x&client_id=y", "?request=%00", "?action=" + strings.Repeat("a", 5000), "?redirect_uri=%zz"}
+	n := 0
+	for _, rt := range app.Router().(*gin.Engine).Routes() {
+		if !strings.HasPrefix(rt.Path, "/_chatalot/") && !strings.HasSuffix(rt.Path, "/auth_metadata") {
+			continue
+		}
+		for _, q := range queries {
+			for _, ct := range []string{"application/x-www-form-urlencoded", "application/json", "text/plain"} {
+				for _, b := range bodies {
+					code, _, raw := oauthDo(t, nil, rt.Method, base+rt.Path+q, ct, b, "")
+					n++
+					if code >= 500 {
+						t.Errorf("%s %s%s (%s, %.40q): %d %.200s", rt.Method, rt.Path, q, ct, b, code, raw)
+					}
+				}
+			}
+		}
+	}
+	if n < 100 {
+		t.Fatalf("only %d requests", n)
 	}
 }
