@@ -62,7 +62,7 @@ func TestChromiumOAuthPages(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-concurrency=1", "oauth_browser.test.mjs")
 	cmd.Dir = jsDir()
-	cmd.Env = append(os.Environ(), "CHATALOT_URL="+s.URL, "CHROMIUM="+browser)
+	cmd.Env = append(os.Environ(), "CHATALOT_URL="+s.URL, "CHROMIUM="+browser, "CHATALOT_SCREENSHOTS="+os.Getenv("CHATALOT_SCREENSHOTS"))
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
 	if err != nil {

@@ -16,6 +16,12 @@ logger.setLevel("warn");
 const { OAuth2 } = sdk;
 
 const baseUrl = process.env.CHATALOT_URL;
+// CHATALOT_SCREENSHOTS, when set, is a folder for pictures of the pages
+// (the README's).
+const shots = process.env.CHATALOT_SCREENSHOTS;
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: `${shots}/oauth-${name}.png` });
+}
 const password = "correct horse battery staple";
 const redirectUri = "https://app.example.org/callback";
 let browser;
@@ -30,7 +36,7 @@ after(async () => {
 // newPage opens a page that records CSP violations and answers the
 // client's redirect URI itself (nothing listens at app.example.org).
 async function newPage() {
-  const context = await browser.newContext();
+  const context = await browser.newContext({ viewport: { width: 520, height: 640 } });
   const page = await context.newPage();
   const violations = [];
   page.on("console", (m) => {
@@ -82,10 +88,12 @@ test("sign up, allow, use the session, sign it out on the account page", async (
   await page.getByLabel("User name").fill(name);
   await page.getByLabel("Password", { exact: true }).fill(password);
   await page.getByLabel("Password again").fill(password);
+  await shot(page, "sign-up");
   await page.getByRole("button", { name: "Create account" }).click();
 
   await page.waitForSelector("text=wants to sign in as");
   assert.match(await page.locator("main").innerText(), new RegExp(`Browser test app wants to sign in as @${name}:`));
+  await shot(page, "consent");
   await page.getByRole("button", { name: "Allow" }).click();
   const { tokens, me } = await finish(flow, called);
   assert.match(me.user_id, new RegExp(`^@${name}:`));
@@ -97,6 +105,7 @@ test("sign up, allow, use the session, sign it out on the account page", async (
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForSelector(`code:text("${me.device_id}")`);
+  await shot(page, "account");
   await page.getByRole("button", { name: "Sign out Browser test app" }).click();
   await page.waitForSelector("h2#sessions");
   assert.doesNotMatch(await page.locator("main").innerText(), new RegExp(me.device_id));
@@ -122,6 +131,7 @@ test("sign in with a wrong then the right password, cancel, then allow", async (
   await tab.page.getByLabel("Password").fill("not the password");
   await tab.page.getByRole("button", { name: "Sign in" }).click();
   await tab.page.waitForSelector("text=The user name or password is wrong.");
+  await shot(tab.page, "sign-in");
   await tab.page.getByLabel("User name").fill(name);
   await tab.page.getByLabel("Password").fill(password);
   await tab.page.getByRole("button", { name: "Sign in" }).click();
