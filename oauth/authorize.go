@@ -44,6 +44,9 @@ type authRequest struct {
 	deviceID     string
 	user         spec.UserID // set once the person signed in
 	expires      time.Time
+	// deviceCode is set for a device authorisation (device.go): consent
+	// answers the polling device instead of redirecting.
+	deviceCode string
 }
 
 // authCode is an issued authorisation code, kept until it expires so that
@@ -269,6 +272,13 @@ func (s *Service) sweepLocked() {
 			delete(s.codes, h)
 		}
 	}
+	for h, d := range s.devices {
+		// Kept a little past expiry, so that polling hears expired_token.
+		if now.After(d.expires.Add(time.Minute)) {
+			delete(s.devices, h)
+			delete(s.userCodes, d.userCode)
+		}
+	}
 }
 
 // formRequest finds the request a posted form belongs to and checks the
@@ -399,6 +409,9 @@ func (s *Service) consent(c *gin.Context) error {
 	s.mu.Lock()
 	delete(s.requests, req.id)
 	s.mu.Unlock()
+	if req.deviceCode != "" {
+		return s.decideDevice(c, req, c.PostForm("decision") == "allow")
+	}
 	if c.PostForm("decision") != "allow" {
 		return s.redirectError(c, req.redirectURI, req.responseMode, req.state, "access_denied", "the person did not allow the application to sign in")
 	}

@@ -165,14 +165,19 @@ func validateClient(req registrationRequest) (clientMetadata, *metadataError) {
 	}
 	m.GrantTypes = []string{grantAuthorizationCode, grantRefreshToken}
 	if req.GrantTypes != nil {
-		if !slices.Contains(req.GrantTypes, grantAuthorizationCode) {
-			return m, badMetadata("grant_types must include authorization_code")
+		// Only the grants understood are registered (RFC 7591 section 2).
+		m.GrantTypes = nil
+		for _, g := range []string{grantAuthorizationCode, grantRefreshToken, grantDeviceCode} {
+			if slices.Contains(req.GrantTypes, g) {
+				m.GrantTypes = append(m.GrantTypes, g)
+			}
 		}
-		if !slices.Contains(req.GrantTypes, grantRefreshToken) {
-			m.GrantTypes = []string{grantAuthorizationCode}
+		if !slices.Contains(m.GrantTypes, grantAuthorizationCode) && !slices.Contains(m.GrantTypes, grantDeviceCode) {
+			return m, badMetadata("grant_types must include authorization_code or " + grantDeviceCode)
 		}
 	}
-	if len(req.RedirectURIs) == 0 {
+	// Redirect URIs are for the code flow; a device-only client has none.
+	if len(req.RedirectURIs) == 0 && slices.Contains(m.GrantTypes, grantAuthorizationCode) {
 		return m, badRedirect("at least one redirect URI is required")
 	}
 	if len(req.RedirectURIs) > maxRedirectURIs {
@@ -184,6 +189,9 @@ func validateClient(req registrationRequest) (clientMetadata, *metadataError) {
 		}
 	}
 	m.RedirectURIs = req.RedirectURIs
+	if m.RedirectURIs == nil {
+		m.RedirectURIs = []string{}
+	}
 	return m, nil
 }
 

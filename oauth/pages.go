@@ -68,7 +68,8 @@ var pages = template.Must(template.New("").Parse(`
 <h1>Allow {{.Client}}?</h1>
 <p><strong>{{.Client}}</strong> wants to sign in as <strong>{{.User}}</strong>.</p>
 <p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>{{.Device}}</code>). You can sign it out at any time from your list of sessions.</p>
-<p class="note">Afterwards you go back to <strong>{{.Destination}}</strong>{{if .ClientURI}}; the application's home page is {{.ClientURI}}{{end}}.</p>
+{{if .DeviceFlow}}<p class="error">The application is on another device: the one that showed you the code. Only allow if you started this yourself just now; someone who sent you a code wants your account.</p>
+{{else}}<p class="note">Afterwards you go back to <strong>{{.Destination}}</strong>{{if .ClientURI}}; the application's home page is {{.ClientURI}}{{end}}.</p>{{end}}
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
 <button type="submit" name="decision" value="allow" class="primary">Allow</button>
@@ -116,6 +117,21 @@ var pages = template.Must(template.New("").Parse(`
 <form method="post" action="/_chatalot/account/sign_out"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Sign out of this page</button></form>
 {{template "foot"}}{{end}}
 
+{{define "device_code"}}{{template "head" .}}
+<h1>Sign in a device</h1>
+<p>Enter the code your other device shows.</p>
+{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
+<form method="get" action="{{.Action}}">
+<label for="user_code">Code</label><input type="text" id="user_code" name="user_code" autocomplete="off" autocapitalize="characters" spellcheck="false" required autofocus>
+<button type="submit" class="primary">Continue</button>
+</form>
+<p class="note">Only enter a code that a device of yours shows right now. Nobody from this server will ever ask you for one.</p>
+{{template "foot"}}{{end}}
+
+{{define "done"}}{{template "head" .}}
+<h1>{{.Title}}</h1><p role="status">{{.Error}}</p>
+{{template "foot"}}{{end}}
+
 {{define "error"}}{{template "head" .}}
 <h1>{{.Title}}</h1><p class="error" role="alert">{{.Error}}</p>
 {{template "foot"}}{{end}}
@@ -130,6 +146,7 @@ type pageData struct {
 	Devices                                                     []deviceView
 	Deactivate                                                  bool // the deactivate action was asked for
 	ConfirmDelete                                               bool // the device_delete action was asked for
+	DeviceFlow                                                  bool // consent for the device authorisation grant
 }
 
 // renderPage writes a page with headers that keep it to itself: no
@@ -191,7 +208,7 @@ func (s *Service) signUpPage(c *gin.Context, r *authRequest, errMsg string, stat
 func (s *Service) renderConsent(c *gin.Context, r *authRequest) error {
 	return s.renderPage(c, http.StatusOK, "consent", pageData{
 		Title: "Allow " + s.clientName(r.client) + "?", Client: s.clientName(r.client), ClientURI: r.client.ClientURI,
-		User: string(r.user), Device: r.deviceID, Destination: destination(r.redirectURI),
+		User: string(r.user), Device: r.deviceID, Destination: destination(r.redirectURI), DeviceFlow: r.deviceCode != "",
 		Action: pathConsent, Request: r.id, CSRF: r.csrf,
 	}, formSource(r.redirectURI))
 }

@@ -105,10 +105,12 @@ type Service struct {
 	secure     bool // cookies only over https
 	now        func() time.Time
 
-	mu       sync.Mutex
-	requests map[string]*authRequest // by request ID
-	codes    map[string]*authCode    // by code hash
-	web      map[string]*webSession  // the account page's, by cookie hash
+	mu        sync.Mutex
+	requests  map[string]*authRequest // by request ID
+	codes     map[string]*authCode    // by code hash
+	web       map[string]*webSession  // the account page's, by cookie hash
+	devices   map[string]*deviceAuth  // device authorisations, by device code hash
+	userCodes map[string]string       // device code hash by user code
 }
 
 // New builds the service. The database must be migrated with Schema.
@@ -118,6 +120,7 @@ func New(d Deps) *Service {
 		db: d.DB, accounts: d.Accounts, limiter: d.Limiter, base: base, serverName: d.ServerName,
 		cfg: d.Config, log: d.Log, secure: strings.HasPrefix(base, "https://"), now: time.Now,
 		requests: map[string]*authRequest{}, codes: map[string]*authCode{}, web: map[string]*webSession{},
+		devices: map[string]*deviceAuth{}, userCodes: map[string]string{},
 	}
 }
 
@@ -152,6 +155,8 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.POST(pathConsent, api.Handle(s.consent))
 	r.POST(pathToken, api.Handle(s.token))
 	r.POST(pathRevoke, api.Handle(s.revoke))
+	r.POST(pathDevice, api.Handle(s.deviceAuthorization))
+	r.GET(pathDeviceLink, api.Handle(s.deviceLink))
 
 	r.GET(pathAccount, api.Handle(s.accountPage))
 	r.POST(pathAccountSignIn, api.Handle(s.accountSignIn))
@@ -173,7 +178,8 @@ func (s *Service) metadata(c *gin.Context) error {
 		"revocation_endpoint":                        s.base + pathRevoke,
 		"response_types_supported":                   []string{"code"},
 		"response_modes_supported":                   []string{"query", "fragment"},
-		"grant_types_supported":                      []string{grantAuthorizationCode, grantRefreshToken},
+		"grant_types_supported":                      []string{grantAuthorizationCode, grantRefreshToken, grantDeviceCode},
+		"device_authorization_endpoint":              s.base + pathDevice,
 		"code_challenge_methods_supported":           []string{"S256"},
 		"token_endpoint_auth_methods_supported":      []string{"none"},
 		"revocation_endpoint_auth_methods_supported": []string{"none"},

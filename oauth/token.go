@@ -50,14 +50,17 @@ func (s *Service) token(c *gin.Context) error {
 		return oauthError(c, http.StatusUnauthorized, "invalid_client", "unknown client_id")
 	}
 	grantType := c.PostForm("grant_type")
-	if grantType != grantAuthorizationCode && grantType != grantRefreshToken {
-		return oauthError(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+	if grantType != grantAuthorizationCode && grantType != grantRefreshToken && grantType != grantDeviceCode {
+		return oauthError(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code, refresh_token or "+grantDeviceCode)
 	}
 	if !slices.Contains(client.GrantTypes, grantType) {
 		return oauthError(c, http.StatusBadRequest, "unauthorized_client", "the client did not register this grant type")
 	}
-	if grantType == grantAuthorizationCode {
+	switch grantType {
+	case grantAuthorizationCode:
 		return s.exchangeCode(c, client)
+	case grantDeviceCode:
+		return s.pollDevice(c, client)
 	}
 	return s.refresh(c, client)
 }

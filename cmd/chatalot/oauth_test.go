@@ -289,7 +289,7 @@ func TestOAuthMetadata(t *testing.T) {
 	want := map[string]string{
 		"response_types_supported":         `["code"]`,
 		"response_modes_supported":         `["query","fragment"]`,
-		"grant_types_supported":            `["authorization_code","refresh_token"]`,
+		"grant_types_supported":            `["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:device_code"]`,
 		"code_challenge_methods_supported": `["S256"]`,
 	}
 	for f, v := range want {
@@ -900,5 +900,124 @@ func TestOAuthGarbage(t *testing.T) {
 	}
 	if n < 100 {
 		t.Fatalf("only %d requests", n)
+	}
+}
+
+// TestOAuthDeviceAuthorizationGrant: RFC 8628 as the spec profiles it. The
+// device asks for a code, polls; the person opens the link, signs in and
+// allows (or not); the device gets its session.
+func TestOAuthDeviceAuthorizationGrant(t *testing.T) {
+	base := newOAuthApp(t, false)
+	oauthRegisterUser(t, base, "jill")
+	_, _, raw := oauthDo(t, nil, "GET", base+"/_matrix/client/v1/auth_metadata", "", "", "")
+	deviceEndpoint := gjson.Get(raw, "device_authorization_endpoint").Str
+	if deviceEndpoint == "" {
+		t.Fatalf("no device_authorization_endpoint: %s", raw)
+	}
+	e := oauthMetadata(t, base)
+	// A device-only client needs no redirect URI.
+	client := oauthRegisterClient(t, e, `{"client_name":"TV app","client_uri":"https://example.org/","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
+	codeOnly := webClient(t, e)
+	form := func(kv ...string) string {
+		v := url.Values{}
+		for i := 0; i < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v.Encode()
+	}
+	start := func(clientID, device string) gjson.Result {
+		code, _, raw := oauthDo(t, nil, "POST", deviceEndpoint, "application/x-www-form-urlencoded",
+			form("client_id", clientID, "scope", "urn:matrix:client:api:* urn:matrix:client:device:"+device), "")
+		if code != 200 {
+			t.Fatalf("device authorisation: %d %s", code, raw)
+		}
+		return gjson.Parse(raw)
+	}
+	poll := func(clientID, deviceCode string) (int, gjson.Result) {
+		return tokenRequest(t, e, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:device_code"}, "device_code": {deviceCode}, "client_id": {clientID}})
+	}
+	if code, _, raw := oauthDo(t, nil, "POST", deviceEndpoint, "application/x-www-form-urlencoded",
+		form("client_id", codeOnly, "scope", "urn:matrix:client:api:* urn:matrix:client:device:TVDEVICE01"), ""); code != 400 || gjson.Get(raw, "error").Str != "unauthorized_client" {
+		t.Errorf("a client without the grant: %d %s", code, raw)
+	}
+
+	d := start(client, "TVDEVICE01")
+	if !regexp.MustCompile(`^[A-Z]{4}-[A-Z]{4}$`).MatchString(d.Get("user_code").Str) || d.Get("interval").Int() != 5 ||
+		d.Get("verification_uri").Str != base+"/_chatalot/oauth2/auth/device" || !strings.HasPrefix(d.Get("verification_uri_complete").Str, d.Get("verification_uri").Str+"?user_code=") {
+		t.Fatalf("device authorisation answer: %s", d.Raw)
+	}
+	deviceCode := d.Get("device_code").Str
+	if code, r := poll(client, deviceCode); code != 400 || r.Get("error").Str != "authorization_pending" {
+		t.Errorf("first poll: %d %s", code, r.Raw)
+	}
+	if code, r := poll(client, deviceCode); code != 400 || r.Get("error").Str != "slow_down" {
+		t.Errorf("fast poll: %d %s", code, r.Raw)
+	}
+	otherDevice := oauthRegisterClient(t, e, `{"client_uri":"https://example.net/","grant_types":["urn:ietf:params:oauth:grant-type:device_code"]}`)
+	if code, r := poll(otherDevice, deviceCode); code != 400 || r.Get("error").Str != "invalid_grant" {
+		t.Errorf("another client polling: %d %s", code, r.Raw)
+	}
+
+	// The person types the code (lower case, without the dash) on the page.
+	browser := newBrowser(t)
+	if code, _, page := oauthDo(t, browser, "GET", d.Get("verification_uri").Str, "", "", ""); code != 200 || !strings.Contains(page, `name="user_code"`) {
+		t.Fatalf("code entry page: %d %.300s", code, page)
+	}
+	if code, _, _ := oauthDo(t, browser, "GET", d.Get("verification_uri").Str+"?user_code=BBBB-BBBB", "", "", ""); code != 404 {
+		t.Errorf("unknown code: %d", code)
+	}
+	typed := strings.ToLower(strings.ReplaceAll(d.Get("user_code").Str, "-", ""))
+	code, _, page := oauthDo(t, browser, "GET", d.Get("verification_uri").Str+"?user_code="+typed, "", "", "")
+	if code != 200 || !strings.Contains(page, "TV app") {
+		t.Fatalf("sign-in from the code: %d %.300s", code, page)
+	}
+	f := formFields(t, page)
+	f.Set("username", "jill")
+	f.Set("password", oauthPassword)
+	code, h, _ := oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/sign_in", "application/x-www-form-urlencoded", f.Encode(), "")
+	if code != 303 {
+		t.Fatalf("sign in: %d", code)
+	}
+	_, _, page = oauthDo(t, browser, "GET", base+h.Get("Location"), "", "", "")
+	if !strings.Contains(page, "another device") || !strings.Contains(page, "TV app</strong> wants to sign in as <strong>@jill:localhost") {
+		t.Fatalf("device consent page: %.600s", page)
+	}
+	f = formFields(t, page)
+	f.Set("decision", "allow")
+	if code, h, page := oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/consent", "application/x-www-form-urlencoded", f.Encode(), ""); code != 200 || h.Get("Location") != "" || !strings.Contains(page, "Done") {
+		t.Fatalf("allow: %d %q %.300s", code, h.Get("Location"), page)
+	}
+	code, tok := poll(client, deviceCode)
+	if code != 200 || tok.Get("scope").Str != "urn:matrix:client:api:* urn:matrix:client:device:TVDEVICE01" {
+		t.Fatalf("poll after allowing: %d %s", code, tok.Raw)
+	}
+	if code, raw := whoami(t, base, tok.Get("access_token").Str); code != 200 || gjson.Get(raw, "device_id").Str != "TVDEVICE01" {
+		t.Fatalf("whoami: %d %s", code, raw)
+	}
+	if code, r := refreshGrant(t, e, client, tok.Get("refresh_token").Str); code != 200 {
+		t.Errorf("refresh: %d %s", code, r.Raw)
+	}
+	if code, r := poll(client, deviceCode); code != 400 || r.Get("error").Str != "invalid_grant" {
+		t.Errorf("a device code used twice: %d %s", code, r.Raw)
+	}
+	// The code once used leads nowhere.
+	if code, _, _ := oauthDo(t, newBrowser(t), "GET", d.Get("verification_uri_complete").Str, "", "", ""); code != 404 {
+		t.Errorf("a used code's link: %d", code)
+	}
+
+	// Denied: the device hears access_denied.
+	d = start(client, "TVDEVICE02")
+	browser = newBrowser(t)
+	_, _, page = oauthDo(t, browser, "GET", d.Get("verification_uri_complete").Str, "", "", "")
+	f = formFields(t, page)
+	f.Set("username", "jill")
+	f.Set("password", oauthPassword)
+	_, h, _ = oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/sign_in", "application/x-www-form-urlencoded", f.Encode(), "")
+	_, _, page = oauthDo(t, browser, "GET", base+h.Get("Location"), "", "", "")
+	f = formFields(t, page)
+	f.Set("decision", "deny")
+	oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/consent", "application/x-www-form-urlencoded", f.Encode(), "")
+	if code, r := poll(client, d.Get("device_code").Str); code != 400 || r.Get("error").Str != "access_denied" {
+		t.Errorf("poll after denying: %d %s", code, r.Raw)
 	}
 }

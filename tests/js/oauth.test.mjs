@@ -61,6 +61,7 @@ async function browserSignIn(authUrl, user) {
   assert.equal(r.status, 200, r.page);
   assert.match(r.page, /Chatalot JS test<\/strong> wants to sign in as <strong>@/);
   r = await go("/_chatalot/oauth2/auth/consent", { ...hidden(r.page), decision: "allow" });
+  if (r.status === 200) return r.page; // the device flow: nothing to redirect to
   assert.equal(r.status, 303, r.page);
   return r.location;
 }
@@ -153,4 +154,25 @@ test("the SDK refuses nothing of the metadata, and PKCE plain is refused", async
   const params = new URLSearchParams(back.hash.slice(1));
   assert.equal(params.get("error"), "invalid_request");
   assert.equal(params.get("state"), "s1");
+});
+
+test("device authorisation grant: the SDK polls while the person allows elsewhere", async () => {
+  const user = await registerUser();
+  const metadata = await sdk.createClient({ baseUrl }).getAuthMetadata();
+  assert.ok(metadata.device_authorization_endpoint);
+  // registerClient asks for the device grant itself when it is advertised.
+  const clientId = await OAuth2.registerClient(metadata, {
+    client_name: "Chatalot JS test",
+    client_uri: "https://example.org/",
+    redirect_uris: [redirectUri],
+  });
+  const oauth = new OAuth2(metadata, { clientId });
+  const session = await oauth.startDeviceAuthorizationGrant();
+  assert.match(session.user_code, /^[A-Z]{4}-[A-Z]{4}$/);
+  const waiting = oauth.waitForDeviceAuthorizationGrant(session);
+  const done = await browserSignIn(session.verification_uri_complete, user);
+  assert.match(done, /signing in as @/);
+  const tokens = await waiting;
+  assert.ok(tokens.access_token, JSON.stringify(tokens));
+  assert.equal((await whoami(tokens.access_token)).device_id, oauth.context.deviceId);
 });
