@@ -111,6 +111,8 @@ type Service struct {
 	web       map[string]*webSession  // the account page's, by cookie hash
 	devices   map[string]*deviceAuth  // device authorisations, by device code hash
 	userCodes map[string]string       // device code hash by user code
+
+	rendezvous rendezvous // QR-code login\'s (rendezvous.go)
 }
 
 // New builds the service. The database must be migrated with Schema.
@@ -121,6 +123,7 @@ func New(d Deps) *Service {
 		cfg: d.Config, log: d.Log, secure: strings.HasPrefix(base, "https://"), now: time.Now,
 		requests: map[string]*authRequest{}, codes: map[string]*authCode{}, web: map[string]*webSession{},
 		devices: map[string]*deviceAuth{}, userCodes: map[string]string{},
+		rendezvous: rendezvous{sessions: map[string]*rendezvousSession{}},
 	}
 }
 
@@ -157,6 +160,8 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.POST(pathRevoke, api.Handle(s.revoke))
 	r.POST(pathDevice, api.Handle(s.deviceAuthorization))
 	r.GET(pathDeviceLink, api.Handle(s.deviceLink))
+
+	s.rendezvousRoutes(r)
 
 	r.GET(pathAccount, api.Handle(s.accountPage))
 	r.POST(pathAccountSignIn, api.Handle(s.accountSignIn))

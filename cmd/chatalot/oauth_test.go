@@ -859,8 +859,8 @@ func TestOAuthRevokedTokenOnEveryRoute(t *testing.T) {
 	}
 	checked := 0
 	for _, rt := range app.Router().(*gin.Engine).Routes() {
-		if isPublic(rt) || strings.HasPrefix(rt.Path, "/_chatalot/") || strings.HasSuffix(rt.Path, "/auth_metadata") {
-			continue
+		if isPublic(rt) || oauthRoute(rt.Path) {
+			continue // the OAuth API's own routes take no access token
 		}
 		path := fill(t, rt.Path, func(_ string, v []string) string { return v[0] })
 		code, raw := request(t, rt.Method, base+path, access, "{}")
@@ -874,6 +874,12 @@ func TestOAuthRevokedTokenOnEveryRoute(t *testing.T) {
 	}
 }
 
+// oauthRoute: the routes of the OAuth 2.0 API and QR-code login, which
+// answer without an access token.
+func oauthRoute(path string) bool {
+	return strings.HasPrefix(path, "/_chatalot/") || strings.HasSuffix(path, "/auth_metadata") || strings.Contains(path, "/io.element.msc4388/")
+}
+
 // TestOAuthGarbage sends malformed requests to every OAuth route: none may
 // be answered with a 5xx.
 func TestOAuthGarbage(t *testing.T) {
@@ -883,13 +889,14 @@ func TestOAuthGarbage(t *testing.T) {
 	queries := []string{"", "?client_id=x&client_id=y", "?request=%00", "?action=" + strings.Repeat("a", 5000), "?redirect_uri=%zz"}
 	n := 0
 	for _, rt := range app.Router().(*gin.Engine).Routes() {
-		if !strings.HasPrefix(rt.Path, "/_chatalot/") && !strings.HasSuffix(rt.Path, "/auth_metadata") {
+		if !oauthRoute(rt.Path) {
 			continue
 		}
+		path := strings.ReplaceAll(rt.Path, ":id", "nosuchsession")
 		for _, q := range queries {
 			for _, ct := range []string{"application/x-www-form-urlencoded", "application/json", "text/plain"} {
 				for _, b := range bodies {
-					code, _, raw := oauthDo(t, nil, rt.Method, base+rt.Path+q, ct, b, "")
+					code, _, raw := oauthDo(t, nil, rt.Method, base+path+q, ct, b, "")
 					n++
 					if code >= 500 {
 						t.Errorf("%s %s%s (%s, %.40q): %d %.200s", rt.Method, rt.Path, q, ct, b, code, raw)
@@ -1019,5 +1026,70 @@ func TestOAuthDeviceAuthorizationGrant(t *testing.T) {
 	oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/consent", "application/x-www-form-urlencoded", f.Encode(), "")
 	if code, r := poll(client, d.Get("device_code").Str); code != 400 || r.Get("error").Str != "access_denied" {
 		t.Errorf("poll after denying: %d %s", code, r.Raw)
+	}
+}
+
+// TestOAuthRendezvous: the QR-code login's rendezvous (MSC4388): create
+// without a token, read, write with the latest sequence token only, bounded
+// size, delete; advertised only with oauth on.
+func TestOAuthRendezvous(t *testing.T) {
+	base := newOAuthApp(t, false)
+	const rv = "/_matrix/client/unstable/io.element.msc4388/rendezvous"
+	_, _, versions := oauthDo(t, nil, "GET", base+"/_matrix/client/versions", "", "", "")
+	if !gjson.Get(versions, `unstable_features.io\.element\.msc4388`).Bool() {
+		t.Errorf("rendezvous not advertised: %s", versions)
+	}
+	if code, _, raw := oauthDo(t, nil, "GET", base+rv, "", "", ""); code != 200 || !gjson.Get(raw, "create_available").Bool() {
+		t.Errorf("discovery: %d %s", code, raw)
+	}
+	code, h, raw := oauthDo(t, nil, "POST", base+rv, "application/json", `{"data":""}`, "")
+	id, seq := gjson.Get(raw, "id").Str, gjson.Get(raw, "sequence_token").Str
+	if code != 200 || id == "" || seq == "" || gjson.Get(raw, "expires_in_ms").Int() <= 0 || h.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create: %d %s", code, raw)
+	}
+	// The other device reads, then writes with the token it saw.
+	code, _, raw = oauthDo(t, nil, "GET", base+rv+"/"+id, "", "", "")
+	if code != 200 || gjson.Get(raw, "sequence_token").Str != seq || gjson.Get(raw, "data").Str != "" {
+		t.Fatalf("get: %d %s", code, raw)
+	}
+	code, _, raw = oauthDo(t, nil, "PUT", base+rv+"/"+id, "application/json", `{"sequence_token":"`+seq+`","data":"ciphertext one"}`, "")
+	next := gjson.Get(raw, "sequence_token").Str
+	if code != 200 || next == "" || next == seq {
+		t.Fatalf("put: %d %s", code, raw)
+	}
+	// A write from a stale view is refused and changes nothing.
+	code, _, raw = oauthDo(t, nil, "PUT", base+rv+"/"+id, "application/json", `{"sequence_token":"`+seq+`","data":"overwrite"}`, "")
+	if code != 409 || gjson.Get(raw, "errcode").Str != "M_CONCURRENT_WRITE" {
+		t.Errorf("stale put: %d %s", code, raw)
+	}
+	if _, _, raw := oauthDo(t, nil, "GET", base+rv+"/"+id, "", "", ""); gjson.Get(raw, "data").Str != "ciphertext one" || gjson.Get(raw, "sequence_token").Str != next {
+		t.Errorf("after the stale put: %s", raw)
+	}
+	big := strings.Repeat("x", 5000)
+	if code, _, raw := oauthDo(t, nil, "PUT", base+rv+"/"+id, "application/json", `{"sequence_token":"`+next+`","data":"`+big+`"}`, ""); code != 413 {
+		t.Errorf("oversize put: %d %.100s", code, raw)
+	}
+	if code, _, _ := oauthDo(t, nil, "POST", base+rv, "application/json", `{"data":"`+big+`"}`, ""); code != 413 {
+		t.Errorf("oversize create: %d", code)
+	}
+	if code, _, raw := oauthDo(t, nil, "POST", base+rv, "application/json", `{}`, ""); code != 400 || gjson.Get(raw, "errcode").Str != "M_MISSING_PARAM" {
+		t.Errorf("create without data: %d %s", code, raw)
+	}
+	if code, _, _ := oauthDo(t, nil, "DELETE", base+rv+"/"+id, "", "", ""); code != 200 {
+		t.Errorf("delete: %d", code)
+	}
+	for _, m := range []string{"GET", "DELETE"} {
+		if code, _, raw := oauthDo(t, nil, m, base+rv+"/"+id, "", "", ""); code != 404 || gjson.Get(raw, "errcode").Str != "M_NOT_FOUND" {
+			t.Errorf("%s after delete: %d %s", m, code, raw)
+		}
+	}
+	// Off, none of it is there, and it is not advertised.
+	_, srv := newTestApp(t)
+	_, _, versions = oauthDo(t, nil, "GET", srv.URL+"/_matrix/client/versions", "", "", "")
+	if gjson.Get(versions, `unstable_features.io\.element\.msc4388`).Bool() {
+		t.Errorf("rendezvous advertised with oauth off: %s", versions)
+	}
+	if code, _, _ := oauthDo(t, nil, "POST", srv.URL+rv, "application/json", `{"data":""}`, ""); code != 404 {
+		t.Errorf("rendezvous with oauth off: %d", code)
 	}
 }

@@ -137,6 +137,9 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc3391": true, // deleting account data
 			"org.matrix.msc3874": true, // rel_types filters on /messages
 			"org.matrix.msc3890": true, // device-local notification settings go with the device
+
+			// QR-code login's rendezvous (MSC4388), part of the OAuth 2.0 API.
+			oauth.FeatureRendezvous: a.cfg.OAuth,
 		},
 		Capabilities:       caps,
 		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
