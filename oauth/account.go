@@ -63,6 +63,10 @@ func (s *Service) accountSession(c *gin.Context, create bool) (string, webSessio
 	if !create {
 		return "", webSession{}, false
 	}
+	// A signed-out session is held in memory too: it costs a login attempt.
+	if err := s.limiter.AllowIP(c, auth.RateLogin); err != nil {
+		return "", webSession{}, false
+	}
 	v, ws, ok := s.newWebSession(c, "")
 	return v, ws, ok
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/gin-gonic/gin"
 )
@@ -202,6 +203,12 @@ func (s *Service) authorize(c *gin.Context) error {
 	prompt := q.Get("prompt")
 	if prompt == "none" {
 		return fail("login_required", "signing in needs the person's password")
+	}
+	// Each request is held in memory until it expires: opening one costs a
+	// login attempt of the client's address, so that nobody can fill the
+	// store and lock everyone out.
+	if err := s.limiter.AllowIP(c, auth.RateLogin); err != nil {
+		return s.errorPage(c, http.StatusTooManyRequests, "Too many sign-ins from your network. Wait a minute, then try again.")
 	}
 	req := &authRequest{
 		id: newSecret(), browser: s.browserID(c), csrf: newSecret(), client: client,

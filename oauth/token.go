@@ -266,6 +266,14 @@ func (s *Service) revokeGrant(ctx context.Context, grantID string) {
 	}
 }
 
+// DeviceDeleted ends the OAuth grants of a device deleted anywhere (log
+// out, the devices API, the admin, deactivation), so that a refresh token
+// of the old session cannot bring back a device made later with the same
+// ID. auth calls it through its device hooks.
+func (s *Service) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID string) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error { return deleteDeviceGrants(tx, user, deviceID) })
+}
+
 // POST /_chatalot/oauth2/revoke: token revocation (RFC 7009). Either the
 // access or the refresh token ends the whole session and deletes its
 // device. Whoever holds a token may revoke it, whatever client_id it names

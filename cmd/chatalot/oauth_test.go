@@ -468,6 +468,19 @@ func TestOAuthFullFlow(t *testing.T) {
 	if code, r := refreshGrant(t, e, client, tok.Get("refresh_token").Str); code != 400 {
 		t.Errorf("refresh after logout: %d %s", code, r.Raw)
 	}
+	// Nor does a refresh token of a signed-out session take over a device
+	// made later with the same ID.
+	tok = oauthLogin(t, base, e, client, "alice", "DEVICEEEEE")
+	oauthDo(t, nil, "POST", base+"/_matrix/client/v3/logout", "application/json", "{}", tok.Get("access_token").Str)
+	_, _, raw = oauthDo(t, nil, "POST", base+"/_matrix/client/v3/login", "application/json",
+		`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"`+oauthPassword+`","device_id":"DEVICEEEEE"}`, "")
+	legacy := gjson.Get(raw, "access_token").Str
+	if code, r := refreshGrant(t, e, client, tok.Get("refresh_token").Str); code != 400 {
+		t.Errorf("an old refresh token on a new device of the same ID: %d %s", code, r.Raw)
+	}
+	if code, _ := whoami(t, base, legacy); code != 200 {
+		t.Errorf("the new device's session was taken over: %d", code)
+	}
 }
 
 func TestOAuthAuthorizationSecurity(t *testing.T) {

@@ -84,6 +84,16 @@ func (a *App) wire(ctx context.Context) error {
 		return err
 	}
 	devices := deviceHooks{keys: keysSvc, push: pushSvc}
+	var oauthSvc *oauth.Service
+	if a.cfg.OAuth {
+		// Off, /auth_metadata stays unrouted: 404 M_UNRECOGNIZED, as the
+		// spec says a server without the OAuth 2.0 API answers.
+		oauthSvc = oauth.New(oauth.Deps{
+			DB: a.db, Accounts: authSvc, Limiter: authSvc.Limiter(), BaseURL: a.cfg.BaseURL(),
+			ServerName: a.serverName(), Config: a.oauthConfig(), Log: a.log,
+		})
+		devices.oauth = oauthSvc // a deleted device's OAuth grants go with it
+	}
 	authSvc.SetDeviceHooks(devices)
 	syncSvc.SetKeys(keysSvc)
 	mediaSvc, err := media.New(media.Deps{
@@ -156,13 +166,7 @@ func (a *App) wire(ctx context.Context) error {
 	pushSvc.Routes(r, requireAuth)
 	scheduleSvc.Routes(r, requireAuth)
 	adminSvc.Routes(r, requireAuth)
-	if a.cfg.OAuth {
-		// Off, /auth_metadata stays unrouted: 404 M_UNRECOGNIZED, as the
-		// spec says a server without the OAuth 2.0 API answers.
-		oauthSvc := oauth.New(oauth.Deps{
-			DB: a.db, Accounts: authSvc, Limiter: authSvc.Limiter(), BaseURL: a.cfg.BaseURL(),
-			ServerName: a.serverName(), Config: a.oauthConfig(), Log: a.log,
-		})
+	if oauthSvc != nil {
 		oauthSvc.Routes(r)
 	}
 	a.router = r
@@ -188,11 +192,13 @@ func (a *App) mediaConfig() media.Config {
 	}
 }
 
-// deviceHooks tells the E2EE directory of every device change, and push of
-// deletions: a device's keys and its pushers go with it.
+// deviceHooks tells the E2EE directory of every device change, and push
+// and oauth of deletions: a device's keys, pushers and OAuth grants go with
+// it.
 type deviceHooks struct {
-	keys *keys.Service
-	push *push.Service
+	keys  *keys.Service
+	push  *push.Service
+	oauth *oauth.Service // nil with oauth off
 }
 
 func (h deviceHooks) DeviceAdded(ctx context.Context, user spec.UserID, id, name string) error {
@@ -204,5 +210,9 @@ func (h deviceHooks) DeviceUpdated(ctx context.Context, user spec.UserID, id, na
 }
 
 func (h deviceHooks) DeviceDeleted(ctx context.Context, user spec.UserID, id string) error {
-	return errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
+	err := errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
+	if h.oauth != nil {
+		err = errors.Join(err, h.oauth.DeviceDeleted(ctx, user, id))
+	}
+	return err
 }
