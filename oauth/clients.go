@@ -97,6 +97,13 @@ func (s *Service) registerClient(c *gin.Context) error {
 	if merr != nil {
 		return oauthError(c, http.StatusBadRequest, merr.code, merr.description)
 	}
+	// The registered metadata, before an ID is given, names the
+	// registration: identical ones share a client_id.
+	canonical, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	hash := hashSecret(string(canonical))
 	m.ClientID = newSecret()
 	m.ClientIDIssuedAt = s.now().Unix()
 	raw, err := json.Marshal(m)
@@ -104,7 +111,12 @@ func (s *Service) registerClient(c *gin.Context) error {
 		return err
 	}
 	err = s.db.Write(c.Request.Context(), func(tx *storage.Tx) error {
-		return insertClient(tx, m.ClientID, string(raw), s.now().UnixMilli())
+		existing, found, err := clientByMetadata(tx, hash)
+		if err != nil || found {
+			raw = []byte(existing)
+			return err
+		}
+		return insertClient(tx, m.ClientID, string(raw), hash, s.now().UnixMilli())
 	})
 	if err != nil {
 		return err

@@ -19,9 +19,10 @@ import (
 // chain, so the whole grant and its device are revoked.
 var Schema = storage.Schema{Domain: "oauth", Migrations: []string{`
 CREATE TABLE oauth_clients (
-	client_id  TEXT   PRIMARY KEY,
-	metadata   TEXT   NOT NULL,
-	created_ts BIGINT NOT NULL
+	client_id     TEXT   PRIMARY KEY,
+	metadata      TEXT   NOT NULL,
+	metadata_hash TEXT   NOT NULL UNIQUE,
+	created_ts    BIGINT NOT NULL
 );
 CREATE TABLE oauth_grants (
 	grant_id   TEXT   PRIMARY KEY,
@@ -48,8 +49,20 @@ const (
 	stateSpent    = "spent"
 )
 
-func insertClient(tx *storage.Tx, id, metadata string, now int64) error {
-	_, err := tx.Exec(`INSERT INTO oauth_clients (client_id, metadata, created_ts) VALUES ($1, $2, $3)`, id, metadata, now)
+// clientByMetadata finds the registration of identical metadata: clients
+// register at every sign-in (the spec asks them to), and sharing one
+// client_id between them keeps the table from growing with each.
+func clientByMetadata(tx *storage.Tx, hash string) (string, bool, error) {
+	var m string
+	err := tx.QueryRow(`SELECT metadata FROM oauth_clients WHERE metadata_hash = $1`, hash).Scan(&m)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return m, err == nil, err
+}
+
+func insertClient(tx *storage.Tx, id, metadata, hash string, now int64) error {
+	_, err := tx.Exec(`INSERT INTO oauth_clients (client_id, metadata, metadata_hash, created_ts) VALUES ($1, $2, $3, $4)`, id, metadata, hash, now)
 	return err
 }
 

@@ -1106,3 +1106,16 @@ func TestOAuthRendezvous(t *testing.T) {
 		t.Errorf("rendezvous with oauth off: %d", code)
 	}
 }
+
+// TestOAuthIdenticalRegistrationsShareAClient: a client registers at every
+// sign-in; identical metadata gets the same client_id, other metadata
+// another.
+func TestOAuthIdenticalRegistrationsShareAClient(t *testing.T) {
+	base := newOAuthApp(t, false)
+	e := oauthMetadata(t, base)
+	a, b := webClient(t, e), webClient(t, e)
+	c := oauthRegisterClient(t, e, `{"client_name":"Another","client_uri":"https://example.org/","redirect_uris":["`+testRedirect+`"]}`)
+	if a != b || a == c {
+		t.Errorf("client IDs %q %q %q: want the first two equal and the third different", a, b, c)
+	}
+}
