@@ -1,12 +1,13 @@
 package oauth
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
-	"html/template"
+	"fmt"
+	"html"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 )
@@ -28,114 +29,273 @@ var styleHash = func() string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }()
 
-var pages = template.Must(template.New("").Parse(`
-{{define "head"}}<!doctype html>
+// The pages are written by hand rather than with html/template: executing
+// templates keeps every exported method of the binary linked (see
+// tests/binary_test.go). Every value from outside goes through text or
+// attr, which escape it.
+
+// htmlPage accumulates a page.
+type htmlPage struct{ b strings.Builder }
+
+func (p *htmlPage) raw(s string)  { p.b.WriteString(s) }
+func (p *htmlPage) text(s string) { p.b.WriteString(html.EscapeString(s)) }
+
+// attr writes name="value", escaped.
+func (p *htmlPage) attr(name, value string) {
+	p.raw(" " + name + `="`)
+	p.text(value)
+	p.raw(`"`)
+}
+
+func (p *htmlPage) head(title string) {
+	p.raw(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>{{.Title}}</title><style>` + style + `</style></head><body><main>{{end}}
-{{define "foot"}}</main></body></html>{{end}}
+<meta name="referrer" content="no-referrer"><title>`)
+	p.text(title)
+	p.raw("</title><style>" + style + "</style></head><body><main>\n")
+}
 
-{{define "signin"}}{{template "head" .}}
-<h1>Sign in to {{.Server}}</h1>
-<p><strong>{{.Client}}</strong> wants to sign in to your account.</p>
-{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus>
-<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="current-password" required>
-<button type="submit" class="primary">Sign in</button>
-</form>
-<p class="note">You will be asked to confirm before {{.Client}} gets access.</p>
-{{if .SignUp}}<p>No account yet? <a href="{{.SignUp}}">Create one</a>{{if .InviteNeeded}} with an invite code{{end}}.</p>{{end}}
-{{template "foot"}}{{end}}
+func (p *htmlPage) foot() { p.raw("</main></body></html>\n") }
 
-{{define "signup"}}{{template "head" .}}
-<h1>Create an account on {{.Server}}</h1>
-<p>Then <strong>{{.Client}}</strong> will ask to sign in with it.</p>
-{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-{{if .InviteNeeded}}<label for="invite_code">Invite code</label><input type="text" id="invite_code" name="invite_code" autocomplete="off" autocapitalize="none" spellcheck="false" required>{{end}}
-<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required aria-describedby="username-note">
-<p class="note" id="username-note">Your address will be @name:{{.Server}}. Lower-case letters, digits and . _ = - / + only.</p>
-<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="new-password" required>
-<label for="password2">Password again</label><input type="password" id="password2" name="password2" autocomplete="new-password" required>
-<button type="submit" class="primary">Create account</button>
-</form>
-<p>Already have an account? <a href="{{.SignIn}}">Sign in</a>.</p>
-{{template "foot"}}{{end}}
+// message writes an error (alert) or status paragraph when there is one.
+func (p *htmlPage) message(msg, role string) {
+	if msg == "" {
+		return
+	}
+	p.raw(`<p class="error"`)
+	p.attr("role", role)
+	p.raw(">")
+	p.text(msg)
+	p.raw("</p>\n")
+}
 
-{{define "consent"}}{{template "head" .}}
-<h1>Allow {{.Client}}?</h1>
-<p><strong>{{.Client}}</strong> wants to sign in as <strong>{{.User}}</strong>.</p>
-<p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>{{.Device}}</code>). You can sign it out at any time from your list of sessions.</p>
-{{if .DeviceFlow}}<p class="error">The application is on another device: the one that showed you the code. Only allow if you started this yourself just now; someone who sent you a code wants your account.</p>
-{{else}}<p class="note">Afterwards you go back to <strong>{{.Destination}}</strong>{{if .ClientURI}}; the application's home page is {{.ClientURI}}{{end}}.</p>{{end}}
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<button type="submit" name="decision" value="allow" class="primary">Allow</button>
-<button type="submit" name="decision" value="deny">Cancel</button>
-</form>
-{{template "foot"}}{{end}}
+// formStart opens a POST form with its hidden fields (empty ones left out).
+func (p *htmlPage) formStart(action string, hidden ...string) {
+	p.raw(`<form method="post"`)
+	p.attr("action", action)
+	p.raw(">")
+	for i := 0; i+1 < len(hidden); i += 2 {
+		if hidden[i+1] == "" && hidden[i] != "next" {
+			continue
+		}
+		p.raw(`<input type="hidden"`)
+		p.attr("name", hidden[i])
+		p.attr("value", hidden[i+1])
+		p.raw(">")
+	}
+	p.raw("\n")
+}
 
-{{define "account_signin"}}{{template "head" .}}
-<h1>Your account on {{.Server}}</h1>
-{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="next" value="{{.Next}}">
-<label for="username">User name</label><input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus>
-<label for="password">Password</label><input type="password" id="password" name="password" autocomplete="current-password" required>
-<button type="submit" class="primary">Sign in</button>
-</form>
-{{template "foot"}}{{end}}
+// input writes a labelled field; extra is trusted markup (attributes).
+func (p *htmlPage) input(kind, id, name, label, autocomplete, extra string) {
+	p.raw(`<label`)
+	p.attr("for", id)
+	p.raw(">")
+	p.text(label)
+	p.raw(`</label><input`)
+	p.attr("type", kind)
+	p.attr("id", id)
+	p.attr("name", name)
+	p.attr("autocomplete", autocomplete)
+	p.raw(" " + extra + ">\n")
+}
 
-{{define "account"}}{{template "head" .}}
-<h1>{{.User}}</h1>
-{{if .Error}}<p class="error" role="status">{{.Error}}</p>{{end}}
-<h2 id="sessions">Sessions</h2>
+func (p *htmlPage) checkbox(name, label string, required bool) {
+	p.raw(`<label><input type="checkbox"`)
+	p.attr("name", name)
+	p.raw(` value="yes"`)
+	if required {
+		p.raw(" required")
+	}
+	p.raw("> ")
+	p.text(label)
+	p.raw("</label>\n")
+}
+
+func (p *htmlPage) button(label, class, name, value string) {
+	p.raw(`<button type="submit"`)
+	if class != "" {
+		p.attr("class", class)
+	}
+	if name != "" {
+		p.attr("name", name)
+		p.attr("value", value)
+	}
+	p.raw(">")
+	p.text(label)
+	p.raw("</button>")
+}
+
+const plainField = `autocapitalize="none" spellcheck="false" required`
+
+// views are the pages by name.
+var views = map[string]func(p *htmlPage, d pageData){
+	"signin": func(p *htmlPage, d pageData) {
+		p.raw("<h1>Sign in to ")
+		p.text(d.Server)
+		p.raw("</h1>\n<p><strong>")
+		p.text(d.Client)
+		p.raw("</strong> wants to sign in to your account.</p>\n")
+		p.message(d.Error, "alert")
+		p.formStart(d.Action, "request", d.Request, "csrf", d.CSRF)
+		p.input("text", "username", "username", "User name", "username", plainField+" autofocus")
+		p.input("password", "password", "password", "Password", "current-password", "required")
+		p.button("Sign in", "primary", "", "")
+		p.raw("\n</form>\n<p class=\"note\">You will be asked to confirm before ")
+		p.text(d.Client)
+		p.raw(" gets access.</p>\n")
+		if d.SignUp != "" {
+			p.raw("<p>No account yet? <a")
+			p.attr("href", d.SignUp)
+			p.raw(">Create one</a>")
+			if d.InviteNeeded {
+				p.raw(" with an invite code")
+			}
+			p.raw(".</p>\n")
+		}
+	},
+	"signup": func(p *htmlPage, d pageData) {
+		p.raw("<h1>Create an account on ")
+		p.text(d.Server)
+		p.raw("</h1>\n<p>Then <strong>")
+		p.text(d.Client)
+		p.raw("</strong> will ask to sign in with it.</p>\n")
+		p.message(d.Error, "alert")
+		p.formStart(d.Action, "request", d.Request, "csrf", d.CSRF)
+		if d.InviteNeeded {
+			p.input("text", "invite_code", "invite_code", "Invite code", "off", plainField)
+		}
+		p.input("text", "username", "username", "User name", "username", plainField+` aria-describedby="username-note"`)
+		p.raw(`<p class="note" id="username-note">Your address will be @name:`)
+		p.text(d.Server)
+		p.raw(". Lower-case letters, digits and . _ = - / + only.</p>\n")
+		p.input("password", "password", "password", "Password", "new-password", "required")
+		p.input("password", "password2", "password2", "Password again", "new-password", "required")
+		p.button("Create account", "primary", "", "")
+		p.raw("\n</form>\n<p>Already have an account? <a")
+		p.attr("href", d.SignIn)
+		p.raw(">Sign in</a>.</p>\n")
+	},
+	"consent": func(p *htmlPage, d pageData) {
+		p.raw("<h1>Allow ")
+		p.text(d.Client)
+		p.raw("?</h1>\n<p><strong>")
+		p.text(d.Client)
+		p.raw("</strong> wants to sign in as <strong>")
+		p.text(d.User)
+		p.raw("</strong>.</p>\n<p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>")
+		p.text(d.Device)
+		p.raw("</code>). You can sign it out at any time from your list of sessions.</p>\n")
+		if d.DeviceFlow {
+			p.raw(`<p class="error">The application is on another device: the one that showed you the code. Only allow if you started this yourself just now; someone who sent you a code wants your account.</p>` + "\n")
+		} else {
+			p.raw(`<p class="note">Afterwards you go back to <strong>`)
+			p.text(d.Destination)
+			p.raw("</strong>")
+			if d.ClientURI != "" {
+				p.raw("; the application's home page is ")
+				p.text(d.ClientURI)
+			}
+			p.raw(".</p>\n")
+		}
+		p.formStart(d.Action, "request", d.Request, "csrf", d.CSRF)
+		p.button("Allow", "primary", "decision", "allow")
+		p.raw("\n")
+		p.button("Cancel", "", "decision", "deny")
+		p.raw("\n</form>\n")
+	},
+	"account_signin": func(p *htmlPage, d pageData) {
+		p.raw("<h1>Your account on ")
+		p.text(d.Server)
+		p.raw("</h1>\n")
+		p.message(d.Error, "alert")
+		p.formStart(d.Action, "csrf", d.CSRF, "next", d.Next)
+		p.input("text", "username", "username", "User name", "username", plainField+" autofocus")
+		p.input("password", "password", "password", "Password", "current-password", "required")
+		p.button("Sign in", "primary", "", "")
+		p.raw("\n</form>\n")
+	},
+	"account": func(p *htmlPage, d pageData) {
+		p.raw("<h1>")
+		p.text(d.User)
+		p.raw("</h1>\n")
+		p.message(d.Error, "status")
+		p.raw(`<h2 id="sessions">Sessions</h2>
 <p class="note">Each app you are signed in with is a session. Signing one out deletes its encryption keys on this server.</p>
 <ul>
-{{range .Devices}}<li{{if .Selected}} aria-current="true"{{end}}><strong>{{.Name}}</strong> <code>{{.ID}}</code>{{if .LastSeen}}, last used {{.LastSeen}}{{end}}
-<form method="post" action="/_chatalot/account/delete_device"><input type="hidden" name="csrf" value="{{$.CSRF}}"><input type="hidden" name="device_id" value="{{.ID}}">
-<button type="submit"{{if and $.ConfirmDelete .Selected}} class="primary"{{end}}>Sign out {{.Name}}</button></form></li>
-{{else}}<li>No sessions.</li>{{end}}
-</ul>
-<h2 id="password">Password</h2>
-<form method="post" action="/_chatalot/account/password"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<label for="current_password">Current password</label><input type="password" id="current_password" name="current_password" autocomplete="current-password" required>
-<label for="new_password">New password</label><input type="password" id="new_password" name="new_password" autocomplete="new-password" required>
-<label for="new_password2">New password again</label><input type="password" id="new_password2" name="new_password2" autocomplete="new-password" required>
-<label><input type="checkbox" name="keep_sessions" value="yes"> Keep my sessions signed in</label>
-<button type="submit">Change password</button></form>
-<h2 id="deactivate">Close the account</h2>
-{{if .Deactivate}}<p class="error">An app asked to close this account. Only do so if you meant to.</p>{{end}}
-<form method="post" action="/_chatalot/account/deactivate"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<p class="note">Closing is for good: every session is signed out, you leave every room, and the user name is never given out again.</p>
-<label for="deactivate_password">Password</label><input type="password" id="deactivate_password" name="password" autocomplete="current-password" required>
-<label><input type="checkbox" name="erase" value="yes"> Also erase my display name and avatar</label>
-<label><input type="checkbox" name="confirm" value="yes" required> I want to close my account</label>
-<button type="submit">Close my account</button></form>
-<form method="post" action="/_chatalot/account/sign_out"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Sign out of this page</button></form>
-{{template "foot"}}{{end}}
-
-{{define "device_code"}}{{template "head" .}}
-<h1>Sign in a device</h1>
-<p>Enter the code your other device shows.</p>
-{{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
-<form method="get" action="{{.Action}}">
-<label for="user_code">Code</label><input type="text" id="user_code" name="user_code" autocomplete="off" autocapitalize="characters" spellcheck="false" required autofocus>
-<button type="submit" class="primary">Continue</button>
-</form>
-<p class="note">Only enter a code that a device of yours shows right now. Nobody from this server will ever ask you for one.</p>
-{{template "foot"}}{{end}}
-
-{{define "done"}}{{template "head" .}}
-<h1>{{.Title}}</h1><p role="status">{{.Error}}</p>
-{{template "foot"}}{{end}}
-
-{{define "error"}}{{template "head" .}}
-<h1>{{.Title}}</h1><p class="error" role="alert">{{.Error}}</p>
-{{template "foot"}}{{end}}
-`))
+`)
+		if len(d.Devices) == 0 {
+			p.raw("<li>No sessions.</li>\n")
+		}
+		for _, dev := range d.Devices {
+			p.raw("<li")
+			if dev.Selected {
+				p.raw(` aria-current="true"`)
+			}
+			p.raw("><strong>")
+			p.text(dev.Name)
+			p.raw("</strong> <code>")
+			p.text(dev.ID)
+			p.raw("</code>")
+			if dev.LastSeen != "" {
+				p.raw(", last used ")
+				p.text(dev.LastSeen)
+			}
+			p.raw("\n")
+			p.formStart(pathAccountDeleteDevice, "csrf", d.CSRF, "device_id", dev.ID)
+			class := ""
+			if d.ConfirmDelete && dev.Selected {
+				class = "primary"
+			}
+			p.button("Sign out "+dev.Name, class, "", "")
+			p.raw("</form></li>\n")
+		}
+		p.raw("</ul>\n<h2 id=\"password\">Password</h2>\n")
+		p.formStart(pathAccountPassword, "csrf", d.CSRF)
+		p.input("password", "current_password", "current_password", "Current password", "current-password", "required")
+		p.input("password", "new_password", "new_password", "New password", "new-password", "required")
+		p.input("password", "new_password2", "new_password2", "New password again", "new-password", "required")
+		p.checkbox("keep_sessions", "Keep my sessions signed in", false)
+		p.button("Change password", "", "", "")
+		p.raw("</form>\n<h2 id=\"deactivate\">Close the account</h2>\n")
+		if d.Deactivate {
+			p.raw(`<p class="error">An app asked to close this account. Only do so if you meant to.</p>` + "\n")
+		}
+		p.formStart(pathAccountDeactivate, "csrf", d.CSRF)
+		p.raw(`<p class="note">Closing is for good: every session is signed out, you leave every room, and the user name is never given out again.</p>` + "\n")
+		p.input("password", "deactivate_password", "password", "Password", "current-password", "required")
+		p.checkbox("erase", "Also erase my display name and avatar", false)
+		p.checkbox("confirm", "I want to close my account", true)
+		p.button("Close my account", "", "", "")
+		p.raw("</form>\n")
+		p.formStart(pathAccountSignOut, "csrf", d.CSRF)
+		p.button("Sign out of this page", "", "", "")
+		p.raw("</form>\n")
+	},
+	"device_code": func(p *htmlPage, d pageData) {
+		p.raw("<h1>Sign in a device</h1>\n<p>Enter the code your other device shows.</p>\n")
+		p.message(d.Error, "alert")
+		p.raw(`<form method="get"`)
+		p.attr("action", d.Action)
+		p.raw(">\n")
+		p.input("text", "user_code", "user_code", "Code", "off", `autocapitalize="characters" spellcheck="false" required autofocus`)
+		p.button("Continue", "primary", "", "")
+		p.raw("\n</form>\n<p class=\"note\">Only enter a code that a device of yours shows right now. Nobody from this server will ever ask you for one.</p>\n")
+	},
+	"done": func(p *htmlPage, d pageData) {
+		p.raw("<h1>")
+		p.text(d.Title)
+		p.raw(`</h1><p role="status">`)
+		p.text(d.Error)
+		p.raw("</p>\n")
+	},
+	"error": func(p *htmlPage, d pageData) {
+		p.raw("<h1>")
+		p.text(d.Title)
+		p.raw("</h1>")
+		p.message(d.Error, "alert")
+	},
+}
 
 type pageData struct {
 	Title, Server, Client, ClientURI, User, Device, Destination string
@@ -154,10 +314,14 @@ type pageData struct {
 // origins. formTarget is where the page's form may send the browser: a
 // form's redirect counts for form-action in some browsers.
 func (s *Service) renderPage(c *gin.Context, status int, name string, d pageData, formTarget string) error {
-	var buf bytes.Buffer
-	if err := pages.ExecuteTemplate(&buf, name, d); err != nil {
-		return err
+	view, ok := views[name]
+	if !ok {
+		return fmt.Errorf("oauth: no page %q", name)
 	}
+	var p htmlPage
+	p.head(d.Title)
+	view(&p, d)
+	p.foot()
 	h := c.Writer.Header()
 	h.Del("Access-Control-Allow-Origin")
 	h.Del("Access-Control-Allow-Methods")
@@ -171,7 +335,7 @@ func (s *Service) renderPage(c *gin.Context, status int, name string, d pageData
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
-	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+	c.Data(status, "text/html; charset=utf-8", []byte(p.b.String()))
 	return nil
 }
 
