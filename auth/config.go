@@ -56,6 +56,11 @@ type Config struct {
 	// JWTIssuer and JWTAudience, when set, must match the token's claims.
 	JWTIssuer   string
 	JWTAudience string
+	// NoPasswordLogin stops offering m.login.password at /login, for a
+	// server whose people sign in through the OAuth 2.0 API's pages; the
+	// token and JWT logins, and the password in user-interactive auth,
+	// stay.
+	NoPasswordLogin bool
 
 	// ProfileLookup says who may read a profile with GET /profile:
 	// ProfileLookupSharedRooms (logged-in users, for themselves and users

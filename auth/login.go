@@ -22,10 +22,11 @@ const (
 
 // GET /_matrix/client/v3/login: the login types offered.
 func (s *Service) getLoginFlows(c *gin.Context) error {
-	flows := []gin.H{
-		{"type": loginPassword},
-		{"type": loginTypeToken, "get_login_token": true},
+	var flows []gin.H
+	if !s.cfg.NoPasswordLogin {
+		flows = append(flows, gin.H{"type": loginPassword})
 	}
+	flows = append(flows, gin.H{"type": loginTypeToken, "get_login_token": true})
 	if s.jwt != nil {
 		flows = append(flows, gin.H{"type": loginJWT})
 	}
@@ -63,6 +64,9 @@ func (s *Service) login(c *gin.Context) error {
 	var user spec.UserID
 	switch req.Type {
 	case loginPassword:
+		if s.cfg.NoPasswordLogin {
+			return badLoginType()
+		}
 		if req.Identifier == nil && req.User == "" && req.Medium != "" {
 			return spec.Forbidden("unknown third-party identifier")
 		}

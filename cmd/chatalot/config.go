@@ -75,6 +75,9 @@ type Config struct {
 	RateLimitAccountData string `toml:"rate_limit_account_data" help:"account data and tag writes per user, COUNT/PERIOD"`
 	RateLimitToDevice    string `toml:"rate_limit_to_device"   help:"to-device messages per user (one per recipient device, or per user for *), COUNT/PERIOD"`
 	RateLimitWrites      string `toml:"rate_limit_writes"      help:"authenticated requests that are not reads (GET), of any kind, per user, COUNT/PERIOD"`
+	OAuth                bool   `toml:"oauth"                  help:"serve the spec's OAuth 2.0 API (sign-in pages, client registration, tokens) at public_baseurl, and advertise it at /_matrix/client/v1/auth_metadata; /login keeps working beside it"`
+	OAuthTokenLifetime   string `toml:"oauth_access_token_lifetime" help:"lifetime of the access tokens the OAuth 2.0 API issues (clients renew them with their refresh token)"`
+	PasswordLogin        bool   `toml:"password_login"         help:"offer password login (m.login.password) at /login; turn off with oauth = true so that people sign in only on the OAuth 2.0 API's pages (token and JWT logins stay)"`
 
 	Metrics       bool   `toml:"metrics"        help:"serve Prometheus metrics at /metrics: counts and latencies, never identifiers; nothing is sent anywhere"`
 	MetricsListen string `toml:"metrics_listen" help:"address of the metrics listener, loopback unless metrics_token is set (empty: /metrics on the main listener, token required)"`
@@ -135,6 +138,8 @@ func defaults() Config {
 		RateLimitAccountData: auth.DefaultRates()[auth.RateAccountData].String(),
 		RateLimitToDevice:    auth.DefaultRates()[auth.RateToDevice].String(),
 		RateLimitWrites:      auth.DefaultRates()[auth.RateWrites].String(),
+		OAuthTokenLifetime:   "5m",
+		PasswordLogin:        true,
 
 		MetricsListen: "127.0.0.1:8009",
 
@@ -253,6 +258,12 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d < time.Minute {
 		add("access_token_lifetime", "must be at least 1m")
 	}
+	if !c.PasswordLogin && !c.OAuth && c.JWTKeyFile == "" {
+		add("password_login", "off needs oauth = true or jwt_key_file: otherwise nobody could sign in")
+	}
+	if d, err := time.ParseDuration(c.OAuthTokenLifetime); err != nil || d < time.Minute {
+		add("oauth_access_token_lifetime", "%q is not a duration of at least 1m", c.OAuthTokenLifetime)
+	}
 	if c.JWTKeyFile != "" {
 		if _, err := os.Stat(c.JWTKeyFile); err != nil {
 			add("jwt_key_file", "%v", err)
@@ -271,6 +282,7 @@ func (c *Config) authConfig() (auth.Config, error) {
 	a := auth.DefaultConfig()
 	a.Registration = c.Registration
 	a.SharedSecret = c.SharedSecret
+	a.NoPasswordLogin = !c.PasswordLogin
 	a.ProfileLookup = c.ProfileLookup
 	a.RateLimits = c.RateLimits == "on"
 	a.MinPasswordLength = int(c.PasswordMinLength)

@@ -10,6 +10,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/media"
+	"github.com/chatalot/chatalot/oauth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/schedule"
@@ -24,7 +25,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 
 // wire migrates every package's tables and mounts every package's routes.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema); err != nil {
+	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema, oauth.Schema); err != nil {
 		return err
 	}
 	logMigrations(a.log, a.db)
@@ -83,6 +84,16 @@ func (a *App) wire(ctx context.Context) error {
 		return err
 	}
 	devices := deviceHooks{keys: keysSvc, push: pushSvc}
+	var oauthSvc *oauth.Service
+	if a.cfg.OAuth {
+		// Off, /auth_metadata stays unrouted: 404 M_UNRECOGNIZED, as the
+		// spec says a server without the OAuth 2.0 API answers.
+		oauthSvc = oauth.New(oauth.Deps{
+			DB: a.db, Accounts: authSvc, Limiter: authSvc.Limiter(), BaseURL: a.cfg.BaseURL(),
+			ServerName: a.serverName(), Config: a.oauthConfig(), Log: a.log,
+		})
+		devices.oauth = oauthSvc // a deleted device's OAuth grants go with it
+	}
 	authSvc.SetDeviceHooks(devices)
 	syncSvc.SetKeys(keysSvc)
 	mediaSvc, err := media.New(media.Deps{
@@ -137,6 +148,9 @@ func (a *App) wire(ctx context.Context) error {
 			"org.matrix.msc3874":            true, // rel_types filters on /messages
 			"org.matrix.msc3890":            true, // device-local notification settings go with the device
 			"org.matrix.simplified_msc3575": true, // sliding sync (MSC4186), which Element X requires
+
+			// QR-code login's rendezvous (MSC4388), part of the OAuth 2.0 API.
+			oauth.FeatureRendezvous: a.cfg.OAuth,
 		},
 		Capabilities:       caps,
 		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
@@ -154,8 +168,18 @@ func (a *App) wire(ctx context.Context) error {
 	pushSvc.Routes(r, requireAuth)
 	scheduleSvc.Routes(r, requireAuth)
 	adminSvc.Routes(r, requireAuth)
+	if oauthSvc != nil {
+		oauthSvc.Routes(r)
+	}
 	a.router = r
 	return nil
+}
+
+// oauthConfig turns the server configuration into the oauth package's.
+func (a *App) oauthConfig() oauth.Config {
+	c := oauth.DefaultConfig()
+	c.AccessTokenLifetime, _ = time.ParseDuration(a.cfg.OAuthTokenLifetime) // validated at load
+	return c
 }
 
 // mediaConfig turns the server configuration into the media package's.
@@ -170,11 +194,13 @@ func (a *App) mediaConfig() media.Config {
 	}
 }
 
-// deviceHooks tells the E2EE directory of every device change, and push of
-// deletions: a device's keys and its pushers go with it.
+// deviceHooks tells the E2EE directory of every device change, and push
+// and oauth of deletions: a device's keys, pushers and OAuth grants go with
+// it.
 type deviceHooks struct {
-	keys *keys.Service
-	push *push.Service
+	keys  *keys.Service
+	push  *push.Service
+	oauth *oauth.Service // nil with oauth off
 }
 
 func (h deviceHooks) DeviceAdded(ctx context.Context, user spec.UserID, id, name string) error {
@@ -186,5 +212,9 @@ func (h deviceHooks) DeviceUpdated(ctx context.Context, user spec.UserID, id, na
 }
 
 func (h deviceHooks) DeviceDeleted(ctx context.Context, user spec.UserID, id string) error {
-	return errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
+	err := errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
+	if h.oauth != nil {
+		err = errors.Join(err, h.oauth.DeviceDeleted(ctx, user, id))
+	}
+	return err
 }
