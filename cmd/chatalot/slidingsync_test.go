@@ -152,7 +152,8 @@ func mustOK(t *testing.T, what string, code int, raw string) {
 	}
 }
 
-func whoami(t *testing.T, base, token string) (user, device string) {
+// whoamiIDs is the caller's user and device IDs.
+func whoamiIDs(t *testing.T, base, token string) (user, device string) {
 	t.Helper()
 	_, raw := request(t, "GET", base+"/_matrix/client/v3/account/whoami", token, "")
 	var w struct {
@@ -184,8 +185,8 @@ func TestSlidingSyncReplaysRustSDK(t *testing.T) {
 	f := ssFixture(t)
 	alice := registerUser(t, base, "alice")
 	bob := registerUser(t, base, "bob")
-	aliceID, _ := whoami(t, base, alice)
-	bobID, bobDevice := whoami(t, base, bob)
+	aliceID, _ := whoamiIDs(t, base, alice)
+	bobID, bobDevice := whoamiIDs(t, base, bob)
 
 	// /versions advertises it: Element X refuses the server otherwise.
 	_, raw := request(t, "GET", base+"/_matrix/client/versions", "", "")
@@ -380,7 +381,7 @@ func TestSlidingSyncReplaysRustSDK(t *testing.T) {
 	mustOK(t, "to-device", reqCode(t, "PUT", base+"/_matrix/client/v3/sendToDevice/org.example.ping/t1", alice,
 		`{"messages":{"`+bobID+`":{"`+bobDevice+`":{"ping":1}}}}`), "")
 	carol := registerUser(t, base, "carol")
-	carolID, _ := whoami(t, base, carol)
+	carolID, _ := whoamiIDs(t, base, carol)
 	mustOK(t, "carol joins", post(t, base+"/_matrix/client/v3/join/"+lounge, carol, `{}`), "")
 	next := strings.ReplaceAll(string(f["encryption_next"]), "$SINCE", e1.Ext.ToDevice.NextBatch)
 	code, e2, raw := slide(t, base, bob, e1.Pos, 10000, next)
