@@ -43,23 +43,26 @@ func newTestEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
+	policy, err := NewPolicy(ctx, db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	roomsSvc, err := rooms.New(ctx, rooms.Deps{DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Log: zerolog.Nop()})
+		Server: "test", Log: zerolog.Nop(), Profiles: auth.NewUserReader(db), Guard: policy.GuardMembership})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := auth.DefaultConfig()
 	cfg.Registration, cfg.RateLimits = auth.RegistrationOpen, false
-	authSvc, err := auth.New(auth.Deps{DB: db, ServerName: "test", Config: cfg, Log: zerolog.Nop(), Rooms: roomsSvc})
+	authSvc, err := auth.New(auth.Deps{DB: db, ServerName: "test", Config: cfg, Log: zerolog.Nop(), Rooms: roomsSvc,
+		Policy: policy.ForRequests(roomsSvc)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	roomsSvc.SetProfiles(authSvc)
-	svc, err := New(ctx, Deps{DB: db, ServerName: "test", Auth: authSvc, Rooms: roomsSvc, Log: zerolog.Nop(), Config: Config{Version: "test"}})
+	svc, err := New(ctx, Deps{DB: db, ServerName: "test", Auth: authSvc, Rooms: roomsSvc, Log: zerolog.Nop(), Config: Config{Version: "test"}, Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.Hooks()
 	// The CLI has its own auth service (its own, empty, session cache).
 	cliAuth, err := auth.New(auth.Deps{DB: db, ServerName: "test", Config: cfg, Log: zerolog.Nop()})
 	if err != nil {
@@ -71,7 +74,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
 	authSvc.Routes(r)
-	roomsSvc.Routes(r, authSvc.Middleware())
+	roomsSvc.Routes(r, authSvc.Middleware(), nil)
 	svc.Routes(r, authSvc.Middleware())
 	e := &testEnv{t: t, db: db, auth: authSvc, svc: svc, cli: cli, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { e.srv.Close(); db.Close() })

@@ -150,9 +150,10 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	}
 	n := chatsync.NewNotifier(db)
 	_, priv, _ := ed25519.GenerateKey(nil)
+	commits := &rooms.CommitHooks{}
 	rs, err := rooms.New(ctx, rooms.Deps{
 		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop(), Notify: n,
+		Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop(), Notify: n, CommitHook: commits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -163,11 +164,10 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ps, err := New(ctx, Deps{DB: db, Rooms: rs, AccountData: acct, Notify: n, Config: cfg, Log: zerolog.Nop(), Stopping: stopping})
+	ps, err := New(ctx, Deps{DB: db, Rooms: rs, AccountData: acct, Notify: n, Config: cfg, Log: zerolog.Nop(), Stopping: stopping, Commits: commits})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs.SetCommitHook(ps)
 	ss := chatsync.New(chatsync.Deps{DB: db, Rooms: rs, AccountData: ps.WithRules(acct), Notifier: n, Unread: ps,
 		Log: zerolog.Nop(), Stopping: stopping})
 	if err := ss.Init(ctx); err != nil {
@@ -175,7 +175,7 @@ func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer
 	}
 	ps.Start()
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
+	rs.Routes(r, authtest.Middleware, nil)
 	ss.Routes(r, authtest.Middleware)
 	ps.Routes(r, authtest.Middleware)
 	ts := &testServer{t: t, db: db, rooms: rs, sync: ss, push: ps, acct: acct, srv: httptest.NewServer(r)}

@@ -16,7 +16,10 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-type handlers struct{ s *Service }
+type handlers struct {
+	s       *Service
+	delayer Delayer // routes.go
+}
 
 func roomIDParam(c *gin.Context) (spec.RoomID, bool) {
 	id, err := spec.ParseRoomID(c.Param("roomId"))
@@ -314,11 +317,11 @@ func (h *handlers) putState(c *gin.Context) {
 // and reports whether it did.
 func (h *handlers) delayed(c *gin.Context, d DelayedSend) bool {
 	delay, ok := c.GetQuery(DelayParam)
-	if !ok || h.s.delayer == nil {
+	if !ok || h.delayer == nil {
 		return false
 	}
 	d.Delay = delay
-	h.s.delayer.ServeDelayed(c, d)
+	h.delayer.ServeDelayed(c, d)
 	return true
 }
 

@@ -65,9 +65,8 @@ func newTestServer(t *testing.T, dir string, cfg Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs.SetDelayer(ts.sched)
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
+	rs.Routes(r, authtest.Middleware, ts.sched)
 	ts.sched.Routes(r, authtest.Middleware)
 	ts.sched.Start()
 	ts.srv = httptest.NewServer(r)

@@ -135,7 +135,7 @@ func newTestServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
+	rs.Routes(r, authtest.Middleware, nil)
 	ss.Routes(r, authtest.Middleware)
 	ts := &testServer{t: t, rooms: rs, sync: ss, acct: acct, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { close(stopping); ts.srv.Close(); db.Close() })

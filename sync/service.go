@@ -121,15 +121,6 @@ func New(d Deps) *Service {
 	return s
 }
 
-// SetKeys wires the E2EE directory after construction.
-func (s *Service) SetKeys(k Keys) { s.keys = k }
-
-// SetUnread wires the unread counts (push) after construction.
-func (s *Service) SetUnread(u Unread) { s.unread = u }
-
-// SetAccountData wires the account data source after construction.
-func (s *Service) SetAccountData(a AccountData) { s.acct = a }
-
 // Notifier is the notifier other packages signal.
 func (s *Service) Notifier() *Notifier { return s.notifier }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/chatalot/chatalot/admin"
@@ -31,90 +30,109 @@ func (a *App) wire(ctx context.Context) error {
 	if err := checkServerName(ctx, a.db, a.cfg.DataDir, a.cfg.ServerName); err != nil {
 		return err
 	}
+	// Every collaborator is passed at construction. The order follows the
+	// edges; where two packages call each other at run time, the cycle is
+	// broken by a value built before both (see each comment), never by a
+	// setter after the fact.
 	notifier := chatsync.NewNotifier(a.db)
-	roomsSvc, err := rooms.New(ctx, rooms.Deps{
-		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
-		Config: rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
-	})
-	if err != nil {
-		return err
-	}
 	authCfg, err := a.cfg.authConfig()
 	if err != nil {
 		return err
 	}
-	authSvc, err := auth.New(auth.Deps{
-		DB: a.db, ServerName: a.serverName(), Config: authCfg, Log: a.log,
-		Notify: notifier, Rooms: roomsSvc, Directory: roomsSvc,
+	// auth ⇄ rooms: auth drives rooms (profile changes, deactivation, the
+	// user directory), and rooms reads auth's profiles and rate limits. The
+	// limiter and a profile reader over the accounts table need nothing but
+	// the configuration and the database, so they are built first and
+	// rooms gets them; auth gets rooms.
+	limiter := auth.NewLimiter(authCfg.RateLimits, authCfg.Rates)
+	users := auth.NewUserReader(a.db)
+	// admin ⇄ (auth, rooms): admin drives both, and both consult its
+	// policy. The policy is admin's memory of flags, blocked rooms and
+	// notices rooms, loaded from its own tables before the others.
+	adminCfg := a.cfg.adminConfig()
+	policy, err := admin.NewPolicy(ctx, a.db, adminCfg.LogIPAddresses)
+	if err != nil {
+		return err
+	}
+	// rooms ⇄ push: every commit of events runs push's part (notifications
+	// and unread counts commit with the events), and push reads rooms. The
+	// commit-hook list is built first; rooms commits through it and push
+	// joins it while it is built, after rooms.
+	commits := &rooms.CommitHooks{}
+	roomsSvc, err := rooms.New(ctx, rooms.Deps{
+		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
+		Config:   rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
+		Profiles: users, CommitHook: commits, Guard: policy.GuardMembership, Limits: limiter.PerUser,
 	})
 	if err != nil {
 		return err
 	}
-	roomsSvc.SetProfiles(authSvc)
+	// auth ⇄ (keys, push): auth tells keys and push of device changes, and
+	// keys re-checks passwords through auth's UIA while push keeps
+	// m.push_rules in auth's account data. As with commits, auth is given
+	// a list built first, which keys and push join as they are built.
+	devices := &auth.DeviceEvents{}
+	authSvc, err := auth.New(auth.Deps{
+		DB: a.db, ServerName: a.serverName(), Config: authCfg, Log: a.log,
+		Notify: notifier, Rooms: roomsSvc, Directory: roomsSvc, Devices: devices,
+		Policy: policy.ForRequests(roomsSvc), Limiter: limiter,
+	})
+	if err != nil {
+		return err
+	}
+	pushSvc, err := push.New(ctx, push.Deps{
+		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: a.log, Stopping: a.stopping,
+		Config: a.cfg.pushConfig(), Commits: commits, Devices: devices,
+	})
+	if err != nil {
+		return err
+	}
+	pushSvc.Start()
+	keysSvc, err := keys.New(keys.Deps{
+		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
+		Config: keys.Config{ServerName: a.serverName()},
+		UIA:    authSvc.Reauthenticate, Devices: authSvc, Limiter: limiter, DeviceEvents: devices,
+	})
+	if err != nil {
+		return err
+	}
+	// sync only reads the others, so it comes after them. push gives it
+	// the unread counts and keeps m.push_rules in the account data.
 	syncSvc := chatsync.New(chatsync.Deps{
-		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notifier: notifier, Log: a.log, Stopping: a.stopping,
+		DB: a.db, Rooms: roomsSvc, AccountData: pushSvc.WithRules(authSvc), Keys: keysSvc, Unread: pushSvc,
+		Notifier: notifier, Log: a.log, Stopping: a.stopping,
 		Config: chatsync.Config{Presence: a.cfg.Presence},
 	})
 	if err := syncSvc.Init(ctx); err != nil {
 		return err
 	}
-	// push takes part in every commit of events (notifications and unread
-	// counts commit with them), gives /sync the counts, and keeps
-	// m.push_rules in the account data /sync delivers.
-	pushSvc, err := push.New(ctx, push.Deps{
-		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: a.log, Stopping: a.stopping,
-		Config: a.cfg.pushConfig(),
-	})
-	if err != nil {
-		return err
-	}
-	roomsSvc.SetCommitHook(pushSvc)
-	syncSvc.SetUnread(pushSvc)
-	syncSvc.SetAccountData(pushSvc.WithRules(authSvc))
-	pushSvc.Start()
-	// keys re-checks the password through auth's UIA, and hears of every
-	// device auth adds, renames or deletes.
-	keysSvc, err := keys.New(keys.Deps{
-		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
-		Config: keys.Config{ServerName: a.serverName()},
-		UIA:    authSvc.Reauthenticate, Devices: authSvc, Limiter: authSvc.Limiter(),
-	})
-	if err != nil {
-		return err
-	}
-	devices := deviceHooks{keys: keysSvc, push: pushSvc}
-	authSvc.SetDeviceHooks(devices)
-	syncSvc.SetKeys(keysSvc)
 	mediaSvc, err := media.New(media.Deps{
 		DB: a.db, Dir: pathsOf(a.cfg.DataDir).media, ServerName: a.serverName(), Config: a.mediaConfig(), Log: a.log,
 	})
 	if err != nil {
 		return err
 	}
-	// admin drives the others on the server admin's behalf; its policies
-	// refuse locked and suspended accounts (auth) and joins to blocked rooms
-	// (rooms), and it applies what `chatalot admin` changed meanwhile.
+	// admin drives the others on the server admin's behalf, and applies
+	// what `chatalot admin` changed meanwhile.
 	adminSvc, err := admin.New(ctx, admin.Deps{
 		DB: a.db, ServerName: a.serverName(), Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: devices,
-		Log: a.log, Config: a.cfg.adminConfig(),
+		Log: a.log, Config: adminCfg, Policy: policy,
 	})
 	if err != nil {
 		return err
 	}
-	adminSvc.Hooks()
 	followups, stopFollowups := context.WithCancel(context.Background())
 	go func() { <-a.stopping; stopFollowups() }()
 	go adminSvc.RunFollowups(followups)
-	// schedule sends delayed events (MSC4140) through rooms; rooms hands it
-	// the sends that carry a delay.
+	// schedule sends delayed events (MSC4140) through rooms; rooms' send
+	// routes, mounted below, hand it the sends that carry a delay.
 	scheduleSvc, err := schedule.New(ctx, schedule.Deps{
 		DB: a.db, Rooms: roomsSvc, Log: a.log, Stopping: a.stopping, Config: schedule.DefaultConfig(),
-		ManageLimit: authSvc.Limiter().PerIP(auth.RateDelayedEvents),
+		ManageLimit: limiter.PerIP(auth.RateDelayedEvents),
 	})
 	if err != nil {
 		return err
 	}
-	roomsSvc.SetDelayer(scheduleSvc)
 	scheduleSvc.Start()
 	caps := authSvc.Capabilities()
 	for k, v := range mediaSvc.Capabilities() {
@@ -144,8 +162,7 @@ func (a *App) wire(ctx context.Context) error {
 	requireAuth := authSvc.Middleware()
 	api.ClientAPI(r, requireAuth).GET("/capabilities", api.Handle(srv.Capabilities)) // v3 and r0
 	authSvc.Routes(r)
-	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
-	roomsSvc.Routes(r, requireAuth)
+	roomsSvc.Routes(r, requireAuth, scheduleSvc)
 	syncSvc.Routes(r, requireAuth)
 	keysSvc.Routes(r, requireAuth)
 	mediaSvc.Routes(r, requireAuth)
@@ -166,23 +183,4 @@ func (a *App) mediaConfig() media.Config {
 		ServeUnauthenticated: a.cfg.UnauthenticatedMedia,
 		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
 	}
-}
-
-// deviceHooks tells the E2EE directory of every device change, and push of
-// deletions: a device's keys and its pushers go with it.
-type deviceHooks struct {
-	keys *keys.Service
-	push *push.Service
-}
-
-func (h deviceHooks) DeviceAdded(ctx context.Context, user spec.UserID, id, name string) error {
-	return h.keys.DeviceAdded(ctx, user, id, name)
-}
-
-func (h deviceHooks) DeviceUpdated(ctx context.Context, user spec.UserID, id, name string) error {
-	return h.keys.DeviceUpdated(ctx, user, id, name)
-}
-
-func (h deviceHooks) DeviceDeleted(ctx context.Context, user spec.UserID, id string) error {
-	return errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
 }
