@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
@@ -51,13 +52,45 @@ type Config struct {
 	LogIPAddresses bool
 }
 
+// Rooms is what the admin toolset does to rooms on the server admin's
+// behalf: the rooms package's service.
+type Rooms interface {
+	// Reading rooms whatever the caller's membership.
+	Exists(id spec.RoomID) bool
+	AdminRoom(ctx context.Context, id spec.RoomID) (rooms.AdminRoom, bool, error)
+	AdminRooms(ctx context.Context) ([]rooms.AdminRoom, error)
+	AdminState(id spec.RoomID) []*events.PDU
+	MembersOf(id spec.RoomID) map[spec.UserID]string
+	JoinedMembers(id spec.RoomID) []spec.UserID
+	Membership(user spec.UserID, id spec.RoomID) string
+	RoomsOf(user spec.UserID) map[spec.RoomID]string
+	JoinedRooms(user spec.UserID) []spec.RoomID
+	StoredEvent(ctx context.Context, id spec.EventID) (*rooms.Event, error)
+	FirstPositionAt(ctx context.Context, room spec.RoomID, ts int64) (int64, bool, error)
+
+	// Acting: server notices, memberships, room deletion and purges.
+	CreateRoom(ctx context.Context, creator spec.UserID, req rooms.CreateRequest) (spec.RoomID, spec.RoomAlias, error)
+	Send(ctx context.Context, from rooms.Sender, id spec.RoomID, typ string, stateKey *string, txnID string, content []byte) (spec.EventID, error)
+	ChangeMembership(ctx context.Context, from rooms.Sender, id spec.RoomID, target spec.UserID, membership, reason string, unban bool) (spec.EventID, error)
+	LeaveAllRooms(ctx context.Context, user spec.UserID) error
+	MoveAliases(ctx context.Context, from, to spec.RoomID) ([]spec.RoomAlias, error)
+	PurgeRoom(ctx context.Context, id spec.RoomID) error
+	PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error)
+
+	// Event reports.
+	ListReports(ctx context.Context, f rooms.ReportFilter) ([]rooms.Report, int, error)
+	GetReport(ctx context.Context, id int64) (*rooms.Report, error)
+	DeleteReport(ctx context.Context, id int64) (bool, error)
+	ReportedEvent(ctx context.Context, r *rooms.Report) (*rooms.Event, error)
+}
+
 // Deps is what the service needs. Rooms, Media and Keys are nil in the CLI,
 // which works on the accounts and the audit log only.
 type Deps struct {
 	DB         *storage.DB
 	ServerName spec.ServerName
 	Auth       *auth.Service
-	Rooms      *rooms.Service
+	Rooms      Rooms // nil: the CLI without rooms
 	Media      *media.Service
 	Keys       auth.DeviceHooks
 	Log        zerolog.Logger
@@ -75,7 +108,7 @@ type Service struct {
 	db     *storage.DB
 	server spec.ServerName
 	auth   *auth.Service
-	rooms  *rooms.Service
+	rooms  Rooms
 	media  *media.Service
 	keys   auth.DeviceHooks
 	log    zerolog.Logger

@@ -184,9 +184,11 @@ func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 			return nil, err
 		}
 	}
-	svc, err := admin.New(ctx, admin.Deps{
-		DB: db, ServerName: server, Auth: authSvc, Rooms: roomsSvc, Log: log, Config: cfg.adminConfig(), CLI: true,
-	})
+	d := admin.Deps{DB: db, ServerName: server, Auth: authSvc, Log: log, Config: cfg.adminConfig(), CLI: true}
+	if roomsSvc != nil {
+		d.Rooms = roomsSvc // a nil *rooms.Service would not be a nil admin.Rooms
+	}
+	svc, err := admin.New(ctx, d)
 	if err != nil {
 		db.Close()
 		return nil, err
