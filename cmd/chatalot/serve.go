@@ -88,10 +88,9 @@ func serve(args []string) error {
 	stopMetrics := app.serveMetrics(metricsLn)
 	defer stopMetrics(context.Background())
 
-	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
-		Handler:           app.Handler(), // the router, measured when metrics are on
-		ReadHeaderTimeout: headerTimeout, // slow-header clients are cut off
+		Handler:           app.Handler(),               // the router, measured when metrics are on
+		ReadHeaderTimeout: cfg.durations.headerTimeout, // slow-header clients are cut off
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          nil,
 	}
@@ -116,8 +115,7 @@ func serve(args []string) error {
 	}
 	// Stop accepting, end long-polls (they answer at once), let in-flight
 	// requests finish within the grace period, then close the database.
-	grace, _ := time.ParseDuration(cfg.ShutdownGrace)
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.durations.shutdownGrace)
 	defer cancel()
 	app.BeginShutdown()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -171,6 +169,11 @@ type App struct {
 // openApp creates the data directory on first start, loads the signing key,
 // opens and migrates the database, and wires the services.
 func openApp(cfg Config, log zerolog.Logger) (*App, error) {
+	// Validate also parses the duration settings the services are built
+	// with; loadConfig has run it already, a test's configuration has not.
+	if ps := cfg.Validate(); len(ps) > 0 {
+		return nil, ps
+	}
 	p := pathsOf(cfg.DataDir)
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -226,8 +229,8 @@ func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.Server
 
 func (a *App) routerOptions() api.Options {
 	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
-		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle),
-		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: mustDuration(a.cfg.WriteIdle)}
+		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: a.cfg.durations.bodyIdle,
+		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: a.cfg.durations.writeIdle}
 }
 
 // bodyMinRate is body_min_rate as api takes it (negative: no minimum).
@@ -236,10 +239,4 @@ func bodyMinRate(n int64) int64 {
 		return -1
 	}
 	return n
-}
-
-// mustDuration parses a duration the configuration already validated.
-func mustDuration(s string) time.Duration {
-	d, _ := time.ParseDuration(s)
-	return d
 }

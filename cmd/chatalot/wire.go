@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/rooms"
@@ -59,12 +58,11 @@ func (a *App) appConfig() (app.Config, error) {
 
 // mediaConfig turns the server configuration into the media package's.
 func (a *App) mediaConfig() media.Config {
-	ttl, _ := time.ParseDuration(a.cfg.TURNUserLifetime) // validated at load
 	return media.Config{
 		MaxUploadBytes:       a.cfg.MaxUploadBytes,
 		QuotaBytes:           a.cfg.MediaQuotaBytes,
 		MaxThumbnailPixels:   a.cfg.MaxThumbnailPixels,
 		ServeUnauthenticated: a.cfg.UnauthenticatedMedia,
-		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
+		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: a.cfg.durations.turnUserLifetime},
 	}
 }
