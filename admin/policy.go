@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -113,7 +112,7 @@ func (p *Policy) GuardMembership(ctx context.Context, room spec.RoomID, sender, 
 			if gone, err := p.users.IsDeactivated(ctx, target); err == nil && gone {
 				return nil
 			}
-			return spec.NewError(spec.ErrCannotLeaveServerNotice, "the server notices room cannot be rejected").WithStatus(http.StatusForbidden)
+			return spec.NewError(spec.ErrCannotLeaveServerNotice, "the server notices room cannot be rejected")
 		}
 	}
 	return nil

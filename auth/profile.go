@@ -206,7 +206,7 @@ func (s *Service) ownProfileField(c *gin.Context) (spec.UserID, string, error) {
 	}
 	key := c.Param("keyName")
 	if len(key) > 255 {
-		return "", "", spec.NewError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes")
+		return "", "", spec.NewError(spec.ErrKeyTooLarge, "profile keys are at most 255 bytes")
 	}
 	if _, ok := profileKeys[key]; !ok {
 		return "", "", spec.Forbidden("only displayname and avatar_url can be set on this server")

@@ -152,7 +152,7 @@ const (
 func (s *Service) actionInPath(c *gin.Context) {
 	action := c.Param("action")
 	if !slices.Contains([]string{actionCancel, actionRestart, actionSend}, action) {
-		c.Error(spec.Unrecognized("unknown delayed event action").WithStatus(http.StatusNotFound))
+		c.Error(spec.Unrecognized("unknown delayed event action"))
 		return
 	}
 	s.act(c, action)
