@@ -70,145 +70,189 @@ type App struct {
 
 // New builds every service and mounts every route. The workers (push
 // delivery, the scheduler, admin's follow-ups) run until Stopping closes.
+//
+// Every collaborator is passed at construction. The services are built in
+// the order of their edges; where two packages call each other at run
+// time, the cycle is broken by a value built before both (newShared),
+// never by a setter after the fact.
 func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
-	// Every collaborator is passed at construction. The order follows the
-	// edges; where two packages call each other at run time, the cycle is
-	// broken by a value built before both (see each comment), never by a
-	// setter after the fact.
-	notifier := chatsync.NewNotifier(d.DB)
-	authCfg := cfg.Auth
+	sh, err := newShared(ctx, cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{}
+	if err := a.buildCore(ctx, cfg, d, sh); err != nil {
+		return nil, err
+	}
+	if err := a.buildReaders(ctx, cfg, d, sh); err != nil {
+		return nil, err
+	}
+	a.start(d.Stopping)
+	a.Router = a.routes(cfg, d.Key)
+	return a, nil
+}
+
+// shared are the values built before the services, one per cycle between
+// them.
+type shared struct {
+	notifier *chatsync.Notifier
+	limiter  *auth.Limiter
+	users    *auth.UserReader
+	policy   *admin.Policy
+	commits  *rooms.CommitHooks
+	devices  *auth.DeviceEvents
+}
+
+func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
+	sh := &shared{notifier: chatsync.NewNotifier(d.DB)}
 	// auth ⇄ rooms: auth drives rooms (profile changes, deactivation, the
 	// user directory), and rooms reads auth's profiles and rate limits. The
 	// limiter and a profile reader over the accounts table need nothing but
 	// the configuration and the database, so they are built first and
 	// rooms gets them; auth gets rooms.
-	limiter := auth.NewLimiter(authCfg.RateLimits, authCfg.Rates)
-	users := auth.NewUserReader(d.DB)
+	sh.limiter = auth.NewLimiter(cfg.Auth.RateLimits, cfg.Auth.Rates)
+	sh.users = auth.NewUserReader(d.DB)
 	// admin ⇄ (auth, rooms): admin drives both, and both consult its
 	// policy. The policy is admin's memory of flags, blocked rooms and
 	// notices rooms, loaded from its own tables before the others.
-	adminCfg := cfg.Admin
-	policy, err := admin.NewPolicy(ctx, d.DB, adminCfg.LogIPAddresses)
-	if err != nil {
+	var err error
+	if sh.policy, err = admin.NewPolicy(ctx, d.DB, cfg.Admin.LogIPAddresses); err != nil {
 		return nil, err
 	}
 	// rooms ⇄ push: every commit of events runs push's part (notifications
 	// and unread counts commit with the events), and push reads rooms. The
 	// commit-hook list is built first; rooms commits through it and push
 	// joins it while it is built, after rooms.
-	commits := &rooms.CommitHooks{}
-	roomsSvc, err := rooms.New(ctx, rooms.Deps{
-		DB: d.DB, Key: d.Key, Server: cfg.ServerName, Log: d.Log, Notify: notifier,
-		Config:   cfg.Rooms,
-		Profiles: users, CommitHook: commits, Guard: policy.GuardMembership, Limits: limiter.PerUser,
-	})
-	if err != nil {
-		return nil, err
-	}
+	sh.commits = &rooms.CommitHooks{}
 	// auth ⇄ (keys, push): auth tells keys and push of device changes, and
 	// keys re-checks passwords through auth's UIA while push keeps
 	// m.push_rules in auth's account data. As with commits, auth is given
 	// a list built first, which keys and push join as they are built.
-	devices := &auth.DeviceEvents{}
-	authSvc, err := auth.New(auth.Deps{
-		DB: d.DB, ServerName: cfg.ServerName, Config: authCfg, Log: d.Log,
-		Notify: notifier, Rooms: roomsSvc, Directory: roomsSvc, Devices: devices,
-		Policy: policy.ForRequests(roomsSvc), Limiter: limiter,
+	sh.devices = &auth.DeviceEvents{}
+	return sh, nil
+}
+
+// buildCore builds the services that call each other: rooms, auth, push
+// and keys, in that order, through the shared values.
+func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) error {
+	var err error
+	a.Rooms, err = rooms.New(ctx, rooms.Deps{
+		DB: d.DB, Key: d.Key, Server: cfg.ServerName, Log: d.Log, Notify: sh.notifier, Config: cfg.Rooms,
+		Profiles: sh.users, CommitHook: sh.commits, Guard: sh.policy.GuardMembership, Limits: sh.limiter.PerUser,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pushSvc, err := push.New(ctx, push.Deps{
-		DB: d.DB, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: d.Log, Stopping: d.Stopping,
-		Config: cfg.Push, Commits: commits, Devices: devices,
+	a.Auth, err = auth.New(auth.Deps{
+		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
+		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
+		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pushSvc.Start()
-	keysSvc, err := keys.New(keys.Deps{
-		DB: d.DB, Log: d.Log, Notify: notifier, Rooms: roomsSvc,
+	a.Push, err = push.New(ctx, push.Deps{
+		DB: d.DB, Rooms: a.Rooms, AccountData: a.Auth, Notify: sh.notifier, Log: d.Log, Stopping: d.Stopping,
+		Config: cfg.Push, Commits: sh.commits, Devices: sh.devices,
+	})
+	if err != nil {
+		return err
+	}
+	a.Keys, err = keys.New(keys.Deps{
+		DB: d.DB, Log: d.Log, Notify: sh.notifier, Rooms: a.Rooms,
 		Config: keys.Config{ServerName: cfg.ServerName},
-		UIA:    authSvc.Reauthenticate, Devices: authSvc, Limiter: limiter, DeviceEvents: devices,
+		UIA:    a.Auth.Reauthenticate, Devices: a.Auth, Limiter: sh.limiter, DeviceEvents: sh.devices,
 	})
-	if err != nil {
-		return nil, err
-	}
-	// sync only reads the others, so it comes after them. push gives it
-	// the unread counts and keeps m.push_rules in the account data.
-	syncSvc := chatsync.New(chatsync.Deps{
-		DB: d.DB, Rooms: roomsSvc, AccountData: pushSvc.WithRules(authSvc), Keys: keysSvc, Unread: pushSvc,
-		Notifier: notifier, Log: d.Log, Stopping: d.Stopping,
-		Config: cfg.Sync,
+	return err
+}
+
+// buildReaders builds the services that only call the core ones: sync,
+// media, admin and the scheduler.
+func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) error {
+	// push gives sync the unread counts and keeps m.push_rules in the
+	// account data.
+	a.Sync = chatsync.New(chatsync.Deps{
+		DB: d.DB, Rooms: a.Rooms, AccountData: a.Push.WithRules(a.Auth), Keys: a.Keys, Unread: a.Push,
+		Notifier: sh.notifier, Log: d.Log, Stopping: d.Stopping, Config: cfg.Sync,
 	})
-	if err := syncSvc.Init(ctx); err != nil {
-		return nil, err
+	if err := a.Sync.Init(ctx); err != nil {
+		return err
 	}
-	mediaSvc, err := media.New(media.Deps{
+	var err error
+	if a.Media, err = media.New(media.Deps{
 		DB: d.DB, Dir: cfg.MediaDir, ServerName: cfg.ServerName, Config: cfg.Media, Log: d.Log,
-	})
-	if err != nil {
-		return nil, err
+	}); err != nil {
+		return err
 	}
 	// admin drives the others on the server admin's behalf, and applies
 	// what `chatalot admin` changed meanwhile.
-	adminSvc, err := admin.New(ctx, admin.Deps{
-		DB: d.DB, ServerName: cfg.ServerName, Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: devices,
-		Log: d.Log, Config: adminCfg, Policy: policy,
-	})
-	if err != nil {
-		return nil, err
+	if a.Admin, err = admin.New(ctx, admin.Deps{
+		DB: d.DB, ServerName: cfg.ServerName, Auth: a.Auth, Rooms: a.Rooms, Media: a.Media, Keys: sh.devices,
+		Log: d.Log, Config: cfg.Admin, Policy: sh.policy,
+	}); err != nil {
+		return err
 	}
-	followups, stopFollowups := context.WithCancel(context.Background())
-	go func() { <-d.Stopping; stopFollowups() }()
-	go adminSvc.RunFollowups(followups)
 	// schedule sends delayed events (MSC4140) through rooms; rooms' send
-	// routes, mounted below, hand it the sends that carry a delay.
-	scheduleSvc, err := schedule.New(ctx, schedule.Deps{
-		DB: d.DB, Rooms: roomsSvc, Log: d.Log, Stopping: d.Stopping, Config: cfg.Schedule,
-		ManageLimit: limiter.PerIP(auth.RateDelayedEvents),
+	// routes (routes) hand it the sends that carry a delay.
+	a.Schedule, err = schedule.New(ctx, schedule.Deps{
+		DB: d.DB, Rooms: a.Rooms, Log: d.Log, Stopping: d.Stopping, Config: cfg.Schedule,
+		ManageLimit: sh.limiter.PerIP(auth.RateDelayedEvents),
 	})
-	if err != nil {
-		return nil, err
-	}
-	scheduleSvc.Start()
-	caps := authSvc.Capabilities()
-	for k, v := range mediaSvc.Capabilities() {
+	return err
+}
+
+// start runs the workers: push's clean-up, admin's follow-ups and the
+// scheduler, until stopping closes.
+func (a *App) start(stopping <-chan struct{}) {
+	a.Push.Start()
+	followups, stopFollowups := context.WithCancel(context.Background())
+	go func() { <-stopping; stopFollowups() }()
+	go a.Admin.RunFollowups(followups)
+	a.Schedule.Start()
+}
+
+// routes mounts every package's paths on a new router.
+func (a *App) routes(cfg Config, key events.SigningKey) *gin.Engine {
+	caps := a.Auth.Capabilities()
+	for k, v := range a.Media.Capabilities() {
 		caps[k] = v
 	}
 	r := api.NewRouter(cfg.Router)
 	srv := server.New(server.Deps{
-		ServerName: cfg.ServerName,
-		BaseURL:    cfg.BaseURL,
-		Key:        d.Key,
-		Version:    cfg.Version,
-		Versions:   SpecVersions,
-		UnstableFeatures: map[string]bool{
-			"org.chatalot.encryption_policy." + cfg.Rooms.Encryption: true,
-			"org.matrix.msc4222": true, // use_state_after in /sync
-			"org.matrix.msc3814": true, // dehydrated devices
-			"org.matrix.msc4140": true, // delayed events
-			"org.matrix.msc4306": true, // thread subscriptions
-			"org.matrix.msc3391": true, // deleting account data
-			"org.matrix.msc3874": true, // rel_types filters on /messages
-			"org.matrix.msc3890": true, // device-local notification settings go with the device
-		},
+		ServerName:         cfg.ServerName,
+		BaseURL:            cfg.BaseURL,
+		Key:                key,
+		Version:            cfg.Version,
+		Versions:           SpecVersions,
+		UnstableFeatures:   unstableFeatures(cfg.Rooms.Encryption),
 		Capabilities:       caps,
 		DefaultRoomVersion: cfg.Rooms.DefaultRoomVersion,
 	})
 	srv.Routes(r)
-	requireAuth := authSvc.Middleware()
+	requireAuth := a.Auth.Middleware()
 	api.ClientAPI(r, requireAuth).GET("/capabilities", api.Handle(srv.Capabilities)) // v3 and r0
-	authSvc.Routes(r)
-	roomsSvc.Routes(r, requireAuth, scheduleSvc)
-	syncSvc.Routes(r, requireAuth)
-	keysSvc.Routes(r, requireAuth)
-	mediaSvc.Routes(r, requireAuth)
-	pushSvc.Routes(r, requireAuth)
-	scheduleSvc.Routes(r, requireAuth)
-	adminSvc.Routes(r, requireAuth)
-	return &App{
-		Router: r, Rooms: roomsSvc, Auth: authSvc, Sync: syncSvc, Push: pushSvc, Keys: keysSvc,
-		Media: mediaSvc, Admin: adminSvc, Schedule: scheduleSvc,
-	}, nil
+	a.Auth.Routes(r)
+	a.Rooms.Routes(r, requireAuth, a.Schedule)
+	a.Sync.Routes(r, requireAuth)
+	a.Keys.Routes(r, requireAuth)
+	a.Media.Routes(r, requireAuth)
+	a.Push.Routes(r, requireAuth)
+	a.Schedule.Routes(r, requireAuth)
+	a.Admin.Routes(r, requireAuth)
+	return r
+}
+
+// unstableFeatures are the unstable features /versions advertises, each
+// proved by versions_test.go.
+func unstableFeatures(encryption string) map[string]bool {
+	return map[string]bool{
+		"org.chatalot.encryption_policy." + encryption: true,
+		"org.matrix.msc4222":                           true, // use_state_after in /sync
+		"org.matrix.msc3814":                           true, // dehydrated devices
+		"org.matrix.msc4140":                           true, // delayed events
+		"org.matrix.msc4306":                           true, // thread subscriptions
+		"org.matrix.msc3391":                           true, // deleting account data
+		"org.matrix.msc3874":                           true, // rel_types filters on /messages
+		"org.matrix.msc3890":                           true, // device-local notification settings go with the device
+	}
 }
