@@ -42,18 +42,11 @@ func serve(args []string) error {
 		log.Warn().Msg(w)
 	}
 
-	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
-	// performance work finds its costs (see the README's Performance).
-	if path := os.Getenv("CHATALOT_CPU_PROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stopCPUProfile, err := startCPUProfile()
+	if err != nil {
+		return err
 	}
+	defer stopCPUProfile()
 	// The sockets first: a port in use must stop the server before it
 	// creates anything in a new data directory.
 	ln, err := listen("listen", cfg.Listen)
@@ -74,17 +67,7 @@ func serve(args []string) error {
 		return err
 	}
 	defer app.Close()
-	// CHATALOT_HEAP_PROFILE=FILE writes what is live on the heap at
-	// shutdown, before the services let go of it.
-	if path := os.Getenv("CHATALOT_HEAP_PROFILE"); path != "" {
-		defer func() {
-			if f, err := os.Create(path); err == nil {
-				runtime.GC()
-				_ = pprof.WriteHeapProfile(f)
-				f.Close()
-			}
-		}()
-	}
+	defer writeHeapProfile()
 	stopMetrics := app.serveMetrics(metricsLn)
 	defer stopMetrics(context.Background())
 
@@ -101,7 +84,13 @@ func serve(args []string) error {
 		Str("data_dir", cfg.DataDir).Str("version", version).Msg("Chatalot is serving")
 	stopReload := watchReload(fs, configPath, set, cfg, log) // SIGHUP
 	defer stopReload()
+	return serveUntilSignal(srv, ln, app, cfg.durations.shutdownGrace, log)
+}
 
+// serveUntilSignal serves until SIGTERM or SIGINT, then shuts down: it
+// stops accepting, ends long-polls (they answer at once) and lets in-flight
+// requests finish within grace.
+func serveUntilSignal(srv *http.Server, ln net.Listener, app *App, grace time.Duration, log zerolog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -113,9 +102,7 @@ func serve(args []string) error {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("shutting down")
 	}
-	// Stop accepting, end long-polls (they answer at once), let in-flight
-	// requests finish within the grace period, then close the database.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.durations.shutdownGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	app.BeginShutdown()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -126,6 +113,39 @@ func serve(args []string) error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// startCPUProfile writes a CPU profile to CHATALOT_CPU_PROFILE=FILE until
+// the returned function is called at shutdown: how performance work finds
+// its costs (see the README's Performance).
+func startCPUProfile() (stop func(), err error) {
+	path := os.Getenv("CHATALOT_CPU_PROFILE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes what is live on the heap to
+// CHATALOT_HEAP_PROFILE=FILE, if set; serve calls it at shutdown, before
+// the services let go of it.
+func writeHeapProfile() {
+	path := os.Getenv("CHATALOT_HEAP_PROFILE")
+	if path == "" {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		runtime.GC()
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
 }
 
 // listen opens the listening socket of a setting, naming the setting when
