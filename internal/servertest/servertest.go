@@ -31,6 +31,7 @@ import (
 	"github.com/chatalot/chatalot/server/app"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	chatsync "github.com/chatalot/chatalot/sync"
 	"github.com/rs/zerolog"
 )
 
@@ -56,8 +57,9 @@ type Option func(*app.Config)
 // Schedule sets the scheduler's limits.
 func Schedule(c schedule.Config) Option { return func(a *app.Config) { a.Schedule = c } }
 
-// Config is the configuration of a test server: open registration, no rate
-// limits, cheap password hashes, encryption optional (tests send plaintext).
+// Config is the configuration of a test server: the binary's defaults but
+// open registration, no rate limits, the cheapest password hashes allowed
+// and encryption optional (tests send plaintext).
 func Config(dir string) app.Config {
 	ac := auth.DefaultConfig()
 	ac.Registration, ac.RateLimits = auth.RegistrationOpen, false
@@ -69,6 +71,7 @@ func Config(dir string) app.Config {
 		MediaDir:   filepath.Join(dir, "media"),
 		Rooms:      rooms.Config{Encryption: "optional"},
 		Auth:       ac,
+		Sync:       chatsync.Config{Presence: true},
 		Push:       push.DefaultConfig(),
 		Admin:      admin.Config{Version: "test"},
 		Schedule:   schedule.DefaultConfig(),
@@ -161,8 +164,18 @@ func (s *Server) Token(user spec.UserID) string {
 }
 
 // Do sends a request with the access token (none if "") and a JSON body
-// (none if nil), and returns the status and the decoded JSON answer.
+// (none if nil), and returns the status and the decoded JSON answer (nil
+// if the answer is not a JSON object).
 func (s *Server) Do(token, method, path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	code, raw := s.DoRaw(token, method, path, body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return code, out
+}
+
+// DoRaw is Do with the answer's body as it came.
+func (s *Server) DoRaw(token, method, path string, body any) (int, []byte) {
 	s.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -178,10 +191,8 @@ func (s *Server) Do(token, method, path string, body any) (int, map[string]any) 
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out map[string]any
 	raw, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return resp.StatusCode, raw
 }
 
 // As sends a request as user (see Token; anonymous if user is "").
