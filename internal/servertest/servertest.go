@@ -174,12 +174,19 @@ func (s *Server) Do(token, method, path string, body any) (int, map[string]any) 
 	return code, out
 }
 
+// Raw is a request body sent as it is, not encoded as JSON.
+type Raw string
+
 // DoRaw is Do with the answer's body as it came.
 func (s *Server) DoRaw(token, method, path string, body any) (int, []byte) {
 	s.t.Helper()
 	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case Raw:
+		rd = strings.NewReader(string(b))
+	default:
+		raw, _ := json.Marshal(b)
 		rd = bytes.NewReader(raw)
 	}
 	req, _ := http.NewRequest(method, s.URL+path, rd)
