@@ -20,7 +20,8 @@ type Notifier interface {
 	Notify(pos int64, users ...spec.UserID)
 }
 
-// RoomHooks is what auth needs from rooms; nil until rooms exist.
+// RoomHooks is what auth needs from rooms (nil: auth alone, as the CLI
+// and auth's own tests run it).
 type RoomHooks interface {
 	// LeaveAllRooms makes a deactivated user leave every room.
 	LeaveAllRooms(ctx context.Context, user spec.UserID) error
