@@ -4,10 +4,10 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
@@ -18,8 +18,8 @@ import (
 // every request but logout, and no new access token; a suspended account
 // may read, leave, log out and manage its keys, but not join, invite,
 // send, change state or its profile, upload, or redact others' events: 403
-// M_USER_SUSPENDED. auth asks CheckRequest and CheckLogin; both answer
-// from memory.
+// M_USER_SUSPENDED. auth asks CheckRequest and CheckLogin (policy.go); both
+// answer from memory.
 
 // errLocked is the spec's answer to a locked account.
 func errLocked() *spec.Error {
@@ -28,30 +28,6 @@ func errLocked() *spec.Error {
 
 func errSuspended() *spec.Error {
 	return spec.NewError(spec.ErrUserSuspended, "you cannot perform this action while suspended")
-}
-
-// CheckRequest implements auth.AccessPolicy.
-func (s *Service) CheckRequest(c *gin.Context, dev *auth.Device) error {
-	if s.cfg.LogIPAddresses {
-		s.remember(dev, c.ClientIP(), c.Request.UserAgent())
-	}
-	f := s.flagsOf(dev.UserID)
-	if f.Locked && !isLogout(c.FullPath()) {
-		return errLocked()
-	}
-	if f.Suspended && s.suspendedMayNot(c, dev.UserID) {
-		return errSuspended()
-	}
-	return nil
-}
-
-// CheckLogin implements auth.AccessPolicy: a locked account gets no new
-// access token.
-func (s *Service) CheckLogin(_ context.Context, user spec.UserID) error {
-	if s.flagsOf(user).Locked {
-		return errLocked()
-	}
-	return nil
 }
 
 // apiPrefixes are stripped from a route before it is classified.
@@ -71,6 +47,20 @@ func isLogout(route string) bool {
 // profiles or media is refused; reading, leaving, keys, receipts and
 // account management are not.
 func (s *Service) suspendedMayNot(c *gin.Context, user spec.UserID) bool {
+	var events StoredEvents
+	if s.rooms != nil {
+		events = s.rooms
+	}
+	return suspendedMayNot(c, user, events)
+}
+
+// StoredEvents finds a stored event by its ID alone (rooms), for the
+// redactions a suspended account may still make.
+type StoredEvents interface {
+	StoredEvent(ctx context.Context, id spec.EventID) (*rooms.Event, error)
+}
+
+func suspendedMayNot(c *gin.Context, user spec.UserID, events StoredEvents) bool {
 	method, route := c.Request.Method, c.FullPath()
 	if method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions {
 		return false
@@ -99,7 +89,7 @@ func (s *Service) suspendedMayNot(c *gin.Context, user spec.UserID) bool {
 		case "join", "invite", "kick", "ban", "unban", "send", "state", "upgrade":
 			return true
 		case "redact":
-			return !s.redactsOwnEvent(c, user)
+			return !redactsOwnEvent(c, user, events)
 		}
 	}
 	return false
@@ -107,75 +97,12 @@ func (s *Service) suspendedMayNot(c *gin.Context, user spec.UserID) bool {
 
 // redactsOwnEvent reports whether a redaction targets one of the user's
 // own events: /rooms/{roomId}/redact/{eventId}/{txnId}, read by position.
-func (s *Service) redactsOwnEvent(c *gin.Context, user spec.UserID) bool {
-	if s.rooms == nil || len(c.Params) < 2 {
+func redactsOwnEvent(c *gin.Context, user spec.UserID, events StoredEvents) bool {
+	if events == nil || len(c.Params) < 2 {
 		return false
 	}
-	ev, err := s.rooms.StoredEvent(c.Request.Context(), spec.EventID(c.Params[1].Value))
+	ev, err := events.StoredEvent(c.Request.Context(), spec.EventID(c.Params[1].Value))
 	return err == nil && ev != nil && ev.PDU.Sender() == user
-}
-
-// guardMembership is the rooms package's membership guard: nobody joins,
-// knocks on or is invited to a blocked room, and a user cannot reject the
-// invite to their server-notices room (M_CANNOT_LEAVE_SERVER_NOTICE_ROOM,
-// as the spec asks) unless their account is being deactivated.
-func (s *Service) guardMembership(ctx context.Context, room spec.RoomID, sender, target spec.UserID, membership, current string) error {
-	s.mu.RLock()
-	_, blocked := s.blocked[room]
-	owner, notices := s.noticeRoom[room]
-	s.mu.RUnlock()
-	switch membership {
-	case spec.Join, spec.Knock, spec.Invite:
-		if blocked {
-			return spec.Forbidden("this room has been blocked on this server")
-		}
-	case spec.Leave:
-		if notices && owner == target && sender == target && current == spec.Invite {
-			if gone, err := s.auth.IsDeactivated(ctx, target); err == nil && gone {
-				return nil
-			}
-			return spec.NewError(spec.ErrCannotLeaveServerNotice, "the server notices room cannot be rejected").WithStatus(http.StatusForbidden)
-		}
-	}
-	return nil
-}
-
-// connection is the last address and user agent a session used, kept in
-// memory only and only when the admin turned IP logging on.
-type connection struct {
-	IP        string
-	UserAgent string
-	LastSeen  int64
-}
-
-func (s *Service) remember(dev *auth.Device, ip, ua string) {
-	if len(ua) > 512 {
-		ua = ua[:512]
-	}
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	m := s.conns[dev.UserID]
-	if m == nil {
-		m = map[string]connection{}
-		s.conns[dev.UserID] = m
-	}
-	m[dev.DeviceID] = connection{IP: ip, UserAgent: ua, LastSeen: time.Now().UnixMilli()}
-}
-
-func (s *Service) connection(user spec.UserID, device string) (connection, bool) {
-	if !s.cfg.LogIPAddresses {
-		return connection{}, false
-	}
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	c, ok := s.conns[user][device]
-	return c, ok
-}
-
-func (s *Service) forgetConnections(user spec.UserID) {
-	s.connMu.Lock()
-	delete(s.conns, user)
-	s.connMu.Unlock()
 }
 
 // moderationTarget checks the target of the spec's lock and suspend

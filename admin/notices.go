@@ -39,7 +39,7 @@ func (s *Service) noticesUser(ctx context.Context) (spec.UserID, error) {
 	if _, err := s.auth.CreateUser(actx, s.cfg.NoticesUser, "", false); err != nil {
 		var me *spec.Error
 		if errors.As(err, &me) && me.Code == spec.ErrUserInUse {
-			return "", spec.NewError(spec.ErrUnknown, "the server notices user %s is an existing account; set server_notices_user to a free name", id).WithStatus(http.StatusInternalServerError)
+			return "", spec.Internal("the server notices user %s is an existing account; set server_notices_user to a free name", id)
 		}
 		return "", err
 	}

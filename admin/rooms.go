@@ -503,7 +503,7 @@ func (s *Service) deleteRoomV1(c *gin.Context) error {
 		s.shutdownRoom(context.WithoutCancel(c.Request.Context()), t, req)
 	}
 	if t.Status == "failed" {
-		return spec.NewError(spec.ErrUnknown, "%s", t.Error).WithStatus(http.StatusInternalServerError)
+		return spec.Internal("%s", t.Error)
 	}
 	c.JSON(http.StatusOK, t.Shutdown)
 	return nil

@@ -83,12 +83,3 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	m.PUT("/suspend/:userId", api.Handle(s.putSuspend))
 	api.ClientAPI(r, requireAuth).GET("/admin/whois/:userId", api.Handle(s.whoisClient)) // v3 and r0
 }
-
-// Hooks wires the admin policies into auth and rooms; call it before
-// serving.
-func (s *Service) Hooks() {
-	s.auth.SetAccessPolicy(s)
-	if s.rooms != nil {
-		s.rooms.SetMembershipGuard(s.guardMembership)
-	}
-}

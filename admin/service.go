@@ -13,12 +13,12 @@ package admin
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
@@ -52,17 +52,52 @@ type Config struct {
 	LogIPAddresses bool
 }
 
+// Rooms is what the admin toolset does to rooms on the server admin's
+// behalf: the rooms package's service.
+type Rooms interface {
+	// Reading rooms whatever the caller's membership.
+	Exists(id spec.RoomID) bool
+	AdminRoom(ctx context.Context, id spec.RoomID) (rooms.AdminRoom, bool, error)
+	AdminRooms(ctx context.Context) ([]rooms.AdminRoom, error)
+	AdminState(id spec.RoomID) []*events.PDU
+	MembersOf(id spec.RoomID) map[spec.UserID]string
+	JoinedMembers(id spec.RoomID) []spec.UserID
+	Membership(user spec.UserID, id spec.RoomID) string
+	RoomsOf(user spec.UserID) map[spec.RoomID]string
+	JoinedRooms(user spec.UserID) []spec.RoomID
+	StoredEvent(ctx context.Context, id spec.EventID) (*rooms.Event, error)
+	FirstPositionAt(ctx context.Context, room spec.RoomID, ts int64) (int64, bool, error)
+
+	// Acting: server notices, memberships, room deletion and purges.
+	CreateRoom(ctx context.Context, creator spec.UserID, req rooms.CreateRequest) (spec.RoomID, spec.RoomAlias, error)
+	Send(ctx context.Context, from rooms.Sender, id spec.RoomID, req rooms.SendRequest) (spec.EventID, error)
+	Change(ctx context.Context, from rooms.Sender, id spec.RoomID, ch rooms.MembershipChange) (spec.EventID, error)
+	LeaveAllRooms(ctx context.Context, user spec.UserID) error
+	MoveAliases(ctx context.Context, from, to spec.RoomID) ([]spec.RoomAlias, error)
+	PurgeRoom(ctx context.Context, id spec.RoomID) error
+	PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error)
+
+	// Event reports.
+	ListReports(ctx context.Context, f rooms.ReportFilter) ([]rooms.Report, int, error)
+	GetReport(ctx context.Context, id int64) (*rooms.Report, error)
+	DeleteReport(ctx context.Context, id int64) (bool, error)
+	ReportedEvent(ctx context.Context, r *rooms.Report) (*rooms.Event, error)
+}
+
 // Deps is what the service needs. Rooms, Media and Keys are nil in the CLI,
 // which works on the accounts and the audit log only.
 type Deps struct {
 	DB         *storage.DB
 	ServerName spec.ServerName
 	Auth       *auth.Service
-	Rooms      *rooms.Service
+	Rooms      Rooms // nil: the CLI without rooms
 	Media      *media.Service
 	Keys       auth.DeviceHooks
 	Log        zerolog.Logger
 	Config     Config
+	// Policy is the memory auth and rooms consult (policy.go), built
+	// before them; nil: New loads one (the CLI, which serves nothing).
+	Policy *Policy
 	// CLI says the service runs in `chatalot admin`: actions are recorded
 	// as the CLI's, and changes the running server must apply are queued.
 	CLI bool
@@ -73,7 +108,7 @@ type Service struct {
 	db     *storage.DB
 	server spec.ServerName
 	auth   *auth.Service
-	rooms  *rooms.Service
+	rooms  Rooms
 	media  *media.Service
 	keys   auth.DeviceHooks
 	log    zerolog.Logger
@@ -81,21 +116,14 @@ type Service struct {
 	cli    bool
 	now    func() time.Time
 
-	// Account flags, blocked rooms and server-notices rooms live in memory
-	// too: the auth middleware and the rooms guard ask on every request or
-	// membership change, and must not read the database to answer.
-	mu          sync.RWMutex
-	flags       map[spec.UserID]userFlags
-	blocked     map[spec.RoomID]spec.UserID
-	noticeRooms map[spec.UserID]spec.RoomID
-	noticeRoom  map[spec.RoomID]spec.UserID // the reverse index
+	// *Policy holds the account flags, blocked rooms and server-notices
+	// rooms in memory (policy.go); the service changes them after its
+	// writes commit.
+	*Policy
 
 	noticeMu sync.Mutex // one server-notices room per user, created once
 
 	tasks *taskList // room deletions and history purges (rooms.go)
-
-	connMu sync.Mutex
-	conns  map[spec.UserID]map[string]connection // whois with IP logging on
 }
 
 // New builds the service and loads its state. The database must be
@@ -107,25 +135,17 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if d.Config.NoticesRoomName == "" {
 		d.Config.NoticesRoomName = "Server Notices"
 	}
+	if d.Policy == nil {
+		p, err := NewPolicy(ctx, d.DB, d.Config.LogIPAddresses)
+		if err != nil {
+			return nil, err
+		}
+		d.Policy = p
+	}
 	s := &Service{
 		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
-		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now,
-		noticeRoom: map[spec.RoomID]spec.UserID{},
-		tasks:      newTaskList(),
-		conns:      map[spec.UserID]map[string]connection{},
-	}
-	var err error
-	if s.flags, err = s.loadFlags(ctx); err != nil {
-		return nil, fmt.Errorf("admin: load account flags: %w", err)
-	}
-	if s.blocked, err = s.loadBlocked(ctx); err != nil {
-		return nil, fmt.Errorf("admin: load blocked rooms: %w", err)
-	}
-	if s.noticeRooms, err = s.loadNoticeRooms(ctx); err != nil {
-		return nil, fmt.Errorf("admin: load server-notices rooms: %w", err)
-	}
-	for u, r := range s.noticeRooms {
-		s.noticeRoom[r] = u
+		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now, Policy: d.Policy,
+		tasks: newTaskList(),
 	}
 	return s, nil
 }
@@ -197,21 +217,6 @@ func (s *Service) record(ctx context.Context, who Actor, action, target string, 
 		}
 		return insertAudit(tx, e)
 	})
-}
-
-func (s *Service) flagsOf(user spec.UserID) userFlags {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.flags[user]
-}
-
-// updateFlags changes one flag in memory (call after the commit).
-func (s *Service) updateFlags(user spec.UserID, f func(*userFlags)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fl := s.flags[user]
-	f(&fl)
-	s.flags[user] = fl
 }
 
 // logAction logs an admin action. Invite codes are credentials: the log

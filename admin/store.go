@@ -137,8 +137,8 @@ func (s *Service) AuditLog(ctx context.Context, f AuditFilter) ([]AuditEntry, in
 // userFlags is what admins set on an account beyond auth's columns.
 type userFlags struct{ Locked, Suspended, Erased bool }
 
-func (s *Service) loadFlags(ctx context.Context) (map[spec.UserID]userFlags, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id, locked, suspended, erased FROM admin_user_flags`)
+func loadFlags(ctx context.Context, db *storage.DB) (map[spec.UserID]userFlags, error) {
+	rows, err := db.Query(ctx, `SELECT user_id, locked, suspended, erased FROM admin_user_flags`)
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +167,8 @@ func setFlag(tx *storage.Tx, user spec.UserID, flag string, v bool) error {
 	return err
 }
 
-func (s *Service) loadBlocked(ctx context.Context) (map[spec.RoomID]spec.UserID, error) {
-	rows, err := s.db.Query(ctx, `SELECT room_id, blocked_by FROM admin_blocked_rooms`)
+func loadBlocked(ctx context.Context, db *storage.DB) (map[spec.RoomID]spec.UserID, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, blocked_by FROM admin_blocked_rooms`)
 	if err != nil {
 		return nil, err
 	}
@@ -194,8 +194,8 @@ func setBlocked(tx *storage.Tx, room spec.RoomID, by string, block bool, now int
 	return err
 }
 
-func (s *Service) loadNoticeRooms(ctx context.Context) (map[spec.UserID]spec.RoomID, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id, room_id FROM admin_notice_rooms`)
+func loadNoticeRooms(ctx context.Context, db *storage.DB) (map[spec.UserID]spec.RoomID, error) {
+	rows, err := db.Query(ctx, `SELECT user_id, room_id FROM admin_notice_rooms`)
 	if err != nil {
 		return nil, err
 	}

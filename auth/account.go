@@ -202,5 +202,3 @@ func (s *Service) requestToken3PID(code spec.ErrCode) api.Handler {
 		return spec.NewError(code, "this server does not support email addresses or phone numbers")
 	}
 }
-
-const errThreepidMediumNotSupported spec.ErrCode = "M_THREEPID_MEDIUM_NOT_SUPPORTED"

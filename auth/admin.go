@@ -26,9 +26,6 @@ type AccessPolicy interface {
 	CheckLogin(ctx context.Context, user spec.UserID) error
 }
 
-// SetAccessPolicy wires the admin package's policy; call it before serving.
-func (s *Service) SetAccessPolicy(p AccessPolicy) { s.policy = p }
-
 // UserInfo is one account as the admin API shows it.
 type UserInfo struct {
 	UserID      spec.UserID

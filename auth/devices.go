@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/chatalot/chatalot/api"
@@ -253,9 +254,49 @@ func (s *Service) CreateDehydratedDevice(ctx context.Context, user spec.UserID, 
 	})
 }
 
-// SetDeviceHooks wires the E2EE directory after construction (it is built
-// after auth); call it before serving.
-func (s *Service) SetDeviceHooks(h DeviceHooks) { s.devices = h }
+// DeviceEvents is a list of device hooks that is itself a DeviceHooks. It
+// is built before auth and before its members, so that auth is given its
+// hooks at construction while the members that use auth (keys re-checks
+// passwords through it; push keeps m.push_rules in its account data) join
+// the list while they are being built, after auth. Members join before
+// serving.
+type DeviceEvents struct {
+	mu    sync.RWMutex
+	hooks []DeviceHooks
+}
+
+// Join adds a hook that hears of every later device change.
+func (e *DeviceEvents) Join(h DeviceHooks) {
+	e.mu.Lock()
+	e.hooks = append(e.hooks, h)
+	e.mu.Unlock()
+}
+
+func (e *DeviceEvents) each(f func(DeviceHooks) error) error {
+	e.mu.RLock()
+	hooks := e.hooks
+	e.mu.RUnlock()
+	var errs []error
+	for _, h := range hooks {
+		errs = append(errs, f(h))
+	}
+	return errors.Join(errs...)
+}
+
+// DeviceAdded tells every member.
+func (e *DeviceEvents) DeviceAdded(ctx context.Context, user spec.UserID, deviceID, displayName string) error {
+	return e.each(func(h DeviceHooks) error { return h.DeviceAdded(ctx, user, deviceID, displayName) })
+}
+
+// DeviceUpdated tells every member.
+func (e *DeviceEvents) DeviceUpdated(ctx context.Context, user spec.UserID, deviceID, displayName string) error {
+	return e.each(func(h DeviceHooks) error { return h.DeviceUpdated(ctx, user, deviceID, displayName) })
+}
+
+// DeviceDeleted tells every member, each whatever the others answered.
+func (e *DeviceEvents) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID string) error {
+	return e.each(func(h DeviceHooks) error { return h.DeviceDeleted(ctx, user, deviceID) })
+}
 
 func (s *Service) deviceIDs(ctx context.Context, user spec.UserID) ([]string, error) {
 	rows, err := s.listDevices(ctx, user, "")

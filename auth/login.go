@@ -114,7 +114,7 @@ func (s *Service) login(c *gin.Context) error {
 }
 
 func badLoginType() *spec.Error {
-	return spec.NewError(spec.ErrUnknown, "unknown login type").WithStatus(http.StatusBadRequest)
+	return spec.NewError(spec.ErrUnknown, "unknown login type")
 }
 
 // loginResponse is the body of a successful login or registration.

@@ -26,12 +26,35 @@ const (
 var profileKeys = map[string]string{"displayname": "displayname", "avatar_url": "avatar_url"}
 
 func (s *Service) loadProfile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
+	return NewUserReader(s.db).Profile(ctx, user)
+}
+
+// UserReader answers the questions about accounts that other packages ask
+// while acting (a join copies the profile; admin's guard asks whether a user
+// is deactivated). It holds nothing but the database, so it can be built
+// before auth.Service and given to the packages auth itself is built from
+// (rooms).
+type UserReader struct{ db *storage.DB }
+
+// NewUserReader reads accounts from db.
+func NewUserReader(db *storage.DB) *UserReader { return &UserReader{db: db} }
+
+// Profile returns a local user's display name and avatar URL; M_NOT_FOUND
+// for unknown or deactivated users.
+func (r *UserReader) Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
 	var dn, av sql.NullString
-	err = s.db.QueryRow(ctx, `SELECT displayname, avatar_url FROM users WHERE user_id = $1 AND NOT deactivated`, string(user)).Scan(&dn, &av)
+	err = r.db.QueryRow(ctx, `SELECT displayname, avatar_url FROM users WHERE user_id = $1 AND NOT deactivated`, string(user)).Scan(&dn, &av)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", "", spec.NotFound("profile not found")
 	}
 	return dn.String, av.String, err
+}
+
+// IsDeactivated reports whether the account is deactivated (false if it
+// never existed).
+func (r *UserReader) IsDeactivated(ctx context.Context, user spec.UserID) (bool, error) {
+	u, found, err := loadUser(dbQuerier{r.db, ctx}, user)
+	return found && u.Deactivated, err
 }
 
 // profileUser parses the userId path parameter.
@@ -183,7 +206,7 @@ func (s *Service) ownProfileField(c *gin.Context) (spec.UserID, string, error) {
 	}
 	key := c.Param("keyName")
 	if len(key) > 255 {
-		return "", "", spec.NewError("M_KEY_TOO_LARGE", "profile keys are at most 255 bytes")
+		return "", "", spec.NewError(spec.ErrKeyTooLarge, "profile keys are at most 255 bytes")
 	}
 	if _, ok := profileKeys[key]; !ok {
 		return "", "", spec.Forbidden("only displayname and avatar_url can be set on this server")

@@ -60,8 +60,8 @@ func (s *Service) clientRoutes(g *api.Versioned) {
 	a.POST("/account/3pid/bind", api.Handle(s.add3PID))
 	a.POST("/account/3pid/delete", api.Handle(s.delete3PID))
 	a.POST("/account/3pid/unbind", api.Handle(s.delete3PID))
-	a.POST("/account/3pid/email/requestToken", api.Handle(s.requestToken3PID(errThreepidMediumNotSupported)))
-	a.POST("/account/3pid/msisdn/requestToken", api.Handle(s.requestToken3PID(errThreepidMediumNotSupported)))
+	a.POST("/account/3pid/email/requestToken", api.Handle(s.requestToken3PID(spec.ErrThreepidMediumNotSupported)))
+	a.POST("/account/3pid/msisdn/requestToken", api.Handle(s.requestToken3PID(spec.ErrThreepidMediumNotSupported)))
 
 	a.PUT("/profile/:userId/:keyName", api.Handle(s.putProfileField))
 	a.DELETE("/profile/:userId/:keyName", api.Handle(s.deleteProfileField))

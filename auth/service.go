@@ -20,7 +20,8 @@ type Notifier interface {
 	Notify(pos int64, users ...spec.UserID)
 }
 
-// RoomHooks is what auth needs from rooms; nil until rooms exist.
+// RoomHooks is what auth needs from rooms (nil: auth alone, as the CLI
+// and auth's own tests run it).
 type RoomHooks interface {
 	// LeaveAllRooms makes a deactivated user leave every room.
 	LeaveAllRooms(ctx context.Context, user spec.UserID) error
@@ -56,8 +57,14 @@ type Deps struct {
 	Log        zerolog.Logger
 	Notify     Notifier       // may be nil
 	Rooms      RoomHooks      // may be nil
-	Devices    DeviceHooks    // may be nil
+	Devices    DeviceHooks    // may be nil; keys and push join a *DeviceEvents (devices.go)
 	Directory  DirectoryRooms // may be nil: the user directory finds no one
+	// Policy can refuse requests and logins (admin's; nil: every active
+	// account may act).
+	Policy AccessPolicy
+	// Limiter is the rate limiter, shared with the packages that limit
+	// their own routes (nil: one built from Config).
+	Limiter *Limiter
 }
 
 // Service is accounts and sessions.
@@ -120,18 +127,21 @@ func New(d Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
-		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory,
+		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy,
 		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,
 		tokens:         newTokenCache(),
 		uia:            newUIAStore(cfg.UIASessionLifetime),
-		limiter:        NewLimiter(cfg.RateLimits, cfg.Rates),
+		limiter:        d.Limiter,
 		reserved:       map[string]bool{},
 		loginTokens:    map[string]loginToken{},
 		nonces:         map[string]time.Time{},
 		accountDataPos: map[spec.UserID]int64{},
 		ignored:        map[spec.UserID]map[spec.UserID]bool{},
+	}
+	if s.limiter == nil {
+		s.limiter = NewLimiter(cfg.RateLimits, cfg.Rates)
 	}
 	for _, r := range cfg.ReservedLocalparts {
 		s.reserved[strings.ToLower(r)] = true
@@ -257,8 +267,7 @@ func (s *Service) IsAdmin(ctx context.Context, user spec.UserID) (bool, error) {
 
 // IsDeactivated reports whether an account existed and was deactivated.
 func (s *Service) IsDeactivated(ctx context.Context, user spec.UserID) (bool, error) {
-	u, found, err := loadUser(s.reader(ctx), user)
-	return found && u.Deactivated, err
+	return NewUserReader(s.db).IsDeactivated(ctx, user)
 }
 
 // SetAdmin grants or removes server admin rights; live sessions see the
@@ -280,7 +289,7 @@ func (s *Service) SetAdmin(ctx context.Context, user spec.UserID, admin bool) er
 // Profile returns a local user's display name and avatar URL; M_NOT_FOUND
 // for unknown or deactivated users.
 func (s *Service) Profile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
-	return s.loadProfile(ctx, user)
+	return NewUserReader(s.db).Profile(ctx, user)
 }
 
 // IgnoredUsers is the user's m.ignored_user_list, from memory (nil when

@@ -543,7 +543,7 @@ func Build(p ProtoEvent, v spec.RoomVersion, key SigningKey) (*PDU, error) {
 		return nil, err
 	}
 	if i := strings.IndexByte(string(p.Sender), ':'); i < 0 || string(p.Sender[i+1:]) != key.ServerName {
-		return nil, spec.NewError(spec.ErrUnknown, "sender does not belong to the signing server")
+		return nil, spec.Internal("sender does not belong to the signing server")
 	}
 	if p.Depth < 0 || p.Depth > maxSafeInt || p.OriginServerTS < 0 || p.OriginServerTS > maxSafeInt {
 		return nil, spec.BadJSON("depth and origin_server_ts must be non-negative safe integers")

@@ -17,13 +17,13 @@ type SigningKey struct {
 
 func (k SigningKey) check() error {
 	if k.ServerName == "" {
-		return spec.NewError(spec.ErrUnknown, "signing key has no server name")
+		return spec.Internal("signing key has no server name")
 	}
 	if !strings.HasPrefix(k.KeyID, "ed25519:") || len(k.KeyID) == len("ed25519:") {
-		return spec.NewError(spec.ErrUnknown, "signing key ID must be ed25519:<version>")
+		return spec.Internal("signing key ID must be ed25519:<version>")
 	}
 	if len(k.Private) != ed25519.PrivateKeySize {
-		return spec.NewError(spec.ErrUnknown, "signing key is not an ed25519 private key")
+		return spec.Internal("signing key is not an ed25519 private key")
 	}
 	return nil
 }

@@ -123,6 +123,11 @@ type Deps struct {
 	ParseSyncToken func(token string) (int64, error)
 	// Limiter rate-limits to-device messages per sender (nil: no limits).
 	Limiter *auth.Limiter
+	// DeviceEvents is auth's list of device hooks: keys joins it, to hear
+	// of every device auth adds, renames or deletes (nil: the caller tells
+	// keys itself). Keys re-checks passwords through auth, so auth is built
+	// first and keys joins the list auth was given.
+	DeviceEvents *auth.DeviceEvents
 }
 
 // Service is the E2EE directory.
@@ -183,6 +188,9 @@ func New(d Deps) (*Service, error) {
 	}
 	if err := s.load(context.Background()); err != nil {
 		return nil, fmt.Errorf("keys: load: %w", err)
+	}
+	if d.DeviceEvents != nil {
+		d.DeviceEvents.Join(s)
 	}
 	return s, nil
 }

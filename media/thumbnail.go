@@ -145,7 +145,7 @@ type thumbResult struct {
 }
 
 var (
-	errCannotThumbnail     = spec.NewError(spec.ErrUnknown, "cannot generate a thumbnail for this content").WithStatus(http.StatusBadRequest)
+	errCannotThumbnail     = spec.NewError(spec.ErrUnknown, "cannot generate a thumbnail for this content")
 	errTooLargeToThumbnail = spec.TooLarge("the image is too large to thumbnail")
 	errSourceGone          = errors.New("the source media was deleted")
 )

@@ -127,7 +127,7 @@ var (
 	errOverQuota = spec.Forbidden("this upload would exceed your media storage quota")
 	errTooLarge  = spec.TooLarge("the upload is over the server's limit")
 	// A client that stops sending midway gets this (if it still listens).
-	errIncomplete = spec.NewError(spec.ErrUnknown, "the upload did not complete").WithStatus(http.StatusBadRequest)
+	errIncomplete = spec.NewError(spec.ErrUnknown, "the upload did not complete")
 )
 
 // bodyReader counts what it reads and stops at the upload limit or at the

@@ -155,7 +155,7 @@ func (s *Service) rendezvousPut(c *gin.Context) error {
 		return err
 	}
 	if *b.SequenceToken != strconv.FormatInt(sess.sequence, 10) {
-		return spec.NewError("M_CONCURRENT_WRITE", "the session changed since that sequence token").WithStatus(http.StatusConflict)
+		return spec.NewError(spec.ErrConcurrentWrite, "the session changed since that sequence token")
 	}
 	sess.sequence++
 	sess.data = *b.Data

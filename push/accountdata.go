@@ -68,7 +68,7 @@ func (s *Service) changeRules(ctx context.Context, user spec.UserID, change func
 		return spec.TooLarge("the push rules would be over %d bytes", maxRulesContent)
 	}
 	if s.acct == nil {
-		return spec.NewError(spec.ErrUnknown, "push rules cannot be stored")
+		return spec.Internal("push rules cannot be stored")
 	}
 	if err := s.acct.SetAccountData(ctx, user, "", pushRulesType, content); err != nil {
 		return err

@@ -1,4 +1,4 @@
-package push
+package push_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -177,7 +178,7 @@ func TestNotificationsList(t *testing.T) {
 	e2 := ts.send(alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "two", "m.mentions": map[string]any{"user_ids": []string{bob}}})
 	// The first two move out of staging, one event per write; the list
 	// reads both tables.
-	ts.push.flushWith(1, 2)
+	ts.push.FlushWithForTest(1, 2)
 	var staged int
 	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_staged`).Scan(&staged); err != nil || staged != 0 {
 		t.Fatalf("%d events still staged (%v)", staged, err)
@@ -186,7 +187,7 @@ func TestNotificationsList(t *testing.T) {
 	e3 := ts.text(alice, room, "three")
 	ts.receipt(bob, room, "m.read", e1, "")
 	checkNotificationsList(t, ts, room, e1, e2, e3)
-	ts.push.flush()
+	ts.push.FlushForTest()
 	checkNotificationsList(t, ts, room, e1, e2, e3)
 }
 
@@ -242,14 +243,14 @@ func checkNotificationsList(t *testing.T, ts *testServer, room, e1, e2, e3 strin
 	}
 }
 
-// TestCountsBeyondTracked: past maxTracked unread notifications, the older
+// TestCountsBeyondTracked: past push.MaxTracked unread notifications, the older
 // ones are only counted in memory; receipts among them are recounted from
 // the database, before and after a restart, and agree with /sync.
 func TestCountsBeyondTracked(t *testing.T) {
 	dir := t.TempDir()
 	ts := startTestServer(t, dir)
 	room := ts.room(alice, bob)
-	n := maxTracked + 10
+	n := push.MaxTracked + 10
 	ids := make([]string, n)
 	for i := range ids {
 		content := map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)}
@@ -334,14 +335,14 @@ func TestSendingReadsWhatTheSameBatchNotified(t *testing.T) {
 
 // TestStagedRowsMoveOnceABurstIsOver: the server does not sit on work it
 // owes: staged notifications move soon after the sends stop, well before
-// the flushDelay a steady stream waits for.
+// the push.FlushDelay a steady stream waits for.
 func TestStagedRowsMoveOnceABurstIsOver(t *testing.T) {
 	ts := newTestServer(t)
 	room := ts.room(alice, bob, carol)
 	for i := range 5 {
 		ts.text(alice, room, fmt.Sprint("burst ", i))
 	}
-	deadline := time.Now().Add(flushDelay - time.Second)
+	deadline := time.Now().Add(push.FlushDelay - time.Second)
 	for {
 		var staged int
 		if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM push_staged`).Scan(&staged); err != nil {
@@ -351,7 +352,7 @@ func TestStagedRowsMoveOnceABurstIsOver(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d events still staged %v after the burst", staged, flushDelay-time.Second)
+			t.Fatalf("%d events still staged %v after the burst", staged, push.FlushDelay-time.Second)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

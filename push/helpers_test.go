@@ -1,217 +1,76 @@
-package push
+package push_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/events"
-	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/internal/servertest"
+	"github.com/chatalot/chatalot/push"
+	"github.com/chatalot/chatalot/server/app"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	chatsync "github.com/chatalot/chatalot/sync"
-	"github.com/rs/zerolog"
-	"github.com/tidwall/gjson"
 )
 
-// memAccountData stands in for the accounts package: account data in
-// memory, each change at a stream position, waking the user's syncs.
-type memAccountData struct {
-	mu   sync.Mutex
-	db   *storage.DB
-	n    *chatsync.Notifier
-	data map[spec.UserID]map[string]json.RawMessage // room + "\x00" + type → content
-	at   map[spec.UserID]map[string]int64
-	pos  map[spec.UserID]int64
-}
-
-func newMemAccountData(db *storage.DB, n *chatsync.Notifier) *memAccountData {
-	return &memAccountData{db: db, n: n, data: map[spec.UserID]map[string]json.RawMessage{},
-		at: map[spec.UserID]map[string]int64{}, pos: map[spec.UserID]int64{}}
-}
-
-func (m *memAccountData) AccountData(ctx context.Context, user spec.UserID, since, until int64) ([]json.RawMessage, map[spec.RoomID][]json.RawMessage, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var global []json.RawMessage
-	perRoom := map[spec.RoomID][]json.RawMessage{}
-	for k, c := range m.data[user] {
-		if p := m.at[user][k]; p <= since || p > until {
-			continue
-		}
-		room, typ, _ := strings.Cut(k, "\x00")
-		ev, _ := json.Marshal(map[string]any{"type": typ, "content": c})
-		if room == "" {
-			global = append(global, ev)
-		} else {
-			perRoom[spec.RoomID(room)] = append(perRoom[spec.RoomID(room)], ev)
-		}
-	}
-	return global, perRoom, nil
-}
-
-func (m *memAccountData) AccountDataPosition(user spec.UserID) int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos[user]
-}
-
-func (m *memAccountData) IgnoredUsers(user spec.UserID) map[spec.UserID]bool {
-	raw, _, _ := m.GetAccountData(context.Background(), user, "", "m.ignored_user_list")
-	var users map[spec.UserID]bool
-	gjson.GetBytes(raw, "ignored_users").ForEach(func(k, _ gjson.Result) bool {
-		if users == nil {
-			users = map[spec.UserID]bool{}
-		}
-		users[spec.UserID(k.Str)] = true
-		return true
-	})
-	return users
-}
-
-func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.data[user][string(room)+"\x00"+typ]
-	return c, ok, nil
-}
-
-func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error {
-	return m.db.Write(ctx, func(tx *storage.Tx) error {
-		pos := tx.NextPosition()
-		tx.AfterCommit(func() {
-			m.mu.Lock()
-			if m.data[user] == nil {
-				m.data[user] = map[string]json.RawMessage{}
-				m.at[user] = map[string]int64{}
-			}
-			k := string(room) + "\x00" + typ
-			m.data[user][k] = append(json.RawMessage(nil), content...)
-			m.at[user][k] = pos
-			m.pos[user] = pos
-			m.mu.Unlock()
-			m.n.Notify(pos, user)
-		})
-		return nil
-	})
-}
-
-// testServer is rooms, sync and push on a real SQLite database behind a
-// real router, driven over HTTP.
+// testServer is the whole server (internal/servertest) on a real SQLite
+// database, driven over HTTP; the users are real accounts.
 type testServer struct {
-	t     *testing.T
-	db    *storage.DB
-	rooms *rooms.Service
-	sync  *chatsync.Service
-	push  *Service
-	acct  *memAccountData
-	srv   *httptest.Server
-	txn   atomic.Int64
-	close func()
+	*servertest.Server
+	t    *testing.T
+	db   *storage.DB
+	push *push.Service
+	sync *chatsync.Service
+	txn  atomic.Int64
 }
 
-type serverOption func(*Config)
+type serverOption = servertest.Option
 
-func withPrivateGateways() serverOption { return func(c *Config) { c.AllowPrivateGateways = true } }
-func withFullFormat() serverOption      { return func(c *Config) { c.FullFormat = true } }
+func withPrivateGateways() serverOption {
+	return func(c *app.Config) { c.Push.AllowPrivateGateways = true }
+}
+func withFullFormat() serverOption { return func(c *app.Config) { c.Push.FullFormat = true } }
 func withRetry(backoff, limit time.Duration) serverOption {
-	return func(c *Config) { c.RetryBackoff, c.RetryLimit = backoff, limit }
+	return func(c *app.Config) { c.Push.RetryBackoff, c.Push.RetryLimit = backoff, limit }
 }
 
 func newTestServer(t *testing.T, opts ...serverOption) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	return startTestServer(t, dir, opts...)
+	return startTestServer(t, t.TempDir(), opts...)
 }
 
+// startTestServer starts a server on the database in dir: a second one on
+// the same dir is a restart.
 func startTestServer(t *testing.T, dir string, opts ...serverOption) *testServer {
 	t.Helper()
-	ctx := context.Background()
-	db, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, rooms.Schema, chatsync.Schema, Schema); err != nil {
-		t.Fatal(err)
-	}
-	n := chatsync.NewNotifier(db)
-	_, priv, _ := ed25519.GenerateKey(nil)
-	rs, err := rooms.New(ctx, rooms.Deps{
-		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop(), Notify: n,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct := newMemAccountData(db, n)
-	stopping := make(chan struct{})
-	cfg := DefaultConfig()
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ps, err := New(ctx, Deps{DB: db, Rooms: rs, AccountData: acct, Notify: n, Config: cfg, Log: zerolog.Nop(), Stopping: stopping})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs.SetCommitHook(ps)
-	ss := chatsync.New(chatsync.Deps{DB: db, Rooms: rs, AccountData: ps.WithRules(acct), Notifier: n, Unread: ps,
-		Log: zerolog.Nop(), Stopping: stopping})
-	if err := ss.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ps.Start()
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
-	ss.Routes(r, authtest.Middleware)
-	ps.Routes(r, authtest.Middleware)
-	ts := &testServer{t: t, db: db, rooms: rs, sync: ss, push: ps, acct: acct, srv: httptest.NewServer(r)}
-	var once sync.Once
-	ts.close = func() { once.Do(func() { close(stopping); ts.srv.Close(); db.Close() }) }
-	t.Cleanup(ts.close)
-	return ts
+	s := servertest.New(t, dir, opts...)
+	return &testServer{Server: s, t: t, db: s.DB, push: s.Push, sync: s.Sync}
 }
 
-// do sends a request as user and decodes the JSON answer.
+// close stops the server, as a shutdown does.
+func (ts *testServer) close() { ts.Close() }
+
+// do sends a request as user and decodes the JSON answer; a string body is
+// sent as it is.
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
+	if b, ok := body.(string); ok {
+		body = servertest.Raw(b)
 	}
-	req, _ := http.NewRequest(method, ts.srv.URL+path, rd)
+	tok := ""
 	if user != "" {
-		req.Header.Set("Authorization", "Bearer "+user)
+		tok = ts.Token(spec.UserID(user))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	code, raw := ts.DoRaw(tok, method, path, body)
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
 		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 func (ts *testServer) must(user, method, path string, body any) map[string]any {

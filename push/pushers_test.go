@@ -1,4 +1,4 @@
-package push
+package push_test
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -192,7 +193,7 @@ func TestGatewaySSRF(t *testing.T) {
 	// gateway client connects, before a byte is sent.
 	gw := newFakeGateway(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(gw.srv.URL, "http://"), ":")
-	resp, err := ts.push.gateways.client.Post("http://localhost:"+port+notifyPath, "application/json", strings.NewReader("{}"))
+	resp, err := ts.push.GatewayClientForTest().Post("http://localhost:"+port+push.NotifyPath, "application/json", strings.NewReader("{}"))
 	if err == nil {
 		resp.Body.Close()
 		t.Fatal("the gateway client connected to localhost")
@@ -209,14 +210,14 @@ func TestGatewaySSRF(t *testing.T) {
 
 	// The dial-time check refuses what resolution could not see coming.
 	for _, a := range []string{"127.0.0.1:443", "[::1]:443", "10.1.1.1:80", "169.254.169.254:80"} {
-		if err := dialControl("tcp", a, nil); err == nil {
+		if err := push.DialControl("tcp", a, nil); err == nil {
 			t.Errorf("dial to %s allowed", a)
 		}
 	}
-	if err := dialControl("tcp", "203.0.114.1:443", nil); err != nil {
+	if err := push.DialControl("tcp", "203.0.114.1:443", nil); err != nil {
 		t.Errorf("dial to a public address refused: %v", err)
 	}
-	if publicAddr(netip.MustParseAddr("8.8.8.8")) != true || publicAddr(netip.MustParseAddr("2001:db8::1")) {
+	if push.PublicAddr(netip.MustParseAddr("8.8.8.8")) != true || push.PublicAddr(netip.MustParseAddr("2001:db8::1")) {
 		t.Error("publicAddr misclassifies")
 	}
 }
@@ -240,7 +241,7 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 		g.mu.Lock()
 		g.tries++
 		fail, reject := g.fail, g.reject
-		if !fail && r.URL.Path == notifyPath {
+		if !fail && r.URL.Path == push.NotifyPath {
 			var body map[string]any
 			_ = json.Unmarshal(raw, &body)
 			g.got = append(g.got, body)
@@ -271,7 +272,7 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 	return g
 }
 
-func (g *fakeGateway) url() string { return g.srv.URL + notifyPath }
+func (g *fakeGateway) url() string { return g.srv.URL + push.NotifyPath }
 
 // received returns what the gateway accepted so far.
 func (g *fakeGateway) received() []map[string]any {

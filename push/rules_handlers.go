@@ -177,13 +177,13 @@ func (rs *Ruleset) putUserRule(r *Rule, before, after string) error {
 	case before != "":
 		_, i := findIn(user, before)
 		if i < 0 {
-			return spec.NewError(spec.ErrUnknown, "before/after rule not found: %s", before).WithStatus(http.StatusBadRequest)
+			return spec.NewError(spec.ErrUnknown, "before/after rule not found: %s", before)
 		}
 		at = i
 	case after != "":
 		_, i := findIn(user, after)
 		if i < 0 {
-			return spec.NewError(spec.ErrUnknown, "before/after rule not found: %s", after).WithStatus(http.StatusBadRequest)
+			return spec.NewError(spec.ErrUnknown, "before/after rule not found: %s", after)
 		}
 		at = i + 1
 	}

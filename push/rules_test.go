@@ -1,10 +1,11 @@
-package push
+package push_test
 
 import (
 	"encoding/json"
 	"net/http"
 	"testing"
 
+	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -167,20 +168,20 @@ func TestRuleCRUD(t *testing.T) {
 	}
 
 	// The rules survive a restart: they are the account data.
-	raw, ok, _ := ts.acct.GetAccountData(t.Context(), alice, "", "m.push_rules")
+	raw, ok, _ := ts.Auth.GetAccountData(t.Context(), alice, "", "m.push_rules")
 	if !ok {
 		t.Fatal("no m.push_rules stored")
 	}
-	again := rulesFromAccountData(raw, alice)
+	again := push.RulesFromAccountData(raw, alice)
 	if got := ruleIDs(mustDecode(t, again)["content"]); !equal(got, []string{"tea", "time", ".m.rule.contains_user_name"}) {
 		t.Errorf("reloaded content: %v", got)
 	}
-	if m, _ := again.Find(KindOverride, masterRuleID); !m.Enabled {
+	if m, _ := again.Find(push.KindOverride, push.MasterRuleID); !m.Enabled {
 		t.Error("reloaded master is disabled")
 	}
 }
 
-func mustDecode(t *testing.T, rs *Ruleset) map[string]any {
+func mustDecode(t *testing.T, rs *push.Ruleset) map[string]any {
 	raw, err := json.Marshal(rs)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +243,7 @@ func TestMalformedRules(t *testing.T) {
 		})
 	}
 	// Nothing malformed was stored.
-	if _, ok, _ := ts.acct.GetAccountData(t.Context(), alice, "", "m.push_rules"); ok {
+	if _, ok, _ := ts.Auth.GetAccountData(t.Context(), alice, "", "m.push_rules"); ok {
 		t.Error("a refused change was stored")
 	}
 	// An unknown condition kind is accepted (it never matches).

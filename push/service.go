@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/rooms/authrules"
@@ -86,6 +87,14 @@ type Deps struct {
 	Log         zerolog.Logger
 	// Stopping is closed at shutdown: the workers stop.
 	Stopping <-chan struct{}
+	// Commits is rooms' list of commit hooks: push joins it, so that
+	// notifications and unread counts commit with the events (nil: push
+	// sees no commits). Push reads rooms, so rooms is built first and push
+	// joins the list rooms was given.
+	Commits *rooms.CommitHooks
+	// Devices is auth's list of device hooks: push joins it, so that a
+	// device's pushers go with the device (nil: they stay).
+	Devices *auth.DeviceEvents
 }
 
 // Service is the push service.
@@ -157,7 +166,23 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err := s.loadPushers(ctx); err != nil {
 		return nil, err
 	}
+	if d.Commits != nil {
+		d.Commits.Join(s)
+	}
+	if d.Devices != nil {
+		d.Devices.Join(deviceHook{s})
+	}
 	return s, nil
+}
+
+// deviceHook is push's part in device changes: only a deletion concerns
+// it (its pushers go).
+type deviceHook struct{ s *Service }
+
+func (deviceHook) DeviceAdded(context.Context, spec.UserID, string, string) error   { return nil }
+func (deviceHook) DeviceUpdated(context.Context, spec.UserID, string, string) error { return nil }
+func (h deviceHook) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID string) error {
+	return h.s.DeviceDeleted(ctx, user, deviceID)
 }
 
 type nopNotifier struct{}

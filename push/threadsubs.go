@@ -29,8 +29,6 @@ import (
 
 const (
 	threadSubscriptionCondition = "io.element.msc4306.thread_subscription"
-	errNotInThread              = "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD"
-	errConflictingUnsub         = "IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION"
 )
 
 // threadSubsSchema is appended to push's migrations: one row per thread a
@@ -202,7 +200,7 @@ func (s *Service) putThreadSubscription(c *gin.Context) error {
 // checkAutomatic requires the cause of an automatic subscription to be an
 // event of the thread (not its root), sent after the last unsubscription.
 func (s *Service) checkAutomatic(ctx context.Context, k threadKey, cause string, sub threadSub) error {
-	notInThread := spec.NewError(errNotInThread, "the event is not in this thread").WithStatus(http.StatusBadRequest)
+	notInThread := spec.NewError(spec.ErrNotInThread, "the event is not in this thread")
 	id, err := spec.ParseEventID(cause)
 	if err != nil {
 		return notInThread
@@ -220,7 +218,7 @@ func (s *Service) checkAutomatic(ctx context.Context, k threadKey, cause string,
 		return notInThread
 	}
 	if !sub.subscribed && ev.Position <= sub.unsubscribedAt {
-		return spec.NewError(errConflictingUnsub, "you unsubscribed from this thread after that event").WithStatus(http.StatusConflict)
+		return spec.NewError(spec.ErrConflictingUnsubscription, "you unsubscribed from this thread after that event")
 	}
 	return nil
 }

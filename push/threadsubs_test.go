@@ -1,8 +1,10 @@
-package push
+package push_test
 
 import (
 	"net/url"
 	"testing"
+
+	"github.com/chatalot/chatalot/spec"
 )
 
 func subscriptionPath(room, root string) string {
@@ -33,7 +35,7 @@ func TestThreadSubscriptionEndpoints(t *testing.T) {
 	other := ts.text(alice, room, "another thread")
 	otherReply := ts.send(alice, room, "m.room.message", inThread(other, "elsewhere"))
 	for _, cause := range []string{root, otherReply, "$nosuchevent", "not an ID"} {
-		ts.wantError(bob, "PUT", sub, map[string]any{"automatic": cause}, 400, errNotInThread)
+		ts.wantError(bob, "PUT", sub, map[string]any{"automatic": cause}, 400, spec.ErrNotInThread)
 	}
 	// A manual subscription stays manual.
 	reply1 := ts.send(alice, room, "m.room.message", inThread(root, "one"))
@@ -51,7 +53,7 @@ func TestThreadSubscriptionEndpoints(t *testing.T) {
 	ts.must(bob, "DELETE", sub, nil)
 	reply3 := ts.send(alice, room, "m.room.message", inThread(root, "three"))
 	for _, old := range []string{reply1, reply2} {
-		ts.wantError(bob, "PUT", sub, map[string]any{"automatic": old}, 409, errConflictingUnsub)
+		ts.wantError(bob, "PUT", sub, map[string]any{"automatic": old}, 409, spec.ErrConflictingUnsubscription)
 	}
 	ts.must(bob, "PUT", sub, map[string]any{"automatic": reply3})
 	if got := ts.must(bob, "GET", sub, nil); got["automatic"] != true {

@@ -19,10 +19,6 @@ import (
 // sender changes target's membership of room from current to membership.
 type MembershipGuard func(ctx context.Context, room spec.RoomID, sender, target spec.UserID, membership, current string) error
 
-// SetMembershipGuard wires the admin package's guard; call it before
-// serving.
-func (s *Service) SetMembershipGuard(g MembershipGuard) { s.guard = g }
-
 // AdminRoom is a room as the admin API describes it, from memory (Public
 // from the directory table).
 type AdminRoom struct {

@@ -24,10 +24,6 @@ import (
 // directory in published_rooms; both are this server's only (no federation
 // yet), so an alias on another server never resolves.
 
-// errBadAlias is the spec's code for a canonical alias that does not point
-// to the room (400).
-const errBadAlias spec.ErrCode = "M_BAD_ALIAS"
-
 // parseAliasParam reads the roomAlias path parameter.
 func parseAliasParam(c *gin.Context) (spec.RoomAlias, error) {
 	alias, err := spec.ParseRoomAlias(c.Param("roomAlias"))
@@ -196,7 +192,7 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, r *liveRoom, c gjson.
 			return err
 		}
 		if id != r.id {
-			return spec.NewError(errBadAlias, "the alias %s does not point to this room", alias)
+			return spec.NewError(spec.ErrBadAlias, "the alias %s does not point to this room", alias)
 		}
 		return nil
 	}

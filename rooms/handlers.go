@@ -16,7 +16,10 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-type handlers struct{ s *Service }
+type handlers struct {
+	s       *Service
+	delayer Delayer // routes.go
+}
 
 func roomIDParam(c *gin.Context) (spec.RoomID, error) {
 	id, err := spec.ParseRoomID(c.Param("roomId"))
@@ -303,11 +306,11 @@ func (h *handlers) putState(c *gin.Context) error {
 // and reports whether it did, with the scheduler's error.
 func (h *handlers) delayed(c *gin.Context, d DelayedSend) (bool, error) {
 	delay, ok := c.GetQuery(DelayParam)
-	if !ok || h.s.delayer == nil {
+	if !ok || h.delayer == nil {
 		return false, nil
 	}
 	d.Delay = delay
-	return true, h.s.delayer.ServeDelayed(c, d)
+	return true, h.delayer.ServeDelayed(c, d)
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state

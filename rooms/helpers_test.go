@@ -54,7 +54,7 @@ func newTestServerWith(t *testing.T, cfg Config) *testServer {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, authtest.Middleware)
+	s.Routes(r, authtest.Middleware, nil)
 	ts := &testServer{t: t, s: s, db: db, srv: httptest.NewServer(r)}
 	t.Cleanup(func() { ts.srv.Close(); db.Close() })
 	return ts

@@ -46,7 +46,7 @@ func (ts *testServer) asAdmin() func(user, method, path string, body any) (int, 
 	ts.s.Routes(r, func(c *gin.Context) {
 		auth.SetDevice(c, &auth.Device{UserID: spec.UserID(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")), DeviceID: "DEV", IsAdmin: true})
 		c.Next()
-	})
+	}, nil)
 	srv := httptest.NewServer(r)
 	ts.t.Cleanup(srv.Close)
 	other := &testServer{t: ts.t, s: ts.s, db: ts.db, srv: srv}

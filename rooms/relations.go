@@ -104,7 +104,7 @@ func (s *Service) checkSend(r *liveRoom, req *sendReq) error {
 		// Threading, "Validation of m.thread relationships": a thread
 		// cannot start from an event that is itself a child.
 		if _, isChild := relationOf(parent.PDU); isChild {
-			return spec.NewError(spec.ErrUnknown, "cannot start a thread from an event that has a relationship").WithStatus(http.StatusBadRequest)
+			return spec.NewError(spec.ErrUnknown, "cannot start a thread from an event that has a relationship")
 		}
 	case relAnnotation:
 		// Event annotations, "Avoiding duplicate annotations".
@@ -114,14 +114,11 @@ func (s *Service) checkSend(r *liveRoom, req *sendReq) error {
 			return err
 		}
 		if n > 0 {
-			return spec.NewError(errDuplicateAnnotation, "you already sent this annotation for this event")
+			return spec.NewError(spec.ErrDuplicateAnnotation, "you already sent this annotation for this event")
 		}
 	}
 	return nil
 }
-
-// errDuplicateAnnotation is the spec's code for a repeated annotation (400).
-const errDuplicateAnnotation spec.ErrCode = "M_DUPLICATE_ANNOTATION"
 
 // canSeePlain is canSee for an event that is neither an m.room.member nor
 // an m.room.history_visibility event, which is all the relations and search

@@ -303,7 +303,7 @@ func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	again.Routes(r, authtest.Middleware)
+	again.Routes(r, authtest.Middleware, nil)
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 	restarted := &testServer{t: t, s: again, db: ts.db, srv: srv}

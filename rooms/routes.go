@@ -8,9 +8,12 @@ import (
 
 // Routes mounts every path the rooms package serves; requireAuth is the
 // auth middleware. Client paths are under v3, and under r0 for the
-// endpoints the r0 API had (api.ClientAPI).
-func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
-	h := &handlers{s: s}
+// endpoints the r0 API had (api.ClientAPI). delayer schedules the sends
+// that carry MSC4140's delay (nil: the parameter is ignored, as an unknown
+// query parameter is); it is given here, not to New, because the scheduler
+// sends through rooms and so is built after it.
+func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc, delayer Delayer) {
+	h := &handlers{s: s, delayer: delayer}
 	limit := func(class string) gin.HandlerFunc {
 		if s.limit == nil {
 			return func(c *gin.Context) { c.Next() }
@@ -72,7 +75,3 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	v1.GET("/hierarchy", api.Handle(h.hierarchy))
 	v1.GET("/timestamp_to_event", api.Handle(h.timestampToEvent))
 }
-
-// SetLimits sets the rate limits of the routes (auth's per-user limiter,
-// by class); call it before Routes.
-func (s *Service) SetLimits(perUser func(class string) gin.HandlerFunc) { s.limit = perUser }

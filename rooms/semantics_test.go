@@ -25,7 +25,7 @@ func (ts *testServer) restart() {
 		ts.t.Fatal(err)
 	}
 	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, authtest.Middleware)
+	s.Routes(r, authtest.Middleware, nil)
 	ts.srv.Close()
 	ts.s, ts.srv = s, httptest.NewServer(r)
 }

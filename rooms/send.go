@@ -252,7 +252,7 @@ func (s *Service) buildSend(b *builder, req *sendReq, inBatch map[txnKey]*Event)
 	}
 	key, isAnnotation := req.annotationKey()
 	if isAnnotation && b.annotations[key] {
-		return nil, spec.NewError(errDuplicateAnnotation, "you already sent this annotation for this event")
+		return nil, spec.NewError(spec.ErrDuplicateAnnotation, "you already sent this annotation for this event")
 	}
 	ev, err := b.add(req.Type, req.StateKey, req.from.User, req.Content)
 	if err != nil {

@@ -72,7 +72,60 @@ type Deps struct {
 	Config   Config
 	Log      zerolog.Logger
 	Notify   Notifier
-	Profiles Profiles
+	Profiles Profiles // nil: member events carry no profile
+	// CommitHook takes part in every commit of events (nil: none). Push
+	// reads rooms, so it cannot be built first: pass a *CommitHooks it
+	// joins while it is built.
+	CommitHook CommitHook
+	// Guard can refuse membership changes (admin's policy; nil allows
+	// every change).
+	Guard MembershipGuard
+	// Limits returns the rate limit of a class of action (auth's per-user
+	// limiter; nil: none).
+	Limits func(class string) gin.HandlerFunc
+}
+
+// CommitHooks is a list of commit hooks that is itself a CommitHook. It is
+// built before rooms and before its members, so that rooms is given its
+// hooks at construction while a member that reads rooms (push) joins the
+// list while it is being built, after rooms. Members join before serving.
+type CommitHooks struct {
+	mu    sync.RWMutex
+	hooks []CommitHook
+}
+
+// Join adds a hook to every later commit.
+func (l *CommitHooks) Join(h CommitHook) {
+	l.mu.Lock()
+	l.hooks = append(l.hooks, h)
+	l.mu.Unlock()
+}
+
+// PrepareCommit prepares every member's part of the write, in the order
+// they joined (nil if no member has a part).
+func (l *CommitHooks) PrepareCommit(room spec.RoomID, evs []*Event, state RoomState) func(*storage.Tx) error {
+	l.mu.RLock()
+	var parts []func(*storage.Tx) error
+	for _, h := range l.hooks {
+		if part := h.PrepareCommit(room, evs, state); part != nil {
+			parts = append(parts, part)
+		}
+	}
+	l.mu.RUnlock()
+	switch len(parts) {
+	case 0:
+		return nil
+	case 1:
+		return parts[0]
+	}
+	return func(tx *storage.Tx) error {
+		for _, part := range parts {
+			if err := part(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Service owns every room: the DAG in the database and the hot state in
@@ -90,9 +143,6 @@ type Service struct {
 	// limit returns the rate limit of a class of action (auth's per-user
 	// limiter; nil: none).
 	limit func(class string) gin.HandlerFunc
-	// delayer schedules sends that carry MSC4140's delay (nil: the
-	// parameter is ignored, as an unknown query parameter is).
-	delayer Delayer
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change
@@ -126,7 +176,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: d.DB, key: d.Key, server: d.Server, cfg: d.Config, log: d.Log, notify: d.Notify,
-		profiles: d.Profiles, now: time.Now,
+		profiles: d.Profiles, hook: d.CommitHook, guard: d.Guard, limit: d.Limits, now: time.Now,
 		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
 		forgotten: map[spec.UserID]map[spec.RoomID]bool{},
 		txns:      map[txnKey]txnEntry{},
@@ -170,13 +220,6 @@ const DelayParam = "org.matrix.msc4140.delay"
 // sees the delay ID in unsigned (MSC4140).
 const DelayedTxnPrefix = "org.matrix.msc4140.delay_id:"
 
-// SetDelayer wires the scheduler of delayed events; call it before Routes.
-func (s *Service) SetDelayer(d Delayer) { s.delayer = d }
-
-// SetNotifier wires the notifier after construction (sync is built after
-// rooms, because it reads from it).
-func (s *Service) SetNotifier(n Notifier) { s.notify = n }
-
 // createTS returns a timestamp for a create event that no earlier create
 // event of this server has used.
 func (s *Service) createTS(now int64) int64 {
@@ -188,12 +231,6 @@ func (s *Service) createTS(now int64) int64 {
 		}
 	}
 }
-
-// SetCommitHook wires the one hook of event commits (push).
-func (s *Service) SetCommitHook(h CommitHook) { s.hook = h }
-
-// SetProfiles wires the profile source after construction.
-func (s *Service) SetProfiles(p Profiles) { s.profiles = p }
 
 func (s *Service) load(ctx context.Context) error {
 	rows, err := s.db.Query(ctx, `SELECT room_id, version FROM rooms`)

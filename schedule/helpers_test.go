@@ -1,24 +1,16 @@
-package schedule
+package schedule_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/ed25519"
-	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/servertest"
 	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/schedule"
+	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -28,84 +20,26 @@ const (
 	base  = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
 )
 
-// testServer is rooms and the scheduler on a real router and a real SQLite
-// database in dir, with the auth stand-in (the bearer token is the user).
+// testServer is the whole server (internal/servertest) on a real SQLite
+// database in dir; the users are real accounts.
 type testServer struct {
-	t        *testing.T
-	db       *storage.DB
-	sched    *Service
-	srv      *httptest.Server
-	stopping chan struct{}
-	closed   bool
+	*servertest.Server
+	t  *testing.T
+	db *storage.DB
 }
 
-// key is the signing key every server of a test shares, as a restarted
-// server keeps its key.
-var key = func() events.SigningKey {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	return events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv}
-}()
-
-func newTestServer(t *testing.T, dir string, cfg Config) *testServer {
+func newTestServer(t *testing.T, dir string, cfg schedule.Config) *testServer {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := db.Migrate(ctx, rooms.Schema, Schema); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := rooms.New(ctx, rooms.Deps{DB: db, Key: key, Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{t: t, db: db, stopping: make(chan struct{})}
-	ts.sched, err = New(ctx, Deps{DB: db, Rooms: rs, Log: zerolog.Nop(), Stopping: ts.stopping, Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs.SetDelayer(ts.sched)
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
-	ts.sched.Routes(r, authtest.Middleware)
-	ts.sched.Start()
-	ts.srv = httptest.NewServer(r)
-	t.Cleanup(ts.close)
-	return ts
+	s := servertest.New(t, dir, servertest.Schedule(cfg))
+	return &testServer{Server: s, t: t, db: s.DB}
 }
 
 // close stops the scheduler and closes the database, as a shutdown does.
-func (ts *testServer) close() {
-	if ts.closed {
-		return
-	}
-	ts.closed = true
-	close(ts.stopping)
-	ts.srv.Close()
-	ts.db.Close()
-}
+func (ts *testServer) close() { ts.Close() }
 
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, ts.srv.URL+path, rd)
-	if user != "" {
-		req.Header.Set("Authorization", "Bearer "+user)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return ts.As(spec.UserID(user), method, path, body)
 }
 
 func (ts *testServer) must(user, method, path string, body any) map[string]any {

@@ -142,7 +142,7 @@ const (
 func (s *Service) actionInPath(c *gin.Context) error {
 	action := c.Param("action")
 	if !slices.Contains([]string{actionCancel, actionRestart, actionSend}, action) {
-		return spec.Unrecognized("unknown delayed event action").WithStatus(http.StatusNotFound)
+		return spec.Unrecognized("unknown delayed event action")
 	}
 	return s.act(c, action)
 }

@@ -1,4 +1,4 @@
-package schedule
+package schedule_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatalot/chatalot/schedule"
 	"github.com/chatalot/chatalot/storage"
 )
 
@@ -16,7 +17,7 @@ const testType = "org.example.delayed"
 // delay ID), then sent by the server at its time; the sender sees its delay
 // ID in unsigned, another member does not.
 func TestDelayedMessageIsSent(t *testing.T) {
-	ts := newTestServer(t, t.TempDir(), Config{})
+	ts := newTestServer(t, t.TempDir(), schedule.Config{})
 	room := ts.room(bob)
 	path := v3 + room + "/send/" + testType + "/txn1" + delayQuery("300")
 	id := ts.must(alice, "PUT", path, map[string]any{"n": 1})["delay_id"].(string)
@@ -55,7 +56,7 @@ func TestDelayedMessageIsSent(t *testing.T) {
 // TestManagingDelayedEvents: restart, send and cancel, by delay ID and
 // without an access token, on a delayed state event.
 func TestManagingDelayedEvents(t *testing.T) {
-	ts := newTestServer(t, t.TempDir(), Config{})
+	ts := newTestServer(t, t.TempDir(), schedule.Config{})
 	room := ts.room()
 	state := v3 + room + "/state/" + testType + "/k"
 	id := ts.must(alice, "PUT", state+delayQuery("100000"), map[string]any{"v": "later"})["delay_id"].(string)
@@ -96,7 +97,7 @@ func TestManagingDelayedEvents(t *testing.T) {
 // TestDelayedEventErrors: bad delays, the limits, a room the user is not
 // in, bad actions and unauthenticated lookups get Matrix errors.
 func TestDelayedEventErrors(t *testing.T) {
-	ts := newTestServer(t, t.TempDir(), Config{MaxDelay: time.Minute, MaxPerUser: 2})
+	ts := newTestServer(t, t.TempDir(), schedule.Config{MaxDelay: time.Minute, MaxPerUser: 2})
 	room := ts.room()
 	send := func(txn, delay string) string { return v3 + room + "/send/" + testType + "/" + txn + delayQuery(delay) }
 	for _, bad := range []string{"abc", "0", "-5", "1.5", ""} {
@@ -132,7 +133,7 @@ func TestDelayedEventErrors(t *testing.T) {
 // TestTheMSCsSchedulingEndpoint: PUT …/delayed_event/{type}/{txnId} with
 // the delay and content in the body.
 func TestTheMSCsSchedulingEndpoint(t *testing.T) {
-	ts := newTestServer(t, t.TempDir(), Config{})
+	ts := newTestServer(t, t.TempDir(), schedule.Config{})
 	room := ts.room()
 	path := "/_matrix/client/unstable/org.matrix.msc4140/rooms/" + url.PathEscape(room) + "/delayed_event/" + testType + "/t1"
 	id := ts.must(alice, "PUT", path, map[string]any{"delay": 100, "state_key": "s", "content": map[string]any{"a": 1}})["delay_id"]
@@ -151,12 +152,12 @@ func TestTheMSCsSchedulingEndpoint(t *testing.T) {
 // stopped before it could forget it.
 func TestDelayedEventsSurviveARestart(t *testing.T) {
 	dir := t.TempDir()
-	ts := newTestServer(t, dir, Config{})
+	ts := newTestServer(t, dir, schedule.Config{})
 	room := ts.room()
 	ts.must(alice, "PUT", v3+room+"/send/"+testType+"/t1"+delayQuery("400"), map[string]any{"n": 1})
 	ts.close()
 
-	ts = newTestServer(t, dir, Config{})
+	ts = newTestServer(t, dir, schedule.Config{})
 	waitFor(t, "the event after the restart", func() bool { return len(ts.timeline(alice, room, testType)) == 1 })
 	// The row goes after the event is sent: wait for it, or the row put
 	// back below would collide with it.
@@ -174,7 +175,7 @@ func TestDelayedEventsSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.close()
-	ts = newTestServer(t, dir, Config{})
+	ts = newTestServer(t, dir, schedule.Config{})
 	waitFor(t, "the replayed row to go", func() bool { return len(ts.scheduled(alice)) == 0 })
 	if n := len(ts.timeline(alice, room, testType)); n != 1 {
 		t.Fatalf("%d events after the replay, want 1", n)

@@ -15,7 +15,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -188,8 +187,8 @@ func (s *Service) parseDelay(v string) (int64, error) {
 		return 0, spec.InvalidParam("the delay must be a positive whole number of milliseconds")
 	}
 	if max := s.cfg.MaxDelay.Milliseconds(); ms > max {
-		return 0, spec.NewError("ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED", "the delay is over the %d ms this server allows", max).
-			WithStatus(http.StatusBadRequest).With("org.matrix.msc4140.max_delay", max)
+		return 0, spec.NewError(spec.ErrMaxDelayExceeded, "the delay is over the %d ms this server allows", max).
+			With("org.matrix.msc4140.max_delay", max)
 	}
 	return ms, nil
 }

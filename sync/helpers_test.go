@@ -1,170 +1,39 @@
-package sync
+package sync_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/ed25519"
 	"encoding/json"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
-	"strings"
-	stdsync "sync"
 	"sync/atomic"
 	"testing"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/events"
-	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/internal/servertest"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/chatalot/chatalot/storage"
-	"github.com/rs/zerolog"
 )
 
-// memAccountData is an in-memory stand-in for the accounts package.
-type memAccountData struct {
-	mu   stdsync.Mutex
-	db   *storage.DB
-	data map[spec.UserID]map[string][]byte // room + "\x00" + type → content
-	pos  map[spec.UserID]int64
-	at   map[spec.UserID]map[string]int64
-	n    *Notifier
-}
-
-func (m *memAccountData) AccountData(ctx context.Context, user spec.UserID, since, until int64) ([]json.RawMessage, map[spec.RoomID][]json.RawMessage, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var global []json.RawMessage
-	perRoom := map[spec.RoomID][]json.RawMessage{}
-	for k, c := range m.data[user] {
-		if p := m.at[user][k]; p <= since || p > until {
-			continue
-		}
-		room, typ, _ := strings.Cut(k, "\x00")
-		ev, _ := json.Marshal(map[string]any{"type": typ, "content": json.RawMessage(c)})
-		if room == "" {
-			global = append(global, ev)
-		} else {
-			perRoom[spec.RoomID(room)] = append(perRoom[spec.RoomID(room)], ev)
-		}
-	}
-	return global, perRoom, nil
-}
-
-func (m *memAccountData) AccountDataPosition(user spec.UserID) int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos[user]
-}
-
-func (m *memAccountData) GetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string) (json.RawMessage, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.data[user][string(room)+"\x00"+typ]
-	return c, ok, nil
-}
-
-func (m *memAccountData) IgnoredUsers(user spec.UserID) map[spec.UserID]bool {
-	raw, _, _ := m.GetAccountData(context.Background(), user, "", "m.ignored_user_list")
-	var c struct {
-		IgnoredUsers map[spec.UserID]json.RawMessage `json:"ignored_users"`
-	}
-	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
-		return nil
-	}
-	users := map[spec.UserID]bool{}
-	for u := range c.IgnoredUsers {
-		users[u] = true
-	}
-	return users
-}
-
-func (m *memAccountData) SetAccountData(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, content json.RawMessage) error {
-	return m.db.Write(ctx, func(tx *storage.Tx) error {
-		pos := tx.NextPosition()
-		tx.AfterCommit(func() {
-			m.mu.Lock()
-			if m.data[user] == nil {
-				m.data[user] = map[string][]byte{}
-				m.at[user] = map[string]int64{}
-			}
-			k := string(room) + "\x00" + typ
-			m.data[user][k] = content
-			m.at[user][k] = pos
-			m.pos[user] = pos
-			m.mu.Unlock()
-			m.n.Notify(pos, user)
-		})
-		return nil
-	})
-}
-
+// testServer is the whole server (internal/servertest); the users are real
+// accounts, named by their user IDs.
 type testServer struct {
-	t     *testing.T
-	rooms *rooms.Service
-	sync  *Service
-	acct  *memAccountData
-	srv   *httptest.Server
+	*servertest.Server
+	t *testing.T
 }
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(context.Background(), rooms.Schema, Schema); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	n := NewNotifier(db)
-	rs, err := rooms.New(context.Background(), rooms.Deps{
-		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: rooms.Config{Encryption: "optional"}, Log: zerolog.Nop(), Notify: n,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct := &memAccountData{db: db, data: map[spec.UserID]map[string][]byte{}, pos: map[spec.UserID]int64{}, at: map[spec.UserID]map[string]int64{}, n: n}
-	stopping := make(chan struct{})
-	ss := New(Deps{DB: db, Rooms: rs, AccountData: acct, Notifier: n, Log: zerolog.Nop(), Stopping: stopping, Config: Config{Presence: true}})
-	if err := ss.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	rs.Routes(r, authtest.Middleware)
-	ss.Routes(r, authtest.Middleware)
-	ss.SlidingRoutes(r, authtest.Middleware)
-	ts := &testServer{t: t, rooms: rs, sync: ss, acct: acct, srv: httptest.NewServer(r)}
-	t.Cleanup(func() { close(stopping); ts.srv.Close(); db.Close() })
-	return ts
+	return &testServer{Server: servertest.New(t, ""), t: t}
 }
 
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, ts.srv.URL+path, rd)
+	tok := ""
 	if user != "" {
-		req.Header.Set("Authorization", "Bearer "+user)
+		tok = ts.Token(spec.UserID(user))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, raw := ts.DoRaw(tok, method, path, body)
 	var out map[string]any
-	raw, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(raw, &out); err != nil {
 		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 func (ts *testServer) must(user, method, path string, body any) map[string]any {

@@ -9,6 +9,8 @@ import (
 	"github.com/chatalot/chatalot/storage"
 )
 
+const alice, bob = "@alice:test", "@bob:test"
+
 // A change notified from an after-commit hook must wake its waiters only
 // once the committed position covers it: a request woken earlier builds
 // from the old position, finds nothing and waits for a wake already spent.

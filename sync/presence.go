@@ -142,7 +142,7 @@ func (s *Service) noteNewlyShared(req *request, id spec.RoomID, joinPos int64, n
 		}
 		return
 	}
-	for u, m := range s.rooms.MembershipChanges(id, req.sincePos(), now.Pos) {
+	for u, m := range s.membershipChanges(req, id, now.Pos) {
 		if m == spec.Join {
 			add(u)
 		}

@@ -21,7 +21,8 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		return nil, nil
 	}
 	fresh := req.initial() || joinPos > since || req.fullState
-	roomChanged := s.rooms.Position(id) > since
+	roomPos := s.rooms.Position(id) // read once: the timeline's start below uses it too
+	roomChanged := roomPos > since
 	if roomChanged {
 		s.noteNewlyShared(req, id, joinPos, now)
 	}
@@ -58,7 +59,7 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 	start := now.Pos
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
-	} else if roomPos := s.rooms.Position(id); roomPos < start {
+	} else if roomPos < start {
 		start = roomPos
 	}
 	jr.Timeline = Timeline{Limited: limited, PrevBatch: rooms.Token(start).String()}

@@ -8,12 +8,50 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
+
+// RoomReader is what sync reads from the rooms package, all of it from memory
+// but the timeline, state and rendering calls.
+type RoomReader interface {
+	// The user's rooms and who is in them.
+	RoomsOf(user spec.UserID) map[spec.RoomID]string
+	ForgottenRooms(user spec.UserID) []spec.RoomID
+	Membership(user spec.UserID, id spec.RoomID) string
+	MembershipEvent(user spec.UserID, id spec.RoomID) (pos int64, membership string)
+	MembershipChanges(id spec.RoomID, since, until int64) map[spec.UserID]string
+	JoinedMembers(id spec.RoomID) []spec.UserID
+	ShareARoom(a, b spec.UserID) bool
+	UsersSharingRoomsWith(user spec.UserID) []spec.UserID
+	RoomSummary(id spec.RoomID, viewer spec.UserID) rooms.Summary
+
+	// A room's timeline and state for one sync response.
+	Position(id spec.RoomID) int64
+	LatestEvents(ctx context.Context, user spec.UserID, id spec.RoomID, since, until int64, limit int, f *rooms.RoomEventFilter) ([]*rooms.Event, bool, error)
+	StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*events.PDU, error)
+	StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error)
+	CurrentState(id spec.RoomID, typ, key string) *events.PDU
+	StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage
+	ViewerOf(user spec.UserID, device string) *rooms.Viewer
+	RenderEvents(ctx context.Context, viewer spec.UserID, device string, evs []*rooms.Event) ([]json.RawMessage, error)
+
+	// The events receipts and read markers point at.
+	Event(ctx context.Context, user spec.UserID, id spec.RoomID, eventID spec.EventID) (*rooms.Event, error)
+	ThreadOf(ctx context.Context, room spec.RoomID, id spec.EventID) (string, error)
+	RelatesTo(ctx context.Context, room spec.RoomID, id, target spec.EventID) (bool, error)
+
+	// What a sliding sync room list orders and filters by.
+	RoomList(user spec.UserID, upTo int64) []rooms.ListEntry
+	Forgotten(user spec.UserID, id spec.RoomID) bool
+	BumpStamp(id spec.RoomID, upTo int64) int64
+	RoomType(id spec.RoomID) string
+	SpaceChildren(space spec.RoomID) []spec.RoomID
+}
 
 // AccountData is what sync needs from the accounts package.
 type AccountData interface {
@@ -68,7 +106,7 @@ type Config struct {
 // Deps is what the sync service needs.
 type Deps struct {
 	DB          *storage.DB
-	Rooms       *rooms.Service
+	Rooms       RoomReader
 	AccountData AccountData
 	Keys        Keys
 	Notifier    *Notifier
@@ -82,7 +120,7 @@ type Deps struct {
 // Service answers /sync and the ephemeral endpoints.
 type Service struct {
 	db       *storage.DB
-	rooms    *rooms.Service
+	rooms    RoomReader
 	acct     AccountData
 	keys     Keys
 	notifier *Notifier
@@ -122,15 +160,6 @@ func New(d Deps) *Service {
 	s.presence = newPresenceState()
 	return s
 }
-
-// SetKeys wires the E2EE directory after construction.
-func (s *Service) SetKeys(k Keys) { s.keys = k }
-
-// SetUnread wires the unread counts (push) after construction.
-func (s *Service) SetUnread(u Unread) { s.unread = u }
-
-// SetAccountData wires the account data source after construction.
-func (s *Service) SetAccountData(a AccountData) { s.acct = a }
 
 // Notifier is the notifier other packages signal.
 func (s *Service) Notifier() *Notifier { return s.notifier }

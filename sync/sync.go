@@ -29,9 +29,26 @@ type request struct {
 	// since the token (joinedRoom): their presence is sent even if it did
 	// not change, or the user would not learn it until it does.
 	newlyShared map[spec.UserID]bool
+	// changes caches each room's membership changes in (since, now]:
+	// presence (noteNewlyShared) and device_lists both need them.
+	changes map[spec.RoomID]map[spec.UserID]string
 }
 
 func (r *request) initial() bool { return r.since == nil }
+
+// membershipChanges is rooms' MembershipChanges of the room in (since,
+// until], read once per response (until is the response's position).
+func (s *Service) membershipChanges(req *request, id spec.RoomID, until int64) map[spec.UserID]string {
+	if c, ok := req.changes[id]; ok {
+		return c
+	}
+	c := s.rooms.MembershipChanges(id, req.sincePos(), until)
+	if req.changes == nil {
+		req.changes = map[spec.RoomID]map[spec.UserID]string{}
+	}
+	req.changes[id] = c
+	return c
+}
 
 func (r *request) sincePos() int64 {
 	if r.since == nil {
@@ -490,7 +507,7 @@ func (s *Service) deviceLists(ctx context.Context, req *request, now Token, quie
 		if s.rooms.Position(id) <= since {
 			continue
 		}
-		changes := s.rooms.MembershipChanges(id, since, now.Pos)
+		changes := s.membershipChanges(req, id, now.Pos)
 		if m, ok := changes[req.user]; ok {
 			// The user's own membership changed: every member is news.
 			for _, u := range s.rooms.JoinedMembers(id) {

@@ -1,4 +1,4 @@
-package sync
+package sync_test
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	stdsync "sync"
 	"testing"
 	"time"
+
+	chatsync "github.com/chatalot/chatalot/sync"
 )
 
 const alice, bob, carol = "@alice:test", "@bob:test", "@carol:test"
@@ -71,7 +73,7 @@ func TestLongPollWakesOnEventAndTimesOut(t *testing.T) {
 
 	got := make(chan map[string]any, 1)
 	go func() { got <- ts.syncOnce(bob, since, 30000, "") }()
-	waitFor(t, "bob's long-poll to wait", func() bool { return ts.sync.notifier.Waiters() == 1 })
+	waitFor(t, "bob's long-poll to wait", func() bool { return ts.Sync.Notifier().Waiters() == 1 })
 	id := ts.send(alice, room, "wake up")
 	select {
 	case resp := <-got:
@@ -81,7 +83,7 @@ func TestLongPollWakesOnEventAndTimesOut(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the long-poll did not return on a new event")
 	}
-	waitFor(t, "the waiter to be freed", func() bool { return ts.sync.notifier.Waiters() == 0 })
+	waitFor(t, "the waiter to be freed", func() bool { return ts.Sync.Notifier().Waiters() == 0 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -371,7 +373,7 @@ func TestIgnoredUsersAreHidden(t *testing.T) {
 	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	since := ts.syncOnce(alice, "", 0, "")["next_batch"].(string)
-	if err := ts.acct.SetAccountData(t.Context(), alice, "", "m.ignored_user_list", []byte(`{"ignored_users":{"@bob:test":{}}}`)); err != nil {
+	if err := ts.Auth.SetAccountData(t.Context(), alice, "", "m.ignored_user_list", []byte(`{"ignored_users":{"@bob:test":{}}}`)); err != nil {
 		t.Fatal(err)
 	}
 	ts.send(bob, room, "you should not see this")
@@ -388,19 +390,17 @@ func TestHandWrittenEncodingMatchesEncodingJSON(t *testing.T) {
 	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Enc"})
 	other := ts.createRoom(carol, map[string]any{"preset": "private_chat", "invite": []string{alice}})
 	ts.send(alice, room, "hello")
-	req := &request{user: alice, device: "DEV", filter: &Filter{}}
-	resp, _, err := ts.sync.build(t.Context(), req)
+	hand, want, err := chatsync.EncodeForTest(t.Context(), ts.Sync, alice, "DEV")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := json.Marshal(resp)
 	var a, b any
-	if err := json.Unmarshal(resp.encode(), &a); err != nil {
+	if err := json.Unmarshal(hand, &a); err != nil {
 		t.Fatalf("hand-written JSON does not parse: %v", err)
 	}
 	json.Unmarshal(want, &b)
 	if !reflect.DeepEqual(a, b) {
-		t.Fatalf("encodings differ:\n%s\n%s", resp.encode(), want)
+		t.Fatalf("encodings differ:\n%s\n%s", hand, want)
 	}
 	if path(a, "rooms", "invite", other) == nil {
 		t.Fatal("the invite is missing")

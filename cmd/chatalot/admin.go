@@ -184,9 +184,11 @@ func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 			return nil, err
 		}
 	}
-	svc, err := admin.New(ctx, admin.Deps{
-		DB: db, ServerName: server, Auth: authSvc, Rooms: roomsSvc, Log: log, Config: cfg.adminConfig(), CLI: true,
-	})
+	d := admin.Deps{DB: db, ServerName: server, Auth: authSvc, Log: log, Config: cfg.adminConfig(), CLI: true}
+	if roomsSvc != nil {
+		d.Rooms = roomsSvc // a nil *rooms.Service would not be a nil admin.Rooms
+	}
+	svc, err := admin.New(ctx, d)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -431,87 +433,101 @@ func adminRegistrationToken(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
 	switch sub {
 	case "create":
-		if len(pos) > 1 {
-			return usagef("admin token create: at most one token")
-		}
-		var usesAllowed *int64
-		if uses < 0 {
-			return errors.New("--uses must not be negative")
-		} else if uses > 0 {
-			usesAllowed = &uses
-		}
-		var expiry *int64
-		if expires != "" {
-			d, err := time.ParseDuration(expires)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("--expires: %q is not a duration such as 168h", expires)
-			}
-			ms := time.Now().Add(d).UnixMilli()
-			expiry = &ms
-		}
-		tok := ""
-		if len(pos) == 1 {
-			tok = pos[0]
-		}
-		a, err := openAdmin(cfg, false)
-		if err != nil {
-			return err
-		}
-		defer a.Close()
-		t, err := a.CreateToken(ctx, admin.CLIActor, tok, 16, usesAllowed, expiry)
-		if err != nil {
-			return fmt.Errorf("admin token create: %w", err)
-		}
-		fmt.Fprintln(stdout, t.Token)
-		return nil
+		return tokenCreate(cfg, pos, uses, expires, stdout)
 	case "list":
-		var only *bool
-		switch {
-		case valid && invalid:
-			return errors.New("admin token list: --valid and --invalid exclude each other")
-		case valid, invalid:
-			only = &valid
-		}
-		a, err := openAdmin(cfg, false)
-		if err != nil {
-			return err
-		}
-		defer a.Close()
-		list, err := a.Tokens(ctx, only)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%-24s %8s %9s %7s  %s\n", "TOKEN", "PENDING", "COMPLETED", "ALLOWED", "EXPIRES")
-		for _, t := range list {
-			allowed, exp := "-", "never"
-			if t.UsesAllowed != nil {
-				allowed = strconv.FormatInt(*t.UsesAllowed, 10)
-			}
-			if t.ExpiryTime != nil {
-				exp = time.UnixMilli(*t.ExpiryTime).UTC().Format(time.RFC3339)
-			}
-			fmt.Fprintf(stdout, "%-24s %8d %9d %7s  %s\n", t.Token, t.Pending, t.Completed, allowed, exp)
-		}
-		return nil
+		return tokenList(cfg, valid, invalid, stdout)
 	case "revoke", "delete":
-		if len(pos) != 1 {
-			return usagef("admin token revoke: expected one token")
-		}
-		a, err := openAdmin(cfg, false)
-		if err != nil {
-			return err
-		}
-		defer a.Close()
-		if err := a.RevokeToken(ctx, admin.CLIActor, pos[0]); err != nil {
-			return fmt.Errorf("admin token revoke: %w", err)
-		}
-		fmt.Fprintln(stdout, "deleted", pos[0])
-		return nil
+		return tokenRevoke(cfg, pos, stdout)
 	}
 	return usagef("admin token: unknown command %q (expected create, list or revoke)", sub)
+}
+
+// tokenCreate: chatalot admin token create [TOKEN] [--uses N] [--expires D]
+func tokenCreate(cfg Config, pos []string, uses int64, expires string, stdout io.Writer) error {
+	if len(pos) > 1 {
+		return usagef("admin token create: at most one token")
+	}
+	var usesAllowed *int64
+	if uses < 0 {
+		return errors.New("--uses must not be negative")
+	} else if uses > 0 {
+		usesAllowed = &uses
+	}
+	var expiry *int64
+	if expires != "" {
+		d, err := time.ParseDuration(expires)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("--expires: %q is not a duration such as 168h", expires)
+		}
+		ms := time.Now().Add(d).UnixMilli()
+		expiry = &ms
+	}
+	tok := ""
+	if len(pos) == 1 {
+		tok = pos[0]
+	}
+	a, err := openAdmin(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	t, err := a.CreateToken(context.Background(), admin.CLIActor, tok, 16, usesAllowed, expiry)
+	if err != nil {
+		return fmt.Errorf("admin token create: %w", err)
+	}
+	fmt.Fprintln(stdout, t.Token)
+	return nil
+}
+
+// tokenList: chatalot admin token list [--valid|--invalid]
+func tokenList(cfg Config, valid, invalid bool, stdout io.Writer) error {
+	var only *bool
+	switch {
+	case valid && invalid:
+		return errors.New("admin token list: --valid and --invalid exclude each other")
+	case valid, invalid:
+		only = &valid
+	}
+	a, err := openAdmin(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	list, err := a.Tokens(context.Background(), only)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%-24s %8s %9s %7s  %s\n", "TOKEN", "PENDING", "COMPLETED", "ALLOWED", "EXPIRES")
+	for _, t := range list {
+		allowed, exp := "-", "never"
+		if t.UsesAllowed != nil {
+			allowed = strconv.FormatInt(*t.UsesAllowed, 10)
+		}
+		if t.ExpiryTime != nil {
+			exp = time.UnixMilli(*t.ExpiryTime).UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(stdout, "%-24s %8d %9d %7s  %s\n", t.Token, t.Pending, t.Completed, allowed, exp)
+	}
+	return nil
+}
+
+// tokenRevoke: chatalot admin token revoke TOKEN
+func tokenRevoke(cfg Config, pos []string, stdout io.Writer) error {
+	if len(pos) != 1 {
+		return usagef("admin token revoke: expected one token")
+	}
+	a, err := openAdmin(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.RevokeToken(context.Background(), admin.CLIActor, pos[0]); err != nil {
+		return fmt.Errorf("admin token revoke: %w", err)
+	}
+	fmt.Fprintln(stdout, "deleted", pos[0])
+	return nil
 }
 
 // adminRooms: chatalot admin rooms list [--search TERM] [--limit N]

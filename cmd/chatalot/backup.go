@@ -81,31 +81,9 @@ func adminBackup(args []string, stdout io.Writer) error {
 	defer lock.release()
 	start := time.Now()
 
-	// 1. The database, into a temporary name then over the old copy.
-	partial := dst.db + ".partial"
-	if err := os.Remove(partial); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := storage.BackupFile(context.Background(), src.db, partial); err != nil {
-		return fmt.Errorf("admin backup: %w", err)
-	}
-	info, err := storage.Inspect(context.Background(), partial)
+	// 1. The database.
+	info, serverName, err := backupDatabase(src, dst)
 	if err != nil {
-		return fmt.Errorf("admin backup: check the copy: %w", err)
-	}
-	if info.Integrity != "ok" {
-		return fmt.Errorf("admin backup: the copied database fails SQLite's integrity check: %s", info.Integrity)
-	}
-	serverName, err := recordedServerName(context.Background(), partial)
-	if err != nil {
-		return fmt.Errorf("admin backup: read the server name: %w", err)
-	}
-	for _, stale := range []string{dst.db + "-wal", dst.db + "-shm"} {
-		if err := os.Remove(stale); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	if err := os.Rename(partial, dst.db); err != nil {
 		return err
 	}
 	dbSize := fileSize(dst.db)
@@ -136,13 +114,48 @@ func adminBackup(args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "backup of %s written to %s in %s\n", src.dir, dst.dir, time.Since(start).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "  database     %d bytes (schema %s)\n", dbSize, formatVersions(info.Versions))
-	fmt.Fprintf(stdout, "  media        %d files, %d bytes (%d copied, %d removed)\n", st.files, st.bytes, st.copied, st.removed)
-	fmt.Fprintf(stdout, "  signing key  %s\n", dst.key)
-	if serverName != "" {
-		fmt.Fprintf(stdout, "  server name  %s\n", serverName)
-	}
+	printBackup(stdout, m, st, dst)
 	return nil
+}
+
+// backupDatabase copies the database (online, as SQLite's backup API does)
+// into a temporary name, checks the copy, then puts it over the old one.
+// It returns what the copy holds and the server name it records.
+func backupDatabase(src, dst dataPaths) (storage.FileInfo, string, error) {
+	partial := dst.db + ".partial"
+	if err := os.Remove(partial); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return storage.FileInfo{}, "", err
+	}
+	if err := storage.BackupFile(context.Background(), src.db, partial); err != nil {
+		return storage.FileInfo{}, "", fmt.Errorf("admin backup: %w", err)
+	}
+	info, err := storage.Inspect(context.Background(), partial)
+	if err != nil {
+		return info, "", fmt.Errorf("admin backup: check the copy: %w", err)
+	}
+	if info.Integrity != "ok" {
+		return info, "", fmt.Errorf("admin backup: the copied database fails SQLite's integrity check: %s", info.Integrity)
+	}
+	serverName, err := recordedServerName(context.Background(), partial)
+	if err != nil {
+		return info, "", fmt.Errorf("admin backup: read the server name: %w", err)
+	}
+	for _, stale := range []string{dst.db + "-wal", dst.db + "-shm"} {
+		if err := os.Remove(stale); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return info, "", err
+		}
+	}
+	return info, serverName, os.Rename(partial, dst.db)
+}
+
+// printBackup tells what a backup holds and what the media copy did.
+func printBackup(w io.Writer, m backupManifest, st treeStats, dst dataPaths) {
+	fmt.Fprintf(w, "  database     %d bytes (schema %s)\n", m.DatabaseBytes, formatVersions(m.SchemaVersions))
+	fmt.Fprintf(w, "  media        %d files, %d bytes (%d copied, %d removed)\n", m.MediaFiles, m.MediaBytes, st.copied, st.removed)
+	fmt.Fprintf(w, "  signing key  %s\n", dst.key)
+	if m.ServerName != "" {
+		fmt.Fprintf(w, "  server name  %s\n", m.ServerName)
+	}
 }
 
 // adminRestore: chatalot admin restore DIR [--force]
@@ -162,30 +175,9 @@ func adminRestore(args []string, stdout io.Writer) error {
 		return usagef("admin restore: expected one directory: chatalot admin restore DIR")
 	}
 	src, dst := pathsOf(pos[0]), pathsOf(cfg.DataDir)
-	m, err := readManifest(src.dir)
+	m, info, err := checkBackup(src, dst)
 	if err != nil {
-		return fmt.Errorf("admin restore: %w", err)
-	}
-	if err := checkDistinct(src.dir, dst.dir); err != nil {
-		return fmt.Errorf("admin restore: %w", err)
-	}
-	info, err := storage.Inspect(context.Background(), src.db)
-	if err != nil {
-		return fmt.Errorf("admin restore: %w", err)
-	}
-	if info.Integrity != "ok" {
-		return fmt.Errorf("admin restore: the backup's database fails SQLite's integrity check: %s", info.Integrity)
-	}
-	if m.ServerName == "" { // a backup made before the manifest said
-		if m.ServerName, err = recordedServerName(context.Background(), src.db); err != nil {
-			return fmt.Errorf("admin restore: read the server name: %w", err)
-		}
-	}
-	if _, err := os.Stat(src.key); err != nil {
-		return fmt.Errorf("admin restore: the backup has no signing key: %w", err)
-	}
-	if _, err := loadOrCreateSigningKey(src.key, ""); err != nil { // exists: only read
-		return fmt.Errorf("admin restore: %w", err)
+		return err
 	}
 
 	if err := os.MkdirAll(dst.dir, 0o700); err != nil {
@@ -196,34 +188,9 @@ func adminRestore(args []string, stdout io.Writer) error {
 		return fmt.Errorf("admin restore: %w", err)
 	}
 	defer lock.release()
-
-	var present []string
-	for _, p := range []string{dst.db, dst.db + "-wal", dst.db + "-shm", dst.key, dst.media} {
-		if _, err := os.Lstat(p); err == nil {
-			present = append(present, filepath.Base(p))
-		}
-	}
-	aside := ""
-	if len(present) > 0 {
-		if !force {
-			return fmt.Errorf("admin restore: the data directory %s already holds data (%s); add --force to move it aside and restore",
-				dst.dir, strings.Join(present, ", "))
-		}
-		aside = filepath.Join(dst.dir, "replaced-"+time.Now().UTC().Format("20060102T150405Z"))
-		if err := os.Mkdir(aside, 0o700); err != nil {
-			return fmt.Errorf("admin restore: %w", err)
-		}
-		for _, name := range present {
-			if err := os.Rename(filepath.Join(dst.dir, name), filepath.Join(aside, name)); err != nil {
-				return fmt.Errorf("admin restore: move %s aside: %w", name, err)
-			}
-		}
-		if err := os.Rename(followupsFile(dst), filepath.Join(aside, filepath.Base(followupsFile(dst)))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("admin restore: move the follow-up queue aside: %w", err)
-		}
-		if err := syncDir(dst.dir); err != nil {
-			return err
-		}
+	aside, err := moveAside(dst, force)
+	if err != nil {
+		return err
 	}
 
 	// The CLI's poke file of the data directory's old database (admin/cli.go)
@@ -232,23 +199,9 @@ func adminRestore(args []string, stdout io.Writer) error {
 		return fmt.Errorf("admin restore: remove the stale follow-up queue: %w", err)
 	}
 
-	// The database goes last: a data directory with a database but without
-	// its media would serve rows whose files are missing.
-	st, err := copyTree(src.media, dst.media, false)
+	st, err := restoreFiles(src, dst)
 	if err != nil {
-		return fmt.Errorf("admin restore: media: %w", err)
-	}
-	if err := copyFile(src.key, dst.key, 0o600); err != nil {
-		return fmt.Errorf("admin restore: signing key: %w", err)
-	}
-	if err := copyFile(src.db, dst.db, 0o600); err != nil {
-		return fmt.Errorf("admin restore: database: %w", err)
-	}
-	if err := syncDir(dst.dir); err != nil {
 		return err
-	}
-	if err := chownLikeDir(dst); err != nil {
-		return fmt.Errorf("admin restore: %w", err)
 	}
 	fmt.Fprintf(stdout, "restored the backup made %s by Chatalot %s into %s\n", m.Created.Format(time.RFC3339), m.ChatalotVersion, dst.dir)
 	fmt.Fprintf(stdout, "  database     schema %s\n", formatVersions(info.Versions))
@@ -258,6 +211,93 @@ func adminRestore(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, restoredServerName(m.ServerName, cfg.ServerName))
 	return nil
+}
+
+// checkBackup reads a backup's manifest and checks that it can be
+// restored into dst: another directory, a sound database and a readable
+// signing key.
+func checkBackup(src, dst dataPaths) (backupManifest, storage.FileInfo, error) {
+	m, err := readManifest(src.dir)
+	if err != nil {
+		return m, storage.FileInfo{}, fmt.Errorf("admin restore: %w", err)
+	}
+	if err := checkDistinct(src.dir, dst.dir); err != nil {
+		return m, storage.FileInfo{}, fmt.Errorf("admin restore: %w", err)
+	}
+	info, err := storage.Inspect(context.Background(), src.db)
+	if err != nil {
+		return m, info, fmt.Errorf("admin restore: %w", err)
+	}
+	if info.Integrity != "ok" {
+		return m, info, fmt.Errorf("admin restore: the backup's database fails SQLite's integrity check: %s", info.Integrity)
+	}
+	if m.ServerName == "" { // a backup made before the manifest said
+		if m.ServerName, err = recordedServerName(context.Background(), src.db); err != nil {
+			return m, info, fmt.Errorf("admin restore: read the server name: %w", err)
+		}
+	}
+	if _, err := os.Stat(src.key); err != nil {
+		return m, info, fmt.Errorf("admin restore: the backup has no signing key: %w", err)
+	}
+	if _, err := loadOrCreateSigningKey(src.key, ""); err != nil { // exists: only read
+		return m, info, fmt.Errorf("admin restore: %w", err)
+	}
+	return m, info, nil
+}
+
+// moveAside moves the data a data directory already holds into
+// DATA/replaced-TIME and returns that folder ("" if there was none); it
+// refuses unless force.
+func moveAside(dst dataPaths, force bool) (string, error) {
+	var present []string
+	for _, p := range []string{dst.db, dst.db + "-wal", dst.db + "-shm", dst.key, dst.media} {
+		if _, err := os.Lstat(p); err == nil {
+			present = append(present, filepath.Base(p))
+		}
+	}
+	if len(present) == 0 {
+		return "", nil
+	}
+	if !force {
+		return "", fmt.Errorf("admin restore: the data directory %s already holds data (%s); add --force to move it aside and restore",
+			dst.dir, strings.Join(present, ", "))
+	}
+	aside := filepath.Join(dst.dir, "replaced-"+time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Mkdir(aside, 0o700); err != nil {
+		return "", fmt.Errorf("admin restore: %w", err)
+	}
+	for _, name := range present {
+		if err := os.Rename(filepath.Join(dst.dir, name), filepath.Join(aside, name)); err != nil {
+			return "", fmt.Errorf("admin restore: move %s aside: %w", name, err)
+		}
+	}
+	if err := os.Rename(followupsFile(dst), filepath.Join(aside, filepath.Base(followupsFile(dst)))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("admin restore: move the follow-up queue aside: %w", err)
+	}
+	return aside, syncDir(dst.dir)
+}
+
+// restoreFiles copies the backup's media, signing key and database into
+// the data directory. The database goes last: a data directory with a
+// database but without its media would serve rows whose files are missing.
+func restoreFiles(src, dst dataPaths) (treeStats, error) {
+	st, err := copyTree(src.media, dst.media, false)
+	if err != nil {
+		return st, fmt.Errorf("admin restore: media: %w", err)
+	}
+	if err := copyFile(src.key, dst.key, 0o600); err != nil {
+		return st, fmt.Errorf("admin restore: signing key: %w", err)
+	}
+	if err := copyFile(src.db, dst.db, 0o600); err != nil {
+		return st, fmt.Errorf("admin restore: database: %w", err)
+	}
+	if err := syncDir(dst.dir); err != nil {
+		return st, err
+	}
+	if err := chownLikeDir(dst); err != nil {
+		return st, fmt.Errorf("admin restore: %w", err)
+	}
+	return st, nil
 }
 
 // restoredServerName says which server_name to start the restored data
@@ -452,26 +492,8 @@ func copyTree(src, dst string, prune bool) (treeStats, error) {
 		return st, err
 	}
 	if prune {
-		var extra []string
-		_ = filepath.WalkDir(dst, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil
-			}
-			rel, _ := filepath.Rel(dst, path)
-			if rel != "." && !seen[rel] {
-				extra = append(extra, path)
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-			}
-			return nil
-		})
-		sort.Strings(extra)
-		for _, p := range extra {
-			if err := os.RemoveAll(p); err != nil {
-				return st, err
-			}
-			st.removed++
+		if st.removed, err = pruneTree(dst, seen); err != nil {
+			return st, err
 		}
 	}
 	for _, d := range dirs {
@@ -480,6 +502,34 @@ func copyTree(src, dst string, prune bool) (treeStats, error) {
 		}
 	}
 	return st, nil
+}
+
+// pruneTree removes what is under dst but not in seen (paths relative to
+// dst), and returns how many files and folders it removed.
+func pruneTree(dst string, seen map[string]bool) (int64, error) {
+	var extra []string
+	_ = filepath.WalkDir(dst, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dst, path)
+		if rel != "." && !seen[rel] {
+			extra = append(extra, path)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	sort.Strings(extra)
+	var removed int64
+	for _, p := range extra {
+		if err := os.RemoveAll(p); err != nil {
+			return removed, err
+		}
+		removed++
+	}
+	return removed, nil
 }
 
 // copyFile copies src to dst through a temporary file that is fsynced and

@@ -93,6 +93,18 @@ type Config struct {
 	SupportPage             string `toml:"support_page"              help:"URL of a help page for this server's users, published at /.well-known/matrix/support"`
 	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
 	AdminAPI                string `toml:"admin_api"                 help:"where /_synapse/admin is served: loopback (requests made on this machine, not through a reverse proxy), on (everywhere; admin tokens still required) or off"`
+
+	// durations are the duration settings above, parsed once by Validate;
+	// the rest of the program reads these, never the strings.
+	durations durations
+}
+
+// durations are the configuration's duration settings as time.Duration.
+type durations struct {
+	shutdownGrace, headerTimeout, bodyIdle, writeIdle time.Duration
+	accessTokenLifetime, refreshTokenLifetime         time.Duration // 0: none
+	turnUserLifetime, oauthTokenLifetime              time.Duration
+	pushRetryBackoff, pushRetryLimit                  time.Duration
 }
 
 // defaults are what a server started with no configuration uses.
@@ -171,6 +183,7 @@ func (e ConfigError) Error() string {
 func (c *Config) Validate() ConfigError {
 	var ps ConfigError
 	add := func(key, format string, args ...any) { ps = append(ps, Problem{key, fmt.Sprintf(format, args...)}) }
+	c.durations = durations{}
 	if _, err := spec.ParseServerName(c.ServerName); err != nil {
 		add("server_name", "%q is not a valid server name", c.ServerName)
 	}
@@ -211,12 +224,18 @@ func (c *Config) Validate() ConfigError {
 	}
 	if d, err := time.ParseDuration(c.ShutdownGrace); err != nil || d < 0 {
 		add("shutdown_grace", "%q is not a duration such as 10s", c.ShutdownGrace)
+	} else {
+		c.durations.shutdownGrace = d
 	}
 	if d, err := time.ParseDuration(c.BodyIdle); err != nil || d <= 0 {
 		add("body_idle_timeout", "%q is not a positive duration such as 30s", c.BodyIdle)
+	} else {
+		c.durations.bodyIdle = d
 	}
 	if d, err := time.ParseDuration(c.WriteIdle); err != nil || d <= 0 {
 		add("write_idle_timeout", "%q is not a positive duration such as 30s", c.WriteIdle)
+	} else {
+		c.durations.writeIdle = d
 	}
 	if c.BodyMinRate < 0 {
 		add("body_min_rate", "must not be negative (0 means no minimum)")
@@ -226,6 +245,8 @@ func (c *Config) Validate() ConfigError {
 	}
 	if d, err := time.ParseDuration(c.HeaderTimeout); err != nil || d <= 0 {
 		add("read_header_timeout", "%q is not a positive duration such as 10s", c.HeaderTimeout)
+	} else {
+		c.durations.headerTimeout = d
 	}
 	c.validateMedia(add)
 	c.validateAuth(add)
@@ -235,7 +256,6 @@ func (c *Config) Validate() ConfigError {
 	return ps
 }
 
-// validateMedia checks the media and TURN settings.
 // validateAuth checks the accounts and sessions settings.
 func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 	if c.PasswordMinLength < 1 || c.PasswordMinLength > auth.MaxPasswordLength {
@@ -250,19 +270,34 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 	if c.HashConcurrency < 0 || c.HashConcurrency > 1024 {
 		add("hash_concurrency", "must be 0 to 1024")
 	}
-	for key, v := range map[string]string{"access_token_lifetime": c.AccessTokenLifetime, "refresh_token_lifetime": c.RefreshTokenLifetime} {
-		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
-			add(key, "%q is not a duration such as 1h", v)
+	for _, l := range []struct {
+		key, v string
+		d      *time.Duration
+		min    time.Duration
+	}{
+		{"access_token_lifetime", c.AccessTokenLifetime, &c.durations.accessTokenLifetime, time.Minute},
+		{"refresh_token_lifetime", c.RefreshTokenLifetime, &c.durations.refreshTokenLifetime, 0},
+	} {
+		if l.v == "" {
+			continue // no lifetime
 		}
-	}
-	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d < time.Minute {
-		add("access_token_lifetime", "must be at least 1m")
+		d, err := time.ParseDuration(l.v)
+		if err != nil || d <= 0 {
+			add(l.key, "%q is not a duration such as 1h", l.v)
+		} else {
+			*l.d = d
+		}
+		if err == nil && d < l.min {
+			add(l.key, "must be at least %s", strings.TrimSuffix(l.min.String(), "0s"))
+		}
 	}
 	if !c.PasswordLogin && !c.OAuth && c.JWTKeyFile == "" {
 		add("password_login", "off needs oauth = true or jwt_key_file: otherwise nobody could sign in")
 	}
 	if d, err := time.ParseDuration(c.OAuthTokenLifetime); err != nil || d < time.Minute {
 		add("oauth_access_token_lifetime", "%q is not a duration of at least 1m", c.OAuthTokenLifetime)
+	} else {
+		c.durations.oauthTokenLifetime = d
 	}
 	if c.JWTKeyFile != "" {
 		if _, err := os.Stat(c.JWTKeyFile); err != nil {
@@ -290,8 +325,8 @@ func (c *Config) authConfig() (auth.Config, error) {
 	if c.HashConcurrency > 0 {
 		a.HashConcurrency = int(c.HashConcurrency)
 	}
-	a.AccessTokenLifetime, _ = time.ParseDuration(c.AccessTokenLifetime) // validated at load
-	a.RefreshTokenLifetime, _ = time.ParseDuration(c.RefreshTokenLifetime)
+	a.AccessTokenLifetime = c.durations.accessTokenLifetime
+	a.RefreshTokenLifetime = c.durations.refreshTokenLifetime
 	for class, v := range c.rates() {
 		r, err := auth.ParseRate(v)
 		if err != nil {
@@ -325,6 +360,7 @@ func (c *Config) argon2() auth.Argon2Params {
 	return auth.Argon2Params{MemoryKiB: uint32(c.Argon2MemoryKiB), Iterations: uint32(c.Argon2Iterations), Parallelism: uint8(c.Argon2Parallelism)}
 }
 
+// validateMedia checks the media and TURN settings.
 func (c *Config) validateMedia(add func(key, format string, args ...any)) {
 	if c.MaxUploadBytes < 1 {
 		add("max_upload_bytes", "must be at least 1")
@@ -345,6 +381,8 @@ func (c *Config) validateMedia(add func(key, format string, args ...any)) {
 	}
 	if d, err := time.ParseDuration(c.TURNUserLifetime); err != nil || d < time.Minute {
 		add("turn_user_lifetime", "%q is not a duration of a minute or more, such as 1h", c.TURNUserLifetime)
+	} else {
+		c.durations.turnUserLifetime = d
 	}
 }
 
@@ -378,12 +416,15 @@ func (c *Config) BaseURL() string {
 	return "http://" + c.Listen
 }
 
-// fields lists the configurable fields in declaration order.
+// fields lists the configurable fields (those with a TOML key) in
+// declaration order.
 func fields() []reflect.StructField {
 	t := reflect.TypeOf(Config{})
-	out := make([]reflect.StructField, t.NumField())
-	for i := range out {
-		out[i] = t.Field(i)
+	out := make([]reflect.StructField, 0, t.NumField())
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("toml") != "" {
+			out = append(out, f)
+		}
 	}
 	return out
 }
@@ -548,9 +589,17 @@ func (c Config) masked() string {
 
 // validatePush checks the push gateway settings.
 func (c *Config) validatePush(add func(key, format string, args ...any)) {
-	for key, v := range map[string]string{"push_retry_backoff": c.PushRetryBackoff, "push_retry_limit": c.PushRetryLimit} {
-		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
-			add(key, "%q is not a positive duration such as 1s", v)
+	for _, l := range []struct {
+		key, v string
+		d      *time.Duration
+	}{
+		{"push_retry_backoff", c.PushRetryBackoff, &c.durations.pushRetryBackoff},
+		{"push_retry_limit", c.PushRetryLimit, &c.durations.pushRetryLimit},
+	} {
+		if d, err := time.ParseDuration(l.v); err != nil || d <= 0 {
+			add(l.key, "%q is not a positive duration such as 1s", l.v)
+		} else {
+			*l.d = d
 		}
 	}
 }
@@ -560,7 +609,6 @@ func (c *Config) pushConfig() push.Config {
 	pc := push.DefaultConfig()
 	pc.AllowPrivateGateways = c.PushAllowPrivateGateways
 	pc.FullFormat = c.PushFullFormat
-	pc.RetryBackoff, _ = time.ParseDuration(c.PushRetryBackoff) // validated at load
-	pc.RetryLimit, _ = time.ParseDuration(c.PushRetryLimit)
+	pc.RetryBackoff, pc.RetryLimit = c.durations.pushRetryBackoff, c.durations.pushRetryLimit
 	return pc
 }

@@ -42,18 +42,11 @@ func serve(args []string) error {
 		log.Warn().Msg(w)
 	}
 
-	// CHATALOT_CPU_PROFILE=FILE writes a CPU profile until shutdown: how
-	// performance work finds its costs (see the README's Performance).
-	if path := os.Getenv("CHATALOT_CPU_PROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stopCPUProfile, err := startCPUProfile()
+	if err != nil {
+		return err
 	}
+	defer stopCPUProfile()
 	// The sockets first: a port in use must stop the server before it
 	// creates anything in a new data directory.
 	ln, err := listen("listen", cfg.Listen)
@@ -74,24 +67,13 @@ func serve(args []string) error {
 		return err
 	}
 	defer app.Close()
-	// CHATALOT_HEAP_PROFILE=FILE writes what is live on the heap at
-	// shutdown, before the services let go of it.
-	if path := os.Getenv("CHATALOT_HEAP_PROFILE"); path != "" {
-		defer func() {
-			if f, err := os.Create(path); err == nil {
-				runtime.GC()
-				_ = pprof.WriteHeapProfile(f)
-				f.Close()
-			}
-		}()
-	}
+	defer writeHeapProfile()
 	stopMetrics := app.serveMetrics(metricsLn)
 	defer stopMetrics(context.Background())
 
-	headerTimeout, _ := time.ParseDuration(cfg.HeaderTimeout)
 	srv := &http.Server{
-		Handler:           app.Handler(), // the router, measured when metrics are on
-		ReadHeaderTimeout: headerTimeout, // slow-header clients are cut off
+		Handler:           app.Handler(),               // the router, measured when metrics are on
+		ReadHeaderTimeout: cfg.durations.headerTimeout, // slow-header clients are cut off
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          nil,
 	}
@@ -102,7 +84,13 @@ func serve(args []string) error {
 		Str("data_dir", cfg.DataDir).Str("version", version).Msg("Chatalot is serving")
 	stopReload := watchReload(fs, configPath, set, cfg, log) // SIGHUP
 	defer stopReload()
+	return serveUntilSignal(srv, ln, app, cfg.durations.shutdownGrace, log)
+}
 
+// serveUntilSignal serves until SIGTERM or SIGINT, then shuts down: it
+// stops accepting, ends long-polls (they answer at once) and lets in-flight
+// requests finish within grace.
+func serveUntilSignal(srv *http.Server, ln net.Listener, app *App, grace time.Duration, log zerolog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -114,9 +102,6 @@ func serve(args []string) error {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("shutting down")
 	}
-	// Stop accepting, end long-polls (they answer at once), let in-flight
-	// requests finish within the grace period, then close the database.
-	grace, _ := time.ParseDuration(cfg.ShutdownGrace)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	app.BeginShutdown()
@@ -128,6 +113,39 @@ func serve(args []string) error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// startCPUProfile writes a CPU profile to CHATALOT_CPU_PROFILE=FILE until
+// the returned function is called at shutdown: how performance work finds
+// its costs (see the README's Performance).
+func startCPUProfile() (stop func(), err error) {
+	path := os.Getenv("CHATALOT_CPU_PROFILE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes what is live on the heap to
+// CHATALOT_HEAP_PROFILE=FILE, if set; serve calls it at shutdown, before
+// the services let go of it.
+func writeHeapProfile() {
+	path := os.Getenv("CHATALOT_HEAP_PROFILE")
+	if path == "" {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		runtime.GC()
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
 }
 
 // listen opens the listening socket of a setting, naming the setting when
@@ -171,6 +189,11 @@ type App struct {
 // openApp creates the data directory on first start, loads the signing key,
 // opens and migrates the database, and wires the services.
 func openApp(cfg Config, log zerolog.Logger) (*App, error) {
+	// Validate also parses the duration settings the services are built
+	// with; loadConfig has run it already, a test's configuration has not.
+	if ps := cfg.Validate(); len(ps) > 0 {
+		return nil, ps
+	}
 	p := pathsOf(cfg.DataDir)
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -226,8 +249,8 @@ func (a *App) serverName() spec.ServerName { return spec.ServerName(a.cfg.Server
 
 func (a *App) routerOptions() api.Options {
 	return api.Options{Log: a.log, MaxBodyBytes: a.cfg.MaxBodyBytes, LogIPAddresses: a.cfg.LogIPAddresses,
-		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: mustDuration(a.cfg.BodyIdle),
-		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: mustDuration(a.cfg.WriteIdle)}
+		TrustedProxies: a.cfg.trustedProxies(), BodyIdleTimeout: a.cfg.durations.bodyIdle,
+		BodyMinRate: bodyMinRate(a.cfg.BodyMinRate), WriteIdleTimeout: a.cfg.durations.writeIdle}
 }
 
 // bodyMinRate is body_min_rate as api takes it (negative: no minimum).
@@ -236,10 +259,4 @@ func bodyMinRate(n int64) int64 {
 		return -1
 	}
 	return n
-}
-
-// mustDuration parses a duration the configuration already validated.
-func mustDuration(s string) time.Duration {
-	d, _ := time.ParseDuration(s)
-	return d
 }

@@ -2,219 +2,80 @@ package main
 
 import (
 	"context"
-	"errors"
-	"time"
 
-	"github.com/chatalot/chatalot/admin"
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
-	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/oauth"
-	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/schedule"
-	"github.com/chatalot/chatalot/server"
+	"github.com/chatalot/chatalot/server/app"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 	chatsync "github.com/chatalot/chatalot/sync"
 )
 
-// specVersions are the client-server API versions whose endpoints Chatalot
-// serves; the list grows as features land.
-var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
-
-// wire migrates every package's tables and mounts every package's routes.
+// wire migrates every package's tables and builds the server (server/app)
+// on the data directory.
 func (a *App) wire(ctx context.Context) error {
-	if err := a.db.Migrate(ctx, identitySchema, auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema, oauth.Schema); err != nil {
+	if err := a.db.Migrate(ctx, append([]storage.Schema{identitySchema}, app.Schemas...)...); err != nil {
 		return err
 	}
 	logMigrations(a.log, a.db)
 	if err := checkServerName(ctx, a.db, a.cfg.DataDir, a.cfg.ServerName); err != nil {
 		return err
 	}
-	notifier := chatsync.NewNotifier(a.db)
-	roomsSvc, err := rooms.New(ctx, rooms.Deps{
-		DB: a.db, Key: a.key, Server: a.serverName(), Log: a.log, Notify: notifier,
-		Config: rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
-	})
+	cfg, err := a.appConfig()
 	if err != nil {
 		return err
 	}
-	authCfg, err := a.cfg.authConfig()
+	built, err := app.New(ctx, cfg, app.Deps{DB: a.db, Key: a.key, Log: a.log, Stopping: a.stopping})
 	if err != nil {
 		return err
 	}
-	authSvc, err := auth.New(auth.Deps{
-		DB: a.db, ServerName: a.serverName(), Config: authCfg, Log: a.log,
-		Notify: notifier, Rooms: roomsSvc, Directory: roomsSvc,
-	})
-	if err != nil {
-		return err
-	}
-	roomsSvc.SetProfiles(authSvc)
-	syncSvc := chatsync.New(chatsync.Deps{
-		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notifier: notifier, Log: a.log, Stopping: a.stopping,
-		Config: chatsync.Config{Presence: a.cfg.Presence},
-	})
-	if err := syncSvc.Init(ctx); err != nil {
-		return err
-	}
-	// push takes part in every commit of events (notifications and unread
-	// counts commit with them), gives /sync the counts, and keeps
-	// m.push_rules in the account data /sync delivers.
-	pushSvc, err := push.New(ctx, push.Deps{
-		DB: a.db, Rooms: roomsSvc, AccountData: authSvc, Notify: notifier, Log: a.log, Stopping: a.stopping,
-		Config: a.cfg.pushConfig(),
-	})
-	if err != nil {
-		return err
-	}
-	roomsSvc.SetCommitHook(pushSvc)
-	syncSvc.SetUnread(pushSvc)
-	syncSvc.SetAccountData(pushSvc.WithRules(authSvc))
-	pushSvc.Start()
-	// keys re-checks the password through auth's UIA, and hears of every
-	// device auth adds, renames or deletes.
-	keysSvc, err := keys.New(keys.Deps{
-		DB: a.db, Log: a.log, Notify: notifier, Rooms: roomsSvc,
-		Config: keys.Config{ServerName: a.serverName()},
-		UIA:    authSvc.Reauthenticate, Devices: authSvc, Limiter: authSvc.Limiter(),
-	})
-	if err != nil {
-		return err
-	}
-	devices := deviceHooks{keys: keysSvc, push: pushSvc}
-	var oauthSvc *oauth.Service
-	if a.cfg.OAuth {
-		// Off, /auth_metadata stays unrouted: 404 M_UNRECOGNIZED, as the
-		// spec says a server without the OAuth 2.0 API answers.
-		oauthSvc = oauth.New(oauth.Deps{
-			DB: a.db, Accounts: authSvc, Limiter: authSvc.Limiter(), BaseURL: a.cfg.BaseURL(),
-			ServerName: a.serverName(), Config: a.oauthConfig(), Log: a.log,
-		})
-		devices.oauth = oauthSvc // a deleted device's OAuth grants go with it
-	}
-	authSvc.SetDeviceHooks(devices)
-	syncSvc.SetKeys(keysSvc)
-	mediaSvc, err := media.New(media.Deps{
-		DB: a.db, Dir: pathsOf(a.cfg.DataDir).media, ServerName: a.serverName(), Config: a.mediaConfig(), Log: a.log,
-	})
-	if err != nil {
-		return err
-	}
-	// admin drives the others on the server admin's behalf; its policies
-	// refuse locked and suspended accounts (auth) and joins to blocked rooms
-	// (rooms), and it applies what `chatalot admin` changed meanwhile.
-	adminSvc, err := admin.New(ctx, admin.Deps{
-		DB: a.db, ServerName: a.serverName(), Auth: authSvc, Rooms: roomsSvc, Media: mediaSvc, Keys: devices,
-		Log: a.log, Config: a.cfg.adminConfig(),
-	})
-	if err != nil {
-		return err
-	}
-	adminSvc.Hooks()
-	followups, stopFollowups := context.WithCancel(context.Background())
-	go func() { <-a.stopping; stopFollowups() }()
-	go adminSvc.RunFollowups(followups)
-	// schedule sends delayed events (MSC4140) through rooms; rooms hands it
-	// the sends that carry a delay.
-	scheduleSvc, err := schedule.New(ctx, schedule.Deps{
-		DB: a.db, Rooms: roomsSvc, Log: a.log, Stopping: a.stopping, Config: schedule.DefaultConfig(),
-		ManageLimit: authSvc.Limiter().PerIP(auth.RateDelayedEvents),
-	})
-	if err != nil {
-		return err
-	}
-	roomsSvc.SetDelayer(scheduleSvc)
-	scheduleSvc.Start()
-	caps := authSvc.Capabilities()
-	for k, v := range mediaSvc.Capabilities() {
-		caps[k] = v
-	}
-	r := api.NewRouter(a.routerOptions())
-	srv := server.New(server.Deps{
-		ServerName: a.serverName(),
-		BaseURL:    a.cfg.BaseURL(),
-		Key:        a.key,
-		Version:    version,
-		Versions:   specVersions,
-		UnstableFeatures: map[string]bool{
-			"org.chatalot.encryption_policy." + a.cfg.Encryption: true,
-			"org.matrix.msc4222":            true, // use_state_after in /sync
-			"org.matrix.msc3814":            true, // dehydrated devices
-			"org.matrix.msc4140":            true, // delayed events
-			"org.matrix.msc4306":            true, // thread subscriptions
-			"org.matrix.msc3391":            true, // deleting account data
-			"org.matrix.msc3874":            true, // rel_types filters on /messages
-			"org.matrix.msc3890":            true, // device-local notification settings go with the device
-			"org.matrix.simplified_msc3575": true, // sliding sync (MSC4186), which Element X requires
-
-			// QR-code login's rendezvous (MSC4388), part of the OAuth 2.0 API.
-			oauth.FeatureRendezvous: a.cfg.OAuth,
-		},
-		Capabilities:       caps,
-		DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion),
-	})
-	srv.Routes(r)
-	requireAuth := authSvc.Middleware()
-	api.ClientAPI(r, requireAuth).GET("/capabilities", api.Handle(srv.Capabilities)) // v3 and r0
-	authSvc.Routes(r)
-	roomsSvc.SetLimits(authSvc.Limiter().PerUser)
-	roomsSvc.Routes(r, requireAuth)
-	syncSvc.Routes(r, requireAuth)
-	syncSvc.SlidingRoutes(r, requireAuth)
-	keysSvc.Routes(r, requireAuth)
-	mediaSvc.Routes(r, requireAuth)
-	pushSvc.Routes(r, requireAuth)
-	scheduleSvc.Routes(r, requireAuth)
-	adminSvc.Routes(r, requireAuth)
-	if oauthSvc != nil {
-		oauthSvc.Routes(r)
-	}
-	a.router = r
+	a.router = built.Router
 	return nil
 }
 
-// oauthConfig turns the server configuration into the oauth package's.
-func (a *App) oauthConfig() oauth.Config {
-	c := oauth.DefaultConfig()
-	c.AccessTokenLifetime, _ = time.ParseDuration(a.cfg.OAuthTokenLifetime) // validated at load
-	return c
+// appConfig turns the server configuration into each package's.
+func (a *App) appConfig() (app.Config, error) {
+	authCfg, err := a.cfg.authConfig()
+	if err != nil {
+		return app.Config{}, err
+	}
+	return app.Config{
+		ServerName: a.serverName(),
+		BaseURL:    a.cfg.BaseURL(),
+		Version:    version,
+		MediaDir:   pathsOf(a.cfg.DataDir).media,
+		Rooms:      rooms.Config{Encryption: a.cfg.Encryption, DefaultRoomVersion: spec.RoomVersion(a.cfg.DefaultRoomVersion)},
+		Auth:       authCfg,
+		Sync:       chatsync.Config{Presence: a.cfg.Presence},
+		Push:       a.cfg.pushConfig(),
+		Media:      a.mediaConfig(),
+		Admin:      a.cfg.adminConfig(),
+		Schedule:   schedule.DefaultConfig(),
+		Router:     a.routerOptions(),
+		OAuth:      a.oauthConfig(),
+	}, nil
 }
 
 // mediaConfig turns the server configuration into the media package's.
 func (a *App) mediaConfig() media.Config {
-	ttl, _ := time.ParseDuration(a.cfg.TURNUserLifetime) // validated at load
 	return media.Config{
 		MaxUploadBytes:       a.cfg.MaxUploadBytes,
 		QuotaBytes:           a.cfg.MediaQuotaBytes,
 		MaxThumbnailPixels:   a.cfg.MaxThumbnailPixels,
 		ServeUnauthenticated: a.cfg.UnauthenticatedMedia,
-		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: ttl},
+		TURN:                 media.TURNConfig{URIs: a.cfg.turnURIs(), Secret: a.cfg.TURNSharedSecret, TTL: a.cfg.durations.turnUserLifetime},
 	}
 }
 
-// deviceHooks tells the E2EE directory of every device change, and push
-// and oauth of deletions: a device's keys, pushers and OAuth grants go with
-// it.
-type deviceHooks struct {
-	keys  *keys.Service
-	push  *push.Service
-	oauth *oauth.Service // nil with oauth off
-}
-
-func (h deviceHooks) DeviceAdded(ctx context.Context, user spec.UserID, id, name string) error {
-	return h.keys.DeviceAdded(ctx, user, id, name)
-}
-
-func (h deviceHooks) DeviceUpdated(ctx context.Context, user spec.UserID, id, name string) error {
-	return h.keys.DeviceUpdated(ctx, user, id, name)
-}
-
-func (h deviceHooks) DeviceDeleted(ctx context.Context, user spec.UserID, id string) error {
-	err := errors.Join(h.keys.DeviceDeleted(ctx, user, id), h.push.DeviceDeleted(ctx, user, id))
-	if h.oauth != nil {
-		err = errors.Join(err, h.oauth.DeviceDeleted(ctx, user, id))
+// oauthConfig turns the server configuration into the oauth package's, or
+// nil with the OAuth 2.0 API off.
+func (a *App) oauthConfig() *oauth.Config {
+	if !a.cfg.OAuth {
+		return nil
 	}
-	return err
+	c := oauth.DefaultConfig()
+	c.AccessTokenLifetime = a.cfg.durations.oauthTokenLifetime
+	return &c
 }
