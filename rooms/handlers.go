@@ -34,6 +34,17 @@ func eventIDParam(c *gin.Context) (spec.EventID, error) {
 	return id, nil
 }
 
+// roomEventParams are the room and event IDs of a path with {roomId} and
+// {eventId}.
+func roomEventParams(c *gin.Context) (spec.RoomID, spec.EventID, error) {
+	room, err := roomIDParam(c)
+	if err != nil {
+		return "", "", err
+	}
+	ev, err := eventIDParam(c)
+	return room, ev, err
+}
+
 func clientState(pdus []*events.PDU) []json.RawMessage {
 	out := make([]json.RawMessage, len(pdus))
 	for i, p := range pdus {
@@ -526,11 +537,7 @@ func appendRawList(b []byte, list []json.RawMessage) []byte {
 // GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
 func (h *handlers) context(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
@@ -566,11 +573,7 @@ func (h *handlers) context(c *gin.Context) error {
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 func (h *handlers) event(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
@@ -589,11 +592,7 @@ func (h *handlers) event(c *gin.Context) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
 func (h *handlers) redact(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}

@@ -719,11 +719,7 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 // the children of an event, paginated either way, with optional recursion.
 func (h *handlers) relations(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	room, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}

@@ -231,11 +231,7 @@ func readReason(c *gin.Context, required bool) (string, error) {
 // of a room the caller is joined to.
 func (h *handlers) reportEvent(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	room, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
