@@ -159,11 +159,7 @@ func (s *Service) eventsByID(ctx context.Context, ids []spec.EventID) (map[spec.
 		for i, id := range ids[:n] {
 			args[i] = string(id)
 		}
-		rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.event_id IN (`+placeholders(1, n)+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := scanEvents(rows)
+		evs, err := s.queryEvents(ctx, `WHERE e.event_id IN (`+placeholders(1, n)+`)`, args...)
 		if err != nil {
 			return nil, err
 		}

@@ -44,19 +44,15 @@ func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room s
 	for {
 		var q string
 		if dir == Forward {
-			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+			q = `WHERE e.room_id = $1 AND e.position <= $2
 				AND (e.origin_server_ts > $3 OR (e.origin_server_ts = $4 AND e.position > $5))
 				ORDER BY e.origin_server_ts, e.position LIMIT ` + strconv.Itoa(batch)
 		} else {
-			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+			q = `WHERE e.room_id = $1 AND e.position <= $2
 				AND (e.origin_server_ts < $3 OR (e.origin_server_ts = $4 AND e.position < $5))
 				ORDER BY e.origin_server_ts DESC, e.position DESC LIMIT ` + strconv.Itoa(batch)
 		}
-		rows, err := s.db.Query(ctx, q, string(room), a.upTo, curTS, curTS, curPos)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := scanEvents(rows)
+		evs, err := s.queryEvents(ctx, q, string(room), a.upTo, curTS, curTS, curPos)
 		if err != nil {
 			return nil, err
 		}
