@@ -264,11 +264,20 @@ func timelineState(evs []*rooms.Event) []*events.PDU {
 	return out
 }
 
+// leftKind is whether the user still has a room they left (or were banned
+// from) or has forgotten it.
+type leftKind int
+
+const (
+	leftKept      leftKind = iota
+	leftForgotten          // only a leave since the token is told
+)
+
 // leftRoom builds one room of rooms.leave: the timeline up to the user's
 // leave. A leave since the token is always there (with full_state too); an
 // older one only on an initial or full_state sync with include_leave, and
 // never for a room the user forgot.
-func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) (*LeftRoom, error) {
+func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, kind leftKind) (*LeftRoom, error) {
 	leavePos, _ := s.rooms.MembershipEvent(req.user, id)
 	if leavePos > now.Pos {
 		return nil, nil
@@ -277,9 +286,9 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 	fresh := req.initial() || req.fullState
 	switch {
 	case newLeave:
-	case forgotten || !fresh:
+	case kind == leftForgotten || !fresh:
 		return nil, nil
-	case rf == nil || !rf.IncludeLeave:
+	case req.filter.Room == nil || !req.filter.Room.IncludeLeave:
 		return nil, nil
 	}
 	floor := req.sincePos()
