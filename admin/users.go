@@ -613,19 +613,26 @@ func (s *Service) deviceJSON(user spec.UserID, d auth.DeviceInfo) gin.H {
 	return out
 }
 
-// GET /_synapse/admin/v2/users/{userId}/devices
-func (s *Service) listDevices(c *gin.Context) error {
+// existingUserDevices is the user of the path, who must exist, and their
+// devices.
+func (s *Service) existingUserDevices(c *gin.Context) (spec.UserID, []auth.DeviceInfo, error) {
 	u, err := s.existingUser(c)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
+	return u.UserID, devs, err
+}
+
+// GET /_synapse/admin/v2/users/{userId}/devices
+func (s *Service) listDevices(c *gin.Context) error {
+	user, devs, err := s.existingUserDevices(c)
 	if err != nil {
 		return err
 	}
 	out := make([]gin.H, len(devs))
 	for i, d := range devs {
-		out[i] = s.deviceJSON(u.UserID, d)
+		out[i] = s.deviceJSON(user, d)
 	}
 	c.JSON(http.StatusOK, gin.H{"devices": out, "total": len(out)})
 	return nil
@@ -633,17 +640,13 @@ func (s *Service) listDevices(c *gin.Context) error {
 
 // GET /_synapse/admin/v2/users/{userId}/devices/{deviceId}
 func (s *Service) getDevice(c *gin.Context) error {
-	u, err := s.existingUser(c)
-	if err != nil {
-		return err
-	}
-	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
+	user, devs, err := s.existingUserDevices(c)
 	if err != nil {
 		return err
 	}
 	for _, d := range devs {
 		if d.DeviceID == c.Param("deviceId") {
-			c.JSON(http.StatusOK, s.deviceJSON(u.UserID, d))
+			c.JSON(http.StatusOK, s.deviceJSON(user, d))
 			return nil
 		}
 	}
@@ -699,11 +702,7 @@ func (s *Service) deleteDevices(ctx context.Context, who Actor, user spec.UserID
 // keeps no IP addresses or user agents; with log_ip_addresses on, the last
 // ones each session used since the server started are shown (memory only).
 func (s *Service) whois(c *gin.Context) error {
-	u, err := s.existingUser(c)
-	if err != nil {
-		return err
-	}
-	devs, err := s.auth.Devices(c.Request.Context(), u.UserID)
+	user, devs, err := s.existingUserDevices(c)
 	if err != nil {
 		return err
 	}
@@ -713,14 +712,14 @@ func (s *Service) whois(c *gin.Context) error {
 		if d.LastSeenTS != nil {
 			conn["last_seen"] = *d.LastSeenTS
 		}
-		if cn, ok := s.connection(u.UserID, d.DeviceID); ok {
+		if cn, ok := s.connection(user, d.DeviceID); ok {
 			conn["ip"] = cn.IP
 			conn["user_agent"] = cn.UserAgent
 			conn["last_seen"] = cn.LastSeen
 		}
 		out[d.DeviceID] = gin.H{"sessions": []gin.H{{"connections": []gin.H{conn}}}}
 	}
-	c.JSON(http.StatusOK, gin.H{"user_id": string(u.UserID), "devices": out})
+	c.JSON(http.StatusOK, gin.H{"user_id": string(user), "devices": out})
 	return nil
 }
 

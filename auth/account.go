@@ -76,11 +76,7 @@ func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password st
 		if err != nil {
 			return err
 		}
-		tx.AfterCommit(func() {
-			for _, id := range deleted {
-				s.tokens.removeDevice(user, id)
-			}
-		})
+		s.forgetTokensOnCommit(tx, user, deleted)
 		return nil
 	})
 	if err != nil {

@@ -217,15 +217,16 @@ func (s *Service) GetAccountData(ctx context.Context, user spec.UserID, room spe
 }
 
 // accountDataTarget parses and checks the path of an account data request:
-// the user must be the caller, the room (if any) a valid room ID.
-func accountDataTarget(c *gin.Context, withRoom bool) (spec.UserID, spec.RoomID, error) {
+// the user must be the caller, the room (if the route has one) a valid room
+// ID.
+func accountDataTarget(c *gin.Context) (spec.UserID, spec.RoomID, error) {
 	dev := DeviceFrom(c)
 	if c.Param("userId") != string(dev.UserID) {
 		return "", "", spec.Forbidden("you can only access your own account data")
 	}
 	var room spec.RoomID
-	if withRoom {
-		r, err := spec.ParseRoomID(c.Param("roomId"))
+	if raw, withRoom := c.Params.Get("roomId"); withRoom {
+		r, err := spec.ParseRoomID(raw)
 		if err != nil {
 			return "", "", spec.InvalidParam("invalid room ID")
 		}
@@ -244,33 +245,31 @@ func accountDataType(c *gin.Context) (string, error) {
 
 // GET /_matrix/client/v3/user/{userId}/account_data/{type}
 // GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-func (s *Service) getAccountData(withRoom bool) api.Handler {
-	return func(c *gin.Context) error {
-		user, room, err := accountDataTarget(c, withRoom)
-		if err != nil {
-			return err
-		}
-		typ, err := accountDataType(c)
-		if err != nil {
-			return err
-		}
-		content, found, err := s.GetAccountData(c.Request.Context(), user, room, typ)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return spec.NotFound("account data not found")
-		}
-		c.Data(http.StatusOK, "application/json", content)
-		return nil
+func (s *Service) getAccountData(c *gin.Context) error {
+	user, room, err := accountDataTarget(c)
+	if err != nil {
+		return err
 	}
+	typ, err := accountDataType(c)
+	if err != nil {
+		return err
+	}
+	content, found, err := s.GetAccountData(c.Request.Context(), user, room, typ)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return spec.NotFound("account data not found")
+	}
+	c.Data(http.StatusOK, "application/json", content)
+	return nil
 }
 
 // writableAccountData reads the target and type of an account-data write;
 // types the server manages (m.fully_read, m.push_rules) are 405 M_BAD_JSON,
 // as the spec requires. what says what cannot be done to them.
-func writableAccountData(c *gin.Context, withRoom bool, what string) (spec.UserID, spec.RoomID, string, error) {
-	user, room, err := accountDataTarget(c, withRoom)
+func writableAccountData(c *gin.Context, what string) (spec.UserID, spec.RoomID, string, error) {
+	user, room, err := accountDataTarget(c)
 	if err != nil {
 		return "", "", "", err
 	}
@@ -288,53 +287,49 @@ func writableAccountData(c *gin.Context, withRoom bool, what string) (spec.UserI
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 // The body is any JSON object; m.fully_read and m.push_rules are refused
 // with 405 M_BAD_JSON as the spec requires.
-func (s *Service) putAccountDataHandler(withRoom bool) api.Handler {
-	return func(c *gin.Context) error {
-		user, room, typ, err := writableAccountData(c, withRoom, "set here")
-		if err != nil {
-			return err
-		}
-		body, err := api.ReadBody(c, 0)
-		if err != nil {
-			return err
-		}
-		var obj map[string]json.RawMessage
-		if err := api.DecodeJSON(body, &obj); err != nil {
-			return err
-		}
-		if obj == nil {
-			return spec.BadJSON("the content must be a JSON object")
-		}
-		if len(obj) == 0 {
-			// MSC3391: empty content is how clients delete account data.
-			err = s.DeleteAccountData(c.Request.Context(), user, room, typ)
-		} else {
-			err = s.SetAccountData(c.Request.Context(), user, room, typ, body)
-		}
-		if err != nil {
-			return err
-		}
-		c.JSON(http.StatusOK, gin.H{})
-		return nil
+func (s *Service) putAccountDataHandler(c *gin.Context) error {
+	user, room, typ, err := writableAccountData(c, "set here")
+	if err != nil {
+		return err
 	}
+	body, err := api.ReadBody(c, 0)
+	if err != nil {
+		return err
+	}
+	var obj map[string]json.RawMessage
+	if err := api.DecodeJSON(body, &obj); err != nil {
+		return err
+	}
+	if obj == nil {
+		return spec.BadJSON("the content must be a JSON object")
+	}
+	if len(obj) == 0 {
+		// MSC3391: empty content is how clients delete account data.
+		err = s.DeleteAccountData(c.Request.Context(), user, room, typ)
+	} else {
+		err = s.SetAccountData(c.Request.Context(), user, room, typ, body)
+	}
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
 // DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}
 // MSC3391: deletes one type; the user's other devices see it as empty
 // content in their next /sync.
-func (s *Service) deleteAccountDataHandler(withRoom bool) api.Handler {
-	return func(c *gin.Context) error {
-		user, room, typ, err := writableAccountData(c, withRoom, "deleted")
-		if err != nil {
-			return err
-		}
-		if err := s.DeleteAccountData(c.Request.Context(), user, room, typ); err != nil {
-			return err
-		}
-		c.JSON(http.StatusOK, gin.H{})
-		return nil
+func (s *Service) deleteAccountDataHandler(c *gin.Context) error {
+	user, room, typ, err := writableAccountData(c, "deleted")
+	if err != nil {
+		return err
 	}
+	if err := s.DeleteAccountData(c.Request.Context(), user, room, typ); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // Room tags are the m.tag room account data: {"tags": {name: {order}}}.
@@ -354,7 +349,7 @@ func decodeTags(content string) map[string]json.RawMessage {
 
 // GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
 func (s *Service) getTags(c *gin.Context) error {
-	user, room, err := accountDataTarget(c, true)
+	user, room, err := accountDataTarget(c)
 	if err != nil {
 		return err
 	}
@@ -369,7 +364,7 @@ func (s *Service) getTags(c *gin.Context) error {
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}: adds or
 // replaces a tag; the body is the tag's object ({"order": 0.5}).
 func (s *Service) putTag(c *gin.Context) error {
-	user, room, err := accountDataTarget(c, true)
+	user, room, err := accountDataTarget(c)
 	if err != nil {
 		return err
 	}
@@ -404,7 +399,7 @@ func (s *Service) putTag(c *gin.Context) error {
 
 // DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 func (s *Service) deleteTag(c *gin.Context) error {
-	user, room, err := accountDataTarget(c, true)
+	user, room, err := accountDataTarget(c)
 	if err != nil {
 		return err
 	}

@@ -121,11 +121,7 @@ func (s *Service) putDevice(c *gin.Context) error {
 // revokes its tokens, after re-entering the password (UIA).
 func (s *Service) deleteDevice(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := api.ReadBody(c, 0)
-	if err != nil {
-		return err
-	}
-	finish, err := s.Reauthenticate(c, dev, body)
+	finish, err := s.reauthenticateBody(c, dev)
 	if err != nil {
 		return err
 	}
@@ -198,17 +194,23 @@ func (s *Service) removeDevices(ctx context.Context, user spec.UserID, everywher
 				}
 			}
 		}
-		tx.AfterCommit(func() {
-			for _, id := range deleted {
-				s.tokens.removeDevice(user, id)
-			}
-		})
+		s.forgetTokensOnCommit(tx, user, deleted)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	return s.devicesDeleted(ctx, user, deleted)
+}
+
+// forgetTokensOnCommit drops the cached tokens of the deleted devices once
+// tx commits, so that none of them is accepted again.
+func (s *Service) forgetTokensOnCommit(tx *storage.Tx, user spec.UserID, deleted []string) {
+	tx.AfterCommit(func() {
+		for _, id := range deleted {
+			s.tokens.removeDevice(user, id)
+		}
+	})
 }
 
 func (s *Service) devicesDeleted(ctx context.Context, user spec.UserID, ids []string) error {

@@ -309,11 +309,7 @@ func (s *Service) deviceAdded(ctx context.Context, user spec.UserID, deviceID, d
 // fresh consent for each new client).
 func (s *Service) getLoginToken(c *gin.Context) error {
 	dev := DeviceFrom(c)
-	body, err := api.ReadBody(c, 0)
-	if err != nil {
-		return err
-	}
-	finish, err := s.Reauthenticate(c, dev, body)
+	finish, err := s.reauthenticateBody(c, dev)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ func (s *Service) Routes(r *gin.Engine) {
 	v1.POST("/refresh", api.Handle(s.refresh))
 
 	msc3391 := r.Group("/_matrix/client/unstable/org.matrix.msc3391", s.Middleware())
-	msc3391.DELETE("/user/:userId/account_data/:type", api.Handle(s.deleteAccountDataHandler(false)))
-	msc3391.DELETE("/user/:userId/rooms/:roomId/account_data/:type", api.Handle(s.deleteAccountDataHandler(true)))
+	msc3391.DELETE("/user/:userId/account_data/:type", api.Handle(s.deleteAccountDataHandler))
+	msc3391.DELETE("/user/:userId/rooms/:roomId/account_data/:type", api.Handle(s.deleteAccountDataHandler))
 
 	r.GET("/_matrix/federation/v1/openid/userinfo", api.Handle(s.openIDUserinfo))
 
@@ -67,10 +67,10 @@ func (s *Service) clientRoutes(g *api.Versioned) {
 	a.DELETE("/profile/:userId/:keyName", api.Handle(s.deleteProfileField))
 
 	accountData := s.limiter.PerUser(RateAccountData)
-	a.GET("/user/:userId/account_data/:type", api.Handle(s.getAccountData(false)))
-	a.PUT("/user/:userId/account_data/:type", accountData, api.Handle(s.putAccountDataHandler(false)))
-	a.GET("/user/:userId/rooms/:roomId/account_data/:type", api.Handle(s.getAccountData(true)))
-	a.PUT("/user/:userId/rooms/:roomId/account_data/:type", accountData, api.Handle(s.putAccountDataHandler(true)))
+	a.GET("/user/:userId/account_data/:type", api.Handle(s.getAccountData))
+	a.PUT("/user/:userId/account_data/:type", accountData, api.Handle(s.putAccountDataHandler))
+	a.GET("/user/:userId/rooms/:roomId/account_data/:type", api.Handle(s.getAccountData))
+	a.PUT("/user/:userId/rooms/:roomId/account_data/:type", accountData, api.Handle(s.putAccountDataHandler))
 	a.GET("/user/:userId/rooms/:roomId/tags", api.Handle(s.getTags))
 	a.PUT("/user/:userId/rooms/:roomId/tags/:tag", accountData, api.Handle(s.putTag))
 	a.DELETE("/user/:userId/rooms/:roomId/tags/:tag", accountData, api.Handle(s.deleteTag))

@@ -399,6 +399,16 @@ func (s *Service) runStage(c *gin.Context, u *uiaSession, req uiaRequest, auth *
 	return spec.Forbidden("unsupported authentication stage %q", auth.Type)
 }
 
+// reauthenticateBody is Reauthenticate for a request whose body holds
+// nothing but the "auth" member: it reads the body itself.
+func (s *Service) reauthenticateBody(c *gin.Context, dev *Device) (finish func(), err error) {
+	body, err := api.ReadBody(c, 0)
+	if err != nil {
+		return nil, err
+	}
+	return s.Reauthenticate(c, dev, body)
+}
+
 // Reauthenticate is the user-interactive authentication of every endpoint
 // that has the caller re-enter their password before a sensitive change:
 // password change, deactivation, device deletion, login tokens, and (from

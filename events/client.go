@@ -40,22 +40,8 @@ func ClientEvent(p *PDU, unsigned []byte) []byte {
 }
 
 func clientEvent(p *PDU, withRoomID bool) []byte {
-	var content, ts, sender, stateKey, typ []byte
-	it := objIter{b: p.raw}
-	for it.next() {
-		switch string(it.key) {
-		case "content":
-			content = it.val
-		case "origin_server_ts":
-			ts = it.val
-		case "sender":
-			sender = it.val
-		case "state_key":
-			stateKey = it.val
-		case "type":
-			typ = it.val
-		}
-	}
+	f := clientFieldsOf(p.raw)
+	content := f.content
 	var redacts []byte
 	if p.typ == spec.MRoomRedaction && p.redacts != "" {
 		redacts, _ = appendString(nil, string(p.redacts))
@@ -68,45 +54,58 @@ func clientEvent(p *PDU, withRoomID bool) []byte {
 	w := objWriter{buf: make([]byte, 0, len(p.raw)+64)}
 	w.raw("content", content)
 	w.raw("event_id", quoteID(string(p.id)))
-	w.raw("origin_server_ts", ts)
+	w.raw("origin_server_ts", f.ts)
 	if redacts != nil {
 		w.raw("redacts", redacts)
 	}
 	if withRoomID {
 		w.raw("room_id", quoteID(string(p.roomID)))
 	}
-	w.raw("sender", sender)
-	if stateKey != nil {
-		w.raw("state_key", stateKey)
+	w.raw("sender", f.sender)
+	if f.stateKey != nil {
+		w.raw("state_key", f.stateKey)
 	}
-	w.raw("type", typ)
+	w.raw("type", f.typ)
 	return w.close()
+}
+
+// clientFields are the raw top-level members of a PDU that the client
+// formats copy as they are.
+type clientFields struct {
+	content, ts, sender, stateKey, typ []byte
+}
+
+func clientFieldsOf(raw []byte) clientFields {
+	var f clientFields
+	it := iterObject(raw)
+	for it.next() {
+		switch string(it.key) {
+		case "content":
+			f.content = it.val
+		case "origin_server_ts":
+			f.ts = it.val
+		case "sender":
+			f.sender = it.val
+		case "state_key":
+			f.stateKey = it.val
+		case "type":
+			f.typ = it.val
+		}
+	}
+	return f
 }
 
 // StrippedState returns the stripped state event sent with invites and knocks
 // (client-server API, "Stripped state"): content, sender, state_key and type.
 func StrippedState(p *PDU) []byte {
+	f := clientFieldsOf(p.raw)
 	w := objWriter{buf: make([]byte, 0, 256)}
-	var content, sender, stateKey, typ []byte
-	it := objIter{b: p.raw}
-	for it.next() {
-		switch string(it.key) {
-		case "content":
-			content = it.val
-		case "sender":
-			sender = it.val
-		case "state_key":
-			stateKey = it.val
-		case "type":
-			typ = it.val
-		}
+	w.raw("content", f.content)
+	w.raw("sender", f.sender)
+	if f.stateKey != nil {
+		w.raw("state_key", f.stateKey)
 	}
-	w.raw("content", content)
-	w.raw("sender", sender)
-	if stateKey != nil {
-		w.raw("state_key", stateKey)
-	}
-	w.raw("type", typ)
+	w.raw("type", f.typ)
 	return w.close()
 }
 
@@ -170,7 +169,7 @@ type fieldNode struct {
 // kept.
 func filterObject(obj []byte, n *fieldNode) ([]byte, bool) {
 	w := objWriter{}
-	it := objIter{b: obj}
+	it := iterObject(obj)
 	var key []byte
 	for it.next() {
 		k := it.key

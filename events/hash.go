@@ -34,7 +34,7 @@ func contentHash(ev []byte) ([sha256.Size]byte, error) {
 // hashWithout writes the canonical object obj, minus the named members, to h
 // without building the intermediate object.
 func hashWithout(h hash.Hash, obj []byte, keys ...string) bool {
-	it := objIter{b: obj}
+	it := iterObject(obj)
 	n := 0
 	var sep = [1]byte{'{'}
 	for it.next() {

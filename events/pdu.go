@@ -175,7 +175,7 @@ func parseFields(c []byte, v spec.RoomVersion, id spec.EventID) (*PDU, error) {
 		return nil, spec.TooLarge("event is larger than %d bytes", MaxEventSize)
 	}
 	r := fieldReader{p: &PDU{raw: c, id: id, version: v}, id: id, v1Format: v.EventIDInEvent()}
-	it := objIter{b: c}
+	it := iterObject(c)
 	for it.next() {
 		if err := r.read(it.key, it.val); err != nil {
 			return nil, err
@@ -414,7 +414,7 @@ func eventIDList(raw []byte, field string, max int, pairs bool) ([]spec.EventID,
 		return nil, spec.BadJSON("%s must be an array of event IDs", field)
 	}
 	var ids []spec.EventID
-	it := arrIter{b: raw}
+	it := iterArray(raw)
 	for it.next() {
 		item := it.val
 		if pairs {
@@ -446,7 +446,7 @@ func eventRefPair(raw []byte, field string) ([]byte, error) {
 		return nil, bad
 	}
 	var parts [][]byte
-	it := arrIter{b: raw}
+	it := iterArray(raw)
 	for it.next() {
 		parts = append(parts, it.val)
 	}
@@ -484,12 +484,12 @@ func checkSignaturesShape(raw []byte) error {
 	if !isObject(raw) {
 		return spec.BadJSON("signatures must be an object")
 	}
-	servers := objIter{b: raw}
+	servers := iterObject(raw)
 	for servers.next() {
 		if !isObject(servers.val) {
 			return spec.BadJSON("signatures must map servers to objects")
 		}
-		keys := objIter{b: servers.val}
+		keys := iterObject(servers.val)
 		for keys.next() {
 			if !isString(keys.val) {
 				return spec.BadJSON("signatures must be strings")

@@ -96,7 +96,7 @@ func redactCanonical(ev []byte, v spec.RoomVersion) ([]byte, error) {
 		return nil, spec.BadJSON("event type must be a string")
 	}
 	w := objWriter{buf: make([]byte, 0, len(ev))}
-	it := objIter{b: ev}
+	it := iterObject(ev)
 	sawContent := false
 	for it.next() {
 		if !contains(keepTop, it.key) {
@@ -135,7 +135,7 @@ func redactContent(content []byte, typ string, v spec.RoomVersion) ([]byte, erro
 	// without "signed" is kept as {} and a non-object is dropped.
 	tpi := v.AtLeast11() && typ == spec.MRoomMember
 	w := objWriter{buf: make([]byte, 0, len(content))}
-	it := objIter{b: content}
+	it := iterObject(content)
 	for it.next() {
 		switch {
 		case contains(keys, it.key):

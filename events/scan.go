@@ -62,55 +62,78 @@ func valueEnd(b []byte, i int) int {
 	return j
 }
 
-// objIter walks the members of a canonical JSON object:
-//
-//	it := objIter{b: obj}
-//	for it.next() { use it.key, it.val }
-//	if it.bad { … }
-type objIter struct {
+// listCursor steps through the elements of a canonical JSON object or array
+// (between open and close): it checks the opening bracket, the separators
+// and the closing bracket, and leaves pos at the start of the next element.
+type listCursor struct {
 	b    []byte
 	pos  int
-	key  []byte // the key's contents between the quotes, canonically escaped
-	val  []byte // the raw value
-	mem  []byte // the whole member, "key":value
-	bad  bool   // the input was not an object
+	bad  bool // the input was not a list of the kind asked for
 	done bool
 }
 
+// step reports whether another element starts at pos.
+func (l *listCursor) step(open, close byte) bool {
+	if l.done {
+		return false
+	}
+	b := l.b
+	if l.pos == 0 {
+		if len(b) < 2 || b[0] != open {
+			return l.fail()
+		}
+		l.pos = 1
+		if b[1] == close {
+			l.done = true
+			if len(b) != 2 {
+				l.fail()
+			}
+			return false
+		}
+		return true
+	}
+	if l.pos >= len(b) {
+		return l.fail()
+	}
+	switch b[l.pos] {
+	case ',':
+		l.pos++
+		return true
+	case close:
+		l.done = true
+		if l.pos != len(b)-1 {
+			l.fail()
+		}
+		return false
+	default:
+		return l.fail()
+	}
+}
+
+func (l *listCursor) fail() bool {
+	l.bad, l.done = true, true
+	return false
+}
+
+// objIter walks the members of a canonical JSON object:
+//
+//	it := iterObject(obj)
+//	for it.next() { use it.key, it.val }
+//	if it.bad { … }
+type objIter struct {
+	listCursor
+	key []byte // the key's contents between the quotes, canonically escaped
+	val []byte // the raw value
+	mem []byte // the whole member, "key":value
+}
+
+func iterObject(obj []byte) objIter { return objIter{listCursor: listCursor{b: obj}} }
+
 func (it *objIter) next() bool {
-	if it.done {
+	if !it.step('{', '}') {
 		return false
 	}
 	b := it.b
-	if it.pos == 0 {
-		if len(b) < 2 || b[0] != '{' {
-			return it.fail()
-		}
-		it.pos = 1
-		if b[1] == '}' {
-			it.done = true
-			if len(b) != 2 {
-				it.fail()
-			}
-			return false
-		}
-	} else {
-		if it.pos >= len(b) {
-			return it.fail()
-		}
-		switch b[it.pos] {
-		case ',':
-			it.pos++
-		case '}':
-			it.done = true
-			if it.pos != len(b)-1 {
-				it.fail()
-			}
-			return false
-		default:
-			return it.fail()
-		}
-	}
 	if it.pos >= len(b) || b[it.pos] != '"' {
 		return it.fail()
 	}
@@ -129,71 +152,30 @@ func (it *objIter) next() bool {
 	return true
 }
 
-func (it *objIter) fail() bool {
-	it.bad, it.done = true, true
-	return false
-}
-
 // arrIter walks the elements of a canonical JSON array.
 type arrIter struct {
-	b    []byte
-	pos  int
-	val  []byte
-	bad  bool
-	done bool
+	listCursor
+	val []byte
 }
 
+func iterArray(arr []byte) arrIter { return arrIter{listCursor: listCursor{b: arr}} }
+
 func (it *arrIter) next() bool {
-	if it.done {
+	if !it.step('[', ']') {
 		return false
 	}
-	b := it.b
-	if it.pos == 0 {
-		if len(b) < 2 || b[0] != '[' {
-			return it.fail()
-		}
-		it.pos = 1
-		if b[1] == ']' {
-			it.done = true
-			if len(b) != 2 {
-				it.fail()
-			}
-			return false
-		}
-	} else {
-		if it.pos >= len(b) {
-			return it.fail()
-		}
-		switch b[it.pos] {
-		case ',':
-			it.pos++
-		case ']':
-			it.done = true
-			if it.pos != len(b)-1 {
-				it.fail()
-			}
-			return false
-		default:
-			return it.fail()
-		}
-	}
-	ve := valueEnd(b, it.pos)
+	ve := valueEnd(it.b, it.pos)
 	if ve < 0 {
 		return it.fail()
 	}
-	it.val = b[it.pos:ve]
+	it.val = it.b[it.pos:ve]
 	it.pos = ve
 	return true
 }
 
-func (it *arrIter) fail() bool {
-	it.bad, it.done = true, true
-	return false
-}
-
 // member returns the raw value of key in a canonical object.
 func member(obj []byte, key string) ([]byte, bool) {
-	it := objIter{b: obj}
+	it := iterObject(obj)
 	for it.next() {
 		if string(it.key) == key {
 			return it.val, true
@@ -282,21 +264,15 @@ type objWriter struct {
 	n   int
 }
 
-func (w *objWriter) raw(key string, val []byte) {
-	if w.n == 0 {
-		w.buf = append(w.buf, '{')
-	} else {
-		w.buf = append(w.buf, ',')
-	}
-	w.n++
-	w.buf = append(w.buf, '"')
-	w.buf = append(w.buf, key...) // keys written this way are plain ASCII names
-	w.buf = append(w.buf, '"', ':')
-	w.buf = append(w.buf, val...)
-}
+// raw writes a member whose key is a plain ASCII name.
+func (w *objWriter) raw(key string, val []byte) { appendMember(w, key, val) }
 
 // rawKey writes a member whose key is given in canonical escaped form.
-func (w *objWriter) rawKey(key, val []byte) {
+func (w *objWriter) rawKey(key, val []byte) { appendMember(w, key, val) }
+
+// appendMember writes "key":val after the separator the position needs; key
+// is written as it is, so it must already be canonically escaped.
+func appendMember[K string | []byte](w *objWriter, key K, val []byte) {
 	if w.n == 0 {
 		w.buf = append(w.buf, '{')
 	} else {
@@ -326,7 +302,7 @@ func withMember(obj []byte, key string, val []byte) ([]byte, bool) {
 	ek = ek[1 : len(ek)-1]
 	w := objWriter{buf: make([]byte, 0, len(obj)+len(ek)+len(val)+4)}
 	written := false
-	it := objIter{b: obj}
+	it := iterObject(obj)
 	for it.next() {
 		if !written {
 			if bytes.Equal(it.key, ek) {
@@ -354,7 +330,7 @@ func withMember(obj []byte, key string, val []byte) ([]byte, bool) {
 // members.
 func without(obj []byte, keys ...string) ([]byte, bool) {
 	w := objWriter{buf: make([]byte, 0, len(obj))}
-	it := objIter{b: obj}
+	it := iterObject(obj)
 	for it.next() {
 		if !contains(keys, it.key) {
 			w.rawKey(it.key, it.val)

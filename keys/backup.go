@@ -373,11 +373,7 @@ func (s *Service) handlePutBackupKeys(c *gin.Context) error {
 		if err != nil {
 			return err
 		}
-		roomsRaw, ok := m["rooms"]
-		if !ok {
-			return spec.MissingParam("rooms is required")
-		}
-		rooms, err := object(roomsRaw, "rooms")
+		rooms, err := requiredObject(m, "rooms")
 		if err != nil {
 			return err
 		}

@@ -143,7 +143,7 @@ type sigRow struct {
 // (a retry), do not, as the spec allows since v1.11.
 func (s *Service) handleDeviceSigningUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
+	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes) // kept whole for user-interactive auth
 	if err != nil {
 		return err
 	}
@@ -370,11 +370,7 @@ func sigFailure(code spec.ErrCode, msg string) gin.H {
 // valid signatures are stored.
 func (s *Service) handleSignaturesUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
-	if err != nil {
-		return err
-	}
-	req, err := object(body, "the request body")
+	req, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

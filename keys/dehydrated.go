@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -40,11 +39,7 @@ func (s *Service) dehydrated(ctx context.Context, user spec.UserID) (id, data st
 // its one-time and fallback keys, in one request.
 func (s *Service) handlePutDehydrated(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
-	if err != nil {
-		return err
-	}
-	m, err := object(body, "the request body")
+	m, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
@@ -178,11 +173,7 @@ func (s *Service) handleDehydratedEvents(c *gin.Context) error {
 	if id == "" || id != c.Param("deviceId") {
 		return spec.Forbidden("that is not your dehydrated device")
 	}
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
-	if err != nil {
-		return err
-	}
-	m, err := object(body, "the request body")
+	m, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/gin-gonic/gin"
 )
 
 // asSpecError returns err if it is a *spec.Error, else fallback.
@@ -35,6 +37,25 @@ func object(raw json.RawMessage, what string) (map[string]json.RawMessage, error
 		return nil, spec.BadJSON("%s must be an object", what)
 	}
 	return m, nil
+}
+
+// readObjectBody reads a request body of at most limit bytes as canonical
+// JSON and splits the object into its members.
+func readObjectBody(c *gin.Context, limit int64) (map[string]json.RawMessage, error) {
+	body, err := api.ReadCanonical(c, limit)
+	if err != nil {
+		return nil, err
+	}
+	return object(body, "the request body")
+}
+
+// requiredObject reads the object member name of m, which must be there.
+func requiredObject(m map[string]json.RawMessage, name string) (map[string]json.RawMessage, error) {
+	raw, ok := m[name]
+	if !ok {
+		return nil, spec.MissingParam("%s is required", name)
+	}
+	return object(raw, name)
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }

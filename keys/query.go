@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"sort"
 
-	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -23,19 +22,11 @@ var federationFailure = gin.H{"status": 503, "message": "federation is not suppo
 // (with the signatures the caller may see) of the users asked for.
 func (s *Service) handleQuery(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
+	m, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
-	m, err := object(body, "the request body")
-	if err != nil {
-		return err
-	}
-	raw, ok := m["device_keys"]
-	if !ok {
-		return spec.MissingParam("device_keys is required")
-	}
-	req, err := object(raw, "device_keys")
+	req, err := requiredObject(m, "device_keys")
 	if err != nil {
 		return err
 	}
@@ -207,19 +198,11 @@ func (s *Service) queryUser(ctx context.Context, requester, u spec.UserID, devs 
 // POST /_matrix/client/v3/keys/claim: claim one one-time key (or the
 // fallback key) per device asked for.
 func (s *Service) handleClaim(c *gin.Context) error {
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
+	m, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}
-	m, err := object(body, "the request body")
-	if err != nil {
-		return err
-	}
-	raw, ok := m["one_time_keys"]
-	if !ok {
-		return spec.MissingParam("one_time_keys is required")
-	}
-	req, err := object(raw, "one_time_keys")
+	req, err := requiredObject(m, "one_time_keys")
 	if err != nil {
 		return err
 	}

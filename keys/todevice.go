@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -31,19 +30,11 @@ func (s *Service) handleSendToDevice(c *gin.Context) error {
 	if err := checkName("transaction ID", txnID); err != nil {
 		return err
 	}
-	body, err := api.ReadCanonical(c, s.cfg.MaxToDeviceBytes)
+	m, err := readObjectBody(c, s.cfg.MaxToDeviceBytes)
 	if err != nil {
 		return err
 	}
-	m, err := object(body, "the request body")
-	if err != nil {
-		return err
-	}
-	raw, ok := m["messages"]
-	if !ok {
-		return spec.MissingParam("messages is required")
-	}
-	users, err := object(raw, "messages")
+	users, err := requiredObject(m, "messages")
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -43,11 +42,7 @@ type uploadIn struct {
 // (self-signed, naming the caller), one-time keys and fallback keys.
 func (s *Service) handleUpload(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	body, err := api.ReadCanonical(c, s.cfg.MaxKeyUploadBytes)
-	if err != nil {
-		return err
-	}
-	m, err := object(body, "the request body")
+	m, err := readObjectBody(c, s.cfg.MaxKeyUploadBytes)
 	if err != nil {
 		return err
 	}

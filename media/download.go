@@ -19,30 +19,54 @@ func (s *Service) handleDownload(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	timeout, err := parseTimeout(c)
+	r, err := s.awaitRequested(c, server, mediaID)
 	if err != nil {
 		return err
 	}
-	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
-	if err != nil {
-		return err
-	}
-	f, err := s.openBlob(r.sha256.String)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	name := r.filename
 	if p, ok := c.Params.Get("fileName"); ok {
 		name = p
 	}
+	return s.serveBlob(c, servedBlob{
+		sha256:      r.sha256.String,
+		contentType: r.contentType,
+		disposition: contentDisposition(dispositionFor(r.contentType), name),
+		modified:    time.UnixMilli(r.uploadedTS),
+	})
+}
+
+// awaitRequested waits for the media as long as the request's timeout_ms
+// allows.
+func (s *Service) awaitRequested(c *gin.Context, server spec.ServerName, mediaID string) (*record, error) {
+	timeout, err := parseTimeout(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+}
+
+// servedBlob is a stored blob and what its response says about it.
+type servedBlob struct {
+	sha256      string
+	contentType string
+	disposition string // the Content-Disposition header
+	modified    time.Time
+}
+
+// serveBlob answers with the blob's bytes. http.ServeContent answers Range
+// and If-None-Match requests too.
+func (s *Service) serveBlob(c *gin.Context, b servedBlob) error {
+	f, err := s.openBlob(b.sha256)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	h := c.Writer.Header()
 	setServingHeaders(h)
-	h.Set("Content-Type", r.contentType)
-	h.Set("Content-Disposition", contentDisposition(dispositionFor(r.contentType), name))
-	h.Set("ETag", `"`+r.sha256.String+`"`)
-	// ServeContent answers Range and If-None-Match requests too.
-	http.ServeContent(c.Writer, c.Request, "", time.UnixMilli(r.uploadedTS), f)
+	h.Set("Content-Type", b.contentType)
+	h.Set("Content-Disposition", b.disposition)
+	h.Set("ETag", `"`+b.sha256+`"`)
+	http.ServeContent(c.Writer, c.Request, "", b.modified, f)
 	return nil
 }
 

@@ -36,11 +36,7 @@ func (s *Service) handleThumbnail(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	timeout, err := parseTimeout(c)
-	if err != nil {
-		return err
-	}
-	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+	r, err := s.awaitRequested(c, server, mediaID)
 	if err != nil {
 		return err
 	}
@@ -48,18 +44,12 @@ func (s *Service) handleThumbnail(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.openBlob(res.sha256)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := c.Writer.Header()
-	setServingHeaders(h)
-	h.Set("Content-Type", res.contentType)
-	h.Set("Content-Disposition", `inline; filename="thumbnail.`+extensionOf[res.contentType]+`"`)
-	h.Set("ETag", `"`+res.sha256+`"`)
-	http.ServeContent(c.Writer, c.Request, "", time.UnixMilli(r.uploadedTS), f)
-	return nil
+	return s.serveBlob(c, servedBlob{
+		sha256:      res.sha256,
+		contentType: res.contentType,
+		disposition: `inline; filename="thumbnail.` + extensionOf[res.contentType] + `"`,
+		modified:    time.UnixMilli(r.uploadedTS),
+	})
 }
 
 var extensionOf = map[string]string{"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}

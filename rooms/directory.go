@@ -68,11 +68,25 @@ func (s *Service) CreateAlias(ctx context.Context, user spec.UserID, alias spec.
 	})
 }
 
+// Caller is the user an alias or directory request acts for. A server admin
+// may do what the room's power levels would not let the user do.
+type Caller struct {
+	User        spec.UserID
+	ServerAdmin bool
+}
+
+// callerOf is the request's caller.
+func callerOf(c *gin.Context) Caller {
+	dev := auth.DeviceFrom(c)
+	return Caller{User: dev.UserID, ServerAdmin: dev.IsAdmin}
+}
+
 // DeleteAlias removes an alias. Its creator, a moderator of its room (the
 // level to send m.room.canonical_alias) or a server admin may. If the room's
 // m.room.canonical_alias names it, the alias is taken out of that event too
 // when the user may send it (the directory API's note recommends this).
-func (s *Service) DeleteAlias(ctx context.Context, user spec.UserID, admin bool, alias spec.RoomAlias) error {
+func (s *Service) DeleteAlias(ctx context.Context, by Caller, alias spec.RoomAlias) error {
+	user := by.User
 	var room, creator string
 	err := s.db.QueryRow(ctx, `SELECT room_id, creator FROM room_aliases WHERE alias = $1`, string(alias)).Scan(&room, &creator)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -82,7 +96,7 @@ func (s *Service) DeleteAlias(ctx context.Context, user spec.UserID, admin bool,
 		return err
 	}
 	r := s.room(spec.RoomID(room))
-	if !admin && spec.UserID(creator) != user && (r == nil || !s.canManageAliases(user, r)) {
+	if !by.ServerAdmin && spec.UserID(creator) != user && (r == nil || !s.canManageAliases(user, r)) {
 		return spec.Forbidden("only the alias's creator, a room moderator or a server admin may delete it")
 	}
 	if err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -141,9 +155,9 @@ func (s *Service) dropFromCanonicalAlias(ctx context.Context, user spec.UserID, 
 
 // LocalAliases lists the room's aliases on this server, for its members,
 // for anyone if the room is world-readable, and for server admins.
-func (s *Service) LocalAliases(ctx context.Context, user spec.UserID, admin bool, room spec.RoomID) ([]string, error) {
+func (s *Service) LocalAliases(ctx context.Context, by Caller, room spec.RoomID) ([]string, error) {
 	r := s.room(room)
-	if r == nil || (!admin && r.cur.Load().membership(user) != spec.Join && !r.worldReadableNow()) {
+	if r == nil || (!by.ServerAdmin && r.cur.Load().membership(by.User) != spec.Join && !r.worldReadableNow()) {
 		return nil, errNotInRoom(room)
 	}
 	rows, err := s.db.Query(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, string(room))
@@ -234,12 +248,12 @@ func (s *Service) Published(ctx context.Context, room spec.RoomID) (bool, error)
 
 // SetPublished publishes or unpublishes a room: a server admin, or a member
 // with the level to send m.room.canonical_alias, may.
-func (s *Service) SetPublished(ctx context.Context, user spec.UserID, admin bool, room spec.RoomID, public bool) error {
+func (s *Service) SetPublished(ctx context.Context, by Caller, room spec.RoomID, public bool) error {
 	r := s.room(room)
 	if r == nil {
 		return spec.NotFound("room not found")
 	}
-	if !admin && !s.canManageAliases(user, r) {
+	if !by.ServerAdmin && !s.canManageAliases(by.User, r) {
 		return spec.Forbidden("you need the power level to change the room's aliases to publish it")
 	}
 	return s.db.Write(ctx, func(tx *storage.Tx) error { return setPublished(tx, room, public) })
@@ -482,12 +496,11 @@ func (h *handlers) getAlias(c *gin.Context) error {
 // DELETE /_matrix/client/v3/directory/room/{roomAlias}: remove an alias
 // (its creator, a room moderator or a server admin).
 func (h *handlers) deleteAlias(c *gin.Context) error {
-	dev := auth.DeviceFrom(c)
 	alias, err := parseAliasParam(c)
 	if err != nil {
 		return err
 	}
-	if err := h.s.DeleteAlias(c.Request.Context(), dev.UserID, dev.IsAdmin, alias); err != nil {
+	if err := h.s.DeleteAlias(c.Request.Context(), callerOf(c), alias); err != nil {
 		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})
@@ -496,12 +509,11 @@ func (h *handlers) deleteAlias(c *gin.Context) error {
 
 // GET /_matrix/client/v3/rooms/{roomId}/aliases: the room's local aliases.
 func (h *handlers) roomAliases(c *gin.Context) error {
-	dev := auth.DeviceFrom(c)
 	room, err := roomIDParam(c)
 	if err != nil {
 		return err
 	}
-	list, err := h.s.LocalAliases(c.Request.Context(), dev.UserID, dev.IsAdmin, room)
+	list, err := h.s.LocalAliases(c.Request.Context(), callerOf(c), room)
 	if err != nil {
 		return err
 	}
@@ -533,7 +545,6 @@ func (h *handlers) getDirectoryVisibility(c *gin.Context) error {
 
 // PUT /_matrix/client/v3/directory/list/room/{roomId}: publish or unpublish.
 func (h *handlers) putDirectoryVisibility(c *gin.Context) error {
-	dev := auth.DeviceFrom(c)
 	room, err := roomIDParam(c)
 	if err != nil {
 		return err
@@ -554,7 +565,7 @@ func (h *handlers) putDirectoryVisibility(c *gin.Context) error {
 			return spec.InvalidParam("visibility must be public or private")
 		}
 	}
-	if err := h.s.SetPublished(c.Request.Context(), dev.UserID, dev.IsAdmin, room, public); err != nil {
+	if err := h.s.SetPublished(c.Request.Context(), callerOf(c), room, public); err != nil {
 		return err
 	}
 	c.JSON(http.StatusOK, gin.H{})

@@ -37,6 +37,17 @@ func eventIDParam(c *gin.Context) (spec.EventID, error) {
 	return id, nil
 }
 
+// roomEventParams are the room and event IDs of a path with {roomId} and
+// {eventId}.
+func roomEventParams(c *gin.Context) (spec.RoomID, spec.EventID, error) {
+	room, err := roomIDParam(c)
+	if err != nil {
+		return "", "", err
+	}
+	ev, err := eventIDParam(c)
+	return room, ev, err
+}
+
 func clientState(pdus []*events.PDU) []json.RawMessage {
 	out := make([]json.RawMessage, len(pdus))
 	for i, p := range pdus {
@@ -65,22 +76,24 @@ type membershipBody struct {
 	Reason string `json:"reason"`
 }
 
-func (h *handlers) readMembershipBody(c *gin.Context, needUser bool) (*membershipBody, spec.UserID, error) {
+func readMembershipBody(c *gin.Context) (*membershipBody, error) {
 	var body membershipBody
 	if err := api.ReadJSON(c, &body); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if !needUser {
-		return &body, "", nil
+	return &body, nil
+}
+
+// target is the user the body's user_id names, which must be given.
+func (b *membershipBody) target() (spec.UserID, error) {
+	if b.UserID == "" {
+		return "", spec.MissingParam("user_id is required")
 	}
-	if body.UserID == "" {
-		return nil, "", spec.MissingParam("user_id is required")
-	}
-	u, err := spec.ParseUserID(body.UserID)
+	u, err := spec.ParseUserID(b.UserID)
 	if err != nil {
-		return nil, "", spec.InvalidParam("user_id: %v", err)
+		return "", spec.InvalidParam("user_id: %v", err)
 	}
-	return &body, u, nil
+	return u, nil
 }
 
 // resolveRoom turns a room ID or alias into a room ID.
@@ -155,7 +168,7 @@ func (h *handlers) knock(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	body, _, err := h.readMembershipBody(c, false)
+	body, err := readMembershipBody(c)
 	if err != nil {
 		return err
 	}
@@ -166,44 +179,56 @@ func (h *handlers) knock(c *gin.Context) error {
 	return nil
 }
 
-// membershipOf returns a handler that changes another user's membership
-// (invite, kick, ban, unban) or the caller's own (leave).
-func (h *handlers) membershipOf(membership string, needUser, unban bool) api.Handler {
-	return func(c *gin.Context) error {
-		dev := auth.DeviceFrom(c)
-		id, err := roomIDParam(c)
-		if err != nil {
-			return err
-		}
-		body, target, err := h.readMembershipBody(c, needUser)
-		if err != nil {
-			return err
-		}
-		if !needUser {
-			target = dev.UserID
-		}
-		if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: target, Membership: membership, Reason: body.Reason, Unban: unban}); err != nil {
-			return err
-		}
-		c.JSON(http.StatusOK, gin.H{})
-		return nil
+// changeMembership makes the membership change ch in the room of the path,
+// with the body's reason. A change without a target is of another user's
+// membership (invite, kick, ban, unban), named by the body's user_id.
+func (h *handlers) changeMembership(c *gin.Context, ch MembershipChange) error {
+	dev := auth.DeviceFrom(c)
+	id, err := roomIDParam(c)
+	if err != nil {
+		return err
 	}
+	body, err := readMembershipBody(c)
+	if err != nil {
+		return err
+	}
+	if ch.Target == "" {
+		if ch.Target, err = body.target(); err != nil {
+			return err
+		}
+	}
+	ch.Reason = body.Reason
+	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, ch); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, gin.H{})
+	return nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/invite
-func (h *handlers) invite(c *gin.Context) error { return h.membershipOf(spec.Invite, true, false)(c) }
+func (h *handlers) invite(c *gin.Context) error {
+	return h.changeMembership(c, MembershipChange{Membership: spec.Invite})
+}
 
 // POST /_matrix/client/v3/rooms/{roomId}/leave
-func (h *handlers) leave(c *gin.Context) error { return h.membershipOf(spec.Leave, false, false)(c) }
+func (h *handlers) leave(c *gin.Context) error {
+	return h.changeMembership(c, MembershipChange{Target: auth.DeviceFrom(c).UserID, Membership: spec.Leave})
+}
 
 // POST /_matrix/client/v3/rooms/{roomId}/kick
-func (h *handlers) kick(c *gin.Context) error { return h.membershipOf(spec.Leave, true, false)(c) }
+func (h *handlers) kick(c *gin.Context) error {
+	return h.changeMembership(c, MembershipChange{Membership: spec.Leave})
+}
 
 // POST /_matrix/client/v3/rooms/{roomId}/ban
-func (h *handlers) ban(c *gin.Context) error { return h.membershipOf(spec.Ban, true, false)(c) }
+func (h *handlers) ban(c *gin.Context) error {
+	return h.changeMembership(c, MembershipChange{Membership: spec.Ban})
+}
 
 // POST /_matrix/client/v3/rooms/{roomId}/unban
-func (h *handlers) unban(c *gin.Context) error { return h.membershipOf(spec.Leave, true, true)(c) }
+func (h *handlers) unban(c *gin.Context) error {
+	return h.changeMembership(c, MembershipChange{Membership: spec.Leave, Unban: true})
+}
 
 // POST /_matrix/client/v3/rooms/{roomId}/forget
 func (h *handlers) forget(c *gin.Context) error {
@@ -245,29 +270,7 @@ func validEventType(t string) error {
 
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (h *handlers) send(c *gin.Context) error {
-	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	typ := c.Param("eventType")
-	if err := validEventType(typ); err != nil {
-		return err
-	}
-	from := Sender{User: dev.UserID, Device: dev.DeviceID}
-	if delayed, err := h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, TxnID: c.Param("txnId")}); delayed {
-		return err
-	}
-	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
-	if err != nil {
-		return err
-	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, TxnID: c.Param("txnId"), Content: content})
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, gin.H{"event_id": eid})
-	return nil
+	return h.sendFromPath(c, SendRequest{TxnID: c.Param("txnId")})
 }
 
 func stateKeyParam(c *gin.Context) string {
@@ -276,25 +279,32 @@ func stateKeyParam(c *gin.Context) string {
 
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (h *handlers) putState(c *gin.Context) error {
+	key := stateKeyParam(c)
+	return h.sendFromPath(c, SendRequest{StateKey: &key})
+}
+
+// sendFromPath sends the event named by the room and event type in the path
+// and the request body (or schedules it, for a delayed event); req carries
+// the transaction ID or state key.
+func (h *handlers) sendFromPath(c *gin.Context, req SendRequest) error {
 	dev := auth.DeviceFrom(c)
 	id, err := roomIDParam(c)
 	if err != nil {
 		return err
 	}
-	typ := c.Param("eventType")
-	if err := validEventType(typ); err != nil {
+	req.Type = c.Param("eventType")
+	if err := validEventType(req.Type); err != nil {
 		return err
 	}
-	key := stateKeyParam(c)
 	from := Sender{User: dev.UserID, Device: dev.DeviceID}
-	if delayed, err := h.delayed(c, DelayedSend{From: from, Room: id, Type: typ, StateKey: &key}); delayed {
+	if delayed, err := h.delayed(c, DelayedSend{From: from, Room: id, Type: req.Type, StateKey: req.StateKey, TxnID: req.TxnID}); delayed {
 		return err
 	}
-	content, err := events.ReadContent(c.Request.Body, maxPDUSize)
+	req.Content, err = events.ReadContent(c.Request.Body, maxPDUSize)
 	if err != nil {
 		return err
 	}
-	eid, err := h.s.Send(c.Request.Context(), from, id, SendRequest{Type: typ, StateKey: &key, Content: content})
+	eid, err := h.s.Send(c.Request.Context(), from, id, req)
 	if err != nil {
 		return err
 	}
@@ -530,11 +540,7 @@ func appendRawList(b []byte, list []json.RawMessage) []byte {
 // GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
 func (h *handlers) context(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
@@ -570,11 +576,7 @@ func (h *handlers) context(c *gin.Context) error {
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 func (h *handlers) event(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
@@ -593,11 +595,7 @@ func (h *handlers) event(c *gin.Context) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
 func (h *handlers) redact(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	id, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}

@@ -106,11 +106,7 @@ func (s *Service) stateFor(ctx context.Context, a *access) ([]*events.PDU, error
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*events.PDU, len(evs))
-	for i, ev := range evs {
-		out[i] = ev.PDU
-	}
-	return out, nil
+	return pdusOf(evs), nil
 }
 
 // State returns the room's state as the user may see it.

@@ -156,11 +156,7 @@ func (s *Service) eventsByID(ctx context.Context, ids []spec.EventID) (map[spec.
 		for i, id := range ids[:n] {
 			args[i] = string(id)
 		}
-		rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.event_id IN (`+placeholders(1, n)+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := scanEvents(rows)
+		evs, err := s.queryEvents(ctx, `WHERE e.event_id IN (`+placeholders(1, n)+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -716,11 +712,7 @@ func (s *Service) Relations(ctx context.Context, user spec.UserID, room spec.Roo
 // the children of an event, paginated either way, with optional recursion.
 func (h *handlers) relations(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, err := roomIDParam(c)
-	if err != nil {
-		return err
-	}
-	eid, err := eventIDParam(c)
+	room, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}

@@ -210,36 +210,47 @@ func (s *Service) ReportedEvent(ctx context.Context, r *Report) (*Event, error) 
 	return ev, nil
 }
 
-// readReason reads {"reason": …}; required says whether it must be present.
-func readReason(c *gin.Context, required bool) (string, error) {
+// readReason reads {"reason": …}; without a reason it is "".
+func readReason(c *gin.Context) (string, error) {
+	reason, err := readReasonMember(c)
+	if err != nil || reason == nil {
+		return "", err
+	}
+	return *reason, nil
+}
+
+// readRequiredReason reads {"reason": …}, which must have a reason (it may
+// be empty).
+func readRequiredReason(c *gin.Context) (string, error) {
+	reason, err := readReasonMember(c)
+	if err != nil {
+		return "", err
+	}
+	if reason == nil {
+		return "", spec.MissingParam("reason is required (it may be empty)")
+	}
+	return *reason, nil
+}
+
+func readReasonMember(c *gin.Context) (*string, error) {
 	var body struct {
 		Reason *string `json:"reason"`
 	}
 	if err := api.ReadJSON(c, &body); err != nil {
-		return "", err
+		return nil, err
 	}
-	if body.Reason == nil {
-		if required {
-			return "", spec.MissingParam("reason is required (it may be empty)")
-		}
-		return "", nil
-	}
-	return *body.Reason, nil
+	return body.Reason, nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}: report an event
 // of a room the caller is joined to.
 func (h *handlers) reportEvent(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	room, err := roomIDParam(c)
+	room, eid, err := roomEventParams(c)
 	if err != nil {
 		return err
 	}
-	eid, err := eventIDParam(c)
-	if err != nil {
-		return err
-	}
-	reason, err := readReason(c, false)
+	reason, err := readReason(c)
 	if err != nil {
 		return err
 	}
@@ -257,7 +268,7 @@ func (h *handlers) reportRoom(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	reason, err := readReason(c, true)
+	reason, err := readRequiredReason(c)
 	if err != nil {
 		return err
 	}
@@ -275,7 +286,7 @@ func (h *handlers) reportUser(c *gin.Context) error {
 	if err != nil {
 		return spec.InvalidParam("user ID: %v", err)
 	}
-	reason, err := readReason(c, true)
+	reason, err := readRequiredReason(c)
 	if err != nil {
 		return err
 	}

@@ -276,11 +276,7 @@ func (s *Service) load(ctx context.Context) error {
 
 func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	snap := &snapshot{}
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
-	if err != nil {
-		return err
-	}
-	state, err := scanEvents(rows)
+	state, err := s.queryEvents(ctx, `JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
 	if err != nil {
 		return err
 	}
@@ -289,11 +285,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 		snap.state = snap.state.With(authrules.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}, ev.PDU)
 	}
 	// Membership and visibility histories.
-	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
-	if err != nil {
-		return err
-	}
-	hist, err := scanEvents(rows)
+	hist, err := s.queryEvents(ctx, `WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
 	if err != nil {
 		return err
 	}
@@ -302,11 +294,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	}
 	r.recent = nil
 	// The latest events, and one more to know where memory starts.
-	rows, err = s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.room_id = $1 ORDER BY e.position DESC LIMIT $2`, string(r.id), recentSize+1)
-	if err != nil {
-		return err
-	}
-	latest, err := scanEvents(rows)
+	latest, err := s.queryEvents(ctx, `WHERE e.room_id = $1 ORDER BY e.position DESC LIMIT $2`, string(r.id), recentSize+1)
 	if err != nil {
 		return err
 	}

@@ -215,13 +215,28 @@ func scanEvents(rows *sql.Rows) ([]*Event, error) {
 const eventColumns = `e.position, e.event_id, e.json, e.sender_device, e.txn_id, r.version, rb.event_id, rb.json
 	FROM events e JOIN rooms r ON r.room_id = e.room_id LEFT JOIN events rb ON rb.event_id = e.redacted_by`
 
-// eventByID loads one event.
-func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.event_id = $1`, string(id))
+// pdusOf is the PDUs of evs, in order.
+func pdusOf(evs []*Event) []*events.PDU {
+	out := make([]*events.PDU, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.PDU
+	}
+	return out
+}
+
+// queryEvents loads the events a query selects; rest is the query after
+// SELECT eventColumns: joins, WHERE, ORDER BY and LIMIT.
+func (s *Service) queryEvents(ctx context.Context, rest string, args ...any) ([]*Event, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` `+rest, args...)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := scanEvents(rows)
+	return scanEvents(rows)
+}
+
+// eventByID loads one event.
+func (s *Service) eventByID(ctx context.Context, id spec.EventID) (*Event, error) {
+	evs, err := s.queryEvents(ctx, `WHERE e.event_id = $1`, string(id))
 	if err != nil {
 		return nil, err
 	}
@@ -246,28 +261,20 @@ func (s *Service) eventsBetween(ctx context.Context, room spec.RoomID, rg eventR
 	if rg.backwards {
 		order = "DESC"
 	}
-	q := `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position > $2 AND e.position <= $3 ORDER BY e.position ` + order
+	q := `WHERE e.room_id = $1 AND e.position > $2 AND e.position <= $3 ORDER BY e.position ` + order
 	if rg.limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", rg.limit)
 	}
-	rows, err := s.db.Query(ctx, q, string(room), rg.from, rg.to)
-	if err != nil {
-		return nil, err
-	}
-	return scanEvents(rows)
+	return s.queryEvents(ctx, q, string(room), rg.from, rg.to)
 }
 
 // stateAt returns the room's state just after position pos: for each
 // (type, state_key) the state event with the highest position ≤ pos. On one
 // server the room's DAG is a line, so this is the state at that point.
 func (s *Service) stateAt(ctx context.Context, room spec.RoomID, pos int64) ([]*Event, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.position IN (
+	return s.queryEvents(ctx, `WHERE e.position IN (
 		SELECT max(position) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND position <= $2
 		GROUP BY type, state_key) ORDER BY e.position`, string(room), pos)
-	if err != nil {
-		return nil, err
-	}
-	return scanEvents(rows)
 }
 
 // txnKey names one client transaction: transaction IDs are scoped to a

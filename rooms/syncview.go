@@ -152,11 +152,7 @@ func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*ev
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*events.PDU, len(evs))
-	for i, ev := range evs {
-		out[i] = ev.PDU
-	}
-	return out, nil
+	return pdusOf(evs), nil
 }
 
 // StateDelta returns the state that changed in (from, to]: for each key
@@ -165,23 +161,15 @@ func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64
 	if to <= from {
 		return nil, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` WHERE e.position IN (
+	evs, err := s.queryEvents(ctx, `WHERE e.position IN (
 		SELECT max(position) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND position > $2 AND position <= $3
 		GROUP BY type, state_key) ORDER BY e.position`, string(id), from, to)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := scanEvents(rows)
-	if err != nil {
-		return nil, err
-	}
 	// A key changed in the window may have changed again later in memory
 	// (redactions rewrite the stored copy); the rows already are the latest.
-	out := make([]*events.PDU, len(evs))
-	for i, ev := range evs {
-		out[i] = ev.PDU
-	}
-	return out, nil
+	return pdusOf(evs), nil
 }
 
 // CurrentState returns one piece of current state from memory, or nil.

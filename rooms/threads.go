@@ -40,15 +40,21 @@ type ThreadsPage struct {
 	Next  *threadToken
 }
 
+// ThreadsQuery is which page of a room's threads /threads asks for.
+type ThreadsQuery struct {
+	Participated bool         // only threads the user started or replied in
+	From         *threadToken // nil: from the latest
+	Limit        int          // clamped to 1..100
+}
+
 // Threads lists the room's thread roots the user may see, ordered by the
-// latest thread event they may see; participated keeps the threads the user
-// started or replied in.
-func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomID, participated bool, from *threadToken, limit int) (*ThreadsPage, error) {
+// latest thread event they may see.
+func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomID, q ThreadsQuery) (*ThreadsPage, error) {
 	a, err := s.readAccess(user, room)
 	if err != nil {
 		return nil, err
 	}
-	limit = min(max(limit, 1), 100)
+	limit := min(max(q.Limit, 1), 100)
 	rows, err := scanChildren(ctx, s, `SELECT `+childColumns+` WHERE room_id = $1 AND rel_type = 'm.thread' ORDER BY position`, string(room))
 	if err != nil {
 		return nil, err
@@ -75,7 +81,7 @@ func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomI
 	}
 	list := make([]*thread, 0, len(byRoot))
 	for _, t := range byRoot {
-		if from == nil || t.latest < int64(*from) {
+		if q.From == nil || t.latest < int64(*q.From) {
 			list = append(list, t)
 		}
 	}
@@ -95,7 +101,7 @@ func (s *Service) Threads(ctx context.Context, user spec.UserID, room spec.RoomI
 		if root == nil || root.PDU.RoomID() != room || root.Position > a.upTo || !a.r.canSee(user, root) {
 			continue
 		}
-		if participated && !t.participated && root.PDU.Sender() != user {
+		if q.Participated && !t.participated && root.PDU.Sender() != user {
 			continue
 		}
 		page.Roots = append(page.Roots, root)
@@ -111,31 +117,29 @@ func (h *handlers) threads(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	participated := false
+	q := ThreadsQuery{Limit: 10}
 	switch c.Query("include") {
 	case "", "all":
 	case "participated":
-		participated = true
+		q.Participated = true
 	default:
 		return spec.InvalidParam("include must be all or participated")
 	}
-	limit := 10
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
 			return spec.InvalidParam("limit must be an integer greater than zero")
 		}
-		limit = n
+		q.Limit = n
 	}
-	var from *threadToken
 	if v := c.Query("from"); v != "" {
 		t, err := parseThreadToken(v)
 		if err != nil {
 			return err
 		}
-		from = &t
+		q.From = &t
 	}
-	page, err := h.s.Threads(c.Request.Context(), dev.UserID, room, participated, from, limit)
+	page, err := h.s.Threads(c.Request.Context(), dev.UserID, room, q)
 	if err != nil {
 		return err
 	}

@@ -10,12 +10,27 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
+// Direction is the way a walk through a room's timeline goes.
+type Direction int
+
+const (
+	Backward Direction = iota // towards older events (dir=b)
+	Forward                   // towards newer events (dir=f)
+)
+
+func (d Direction) String() string {
+	if d == Forward {
+		return "forward"
+	}
+	return "backward"
+}
+
 // EventAtTimestamp returns the visible event closest to ts in a direction:
 // forward, the first with origin_server_ts ≥ ts; backward, the last with
 // origin_server_ts ≤ ts. Ties on the timestamp go by stream order. Events
 // the user may not see are skipped, so the answer never points into history
 // hidden from them.
-func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room spec.RoomID, ts int64, forward bool) (*Event, error) {
+func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room spec.RoomID, ts int64, dir Direction) (*Event, error) {
 	a, err := s.readAccess(user, room)
 	if err != nil {
 		return nil, err
@@ -23,25 +38,21 @@ func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room s
 	const batch = 100
 	// The cursor is (origin_server_ts, position) of the last event looked at.
 	curTS, curPos := ts, int64(-1)
-	if !forward {
+	if dir == Backward {
 		curPos = a.upTo + 1
 	}
 	for {
 		var q string
-		if forward {
-			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+		if dir == Forward {
+			q = `WHERE e.room_id = $1 AND e.position <= $2
 				AND (e.origin_server_ts > $3 OR (e.origin_server_ts = $4 AND e.position > $5))
 				ORDER BY e.origin_server_ts, e.position LIMIT ` + strconv.Itoa(batch)
 		} else {
-			q = `SELECT ` + eventColumns + ` WHERE e.room_id = $1 AND e.position <= $2
+			q = `WHERE e.room_id = $1 AND e.position <= $2
 				AND (e.origin_server_ts < $3 OR (e.origin_server_ts = $4 AND e.position < $5))
 				ORDER BY e.origin_server_ts DESC, e.position DESC LIMIT ` + strconv.Itoa(batch)
 		}
-		rows, err := s.db.Query(ctx, q, string(room), a.upTo, curTS, curTS, curPos)
-		if err != nil {
-			return nil, err
-		}
-		evs, err := scanEvents(rows)
+		evs, err := s.queryEvents(ctx, q, string(room), a.upTo, curTS, curTS, curPos)
 		if err != nil {
 			return nil, err
 		}
@@ -52,10 +63,6 @@ func (s *Service) EventAtTimestamp(ctx context.Context, user spec.UserID, room s
 			curTS, curPos = ev.PDU.OriginServerTS(), ev.Position
 		}
 		if len(evs) < batch {
-			dir := "forward"
-			if !forward {
-				dir = "backward"
-			}
 			return nil, spec.NotFound("no event from %d in the %s direction", ts, dir)
 		}
 	}
@@ -77,17 +84,18 @@ func (h *handlers) timestampToEvent(c *gin.Context) error {
 	if err != nil || ts < 0 {
 		return spec.InvalidParam("ts must be a timestamp in milliseconds")
 	}
-	var forward bool
+	var dir Direction
 	switch c.Query("dir") {
 	case "f":
-		forward = true
+		dir = Forward
 	case "b":
+		dir = Backward
 	case "":
 		return spec.MissingParam("dir is required")
 	default:
 		return spec.InvalidParam("dir must be f or b")
 	}
-	ev, err := h.s.EventAtTimestamp(c.Request.Context(), dev.UserID, room, ts, forward)
+	ev, err := h.s.EventAtTimestamp(c.Request.Context(), dev.UserID, room, ts, dir)
 	if err != nil {
 		return err
 	}

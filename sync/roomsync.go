@@ -68,7 +68,10 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		return nil, err
 	}
 
-	if err := s.roomState(ctx, req, id, fresh, limited, since, start, now.Pos, evs, &jr.State, &jr.StateAfter); err != nil {
+	jr.State, jr.StateAfter, err = s.roomState(ctx, req, id, timelineWindow{
+		fresh: fresh, events: evs, limited: limited, since: since, start: start, end: now.Pos,
+	})
+	if err != nil {
 		return nil, err
 	}
 	if jr.Ephemeral.Events, err = s.roomEphemeral(ctx, req, id, now, typing, receiptsChanged); err != nil {
@@ -177,38 +180,47 @@ func (jr *JoinedRoom) setUnreadCounts(counts roomCounts, perThread bool) {
 	}
 }
 
-// roomState fills state (the state before the timeline: full for a fresh
+// timelineWindow is a room's timeline in one response and where it lies.
+type timelineWindow struct {
+	fresh   bool // the client is to get the room's whole state
+	events  []*rooms.Event
+	limited bool  // events between since and the timeline were left out
+	since   int64 // where what the client has of the room ends
+	start   int64 // the position just before the timeline (its prev_batch)
+	end     int64 // the position the timeline ends at
+}
+
+// roomState returns state (the state before the timeline: full for a fresh
 // room, the changes since the token when the timeline skipped some) or, with
-// use_state_after, state_after (the state at the end of the timeline: full
-// when fresh, else every change since the token).
-func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, fresh, limited bool, since, start, end int64, timeline []*rooms.Event, state, stateAfter **EventList) error {
+// use_state_after, stateAfter (the state at the end of the timeline: full
+// when fresh, else every change since the token); the other is nil.
+func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w timelineWindow) (state, stateAfter *EventList, err error) {
 	sf := req.stateFilter()
 	lazy := sf != nil && sf.LazyLoadMembers
 	var list []*events.PDU
-	var err error
 	if req.stateAfter {
 		switch {
-		case fresh:
-			list, err = s.rooms.StateAt(ctx, id, end)
-		case limited:
-			list, err = s.rooms.StateDelta(ctx, id, since, end)
+		case w.fresh:
+			list, err = s.rooms.StateAt(ctx, id, w.end)
+		case w.limited:
+			list, err = s.rooms.StateDelta(ctx, id, w.since, w.end)
 		default:
-			list = timelineState(timeline)
+			list = timelineState(w.events)
 		}
 	} else {
 		switch {
-		case fresh:
-			list, err = s.rooms.StateAt(ctx, id, start)
-		case limited:
-			list, err = s.rooms.StateDelta(ctx, id, since, start)
+		case w.fresh:
+			list, err = s.rooms.StateAt(ctx, id, w.start)
+		case w.limited:
+			list, err = s.rooms.StateDelta(ctx, id, w.since, w.start)
 		}
 	}
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	out := []json.RawMessage{}
 	senders := map[spec.UserID]bool{req.user: true}
-	for _, ev := range timeline {
+	for _, ev := range w.events {
 		senders[ev.PDU.Sender()] = true
 	}
 	for _, p := range list {
@@ -224,13 +236,12 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, f
 		out = append(out, req.renderState(p))
 	}
 	if req.stateAfter {
-		*stateAfter = &EventList{Events: out}
-		return nil
+		return nil, &EventList{Events: out}, nil
 	}
-	if len(out) > 0 || fresh {
-		*state = &EventList{Events: out}
+	if len(out) > 0 || w.fresh {
+		return &EventList{Events: out}, nil, nil
 	}
-	return nil
+	return nil, nil, nil
 }
 
 // timelineState is the latest state event per key among the timeline's
@@ -254,11 +265,20 @@ func timelineState(evs []*rooms.Event) []*events.PDU {
 	return out
 }
 
+// leftKind is whether the user still has a room they left (or were banned
+// from) or has forgotten it.
+type leftKind int
+
+const (
+	leftKept      leftKind = iota
+	leftForgotten          // only a leave since the token is told
+)
+
 // leftRoom builds one room of rooms.leave: the timeline up to the user's
 // leave. A leave since the token is always there (with full_state too); an
 // older one only on an initial or full_state sync with include_leave, and
 // never for a room the user forgot.
-func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) (*LeftRoom, error) {
+func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, now Token, kind leftKind) (*LeftRoom, error) {
 	leavePos, _ := s.rooms.MembershipEvent(req.user, id)
 	if leavePos > now.Pos {
 		return nil, nil
@@ -267,9 +287,9 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 	fresh := req.initial() || req.fullState
 	switch {
 	case newLeave:
-	case forgotten || !fresh:
+	case kind == leftForgotten || !fresh:
 		return nil, nil
-	case rf == nil || !rf.IncludeLeave:
+	case req.filter.Room == nil || !req.filter.Room.IncludeLeave:
 		return nil, nil
 	}
 	floor := req.sincePos()
@@ -294,7 +314,10 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 	if lr.Timeline.Events, err = s.renderTimeline(ctx, req, evs, limited); err != nil {
 		return nil, err
 	}
-	if err := s.roomState(ctx, req, id, fresh, limited, floor, start, leavePos, evs, &lr.State, &lr.StateAfter); err != nil {
+	lr.State, lr.StateAfter, err = s.roomState(ctx, req, id, timelineWindow{
+		fresh: fresh, events: evs, limited: limited, since: floor, start: start, end: leavePos,
+	})
+	if err != nil {
 		return nil, err
 	}
 	return lr, nil

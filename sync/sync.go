@@ -193,8 +193,8 @@ func (s *Service) longPoll(ctx context.Context, req *request, timeout time.Durat
 }
 
 // addLeftRoom adds one room to rooms.leave if leftRoom has it to say.
-func (s *Service) addLeftRoom(ctx context.Context, req *request, rs *Rooms, id spec.RoomID, now Token, rf *RoomFilter, forgotten bool) error {
-	lr, err := s.leftRoom(ctx, req, id, now, rf, forgotten)
+func (s *Service) addLeftRoom(ctx context.Context, req *request, rs *Rooms, id spec.RoomID, now Token, kind leftKind) error {
+	lr, err := s.leftRoom(ctx, req, id, now, kind)
 	if err != nil || lr == nil {
 		return err
 	}
@@ -391,7 +391,7 @@ func (s *Service) roomsPart(ctx context.Context, req *request, now Token, roomAc
 		case spec.Invite, spec.Knock:
 			s.addStrippedRoom(req, rs, id, membership, now, ignored)
 		default: // leave, ban
-			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, false); err != nil {
+			if err := s.addLeftRoom(ctx, req, rs, id, now, leftKept); err != nil {
 				return nil, err
 			}
 		}
@@ -403,7 +403,7 @@ func (s *Service) roomsPart(ctx context.Context, req *request, now Token, roomAc
 			if !rf.matchesRoom(id) {
 				continue
 			}
-			if err := s.addLeftRoom(ctx, req, rs, id, now, rf, true); err != nil {
+			if err := s.addLeftRoom(ctx, req, rs, id, now, leftForgotten); err != nil {
 				return nil, err
 			}
 		}

@@ -1,11 +1,9 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,29 +44,8 @@ func (r authResp) want(t *testing.T, status int, code string) authResp {
 // authCall sends a JSON request (body nil, a string, or a value).
 func authCall(t *testing.T, method, url, token string, body any) authResp {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := authResp{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	status, header, raw := doRequest(t, method, url, token, body)
+	out := authResp{status: status, header: header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &out.body)
 	return out
 }

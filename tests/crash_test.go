@@ -118,21 +118,30 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 	t.Logf("%d acknowledged events, all present after SIGKILL", len(acked))
 }
 
+// openIntact opens a database read-only (dsn) and fails the test unless
+// its integrity_check is ok.
+func openIntact(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok string
+	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+		db.Close()
+		t.Fatalf("integrity_check: %q %v", ok, err)
+	}
+	return db
+}
+
 // checkDAG opens the stopped server's database: integrity_check is ok,
 // every prev_event and auth_event of every event is stored, current state
 // points at stored events, and no event has a position beyond the saved
 // stream position.
 func checkDAG(t *testing.T, path string) {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openIntact(t, "file:"+path+"?mode=ro")
 	defer db.Close()
-	var ok string
-	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
-		t.Fatalf("integrity_check: %q %v", ok, err)
-	}
 	rows, err := db.Query("SELECT event_id, json FROM events")
 	if err != nil {
 		t.Fatal(err)

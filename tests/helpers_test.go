@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -65,6 +66,58 @@ func firstSync(t *testing.T, base, token string) string {
 		t.Fatalf("initial sync: %d %v", resp.StatusCode, err)
 	}
 	return out.NextBatch
+}
+
+// doRequest sends a request with an optional access token and body (nil; a
+// string, or []byte as application/octet-stream, sent as they are; any other
+// value as JSON) and returns the answer's status, header and body.
+func doRequest(t testing.TB, method, url, token string, body any) (int, http.Header, []byte) {
+	t.Helper()
+	var r io.Reader
+	contentType := "application/json"
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r, contentType = bytes.NewReader(b), "application/octet-stream"
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, raw
+}
+
+// sameList fails the test unless got is want, in order.
+func sameList[T comparable](t *testing.T, what string, got []T, want ...T) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: got %v, want %v", what, got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("%s: got %v, want %v", what, got, want)
+		}
+	}
 }
 
 // httpClient is a plain client with a timeout and no retries.

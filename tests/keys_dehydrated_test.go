@@ -21,23 +21,10 @@ func TestDehydratedDeviceLifecycle(t *testing.T) {
 	user, token := registerDummy(t, s, "dehydrator"+randomSuffix())
 	call := func(method, path string, body any) (int, map[string]any) {
 		t.Helper()
-		var rd *bytes.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		} else {
-			rd = bytes.NewReader(nil)
-		}
-		req, _ := http.NewRequest(method, s.URL+path, rd)
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
+		code, _, raw := doRequest(t, method, s.URL+path, token, body)
 		var out map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&out)
-		return res.StatusCode, out
+		_ = json.Unmarshal(raw, &out)
+		return code, out
 	}
 
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)

@@ -82,17 +82,7 @@ func matrixErr(t *testing.T, err error) (int, string) {
 // body.
 func rawGet(t *testing.T, rawURL, token string) (int, http.Header, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", rawURL, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, res.Header, b
+	return doRequest(t, "GET", rawURL, token, nil)
 }
 
 func errcodeOf(body []byte) string {

@@ -41,18 +41,6 @@ func eventIDs(evs []*event.Event) []id.EventID {
 	return out
 }
 
-func sameIDs(t *testing.T, what string, got []id.EventID, want ...id.EventID) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: got %v, want %v", what, got, want)
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("%s: got %v, want %v", what, got, want)
-		}
-	}
-}
-
 // TestRepliesEditsReactionsAndThreads drives relations with mautrix-go as a
 // client sees them: replies, edits (only the sender's count), reactions (no
 // duplicates), threads with their bundled summaries and the thread list.
@@ -159,12 +147,12 @@ func TestRepliesEditsReactionsAndThreads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameIDs(t, "thread page 1", eventIDs(thread.Chunk), threadIDs[2], threadIDs[1])
+	sameList(t, "thread page 1", eventIDs(thread.Chunk), threadIDs[2], threadIDs[1])
 	thread2, err := bob.GetRelations(ctx, room, root, &mautrix.ReqGetRelations{RelationType: event.RelThread, Limit: 2, From: thread.NextBatch})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameIDs(t, "thread page 2", eventIDs(thread2.Chunk), threadIDs[0])
+	sameList(t, "thread page 2", eventIDs(thread2.Chunk), threadIDs[0])
 	reactions, err := alice.GetRelations(ctx, room, root, &mautrix.ReqGetRelations{RelationType: event.RelAnnotation, EventType: event.EventReaction})
 	if err != nil || len(reactions.Chunk) != 2 {
 		t.Fatalf("reactions: %v %v", reactions, err)

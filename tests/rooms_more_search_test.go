@@ -61,7 +61,7 @@ func TestSearchAndReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameIDs(t, "Bob, recent", searchIDs(res), hotel, flights)
+	sameList(t, "Bob, recent", searchIDs(res), hotel, flights)
 	if res.Count != 2 || len(res.Highlights) == 0 {
 		t.Fatalf("count %d, highlights %v", res.Count, res.Highlights)
 	}
@@ -87,7 +87,7 @@ func TestSearchAndReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameIDs(t, "pages", append(searchIDs(p1), searchIDs(p2)...), hotel, flights)
+	sameList(t, "pages", append(searchIDs(p1), searchIDs(p2)...), hotel, flights)
 	_, err = bob.Search(ctx, &mautrix.ReqSearch{NextBatch: "s42", SearchTerm: "lisbon"})
 	wantHTTPError(t, err, 400, "M_INVALID_PARAM")
 
@@ -96,7 +96,7 @@ func TestSearchAndReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameIDs(t, "Eve", searchIDs(er2), evesOwn)
+	sameList(t, "Eve", searchIDs(er2), evesOwn)
 
 	// Reports.
 	if err := bob.ReportEvent(ctx, room, flights, "spam"); err != nil {

@@ -20,18 +20,6 @@ func hierarchyIDs(res *mautrix.RespHierarchy) []id.RoomID {
 	return out
 }
 
-func sameRooms(t *testing.T, what string, got []id.RoomID, want ...id.RoomID) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: got %v, want %v", what, got, want)
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("%s: got %v, want %v", what, got, want)
-		}
-	}
-}
-
 // TestSpaceWithNestedChildren: a space, a sub-space and rooms, walked with
 // mautrix-go's Hierarchy; the walk shows each user only what they may see
 // or preview, ends loops, pages, and the room summary previews rooms.
@@ -78,7 +66,7 @@ func TestSpaceWithNestedChildren(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Depth first; HR (invite-only) is hidden from Bob; the loop ends.
-	sameRooms(t, "Bob", hierarchyIDs(res), top, eng, backend, general)
+	sameList(t, "Bob", hierarchyIDs(res), top, eng, backend, general)
 	if res.Rooms[0].Name != "Company" || res.Rooms[0].RoomType != event.RoomTypeSpace || len(res.Rooms[0].ChildrenState) != 3 ||
 		res.Rooms[2].Topic != "servers" || res.Rooms[3].CanonicalAlias != id.NewRoomAlias("general", alice.UserID.Homeserver()) {
 		t.Fatalf("summaries: %+v %+v", res.Rooms[0], res.Rooms[2])
@@ -87,18 +75,18 @@ func TestSpaceWithNestedChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRooms(t, "Alice", hierarchyIDs(all), top, eng, backend, general, hr)
+	sameList(t, "Alice", hierarchyIDs(all), top, eng, backend, general, hr)
 	one := 1
 	shallow, err := bob.Hierarchy(ctx, top, &mautrix.ReqHierarchy{MaxDepth: &one})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRooms(t, "depth 1", hierarchyIDs(shallow), top, eng, general)
+	sameList(t, "depth 1", hierarchyIDs(shallow), top, eng, general)
 	suggested, err := bob.Hierarchy(ctx, top, &mautrix.ReqHierarchy{SuggestedOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRooms(t, "suggested", hierarchyIDs(suggested), top, eng, backend)
+	sameList(t, "suggested", hierarchyIDs(suggested), top, eng, backend)
 	p1, err := bob.Hierarchy(ctx, top, &mautrix.ReqHierarchy{Limit: 3})
 	if err != nil || p1.NextBatch == "" {
 		t.Fatalf("page 1: %+v %v", p1, err)
@@ -107,7 +95,7 @@ func TestSpaceWithNestedChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRooms(t, "pages", append(hierarchyIDs(p1), hierarchyIDs(p2)...), top, eng, backend, general)
+	sameList(t, "pages", append(hierarchyIDs(p1), hierarchyIDs(p2)...), top, eng, backend, general)
 	_, err = bob.Hierarchy(ctx, top, &mautrix.ReqHierarchy{Limit: 3, From: p1.NextBatch, SuggestedOnly: true})
 	wantHTTPError(t, err, 400, "M_INVALID_PARAM")
 
@@ -118,7 +106,7 @@ func TestSpaceWithNestedChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRooms(t, "Eve from the sub-space", hierarchyIDs(sub), eng, backend)
+	sameList(t, "Eve from the sub-space", hierarchyIDs(sub), eng, backend)
 
 	// Room summaries: public rooms without a token, private ones only for
 	// their members.

@@ -130,11 +130,7 @@ func (r *Run) initialSyncs(users []*Client, roomIDs []string, tokens []string) e
 	}
 	for range roomsInitialReps {
 		for i, c := range users {
-			var resp *SyncResponse
-			err := lat.timed(func() (err error) {
-				resp, err = c.Sync(r.ctx, "", 0, filterTimeline20)
-				return err
-			})
+			resp, err := r.timedSync(&lat, c, "")
 			if err != nil {
 				return fmt.Errorf("initial sync: %w", err)
 			}
@@ -178,11 +174,7 @@ func (r *Run) emptySyncs(users []*Client, tokens []string) error {
 	}
 	for range roomsEmptyReps {
 		for i, c := range users {
-			var resp *SyncResponse
-			err := lat.timed(func() (err error) {
-				resp, err = c.Sync(r.ctx, tokens[i], 0, filterTimeline20)
-				return err
-			})
+			resp, err := r.timedSync(&lat, c, tokens[i])
 			if err != nil {
 				return fmt.Errorf("empty incremental sync: %w", err)
 			}
@@ -201,6 +193,17 @@ func (r *Run) emptySyncs(users []*Client, tokens []string) error {
 	r.res.addUsage("empty_sync_", u, len(lat.ds), "sync")
 	r.res.addCount("empty_sync_unexpected_events", unexpected)
 	return nil
+}
+
+// timedSync is one /sync of the rooms' timelines (filterTimeline20) since
+// the token ("": an initial sync), its latency added to lat.
+func (r *Run) timedSync(lat *latencies, c *Client, since string) (*SyncResponse, error) {
+	var resp *SyncResponse
+	err := lat.timed(func() (err error) {
+		resp, err = c.Sync(r.ctx, since, 0, filterTimeline20)
+		return err
+	})
+	return resp, err
 }
 
 // oneEventSyncs: in each round one message goes into each room (not
@@ -227,11 +230,7 @@ func (r *Run) oneEventSyncs(users []*Client, roomIDs []string, tokens []string, 
 			return err
 		}
 		for i, c := range users {
-			var resp *SyncResponse
-			err := lat.timed(func() (err error) {
-				resp, err = c.Sync(r.ctx, tokens[i], 0, filterTimeline20)
-				return err
-			})
+			resp, err := r.timedSync(&lat, c, tokens[i])
 			if err != nil {
 				return fmt.Errorf("incremental sync: %w", err)
 			}
