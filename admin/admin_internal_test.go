@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -82,6 +83,20 @@ func TestPage(t *testing.T) {
 		got, next := page(list, c.from, c.limit)
 		if len(got) != c.n || next != c.next {
 			t.Errorf("page(from %d, limit %d) = %v, %d", c.from, c.limit, got, next)
+		}
+	}
+}
+
+// TestGeneratedTokensAreLettersAndDigits: a generated invite code never
+// holds punctuation, so none begins with "-" and reads as a CLI flag.
+func TestGeneratedTokensAreLettersAndDigits(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		tok, err := randomToken(16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tok) != 16 || strings.Trim(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != "" {
+			t.Fatalf("generated token %q", tok)
 		}
 	}
 }

@@ -17,8 +17,11 @@ import (
 // Registration tokens are Chatalot's invite codes (m.login.registration_token);
 // auth stores and checks them, this file manages them.
 
-// tokenAlphabet is the grammar of a registration token.
-const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+// tokenAlphabet is what generated invite codes are made of: the letters
+// and digits of a registration token's grammar ([A-Za-z0-9._~-]). Codes are
+// typed and passed on the command line by people: one that began with "-"
+// would read as a flag (chatalot admin token revoke -X…).
+const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 func randomToken(length int) (string, error) {
 	b := make([]byte, length)
