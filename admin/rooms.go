@@ -334,6 +334,9 @@ type shutdownResult struct {
 	FailedToKickUsers []spec.UserID    `json:"failed_to_kick_users"`
 	LocalAliases      []spec.RoomAlias `json:"local_aliases"`
 	NewRoomID         *spec.RoomID     `json:"new_room_id"`
+	// RemovedRows is Chatalot's addition: the rows the purge deleted,
+	// per table (absent until the purge ran, or without purge).
+	RemovedRows storage.Removed `json:"removed_rows,omitempty"`
 }
 
 type task struct {
@@ -343,6 +346,7 @@ type task struct {
 	Status   string // scheduled, active, complete, failed
 	Error    string
 	Shutdown shutdownResult
+	by       Actor // who asked, for the purge's audit row
 	ended    time.Time
 }
 
@@ -435,6 +439,10 @@ type DeleteRoomRequest struct {
 	Block         *bool   `json:"block"`
 	Purge         *bool   `json:"purge"`
 	ForcePurge    *bool   `json:"force_purge"`
+	// DryRun (Chatalot's; also ?dry_run=true) changes nothing and answers
+	// what the deletion would do: the members it would remove, the aliases
+	// it would move, and the rows the purge would delete per table.
+	DryRun *bool `json:"dry_run"`
 }
 
 const (
@@ -445,15 +453,7 @@ const (
 // prepareDelete checks a deletion request and, when accepted, blocks the
 // room (if asked) and records the action, in one write, before any member
 // is moved: nobody can rejoin while the members leave.
-func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomRequest, error) {
-	id, err := roomParam(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	var req DeleteRoomRequest
-	if err := api.ReadJSON(c, &req); err != nil {
-		return nil, nil, err
-	}
+func (s *Service) prepareDelete(c *gin.Context, id spec.RoomID, req DeleteRoomRequest, async bool) (*task, *DeleteRoomRequest, error) {
 	block := req.Block != nil && *req.Block
 	if req.NewRoomUserID != nil {
 		u, err := spec.ParseUserID(*req.NewRoomUserID)
@@ -475,6 +475,7 @@ func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomR
 	if !started {
 		return nil, nil, spec.InvalidParam("a deletion of room %s is already in progress", id)
 	}
+	t.by = actor(c)
 	details := map[string]any{"delete_id": t.ID, "block": block, "purge": req.Purge == nil || *req.Purge,
 		"force_purge": req.ForcePurge != nil && *req.ForcePurge, "new_room_user_id": req.NewRoomUserID}
 	var fn func(*storage.Tx) error
@@ -495,7 +496,14 @@ func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomR
 // DELETE /_synapse/admin/v1/rooms/{roomId}: shuts the room down and
 // answers when done.
 func (s *Service) deleteRoomV1(c *gin.Context) error {
-	t, req, err := s.prepareDelete(c, false)
+	id, body, err := readDeleteRequest(c)
+	if err != nil {
+		return err
+	}
+	if body.dryRun(c) {
+		return s.dryRunDelete(c, id, body)
+	}
+	t, req, err := s.prepareDelete(c, id, body, false)
 	if err != nil {
 		return err
 	}
@@ -512,7 +520,14 @@ func (s *Service) deleteRoomV1(c *gin.Context) error {
 // DELETE /_synapse/admin/v2/rooms/{roomId}: starts the shutdown in the
 // background and answers its delete_id.
 func (s *Service) deleteRoomV2(c *gin.Context) error {
-	t, req, err := s.prepareDelete(c, true)
+	id, body, err := readDeleteRequest(c)
+	if err != nil {
+		return err
+	}
+	if body.dryRun(c) {
+		return s.dryRunDelete(c, id, body)
+	}
+	t, req, err := s.prepareDelete(c, id, body, true)
 	if err != nil {
 		return err
 	}
@@ -607,10 +622,12 @@ func (s *Service) shutdownRoom(ctx context.Context, t *task, req *DeleteRoomRequ
 				return
 			}
 		}
-		if err := s.rooms.PurgeRoom(ctx, t.Room); err != nil {
+		removed, err := s.purgeRoom(ctx, t.by, t.Room, t.ID)
+		if err != nil {
 			fail(err)
 			return
 		}
+		s.tasks.update(t, func(t *task) { t.Shutdown.RemovedRows = removed })
 	}
 	s.tasks.update(t, func(t *task) { t.Status = "complete" })
 }

@@ -94,6 +94,8 @@ type Service struct {
 
 	tasks *taskList // room deletions and history purges (rooms.go)
 
+	forgetters []rooms.RoomForgetter // rows about rooms in other packages (forget.go)
+
 	connMu sync.Mutex
 	conns  map[spec.UserID]map[string]connection // whois with IP logging on
 }

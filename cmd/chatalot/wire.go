@@ -115,6 +115,9 @@ func (a *App) wire(ctx context.Context) error {
 		return err
 	}
 	roomsSvc.SetDelayer(scheduleSvc)
+	// A room purge deletes every package's rows about the room in one
+	// transaction: rooms' own and those of these.
+	adminSvc.ForgetRoomsWith(syncSvc, pushSvc, authSvc, keysSvc, scheduleSvc)
 	scheduleSvc.Start()
 	caps := authSvc.Capabilities()
 	for k, v := range mediaSvc.Capabilities() {

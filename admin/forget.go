@@ -1,0 +1,44 @@
+package admin
+
+import (
+	"github.com/chatalot/chatalot/rooms"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// ForgetRoomsWith names the packages whose rows about a room a room purge
+// deletes, beside rooms' own (receipts, push, account data, key backups,
+// delayed events). Call it once every service is built, before serving.
+func (s *Service) ForgetRoomsWith(f ...rooms.RoomForgetter) {
+	s.forgetters = append(s.forgetters, f...)
+}
+
+// purgeOptions are the forgetters of a room purge: every package named by
+// ForgetRoomsWith, and admin's own rows.
+func (s *Service) purgeOptions(dryRun bool) rooms.PurgeOptions {
+	also := append([]rooms.RoomForgetter{}, s.forgetters...)
+	return rooms.PurgeOptions{DryRun: dryRun, Also: append(also, adminRoomRows{s})}
+}
+
+// adminRoomRows forgets the admin package's rows about a purged room: a
+// server-notices room that is gone is no longer anyone's (the next notice
+// makes a new one). A block stays — it is what keeps the room ID from
+// coming back — and so does the audit log, which records the purge.
+type adminRoomRows struct{ s *Service }
+
+func (a adminRoomRows) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.Removed) error {
+	if err := tx.Delete(removed, "admin_notice_rooms", `DELETE FROM admin_notice_rooms WHERE room_id = $1`, string(room)); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() {
+		a.s.mu.Lock()
+		if user, ok := a.s.noticeRoom[room]; ok {
+			delete(a.s.noticeRoom, room)
+			if a.s.noticeRooms[user] == room {
+				delete(a.s.noticeRooms, user)
+			}
+		}
+		a.s.mu.Unlock()
+	})
+	return nil
+}

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/chatalot/chatalot/storage"
+	"github.com/rs/zerolog"
+)
+
+const purgePassword = "correct horse battery staple"
+
+// newAdminTestApp is newTestApp with a server admin, "boss", created by the
+// CLI before the start as an operator would; it returns boss's token.
+func newAdminTestApp(t *testing.T) (*App, *httptest.Server, string) {
+	t.Helper()
+	cfg := defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Registration = "open"
+	cfg.RateLimits = "off"
+	cfg.Encryption = "optional"
+	if err := adminCreateUser([]string{"boss", "--admin", "--password-stdin", "--data-dir", cfg.DataDir},
+		strings.NewReader(purgePassword+"\n"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	app, err := openApp(cfg, zerolog.New(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(app.Router())
+	t.Cleanup(func() {
+		app.BeginShutdown()
+		srv.Close()
+		app.Close()
+	})
+	code, raw := request(t, "POST", srv.URL+"/_matrix/client/v3/login", "",
+		`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"boss"},"password":"`+purgePassword+`"}`)
+	if code != 200 {
+		t.Fatalf("login: %d %s", code, raw)
+	}
+	return app, srv, between(raw, `"access_token":"`, `"`)
+}
+
+// mustRequest sends a request and fails the test unless it answers 200.
+func mustRequest(t *testing.T, method, u, token, body string) string {
+	t.Helper()
+	code, raw := request(t, method, u, token, body)
+	if code != 200 {
+		t.Fatalf("%s %s: %d %s", method, u, code, raw)
+	}
+	return raw
+}
+
+// roomTraces counts, per table, the rows that still name the room: any
+// column holding the room ID or one of its event IDs, and, in a table with
+// a position column, any row at one of the room's event positions (search
+// words and notifications are keyed by position alone). Stream positions
+// are unique server-wide, so no other room's row can match.
+func roomTraces(t *testing.T, db *storage.DB, room string, eventIDs []string, positions []int64) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := db.Query(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	rows.Close()
+	needles, _ := json.Marshal(append([]string{room}, eventIDs...))
+	pos, _ := json.Marshal(positions)
+	out := map[string]int{}
+	for _, tb := range tables {
+		cols, err := db.Query(ctx, `SELECT name FROM pragma_table_info($1)`, tb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conds []string
+		var args []any
+		for cols.Next() {
+			var c string
+			cols.Scan(&c)
+			conds = append(conds, fmt.Sprintf(`EXISTS (SELECT 1 FROM json_each($%d) n WHERE instr(CAST("%s" AS TEXT), n.value) > 0)`, len(args)+1, c))
+			args = append(args, string(needles))
+			if c == "position" {
+				conds = append(conds, fmt.Sprintf(`position IN (SELECT value FROM json_each($%d))`, len(args)+1))
+				args = append(args, string(pos))
+			}
+		}
+		cols.Close()
+		var n int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM "`+tb+`" WHERE `+strings.Join(conds, " OR "), args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", tb, err)
+		}
+		if n > 0 && tb != "stream_position" { // the counter: its value may equal an event's position
+			out[tb] = n
+		}
+	}
+	return out
+}
+
+// roomEvents lists the room's event IDs and positions.
+func roomEvents(t *testing.T, db *storage.DB, room string) ([]string, []int64) {
+	t.Helper()
+	rows, err := db.Query(context.Background(), `SELECT event_id, position FROM events WHERE room_id = $1`, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	var ps []int64
+	for rows.Next() {
+		var id string
+		var p int64
+		rows.Scan(&id, &p)
+		ids, ps = append(ids, id), append(ps, p)
+	}
+	return ids, ps
+}
+
+// fillRoom makes a room with data in every package: messages (searchable,
+// some long), a thread with a subscription, a reaction, receipts, a tag and
+// room account data, notifications and unread counts, a delayed event and
+// a key backup entry. It returns the room and its members' tokens.
+func fillRoom(t *testing.T, base string, messages int) (room, alice, bob string) {
+	t.Helper()
+	alice = registerUser(t, base, "alice")
+	bob = registerUser(t, base, "bob")
+	raw := mustRequest(t, "POST", base+"/_matrix/client/v3/createRoom", alice, `{"preset":"public_chat","name":"Doomed"}`)
+	room = between(raw, `"room_id":"`, `"`)
+	r := url.PathEscape(room)
+	mustRequest(t, "POST", base+"/_matrix/client/v3/join/"+r, bob, `{}`)
+	send := func(token, txn, body string) string {
+		raw := mustRequest(t, "PUT", base+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/"+txn, token, body)
+		return between(raw, `"event_id":"`, `"`)
+	}
+	long := strings.Repeat("purgeable words fill pages ", 80)
+	var last string
+	for i := 0; i < messages; i++ {
+		last = send(alice, fmt.Sprint("m", i), fmt.Sprintf(`{"msgtype":"m.text","body":"canaryword %d bob %s"}`, i, long))
+	}
+	root := send(alice, "root", `{"msgtype":"m.text","body":"thread root canaryword"}`)
+	send(bob, "reply", `{"msgtype":"m.text","body":"in thread","m.relates_to":{"rel_type":"m.thread","event_id":"`+root+`"}}`)
+	mustRequest(t, "PUT", base+"/_matrix/client/v3/rooms/"+r+"/send/m.reaction/react", bob,
+		`{"m.relates_to":{"rel_type":"m.annotation","event_id":"`+last+`","key":"👍"}}`)
+	mustRequest(t, "PUT", base+"/_matrix/client/unstable/io.element.msc4306/rooms/"+r+"/thread/"+url.PathEscape(root)+"/subscription", alice, `{}`)
+	mustRequest(t, "POST", base+"/_matrix/client/v3/rooms/"+r+"/receipt/m.read/"+url.PathEscape(root), bob, `{}`)
+	mustRequest(t, "PUT", base+"/_matrix/client/v3/user/@bob:localhost/rooms/"+r+"/tags/u.work", bob, `{"order":0.5}`)
+	mustRequest(t, "PUT", base+"/_matrix/client/v3/user/@bob:localhost/rooms/"+r+"/account_data/org.example.setting", bob, `{"x":1}`)
+	mustRequest(t, "PUT", base+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/later?org.matrix.msc4140.delay=3600000", alice,
+		`{"msgtype":"m.text","body":"later"}`)
+	ver := between(mustRequest(t, "POST", base+"/_matrix/client/v3/room_keys/version", bob,
+		`{"algorithm":"m.megolm_backup.v1.curve25519-aes-sha2","auth_data":{"public_key":"abc"}}`), `"version":"`, `"`)
+	mustRequest(t, "PUT", base+"/_matrix/client/v3/room_keys/keys/"+r+"/session1?version="+ver, bob,
+		`{"first_message_index":0,"forwarded_count":0,"is_verified":false,"session_data":{"ciphertext":"x","ephemeral":"y","mac":"z"}}`)
+	return room, alice, bob
+}
+
+// TestRoomPurgeLeavesNoRow: the admin room deletion with purge removes
+// every row of every package that names the room, in one transaction (a
+// failure at any statement leaves the room whole), answers the rows per
+// table, and gives the pages back; a dry run changes nothing.
+func TestRoomPurgeLeavesNoRow(t *testing.T) {
+	app, srv, boss := newAdminTestApp(t)
+	room, alice, bob := fillRoom(t, srv.URL, 150)
+	r := url.PathEscape(room)
+	ids, positions := roomEvents(t, app.db, room)
+	before := roomTraces(t, app.db, room, ids, positions)
+	for _, tb := range []string{"events", "room_state", "rooms", "receipts", "account_data", "push_events", "push_read",
+		"push_thread_subscriptions", "search_docs", "search_words", "event_relations", "delayed_events", "backup_keys", "txn_ids"} {
+		if before[tb] == 0 {
+			t.Errorf("the test room has no row in %s: %v", tb, before)
+		}
+	}
+	if before["push_notified"]+before["push_staged"] == 0 {
+		t.Errorf("the test room has no notification: %v", before)
+	}
+	// The members leave first (no purge yet), so that every request below
+	// runs the purge alone.
+	mustRequest(t, "DELETE", srv.URL+"/_synapse/admin/v1/rooms/"+r, boss, `{"purge":false}`)
+	ids, positions = roomEvents(t, app.db, room)
+	before = roomTraces(t, app.db, room, ids, positions)
+
+	// A dry run reports what would go and changes nothing but the audit log.
+	state := dbState(t, app)
+	raw := mustRequest(t, "DELETE", srv.URL+"/_synapse/admin/v2/rooms/"+r+"?dry_run=true", boss, `{}`)
+	var dry struct {
+		DryRun  bool             `json:"dry_run"`
+		Removed map[string]int64 `json:"removed_rows"`
+		Total   int64            `json:"total_rows"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dry); err != nil || !dry.DryRun {
+		t.Fatalf("dry run: %s", raw)
+	}
+	if got := stripAudit(dbState(t, app)); got != stripAudit(state) {
+		t.Fatalf("the dry run changed the database:\n%s\n%s", state, got)
+	}
+	for tb, n := range withoutAudit(before) {
+		if dry.Removed[tb] != int64(n) && !strings.HasPrefix(tb, "push_") {
+			t.Errorf("dry run: %s would lose %d rows, the room has %d (%v)", tb, dry.Removed[tb], n, dry.Removed)
+		}
+	}
+
+	// A failure at any statement of the purge leaves the room whole.
+	var failures int
+	for step := 1; ; step++ {
+		app.db.SetFaultHook(func(s int) error {
+			if s == step {
+				return storage.ErrInjected
+			}
+			return nil
+		})
+		code, out := request(t, "DELETE", srv.URL+"/_synapse/admin/v1/rooms/"+r, boss, `{"force_purge":true}`)
+		app.db.SetFaultHook(nil)
+		if code == 200 {
+			raw = out
+			break
+		}
+		failures++
+		if got := roomTraces(t, app.db, room, ids, positions); fmt.Sprint(withoutAudit(got)) != fmt.Sprint(withoutAudit(before)) {
+			t.Fatalf("failure at step %d left a half-purged room:\nbefore %v\nafter  %v", step, before, got)
+		}
+		if step > 200 {
+			t.Fatal("the purge never succeeded")
+		}
+	}
+	if failures < 10 {
+		t.Fatalf("only %d failure points: the purge did not run in the loop", failures)
+	}
+	var done struct {
+		Removed map[string]int64 `json:"removed_rows"`
+	}
+	json.Unmarshal([]byte(raw), &done)
+	if fmt.Sprint(withoutAudit(int64s(done.Removed))) != fmt.Sprint(withoutAudit(int64s(dry.Removed))) {
+		t.Errorf("purge removed %v, the dry run said %v", done.Removed, dry.Removed)
+	}
+	left := withoutAudit(roomTraces(t, app.db, room, ids, positions))
+	if len(left) > 0 {
+		t.Fatalf("rows naming the purged room are left: %v", left)
+	}
+	// The audit log records the purge with its figures.
+	audit := mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/audit_log?limit=100", boss, "")
+	for _, a := range []string{`"purge_room"`, `"delete_room_dry_run"`, `"removed_rows"`} {
+		if !strings.Contains(audit, a) {
+			t.Errorf("audit log has no %s: %.500s", a, audit)
+		}
+	}
+	// The members' views forget it: no tag, no unread count, no room.
+	for _, tok := range []string{alice, bob} {
+		if s := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/sync", tok, ""); strings.Contains(s, room) {
+			t.Errorf("a fresh sync still names the purged room: %.300s", s)
+		}
+	}
+	if s := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/notifications", alice, ""); strings.Contains(s, room) {
+		t.Errorf("notifications still name the purged room")
+	}
+}
+
+// TestPurgeShrinksDatabase: the file is smaller after a purge (incremental
+// vacuum gives the pages back), and compaction answers sizes before and
+// after.
+func TestPurgeShrinksDatabase(t *testing.T) {
+	app, srv, boss := newAdminTestApp(t)
+	room, _, _ := fillRoom(t, srv.URL, 400)
+	space := func() storage.Space {
+		var sp storage.Space
+		json.Unmarshal([]byte(mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/database", boss, "")), &sp)
+		return sp
+	}
+	app.db.Compact(context.Background()) // the WAL back into the file, for a fair "before"
+	full := space()
+	if full.AutoVacuum != "incremental" {
+		t.Fatalf("a new database is not in incremental vacuum: %+v", full)
+	}
+	mustRequest(t, "DELETE", srv.URL+"/_synapse/admin/v1/rooms/"+url.PathEscape(room), boss, `{"force_purge":true}`)
+	purged := space()
+	t.Logf("database: %d bytes with the room, %d after its purge", full.FileBytes, purged.FileBytes)
+	if purged.FileBytes >= full.FileBytes*2/3 {
+		t.Fatalf("the purge freed too little: %d → %d bytes", full.FileBytes, purged.FileBytes)
+	}
+	var c struct {
+		Before, After storage.Space
+		Freed         int64 `json:"freed_bytes"`
+	}
+	json.Unmarshal([]byte(mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/chatalot/database/compact", boss, `{}`)), &c)
+	if c.Before.FileBytes == 0 || c.After.FileBytes > c.Before.FileBytes || c.After.AutoVacuum != "incremental" {
+		t.Fatalf("compact: %+v", c)
+	}
+}
+
+// withoutAudit drops the audit log (which records each attempt) from
+// per-table counts, and adds staged notifications to the notified ones:
+// push moves them from one table to the other in the background.
+func withoutAudit(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		switch k {
+		case "admin_audit_log":
+		case "push_staged":
+			out["push_notified"] += v
+		default:
+			out[k] += v
+		}
+	}
+	return out
+}
+
+func int64s(m map[string]int64) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
+}
+
+// stripAudit removes the audit log's count from a dbState string.
+func stripAudit(s string) string {
+	var kept []string
+	for _, f := range strings.Fields(s) {
+		if !strings.HasPrefix(f, "admin_audit_log=") {
+			kept = append(kept, f)
+		}
+	}
+	return strings.Join(kept, " ")
+}
