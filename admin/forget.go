@@ -42,3 +42,15 @@ func (a adminRoomRows) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed stor
 	})
 	return nil
 }
+
+// historyOptions are the forgetters of a history purge: the packages of
+// ForgetRoomsWith that keep rows about single events.
+func (s *Service) historyOptions(dryRun bool) rooms.PurgeOptions {
+	opts := rooms.PurgeOptions{DryRun: dryRun}
+	for _, f := range s.forgetters {
+		if e, ok := f.(rooms.EventForgetter); ok {
+			opts.Events = append(opts.Events, e)
+		}
+	}
+	return opts
+}

@@ -134,3 +134,40 @@ func (s *Service) compact(c *gin.Context) error {
 	c.JSON(http.StatusOK, gin.H{"before": before, "after": after, "freed_bytes": before.FileBytes - after.FileBytes})
 	return nil
 }
+
+// dryRunPurgeHistory answers the rows a history purge would delete.
+func (s *Service) dryRunPurgeHistory(c *gin.Context, room spec.RoomID, before int64, details map[string]any) error {
+	ctx := c.Request.Context()
+	removed, err := s.rooms.PurgeHistoryWith(ctx, room, before, s.historyOptions(true))
+	if err != nil {
+		return err
+	}
+	details["dry_run"] = true
+	details["total_rows"] = removed.Total()
+	if err := s.record(ctx, actor(c), "purge_history_dry_run", string(room), details, nil); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, gin.H{"dry_run": true, "removed_rows": removed, "total_rows": removed.Total()})
+	return nil
+}
+
+// purgeHistoryRows deletes the room's message events before the position
+// with every package's rows about them, the audit row of the figures in the
+// same transaction, then gives the freed pages back.
+func (s *Service) purgeHistoryRows(ctx context.Context, who Actor, room spec.RoomID, before int64, purgeID string) (storage.Removed, error) {
+	opts := s.historyOptions(false)
+	opts.Record = func(tx *storage.Tx, removed storage.Removed) error {
+		e := AuditEntry{TS: s.now().UnixMilli(), Actor: who.String(), Origin: s.origin(), Action: "purged_history",
+			Target: string(room), Details: map[string]any{"purge_id": purgeID, "removed_rows": removed, "total_rows": removed.Total()}}
+		s.logAction(e)
+		return insertAudit(tx, e)
+	}
+	removed, err := s.rooms.PurgeHistoryWith(ctx, room, before, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.FreePages(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("could not give a history purge's pages back")
+	}
+	return removed, nil
+}

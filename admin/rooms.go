@@ -346,7 +346,8 @@ type task struct {
 	Status   string // scheduled, active, complete, failed
 	Error    string
 	Shutdown shutdownResult
-	by       Actor // who asked, for the purge's audit row
+	Removed  storage.Removed // rows a history purge deleted
+	by       Actor           // who asked, for the purge's audit row
 	ended    time.Time
 }
 
@@ -405,6 +406,9 @@ func (l *taskList) json(t *task, withShutdown bool) gin.H {
 		out["shutdown_room"] = sr
 	} else {
 		out = gin.H{"status": t.Status}
+		if t.Removed != nil {
+			out["removed_rows"] = t.Removed
+		}
 	}
 	if t.Error != "" {
 		out["error"] = t.Error
@@ -674,9 +678,17 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 		DeleteLocalEvents bool    `json:"delete_local_events"`
 		PurgeUpToEventID  *string `json:"purge_up_to_event_id"`
 		PurgeUpToTS       *int64  `json:"purge_up_to_ts"`
+		// DryRun (Chatalot's; also ?dry_run=true) answers at once the
+		// rows the purge would delete, per table, and deletes nothing.
+		DryRun *bool `json:"dry_run"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
 		return err
+	}
+	if q, err := boolParam(c, "dry_run"); err != nil {
+		return err
+	} else if req.DryRun == nil {
+		req.DryRun = q
 	}
 	ctx := c.Request.Context()
 	eventID := c.Param("eventId")
@@ -709,6 +721,9 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 	default:
 		return spec.MissingParam("purge_up_to_event_id or purge_up_to_ts is required")
 	}
+	if req.DryRun != nil && *req.DryRun {
+		return s.dryRunPurgeHistory(c, r.RoomID, before, details)
+	}
 	t, started := s.tasks.start(r.RoomID, "purge")
 	if !started {
 		return spec.InvalidParam("a purge of room %s is already in progress", r.RoomID)
@@ -718,13 +733,16 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
 		return err
 	}
+	who := actor(c) // the gin context is not ours once the handler returns
 	go func() {
 		s.tasks.update(t, func(t *task) { t.Status = "active" })
 		if req.DeleteLocalEvents {
-			if _, err := s.rooms.PurgeHistory(context.WithoutCancel(ctx), r.RoomID, before); err != nil {
+			removed, err := s.purgeHistoryRows(context.WithoutCancel(ctx), who, r.RoomID, before, t.ID)
+			if err != nil {
 				s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
 				return
 			}
+			s.tasks.update(t, func(t *task) { t.Removed = removed })
 		}
 		s.tasks.update(t, func(t *task) { t.Status = "complete" })
 	}()

@@ -1,6 +1,8 @@
 package push
 
 import (
+	"encoding/json"
+
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -36,5 +38,29 @@ func (s *Service) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.R
 		}
 		s.subs.mu.Unlock()
 	})
+	return nil
+}
+
+// ForgetEvents deletes the notifications of purged events (a history
+// purge, rooms.PurgeHistoryWith). The unread counts kept in memory are
+// not recounted: they are right again after a restart.
+func (s *Service) ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int64, removed storage.Removed) error {
+	if len(positions) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(positions)
+	if err != nil {
+		return err
+	}
+	const doomed = `SELECT value FROM json_each($1)`
+	for _, d := range []struct{ table, query string }{
+		{"push_notified", `DELETE FROM push_notified WHERE position IN (` + doomed + `)`},
+		{"push_staged", `DELETE FROM push_staged WHERE position IN (` + doomed + `)`},
+		{"push_events", `DELETE FROM push_events WHERE position IN (` + doomed + `)`},
+	} {
+		if err := tx.Delete(removed, d.table, d.query, string(list)); err != nil {
+			return err
+		}
+	}
 	return nil
 }

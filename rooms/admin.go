@@ -218,8 +218,11 @@ type PurgeOptions struct {
 	// run in the write and are rolled back, so the figures are exact.
 	DryRun bool
 	// Also are the other packages whose rows about the room go in the
-	// same transaction.
+	// same transaction (a room purge).
 	Also []RoomForgetter
+	// Events are the packages whose rows about single events go with the
+	// events (a history purge).
+	Events []EventForgetter
 	// Record, when set, runs last in the same transaction with the final
 	// counts (the admin package writes its audit row there, so the purge
 	// and its record commit together). A dry run does not run it.
@@ -306,14 +309,29 @@ func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage
 	return nil
 }
 
+// EventForgetter is a package that keeps rows about single events by
+// stream position (push notifications): ForgetEvents deletes them for the
+// positions of a history purge inside tx.
+type EventForgetter interface {
+	ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int64, removed storage.Removed) error
+}
+
 // PurgeHistory deletes a room's message events (not state events) stored
 // before stream position before, never the room's latest event, and
 // returns how many went. State events stay: the room's state and its
 // membership history are built from them.
 func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error) {
+	removed, err := s.PurgeHistoryWith(ctx, id, before, PurgeOptions{})
+	return int(removed["events"]), err
+}
+
+// PurgeHistoryWith is PurgeHistory that also deletes the other packages'
+// rows about the purged events (opts.Events), in the same transaction,
+// counts every table, and can be a dry run.
+func (s *Service) PurgeHistoryWith(ctx context.Context, id spec.RoomID, before int64, opts PurgeOptions) (storage.Removed, error) {
 	r := s.room(id)
 	if r == nil {
-		return 0, spec.NotFound("unknown room %s", id)
+		return nil, spec.NotFound("unknown room %s", id)
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
@@ -321,25 +339,41 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 	if before > latest {
 		before = latest
 	}
-	var n int64
+	var removed storage.Removed
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		removed = storage.Removed{}
 		const doomed = `SELECT position FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`
 		room := string(id)
-		for _, q := range []string{
-			`DELETE FROM search_words WHERE position IN (` + doomed + `)`,
-			`DELETE FROM search_docs WHERE position IN (` + doomed + `)`,
-			`DELETE FROM event_relations WHERE position IN (` + doomed + `)`,
-			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`,
+		if len(opts.Events) > 0 {
+			positions, err := doomedPositions(tx, doomed, room, before)
+			if err != nil {
+				return err
+			}
+			for _, f := range opts.Events {
+				if err := f.ForgetEvents(tx, id, positions, removed); err != nil {
+					return err
+				}
+			}
+		}
+		for _, d := range []struct{ table, query string }{
+			{"search_words", `DELETE FROM search_words WHERE position IN (` + doomed + `)`},
+			{"search_docs", `DELETE FROM search_docs WHERE position IN (` + doomed + `)`},
+			{"event_relations", `DELETE FROM event_relations WHERE position IN (` + doomed + `)`},
+			{"txn_ids", `DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`},
+			{"events", `DELETE FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`},
 		} {
-			if _, err := tx.Exec(q, room, before); err != nil {
+			if err := tx.Delete(removed, d.table, d.query, room, before); err != nil {
 				return err
 			}
 		}
-		res, err := tx.Exec(`DELETE FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`, room, before)
-		if err != nil {
-			return err
+		if opts.Record != nil && !opts.DryRun {
+			if err := opts.Record(tx, removed); err != nil {
+				return err
+			}
 		}
-		n, _ = res.RowsAffected()
+		if opts.DryRun {
+			return errDryRun
+		}
 		tx.AfterCommit(func() {
 			r.histMu.Lock()
 			kept := r.recent[:0:0]
@@ -354,5 +388,28 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 		})
 		return nil
 	})
-	return int(n), err
+	if opts.DryRun && errors.Is(err, errDryRun) {
+		return removed, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+func doomedPositions(tx *storage.Tx, query, room string, before int64) ([]int64, error) {
+	rows, err := tx.Query(query, room, before)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var p int64
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatalot/chatalot/storage"
 	"github.com/rs/zerolog"
@@ -331,4 +332,97 @@ func stripAudit(s string) string {
 		}
 	}
 	return strings.Join(kept, " ")
+}
+
+// TestHistoryPurgeForgetsEvents: purge_history removes the message events
+// before a point with their search rows, relations, transaction IDs and
+// notifications, answers the rows per table (a dry run changes nothing),
+// and the purged messages are gone from /messages and search; state
+// events stay.
+func TestHistoryPurgeForgetsEvents(t *testing.T) {
+	app, srv, boss := newAdminTestApp(t)
+	alice := registerUser(t, srv.URL, "alice")
+	bob := registerUser(t, srv.URL, "bob")
+	room := between(mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/createRoom", alice, `{"preset":"public_chat"}`), `"room_id":"`, `"`)
+	r := url.PathEscape(room)
+	mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/join/"+r, bob, `{}`)
+	send := func(txn, body string) string {
+		raw := mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/"+txn, alice,
+			`{"msgtype":"m.text","body":"`+body+` bob"}`)
+		return between(raw, `"event_id":"`, `"`)
+	}
+	var old []string
+	for i := 0; i < 20; i++ {
+		old = append(old, send(fmt.Sprint("old", i), "oldword"))
+	}
+	mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/send/m.reaction/r1", bob,
+		`{"m.relates_to":{"rel_type":"m.annotation","event_id":"`+old[3]+`","key":"x"}}`)
+	cut := send("cut", "newword")
+	send("after", "newword")
+	var oldPositions []int64
+	for _, id := range old {
+		var p int64
+		app.db.QueryRow(context.Background(), `SELECT position FROM events WHERE event_id = $1`, id).Scan(&p)
+		oldPositions = append(oldPositions, p)
+	}
+	traces := func() map[string]int {
+		m := withoutAudit(roomTraces(t, app.db, "$never", old, oldPositions))
+		delete(m, "receipts") // none is on an old event, but a receipt may name the room's events
+		// Later events name the purged ones in prev_events (the DAG keeps
+		// its edges): count the events themselves, by position.
+		delete(m, "events")
+		list, _ := json.Marshal(oldPositions)
+		var n int
+		app.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE position IN (SELECT value FROM json_each($1))`, string(list)).Scan(&n)
+		if n > 0 {
+			m["events"] = n
+		}
+		return m
+	}
+	if n := traces(); n["events"] != 20 || n["search_docs"] != 20 || n["push_notified"] == 0 || n["txn_ids"] != 20 {
+		t.Fatalf("before the purge: %v", n)
+	}
+	body := `{"delete_local_events":true,"purge_up_to_event_id":"` + cut + `"}`
+	state := stripAudit(dbState(t, app))
+	raw := mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/purge_history/"+r+"?dry_run=true", boss, body)
+	if !strings.Contains(raw, `"dry_run":true`) || !strings.Contains(raw, `"search_docs":20`) {
+		t.Fatalf("dry run: %s", raw)
+	}
+	if got := stripAudit(dbState(t, app)); got != state {
+		t.Fatalf("the dry run changed the database:\n%s\n%s", state, got)
+	}
+	id := between(mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/purge_history/"+r, boss, body), `"purge_id":"`, `"`)
+	var status string
+	waitUntil(t, func() bool {
+		status = mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/purge_history_status/"+id, boss, "")
+		return strings.Contains(status, `"complete"`)
+	})
+	if !strings.Contains(status, `"events":21`) { // 20 messages and the reaction
+		t.Fatalf("status: %s", status)
+	}
+	if left := traces(); len(left) > 0 {
+		t.Fatalf("rows about purged events are left: %v", left)
+	}
+	msgs := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/messages?dir=b&limit=100", bob, "")
+	if strings.Contains(msgs, "oldword") || !strings.Contains(msgs, "newword") || !strings.Contains(msgs, `"m.room.create"`) {
+		t.Fatalf("messages after the purge: %.500s", msgs)
+	}
+	found := mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/search", bob, `{"search_categories":{"room_events":{"search_term":"oldword"}}}`)
+	if !strings.Contains(found, `"results":[]`) {
+		t.Fatalf("search still finds purged messages: %.300s", found)
+	}
+	if audit := mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/audit_log?limit=100", boss, ""); !strings.Contains(audit, `"purged_history"`) {
+		t.Fatalf("audit log: %.500s", audit)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("timed out")
 }
