@@ -244,6 +244,7 @@ func TestRoomPurgeLeavesNoRow(t *testing.T) {
 	if fmt.Sprint(withoutAudit(int64s(done.Removed))) != fmt.Sprint(withoutAudit(int64s(dry.Removed))) {
 		t.Errorf("purge removed %v, the dry run said %v", done.Removed, dry.Removed)
 	}
+	t.Logf("purge removed %d rows: %v", dry.Total, done.Removed)
 	left := withoutAudit(roomTraces(t, app.db, room, ids, positions))
 	if len(left) > 0 {
 		t.Fatalf("rows naming the purged room are left: %v", left)
