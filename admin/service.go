@@ -50,6 +50,8 @@ type Config struct {
 	// LogIPAddresses mirrors the server setting: only then does whois show
 	// the last address a session used, kept in memory, never stored.
 	LogIPAddresses bool
+	// Retention is the server's message retention (retention.go).
+	Retention RetentionPolicy
 }
 
 // Deps is what the service needs. Rooms, Media and Keys are nil in the CLI,

@@ -19,13 +19,16 @@ const purgePassword = "correct horse battery staple"
 
 // newAdminTestApp is newTestApp with a server admin, "boss", created by the
 // CLI before the start as an operator would; it returns boss's token.
-func newAdminTestApp(t *testing.T) (*App, *httptest.Server, string) {
+func newAdminTestApp(t *testing.T, settings ...func(*Config)) (*App, *httptest.Server, string) {
 	t.Helper()
 	cfg := defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Registration = "open"
 	cfg.RateLimits = "off"
 	cfg.Encryption = "optional"
+	for _, f := range settings {
+		f(&cfg)
+	}
 	if err := adminCreateUser([]string{"boss", "--admin", "--password-stdin", "--data-dir", cfg.DataDir},
 		strings.NewReader(purgePassword+"\n"), io.Discard); err != nil {
 		t.Fatal(err)
@@ -427,3 +430,74 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("timed out")
 }
+
+// TestRetentionPurgesExpiredMessages: a room whose m.room.retention sets a
+// one-second lifetime (raised to the server's minimum where shorter) loses
+// its older messages on the next pass: from /messages, /context, /event,
+// search, notifications and the database file; a room without a policy
+// keeps them, and state events stay.
+func TestRetentionPurgesExpiredMessages(t *testing.T) {
+	app, srv, boss := newAdminTestApp(t, func(c *Config) {
+		c.RetentionMin = "1s"
+		c.RetentionInterval = "100ms"
+	})
+	alice := registerUser(t, srv.URL, "alice")
+	bob := registerUser(t, srv.URL, "bob")
+	mk := func() (string, string) {
+		room := between(mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/createRoom", alice, `{"preset":"public_chat"}`), `"room_id":"`, `"`)
+		r := url.PathEscape(room)
+		mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/join/"+r, bob, `{}`)
+		return room, r
+	}
+	send := func(r, txn, body string) string {
+		return between(mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/"+txn, alice,
+			`{"msgtype":"m.text","body":"`+body+` bob"}`), `"event_id":"`, `"`)
+	}
+	_, r := mk()
+	_, k := mk()
+	// 10 ms asked, 1 s applied (retention_min_lifetime).
+	mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/m.room.retention/", alice, `{"max_lifetime":10}`)
+	old := send(r, "o1", "expiringword")
+	send(r, "o2", "expiringword")
+	send(k, "k1", "keptword")
+	time.Sleep(300 * time.Millisecond)
+	if m := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/messages?dir=b&limit=50", bob, ""); !strings.Contains(m, "expiringword") {
+		t.Fatal("messages went before their lifetime (the minimum is 1s)")
+	}
+	time.Sleep(900 * time.Millisecond)
+	send(r, "new", "freshword") // the room's latest event always stays: the old ones are now behind it
+	waitUntil(t, func() bool {
+		m := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/messages?dir=b&limit=50", bob, "")
+		return !strings.Contains(m, "expiringword")
+	})
+	m := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/messages?dir=b&limit=50", bob, "")
+	if !strings.Contains(m, "freshword") || !strings.Contains(m, retentionType) || !strings.Contains(m, `"m.room.create"`) {
+		t.Fatalf("after the purge: %.600s", m)
+	}
+	if code, _ := request(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/event/"+url.PathEscape(old), bob, ""); code != 404 {
+		t.Errorf("/event of an expired message: %d", code)
+	}
+	if code, _ := request(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/context/"+url.PathEscape(old), bob, ""); code != 404 {
+		t.Errorf("/context of an expired message: %d", code)
+	}
+	found := mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/search", bob, `{"search_categories":{"room_events":{"search_term":"expiringword"}}}`)
+	if !strings.Contains(found, `"results":[]`) {
+		t.Errorf("search finds expired messages: %.300s", found)
+	}
+	if n := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/notifications", bob, ""); strings.Contains(n, old) {
+		t.Errorf("notifications keep an expired message")
+	}
+	var rows int
+	app.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE instr(json, 'expiringword') > 0`).Scan(&rows)
+	if rows != 0 {
+		t.Errorf("%d expired events left in the database", rows)
+	}
+	if km := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+k+"/messages?dir=b&limit=50", bob, ""); !strings.Contains(km, "keptword") {
+		t.Errorf("a room without a policy lost its messages")
+	}
+	if audit := mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/audit_log?limit=100", boss, ""); !strings.Contains(audit, `"retention_purge"`) {
+		t.Errorf("audit log: %.400s", audit)
+	}
+}
+
+const retentionType = `"m.room.retention"`

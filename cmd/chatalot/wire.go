@@ -105,6 +105,7 @@ func (a *App) wire(ctx context.Context) error {
 	followups, stopFollowups := context.WithCancel(context.Background())
 	go func() { <-a.stopping; stopFollowups() }()
 	go adminSvc.RunFollowups(followups)
+	go adminSvc.RunRetention(followups) // message retention (MSC1763)
 	// schedule sends delayed events (MSC4140) through rooms; rooms hands it
 	// the sends that carry a delay.
 	scheduleSvc, err := schedule.New(ctx, schedule.Deps{
