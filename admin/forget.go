@@ -22,12 +22,16 @@ func (s *Service) purgeOptions(dryRun bool) rooms.PurgeOptions {
 
 // adminRoomRows forgets the admin package's rows about a purged room: a
 // server-notices room that is gone is no longer anyone's (the next notice
-// makes a new one). A block stays — it is what keeps the room ID from
+// makes a new one), and the deletion's resume row goes with the purge it
+// stood for. A block stays — it is what keeps the room ID from
 // coming back — and so does the audit log, which records the purge.
 type adminRoomRows struct{ s *Service }
 
 func (a adminRoomRows) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.Removed) error {
-	if err := tx.Delete(removed, "admin_notice_rooms", `DELETE FROM admin_notice_rooms WHERE room_id = $1`, string(room)); err != nil {
+	if err := forgetNoticeRoom(tx, room, removed); err != nil {
+		return err
+	}
+	if err := forgetPendingPurge(tx, room, removed); err != nil {
 		return err
 	}
 	tx.AfterCommit(func() {

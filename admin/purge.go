@@ -171,3 +171,35 @@ func (s *Service) purgeHistoryRows(ctx context.Context, who Actor, room spec.Roo
 	}
 	return removed, nil
 }
+
+// ResumePurges finishes, in the background, the room deletions a stop or
+// crash interrupted before their purge committed: the members still there
+// leave, then the room is purged. Call it once the forgetters are set.
+func (s *Service) ResumePurges(ctx context.Context) error {
+	list, err := s.pendingPurges(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		if !s.rooms.Exists(p.Room) {
+			if err := s.db.Write(ctx, func(tx *storage.Tx) error {
+				return forgetPendingPurge(tx, p.Room, storage.Removed{})
+			}); err != nil {
+				return err
+			}
+			continue
+		}
+		t, started := s.tasks.start(p.Room, "delete")
+		if !started {
+			continue
+		}
+		s.tasks.rename(t, p.DeleteID)
+		if p.Actor != CLIActor.String() {
+			t.by = Actor{User: spec.UserID(p.Actor)}
+		}
+		s.log.Info().Str("room_id", string(p.Room)).Str("delete_id", p.DeleteID).Msg("resuming an interrupted room deletion")
+		force := p.Force
+		go s.shutdownRoom(context.WithoutCancel(ctx), t, &DeleteRoomRequest{ForcePurge: &force})
+	}
+	return nil
+}

@@ -32,28 +32,28 @@ const retentionEventType = "m.room.retention"
 
 // roomLifetime is how long the room's messages are kept (0: for ever).
 func (s *Service) roomLifetime(room spec.RoomID) time.Duration {
-	p := s.cfg.Retention
 	for _, ev := range s.rooms.AdminState(room) {
-		if ev.Type() != retentionEventType {
-			continue
+		if key, _ := ev.StateKey(); ev.Type() == retentionEventType && key == "" {
+			return s.cfg.Retention.lifetime(ev.Content().Get("max_lifetime"))
 		}
-		if key, _ := ev.StateKey(); key != "" {
-			continue
-		}
-		v := ev.Content().Get("max_lifetime")
-		if v.Type != gjson.Number || v.Int() <= 0 {
-			break // no valid lifetime of its own: the server's default
-		}
-		d := time.Duration(v.Int()) * time.Millisecond
-		if p.Min > 0 && d < p.Min {
-			d = p.Min
-		}
-		if p.Max > 0 && d > p.Max {
-			d = p.Max
-		}
-		return d
 	}
-	return p.Default
+	return s.cfg.Retention.Default
+}
+
+// lifetime applies the policy to a room's max_lifetime (a JSON value that
+// may be absent or invalid: then the server's default applies).
+func (p RetentionPolicy) lifetime(maxLifetime gjson.Result) time.Duration {
+	if maxLifetime.Type != gjson.Number || maxLifetime.Int() <= 0 {
+		return p.Default
+	}
+	d := time.Duration(maxLifetime.Int()) * time.Millisecond
+	if p.Min > 0 && d < p.Min {
+		d = p.Min
+	}
+	if p.Max > 0 && d > p.Max {
+		d = p.Max
+	}
+	return d
 }
 
 // RunRetention purges expired messages every Interval until ctx ends.
@@ -96,6 +96,9 @@ func (s *Service) RetentionPass(ctx context.Context) {
 		}
 		if !found {
 			before = 1 << 62 // every event is older: all but the latest
+		}
+		if expired, err := s.rooms.HasExpired(ctx, r.RoomID, before); err != nil || !expired {
+			continue
 		}
 		if _, err := s.expireRoom(ctx, r.RoomID, before, life); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Str("room_id", string(r.RoomID)).Msg("retention: purge failed")

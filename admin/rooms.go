@@ -384,6 +384,15 @@ func (l *taskList) start(room spec.RoomID, kind string) (*task, bool) {
 	return t, true
 }
 
+// rename gives a task the ID it had before a restart.
+func (l *taskList) rename(t *task, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.byID, t.ID)
+	t.ID = id
+	l.byID[id] = t
+}
+
 func (l *taskList) update(t *task, f func(*task)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -482,9 +491,21 @@ func (s *Service) prepareDelete(c *gin.Context, id spec.RoomID, req DeleteRoomRe
 	t.by = actor(c)
 	details := map[string]any{"delete_id": t.ID, "block": block, "purge": req.Purge == nil || *req.Purge,
 		"force_purge": req.ForcePurge != nil && *req.ForcePurge, "new_room_user_id": req.NewRoomUserID}
-	var fn func(*storage.Tx) error
+	blockFn := func(*storage.Tx) error { return nil }
 	if block {
-		fn = s.blockTx(actor(c), id, true)
+		blockFn = s.blockTx(actor(c), id, true)
+	}
+	purge := known && (req.Purge == nil || *req.Purge)
+	fn := func(tx *storage.Tx) error {
+		if err := blockFn(tx); err != nil {
+			return err
+		}
+		if !purge {
+			return nil
+		}
+		// Kept until the purge commits: a crash in between is resumed.
+		return addPendingPurge(tx, pendingPurge{Room: id, DeleteID: t.ID, Actor: actor(c).String(),
+			Force: req.ForcePurge != nil && *req.ForcePurge}, s.now().UnixMilli())
 	}
 	if err := s.record(c.Request.Context(), actor(c), "delete_room", string(id), details, fn); err != nil {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })

@@ -309,6 +309,24 @@ func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage
 	return nil
 }
 
+// HasExpired says whether a history purge before the position would delete
+// anything: a message event older than it that is not the room's latest.
+// A read, so that a retention pass writes only where something expired.
+func (s *Service) HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error) {
+	r := s.room(id)
+	if r == nil {
+		return false, nil
+	}
+	before = min(before, r.cur.Load().position)
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2 LIMIT 1`,
+		string(id), before).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // EventForgetter is a package that keeps rows about single events by
 // stream position (push notifications): ForgetEvents deletes them for the
 // positions of a history purge inside tx.

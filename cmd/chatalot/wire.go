@@ -119,6 +119,9 @@ func (a *App) wire(ctx context.Context) error {
 	// A room purge deletes every package's rows about the room in one
 	// transaction: rooms' own and those of these.
 	adminSvc.ForgetRoomsWith(syncSvc, pushSvc, authSvc, keysSvc, scheduleSvc)
+	if err := adminSvc.ResumePurges(ctx); err != nil {
+		return err
+	}
 	scheduleSvc.Start()
 	caps := authSvc.Capabilities()
 	for k, v := range mediaSvc.Capabilities() {
