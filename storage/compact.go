@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Space is how much room the database takes on disk.
@@ -88,10 +89,25 @@ func (db *DB) Compact(ctx context.Context) (before, after Space, err error) {
 }
 
 // checkpointTruncate copies the write-ahead log into the file and empties
-// it, best effort (a long reader may hold it; the checkpointer retries).
+// it. A checkpoint running beside it (checkpoint.go) or a reader on an old
+// snapshot makes it busy: it tries again for a while, then leaves the job
+// to the checkpointer.
 func (db *DB) checkpointTruncate(ctx context.Context) {
-	if conn, err := db.write.Conn(ctx); err == nil {
-		_, _ = conn.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+	for try := 0; try < 50; try++ {
+		conn, err := db.write.Conn(ctx)
+		if err != nil {
+			return
+		}
+		var busy, logPages, done int64
+		err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done)
 		conn.Close()
+		if err == nil && busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

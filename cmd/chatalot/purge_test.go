@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -461,6 +462,7 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 	_, k := mk()
 	// 10 ms asked, 1 s applied (retention_min_lifetime).
 	mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/m.room.retention/", alice, `{"max_lifetime":10}`)
+	since := between(mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/sync?timeout=0", bob, ""), `"next_batch":"`, `"`)
 	old := send(r, "o1", "expiringword")
 	send(r, "o2", "expiringword")
 	send(k, "k1", "keptword")
@@ -488,6 +490,16 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 	if !strings.Contains(found, `"results":[]`) {
 		t.Errorf("search finds expired messages: %.300s", found)
 	}
+	// A client back after a gap, whose token is from before the messages,
+	// and a fresh sync: neither gets them.
+	for _, q := range []string{"?timeout=0&since=" + url.QueryEscape(since), "?timeout=0"} {
+		if got := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/sync"+q, bob, ""); strings.Contains(got, "expiringword") {
+			t.Errorf("/sync%s still has expired messages", q)
+		}
+	}
+	if rel, _ := request(t, "GET", srv.URL+"/_matrix/client/v1/rooms/"+r+"/relations/"+url.PathEscape(old), bob, ""); rel == 200 {
+		t.Errorf("/relations of an expired message answers 200")
+	}
 	if n := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/notifications", bob, ""); strings.Contains(n, old) {
 		t.Errorf("notifications keep an expired message")
 	}
@@ -495,6 +507,13 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 	app.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE instr(json, 'expiringword') > 0`).Scan(&rows)
 	if rows != 0 {
 		t.Errorf("%d expired events left in the database", rows)
+	}
+	// Not in the files either: deleted cells are zeroed (secure_delete)
+	// and the write-ahead log is emptied after the purge.
+	for _, f := range []string{app.db.Path(), app.db.Path() + "-wal"} {
+		if raw, err := os.ReadFile(f); err == nil && strings.Contains(string(raw), "expiringword") {
+			t.Errorf("%s still holds an expired message's text", f)
+		}
 	}
 	if km := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+k+"/messages?dir=b&limit=50", bob, ""); !strings.Contains(km, "keptword") {
 		t.Errorf("a room without a policy lost its messages")
