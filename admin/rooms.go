@@ -334,6 +334,9 @@ type shutdownResult struct {
 	FailedToKickUsers []spec.UserID    `json:"failed_to_kick_users"`
 	LocalAliases      []spec.RoomAlias `json:"local_aliases"`
 	NewRoomID         *spec.RoomID     `json:"new_room_id"`
+	// RemovedRows is Chatalot's addition: the rows the purge deleted,
+	// per table (absent until the purge ran, or without purge).
+	RemovedRows storage.Removed `json:"removed_rows,omitempty"`
 }
 
 type task struct {
@@ -343,6 +346,8 @@ type task struct {
 	Status   string // scheduled, active, complete, failed
 	Error    string
 	Shutdown shutdownResult
+	Removed  storage.Removed // rows a history purge deleted
+	by       Actor           // who asked, for the purge's audit row
 	ended    time.Time
 }
 
@@ -379,6 +384,15 @@ func (l *taskList) start(room spec.RoomID, kind string) (*task, bool) {
 	return t, true
 }
 
+// rename gives a task the ID it had before a restart.
+func (l *taskList) rename(t *task, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.byID, t.ID)
+	t.ID = id
+	l.byID[id] = t
+}
+
 func (l *taskList) update(t *task, f func(*task)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -401,6 +415,9 @@ func (l *taskList) json(t *task, withShutdown bool) gin.H {
 		out["shutdown_room"] = sr
 	} else {
 		out = gin.H{"status": t.Status}
+		if t.Removed != nil {
+			out["removed_rows"] = t.Removed
+		}
 	}
 	if t.Error != "" {
 		out["error"] = t.Error
@@ -435,6 +452,10 @@ type DeleteRoomRequest struct {
 	Block         *bool   `json:"block"`
 	Purge         *bool   `json:"purge"`
 	ForcePurge    *bool   `json:"force_purge"`
+	// DryRun (Chatalot's; also ?dry_run=true) changes nothing and answers
+	// what the deletion would do: the members it would remove, the aliases
+	// it would move, and the rows the purge would delete per table.
+	DryRun *bool `json:"dry_run"`
 }
 
 const (
@@ -445,15 +466,7 @@ const (
 // prepareDelete checks a deletion request and, when accepted, blocks the
 // room (if asked) and records the action, in one write, before any member
 // is moved: nobody can rejoin while the members leave.
-func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomRequest, error) {
-	id, err := roomParam(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	var req DeleteRoomRequest
-	if err := api.ReadJSON(c, &req); err != nil {
-		return nil, nil, err
-	}
+func (s *Service) prepareDelete(c *gin.Context, id spec.RoomID, req DeleteRoomRequest, async bool) (*task, *DeleteRoomRequest, error) {
 	block := req.Block != nil && *req.Block
 	if req.NewRoomUserID != nil {
 		u, err := spec.ParseUserID(*req.NewRoomUserID)
@@ -475,11 +488,24 @@ func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomR
 	if !started {
 		return nil, nil, spec.InvalidParam("a deletion of room %s is already in progress", id)
 	}
+	t.by = actor(c)
 	details := map[string]any{"delete_id": t.ID, "block": block, "purge": req.Purge == nil || *req.Purge,
 		"force_purge": req.ForcePurge != nil && *req.ForcePurge, "new_room_user_id": req.NewRoomUserID}
-	var fn func(*storage.Tx) error
+	blockFn := func(*storage.Tx) error { return nil }
 	if block {
-		fn = s.blockTx(actor(c), id, true)
+		blockFn = s.blockTx(actor(c), id, true)
+	}
+	purge := known && (req.Purge == nil || *req.Purge)
+	fn := func(tx *storage.Tx) error {
+		if err := blockFn(tx); err != nil {
+			return err
+		}
+		if !purge {
+			return nil
+		}
+		// Kept until the purge commits: a crash in between is resumed.
+		return addPendingPurge(tx, pendingPurge{Room: id, DeleteID: t.ID, Actor: actor(c).String(),
+			Force: req.ForcePurge != nil && *req.ForcePurge}, s.now().UnixMilli())
 	}
 	if err := s.record(c.Request.Context(), actor(c), "delete_room", string(id), details, fn); err != nil {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
@@ -495,7 +521,14 @@ func (s *Service) prepareDelete(c *gin.Context, async bool) (*task, *DeleteRoomR
 // DELETE /_synapse/admin/v1/rooms/{roomId}: shuts the room down and
 // answers when done.
 func (s *Service) deleteRoomV1(c *gin.Context) error {
-	t, req, err := s.prepareDelete(c, false)
+	id, body, err := readDeleteRequest(c)
+	if err != nil {
+		return err
+	}
+	if body.dryRun(c) {
+		return s.dryRunDelete(c, id, body)
+	}
+	t, req, err := s.prepareDelete(c, id, body, false)
 	if err != nil {
 		return err
 	}
@@ -512,7 +545,14 @@ func (s *Service) deleteRoomV1(c *gin.Context) error {
 // DELETE /_synapse/admin/v2/rooms/{roomId}: starts the shutdown in the
 // background and answers its delete_id.
 func (s *Service) deleteRoomV2(c *gin.Context) error {
-	t, req, err := s.prepareDelete(c, true)
+	id, body, err := readDeleteRequest(c)
+	if err != nil {
+		return err
+	}
+	if body.dryRun(c) {
+		return s.dryRunDelete(c, id, body)
+	}
+	t, req, err := s.prepareDelete(c, id, body, true)
 	if err != nil {
 		return err
 	}
@@ -607,10 +647,12 @@ func (s *Service) shutdownRoom(ctx context.Context, t *task, req *DeleteRoomRequ
 				return
 			}
 		}
-		if err := s.rooms.PurgeRoom(ctx, t.Room); err != nil {
+		removed, err := s.purgeRoom(ctx, t.by, t.Room, t.ID)
+		if err != nil {
 			fail(err)
 			return
 		}
+		s.tasks.update(t, func(t *task) { t.Shutdown.RemovedRows = removed })
 	}
 	s.tasks.update(t, func(t *task) { t.Status = "complete" })
 }
@@ -657,9 +699,17 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 		DeleteLocalEvents bool    `json:"delete_local_events"`
 		PurgeUpToEventID  *string `json:"purge_up_to_event_id"`
 		PurgeUpToTS       *int64  `json:"purge_up_to_ts"`
+		// DryRun (Chatalot's; also ?dry_run=true) answers at once the
+		// rows the purge would delete, per table, and deletes nothing.
+		DryRun *bool `json:"dry_run"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
 		return err
+	}
+	if q, err := boolParam(c, "dry_run"); err != nil {
+		return err
+	} else if req.DryRun == nil {
+		req.DryRun = q
 	}
 	ctx := c.Request.Context()
 	eventID := c.Param("eventId")
@@ -692,6 +742,9 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 	default:
 		return spec.MissingParam("purge_up_to_event_id or purge_up_to_ts is required")
 	}
+	if req.DryRun != nil && *req.DryRun {
+		return s.dryRunPurgeHistory(c, r.RoomID, before, details)
+	}
 	t, started := s.tasks.start(r.RoomID, "purge")
 	if !started {
 		return spec.InvalidParam("a purge of room %s is already in progress", r.RoomID)
@@ -701,13 +754,16 @@ func (s *Service) purgeHistory(c *gin.Context) error {
 		s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
 		return err
 	}
+	who := actor(c) // the gin context is not ours once the handler returns
 	go func() {
 		s.tasks.update(t, func(t *task) { t.Status = "active" })
 		if req.DeleteLocalEvents {
-			if _, err := s.rooms.PurgeHistory(context.WithoutCancel(ctx), r.RoomID, before); err != nil {
+			removed, err := s.purgeHistoryRows(context.WithoutCancel(ctx), who, r.RoomID, before, t.ID)
+			if err != nil {
 				s.tasks.update(t, func(t *task) { t.Status, t.Error = "failed", err.Error() })
 				return
 			}
+			s.tasks.update(t, func(t *task) { t.Removed = removed })
 		}
 		s.tasks.update(t, func(t *task) { t.Status = "complete" })
 	}()

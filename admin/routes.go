@@ -17,6 +17,8 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	a := r.Group("/_synapse/admin", requireAuth, requireAdmin)
 	a.GET("/v1/server_version", api.Handle(s.serverVersion))
 	a.GET("/v1/chatalot/audit_log", api.Handle(s.auditLog))
+	a.GET("/v1/chatalot/database", api.Handle(s.databaseSpace))
+	a.POST("/v1/chatalot/database/compact", api.Handle(s.compact))
 
 	// Accounts.
 	a.GET("/v2/users", api.Handle(s.listUsers))

@@ -50,6 +50,8 @@ type Config struct {
 	// LogIPAddresses mirrors the server setting: only then does whois show
 	// the last address a session used, kept in memory, never stored.
 	LogIPAddresses bool
+	// Retention is the server's message retention (retention.go).
+	Retention RetentionPolicy
 }
 
 // Rooms is what the admin toolset does to rooms on the server admin's
@@ -74,8 +76,11 @@ type Rooms interface {
 	Change(ctx context.Context, from rooms.Sender, id spec.RoomID, ch rooms.MembershipChange) (spec.EventID, error)
 	LeaveAllRooms(ctx context.Context, user spec.UserID) error
 	MoveAliases(ctx context.Context, from, to spec.RoomID) ([]spec.RoomAlias, error)
-	PurgeRoom(ctx context.Context, id spec.RoomID) error
+	PurgeRoom(ctx context.Context, id spec.RoomID, opts rooms.PurgeOptions) (storage.Removed, error)
 	PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error)
+	PurgeHistoryWith(ctx context.Context, id spec.RoomID, before int64, opts rooms.PurgeOptions) (storage.Removed, error)
+	HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error)
+	LocalAliases(ctx context.Context, by rooms.Caller, room spec.RoomID) ([]string, error)
 
 	// Event reports.
 	ListReports(ctx context.Context, f rooms.ReportFilter) ([]rooms.Report, int, error)
@@ -98,6 +103,10 @@ type Deps struct {
 	// Policy is the memory auth and rooms consult (policy.go), built
 	// before them; nil: New loads one (the CLI, which serves nothing).
 	Policy *Policy
+	// Forgetters are the packages whose rows about a room a room purge
+	// deletes, beside rooms' own (receipts, push, account data, key
+	// backups, delayed events).
+	Forgetters []rooms.RoomForgetter
 	// CLI says the service runs in `chatalot admin`: actions are recorded
 	// as the CLI's, and changes the running server must apply are queued.
 	CLI bool
@@ -124,6 +133,8 @@ type Service struct {
 	noticeMu sync.Mutex // one server-notices room per user, created once
 
 	tasks *taskList // room deletions and history purges (rooms.go)
+
+	forgetters []rooms.RoomForgetter // rows about rooms in other packages (forget.go)
 }
 
 // New builds the service and loads its state. The database must be
@@ -145,7 +156,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	s := &Service{
 		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
 		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now, Policy: d.Policy,
-		tasks: newTaskList(),
+		tasks: newTaskList(), forgetters: d.Forgetters,
 	}
 	return s, nil
 }

@@ -57,6 +57,17 @@ CREATE TABLE admin_followups (
 	user_id TEXT   NOT NULL,
 	devices TEXT   NOT NULL
 );`,
+	// Room deletions whose purge has not committed yet: the server resumes
+	// them at start, so a crash between the members' leaving and the purge
+	// does not leave a shut-down room's data behind. The row goes in the
+	// purge's own transaction.
+	`CREATE TABLE admin_pending_purges (
+	room_id     TEXT    PRIMARY KEY,
+	delete_id   TEXT    NOT NULL,
+	actor       TEXT    NOT NULL,
+	force_purge BOOLEAN NOT NULL,
+	ts          BIGINT  NOT NULL
+);`,
 }}
 
 // AuditEntry is one row of the audit log.
@@ -283,4 +294,45 @@ func (s *Service) deleteFollowup(ctx context.Context, id int64) error {
 // lowerContains is a case-insensitive substring test.
 func lowerContains(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// forgetNoticeRoom deletes the notice-room mapping of a purged room.
+func forgetNoticeRoom(tx *storage.Tx, room spec.RoomID, removed storage.Removed) error {
+	return tx.Delete(removed, "admin_notice_rooms", `DELETE FROM admin_notice_rooms WHERE room_id = $1`, string(room))
+}
+
+// pendingPurge is a room deletion whose purge is still to run.
+type pendingPurge struct {
+	Room     spec.RoomID
+	DeleteID string
+	Actor    string
+	Force    bool
+}
+
+func addPendingPurge(tx *storage.Tx, p pendingPurge, ts int64) error {
+	_, err := tx.Exec(`INSERT INTO admin_pending_purges (room_id, delete_id, actor, force_purge, ts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (room_id) DO UPDATE SET delete_id = excluded.delete_id, actor = excluded.actor, force_purge = excluded.force_purge, ts = excluded.ts`,
+		string(p.Room), p.DeleteID, p.Actor, p.Force, ts)
+	return err
+}
+
+func forgetPendingPurge(tx *storage.Tx, room spec.RoomID, removed storage.Removed) error {
+	return tx.Delete(removed, "admin_pending_purges", `DELETE FROM admin_pending_purges WHERE room_id = $1`, string(room))
+}
+
+func (s *Service) pendingPurges(ctx context.Context) ([]pendingPurge, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id, delete_id, actor, force_purge FROM admin_pending_purges ORDER BY ts`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []pendingPurge
+	for rows.Next() {
+		var p pendingPurge
+		if err := rows.Scan(&p.Room, &p.DeleteID, &p.Actor, &p.Force); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"sort"
 
 	"github.com/chatalot/chatalot/events"
@@ -199,35 +200,66 @@ func (s *Service) MoveAliases(ctx context.Context, from, to spec.RoomID) ([]spec
 	return out, err
 }
 
-// PurgeRoom deletes every trace of a room this package keeps: its events,
-// state, aliases, directory entry, relations, search index and reports,
-// then forgets it in memory. Members should have left first (their clients
-// then saw the leave); the admin package makes them.
-func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
+// RoomForgetter is a package that keeps rows about rooms (receipts, push
+// counts, room account data, key backups, delayed events …): ForgetRoom
+// deletes every row it has for the room inside tx and counts them in
+// removed. It may register AfterCommit hooks to forget the room in memory.
+type RoomForgetter interface {
+	ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.Removed) error
+}
+
+// PurgeOptions say how PurgeRoom runs.
+type PurgeOptions struct {
+	// DryRun counts what would be deleted and changes nothing: the deletes
+	// run in the write and are rolled back, so the figures are exact.
+	DryRun bool
+	// Also are the other packages whose rows about the room go in the
+	// same transaction (a room purge).
+	Also []RoomForgetter
+	// Events are the packages whose rows about single events go with the
+	// events (a history purge).
+	Events []EventForgetter
+	// Record, when set, runs last in the same transaction with the final
+	// counts (the admin package writes its audit row there, so the purge
+	// and its record commit together). A dry run does not run it.
+	Record func(tx *storage.Tx, removed storage.Removed) error
+}
+
+// errDryRun rolls a dry run's write back.
+var errDryRun = errors.New("dry run")
+
+// PurgeRoom deletes every trace of a room: this package's events, state,
+// aliases, directory entry, relations, search index, transaction IDs and
+// reports, and every row the packages in opts.Also keep about it, in ONE
+// transaction (a crash or an error leaves the room whole), then forgets it
+// in memory. It returns the rows removed per table. Members should have
+// left first (their clients then saw the leave); the admin package makes
+// them.
+func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID, opts PurgeOptions) (storage.Removed, error) {
 	r := s.room(id)
 	if r == nil {
-		return spec.NotFound("unknown room %s", id)
+		return nil, spec.NotFound("unknown room %s", id)
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
+	var removed storage.Removed
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		room := string(id)
-		for _, q := range []string{
-			`DELETE FROM search_words WHERE position IN (SELECT position FROM events WHERE room_id = $1)`,
-			`DELETE FROM search_docs WHERE position IN (SELECT position FROM events WHERE room_id = $1)`,
-			`DELETE FROM event_relations WHERE room_id = $1`,
-			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)`,
-			`DELETE FROM room_state WHERE room_id = $1`,
-			`DELETE FROM room_aliases WHERE room_id = $1`,
-			`DELETE FROM published_rooms WHERE room_id = $1`,
-			`DELETE FROM forgotten WHERE room_id = $1`,
-			`DELETE FROM content_reports WHERE room_id = $1`,
-			`DELETE FROM events WHERE room_id = $1`,
-			`DELETE FROM rooms WHERE room_id = $1`,
-		} {
-			if _, err := tx.Exec(q, room); err != nil {
+		removed = storage.Removed{}
+		for _, f := range opts.Also {
+			if err := f.ForgetRoom(tx, id, removed); err != nil {
 				return err
 			}
+		}
+		if err := s.forgetRoomRows(tx, id, removed); err != nil {
+			return err
+		}
+		if opts.Record != nil && !opts.DryRun {
+			if err := opts.Record(tx, removed); err != nil {
+				return err
+			}
+		}
+		if opts.DryRun {
+			return errDryRun
 		}
 		tx.AfterCommit(func() {
 			s.older.forget(r)
@@ -240,10 +272,62 @@ func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
 		})
 		return nil
 	})
-	if err == nil {
-		s.log.Info().Str("room_id", string(id)).Msg("room purged")
+	if opts.DryRun && errors.Is(err, errDryRun) {
+		return removed, nil
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info().Str("room_id", string(id)).Int64("rows", removed.Total()).Msg("room purged")
+	return removed, nil
+}
+
+// forgetRoomRows deletes this package's rows about a room; rows that hang
+// off its events (by position or event ID) go before the events.
+func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage.Removed) error {
+	for _, d := range []struct{ table, query string }{
+		{"search_words", `DELETE FROM search_words WHERE position IN (SELECT position FROM events WHERE room_id = $1)`},
+		{"search_docs", `DELETE FROM search_docs WHERE position IN (SELECT position FROM events WHERE room_id = $1)`},
+		{"event_relations", `DELETE FROM event_relations WHERE room_id = $1`},
+		{"txn_ids", `DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)`},
+		{"room_state", `DELETE FROM room_state WHERE room_id = $1`},
+		{"room_aliases", `DELETE FROM room_aliases WHERE room_id = $1`},
+		{"published_rooms", `DELETE FROM published_rooms WHERE room_id = $1`},
+		{"forgotten", `DELETE FROM forgotten WHERE room_id = $1`},
+		{"content_reports", `DELETE FROM content_reports WHERE room_id = $1`},
+		{"events", `DELETE FROM events WHERE room_id = $1`},
+		{"rooms", `DELETE FROM rooms WHERE room_id = $1`},
+	} {
+		if err := tx.Delete(removed, d.table, d.query, string(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HasExpired says whether a history purge before the position would delete
+// anything: a message event older than it that is not the room's latest.
+// A read, so that a retention pass writes only where something expired.
+func (s *Service) HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error) {
+	r := s.room(id)
+	if r == nil {
+		return false, nil
+	}
+	before = min(before, r.cur.Load().position)
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2 LIMIT 1`,
+		string(id), before).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// EventForgetter is a package that keeps rows about single events by
+// stream position (push notifications): ForgetEvents deletes them for the
+// positions of a history purge inside tx.
+type EventForgetter interface {
+	ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int64, removed storage.Removed) error
 }
 
 // PurgeHistory deletes a room's message events (not state events) stored
@@ -251,9 +335,17 @@ func (s *Service) PurgeRoom(ctx context.Context, id spec.RoomID) error {
 // returns how many went. State events stay: the room's state and its
 // membership history are built from them.
 func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error) {
+	removed, err := s.PurgeHistoryWith(ctx, id, before, PurgeOptions{})
+	return int(removed["events"]), err
+}
+
+// PurgeHistoryWith is PurgeHistory that also deletes the other packages'
+// rows about the purged events (opts.Events), in the same transaction,
+// counts every table, and can be a dry run.
+func (s *Service) PurgeHistoryWith(ctx context.Context, id spec.RoomID, before int64, opts PurgeOptions) (storage.Removed, error) {
 	r := s.room(id)
 	if r == nil {
-		return 0, spec.NotFound("unknown room %s", id)
+		return nil, spec.NotFound("unknown room %s", id)
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
@@ -261,25 +353,41 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 	if before > latest {
 		before = latest
 	}
-	var n int64
+	var removed storage.Removed
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		removed = storage.Removed{}
 		const doomed = `SELECT position FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`
 		room := string(id)
-		for _, q := range []string{
-			`DELETE FROM search_words WHERE position IN (` + doomed + `)`,
-			`DELETE FROM search_docs WHERE position IN (` + doomed + `)`,
-			`DELETE FROM event_relations WHERE position IN (` + doomed + `)`,
-			`DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`,
+		if len(opts.Events) > 0 {
+			positions, err := doomedPositions(tx, doomed, room, before)
+			if err != nil {
+				return err
+			}
+			for _, f := range opts.Events {
+				if err := f.ForgetEvents(tx, id, positions, removed); err != nil {
+					return err
+				}
+			}
+		}
+		for _, d := range []struct{ table, query string }{
+			{"search_words", `DELETE FROM search_words WHERE position IN (` + doomed + `)`},
+			{"search_docs", `DELETE FROM search_docs WHERE position IN (` + doomed + `)`},
+			{"event_relations", `DELETE FROM event_relations WHERE position IN (` + doomed + `)`},
+			{"txn_ids", `DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE position IN (` + doomed + `))`},
+			{"events", `DELETE FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`},
 		} {
-			if _, err := tx.Exec(q, room, before); err != nil {
+			if err := tx.Delete(removed, d.table, d.query, room, before); err != nil {
 				return err
 			}
 		}
-		res, err := tx.Exec(`DELETE FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2`, room, before)
-		if err != nil {
-			return err
+		if opts.Record != nil && !opts.DryRun {
+			if err := opts.Record(tx, removed); err != nil {
+				return err
+			}
 		}
-		n, _ = res.RowsAffected()
+		if opts.DryRun {
+			return errDryRun
+		}
 		tx.AfterCommit(func() {
 			r.histMu.Lock()
 			kept := r.recent[:0:0]
@@ -294,5 +402,28 @@ func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64
 		})
 		return nil
 	})
-	return int(n), err
+	if opts.DryRun && errors.Is(err, errDryRun) {
+		return removed, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+func doomedPositions(tx *storage.Tx, query, room string, before int64) ([]int64, error) {
+	rows, err := tx.Query(query, room, before)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var p int64
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

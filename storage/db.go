@@ -84,6 +84,14 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
+	// Incremental auto-vacuum: pages a purge frees can be given back to the
+	// file system (FreePages) without rewriting the whole file. It takes
+	// effect on a new database; an older one keeps its mode until Compact.
+	q.Set("_auto_vacuum", "incremental")
+	// Deleted rows are overwritten with zeros, not only unlinked: what a
+	// purge, a retention pass or a delivered to-device message removes is
+	// gone from the file, not left in a page's free space.
+	q.Set("_secure_delete", "true")
 	q.Set("_foreign_keys", "on")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_synchronous", sync)

@@ -24,6 +24,8 @@ type admRoute struct {
 var admMatrix = []admRoute{
 	{"GET", "/_synapse/admin/v1/server_version", "/_synapse/admin/v1/server_version", nil, 200},
 	{"GET", "/_synapse/admin/v1/chatalot/audit_log", "/_synapse/admin/v1/chatalot/audit_log", nil, 200},
+	{"GET", "/_synapse/admin/v1/chatalot/database", "/_synapse/admin/v1/chatalot/database", nil, 200},
+	{"POST", "/_synapse/admin/v1/chatalot/database/compact", "/_synapse/admin/v1/chatalot/database/compact", map[string]any{}, 200},
 	{"GET", "/_synapse/admin/v2/users", "/_synapse/admin/v2/users", nil, 200},
 	{"GET", "/_synapse/admin/v2/users/:userId", "/_synapse/admin/v2/users/{alice}", nil, 200},
 	{"PUT", "/_synapse/admin/v2/users/:userId", "/_synapse/admin/v2/users/@newbie:localhost", map[string]any{"password": admPassword, "displayname": "Newbie"}, 201},

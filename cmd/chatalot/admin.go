@@ -65,6 +65,10 @@ memory (open sessions, room memberships) within a second.
   restore DIR [--force]
         restore a backup into the data directory; refused while a server
         uses it; --force moves existing data aside first
+  compact
+        rewrite the database file without its free pages (VACUUM) and
+        switch it to incremental vacuum; prints the size before and after
+        (writes wait while it runs)
 `
 
 // adminCommand runs `chatalot admin …`.
@@ -92,6 +96,8 @@ func adminCommand(args []string) error {
 		return adminBackup(args[1:], os.Stdout)
 	case "restore":
 		return adminRestore(args[1:], os.Stdout)
+	case "compact":
+		return adminCompact(args[1:], os.Stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, adminUsage)
 		return nil
@@ -667,5 +673,30 @@ func (c *Config) adminConfig() admin.Config {
 		SupportPage:    c.SupportPage,
 		NoticesUser:    c.ServerNoticesUser,
 		LogIPAddresses: c.LogIPAddresses,
+		Retention:      c.retention(),
 	}
+}
+
+// adminCompact runs `chatalot admin compact`: VACUUM the database, which
+// gives the space of purged rows back to the file system.
+func adminCompact(args []string, stdout io.Writer) error {
+	cfg, pos, err := adminFlags("compact", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("admin compact: unexpected arguments")
+	}
+	a, err := openAdmin(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	before, after, err := a.Compact(context.Background(), admin.CLIActor)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "database: %d bytes before, %d bytes after (%d freed); auto_vacuum %s\n",
+		before.FileBytes, after.FileBytes, before.FileBytes-after.FileBytes, after.AutoVacuum)
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatalot/chatalot/admin"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
@@ -94,6 +95,11 @@ type Config struct {
 	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
 	AdminAPI                string `toml:"admin_api"                 help:"where /_synapse/admin is served: loopback (requests made on this machine, not through a reverse proxy), on (everywhere; admin tokens still required) or off"`
 
+	RetentionDefault  string `toml:"retention_default_max_lifetime" help:"how long messages are kept in rooms whose m.room.retention sets no max_lifetime, such as 720h (empty: until purged)"`
+	RetentionMin      string `toml:"retention_min_lifetime"         help:"shortest max_lifetime a room's m.room.retention may set; shorter ones are raised to it (empty: no minimum)"`
+	RetentionMax      string `toml:"retention_max_lifetime"         help:"longest max_lifetime a room's m.room.retention may set; longer ones are lowered to it (empty: no maximum)"`
+	RetentionInterval string `toml:"retention_purge_interval"       help:"how often messages past their room's lifetime are purged"`
+
 	// durations are the duration settings above, parsed once by Validate;
 	// the rest of the program reads these, never the strings.
 	durations durations
@@ -154,6 +160,8 @@ func defaults() Config {
 		PasswordLogin:        true,
 
 		MetricsListen: "127.0.0.1:8009",
+
+		RetentionInterval: "1m",
 
 		PushRetryBackoff: "1s",
 		PushRetryLimit:   "1h",
@@ -290,6 +298,18 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 		if err == nil && d < l.min {
 			add(l.key, "must be at least %s", strings.TrimSuffix(l.min.String(), "0s"))
 		}
+	}
+	for key, v := range map[string]string{"retention_default_max_lifetime": c.RetentionDefault,
+		"retention_min_lifetime": c.RetentionMin, "retention_max_lifetime": c.RetentionMax, "retention_purge_interval": c.RetentionInterval} {
+		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
+			add(key, "%q is not a duration such as 720h", v)
+		}
+	}
+	if c.RetentionInterval == "" {
+		add("retention_purge_interval", "must be a duration such as 1m")
+	}
+	if lo, hi := c.retention().Min, c.retention().Max; lo > 0 && hi > 0 && lo > hi {
+		add("retention_min_lifetime", "is longer than retention_max_lifetime")
 	}
 	if !c.PasswordLogin && !c.OAuth && c.JWTKeyFile == "" {
 		add("password_login", "off needs oauth = true or jwt_key_file: otherwise nobody could sign in")
@@ -611,4 +631,14 @@ func (c *Config) pushConfig() push.Config {
 	pc.FullFormat = c.PushFullFormat
 	pc.RetryBackoff, pc.RetryLimit = c.durations.pushRetryBackoff, c.durations.pushRetryLimit
 	return pc
+}
+
+// retention is the message retention policy (validated at load).
+func (c *Config) retention() admin.RetentionPolicy {
+	parse := func(v string) time.Duration {
+		d, _ := time.ParseDuration(v)
+		return d
+	}
+	return admin.RetentionPolicy{Default: parse(c.RetentionDefault), Min: parse(c.RetentionMin),
+		Max: parse(c.RetentionMax), Interval: parse(c.RetentionInterval)}
 }

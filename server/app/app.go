@@ -187,22 +187,31 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 	}); err != nil {
 		return err
 	}
-	// admin drives the others on the server admin's behalf, and applies
-	// what `chatalot admin` changed meanwhile.
-	if a.Admin, err = admin.New(ctx, admin.Deps{
-		DB: d.DB, ServerName: cfg.ServerName, Auth: a.Auth, Rooms: a.Rooms, Media: a.Media, Keys: sh.devices,
-		Log: d.Log, Config: cfg.Admin, Policy: sh.policy,
+	// schedule sends delayed events (MSC4140) through rooms; rooms' send
+	// routes (routes) hand it the sends that carry a delay.
+	if a.Schedule, err = schedule.New(ctx, schedule.Deps{
+		DB: d.DB, Rooms: a.Rooms, Log: d.Log, Stopping: d.Stopping, Config: cfg.Schedule,
+		ManageLimit: sh.limiter.PerIP(auth.RateDelayedEvents),
 	}); err != nil {
 		return err
 	}
-	// schedule sends delayed events (MSC4140) through rooms; rooms' send
-	// routes (routes) hand it the sends that carry a delay.
-	a.Schedule, err = schedule.New(ctx, schedule.Deps{
-		DB: d.DB, Rooms: a.Rooms, Log: d.Log, Stopping: d.Stopping, Config: cfg.Schedule,
-		ManageLimit: sh.limiter.PerIP(auth.RateDelayedEvents),
-	})
-	if err != nil || cfg.OAuth == nil {
+	// admin drives the others on the server admin's behalf, and applies
+	// what `chatalot admin` changed meanwhile. A room purge deletes every
+	// package's rows about the room in one transaction: rooms' own and
+	// those of the Forgetters.
+	if a.Admin, err = admin.New(ctx, admin.Deps{
+		DB: d.DB, ServerName: cfg.ServerName, Auth: a.Auth, Rooms: a.Rooms, Media: a.Media, Keys: sh.devices,
+		Log: d.Log, Config: cfg.Admin, Policy: sh.policy,
+		Forgetters: []rooms.RoomForgetter{a.Sync, a.Push, a.Auth, a.Keys, a.Schedule},
+	}); err != nil {
 		return err
+	}
+	// A deletion a crash interrupted is finished before serving.
+	if err := a.Admin.ResumePurges(ctx); err != nil {
+		return err
+	}
+	if cfg.OAuth == nil {
+		return nil
 	}
 	// The OAuth 2.0 API signs people in through auth; a device deleted
 	// anywhere ends its grants.
@@ -221,6 +230,7 @@ func (a *App) start(stopping <-chan struct{}) {
 	followups, stopFollowups := context.WithCancel(context.Background())
 	go func() { <-stopping; stopFollowups() }()
 	go a.Admin.RunFollowups(followups)
+	go a.Admin.RunRetention(followups) // message retention (MSC1763)
 	a.Schedule.Start()
 }
 
