@@ -148,7 +148,7 @@ type Service struct {
 func New(d Deps) *Service {
 	s := &Service{
 		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier, unread: d.Unread,
-		cfg: d.Config, log: d.Log, stopping: d.Stopping,
+		cfg: d.Config, log: d.Log, stopping: d.Stopping, conns: newConnStore(),
 	}
 	if s.notifier == nil {
 		s.notifier = NewNotifier(s.db)

@@ -37,7 +37,6 @@ const SlidingSyncPath = "/_matrix/client/unstable/org.matrix.simplified_msc3575/
 
 // SlidingRoutes mounts sliding sync.
 func (s *Service) SlidingRoutes(r *gin.Engine, requireAuth gin.HandlerFunc) {
-	s.conns = newConnStore()
 	r.POST(SlidingSyncPath, requireAuth, api.Handle(s.slidingSync))
 }
 
