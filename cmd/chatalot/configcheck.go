@@ -29,7 +29,7 @@ var settingTypes = map[string]string{
 	"read_header_timeout":            "duration",
 	"body_idle_timeout":              "duration",
 	"write_idle_timeout":             "duration",
-	"oauth_access_token_lifetime": "duration",
+	"oauth_access_token_lifetime":    "duration",
 	"turn_user_lifetime":             "duration",
 	"access_token_lifetime":          "duration",
 	"refresh_token_lifetime":         "duration",
