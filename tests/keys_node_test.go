@@ -24,25 +24,8 @@ func jsDir() string {
 // cross-signing, and key backup restored on a fresh device. Then no message
 // body the clients sent may be found in the server's data or log.
 func TestMatrixJSSDKEncryption(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("Node.js 20 is needed for the matrix-js-sdk tests (README: what else must be installed)")
-	}
 	s := harness.Start(t)
-	dir := jsDir()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatal("npm is needed to install tests/js from its lock file")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	node, dir := nodeTests(t)
 
 	bodies := filepath.Join(t.TempDir(), "bodies.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -65,4 +48,29 @@ func TestMatrixJSSDKEncryption(t *testing.T) {
 		t.Fatalf("only %d message bodies were recorded", len(list))
 	}
 	assertNoPlaintext(t, s, list...)
+}
+
+// nodeTests finds Node.js and installs tests/js from its lock file when
+// it is not installed yet; it returns node's path and the tests' folder.
+func nodeTests(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("Node.js 20 is needed for the matrix-js-sdk tests (README: what else must be installed)")
+	}
+	dir = jsDir()
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
+		npm, err := exec.LookPath("npm")
+		if err != nil {
+			t.Fatal("npm is needed to install tests/js from its lock file")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	return node, dir
 }

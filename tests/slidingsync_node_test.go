@@ -19,25 +19,8 @@ import (
 // back-pagination, typing, receipts and a leave. No message body may then be
 // found in the server's data or log.
 func TestMatrixJSSDKSlidingSync(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("Node.js 20 is needed for the matrix-js-sdk tests (README: what else must be installed)")
-	}
 	s := harness.Start(t)
-	dir := jsDir()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err != nil {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatal("npm is needed to install tests/js from its lock file")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	node, dir := nodeTests(t)
 	bodies := filepath.Join(t.TempDir(), "bodies.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
