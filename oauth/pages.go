@@ -183,9 +183,13 @@ var views = map[string]func(p *htmlPage, d pageData){
 		p.text(d.Client)
 		p.raw("</strong> wants to sign in as <strong>")
 		p.text(d.User)
-		p.raw("</strong>.</p>\n<p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>")
-		p.text(d.Device)
-		p.raw("</code>). You can sign it out at any time from your list of sessions.</p>\n")
+		p.raw("</strong>.</p>\n<p>It will be able to read and send your messages, and act as you on this server, as a new session")
+		if d.Device != "" {
+			p.raw(" (device <code>")
+			p.text(d.Device)
+			p.raw("</code>)")
+		}
+		p.raw(". You can sign it out at any time from your list of sessions.</p>\n")
 		if d.DeviceFlow {
 			p.raw(`<p class="error">The application is on another device: the one that showed you the code. Only allow if you started this yourself just now; someone who sent you a code wants your account.</p>` + "\n")
 		} else {

@@ -60,6 +60,9 @@ type Accounts interface {
 	// ApproveCrossSigningReset approves the reset of a UIA session; false
 	// if it is not the user's or is over.
 	ApproveCrossSigningReset(user spec.UserID, session string) bool
+	// IssueLoginToken makes a single-use m.login.token, for the legacy
+	// SSO login.
+	IssueLoginToken(user spec.UserID) string
 }
 
 // Config is the authorisation server's settings.
@@ -168,6 +171,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.GET(pathDeviceLink, api.Handle(s.deviceLink))
 
 	s.rendezvousRoutes(r)
+	s.ssoRoutes(r)
 
 	r.GET(pathAccount, api.Handle(s.accountPage))
 	r.POST(pathAccountSignIn, api.Handle(s.accountSignIn))

@@ -2,8 +2,9 @@
 // driven headless by playwright-core. matrix-js-sdk's OAuth2 helpers are
 // the client; the person signs up or in, allows, and later signs the
 // session out on the account page, or approves there the cross-signing
-// reset matrix-js-sdk asks for (the m.oauth stage). No page may break its
-// own Content Security Policy. tests/oauth_node_test.go starts the server and runs this
+// reset matrix-js-sdk asks for (the m.oauth stage); a client of the legacy
+// API signs up through m.login.sso. No page may break its own Content
+// Security Policy. tests/oauth_node_test.go starts the server and runs this
 // file with CHATALOT_URL and CHROMIUM (the browser's path) set.
 import "./polyfill.mjs";
 import { test, before, after } from "node:test";
@@ -210,4 +211,33 @@ test("reset cross-signing: matrix-js-sdk meets m.oauth, the person allows on the
   assert.ok(Object.keys(stored.master_keys[me.user_id].keys).includes(`ed25519:${second}`));
   assert.deepEqual(tab.violations, []);
   mx.stopClient();
+});
+
+test("a client of the legacy API signs up through m.login.sso (OAuth 2.0 aware clients)", async () => {
+  const name = "sso" + randomBytes(4).toString("hex");
+  const mx = sdk.createClient({ baseUrl });
+  const { flows } = await mx.loginFlows();
+  const sso = flows.find((f) => f.type === "m.login.sso");
+  assert.equal(sso?.oauth_aware_preferred, true);
+
+  const { page, violations } = await newPage();
+  const back = `${redirectUri}?from=sso`;
+  await page.goto(mx.getSsoLoginUrl(back, "sso", undefined, "register"));
+  assert.match(await page.locator("h1").innerText(), /Create an account/);
+  await page.getByLabel("User name").fill(name);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByLabel("Password again").fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForSelector("text=wants to sign in as");
+  assert.match(await page.locator("main").innerText(), /https:\/\/app\.example\.org/);
+  await page.getByRole("button", { name: "Allow" }).click();
+  await page.waitForURL((u) => u.href.startsWith(redirectUri));
+  const landed = new URL(page.url());
+  assert.equal(landed.searchParams.get("from"), "sso");
+
+  const session = await mx.loginWithToken(landed.searchParams.get("loginToken"));
+  assert.match(session.user_id, new RegExp(`^@${name}:`));
+  const me = await sdk.createClient({ baseUrl, accessToken: session.access_token }).whoami();
+  assert.equal(me.user_id, session.user_id);
+  assert.deepEqual(violations, []);
 });
