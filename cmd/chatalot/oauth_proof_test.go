@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/chatalot/chatalot/storage"
 	"github.com/tidwall/gjson"
 )
 
@@ -126,5 +128,70 @@ func TestOAuthRevocationDeletesTheDevice(t *testing.T) {
 		if code, _, _ := oauthDo(t, nil, "GET", base+"/_matrix/client/v3/devices/"+device, "", "", legacy); code != 404 {
 			t.Errorf("revoked by %s, GET /devices/%s: %d", which, device, code)
 		}
+	}
+}
+
+// elementXAndroidMetadata is the client metadata Element X Android (through
+// matrix-rust-sdk) registers: its OidcConfigurationProvider, with the grant
+// types the SDK adds for QR-code login.
+const elementXAndroidMetadata = `{"application_type":"native","client_name":"Element X","client_uri":"https://element.io",
+	"logo_uri":"https://element.io/mobile-icon.png","tos_uri":"https://element.io/acceptable-use-policy-terms","policy_uri":"https://element.io/privacy",
+	"contacts":["support@element.io"],"redirect_uris":["io.element:/callback"],"response_types":["code"],
+	"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:device_code"],"token_endpoint_auth_method":"none"}`
+
+// TestOAuthElementXJoinsByInviteCode: what Element X does on a fresh
+// server with the OAuth 2.0 API on, replayed over HTTP with its own client
+// metadata: registration, "Create account" (prompt=create) opening the
+// sign-up page, the invite code, consent, the redirect to its private-use
+// scheme, the code exchange; and "Sign in" (Element X sends
+// prompt=consent) opening the sign-in page.
+func TestOAuthElementXJoinsByInviteCode(t *testing.T) {
+	app, base := newOAuthAppWith(t, func(cfg *Config) { cfg.Registration = "token" })
+	if err := app.db.Write(context.Background(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(`INSERT INTO registration_tokens (token, uses_allowed, created_ts) VALUES ('for-ellie', 1, 0)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := oauthMetadata(t, base)
+	client := oauthRegisterClient(t, e, elementXAndroidMetadata)
+	const redirect = "io.element:/callback"
+	verifier, challenge := pkce("elementx")
+	browser := newBrowser(t)
+	_, _, page := oauthDo(t, browser, "GET", authURL(e, client, redirect, challenge, "ELEMENTX01", url.Values{"prompt": {"create"}, "response_mode": {""}}), "", "", "")
+	if !strings.Contains(page, "Create an account") || !strings.Contains(page, `name="invite_code"`) || !strings.Contains(page, "Element X") {
+		t.Fatalf("Create account: %.500s", page)
+	}
+	f := formFields(t, page)
+	f.Set("invite_code", "for-ellie")
+	f.Set("username", "ellie")
+	f.Set("password", oauthPassword)
+	f.Set("password2", oauthPassword)
+	code, h, page := oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/sign_up", "application/x-www-form-urlencoded", f.Encode(), "")
+	if code != 303 {
+		t.Fatalf("sign up: %d %.300s", code, page)
+	}
+	_, h, page = oauthDo(t, browser, "GET", base+h.Get("Location"), "", "", "")
+	if !strings.Contains(page, "Element X</strong> wants to sign in as <strong>@ellie:localhost") || !strings.Contains(h.Get("Content-Security-Policy"), "form-action 'self' io.element:") {
+		t.Fatalf("consent: %s %.600s", h.Get("Content-Security-Policy"), page)
+	}
+	f = formFields(t, page)
+	f.Set("decision", "allow")
+	_, h, _ = oauthDo(t, browser, "POST", base+"/_chatalot/oauth2/auth/consent", "application/x-www-form-urlencoded", f.Encode(), "")
+	if !strings.HasPrefix(h.Get("Location"), redirect+"?") {
+		t.Fatalf("redirect %q, want Element X's scheme with the answer in the query", h.Get("Location"))
+	}
+	p := redirectParams(t, h.Get("Location"))
+	code, tok := tokenRequest(t, e, url.Values{"grant_type": {"authorization_code"}, "code": {p.Get("code")}, "redirect_uri": {redirect}, "client_id": {client}, "code_verifier": {verifier}})
+	if code != 200 {
+		t.Fatalf("exchange: %d %s", code, tok.Raw)
+	}
+	if code, raw := whoami(t, base, tok.Get("access_token").Str); code != 200 || gjson.Get(raw, "user_id").Str != "@ellie:localhost" {
+		t.Fatalf("whoami: %d %s", code, raw)
+	}
+	// Sign in: Element X asks with prompt=consent.
+	_, _, page = oauthDo(t, newBrowser(t), "GET", authURL(e, client, redirect, challenge, "ELEMENTX02", url.Values{"prompt": {"consent"}, "response_mode": {""}}), "", "", "")
+	if !strings.Contains(page, "Sign in to localhost") || !strings.Contains(page, "Element X") {
+		t.Errorf("Sign in: %.500s", page)
 	}
 }
