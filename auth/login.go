@@ -18,6 +18,7 @@ const (
 	loginPassword  = "m.login.password"
 	loginTypeToken = "m.login.token"
 	loginJWT       = "org.matrix.login.jwt"
+	loginSSO       = "m.login.sso" // served by the OAuth 2.0 API's pages (package oauth)
 )
 
 // GET /_matrix/client/v3/login: the login types offered.
@@ -29,6 +30,12 @@ func (s *Service) getLoginFlows(c *gin.Context) error {
 	flows = append(flows, gin.H{"type": loginTypeToken, "get_login_token": true})
 	if s.jwt != nil {
 		flows = append(flows, gin.H{"type": loginJWT})
+	}
+	if s.oauth != nil {
+		// Spec v1.18 "OAuth 2.0 aware clients" (MSC3824): clients that only
+		// know the legacy API sign in and up on the OAuth 2.0 API's pages
+		// through /login/sso/redirect, which answers an m.login.token.
+		flows = append(flows, gin.H{"type": loginSSO, "oauth_aware_preferred": true})
 	}
 	c.JSON(http.StatusOK, gin.H{"flows": flows})
 	return nil
@@ -317,18 +324,26 @@ func (s *Service) getLoginToken(c *gin.Context) error {
 		return err
 	}
 	finish()
+	tok := s.IssueLoginToken(dev.UserID)
+	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
+	return nil
+}
+
+// IssueLoginToken makes a single-use m.login.token for user, valid for
+// LoginTokenLifetime: for /login/get_token, and for the OAuth 2.0 API's
+// answer to /login/sso/redirect.
+func (s *Service) IssueLoginToken(user spec.UserID) string {
 	tok := newToken(prefixLogin)
 	s.loginMu.Lock()
+	defer s.loginMu.Unlock()
 	now := time.Now()
 	for h, t := range s.loginTokens {
 		if now.After(t.expires) {
 			delete(s.loginTokens, h)
 		}
 	}
-	s.loginTokens[hashToken(tok)] = loginToken{user: dev.UserID, expires: now.Add(s.cfg.LoginTokenLifetime)}
-	s.loginMu.Unlock()
-	c.JSON(http.StatusOK, gin.H{"login_token": tok, "expires_in_ms": s.cfg.LoginTokenLifetime.Milliseconds()})
-	return nil
+	s.loginTokens[hashToken(tok)] = loginToken{user: user, expires: now.Add(s.cfg.LoginTokenLifetime)}
+	return tok
 }
 
 // revokeGrants withdraws what an account handed out besides its devices'

@@ -65,6 +65,9 @@ type Deps struct {
 	// Limiter is the rate limiter, shared with the packages that limit
 	// their own routes (nil: one built from Config).
 	Limiter *Limiter
+	// OAuth tells user-interactive auth about the OAuth 2.0 API's sessions,
+	// for the m.oauth stage (uiaoauth.go); nil with the OAuth 2.0 API off.
+	OAuth OAuthSessions
 }
 
 // Service is accounts and sessions.
@@ -79,6 +82,7 @@ type Service struct {
 	policy     AccessPolicy // admin.go; nil: every active account may act
 	directory  DirectoryRooms
 	profiles   *profileIndex // directory.go
+	oauth      OAuthSessions // uiaoauth.go; nil with the OAuth 2.0 API off
 
 	now      func() time.Time // the clock; tests move it
 	hasher   *hasher
@@ -127,7 +131,7 @@ func New(d Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
-		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy,
+		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy, oauth: d.OAuth,
 		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,

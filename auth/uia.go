@@ -26,6 +26,7 @@ const (
 	stagePassword = "m.login.password"
 	stageDummy    = "m.login.dummy"
 	stageRegToken = "m.login.registration_token"
+	stageOAuth    = "m.oauth" // approved on the OAuth 2.0 API's account page (uiaoauth.go)
 )
 
 // uiaSession is one run of UIA. Sessions live in memory only: they last
@@ -36,6 +37,7 @@ type uiaSession struct {
 	id        string
 	op        string      // method and version-less path of the request it protects
 	user      spec.UserID // who started it; empty for registration
+	device    string      // the device that started it; empty for registration
 	bodyHash  [32]byte    // the request without "auth"; zero for registration
 	flows     [][]string
 	completed []string
@@ -296,6 +298,9 @@ func (s *Service) authenticate(c *gin.Context, req uiaRequest, rawAuth json.RawM
 		}
 	} else {
 		u = &uiaSession{op: op, user: user, bodyHash: hash, flows: req.flows}
+		if req.dev != nil {
+			u.device = req.dev.DeviceID
+		}
 		if err := s.uia.create(u); err != nil {
 			return nil, err
 		}
@@ -331,6 +336,11 @@ func (s *Service) authenticate(c *gin.Context, req uiaRequest, rawAuth json.RawM
 		if errors.Is(err, errOtherUser) {
 			return nil, err // not a failed attempt to retry: a plain 403
 		}
+		if errors.Is(err, errNotApprovedYet) {
+			// Not a failure either: clients poll until the person has
+			// approved, and stop at the first errcode.
+			return nil, s.status(u, req, nil)
+		}
 		if se, ok := err.(*spec.Error); ok && se.Status == http.StatusUnauthorized || ok && se.Code == spec.ErrForbidden {
 			return nil, s.status(u, req, se)
 		}
@@ -358,7 +368,7 @@ func (s *Service) status(u *uiaSession, req uiaRequest, failure *spec.Error) err
 	s.uia.lock(func() {
 		cp := *u
 		cp.completed = slices.Clone(u.completed)
-		ch = challenge(&cp, req.params, failure)
+		ch = challenge(&cp, s.stageParams(&cp, req.params), failure)
 	})
 	return ch
 }
@@ -369,6 +379,10 @@ func (s *Service) runStage(c *gin.Context, u *uiaSession, req uiaRequest, auth *
 	switch auth.Type {
 	case stageDummy:
 		return nil
+	case stageOAuth:
+		// Completed out of band, on the account page; until then the
+		// stage is pending.
+		return errNotApprovedYet
 	case stagePassword:
 		if req.dev == nil {
 			return spec.Forbidden("password authentication is not offered here")

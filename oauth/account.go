@@ -37,7 +37,7 @@ const (
 
 // accountActions are the spec's account management actions this page
 // answers.
-var accountActions = []string{actionProfile, actionDevicesList, actionDeviceView, actionDeviceDelete, actionAccountDeactivate}
+var accountActions = []string{actionProfile, actionDevicesList, actionDeviceView, actionDeviceDelete, actionAccountDeactivate, actionCrossSigningReset}
 
 // webSession is one browser's session of the account page; user is empty
 // until it signed in.
@@ -127,6 +127,9 @@ func accountTarget(q url.Values) string {
 	if d := q.Get("device_id"); d != "" && len(d) <= 255 {
 		keep.Set("device_id", d)
 	}
+	if u := q.Get("session"); u != "" && len(u) <= maxUIASessionParamLength {
+		keep.Set("session", u) // a cross-signing reset's UIA session
+	}
 	if len(keep) == 0 {
 		return pathAccount
 	}
@@ -177,7 +180,12 @@ func (s *Service) renderAccount(c *gin.Context, ws webSession, action, deviceID,
 	d := pageData{
 		Title: "Your account on " + string(s.serverName), Server: string(s.serverName), User: string(ws.user),
 		CSRF: ws.csrf, Error: msg, Devices: views, Deactivate: action == actionAccountDeactivate,
-		ConfirmDelete: action == actionDeviceDelete && deviceID != "",
+		ConfirmDelete: action == actionDeviceDelete && deviceID != "", ResetAsked: action == actionCrossSigningReset,
+	}
+	if d.ResetAsked {
+		if d.Resets, err = s.crossSigningResets(c, ws.user, c.Query("session")); err != nil {
+			return err
+		}
 	}
 	return s.renderPage(c, status, "account", d, "")
 }

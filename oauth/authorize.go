@@ -48,6 +48,9 @@ type authRequest struct {
 	// deviceCode is set for a device authorisation (device.go): consent
 	// answers the polling device instead of redirecting.
 	deviceCode string
+	// legacySSO marks the legacy API's SSO login (sso.go): consent sends
+	// a login token to redirectURI instead of a code.
+	legacySSO bool
 }
 
 // authCode is an issued authorisation code, kept until it expires so that
@@ -418,6 +421,9 @@ func (s *Service) consent(c *gin.Context) error {
 	s.mu.Unlock()
 	if req.deviceCode != "" {
 		return s.decideDevice(c, req, c.PostForm("decision") == "allow")
+	}
+	if req.legacySSO {
+		return s.finishSSO(c, req, c.PostForm("decision") == "allow")
 	}
 	if c.PostForm("decision") != "allow" {
 		return s.redirectError(c, req.redirectURI, req.responseMode, req.state, "access_denied", "the person did not allow the application to sign in")

@@ -148,7 +148,7 @@ func (s *Service) deviceLink(c *gin.Context) error {
 	s.mu.Unlock()
 	if d == nil || snapshot.userCode == "" {
 		return s.renderPage(c, http.StatusNotFound, "device_code", pageData{Title: "Sign in a device", Server: string(s.serverName), Action: pathDeviceLink,
-			Error: "This code is not valid or has expired. Check it on your device."}, "")
+			Error: "This code is not valid or has expired. Check it on your device, or start again there for a new one."}, "")
 	}
 	req := &authRequest{
 		id: newSecret(), browser: s.browserID(c), csrf: newSecret(), client: snapshot.client,

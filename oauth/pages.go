@@ -183,9 +183,13 @@ var views = map[string]func(p *htmlPage, d pageData){
 		p.text(d.Client)
 		p.raw("</strong> wants to sign in as <strong>")
 		p.text(d.User)
-		p.raw("</strong>.</p>\n<p>It will be able to read and send your messages, and act as you on this server, as a new session (device <code>")
-		p.text(d.Device)
-		p.raw("</code>). You can sign it out at any time from your list of sessions.</p>\n")
+		p.raw("</strong>.</p>\n<p>It will be able to read and send your messages, and act as you on this server, as a new session")
+		if d.Device != "" {
+			p.raw(" (device <code>")
+			p.text(d.Device)
+			p.raw("</code>)")
+		}
+		p.raw(". You can sign it out at any time from your list of sessions.</p>\n")
 		if d.DeviceFlow {
 			p.raw(`<p class="error">The application is on another device: the one that showed you the code. Only allow if you started this yourself just now; someone who sent you a code wants your account.</p>` + "\n")
 		} else {
@@ -220,6 +224,9 @@ var views = map[string]func(p *htmlPage, d pageData){
 		p.text(d.User)
 		p.raw("</h1>\n")
 		p.message(d.Error, "status")
+		if d.ResetAsked {
+			resetSection(p, d)
+		}
 		p.raw(`<h2 id="sessions">Sessions</h2>
 <p class="note">Each app you are signed in with is a session. Signing one out deletes its encryption keys on this server.</p>
 <ul>
@@ -297,6 +304,31 @@ var views = map[string]func(p *htmlPage, d pageData){
 	},
 }
 
+// resetSection is the account page's part for approving cross-signing
+// resets.
+func resetSection(p *htmlPage, d pageData) {
+	p.raw(`<h2 id="reset">Reset your encryption identity</h2>` + "\n")
+	if len(d.Resets) == 0 {
+		p.raw("<p>No app is waiting to reset your encryption identity. Start again in your app if it asked.</p>\n")
+		return
+	}
+	p.raw(`<p class="error">Resetting replaces the keys that prove your sessions are yours. Your other sessions and the people you talk with will have to verify you again, and messages only your old keys could read may stay unreadable. Only allow it if you asked for it yourself just now.</p>` + "\n<ul>\n")
+	for _, r := range d.Resets {
+		p.raw("<li>Asked by <strong>")
+		p.text(r.Device)
+		p.raw("</strong>")
+		if r.Approved {
+			p.raw(": allowed.</li>\n")
+			continue
+		}
+		p.raw("\n")
+		p.formStart(pathAccountCrossSigning, "csrf", d.CSRF, "session", r.Session)
+		p.button("Allow the reset", "primary", "", "")
+		p.raw("</form></li>\n")
+	}
+	p.raw("</ul>\n")
+}
+
 type pageData struct {
 	Title, Server, Client, ClientURI, User, Device, Destination string
 	Error, Action, Request, CSRF                                string
@@ -307,6 +339,8 @@ type pageData struct {
 	Deactivate                                                  bool // the deactivate action was asked for
 	ConfirmDelete                                               bool // the device_delete action was asked for
 	DeviceFlow                                                  bool // consent for the device authorisation grant
+	ResetAsked                                                  bool // the cross_signing_reset action was asked for
+	Resets                                                      []resetView
 }
 
 // renderPage writes a page with headers that keep it to itself: no

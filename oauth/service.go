@@ -54,6 +54,15 @@ type Accounts interface {
 	SetPassword(ctx context.Context, user spec.UserID, password string, logoutDevices bool, keepDevice string) error
 	// Deactivate closes an account for good.
 	Deactivate(ctx context.Context, user spec.UserID, erase bool) error
+	// CrossSigningResets lists the user's cross-signing resets waiting for
+	// approval (the m.oauth UIA stage).
+	CrossSigningResets(user spec.UserID) []auth.CrossSigningReset
+	// ApproveCrossSigningReset approves the reset of a UIA session; false
+	// if it is not the user's or is over.
+	ApproveCrossSigningReset(user spec.UserID, session string) bool
+	// IssueLoginToken makes a single-use m.login.token, for the legacy
+	// SSO login.
+	IssueLoginToken(user spec.UserID) string
 }
 
 // Config is the authorisation server's settings.
@@ -162,6 +171,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.GET(pathDeviceLink, api.Handle(s.deviceLink))
 
 	s.rendezvousRoutes(r)
+	s.ssoRoutes(r)
 
 	r.GET(pathAccount, api.Handle(s.accountPage))
 	r.POST(pathAccountSignIn, api.Handle(s.accountSignIn))
@@ -169,6 +179,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	r.POST(pathAccountDeleteDevice, api.Handle(s.accountDeleteDevice))
 	r.POST(pathAccountPassword, api.Handle(s.accountPassword))
 	r.POST(pathAccountDeactivate, api.Handle(s.accountDeactivate))
+	r.POST(pathAccountCrossSigning, api.Handle(s.accountCrossSigningReset))
 }
 
 // GET /_matrix/client/v1/auth_metadata: the server metadata (RFC 8414) as

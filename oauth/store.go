@@ -147,3 +147,10 @@ func loadGrant(ctx context.Context, db *storage.DB, id string) (g grantRow, foun
 	g.user = spec.UserID(user)
 	return g, err == nil, err
 }
+
+// deviceHasGrant reports whether a device's session was granted here.
+func deviceHasGrant(ctx context.Context, db *storage.DB, user spec.UserID, deviceID string) (bool, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM oauth_grants WHERE user_id = $1 AND device_id = $2`, string(user), deviceID).Scan(&n)
+	return n > 0, err
+}

@@ -32,7 +32,9 @@ func TestMatrixJSSDKOAuth(t *testing.T) {
 
 // TestChromiumOAuthPages runs tests/js/oauth_browser.test.mjs: the sign-up,
 // sign-in, consent and account pages filled in by a headless Chromium
-// (Debian's, driven by playwright-core), with matrix-js-sdk as the client.
+// (Debian's, driven by playwright-core), with matrix-js-sdk as the client,
+// down to approving the cross-signing reset its Rust crypto asks for, and
+// the legacy API's SSO login that OAuth 2.0 aware clients use.
 func TestChromiumOAuthPages(t *testing.T) {
 	browser := opsTool(t, "chromium", "chromium")
 	node, err := exec.LookPath("node")

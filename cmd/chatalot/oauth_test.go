@@ -887,10 +887,11 @@ func TestOAuthRevokedTokenOnEveryRoute(t *testing.T) {
 	}
 }
 
-// oauthRoute: the routes of the OAuth 2.0 API and QR-code login, which
-// answer without an access token.
+// oauthRoute: the routes of the OAuth 2.0 API, QR-code login and the
+// legacy SSO login it serves, which answer without an access token.
 func oauthRoute(path string) bool {
-	return strings.HasPrefix(path, "/_chatalot/") || strings.HasSuffix(path, "/auth_metadata") || strings.Contains(path, "/io.element.msc4388/")
+	return strings.HasPrefix(path, "/_chatalot/") || strings.HasSuffix(path, "/auth_metadata") || strings.Contains(path, "/io.element.msc4388/") ||
+		strings.HasSuffix(path, "/login/sso/redirect")
 }
 
 // TestOAuthGarbage sends malformed requests to every OAuth route: none may

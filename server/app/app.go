@@ -104,6 +104,7 @@ type shared struct {
 	policy   *admin.Policy
 	commits  *rooms.CommitHooks
 	devices  *auth.DeviceEvents
+	oauth    auth.OAuthSessions // nil with the OAuth 2.0 API off
 }
 
 func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
@@ -132,6 +133,12 @@ func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
 	// m.push_rules in auth's account data. As with commits, auth is given
 	// a list built first, which keys and push join as they are built.
 	sh.devices = &auth.DeviceEvents{}
+	// auth ⇄ oauth: oauth signs people in through auth, and auth's UIA
+	// asks oauth which sessions it granted (the m.oauth stage). A reader
+	// over oauth's grants needs only the database, so auth gets it.
+	if cfg.OAuth != nil {
+		sh.oauth = oauth.NewSessions(d.DB, cfg.BaseURL)
+	}
 	return sh, nil
 }
 
@@ -149,7 +156,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	a.Auth, err = auth.New(auth.Deps{
 		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
 		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
-		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter,
+		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter, OAuth: sh.oauth,
 	})
 	if err != nil {
 		return err
@@ -164,7 +171,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	a.Keys, err = keys.New(keys.Deps{
 		DB: d.DB, Log: d.Log, Notify: sh.notifier, Rooms: a.Rooms,
 		Config: keys.Config{ServerName: cfg.ServerName},
-		UIA:    a.Auth.Reauthenticate, Devices: a.Auth, Limiter: sh.limiter, DeviceEvents: sh.devices,
+		UIA:    a.Auth.ReauthenticateCrossSigningReset, Devices: a.Auth, Limiter: sh.limiter, DeviceEvents: sh.devices,
 	})
 	return err
 }

@@ -1,7 +1,9 @@
 // The OAuth 2.0 API's HTML pages in a real browser: Debian's chromium,
 // driven headless by playwright-core. matrix-js-sdk's OAuth2 helpers are
 // the client; the person signs up or in, allows, and later signs the
-// session out on the account page. No page may break its own Content
+// session out on the account page, or approves there the cross-signing
+// reset matrix-js-sdk asks for (the m.oauth stage); a client of the legacy
+// API signs up through m.login.sso. No page may break its own Content
 // Security Policy. tests/oauth_node_test.go starts the server and runs this
 // file with CHATALOT_URL and CHROMIUM (the browser's path) set.
 import "./polyfill.mjs";
@@ -150,4 +152,92 @@ test("sign in with a wrong then the right password, cancel, then allow", async (
   await tab.page.getByRole("button", { name: "Allow" }).click();
   await finish(flow, tab.called);
   assert.deepEqual(tab.violations, []);
+});
+
+test("reset cross-signing: matrix-js-sdk meets m.oauth, the person allows on the account page", async () => {
+  const name = "web" + randomBytes(4).toString("hex");
+  const res = await fetch(`${baseUrl}/_matrix/client/v3/register`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: name, password, auth: { type: "m.login.dummy" }, inhibit_login: true }),
+  });
+  assert.equal(res.status, 200);
+  const flow = await startFlow();
+  const tab = await newPage();
+  await tab.page.goto(flow.url);
+  await tab.page.getByLabel("User name").fill(name);
+  await tab.page.getByLabel("Password").fill(password);
+  await tab.page.getByRole("button", { name: "Sign in" }).click();
+  await tab.page.getByRole("button", { name: "Allow" }).click();
+  const { tokens, me } = await finish(flow, tab.called);
+
+  const mx = sdk.createClient({ baseUrl, userId: me.user_id, deviceId: me.device_id, accessToken: tokens.access_token });
+  await mx.initRustCrypto({ useIndexedDB: false });
+  const crypto = mx.getCrypto();
+  // The first identity needs no authentication.
+  await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: async (makeRequest) => { await makeRequest(null); } });
+  const first = await crypto.getCrossSigningKeyId();
+  assert.ok(first);
+
+  // A new one: the server answers m.oauth with the account page; the
+  // person opens it, signs in and allows; the SDK retries with the session.
+  let asked;
+  await crypto.bootstrapCrossSigning({
+    setupNewCrossSigning: true,
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      try {
+        await makeRequest(null);
+        assert.fail("replacing the identity went through without approval");
+      } catch (e) {
+        if (e.httpStatus !== 401) throw e;
+        asked = e.data;
+      }
+      assert.deepEqual(asked.flows, [{ stages: ["m.oauth"] }]);
+      await tab.page.goto(asked.params["m.oauth"].url);
+      await tab.page.getByLabel("User name").fill(name);
+      await tab.page.getByLabel("Password").fill(password);
+      await tab.page.getByRole("button", { name: "Sign in" }).click();
+      await tab.page.waitForSelector("h2#reset");
+      assert.match(await tab.page.locator("main").innerText(), /Browser test app/);
+      await shot(tab.page, "cross-signing-reset");
+      await tab.page.getByRole("button", { name: "Allow the reset" }).click();
+      await tab.page.waitForSelector("text=Allowed.");
+      await makeRequest({ session: asked.session });
+    },
+  });
+  const second = await crypto.getCrossSigningKeyId();
+  assert.ok(second && second !== first, "a new master key");
+  const stored = await mx.downloadKeysForUsers([me.user_id]);
+  assert.ok(Object.keys(stored.master_keys[me.user_id].keys).includes(`ed25519:${second}`));
+  assert.deepEqual(tab.violations, []);
+  mx.stopClient();
+});
+
+test("a client of the legacy API signs up through m.login.sso (OAuth 2.0 aware clients)", async () => {
+  const name = "sso" + randomBytes(4).toString("hex");
+  const mx = sdk.createClient({ baseUrl });
+  const { flows } = await mx.loginFlows();
+  const sso = flows.find((f) => f.type === "m.login.sso");
+  assert.equal(sso?.oauth_aware_preferred, true);
+
+  const { page, violations } = await newPage();
+  const back = `${redirectUri}?from=sso`;
+  await page.goto(mx.getSsoLoginUrl(back, "sso", undefined, "register"));
+  assert.match(await page.locator("h1").innerText(), /Create an account/);
+  await page.getByLabel("User name").fill(name);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByLabel("Password again").fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForSelector("text=wants to sign in as");
+  assert.match(await page.locator("main").innerText(), /https:\/\/app\.example\.org/);
+  await page.getByRole("button", { name: "Allow" }).click();
+  await page.waitForURL((u) => u.href.startsWith(redirectUri));
+  const landed = new URL(page.url());
+  assert.equal(landed.searchParams.get("from"), "sso");
+
+  const session = await mx.loginWithToken(landed.searchParams.get("loginToken"));
+  assert.match(session.user_id, new RegExp(`^@${name}:`));
+  const me = await sdk.createClient({ baseUrl, accessToken: session.access_token }).whoami();
+  assert.equal(me.user_id, session.user_id);
+  assert.deepEqual(violations, []);
 });
