@@ -4,6 +4,7 @@
 package sync
 
 import (
+	"slices"
 	stdsync "sync"
 	"sync/atomic"
 
@@ -25,9 +26,9 @@ type Notifier struct {
 	db      *storage.DB
 	mu      stdsync.Mutex
 	waiters map[spec.UserID]map[*waiter]struct{}
-	// held are the changes told to users whose position is not yet
-	// published: their waiters are woken when it is.
-	held map[spec.UserID][]wake.Change
+	// held are the changes whose position is not yet published, with the
+	// users told: their waiters are woken when it is.
+	held []heldChange
 
 	// last is, per user, the latest change they were told of, so that a
 	// sync can tell that nothing concerns the user since its token without
@@ -39,10 +40,11 @@ type Notifier struct {
 	wakes atomic.Int64 // waiters woken, for tests and benchmarks (Wakes)
 }
 
-// maxHeld bounds the changes held for one user until a publish: past it,
-// they are folded into one change of no kind, which wakes every waiter of
-// the user (a spurious wake costs a build; a lost one, a message).
-const maxHeld = 16
+// heldChange is a change held until its position is published.
+type heldChange struct {
+	c     wake.Change
+	users []spec.UserID
+}
 
 // notice is the latest change a user was told of: the highest stream
 // position, and for changes without one (typing, presence) the serial at
@@ -59,7 +61,7 @@ type waiter struct {
 
 // NewNotifier returns a notifier with no waiters, publishing with db.
 func NewNotifier(db *storage.DB) *Notifier {
-	n := &Notifier{db: db, waiters: map[spec.UserID]map[*waiter]struct{}{}, held: map[spec.UserID][]wake.Change{}}
+	n := &Notifier{db: db, waiters: map[spec.UserID]map[*waiter]struct{}{}}
 	db.OnPublish(n.published)
 	return n
 }
@@ -101,44 +103,33 @@ func (n *Notifier) Notify(pos int64, c wake.Change, users ...spec.UserID) {
 		serial = n.serial()
 	}
 	hold := pos > n.db.Position()
-	for _, u := range users {
-		if n.last != nil {
+	if n.last != nil {
+		for _, u := range users {
 			l := n.last[u]
 			l.pos, l.serial = max(l.pos, pos), max(l.serial, serial)
 			n.last[u] = l
 		}
-		if hold {
-			n.hold(u, c)
-		} else {
-			n.wake(u, c)
-		}
 	}
-}
-
-// hold keeps a change for the user until the next publish; n.mu is held.
-func (n *Notifier) hold(u spec.UserID, c wake.Change) {
-	h := n.held[u]
-	switch {
-	case len(h) > 0 && (h[len(h)-1] == c || h[0].Kind == wake.Any):
-		return // told already, or everything will be woken
-	case len(h) >= maxHeld:
-		h = append(h[:0], wake.Of(wake.Any))
-	default:
-		h = append(h, c)
+	if hold {
+		n.held = append(n.held, heldChange{c: c, users: slices.Clone(users)})
+		return
 	}
-	n.held[u] = h
+	for _, u := range users {
+		n.wake(u, c)
+	}
 }
 
 // published wakes for the held changes once the writer moved the position.
 func (n *Notifier) published(int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for u, changes := range n.held {
-		for _, c := range changes {
-			n.wake(u, c)
+	for i, h := range n.held {
+		for _, u := range h.users {
+			n.wake(u, h.c)
 		}
-		delete(n.held, u)
+		n.held[i] = heldChange{}
 	}
+	n.held = n.held[:0]
 }
 
 // wake wakes the user's waiters that the change can concern; n.mu is held.
