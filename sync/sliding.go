@@ -19,7 +19,8 @@ import (
 
 // Sliding sync (MSC4186, "simplified sliding sync"), the sync Element X and
 // every matrix-rust-sdk client use. It runs on the engine of /v3/sync: the
-// same notifier wakes it, the same in-memory room state and timelines feed
+// same notifier wakes it (though only for changes that can alter a
+// connection's answer, slidingwake.go), the same in-memory room state and timelines feed
 // it, the same visibility rules (history visibility, ignored users, a left
 // room's history ending at the leave) decide what it shows, and the pieces
 // that build a room (timeline, state, own leave, unread counts, typing,
