@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 )
@@ -195,7 +196,7 @@ func (s *Service) putAccountData(tx *storage.Tx, user spec.UserID, room spec.Roo
 		}
 		s.adMu.Unlock()
 		if s.notify != nil {
-			s.notify.Notify(pos, user)
+			s.notify.Notify(pos, wake.InRoom(wake.AccountData, room), user)
 		}
 	})
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
@@ -221,7 +222,7 @@ type recordingNotifier struct {
 	calls []int64
 }
 
-func (n *recordingNotifier) Notify(pos int64, users ...spec.UserID) {
+func (n *recordingNotifier) Notify(pos int64, _ wake.Change, users ...spec.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, pos)

@@ -11,13 +11,14 @@ import (
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/rs/zerolog"
 )
 
 // Notifier wakes /sync for users whose account data changed at a stream
 // position; sync implements it.
 type Notifier interface {
-	Notify(pos int64, users ...spec.UserID)
+	Notify(pos int64, c wake.Change, users ...spec.UserID)
 }
 
 // RoomHooks is what auth needs from rooms (nil: auth alone, as the CLI

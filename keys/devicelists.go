@@ -10,6 +10,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 )
 
@@ -91,7 +92,7 @@ func (s *Service) markChanged(tx *storage.Tx, watchers []spec.UserID, users ...s
 		}
 		s.mu.Unlock()
 		if s.notify != nil {
-			s.notify.Notify(pos, watchers...)
+			s.notify.Notify(pos, wake.Of(wake.DeviceLists), watchers...)
 		}
 	})
 	return nil

@@ -23,6 +23,7 @@ import (
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
@@ -48,7 +49,7 @@ type notifier struct {
 	woken map[spec.UserID]int64
 }
 
-func (n *notifier) Notify(pos int64, users ...spec.UserID) {
+func (n *notifier) Notify(pos int64, _ wake.Change, users ...spec.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range users {

@@ -17,6 +17,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
@@ -24,7 +25,7 @@ import (
 // Notifier wakes the long-polling /sync requests of users when a change at
 // stream position pos concerns them.
 type Notifier interface {
-	Notify(pos int64, users ...spec.UserID)
+	Notify(pos int64, c wake.Change, users ...spec.UserID)
 }
 
 // RoomMembership tells which users share a joined room with a user. The

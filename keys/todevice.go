@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 )
 
@@ -116,7 +117,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender spec.UserID, senderDe
 		}
 		var pos int64
 		delivered := map[devKey]bool{}
-		var woken []spec.UserID
+		var woken []wakeDevice
 		for _, u := range recipients {
 			existing, err := txDevices(tx, u)
 			if err != nil {
@@ -154,7 +155,13 @@ func (s *Service) SendToDevice(ctx context.Context, sender spec.UserID, senderDe
 				}
 				delivered[devKey{u, d}] = true
 			}
-			woken = append(woken, u)
+			w := wakeDevice{user: u}
+			if len(targets) == 1 {
+				for d := range targets {
+					w.device = d // a message for one device wakes its connections only
+				}
+			}
+			woken = append(woken, w)
 		}
 		if pos == 0 {
 			return nil
@@ -166,7 +173,9 @@ func (s *Service) SendToDevice(ctx context.Context, sender spec.UserID, senderDe
 			}
 			s.mu.Unlock()
 			if s.notify != nil {
-				s.notify.Notify(pos, woken...)
+				for _, w := range woken {
+					s.notify.Notify(pos, wake.Change{Kind: wake.ToDevice, Device: w.device}, w.user)
+				}
 			}
 		})
 		return nil
@@ -282,4 +291,11 @@ func (s *Service) AckToDevice(ctx context.Context, user spec.UserID, deviceID st
 		})
 		return nil
 	})
+}
+
+// wakeDevice is whom a to-device send wakes: a recipient, and the one
+// device its messages are for ("" when they are for several).
+type wakeDevice struct {
+	user   spec.UserID
+	device string
 }

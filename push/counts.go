@@ -6,6 +6,7 @@ import (
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 )
 
 // Unread counts live in memory so that /sync reads them without touching the
@@ -339,7 +340,7 @@ func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.Roo
 			s.counts.mu.Lock()
 			stale := s.counts.read(user, room, thread, pos, change, counts)
 			s.counts.mu.Unlock()
-			s.notify.Notify(change, user)
+			s.notify.Notify(change, wake.InRoom(wake.UnreadCounts, room), user)
 			if stale {
 				// An earlier write of the same batch changed what was
 				// tracked after the check above: count again, apart.

@@ -25,6 +25,7 @@ import (
 	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
@@ -74,7 +75,7 @@ type AccountData interface {
 
 // Notifier wakes the /sync requests of users whose counts changed.
 type Notifier interface {
-	Notify(pos int64, users ...spec.UserID)
+	Notify(pos int64, c wake.Change, users ...spec.UserID)
 }
 
 // Deps is what the push service needs.
@@ -187,7 +188,7 @@ func (h deviceHook) DeviceDeleted(ctx context.Context, user spec.UserID, deviceI
 
 type nopNotifier struct{}
 
-func (nopNotifier) Notify(int64, ...spec.UserID) {}
+func (nopNotifier) Notify(int64, wake.Change, ...spec.UserID) {}
 
 // Start runs the daily clean-up until Stopping is closed.
 func (s *Service) Start() {

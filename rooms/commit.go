@@ -8,6 +8,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 )
 
 // The per-room group commit: what happens to events once send.go (or
@@ -106,7 +107,7 @@ func (b *builder) submit(ctx context.Context, o commitOpts) *storage.Pending {
 		last.DeviceID, last.TxnID = o.Device, o.TxnID
 	}
 	final := b.snap
-	wake := b.s.usersToWake(b.r, b.evs, final)
+	woken := b.s.usersToWake(b.base, b.evs, final)
 	var hook func(*storage.Tx) error
 	if b.s.hook != nil {
 		hook = b.s.hook.PrepareCommit(b.r.id, b.evs, final)
@@ -116,7 +117,7 @@ func (b *builder) submit(ctx context.Context, o commitOpts) *storage.Pending {
 			return err
 		}
 		pos := b.evs[len(b.evs)-1].Position
-		tx.AfterCommit(func() { b.published(pos, final, wake, o.NewRoom) })
+		tx.AfterCommit(func() { b.published(pos, final, woken, o.NewRoom) })
 		return nil
 	})
 }
@@ -163,7 +164,7 @@ func (b *builder) write(tx *storage.Tx, o commitOpts, hook func(*storage.Tx) err
 // published runs once the write has committed, in commit order: it makes
 // the events and the state after them visible in memory, then notifies the
 // users concerned.
-func (b *builder) published(pos int64, final *snapshot, wake []spec.UserID, newRoom bool) {
+func (b *builder) published(pos int64, final *snapshot, w toWake, newRoom bool) {
 	// final may be the base of the next group, being built now: publish a
 	// copy.
 	snap := &snapshot{position: pos, state: final.state, extremity: final.extremity, depth: final.depth}
@@ -171,7 +172,17 @@ func (b *builder) published(pos int64, final *snapshot, wake []spec.UserID, newR
 	b.r.apply(b.evs, snap, b.redactions)
 	b.s.rememberTxns(b.evs)
 	b.s.publishMemberships(b.r, b.evs, newRoom)
-	b.s.notify.Notify(pos, wake...)
+	c := wake.Change{Kind: wake.Timeline, Room: b.r.id, FilterState: w.filterState}
+	// The room rose in bump_stamp order if its stamp is now one of these
+	// events (a bump type, or the latest event when memory holds none).
+	c.Bump = len(b.evs) > 0 && b.r.bumpStamp(pos) >= b.evs[0].Position
+	if len(w.others) > 0 {
+		b.s.notify.Notify(pos, c, w.others...)
+	}
+	if len(w.members) > 0 {
+		c.Membership = true
+		b.s.notify.Notify(pos, c, w.members...)
+	}
 }
 
 // publishMemberships updates the per-user room index after a commit.
@@ -190,19 +201,64 @@ func (s *Service) publishMemberships(r *liveRoom, evs []*Event, newRoom bool) {
 	}
 }
 
-// usersToWake is everyone joined after the events, plus every user whose
-// membership they change (an invitee, a kicked user).
-func (s *Service) usersToWake(r *liveRoom, evs []*Event, final *snapshot) []spec.UserID {
-	users := slices.Clone(final.joined())
+// toWake is whom a commit wakes and what it tells them: members are the
+// users whose membership the events change (a joiner, an invitee, a kicked
+// user), told so; others are everyone else joined after the events (and a
+// non-member a member event names without changing it).
+type toWake struct {
+	others, members []spec.UserID
+	filterState     bool // the events change state a room list filter reads
+}
+
+// filterStateTypes are the state a sliding sync list filter reads: the room
+// type, encryption (is_encrypted) and a space's children (spaces).
+var filterStateTypes = map[string]bool{spec.MRoomCreate: true, spec.MRoomEncryption: true, "m.space.child": true}
+
+// usersToWake is whom the events, built on base, wake: everyone joined
+// after them, and every user a member event names; those whose membership
+// it changes are told so (a display name change is no membership change).
+func (s *Service) usersToWake(base *snapshot, evs []*Event, final *snapshot) toWake {
+	var w toWake
+	var named map[spec.UserID]bool
 	for _, ev := range evs {
+		if _, ok := ev.PDU.StateKey(); ok && filterStateTypes[ev.PDU.Type()] {
+			w.filterState = true
+		}
 		if ev.PDU.Type() == spec.MRoomMember {
 			sk, _ := ev.PDU.StateKey()
-			if m := ev.PDU.Content().Get("membership").String(); m != spec.Join {
-				users = append(users, spec.UserID(sk))
+			if named == nil {
+				named = map[spec.UserID]bool{}
 			}
+			named[spec.UserID(sk)] = true
 		}
 	}
-	return users
+	joined := final.joined()
+	if named == nil {
+		w.others = slices.Clone(joined)
+		return w
+	}
+	changed := func(u spec.UserID) bool {
+		was := ""
+		if base != nil {
+			was = base.membership(u)
+		}
+		return was != final.membership(u)
+	}
+	w.others = make([]spec.UserID, 0, len(joined))
+	for _, u := range joined {
+		if !named[u] || !changed(u) {
+			w.others = append(w.others, u)
+		}
+	}
+	for u := range named {
+		switch {
+		case changed(u):
+			w.members = append(w.members, u)
+		case final.membership(u) != spec.Join:
+			w.others = append(w.others, u) // told, as before, though not joined
+		}
+	}
+	return w
 }
 
 // The rows of the rooms package's own tables (store.go has their schema).

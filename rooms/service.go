@@ -12,6 +12,7 @@ import (
 	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 )
@@ -35,9 +36,10 @@ func (s *Service) DefaultRoomVersion() spec.RoomVersion {
 	return spec.DefaultRoomVersion
 }
 
-// Notifier wakes the /sync requests of users a committed change concerns.
+// Notifier wakes the /sync requests of users a committed change concerns;
+// the change says which room and what moved in it.
 type Notifier interface {
-	Notify(pos int64, users ...spec.UserID)
+	Notify(pos int64, c wake.Change, users ...spec.UserID)
 }
 
 // Profiles gives the display name and avatar a join copies into the member
@@ -164,7 +166,7 @@ type Service struct {
 
 type nopNotifier struct{}
 
-func (nopNotifier) Notify(int64, ...spec.UserID) {}
+func (nopNotifier) Notify(int64, wake.Change, ...spec.UserID) {}
 
 // New loads every room's current state and recent events into memory.
 func New(ctx context.Context, d Deps) (*Service, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 )
 
@@ -55,7 +56,7 @@ func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, tim
 	}
 	t.mu.Unlock()
 	if changed {
-		s.notifier.Notify(0, s.rooms.JoinedMembers(room)...)
+		s.notifier.Notify(0, wake.InRoom(wake.Typing, room), s.rooms.JoinedMembers(room)...)
 	}
 }
 
@@ -69,7 +70,7 @@ func (s *Service) expireTyping(room spec.RoomID, user spec.UserID) {
 	}
 	t.mu.Unlock()
 	if ok {
-		s.notifier.Notify(0, s.rooms.JoinedMembers(room)...)
+		s.notifier.Notify(0, wake.InRoom(wake.Typing, room), s.rooms.JoinedMembers(room)...)
 	}
 }
 
@@ -193,10 +194,10 @@ func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.
 			s.receipts.latest[room] = pos
 			s.receipts.mu.Unlock()
 			if typ == "m.read.private" {
-				s.notifier.Notify(pos, user)
+				s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), user)
 				return
 			}
-			s.notifier.Notify(pos, s.rooms.JoinedMembers(room)...)
+			s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), s.rooms.JoinedMembers(room)...)
 		})
 		return nil
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/sync/wake"
 	"github.com/gin-gonic/gin"
 )
 
@@ -72,7 +73,7 @@ func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string,
 	}
 	p.mu.Unlock()
 	if changed {
-		s.notifier.Notify(0, s.rooms.UsersSharingRoomsWith(user)...)
+		s.notifier.Notify(0, wake.Of(wake.Presence), s.rooms.UsersSharingRoomsWith(user)...)
 	}
 }
 

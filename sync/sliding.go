@@ -19,7 +19,8 @@ import (
 
 // Sliding sync (MSC4186, "simplified sliding sync"), the sync Element X and
 // every matrix-rust-sdk client use. It runs on the engine of /v3/sync: the
-// same notifier wakes it, the same in-memory room state and timelines feed
+// same notifier wakes it (though only for changes that can alter a
+// connection's answer, slidingwake.go), the same in-memory room state and timelines feed
 // it, the same visibility rules (history visibility, ignored users, a left
 // room's history ending at the leave) decide what it shows, and the pieces
 // that build a room (timeline, state, own leave, unread counts, typing,
@@ -180,28 +181,32 @@ func (s *Service) slidingSync(c *gin.Context) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		wake, cancel := s.notifier.subscribe(dev.UserID)
+		// Subscribe to every change of the user before building, so that
+		// one committed during the build is not missed; once built, wait
+		// only for what can change this connection's answer.
+		waiter := s.notifier.subscribe(dev.UserID, nil)
 		b := &slidingBuild{s: s, user: dev.UserID, device: dev.DeviceID, q: q, prev: prev}
 		resp, next, empty, err := b.run(c.Request.Context())
 		if err != nil {
-			cancel()
+			waiter.cancel()
 			return err
 		}
 		if !empty || timeout == 0 {
-			cancel()
+			waiter.cancel()
 			return s.answerSliding(c, conn, prev, resp, next, empty, w.TxnID)
 		}
+		waiter.narrow(next.wakes)
 		select {
-		case <-wake:
-			cancel()
+		case <-waiter.woken():
+			waiter.cancel()
 		case <-deadline.C:
-			cancel()
+			waiter.cancel()
 			timeout = 0 // build once more and answer, empty or not
 		case <-s.stopping:
-			cancel()
+			waiter.cancel()
 			return s.answerSliding(c, conn, prev, resp, next, empty, w.TxnID)
 		case <-c.Request.Context().Done():
-			cancel()
+			waiter.cancel()
 			return nil // the client went away
 		}
 	}
@@ -297,6 +302,7 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 	view := map[spec.RoomID]*viewRoom{}
 	var order []spec.RoomID
 	inList := map[string][]spec.RoomID{}
+	windowed := map[string][]candidate{} // what each list with a window matched
 	for _, name := range b.q.listOrder {
 		l := b.q.lists[name]
 		matched, err := b.filter(ctx, l.filters)
@@ -308,6 +314,9 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 			window = max(window, int(min(r[1], int64(len(matched))-1))+1)
 		}
 		firstByRecency(matched, window)
+		if window > 0 {
+			windowed[name] = matched
+		}
 		resp.Lists[name] = slidingListResponse{Count: len(matched)}
 		next.lists[name] = len(matched)
 		if sent, had := b.prev.listCount(name); !had || sent != len(matched) {
@@ -359,6 +368,7 @@ func (b *slidingBuild) run(ctx context.Context) (*slidingResponse, *connState, b
 	if err != nil {
 		return nil, nil, false, err
 	}
+	next.wakes = b.interestOf(view, inList, windowed)
 	return resp, next, empty && extEmpty, nil
 }
 
@@ -533,8 +543,7 @@ func (b *slidingBuild) filter(ctx context.Context, f listFilters) ([]candidate, 
 			}
 		}
 	}
-	if f.isInvite == nil && f.isDM == nil && f.isEncrypted == nil && !f.hasRoomTypes && len(f.notRoomTypes) == 0 &&
-		inSpaces == nil && len(f.tags) == 0 && len(f.notTags) == 0 {
+	if !f.any() {
 		return b.candidates, nil // every room; their order is free to change
 	}
 	out := make([]candidate, 0, len(b.candidates))
@@ -569,6 +578,13 @@ func (b *slidingBuild) filter(ctx context.Context, f listFilters) ([]candidate, 
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// any reports whether the list filters at all. (A spaces filter naming
+// only spaces the user is not in lets nothing through: it filters.)
+func (f listFilters) any() bool {
+	return f.isInvite != nil || f.isDM != nil || f.isEncrypted != nil || f.hasRoomTypes || len(f.notRoomTypes) > 0 ||
+		f.spaces != nil || len(f.tags) > 0 || len(f.notTags) > 0
 }
 
 // typeIn reports whether a room type is in a filter's list, where null

@@ -52,6 +52,9 @@ type connState struct {
 	// asked (to-device's since aside): the same shape and no change for
 	// the user since token is an empty answer, known from memory alone.
 	shape string
+	// wakes is what can change the answer after this one: a connection
+	// waiting at this pos is woken only by such a change.
+	wakes *interest
 }
 
 // sentRoom is what a connection has of one room.

@@ -166,7 +166,8 @@ func (s *Service) longPoll(ctx context.Context, req *request, timeout time.Durat
 	for {
 		// Subscribe before reading, so a change committed while the
 		// response is built still wakes this request.
-		wake, cancel := s.notifier.subscribe(req.user)
+		w := s.notifier.subscribe(req.user, nil) // every change of the user
+		cancel := w.cancel
 		resp, empty, err := s.build(ctx, req)
 		if err != nil {
 			cancel()
@@ -178,7 +179,7 @@ func (s *Service) longPoll(ctx context.Context, req *request, timeout time.Durat
 		}
 		s.log.Debug().Msg("sync: long-poll waiting")
 		select {
-		case <-wake:
+		case <-w.woken():
 		case <-deadline.C:
 			timeout = 0 // build once more and answer, empty or not
 		case <-s.stopping:
