@@ -220,4 +220,40 @@ func TestFederationTwoServers(t *testing.T) {
 	if strings.Join(got1, "|") != strings.Join(got2, "|") {
 		t.Errorf("timelines differ:\nhs1: %q\nhs2: %q", got1, got2)
 	}
+
+	// A private room: alice invites bob, whose server learns nothing of
+	// the room until bob joins it by ID (invites over federation are not
+	// there yet); the invite in hs1's state lets the join in.
+	code, _, raw = doRequest(t, "POST", hs1.URL+"/_matrix/client/v3/createRoom", alice, map[string]any{"preset": "private_chat"})
+	if code != 200 {
+		t.Fatalf("createRoom: %d %s", code, raw)
+	}
+	_ = json.Unmarshal(raw, &created)
+	private := created.RoomID
+	join := func() (int, []byte) {
+		c, _, b := doRequest(t, "POST", hs2.URL+"/_matrix/client/v3/join/"+url.PathEscape(private)+"?via="+url.QueryEscape(name1), bob, map[string]any{})
+		return c, b
+	}
+	if c, b := join(); c == 200 {
+		t.Fatalf("bob joined a private room uninvited: %s", b)
+	}
+	code, _, raw = doRequest(t, "POST", hs1.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/invite", alice, map[string]string{"user_id": "@bob:" + name2})
+	if code != 200 {
+		t.Fatalf("invite: %d %s", code, raw)
+	}
+	if c, b := join(); c != 200 {
+		t.Fatalf("bob joins the private room he is invited to: %d %s", c, b)
+	}
+	sendText(t, hs1, alice, private, "just us")
+	waitForBody(t, hs2, bob, private, "just us")
+
+	// bob leaves the first room: hs1 learns it.
+	code, _, raw = doRequest(t, "POST", hs2.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", bob, map[string]any{})
+	if code != 200 {
+		t.Fatalf("leave: %d %s", code, raw)
+	}
+	waitFor(t, 30*time.Second, "bob's leave on hs1", func() bool {
+		c, _, body := doRequest(t, "GET", hs1.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", alice, nil)
+		return c == 200 && !strings.Contains(string(body), "@bob:"+name2)
+	})
 }
