@@ -53,7 +53,7 @@ func (s *Service) PrepareCommit(room spec.RoomID, evs []*rooms.Event, state room
 	}
 	local := false
 	for _, ev := range evs {
-		if ev.PDU.Sender().Server() != s.name {
+		if !s.ours(ev) {
 			continue
 		}
 		local = true
@@ -73,12 +73,17 @@ func (s *Service) PrepareCommit(room spec.RoomID, evs []*rooms.Event, state room
 	return func(tx *storage.Tx) error {
 		var rows [][]any
 		for _, ev := range evs {
-			if ev.PDU.Sender().Server() != s.name {
+			if !s.ours(ev) {
 				continue
 			}
 			for _, d := range dests {
-				rows = append(rows, []any{string(d), ev.Position})
+				if d != ev.PDU.Sender().Server() { // a relayed join goes to the others
+					rows = append(rows, []any{string(d), ev.Position})
+				}
 			}
+		}
+		if len(rows) == 0 {
+			return nil
 		}
 		if err := tx.ExecMany(`INSERT INTO federation_outbound (destination, position) VALUES ($1, $2) ON CONFLICT DO NOTHING`, rows); err != nil {
 			return fmt.Errorf("queue for federation: %w", err)
@@ -90,6 +95,12 @@ func (s *Service) PrepareCommit(room spec.RoomID, evs []*rooms.Event, state room
 		})
 		return nil
 	}
+}
+
+// ours reports whether this server sends ev to the room's other servers:
+// its own users' events, and the joins it accepted as the resident.
+func (s *Service) ours(ev *rooms.Event) bool {
+	return ev.PDU.Sender().Server() == s.name || ev.Relay
 }
 
 // Start runs a sender for every destination with queued events (work a

@@ -172,13 +172,14 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
-	_, err = s.acceptRemote(ctx, r, pdu)
+	_, err = s.acceptRemote(ctx, r, pdu, false)
 	return pdu.EventID(), err
 }
 
 // acceptRemote checks and commits a verified remote event; the room's write
 // lock is held. It returns the state the event was applied on.
-func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU) (*snapshot, error) {
+// relay marks it for the room's other servers (Event.Relay).
+func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU, relay bool) (*snapshot, error) {
 	snap := r.cur.Load()
 	if known, err := s.eventByID(ctx, pdu.EventID()); err != nil {
 		return nil, err
@@ -207,7 +208,7 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 		return nil, ErrSoftFailed
 	}
 	b := s.begin(r)
-	b.addRemote(pdu)
+	b.addRemote(pdu).Relay = relay
 	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return nil, err
 	}
@@ -343,7 +344,7 @@ func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, room spe
 		return nil, nil, spec.Forbidden("the join must be of a user of %s, by that user", origin)
 	}
 	r.lockWrites()
-	before, err := s.acceptRemote(ctx, r, pdu)
+	before, err := s.acceptRemote(ctx, r, pdu, true)
 	r.writeMu.Unlock()
 	if err != nil {
 		return nil, nil, err

@@ -257,3 +257,47 @@ func TestFederationTwoServers(t *testing.T) {
 		return c == 200 && !strings.Contains(string(body), "@bob:"+name2)
 	})
 }
+
+// TestFederationThreeServers: three servers in one room; the resident sends
+// a join it accepted
+// on to the room's other servers, and each server sends its users' events
+// to every server in the room.
+func TestFederationThreeServers(t *testing.T) {
+	pki := newTestPKI(t)
+	hs1, name1 := startFederated(t, pki)
+	hs2, _ := startFederated(t, pki)
+	hs3, name3 := startFederated(t, pki)
+	alice := registerForTest(t, hs1.URL, "alice")
+	bob := registerForTest(t, hs2.URL, "bob")
+	charlie := registerForTest(t, hs3.URL, "charlie")
+	code, _, raw := doRequest(t, "POST", hs1.URL+"/_matrix/client/v3/createRoom", alice, map[string]any{"preset": "public_chat"})
+	if code != 200 {
+		t.Fatalf("createRoom: %d %s", code, raw)
+	}
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	_ = json.Unmarshal(raw, &created)
+	room := created.RoomID
+	for _, j := range []struct {
+		srv   *harness.Server
+		token string
+	}{{hs2, bob}, {hs3, charlie}} {
+		c, _, b := doRequest(t, "POST", j.srv.URL+"/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(name1), j.token, map[string]any{})
+		if c != 200 {
+			t.Fatalf("join through hs1: %d %s", c, b)
+		}
+	}
+	// hs2 learns of charlie's join: from hs3, and from hs1, the resident
+	// that accepted it and sends it on.
+	waitFor(t, 30*time.Second, "charlie's join on hs2", func() bool {
+		c, _, body := doRequest(t, "GET", hs2.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", bob, nil)
+		return c == 200 && strings.Contains(string(body), "@charlie:"+name3)
+	})
+	sendText(t, hs3, charlie, room, "hello from three")
+	waitForBody(t, hs1, alice, room, "hello from three")
+	waitForBody(t, hs2, bob, room, "hello from three")
+	sendText(t, hs2, bob, room, "hello from two")
+	waitForBody(t, hs1, alice, room, "hello from two")
+	waitForBody(t, hs3, charlie, room, "hello from two")
+}
