@@ -259,9 +259,8 @@ func TestFederationTwoServers(t *testing.T) {
 }
 
 // TestFederationThreeServers: three servers in one room; the resident sends
-// a join it accepted
-// on to the room's other servers, and each server sends its users' events
-// to every server in the room.
+// a join it accepted on to the room's other servers, and each server sends
+// its users' events to every server in the room.
 func TestFederationThreeServers(t *testing.T) {
 	pki := newTestPKI(t)
 	hs1, name1 := startFederated(t, pki)
