@@ -151,6 +151,14 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 	if !strings.Contains(timeline(t, s, room), "signed and fine") {
 		t.Fatal("the accepted message is not in the timeline")
 	}
+	// /event: served to a server with a member who may see the event, to
+	// no other.
+	if _, err := s.Rooms.EventForServer(ctx, remote, msg.EventID()); err != nil {
+		t.Errorf("/event for the room's remote server: %v", err)
+	}
+	if _, err := s.Rooms.EventForServer(ctx, "other.test", msg.EventID()); err == nil {
+		t.Error("/event served to a server with no member in the room")
+	}
 	// Accepting it again changes nothing.
 	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys); err != nil {
 		t.Fatalf("a repeated event: %v", err)

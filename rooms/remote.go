@@ -418,17 +418,29 @@ func (s *Service) StateIDs(ctx context.Context, room spec.RoomID, eventID spec.E
 	return state, authChain, nil
 }
 
-// EventForServer returns an event's JSON for a remote server that shares
-// its room (its server has a member in the room now): /event/{eventId}.
+// EventForServer returns an event's JSON for a remote server
+// (/event/{eventId}) if one of its users joined to the room may see it, by
+// the room's history visibility as a local user would.
 func (s *Service) EventForServer(ctx context.Context, origin spec.ServerName, eventID spec.EventID) ([]byte, error) {
 	ev, err := s.eventByID(ctx, eventID)
 	if err != nil {
 		return nil, err
 	}
-	if ev == nil || !slices.Contains(s.ServersInRoom(ev.PDU.RoomID()), origin) {
+	if ev == nil {
 		return nil, spec.NotFound("event not found")
 	}
-	return ev.PDU.JSON(), nil
+	room := ev.PDU.RoomID()
+	if r := s.room(room); r != nil {
+		for _, u := range r.cur.Load().joined() {
+			if u.Server() != origin {
+				continue
+			}
+			if seen, err := s.Event(ctx, u, room, eventID); err == nil && seen != nil {
+				return ev.PDU.JSON(), nil
+			}
+		}
+	}
+	return nil, spec.NotFound("event not found")
 }
 
 // EventJSONAt returns the JSON of the stored event at a stream position,
