@@ -1,7 +1,9 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -67,7 +70,8 @@ func (s *Service) send(c *gin.Context) error {
 	ctx := c.Request.Context()
 	for _, raw := range txn.PDUs {
 		room := spec.RoomID(gjson.GetBytes(raw, "room_id").String())
-		id, err := s.rooms.ReceivePDU(ctx, raw, room, s.keys)
+		s.awaitJoin(ctx, room)
+		id, err := s.rooms.ReceivePDU(ctx, raw, room, s.keys, s.eventFetcher(spec.ServerName(origin)))
 		if id == "" {
 			// Without the room's version the event has no ID to answer for.
 			s.log.Info().Str("origin", origin).Str("room_id", string(room)).Err(err).Msg("federation: dropped a PDU")
@@ -170,4 +174,21 @@ func (s *Service) event(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, gin.H{"origin": s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{raw}})
 	return nil
+}
+
+// eventFetcher gets missing events from the server that sent a PDU.
+func (s *Service) eventFetcher(origin spec.ServerName) rooms.EventFetcher {
+	return func(ctx context.Context, id spec.EventID) ([]byte, error) {
+		body, err := s.request(ctx, http.MethodGet, origin, "/_matrix/federation/v1/event/"+url.PathEscape(string(id)), nil)
+		if err != nil {
+			return nil, err
+		}
+		var resp struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := json.Unmarshal(body, &resp); err != nil || len(resp.PDUs) != 1 {
+			return nil, fmt.Errorf("/event of %s: not one PDU", origin)
+		}
+		return resp.PDUs[0], nil
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/chatalot/chatalot/spec"
 )
@@ -15,6 +16,9 @@ import (
 // server of make_join and send_join. What the resident answers is checked
 // and committed by rooms (CommitRemoteJoin).
 func (s *Service) JoinRemote(ctx context.Context, user spec.UserID, room spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) error {
+	// Events the resident sends meanwhile wait for the room (awaitJoin).
+	done := s.joining(room)
+	defer done()
 	var last error = spec.NotFound("no server to join %s through", room)
 	for _, srv := range via {
 		if !s.Allowed(srv) {
@@ -70,4 +74,44 @@ func (s *Service) joinVia(ctx context.Context, user spec.UserID, room spec.RoomI
 		return fmt.Errorf("send_join: %w", err)
 	}
 	return s.rooms.CommitRemoteJoin(ctx, mj.RoomVersion, join, sj.State, sj.AuthChain, s.keys)
+}
+
+// joinWait bounds how long a transaction waits for a join in progress.
+const joinWait = 30 * time.Second
+
+// joining records a join of room in progress until done is called: the
+// resident may send the room's next events before this server has stored
+// the room, and they must not be dropped as events of an unknown room.
+func (s *Service) joining(room spec.RoomID) (done func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.joins == nil {
+		s.joins = map[spec.RoomID]chan struct{}{}
+	}
+	if _, ok := s.joins[room]; ok {
+		return func() {} // another join of the room is in progress: it ends the wait
+	}
+	ch := make(chan struct{})
+	s.joins[room] = ch
+	return func() {
+		s.mu.Lock()
+		delete(s.joins, room)
+		s.mu.Unlock()
+		close(ch)
+	}
+}
+
+// awaitJoin waits until a join of room in progress ends, if there is one.
+func (s *Service) awaitJoin(ctx context.Context, room spec.RoomID) {
+	s.mu.Lock()
+	ch := s.joins[room]
+	s.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-time.After(joinWait):
+	case <-ctx.Done():
+	}
 }

@@ -145,7 +145,7 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 	}
 
 	msg := remoteEvent(t, s, rkey, room, mallory, join, "m.room.message", nil, `{"msgtype":"m.text","body":"signed and fine"}`)
-	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys); err != nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys, nil); err != nil {
 		t.Fatalf("a valid remote message was refused: %v", err)
 	}
 	if !strings.Contains(timeline(t, s, room), "signed and fine") {
@@ -160,25 +160,53 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 		t.Error("/event served to a server with no member in the room")
 	}
 	// Accepting it again changes nothing.
-	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys); err != nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys, nil); err != nil {
 		t.Fatalf("a repeated event: %v", err)
+	}
+
+	// An event after one this server lacks: refused without a way to
+	// fetch it, accepted after it with one.
+	first := remoteEvent(t, s, rkey, room, mallory, msg, "m.room.message", nil, `{"msgtype":"m.text","body":"missed"}`)
+	second := remoteEvent(t, s, rkey, room, mallory, first, "m.room.message", nil, `{"msgtype":"m.text","body":"after the missed one"}`)
+	if _, err := s.Rooms.ReceivePDU(ctx, second.JSON(), room, keys, nil); err == nil {
+		t.Fatal("an event after an unknown one was accepted without it")
+	}
+	fetched := 0
+	fetch := func(_ context.Context, id spec.EventID) ([]byte, error) {
+		fetched++
+		if id != first.EventID() {
+			return nil, fmt.Errorf("no event %s", id)
+		}
+		return first.JSON(), nil
+	}
+	if _, err := s.Rooms.ReceivePDU(ctx, second.JSON(), room, keys, fetch); err != nil {
+		t.Fatalf("with the missing event fetched: %v", err)
+	}
+	if tl := timeline(t, s, room); fetched != 1 || !strings.Contains(tl, `"missed"`) || !strings.Contains(tl, "after the missed one") {
+		t.Fatalf("fetched %d events; timeline %s", fetched, tl)
+	}
+	// A fetch that answers another event is refused.
+	third := remoteEvent(t, s, rkey, room, mallory, remoteEvent(t, s, rkey, room, mallory, second, "m.room.message", nil, `{"body":"x"}`), "m.room.message", nil, `{"body":"y"}`)
+	lie := func(context.Context, spec.EventID) ([]byte, error) { return msg.JSON(), nil }
+	if _, err := s.Rooms.ReceivePDU(ctx, third.JSON(), room, keys, lie); err == nil {
+		t.Fatal("accepted after a fetch that answered another event")
 	}
 
 	// Forged: signed by a key that is not the server's.
 	forged := remoteEvent(t, s, newKey(t, remote), room, mallory, join, "m.room.message", nil, `{"msgtype":"m.text","body":"forged"}`)
-	if _, err := s.Rooms.ReceivePDU(ctx, forged.JSON(), room, keys); err == nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, forged.JSON(), room, keys, nil); err == nil {
 		t.Fatal("a forged event was accepted")
 	}
 	// Tampered: content changed after signing (the content hash no longer
 	// matches; the signature covers only the redacted form).
 	good := remoteEvent(t, s, rkey, room, mallory, join, "m.room.message", nil, `{"msgtype":"m.text","body":"original"}`)
 	tampered := strings.Replace(string(good.JSON()), `"original"`, `"tampered"`, 1)
-	if _, err := s.Rooms.ReceivePDU(ctx, []byte(tampered), room, keys); err == nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, []byte(tampered), room, keys, nil); err == nil {
 		t.Fatal("a tampered event was accepted")
 	}
 	// Not a member: the auth rules refuse.
 	eve := remoteEvent(t, s, rkey, room, "@eve:"+remote, join, "m.room.message", nil, `{"msgtype":"m.text","body":"from outside"}`)
-	if _, err := s.Rooms.ReceivePDU(ctx, eve.JSON(), room, keys); err == nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, eve.JSON(), room, keys, nil); err == nil {
 		t.Fatal("an event of a non-member was accepted")
 	}
 	// Built before a ban, sent after it: its auth events allow it, the
@@ -187,7 +215,7 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 	if code, body := s.As("@alice:test", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/ban", map[string]string{"user_id": string(mallory)}); code != 200 {
 		t.Fatalf("ban: %d %v", code, body)
 	}
-	if _, err := s.Rooms.ReceivePDU(ctx, late.JSON(), room, keys); !errors.Is(err, rooms.ErrSoftFailed) {
+	if _, err := s.Rooms.ReceivePDU(ctx, late.JSON(), room, keys, nil); !errors.Is(err, rooms.ErrSoftFailed) {
 		t.Fatalf("an event of a banned user: %v, want soft-failed", err)
 	}
 	tl := timeline(t, s, room)

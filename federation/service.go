@@ -60,6 +60,7 @@ type Service struct {
 	stopping <-chan struct{}
 	mu       sync.Mutex
 	queues   map[spec.ServerName]*queue
+	joins    map[spec.RoomID]chan struct{} // joins of remote rooms in progress
 }
 
 // Schema is federation's tables: the keys of other servers and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -26,8 +27,9 @@ import (
 //
 // Not yet: state resolution between forks (a remote event is applied on the
 // current state: on two servers that take turns the DAG stays a line), the
-// fetching of unknown prev events (get_missing_events) and of auth events
-// not already held, and the storing of soft-failed events (they are
+// fetching of auth events not already held (missing prev events are
+// fetched one by one from the sender, a few at most: not the spec's
+// get_missing_events), and the storing of soft-failed events (they are
 // dropped, and logged).
 
 // KeySource finds the verify key of a server valid at a time (the
@@ -158,7 +160,11 @@ var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the r
 // ReceivePDU accepts an event another server sent into a room this server
 // is in: verified, authorised against its auth events and the current state,
 // then committed. An event already held is accepted again without effect.
-func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource) (spec.EventID, error) {
+//
+// An event that follows events this server does not have is accepted after
+// them, when fetch can get them from the sending server (its /event), at
+// most maxMissing per call, oldest first, each through the same checks.
+func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, fetch EventFetcher) (spec.EventID, error) {
 	r := s.room(room)
 	if r == nil {
 		return "", spec.NotFound("no room %s is known to this server", room)
@@ -172,29 +178,71 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
-	_, err = s.acceptRemote(ctx, r, pdu, false)
+	_, err = s.acceptRemote(ctx, r, pdu, false, &remoteSource{keys: keys, fetch: fetch, budget: maxMissing})
 	return pdu.EventID(), err
+}
+
+// EventFetcher gets an event by ID from the server that sent a PDU (nil:
+// missing events are not fetched).
+type EventFetcher func(ctx context.Context, id spec.EventID) ([]byte, error)
+
+// maxMissing bounds the missing events fetched for one received event: a
+// server cannot make this one walk a whole room's history.
+const maxMissing = 20
+
+// remoteSource is where a received event's missing predecessors come from.
+type remoteSource struct {
+	keys   KeySource
+	fetch  EventFetcher
+	budget int
+}
+
+// fetchMissing accepts the prev events of pdu this server does not have,
+// fetched from the sender; the room's write lock is held.
+func (s *Service) fetchMissing(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
+	for _, prev := range pdu.PrevEvents() {
+		known, err := s.eventByID(ctx, prev)
+		if err != nil {
+			return err
+		}
+		if known != nil {
+			continue
+		}
+		if src == nil || src.fetch == nil || src.budget <= 0 {
+			return spec.NewError(spec.ErrNotFound, "event %s follows %s, which this server does not have", pdu.EventID(), prev)
+		}
+		src.budget--
+		raw, err := src.fetch(ctx, prev)
+		if err != nil {
+			return fmt.Errorf("fetch missing event %s: %w", prev, err)
+		}
+		p, err := VerifyRemotePDU(ctx, raw, r.version, src.keys)
+		if err != nil {
+			return err
+		}
+		if p.EventID() != prev || p.RoomID() != r.id {
+			return spec.Forbidden("the server answered another event for %s", prev)
+		}
+		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
+			return fmt.Errorf("missing event %s: %w", prev, err)
+		}
+	}
+	return nil
 }
 
 // acceptRemote checks and commits a verified remote event; the room's write
 // lock is held. It returns the state the event was applied on.
 // relay marks it for the room's other servers (Event.Relay).
-func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU, relay bool) (*snapshot, error) {
-	snap := r.cur.Load()
+func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU, relay bool, src *remoteSource) (*snapshot, error) {
 	if known, err := s.eventByID(ctx, pdu.EventID()); err != nil {
 		return nil, err
 	} else if known != nil {
-		return snap, nil
+		return r.cur.Load(), nil
 	}
-	for _, prev := range pdu.PrevEvents() {
-		known, err := s.eventByID(ctx, prev)
-		if err != nil {
-			return nil, err
-		}
-		if known == nil {
-			return nil, spec.NewError(spec.ErrNotFound, "event %s follows %s, which this server does not have (fetching missing events is not supported yet)", pdu.EventID(), prev)
-		}
+	if err := s.fetchMissing(ctx, r, pdu, src); err != nil {
+		return nil, err
 	}
+	snap := r.cur.Load() // after the missing events, if any
 	auth, err := s.loadAuthEvents(ctx, pdu)
 	if err != nil {
 		return nil, err
@@ -344,7 +392,7 @@ func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, room spe
 		return nil, nil, spec.Forbidden("the join must be of a user of %s, by that user", origin)
 	}
 	r.lockWrites()
-	before, err := s.acceptRemote(ctx, r, pdu, true)
+	before, err := s.acceptRemote(ctx, r, pdu, true, nil)
 	r.writeMu.Unlock()
 	if err != nil {
 		return nil, nil, err
