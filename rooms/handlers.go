@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -137,7 +138,15 @@ func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
 	}
 	// A room this server does not know is joined through the servers the
 	// client names, when federation is on (remote.go).
-	if joined, err := h.s.joinRemote(c.Request.Context(), dev.UserID, id, viaServers(c), body); joined || err != nil {
+	remote := body
+	if reason != "" {
+		remote = maps.Clone(body)
+		if remote == nil {
+			remote = map[string]json.RawMessage{}
+		}
+		remote["reason"], _ = json.Marshal(reason)
+	}
+	if joined, err := h.s.joinRemote(c.Request.Context(), dev.UserID, id, viaServers(c), remote); joined || err != nil {
 		if err != nil {
 			return err
 		}
