@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -134,6 +135,23 @@ func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
 			return spec.BadJSON("reason must be a string")
 		}
 		delete(body, "reason")
+	}
+	// A room this server does not know is joined through the servers the
+	// client names, when federation is on (remote.go).
+	remote := body
+	if reason != "" {
+		remote = maps.Clone(body)
+		if remote == nil {
+			remote = map[string]json.RawMessage{}
+		}
+		remote["reason"], _ = json.Marshal(reason)
+	}
+	if joined, err := h.s.joinRemote(c.Request.Context(), dev.UserID, id, viaServers(c), remote); joined || err != nil {
+		if err != nil {
+			return err
+		}
+		c.JSON(http.StatusOK, gin.H{"room_id": id})
+		return nil
 	}
 	ch := MembershipChange{Target: dev.UserID, Membership: spec.Join, Reason: reason, Content: body}
 	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID, Device: dev.DeviceID}, id, ch); err != nil {
@@ -611,4 +629,18 @@ func (h *handlers) redact(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": rid})
 	return nil
+}
+
+// viaServers are the servers a join names: server_name (deprecated) and
+// via query parameters.
+func viaServers(c *gin.Context) []spec.ServerName {
+	var out []spec.ServerName
+	for _, key := range []string{"via", "server_name"} {
+		for _, v := range c.QueryArray(key) {
+			if n, err := spec.ParseServerName(v); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }

@@ -22,6 +22,11 @@ type Event struct {
 	// RedactedBecause is the redaction event that redacted this one, if
 	// any: clients get it as unsigned.redacted_because.
 	RedactedBecause *events.PDU
+	// Relay marks a remote server's event that this server, as the
+	// resident of a federated join (send_join), sends on to the room's
+	// other servers; every other remote event reached them from its own
+	// server.
+	Relay bool
 
 	// replaced is the state event this one replaced (nil for new state);
 	// replacedKnown is false for events loaded from the database, whose

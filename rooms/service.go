@@ -85,6 +85,8 @@ type Deps struct {
 	// Limits returns the rate limit of a class of action (auth's per-user
 	// limiter; nil: none).
 	Limits func(class string) gin.HandlerFunc
+	// Federation joins rooms of other servers (remote.go; nil: none).
+	Federation *Federation
 }
 
 // CommitHooks is a list of commit hooks that is itself a CommitHook. It is
@@ -148,6 +150,7 @@ type Service struct {
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change
+	federation   *Federation     // remote.go; nil without federation
 
 	txnMu     sync.Mutex
 	txns      map[txnKey]txnEntry
@@ -178,7 +181,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: d.DB, key: d.Key, server: d.Server, cfg: d.Config, log: d.Log, notify: d.Notify,
-		profiles: d.Profiles, hook: d.CommitHook, guard: d.Guard, limit: d.Limits, now: time.Now,
+		profiles: d.Profiles, hook: d.CommitHook, guard: d.Guard, limit: d.Limits, now: time.Now, federation: d.Federation,
 		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
 		forgotten: map[spec.UserID]map[spec.RoomID]bool{},
 		txns:      map[txnKey]txnEntry{},

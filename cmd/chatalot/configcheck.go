@@ -21,6 +21,10 @@ import (
 var settingTypes = map[string]string{
 	"listen":                         "HOST:PORT",
 	"metrics_listen":                 "HOST:PORT",
+	"federation_listen":              "HOST:PORT",
+	"federation_tls_cert":            "FILE",
+	"federation_tls_key":             "FILE",
+	"federation_ca_file":             "FILE",
 	"public_baseurl":                 "URL",
 	"support_page":                   "URL",
 	"data_dir":                       "DIR",
@@ -236,7 +240,7 @@ func (c *Config) validateAddresses(add func(key, format string, args ...any)) {
 		// Validate says so.
 	case strings.ToLower(name) != name:
 		add("server_name", "%q has capital letters: write it in lower case (%q); it becomes part of every user ID as written", name, strings.ToLower(name))
-	case serverNameHasPort(name):
+	case serverNameHasPort(name) && !c.Federation:
 		add("server_name", "%q has a port: use the host name alone; clients find the server's port through public_baseurl and /.well-known/matrix/client", name)
 	}
 }

@@ -55,6 +55,13 @@ func serve(args []string) error {
 	}
 	defer ln.Close()
 	ln = api.LimitConnections(ln, int(cfg.MaxConnsPerIP), cfg.trustedProxies())
+	fedLn, err := federationListener(cfg)
+	if err != nil {
+		return err
+	}
+	if fedLn != nil {
+		defer fedLn.Close()
+	}
 	var metricsLn net.Listener
 	if cfg.Metrics && cfg.MetricsListen != "" {
 		if metricsLn, err = listen("metrics_listen", cfg.MetricsListen); err != nil {
@@ -82,6 +89,14 @@ func serve(args []string) error {
 	}
 	log.Info().Str("server_name", cfg.ServerName).Str("listen", ln.Addr().String()).
 		Str("data_dir", cfg.DataDir).Str("version", version).Msg("Chatalot is serving")
+	if fedLn != nil {
+		// The same handler: the federation and key routes are among its
+		// routes; TLS is this listener's.
+		fedSrv := &http.Server{Handler: app.Handler(), ReadHeaderTimeout: cfg.durations.headerTimeout, IdleTimeout: 120 * time.Second}
+		go func() { _ = fedSrv.Serve(fedLn) }()
+		defer fedSrv.Close()
+		log.Info().Str("federation_listen", fedLn.Addr().String()).Msg("serving federation over TLS")
+	}
 	stopReload := watchReload(fs, configPath, set, cfg, log) // SIGHUP
 	defer stopReload()
 	return serveUntilSignal(srv, ln, app, cfg.durations.shutdownGrace, log)

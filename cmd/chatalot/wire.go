@@ -55,6 +55,7 @@ func (a *App) appConfig() (app.Config, error) {
 		Schedule:   schedule.DefaultConfig(),
 		Router:     a.routerOptions(),
 		OAuth:      a.oauthConfig(),
+		Federation: a.cfg.federationConfig(),
 	}, nil
 }
 

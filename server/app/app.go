@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/federation"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/oauth"
@@ -30,7 +31,7 @@ import (
 var SpecVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
 // Schemas are the tables of every package, in the order they migrate.
-var Schemas = []storage.Schema{auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema, oauth.Schema}
+var Schemas = []storage.Schema{auth.Schema, rooms.Schema, chatsync.Schema, keys.Schema, media.Schema, push.Schema, admin.Schema, schedule.Schema, oauth.Schema, federation.Schema}
 
 // Config is the server configuration in each package's own terms.
 type Config struct {
@@ -46,7 +47,8 @@ type Config struct {
 	Admin      admin.Config
 	Schedule   schedule.Config
 	Router     api.Options
-	OAuth      *oauth.Config // nil: the OAuth 2.0 API is off, and /auth_metadata answers 404
+	OAuth      *oauth.Config      // nil: the OAuth 2.0 API is off, and /auth_metadata answers 404
+	Federation *federation.Config // nil: federation is off (no federation routes, nothing leaves)
 }
 
 // Deps are what the server runs on.
@@ -59,16 +61,17 @@ type Deps struct {
 
 // App is the wired server: its router and the services behind it.
 type App struct {
-	Router   *gin.Engine
-	Rooms    *rooms.Service
-	Auth     *auth.Service
-	Sync     *chatsync.Service
-	Push     *push.Service
-	Keys     *keys.Service
-	Media    *media.Service
-	Admin    *admin.Service
-	Schedule *schedule.Service
-	OAuth    *oauth.Service // nil with the OAuth 2.0 API off
+	Router     *gin.Engine
+	Rooms      *rooms.Service
+	Auth       *auth.Service
+	Sync       *chatsync.Service
+	Push       *push.Service
+	Keys       *keys.Service
+	Media      *media.Service
+	Admin      *admin.Service
+	Schedule   *schedule.Service
+	OAuth      *oauth.Service      // nil with the OAuth 2.0 API off
+	Federation *federation.Service // nil with federation off
 }
 
 // New builds every service and mounts every route. The workers (push
@@ -90,6 +93,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	if err := a.buildReaders(ctx, cfg, d, sh); err != nil {
 		return nil, err
 	}
+	if err := a.buildFederation(ctx, cfg, d, sh); err != nil {
+		return nil, err
+	}
 	a.start(d.Stopping)
 	a.Router = a.routes(cfg, d.Key)
 	return a, nil
@@ -105,6 +111,7 @@ type shared struct {
 	commits  *rooms.CommitHooks
 	devices  *auth.DeviceEvents
 	oauth    auth.OAuthSessions // nil with the OAuth 2.0 API off
+	remote   *rooms.Federation
 }
 
 func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
@@ -139,6 +146,9 @@ func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
 	if cfg.OAuth != nil {
 		sh.oauth = oauth.NewSessions(d.DB, cfg.BaseURL)
 	}
+	// rooms ⇄ federation: federation drives rooms (remote events), and
+	// rooms asks it to join remote rooms. Served only with federation on.
+	sh.remote = &rooms.Federation{}
 	return sh, nil
 }
 
@@ -149,6 +159,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	a.Rooms, err = rooms.New(ctx, rooms.Deps{
 		DB: d.DB, Key: d.Key, Server: cfg.ServerName, Log: d.Log, Notify: sh.notifier, Config: cfg.Rooms,
 		Profiles: sh.users, CommitHook: sh.commits, Guard: sh.policy.GuardMembership, Limits: sh.limiter.PerUser,
+		Federation: sh.remote,
 	})
 	if err != nil {
 		return err
@@ -230,6 +241,24 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 	return nil
 }
 
+// buildFederation builds federation when it is on: its outbound queue
+// joins the commit hooks, and it serves rooms' joins of remote rooms.
+func (a *App) buildFederation(ctx context.Context, cfg Config, d Deps, sh *shared) error {
+	if cfg.Federation == nil {
+		return nil
+	}
+	var err error
+	a.Federation, err = federation.New(ctx, federation.Deps{
+		DB: d.DB, Rooms: a.Rooms, Key: d.Key, Log: d.Log, Stopping: d.Stopping, Config: *cfg.Federation,
+		Commits: sh.commits, Federation: sh.remote,
+	})
+	if err != nil {
+		return err
+	}
+	// What a restart or crash left queued is sent now.
+	return a.Federation.Start(ctx)
+}
+
 // start runs the workers: push's clean-up, admin's follow-ups and the
 // scheduler, until stopping closes.
 func (a *App) start(stopping <-chan struct{}) {
@@ -272,6 +301,9 @@ func (a *App) routes(cfg Config, key events.SigningKey) *gin.Engine {
 	a.Admin.Routes(r, requireAuth)
 	if a.OAuth != nil {
 		a.OAuth.Routes(r)
+	}
+	if a.Federation != nil {
+		a.Federation.Routes(r)
 	}
 	return r
 }

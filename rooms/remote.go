@@ -1,0 +1,628 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/tidwall/gjson"
+)
+
+// Events from other servers (federation). The room core stays the one place
+// that accepts events: a remote event is parsed in the room's version, its
+// signatures and content hash are verified, it is checked against the auth
+// rules with its own auth events and then with the room's current state
+// (soft-fail), and it is committed through the same builder and write path
+// as a local event (commit.go). The federation package speaks HTTP; this
+// file decides what enters a room.
+//
+// Not yet: state resolution between forks (a remote event is applied on the
+// current state: on two servers that take turns the DAG stays a line), the
+// fetching of auth events not already held (missing prev events are
+// fetched one by one from the sender, a few at most: not the spec's
+// get_missing_events), and the storing of soft-failed events (they are
+// dropped, and logged).
+
+// KeySource finds the verify key of a server valid at a time (the
+// federation package's key fetcher).
+type KeySource interface {
+	VerifyKey(ctx context.Context, server, keyID string, at time.Time) (ed25519.PublicKey, error)
+}
+
+// RemoteJoiner joins a local user to a room this server does not know,
+// through one of the servers given (the federation package, when on).
+type RemoteJoiner interface {
+	JoinRemote(ctx context.Context, user spec.UserID, room spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) error
+}
+
+// Federation is how rooms reaches other servers. It is built before rooms
+// and the federation package (which reads rooms), and the latter serves it
+// when federation is on; with it off, joins of unknown rooms fail as they
+// always did.
+type Federation struct {
+	mu     sync.RWMutex
+	joiner RemoteJoiner
+}
+
+// Serve makes j the joiner of remote rooms.
+func (f *Federation) Serve(j RemoteJoiner) {
+	f.mu.Lock()
+	f.joiner = j
+	f.mu.Unlock()
+}
+
+func (f *Federation) remoteJoiner() RemoteJoiner {
+	if f == nil {
+		return nil
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.joiner
+}
+
+// joinRemote joins through other servers when the room is unknown here and
+// the client named some (server_name or via).
+func (s *Service) joinRemote(ctx context.Context, user spec.UserID, id spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) (bool, error) {
+	j := s.federation.remoteJoiner()
+	if j == nil || s.room(id) != nil || len(via) == 0 {
+		return false, nil
+	}
+	return true, j.JoinRemote(ctx, user, id, via, content)
+}
+
+// ServerName is this server's name.
+func (s *Service) ServerName() spec.ServerName { return s.server }
+
+// RoomVersion is the version of a room this server knows.
+func (s *Service) RoomVersion(id spec.RoomID) (spec.RoomVersion, bool) {
+	r := s.room(id)
+	if r == nil {
+		return "", false
+	}
+	return r.version, true
+}
+
+// ServersInRoom are the servers of the room's joined members, this one
+// included if it has any.
+func (s *Service) ServersInRoom(id spec.RoomID) []spec.ServerName {
+	r := s.room(id)
+	if r == nil {
+		return nil
+	}
+	return serversOf(r.cur.Load().joined())
+}
+
+func serversOf(users []spec.UserID) []spec.ServerName {
+	seen := map[spec.ServerName]bool{}
+	var out []spec.ServerName
+	for _, u := range users {
+		srv := u.Server()
+		if !seen[srv] {
+			seen[srv] = true
+			out = append(out, srv)
+		}
+	}
+	return out
+}
+
+// VerifyRemotePDU parses an event received from another server in room
+// version v and checks that it is what its sender's server signed: the
+// signature of that server (every key it signed with must verify, at least
+// one is required) and the content hash.
+func VerifyRemotePDU(ctx context.Context, raw []byte, v spec.RoomVersion, keys KeySource) (*events.PDU, error) {
+	pdu, err := events.ParsePDU(raw, v)
+	if err != nil {
+		return nil, err
+	}
+	server := pdu.Sender().Server()
+	sigs := gjson.GetBytes(pdu.JSON(), "signatures."+gjson.Escape(string(server)))
+	checked := 0
+	var verr error
+	sigs.ForEach(func(k, _ gjson.Result) bool {
+		pub, err := keys.VerifyKey(ctx, string(server), k.String(), time.UnixMilli(pdu.OriginServerTS()))
+		if err != nil {
+			verr = err
+			return false
+		}
+		if err := events.VerifyEvent(pdu.JSON(), v, string(server), k.String(), pub); err != nil {
+			verr = err
+			return false
+		}
+		checked++
+		return true
+	})
+	if verr != nil {
+		return nil, spec.Forbidden("event %s: signature of %s: %v", pdu.EventID(), server, verr)
+	}
+	if checked == 0 {
+		return nil, spec.Forbidden("event %s is not signed by %s", pdu.EventID(), server)
+	}
+	if err := events.CheckContentHash(pdu.JSON()); err != nil {
+		return nil, spec.Forbidden("event %s: content hash: %v", pdu.EventID(), err)
+	}
+	return pdu, nil
+}
+
+// ErrSoftFailed is returned for an event that passed the auth rules against
+// its auth events but not against the room's current state: it is not
+// applied (a banned user's server cannot slip messages in).
+var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the room's current state (soft-failed)")
+
+// ReceivePDU accepts an event another server sent into a room this server
+// is in: verified, authorised against its auth events and the current state,
+// then committed. An event already held is accepted again without effect.
+//
+// An event that follows events this server does not have is accepted after
+// them, when fetch can get them from the sending server (its /event), at
+// most maxMissing per call, oldest first, each through the same checks.
+func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, fetch EventFetcher) (spec.EventID, error) {
+	r := s.room(room)
+	if r == nil {
+		return "", spec.NotFound("no room %s is known to this server", room)
+	}
+	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
+	if err != nil {
+		return "", err
+	}
+	if pdu.RoomID() != room {
+		return "", spec.BadJSON("event %s is not in room %s", pdu.EventID(), room)
+	}
+	r.lockWrites()
+	defer r.writeMu.Unlock()
+	_, err = s.acceptRemote(ctx, r, pdu, false, &remoteSource{keys: keys, fetch: fetch, budget: maxMissing})
+	return pdu.EventID(), err
+}
+
+// EventFetcher gets an event by ID from the server that sent a PDU (nil:
+// missing events are not fetched).
+type EventFetcher func(ctx context.Context, id spec.EventID) ([]byte, error)
+
+// maxMissing bounds the missing events fetched for one received event: a
+// server cannot make this one walk a whole room's history.
+const maxMissing = 20
+
+// remoteSource is where a received event's missing predecessors come from.
+type remoteSource struct {
+	keys   KeySource
+	fetch  EventFetcher
+	budget int
+}
+
+// fetchMissing accepts the prev events of pdu this server does not have,
+// fetched from the sender; the room's write lock is held.
+func (s *Service) fetchMissing(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
+	for _, prev := range pdu.PrevEvents() {
+		known, err := s.eventByID(ctx, prev)
+		if err != nil {
+			return err
+		}
+		if known != nil {
+			continue
+		}
+		if src == nil || src.fetch == nil || src.budget <= 0 {
+			return spec.NewError(spec.ErrNotFound, "event %s follows %s, which this server does not have", pdu.EventID(), prev)
+		}
+		src.budget--
+		raw, err := src.fetch(ctx, prev)
+		if err != nil {
+			return fmt.Errorf("fetch missing event %s: %w", prev, err)
+		}
+		p, err := VerifyRemotePDU(ctx, raw, r.version, src.keys)
+		if err != nil {
+			return err
+		}
+		if p.EventID() != prev || p.RoomID() != r.id {
+			return spec.Forbidden("the server answered another event for %s", prev)
+		}
+		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
+			return fmt.Errorf("missing event %s: %w", prev, err)
+		}
+	}
+	return nil
+}
+
+// acceptRemote checks and commits a verified remote event; the room's write
+// lock is held. It returns the state the event was applied on.
+// relay marks it for the room's other servers (Event.Relay).
+func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU, relay bool, src *remoteSource) (*snapshot, error) {
+	if known, err := s.eventByID(ctx, pdu.EventID()); err != nil {
+		return nil, err
+	} else if known != nil {
+		return r.cur.Load(), nil
+	}
+	if err := s.fetchMissing(ctx, r, pdu, src); err != nil {
+		return nil, err
+	}
+	snap := r.cur.Load() // after the missing events, if any
+	auth, err := s.loadAuthEvents(ctx, pdu)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAgainstAuthEvents(pdu, auth, snap.get(spec.MRoomCreate, "")); err != nil {
+		return nil, err
+	}
+	// Soft-fail: the current state must allow it too.
+	if err := authrules.Allowed(pdu, snap); err != nil {
+		s.log.Warn().Str("event_id", string(pdu.EventID())).Str("room_id", string(r.id)).Err(err).Msg("soft-failed a remote event")
+		return nil, ErrSoftFailed
+	}
+	b := s.begin(r)
+	b.addRemote(pdu).Relay = relay
+	if err := b.commit(ctx, commitOpts{}); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// loadAuthEvents loads the events pdu names as auth events; every one must
+// be held already.
+func (s *Service) loadAuthEvents(ctx context.Context, pdu *events.PDU) ([]*events.PDU, error) {
+	var out []*events.PDU
+	for _, id := range pdu.AuthEvents() {
+		ev, err := s.eventByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ev == nil {
+			return nil, spec.Forbidden("event %s names auth event %s, which this server does not have", pdu.EventID(), id)
+		}
+		out = append(out, ev.PDU)
+	}
+	return out, nil
+}
+
+// checkAgainstAuthEvents applies the auth rules to pdu with the state its
+// auth events make (plus the create event, which v12 rules read without
+// naming it).
+func checkAgainstAuthEvents(pdu *events.PDU, auth []*events.PDU, create *events.PDU) error {
+	if err := authrules.CheckAuthEvents(pdu, auth); err != nil {
+		return err
+	}
+	state := authrules.NewStateMap(auth...)
+	if create != nil {
+		state[authrules.StateKeyPair{Type: spec.MRoomCreate}] = create
+	}
+	return authrules.Allowed(pdu, state)
+}
+
+// addRemote moves the working state past an event of another server,
+// already checked: like addProto's end, except that the event keeps its own
+// place in the DAG, and the room's forward extremities become those it
+// does not follow plus itself.
+func (b *builder) addRemote(pdu *events.PDU) *Event {
+	ev := &Event{PDU: pdu, replacedKnown: true}
+	if sk, ok := pdu.StateKey(); ok {
+		ev.replaced = b.snap.state.Get(pdu.Type(), sk)
+	}
+	prev := b.snap
+	b.applyLocal(pdu)
+	b.snap.depth = max(prev.depth, pdu.Depth())
+	var ext []*events.PDU
+	for _, e := range prev.extremity {
+		if !slices.Contains(pdu.PrevEvents(), e.EventID()) {
+			ext = append(ext, e)
+		}
+	}
+	b.snap.extremity = append(ext, pdu)
+	b.evs = append(b.evs, ev)
+	return ev
+}
+
+// The resident server's side of a join over federation.
+
+// MakeJoin answers make_join: the join event's template for a remote user,
+// built on the room's current state, and the room's version. Only the
+// sender's server can complete and sign it.
+func (s *Service) MakeJoin(ctx context.Context, room spec.RoomID, user spec.UserID, supported []spec.RoomVersion) ([]byte, spec.RoomVersion, error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, "", spec.NotFound("no room %s is known to this server", room)
+	}
+	if !slices.Contains(supported, r.version) {
+		return nil, "", spec.NewError(spec.ErrIncompatibleRoomVer, "the room's version %s is not one the joining server supports", r.version).
+			With("room_version", string(r.version))
+	}
+	if r.version.EventIDInEvent() {
+		return nil, "", spec.NewError(spec.ErrUnsupportedRoomVersion, "joins over federation to room version %s are not supported yet", r.version)
+	}
+	snap := r.cur.Load()
+	switch m := snap.membership(user); {
+	case m == spec.Ban:
+		return nil, "", spec.Forbidden("%s is banned from the room", user)
+	case m == spec.Invite || m == spec.Join:
+	default:
+		if rule := snap.get(spec.MRoomJoinRules, ""); rule == nil || rule.Content().Get("join_rule").String() != "public" {
+			return nil, "", spec.Forbidden("the room is not public and %s is not invited", user)
+		}
+	}
+	content := []byte(`{"membership":"join"}`)
+	sk := string(user)
+	var auth []spec.EventID
+	for _, k := range authrules.AuthEventKeys(spec.MRoomMember, &sk, user, gjson.ParseBytes(content), r.version) {
+		if ev := snap.state.Get(k.Type, k.StateKey); ev != nil {
+			auth = append(auth, ev.EventID())
+		}
+	}
+	prev := []spec.EventID{}
+	for _, e := range snap.extremity {
+		prev = append(prev, e.EventID())
+	}
+	if auth == nil {
+		auth = []spec.EventID{}
+	}
+	tmpl := map[string]any{
+		"type": spec.MRoomMember, "state_key": sk, "sender": user, "room_id": room,
+		"content": json.RawMessage(content), "prev_events": prev, "auth_events": auth,
+		"depth": snap.depth + 1, "origin_server_ts": s.now().UnixMilli(),
+	}
+	if !r.version.AtLeast11() {
+		tmpl["origin"] = user.Server()
+	}
+	b, err := json.Marshal(tmpl)
+	return b, r.version, err
+}
+
+// SendJoin accepts a remote user's join (send_join) and returns the room's
+// state before it and the auth chain of that state and of the join.
+func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, room spec.RoomID, eventID spec.EventID, raw []byte, keys KeySource) (state, authChain [][]byte, err error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, nil, spec.NotFound("no room %s is known to this server", room)
+	}
+	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	sk, _ := pdu.StateKey()
+	switch {
+	case pdu.EventID() != eventID || pdu.RoomID() != room:
+		return nil, nil, spec.BadJSON("the event is not %s in %s", eventID, room)
+	case pdu.Type() != spec.MRoomMember || pdu.Content().Get("membership").String() != spec.Join:
+		return nil, nil, spec.BadJSON("send_join takes a join")
+	case sk != string(pdu.Sender()) || pdu.Sender().Server() != origin:
+		return nil, nil, spec.Forbidden("the join must be of a user of %s, by that user", origin)
+	}
+	r.lockWrites()
+	before, err := s.acceptRemote(ctx, r, pdu, true, nil)
+	r.writeMu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	var pdus []*events.PDU
+	for _, ev := range before.state.All() {
+		pdus = append(pdus, ev)
+		state = append(state, ev.JSON())
+	}
+	chain, err := s.authChain(ctx, append(pdus, pdu))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ev := range chain {
+		authChain = append(authChain, ev.JSON())
+	}
+	return state, authChain, nil
+}
+
+// authChain is every event the given events' auth events lead to.
+func (s *Service) authChain(ctx context.Context, from []*events.PDU) ([]*events.PDU, error) {
+	seen := map[spec.EventID]bool{}
+	var out []*events.PDU
+	todo := slices.Clone(from)
+	for len(todo) > 0 {
+		p := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		for _, id := range p.AuthEvents() {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			ev, err := s.eventByID(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if ev == nil {
+				continue // not held: the joining server will find the chain short
+			}
+			out = append(out, ev.PDU)
+			todo = append(todo, ev.PDU)
+		}
+	}
+	return out, nil
+}
+
+// StateIDs answers /state_ids for the room's current state: it is served
+// when eventID is one of the room's forward extremities (what joins ask
+// for); the state at older events is not served yet.
+func (s *Service) StateIDs(ctx context.Context, room spec.RoomID, eventID spec.EventID) (state, authChain []spec.EventID, err error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, nil, spec.NotFound("no room %s is known to this server", room)
+	}
+	snap := r.cur.Load()
+	if !slices.ContainsFunc(snap.extremity, func(p *events.PDU) bool { return p.EventID() == eventID }) {
+		return nil, nil, spec.NotFound("the state at %s is not served (only at the room's latest events)", eventID)
+	}
+	var pdus []*events.PDU
+	for _, ev := range snap.state.All() {
+		pdus = append(pdus, ev)
+		state = append(state, ev.EventID())
+	}
+	chain, err := s.authChain(ctx, pdus)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ev := range chain {
+		authChain = append(authChain, ev.EventID())
+	}
+	return state, authChain, nil
+}
+
+// EventForServer returns an event's JSON for a remote server
+// (/event/{eventId}) if one of its users joined to the room may see it, by
+// the room's history visibility as a local user would.
+func (s *Service) EventForServer(ctx context.Context, origin spec.ServerName, eventID spec.EventID) ([]byte, error) {
+	ev, err := s.eventByID(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if ev == nil {
+		return nil, spec.NotFound("event not found")
+	}
+	room := ev.PDU.RoomID()
+	if r := s.room(room); r != nil {
+		for _, u := range r.cur.Load().joined() {
+			if u.Server() != origin {
+				continue
+			}
+			if seen, err := s.Event(ctx, u, room, eventID); err == nil && seen != nil {
+				return ev.PDU.JSON(), nil
+			}
+		}
+	}
+	return nil, spec.NotFound("event not found")
+}
+
+// EventJSONAt returns the JSON of the stored event at a stream position,
+// for the outbound queue (which keeps positions, not copies).
+func (s *Service) EventJSONAt(ctx context.Context, pos int64) ([]byte, spec.RoomID, error) {
+	evs, err := s.queryEvents(ctx, `WHERE e.position = $1`, pos)
+	if err != nil || len(evs) == 0 {
+		return nil, "", err
+	}
+	return evs[0].PDU.JSON(), evs[0].PDU.RoomID(), nil
+}
+
+// The joining server's side.
+
+// JoinFromTemplate completes and signs the join event of a make_join
+// template for a local user.
+func (s *Service) JoinFromTemplate(tmpl []byte, v spec.RoomVersion, user spec.UserID, room spec.RoomID, extra map[string]json.RawMessage) (*events.PDU, error) {
+	if !v.Supported() || v.EventIDInEvent() {
+		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "joins over federation to room version %q are not supported", v)
+	}
+	t := gjson.ParseBytes(tmpl)
+	if t.Get("type").String() != spec.MRoomMember || t.Get("state_key").String() != string(user) ||
+		t.Get("sender").String() != string(user) || t.Get("room_id").String() != string(room) {
+		return nil, fmt.Errorf("make_join returned a template for another event")
+	}
+	content := map[string]json.RawMessage{}
+	for k, v := range extra {
+		content[k] = v
+	}
+	if c := t.Get("content"); c.IsObject() {
+		c.ForEach(func(k, v gjson.Result) bool {
+			if k.String() == "membership" || k.String() == "join_authorised_via_users_server" {
+				content[k.String()] = json.RawMessage(v.Raw)
+			}
+			return true
+		})
+	}
+	if string(content["membership"]) != `"join"` {
+		return nil, fmt.Errorf("make_join returned a template that is not a join")
+	}
+	cb, err := json.Marshal(content)
+	if err != nil {
+		return nil, err
+	}
+	cb, err = events.CanonicalObject(cb)
+	if err != nil {
+		return nil, err
+	}
+	ids := func(key string) []spec.EventID {
+		out := []spec.EventID{}
+		for _, id := range t.Get(key).Array() {
+			out = append(out, spec.EventID(id.String()))
+		}
+		return out
+	}
+	sk := string(user)
+	return events.Build(events.ProtoEvent{
+		Type: spec.MRoomMember, StateKey: &sk, Sender: user, RoomID: room, Content: cb,
+		PrevEvents: ids("prev_events"), AuthEvents: ids("auth_events"), Depth: t.Get("depth").Int(),
+		OriginServerTS: s.now().UnixMilli(),
+	}, v, s.key)
+}
+
+// CommitRemoteJoin makes a room this server did not know from what the
+// resident server answered to send_join: every state event and the auth
+// chain verified, each state event authorised by its auth events, the join
+// by the state; then the state and the join are committed as the room's
+// first events, through the same write as any room's.
+func (s *Service) CommitRemoteJoin(ctx context.Context, v spec.RoomVersion, join *events.PDU, state, authChain []json.RawMessage, keys KeySource) error {
+	room := join.RoomID()
+	byID := map[spec.EventID]*events.PDU{}
+	var statePDUs []*events.PDU
+	for i, list := range [][]json.RawMessage{authChain, state} {
+		for _, raw := range list {
+			p, err := VerifyRemotePDU(ctx, raw, v, keys)
+			if err != nil {
+				return fmt.Errorf("send_join answer: %w", err)
+			}
+			if p.RoomID() != room {
+				return fmt.Errorf("send_join answer: event %s is in another room", p.EventID())
+			}
+			byID[p.EventID()] = p
+			if i == 1 {
+				statePDUs = append(statePDUs, p)
+			}
+		}
+	}
+	stateMap := authrules.NewStateMap(statePDUs...)
+	create := stateMap.Get(spec.MRoomCreate, "")
+	if create == nil {
+		return fmt.Errorf("send_join answer: the state has no m.room.create")
+	}
+	for _, p := range statePDUs {
+		if p.Type() == spec.MRoomCreate {
+			if err := authrules.Allowed(p, authrules.StateMap{}); err != nil {
+				return fmt.Errorf("send_join answer: create event: %w", err)
+			}
+			continue
+		}
+		var auth []*events.PDU
+		for _, id := range p.AuthEvents() {
+			if a := byID[id]; a != nil {
+				auth = append(auth, a)
+			}
+		}
+		if err := checkAgainstAuthEvents(p, auth, create); err != nil {
+			return fmt.Errorf("send_join answer: state event %s: %w", p.EventID(), err)
+		}
+	}
+	if err := authrules.Allowed(join, stateMap); err != nil {
+		return fmt.Errorf("the join is not allowed by the room's state: %w", err)
+	}
+	if s.room(room) != nil {
+		return spec.NewError(spec.ErrUnknown, "this server already knows room %s: joining it again over federation is not supported yet", room)
+	}
+	// The create event first, then by depth: each event's auth events come
+	// before it.
+	sort.SliceStable(statePDUs, func(i, j int) bool {
+		ci, cj := statePDUs[i].Type() == spec.MRoomCreate, statePDUs[j].Type() == spec.MRoomCreate
+		if ci != cj {
+			return ci
+		}
+		return statePDUs[i].Depth() < statePDUs[j].Depth()
+	})
+	r := newLiveRoom(room, v)
+	b := s.begin(r)
+	for _, p := range statePDUs {
+		b.addRemote(p)
+	}
+	b.snap.extremity = nil // the state events are not the DAG's tips; the join is
+	b.addRemote(join)
+	if err := b.commit(ctx, commitOpts{NewRoom: true, Creator: create.Sender()}); err != nil {
+		return err
+	}
+	s.unforget(ctx, join.Sender(), room)
+	return nil
+}
