@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"

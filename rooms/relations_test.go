@@ -1,8 +1,10 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 func relatesTo(rel, parent string) map[string]any {
@@ -254,7 +256,7 @@ func TestThreadOf(t *testing.T) {
 func TestNewerEditTieBreak(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	fixed := time.UnixMilli(1_700_000_000_000)
-	ts.s.now = func() time.Time { return fixed }
+	rooms.SetClockForTest(ts.s, func() time.Time { return fixed })
 	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
 	root := ts.send(userA, room, map[string]any{"body": "root"})
 	var latest string

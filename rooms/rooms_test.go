@@ -1,10 +1,8 @@
-package rooms
+package rooms_test
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -12,12 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
 
@@ -296,17 +290,8 @@ func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
 	}
 
 	// After a restart the events come from the database: same answer.
-	_, priv, _ := ed25519.GenerateKey(nil)
-	again, err := New(t.Context(), Deps{DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: Config{Encryption: "optional"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	again.Routes(r, authtest.Middleware, nil)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	restarted := &testServer{t: t, s: again, db: ts.db, srv: srv}
+	ts.restart()
+	restarted := ts
 	check("/event after a restart", restarted.must(userA, "GET", room+"/event/"+mine, nil))
 	for _, ev := range restarted.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
 		if path(ev, "event_id") == mine {
@@ -319,6 +304,7 @@ func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {
 	ts := newTestServer(t, "required")
 	id := ts.createRoom(userA, nil)
 	room := "/_matrix/client/v3/rooms/" + id
+	ts.Token(userB) // Bob's account exists before the count starts
 	before := ts.db.Position()
 	big := strings.Repeat("x", 70000)
 	cases := []struct {
@@ -403,13 +389,13 @@ func TestStateFromMemoryMatchesDatabase(t *testing.T) {
 			ts.must(userB, "POST", room+"/leave", map[string]any{})
 		}
 	}
-	r := ts.s.room(spec.RoomID(id))
-	for pos := r.cur.Load().position; pos > r.cur.Load().position-40; pos-- {
-		mem, ok := r.stateAtFromMemory(pos)
+	latest := ts.s.Position(spec.RoomID(id))
+	for pos := latest; pos > latest-40; pos-- {
+		mem, ok := ts.s.StateAtFromMemoryForTest(spec.RoomID(id), pos)
 		if !ok {
 			t.Fatalf("position %d is recent but memory cannot answer", pos)
 		}
-		db, err := ts.s.stateAt(t.Context(), spec.RoomID(id), pos)
+		db, err := ts.s.StateAtFromDBForTest(t.Context(), spec.RoomID(id), pos)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,8 +482,7 @@ func TestRedactedStateStaysRedactedInPastState(t *testing.T) {
 	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	secret := ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "the secret topic"})["event_id"].(string)
-	r := ts.s.room(spec.RoomID(id))
-	before := r.cur.Load().position
+	before := ts.s.Position(spec.RoomID(id))
 	ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "public topic"})
 	ts.must(userA, "PUT", room+"/redact/"+secret+"/r1", map[string]any{})
 	state, err := ts.s.StateAt(t.Context(), spec.RoomID(id), before)

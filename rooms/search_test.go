@@ -1,9 +1,11 @@
-package rooms
+package rooms_test
 
 import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/storage"
 )
@@ -193,7 +195,7 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	want := answers()
 	sameList(t, "search", want[0].([]string), root)
 	sameList(t, "relations", want[2].([]string), react, child)
-	migration := Schema.Migrations[1]
+	migration := rooms.Schema.Migrations[1]
 	backfill := migration[strings.Index(migration, "INSERT INTO event_relations"):]
 	if err := ts.db.Write(t.Context(), func(tx *storage.Tx) error {
 		// The search index is rebuilt at start-up when migration 5 left
@@ -207,7 +209,7 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.s.reindexSearch(t.Context()); err != nil {
+	if err := ts.s.ReindexSearchForTest(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if got := answers(); !reflect.DeepEqual(got, want) {

@@ -1,34 +1,8 @@
-package rooms
+package rooms_test
 
 import (
-	"context"
-	"crypto/ed25519"
-	"net/http/httptest"
 	"testing"
-
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"github.com/chatalot/chatalot/events"
-	"github.com/rs/zerolog"
 )
-
-// restart builds a new rooms service and router on the same database, as a
-// server restart does: what is in memory is what start-up loads.
-func (ts *testServer) restart() {
-	ts.t.Helper()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	s, err := New(context.Background(), Deps{
-		DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: Config{Encryption: ts.s.cfg.Encryption}, Log: zerolog.Nop(),
-	})
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, authtest.Middleware, nil)
-	ts.srv.Close()
-	ts.s, ts.srv = s, httptest.NewServer(r)
-}
 
 // TestTxnIDScopeIsDeviceAndEndpoint: a transaction ID is scoped to one
 // device and one endpoint (client-server API "Transaction identifiers"):
@@ -248,6 +222,8 @@ func TestMembersAtATokenBeforeTheRoom(t *testing.T) {
 // and avatar_url for every member, null when the member event has none.
 func TestJoinedMembersHaveBothProfileKeys(t *testing.T) {
 	ts := newTestServer(t, "optional")
+	// No profile: the member events carry only what the test gives.
+	ts.must(userA, "PUT", "/_matrix/client/v3/profile/"+userA+"/displayname", map[string]any{"displayname": ""})
 	id := ts.createRoom(userA, nil)
 	ts.putState(userA, id, "m.room.member", userA, map[string]any{"membership": "join", "displayname": "Alice", "avatar_url": "mxc://test/a"})
 	code, raw := ts.do(userA, "GET", v3+id+"/joined_members", nil)

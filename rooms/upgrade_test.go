@@ -1,7 +1,9 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 const userD = "@dave:test"
@@ -155,7 +157,7 @@ func TestUpgradeByAModerator(t *testing.T) {
 
 func TestUpgradeFollowsTheEncryptionPolicy(t *testing.T) {
 	ts := newTestServer(t, "default")
-	old, _, err := ts.s.CreateRoom(t.Context(), userA, CreateRequest{Preset: "private_chat", Unencrypted: true})
+	old, _, err := ts.s.CreateRoom(t.Context(), userA, rooms.CreateRequest{Preset: "private_chat", Unencrypted: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"
 	"regexp"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/spec"
 )
@@ -207,7 +209,7 @@ func TestRoomVersion12ValidationIsBadRequest(t *testing.T) {
 // TestDefaultRoomVersionSetting: rooms created without a version get the
 // configured one.
 func TestDefaultRoomVersionSetting(t *testing.T) {
-	ts := newTestServerWith(t, Config{Encryption: "optional", DefaultRoomVersion: spec.RoomV10})
+	ts := newTestServerWith(t, rooms.Config{Encryption: "optional", DefaultRoomVersion: spec.RoomV10})
 	id := ts.createRoom(userA, nil)
 	if v := ts.must(userA, "GET", v3+id+"/state/m.room.create/", nil)["room_version"]; v != "10" {
 		t.Fatalf("default room version %v", v)
