@@ -1,7 +1,6 @@
 package push_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -58,19 +57,7 @@ func (ts *testServer) close() { ts.Close() }
 // sent as it is.
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	if b, ok := body.(string); ok {
-		body = servertest.Raw(b)
-	}
-	tok := ""
-	if user != "" {
-		tok = ts.Token(spec.UserID(user))
-	}
-	code, raw := ts.DoRaw(tok, method, path, body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
-	}
-	return code, out
+	return ts.JSONAs(user, method, path, body)
 }
 
 func (ts *testServer) must(user, method, path string, body any) map[string]any {

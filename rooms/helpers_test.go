@@ -3,12 +3,10 @@ package rooms_test
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/chatalot/chatalot/internal/servertest"
 	"github.com/chatalot/chatalot/rooms"
-	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
 
@@ -50,26 +48,12 @@ func (ts *testServer) restart() {
 	*ts = *startTestServer(ts.t, ts.Dir, ts.cfg)
 }
 
-// do sends a request as user (no token if user is ""; "USER|DEVICE" for
-// another device than servertest.DeviceID) and decodes the JSON answer
-// into a map; a string or []byte body is sent as it is.
+// do sends a request as user (servertest.Server.DoAs) and decodes the
+// JSON answer into a map; an answer that is not an object is kept as
+// "_raw".
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	switch b := body.(type) {
-	case string:
-		body = servertest.Raw(b)
-	case []byte:
-		body = servertest.Raw(b)
-	}
-	tok := ""
-	if user != "" {
-		id, device, _ := strings.Cut(user, "|")
-		if device == "" {
-			device = servertest.DeviceID
-		}
-		tok = ts.DeviceToken(spec.UserID(id), device)
-	}
-	code, raw := ts.DoRaw(tok, method, path, body)
+	code, raw := ts.DoAs(user, method, path, body)
 	var out map[string]any
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &out); err != nil {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/internal/servertest"
-	"github.com/chatalot/chatalot/spec"
 )
 
 // testServer is the whole server (internal/servertest); the users are real
@@ -24,16 +23,7 @@ func newTestServer(t *testing.T) *testServer {
 
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	tok := ""
-	if user != "" {
-		tok = ts.Token(spec.UserID(user))
-	}
-	code, raw := ts.DoRaw(tok, method, path, body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
-	}
-	return code, out
+	return ts.JSONAs(user, method, path, body)
 }
 
 func (ts *testServer) must(user, method, path string, body any) map[string]any {

@@ -229,6 +229,41 @@ func (s *Server) DoRaw(token, method, path string, body any) (int, []byte) {
 	return resp.StatusCode, raw
 }
 
+// DoAs sends a request as who: "" for no access token, a user ID for its
+// device DeviceID, "USER|DEVICE" for another device (see DeviceToken). A
+// string or []byte body is sent as it is, anything else as JSON. It returns
+// the status and the answer's body as it came.
+func (s *Server) DoAs(who, method, path string, body any) (int, []byte) {
+	s.t.Helper()
+	switch b := body.(type) {
+	case string:
+		body = Raw(b)
+	case []byte:
+		body = Raw(b)
+	}
+	tok := ""
+	if who != "" {
+		user, device, _ := strings.Cut(who, "|")
+		if device == "" {
+			device = DeviceID
+		}
+		tok = s.DeviceToken(spec.UserID(user), device)
+	}
+	return s.DoRaw(tok, method, path, body)
+}
+
+// JSONAs is DoAs with the answer decoded; an answer that is not JSON fails
+// the test.
+func (s *Server) JSONAs(who, method, path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	code, raw := s.DoAs(who, method, path, body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		s.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
+	}
+	return code, out
+}
+
 // As sends a request as user (see Token; anonymous if user is "").
 func (s *Server) As(user spec.UserID, method, path string, body any) (int, map[string]any) {
 	s.t.Helper()
