@@ -2,7 +2,6 @@ package push_test
 
 import (
 	"fmt"
-	"net/http"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -60,13 +59,10 @@ func (ts *testServer) do(user, method, path string, body any) (int, map[string]a
 	return ts.JSONAs(user, method, path, body)
 }
 
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != http.StatusOK {
-		ts.t.Fatalf("%s %s as %s: %d %v", method, path, user, code, out)
-	}
-	return out
+	return ts.MustJSON(user, method, path, body)
 }
 
 // wantError checks an error answer's status and errcode.

@@ -67,7 +67,7 @@ func BenchmarkSendManyRooms(b *testing.B) { benchSend(b, 64) }
 func BenchmarkMessages(b *testing.B) {
 	ts := newTestServer(&testing.T{}, "optional")
 	ts.t = &testing.T{}
-	room := ts.createRoom("@alice:test", map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"})
 	for i := range 9 {
 		ts.join(fmt.Sprintf("@u%d:test", i), room)
 	}

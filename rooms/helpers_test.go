@@ -2,7 +2,6 @@ package rooms_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"testing"
 
 	"github.com/chatalot/chatalot/internal/servertest"
@@ -65,22 +64,10 @@ func (ts *testServer) do(user, method, path string, body any) (int, map[string]a
 	return code, out
 }
 
-// must is do that fails the test unless the status is 200.
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != http.StatusOK {
-		ts.t.Fatalf("%s %s as %s: %d %v", method, path, user, code, out)
-	}
-	return out
-}
-
-func (ts *testServer) createRoom(user string, body map[string]any) string {
-	ts.t.Helper()
-	if body == nil {
-		body = map[string]any{}
-	}
-	return ts.must(user, "POST", "/_matrix/client/v3/createRoom", body)["room_id"].(string)
+	return ts.MustJSON(user, method, path, body)
 }
 
 var txnCounter int

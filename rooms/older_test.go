@@ -11,7 +11,7 @@ import (
 // them shows in /messages as it does in the database.
 func TestRedactionReachesKeptOlderEvents(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, room)
 	var sent []string
 	for i := range rooms.RecentSize + 40 {

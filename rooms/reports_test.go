@@ -9,8 +9,8 @@ import (
 
 func TestReports(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
-	hidden := ts.createRoom(userA, nil)
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
+	hidden := ts.CreateRoom(userA, nil)
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	early := ts.send(userA, room, map[string]any{"body": "before Bob"})
 	ts.join(userB, room)

@@ -264,6 +264,26 @@ func (s *Server) JSONAs(who, method, path string, body any) (int, map[string]any
 	return code, out
 }
 
+// MustJSON is JSONAs that fails the test unless the status is 200.
+func (s *Server) MustJSON(who, method, path string, body any) map[string]any {
+	s.t.Helper()
+	code, out := s.JSONAs(who, method, path, body)
+	if code != http.StatusOK {
+		s.t.Fatalf("%s %s as %s: %d %v", method, path, who, code, out)
+	}
+	return out
+}
+
+// CreateRoom creates a room as who with the createRoom body (nil: {}) and
+// returns its ID.
+func (s *Server) CreateRoom(who string, body map[string]any) string {
+	s.t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	return s.MustJSON(who, http.MethodPost, "/_matrix/client/v3/createRoom", body)["room_id"].(string)
+}
+
 // As sends a request as user (see Token; anonymous if user is "").
 func (s *Server) As(user spec.UserID, method, path string, body any) (int, map[string]any) {
 	s.t.Helper()
