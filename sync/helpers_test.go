@@ -32,6 +32,12 @@ func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	return ts.MustJSON(user, method, path, body)
 }
 
+// createRoom is servertest.Server.CreateRoom.
+func (ts *testServer) createRoom(user string, body map[string]any) string {
+	ts.t.Helper()
+	return ts.CreateRoom(user, body)
+}
+
 // txn numbers sends; tests send from several goroutines at once.
 var txn atomic.Int64
 

@@ -36,7 +36,7 @@ func endsWithLeaveOf(tl []string, user string) bool {
 // include_leave.
 func TestRejectedInviteIsInLeaveWithItsLeaveEvent(t *testing.T) {
 	ts := newTestServer(t)
-	id := ts.CreateRoom(bobID, map[string]any{"initial_state": []map[string]any{
+	id := ts.createRoom(bobID, map[string]any{"initial_state": []map[string]any{
 		{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}},
 	}})
 	since := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)
@@ -77,7 +77,7 @@ func TestRejectedInviteIsInLeaveWithItsLeaveEvent(t *testing.T) {
 // is past the leave.
 func TestForgottenRoomLeaveReachesIncrementalSync(t *testing.T) {
 	ts := newTestServer(t)
-	id := ts.CreateRoom(aliceID, map[string]any{"preset": "public_chat"})
+	id := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
 	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
 	since := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)
 	ts.must(aliceID, "POST", "/_matrix/client/v3/rooms/"+id+"/leave", map[string]any{})
@@ -104,7 +104,7 @@ func TestForgottenRoomLeaveReachesIncrementalSync(t *testing.T) {
 // before Bob ever joined, "join" from his join on; /messages says the same.
 func TestUnsignedMembership(t *testing.T) {
 	ts := newTestServer(t)
-	id := ts.CreateRoom(aliceID, map[string]any{"preset": "public_chat"})
+	id := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
 	before := ts.send(aliceID, id, "before bob")
 	ts.must(bobID, "POST", "/_matrix/client/v3/rooms/"+id+"/join", map[string]any{})
 	after := ts.send(aliceID, id, "after bob")
@@ -150,7 +150,7 @@ func TestUnsignedMembership(t *testing.T) {
 func TestPresenceOfNewlySharedUsers(t *testing.T) {
 	ts := newTestServer(t)
 	const carolID = "@carol:test"
-	room := ts.CreateRoom(aliceID, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(aliceID, map[string]any{"preset": "public_chat"})
 	ts.syncOnce(aliceID, "", 0, "") // alice is online
 	bobSince := ts.syncOnce(bobID, "", 0, "")["next_batch"].(string)
 	aliceSince := ts.syncOnce(aliceID, "", 0, "")["next_batch"].(string)

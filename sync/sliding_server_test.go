@@ -34,9 +34,9 @@ func listBody(filters map[string]any) map[string]any {
 // another user's room, and it frees its waiter.
 func TestSlidingLongPollAnswersForItsRooms(t *testing.T) {
 	ts := newTestServer(t)
-	mine := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	mine := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+mine, map[string]any{})
-	other := ts.CreateRoom(carol, nil)
+	other := ts.createRoom(carol, nil)
 	body := listBody(nil)
 	_, first := ts.slide(bob, "", 0, body)
 	pos := first["pos"].(string)
@@ -74,12 +74,12 @@ func TestSlidingLongPollAnswersForItsRooms(t *testing.T) {
 func TestSlidingListFilters(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
-	plain := ts.CreateRoom(bob, map[string]any{"name": "plain"})
-	space := ts.CreateRoom(bob, map[string]any{"creation_content": map[string]any{"type": "m.space"}})
-	child := ts.CreateRoom(bob, map[string]any{"name": "child"})
+	plain := ts.createRoom(bob, map[string]any{"name": "plain"})
+	space := ts.createRoom(bob, map[string]any{"creation_content": map[string]any{"type": "m.space"}})
+	child := ts.createRoom(bob, map[string]any{"name": "child"})
 	ts.must(bob, "PUT", "/_matrix/client/v3/rooms/"+space+"/state/m.space.child/"+child, map[string]any{"via": []string{"test"}})
-	dm := ts.CreateRoom(alice, map[string]any{"is_direct": true, "invite": []string{bob}})
-	fav := ts.CreateRoom(bob, nil)
+	dm := ts.createRoom(alice, map[string]any{"is_direct": true, "invite": []string{bob}})
+	fav := ts.createRoom(bob, nil)
 	if err := ts.Auth.SetAccountData(ctx, bob, "", "m.direct", json.RawMessage(`{"@alice:test":["`+dm+`"]}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestSlidingRangesAndBumpOrder(t *testing.T) {
 	ts := newTestServer(t)
 	var ids []string
 	for i := 0; i < 5; i++ {
-		ids = append(ids, ts.CreateRoom(bob, nil))
+		ids = append(ids, ts.createRoom(bob, nil))
 	}
 	window := func(a, b int) map[string]any {
 		return map[string]any{"conn_id": "w", "lists": map[string]any{"l": map[string]any{"ranges": [][]int{{a, b}}, "timeline_limit": 1}}}
@@ -154,7 +154,7 @@ func TestSlidingHugeRanges(t *testing.T) {
 	ts := newTestServer(t)
 	var ids []string
 	for i := 0; i < 12; i++ {
-		ids = append(ids, ts.CreateRoom(bob, nil))
+		ids = append(ids, ts.createRoom(bob, nil))
 	}
 	body := map[string]any{"conn_id": "h", "lists": map[string]any{"l": map[string]any{
 		"ranges": [][]int64{{0, 0}, {11, 9223372036854775807}}, "timeline_limit": 1}}}
@@ -169,8 +169,8 @@ func TestSlidingHugeRanges(t *testing.T) {
 // a message in another of the user's rooms, only for one in its room.
 func TestSlidingSubscriptionAnswersForItsRoomOnly(t *testing.T) {
 	ts := newTestServer(t)
-	watched := ts.CreateRoom(bob, nil)
-	other := ts.CreateRoom(bob, nil)
+	watched := ts.createRoom(bob, nil)
+	other := ts.createRoom(bob, nil)
 	body := map[string]any{"conn_id": "s", "room_subscriptions": map[string]any{watched: map[string]any{"timeline_limit": 5}}}
 	_, first := ts.slide(bob, "", 0, body)
 	if roomsOf(first)[watched] == nil || roomsOf(first)[other] != nil {

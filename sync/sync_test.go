@@ -16,7 +16,7 @@ const alice, bob, carol = "@alice:test", "@bob:test", "@carol:test"
 
 func TestInitialAndIncrementalSync(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Lobby"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Lobby"})
 	for i := 0; i < 15; i++ {
 		ts.send(alice, room, fmt.Sprint("m", i))
 	}
@@ -58,7 +58,7 @@ func TestInitialAndIncrementalSync(t *testing.T) {
 
 func TestLongPollWakesOnEventAndTimesOut(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
 
@@ -99,7 +99,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestEachEventExactlyOnceInOrderUnderConcurrency(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	users := []string{bob, carol, "@dave:test"}
 	for _, u := range users {
 		ts.must(u, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
@@ -179,7 +179,7 @@ func TestEachEventExactlyOnceInOrderUnderConcurrency(t *testing.T) {
 
 func TestLeaveAndInviteAppearAndNothingAfterLeave(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "private_chat", "name": "Secret"})
+	room := ts.createRoom(alice, map[string]any{"preset": "private_chat", "name": "Secret"})
 	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
 	ts.must(alice, "POST", "/_matrix/client/v3/rooms/"+room+"/invite", map[string]any{"user_id": bob})
 	inv := ts.syncOnce(bob, since, 0, "")
@@ -230,7 +230,7 @@ func TestLeaveAndInviteAppearAndNothingAfterLeave(t *testing.T) {
 
 func TestStateAfter(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "One"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "One"})
 	first := ts.syncOnce(alice, "", 0, "&use_state_after=true")
 	sa := path(first, "rooms", "join", room, "state_after", "events").([]any)
 	if len(sa) == 0 || path(first, "rooms", "join", room, "state") != nil && len(path(first, "rooms", "join", room, "state", "events").([]any)) > 0 {
@@ -264,7 +264,7 @@ func TestStateAfter(t *testing.T) {
 
 func TestTypingReceiptsAndPrivateReceipts(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	ev := ts.send(alice, room, "hello")
 	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
@@ -310,7 +310,7 @@ func TestTypingReceiptsAndPrivateReceipts(t *testing.T) {
 
 func TestFiltersAndLazyLoading(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	for _, u := range []string{bob, carol} {
 		ts.must(u, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	}
@@ -370,7 +370,7 @@ func TestFilterWithInvalidIDsIsRefused(t *testing.T) {
 
 func TestIgnoredUsersAreHidden(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	since := ts.syncOnce(alice, "", 0, "")["next_batch"].(string)
 	if err := ts.Auth.SetAccountData(t.Context(), alice, "", "m.ignored_user_list", []byte(`{"ignored_users":{"@bob:test":{}}}`)); err != nil {
@@ -387,8 +387,8 @@ func TestIgnoredUsersAreHidden(t *testing.T) {
 // encoder says the same as encoding/json would.
 func TestHandWrittenEncodingMatchesEncodingJSON(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat", "name": "Enc"})
-	other := ts.CreateRoom(carol, map[string]any{"preset": "private_chat", "invite": []string{alice}})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Enc"})
+	other := ts.createRoom(carol, map[string]any{"preset": "private_chat", "invite": []string{alice}})
 	ts.send(alice, room, "hello")
 	hand, want, err := chatsync.EncodeForTest(t.Context(), ts.Sync, alice, "DEV")
 	if err != nil {
@@ -409,7 +409,7 @@ func TestHandWrittenEncodingMatchesEncodingJSON(t *testing.T) {
 
 func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/join/"+room, map[string]any{})
 	root := ts.send(alice, room, "root")
 	reply := ts.must(bob, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/thr1", map[string]any{
@@ -479,7 +479,7 @@ func TestThreadedReceiptsAndBundledAggregations(t *testing.T) {
 
 func TestKnockSection(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "private_chat", "name": "Knock here"})
+	room := ts.createRoom(alice, map[string]any{"preset": "private_chat", "name": "Knock here"})
 	ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.join_rules/", map[string]any{"join_rule": "knock"})
 	since := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
 	ts.must(bob, "POST", "/_matrix/client/v3/knock/"+room, map[string]any{"reason": "let me in"})
@@ -527,7 +527,7 @@ func presenceIn(resp map[string]any) map[string]map[string]any {
 // with their latest state.
 func TestPresenceThroughSync(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+room+"/join", map[string]any{})
 	bobSince := ts.syncOnce(bob, "", 0, "")["next_batch"].(string)
 	carolSince := ts.syncOnce(carol, "", 0, "")["next_batch"].(string)
@@ -578,7 +578,7 @@ func TestEmptySyncShortcut(t *testing.T) {
 	ts := newTestServer(t)
 	var rooms []string
 	for range 12 {
-		r := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+		r := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 		ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+r+"/join", map[string]any{})
 		rooms = append(rooms, r)
 	}
@@ -620,7 +620,7 @@ func TestEmptySyncShortcut(t *testing.T) {
 // unsigned.redacted_because.
 func TestSyncRedactedEventCarriesRedactedBecause(t *testing.T) {
 	ts := newTestServer(t)
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	gone := ts.send(alice, room, "regret")
 	redaction := ts.must(alice, "PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+gone+"/r1", map[string]any{})["event_id"].(string)
 	resp := ts.syncOnce(alice, "", 0, "")
@@ -648,7 +648,7 @@ func TestNewlyJoinedRoomTimelineLimited(t *testing.T) {
 		return tl["events"].([]any), tl["limited"], tl["prev_batch"].(string)
 	}
 
-	room := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	room := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	for i := range 4 {
 		ts.send(alice, room, fmt.Sprint("before ", i))
 	}
@@ -682,7 +682,7 @@ func TestNewlyJoinedRoomTimelineLimited(t *testing.T) {
 	}
 
 	// A timeline that starts at the room's creation is not limited.
-	small := ts.CreateRoom(alice, map[string]any{"preset": "public_chat"})
+	small := ts.createRoom(alice, map[string]any{"preset": "public_chat"})
 	since = ts.syncOnce(bob, since, 0, "")["next_batch"].(string)
 	ts.must(bob, "POST", "/_matrix/client/v3/rooms/"+small+"/join", map[string]any{})
 	evs, limited, _ = timelineOf(ts.syncOnce(bob, since, 0, "&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`)), small)
