@@ -102,10 +102,11 @@ func (s *Service) noticeRoomFor(ctx context.Context, system, user spec.UserID) (
 	return room, nil
 }
 
-// SendNotice sends a server notice to a local user and returns its event
-// ID; txnID (with the admin) makes retries idempotent.
-func (s *Service) SendNotice(ctx context.Context, who Actor, user spec.UserID, typ string, stateKey *string, content []byte, txnID string) (spec.EventID, error) {
-	ctx, finish := s.audit(ctx, who, "send_server_notice", string(user), map[string]any{"type": typ}, nil)
+// SendNotice sends a server notice to a local user from the notices
+// account and returns its event ID; the notice's TxnID (with the admin)
+// makes retries idempotent.
+func (s *Service) SendNotice(ctx context.Context, who Actor, user spec.UserID, notice rooms.SendRequest) (spec.EventID, error) {
+	ctx, finish := s.audit(ctx, who, "send_server_notice", string(user), map[string]any{"type": notice.Type}, nil)
 	id, err := func() (spec.EventID, error) {
 		system, err := s.noticesUser(ctx)
 		if err != nil {
@@ -115,7 +116,7 @@ func (s *Service) SendNotice(ctx context.Context, who Actor, user spec.UserID, t
 		if err != nil {
 			return "", err
 		}
-		return s.rooms.Send(ctx, rooms.Sender{User: system, Device: "admin " + who.String()}, room, rooms.SendRequest{Type: typ, StateKey: stateKey, TxnID: txnID, Content: content})
+		return s.rooms.Send(ctx, rooms.Sender{User: system, Device: "admin " + who.String()}, room, notice)
 	}()
 	return id, finish(err)
 }
@@ -159,7 +160,8 @@ func (s *Service) sendNotice(c *gin.Context) error {
 	if typ == "" || typ == spec.MRoomCreate || typ == spec.MRoomMember || typ == spec.MRoomPowerLevels {
 		return spec.InvalidParam("type %q cannot be sent as a server notice", typ)
 	}
-	id, err := s.SendNotice(c.Request.Context(), actor(c), user, typ, req.StateKey, content, c.Param("txnId"))
+	id, err := s.SendNotice(c.Request.Context(), actor(c), user,
+		rooms.SendRequest{Type: typ, StateKey: req.StateKey, TxnID: c.Param("txnId"), Content: content})
 	if err != nil {
 		return err
 	}

@@ -315,13 +315,21 @@ func (s *Service) ReceiptRead(ctx context.Context, user spec.UserID, room spec.R
 	if behind {
 		return nil
 	}
-	return s.writeRead(ctx, user, room, thread, pos, false)
+	return s.writeRead(ctx, user, room, thread, pos, recountIfUntracked)
 }
+
+// recountMode says whether writeRead counts from the database.
+type recountMode int
+
+const (
+	recountIfUntracked recountMode = iota // only where memory cannot tell
+	recountAlways
+)
 
 // writeRead raises a read position (pos 0: none) and publishes the counts
 // it leaves, recounted from the database when asked or when the position
 // falls among untracked notifications.
-func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.RoomID, thread string, pos int64, recount bool) error {
+func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.RoomID, thread string, pos int64, mode recountMode) error {
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		if pos > 0 {
 			if err := raiseRead(tx, user, room, thread, pos); err != nil {
@@ -329,7 +337,7 @@ func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.Roo
 			}
 		}
 		var counts map[string][2]int64
-		if recount || s.needsRecount(user, room, thread, pos) {
+		if mode == recountAlways || s.needsRecount(user, room, thread, pos) {
 			var err error
 			if counts, err = s.recount(tx, user, room); err != nil {
 				return err
@@ -353,7 +361,7 @@ func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.Roo
 
 // recountLater replaces a user's counts in a room with the database's.
 func (s *Service) recountLater(user spec.UserID, room spec.RoomID) {
-	err := s.writeRead(context.Background(), user, room, "", 0, true)
+	err := s.writeRead(context.Background(), user, room, "", 0, recountAlways)
 	if err != nil && err != storage.ErrClosed {
 		s.log.Warn().Err(err).Msg("push: could not recount unread notifications")
 	}

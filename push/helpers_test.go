@@ -1,9 +1,7 @@
 package push_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -58,28 +56,13 @@ func (ts *testServer) close() { ts.Close() }
 // sent as it is.
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	if b, ok := body.(string); ok {
-		body = servertest.Raw(b)
-	}
-	tok := ""
-	if user != "" {
-		tok = ts.Token(spec.UserID(user))
-	}
-	code, raw := ts.DoRaw(tok, method, path, body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
-	}
-	return code, out
+	return ts.JSONAs(user, method, path, body)
 }
 
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != http.StatusOK {
-		ts.t.Fatalf("%s %s as %s: %d %v", method, path, user, code, out)
-	}
-	return out
+	return ts.MustJSON(user, method, path, body)
 }
 
 // wantError checks an error answer's status and errcode.

@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/tidwall/gjson"
@@ -23,12 +25,12 @@ func cpuSeconds() float64 {
 // benchSend measures events persisted per second by concurrent senders,
 // through the service (build, sign, authorise, commit), and reports CPU
 // seconds per 1000 events.
-func benchSend(b *testing.B, rooms int) {
+func benchSend(b *testing.B, roomCount int) {
 	ts := newTestServer(&testing.T{}, "optional")
 	ctx := context.Background()
 	var ids []string
-	for i := 0; i < rooms; i++ {
-		id, _, err := ts.s.CreateRoom(ctx, "@alice:test", CreateRequest{Preset: "public_chat"})
+	for i := 0; i < roomCount; i++ {
+		id, _, err := ts.s.CreateRoom(ctx, "@alice:test", rooms.CreateRequest{Preset: "public_chat"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -43,7 +45,7 @@ func benchSend(b *testing.B, rooms int) {
 		for pb.Next() {
 			i := n.Add(1)
 			room := ids[int(i)%len(ids)]
-			if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, spec.RoomID(room), SendRequest{Type: "m.room.message", TxnID: fmt.Sprint("t", i), Content: content}); err != nil {
+			if _, err := ts.s.Send(ctx, rooms.Sender{User: "@alice:test", Device: "D"}, spec.RoomID(room), rooms.SendRequest{Type: "m.room.message", TxnID: fmt.Sprint("t", i), Content: content}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -53,8 +55,7 @@ func benchSend(b *testing.B, rooms int) {
 	elapsed, cpu := time.Since(start).Seconds(), cpuSeconds()-cpu0
 	b.ReportMetric(float64(b.N)/elapsed, "events/s")
 	b.ReportMetric(cpu/float64(b.N)*1000, "cpu-s/1000events")
-	ts.srv.Close()
-	ts.db.Close()
+	ts.Close()
 }
 
 func BenchmarkSendOneRoom(b *testing.B)   { benchSend(b, 1) }
@@ -66,17 +67,17 @@ func BenchmarkSendManyRooms(b *testing.B) { benchSend(b, 64) }
 func BenchmarkMessages(b *testing.B) {
 	ts := newTestServer(&testing.T{}, "optional")
 	ts.t = &testing.T{}
-	room := ts.createRoom("@alice:test", map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"})
 	for i := range 9 {
 		ts.join(fmt.Sprintf("@u%d:test", i), room)
 	}
 	for i := range 60 {
 		ts.send(fmt.Sprintf("@u%d:test", i%9), room, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("message ", i)})
 	}
-	h := ts.srv.Config.Handler
+	h, tok := ts.Router, ts.Token("@u1:test")
 	page := func(from string) string {
 		req := httptest.NewRequest("GET", v3+room+"/messages?dir=b&limit=50"+from, nil)
-		req.Header.Set("Authorization", "Bearer @u1:test")
+		req.Header.Set("Authorization", "Bearer "+tok)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code != 200 {

@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
@@ -9,9 +9,9 @@ const dir3 = "/_matrix/client/v3/directory/room/"
 func TestAliases(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	admin := ts.asAdmin()
-	room := ts.createRoom(userA, map[string]any{"preset": "private_chat", "room_alias_name": "home", "invite": []string{userB}})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "private_chat", "room_alias_name": "home", "invite": []string{userB}})
 	ts.join(userB, room)
-	other := ts.createRoom(userC, nil)
+	other := ts.CreateRoom(userC, nil)
 
 	// Resolving needs no access token.
 	got := ts.must("", "GET", dir3+esc("#home:test"), nil)
@@ -97,8 +97,8 @@ func toStrings(v any) []string {
 
 func TestCanonicalAliasValidation(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"room_alias_name": "main"})
-	other := ts.createRoom(userA, map[string]any{"room_alias_name": "other"})
+	room := ts.CreateRoom(userA, map[string]any{"room_alias_name": "main"})
+	other := ts.CreateRoom(userA, map[string]any{"room_alias_name": "other"})
 	_ = other
 	ts.must(userA, "PUT", dir3+esc("#alt:test"), map[string]any{"room_id": room})
 	set := func(c map[string]any) (int, map[string]any) {
@@ -141,12 +141,12 @@ func TestCanonicalAliasValidation(t *testing.T) {
 func TestDirectoryVisibilityAndPublicRooms(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	admin := ts.asAdmin()
-	big := ts.createRoom(userA, map[string]any{"visibility": "public", "name": "Big Lobby", "topic": "general chat", "room_alias_name": "lobby"})
+	big := ts.CreateRoom(userA, map[string]any{"visibility": "public", "name": "Big Lobby", "topic": "general chat", "room_alias_name": "lobby"})
 	ts.join(userB, big)
 	ts.join(userC, big)
-	small := ts.createRoom(userB, map[string]any{"visibility": "public", "name": "Gardening"})
-	space := ts.createRoom(userC, map[string]any{"visibility": "public", "name": "A space", "creation_content": map[string]any{"type": "m.space"}})
-	private := ts.createRoom(userA, map[string]any{"name": "Secret"})
+	small := ts.CreateRoom(userB, map[string]any{"visibility": "public", "name": "Gardening"})
+	space := ts.CreateRoom(userC, map[string]any{"visibility": "public", "name": "A space", "creation_content": map[string]any{"type": "m.space"}})
+	private := ts.CreateRoom(userA, map[string]any{"name": "Secret"})
 
 	vis := func(room string) string {
 		return ts.must("", "GET", "/_matrix/client/v3/directory/list/room/"+room, nil)["visibility"].(string)

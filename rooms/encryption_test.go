@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"
@@ -14,7 +14,7 @@ import (
 func TestRequiredPolicyRefusesEveryPlaintext(t *testing.T) {
 	ts := newTestServer(t, "required")
 	const alice = "@alice:test"
-	id := ts.createRoom(alice, nil)
+	id := ts.CreateRoom(alice, nil)
 	room := url.PathEscape(id)
 	before := ts.db.Position()
 	refused := []struct {
@@ -65,7 +65,7 @@ func TestRequiredPolicyRefusesEveryPlaintext(t *testing.T) {
 
 	// Outside the policy the same types are accepted.
 	open := newTestServer(t, "optional")
-	plain := url.PathEscape(open.createRoom(alice, nil))
+	plain := url.PathEscape(open.CreateRoom(alice, nil))
 	open.sendType(alice, plain, "m.poll.start", map[string]any{"m.poll": map[string]any{}})
 	code, body = open.do(alice, "PUT", v3+plain+"/send/m.room.message%00/1", map[string]any{"body": "x"})
 	if code != 400 || body["errcode"] != "M_INVALID_PARAM" {

@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"
@@ -10,7 +10,7 @@ import (
 // relation is kept by not_rel_types and left out by rel_types.
 func TestMessagesByRelationType(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	start := ts.must(userA, "GET", v3+room+"/messages?dir=b&limit=1", nil)["start"].(string)
 	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "root"})
 	thread := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "in a thread", "m.relates_to": relatesTo("m.thread", root)})

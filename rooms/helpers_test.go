@@ -1,90 +1,58 @@
-package rooms
+package rooms_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/ed25519"
 	"encoding/json"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/servertest"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/rs/zerolog"
 )
 
-// testServer is the rooms package mounted on a real router and a real
-// SQLite database, with a stand-in for the auth middleware: the bearer
-// token is the user ID.
+// testServer is the whole server (internal/servertest) with the rooms
+// configuration a test asks for, driven over HTTP; the users are real
+// accounts, named by their user IDs.
 type testServer struct {
+	*servertest.Server
 	t   *testing.T
-	s   *Service
+	s   *rooms.Service
 	db  *storage.DB
-	srv *httptest.Server
+	cfg rooms.Config
 }
 
 func newTestServer(t *testing.T, encryption string) *testServer {
 	t.Helper()
-	return newTestServerWith(t, Config{Encryption: encryption})
+	return newTestServerWith(t, rooms.Config{Encryption: encryption})
 }
 
 // newTestServerWith is newTestServer with any rooms configuration.
-func newTestServerWith(t *testing.T, cfg Config) *testServer {
+func newTestServerWith(t *testing.T, cfg rooms.Config) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	db, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(context.Background(), Schema); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	s, err := New(context.Background(), Deps{
-		DB: db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: cfg, Log: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, authtest.Middleware, nil)
-	ts := &testServer{t: t, s: s, db: db, srv: httptest.NewServer(r)}
-	t.Cleanup(func() { ts.srv.Close(); db.Close() })
-	return ts
+	return startTestServer(t, "", cfg)
 }
 
-// do sends a request as user (no token if user is "") and decodes the JSON
-// answer into a map.
+// startTestServer starts a server on the database in dir ("" for a new
+// one): a second one on the same dir is a restart.
+func startTestServer(t *testing.T, dir string, cfg rooms.Config) *testServer {
+	t.Helper()
+	s := servertest.New(t, dir, servertest.Rooms(cfg))
+	return &testServer{Server: s, t: t, s: s.Rooms, db: s.DB, cfg: cfg}
+}
+
+// restart stops the server and starts it again on the same database, as a
+// server restart does: what is in memory is what start-up loads.
+func (ts *testServer) restart() {
+	ts.t.Helper()
+	ts.Close()
+	*ts = *startTestServer(ts.t, ts.Dir, ts.cfg)
+}
+
+// do sends a request as user (servertest.Server.DoAs) and decodes the
+// JSON answer into a map; an answer that is not an object is kept as
+// "_raw".
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, ts.srv.URL+path, rd)
-	if user != "" {
-		req.Header.Set("Authorization", "Bearer "+user)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	code, raw := ts.DoAs(user, method, path, body)
 	var out map[string]any
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &out); err != nil {
@@ -93,25 +61,13 @@ func (ts *testServer) do(user, method, path string, body any) (int, map[string]a
 	} else {
 		out = map[string]any{"_raw": string(raw)}
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
-// must is do that fails the test unless the status is 200.
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != http.StatusOK {
-		ts.t.Fatalf("%s %s as %s: %d %v", method, path, user, code, out)
-	}
-	return out
-}
-
-func (ts *testServer) createRoom(user string, body map[string]any) string {
-	ts.t.Helper()
-	if body == nil {
-		body = map[string]any{}
-	}
-	return ts.must(user, "POST", "/_matrix/client/v3/createRoom", body)["room_id"].(string)
+	return ts.MustJSON(user, method, path, body)
 }
 
 var txnCounter int

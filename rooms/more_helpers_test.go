@@ -1,18 +1,13 @@
-package rooms
+package rooms_test
 
 import (
-	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
-	"github.com/gin-gonic/gin"
-	"github.com/rs/zerolog"
 )
 
 // Helpers for the relations, threads, directory, upgrade, reports, spaces
@@ -39,18 +34,17 @@ func (ts *testServer) join(user, room string) {
 	ts.must(user, "POST", v3+room+"/join", map[string]any{})
 }
 
-// asAdmin serves the same service with an auth stand-in that marks every
-// caller a server admin, and returns a do function for it.
+// adminUser is a server admin account of every test server.
+const adminUser = "@operator:test"
+
+// asAdmin makes adminUser a server admin and returns a do function that
+// sends as adminUser, whichever user the test names.
 func (ts *testServer) asAdmin() func(user, method, path string, body any) (int, map[string]any) {
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	ts.s.Routes(r, func(c *gin.Context) {
-		auth.SetDevice(c, &auth.Device{UserID: spec.UserID(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")), DeviceID: "DEV", IsAdmin: true})
-		c.Next()
-	}, nil)
-	srv := httptest.NewServer(r)
-	ts.t.Cleanup(srv.Close)
-	other := &testServer{t: ts.t, s: ts.s, db: ts.db, srv: srv}
-	return other.do
+	ts.MakeAdmin(adminUser)
+	return func(_, method, path string, body any) (int, map[string]any) {
+		ts.t.Helper()
+		return ts.do(adminUser, method, path, body)
+	}
 }
 
 // pageBack pages back through a room's timeline as user, 30 events a page,
@@ -119,5 +113,5 @@ func eventID(s string) spec.EventID { return spec.EventID(s) }
 func (ts *testServer) tickingClock() {
 	var n atomic.Int64
 	base := time.Now()
-	ts.s.now = func() time.Time { return base.Add(time.Duration(n.Add(1)) * time.Millisecond) }
+	rooms.SetClockForTest(ts.s, func() time.Time { return base.Add(time.Duration(n.Add(1)) * time.Millisecond) })
 }

@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"
@@ -16,7 +16,7 @@ func TestNonMembersReadNothing(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	const owner, member = "@owner:test", "@member:test"
 	const knocker, invitee, banned, rejecter = "@knocker:test", "@invitee:test", "@banned:test", "@rejecter:test"
-	id := ts.createRoom(owner, map[string]any{"preset": "private_chat"})
+	id := ts.CreateRoom(owner, map[string]any{"preset": "private_chat"})
 	room := url.PathEscape(id)
 	ts.putState(owner, room, "m.room.join_rules", "", map[string]any{"join_rule": "knock"})
 	ts.putState(owner, room, "org.example.secret", "", map[string]any{"plan": "sensitive"})

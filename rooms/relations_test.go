@@ -1,8 +1,10 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 func relatesTo(rel, parent string) map[string]any {
@@ -12,7 +14,7 @@ func relatesTo(rel, parent string) map[string]any {
 func TestRelationsAndBundledAggregations(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	ts.tickingClock()
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, room)
 	ts.join(userC, room)
 
@@ -136,8 +138,8 @@ func TestRelationsAndBundledAggregations(t *testing.T) {
 
 func TestRelationValidation(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
-	other := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
+	other := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, room)
 	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "root"})
 	elsewhere := ts.send(userA, other, map[string]any{"msgtype": "m.text", "body": "other room"})
@@ -207,7 +209,7 @@ func TestRelationValidation(t *testing.T) {
 
 func TestRelationsRespectHistoryVisibility(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	root := ts.send(userA, room, map[string]any{"body": "root"})
 	early := ts.send(userA, room, map[string]any{"body": "before Bob", "m.relates_to": relatesTo("m.thread", root)})
@@ -238,7 +240,7 @@ func TestRelationsRespectHistoryVisibility(t *testing.T) {
 
 func TestThreadOf(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	root := ts.send(userA, room, map[string]any{"body": "root"})
 	in := ts.send(userA, room, map[string]any{"body": "in", "m.relates_to": relatesTo("m.thread", root)})
 	react := ts.sendType(userA, room, "m.reaction", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": in, "key": "k"}})
@@ -254,8 +256,8 @@ func TestThreadOf(t *testing.T) {
 func TestNewerEditTieBreak(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	fixed := time.UnixMilli(1_700_000_000_000)
-	ts.s.now = func() time.Time { return fixed }
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	rooms.SetClockForTest(ts.s, func() time.Time { return fixed })
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	root := ts.send(userA, room, map[string]any{"body": "root"})
 	var latest string
 	for i := 0; i < 4; i++ {
@@ -275,7 +277,7 @@ func TestNewerEditTieBreak(t *testing.T) {
 // arrives.
 func TestFirstEditIsBundledInARoomSeenWithoutChildren(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, nil)
+	room := ts.CreateRoom(userA, nil)
 	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "root"})
 	if u, _ := ts.pageBack(userA, room)[root]["unsigned"].(map[string]any); u["m.relations"] != nil {
 		t.Fatalf("a bundle without children: %v", u)

@@ -1,14 +1,16 @@
-package rooms
+package rooms_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 func TestReports(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
-	hidden := ts.createRoom(userA, nil)
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
+	hidden := ts.CreateRoom(userA, nil)
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	early := ts.send(userA, room, map[string]any{"body": "before Bob"})
 	ts.join(userB, room)
@@ -56,19 +58,19 @@ func TestReports(t *testing.T) {
 	}
 
 	// The admin API.
-	list, total, err := ts.s.ListReports(t.Context(), ReportFilter{})
+	list, total, err := ts.s.ListReports(t.Context(), rooms.ReportFilter{})
 	if err != nil || total != 6 || len(list) != 6 {
 		t.Fatalf("ListReports: %d %v %v", total, list, err)
 	}
-	if list[0].Kind != ReportUser || list[0].UserID != "@nobody:test" || list[5].Kind != ReportEvent || list[5].Reason != "spam" ||
+	if list[0].Kind != rooms.ReportUser || list[0].UserID != "@nobody:test" || list[5].Kind != rooms.ReportEvent || list[5].Reason != "spam" ||
 		list[5].EventID != eventID(bad) || list[5].RoomID != roomID(room) || list[5].Reporter != userB || list[5].ReceivedTS == 0 {
 		t.Fatalf("reports, newest first: %+v", list)
 	}
-	events, total, err := ts.s.ListReports(t.Context(), ReportFilter{Kind: ReportEvent, Oldest: true, Limit: 1, From: 1})
+	events, total, err := ts.s.ListReports(t.Context(), rooms.ReportFilter{Kind: rooms.ReportEvent, Oldest: true, Limit: 1, From: 1})
 	if err != nil || total != 2 || len(events) != 1 || events[0].ID != list[4].ID {
 		t.Fatalf("filtered: %d %+v %v", total, events, err)
 	}
-	if byRoom, total, _ := ts.s.ListReports(t.Context(), ReportFilter{RoomID: roomID(hidden)}); total != 1 || byRoom[0].Kind != ReportRoom {
+	if byRoom, total, _ := ts.s.ListReports(t.Context(), rooms.ReportFilter{RoomID: roomID(hidden)}); total != 1 || byRoom[0].Kind != rooms.ReportRoom {
 		t.Fatalf("by room: %+v", byRoom)
 	}
 	r, err := ts.s.GetReport(t.Context(), list[5].ID)

@@ -1,10 +1,8 @@
-package rooms
+package rooms_test
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -12,12 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
-	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 )
 
@@ -27,7 +21,7 @@ func TestCreateRoomInEachVersionAndPreset(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	for _, v := range []string{"10", "11", "12"} {
 		for _, preset := range []string{"private_chat", "public_chat", "trusted_private_chat"} {
-			id := ts.createRoom(userA, map[string]any{"room_version": v, "preset": preset, "name": "n", "topic": "t", "invite": []string{userB}})
+			id := ts.CreateRoom(userA, map[string]any{"room_version": v, "preset": preset, "name": "n", "topic": "t", "invite": []string{userB}})
 			state := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.create/", nil)
 			if state["room_version"] != v {
 				t.Fatalf("v%s %s: create content %v", v, preset, state)
@@ -61,7 +55,7 @@ func TestCreateRoomTopicWritesRichTopic(t *testing.T) {
 		"topic":                    {"topic": "Test Room"},
 		"topic over initial_state": {"topic": "Test Room", "initial_state": initial},
 	} {
-		id := ts.createRoom(userA, body)
+		id := ts.CreateRoom(userA, body)
 		got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
 		raw, _ := json.Marshal(got)
 		want := `{"m.topic":{"m.text":[{"body":"Test Room","mimetype":"text/plain"}]},"topic":"Test Room"}`
@@ -69,7 +63,7 @@ func TestCreateRoomTopicWritesRichTopic(t *testing.T) {
 			t.Errorf("%s: topic content %s, want %s", name, raw, want)
 		}
 	}
-	id := ts.createRoom(userA, map[string]any{"initial_state": initial})
+	id := ts.CreateRoom(userA, map[string]any{"initial_state": initial})
 	got := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.topic/", nil)
 	if raw, _ := json.Marshal(got); string(raw) != `{"topic":"Shenanigans"}` {
 		t.Errorf("initial_state topic: %s", raw)
@@ -78,7 +72,7 @@ func TestCreateRoomTopicWritesRichTopic(t *testing.T) {
 
 func TestEncryptionPolicyRequired(t *testing.T) {
 	ts := newTestServer(t, "required")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	enc := ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.encryption", nil)
 	if enc["algorithm"] != "m.megolm.v1.aes-sha2" {
 		t.Fatalf("encryption state %v", enc)
@@ -96,19 +90,19 @@ func TestEncryptionPolicyRequired(t *testing.T) {
 
 func TestEncryptionPolicyDefaultAndOptional(t *testing.T) {
 	ts := newTestServer(t, "default")
-	id := ts.createRoom(userA, nil)
+	id := ts.CreateRoom(userA, nil)
 	ts.must(userA, "GET", "/_matrix/client/v3/rooms/"+id+"/state/m.room.encryption", nil)
 	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "plain is fine"})
 
 	ts2 := newTestServer(t, "optional")
-	id2 := ts2.createRoom(userA, nil)
+	id2 := ts2.CreateRoom(userA, nil)
 	code, body := ts2.do(userA, "GET", "/_matrix/client/v3/rooms/"+id2+"/state/m.room.encryption", nil)
 	wantError(t, code, body, 404, "M_NOT_FOUND")
 }
 
 func TestMembershipTransitions(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "private_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "private_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	// Not invited: cannot join an invite-only room.
 	code, body := ts.do(userB, "POST", room+"/join", map[string]any{})
@@ -150,7 +144,7 @@ func TestMembershipTransitions(t *testing.T) {
 
 func TestSendIsIdempotentPerTransaction(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, nil)
+	id := ts.CreateRoom(userA, nil)
 	path := "/_matrix/client/v3/rooms/" + id + "/send/m.room.message/same"
 	var wg sync.WaitGroup
 	ids := make([]string, 8)
@@ -181,7 +175,7 @@ func TestSendIsIdempotentPerTransaction(t *testing.T) {
 
 func TestPaginationBothWaysNeverRepeatsOrSkips(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, nil)
+	id := ts.CreateRoom(userA, nil)
 	// More events than memory keeps, so that pages come from both.
 	var sent []string
 	for i := 0; i < 150; i++ {
@@ -241,7 +235,7 @@ func TestPaginationBothWaysNeverRepeatsOrSkips(t *testing.T) {
 
 func TestRedaction(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.must(userB, "POST", "/_matrix/client/v3/join/"+id, map[string]any{})
 	mine := ts.send(userB, id, map[string]any{"body": "secret words"})
 	hers := ts.send(userA, id, map[string]any{"body": "userA words"})
@@ -267,7 +261,7 @@ func TestRedaction(t *testing.T) {
 // unsigned.redacted_because wherever it is served.
 func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	mine := ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "to be redacted"})
 	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "after"})
@@ -296,17 +290,8 @@ func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
 	}
 
 	// After a restart the events come from the database: same answer.
-	_, priv, _ := ed25519.GenerateKey(nil)
-	again, err := New(t.Context(), Deps{DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: Config{Encryption: "optional"}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	again.Routes(r, authtest.Middleware, nil)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	restarted := &testServer{t: t, s: again, db: ts.db, srv: srv}
+	ts.restart()
+	restarted := ts
 	check("/event after a restart", restarted.must(userA, "GET", room+"/event/"+mine, nil))
 	for _, ev := range restarted.must(userA, "GET", room+"/messages?dir=b&limit=10", nil)["chunk"].([]any) {
 		if path(ev, "event_id") == mine {
@@ -317,8 +302,9 @@ func TestRedactedEventsCarryRedactedBecause(t *testing.T) {
 
 func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {
 	ts := newTestServer(t, "required")
-	id := ts.createRoom(userA, nil)
+	id := ts.CreateRoom(userA, nil)
 	room := "/_matrix/client/v3/rooms/" + id
+	ts.Token(userB) // Bob's account exists before the count starts
 	before := ts.db.Position()
 	big := strings.Repeat("x", 70000)
 	cases := []struct {
@@ -361,7 +347,7 @@ func TestBadInputsAreRefusedAndNothingStored(t *testing.T) {
 
 func TestHistoryVisibility(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	ts.must(userA, "PUT", room+"/state/m.room.history_visibility/", map[string]any{"history_visibility": "joined"})
 	early := ts.send(userA, id, map[string]any{"body": "before userB"})
@@ -393,7 +379,7 @@ func TestHistoryVisibility(t *testing.T) {
 // derived in memory by undoing later changes, equals the database's answer.
 func TestStateFromMemoryMatchesDatabase(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "n0"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "n0"})
 	room := "/_matrix/client/v3/rooms/" + id
 	for i := 0; i < 20; i++ {
 		ts.must(userA, "PUT", room+"/state/m.room.name/", map[string]any{"name": itoa(i)})
@@ -403,13 +389,13 @@ func TestStateFromMemoryMatchesDatabase(t *testing.T) {
 			ts.must(userB, "POST", room+"/leave", map[string]any{})
 		}
 	}
-	r := ts.s.room(spec.RoomID(id))
-	for pos := r.cur.Load().position; pos > r.cur.Load().position-40; pos-- {
-		mem, ok := r.stateAtFromMemory(pos)
+	latest := ts.s.Position(spec.RoomID(id))
+	for pos := latest; pos > latest-40; pos-- {
+		mem, ok := ts.s.StateAtFromMemoryForTest(spec.RoomID(id), pos)
 		if !ok {
 			t.Fatalf("position %d is recent but memory cannot answer", pos)
 		}
-		db, err := ts.s.stateAt(t.Context(), spec.RoomID(id), pos)
+		db, err := ts.s.StateAtFromDBForTest(t.Context(), spec.RoomID(id), pos)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -430,7 +416,7 @@ func TestStateFromMemoryMatchesDatabase(t *testing.T) {
 
 func TestMembersWithAtAndMembershipFilters(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	ts.must(userB, "POST", room+"/join", map[string]any{})
 	before := ts.must(userA, "GET", room+"/messages?dir=b&limit=1", nil)["start"].(string)
@@ -462,7 +448,7 @@ func TestMembersWithAtAndMembershipFilters(t *testing.T) {
 // as one group, and the group still refuses what one-by-one sends would.
 func TestConcurrentSendsGroupedKeepRules(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	target := ts.send(userA, id, map[string]any{"body": "react to me"})
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
@@ -493,11 +479,10 @@ func TestConcurrentSendsGroupedKeepRules(t *testing.T) {
 // earlier position derived from memory.
 func TestRedactedStateStaysRedactedInPastState(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	room := "/_matrix/client/v3/rooms/" + id
 	secret := ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "the secret topic"})["event_id"].(string)
-	r := ts.s.room(spec.RoomID(id))
-	before := r.cur.Load().position
+	before := ts.s.Position(spec.RoomID(id))
 	ts.must(userA, "PUT", room+"/state/m.room.topic/", map[string]any{"topic": "public topic"})
 	ts.must(userA, "PUT", room+"/redact/"+secret+"/r1", map[string]any{})
 	state, err := ts.s.StateAt(t.Context(), spec.RoomID(id), before)
@@ -517,7 +502,7 @@ func TestRedactedStateStaysRedactedInPastState(t *testing.T) {
 // stored, with an intact DAG, in memory as in the database.
 func TestPipelinedSendsSurviveFailedWrites(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	var steps atomic.Int64
 	ts.db.SetFaultHook(func(int) error {
 		if steps.Add(1)%23 == 0 {
@@ -602,7 +587,7 @@ func TestPipelinedSendsSurviveFailedWrites(t *testing.T) {
 // them redacted.
 func TestRedactionWhileReading(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	var ids []string
 	for i := range 20 {
 		ids = append(ids, ts.send(userA, id, map[string]any{"body": fmt.Sprintf("secret %d", i)}))

@@ -1,9 +1,11 @@
-package rooms
+package rooms_test
 
 import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/storage"
 )
@@ -27,7 +29,7 @@ func resultIDs(res map[string]any) []string {
 func TestSearch(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	ts.tickingClock()
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Fox Den", "topic": "all about foxes"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Fox Den", "topic": "all about foxes"})
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	before := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "a fox before Bob joined"})
 	ts.join(userB, room)
@@ -37,12 +39,12 @@ func TestSearch(t *testing.T) {
 	cafe := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "Meet at the café"})
 	gone := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "a fox to redact"})
 	ts.must(userA, "PUT", v3+room+"/redact/"+gone+"/s1", map[string]any{})
-	enc := ts.createRoom(userA, map[string]any{"preset": "public_chat",
+	enc := ts.CreateRoom(userA, map[string]any{"preset": "public_chat",
 		"initial_state": []map[string]any{{"type": "m.room.encryption", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
 	ts.join(userB, enc)
 	ts.send(userA, enc, map[string]any{"msgtype": "m.text", "body": "a plaintext fox in an encrypted room"})
 	ts.sendType(userA, enc, "m.room.encrypted", map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "fox"})
-	other := ts.createRoom(userC, map[string]any{"preset": "public_chat"})
+	other := ts.CreateRoom(userC, map[string]any{"preset": "public_chat"})
 	carols := ts.send(userC, other, map[string]any{"msgtype": "m.text", "body": "Carol's fox"})
 
 	search := func(user string, criteria map[string]any) map[string]any {
@@ -174,13 +176,13 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	// indexes new ones: empty the indexes, run the backfills, and the
 	// answers are the same.
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Backfill", "topic": "old topic"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Backfill", "topic": "old topic"})
 	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "indexed twice"})
 	child := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "reply", "m.relates_to": relatesTo("m.thread", root)})
 	react := ts.sendType(userA, room, "m.reaction", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": root, "key": "k"}})
 	gone := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "indexed never", "m.relates_to": relatesTo("m.reference", root)})
 	ts.must(userA, "PUT", v3+room+"/redact/"+gone+"/b1", map[string]any{})
-	enc := ts.createRoom(userA, map[string]any{"initial_state": []map[string]any{{"type": "m.room.encryption", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
+	enc := ts.CreateRoom(userA, map[string]any{"initial_state": []map[string]any{{"type": "m.room.encryption", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
 	ts.send(userA, enc, map[string]any{"msgtype": "m.text", "body": "indexed not"})
 
 	answers := func() []any {
@@ -193,7 +195,7 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	want := answers()
 	sameList(t, "search", want[0].([]string), root)
 	sameList(t, "relations", want[2].([]string), react, child)
-	migration := Schema.Migrations[1]
+	migration := rooms.Schema.Migrations[1]
 	backfill := migration[strings.Index(migration, "INSERT INTO event_relations"):]
 	if err := ts.db.Write(t.Context(), func(tx *storage.Tx) error {
 		// The search index is rebuilt at start-up when migration 5 left
@@ -207,7 +209,7 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.s.reindexSearch(t.Context()); err != nil {
+	if err := ts.s.ReindexSearchForTest(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if got := answers(); !reflect.DeepEqual(got, want) {

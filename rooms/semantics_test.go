@@ -1,34 +1,8 @@
-package rooms
+package rooms_test
 
 import (
-	"context"
-	"crypto/ed25519"
-	"net/http/httptest"
 	"testing"
-
-	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/auth/authtest"
-	"github.com/chatalot/chatalot/events"
-	"github.com/rs/zerolog"
 )
-
-// restart builds a new rooms service and router on the same database, as a
-// server restart does: what is in memory is what start-up loads.
-func (ts *testServer) restart() {
-	ts.t.Helper()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	s, err := New(context.Background(), Deps{
-		DB: ts.db, Key: events.SigningKey{ServerName: "test", KeyID: "ed25519:1", Private: priv},
-		Server: "test", Config: Config{Encryption: ts.s.cfg.Encryption}, Log: zerolog.Nop(),
-	})
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	r := api.NewRouter(api.Options{Log: zerolog.Nop()})
-	s.Routes(r, authtest.Middleware, nil)
-	ts.srv.Close()
-	ts.s, ts.srv = s, httptest.NewServer(r)
-}
 
 // TestTxnIDScopeIsDeviceAndEndpoint: a transaction ID is scoped to one
 // device and one endpoint (client-server API "Transaction identifiers"):
@@ -36,7 +10,7 @@ func (ts *testServer) restart() {
 // request; a retry on the same path is not, also after a restart.
 func TestTxnIDScopeIsDeviceAndEndpoint(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	a, b := ts.createRoom(userA, nil), ts.createRoom(userA, nil)
+	a, b := ts.CreateRoom(userA, nil), ts.CreateRoom(userA, nil)
 	put := func(who, room, typ, body string) string {
 		return ts.must(who, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/"+typ+"/abc", map[string]any{"body": body})["event_id"].(string)
 	}
@@ -76,7 +50,7 @@ func TestTxnIDScopeIsDeviceAndEndpoint(t *testing.T) {
 // the room"), and sends nothing.
 func TestKickNeedsATargetInTheRoom(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, id)
 	ts.must(userB, "POST", v3+id+"/leave", map[string]any{})
 	before := len(ts.pageBack(userA, id))
@@ -97,7 +71,7 @@ func TestKickNeedsATargetInTheRoom(t *testing.T) {
 // the same event and sends nothing; server keys cannot be forged.
 func TestJoinKeepsCustomContentAndIsIdempotent(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	body := map[string]any{"foo": "bar", "reason": "hello", "membership": "leave", "join_authorised_via_users_server": userA}
 	ts.must(userB, "POST", "/_matrix/client/v3/join/"+esc(id), body)
 	ev := ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(userB)+"?format=event", nil)
@@ -125,7 +99,7 @@ func TestJoinKeepsCustomContentAndIsIdempotent(t *testing.T) {
 // the current event back and the room gets no new event.
 func TestSettingTheSameStateTwiceIsIdempotent(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	first := ts.putState(userA, id, "org.example.state", "", map[string]any{"a": "b"})
 	before := len(ts.pageBack(userA, id))
 	if again := ts.putState(userA, id, "org.example.state", "", map[string]any{"a": "b"}); again != first {
@@ -145,7 +119,7 @@ func TestSettingTheSameStateTwiceIsIdempotent(t *testing.T) {
 // invite, kick, ban and unban of others.
 func TestMemberStateEvents(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "private_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "private_chat"})
 	member := func(user string) map[string]any {
 		return ts.must(userA, "GET", v3+id+"/state/m.room.member/"+esc(user), nil)
 	}
@@ -216,7 +190,7 @@ func TestMemberStateEvents(t *testing.T) {
 // that does not exist.
 func TestEventNotReadableIsNotFound(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.putState(userA, id, "m.room.history_visibility", "", map[string]any{"history_visibility": "shared"})
 	ev := ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "hi"})
 	code, body := ts.do(userB, "GET", v3+id+"/event/"+esc(ev), nil)
@@ -233,8 +207,8 @@ func TestEventNotReadableIsNotFound(t *testing.T) {
 // who joined later.
 func TestMembersAtATokenBeforeTheRoom(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	ts.createRoom(userC, nil) // other rooms' positions come first
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	ts.CreateRoom(userC, nil) // other rooms' positions come first
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, id)
 	for _, at := range []string{"s0", "s1"} {
 		chunk := ts.must(userA, "GET", v3+id+"/members?at="+at, nil)["chunk"].([]any)
@@ -248,7 +222,9 @@ func TestMembersAtATokenBeforeTheRoom(t *testing.T) {
 // and avatar_url for every member, null when the member event has none.
 func TestJoinedMembersHaveBothProfileKeys(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, nil)
+	// No profile: the member events carry only what the test gives.
+	ts.must(userA, "PUT", "/_matrix/client/v3/profile/"+userA+"/displayname", map[string]any{"displayname": ""})
+	id := ts.CreateRoom(userA, nil)
 	ts.putState(userA, id, "m.room.member", userA, map[string]any{"membership": "join", "displayname": "Alice", "avatar_url": "mxc://test/a"})
 	code, raw := ts.do(userA, "GET", v3+id+"/joined_members", nil)
 	got := raw["joined"].(map[string]any)[userA].(map[string]any)
@@ -269,7 +245,7 @@ func TestJoinedMembersHaveBothProfileKeys(t *testing.T) {
 // in a room they may read, dir stays required (400).
 func TestMessagesOfAForgottenRoom(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	id := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, id)
 	ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "hi"})
 	code, body := ts.do(userB, "GET", v3+id+"/messages", nil)
@@ -291,7 +267,7 @@ func TestMessagesOfAForgottenRoom(t *testing.T) {
 // the last is empty and has none (an absent next_batch means no more).
 func TestSearchFullPageHasNextBatch(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, nil)
+	id := ts.CreateRoom(userA, nil)
 	for i := 0; i < 4; i++ {
 		ts.send(userA, id, map[string]any{"msgtype": "m.text", "body": "Message number " + itoa(i)})
 	}

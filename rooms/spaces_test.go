@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
@@ -16,14 +16,14 @@ func TestSpaceHierarchy(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	ts.tickingClock()
 	space := map[string]any{"type": "m.space"}
-	top := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Top", "creation_content": space})
-	sub := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Sub", "creation_content": space})
-	lobby := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Lobby"})
-	secret := ts.createRoom(userA, map[string]any{"preset": "private_chat", "name": "Secret"})
-	readable := ts.createRoom(userA, map[string]any{"preset": "private_chat", "name": "Readable"})
+	top := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Top", "creation_content": space})
+	sub := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Sub", "creation_content": space})
+	lobby := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Lobby"})
+	secret := ts.CreateRoom(userA, map[string]any{"preset": "private_chat", "name": "Secret"})
+	readable := ts.CreateRoom(userA, map[string]any{"preset": "private_chat", "name": "Readable"})
 	ts.putState(userA, readable, "m.room.history_visibility", "", map[string]any{"history_visibility": "world_readable"})
-	deep := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Deep"})
-	removed := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	deep := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Deep"})
+	removed := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 
 	child := func(parent, c string, content map[string]any) {
 		if content == nil {
@@ -106,8 +106,8 @@ func TestSpaceHierarchy(t *testing.T) {
 
 func TestRoomSummary(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	pub := ts.createRoom(userA, map[string]any{"preset": "public_chat", "name": "Open", "room_alias_name": "open", "topic": "t"})
-	priv := ts.createRoom(userA, map[string]any{"preset": "private_chat", "name": "Closed", "invite": []string{userB},
+	pub := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Open", "room_alias_name": "open", "topic": "t"})
+	priv := ts.CreateRoom(userA, map[string]any{"preset": "private_chat", "name": "Closed", "invite": []string{userB},
 		"initial_state": []map[string]any{{"type": "m.room.encryption", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
 	sum := "/_matrix/client/v1/room_summary/"
 

@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/spec"
 )
@@ -16,13 +18,13 @@ import (
 // what it changes, not what the room holds.
 func benchStateChange(b *testing.B, entries int) {
 	ts := newTestServer(&testing.T{}, "optional")
-	defer func() { ts.srv.Close(); ts.db.Close() }()
+	defer func() { ts.Close() }()
 	ctx := context.Background()
-	init := make([]InitialState, entries)
+	init := make([]rooms.InitialState, entries)
 	for i := range init {
-		init[i] = InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
+		init[i] = rooms.InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
 	}
-	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", CreateRequest{Preset: "public_chat", InitialState: init})
+	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", rooms.CreateRequest{Preset: "public_chat", InitialState: init})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func benchStateChange(b *testing.B, entries int) {
 	cpu0 := cpuSeconds()
 	for i := 0; i < b.N; i++ {
 		key := fmt.Sprint("new", i)
-		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
+		if _, err := ts.s.Send(ctx, rooms.Sender{User: "@alice:test", Device: "D"}, id, rooms.SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -45,13 +47,13 @@ func BenchmarkStateChangeLargeRoom(b *testing.B) { benchStateChange(b, 50000) }
 // in a room of entries state events.
 func benchJoin(b *testing.B, entries int) {
 	ts := newTestServer(&testing.T{}, "optional")
-	defer func() { ts.srv.Close(); ts.db.Close() }()
+	defer func() { ts.Close() }()
 	ctx := context.Background()
-	init := make([]InitialState, entries)
+	init := make([]rooms.InitialState, entries)
 	for i := range init {
-		init[i] = InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
+		init[i] = rooms.InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
 	}
-	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", CreateRequest{Preset: "public_chat", InitialState: init})
+	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", rooms.CreateRequest{Preset: "public_chat", InitialState: init})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func benchJoin(b *testing.B, entries int) {
 	cpu0 := cpuSeconds()
 	for i := 0; i < b.N; i++ {
 		user := spec.UserID(fmt.Sprintf("@u%d:test", i))
-		if _, err := ts.s.Change(ctx, Sender{User: user}, id, MembershipChange{Target: user, Membership: spec.Join}); err != nil {
+		if _, err := ts.s.Change(ctx, rooms.Sender{User: user}, id, rooms.MembershipChange{Target: user, Membership: spec.Join}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -89,18 +91,18 @@ func TestStateChangeCostsWhatItChanges(t *testing.T) {
 func stateChangeBytes(t *testing.T, entries int) uint64 {
 	ts := newTestServer(t, "optional")
 	ctx := context.Background()
-	init := make([]InitialState, entries)
+	init := make([]rooms.InitialState, entries)
 	for i := range init {
-		init[i] = InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
+		init[i] = rooms.InitialState{Type: "org.example.entry", StateKey: fmt.Sprint("k", i), Content: json.RawMessage(`{"v":1}`)}
 	}
-	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", CreateRequest{Preset: "public_chat", InitialState: init})
+	id, _, err := ts.s.CreateRoom(ctx, "@alice:test", rooms.CreateRequest{Preset: "public_chat", InitialState: init})
 	if err != nil {
 		t.Fatal(err)
 	}
 	content := []byte(`{"v":2}`)
 	send := func(i int) {
 		key := fmt.Sprint("new", i)
-		if _, err := ts.s.Send(ctx, Sender{User: "@alice:test", Device: "D"}, id, SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
+		if _, err := ts.s.Send(ctx, rooms.Sender{User: "@alice:test", Device: "D"}, id, rooms.SendRequest{Type: "org.example.entry", StateKey: &key, Content: content}); err != nil {
 			t.Fatal(err)
 		}
 	}

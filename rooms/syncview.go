@@ -52,10 +52,22 @@ func (s *Service) EventsBetween(ctx context.Context, id spec.RoomID, since, unti
 	return s.eventsBetween(ctx, id, eventRange{from: since, to: until})
 }
 
-// LatestEvents returns up to limit of the room's latest events at or before
-// until that the user may see, oldest first, and whether older visible
+// TimelineRequest asks for the latest events of a room as a user sees
+// them, for one sync response.
+type TimelineRequest struct {
+	User spec.UserID
+	Room spec.RoomID
+	// Since and Until bound the positions: after Since, at or before Until.
+	Since, Until int64
+	Limit        int
+	Filter       *RoomEventFilter // nil keeps every event
+}
+
+// LatestEvents returns up to q.Limit of the room's latest events in the
+// window that the user may see, oldest first, and whether older visible
 // events were left out.
-func (s *Service) LatestEvents(ctx context.Context, user spec.UserID, id spec.RoomID, since, until int64, limit int, f *RoomEventFilter) ([]*Event, bool, error) {
+func (s *Service) LatestEvents(ctx context.Context, q TimelineRequest) ([]*Event, bool, error) {
+	user, id, since, until, limit, f := q.User, q.Room, q.Since, q.Until, q.Limit, q.Filter
 	r := s.room(id)
 	if r == nil {
 		return nil, false, nil

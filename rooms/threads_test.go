@@ -1,4 +1,4 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 func TestThreadList(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	ts.tickingClock()
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.join(userB, room)
 	rootA := ts.send(userA, room, map[string]any{"body": "Alice's thread"})
 	rootB := ts.send(userB, room, map[string]any{"body": "Bob's thread"})
@@ -62,7 +62,7 @@ func TestThreadList(t *testing.T) {
 
 func TestThreadListHidesWhatTheUserCannotSee(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	old := ts.send(userA, room, map[string]any{"body": "old"})
 	ts.send(userA, room, map[string]any{"body": "old reply", "m.relates_to": relatesTo("m.thread", old)})

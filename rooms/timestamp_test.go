@@ -1,16 +1,18 @@
-package rooms
+package rooms_test
 
 import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 func TestTimestampToEvent(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	clock := time.UnixMilli(1_700_000_000_000)
-	ts.s.now = func() time.Time { return clock }
-	room := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	rooms.SetClockForTest(ts.s, func() time.Time { return clock })
+	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.putState(userA, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
 	clock = clock.Add(time.Minute) // t0 + 1m
 	first := ts.send(userA, room, map[string]any{"body": "1"})

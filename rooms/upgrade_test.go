@@ -1,14 +1,16 @@
-package rooms
+package rooms_test
 
 import (
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 )
 
 const userD = "@dave:test"
 
 func TestUpgradePrivateRoom(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	old := ts.createRoom(userA, map[string]any{"room_version": "10", "preset": "private_chat", "name": "Team", "topic": "plans",
+	old := ts.CreateRoom(userA, map[string]any{"room_version": "10", "preset": "private_chat", "name": "Team", "topic": "plans",
 		"room_alias_name": "team", "invite": []string{userB, userC, userD}})
 	ts.join(userB, old)
 	ts.join(userD, old)
@@ -99,9 +101,9 @@ func TestUpgradePrivateRoom(t *testing.T) {
 
 func TestUpgradePublicRoomAndSpaces(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	old := ts.createRoom(userA, map[string]any{"preset": "public_chat", "room_version": "12", "creation_content": map[string]any{"type": "m.space"}})
+	old := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "room_version": "12", "creation_content": map[string]any{"type": "m.space"}})
 	ts.join(userB, old)
-	child := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	child := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	ts.putState(userA, old, "m.space.child", child, map[string]any{"via": []string{"test"}})
 	// Into an older version: the creator, unlimited in v12, is listed at
 	// the highest level the room uses (150, for m.room.tombstone); the type and space children come along; public rooms need no
@@ -130,7 +132,7 @@ func TestUpgradePublicRoomAndSpaces(t *testing.T) {
 
 func TestUpgradeByAModerator(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	old := ts.createRoom(userA, map[string]any{"room_version": "10", "preset": "public_chat", "name": "n",
+	old := ts.CreateRoom(userA, map[string]any{"room_version": "10", "preset": "public_chat", "name": "n",
 		"power_level_content_override": map[string]any{
 			"users":  map[string]any{userA: 100, userB: 50},
 			"events": map[string]any{"m.room.tombstone": 50, "m.room.power_levels": 100, "m.room.name": 50},
@@ -155,7 +157,7 @@ func TestUpgradeByAModerator(t *testing.T) {
 
 func TestUpgradeFollowsTheEncryptionPolicy(t *testing.T) {
 	ts := newTestServer(t, "default")
-	old, _, err := ts.s.CreateRoom(t.Context(), userA, CreateRequest{Preset: "private_chat", Unencrypted: true})
+	old, _, err := ts.s.CreateRoom(t.Context(), userA, rooms.CreateRequest{Preset: "private_chat", Unencrypted: true})
 	if err != nil {
 		t.Fatal(err)
 	}

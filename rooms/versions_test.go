@@ -1,9 +1,11 @@
-package rooms
+package rooms_test
 
 import (
 	"net/url"
 	"regexp"
 	"testing"
+
+	"github.com/chatalot/chatalot/rooms"
 
 	"github.com/chatalot/chatalot/spec"
 )
@@ -26,7 +28,7 @@ func TestEveryRoomVersionEndToEnd(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	for _, v := range spec.SupportedRoomVersions {
 		t.Run("v"+string(v), func(t *testing.T) {
-			id := ts.createRoom(userA, map[string]any{"room_version": string(v), "preset": "public_chat"})
+			id := ts.CreateRoom(userA, map[string]any{"room_version": string(v), "preset": "public_chat"})
 			create := ts.must(userA, "GET", v3+id+"/state/m.room.create/", nil)
 			if create["room_version"] != string(v) || (create["creator"] != nil) == v.AtLeast11() {
 				t.Fatalf("create content %v", create)
@@ -63,7 +65,7 @@ func TestEveryRoomVersionEndToEnd(t *testing.T) {
 func TestStringPowerLevelsBeforeV10(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	for _, v := range []spec.RoomVersion{spec.RoomV9, spec.RoomV10} {
-		id := ts.createRoom(userA, map[string]any{"room_version": string(v), "preset": "public_chat"})
+		id := ts.CreateRoom(userA, map[string]any{"room_version": string(v), "preset": "public_chat"})
 		ts.join(userB, id)
 		pl := ts.must(userA, "GET", v3+id+"/state/m.room.power_levels/", nil)
 		pl["events_default"] = " 60"
@@ -86,7 +88,7 @@ func TestStringPowerLevelsBeforeV10(t *testing.T) {
 func TestKnockAndRestrictedJoinPerVersion(t *testing.T) {
 	ts := newTestServer(t, "optional")
 	for _, v := range []spec.RoomVersion{spec.RoomV6, spec.RoomV7} {
-		id := ts.createRoom(userA, map[string]any{"room_version": string(v), "preset": "private_chat",
+		id := ts.CreateRoom(userA, map[string]any{"room_version": string(v), "preset": "private_chat",
 			"initial_state": []map[string]any{{"type": spec.MRoomJoinRules, "content": map[string]any{"join_rule": "knock"}}}})
 		code, body := ts.do(userB, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(id), map[string]any{})
 		if v.Knocking() {
@@ -98,7 +100,7 @@ func TestKnockAndRestrictedJoinPerVersion(t *testing.T) {
 		}
 	}
 
-	space := ts.createRoom(userA, map[string]any{"preset": "public_chat"})
+	space := ts.CreateRoom(userA, map[string]any{"preset": "public_chat"})
 	for _, tc := range []struct {
 		v    spec.RoomVersion
 		rule string
@@ -109,7 +111,7 @@ func TestKnockAndRestrictedJoinPerVersion(t *testing.T) {
 		{spec.RoomV9, "knock_restricted", false},
 		{spec.RoomV10, "knock_restricted", true},
 	} {
-		id := ts.createRoom(userA, map[string]any{"room_version": string(tc.v), "preset": "private_chat",
+		id := ts.CreateRoom(userA, map[string]any{"room_version": string(tc.v), "preset": "private_chat",
 			"initial_state": []map[string]any{{"type": spec.MRoomJoinRules, "content": map[string]any{
 				"join_rule": tc.rule, "allow": []map[string]any{{"type": "m.room_membership", "room_id": space}}}}}})
 		code, body := ts.do(userC, "POST", v3+id+"/join", map[string]any{})
@@ -137,7 +139,7 @@ func TestKnockAndRestrictedJoinPerVersion(t *testing.T) {
 // levels written as strings become integers from v10.
 func TestUpgradeThroughEveryVersion(t *testing.T) {
 	ts := newTestServer(t, "optional")
-	id := ts.createRoom(userA, map[string]any{"room_version": "1", "preset": "private_chat", "name": "Old", "invite": []string{userB}})
+	id := ts.CreateRoom(userA, map[string]any{"room_version": "1", "preset": "private_chat", "name": "Old", "invite": []string{userB}})
 	ts.join(userB, id)
 	pl := ts.must(userA, "GET", v3+id+"/state/m.room.power_levels/", nil)
 	pl["kick"] = "060"
@@ -177,9 +179,9 @@ func TestRoomVersion12ValidationIsBadRequest(t *testing.T) {
 			"creation_content": map[string]any{"additional_creators": ac}})
 		wantError(t, code, body, 400, "M_BAD_JSON")
 	}
-	ts.createRoom(userA, map[string]any{"room_version": "12", "creation_content": map[string]any{"additional_creators": []any{"@foo:example.com"}}})
+	ts.CreateRoom(userA, map[string]any{"room_version": "12", "creation_content": map[string]any{"additional_creators": []any{"@foo:example.com"}}})
 	// Before v12 additional_creators means nothing.
-	ts.createRoom(userA, map[string]any{"room_version": "11", "creation_content": map[string]any{"additional_creators": "x"}})
+	ts.CreateRoom(userA, map[string]any{"room_version": "11", "creation_content": map[string]any{"additional_creators": "x"}})
 
 	code, body := ts.do(userA, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "12",
 		"power_level_content_override": map[string]any{"users": map[string]any{userA: 100}}})
@@ -189,7 +191,7 @@ func TestRoomVersion12ValidationIsBadRequest(t *testing.T) {
 	wantError(t, code, body, 400, "M_INVALID_ROOM_STATE")
 
 	for _, v := range []string{"11", "12"} {
-		id := ts.createRoom(userA, map[string]any{"room_version": v, "creation_content": map[string]any{"additional_creators": []string{userB}}})
+		id := ts.CreateRoom(userA, map[string]any{"room_version": v, "creation_content": map[string]any{"additional_creators": []string{userB}}})
 		code, body = ts.do(userA, "PUT", v3+id+"/state/m.room.create/", map[string]any{"room_version": v, "entropy": 1})
 		wantError(t, code, body, 400, "M_BAD_JSON")
 		for _, listed := range []string{userA, userB} {
@@ -207,8 +209,8 @@ func TestRoomVersion12ValidationIsBadRequest(t *testing.T) {
 // TestDefaultRoomVersionSetting: rooms created without a version get the
 // configured one.
 func TestDefaultRoomVersionSetting(t *testing.T) {
-	ts := newTestServerWith(t, Config{Encryption: "optional", DefaultRoomVersion: spec.RoomV10})
-	id := ts.createRoom(userA, nil)
+	ts := newTestServerWith(t, rooms.Config{Encryption: "optional", DefaultRoomVersion: spec.RoomV10})
+	id := ts.CreateRoom(userA, nil)
 	if v := ts.must(userA, "GET", v3+id+"/state/m.room.create/", nil)["room_version"]; v != "10" {
 		t.Fatalf("default room version %v", v)
 	}

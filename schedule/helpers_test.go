@@ -1,7 +1,6 @@
 package schedule_test
 
 import (
-	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -42,13 +41,10 @@ func (ts *testServer) do(user, method, path string, body any) (int, map[string]a
 	return ts.As(spec.UserID(user), method, path, body)
 }
 
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != http.StatusOK {
-		ts.t.Fatalf("%s %s: %d %v", method, path, code, out)
-	}
-	return out
+	return ts.MustJSON(user, method, path, body)
 }
 
 func (ts *testServer) wantErr(user, method, path string, body any, status int, code string) map[string]any {

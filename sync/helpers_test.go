@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/internal/servertest"
-	"github.com/chatalot/chatalot/spec"
 )
 
 // testServer is the whole server (internal/servertest); the users are real
@@ -24,33 +23,19 @@ func newTestServer(t *testing.T) *testServer {
 
 func (ts *testServer) do(user, method, path string, body any) (int, map[string]any) {
 	ts.t.Helper()
-	tok := ""
-	if user != "" {
-		tok = ts.Token(spec.UserID(user))
-	}
-	code, raw := ts.DoRaw(tok, method, path, body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		ts.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
-	}
-	return code, out
+	return ts.JSONAs(user, method, path, body)
 }
 
+// must is servertest.Server.MustJSON: the decoded answer, which must be 200.
 func (ts *testServer) must(user, method, path string, body any) map[string]any {
 	ts.t.Helper()
-	code, out := ts.do(user, method, path, body)
-	if code != 200 {
-		ts.t.Fatalf("%s %s as %s: %d %v", method, path, user, code, out)
-	}
-	return out
+	return ts.MustJSON(user, method, path, body)
 }
 
+// createRoom is servertest.Server.CreateRoom.
 func (ts *testServer) createRoom(user string, body map[string]any) string {
 	ts.t.Helper()
-	if body == nil {
-		body = map[string]any{}
-	}
-	return ts.must(user, "POST", "/_matrix/client/v3/createRoom", body)["room_id"].(string)
+	return ts.CreateRoom(user, body)
 }
 
 // txn numbers sends; tests send from several goroutines at once.

@@ -51,7 +51,8 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 			floor = 0
 		}
 		var err error
-		if evs, limited, err = s.latestEvents(ctx, req, id, floor, now, limit, tf); err != nil {
+		q := rooms.TimelineRequest{User: req.user, Room: id, Since: floor, Until: now.Pos, Limit: limit, Filter: tf}
+		if evs, limited, err = s.latestEvents(ctx, q); err != nil {
 			return nil, err
 		}
 	}
@@ -98,14 +99,14 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 }
 
 // latestEvents reads the timeline of a changed room: the latest events in
-// (floor, now], limited when more are left; from the room's start (floor 0),
-// it is limited too when the room's creation is not among them.
-func (s *Service) latestEvents(ctx context.Context, req *request, id spec.RoomID, floor int64, now Token, limit int, tf *rooms.RoomEventFilter) ([]*rooms.Event, bool, error) {
-	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, floor, now.Pos, limit, tf)
+// (q.Since, q.Until], limited when more are left; from the room's start
+// (q.Since 0), it is limited too when the room's creation is not among them.
+func (s *Service) latestEvents(ctx context.Context, q rooms.TimelineRequest) ([]*rooms.Event, bool, error) {
+	evs, limited, err := s.rooms.LatestEvents(ctx, q)
 	if err != nil {
 		return nil, false, err
 	}
-	if floor == 0 {
+	if q.Since == 0 {
 		limited = limited || !startsAtCreation(evs)
 	}
 	return evs, limited, nil
@@ -297,12 +298,9 @@ func (s *Service) leftRoom(ctx context.Context, req *request, id spec.RoomID, no
 		floor = 0
 	}
 	tf, limit := req.timelineFilter()
-	evs, limited, err := s.rooms.LatestEvents(ctx, req.user, id, floor, leavePos, limit, tf)
+	evs, limited, err := s.latestEvents(ctx, rooms.TimelineRequest{User: req.user, Room: id, Since: floor, Until: leavePos, Limit: limit, Filter: tf})
 	if err != nil {
 		return nil, err
-	}
-	if floor == 0 {
-		limited = limited || !startsAtCreation(evs)
 	}
 	evs, limited = s.withOwnLeave(req.user, id, leavePos, evs, limited, limit, tf)
 	start := leavePos

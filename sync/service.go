@@ -32,7 +32,7 @@ type RoomReader interface {
 
 	// A room's timeline and state for one sync response.
 	Position(id spec.RoomID) int64
-	LatestEvents(ctx context.Context, user spec.UserID, id spec.RoomID, since, until int64, limit int, f *rooms.RoomEventFilter) ([]*rooms.Event, bool, error)
+	LatestEvents(ctx context.Context, q rooms.TimelineRequest) ([]*rooms.Event, bool, error)
 	StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*events.PDU, error)
 	StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error)
 	CurrentState(id spec.RoomID, typ, key string) *events.PDU

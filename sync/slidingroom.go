@@ -150,7 +150,7 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	var evs []*rooms.Event
 	limited := false
 	if fresh || sent.pos > floor {
-		evs, limited, err = s.rooms.LatestEvents(ctx, b.user, id, floor, until, limit, nil)
+		evs, limited, err = s.rooms.LatestEvents(ctx, rooms.TimelineRequest{User: b.user, Room: id, Since: floor, Until: until, Limit: limit})
 		if err != nil {
 			return nil, sent, false, err
 		}

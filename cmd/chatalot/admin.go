@@ -673,7 +673,7 @@ func (c *Config) adminConfig() admin.Config {
 		SupportPage:    c.SupportPage,
 		NoticesUser:    c.ServerNoticesUser,
 		LogIPAddresses: c.LogIPAddresses,
-		Retention:      c.retention(),
+		Retention:      c.durations.retention,
 	}
 }
 

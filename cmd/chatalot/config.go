@@ -119,6 +119,7 @@ type durations struct {
 	accessTokenLifetime, refreshTokenLifetime         time.Duration // 0: none
 	turnUserLifetime, oauthTokenLifetime              time.Duration
 	pushRetryBackoff, pushRetryLimit                  time.Duration
+	retention                                         admin.RetentionPolicy // 0: no bound
 }
 
 // defaults are what a server started with no configuration uses.
@@ -308,16 +309,29 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 			add(l.key, "must be at least %s", strings.TrimSuffix(l.min.String(), "0s"))
 		}
 	}
-	for key, v := range map[string]string{"retention_default_max_lifetime": c.RetentionDefault,
-		"retention_min_lifetime": c.RetentionMin, "retention_max_lifetime": c.RetentionMax, "retention_purge_interval": c.RetentionInterval} {
-		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
-			add(key, "%q is not a duration such as 720h", v)
+	rp := &c.durations.retention
+	for _, l := range []struct {
+		key, v string
+		d      *time.Duration
+	}{
+		{"retention_default_max_lifetime", c.RetentionDefault, &rp.Default},
+		{"retention_min_lifetime", c.RetentionMin, &rp.Min},
+		{"retention_max_lifetime", c.RetentionMax, &rp.Max},
+		{"retention_purge_interval", c.RetentionInterval, &rp.Interval},
+	} {
+		if l.v == "" {
+			continue // no bound
+		}
+		if d, err := time.ParseDuration(l.v); err != nil || d <= 0 {
+			add(l.key, "%q is not a duration such as 720h", l.v)
+		} else {
+			*l.d = d
 		}
 	}
 	if c.RetentionInterval == "" {
 		add("retention_purge_interval", "must be a duration such as 1m")
 	}
-	if lo, hi := c.retention().Min, c.retention().Max; lo > 0 && hi > 0 && lo > hi {
+	if lo, hi := rp.Min, rp.Max; lo > 0 && hi > 0 && lo > hi {
 		add("retention_min_lifetime", "is longer than retention_max_lifetime")
 	}
 	if !c.PasswordLogin && !c.OAuth && c.JWTKeyFile == "" {
@@ -640,14 +654,4 @@ func (c *Config) pushConfig() push.Config {
 	pc.FullFormat = c.PushFullFormat
 	pc.RetryBackoff, pc.RetryLimit = c.durations.pushRetryBackoff, c.durations.pushRetryLimit
 	return pc
-}
-
-// retention is the message retention policy (validated at load).
-func (c *Config) retention() admin.RetentionPolicy {
-	parse := func(v string) time.Duration {
-		d, _ := time.ParseDuration(v)
-		return d
-	}
-	return admin.RetentionPolicy{Default: parse(c.RetentionDefault), Min: parse(c.RetentionMin),
-		Max: parse(c.RetentionMax), Interval: parse(c.RetentionInterval)}
 }

@@ -57,6 +57,9 @@ type Option func(*app.Config)
 // Schedule sets the scheduler's limits.
 func Schedule(c schedule.Config) Option { return func(a *app.Config) { a.Schedule = c } }
 
+// Rooms sets the rooms configuration (encryption, room versions, limits).
+func Rooms(c rooms.Config) Option { return func(a *app.Config) { a.Rooms = c } }
+
 // Config is the configuration of a test server: the binary's defaults but
 // open registration, no rate limits, the cheapest password hashes allowed
 // and encryption optional (tests send plaintext).
@@ -83,6 +86,7 @@ func Config(dir string) app.Config {
 type Server struct {
 	*app.App
 	t        testing.TB
+	Dir      string // the database's directory: New(t, Dir) is a restart
 	DB       *storage.DB
 	HTTP     *httptest.Server
 	URL      string
@@ -90,7 +94,12 @@ type Server struct {
 	once     sync.Once
 
 	mu     sync.Mutex
-	tokens map[spec.UserID]string
+	tokens map[deviceKey]string
+}
+
+type deviceKey struct {
+	user   spec.UserID
+	device string
 }
 
 // New starts a server on the database in dir (a fresh one in t.TempDir()
@@ -112,7 +121,7 @@ func New(t testing.TB, dir string, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Server{t: t, DB: db, stopping: make(chan struct{}), tokens: map[spec.UserID]string{}}
+	s := &Server{t: t, Dir: dir, DB: db, stopping: make(chan struct{}), tokens: map[deviceKey]string{}}
 	if s.App, err = app.New(ctx, cfg, app.Deps{DB: db, Key: key, Log: zerolog.Nop(), Stopping: s.stopping}); err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -133,24 +142,32 @@ func (s *Server) Close() {
 	})
 }
 
-// Token returns an access token of user, registering the account (or
-// logging in to it, on a server restarted on the same database) at first
-// use.
+// Token returns an access token of user's device DeviceID, registering
+// the account (or logging in to it, on a server restarted on the same
+// database) at first use.
 func (s *Server) Token(user spec.UserID) string {
 	s.t.Helper()
+	return s.DeviceToken(user, DeviceID)
+}
+
+// DeviceToken is Token for another device of the user: the first use logs
+// the device in.
+func (s *Server) DeviceToken(user spec.UserID, device string) string {
+	s.t.Helper()
+	key := deviceKey{user, device}
 	s.mu.Lock()
-	tok, ok := s.tokens[user]
+	tok, ok := s.tokens[key]
 	s.mu.Unlock()
 	if ok {
 		return tok
 	}
 	local := strings.TrimPrefix(strings.SplitN(string(user), ":", 2)[0], "@")
 	code, out := s.Do("", http.MethodPost, "/_matrix/client/v3/register", map[string]any{
-		"username": local, "password": Password, "device_id": DeviceID, "auth": map[string]string{"type": "m.login.dummy"},
+		"username": local, "password": Password, "device_id": device, "auth": map[string]string{"type": "m.login.dummy"},
 	})
 	if code == http.StatusBadRequest && out["errcode"] == string(spec.ErrUserInUse) {
 		code, out = s.Do("", http.MethodPost, "/_matrix/client/v3/login", map[string]any{
-			"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": local}, "password": Password, "device_id": DeviceID,
+			"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": local}, "password": Password, "device_id": device,
 		})
 	}
 	tok, _ = out["access_token"].(string)
@@ -158,9 +175,19 @@ func (s *Server) Token(user spec.UserID) string {
 		s.t.Fatalf("servertest: account %s: %d %v", user, code, out)
 	}
 	s.mu.Lock()
-	s.tokens[user] = tok
+	s.tokens[key] = tok
 	s.mu.Unlock()
 	return tok
+}
+
+// MakeAdmin makes user (registered at first use) a server admin, as the
+// admin CLI does.
+func (s *Server) MakeAdmin(user spec.UserID) {
+	s.t.Helper()
+	s.Token(user)
+	if err := s.Admin.SetAdmin(context.Background(), admin.CLIActor, user, true); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // Do sends a request with the access token (none if "") and a JSON body
@@ -200,6 +227,61 @@ func (s *Server) DoRaw(token, method, path string, body any) (int, []byte) {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, raw
+}
+
+// DoAs sends a request as who: "" for no access token, a user ID for its
+// device DeviceID, "USER|DEVICE" for another device (see DeviceToken). A
+// string or []byte body is sent as it is, anything else as JSON. It returns
+// the status and the answer's body as it came.
+func (s *Server) DoAs(who, method, path string, body any) (int, []byte) {
+	s.t.Helper()
+	switch b := body.(type) {
+	case string:
+		body = Raw(b)
+	case []byte:
+		body = Raw(b)
+	}
+	tok := ""
+	if who != "" {
+		user, device, _ := strings.Cut(who, "|")
+		if device == "" {
+			device = DeviceID
+		}
+		tok = s.DeviceToken(spec.UserID(user), device)
+	}
+	return s.DoRaw(tok, method, path, body)
+}
+
+// JSONAs is DoAs with the answer decoded; an answer that is not JSON fails
+// the test.
+func (s *Server) JSONAs(who, method, path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	code, raw := s.DoAs(who, method, path, body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		s.t.Fatalf("%s %s: not JSON: %q", method, path, raw)
+	}
+	return code, out
+}
+
+// MustJSON is JSONAs that fails the test unless the status is 200.
+func (s *Server) MustJSON(who, method, path string, body any) map[string]any {
+	s.t.Helper()
+	code, out := s.JSONAs(who, method, path, body)
+	if code != http.StatusOK {
+		s.t.Fatalf("%s %s as %s: %d %v", method, path, who, code, out)
+	}
+	return out
+}
+
+// CreateRoom creates a room as who with the createRoom body (nil: {}) and
+// returns its ID.
+func (s *Server) CreateRoom(who string, body map[string]any) string {
+	s.t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	return s.MustJSON(who, http.MethodPost, "/_matrix/client/v3/createRoom", body)["room_id"].(string)
 }
 
 // As sends a request as user (see Token; anonymous if user is "").
