@@ -80,6 +80,8 @@ type Rooms interface {
 	PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error)
 	PurgeHistoryWith(ctx context.Context, id spec.RoomID, before int64, opts rooms.PurgeOptions) (storage.Removed, error)
 	HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error)
+	EraseSender(ctx context.Context, user spec.UserID, dryRun bool) (storage.Removed, error)
+	MediaNeeded(tx *storage.Tx, uri string, user spec.UserID) (bool, error)
 	LocalAliases(ctx context.Context, by rooms.Caller, room spec.RoomID) ([]string, error)
 
 	// Event reports.
@@ -157,6 +159,11 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
 		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now, Policy: d.Policy,
 		tasks: newTaskList(), forgetters: d.Forgetters,
+	}
+	if !d.CLI {
+		d.Policy.mu.Lock()
+		d.Policy.eraser = s.eraseAccount
+		d.Policy.mu.Unlock()
 	}
 	return s, nil
 }

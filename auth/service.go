@@ -65,6 +65,9 @@ type Deps struct {
 	// Limiter is the rate limiter, shared with the packages that limit
 	// their own routes (nil: one built from Config).
 	Limiter *Limiter
+	// Eraser erases the rest of an account deactivated with erase (nil:
+	// only auth's own rows go).
+	Eraser AccountEraser
 }
 
 // Service is accounts and sessions.
@@ -76,7 +79,8 @@ type Service struct {
 	notify     Notifier
 	rooms      RoomHooks
 	devices    DeviceHooks
-	policy     AccessPolicy // admin.go; nil: every active account may act
+	policy     AccessPolicy  // admin.go; nil: every active account may act
+	eraser     AccountEraser // erase.go; may be nil
 	directory  DirectoryRooms
 	profiles   *profileIndex // directory.go
 
@@ -128,6 +132,7 @@ func New(d Deps) (*Service, error) {
 	s := &Service{
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
 		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy,
+		eraser:         d.Eraser,
 		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,

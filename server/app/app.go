@@ -150,6 +150,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
 		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
 		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter,
+		Eraser: sh.policy, // the admin Service erases the rest of an erased account
 	})
 	if err != nil {
 		return err
