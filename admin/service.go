@@ -52,6 +52,11 @@ type Config struct {
 	LogIPAddresses bool
 	// Retention is the server's message retention (retention.go).
 	Retention RetentionPolicy
+	// MediaRetention is the server's media retention (mediaretention.go).
+	MediaRetention MediaRetention
+	// PurgeForgottenRooms has the retention pass purge the rooms every
+	// local member left and forgot (roomgc.go).
+	PurgeForgottenRooms bool
 }
 
 // Rooms is what the admin toolset does to rooms on the server admin's
@@ -63,6 +68,7 @@ type Rooms interface {
 	AdminRooms(ctx context.Context) ([]rooms.AdminRoom, error)
 	AdminState(id spec.RoomID) []*events.PDU
 	MembersOf(id spec.RoomID) map[spec.UserID]string
+	ForgotBy(user spec.UserID, id spec.RoomID) bool
 	JoinedMembers(id spec.RoomID) []spec.UserID
 	Membership(user spec.UserID, id spec.RoomID) string
 	RoomsOf(user spec.UserID) map[spec.RoomID]string
@@ -109,6 +115,8 @@ type Deps struct {
 	// deletes, beside rooms' own (receipts, push, account data, key
 	// backups, delayed events).
 	Forgetters []rooms.RoomForgetter
+	// Now is the clock (nil: time.Now); tests move it.
+	Now func() time.Time
 	// CLI says the service runs in `chatalot admin`: actions are recorded
 	// as the CLI's, and changes the running server must apply are queued.
 	CLI bool
@@ -159,6 +167,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
 		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now, Policy: d.Policy,
 		tasks: newTaskList(), forgetters: d.Forgetters,
+	}
+	if d.Now != nil {
+		s.now = d.Now
 	}
 	if !d.CLI {
 		d.Policy.mu.Lock()

@@ -48,3 +48,11 @@ func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.R
 	})
 	return nil
 }
+
+// AvatarInUse reports, inside a write, whether an active account has the
+// mxc:// URI as its avatar (media deletions that keep profiles' media).
+func (s *Service) AvatarInUse(tx *storage.Tx, uri string) (bool, error) {
+	var n int
+	err := tx.QueryRow(`SELECT count(*) FROM users WHERE avatar_url = $1 AND NOT deactivated`, uri).Scan(&n)
+	return n > 0, err
+}

@@ -427,3 +427,10 @@ func doomedPositions(tx *storage.Tx, query, room string, before int64) ([]int64,
 	}
 	return out, rows.Err()
 }
+
+// ForgotBy says whether the user forgot the room (after leaving it).
+func (s *Service) ForgotBy(user spec.UserID, id spec.RoomID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.forgotten[user][id]
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatalot/chatalot/admin"
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
 )
@@ -100,6 +101,11 @@ type Config struct {
 	RetentionMax      string `toml:"retention_max_lifetime"         help:"longest max_lifetime a room's m.room.retention may set; longer ones are lowered to it (empty: no maximum)"`
 	RetentionInterval string `toml:"retention_purge_interval"       help:"how often messages past their room's lifetime are purged"`
 
+	PurgeForgottenRooms      bool   `toml:"purge_forgotten_rooms"            help:"purge, with every row about it, a room that every local member has left and forgotten (or whose accounts are deactivated), unless it is in the room directory"`
+	MediaRetentionUnaccessed string `toml:"media_retention_local_unaccessed" help:"delete this server's media not downloaded for this long, such as 2160h (empty: kept; quarantined media is always kept)"`
+	MediaRetentionMaxAge     string `toml:"media_retention_max_age"          help:"delete this server's media uploaded this long ago, however often it is downloaded, such as 8760h (empty: kept; quarantined media is always kept)"`
+	MediaRetentionInterval   string `toml:"media_retention_interval"         help:"how often expired media and orphaned files are deleted, when a media retention is set"`
+
 	// durations are the duration settings above, parsed once by Validate;
 	// the rest of the program reads these, never the strings.
 	durations durations
@@ -161,7 +167,9 @@ func defaults() Config {
 
 		MetricsListen: "127.0.0.1:8009",
 
-		RetentionInterval: "1m",
+		RetentionInterval:      "1m",
+		MediaRetentionInterval: "1h",
+		PurgeForgottenRooms:    true,
 
 		PushRetryBackoff: "1s",
 		PushRetryLimit:   "1h",
@@ -300,13 +308,18 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 		}
 	}
 	for key, v := range map[string]string{"retention_default_max_lifetime": c.RetentionDefault,
-		"retention_min_lifetime": c.RetentionMin, "retention_max_lifetime": c.RetentionMax, "retention_purge_interval": c.RetentionInterval} {
+		"retention_min_lifetime": c.RetentionMin, "retention_max_lifetime": c.RetentionMax, "retention_purge_interval": c.RetentionInterval,
+		"media_retention_local_unaccessed": c.MediaRetentionUnaccessed, "media_retention_max_age": c.MediaRetentionMaxAge,
+		"media_retention_interval": c.MediaRetentionInterval} {
 		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
 			add(key, "%q is not a duration such as 720h", v)
 		}
 	}
 	if c.RetentionInterval == "" {
 		add("retention_purge_interval", "must be a duration such as 1m")
+	}
+	if c.MediaRetentionInterval == "" {
+		add("media_retention_interval", "must be a duration such as 1h")
 	}
 	if lo, hi := c.retention().Min, c.retention().Max; lo > 0 && hi > 0 && lo > hi {
 		add("retention_min_lifetime", "is longer than retention_max_lifetime")
@@ -641,4 +654,14 @@ func (c *Config) retention() admin.RetentionPolicy {
 	}
 	return admin.RetentionPolicy{Default: parse(c.RetentionDefault), Min: parse(c.RetentionMin),
 		Max: parse(c.RetentionMax), Interval: parse(c.RetentionInterval)}
+}
+
+// mediaRetention is the media retention policy (validated at load).
+func (c *Config) mediaRetention() admin.MediaRetention {
+	parse := func(v string) time.Duration {
+		d, _ := time.ParseDuration(v)
+		return d
+	}
+	return admin.MediaRetention{RetentionPolicy: media.RetentionPolicy{LocalUnaccessed: parse(c.MediaRetentionUnaccessed),
+		MaxAge: parse(c.MediaRetentionMaxAge)}, Interval: parse(c.MediaRetentionInterval)}
 }
