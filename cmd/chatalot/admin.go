@@ -378,7 +378,7 @@ func adminMakeAdmin(args []string, stdout io.Writer) error {
 func adminDeactivate(args []string, stdout io.Writer) error {
 	var erase bool
 	cfg, pos, err := adminFlags("deactivate", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&erase, "erase", false, "also remove the display name and avatar")
+		fs.BoolVar(&erase, "erase", false, "also erase the account: profile, keys, account data, uploads no room needs; its messages are kept redacted (the running server, or the next start, finishes the erasure)")
 	})
 	if err != nil {
 		return err
