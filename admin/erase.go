@@ -137,6 +137,11 @@ func (s *Service) erase(ctx context.Context, who Actor, user spec.UserID, dryRun
 		return out, err
 	}
 	s.forgetConnections(user)
+	if !dryRun {
+		if err := s.db.FreePages(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("erasure: could not give the pages back") // the rows are gone all the same
+		}
+	}
 	s.log.Info().Str("user_id", string(user)).Bool("dry_run", dryRun).Int64("rows", out.Total).
 		Int("media", out.Media.Media).Int64("media_bytes", out.Media.Bytes).Msg("account erased")
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/storage"
 )
 
 // fillAccount gives alice data of every kind a user can leave on the
@@ -46,6 +48,10 @@ func fillAccount(t *testing.T, base string) (room, alice, bob string, canaries [
 	send := func(token, typ, txn, body string) string {
 		raw := mustRequest(t, "PUT", base+"/_matrix/client/v3/rooms/"+r+"/send/"+typ+"/"+txn, token, body)
 		return between(raw, `"event_id":"`, `"`)
+	}
+	long := strings.Repeat("erasecanary-text fills the page ", 64)
+	for i := 0; i < 100; i++ {
+		send(alice, "m.room.message", fmt.Sprint("long", i), `{"msgtype":"m.text","body":"`+long+`"}`)
 	}
 	root := send(alice, "m.room.message", "a1", `{"msgtype":"m.text","body":"erasecanary-text one"}`)
 	send(alice, "m.room.message", "a2", `{"msgtype":"m.image","body":"pic","url":"`+own+`"}`)
@@ -176,14 +182,27 @@ func TestAccountErasureLeavesNothing(t *testing.T) {
 	if got := stripAudit(dbState(t, app)); got != state {
 		t.Fatalf("the dry run changed the database:\n%s\n%s", state, got)
 	}
-	if dry.Erased.Removed["events_redacted"] < 5 || dry.Erased.Media.Media != 2 || dry.Erased.Kept != 1 {
+	if dry.Erased.Removed["events_redacted"] < 105 || dry.Erased.Media.Media != 2 || dry.Erased.Kept != 1 {
 		t.Fatalf("dry run figures: %s", raw)
 	}
 	if code, _ := request(t, "GET", srv.URL+"/_matrix/client/v3/account/whoami", alice, ""); code != 200 {
 		t.Fatal("the dry run logged alice out")
 	}
 
+	space := func() storage.Space {
+		var sp storage.Space
+		json.Unmarshal([]byte(mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/database", boss, "")), &sp)
+		return sp
+	}
+	app.db.Compact(context.Background()) // the WAL back into the file, for a fair "before"
+	full := space()
 	raw = mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/deactivate/"+url.PathEscape(me), boss, `{"erase":true}`)
+	erased := space()
+	app.db.Compact(context.Background())
+	t.Logf("database: %d bytes before the erasure, %d after, %d after a compaction", full.FileBytes, erased.FileBytes, space().FileBytes)
+	if erased.FileBytes >= full.FileBytes {
+		t.Errorf("the erasure freed no space: %d → %d bytes", full.FileBytes, erased.FileBytes)
+	}
 	var done struct {
 		Erased struct {
 			Removed map[string]int64 `json:"removed_rows"`
