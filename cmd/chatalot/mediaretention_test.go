@@ -57,7 +57,7 @@ func TestMediaRetention(t *testing.T) {
 		}
 		return *ts
 	}
-	read, unread, quarantined := upload("read regularly"), upload("never read"), upload("under investigation")
+	read, unread, quarantined := upload("read regularly"), upload("never read "+strings.Repeat("x", 1<<20)), upload("under investigation")
 	mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/media/quarantine/localhost/"+quarantined, boss, `{}`)
 	orphan := filepath.Join(app.cfg.DataDir, "media", "blobs", "ab", "ab"+strings.Repeat("0", 62))
 	if err := os.WriteFile(orphan, []byte("a file no row names"), 0o600); err != nil {
