@@ -90,7 +90,7 @@ func (s *Service) RunRetention(ctx context.Context) {
 			return
 		case <-t.C:
 			s.RetentionPass(ctx)
-			if s.cfg.PurgeForgottenRooms {
+			if s.cfg.ForgottenRoomRetention > 0 {
 				if _, err := s.CollectForgottenRooms(ctx, Actor{User: "retention"}); err != nil && ctx.Err() == nil {
 					s.log.Warn().Err(err).Msg("retention: forgotten rooms")
 				}

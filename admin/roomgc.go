@@ -12,9 +12,10 @@ import (
 // was ever in it has left and forgotten (or whose account is deactivated,
 // and so can never read it again) serves nobody on this server, so the
 // pass purges it like an admin's room purge (every package's rows, one
-// transaction). A room published in the directory is kept: anyone may
-// still join it from there. With no federation yet, local users are the
-// only ones who could.
+// transaction), once nothing happened in it for ForgottenRoomRetention (a
+// user who forgot by mistake has that long to come back). A room published
+// in the directory is kept: anyone may still join it from there. With no
+// federation yet, local users are the only ones who could.
 
 // abandoned says whether nobody local could want the room any more.
 func (s *Service) abandoned(ctx context.Context, room spec.RoomID) (bool, error) {
@@ -51,6 +52,9 @@ func (s *Service) ForgottenRooms(ctx context.Context) ([]spec.RoomID, error) {
 		if r.Public || r.JoinedLocalMembers > 0 {
 			continue
 		}
+		if s.now().Add(-s.cfg.ForgottenRoomRetention).UnixMilli() < s.rooms.LastEventTS(r.RoomID) {
+			continue // still within the grace period
+		}
 		ok, err := s.abandoned(ctx, r.RoomID)
 		if err != nil {
 			return nil, err
@@ -64,7 +68,7 @@ func (s *Service) ForgottenRooms(ctx context.Context) ([]spec.RoomID, error) {
 
 // CollectForgottenRooms purges every room nobody wants (see above); the
 // audit row of each purge has actor "retention". It runs with the message
-// retention pass when purge_forgotten_rooms is on.
+// retention pass when forgotten_room_retention_period is set.
 func (s *Service) CollectForgottenRooms(ctx context.Context, who Actor) (map[spec.RoomID]int64, error) {
 	rooms, err := s.ForgottenRooms(ctx)
 	if err != nil {
@@ -87,8 +91,8 @@ func (s *Service) CollectForgottenRooms(ctx context.Context, who Actor) (map[spe
 }
 
 // POST /_synapse/admin/v1/chatalot/rooms/collect_forgotten?dry_run=:
-// purges now the rooms every local member left and forgot; a dry run
-// lists them.
+// purges now the rooms every local member left and forgot (and quiet for
+// forgotten_room_retention_period, if set); a dry run lists them.
 func (s *Service) collectForgotten(c *gin.Context) error {
 	dry, err := boolParam(c, "dry_run")
 	if err != nil {

@@ -54,9 +54,10 @@ type Config struct {
 	Retention RetentionPolicy
 	// MediaRetention is the server's media retention (mediaretention.go).
 	MediaRetention MediaRetention
-	// PurgeForgottenRooms has the retention pass purge the rooms every
-	// local member left and forgot (roomgc.go).
-	PurgeForgottenRooms bool
+	// ForgottenRoomRetention has the retention pass purge the rooms every
+	// local member left and forgot, once nothing happened in them for that
+	// long (roomgc.go; 0: never).
+	ForgottenRoomRetention time.Duration
 }
 
 // Rooms is what the admin toolset does to rooms on the server admin's
@@ -69,6 +70,7 @@ type Rooms interface {
 	AdminState(id spec.RoomID) []*events.PDU
 	MembersOf(id spec.RoomID) map[spec.UserID]string
 	ForgotBy(user spec.UserID, id spec.RoomID) bool
+	LastEventTS(id spec.RoomID) int64
 	JoinedMembers(id spec.RoomID) []spec.UserID
 	Membership(user spec.UserID, id spec.RoomID) string
 	RoomsOf(user spec.UserID) map[spec.RoomID]string

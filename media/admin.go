@@ -258,14 +258,15 @@ var errDryRun = errors.New("dry run")
 // DeleteUploadsOf deletes the uploads of an erased user but those keep
 // keeps (media a room still needs). The kept ones are disowned: their
 // uploader is emptied, so no row names the user, and they no longer count
-// against anyone's quota.
+// against anyone's quota. Quarantined uploads stay as they are, uploader
+// included: they are kept for whoever looks into the report.
 func (s *Service) DeleteUploadsOf(ctx context.Context, user spec.UserID, dryRun bool, keep Keep) (Deletion, error) {
-	res, err := s.deleteMatching(ctx, dryRun, keep, `uploader = $1`, string(user))
+	res, err := s.deleteMatching(ctx, dryRun, keep, `uploader = $1 AND NOT quarantined`, string(user))
 	if err != nil || dryRun {
 		return res, err
 	}
 	return res, s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(`UPDATE media SET uploader = '' WHERE uploader = $1`, string(user))
+		_, err := tx.Exec(`UPDATE media SET uploader = '' WHERE uploader = $1 AND NOT quarantined`, string(user))
 		return err
 	})
 }

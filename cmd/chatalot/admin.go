@@ -668,14 +668,14 @@ func (c *Config) adminConfig() admin.Config {
 	contacts, _ := parseContacts(c.SupportAdminContacts, "m.role.admin") // validated at load
 	security, _ := parseContacts(c.SupportSecurityContacts, "m.role.security")
 	return admin.Config{
-		Version:             version,
-		Contacts:            append(contacts, security...),
-		SupportPage:         c.SupportPage,
-		NoticesUser:         c.ServerNoticesUser,
-		LogIPAddresses:      c.LogIPAddresses,
-		Retention:           c.retention(),
-		MediaRetention:      c.mediaRetention(),
-		PurgeForgottenRooms: c.PurgeForgottenRooms,
+		Version:                version,
+		Contacts:               append(contacts, security...),
+		SupportPage:            c.SupportPage,
+		NoticesUser:            c.ServerNoticesUser,
+		LogIPAddresses:         c.LogIPAddresses,
+		Retention:              c.retention(),
+		MediaRetention:         c.mediaRetention(),
+		ForgottenRoomRetention: c.forgottenRoomRetention(),
 	}
 }
 

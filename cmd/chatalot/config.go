@@ -101,7 +101,7 @@ type Config struct {
 	RetentionMax      string `toml:"retention_max_lifetime"         help:"longest max_lifetime a room's m.room.retention may set; longer ones are lowered to it (empty: no maximum)"`
 	RetentionInterval string `toml:"retention_purge_interval"       help:"how often messages past their room's lifetime are purged"`
 
-	PurgeForgottenRooms      bool   `toml:"purge_forgotten_rooms"            help:"purge, with every row about it, a room that every local member has left and forgotten (or whose accounts are deactivated), unless it is in the room directory"`
+	ForgottenRoomRetention   string `toml:"forgotten_room_retention_period"  help:"purge, with every row about it, a room that every local member has left and forgotten (or whose accounts are deactivated) and where nothing happened for this long, unless it is in the room directory (empty: never)"`
 	MediaRetentionUnaccessed string `toml:"media_retention_local_unaccessed" help:"delete this server's media not downloaded for this long, such as 2160h (empty: kept; quarantined media is always kept)"`
 	MediaRetentionMaxAge     string `toml:"media_retention_max_age"          help:"delete this server's media uploaded this long ago, however often it is downloaded, such as 8760h (empty: kept; quarantined media is always kept)"`
 	MediaRetentionInterval   string `toml:"media_retention_interval"         help:"how often expired media and orphaned files are deleted, when a media retention is set"`
@@ -169,7 +169,7 @@ func defaults() Config {
 
 		RetentionInterval:      "1m",
 		MediaRetentionInterval: "1h",
-		PurgeForgottenRooms:    true,
+		ForgottenRoomRetention: "24h",
 
 		PushRetryBackoff: "1s",
 		PushRetryLimit:   "1h",
@@ -310,7 +310,7 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 	for key, v := range map[string]string{"retention_default_max_lifetime": c.RetentionDefault,
 		"retention_min_lifetime": c.RetentionMin, "retention_max_lifetime": c.RetentionMax, "retention_purge_interval": c.RetentionInterval,
 		"media_retention_local_unaccessed": c.MediaRetentionUnaccessed, "media_retention_max_age": c.MediaRetentionMaxAge,
-		"media_retention_interval": c.MediaRetentionInterval} {
+		"media_retention_interval": c.MediaRetentionInterval, "forgotten_room_retention_period": c.ForgottenRoomRetention} {
 		if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
 			add(key, "%q is not a duration such as 720h", v)
 		}
@@ -654,6 +654,13 @@ func (c *Config) retention() admin.RetentionPolicy {
 	}
 	return admin.RetentionPolicy{Default: parse(c.RetentionDefault), Min: parse(c.RetentionMin),
 		Max: parse(c.RetentionMax), Interval: parse(c.RetentionInterval)}
+}
+
+// forgottenRoomRetention is forgotten_room_retention_period (validated at
+// load; 0: never).
+func (c *Config) forgottenRoomRetention() time.Duration {
+	d, _ := time.ParseDuration(c.ForgottenRoomRetention)
+	return d
 }
 
 // mediaRetention is the media retention policy (validated at load).

@@ -42,6 +42,7 @@ var settingTypes = map[string]string{
 	"media_retention_local_unaccessed": "duration",
 	"media_retention_max_age":          "duration",
 	"media_retention_interval":         "duration",
+	"forgotten_room_retention_period":  "duration",
 }
 
 // settingType is the word help shows after a setting's flag: duration,

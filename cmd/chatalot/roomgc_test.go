@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestForgottenRoomsCollected: a room every local member left and forgot
@@ -12,6 +13,7 @@ import (
 // a room one member left without forgetting, and a room in the directory,
 // stay. A dry run lists what would go and purges nothing.
 func TestForgottenRoomsCollected(t *testing.T) {
+	advance := testClockAt(t)
 	app, srv, boss := newAdminTestApp(t)
 	alice := registerUser(t, srv.URL, "alice")
 	bob := registerUser(t, srv.URL, "bob")
@@ -31,6 +33,12 @@ func TestForgottenRoomsCollected(t *testing.T) {
 		}
 	}
 	ids, positions := roomEvents(t, app.db, forgotten)
+	// Within the grace period (forgotten_room_retention_period, 24h by
+	// default) nothing is collected.
+	if out := mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/chatalot/rooms/collect_forgotten?dry_run=true", boss, ""); strings.Contains(out, forgotten) {
+		t.Fatalf("collected within the grace period: %s", out)
+	}
+	advance(25 * time.Hour)
 	dry := mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/chatalot/rooms/collect_forgotten?dry_run=true", boss, "")
 	if !strings.Contains(dry, forgotten) || strings.Contains(dry, remembered) || strings.Contains(dry, listed) {
 		t.Fatalf("dry run: %s", dry)
