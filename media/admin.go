@@ -22,6 +22,9 @@ type Info struct {
 	UploadedAt  time.Time // zero while pending
 	Pending     bool
 	Quarantined bool
+	// LastAccess is when it was last downloaded, to the hour (zero: never
+	// since the upload; retention.go).
+	LastAccess time.Time
 }
 
 // URI is the media's mxc:// URI.
@@ -42,6 +45,9 @@ func (r *record) info() Info {
 	}
 	if !r.pending() {
 		i.UploadedAt = time.UnixMilli(r.uploadedTS)
+	}
+	if r.lastAccess > 0 {
+		i.LastAccess = time.UnixMilli(r.lastAccess)
 	}
 	return i
 }

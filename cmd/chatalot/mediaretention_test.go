@@ -76,6 +76,9 @@ func TestMediaRetention(t *testing.T) {
 	if first == 0 || lastAccess(read) != first {
 		t.Fatalf("last access %d, then %d: not recorded once an hour", first, lastAccess(read))
 	}
+	if info := mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/media/localhost/"+read, boss, ""); !strings.Contains(info, fmt.Sprintf(`"last_access_ts":%d`, first)) {
+		t.Fatalf("the admin API does not show the last access %d: %s", first, info)
+	}
 	advance(2 * time.Hour)
 	download(read)
 	if lastAccess(read) <= first {
