@@ -5,9 +5,8 @@
 package app
 
 import (
-	"time"
-
 	"context"
+	"time"
 
 	"github.com/chatalot/chatalot/admin"
 	"github.com/chatalot/chatalot/api"
