@@ -147,6 +147,25 @@ func (s *Service) ApplyFollowups(ctx context.Context) bool {
 }
 
 func (s *Service) applyFollowup(ctx context.Context, f followup) error {
+	if err := s.applySessionsFollowup(ctx, f); err != nil {
+		return err
+	}
+	if f.Kind != "deactivated" || s.rooms == nil {
+		return nil
+	}
+	// `chatalot admin deactivate --erase` set the erased flag; the rest of
+	// the erasure needs the server's rooms and runs here.
+	var erased bool
+	if err := s.db.QueryRow(ctx, `SELECT erased FROM admin_user_flags WHERE user_id = $1`, string(f.User)).Scan(&erased); err != nil || !erased {
+		return nil
+	}
+	_, err := s.Erase(ctx, CLIActor, f.User, false)
+	return err
+}
+
+// applySessionsFollowup brings sessions, memberships and keys in line
+// with what the CLI changed.
+func (s *Service) applySessionsFollowup(ctx context.Context, f followup) error {
 	if err := s.auth.RefreshSessions(ctx, f.User); err != nil {
 		return err
 	}

@@ -52,10 +52,19 @@ func (s *Service) mediaJSON(ctx context.Context, i media.Info) gin.H {
 		"media_length":         i.Size,
 		"upload_name":          nilIfEmpty(i.Filename),
 		"created_ts":           i.CreatedAt.UnixMilli(),
-		"last_access_ts":       nil,
+		"last_access_ts":       lastAccessTS(i),
 		"quarantined_by":       s.quarantinedBy(ctx, i),
 		"safe_from_quarantine": false,
 	}
+}
+
+// lastAccessTS is Synapse's last_access_ts: the last download (ms, to the
+// hour), or null if there was none since the upload.
+func lastAccessTS(i media.Info) any {
+	if i.LastAccess.IsZero() {
+		return nil
+	}
+	return i.LastAccess.UnixMilli()
 }
 
 // SetQuarantined quarantines or releases one piece of media.

@@ -27,7 +27,8 @@ type Policy struct {
 	flags       map[spec.UserID]userFlags
 	blocked     map[spec.RoomID]spec.UserID
 	noticeRooms map[spec.UserID]spec.RoomID
-	noticeRoom  map[spec.RoomID]spec.UserID // the reverse index
+	noticeRoom  map[spec.RoomID]spec.UserID                       // the reverse index
+	eraser      func(ctx context.Context, user spec.UserID) error // the Service's erasure (erase.go)
 
 	connMu sync.Mutex
 	conns  map[spec.UserID]map[string]connection // whois with IP logging on

@@ -34,7 +34,7 @@ const retentionEventType = "m.room.retention"
 func (s *Service) roomLifetime(room spec.RoomID) time.Duration {
 	for _, ev := range s.rooms.AdminState(room) {
 		if key, _ := ev.StateKey(); ev.Type() == retentionEventType && key == "" {
-			return s.cfg.Retention.lifetime(ev.Content().Get("max_lifetime"))
+			return s.cfg.Retention.roomLifetime(ev.Content())
 		}
 	}
 	return s.cfg.Retention.Default
@@ -56,6 +56,26 @@ func (p RetentionPolicy) lifetime(maxLifetime gjson.Result) time.Duration {
 	return d
 }
 
+// roomLifetime is lifetime for a room's m.room.retention content, which
+// also honours its min_lifetime (MSC1763: the room's promise that events
+// are kept at least that long): a lifetime shorter than it, the room's own
+// or the server's default or minimum, is raised to it. The server's Max
+// still caps it: the admin's ceiling on how long anything is kept wins.
+func (p RetentionPolicy) roomLifetime(content gjson.Result) time.Duration {
+	d := p.lifetime(content.Get("max_lifetime"))
+	least := content.Get("min_lifetime")
+	if d <= 0 || least.Type != gjson.Number || least.Int() <= 0 {
+		return d
+	}
+	if m := time.Duration(least.Int()) * time.Millisecond; m > d {
+		d = m
+	}
+	if p.Max > 0 && d > p.Max {
+		d = p.Max
+	}
+	return d
+}
+
 // RunRetention purges expired messages every Interval until ctx ends.
 func (s *Service) RunRetention(ctx context.Context) {
 	every := s.cfg.Retention.Interval
@@ -70,6 +90,11 @@ func (s *Service) RunRetention(ctx context.Context) {
 			return
 		case <-t.C:
 			s.RetentionPass(ctx)
+			if s.cfg.ForgottenRoomRetention > 0 {
+				if _, err := s.CollectForgottenRooms(ctx, Actor{User: "retention"}); err != nil && ctx.Err() == nil {
+					s.log.Warn().Err(err).Msg("retention: forgotten rooms")
+				}
+			}
 		}
 	}
 }

@@ -31,3 +31,27 @@ func TestRetentionLifetime(t *testing.T) {
 		t.Errorf("no policy and no default: %v, want 0 (kept)", got)
 	}
 }
+
+// TestRetentionMinLifetime: a room's min_lifetime raises a shorter
+// lifetime (its own max_lifetime, the server's default) to it, within the
+// server's maximum; without a lifetime nothing expires whatever it says.
+func TestRetentionMinLifetime(t *testing.T) {
+	p := RetentionPolicy{Default: time.Hour, Max: 48 * time.Hour}
+	for _, c := range []struct {
+		content string
+		want    time.Duration
+	}{
+		{`{"max_lifetime":60000,"min_lifetime":600000}`, 10 * time.Minute},     // raised to min_lifetime
+		{`{"max_lifetime":600000,"min_lifetime":60000}`, 10 * time.Minute},     // already longer
+		{`{"min_lifetime":7200000}`, 2 * time.Hour},                            // the default, raised
+		{`{"max_lifetime":60000,"min_lifetime":999999999999}`, 48 * time.Hour}, // the server's maximum wins
+		{`{"max_lifetime":60000,"min_lifetime":"600000"}`, time.Minute},        // not a number: ignored
+	} {
+		if got := p.roomLifetime(gjson.Parse(c.content)); got != c.want {
+			t.Errorf("%s: %v, want %v", c.content, got, c.want)
+		}
+	}
+	if got := (RetentionPolicy{}).roomLifetime(gjson.Parse(`{"min_lifetime":60000}`)); got != 0 {
+		t.Errorf("no lifetime: %v, want 0 (kept)", got)
+	}
+}

@@ -71,6 +71,11 @@ func (s *Service) Routes(r *gin.Engine, requireAuth gin.HandlerFunc) {
 	a.POST("/v1/media/unquarantine/:serverName/:mediaId", api.Handle(s.unquarantine))
 	a.GET("/v1/media/:serverName/:mediaId", api.Handle(s.getMedia))
 	a.DELETE("/v1/media/:serverName/:mediaId", api.Handle(s.deleteMedia))
+	a.POST("/v1/media/delete", api.Handle(s.deleteOldMedia))
+	a.POST("/v1/media/:serverName/delete", api.Handle(s.deleteOldMedia))
+	a.POST("/v1/purge_media_cache", api.Handle(s.purgeMediaCache))
+	a.POST("/v1/chatalot/media/retention", api.Handle(s.mediaRetentionNow))
+	a.POST("/v1/chatalot/rooms/collect_forgotten", api.Handle(s.collectForgotten))
 
 	// Server notices.
 	a.POST("/v1/send_server_notice", api.Handle(s.sendNotice))

@@ -52,6 +52,12 @@ type Config struct {
 	LogIPAddresses bool
 	// Retention is the server's message retention (retention.go).
 	Retention RetentionPolicy
+	// MediaRetention is the server's media retention (mediaretention.go).
+	MediaRetention MediaRetention
+	// ForgottenRoomRetention has the retention pass purge the rooms every
+	// local member left and forgot, once nothing happened in them for that
+	// long (roomgc.go; 0: never).
+	ForgottenRoomRetention time.Duration
 }
 
 // Rooms is what the admin toolset does to rooms on the server admin's
@@ -63,6 +69,8 @@ type Rooms interface {
 	AdminRooms(ctx context.Context) ([]rooms.AdminRoom, error)
 	AdminState(id spec.RoomID) []*events.PDU
 	MembersOf(id spec.RoomID) map[spec.UserID]string
+	ForgotBy(user spec.UserID, id spec.RoomID) bool
+	LastEventTS(id spec.RoomID) int64
 	JoinedMembers(id spec.RoomID) []spec.UserID
 	Membership(user spec.UserID, id spec.RoomID) string
 	RoomsOf(user spec.UserID) map[spec.RoomID]string
@@ -80,6 +88,8 @@ type Rooms interface {
 	PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error)
 	PurgeHistoryWith(ctx context.Context, id spec.RoomID, before int64, opts rooms.PurgeOptions) (storage.Removed, error)
 	HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error)
+	EraseSender(ctx context.Context, user spec.UserID, dryRun bool) (storage.Removed, error)
+	MediaNeeded(tx *storage.Tx, uri string, user spec.UserID) (bool, error)
 	LocalAliases(ctx context.Context, by rooms.Caller, room spec.RoomID) ([]string, error)
 
 	// Event reports.
@@ -107,6 +117,8 @@ type Deps struct {
 	// deletes, beside rooms' own (receipts, push, account data, key
 	// backups, delayed events).
 	Forgetters []rooms.RoomForgetter
+	// Now is the clock (nil: time.Now); tests move it.
+	Now func() time.Time
 	// CLI says the service runs in `chatalot admin`: actions are recorded
 	// as the CLI's, and changes the running server must apply are queued.
 	CLI bool
@@ -157,6 +169,14 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		db: d.DB, server: d.ServerName, auth: d.Auth, rooms: d.Rooms, media: d.Media, keys: d.Keys,
 		log: d.Log, cfg: d.Config, cli: d.CLI, now: time.Now, Policy: d.Policy,
 		tasks: newTaskList(), forgetters: d.Forgetters,
+	}
+	if d.Now != nil {
+		s.now = d.Now
+	}
+	if !d.CLI {
+		d.Policy.mu.Lock()
+		d.Policy.eraser = s.eraseAccount
+		d.Policy.mu.Unlock()
 	}
 	return s, nil
 }

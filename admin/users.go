@@ -454,14 +454,18 @@ func (s *Service) SetAdmin(ctx context.Context, who Actor, user spec.UserID, adm
 
 // POST /_synapse/admin/v1/deactivate/{userId} {"erase": bool}: deactivates
 // the account (devices, tokens and account data go; it leaves every room);
-// erase also removes the profile.
+// erase also erases it (erase.go), and the answer says what went, per
+// table ("erased"). An account deactivated earlier can be erased this way
+// too. Chatalot's addition: "dry_run": true, with erase, answers what an
+// erasure would remove and changes nothing.
 func (s *Service) deactivate(c *gin.Context) error {
 	u, err := s.existingUser(c)
 	if err != nil {
 		return err
 	}
 	var req struct {
-		Erase bool `json:"erase"`
+		Erase  bool `json:"erase"`
+		DryRun bool `json:"dry_run"`
 	}
 	if err := api.ReadJSON(c, &req); err != nil {
 		return err
@@ -469,12 +473,40 @@ func (s *Service) deactivate(c *gin.Context) error {
 	if u.UserID == actor(c).User {
 		return spec.InvalidParam("you may not deactivate your own account here; use the client API")
 	}
-	if !u.Deactivated {
-		if err := s.Deactivate(c.Request.Context(), actor(c), u.UserID, req.Erase); err != nil {
+	if req.DryRun && !req.Erase {
+		return spec.InvalidParam("dry_run is for an erasure (erase: true)")
+	}
+	out := gin.H{"id_server_unbind_result": "success"}
+	ctx := c.Request.Context()
+	switch {
+	case req.DryRun:
+		e, err := s.Erase(ctx, actor(c), u.UserID, true)
+		if err != nil {
 			return err
 		}
+		out["erased"] = e
+	case !u.Deactivated:
+		report := &erasing{who: actor(c)}
+		if req.Erase {
+			// What the deactivation itself deletes is counted first.
+			if report.before, err = s.erase(ctx, actor(c), u.UserID, true, false, nil); err != nil {
+				return err
+			}
+		}
+		if err := s.Deactivate(context.WithValue(ctx, eraseReportKey{}, report), actor(c), u.UserID, req.Erase); err != nil {
+			return err
+		}
+		if req.Erase {
+			out["erased"] = report.out
+		}
+	case req.Erase:
+		e, err := s.Erase(ctx, actor(c), u.UserID, false)
+		if err != nil {
+			return err
+		}
+		out["erased"] = e
 	}
-	c.JSON(http.StatusOK, gin.H{"id_server_unbind_result": "success"})
+	c.JSON(http.StatusOK, out)
 	return nil
 }
 

@@ -162,7 +162,13 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 			return err
 		}
 	}
-	return s.devicesDeleted(ctx, user, deleted)
+	if err := s.devicesDeleted(ctx, user, deleted); err != nil {
+		return err
+	}
+	if erase && s.eraser != nil {
+		return s.eraser.EraseAccount(ctx, user)
+	}
+	return nil
 }
 
 // GET /_matrix/client/v3/account/3pid: Chatalot keeps no third-party

@@ -69,6 +69,9 @@ type Deps struct {
 	// OAuth tells user-interactive auth about the OAuth 2.0 API's sessions,
 	// for the m.oauth stage (uiaoauth.go); nil with the OAuth 2.0 API off.
 	OAuth OAuthSessions
+	// Eraser erases the rest of an account deactivated with erase (nil:
+	// only auth's own rows go).
+	Eraser AccountEraser
 }
 
 // Service is accounts and sessions.
@@ -80,7 +83,8 @@ type Service struct {
 	notify     Notifier
 	rooms      RoomHooks
 	devices    DeviceHooks
-	policy     AccessPolicy // admin.go; nil: every active account may act
+	policy     AccessPolicy  // admin.go; nil: every active account may act
+	eraser     AccountEraser // erase.go; may be nil
 	directory  DirectoryRooms
 	profiles   *profileIndex // directory.go
 	oauth      OAuthSessions // uiaoauth.go; nil with the OAuth 2.0 API off
@@ -133,6 +137,7 @@ func New(d Deps) (*Service, error) {
 	s := &Service{
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
 		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy, oauth: d.OAuth,
+		eraser:         d.Eraser,
 		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,

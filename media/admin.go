@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
@@ -21,6 +22,9 @@ type Info struct {
 	UploadedAt  time.Time // zero while pending
 	Pending     bool
 	Quarantined bool
+	// LastAccess is when it was last downloaded, to the hour (zero: never
+	// since the upload; retention.go).
+	LastAccess time.Time
 }
 
 // URI is the media's mxc:// URI.
@@ -41,6 +45,9 @@ func (r *record) info() Info {
 	}
 	if !r.pending() {
 		i.UploadedAt = time.UnixMilli(r.uploadedTS)
+	}
+	if r.lastAccess > 0 {
+		i.LastAccess = time.UnixMilli(r.lastAccess)
 	}
 	return i
 }
@@ -114,36 +121,78 @@ func (s *Service) DeleteUserMedia(ctx context.Context, user spec.UserID) (int, e
 }
 
 // deleteWhere deletes the media rows matching where, then the thumbnails
-// and blobs no remaining row names. The rows go in one transaction; the
-// files are unlinked after it commits, under blobMu held exclusively, so
-// that no upload can take a new reference to a blob between the count and
-// the unlink (see Service.blobMu).
+// and blobs no remaining row names (see deleteMatching).
 func (s *Service) deleteWhere(ctx context.Context, where string, args ...any) (int, error) {
+	res, err := s.deleteMatching(ctx, false, nil, where, args...)
+	return res.Media, err
+}
+
+// Deletion is what a media deletion removed (or, in a dry run, would).
+type Deletion struct {
+	Media      int      `json:"media"`      // rows of media (mxc:// URIs)
+	Thumbnails int      `json:"thumbnails"` // rows of thumbnails
+	Files      int      `json:"files"`      // blobs unlinked (originals and thumbnails)
+	Bytes      int64    `json:"bytes"`      // their size on disk
+	Kept       int      `json:"kept"`       // rows selected but kept (Keep)
+	IDs        []string `json:"-"`          // the media IDs deleted
+}
+
+// Keep vetoes the deletion of one row of those a deletion selected (the
+// row's URI); it runs inside the deletion's transaction.
+type Keep func(tx *storage.Tx, uri string) (bool, error)
+
+// deleteMatching deletes the media rows matching where (but those keep
+// keeps), then the thumbnails and blobs no remaining row names. The rows go
+// in one transaction; the files are unlinked after it commits, under
+// blobMu held exclusively, so that no upload can take a new reference to a
+// blob between the count and the unlink (see Service.blobMu). A dry run
+// counts and changes nothing.
+func (s *Service) deleteMatching(ctx context.Context, dryRun bool, keep Keep, where string, args ...any) (Deletion, error) {
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
-	var deleted int
+	var res Deletion
 	var orphans []string
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		deleted, orphans = 0, nil
-		rows, err := tx.Query(`DELETE FROM media WHERE `+where+` RETURNING sha256`, args...)
+		res, orphans = Deletion{}, nil
+		rows, err := tx.Query(`SELECT server_name, media_id FROM media WHERE `+where, args...)
 		if err != nil {
 			return err
 		}
-		sources := map[string]bool{}
+		type key struct{ server, id string }
+		var picked []key
 		for rows.Next() {
-			var h *string
-			if err := rows.Scan(&h); err != nil {
+			var k key
+			if err := rows.Scan(&k.server, &k.id); err != nil {
 				rows.Close()
 				return err
 			}
-			deleted++
-			if h != nil {
-				sources[*h] = true
-			}
+			picked = append(picked, k)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
+		}
+		sources := map[string]bool{}
+		for _, k := range picked {
+			if keep != nil {
+				kept, err := keep(tx, "mxc://"+k.server+"/"+k.id)
+				if err != nil {
+					return err
+				}
+				if kept {
+					res.Kept++
+					continue
+				}
+			}
+			var h *string
+			if err := tx.QueryRow(`DELETE FROM media WHERE server_name = $1 AND media_id = $2 RETURNING sha256`, k.server, k.id).Scan(&h); err != nil {
+				return err
+			}
+			res.Media++
+			res.IDs = append(res.IDs, k.id)
+			if h != nil {
+				sources[*h] = true
+			}
 		}
 		candidates := map[string]bool{}
 		for src := range sources {
@@ -165,6 +214,7 @@ func (s *Service) deleteWhere(ctx context.Context, where string, args ...any) (i
 					thumbs.Close()
 					return err
 				}
+				res.Thumbnails++
 				candidates[t] = true
 			}
 			thumbs.Close()
@@ -181,18 +231,48 @@ func (s *Service) deleteWhere(ctx context.Context, where string, args ...any) (i
 				orphans = append(orphans, h)
 			}
 		}
-		if deleted > 0 {
+		if dryRun {
+			return errDryRun
+		}
+		if res.Media > 0 {
 			tx.AfterCommit(s.uploaded.notify) // downloads waiting on a deleted ID answer now
 		}
 		return nil
 	})
+	if dryRun && errors.Is(err, errDryRun) {
+		err = nil
+	}
 	if err != nil {
-		return 0, err
+		return Deletion{}, err
 	}
 	for _, h := range orphans {
+		res.Files++
+		res.Bytes += s.blobs.size(h)
+		if dryRun {
+			continue
+		}
 		if err := s.blobs.remove(h); err != nil {
 			s.log.Warn().Err(err).Msg("media: could not remove a deleted blob")
 		}
 	}
-	return deleted, nil
+	return res, nil
+}
+
+// errDryRun rolls a dry run's write back.
+var errDryRun = errors.New("dry run")
+
+// DeleteUploadsOf deletes the uploads of an erased user but those keep
+// keeps (media a room still needs). The kept ones are disowned: their
+// uploader is emptied, so no row names the user, and they no longer count
+// against anyone's quota. Quarantined uploads stay as they are, uploader
+// included: they are kept for whoever looks into the report.
+func (s *Service) DeleteUploadsOf(ctx context.Context, user spec.UserID, dryRun bool, keep Keep) (Deletion, error) {
+	res, err := s.deleteMatching(ctx, dryRun, keep, `uploader = $1 AND NOT quarantined`, string(user))
+	if err != nil || dryRun {
+		return res, err
+	}
+	return res, s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(`UPDATE media SET uploader = '' WHERE uploader = $1 AND NOT quarantined`, string(user))
+		return err
+	})
 }

@@ -179,17 +179,49 @@ func (b *blobStore) remove(hash string) error {
 	return nil
 }
 
+// size is a blob's size on disk (0 if it is not there).
+func (b *blobStore) size(hash string) int64 {
+	p, err := b.path(hash)
+	if err != nil {
+		return 0
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // sweepOrphans removes blobs that no row names: a crash between placing a
 // blob and committing its row leaves one, unreachable but taking space. It
 // runs at start-up, before any upload can be between those two steps; a
 // shard at a time, so memory stays small however many files there are.
 func (s *Service) sweepOrphans(ctx context.Context) error {
-	removed := 0
+	files, _, err := s.orphans(ctx, false)
+	if files > 0 {
+		s.log.Info().Int("blobs", files).Msg("media: removed blobs left unreferenced by a crash")
+	}
+	return err
+}
+
+// SweepOrphans is sweepOrphans for a running server (the media retention
+// pass): blobMu held exclusively keeps every upload out of the window
+// between placing its blob and committing its row. It returns the files
+// removed (or, in a dry run, that would be) and their bytes.
+func (s *Service) SweepOrphans(ctx context.Context, dryRun bool) (files int, bytes int64, err error) {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	return s.orphans(ctx, dryRun)
+}
+
+// orphans finds the blobs no row names, a shard at a time, so memory stays
+// small however many files there are, and removes them unless dryRun.
+func (s *Service) orphans(ctx context.Context, dryRun bool) (removed int, bytes int64, err error) {
 	for i := 0; i < 256; i++ {
 		shard := fmt.Sprintf("%02x", i)
 		entries, err := os.ReadDir(filepath.Join(s.blobs.blobs, shard))
 		if err != nil {
-			return fmt.Errorf("media: read shard %s: %w", shard, err)
+			return removed, bytes, fmt.Errorf("media: read shard %s: %w", shard, err)
 		}
 		if len(entries) == 0 {
 			continue
@@ -199,35 +231,36 @@ func (s *Service) sweepOrphans(ctx context.Context) error {
 		rows, err := s.db.Query(ctx, `SELECT sha256 FROM media WHERE sha256 >= $1 AND sha256 < $2
 			UNION SELECT sha256 FROM media_thumbnails WHERE sha256 >= $3 AND sha256 < $4`, shard, shard+"g", shard, shard+"g")
 		if err != nil {
-			return fmt.Errorf("media: list blobs: %w", err)
+			return removed, bytes, fmt.Errorf("media: list blobs: %w", err)
 		}
 		named := map[string]bool{}
 		for rows.Next() {
 			var h string
 			if err := rows.Scan(&h); err != nil {
 				rows.Close()
-				return err
+				return removed, bytes, err
 			}
 			named[h] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return err
+			return removed, bytes, err
 		}
 		for _, e := range entries {
 			if !e.Type().IsRegular() || !validHash(e.Name()) || named[e.Name()] {
 				continue
 			}
-			if err := s.blobs.remove(e.Name()); err != nil {
-				return fmt.Errorf("media: remove orphan blob: %w", err)
+			size := s.blobs.size(e.Name())
+			if !dryRun {
+				if err := s.blobs.remove(e.Name()); err != nil {
+					return removed, bytes, fmt.Errorf("media: remove orphan blob: %w", err)
+				}
 			}
 			removed++
+			bytes += size
 		}
 	}
-	if removed > 0 {
-		s.log.Info().Int("blobs", removed).Msg("media: removed blobs left unreferenced by a crash")
-	}
-	return nil
+	return removed, bytes, nil
 }
 
 // syncDir fsyncs a directory so that names created or renamed in it are

@@ -42,7 +42,11 @@ func (s *Service) awaitRequested(c *gin.Context, server spec.ServerName, mediaID
 	if err != nil {
 		return nil, err
 	}
-	return s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+	if err == nil {
+		s.touch(c.Request.Context(), r)
+	}
+	return r, err
 }
 
 // servedBlob is a stored blob and what its response says about it.

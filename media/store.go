@@ -51,6 +51,9 @@ CREATE TABLE media_thumbnails (
 	PRIMARY KEY (source_sha256, width, height, method)
 );
 CREATE INDEX media_thumbnails_by_sha256 ON media_thumbnails (sha256);`,
+	// 2: media retention (retention.go): when the media was last
+	// downloaded or thumbnailed, to the hour (NULL: never since upload).
+	`ALTER TABLE media ADD COLUMN last_access_ts BIGINT;`,
 }}
 
 // record is one row of media.
@@ -66,14 +69,15 @@ type record struct {
 	filename    string
 	uploadedTS  int64
 	quarantined bool
+	lastAccess  int64 // ms; 0: never since the upload (retention.go)
 }
 
 // pending reports whether the ID was created but its bytes have not arrived.
 func (r *record) pending() bool { return !r.sha256.Valid }
 
 const selectMedia = `SELECT server_name, media_id, uploader, created_ts, expires_ts, sha256,
-	COALESCE(size, 0), COALESCE(content_type, ''), COALESCE(filename, ''), COALESCE(uploaded_ts, 0), quarantined
-	FROM media`
+	COALESCE(size, 0), COALESCE(content_type, ''), COALESCE(filename, ''), COALESCE(uploaded_ts, 0), quarantined,
+	COALESCE(last_access_ts, 0) FROM media`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -81,7 +85,7 @@ func scanRecord(row scanner) (*record, error) {
 	var r record
 	var server, uploader string
 	if err := row.Scan(&server, &r.mediaID, &uploader, &r.createdTS, &r.expiresTS, &r.sha256,
-		&r.size, &r.contentType, &r.filename, &r.uploadedTS, &r.quarantined); err != nil {
+		&r.size, &r.contentType, &r.filename, &r.uploadedTS, &r.quarantined, &r.lastAccess); err != nil {
 		return nil, err
 	}
 	r.server, r.uploader = spec.ServerName(server), spec.UserID(uploader)

@@ -427,3 +427,24 @@ func doomedPositions(tx *storage.Tx, query, room string, before int64) ([]int64,
 	}
 	return out, rows.Err()
 }
+
+// ForgotBy says whether the user forgot the room (after leaving it).
+func (s *Service) ForgotBy(user spec.UserID, id spec.RoomID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.forgotten[user][id]
+}
+
+// LastEventTS is the origin_server_ts of the room's latest event (ms; 0
+// for a room the server does not know).
+func (s *Service) LastEventTS(id spec.RoomID) int64 {
+	r := s.room(id)
+	if r == nil {
+		return 0
+	}
+	var ts int64
+	for _, p := range r.cur.Load().extremity {
+		ts = max(ts, p.OriginServerTS())
+	}
+	return ts
+}

@@ -378,7 +378,7 @@ func adminMakeAdmin(args []string, stdout io.Writer) error {
 func adminDeactivate(args []string, stdout io.Writer) error {
 	var erase bool
 	cfg, pos, err := adminFlags("deactivate", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&erase, "erase", false, "also remove the display name and avatar")
+		fs.BoolVar(&erase, "erase", false, "also erase the account: profile, keys, account data, uploads no room needs; its messages are kept redacted (the running server, or the next start, finishes the erasure)")
 	})
 	if err != nil {
 		return err
@@ -668,12 +668,14 @@ func (c *Config) adminConfig() admin.Config {
 	contacts, _ := parseContacts(c.SupportAdminContacts, "m.role.admin") // validated at load
 	security, _ := parseContacts(c.SupportSecurityContacts, "m.role.security")
 	return admin.Config{
-		Version:        version,
-		Contacts:       append(contacts, security...),
-		SupportPage:    c.SupportPage,
-		NoticesUser:    c.ServerNoticesUser,
-		LogIPAddresses: c.LogIPAddresses,
-		Retention:      c.durations.retention,
+		Version:                version,
+		Contacts:               append(contacts, security...),
+		SupportPage:            c.SupportPage,
+		NoticesUser:            c.ServerNoticesUser,
+		LogIPAddresses:         c.LogIPAddresses,
+		Retention:              c.durations.retention,
+		MediaRetention:         c.durations.mediaRetention,
+		ForgottenRoomRetention: c.durations.forgottenRoomRetention,
 	}
 }
 

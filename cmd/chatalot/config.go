@@ -108,6 +108,11 @@ type Config struct {
 	RetentionMax      string `toml:"retention_max_lifetime"         help:"longest max_lifetime a room's m.room.retention may set; longer ones are lowered to it (empty: no maximum)"`
 	RetentionInterval string `toml:"retention_purge_interval"       help:"how often messages past their room's lifetime are purged"`
 
+	ForgottenRoomRetention   string `toml:"forgotten_room_retention_period"  help:"purge, with every row about it, a room that every local member has left and forgotten (or whose accounts are deactivated) and where nothing happened for this long, unless it is in the room directory (empty: never)"`
+	MediaRetentionUnaccessed string `toml:"media_retention_local_unaccessed" help:"delete this server's media not downloaded for this long, such as 2160h (empty: kept; quarantined media is always kept)"`
+	MediaRetentionMaxAge     string `toml:"media_retention_max_age"          help:"delete this server's media uploaded this long ago, however often it is downloaded, such as 8760h (empty: kept; quarantined media is always kept)"`
+	MediaRetentionInterval   string `toml:"media_retention_interval"         help:"how often expired media and orphaned files are deleted, when a media retention is set"`
+
 	// durations are the duration settings above, parsed once by Validate;
 	// the rest of the program reads these, never the strings.
 	durations durations
@@ -120,6 +125,8 @@ type durations struct {
 	turnUserLifetime, oauthTokenLifetime              time.Duration
 	pushRetryBackoff, pushRetryLimit                  time.Duration
 	retention                                         admin.RetentionPolicy // 0: no bound
+	mediaRetention                                    admin.MediaRetention  // 0: media kept
+	forgottenRoomRetention                            time.Duration         // 0: never collected
 }
 
 // defaults are what a server started with no configuration uses.
@@ -170,7 +177,9 @@ func defaults() Config {
 
 		MetricsListen: "127.0.0.1:8009",
 
-		RetentionInterval: "1m",
+		RetentionInterval:      "1m",
+		MediaRetentionInterval: "1h",
+		ForgottenRoomRetention: "24h",
 
 		PushRetryBackoff: "1s",
 		PushRetryLimit:   "1h",
@@ -309,7 +318,7 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 			add(l.key, "must be at least %s", strings.TrimSuffix(l.min.String(), "0s"))
 		}
 	}
-	rp := &c.durations.retention
+	rp, mr := &c.durations.retention, &c.durations.mediaRetention.RetentionPolicy
 	for _, l := range []struct {
 		key, v string
 		d      *time.Duration
@@ -318,6 +327,10 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 		{"retention_min_lifetime", c.RetentionMin, &rp.Min},
 		{"retention_max_lifetime", c.RetentionMax, &rp.Max},
 		{"retention_purge_interval", c.RetentionInterval, &rp.Interval},
+		{"media_retention_local_unaccessed", c.MediaRetentionUnaccessed, &mr.LocalUnaccessed},
+		{"media_retention_max_age", c.MediaRetentionMaxAge, &mr.MaxAge},
+		{"media_retention_interval", c.MediaRetentionInterval, &c.durations.mediaRetention.Interval},
+		{"forgotten_room_retention_period", c.ForgottenRoomRetention, &c.durations.forgottenRoomRetention},
 	} {
 		if l.v == "" {
 			continue // no bound
@@ -330,6 +343,9 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 	}
 	if c.RetentionInterval == "" {
 		add("retention_purge_interval", "must be a duration such as 1m")
+	}
+	if c.MediaRetentionInterval == "" {
+		add("media_retention_interval", "must be a duration such as 1h")
 	}
 	if lo, hi := rp.Min, rp.Max; lo > 0 && hi > 0 && lo > hi {
 		add("retention_min_lifetime", "is longer than retention_max_lifetime")

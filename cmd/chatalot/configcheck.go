@@ -43,6 +43,12 @@ var settingTypes = map[string]string{
 	"retention_min_lifetime":         "duration",
 	"retention_max_lifetime":         "duration",
 	"retention_purge_interval":       "duration",
+
+	// Media retention and forgotten rooms.
+	"media_retention_local_unaccessed": "duration",
+	"media_retention_max_age":          "duration",
+	"media_retention_interval":         "duration",
+	"forgotten_room_retention_period":  "duration",
 }
 
 // settingType is the word help shows after a setting's flag: duration,

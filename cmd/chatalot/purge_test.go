@@ -94,10 +94,12 @@ func roomTraces(t *testing.T, db *storage.DB, room string, eventIDs []string, po
 		for cols.Next() {
 			var c string
 			cols.Scan(&c)
-			conds = append(conds, fmt.Sprintf(`EXISTS (SELECT 1 FROM json_each($%d) n WHERE instr(CAST("%s" AS TEXT), n.value) > 0)`, len(args)+1, c))
+			// The column is named with its table: json_each has columns
+			// of its own (json, type, key …) that a bare name would mean.
+			conds = append(conds, fmt.Sprintf(`EXISTS (SELECT 1 FROM json_each($%d) n WHERE instr(CAST("%s"."%s" AS TEXT), n.value) > 0)`, len(args)+1, tb, c))
 			args = append(args, string(needles))
 			if c == "position" {
-				conds = append(conds, fmt.Sprintf(`position IN (SELECT value FROM json_each($%d))`, len(args)+1))
+				conds = append(conds, fmt.Sprintf(`"%s".position IN (SELECT value FROM json_each($%d))`, tb, len(args)+1))
 				args = append(args, string(pos))
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/chatalot/chatalot/media"
 	"github.com/chatalot/chatalot/oauth"
@@ -12,6 +13,10 @@ import (
 	"github.com/chatalot/chatalot/storage"
 	chatsync "github.com/chatalot/chatalot/sync"
 )
+
+// testClock, when a test sets it before openApp, is the clock of media
+// and admin (media retention); nil is time.Now.
+var testClock func() time.Time
 
 // wire migrates every package's tables and builds the server (server/app)
 // on the data directory.
@@ -27,7 +32,7 @@ func (a *App) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	built, err := app.New(ctx, cfg, app.Deps{DB: a.db, Key: a.key, Log: a.log, Stopping: a.stopping})
+	built, err := app.New(ctx, cfg, app.Deps{DB: a.db, Key: a.key, Log: a.log, Stopping: a.stopping, Now: testClock})
 	if err != nil {
 		return err
 	}

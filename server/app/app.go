@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"github.com/chatalot/chatalot/admin"
 	"github.com/chatalot/chatalot/api"
@@ -57,6 +58,9 @@ type Deps struct {
 	Key      events.SigningKey
 	Log      zerolog.Logger
 	Stopping <-chan struct{} // closed at shutdown: long-polls answer, workers stop
+	// Now is the clock of media and admin (nil: time.Now); tests move it
+	// to expire media.
+	Now func() time.Time
 }
 
 // App is the wired server: its router and the services behind it.
@@ -168,6 +172,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
 		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
 		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter, OAuth: sh.oauth,
+		Eraser: sh.policy, // the admin Service erases the rest of an erased account
 	})
 	if err != nil {
 		return err
@@ -201,7 +206,7 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 	}
 	var err error
 	if a.Media, err = media.New(media.Deps{
-		DB: d.DB, Dir: cfg.MediaDir, ServerName: cfg.ServerName, Config: cfg.Media, Log: d.Log,
+		DB: d.DB, Dir: cfg.MediaDir, ServerName: cfg.ServerName, Config: cfg.Media, Log: d.Log, Now: d.Now,
 	}); err != nil {
 		return err
 	}
@@ -219,7 +224,7 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 	// those of the Forgetters.
 	if a.Admin, err = admin.New(ctx, admin.Deps{
 		DB: d.DB, ServerName: cfg.ServerName, Auth: a.Auth, Rooms: a.Rooms, Media: a.Media, Keys: sh.devices,
-		Log: d.Log, Config: cfg.Admin, Policy: sh.policy,
+		Log: d.Log, Config: cfg.Admin, Policy: sh.policy, Now: d.Now,
 		Forgetters: []rooms.RoomForgetter{a.Sync, a.Push, a.Auth, a.Keys, a.Schedule},
 	}); err != nil {
 		return err
@@ -267,6 +272,7 @@ func (a *App) start(stopping <-chan struct{}) {
 	go func() { <-stopping; stopFollowups() }()
 	go a.Admin.RunFollowups(followups)
 	go a.Admin.RunRetention(followups) // message retention (MSC1763)
+	go a.Admin.RunMediaRetention(followups)
 	a.Schedule.Start()
 }
 

@@ -1,0 +1,80 @@
+package media
+
+import (
+	"context"
+	"time"
+
+	"github.com/chatalot/chatalot/storage"
+)
+
+// Media retention: the server admin may have media expire by last access
+// (not downloaded or thumbnailed for a while) and by age (uploaded long
+// ago), and orphaned files removed. Quarantined media never expires: it
+// is kept for whoever is looking into the report that got it quarantined,
+// until an admin releases or deletes it.
+
+// RetentionPolicy is the media retention settings; zero durations expire
+// nothing.
+type RetentionPolicy struct {
+	// LocalUnaccessed expires this server's media not downloaded (or
+	// thumbnailed) for that long; an upload never downloaded counts from
+	// its upload.
+	LocalUnaccessed time.Duration
+	// MaxAge expires this server's media uploaded that long ago, however
+	// often it is read.
+	MaxAge time.Duration
+}
+
+// Enabled says whether the policy expires anything.
+func (p RetentionPolicy) Enabled() bool { return p.LocalUnaccessed > 0 || p.MaxAge > 0 }
+
+// accessGranularity is how stale a recorded last access may be: a
+// download writes the time only when the stored one is older, so a
+// popular file costs one write an hour, not one per download. Retention
+// periods are days, so an hour's error does not matter.
+const accessGranularity = time.Hour
+
+// touch records a download of r, at most once per accessGranularity.
+func (s *Service) touch(ctx context.Context, r *record) {
+	now := s.now().UnixMilli()
+	if now-max(r.lastAccess, r.uploadedTS) < accessGranularity.Milliseconds() {
+		return
+	}
+	err := s.db.Write(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
+		_, err := tx.Exec(`UPDATE media SET last_access_ts = $1 WHERE server_name = $2 AND media_id = $3`, now, string(r.server), r.mediaID)
+		return err
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("media: could not record an access")
+	}
+}
+
+// Expire deletes this server's uploaded media the policy expires at now
+// (not quarantined; keep may veto more), with the thumbnails and files no
+// other row names.
+func (s *Service) Expire(ctx context.Context, p RetentionPolicy, dryRun bool, keep Keep) (Deletion, error) {
+	if !p.Enabled() {
+		return Deletion{}, nil
+	}
+	now := s.now()
+	where := `server_name = $1 AND sha256 IS NOT NULL AND NOT quarantined AND (FALSE`
+	args := []any{string(s.serverName)}
+	if p.LocalUnaccessed > 0 {
+		args = append(args, now.Add(-p.LocalUnaccessed).UnixMilli())
+		where += ` OR max(COALESCE(last_access_ts, 0), uploaded_ts) < $2`
+	}
+	if p.MaxAge > 0 {
+		args = append(args, now.Add(-p.MaxAge).UnixMilli())
+		where += ` OR uploaded_ts < $` + string(rune('0'+len(args)))
+	}
+	return s.deleteMatching(ctx, dryRun, keep, where+`)`, args...)
+}
+
+// DeleteUnaccessedBefore deletes this server's uploaded media last read
+// (or, never read, uploaded) before the time and larger than sizeGT
+// bytes, but quarantined media and what keep keeps (the admin API's
+// POST /_synapse/admin/v1/media/delete).
+func (s *Service) DeleteUnaccessedBefore(ctx context.Context, before time.Time, sizeGT int64, dryRun bool, keep Keep) (Deletion, error) {
+	return s.deleteMatching(ctx, dryRun, keep, `server_name = $1 AND sha256 IS NOT NULL AND NOT quarantined
+		AND max(COALESCE(last_access_ts, 0), uploaded_ts) < $2 AND size > $3`, string(s.serverName), before.UnixMilli(), sizeGT)
+}
