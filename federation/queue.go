@@ -1,12 +1,10 @@
 package federation
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -277,59 +275,4 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 		return tx.ExecMany(`DELETE FROM federation_outbound WHERE destination = $1 AND position = $2`, args)
 	})
 	return len(positions), err
-}
-
-// maxResponse bounds what a remote server may answer.
-const maxResponse = 64 << 20
-
-// request makes a signed federation request and returns the response body
-// of a 200; another status is an error carrying the remote's answer.
-func (s *Service) request(ctx context.Context, method string, dest spec.ServerName, path string, body []byte) ([]byte, error) {
-	if !s.Allowed(dest) {
-		return nil, spec.Forbidden("federation with %s is not allowed by this server's configuration", dest)
-	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+string(dest)+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := Sign(Request{Method: method, URI: req.URL.RequestURI(), Origin: string(s.name), Destination: string(dest), Content: body}, s.key)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", auth)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &remoteError{status: resp.StatusCode, body: b, what: method + " " + path}
-	}
-	return b, nil
-}
-
-// remoteError is a remote server's refusal.
-type remoteError struct {
-	status int
-	body   []byte
-	what   string
-}
-
-func (e *remoteError) Error() string {
-	msg := string(e.body)
-	if len(msg) > 300 {
-		msg = msg[:300]
-	}
-	return fmt.Sprintf("%s: status %d: %s", e.what, e.status, msg)
 }

@@ -5,14 +5,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
-	"net/http"
-	"slices"
 	"sync"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -34,33 +29,23 @@ type Config struct {
 type Deps struct {
 	DB       *storage.DB
 	Rooms    *rooms.Service
-	Key      events.SigningKey
-	Log      zerolog.Logger
+	Peers    *Peers // built before rooms (NewPeers)
 	Stopping <-chan struct{}
-	Config   Config
 	// Commits is the commit-hook list the outbound queue joins: an event
 	// is queued for other servers in the transaction that stores it.
 	Commits *rooms.CommitHooks
-	// Federation is how rooms asks for joins of remote rooms.
-	Federation *rooms.Federation
 }
 
-// Service is this server's federation: inbound routes, the outbound queue
-// and the joins of remote rooms.
+// Service is this server's federation: the inbound routes and the
+// outbound queue, over the client side it shares with rooms (Peers).
 type Service struct {
-	name  spec.ServerName
-	key   events.SigningKey
+	*Peers
 	db    *storage.DB
 	rooms *rooms.Service
-	log   zerolog.Logger
-	cfg   Config
-	http  *http.Client
-	keys  *ownKeys
 
 	stopping <-chan struct{}
 	mu       sync.Mutex
 	queues   map[spec.ServerName]*queue
-	joins    map[spec.RoomID]chan struct{} // joins of remote rooms in progress
 }
 
 // Schema is federation's tables: the keys of other servers and the
@@ -84,30 +69,10 @@ CREATE TABLE federation_outbound (
 }}
 
 // New builds the federation service; Start runs its senders.
-func New(ctx context.Context, d Deps) (*Service, error) {
-	tlsConf, err := TLSConfig(d.Config.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("federation_ca_file: %w", err)
-	}
-	res := &Resolver{HTTP: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}}
-	client := NewHTTPClient(res, tlsConf)
-	s := &Service{
-		name: spec.ServerName(d.Key.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, log: d.Log, cfg: d.Config,
-		http: client, stopping: d.Stopping, queues: map[spec.ServerName]*queue{},
-	}
-	s.keys = &ownKeys{name: d.Key.ServerName, keyID: d.Key.KeyID, pub: d.Key.Private.Public().(ed25519.PublicKey),
-		remote: &KeyFetcher{HTTP: client, Store: keyStore{d.DB}}}
+func New(d Deps) *Service {
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
 	d.Commits.Join(s)
-	d.Federation.Serve(s)
-	return s, nil
-}
-
-// Allowed reports whether this server talks to server at all.
-func (s *Service) Allowed(server spec.ServerName) bool {
-	if server == s.name || slices.Contains(s.cfg.Deny, server) {
-		return false
-	}
-	return len(s.cfg.Allow) == 0 || slices.Contains(s.cfg.Allow, server)
+	return s
 }
 
 // ownKeys answers for this server's own key without a request to itself,

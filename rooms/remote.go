@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/chatalot/chatalot/events"
@@ -38,45 +37,64 @@ type KeySource interface {
 	VerifyKey(ctx context.Context, server, keyID string, at time.Time) (ed25519.PublicKey, error)
 }
 
-// RemoteJoiner joins a local user to a room this server does not know,
-// through one of the servers given (the federation package, when on).
-type RemoteJoiner interface {
-	JoinRemote(ctx context.Context, user spec.UserID, room spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) error
-}
-
-// Federation is how rooms reaches other servers. It is built before rooms
-// and the federation package (which reads rooms), and the latter serves it
-// when federation is on; with it off, joins of unknown rooms fail as they
-// always did.
-type Federation struct {
-	mu     sync.RWMutex
-	joiner RemoteJoiner
-}
-
-// Serve makes j the joiner of remote rooms.
-func (f *Federation) Serve(j RemoteJoiner) {
-	f.mu.Lock()
-	f.joiner = j
-	f.mu.Unlock()
-}
-
-func (f *Federation) remoteJoiner() RemoteJoiner {
-	if f == nil {
-		return nil
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.joiner
+// RemoteServers is how rooms reaches other servers to join their rooms:
+// the federation package's client side, built before rooms; nil with
+// federation off, when joins of unknown rooms fail as they always did.
+type RemoteServers interface {
+	KeySource
+	// Allowed reports whether this server talks to server at all.
+	Allowed(server spec.ServerName) bool
+	// MakeJoin asks srv for the template of user's join (make_join).
+	MakeJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, user spec.UserID) (json.RawMessage, spec.RoomVersion, error)
+	// SendJoin sends the signed join (send_join) and returns the room's
+	// state and auth chain as the resident answered them.
+	SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (state, authChain []json.RawMessage, err error)
+	// Joining marks a join of room in progress until done is called, so
+	// that the room's events the resident sends meanwhile wait for it.
+	Joining(room spec.RoomID) (done func())
 }
 
 // joinRemote joins through other servers when the room is unknown here and
-// the client named some (server_name or via).
+// the client named some (server_name or via): make_join and send_join on
+// the first server that accepts, then the room is made from the answer.
 func (s *Service) joinRemote(ctx context.Context, user spec.UserID, id spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) (bool, error) {
-	j := s.federation.remoteJoiner()
-	if j == nil || s.room(id) != nil || len(via) == 0 {
+	if s.federation == nil || s.room(id) != nil || len(via) == 0 {
 		return false, nil
 	}
-	return true, j.JoinRemote(ctx, user, id, via, content)
+	done := s.federation.Joining(id)
+	defer done()
+	var last error = spec.NotFound("no server to join %s through", id)
+	for _, srv := range via {
+		if !s.federation.Allowed(srv) {
+			continue
+		}
+		err := s.joinVia(ctx, user, id, srv, content)
+		if err == nil {
+			return true, nil
+		}
+		s.log.Info().Str("room_id", string(id)).Str("via", string(srv)).Err(err).Msg("federation: join failed")
+		last = err
+	}
+	if _, ok := last.(*spec.Error); !ok {
+		return true, spec.NotFound("cannot join %s through %v: %v", id, via, last)
+	}
+	return true, last
+}
+
+func (s *Service) joinVia(ctx context.Context, user spec.UserID, id spec.RoomID, srv spec.ServerName, content map[string]json.RawMessage) error {
+	tmpl, v, err := s.federation.MakeJoin(ctx, srv, id, user)
+	if err != nil {
+		return err
+	}
+	join, err := s.JoinFromTemplate(tmpl, v, user, id, content)
+	if err != nil {
+		return err
+	}
+	state, chain, err := s.federation.SendJoin(ctx, srv, id, join)
+	if err != nil {
+		return err
+	}
+	return s.CommitRemoteJoin(ctx, v, join, state, chain, s.federation)
 }
 
 // ServerName is this server's name.

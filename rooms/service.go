@@ -86,7 +86,7 @@ type Deps struct {
 	// limiter; nil: none).
 	Limits func(class string) gin.HandlerFunc
 	// Federation joins rooms of other servers (remote.go; nil: none).
-	Federation *Federation
+	Federation RemoteServers
 }
 
 // CommitHooks is a list of commit hooks that is itself a CommitHook. It is
@@ -150,7 +150,7 @@ type Service struct {
 
 	lastCreateTS atomic.Int64
 	guard        MembershipGuard // admin.go; nil allows every change
-	federation   *Federation     // remote.go; nil without federation
+	federation   RemoteServers   // remote.go; nil without federation
 
 	txnMu     sync.Mutex
 	txns      map[txnKey]txnEntry

@@ -115,7 +115,7 @@ type shared struct {
 	commits  *rooms.CommitHooks
 	devices  *auth.DeviceEvents
 	oauth    auth.OAuthSessions // nil with the OAuth 2.0 API off
-	remote   *rooms.Federation
+	peers    *federation.Peers  // nil with federation off
 }
 
 func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
@@ -151,8 +151,13 @@ func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
 		sh.oauth = oauth.NewSessions(d.DB, cfg.BaseURL)
 	}
 	// rooms ⇄ federation: federation drives rooms (remote events), and
-	// rooms asks it to join remote rooms. Served only with federation on.
-	sh.remote = &rooms.Federation{}
+	// rooms joins remote rooms through federation's client side, which
+	// needs only the database and the key, so rooms gets it.
+	if cfg.Federation != nil {
+		if sh.peers, err = federation.NewPeers(d.DB, d.Key, *cfg.Federation, d.Log); err != nil {
+			return nil, err
+		}
+	}
 	return sh, nil
 }
 
@@ -160,11 +165,14 @@ func newShared(ctx context.Context, cfg Config, d Deps) (*shared, error) {
 // and keys, in that order, through the shared values.
 func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) error {
 	var err error
-	a.Rooms, err = rooms.New(ctx, rooms.Deps{
+	deps := rooms.Deps{
 		DB: d.DB, Key: d.Key, Server: cfg.ServerName, Log: d.Log, Notify: sh.notifier, Config: cfg.Rooms,
 		Profiles: sh.users, CommitHook: sh.commits, Guard: sh.policy.GuardMembership, Limits: sh.limiter.PerUser,
-		Federation: sh.remote,
-	})
+	}
+	if sh.peers != nil {
+		deps.Federation = sh.peers // a nil *Peers would be a non-nil interface
+	}
+	a.Rooms, err = rooms.New(ctx, deps)
 	if err != nil {
 		return err
 	}
@@ -247,19 +255,14 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 }
 
 // buildFederation builds federation when it is on: its outbound queue
-// joins the commit hooks, and it serves rooms' joins of remote rooms.
+// joins the commit hooks, and its routes answer other servers.
 func (a *App) buildFederation(ctx context.Context, cfg Config, d Deps, sh *shared) error {
-	if cfg.Federation == nil {
+	if sh.peers == nil {
 		return nil
 	}
-	var err error
-	a.Federation, err = federation.New(ctx, federation.Deps{
-		DB: d.DB, Rooms: a.Rooms, Key: d.Key, Log: d.Log, Stopping: d.Stopping, Config: *cfg.Federation,
-		Commits: sh.commits, Federation: sh.remote,
+	a.Federation = federation.New(federation.Deps{
+		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits,
 	})
-	if err != nil {
-		return err
-	}
 	// What a restart or crash left queued is sent now.
 	return a.Federation.Start(ctx)
 }

@@ -1,0 +1,204 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+)
+
+// Peers is this server's side of talking to other servers: signed
+// requests, their keys, the allow and deny lists, and the joins in
+// progress. It needs no room, so it is built before rooms, which joins
+// remote rooms through it (rooms.RemoteServers); Service, built after
+// rooms, answers other servers and sends to them through it.
+type Peers struct {
+	name spec.ServerName
+	key  events.SigningKey
+	cfg  Config
+	http *http.Client
+	keys *ownKeys
+	log  zerolog.Logger
+
+	joinsMu sync.Mutex
+	joins   map[spec.RoomID]chan struct{} // joins of remote rooms in progress
+}
+
+// NewPeers builds the client side of federation over db (where other
+// servers' keys are kept).
+func NewPeers(db *storage.DB, key events.SigningKey, cfg Config, log zerolog.Logger) (*Peers, error) {
+	tlsConf, err := TLSConfig(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("federation_ca_file: %w", err)
+	}
+	res := &Resolver{HTTP: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}}
+	client := NewHTTPClient(res, tlsConf)
+	return &Peers{
+		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, log: log,
+		keys: &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey),
+			remote: &KeyFetcher{HTTP: client, Store: keyStore{db}}},
+		joins: map[spec.RoomID]chan struct{}{},
+	}, nil
+}
+
+// Allowed reports whether this server talks to server at all.
+func (p *Peers) Allowed(server spec.ServerName) bool {
+	if server == p.name || slices.Contains(p.cfg.Deny, server) {
+		return false
+	}
+	return len(p.cfg.Allow) == 0 || slices.Contains(p.cfg.Allow, server)
+}
+
+// VerifyKey is a server's verify key valid at a time: this server's own
+// without a request, another's through the key fetcher.
+func (p *Peers) VerifyKey(ctx context.Context, server, keyID string, at time.Time) (ed25519.PublicKey, error) {
+	return p.keys.VerifyKey(ctx, server, keyID, at)
+}
+
+// MakeJoin asks srv for the template of user's join of room (make_join),
+// offering every room version this server supports.
+func (p *Peers) MakeJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, user spec.UserID) (json.RawMessage, spec.RoomVersion, error) {
+	q := url.Values{}
+	for n := 1; spec.RoomVersion(fmt.Sprint(n)).Supported(); n++ {
+		q.Add("ver", fmt.Sprint(n))
+	}
+	path := "/_matrix/federation/v1/make_join/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(user)) + "?" + q.Encode()
+	body, err := p.request(ctx, http.MethodGet, srv, path, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	var mj struct {
+		Event       json.RawMessage  `json:"event"`
+		RoomVersion spec.RoomVersion `json:"room_version"`
+	}
+	if err := json.Unmarshal(body, &mj); err != nil {
+		return nil, "", fmt.Errorf("make_join: %w", err)
+	}
+	if mj.RoomVersion == "" {
+		mj.RoomVersion = "1" // the spec's default when a resident leaves it out
+	}
+	return mj.Event, mj.RoomVersion, nil
+}
+
+// SendJoin sends the signed join to srv (send_join v2) and returns the
+// room's state and auth chain as the resident answered them.
+func (p *Peers) SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (state, authChain []json.RawMessage, err error) {
+	path := "/_matrix/federation/v2/send_join/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(join.EventID()))
+	body, err := p.request(ctx, http.MethodPut, srv, path, join.JSON())
+	if err != nil {
+		return nil, nil, err
+	}
+	var sj struct {
+		State     []json.RawMessage `json:"state"`
+		AuthChain []json.RawMessage `json:"auth_chain"`
+	}
+	if err := json.Unmarshal(body, &sj); err != nil {
+		return nil, nil, fmt.Errorf("send_join: %w", err)
+	}
+	return sj.State, sj.AuthChain, nil
+}
+
+// joinWait bounds how long a transaction waits for a join in progress.
+const joinWait = 30 * time.Second
+
+// Joining records a join of room in progress until done is called: the
+// resident may send the room's next events before this server has stored
+// the room, and they must not be dropped as events of an unknown room.
+func (p *Peers) Joining(room spec.RoomID) (done func()) {
+	p.joinsMu.Lock()
+	defer p.joinsMu.Unlock()
+	if _, ok := p.joins[room]; ok {
+		return func() {} // another join of the room is in progress: it ends the wait
+	}
+	ch := make(chan struct{})
+	p.joins[room] = ch
+	return func() {
+		p.joinsMu.Lock()
+		delete(p.joins, room)
+		p.joinsMu.Unlock()
+		close(ch)
+	}
+}
+
+// awaitJoin waits until a join of room in progress ends, if there is one.
+func (p *Peers) awaitJoin(ctx context.Context, room spec.RoomID) {
+	p.joinsMu.Lock()
+	ch := p.joins[room]
+	p.joinsMu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-time.After(joinWait):
+	case <-ctx.Done():
+	}
+}
+
+// maxResponse bounds what a remote server may answer.
+const maxResponse = 64 << 20
+
+// request makes a signed federation request and returns the response body
+// of a 200; another status is an error carrying the remote's answer.
+func (p *Peers) request(ctx context.Context, method string, dest spec.ServerName, path string, body []byte) ([]byte, error) {
+	if !p.Allowed(dest) {
+		return nil, spec.Forbidden("federation with %s is not allowed by this server's configuration", dest)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+string(dest)+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := Sign(Request{Method: method, URI: req.URL.RequestURI(), Origin: string(p.name), Destination: string(dest), Content: body}, p.key)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", auth)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &remoteError{status: resp.StatusCode, body: b, what: method + " " + path}
+	}
+	return b, nil
+}
+
+// remoteError is a remote server's refusal.
+type remoteError struct {
+	status int
+	body   []byte
+	what   string
+}
+
+func (e *remoteError) Error() string {
+	msg := string(e.body)
+	if len(msg) > 300 {
+		msg = msg[:300]
+	}
+	return fmt.Sprintf("%s: status %d: %s", e.what, e.status, msg)
+}
