@@ -5,15 +5,44 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Schema is one package's tables: its migrations, numbered from 1 by their
 // place in the list. A released migration is never edited; changes are new
 // migrations appended at the end.
+//
+// Postgres holds, by migration number (from 1), the text PostgreSQL runs
+// instead of the SQLite one, for the few migrations that are not portable
+// (an SQLite JSON function in a backfill, say). It ends in the same schema.
+// Every other migration runs on PostgreSQL as written, after pgRewrite.
 type Schema struct {
 	Domain     string
 	Migrations []string
+	Postgres   map[int]string
 }
+
+// migration is the text of migration i (from 0) for the dialect.
+func (s Schema) migration(d Dialect, i int) string {
+	if d != Postgres {
+		return s.Migrations[i]
+	}
+	if m, ok := s.Postgres[i+1]; ok {
+		return m
+	}
+	return pgRewrite(s.Migrations[i])
+}
+
+// pgRewrite turns SQLite-only words of a migration into PostgreSQL's: a
+// short, explicit list of table options and type names, nothing clever.
+func pgRewrite(m string) string {
+	return pgWords.Replace(m)
+}
+
+var pgWords = strings.NewReplacer(
+	") WITHOUT ROWID", ")", // a storage layout hint PostgreSQL has no use for
+	" BLOB", " BYTEA",
+)
 
 // own is storage's own schema: the schema versions and the stream position.
 var own = Schema{Domain: "storage", Migrations: []string{`
@@ -70,7 +99,7 @@ func (db *DB) Migrate(ctx context.Context, schemas ...Schema) error {
 			return &NewerSchemaError{Domain: s.Domain, Have: have, Support: len(s.Migrations)}
 		}
 		for i := have; i < len(s.Migrations); i++ {
-			if _, err := tx.Exec(s.Migrations[i]); err != nil {
+			if _, err := tx.Exec(s.migration(db.dialect, i)); err != nil {
 				return fmt.Errorf("migration %s %d: %w", s.Domain, i+1, err)
 			}
 		}
