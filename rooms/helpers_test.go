@@ -9,12 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/rs/zerolog"
 )
@@ -38,7 +38,7 @@ func newTestServer(t *testing.T, encryption string) *testServer {
 func newTestServerWith(t *testing.T, cfg Config) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, dir, "db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

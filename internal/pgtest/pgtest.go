@@ -14,6 +14,9 @@
 // containers do) the cluster runs as the user nobody, in a directory that
 // user owns; the test binary itself stays root.
 //
+// Package tests run on PostgreSQL with CHATALOT_TEST_DATABASE=postgres:
+// their helpers open Location(t, dir, file) instead of the SQLite file.
+//
 // Where the PostgreSQL binaries are missing the tests that ask for a
 // database are skipped, unless CHATALOT_REQUIRE_POSTGRES=1 (make test and
 // .ci/run set it), which makes them fail instead: CI never skips silently.
@@ -93,6 +96,41 @@ func DSN(t testing.TB) string {
 	return c.URL(name)
 }
 
+// OnPostgres reports whether package tests are asked to run on PostgreSQL
+// (CHATALOT_TEST_DATABASE=postgres) rather than SQLite.
+func OnPostgres() bool { return os.Getenv("CHATALOT_TEST_DATABASE") == "postgres" }
+
+var (
+	locMu     sync.Mutex
+	locations = map[string]string{}
+)
+
+// Location is where a test helper opens its database: the SQLite file
+// dir/file, or with OnPostgres a database of its own for dir, the same one
+// each time dir is given (a server restarted on the same data directory
+// finds its data). The database is dropped when the test that first asked
+// for it ends.
+func Location(t testing.TB, dir, file string) string {
+	t.Helper()
+	if !OnPostgres() {
+		return filepath.Join(dir, file)
+	}
+	key := filepath.Join(dir, file)
+	locMu.Lock()
+	defer locMu.Unlock()
+	if dsn, ok := locations[key]; ok {
+		return dsn
+	}
+	dsn := DSN(t)
+	locations[key] = dsn
+	t.Cleanup(func() {
+		locMu.Lock()
+		delete(locations, key)
+		locMu.Unlock()
+	})
+	return dsn
+}
+
 // Get returns the process's cluster, starting it at the first call.
 func Get(t testing.TB) *Cluster {
 	t.Helper()
@@ -166,6 +204,7 @@ func start() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweep()
 	dir, err := os.MkdirTemp("", "chatalot-pg-")
 	if err != nil {
 		return nil, err
@@ -271,6 +310,27 @@ func (c *Cluster) Stop() {
 		}
 	}
 	os.RemoveAll(c.dir)
+}
+
+// sweep removes the directories of earlier clusters whose server is gone:
+// a test binary without pgtest.Main leaves its cluster's directory behind
+// (the server itself stops with the process).
+func sweep() {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "chatalot-pg-*"))
+	for _, d := range old {
+		fi, err := os.Stat(d)
+		if err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue // maybe a cluster another test binary is setting up
+		}
+		raw, err := os.ReadFile(filepath.Join(d, "data", "postmaster.pid"))
+		if err == nil {
+			pid, _ := strconv.Atoi(strings.SplitN(string(raw), "\n", 2)[0])
+			if err := syscall.Kill(pid, 0); pid > 0 && (err == nil || err == syscall.EPERM) {
+				continue // still running
+			}
+		}
+		os.RemoveAll(d)
+	}
 }
 
 // freePort asks the kernel for a free loopback port. Another process could

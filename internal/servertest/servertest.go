@@ -25,6 +25,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/schedule"
@@ -100,7 +101,7 @@ func New(t testing.TB, dir string, opts ...Option) *Server {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	db, err := storage.Open(filepath.Join(dir, "chatalot.db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, dir, "chatalot.db"), storage.Options{FilePath: filepath.Join(dir, "chatalot.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
