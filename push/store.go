@@ -26,7 +26,7 @@ import (
 // event itself stays in the rooms tables. push_read holds each user's
 // read position per room and thread (empty for an unthreaded receipt, main
 // for the main timeline, else the thread root's event ID).
-var Schema = storage.Schema{Domain: "push", Migrations: []string{`
+var Schema = storage.Schema{Domain: "push", Postgres: postgresMigrations, Migrations: []string{`
 CREATE TABLE push_notifications (
 	user_id   TEXT    NOT NULL,
 	room_id   TEXT    NOT NULL,
