@@ -487,7 +487,11 @@ func (s *Service) flushWith(minEvents, maxRows int) {
 			}
 			for rows := 0; rows < maxRows; {
 				var pos, n int64
-				err := tx.QueryRow(`SELECT position, json_array_length(recipients) FROM push_staged
+				length := `json_array_length(recipients)`
+				if tx.Dialect() == storage.Postgres {
+					length = `jsonb_array_length(recipients::jsonb)`
+				}
+				err := tx.QueryRow(`SELECT position, `+length+` FROM push_staged
 					WHERE position <= $1 ORDER BY position LIMIT 1`, end).Scan(&pos, &n)
 				if errors.Is(err, sql.ErrNoRows) {
 					return nil
