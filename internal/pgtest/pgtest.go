@@ -205,7 +205,7 @@ func start() (*Cluster, error) {
 		return nil, err
 	}
 	sweep()
-	dir, err := os.MkdirTemp("", "chatalot-pg-")
+	dir, err := os.MkdirTemp(tempRoot(cred != nil), "chatalot-pg-")
 	if err != nil {
 		return nil, err
 	}
@@ -312,11 +312,34 @@ func (c *Cluster) Stop() {
 	os.RemoveAll(c.dir)
 }
 
+// tempRoot is where the cluster's directory goes: the temporary
+// directory, unless the cluster runs as another user (nobody) who could not
+// reach it (a private $TMPDIR of root's), then /tmp.
+func tempRoot(otherUser bool) string {
+	root := os.TempDir()
+	if !otherUser {
+		return root
+	}
+	for d := root; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if d == filepath.Dir(d) {
+			return root
+		}
+	}
+}
+
 // sweep removes the directories of earlier clusters whose server is gone:
 // a test binary without pgtest.Main leaves its cluster's directory behind
 // (the server itself stops with the process).
 func sweep() {
-	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "chatalot-pg-*"))
+	var old []string
+	for _, root := range []string{os.TempDir(), "/tmp"} {
+		m, _ := filepath.Glob(filepath.Join(root, "chatalot-pg-*"))
+		old = append(old, m...)
+	}
 	for _, d := range old {
 		fi, err := os.Stat(d)
 		if err != nil || time.Since(fi.ModTime()) < time.Minute {
