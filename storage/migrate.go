@@ -22,6 +22,9 @@ type Schema struct {
 	Postgres   map[int]string
 }
 
+// migrateLock is the advisory lock key Migrate holds on PostgreSQL.
+const migrateLock int64 = 0x63686174616c6f74 // "chatalot"
+
 // migration is the text of migration i (from 0) for the dialect.
 func (s Schema) migration(d Dialect, i int) string {
 	if d != Postgres {
@@ -95,6 +98,14 @@ func (db *DB) Migrate(ctx context.Context, schemas ...Schema) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	if db.dialect == Postgres {
+		// Two processes (the server and an admin command) may migrate at
+		// once: SQLite's immediate transactions queue them, PostgreSQL
+		// needs this lock, held until the commit.
+		if _, err := tx.Exec("SELECT pg_advisory_xact_lock($1)", migrateLock); err != nil {
+			return fmt.Errorf("lock for migrations: %w", err)
+		}
+	}
 	if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (
 		domain  TEXT    PRIMARY KEY,
 		version INTEGER NOT NULL CHECK (version >= 0)
