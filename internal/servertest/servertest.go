@@ -1,6 +1,8 @@
 // Package servertest runs the whole server in-process for package tests:
 // every service wired by server/app exactly as cmd/chatalot wires it, on a
-// SQLite database in a test's directory, behind an httptest server. Users
+// SQLite database in a test's directory (a PostgreSQL one with
+// CHATALOT_TEST_DATABASE=postgres, see pgtest.Location), behind an
+// httptest server. Users
 // are real accounts with real access tokens.
 //
 // Only external test packages (package rooms_test, …) can use it: it
