@@ -30,6 +30,8 @@ import (
 // in the process, instead of letting them fight over the file lock, gives a
 // single total order for the stream position, lets concurrent writes share a
 // commit (group commit), and never returns SQLITE_BUSY to a client.
+// PostgreSQL would take several writers, but keeps the one: it is what
+// gives the stream position its single total order.
 type DB struct {
 	dialect Dialect
 	path    string

@@ -35,7 +35,8 @@ var ErrNotOnPostgres = errors.New("not available on PostgreSQL (an SQLite file o
 // and which group-commits, and a pool of read-only connections. There is
 // no checkpointer: PostgreSQL manages its own log.
 func openPostgres(url string, opts Options) (*DB, error) {
-	open := func(params map[string]string) (*pgxConfig, error) {
+	// Each pool gets a config of its own: the parsed one holds a map.
+	config := func(params map[string]string) (*pgx.ConnConfig, error) {
 		cfg, err := pgx.ParseConfig(url)
 		if err != nil {
 			return nil, fmt.Errorf("database URL: %w", err)
@@ -51,11 +52,11 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		// may lose the last commits, but never leaves a partial one.
 		wp["synchronous_commit"] = "off"
 	}
-	wcfg, err := open(wp)
+	wcfg, err := config(wp)
 	if err != nil {
 		return nil, err
 	}
-	rcfg, err := open(map[string]string{"default_transaction_read_only": "on"})
+	rcfg, err := config(map[string]string{"default_transaction_read_only": "on"})
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +84,6 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		ckptDone: ckptDone,
 	}, nil
 }
-
-type pgxConfig = pgx.ConnConfig
 
 // redactURL drops the password from a database URL, for messages.
 func redactURL(s string) string {
