@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sort"
 
@@ -129,6 +130,9 @@ func (s *Service) databaseSpace(c *gin.Context) error {
 // the sizes before and after. Writes wait while it runs.
 func (s *Service) compact(c *gin.Context) error {
 	before, after, err := s.Compact(c.Request.Context(), actor(c))
+	if errors.Is(err, storage.ErrNotOnPostgres) {
+		return spec.Unrecognized("compaction is for an SQLite database; PostgreSQL's autovacuum manages its space").WithStatus(http.StatusBadRequest)
+	}
 	if err != nil {
 		return err
 	}

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/chatalot/chatalot/sync/wake"
@@ -51,7 +51,7 @@ func newTestServer(t testing.TB, opts ...option) *testServer {
 
 func newTestServerHashing(t testing.TB, fast bool, opts ...option) *testServer {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "chatalot.db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, t.TempDir(), "chatalot.db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/keys"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -124,7 +124,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) open() {
 	t := e.t
-	db, err := storage.Open(filepath.Join(e.dir, "chatalot.db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(e.t, e.dir, "chatalot.db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/api"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/rs/zerolog"
@@ -61,7 +62,7 @@ func (l *lockedBuffer) String() string {
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	root := t.TempDir()
-	db, err := storage.Open(filepath.Join(root, "test.db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, root, "test.db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,10 @@ func (s *Service) ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int
 	if err != nil {
 		return err
 	}
-	const doomed = `SELECT value FROM json_each($1)`
+	doomed := `SELECT value FROM json_each($1)`
+	if tx.Dialect() == storage.Postgres {
+		doomed = `SELECT value::BIGINT FROM jsonb_array_elements_text($1::jsonb)`
+	}
 	for _, d := range []struct{ table, query string }{
 		{"push_notified", `DELETE FROM push_notified WHERE position IN (` + doomed + `)`},
 		{"push_staged", `DELETE FROM push_staged WHERE position IN (` + doomed + `)`},

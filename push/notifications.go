@@ -109,10 +109,10 @@ func (s *Service) notified(ctx context.Context, nid int64, q notificationsQuery)
 	rows, err := s.db.Query(ctx, `SELECT e.room_id, e.event_id, n.position, e.thread_id, n.flags & 1, a.actions, e.ts
 		FROM (
 			SELECT * FROM (SELECT position, actions_id, flags FROM push_notified
-				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
+				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4) AS done
 			UNION ALL
 			SELECT * FROM (SELECT position, actions_id, flags FROM push_staged_rows
-				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4)
+				WHERE user_nid = $1 AND position < $2 AND (flags & 1 <> 0 OR $3) ORDER BY position DESC LIMIT $4) AS staged
 		) n JOIN push_events e ON e.position = n.position JOIN push_actions a ON a.id = n.actions_id
 		ORDER BY n.position DESC LIMIT $4`,
 		nid, q.from, !q.onlyHighlight, q.limit+1)

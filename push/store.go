@@ -26,7 +26,7 @@ import (
 // event itself stays in the rooms tables. push_read holds each user's
 // read position per room and thread (empty for an unthreaded receipt, main
 // for the main timeline, else the thread root's event ID).
-var Schema = storage.Schema{Domain: "push", Migrations: []string{`
+var Schema = storage.Schema{Domain: "push", Postgres: postgresMigrations, Migrations: []string{`
 CREATE TABLE push_notifications (
 	user_id   TEXT    NOT NULL,
 	room_id   TEXT    NOT NULL,
@@ -487,7 +487,11 @@ func (s *Service) flushWith(minEvents, maxRows int) {
 			}
 			for rows := 0; rows < maxRows; {
 				var pos, n int64
-				err := tx.QueryRow(`SELECT position, json_array_length(recipients) FROM push_staged
+				length := `json_array_length(recipients)`
+				if tx.Dialect() == storage.Postgres {
+					length = `jsonb_array_length(recipients::jsonb)`
+				}
+				err := tx.QueryRow(`SELECT position, `+length+` FROM push_staged
 					WHERE position <= $1 ORDER BY position LIMIT 1`, end).Scan(&pos, &n)
 				if errors.Is(err, sql.ErrNoRows) {
 					return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 )
@@ -374,8 +375,12 @@ func (s *Service) searchHits(ctx context.Context, user spec.UserID, access map[s
 	}
 	// The word index answers the events that have every word and their
 	// score (higher is better); the rest is the events table.
+	hasURL := `json_type(e.json, '$.content.url') = 'text'`
+	if s.db.Dialect() == storage.Postgres {
+		hasURL = `jsonb_typeof(e.json::jsonb -> 'content' -> 'url') = 'string'`
+	}
 	q := `SELECT e.position, e.event_id, e.room_id, e.type, e.sender, m.score,
-			CASE WHEN json_type(e.json, '$.content.url') = 'text' THEN 1 ELSE 0 END
+			CASE WHEN ` + hasURL + ` THEN 1 ELSE 0 END
 		FROM (` + matches + `) m
 		JOIN events e ON e.position = m.position
 		WHERE e.redacted_by IS NULL` + roomFilter + typeFilter + order + fmt.Sprintf(` LIMIT %d`, maxSearchCandidates)

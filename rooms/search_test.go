@@ -176,6 +176,9 @@ func TestSearchAndRelationsBackfill(t *testing.T) {
 	// indexes new ones: empty the indexes, run the backfills, and the
 	// answers are the same.
 	ts := newTestServer(t, "optional")
+	if ts.db.Dialect() == storage.Postgres {
+		t.Skip("migration 2's backfill is SQLite's: a PostgreSQL database is made at the current schema, with no rows from before it")
+	}
 	room := ts.CreateRoom(userA, map[string]any{"preset": "public_chat", "name": "Backfill", "topic": "old topic"})
 	root := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "indexed twice"})
 	child := ts.send(userA, room, map[string]any{"msgtype": "m.text", "body": "reply", "m.relates_to": relatesTo("m.thread", root)})

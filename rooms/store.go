@@ -15,7 +15,7 @@ import (
 // Schema is the rooms package's tables. Every event a room accepted is in
 // events, in stream order; room_state is the current state (a projection of
 // events that start-up loads into memory).
-var Schema = storage.Schema{Domain: "rooms", Migrations: []string{`
+var Schema = storage.Schema{Domain: "rooms", Postgres: postgresMigrations, Migrations: []string{`
 CREATE TABLE rooms (
 	room_id    TEXT    PRIMARY KEY,
 	version    TEXT    NOT NULL,

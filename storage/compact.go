@@ -18,9 +18,16 @@ type Space struct {
 	AutoVacuum string `json:"auto_vacuum"`
 }
 
-// Space measures the database: file sizes and free pages.
+// Space measures the database: file sizes and free pages. On PostgreSQL
+// FileBytes is the database's size (pg_database_size), FreeBytes 0 and
+// AutoVacuum "postgres": PostgreSQL's autovacuum manages free space.
 func (db *DB) Space(ctx context.Context) (Space, error) {
 	var sp Space
+	if db.dialect == Postgres {
+		sp.AutoVacuum = "postgres"
+		err := db.read.QueryRowContext(ctx, "SELECT pg_database_size(current_database())").Scan(&sp.FileBytes)
+		return sp, err
+	}
 	var pageSize, free, mode int64
 	if err := db.read.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
 		return sp, err
@@ -45,8 +52,12 @@ func (db *DB) Space(ctx context.Context) (Space, error) {
 // (incremental vacuum) and truncates the write-ahead log, so that what a
 // purge deleted stops taking disk. It does nothing on a file whose
 // auto-vacuum mode is not incremental (one made before Chatalot set it):
-// Compact converts such a file.
+// Compact converts such a file. On PostgreSQL it does nothing: autovacuum
+// reuses what deletes free.
 func (db *DB) FreePages(ctx context.Context) error {
+	if db.dialect == Postgres {
+		return nil
+	}
 	err := db.Write(ctx, func(tx *Tx) error {
 		// incremental_vacuum returns a row per page it freed (none at
 		// all on a file without incremental mode); reading them runs it.
@@ -71,6 +82,9 @@ func (db *DB) FreePages(ctx context.Context) error {
 // truncates the write-ahead log. Writes wait while it runs (the writer's
 // connection runs it); reads go on. It returns the space before and after.
 func (db *DB) Compact(ctx context.Context) (before, after Space, err error) {
+	if db.dialect == Postgres {
+		return before, after, ErrNotOnPostgres
+	}
 	if before, err = db.Space(ctx); err != nil {
 		return before, after, err
 	}

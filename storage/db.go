@@ -1,10 +1,14 @@
-// Package storage is the plumbing under every domain: it opens SQLite, runs
-// each package's numbered migrations, owns the single ordered writer and the
+// Package storage is the plumbing under every domain: it opens the database
+// (SQLite by default, PostgreSQL when given a postgres:// URL), runs each
+// package's numbered migrations, owns the single ordered writer and the
 // global stream position. It knows nothing of events or of any domain.
 //
-// SQL written against it stays portable to PostgreSQL: $N placeholders (each
+// SQL written against it is portable to PostgreSQL: $N placeholders (each
 // used once, in increasing order — the SQLite driver binds them by position),
-// INSERT … ON CONFLICT, RETURNING, and types that exist in both.
+// INSERT … ON CONFLICT, RETURNING, and types that exist in both. Where a
+// statement cannot be (SQLite's json_each), the package asks db.Dialect();
+// where a migration cannot be, its Schema carries the PostgreSQL text
+// (migrate.go).
 package storage
 
 import (
@@ -26,10 +30,13 @@ import (
 // in the process, instead of letting them fight over the file lock, gives a
 // single total order for the stream position, lets concurrent writes share a
 // commit (group commit), and never returns SQLITE_BUSY to a client.
+// PostgreSQL would take several writers, but keeps the one: it is what
+// gives the stream position its single total order.
 type DB struct {
-	path  string
-	write *sql.DB
-	read  *sql.DB
+	dialect Dialect
+	path    string
+	write   *sql.DB
+	read    *sql.DB
 
 	queue chan *job
 	stop  chan struct{}
@@ -65,18 +72,29 @@ type Options struct {
 	Readers int
 	// Durability "full" fsyncs the WAL at every commit; the default "normal"
 	// survives a crash of the process (the WAL is in the OS page cache) but
-	// may lose the last commits on power loss.
+	// may lose the last commits on power loss. On PostgreSQL "normal" is
+	// synchronous_commit off (a crash of PostgreSQL itself may lose the
+	// last commits, never corrupt), "full" is PostgreSQL's default.
 	Durability string
+	// FilePath is, on PostgreSQL, the path Path reports: where the files
+	// that live beside the database go (the data directory's chatalot.db,
+	// which then never exists). Unused on SQLite, where it is the file.
+	FilePath string
 }
 
 // stmtCacheSize is how many prepared statements each connection keeps.
 const stmtCacheSize = "64"
 
-// Open opens (creating if needed) the SQLite database at path and starts
-// the writer. Call Migrate before use and Close at the end.
+// Open opens the database and starts the writer: the SQLite file at path
+// (created if needed), or the PostgreSQL database when path is a
+// postgres:// or postgresql:// URL (postgres.go). Call Migrate before use
+// and Close at the end.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.Readers <= 0 {
 		opts.Readers = 8
+	}
+	if IsPostgresURL(path) {
+		return openPostgres(path, opts)
 	}
 	sync := "NORMAL"
 	if opts.Durability == "full" {
@@ -142,13 +160,14 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	c.SetMaxOpenConns(1)
 	db := &DB{
-		path:  path,
-		write: w,
-		read:  r,
-		queue: make(chan *job, 1024),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
-		ckpt:  c, ckptWake: make(chan struct{}, 1), ckptDone: make(chan struct{}),
+		dialect: SQLite,
+		path:    path,
+		write:   w,
+		read:    r,
+		queue:   make(chan *job, 1024),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		ckpt:    c, ckptWake: make(chan struct{}, 1), ckptDone: make(chan struct{}),
 	}
 	go db.checkpointLoop()
 	return db, nil
@@ -166,16 +185,23 @@ func (db *DB) Close() error {
 	if db.started {
 		<-db.done
 	}
+	if db.dialect == Postgres {
+		return errors.Join(db.read.Close(), db.write.Close())
+	}
 	<-db.ckptDone
 	_, _ = db.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	return errors.Join(db.read.Close(), db.ckpt.Close(), db.write.Close())
 }
 
+// Dialect is the database's SQL dialect.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
 // Position is the stream position of the last committed change. Every
 // change with a position at or below it is durable and visible to readers.
 func (db *DB) Position() int64 { return db.committed.Load() }
 
-// Path is the database file's path.
+// Path is the database file's path (on PostgreSQL, Options.FilePath: where
+// side files go).
 func (db *DB) Path() string { return db.path }
 
 // ReadCount is the number of statements run on the read pool since start;
@@ -195,8 +221,11 @@ func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 }
 
 // IntegrityCheck runs SQLite's integrity_check and returns its verdict
-// ("ok" when the file is sound).
+// ("ok" when the file is sound). PostgreSQL checks its own pages.
 func (db *DB) IntegrityCheck(ctx context.Context) (string, error) {
+	if db.dialect == Postgres {
+		return "", ErrNotOnPostgres
+	}
 	var res string
 	err := db.read.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res)
 	return res, err
@@ -206,5 +235,8 @@ func (db *DB) IntegrityCheck(ctx context.Context) (string, error) {
 // VACUUM INTO, which reads one snapshot while writers go on (see BackupFile;
 // the read pool cannot do it: query_only refuses VACUUM INTO).
 func (db *DB) Backup(ctx context.Context, dest string) error {
+	if db.dialect == Postgres {
+		return ErrNotOnPostgres
+	}
 	return BackupFile(ctx, db.path, dest)
 }

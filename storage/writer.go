@@ -19,6 +19,10 @@ type Tx struct {
 	step  int
 }
 
+// Dialect is the database's SQL dialect, for the few statements that
+// differ.
+func (t *Tx) Dialect() Dialect { return t.db.dialect }
+
 // Context is the context of the request that asked for the write.
 func (t *Tx) Context() context.Context { return t.ctx }
 

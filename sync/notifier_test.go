@@ -2,11 +2,11 @@ package sync
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/chatalot/chatalot/sync/wake"
 )
@@ -97,7 +97,7 @@ func TestNotifierQuietSince(t *testing.T) {
 
 func openDB(t *testing.T) *storage.DB {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, t.TempDir(), "db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

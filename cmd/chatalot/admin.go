@@ -152,7 +152,7 @@ func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 	if err := requireDataDir(p.dir); err != nil {
 		return nil, err
 	}
-	db, err := storage.Open(p.db, storage.Options{Durability: cfg.Durability})
+	db, err := storage.Open(cfg.databaseAt(p), storage.Options{Durability: cfg.Durability, FilePath: p.db})
 	if err != nil {
 		return nil, err
 	}

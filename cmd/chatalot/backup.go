@@ -67,6 +67,9 @@ func adminBackup(args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("admin backup: expected one directory: chatalot admin backup DIR")
 	}
+	if cfg.onPostgres() {
+		return errors.New("admin backup: the database is in PostgreSQL: back it up with pg_dump, and the data directory (signing key, media) with a file copy")
+	}
 	src, dst := pathsOf(cfg.DataDir), pathsOf(pos[0])
 	if _, err := os.Stat(src.db); err != nil {
 		return fmt.Errorf("admin backup: no database at %s (are --data-dir or --config right?)", src.db)
@@ -173,6 +176,9 @@ func adminRestore(args []string, stdout io.Writer) error {
 	}
 	if len(pos) != 1 {
 		return usagef("admin restore: expected one directory: chatalot admin restore DIR")
+	}
+	if cfg.onPostgres() {
+		return errors.New("admin restore: restores an SQLite backup, but the database setting names PostgreSQL (restore it with pg_restore)")
 	}
 	src, dst := pathsOf(pos[0]), pathsOf(cfg.DataDir)
 	m, info, err := checkBackup(src, dst)

@@ -16,6 +16,7 @@ import (
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 )
 
 // Config is the whole server configuration. Each field is settable, in
@@ -26,6 +27,7 @@ type Config struct {
 	ServerName         string `toml:"server_name"      help:"the server name in user IDs (@alice:NAME), lower case, no port; the data directory records it at the first start and refuses another"`
 	Listen             string `toml:"listen"           help:"address to listen on (HOST:PORT)"`
 	DataDir            string `toml:"data_dir"         help:"directory for the database, signing key and media"`
+	Database           string `toml:"database"         help:"empty: the SQLite file chatalot.db in data_dir; or a postgres://USER:PASSWORD@HOST:PORT/DB URL to keep the data in PostgreSQL (the signing key and media stay in data_dir)" secret:"true"`
 	PublicBaseURL      string `toml:"public_baseurl"   help:"URL clients reach the server at, for .well-known (default http://LISTEN)"`
 	Registration       string `toml:"registration"     help:"who may register: token (invite codes), open, or closed"`
 	SharedSecret       string `toml:"registration_shared_secret" help:"enables /_synapse/admin/v1/register for bots and tools (secret)" secret:"true"`
@@ -216,6 +218,9 @@ func (c *Config) Validate() ConfigError {
 	c.validateAddresses(add) // configcheck.go
 	if c.DataDir == "" {
 		add("data_dir", "must not be empty")
+	}
+	if c.Database != "" && !storage.IsPostgresURL(c.Database) {
+		add("database", "must be empty (SQLite in data_dir) or a postgres:// URL")
 	}
 	if c.PublicBaseURL != "" && !strings.HasPrefix(c.PublicBaseURL, "http://") && !strings.HasPrefix(c.PublicBaseURL, "https://") {
 		add("public_baseurl", "must start with http:// or https://")
@@ -671,3 +676,15 @@ func (c *Config) pushConfig() push.Config {
 	pc.RetryBackoff, pc.RetryLimit = c.durations.pushRetryBackoff, c.durations.pushRetryLimit
 	return pc
 }
+
+// databaseAt is what storage.Open opens for the data directory p: the
+// database setting if it names PostgreSQL, else the SQLite file in p.
+func (c *Config) databaseAt(p dataPaths) string {
+	if c.Database != "" {
+		return c.Database
+	}
+	return p.db
+}
+
+// onPostgres reports whether the data is in PostgreSQL.
+func (c *Config) onPostgres() bool { return storage.IsPostgresURL(c.Database) }

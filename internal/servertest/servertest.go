@@ -1,6 +1,8 @@
 // Package servertest runs the whole server in-process for package tests:
 // every service wired by server/app exactly as cmd/chatalot wires it, on a
-// SQLite database in a test's directory, behind an httptest server. Users
+// SQLite database in a test's directory (a PostgreSQL one with
+// CHATALOT_TEST_DATABASE=postgres, see pgtest.Location), behind an
+// httptest server. Users
 // are real accounts with real access tokens.
 //
 // Only external test packages (package rooms_test, …) can use it: it
@@ -25,6 +27,7 @@ import (
 	"github.com/chatalot/chatalot/api"
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/internal/pgtest"
 	"github.com/chatalot/chatalot/push"
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/schedule"
@@ -109,7 +112,7 @@ func New(t testing.TB, dir string, opts ...Option) *Server {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	db, err := storage.Open(filepath.Join(dir, "chatalot.db"), storage.Options{})
+	db, err := storage.Open(pgtest.Location(t, dir, "chatalot.db"), storage.Options{FilePath: filepath.Join(dir, "chatalot.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

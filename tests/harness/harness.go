@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatalot/chatalot/internal/pgtest"
 )
 
 // Tags are the build tags of the server binary (and of `make test`).
@@ -144,6 +146,11 @@ func (s *Server) Launch() {
 		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], bin), args...)...)
 	}
 	cmd.Env = append(os.Environ(), s.Env...)
+	if pgtest.OnPostgres() {
+		// The data in a PostgreSQL database of this data directory's
+		// (CHATALOT_TEST_DATABASE=postgres); a --database flag still wins.
+		cmd.Env = append(cmd.Env, "CHATALOT_DATABASE="+pgtest.Location(s.t, s.DataDir, "chatalot.db"))
+	}
 	// Its own process group, so that Kill also ends whatever the server
 	// runs under (strace) or starts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -284,6 +291,13 @@ func (s *Server) Logs() string {
 func Run(t testing.TB, stdin string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
+	if pgtest.OnPostgres() {
+		for i, a := range args[:max(len(args)-1, 0)] {
+			if a == "--data-dir" { // the database of the server on that directory
+				cmd.Env = append(os.Environ(), "CHATALOT_DATABASE="+pgtest.Location(t, args[i+1], "chatalot.db"))
+			}
+		}
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

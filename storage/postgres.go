@@ -1,0 +1,95 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Dialect is the SQL a database speaks, for the few statements that differ.
+type Dialect string
+
+const (
+	// SQLite is the embedded default.
+	SQLite Dialect = "sqlite"
+	// Postgres is PostgreSQL, chosen with a postgres:// URL.
+	Postgres Dialect = "postgres"
+)
+
+// IsPostgresURL reports whether a database setting names a PostgreSQL
+// database rather than an SQLite file.
+func IsPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// ErrNotOnPostgres is what the SQLite file operations (integrity check,
+// VACUUM INTO backup, compaction) return on PostgreSQL, whose own tools
+// (pg_dump, VACUUM, amcheck) do these jobs.
+var ErrNotOnPostgres = errors.New("not available on PostgreSQL (an SQLite file operation; use PostgreSQL's own tools)")
+
+// openPostgres opens the PostgreSQL database at url with the same shape as
+// the SQLite backend: one writer connection, which the ordered writer owns
+// and which group-commits, and a pool of read-only connections. There is
+// no checkpointer: PostgreSQL manages its own log.
+func openPostgres(url string, opts Options) (*DB, error) {
+	// Each pool gets a config of its own: the parsed one holds a map.
+	config := func(params map[string]string) (*pgx.ConnConfig, error) {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			return nil, fmt.Errorf("database URL: %w", err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		return cfg, nil
+	}
+	wp := map[string]string{}
+	if opts.Durability != "full" {
+		// As SQLite's synchronous=NORMAL: a crash of the database server
+		// may lose the last commits, but never leaves a partial one.
+		wp["synchronous_commit"] = "off"
+	}
+	wcfg, err := config(wp)
+	if err != nil {
+		return nil, err
+	}
+	rcfg, err := config(map[string]string{"default_transaction_read_only": "on"})
+	if err != nil {
+		return nil, err
+	}
+	w := stdlib.OpenDB(*wcfg)
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open database %s: %w", redactURL(url), err)
+	}
+	r := stdlib.OpenDB(*rcfg)
+	r.SetMaxOpenConns(opts.Readers)
+	r.SetMaxIdleConns(opts.Readers)
+	ckptDone := make(chan struct{})
+	close(ckptDone)
+	return &DB{
+		dialect:  Postgres,
+		path:     opts.FilePath,
+		write:    w,
+		read:     r,
+		queue:    make(chan *job, 1024),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		ckptDone: ckptDone,
+	}, nil
+}
+
+// redactURL drops the password from a database URL, for messages.
+func redactURL(s string) string {
+	cfg, err := pgx.ParseConfig(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
+}
