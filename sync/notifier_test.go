@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/internal/pgtest"
+	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/chatalot/chatalot/sync/wake"
 )
