@@ -12,6 +12,37 @@ import (
 	"github.com/chatalot/chatalot/storage"
 )
 
+// relationTables are migration 2's tables, shared by its SQLite text
+// (which then backfills them) and its PostgreSQL text (which has nothing
+// to backfill).
+const relationTables = `CREATE TABLE event_relations (
+	event_id         TEXT   PRIMARY KEY REFERENCES events (event_id),
+	room_id          TEXT   NOT NULL,
+	relates_to       TEXT   NOT NULL,
+	rel_type         TEXT   NOT NULL CHECK (rel_type <> ''),
+	type             TEXT   NOT NULL,
+	sender           TEXT   NOT NULL,
+	position         BIGINT NOT NULL UNIQUE,
+	origin_server_ts BIGINT NOT NULL,
+	annotation_key   TEXT
+);
+CREATE INDEX event_relations_parent ON event_relations (relates_to, position);
+CREATE INDEX event_relations_room ON event_relations (room_id, rel_type, position);
+CREATE INDEX events_room_ts ON events (room_id, origin_server_ts, position);
+CREATE TABLE content_reports (
+	id          BIGINT PRIMARY KEY,
+	received_ts BIGINT NOT NULL,
+	reporter    TEXT   NOT NULL,
+	kind        TEXT   NOT NULL CHECK (kind IN ('event', 'room', 'user')),
+	room_id     TEXT,
+	event_id    TEXT,
+	user_id     TEXT,
+	reason      TEXT   NOT NULL,
+	CHECK ((kind = 'event' AND room_id IS NOT NULL AND event_id IS NOT NULL)
+		OR (kind = 'room' AND room_id IS NOT NULL)
+		OR (kind = 'user' AND user_id IS NOT NULL))
+);`
+
 // Schema is the rooms package's tables. Every event a room accepted is in
 // events, in stream order; room_state is the current state (a projection of
 // events that start-up loads into memory).
@@ -82,34 +113,7 @@ CREATE TABLE forgotten (
 	// FTS5: every database still ends in the same schema after 4 (which
 	// drops event_search where it exists), the one exception to "never
 	// edit a released migration", made for that reason.
-	`
-CREATE TABLE event_relations (
-	event_id         TEXT   PRIMARY KEY REFERENCES events (event_id),
-	room_id          TEXT   NOT NULL,
-	relates_to       TEXT   NOT NULL,
-	rel_type         TEXT   NOT NULL CHECK (rel_type <> ''),
-	type             TEXT   NOT NULL,
-	sender           TEXT   NOT NULL,
-	position         BIGINT NOT NULL UNIQUE,
-	origin_server_ts BIGINT NOT NULL,
-	annotation_key   TEXT
-);
-CREATE INDEX event_relations_parent ON event_relations (relates_to, position);
-CREATE INDEX event_relations_room ON event_relations (room_id, rel_type, position);
-CREATE INDEX events_room_ts ON events (room_id, origin_server_ts, position);
-CREATE TABLE content_reports (
-	id          BIGINT PRIMARY KEY,
-	received_ts BIGINT NOT NULL,
-	reporter    TEXT   NOT NULL,
-	kind        TEXT   NOT NULL CHECK (kind IN ('event', 'room', 'user')),
-	room_id     TEXT,
-	event_id    TEXT,
-	user_id     TEXT,
-	reason      TEXT   NOT NULL,
-	CHECK ((kind = 'event' AND room_id IS NOT NULL AND event_id IS NOT NULL)
-		OR (kind = 'room' AND room_id IS NOT NULL)
-		OR (kind = 'user' AND user_id IS NOT NULL))
-);
+	"\n" + relationTables + `
 INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, position, origin_server_ts, annotation_key)
 	SELECT event_id, room_id, json_extract(json, '$.content."m.relates_to".event_id'),
 		json_extract(json, '$.content."m.relates_to".rel_type'), type, sender, position, origin_server_ts,
