@@ -381,21 +381,8 @@ func (s *Service) PublicRooms(ctx context.Context, q PublicRoomsQuery) (*PublicR
 		q.Limit = 100
 	}
 	q.Limit = min(q.Limit, 500)
-	rows, err := s.db.Query(ctx, `SELECT room_id FROM published_rooms`)
+	ids, err := storage.Strings[spec.RoomID](s.db.Query(ctx, `SELECT room_id FROM published_rooms`))
 	if err != nil {
-		return nil, err
-	}
-	var ids []spec.RoomID
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, spec.RoomID(id))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	term := strings.ToLower(strings.TrimSpace(q.SearchTerm))

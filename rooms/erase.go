@@ -39,21 +39,8 @@ const erasableEvents = `FROM events WHERE sender = $1 AND room_id = $2 AND redac
 // dryRun nothing changes and the counts say what would.
 func (s *Service) EraseSender(ctx context.Context, user spec.UserID, dryRun bool) (storage.Removed, error) {
 	removed := storage.Removed{}
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE sender = $1 AND redacted_by IS NULL`, string(user))
+	ids, err := storage.Strings[spec.RoomID](s.db.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE sender = $1 AND redacted_by IS NULL`, string(user)))
 	if err != nil {
-		return nil, err
-	}
-	var ids []spec.RoomID
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, spec.RoomID(id))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for _, id := range ids {

@@ -20,21 +20,8 @@ func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.R
 // forget deletes the delayed events whose column (room_id or user_id, never
 // a caller's string) is value, and stops their timers once that commits.
 func (s *Service) forget(tx *storage.Tx, removed storage.Removed, column, value string) error {
-	rows, err := tx.Query(`SELECT delay_id FROM delayed_events WHERE `+column+` = $1`, value)
+	ids, err := storage.Strings[string](tx.Query(`SELECT delay_id FROM delayed_events WHERE `+column+` = $1`, value))
 	if err != nil {
-		return err
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	if err := tx.Delete(removed, "delayed_events", `DELETE FROM delayed_events WHERE `+column+` = $1`, value); err != nil {
