@@ -39,22 +39,11 @@ func (s *Service) RunMediaRetention(ctx context.Context) {
 	if !s.cfg.MediaRetention.Enabled() || s.media == nil {
 		return
 	}
-	every := s.cfg.MediaRetention.Interval
-	if every <= 0 {
-		every = time.Hour
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.MediaRetentionPass(ctx, Actor{}, false); err != nil && ctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("media retention")
-			}
+	every(ctx, s.cfg.MediaRetention.Interval, time.Hour, func() {
+		if _, err := s.MediaRetentionPass(ctx, Actor{}, false); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("media retention")
 		}
-	}
+	})
 }
 
 // MediaRetentionPass deletes the media the policy expires now, then the

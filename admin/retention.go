@@ -78,23 +78,30 @@ func (p RetentionPolicy) roomLifetime(content gjson.Result) time.Duration {
 
 // RunRetention purges expired messages every Interval until ctx ends.
 func (s *Service) RunRetention(ctx context.Context) {
-	every := s.cfg.Retention.Interval
-	if every <= 0 {
-		every = time.Minute
+	every(ctx, s.cfg.Retention.Interval, time.Minute, func() {
+		s.RetentionPass(ctx)
+		if s.cfg.ForgottenRoomRetention > 0 {
+			if _, err := s.CollectForgottenRooms(ctx, Actor{User: "retention"}); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("retention: forgotten rooms")
+			}
+		}
+	})
+}
+
+// every runs pass at each interval (fallback when the setting is not
+// positive) until ctx ends.
+func every(ctx context.Context, interval, fallback time.Duration, pass func()) {
+	if interval <= 0 {
+		interval = fallback
 	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.RetentionPass(ctx)
-			if s.cfg.ForgottenRoomRetention > 0 {
-				if _, err := s.CollectForgottenRooms(ctx, Actor{User: "retention"}); err != nil && ctx.Err() == nil {
-					s.log.Warn().Err(err).Msg("retention: forgotten rooms")
-				}
-			}
+			pass()
 		}
 	}
 }
