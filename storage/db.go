@@ -80,6 +80,11 @@ type Options struct {
 	// that live beside the database go (the data directory's chatalot.db,
 	// which then never exists). Unused on SQLite, where it is the file.
 	FilePath string
+	// Serving says this process is the server, not an admin command that
+	// writes beside it: on PostgreSQL it holds a lock for as long as the
+	// database is open, and a second server on the same database is
+	// refused (on SQLite the data directory's lock does this).
+	Serving bool
 }
 
 // stmtCacheSize is how many prepared statements each connection keeps.

@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -68,6 +70,12 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open database %s: %w", redactURL(url), err)
 	}
+	if opts.Serving {
+		if err := lockServing(w, url); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	r := stdlib.OpenDB(*rcfg)
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
@@ -84,6 +92,40 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		ckptDone: ckptDone,
 	}, nil
 }
+
+// servingLock is the advisory lock a server holds on its database.
+const servingLock int64 = migrateLock + 1
+
+// ErrDatabaseServed is the outcome of opening, as a server, a PostgreSQL
+// database another server holds.
+var ErrDatabaseServed = errors.New("another Chatalot server is using this database (one server per database: several nodes are not supported yet)")
+
+// lockServing takes the serving lock on the writer's connection, the one
+// session that lives as long as the DB. Were that connection ever
+// replaced, the lock would go with it; the writer's position check
+// (savePosition) still refuses to write beside another server.
+//
+// It waits a little: a server restarted after a crash may find its
+// predecessor's session not yet ended by PostgreSQL.
+func lockServing(w *sql.DB, url string) error {
+	deadline := time.Now().Add(servingLockWait)
+	for {
+		var got bool
+		if err := w.QueryRow("SELECT pg_try_advisory_lock($1)", servingLock).Scan(&got); err != nil {
+			return fmt.Errorf("lock database %s: %w", redactURL(url), err)
+		}
+		if got {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("database %s: %w", redactURL(url), ErrDatabaseServed)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// servingLockWait is how long lockServing waits for another session's lock.
+const servingLockWait = 3 * time.Second
 
 // redactURL drops the password from a database URL, for messages.
 func redactURL(s string) string {

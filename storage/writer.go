@@ -249,9 +249,7 @@ func (db *DB) runBatch(batch []*job) {
 		j.err = results[i]
 	}
 	if db.next != startPos {
-		if _, err = tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1", db.next); err != nil {
-			err = fmt.Errorf("save stream position: %w", err)
-		}
+		err = db.savePosition(tx)
 	}
 	if err == nil {
 		err = tx.Commit()
@@ -288,6 +286,25 @@ func (db *DB) runBatch(batch []*job) {
 	for i, j := range batch {
 		j.done <- results[i]
 	}
+}
+
+// ErrPositionMoved is the outcome of a commit that found the stored stream
+// position other than this process left it: another server writes the same
+// database. Nothing of the batch is stored.
+var ErrPositionMoved = errors.New("the stream position moved under this server: another server is writing this database")
+
+// savePosition stores the writer's position, only if the stored one is
+// still the last this process committed: positions are kept in memory, and
+// two writers on one database would hand out the same ones.
+func (db *DB) savePosition(tx *sql.Tx) error {
+	res, err := tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1 AND position = $2", db.next, db.committed.Load())
+	if err != nil {
+		return fmt.Errorf("save stream position: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return ErrPositionMoved
+	}
+	return nil
 }
 
 func (db *DB) runOne(t *Tx, fn func(*Tx) error) (err error) {
