@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/chatalot/chatalot/internal/pgtest"
 )
@@ -93,6 +94,8 @@ func TestPostgresConcurrentMigrations(t *testing.T) {
 // server holds is refused with a clear error, while an admin command (not
 // serving) still opens it; once the first server closes, a new one may.
 func TestPostgresOneServerPerDatabase(t *testing.T) {
+	defer func(d time.Duration) { servingLockWait = d }(servingLockWait)
+	servingLockWait = 200 * time.Millisecond
 	dsn := pgtest.DSN(t)
 	first, err := Open(dsn, Options{Serving: true})
 	if err != nil {
