@@ -30,6 +30,9 @@ type Peers struct {
 	key  events.SigningKey
 	cfg  Config
 	http *http.Client
+	// stream is http without its overall timeout, for bodies streamed by
+	// the caller (media), which bounds them by its context instead.
+	stream *http.Client
 	// plain fetches the https URLs remote servers redirect media to: they
 	// are ordinary web addresses, not server names to resolve.
 	plain *http.Client
@@ -60,7 +63,7 @@ func NewPeers(db *storage.DB, key events.SigningKey, cfg Config, log zerolog.Log
 		},
 	}
 	return &Peers{
-		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, plain: plain, log: log,
+		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, stream: &http.Client{Transport: client.Transport}, plain: plain, log: log,
 		keys: &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey),
 			remote: &KeyFetcher{HTTP: client, Store: keyStore{db}}},
 		joins: map[spec.RoomID]chan struct{}{},
@@ -186,7 +189,7 @@ func (p *Peers) request(ctx context.Context, method string, dest spec.ServerName
 // comes, whatever its status, for a caller that streams the body (media
 // downloads); the caller closes it.
 func (p *Peers) Get(ctx context.Context, dest spec.ServerName, path string) (*http.Response, error) {
-	return p.do(ctx, http.MethodGet, dest, path, nil)
+	return p.send(ctx, p.stream, http.MethodGet, dest, path, nil)
 }
 
 // GetURL makes an unsigned GET of an https URL a remote server sent this
@@ -204,6 +207,10 @@ func (p *Peers) GetURL(ctx context.Context, rawURL string) (*http.Response, erro
 
 // do sends a signed federation request.
 func (p *Peers) do(ctx context.Context, method string, dest spec.ServerName, path string, body []byte) (*http.Response, error) {
+	return p.send(ctx, p.http, method, dest, path, body)
+}
+
+func (p *Peers) send(ctx context.Context, client *http.Client, method string, dest spec.ServerName, path string, body []byte) (*http.Response, error) {
 	if !p.Allowed(dest) {
 		return nil, spec.Forbidden("federation with %s is not allowed by this server's configuration", dest)
 	}
@@ -223,7 +230,7 @@ func (p *Peers) do(ctx context.Context, method string, dest spec.ServerName, pat
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return p.http.Do(req)
+	return client.Do(req)
 }
 
 // remoteError is a remote server's refusal.

@@ -10,12 +10,14 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/gin-gonic/gin"
 )
 
 // Remote media (Server-Server API, "Content Repository"): a client asks
@@ -133,15 +135,8 @@ func (s *Service) storeRemote(ctx context.Context, server spec.ServerName, media
 	if len(meta.Filename) > maxFilenameBytes {
 		meta.Filename = ""
 	}
-	br := &bodyReader{r: content, max: s.cfg.MaxRemoteBytes, quotaLeft: -1}
-	st, err := s.blobs.stage(br)
+	st, err := s.stageRemote(server, content)
 	if err != nil {
-		switch {
-		case errors.Is(br.err, errTooLarge):
-			return spec.TooLarge("the remote media is larger than this server accepts (%d bytes)", s.cfg.MaxRemoteBytes).WithStatus(http.StatusBadGateway)
-		case br.err != nil:
-			return spec.NewError(spec.ErrUnknown, "the download from %s did not complete", server).WithStatus(http.StatusBadGateway)
-		}
 		return err
 	}
 	return s.commitBlob(ctx, st, func(tx *storage.Tx, now int64) error {
@@ -150,6 +145,79 @@ func (s *Service) storeRemote(ctx context.Context, server spec.ServerName, media
 			string(server), mediaID, now, st.sha256, st.size, meta.ContentType, nullIfEmpty(meta.Filename), now)
 		return err
 	})
+}
+
+// stageRemote receives a remote's content into a staged file, within the
+// size limit for remote media.
+func (s *Service) stageRemote(server spec.ServerName, content io.Reader) (*staged, error) {
+	br := &bodyReader{r: content, max: s.cfg.MaxRemoteBytes, quotaLeft: -1}
+	st, err := s.blobs.stage(br)
+	if err != nil {
+		switch {
+		case errors.Is(br.err, errTooLarge):
+			return nil, spec.TooLarge("the remote media is larger than this server accepts (%d bytes)", s.cfg.MaxRemoteBytes).WithStatus(http.StatusBadGateway)
+		case br.err != nil:
+			return nil, spec.NewError(spec.ErrUnknown, "the download from %s did not complete", server).WithStatus(http.StatusBadGateway)
+		}
+		return nil, err
+	}
+	return st, nil
+}
+
+// tooLarge reports whether err says the media is too large to fetch.
+func tooLarge(err error) bool {
+	var se *spec.Error
+	return errors.As(err, &se) && se.Code == spec.ErrTooLarge
+}
+
+// thumbnailTypes are the types the spec says a remote's thumbnail should
+// have; anything else is not served as one.
+var thumbnailTypes = map[string]bool{"image/png": true, "image/apng": true, "image/jpeg": true, "image/gif": true, "image/webp": true}
+
+// serveRemoteThumbnail answers a thumbnail of another server's media whose
+// original is too large to fetch here: the origin's own thumbnail, asked
+// over federation, received within the size limit into a temporary file,
+// served, and not kept (the original is not here for it to belong to).
+func (s *Service) serveRemoteThumbnail(c *gin.Context, server spec.ServerName, mediaID string, req thumbnailRequest) error {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RemoteFetchTimeout)
+	defer cancel()
+	q := url.Values{"width": {strconv.Itoa(req.width)}, "height": {strconv.Itoa(req.height)}, "method": {req.method}}
+	if req.animated {
+		q.Set("animated", "true")
+	}
+	resp, err := s.fed.Get(ctx, server, "/_matrix/federation/v1/media/thumbnail/"+url.PathEscape(mediaID)+"?"+q.Encode())
+	if err != nil {
+		return s.unreachable(server, err)
+	}
+	defer func() { resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return remoteFailure(server, resp)
+	}
+	content, meta, err := s.readMultipart(ctx, resp)
+	if err != nil {
+		s.log.Info().Str("origin", string(server)).Err(err).Msg("media: a remote server's thumbnail answer is malformed")
+		return spec.NewError(spec.ErrUnknown, "%s sent a malformed thumbnail response", server).WithStatus(http.StatusBadGateway)
+	}
+	mt, _, _ := mime.ParseMediaType(meta.ContentType)
+	if !thumbnailTypes[mt] {
+		return spec.NewError(spec.ErrUnknown, "%s sent a thumbnail that is not an image", server).WithStatus(http.StatusBadGateway)
+	}
+	st, err := s.stageRemote(server, content)
+	if err != nil {
+		return err
+	}
+	defer s.blobs.discard(st)
+	f, err := os.Open(st.tmpPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := c.Writer.Header()
+	setServingHeaders(h)
+	h.Set("Content-Type", mt)
+	h.Set("Content-Disposition", `inline; filename="thumbnail.`+extensionOf[mt]+`"`)
+	http.ServeContent(c.Writer, c.Request, "", time.Time{}, f)
+	return nil
 }
 
 // readMultipart reads the federation answer: a JSON part (ignored but for

@@ -176,13 +176,22 @@ func TestFederationMediaEndpoints(t *testing.T) {
 }
 
 // TestRemoteMediaTooLarge: media over the fetching server's limit is
-// refused with 502 M_TOO_LARGE, and nothing of it is kept.
+// refused with 502 M_TOO_LARGE, and nothing of it is kept; a thumbnail of
+// it is the origin's own, served and not kept.
 func TestRemoteMediaTooLarge(t *testing.T) {
-	origin, local, _ := federatedPair(t, Config{MaxUploadBytes: 1000})
+	origin, local, fed := federatedPair(t, Config{MaxUploadBytes: 1000})
 	id := origin.upload("@alice:origin.test", bytes.Repeat([]byte("x"), 5000), "application/octet-stream", "")
 	r := local.do("GET", remotePath("download", id), "@bob:media.test", nil, nil)
 	if r.status != http.StatusBadGateway || r.errcode() != "M_TOO_LARGE" || !strings.Contains(string(r.body), "1000 bytes") {
 		t.Fatalf("oversized remote media: %d %s", r.status, r.body)
+	}
+	img := origin.upload("@alice:origin.test", pngBytes(t, 400, 300), "image/png", "")
+	r = local.do("GET", remotePath("thumbnail", img)+"?width=32&height=32&method=crop", "@bob:media.test", nil, nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "image/png" || len(r.body) > 1000 {
+		t.Fatalf("thumbnail of an oversized remote image: %d %q, %d bytes", r.status, r.header.Get("Content-Type"), len(r.body))
+	}
+	if n := fed.gets.Load(); n != 3 { // the download, the image's original, its thumbnail
+		t.Errorf("%d federation requests, want 3", n)
 	}
 	if n := local.count(`SELECT COUNT(*) FROM media`); n != 0 {
 		t.Errorf("%d rows kept", n)

@@ -84,6 +84,11 @@ func TestFederationMedia(t *testing.T) {
 		t.Errorf("legacy download of remote media: %d, want 404 (frozen)", code)
 	}
 
+	// The federation endpoint itself wants an X-Matrix signature.
+	if code, _, raw := doRequest(t, "GET", hs1.URL+"/_matrix/federation/v1/media/download/"+smallID, "", nil); code != 401 {
+		t.Errorf("unsigned federation download: %d %s", code, raw)
+	}
+
 	// hs1 goes away: hs2 serves its copy.
 	hs1.Stop()
 	if code, _, raw := download(smallID); code != 200 || !bytes.Equal(raw, small) {
