@@ -105,6 +105,10 @@ func (s *Service) fetchRemote(ctx context.Context, server spec.ServerName, media
 	defer func() { resp.Body.Close() }() // readMultipart may wrap it with a redirect's body
 	var content io.Reader
 	var meta UploadMeta
+	var code spec.ErrCode
+	if resp.StatusCode != http.StatusOK {
+		code = remoteErrcode(resp)
+	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		content, meta, err = s.readMultipart(ctx, resp)
@@ -112,18 +116,18 @@ func (s *Service) fetchRemote(ctx context.Context, server spec.ServerName, media
 			s.log.Info().Str("origin", string(server)).Err(err).Msg("media: a remote server's media answer is malformed")
 			return spec.NewError(spec.ErrUnknown, "%s sent a malformed media response", server).WithStatus(http.StatusBadGateway)
 		}
-	case remoteErrcode(resp) == spec.ErrUnrecognized && resp.StatusCode == http.StatusNotFound:
+	case resp.StatusCode == http.StatusNotFound && code == spec.ErrUnrecognized:
 		legacy, err := s.fed.Get(ctx, server, "/_matrix/media/v3/download/"+url.PathEscape(string(server))+"/"+url.PathEscape(mediaID)+q+"&allow_remote=false")
 		if err != nil {
 			return s.unreachable(server, err)
 		}
 		defer legacy.Body.Close()
 		if legacy.StatusCode != http.StatusOK {
-			return remoteFailure(server, legacy)
+			return remoteFailure(server, legacy.StatusCode, remoteErrcode(legacy))
 		}
 		content, meta = legacy.Body, metaFromHeaders(legacy.Header)
 	default:
-		return remoteFailure(server, resp)
+		return remoteFailure(server, resp.StatusCode, code)
 	}
 	return s.storeRemote(ctx, server, mediaID, meta, content)
 }
@@ -191,7 +195,7 @@ func (s *Service) serveRemoteThumbnail(c *gin.Context, server spec.ServerName, m
 	}
 	defer func() { resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return remoteFailure(server, resp)
+		return remoteFailure(server, resp.StatusCode, remoteErrcode(resp))
 	}
 	content, meta, err := s.readMultipart(ctx, resp)
 	if err != nil {
@@ -294,17 +298,16 @@ func remoteErrcode(resp *http.Response) spec.ErrCode {
 // remoteFailure turns a remote's refusal into the client's answer: unknown
 // media is 404, media not uploaded yet 504 M_NOT_YET_UPLOADED, media too
 // large for the remote 502 M_TOO_LARGE, anything else 502.
-func remoteFailure(server spec.ServerName, resp *http.Response) error {
-	code := remoteErrcode(resp)
+func remoteFailure(server spec.ServerName, status int, code spec.ErrCode) error {
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case status == http.StatusNotFound:
 		return errUnknownMedia
 	case code == spec.ErrNotYetUploaded:
 		return spec.NewError(spec.ErrNotYetUploaded, "the media has not been uploaded to %s yet", server).WithStatus(http.StatusGatewayTimeout)
 	case code == spec.ErrTooLarge:
 		return spec.TooLarge("%s will not serve media this large", server).WithStatus(http.StatusBadGateway)
 	}
-	return spec.NewError(spec.ErrUnknown, "%s answered the media request with status %d", server, resp.StatusCode).WithStatus(http.StatusBadGateway)
+	return spec.NewError(spec.ErrUnknown, "%s answered the media request with status %d", server, status).WithStatus(http.StatusBadGateway)
 }
 
 // unreachable is the answer when the remote could not be asked at all.

@@ -276,3 +276,52 @@ func TestRemoteMediaExpiry(t *testing.T) {
 		t.Errorf("%d rows after the purge, want the local upload's", n)
 	}
 }
+
+// TestRemoteMediaNotYetUploaded: media the origin created but has not
+// received yet is 504 M_NOT_YET_UPLOADED, as the origin says, and nothing
+// is kept.
+func TestRemoteMediaNotYetUploaded(t *testing.T) {
+	origin, local, _ := federatedPair(t, Config{})
+	r := origin.do("POST", "/_matrix/media/v1/create", "@alice:origin.test", nil, nil)
+	uri, _ := r.json(t)["content_uri"].(string)
+	id := strings.TrimPrefix(uri, "mxc://"+string(originServer)+"/")
+	r = local.do("GET", remotePath("download", id)+"?timeout_ms=0", "@bob:media.test", nil, nil)
+	if r.status != http.StatusGatewayTimeout || r.errcode() != "M_NOT_YET_UPLOADED" {
+		t.Fatalf("pending remote media: %d %s", r.status, r.body)
+	}
+	if n := local.count(`SELECT COUNT(*) FROM media`); n != 0 {
+		t.Errorf("%d rows kept", n)
+	}
+}
+
+// TestRemoteMediaLegacyFallback: an origin that does not know the
+// federation media endpoint (404 M_UNRECOGNIZED) is asked at the
+// deprecated one, with allow_remote=false.
+func TestRemoteMediaLegacyFallback(t *testing.T) {
+	data := []byte("from an older server")
+	var legacyQuery string
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/_matrix/federation/") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(404)
+			_, _ = io.WriteString(w, `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`)
+			return
+		}
+		if r.URL.Path != "/_matrix/media/v3/download/"+string(originServer)+"/old" {
+			http.NotFound(w, r)
+			return
+		}
+		legacyQuery = r.URL.RawQuery
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(data)
+	}))
+	defer origin.Close()
+	local := newServerEnv(t, Config{}, testServer, &fakeFederation{origin: &env{srv: origin}})
+	r := local.do("GET", remotePath("download", "old"), "@bob:media.test", nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, data) {
+		t.Fatalf("legacy fallback: %d %s", r.status, r.body)
+	}
+	if !strings.Contains(legacyQuery, "allow_remote=false") {
+		t.Errorf("legacy request query %q lacks allow_remote=false", legacyQuery)
+	}
+}
