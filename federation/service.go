@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -34,6 +36,14 @@ type Deps struct {
 	// Commits is the commit-hook list the outbound queue joins: an event
 	// is queued for other servers in the transaction that stores it.
 	Commits *rooms.CommitHooks
+	// Media serves this server's media to others; nil: no media routes.
+	Media MediaRoutes
+}
+
+// MediaRoutes is the content repository's federation side (media.Service),
+// mounted behind this package's X-Matrix check.
+type MediaRoutes interface {
+	FederationRoutes(g gin.IRoutes)
 }
 
 // Service is this server's federation: the inbound routes and the
@@ -42,6 +52,7 @@ type Service struct {
 	*Peers
 	db    *storage.DB
 	rooms *rooms.Service
+	media MediaRoutes
 
 	stopping <-chan struct{}
 	mu       sync.Mutex
@@ -70,7 +81,7 @@ CREATE TABLE federation_outbound (
 
 // New builds the federation service; Start runs its senders.
 func New(d Deps) *Service {
-	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
 	d.Commits.Join(s)
 	return s
 }
