@@ -25,6 +25,9 @@ func (s *Service) Routes(r *gin.Engine) {
 	f.PUT("/v2/send_join/:roomId/:eventId", api.Handle(s.sendJoin))
 	f.GET("/v1/state_ids/:roomId", api.Handle(s.stateIDs))
 	f.GET("/v1/event/:eventId", api.Handle(s.event))
+	f.POST("/v1/user/keys/query", api.Handle(s.userKeysQuery))
+	f.POST("/v1/user/keys/claim", api.Handle(s.userKeysClaim))
+	f.GET("/v1/user/devices/:userId", api.Handle(s.userDevices))
 	if s.media != nil {
 		s.media.FederationRoutes(f) // /v1/media/download and /v1/media/thumbnail
 	}
@@ -51,8 +54,8 @@ func param(c *gin.Context, name string) string {
 }
 
 // PUT /_matrix/federation/v1/send/{txnId}: a transaction of PDUs and EDUs.
-// Each PDU goes through rooms' checks (ReceivePDU); EDUs are not handled
-// yet and are ignored.
+// Each PDU goes through rooms' checks (ReceivePDU); then each EDU goes to
+// its handler (receiveEDUs, edu.go).
 func (s *Service) send(c *gin.Context) error {
 	var txn struct {
 		Origin string            `json:"origin"`
@@ -87,6 +90,7 @@ func (s *Service) send(c *gin.Context) error {
 		}
 		results[string(id)] = map[string]any{}
 	}
+	s.receiveEDUs(ctx, spec.ServerName(origin), txn.EDUs)
 	c.JSON(http.StatusOK, gin.H{"pdus": results})
 	return nil
 }

@@ -41,6 +41,12 @@ type Peers struct {
 
 	joinsMu sync.Mutex
 	joins   map[spec.RoomID]chan struct{} // joins of remote rooms in progress
+
+	// wakeSender pokes the Service's sender of a destination when an EDU
+	// is queued; nil until the Service is built (New), after keys, which
+	// queues through Peers.
+	outMu      sync.Mutex
+	wakeSender func(spec.ServerName)
 }
 
 // NewPeers builds the client side of federation over db (where other

@@ -14,7 +14,8 @@ import (
 	"github.com/chatalot/chatalot/storage"
 )
 
-// The outbound queue. An event this server's users send is queued for every
+// The outbound queue. Reliable EDUs (edu.go) wait beside the events in
+// federation_outbound_edus and go in the same transactions. An event this server's users send is queued for every
 // other server with a member in the room in the same transaction that
 // stores it (PrepareCommit), as a row naming the event's stream position;
 // a room with no remote member queues nothing. One sender per destination
@@ -28,6 +29,9 @@ import (
 const (
 	maxPDUs = 50
 	maxEDUs = 100
+	// maxEDUBytes keeps a transaction of large to-device messages well
+	// under what a receiver takes (maxRequestBody here).
+	maxEDUBytes = 2 << 20
 )
 
 // Backoff bounds of a failing destination.
@@ -101,28 +105,16 @@ func (s *Service) ours(ev *rooms.Event) bool {
 	return ev.PDU.Sender().Server() == s.name || ev.Relay
 }
 
-// Start runs a sender for every destination with queued events (work a
-// restart or a crash left).
+// Start runs a sender for every destination with queued events or EDUs
+// (work a restart or a crash left).
 func (s *Service) Start(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT destination FROM federation_outbound`)
+	dests, err := storage.Strings[spec.ServerName](s.db.Query(ctx,
+		`SELECT destination FROM federation_outbound UNION SELECT destination FROM federation_outbound_edus`))
 	if err != nil {
 		return err
 	}
-	var dests []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			rows.Close()
-			return err
-		}
-		dests = append(dests, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
 	for _, d := range dests {
-		s.queue(spec.ServerName(d)).poke(false)
+		s.queue(d).poke(false)
 	}
 	return nil
 }
@@ -220,25 +212,19 @@ func (q *queue) run() {
 	}
 }
 
-// sendOnce sends one transaction of the oldest queued events and returns
-// how many it delivered.
+// sendOnce sends one transaction of the oldest queued events and EDUs and
+// returns how many it delivered.
 func (q *queue) sendOnce(ctx context.Context) (int, error) {
-	rows, err := q.s.db.Query(ctx, `SELECT position FROM federation_outbound WHERE destination = $1 ORDER BY position LIMIT `+strconv.Itoa(maxPDUs), string(q.dest))
+	positions, err := q.ids(ctx, `SELECT position FROM federation_outbound WHERE destination = $1 ORDER BY position LIMIT `+strconv.Itoa(maxPDUs))
 	if err != nil {
 		return 0, err
 	}
-	var positions []int64
-	for rows.Next() {
-		var p int64
-		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		positions = append(positions, p)
+	eduIDs, edus, err := q.edus(ctx)
+	if err != nil {
+		return 0, err
 	}
-	rows.Close()
-	if len(positions) == 0 {
-		return 0, rows.Err()
+	if len(positions) == 0 && len(edus) == 0 {
+		return 0, nil
 	}
 	pdus := []json.RawMessage{}
 	for _, p := range positions {
@@ -250,12 +236,18 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 			pdus = append(pdus, raw)
 		}
 	}
-	if len(pdus) > 0 {
-		// The transaction ID names the first event queued: a retry of the
-		// same batch has the same ID.
-		txn := strconv.FormatInt(positions[0], 10) + "-" + strconv.FormatInt(positions[len(positions)-1], 10)
+	if len(pdus) > 0 || len(edus) > 0 {
+		// The transaction ID names what it carries: a retry of the same
+		// batch has the same ID, and positions are never reused.
+		txn := ""
+		if len(positions) > 0 {
+			txn = strconv.FormatInt(positions[0], 10) + "-" + strconv.FormatInt(positions[len(positions)-1], 10)
+		}
+		if len(eduIDs) > 0 {
+			txn += "e" + strconv.FormatInt(eduIDs[0], 10) + "-" + strconv.FormatInt(eduIDs[len(eduIDs)-1], 10)
+		}
 		body, _ := json.Marshal(map[string]any{
-			"origin": q.s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": []any{},
+			"origin": q.s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": edus,
 		})
 		if _, err := q.s.request(ctx, http.MethodPut, q.dest, "/_matrix/federation/v1/send/"+txn, body); err != nil {
 			var re *remoteError
@@ -264,7 +256,7 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 			}
 			// A refusal of the transaction itself will not change on a
 			// retry: drop it rather than block the destination forever.
-			q.s.log.Warn().Str("destination", string(q.dest)).Err(err).Int("pdus", len(pdus)).Msg("federation: transaction refused, dropped")
+			q.s.log.Warn().Str("destination", string(q.dest)).Err(err).Int("pdus", len(pdus)).Int("edus", len(edus)).Msg("federation: transaction refused, dropped")
 		}
 	}
 	err = q.s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -272,7 +264,60 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 		for i, p := range positions {
 			args[i] = []any{string(q.dest), p}
 		}
-		return tx.ExecMany(`DELETE FROM federation_outbound WHERE destination = $1 AND position = $2`, args)
+		if err := tx.ExecMany(`DELETE FROM federation_outbound WHERE destination = $1 AND position = $2`, args); err != nil {
+			return err
+		}
+		args = make([][]any, len(eduIDs))
+		for i, id := range eduIDs {
+			args[i] = []any{string(q.dest), id}
+		}
+		return tx.ExecMany(`DELETE FROM federation_outbound_edus WHERE destination = $1 AND id = $2`, args)
 	})
-	return len(positions), err
+	return len(positions) + len(eduIDs), err
+}
+
+// ids reads one BIGINT column for the destination.
+func (q *queue) ids(ctx context.Context, query string) ([]int64, error) {
+	rows, err := q.s.db.Query(ctx, query, string(q.dest))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var p int64
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// edus reads the oldest queued EDUs of the destination, as the
+// transaction carries them.
+func (q *queue) edus(ctx context.Context) ([]int64, []json.RawMessage, error) {
+	rows, err := q.s.db.Query(ctx, `SELECT id, edu_type, content FROM federation_outbound_edus WHERE destination = $1 ORDER BY id LIMIT `+strconv.Itoa(maxEDUs), string(q.dest))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	edus := []json.RawMessage{}
+	size := 0
+	for rows.Next() && (len(edus) == 0 || size < maxEDUBytes) {
+		var id int64
+		var typ, content string
+		if err := rows.Scan(&id, &typ, &content); err != nil {
+			return nil, nil, err
+		}
+		edu, err := json.Marshal(map[string]any{"edu_type": typ, "content": json.RawMessage(content)})
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = append(ids, id)
+		edus = append(edus, edu)
+		size += len(edu)
+	}
+	return ids, edus, rows.Err()
 }

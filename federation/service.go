@@ -38,6 +38,10 @@ type Deps struct {
 	Commits *rooms.CommitHooks
 	// Media serves this server's media to others; nil: no media routes.
 	Media MediaRoutes
+	// Keys is the E2EE directory: it receives the to-device and device-list
+	// EDUs and answers the user key queries (nil: those EDUs are dropped
+	// and the queries find no keys).
+	Keys Keys
 }
 
 // MediaRoutes is the content repository's federation side (media.Service),
@@ -53,6 +57,7 @@ type Service struct {
 	db    *storage.DB
 	rooms *rooms.Service
 	media MediaRoutes
+	e2ee  Keys
 
 	stopping <-chan struct{}
 	mu       sync.Mutex
@@ -60,7 +65,7 @@ type Service struct {
 }
 
 // Schema is federation's tables: the keys of other servers and the
-// outbound queue.
+// outbound queues (of PDUs and of reliable EDUs).
 var Schema = storage.Schema{Domain: "federation", Migrations: []string{`
 CREATE TABLE federation_server_keys (
 	server_name    TEXT   NOT NULL,
@@ -76,13 +81,33 @@ CREATE TABLE federation_outbound (
 	destination TEXT   NOT NULL,
 	position    BIGINT NOT NULL,
 	PRIMARY KEY (destination, position)
+);`, `
+-- Reliable EDUs (to-device messages, device-list and signing-key updates)
+-- waiting for a destination, oldest id first. The id is a stream position
+-- taken for the row: unique for ever, so a transaction named after its
+-- ids never repeats one a destination has seen.
+CREATE TABLE federation_outbound_edus (
+	destination TEXT   NOT NULL,
+	id          BIGINT NOT NULL,
+	edu_type    TEXT   NOT NULL CHECK (length(edu_type) BETWEEN 1 AND 255),
+	content     TEXT   NOT NULL,
+	PRIMARY KEY (destination, id)
 );`,
 }}
 
 // New builds the federation service; Start runs its senders.
 func New(d Deps) *Service {
-	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, e2ee: d.Keys, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
+	if s.e2ee == nil {
+		s.e2ee = noKeys{}
+	}
 	d.Commits.Join(s)
+	// EDUs queued through Peers (by keys, built before this service) wake
+	// this service's senders from now on; what was queued before is found
+	// by Start.
+	d.Peers.outMu.Lock()
+	d.Peers.wakeSender = func(dest spec.ServerName) { s.queue(dest).poke(false) }
+	d.Peers.outMu.Unlock()
 	return s
 }
 

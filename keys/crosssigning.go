@@ -336,6 +336,9 @@ func (s *Service) storeCrossSigningKeys(ctx context.Context, user spec.UserID, i
 		if err := insertSignatures(tx, rows); err != nil {
 			return err
 		}
+		if err := s.announceSigningKeys(tx, watchers, user); err != nil {
+			return err
+		}
 		return s.markChanged(tx, watchers, user)
 	})
 }
@@ -637,6 +640,9 @@ func (s *Service) storeSignatures(ctx context.Context, caller spec.UserID, rows 
 			}
 		}
 		if err := insertSignatures(tx, rows); err != nil {
+			return err
+		}
+		if err := s.announceSignatures(tx, watchers, rows); err != nil {
 			return err
 		}
 		return s.markChanged(tx, watchers, changed...)

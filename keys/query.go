@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"sort"
+	"time"
 
 	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/spec"
@@ -15,8 +16,21 @@ import (
 )
 
 // federationFailure is what "failures" holds for a server Chatalot cannot
-// reach: it does not federate (yet).
-var federationFailure = gin.H{"status": 503, "message": "federation is not supported by this server"}
+// reach: federation is off.
+var federationFailure = gin.H{"status": 503, "message": "federation is off on this server"}
+
+// timeoutOf reads a request's optional "timeout" (milliseconds).
+func timeoutOf(m map[string]json.RawMessage) (time.Duration, error) {
+	raw, ok := m["timeout"]
+	if !ok || isNull(raw) {
+		return queryTimeout(0), nil
+	}
+	var ms int64
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		return 0, spec.BadJSON("timeout must be an integer")
+	}
+	return queryTimeout(ms), nil
+}
 
 // POST /_matrix/client/v3/keys/query: the device keys and cross-signing keys
 // (with the signatures the caller may see) of the users asked for.
@@ -47,7 +61,11 @@ func (s *Service) handleQuery(c *gin.Context) error {
 		}
 		users[uid] = devs
 	}
-	res, err := s.Query(c.Request.Context(), dev.UserID, users)
+	timeout, err := timeoutOf(m)
+	if err != nil {
+		return err
+	}
+	res, err := s.QueryWithin(c.Request.Context(), dev.UserID, users, timeout)
 	if err != nil {
 		return err
 	}
@@ -71,23 +89,43 @@ type QueryResult struct {
 // themself; signatures made by other users' user-signing keys stay hidden
 // (they would reveal who verified whom).
 func (s *Service) Query(ctx context.Context, requester spec.UserID, users map[spec.UserID][]string) (*QueryResult, error) {
-	res := &QueryResult{
-		Failures:        map[string]any{},
-		DeviceKeys:      map[spec.UserID]map[string]json.RawMessage{},
-		MasterKeys:      map[spec.UserID]json.RawMessage{},
-		SelfSigningKeys: map[spec.UserID]json.RawMessage{},
-		UserSigningKeys: map[spec.UserID]json.RawMessage{},
-	}
+	return s.QueryWithin(ctx, requester, users, remoteTimeout)
+}
+
+// QueryWithin is Query waiting at most timeout for other servers: remote
+// users' keys come from the cache of their device lists or from their
+// servers, and a server that does not answer in time is in "failures".
+func (s *Service) QueryWithin(ctx context.Context, requester spec.UserID, users map[spec.UserID][]string, timeout time.Duration) (*QueryResult, error) {
+	res := newQueryResult()
+	remote := map[spec.ServerName]map[spec.UserID][]string{}
 	for u, devs := range users {
 		if !s.isLocal(u) {
-			res.Failures[string(u.Server())] = federationFailure
+			if remote[u.Server()] == nil {
+				remote[u.Server()] = map[spec.UserID][]string{}
+			}
+			remote[u.Server()][u] = devs
 			continue
 		}
 		if err := s.queryUser(ctx, requester, u, devs, res); err != nil {
 			return nil, err
 		}
 	}
+	if len(remote) > 0 {
+		if err := s.queryRemote(ctx, remote, timeout, res); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
+}
+
+func newQueryResult() *QueryResult {
+	return &QueryResult{
+		Failures:        map[string]any{},
+		DeviceKeys:      map[spec.UserID]map[string]json.RawMessage{},
+		MasterKeys:      map[spec.UserID]json.RawMessage{},
+		SelfSigningKeys: map[spec.UserID]json.RawMessage{},
+		UserSigningKeys: map[spec.UserID]json.RawMessage{},
+	}
 }
 
 // userSignatures are the stored signatures on a user's keys, by target key.
@@ -229,7 +267,11 @@ func (s *Service) handleClaim(c *gin.Context) error {
 	if len(claims) > s.cfg.MaxQueryUsers {
 		return spec.TooLarge("at most %d keys may be claimed at once", s.cfg.MaxQueryUsers)
 	}
-	keys, failures, err := s.Claim(c.Request.Context(), claims)
+	timeout, err := timeoutOf(m)
+	if err != nil {
+		return err
+	}
+	keys, failures, err := s.ClaimWithin(c.Request.Context(), claims, timeout)
 	if err != nil {
 		return err
 	}
@@ -250,16 +292,34 @@ type Claim struct {
 // that a one-time key is handed out at most once, however many claims race.
 // A device with no key of the algorithm is left out of the result.
 func (s *Service) Claim(ctx context.Context, claims []Claim) (map[spec.UserID]map[string]map[string]json.RawMessage, map[string]any, error) {
-	keys := map[spec.UserID]map[string]map[string]json.RawMessage{}
+	return s.ClaimWithin(ctx, claims, remoteTimeout)
+}
+
+// ClaimWithin is Claim waiting at most timeout for other servers, which
+// claim their users' keys; one that does not answer is in "failures".
+func (s *Service) ClaimWithin(ctx context.Context, claims []Claim, timeout time.Duration) (map[spec.UserID]map[string]map[string]json.RawMessage, map[string]any, error) {
 	failures := map[string]any{}
-	var local []Claim
+	var local, remote []Claim
 	for _, cl := range claims {
 		if !s.isLocal(cl.User) {
-			failures[string(cl.User.Server())] = federationFailure
+			remote = append(remote, cl)
 			continue
 		}
 		local = append(local, cl)
 	}
+	keys, err := s.claimLocal(ctx, local)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(remote) > 0 {
+		s.claimRemote(ctx, remote, timeout, keys, failures)
+	}
+	return keys, failures, nil
+}
+
+// claimLocal claims keys of local devices in one write.
+func (s *Service) claimLocal(ctx context.Context, local []Claim) (map[spec.UserID]map[string]map[string]json.RawMessage, error) {
+	keys := map[spec.UserID]map[string]map[string]json.RawMessage{}
 	sort.Slice(local, func(i, j int) bool {
 		if local[i].User != local[j].User {
 			return local[i].User < local[j].User
@@ -292,9 +352,9 @@ func (s *Service) Claim(ctx context.Context, claims []Claim) (map[spec.UserID]ma
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return keys, failures, nil
+	return keys, nil
 }
 
 // claimOne takes one key for a claim inside a write; id is "" when the

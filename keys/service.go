@@ -129,6 +129,11 @@ type Deps struct {
 	// keys itself). Keys re-checks passwords through auth, so auth is built
 	// first and keys joins the list auth was given.
 	DeviceEvents *auth.DeviceEvents
+	// Federation reaches other servers' users (federation.Peers): their
+	// keys are queried and claimed there, to-device messages and this
+	// server's device-list changes are queued for them (nil: federation
+	// off, other servers are reported in "failures").
+	Federation RemoteKeys
 }
 
 // Service is the E2EE directory.
@@ -142,6 +147,9 @@ type Service struct {
 	limiter *auth.Limiter
 	cfg     Config
 	parse   func(string) (int64, error)
+	fed     RemoteKeys
+
+	resyncs sync.Map // remote users whose device list is being fetched again
 
 	// mu guards the in-memory state below. It is updated only in
 	// AfterCommit hooks (which run in commit order on the writer goroutine)
@@ -182,6 +190,7 @@ func New(d Deps) (*Service, error) {
 		cfg:     d.Config,
 		parse:   d.ParseSyncToken,
 		limiter: d.Limiter,
+		fed:     d.Federation,
 		devs:    map[devKey]*deviceState{},
 	}
 	if s.parse == nil {
@@ -392,6 +401,9 @@ func (s *Service) DeviceAdded(ctx context.Context, user spec.UserID, deviceID, d
 			string(user), deviceID, displayName); err != nil {
 			return err
 		}
+		if err := s.announceDevices(tx, watchers, user, deviceID); err != nil {
+			return err
+		}
 		return s.markChanged(tx, watchers, user)
 	})
 }
@@ -409,6 +421,9 @@ func (s *Service) DeviceUpdated(ctx context.Context, user spec.UserID, deviceID,
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
+		}
+		if err := s.announceDevices(tx, watchers, user, deviceID); err != nil {
+			return err
 		}
 		return s.markChanged(tx, watchers, user)
 	})
@@ -442,6 +457,9 @@ func (s *Service) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID 
 			delete(s.devs, k)
 			s.mu.Unlock()
 		})
+		if err := s.announceDevices(tx, watchers, user, deviceID); err != nil {
+			return err
+		}
 		return s.markChanged(tx, watchers, user)
 	})
 }

@@ -128,5 +128,22 @@ CREATE TABLE backup_keys (
 	session_data        TEXT    NOT NULL,
 	PRIMARY KEY (user_id, version, room_id, session_id),
 	FOREIGN KEY (user_id, version) REFERENCES backup_versions (user_id, version) ON DELETE CASCADE
+);`, `
+-- The stream ID of the last m.device_list_update sent for a local user.
+CREATE TABLE device_list_streams (
+	user_id   TEXT   PRIMARY KEY,
+	stream_id BIGINT NOT NULL CHECK (stream_id > 0)
+);
+
+-- Remote users' device lists, cached while they share a room with a local
+-- user. stream_id is that of the last m.device_list_update applied (0:
+-- fetched by /user/keys/query, which has none); devices is a JSON object
+-- of device ID to device keys as the user's server answered them.
+CREATE TABLE remote_device_lists (
+	user_id          TEXT   PRIMARY KEY,
+	stream_id        BIGINT NOT NULL CHECK (stream_id >= 0),
+	devices          TEXT   NOT NULL,
+	master_key       TEXT   NOT NULL DEFAULT '',
+	self_signing_key TEXT   NOT NULL DEFAULT ''
 );`,
 }}

@@ -64,11 +64,11 @@ func (s *Service) handleSendToDevice(c *gin.Context) error {
 			}
 		}
 		cost += len(devs)
-		if s.isLocal(uid) {
-			msgs[uid] = devs
-		}
 		// Without federation there is no way to reach other servers: their
 		// messages are dropped, as for a device that does not exist.
+		if s.isLocal(uid) || s.fed != nil {
+			msgs[uid] = devs
+		}
 	}
 	if err := s.limiter.AllowUserCost(c, dev, auth.RateToDevice, cost); err != nil {
 		return err
@@ -92,10 +92,18 @@ var sendCount atomic.Int64
 // SendToDevice queues messages (user → device ID or "*" → content) from a
 // sender device, once per txnID. All the messages of one request share one
 // stream position. Messages for devices that do not exist are dropped; a
-// device listed by ID wins over "*" for that device.
+// device listed by ID wins over "*" for that device. Messages for users of
+// other servers are queued for their servers in the same write.
 func (s *Service) SendToDevice(ctx context.Context, sender spec.UserID, senderDevice, evType, txnID string, msgs map[spec.UserID]map[string]json.RawMessage) error {
 	recipients := make([]spec.UserID, 0, len(msgs))
-	for u := range msgs {
+	remote := map[spec.UserID]map[string]json.RawMessage{}
+	for u, devs := range msgs {
+		if !s.isLocal(u) {
+			if s.fed != nil {
+				remote[u] = devs
+			}
+			continue
+		}
 		recipients = append(recipients, u)
 	}
 	sort.Slice(recipients, func(i, j int) bool { return recipients[i] < recipients[j] })
@@ -112,6 +120,11 @@ func (s *Service) SendToDevice(ctx context.Context, sender spec.UserID, senderDe
 		}
 		if prune {
 			if _, err := tx.Exec(`DELETE FROM to_device_txns WHERE created_ts < $1`, now.Add(-txnLifetime).UnixMilli()); err != nil {
+				return err
+			}
+		}
+		if len(remote) > 0 {
+			if err := s.queueToDevice(tx, sender, evType, remote); err != nil {
 				return err
 			}
 		}

@@ -294,6 +294,9 @@ func (s *Service) storeUpload(tx *storage.Tx, k devKey, in *uploadIn, watchers [
 				VALUES ($1, $2, $3, $4, $5)`, user, deviceID, in.device.ed25519, in.device.curve25519, string(in.device.json)); err != nil {
 				return nil, err
 			}
+			if err := s.announceDevices(tx, watchers, k.user, deviceID); err != nil {
+				return nil, err
+			}
 			if err := s.markChanged(tx, watchers, k.user); err != nil {
 				return nil, err
 			}
@@ -304,6 +307,9 @@ func (s *Service) storeUpload(tx *storage.Tx, k devKey, in *uploadIn, watchers [
 		case storedJSON != string(in.device.json):
 			if _, err := tx.Exec(`UPDATE device_keys SET key_json = $1 WHERE user_id = $2 AND device_id = $3`,
 				string(in.device.json), user, deviceID); err != nil {
+				return nil, err
+			}
+			if err := s.announceDevices(tx, watchers, k.user, deviceID); err != nil {
 				return nil, err
 			}
 			if err := s.markChanged(tx, watchers, k.user); err != nil {

@@ -192,11 +192,18 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	if err != nil {
 		return err
 	}
-	a.Keys, err = keys.New(keys.Deps{
+	keysDeps := keys.Deps{
 		DB: d.DB, Log: d.Log, Notify: sh.notifier, Rooms: a.Rooms,
 		Config: keys.Config{ServerName: cfg.ServerName},
 		UIA:    a.Auth.ReauthenticateCrossSigningReset, Devices: a.Auth, Limiter: sh.limiter, DeviceEvents: sh.devices,
-	})
+	}
+	if sh.peers != nil {
+		// keys ⇄ federation: keys asks other servers and queues EDUs
+		// through federation's client side, built first; federation
+		// delivers inbound EDUs to keys.
+		keysDeps.Federation = sh.peers
+	}
+	a.Keys, err = keys.New(keysDeps)
 	return err
 }
 
@@ -265,7 +272,7 @@ func (a *App) buildFederation(ctx context.Context, cfg Config, d Deps, sh *share
 		return nil
 	}
 	a.Federation = federation.New(federation.Deps{
-		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits, Media: a.Media,
+		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits, Media: a.Media, Keys: a.Keys,
 	})
 	// What a restart or crash left queued is sent now.
 	return a.Federation.Start(ctx)
