@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/chatalot/chatalot/rooms"
@@ -124,6 +125,59 @@ type queue struct {
 	s    *Service
 	dest spec.ServerName
 	wake chan bool // true: the destination is back, retry now
+
+	mu        sync.Mutex
+	ephemeral []json.RawMessage // EDUs kept in memory only (SendEphemeralEDU)
+}
+
+// maxEphemeral bounds the EDUs kept in memory for a destination that does
+// not answer: the oldest go first.
+const maxEphemeral = 200
+
+// SendEphemeralEDU sends an EDU that may be lost (typing, receipts,
+// presence) to dest in its next transaction. It is kept in memory only,
+// at most maxEphemeral per destination, and not persisted: a restart loses
+// it, which for state of the moment is no loss.
+func (s *Service) SendEphemeralEDU(dest spec.ServerName, eduType string, content any) error {
+	if !s.Allowed(dest) {
+		return nil
+	}
+	edu, err := json.Marshal(map[string]any{"edu_type": eduType, "content": content})
+	if err != nil {
+		return err
+	}
+	q := s.queue(dest)
+	q.mu.Lock()
+	q.ephemeral = append(q.ephemeral, edu)
+	if len(q.ephemeral) > maxEphemeral {
+		q.ephemeral = q.ephemeral[len(q.ephemeral)-maxEphemeral:]
+	}
+	q.mu.Unlock()
+	q.poke(false)
+	return nil
+}
+
+// takeEphemeral removes up to n in-memory EDUs for a transaction.
+func (q *queue) takeEphemeral(n int) []json.RawMessage {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n = min(n, len(q.ephemeral))
+	out := q.ephemeral[:n:n]
+	q.ephemeral = q.ephemeral[n:]
+	return out
+}
+
+// putBackEphemeral returns EDUs of a failed transaction to the front.
+func (q *queue) putBackEphemeral(edus []json.RawMessage) {
+	if len(edus) == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.ephemeral = append(append([]json.RawMessage{}, edus...), q.ephemeral...)
+	if len(q.ephemeral) > maxEphemeral {
+		q.ephemeral = q.ephemeral[len(q.ephemeral)-maxEphemeral:]
+	}
 }
 
 // queue returns the destination's sender, started on first use.
@@ -223,19 +277,22 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(positions) == 0 && len(edus) == 0 {
+	ephemeral := q.takeEphemeral(maxEDUs - len(edus))
+	if len(positions) == 0 && len(edus) == 0 && len(ephemeral) == 0 {
 		return 0, nil
 	}
 	pdus := []json.RawMessage{}
 	for _, p := range positions {
 		raw, _, err := q.s.rooms.EventJSONAt(ctx, p)
 		if err != nil {
+			q.putBackEphemeral(ephemeral)
 			return 0, err
 		}
 		if raw != nil { // nil: purged meanwhile
 			pdus = append(pdus, raw)
 		}
 	}
+	edus = append(edus, ephemeral...)
 	if len(pdus) > 0 || len(edus) > 0 {
 		// The transaction ID names what it carries: a retry of the same
 		// batch has the same ID, and positions are never reused.
@@ -246,12 +303,18 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 		if len(eduIDs) > 0 {
 			txn += "e" + strconv.FormatInt(eduIDs[0], 10) + "-" + strconv.FormatInt(eduIDs[len(eduIDs)-1], 10)
 		}
+		if len(ephemeral) > 0 {
+			// In-memory EDUs have no ID of their own: the time tells
+			// this transaction from any other.
+			txn += "t" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		}
 		body, _ := json.Marshal(map[string]any{
 			"origin": q.s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": edus,
 		})
 		if _, err := q.s.request(ctx, http.MethodPut, q.dest, "/_matrix/federation/v1/send/"+txn, body); err != nil {
 			var re *remoteError
 			if !errors.As(err, &re) || re.status < 400 || re.status >= 500 || re.status == http.StatusTooManyRequests {
+				q.putBackEphemeral(ephemeral)
 				return 0, err
 			}
 			// A refusal of the transaction itself will not change on a
@@ -273,7 +336,7 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 		}
 		return tx.ExecMany(`DELETE FROM federation_outbound_edus WHERE destination = $1 AND id = $2`, args)
 	})
-	return len(positions) + len(eduIDs), err
+	return len(positions) + len(eduIDs) + len(ephemeral), err
 }
 
 // ids reads one BIGINT column for the destination.

@@ -42,6 +42,7 @@ type env struct {
 	notes *notifier
 	uia   *fakeUIA
 	rooms *fakeRooms
+	fed   keys.RemoteKeys // nil: federation off
 }
 
 type notifier struct {
@@ -133,7 +134,8 @@ func (e *env) open() {
 	}
 	svc, err := keys.New(keys.Deps{
 		DB: db, Log: zerolog.Nop(), Notify: e.notes, Rooms: e.rooms, UIA: e.uia.check,
-		Config: keys.Config{ServerName: "test", MaxOneTimeKeys: 50, MaxKeyUploadBytes: 64 << 10},
+		Config:     keys.Config{ServerName: "test", MaxOneTimeKeys: 50, MaxKeyUploadBytes: 64 << 10},
+		Federation: e.fed,
 	})
 	if err != nil {
 		t.Fatal(err)
