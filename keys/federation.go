@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -713,4 +714,39 @@ func (s *Service) announceSignatures(tx *storage.Tx, watchers []spec.UserID, row
 		}
 	}
 	return nil
+}
+
+// PrepareCommit implements rooms.CommitHook: a remote user's cached device
+// list is dropped when they join a room here, and those of a room's remote
+// members when a local user joins it. While no local user shared a room
+// with them, their server sent this one no updates, so a list kept from
+// an earlier shared room may be stale; the next query fetches it afresh.
+func (s *Service) PrepareCommit(room spec.RoomID, evs []*rooms.Event, state rooms.RoomState) func(*storage.Tx) error {
+	var drop []spec.UserID
+	for _, ev := range evs {
+		sk, ok := ev.PDU.StateKey()
+		if !ok || ev.PDU.Type() != spec.MRoomMember || ev.PDU.Content().Get("membership").String() != spec.Join {
+			continue
+		}
+		u := spec.UserID(sk)
+		if !s.isLocal(u) {
+			drop = append(drop, u)
+			continue
+		}
+		for _, m := range state.Joined() {
+			if !s.isLocal(m) {
+				drop = append(drop, m)
+			}
+		}
+	}
+	if len(drop) == 0 {
+		return nil
+	}
+	return func(tx *storage.Tx) error {
+		args := make([][]any, len(drop))
+		for i, u := range drop {
+			args[i] = []any{string(u)}
+		}
+		return tx.ExecMany(`DELETE FROM remote_device_lists WHERE user_id = $1`, args)
+	}
 }

@@ -2,13 +2,16 @@ package keys_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/keys"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 )
@@ -190,6 +193,24 @@ func TestRemoteDeviceListCache(t *testing.T) {
 	other, _ := json.Marshal(newDevice(rem, "OTHER").deviceKeys())
 	if err := e.svc.ReceiveDeviceListUpdate(ctx, keys.DeviceListUpdate{UserID: rem, DeviceID: "R9", StreamID: 8, PrevID: []int64{7}, Keys: other}); err == nil {
 		t.Fatal("an update carrying another device's keys was applied")
+	}
+
+	// The remote user joins another room here: while no room was shared,
+	// their server sent no updates, so the cached list goes.
+	sk := string(rem)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	join, err := events.Build(events.ProtoEvent{Type: spec.MRoomMember, StateKey: &sk, Sender: rem, RoomID: "!other:test",
+		Content: []byte(`{"membership":"join"}`), Depth: 1, OriginServerTS: time.Now().UnixMilli()}, "10",
+		events.SigningKey{ServerName: "remote", KeyID: "ed25519:k", Private: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := e.svc.PrepareCommit("!other:test", []*rooms.Event{{PDU: join}}, nil)
+	if err := e.db.Write(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.cachedStream(rem); s != -1 {
+		t.Fatalf("the list of a user joining a room is still cached (stream %d)", s)
 	}
 
 	// A remote user whose server is down and who is not cached: failures.

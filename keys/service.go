@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/chatalot/chatalot/auth"
+	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/chatalot/chatalot/sync/wake"
@@ -134,6 +135,9 @@ type Deps struct {
 	// server's device-list changes are queued for them (nil: federation
 	// off, other servers are reported in "failures").
 	Federation RemoteKeys
+	// Commits is rooms' commit-hook list: with Federation, keys joins it
+	// to drop remote device lists that may have gone stale (PrepareCommit).
+	Commits *rooms.CommitHooks
 }
 
 // Service is the E2EE directory.
@@ -201,6 +205,9 @@ func New(d Deps) (*Service, error) {
 	}
 	if d.DeviceEvents != nil {
 		d.DeviceEvents.Join(s)
+	}
+	if d.Commits != nil && d.Federation != nil {
+		d.Commits.Join(s)
 	}
 	return s, nil
 }

@@ -202,6 +202,7 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 		// through federation's client side, built first; federation
 		// delivers inbound EDUs to keys.
 		keysDeps.Federation = sh.peers
+		keysDeps.Commits = sh.commits
 	}
 	a.Keys, err = keys.New(keysDeps)
 	return err
