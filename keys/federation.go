@@ -403,7 +403,9 @@ func crossSigningKeyFor(raw json.RawMessage, user spec.UserID) bool {
 // way the local users sharing a room with the user see them in
 // device_lists.changed.
 func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, u DeviceListUpdate) error {
-	if s.isLocal(u.UserID) {
+	// A user who shares no room with a local one concerns no one here: a
+	// server must not be able to fill this one's tables with strangers.
+	if s.isLocal(u.UserID) || !s.tracked(u.UserID) {
 		return nil
 	}
 	if err := checkDeviceID(u.DeviceID); err != nil {
@@ -450,7 +452,7 @@ func (s *Service) ReceiveDeviceListUpdate(ctx context.Context, u DeviceListUpdat
 
 // ReceiveSigningKeyUpdate applies a remote user's new cross-signing keys.
 func (s *Service) ReceiveSigningKeyUpdate(ctx context.Context, u SigningKeyUpdate) error {
-	if s.isLocal(u.UserID) {
+	if s.isLocal(u.UserID) || !s.tracked(u.UserID) {
 		return nil
 	}
 	for _, k := range []json.RawMessage{u.MasterKey, u.SelfSigningKey} {

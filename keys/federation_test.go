@@ -213,6 +213,15 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		t.Fatalf("the list of a user joining a room is still cached (stream %d)", s)
 	}
 
+	// An update for a remote user who shares no room here is ignored.
+	before = e.db.Position()
+	if err := e.svc.ReceiveDeviceListUpdate(ctx, keys.DeviceListUpdate{UserID: "@stranger:remote", DeviceID: "S", StreamID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if e.db.Position() != before {
+		t.Fatal("an update for a stranger was recorded")
+	}
+
 	// A remote user whose server is down and who is not cached: failures.
 	r := e.do(alice, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{"@new:remote": []string{}}})
 	e.want(r, 200)
