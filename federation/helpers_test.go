@@ -93,6 +93,9 @@ type testServer struct {
 	hits      int           // requests to the key endpoint
 	wellKnown string        // served as m.server when set
 	keys      KeySource
+	// onSend, when set, answers PUT /_matrix/federation/v1/send/{txnId}
+	// with the status it returns.
+	onSend func(body []byte) int
 }
 
 func newTestServer(t *testing.T, ca *testCA, name string, cert tls.Certificate) *testServer {
@@ -112,6 +115,14 @@ func newTestServer(t *testing.T, ca *testCA, name string, cert tls.Certificate) 
 		}
 		c.Header("Cache-Control", "max-age=60")
 		c.JSON(200, gin.H{"m.server": s.wellKnown})
+	})
+	r.PUT("/_matrix/federation/v1/send/:txnId", func(c *gin.Context) {
+		body, _ := io.ReadAll(c.Request.Body)
+		if s.onSend == nil {
+			c.Status(404)
+			return
+		}
+		c.JSON(s.onSend(body), gin.H{"pdus": gin.H{}})
 	})
 	r.Any("/_matrix/federation/v1/test/*rest", func(c *gin.Context) {
 		RequireServerAuth(s.name, s.keys)(c)
