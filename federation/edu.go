@@ -176,11 +176,8 @@ func (p *Peers) QueueEDU(tx *storage.Tx, dest spec.ServerName, eduType string, c
 		return fmt.Errorf("queue an EDU for federation: %w", err)
 	}
 	tx.AfterCommit(func() {
-		p.outMu.Lock()
-		wake := p.wakeSender
-		p.outMu.Unlock()
-		if wake != nil {
-			wake(dest)
+		if s := p.service(); s != nil {
+			s.queue(dest).poke(false)
 		}
 	})
 	return nil

@@ -16,7 +16,8 @@ import (
 
 // TestReliableEDUs: EDUs queued for a destination that is down cost no
 // request each (the sender backs off), and once it is back they all go,
-// in order, in one transaction, and leave the queue.
+// in order, and leave the queue; an ephemeral EDU goes in the next
+// transaction.
 func TestReliableEDUs(t *testing.T) {
 	a, b, n, ca := pair(t)
 	var mu sync.Mutex
@@ -103,12 +104,29 @@ func TestReliableEDUs(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	for i, g := range got {
 		if want := "m.direct_to_device " + string(rune('a'+i)); g != want {
 			t.Fatalf("EDU %d is %q, want %q", i, g, want)
 		}
 	}
+	mu.Unlock()
+
+	// An ephemeral EDU (kept in memory only) rides in the next transaction.
+	if err := p.SendEphemeralEDU("b.test", "m.typing", map[string]string{"n": "z"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for _, g := count(); g < 24; _, g = count() {
+		if time.Now().After(deadline) {
+			t.Fatal("the ephemeral EDU was not sent")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	if got[23] != "m.typing z" {
+		t.Fatalf("ephemeral EDU: %q", got[23])
+	}
+	mu.Unlock()
 	var left int
 	deadline = time.Now().Add(5 * time.Second)
 	for {

@@ -42,11 +42,19 @@ type Peers struct {
 	joinsMu sync.Mutex
 	joins   map[spec.RoomID]chan struct{} // joins of remote rooms in progress
 
-	// wakeSender pokes the Service's sender of a destination when an EDU
-	// is queued; nil until the Service is built (New), after keys, which
-	// queues through Peers.
-	outMu      sync.Mutex
-	wakeSender func(spec.ServerName)
+	// senders is the Service whose per-destination senders send the EDUs
+	// queued through Peers (by keys and others built before it); nil until
+	// New. Reliable EDUs queued before then wait in their table for Start;
+	// ephemeral ones are dropped.
+	outMu   sync.Mutex
+	senders *Service
+}
+
+// service is the Service once built, or nil.
+func (p *Peers) service() *Service {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	return p.senders
 }
 
 // NewPeers builds the client side of federation over db (where other

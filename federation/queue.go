@@ -137,9 +137,11 @@ const maxEphemeral = 200
 // SendEphemeralEDU sends an EDU that may be lost (typing, receipts,
 // presence) to dest in its next transaction. It is kept in memory only,
 // at most maxEphemeral per destination, and not persisted: a restart loses
-// it, which for state of the moment is no loss.
-func (s *Service) SendEphemeralEDU(dest spec.ServerName, eduType string, content any) error {
-	if !s.Allowed(dest) {
+// it, which for state of the moment is no loss. Before the Service is
+// built (New) it is dropped.
+func (p *Peers) SendEphemeralEDU(dest spec.ServerName, eduType string, content any) error {
+	s := p.service()
+	if s == nil || !p.Allowed(dest) {
 		return nil
 	}
 	edu, err := json.Marshal(map[string]any{"edu_type": eduType, "content": content})

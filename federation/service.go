@@ -106,7 +106,7 @@ func New(d Deps) *Service {
 	// this service's senders from now on; what was queued before is found
 	// by Start.
 	d.Peers.outMu.Lock()
-	d.Peers.wakeSender = func(dest spec.ServerName) { s.queue(dest).poke(false) }
+	d.Peers.senders = s
 	d.Peers.outMu.Unlock()
 	return s
 }
