@@ -250,15 +250,21 @@ func (q *queue) run() {
 			if back {
 				backoff = 0
 			} else if err != nil {
-				// New work does not end a backoff: wait it out.
-				select {
-				case b := <-q.wake:
-					if b {
-						backoff = 0
+				// New work does not end a backoff: wait it out, however
+				// much is queued meanwhile (a down destination costs no
+				// request per message), unless the destination is back.
+				for waiting := true; waiting; {
+					select {
+					case b := <-q.wake:
+						if b {
+							backoff = 0
+							waiting = false
+						}
+					case <-wait:
+						waiting = false
+					case <-ctx.Done():
+						return
 					}
-				case <-wait:
-				case <-ctx.Done():
-					return
 				}
 			}
 		case <-wait:
