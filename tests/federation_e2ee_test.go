@@ -241,6 +241,17 @@ func TestFederationE2EE(t *testing.T) {
 	// and her /keys/query and /keys/changes show it.
 	aliceTok := alice.cli.AccessToken
 	before := syncToken(t, hsA, aliceTok)
+	// A second device of alice's syncs by hand (her first is mautrix's).
+	code, _, raw := doRequest(t, "POST", hsA.URL+"/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+		"identifier": map[string]string{"type": "m.id.user", "user": "alice" + suffix}, "password": "correct horse battery staple"})
+	if code != 200 {
+		t.Fatalf("alice logs in again: %d %s", code, raw)
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.Unmarshal(raw, &login)
+	since := syncToken(t, hsA, login.AccessToken)
 	if q := keysQuery(t, hsA, aliceTok, bob.cli.UserID); len(q.DeviceKeys[string(bob.cli.UserID)]) != 1 {
 		t.Fatalf("bob's devices before: %+v", q)
 	}
@@ -255,6 +266,15 @@ func TestFederationE2EE(t *testing.T) {
 	waitFor(t, 30*time.Second, "bob in alice's /keys/changes", func() bool {
 		return strings.Contains(strings.Join(keysChanged(t, hsA, aliceTok, before), " "), string(bob.cli.UserID))
 	})
+	code, _, raw = doRequest(t, "GET", hsA.URL+"/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(since), login.AccessToken, nil)
+	var synced struct {
+		DeviceLists struct {
+			Changed []string `json:"changed"`
+		} `json:"device_lists"`
+	}
+	if err := json.Unmarshal(raw, &synced); code != 200 || err != nil || !strings.Contains(strings.Join(synced.DeviceLists.Changed, " "), string(bob.cli.UserID)) {
+		t.Fatalf("bob not in alice's device_lists.changed: %d %s", code, raw)
+	}
 	// With bob's server down, alice's answers from the list it keeps.
 	hsB.Stop()
 	q := keysQuery(t, hsA, aliceTok, bob.cli.UserID)
@@ -271,7 +291,7 @@ func TestFederationE2EE(t *testing.T) {
 	// queued on alice's server, which is killed, and delivered once both
 	// are back.
 	secret := "to-device " + randomSuffix()
-	code, _, raw := doRequest(t, "PUT", hsA.URL+"/_matrix/client/v3/sendToDevice/org.chatalot.test/"+randomSuffix(), aliceTok,
+	code, _, raw = doRequest(t, "PUT", hsA.URL+"/_matrix/client/v3/sendToDevice/org.chatalot.test/"+randomSuffix(), aliceTok,
 		map[string]any{"messages": map[string]any{string(bob.cli.UserID): map[string]any{string(bob2.DeviceID): map[string]string{"secret": secret}}}})
 	if code != 200 {
 		t.Fatalf("sendToDevice: %d %s", code, raw)
