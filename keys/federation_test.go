@@ -312,3 +312,50 @@ func TestLocalChangesAnnounced(t *testing.T) {
 		t.Fatalf("inbound to-device: %d messages, %v", len(got), err)
 	}
 }
+
+// TestSigningKeyUpdates: a local user's cross-signing upload is queued as
+// an m.signing_key_update with the master and self-signing keys (never the
+// user-signing key) for the servers sharing a room with them; an inbound
+// one replaces a remote user's cached master key.
+func TestSigningKeyUpdates(t *testing.T) {
+	e, f := newFedEnv(t)
+	ctx := context.Background()
+	a := newDevice(alice, "ALICE1")
+	const rem = spec.UserID("@rem:remote")
+	e.rooms.share(alice, rem)
+	e.upload(a, 0)
+	x := newCrossSigning(alice)
+	e.want(e.do(a, "POST", deviceSigningPath, x.upload()), 200)
+	ups := f.queued("m.signing_key_update")
+	if len(ups) != 1 || ups[0].dest != "remote" || ups[0].content["user_id"] != string(alice) {
+		t.Fatalf("signing key updates: %+v", ups)
+	}
+	master, _ := ups[0].content["master_key"].(map[string]any)
+	if keys, _ := master["keys"].(map[string]any); keys["ed25519:"+x.masterPub()] != x.masterPub() || ups[0].content["self_signing_key"] == nil {
+		t.Fatalf("the update does not carry the keys: %+v", ups[0].content)
+	}
+	if _, ok := ups[0].content["user_signing_key"]; ok {
+		t.Fatal("the user-signing key left the server")
+	}
+
+	// Inbound: the cached master key of a remote user is replaced.
+	remoteDevice(f, rem, "R1")
+	e.query(a, string(rem)) // cached now
+	rx := newCrossSigning(rem)
+	raw, _ := json.Marshal(rx.master())
+	if err := e.svc.ReceiveSigningKeyUpdate(ctx, keys.SigningKeyUpdate{UserID: rem, MasterKey: raw}); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.down = true
+	f.mu.Unlock()
+	got, _ := e.query(a, string(rem)).get("master_keys", string(rem)).(map[string]any)
+	if keys, _ := got["keys"].(map[string]any); keys["ed25519:"+rx.masterPub()] != rx.masterPub() {
+		t.Fatalf("cached master key: %v", got)
+	}
+	// A key of another user is refused.
+	other, _ := json.Marshal(newCrossSigning(bob).master())
+	if err := e.svc.ReceiveSigningKeyUpdate(ctx, keys.SigningKeyUpdate{UserID: rem, MasterKey: other}); err == nil {
+		t.Fatal("another user's master key was accepted")
+	}
+}
