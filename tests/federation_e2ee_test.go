@@ -334,6 +334,22 @@ func TestFederationE2EE(t *testing.T) {
 	if code != 200 || strings.Contains(string(raw), string(bob.cli.DeviceID)) {
 		t.Errorf("/user/keys/query for a server sharing no room: %d %s", code, raw)
 	}
+	code, raw = fake.do(t, "POST", fedB, nameB, "/_matrix/federation/v1/user/keys/claim",
+		map[string]any{"one_time_keys": map[string]any{string(bob.cli.UserID): map[string]string{string(bob.cli.DeviceID): "signed_curve25519"}}})
+	if code != 200 || strings.Contains(string(raw), string(bob.cli.DeviceID)) {
+		t.Errorf("/user/keys/claim for a server sharing no room: %d %s", code, raw)
+	}
+	for _, bad := range []any{map[string]any{}, map[string]any{"device_keys": "x"}, map[string]any{"device_keys": map[string]any{"@a:b": 1}},
+		map[string]any{"device_keys": map[string]any{"not a user": []string{}}}} {
+		if code, raw := fake.do(t, "POST", fedB, nameB, "/_matrix/federation/v1/user/keys/query", bad); code != 400 {
+			t.Errorf("/user/keys/query with %v: %d %s", bad, code, raw)
+		}
+	}
+	for _, bad := range []any{map[string]any{}, map[string]any{"one_time_keys": []int{1}}, map[string]any{"one_time_keys": map[string]any{"@a:b": "x"}}} {
+		if code, raw := fake.do(t, "POST", fedB, nameB, "/_matrix/federation/v1/user/keys/claim", bad); code != 400 {
+			t.Errorf("/user/keys/claim with %v: %d %s", bad, code, raw)
+		}
+	}
 	if code, raw := fake.do(t, "GET", fedB, nameB, "/_matrix/federation/v1/user/devices/"+url.PathEscape(string(alice.cli.UserID)), nil); code != 400 {
 		t.Errorf("/user/devices for a user of another server: %d %s", code, raw)
 	}
