@@ -1,0 +1,184 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
+)
+
+// Outlier memberships: a local user's invite to, or knock on, a room this
+// server does not hold (another server's room, over federation). The room
+// has no DAG here, so the member event and the stripped state the remote
+// gave (invite_room_state, knock_room_state) are kept beside the rooms, in
+// remote_memberships, until the user joins (the room is then held and
+// its own state answers), rejects or rescinds. The user's room index
+// (userRooms) lists them like any membership, so /sync shows them.
+
+// outlier is one such membership.
+type outlier struct {
+	membership string      // invite or knock
+	pdu        *events.PDU // the member event, as signed
+	state      []*events.PDU
+	server     spec.ServerName // where to leave through: the inviter's, or the server knocked through
+	pos        int64
+}
+
+// remoteMembershipsTable is rooms migration 6.
+const remoteMembershipsTable = `
+CREATE TABLE remote_memberships (
+	room_id    TEXT   NOT NULL,
+	user_id    TEXT   NOT NULL,
+	membership TEXT   NOT NULL CHECK (membership IN ('invite', 'knock')),
+	version    TEXT   NOT NULL,
+	event_id   TEXT   NOT NULL,
+	event_json TEXT   NOT NULL,
+	room_state TEXT   NOT NULL, -- a JSON array of the state events the remote gave
+	server     TEXT   NOT NULL,
+	position   BIGINT NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+);`
+
+// outlierOf is the user's outlier membership of a room, or nil.
+func (s *Service) outlierOf(user spec.UserID, id spec.RoomID) *outlier {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.outliers[id][user]
+}
+
+// loadOutliers reads remote_memberships at start, after the rooms: a room
+// held since wins.
+func (s *Service) loadOutliers(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT room_id, user_id, membership, version, event_id, event_json, room_state, server, position FROM remote_memberships`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, user, m, v, id, raw, state, srv string
+		var pos int64
+		if err := rows.Scan(&room, &user, &m, &v, &id, &raw, &state, &srv, &pos); err != nil {
+			return err
+		}
+		o, err := loadOutlier(m, spec.RoomVersion(v), spec.EventID(id), raw, state, srv, pos)
+		if err != nil {
+			return fmt.Errorf("remote membership of %s in %s: %w", user, room, err)
+		}
+		if s.rooms[spec.RoomID(room)] == nil {
+			s.putOutlier(spec.RoomID(room), spec.UserID(user), o)
+		}
+	}
+	return rows.Err()
+}
+
+func loadOutlier(m string, v spec.RoomVersion, id spec.EventID, raw, state, srv string, pos int64) (*outlier, error) {
+	pdu, err := events.LoadPDU([]byte(raw), v, id)
+	if err != nil {
+		return nil, err
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal([]byte(state), &list); err != nil {
+		return nil, err
+	}
+	o := &outlier{membership: m, pdu: pdu, server: spec.ServerName(srv), pos: pos}
+	for _, raw := range list {
+		p, err := events.ParsePDU(raw, v)
+		if err != nil {
+			return nil, err
+		}
+		o.state = append(o.state, p)
+	}
+	return o, nil
+}
+
+// putOutlier records an outlier in memory; s.mu is held.
+func (s *Service) putOutlier(id spec.RoomID, user spec.UserID, o *outlier) {
+	m := s.outliers[id]
+	if m == nil {
+		m = map[spec.UserID]*outlier{}
+		s.outliers[id] = m
+	}
+	m[user] = o
+	s.setUserRoom(user, id, o.membership)
+}
+
+// storeOutlier keeps a local user's membership of a room this server does
+// not hold and wakes the user's /sync.
+func (s *Service) storeOutlier(ctx context.Context, o *outlier) error {
+	room, user := o.pdu.RoomID(), spec.UserID(stateKeyOf(o.pdu))
+	state := make([]json.RawMessage, len(o.state))
+	for i, p := range o.state {
+		state[i] = p.JSON()
+	}
+	stateJSON, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		o.pos = tx.NextPosition()
+		if _, err := tx.Exec(`INSERT INTO remote_memberships (room_id, user_id, membership, version, event_id, event_json, room_state, server, position)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, version = excluded.version, event_id = excluded.event_id,
+				event_json = excluded.event_json, room_state = excluded.room_state, server = excluded.server, position = excluded.position`,
+			string(room), string(user), o.membership, string(o.pdu.Version()), string(o.pdu.EventID()), string(o.pdu.JSON()), string(stateJSON), string(o.server), o.pos); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			s.mu.Lock()
+			s.putOutlier(room, user, o)
+			s.mu.Unlock()
+			s.notify.Notify(o.pos, wake.Change{Kind: wake.Timeline, Room: room, Membership: true}, user)
+		})
+		return nil
+	})
+}
+
+// dropOutlier ends an outlier membership: the user joined the room (now
+// held) or left it. gone also takes the room out of the user's index (a
+// rejected invite of a room never held has no leave to show).
+func (s *Service) dropOutlier(ctx context.Context, id spec.RoomID, user spec.UserID, gone bool) error {
+	var pos int64
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		pos = tx.NextPosition()
+		_, err := tx.Exec(`DELETE FROM remote_memberships WHERE room_id = $1 AND user_id = $2`, string(id), string(user))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.outliers[id], user)
+	if len(s.outliers[id]) == 0 {
+		delete(s.outliers, id)
+	}
+	if gone && s.rooms[id] == nil {
+		delete(s.userRooms[user], id)
+	}
+	s.mu.Unlock()
+	s.notify.Notify(pos, wake.Change{Kind: wake.Timeline, Room: id, Membership: true}, user)
+	return nil
+}
+
+// outlierStrippedState is what a user sees of a room not held: the state
+// the remote gave, stripped, and their own member event.
+func (o *outlier) strippedState() []json.RawMessage {
+	var out []json.RawMessage
+	for _, p := range o.state {
+		if p.Type() == spec.MRoomMember {
+			if sk, _ := p.StateKey(); sk == stateKeyOf(o.pdu) {
+				continue // their own is added in full
+			}
+		}
+		out = append(out, events.StrippedState(p))
+	}
+	return append(out, events.OwnMemberState(o.pdu))
+}
+
+func stateKeyOf(p *events.PDU) string {
+	sk, _ := p.StateKey()
+	return sk
+}
