@@ -25,6 +25,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	f.PUT("/v2/send_join/:roomId/:eventId", api.Handle(s.sendJoin))
 	f.GET("/v1/state_ids/:roomId", api.Handle(s.stateIDs))
 	f.GET("/v1/event/:eventId", api.Handle(s.event))
+	s.memberRoutes(f)
 }
 
 // allowOrigin refuses servers outside the allow-list or on the deny-list,
@@ -48,8 +49,8 @@ func param(c *gin.Context, name string) string {
 }
 
 // PUT /_matrix/federation/v1/send/{txnId}: a transaction of PDUs and EDUs.
-// Each PDU goes through rooms' checks (ReceivePDU); EDUs are not handled
-// yet and are ignored.
+// Each PDU goes through rooms' checks (ReceivePDU); the ephemeral EDUs go
+// to sync (edu_ephemeral.go), others are ignored.
 func (s *Service) send(c *gin.Context) error {
 	var txn struct {
 		Origin string            `json:"origin"`
@@ -83,6 +84,10 @@ func (s *Service) send(c *gin.Context) error {
 			continue
 		}
 		results[string(id)] = map[string]any{}
+	}
+	for _, raw := range txn.EDUs {
+		edu := gjson.ParseBytes(raw)
+		s.receiveEphemeralEDU(ctx, spec.ServerName(origin), edu.Get("edu_type").String(), edu.Get("content"))
 	}
 	c.JSON(http.StatusOK, gin.H{"pdus": results})
 	return nil

@@ -35,6 +35,8 @@ type Peers struct {
 
 	joinsMu sync.Mutex
 	joins   map[spec.RoomID]chan struct{} // joins of remote rooms in progress
+
+	edus chan outboundEDU // local users' ephemeral EDUs, routed by Service (edu_ephemeral.go)
 }
 
 // NewPeers builds the client side of federation over db (where other
@@ -50,7 +52,7 @@ func NewPeers(db *storage.DB, key events.SigningKey, cfg Config, log zerolog.Log
 		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, log: log,
 		keys: &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey),
 			remote: &KeyFetcher{HTTP: client, Store: keyStore{db}}},
-		joins: map[spec.RoomID]chan struct{}{},
+		joins: map[spec.RoomID]chan struct{}{}, edus: make(chan outboundEDU, maxPendingEDUs),
 	}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/chatalot/chatalot/rooms"
@@ -102,8 +103,9 @@ func (s *Service) ours(ev *rooms.Event) bool {
 }
 
 // Start runs a sender for every destination with queued events (work a
-// restart or a crash left).
+// restart or a crash left), and the router of ephemeral EDUs.
 func (s *Service) Start(ctx context.Context) error {
+	go s.routeEDUs()
 	rows, err := s.db.Query(ctx, `SELECT DISTINCT destination FROM federation_outbound`)
 	if err != nil {
 		return err
@@ -132,6 +134,9 @@ type queue struct {
 	s    *Service
 	dest spec.ServerName
 	wake chan bool // true: the destination is back, retry now
+
+	eduMu sync.Mutex
+	edus  []json.RawMessage // ephemeral EDUs for the next transaction (edu_ephemeral.go)
 }
 
 // queue returns the destination's sender, started on first use.
@@ -237,35 +242,52 @@ func (q *queue) sendOnce(ctx context.Context) (int, error) {
 		positions = append(positions, p)
 	}
 	rows.Close()
-	if len(positions) == 0 {
+	edus := q.takeEDUs()
+	if len(positions) == 0 && len(edus) == 0 {
 		return 0, rows.Err()
 	}
 	pdus := []json.RawMessage{}
 	for _, p := range positions {
 		raw, _, err := q.s.rooms.EventJSONAt(ctx, p)
 		if err != nil {
+			q.restoreEDUs(edus)
 			return 0, err
 		}
 		if raw != nil { // nil: purged meanwhile
 			pdus = append(pdus, raw)
 		}
 	}
-	if len(pdus) > 0 {
+	if len(pdus) > 0 || len(edus) > 0 {
 		// The transaction ID names the first event queued: a retry of the
-		// same batch has the same ID.
-		txn := strconv.FormatInt(positions[0], 10) + "-" + strconv.FormatInt(positions[len(positions)-1], 10)
+		// same batch has the same ID. EDUs make it new each time (a
+		// retried batch then carries other EDUs; its PDUs are accepted
+		// again without effect).
+		txn := "e"
+		if len(positions) > 0 {
+			txn = strconv.FormatInt(positions[0], 10) + "-" + strconv.FormatInt(positions[len(positions)-1], 10)
+		}
+		if len(edus) > 0 {
+			txn += "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		}
+		if edus == nil {
+			edus = []json.RawMessage{}
+		}
 		body, _ := json.Marshal(map[string]any{
-			"origin": q.s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": []any{},
+			"origin": q.s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": edus,
 		})
 		if _, err := q.s.request(ctx, http.MethodPut, q.dest, "/_matrix/federation/v1/send/"+txn, body); err != nil {
 			var re *remoteError
 			if !errors.As(err, &re) || re.status < 400 || re.status >= 500 || re.status == http.StatusTooManyRequests {
+				q.restoreEDUs(edus)
 				return 0, err
 			}
 			// A refusal of the transaction itself will not change on a
 			// retry: drop it rather than block the destination forever.
 			q.s.log.Warn().Str("destination", string(q.dest)).Err(err).Int("pdus", len(pdus)).Msg("federation: transaction refused, dropped")
 		}
+	}
+	if len(positions) == 0 {
+		return len(edus), nil
 	}
 	err = q.s.db.Write(ctx, func(tx *storage.Tx) error {
 		args := make([][]any, len(positions))

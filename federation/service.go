@@ -23,6 +23,9 @@ type Config struct {
 	// CAFile is a PEM bundle trusted beside the system roots to verify
 	// other servers' certificates (a private or test CA).
 	CAFile string
+	// Presence sends and accepts m.presence EDUs (off: presence stays on
+	// this server; it is on only when presence itself is).
+	Presence bool
 }
 
 // Deps are what federation runs on.
@@ -34,14 +37,21 @@ type Deps struct {
 	// Commits is the commit-hook list the outbound queue joins: an event
 	// is queued for other servers in the transaction that stores it.
 	Commits *rooms.CommitHooks
+	// Ephemeral takes the typing, receipts and presence of other servers'
+	// users (sync; nil: they are dropped).
+	Ephemeral Ephemeral
+	// Profiles answers query/profile (nil: no profile is given).
+	Profiles rooms.Profiles
 }
 
 // Service is this server's federation: the inbound routes and the
 // outbound queue, over the client side it shares with rooms (Peers).
 type Service struct {
 	*Peers
-	db    *storage.DB
-	rooms *rooms.Service
+	db        *storage.DB
+	rooms     *rooms.Service
+	ephemeral Ephemeral
+	profiles  rooms.Profiles
 
 	stopping <-chan struct{}
 	mu       sync.Mutex
@@ -70,7 +80,8 @@ CREATE TABLE federation_outbound (
 
 // New builds the federation service; Start runs its senders.
 func New(d Deps) *Service {
-	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, ephemeral: d.Ephemeral, profiles: d.Profiles,
+		stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
 	d.Commits.Join(s)
 	return s
 }

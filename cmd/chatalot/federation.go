@@ -69,7 +69,8 @@ func (c *Config) federationConfig() *federation.Config {
 		}
 		return out
 	}
-	return &federation.Config{Allow: names(c.FederationAllow), Deny: names(c.FederationDeny), CAFile: c.FederationCA}
+	return &federation.Config{Allow: names(c.FederationAllow), Deny: names(c.FederationDeny), CAFile: c.FederationCA,
+		Presence: c.Presence && c.FederationPresence}
 }
 
 // federationListener opens the TLS listener of federation_listen, or
