@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -192,4 +193,15 @@ func TestFederationMembership(t *testing.T) {
 	// bob leaves the first room: hs1 sees it.
 	postOK(t, hs2, bob, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{})
 	waitFor(t, 30*time.Second, "bob's leave on hs1", func() bool { return memberOn(t, hs1, alice, room, bobID) == "leave" })
+}
+
+// startFederatedWith is startFederated with more flags.
+func startFederatedWith(t *testing.T, pki testPKI, args ...string) (*harness.Server, string) {
+	port := freePort(t)
+	name := fmt.Sprintf("localhost:%d", port)
+	s := harness.Start(t, harness.WithArgs(append([]string{"--server-name", name, "--federation",
+		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
+		"--federation-ca-file", pki.caFile}, args...)...))
+	return s, name
 }
