@@ -35,7 +35,7 @@ type MembershipChange struct {
 func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch MembershipChange) (spec.EventID, error) {
 	r := s.room(id)
 	if r == nil {
-		if o := s.outlierOf(ch.Target, id); o != nil && ch.Membership == spec.Leave && ch.Target == from.User {
+		if o := s.outlierOf(ch.Target, id); o != nil && o.membership != spec.Leave && ch.Membership == spec.Leave && ch.Target == from.User {
 			return s.leaveRemote(ctx, from.User, id, o, ch.Reason) // a rejected invite, a rescinded knock
 		}
 		if ch.Membership == spec.Join || ch.Membership == spec.Knock {

@@ -12,16 +12,18 @@ import (
 )
 
 // Outlier memberships: a local user's invite to, or knock on, a room this
-// server does not hold (another server's room, over federation). The room
-// has no DAG here, so the member event and the stripped state the remote
-// gave (invite_room_state, knock_room_state) are kept beside the rooms, in
-// remote_memberships, until the user joins (the room is then held and
-// its own state answers), rejects or rescinds. The user's room index
-// (userRooms) lists them like any membership, so /sync shows them.
+// server does not hold (another server's room, over federation), and the
+// leave that rejected or rescinded it. The room has no DAG here, so the
+// member event and the stripped state the remote gave (invite_room_state,
+// knock_room_state) are kept beside the rooms, in remote_memberships,
+// until the user joins (the room is then held and its own state answers)
+// or forgets the room. The user's room index (userRooms) lists them like
+// any membership, so /sync shows them: an invite or knock with its
+// stripped state, a rejection as a left room whose timeline is the leave.
 
 // outlier is one such membership.
 type outlier struct {
-	membership string      // invite or knock
+	membership string      // invite, knock, or the leave that ended one
 	pdu        *events.PDU // the member event, as signed
 	state      []*events.PDU
 	server     spec.ServerName // where to leave through: the inviter's, or the server knocked through
@@ -33,7 +35,7 @@ const remoteMembershipsTable = `
 CREATE TABLE remote_memberships (
 	room_id    TEXT   NOT NULL,
 	user_id    TEXT   NOT NULL,
-	membership TEXT   NOT NULL CHECK (membership IN ('invite', 'knock')),
+	membership TEXT   NOT NULL CHECK (membership IN ('invite', 'knock', 'leave')),
 	version    TEXT   NOT NULL,
 	event_id   TEXT   NOT NULL,
 	event_json TEXT   NOT NULL,
@@ -138,8 +140,7 @@ func (s *Service) storeOutlier(ctx context.Context, o *outlier) error {
 }
 
 // dropOutlier ends an outlier membership: the user joined the room (now
-// held) or left it. gone also takes the room out of the user's index (a
-// rejected invite of a room never held has no leave to show).
+// held) or forgot it; gone also takes the room out of the user's index.
 func (s *Service) dropOutlier(ctx context.Context, id spec.RoomID, user spec.UserID, gone bool) error {
 	var pos int64
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {

@@ -211,7 +211,8 @@ func (s *Service) leaveRemote(ctx context.Context, user spec.UserID, room spec.R
 	if err := fed.SendLeave(ctx, o.server, room, leave); err != nil {
 		return "", err
 	}
-	return leave.EventID(), s.dropOutlier(ctx, room, user, true)
+	// Kept as a left room, so that every device of the user learns it.
+	return leave.EventID(), s.storeOutlier(ctx, &outlier{membership: spec.Leave, pdu: leave, state: o.state, server: o.server})
 }
 
 // KnockRemote knocks on a room this server does not hold, through the

@@ -154,12 +154,24 @@ func TestFederationMembership(t *testing.T) {
 	// A second invite, rejected: hs1 sees the leave, hs2 lists it no more.
 	other := createRoomOn(t, hs1, alice, map[string]any{"preset": "private_chat"})
 	postOK(t, hs1, alice, "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/invite", map[string]string{"user_id": bobID})
-	waitFor(t, 30*time.Second, "the second invite on hs2", func() bool { return syncNow(t, hs2, bob).Get(roomPath("invite", other)).Exists() })
+	var since string
+	waitFor(t, 30*time.Second, "the second invite on hs2", func() bool {
+		s := syncNow(t, hs2, bob)
+		since = s.Get("next_batch").String()
+		return s.Get(roomPath("invite", other)).Exists()
+	})
 	postOK(t, hs2, bob, "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/leave", map[string]any{"reason": "no thanks"})
 	waitFor(t, 30*time.Second, "the rejection on hs1", func() bool { return memberOn(t, hs1, alice, other, bobID) == "leave" })
 	if syncNow(t, hs2, bob).Get(roomPath("invite", other)).Exists() {
 		t.Error("the rejected invite is still listed")
 	}
+	// bob's other devices learn of the rejection: the room is left.
+	code, _, raw = doRequest(t, "GET", hs2.URL+"/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(since), bob, nil)
+	left := gjson.GetBytes(raw, roomPath("leave", other)+".timeline.events").String()
+	if code != 200 || !strings.Contains(left, `"leave"`) || !strings.Contains(left, "no thanks") {
+		t.Errorf("the rejection in an incremental sync: %d %s", code, raw)
+	}
+	postOK(t, hs2, bob, "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/forget", map[string]any{})
 
 	// A knock, let in by an invite.
 	knockRoom := createRoomOn(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "knock knock",
