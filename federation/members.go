@@ -145,6 +145,10 @@ func (s *Service) queryProfile(c *gin.Context) error {
 	if user.Server() != s.name || s.profiles == nil {
 		return spec.NotFound("no such user on this server")
 	}
+	if s.cfg.ProfilesToRoomMates && !s.sharesRoomWithServer(user, spec.ServerName(Origin(c))) {
+		// As GET /profile answers local users: unwilling to disclose.
+		return spec.Forbidden("no user of %s shares a room with this user", Origin(c))
+	}
 	name, avatar, err := s.profiles.Profile(c.Request.Context(), user)
 	if err != nil {
 		return err
@@ -158,6 +162,17 @@ func (s *Service) queryProfile(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, out)
 	return nil
+}
+
+// sharesRoomWithServer reports whether a user of srv is joined to a room
+// the user is joined to.
+func (s *Service) sharesRoomWithServer(user spec.UserID, srv spec.ServerName) bool {
+	for _, u := range s.rooms.UsersSharingRoomsWith(user) {
+		if u.Server() == srv {
+			return true
+		}
+	}
+	return false
 }
 
 // The client side (rooms.RemoteMembers).

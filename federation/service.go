@@ -26,6 +26,10 @@ type Config struct {
 	// Presence sends and accepts m.presence EDUs (off: presence stays on
 	// this server; it is on only when presence itself is).
 	Presence bool
+	// ProfilesToRoomMates answers query/profile only for users who share
+	// a room with a user of the asking server (profile_lookup =
+	// shared_rooms: other servers see no more than local users do).
+	ProfilesToRoomMates bool
 }
 
 // Deps are what federation runs on.

@@ -217,26 +217,53 @@ func TestFederationBadInput(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("set displayname: %d %s", code, raw)
 	}
+	// profile_lookup is shared_rooms (the default): a server with no user
+	// in a room with alice is not told her profile; once eve joins
+	// alice's room (send_join of the join refused as a leave), it is.
+	code, body = fake.do(t, "GET", name1, "/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape("@alice:"+name1), nil)
+	wantErr(t, "query/profile of a user sharing no room with the origin", code, body, 403, "M_FORBIDDEN")
+	code, body = fake.do(t, "PUT", name1, "/_matrix/federation/v2/send_join/"+esc(room)+"/"+esc(string(join.EventID())), json.RawMessage(join.JSON()))
+	if code != 200 {
+		t.Fatalf("send_join: %d %s", code, body.Raw)
+	}
 	code, body = fake.do(t, "GET", name1, "/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape("@alice:"+name1), nil)
 	if code != 200 || body.Get("displayname").String() != "Alice A." {
 		t.Errorf("query/profile: %d %s", code, body.Raw)
 	}
+	code, body = fake.do(t, "GET", name1, "/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape("@alice:"+name1)+"&field=avatar_url", nil)
+	if code != 200 || body.Get("displayname").Exists() {
+		t.Errorf("query/profile of avatar_url only: %d %s", code, body.Raw)
+	}
+	// No account: the same answer as a user sharing no room (nobody can
+	// be found out by asking).
 	code, body = fake.do(t, "GET", name1, "/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape("@nobody:"+name1), nil)
-	wantErr(t, "query/profile of no account", code, body, 404, "M_NOT_FOUND")
+	wantErr(t, "query/profile of no account", code, body, 403, "M_FORBIDDEN")
 
 	// EDUs about users of another server than the origin, or of rooms
-	// they are not in, are dropped.
+	// they are not in, are dropped; eve's, now joined, is not.
+	trudy := "@trudy:" + fake.name
 	code, body = fake.do(t, "PUT", name1, "/_matrix/federation/v1/send/edus1", map[string]any{"origin": fake.name, "pdus": []any{}, "edus": []any{
 		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": "@alice:" + name1, "typing": true}},
-		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": eve, "typing": true}},
+		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": trudy, "typing": true}},
 		map[string]any{"edu_type": "m.typing", "content": "not an object"},
-		map[string]any{"edu_type": "m.receipt", "content": map[string]any{room: map[string]any{"m.read": map[string]any{eve: map[string]any{"event_ids": []string{"$x"}}}}}},
+		map[string]any{"edu_type": "m.receipt", "content": map[string]any{room: map[string]any{"m.read": map[string]any{trudy: map[string]any{"event_ids": []string{"$x"}}}}}},
+		map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{map[string]any{"user_id": eve, "presence": "online"}}}},
+		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": eve, "typing": true}},
 	}})
 	if code != 200 {
 		t.Fatalf("a transaction of EDUs: %d %s", code, body.Raw)
 	}
-	if eph := syncNow(t, hs1, alice).Get(roomPath("join", room) + ".ephemeral.events").Raw; strings.Contains(eph, "m.typing") || strings.Contains(eph, eve) {
+	var eph string
+	waitFor(t, 10*time.Second, "eve typing on hs1", func() bool {
+		eph = syncNow(t, hs1, alice).Get(roomPath("join", room) + ".ephemeral.events").Raw
+		return strings.Contains(eph, eve)
+	})
+	if strings.Contains(eph, trudy) || strings.Contains(eph, "@alice:"+name1) {
 		t.Errorf("a dropped EDU reached alice: %s", eph)
+	}
+	_, _, raw = doRequest(t, "GET", hs1.URL+"/_matrix/client/v3/presence/"+esc(eve)+"/status", alice, nil)
+	if gjson.GetBytes(raw, "presence").String() == "online" {
+		t.Errorf("presence accepted with federation_presence off: %s", raw)
 	}
 	if strings.Contains(hs1.Logs(), "internal error") || strings.Contains(hs1.Logs(), "handler panicked") {
 		t.Errorf("a request was answered with a 500:\n%s", hs1.Logs())
