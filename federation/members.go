@@ -274,6 +274,25 @@ func (p *Peers) QueryDirectory(ctx context.Context, srv spec.ServerName, alias s
 	return room, servers, nil
 }
 
+// QueryProfile asks a user's server for their profile (query/profile).
+func (p *Peers) QueryProfile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error) {
+	if !p.Allowed(user.Server()) {
+		return "", "", spec.NotFound("profile not found")
+	}
+	body, err := p.request(ctx, http.MethodGet, user.Server(), "/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape(string(user)), nil)
+	if err != nil {
+		return "", "", matrixError(err)
+	}
+	var pr struct {
+		DisplayName string `json:"displayname"`
+		AvatarURL   string `json:"avatar_url"`
+	}
+	if err := json.Unmarshal(body, &pr); err != nil {
+		return "", "", badGateway("query/profile: %v", err)
+	}
+	return pr.DisplayName, pr.AvatarURL, nil
+}
+
 // supportedVersions is the ver query of make_join and make_knock.
 func supportedVersions() url.Values {
 	q := url.Values{}

@@ -93,8 +93,18 @@ func TestFederationMembership(t *testing.T) {
 	sendText(t, hs1, alice, room, "welcome bob")
 	waitForBody(t, hs2, bob, room, "welcome bob")
 
+	// alice's profile, asked of hs2, comes from hs1 (query/profile).
+	code, _, raw := doRequest(t, "PUT", hs1.URL+"/_matrix/client/v3/profile/"+url.PathEscape(aliceID)+"/displayname", alice, map[string]string{"displayname": "Alice of One"})
+	if code != 200 {
+		t.Fatalf("displayname: %d %s", code, raw)
+	}
+	code, _, raw = doRequest(t, "GET", hs2.URL+"/_matrix/client/v3/profile/"+url.PathEscape(aliceID), bob, nil)
+	if code != 200 || gjson.GetBytes(raw, "displayname").String() != "Alice of One" {
+		t.Errorf("a remote profile: %d %s", code, raw)
+	}
+
 	// Typing crosses: alice's on hs2, bob's on hs1.
-	code, _, raw := doRequest(t, "PUT", hs1.URL+"/_matrix/client/v3/presence/"+url.PathEscape(aliceID)+"/status", alice,
+	code, _, raw = doRequest(t, "PUT", hs1.URL+"/_matrix/client/v3/presence/"+url.PathEscape(aliceID)+"/status", alice,
 		map[string]any{"presence": "online", "status_msg": "at my desk"})
 	if code != 200 {
 		t.Fatalf("presence: %d %s", code, raw)

@@ -176,12 +176,16 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	if err != nil {
 		return err
 	}
-	a.Auth, err = auth.New(auth.Deps{
+	authDeps := auth.Deps{
 		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
 		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
 		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter, OAuth: sh.oauth,
 		Eraser: sh.policy, // the admin Service erases the rest of an erased account
-	})
+	}
+	if sh.peers != nil {
+		authDeps.RemoteProfiles = sh.peers // a nil *Peers would be a non-nil interface
+	}
+	a.Auth, err = auth.New(authDeps)
 	if err != nil {
 		return err
 	}
