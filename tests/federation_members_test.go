@@ -85,6 +85,12 @@ func TestFederationMembership(t *testing.T) {
 			t.Errorf("invite_state lacks %s: %s", want, state)
 		}
 	}
+	// Sliding sync (Element X) lists it too, with its invite_state.
+	slide := postOK(t, hs2, bob, "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0", map[string]any{"conn_id": "fed",
+		"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 1}}})
+	if is := gjson.GetBytes(slide, "rooms."+gjson.Escape(room)+".invite_state").Raw; !strings.Contains(is, `"invited"`) {
+		t.Errorf("sliding sync has no invite_state for the invite: %s", slide)
+	}
 	postOK(t, hs2, bob, "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{})
 	waitFor(t, 30*time.Second, "bob joined on hs1", func() bool { return memberOn(t, hs1, alice, room, bobID) == "join" })
 	if syncNow(t, hs2, bob).Get(roomPath("invite", room)).Exists() {
