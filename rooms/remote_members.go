@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
@@ -135,6 +136,9 @@ func verifyRoomState(ctx context.Context, state []json.RawMessage, v spec.RoomVe
 	return out, nil
 }
 
+// inviteTimeout bounds the invitee's server's answer to an invite.
+const inviteTimeout = 30 * time.Second
+
 // inviteRemote invites a user of another server to a room held here: the
 // invite is built on the current state, signed by the invitee's server,
 // then committed; the room's write lock is held.
@@ -148,7 +152,11 @@ func (s *Service) inviteRemote(ctx context.Context, r *liveRoom, sender, target 
 	if err != nil {
 		return nil, err
 	}
-	raw, err := fed.Invite(ctx, target.Server(), r.version, ev.PDU, remoteRoomState(r.cur.Load(), sender))
+	// The room's writes wait meanwhile: the invitee's server gets a
+	// bounded time to answer.
+	ictx, cancel := context.WithTimeout(ctx, inviteTimeout)
+	defer cancel()
+	raw, err := fed.Invite(ictx, target.Server(), r.version, ev.PDU, remoteRoomState(r.cur.Load(), sender))
 	if err != nil {
 		return nil, err
 	}

@@ -176,6 +176,11 @@ func TestFederationMembership(t *testing.T) {
 		since = s.Get("next_batch").String()
 		return s.Get(roomPath("invite", other)).Exists()
 	})
+	// The invite is kept across a restart.
+	hs2.Restart()
+	if !syncNow(t, hs2, bob).Get(roomPath("invite", other)).Exists() {
+		t.Fatal("the invite is gone after a restart")
+	}
 	postOK(t, hs2, bob, "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/leave", map[string]any{"reason": "no thanks"})
 	waitFor(t, 30*time.Second, "the rejection on hs1", func() bool { return memberOn(t, hs1, alice, other, bobID) == "leave" })
 	if syncNow(t, hs2, bob).Get(roomPath("invite", other)).Exists() {
