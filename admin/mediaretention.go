@@ -137,14 +137,29 @@ func (s *Service) deleteOldMedia(c *gin.Context) error {
 	return nil
 }
 
-// POST /_synapse/admin/v1/purge_media_cache?before_ts=: Chatalot keeps no
-// cache of other servers' media (it fetches none yet), so there is never
-// anything to purge.
+// POST /_synapse/admin/v1/purge_media_cache?before_ts=: deletes the cached
+// copies of other servers' media not downloaded since before_ts (ms);
+// quarantined copies stay. A later request fetches the media again.
+// Chatalot's addition: dry_run=true.
 func (s *Service) purgeMediaCache(c *gin.Context) error {
-	if _, err := strconv.ParseInt(c.Query("before_ts"), 10, 64); err != nil {
+	before, err := strconv.ParseInt(c.Query("before_ts"), 10, 64)
+	if err != nil || before < 0 {
 		return spec.MissingParam("before_ts (ms since the epoch) is required")
 	}
-	c.JSON(http.StatusOK, gin.H{"deleted": 0})
+	dry, err := boolParam(c, "dry_run")
+	if err != nil {
+		return err
+	}
+	dryRun := dry != nil && *dry
+	ctx := c.Request.Context()
+	d, err := s.media.PurgeRemoteCache(ctx, time.UnixMilli(before), dryRun)
+	if err != nil {
+		return err
+	}
+	if err := s.recordMedia(ctx, actor(c), "purge_media_cache", d, map[string]any{"before_ts": before}, dryRun, false); err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, gin.H{"deleted": d.Media, "dry_run": dryRun, "thumbnails": d.Thumbnails, "files": d.Files, "freed_bytes": d.Bytes})
 	return nil
 }
 

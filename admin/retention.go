@@ -143,7 +143,7 @@ func (s *Service) RetentionPass(ctx context.Context) {
 func (s *Service) expireRoom(ctx context.Context, room spec.RoomID, before int64, life time.Duration) (storage.Removed, error) {
 	opts := s.historyOptions(false)
 	opts.Record = func(tx *storage.Tx, removed storage.Removed) error {
-		if removed["events"] == 0 {
+		if removed["events"] == 0 && removed["events_redacted"] == 0 {
 			return nil
 		}
 		e := AuditEntry{TS: s.now().UnixMilli(), Actor: "retention", Origin: s.origin(), Action: "retention_purge",
@@ -152,7 +152,7 @@ func (s *Service) expireRoom(ctx context.Context, room spec.RoomID, before int64
 		return insertAudit(tx, e)
 	}
 	removed, err := s.rooms.PurgeHistoryWith(ctx, room, before, opts)
-	if err != nil || removed["events"] == 0 {
+	if err != nil || (removed["events"] == 0 && removed["events_redacted"] == 0) {
 		return removed, err
 	}
 	if err := s.db.FreePages(ctx); err != nil {

@@ -25,6 +25,9 @@ func (s *Service) Routes(r *gin.Engine) {
 	f.PUT("/v2/send_join/:roomId/:eventId", api.Handle(s.sendJoin))
 	f.GET("/v1/state_ids/:roomId", api.Handle(s.stateIDs))
 	f.GET("/v1/event/:eventId", api.Handle(s.event))
+	if s.media != nil {
+		s.media.FederationRoutes(f) // /v1/media/download and /v1/media/thumbnail
+	}
 	s.memberRoutes(f)
 }
 

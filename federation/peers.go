@@ -30,8 +30,14 @@ type Peers struct {
 	key  events.SigningKey
 	cfg  Config
 	http *http.Client
-	keys *ownKeys
-	log  zerolog.Logger
+	// stream is http without its overall timeout, for bodies streamed by
+	// the caller (media), which bounds them by its context instead.
+	stream *http.Client
+	// plain fetches the https URLs remote servers redirect media to: they
+	// are ordinary web addresses, not server names to resolve.
+	plain *http.Client
+	keys  *ownKeys
+	log   zerolog.Logger
 
 	joinsMu sync.Mutex
 	joins   map[spec.RoomID]chan struct{} // joins of remote rooms in progress
@@ -48,8 +54,18 @@ func NewPeers(db *storage.DB, key events.SigningKey, cfg Config, log zerolog.Log
 	}
 	res := &Resolver{HTTP: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}}
 	client := NewHTTPClient(res, tlsConf)
+	plain := &http.Client{
+		Timeout:   2 * time.Minute,
+		Transport: &http.Transport{TLSClientConfig: tlsConf, TLSHandshakeTimeout: 10 * time.Second},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Scheme != "https" || len(via) >= 3 {
+				return fmt.Errorf("federation: redirect to %s refused", req.URL.Scheme)
+			}
+			return nil
+		},
+	}
 	return &Peers{
-		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, log: log,
+		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, stream: &http.Client{Transport: client.Transport}, plain: plain, log: log,
 		keys: &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey),
 			remote: &KeyFetcher{HTTP: client, Store: keyStore{db}}},
 		joins: map[spec.RoomID]chan struct{}{}, edus: make(chan outboundEDU, maxPendingEDUs),
@@ -156,6 +172,47 @@ const maxResponse = 64 << 20
 // request makes a signed federation request and returns the response body
 // of a 200; another status is an error carrying the remote's answer.
 func (p *Peers) request(ctx context.Context, method string, dest spec.ServerName, path string, body []byte) ([]byte, error) {
+	resp, err := p.do(ctx, method, dest, path, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &remoteError{status: resp.StatusCode, body: b, what: method + " " + path}
+	}
+	return b, nil
+}
+
+// Get makes a signed GET of path on dest and returns the response as it
+// comes, whatever its status, for a caller that streams the body (media
+// downloads); the caller closes it.
+func (p *Peers) Get(ctx context.Context, dest spec.ServerName, path string) (*http.Response, error) {
+	return p.send(ctx, p.stream, http.MethodGet, dest, path, nil)
+}
+
+// GetURL makes an unsigned GET of an https URL a remote server sent this
+// one to (a media download's Location); the caller closes the body.
+func (p *Peers) GetURL(ctx context.Context, rawURL string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("federation: only https URLs, not %s", req.URL.Scheme)
+	}
+	return p.plain.Do(req)
+}
+
+// do sends a signed federation request.
+func (p *Peers) do(ctx context.Context, method string, dest spec.ServerName, path string, body []byte) (*http.Response, error) {
+	return p.send(ctx, p.http, method, dest, path, body)
+}
+
+func (p *Peers) send(ctx context.Context, client *http.Client, method string, dest spec.ServerName, path string, body []byte) (*http.Response, error) {
 	if !p.Allowed(dest) {
 		return nil, spec.Forbidden("federation with %s is not allowed by this server's configuration", dest)
 	}
@@ -175,19 +232,7 @@ func (p *Peers) request(ctx context.Context, method string, dest spec.ServerName
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &remoteError{status: resp.StatusCode, body: b, what: method + " " + path}
-	}
-	return b, nil
+	return client.Do(req)
 }
 
 // remoteError is a remote server's refusal.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -46,6 +48,14 @@ type Deps struct {
 	Ephemeral Ephemeral
 	// Profiles answers query/profile (nil: no profile is given).
 	Profiles rooms.Profiles
+	// Media serves this server's media to others; nil: no media routes.
+	Media MediaRoutes
+}
+
+// MediaRoutes is the content repository's federation side (media.Service),
+// mounted behind this package's X-Matrix check.
+type MediaRoutes interface {
+	FederationRoutes(g gin.IRoutes)
 }
 
 // Service is this server's federation: the inbound routes and the
@@ -54,6 +64,7 @@ type Service struct {
 	*Peers
 	db        *storage.DB
 	rooms     *rooms.Service
+	media     MediaRoutes
 	ephemeral Ephemeral
 	profiles  rooms.Profiles
 
@@ -84,7 +95,7 @@ CREATE TABLE federation_outbound (
 
 // New builds the federation service; Start runs its senders.
 func New(d Deps) *Service {
-	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, ephemeral: d.Ephemeral, profiles: d.Profiles,
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, ephemeral: d.Ephemeral, profiles: d.Profiles,
 		stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
 	d.Commits.Join(s)
 	return s

@@ -36,13 +36,19 @@ func (s *Service) handleDownload(c *gin.Context) error {
 }
 
 // awaitRequested waits for the media as long as the request's timeout_ms
-// allows.
+// allows; another server's is fetched from it the first time (remote.go).
 func (s *Service) awaitRequested(c *gin.Context, server spec.ServerName, mediaID string) (*record, error) {
 	timeout, err := parseTimeout(c)
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+	var r *record
+	if server == s.serverName {
+		r, err = s.awaitMedia(c.Request.Context(), server, mediaID, timeout)
+	} else {
+		// The legacy endpoints' allow_remote=false: only what is cached.
+		r, err = s.remoteMedia(c.Request.Context(), server, mediaID, timeout, c.Query("allow_remote") != "false")
+	}
 	if err == nil {
 		s.touch(c.Request.Context(), r)
 	}
@@ -158,12 +164,9 @@ func parseTimeout(c *gin.Context) (time.Duration, error) {
 
 var errUnknownMedia = spec.NotFound("unknown media")
 
-// awaitMedia returns the uploaded media, waiting up to timeout if it is
-// still pending; unknown, expired and quarantined media are all 404.
+// awaitMedia returns this server's uploaded media, waiting up to timeout if
+// it is still pending; unknown, expired and quarantined media are all 404.
 func (s *Service) awaitMedia(ctx context.Context, server spec.ServerName, mediaID string, timeout time.Duration) (*record, error) {
-	if server != s.serverName {
-		return nil, spec.NotFound("remote media is not available: this server does not federate yet")
-	}
 	var timer <-chan time.Time
 	for {
 		woken := s.uploaded.wait()

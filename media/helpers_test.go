@@ -61,6 +61,14 @@ func (l *lockedBuffer) String() string {
 
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
+	return newServerEnv(t, cfg, testServer, nil)
+}
+
+// newServerEnv is newEnv for a server of another name, fetching remote
+// media through fed (nil: federation off), with its federation media
+// routes mounted (unsigned: the X-Matrix check is federation's).
+func newServerEnv(t testing.TB, cfg Config, name spec.ServerName, fed Federation) *env {
+	t.Helper()
 	root := t.TempDir()
 	db, err := storage.Open(pgtest.Location(t, root, "test.db"), storage.Options{})
 	if err != nil {
@@ -71,13 +79,14 @@ func newEnv(t testing.TB, cfg Config) *env {
 	}
 	e := &env{t: t, db: db, dir: filepath.Join(root, "media"), now: time.Now(), logs: &lockedBuffer{}}
 	log := zerolog.New(e.logs)
-	svc, err := New(Deps{DB: db, Dir: e.dir, ServerName: testServer, Config: cfg, Log: log, Now: func() time.Time { return e.now }})
+	svc, err := New(Deps{DB: db, Dir: e.dir, ServerName: name, Config: cfg, Log: log, Now: func() time.Time { return e.now }, Federation: fed})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.svc = svc
 	r := api.NewRouter(api.Options{Log: log})
 	svc.Routes(r, authtest.Middleware)
+	svc.FederationRoutes(r.Group("/_matrix/federation"))
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -146,7 +155,7 @@ func (e *env) upload(user string, data []byte, contentType, filename string) str
 		e.t.Fatalf("upload: %d %s", r.status, r.body)
 	}
 	uri, _ := r.json(e.t)["content_uri"].(string)
-	id, ok := strings.CutPrefix(uri, "mxc://"+string(testServer)+"/")
+	id, ok := strings.CutPrefix(uri, "mxc://"+string(e.svc.serverName)+"/")
 	if !ok || !validMediaID(id) {
 		e.t.Fatalf("upload: content_uri %q", uri)
 	}

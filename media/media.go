@@ -48,6 +48,11 @@ type Config struct {
 	MaxPendingUploads int
 	// UnusedExpiry is how long an ID from /create waits for its upload.
 	UnusedExpiry time.Duration
+	// MaxRemoteBytes is the largest media fetched from another server
+	// (502 M_TOO_LARGE over it); 0 means MaxUploadBytes.
+	MaxRemoteBytes int64
+	// RemoteFetchTimeout bounds one fetch of remote media.
+	RemoteFetchTimeout time.Duration
 	// TURN configures /voip/turnServer; with no URIs or no secret the
 	// endpoint gives the empty answer and no TURN server is advertised.
 	TURN TURNConfig
@@ -82,6 +87,12 @@ func (c Config) withDefaults() Config {
 	if c.UnusedExpiry <= 0 {
 		c.UnusedExpiry = DefaultUnusedExpiry
 	}
+	if c.MaxRemoteBytes <= 0 {
+		c.MaxRemoteBytes = c.MaxUploadBytes
+	}
+	if c.RemoteFetchTimeout <= 0 {
+		c.RemoteFetchTimeout = DefaultRemoteFetchTimeout
+	}
 	if c.TURN.TTL <= 0 {
 		c.TURN.TTL = DefaultTURNTTL
 	}
@@ -97,6 +108,9 @@ type Deps struct {
 	Log        zerolog.Logger
 	// Now is the clock; nil means time.Now. Tests move it to expire IDs.
 	Now func() time.Time
+	// Federation fetches other servers' media (remote.go); nil with
+	// federation off, when remote media is 404 M_NOT_FOUND.
+	Federation Federation
 }
 
 // Service is the content repository.
@@ -124,7 +138,10 @@ type Service struct {
 	// thumbSlots bounds how many images are decoded at once: decoding is
 	// where memory goes, so the bound is on memory as much as on CPU.
 	thumbSlots chan struct{}
-	thumbs     flights
+	thumbs     flights[thumbResult]
+
+	fed     Federation // nil: federation off
+	fetches flights[struct{}]
 }
 
 // New opens the media directory (creating it on first start), removes what a
@@ -161,6 +178,7 @@ func New(d Deps) (*Service, error) {
 		log:        d.Log,
 		now:        clock,
 		thumbSlots: make(chan struct{}, slots),
+		fed:        d.Federation,
 	}
 	s.uploaded.init()
 	// IDs from /create that lapsed unused are dropped at each start (and
@@ -205,25 +223,27 @@ func (b *broadcast) notify() {
 	b.mu.Unlock()
 }
 
-// flights makes concurrent requests for the same thumbnail share one
-// generation: the first does the work, the others wait for its result.
-type flights struct {
+// flights makes concurrent requests for the same thumbnail (or remote
+// media) share one making: the first does the work, the others wait for
+// its result.
+type flights[T any] struct {
 	mu sync.Mutex
-	m  map[string]*flight
+	m  map[string]*flight[T]
 }
 
-var errFlightAborted = errors.New("thumbnail generation aborted")
+var errFlightAborted = errors.New("media work aborted")
 
-type flight struct {
+type flight[T any] struct {
 	done chan struct{}
-	res  thumbResult
+	res  T
 	err  error
 }
 
-func (f *flights) do(ctx context.Context, key string, fn func() (thumbResult, error)) (thumbResult, error) {
+func (f *flights[T]) do(ctx context.Context, key string, fn func() (T, error)) (T, error) {
+	var zero T
 	f.mu.Lock()
 	if f.m == nil {
-		f.m = map[string]*flight{}
+		f.m = map[string]*flight[T]{}
 	}
 	if fl, ok := f.m[key]; ok {
 		f.mu.Unlock()
@@ -231,10 +251,10 @@ func (f *flights) do(ctx context.Context, key string, fn func() (thumbResult, er
 		case <-fl.done:
 			return fl.res, fl.err
 		case <-ctx.Done():
-			return thumbResult{}, ctx.Err()
+			return zero, ctx.Err()
 		}
 	}
-	fl := &flight{done: make(chan struct{})}
+	fl := &flight[T]{done: make(chan struct{})}
 	f.m[key] = fl
 	f.mu.Unlock()
 	defer func() {

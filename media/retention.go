@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/chatalot/chatalot/storage"
@@ -23,10 +24,16 @@ type RetentionPolicy struct {
 	// MaxAge expires this server's media uploaded that long ago, however
 	// often it is read.
 	MaxAge time.Duration
+	// RemoteUnaccessed expires the cached copies of other servers' media
+	// not downloaded (or thumbnailed) for that long; a copy never read
+	// again counts from its fetch. A later request fetches it again.
+	RemoteUnaccessed time.Duration
 }
 
 // Enabled says whether the policy expires anything.
-func (p RetentionPolicy) Enabled() bool { return p.LocalUnaccessed > 0 || p.MaxAge > 0 }
+func (p RetentionPolicy) Enabled() bool {
+	return p.LocalUnaccessed > 0 || p.MaxAge > 0 || p.RemoteUnaccessed > 0
+}
 
 // accessGranularity is how stale a recorded last access may be: a
 // download writes the time only when the stored one is older, so a
@@ -49,25 +56,43 @@ func (s *Service) touch(ctx context.Context, r *record) {
 	}
 }
 
-// Expire deletes this server's uploaded media the policy expires at now
-// (not quarantined; keep may veto more), with the thumbnails and files no
-// other row names.
+// Expire deletes the uploaded media and cached remote media the policy
+// expires at now (not quarantined; keep may veto more), with the
+// thumbnails and files no other row names.
 func (s *Service) Expire(ctx context.Context, p RetentionPolicy, dryRun bool, keep Keep) (Deletion, error) {
 	if !p.Enabled() {
 		return Deletion{}, nil
 	}
 	now := s.now()
-	where := `server_name = $1 AND sha256 IS NOT NULL AND NOT quarantined AND (FALSE`
+	where := `sha256 IS NOT NULL AND NOT quarantined AND (FALSE`
 	args := []any{string(s.serverName)}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
 	if p.LocalUnaccessed > 0 {
-		args = append(args, now.Add(-p.LocalUnaccessed).UnixMilli())
-		where += ` OR max(COALESCE(last_access_ts, 0), uploaded_ts) < $2`
+		where += ` OR (server_name = $1 AND max(COALESCE(last_access_ts, 0), uploaded_ts) < ` + arg(now.Add(-p.LocalUnaccessed).UnixMilli()) + `)`
 	}
 	if p.MaxAge > 0 {
-		args = append(args, now.Add(-p.MaxAge).UnixMilli())
-		where += ` OR uploaded_ts < $` + string(rune('0'+len(args)))
+		where += ` OR (server_name = $1 AND uploaded_ts < ` + arg(now.Add(-p.MaxAge).UnixMilli()) + `)`
+	}
+	if p.RemoteUnaccessed > 0 {
+		where += ` OR (server_name <> $1 AND ` + remoteLastRead + ` < ` + arg(now.Add(-p.RemoteUnaccessed).UnixMilli()) + `)`
 	}
 	return s.deleteMatching(ctx, dryRun, keep, where+`)`, args...)
+}
+
+// remoteLastRead is when a cached remote copy was last read, or fetched if
+// never since (a recorded access is never before the fetch).
+const remoteLastRead = `COALESCE(last_access_ts, uploaded_ts)`
+
+// PurgeRemoteCache deletes the cached copies of other servers' media last
+// read (or, never read, fetched) before the time, but quarantined ones (the
+// admin API's POST /_synapse/admin/v1/purge_media_cache). A later request
+// fetches the media again.
+func (s *Service) PurgeRemoteCache(ctx context.Context, before time.Time, dryRun bool) (Deletion, error) {
+	return s.deleteMatching(ctx, dryRun, nil, `server_name <> $1 AND sha256 IS NOT NULL AND NOT quarantined
+		AND `+remoteLastRead+` < $2`, string(s.serverName), before.UnixMilli())
 }
 
 // DeleteUnaccessedBefore deletes this server's uploaded media last read

@@ -36,6 +36,9 @@ func (s *Service) handleThumbnail(c *gin.Context) error {
 		return err
 	}
 	r, err := s.awaitRequested(c, server, mediaID)
+	if server != s.serverName && tooLarge(err) {
+		return s.serveRemoteThumbnail(c, server, mediaID, req)
+	}
 	if err != nil {
 		return err
 	}
@@ -51,7 +54,7 @@ func (s *Service) handleThumbnail(c *gin.Context) error {
 	})
 }
 
-var extensionOf = map[string]string{"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
+var extensionOf = map[string]string{"image/jpeg": "jpg", "image/png": "png", "image/apng": "png", "image/gif": "gif", "image/webp": "webp"}
 
 // thumbnailRequest is what a client asked for.
 type thumbnailRequest struct {

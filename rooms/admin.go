@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/chatalot/chatalot/events"
@@ -305,8 +306,9 @@ func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage
 	return nil
 }
 
-// HasExpired says whether a history purge before the position would delete
-// anything: a message event older than it that is not the room's latest.
+// HasExpired says whether a history purge before the position would change
+// anything: a message event older than it that is not the room's latest,
+// or an older state event no longer in the state and not yet redacted.
 // A read, so that a retention pass writes only where something expired.
 func (s *Service) HasExpired(ctx context.Context, id spec.RoomID, before int64) (bool, error) {
 	r := s.room(id)
@@ -315,7 +317,8 @@ func (s *Service) HasExpired(ctx context.Context, id spec.RoomID, before int64) 
 	}
 	before = min(before, r.cur.Load().position)
 	var one int
-	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE room_id = $1 AND state_key IS NULL AND position < $2 LIMIT 1`,
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE room_id = $1 AND position < $2
+		AND (state_key IS NULL OR (`+supersededState+`)) LIMIT 1`,
 		string(id), before).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
@@ -333,7 +336,16 @@ type EventForgetter interface {
 // PurgeHistory deletes a room's message events (not state events) stored
 // before stream position before, never the room's latest event, and
 // returns how many went. State events stay: the room's state and its
-// membership history are built from them.
+// membership history are built from them, and other servers' auth chains
+// and state resolution name them. But those no longer in the room's
+// current state are redacted, as the room version's algorithm says and
+// as stored: what the DAG and the auth rules need (type, state_key,
+// sender, membership, join rules, power levels…) stays, so hashes and
+// signatures still verify, and the rest of their content (an old topic,
+// an old display name) goes with the history. The current state is
+// untouched: it is the room as it is now.
+//
+// Redacted state events count as "events_redacted" in the removed rows.
 func (s *Service) PurgeHistory(ctx context.Context, id spec.RoomID, before int64) (int, error) {
 	removed, err := s.PurgeHistoryWith(ctx, id, before, PurgeOptions{})
 	return int(removed["events"]), err
@@ -369,6 +381,10 @@ func (s *Service) PurgeHistoryWith(ctx context.Context, id spec.RoomID, before i
 				}
 			}
 		}
+		redacted, err := redactSupersededState(tx, r, before, removed)
+		if err != nil {
+			return err
+		}
 		for _, d := range []struct{ table, query string }{
 			{"search_words", `DELETE FROM search_words WHERE position IN (` + doomed + `)`},
 			{"search_docs", `DELETE FROM search_docs WHERE position IN (` + doomed + `)`},
@@ -389,6 +405,7 @@ func (s *Service) PurgeHistoryWith(ctx context.Context, id spec.RoomID, before i
 			return errDryRun
 		}
 		tx.AfterCommit(func() {
+			r.replaceRedacted(redacted)
 			r.histMu.Lock()
 			kept := r.recent[:0:0]
 			for _, ev := range r.recent {
@@ -409,6 +426,65 @@ func (s *Service) PurgeHistoryWith(ctx context.Context, id spec.RoomID, before i
 		return nil, err
 	}
 	return removed, nil
+}
+
+// supersededState selects, in a query on events of room $1, the state
+// events no longer in the room's current state and not redacted yet.
+const supersededState = `state_key IS NOT NULL AND redacted_by IS NULL
+	AND event_id NOT IN (SELECT event_id FROM room_state WHERE room_id = $1)`
+
+// redactSupersededState rewrites the room's state events stored before the
+// position that are no longer current state to their redacted form (see
+// PurgeHistory), with their search and relation rows, inside the purge's
+// transaction; the room's write lock is held. It returns the redacted
+// copies for the room's memory.
+func redactSupersededState(tx *storage.Tx, r *liveRoom, before int64, removed storage.Removed) ([]*events.PDU, error) {
+	rows, err := tx.Query(`SELECT event_id, json FROM events WHERE room_id = $1 AND position < $2 AND `+supersededState, string(r.id), before)
+	if err != nil {
+		return nil, err
+	}
+	var redacted []*events.PDU
+	for rows.Next() {
+		var eid, raw string
+		if err := rows.Scan(&eid, &raw); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		p, err := events.LoadPDU([]byte(raw), r.version, spec.EventID(eid))
+		if err == nil {
+			p, err = p.Redacted()
+		}
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("redact superseded state %s: %w", eid, err)
+		}
+		redacted = append(redacted, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, p := range redacted {
+		for _, d := range []struct{ table, query string }{
+			{"search_words", `DELETE FROM search_words WHERE position = (SELECT position FROM events WHERE event_id = $1)`},
+			{"search_docs", `DELETE FROM search_docs WHERE position = (SELECT position FROM events WHERE event_id = $1)`},
+			{"event_relations", `DELETE FROM event_relations WHERE event_id = $1`},
+		} {
+			if err := tx.Delete(removed, d.table, d.query, string(p.EventID())); err != nil {
+				return nil, err
+			}
+		}
+		// As erasure does: redacted_by empty, not NULL, so that the event
+		// counts as redacted everywhere with no redaction event to show.
+		if _, err := tx.Exec(`UPDATE events SET json = $1, redacted_by = '', txn_id = NULL WHERE event_id = $2`,
+			string(p.JSON()), string(p.EventID())); err != nil {
+			return nil, err
+		}
+	}
+	if len(redacted) > 0 {
+		removed["events_redacted"] += int64(len(redacted))
+	}
+	return redacted, nil
 }
 
 func doomedPositions(tx *storage.Tx, query, room string, before int64) ([]int64, error) {

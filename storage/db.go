@@ -64,6 +64,14 @@ type DB struct {
 	fault atomic.Pointer[FaultHook]
 
 	migrated []Migration // what the last Migrate changed
+
+	// A cluster node's (cluster.go): its name, the database's URL for the
+	// listening connection, what follows the other nodes' writes.
+	node       string
+	url        string
+	followers  atomic.Pointer[[]Follower]
+	followMu   sync.Mutex
+	listenDone chan struct{}
 }
 
 // Options tune how the database is opened.
@@ -80,6 +88,16 @@ type Options struct {
 	// that live beside the database go (the data directory's chatalot.db,
 	// which then never exists). Unused on SQLite, where it is the file.
 	FilePath string
+	// Serving says this process is the server, not an admin command that
+	// writes beside it: on PostgreSQL it holds a lock for as long as the
+	// database is open, and a second server on the same database is
+	// refused (on SQLite the data directory's lock does this).
+	Serving bool
+	// Node, on PostgreSQL only, names this server as one node of a
+	// cluster sharing the database (cluster.go): it serves beside the
+	// other nodes, its positions interleave with theirs, and it follows
+	// what they write. Each node's name must be its own.
+	Node string
 }
 
 // stmtCacheSize is how many prepared statements each connection keeps.
@@ -95,6 +113,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if IsPostgresURL(path) {
 		return openPostgres(path, opts)
+	}
+	if opts.Node != "" {
+		return nil, errors.New("several nodes share a PostgreSQL database, not an SQLite file")
 	}
 	sync := "NORMAL"
 	if opts.Durability == "full" {
@@ -184,6 +205,9 @@ func (db *DB) Close() error {
 	close(db.stop)
 	if db.started {
 		<-db.done
+	}
+	if db.listenDone != nil {
+		<-db.listenDone
 	}
 	if db.dialect == Postgres {
 		return errors.Join(db.read.Close(), db.write.Close())

@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -68,6 +70,12 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open database %s: %w", redactURL(url), err)
 	}
+	if opts.Serving || opts.Node != "" {
+		if err := lockServing(w, url, opts.Node); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	r := stdlib.OpenDB(*rcfg)
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
@@ -82,8 +90,61 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		ckptDone: ckptDone,
+		node:     opts.Node,
+		url:      url,
 	}, nil
 }
+
+// servingLock is the advisory lock a server holds on its database: alone,
+// or shared by the nodes of a cluster (each also holding nodeLock for its
+// name).
+const servingLock int64 = migrateLock + 1
+
+// nodeLock is the lock space of cluster nodes' names (two-key advisory
+// locks: this, and the name's hash).
+const nodeLock int32 = 0x6e6f6465 // "node"
+
+// ErrDatabaseServed is the outcome of opening, as a server, a PostgreSQL
+// database another server holds.
+var ErrDatabaseServed = errors.New("another Chatalot server is using this database (one server per database, or nodes of one cluster each with a name of its own)")
+
+// lockServing takes the serving locks on the writer's connection, the one
+// session that lives as long as the DB: the serving lock, exclusive for a
+// lone server and shared for a cluster's node, and the node's own. Were
+// that connection ever replaced, the locks would go with it; the writer's
+// position check (savePosition) still refuses to write beside a server
+// that does not know of this one.
+//
+// It waits a little: a server restarted after a crash may find its
+// predecessor's session not yet ended by PostgreSQL.
+func lockServing(w *sql.DB, url, node string) error {
+	query, args := "SELECT pg_try_advisory_lock($1)", []any{servingLock}
+	if node != "" {
+		query = "SELECT pg_try_advisory_lock_shared($1) AND pg_try_advisory_lock($2, hashtext($3))"
+		args = []any{servingLock, nodeLock, node}
+	}
+	deadline := time.Now().Add(servingLockWait)
+	for {
+		var got bool
+		if err := w.QueryRow(query, args...).Scan(&got); err != nil {
+			return fmt.Errorf("lock database %s: %w", redactURL(url), err)
+		}
+		if got {
+			return nil
+		}
+		// One of the two may have been taken: drop them to try again.
+		if _, err := w.Exec("SELECT pg_advisory_unlock_all()"); err != nil {
+			return fmt.Errorf("lock database %s: %w", redactURL(url), err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("database %s: %w", redactURL(url), ErrDatabaseServed)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// servingLockWait is how long lockServing waits for another session's lock.
+var servingLockWait = 3 * time.Second
 
 // redactURL drops the password from a database URL, for messages.
 func redactURL(s string) string {

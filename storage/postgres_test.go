@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/chatalot/chatalot/internal/pgtest"
 )
@@ -87,4 +88,34 @@ func TestPostgresConcurrentMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestPostgresOneServerPerDatabase: a second server on a database another
+// server holds is refused with a clear error, while an admin command (not
+// serving) still opens it; once the first server closes, a new one may.
+func TestPostgresOneServerPerDatabase(t *testing.T) {
+	defer func(d time.Duration) { servingLockWait = d }(servingLockWait)
+	servingLockWait = 200 * time.Millisecond
+	dsn := pgtest.DSN(t)
+	first, err := Open(dsn, Options{Serving: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := Open(dsn, Options{Serving: true}); !errors.Is(err, ErrDatabaseServed) {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("second server: %v, want ErrDatabaseServed", err)
+	}
+	cli, err := Open(dsn, Options{})
+	if err != nil {
+		t.Fatalf("an admin command's open: %v", err)
+	}
+	cli.Close()
+	first.Close()
+	again, err := Open(dsn, Options{Serving: true})
+	if err != nil {
+		t.Fatalf("after the first server closed: %v", err)
+	}
+	again.Close()
 }

@@ -333,3 +333,29 @@ func TestWALIsCheckpointedBesideTheWriter(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWriterRefusesAMovedPosition: when the stored stream position is not
+// the one this writer last committed (another server writes the same
+// database), the writer stores nothing rather than hand out positions the
+// other has handed out too.
+func TestWriterRefusesAMovedPosition(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, openTest opener) {
+		db, _ := openTest(t)
+		if _, err := insert(db, "before"); err != nil {
+			t.Fatal(err)
+		}
+		// Another writer's commit, as it would look to this one.
+		if err := db.Write(context.Background(), func(tx *Tx) error {
+			_, err := tx.Exec("UPDATE stream_position SET position = position + 7 WHERE id = 1")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := insert(db, "after"); !errors.Is(err, ErrPositionMoved) {
+			t.Fatalf("err = %v, want ErrPositionMoved", err)
+		}
+		if got := count(t, db); got != 1 {
+			t.Fatalf("rows = %d, want 1 (the refused write must leave nothing)", got)
+		}
+	})
+}

@@ -139,6 +139,15 @@ func (db *DB) OnPublish(f func(pos int64)) {
 	db.published.Store(&fs)
 }
 
+// publish tells the OnPublish listeners that Position is pos.
+func (db *DB) publish(pos int64) {
+	if fs := db.published.Load(); fs != nil {
+		for _, f := range *fs {
+			f(pos)
+		}
+	}
+}
+
 // Queued is how many writes wait for the writer (not counting the batch
 // being written).
 func (db *DB) Queued() int { return len(db.queue) }
@@ -172,6 +181,10 @@ func (db *DB) startWriter(ctx context.Context) error {
 	db.committed.Store(db.next)
 	db.started = true
 	go db.writeLoop()
+	if db.node != "" {
+		db.listenDone = make(chan struct{})
+		go db.listen()
+	}
 	return nil
 }
 
@@ -210,8 +223,12 @@ func (db *DB) writeLoop() {
 // runBatch commits a group of writes in one transaction, each inside its
 // own savepoint.
 func (db *DB) runBatch(batch []*job) {
-	startPos := db.next
 	tx, err := db.write.Begin()
+	if err == nil && db.node != "" {
+		if err = db.catchUp(&Tx{tx: tx, db: db, ctx: context.Background()}); err != nil {
+			_ = tx.Rollback()
+		}
+	}
 	if err != nil {
 		for _, j := range batch {
 			j.err = fmt.Errorf("begin write: %w", err)
@@ -219,6 +236,7 @@ func (db *DB) runBatch(batch []*job) {
 		}
 		return
 	}
+	startPos := db.next
 	results := make([]error, len(batch))
 	txs := make([]*Tx, len(batch))
 	for i, j := range batch {
@@ -249,8 +267,9 @@ func (db *DB) runBatch(batch []*job) {
 		j.err = results[i]
 	}
 	if db.next != startPos {
-		if _, err = tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1", db.next); err != nil {
-			err = fmt.Errorf("save stream position: %w", err)
+		err = db.savePosition(tx)
+		if err == nil && db.node != "" {
+			err = db.announce(&Tx{tx: tx, db: db}, db.next)
 		}
 	}
 	if err == nil {
@@ -279,15 +298,30 @@ func (db *DB) runBatch(batch []*job) {
 		}
 	}
 	db.committed.Store(db.next)
-	if fs := db.published.Load(); fs != nil {
-		for _, f := range *fs {
-			f(db.next)
-		}
-	}
+	db.publish(db.next)
 	db.walGrew()
 	for i, j := range batch {
 		j.done <- results[i]
 	}
+}
+
+// ErrPositionMoved is the outcome of a commit that found the stored stream
+// position other than this process left it: another server writes the same
+// database. Nothing of the batch is stored.
+var ErrPositionMoved = errors.New("the stream position moved under this server: another server is writing this database")
+
+// savePosition stores the writer's position, only if the stored one is
+// still the last this process committed: positions are kept in memory, and
+// two writers on one database would hand out the same ones.
+func (db *DB) savePosition(tx *sql.Tx) error {
+	res, err := tx.Exec("UPDATE stream_position SET position = $1 WHERE id = 1 AND position = $2", db.next, db.committed.Load())
+	if err != nil {
+		return fmt.Errorf("save stream position: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return ErrPositionMoved
+	}
+	return nil
 }
 
 func (db *DB) runOne(t *Tx, fn func(*Tx) error) (err error) {

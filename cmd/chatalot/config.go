@@ -115,6 +115,7 @@ type Config struct {
 	MediaRetentionUnaccessed string `toml:"media_retention_local_unaccessed" help:"delete this server's media not downloaded for this long, such as 2160h (empty: kept; quarantined media is always kept)"`
 	MediaRetentionMaxAge     string `toml:"media_retention_max_age"          help:"delete this server's media uploaded this long ago, however often it is downloaded, such as 8760h (empty: kept; quarantined media is always kept)"`
 	MediaRetentionInterval   string `toml:"media_retention_interval"         help:"how often expired media and orphaned files are deleted, when a media retention is set"`
+	MediaRetentionRemote     string `toml:"media_retention_remote_unaccessed" help:"delete the cached copies of other servers' media not downloaded for this long, such as 720h (empty: kept; fetched again when asked for after a deletion)"`
 
 	// durations are the duration settings above, parsed once by Validate;
 	// the rest of the program reads these, never the strings.
@@ -336,6 +337,7 @@ func (c *Config) validateAuth(add func(key, format string, args ...any)) {
 		{"media_retention_local_unaccessed", c.MediaRetentionUnaccessed, &mr.LocalUnaccessed},
 		{"media_retention_max_age", c.MediaRetentionMaxAge, &mr.MaxAge},
 		{"media_retention_interval", c.MediaRetentionInterval, &c.durations.mediaRetention.Interval},
+		{"media_retention_remote_unaccessed", c.MediaRetentionRemote, &mr.RemoteUnaccessed},
 		{"forgotten_room_retention_period", c.ForgottenRoomRetention, &c.durations.forgottenRoomRetention},
 	} {
 		if l.v == "" {

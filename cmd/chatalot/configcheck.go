@@ -45,10 +45,11 @@ var settingTypes = map[string]string{
 	"retention_purge_interval":       "duration",
 
 	// Media retention and forgotten rooms.
-	"media_retention_local_unaccessed": "duration",
-	"media_retention_max_age":          "duration",
-	"media_retention_interval":         "duration",
-	"forgotten_room_retention_period":  "duration",
+	"media_retention_local_unaccessed":  "duration",
+	"media_retention_max_age":           "duration",
+	"media_retention_interval":          "duration",
+	"media_retention_remote_unaccessed": "duration",
+	"forgotten_room_retention_period":   "duration",
 }
 
 // settingType is the word help shows after a setting's flag: duration,

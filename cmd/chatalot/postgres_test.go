@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -52,6 +53,16 @@ func TestServeOnPostgres(t *testing.T) {
 
 	app, srv = start()
 	defer func() { app.BeginShutdown(); srv.Close(); app.Close() }()
+	// A second server on the same database, from another data directory,
+	// would keep a stream position of its own: it is refused.
+	other := cfg
+	other.DataDir = t.TempDir()
+	if second, err := openApp(other, zerolog.New(io.Discard)); !errors.Is(err, storage.ErrDatabaseServed) {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("a second server on the database: %v", err)
+	}
 	tok = between(mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/login", "", login), `"access_token":"`, `"`)
 	if out := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+room+"/messages?dir=b", tok, ""); !strings.Contains(out, "kept in postgres") {
 		t.Fatalf("message lost over the restart: %s", out)

@@ -612,3 +612,90 @@ func waitNoStagedNotifications(t *testing.T, db *storage.DB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestHistoryPurgeRedactsSupersededState: the state events a history
+// purge keeps (the DAG and the auth rules need them) but that are no
+// longer the room's state are stored redacted: an old topic and an old
+// display name leave the database file and its log, while the events stay
+// (with their IDs, and what the room version's redaction keeps) and the
+// current topic and name are untouched. A retention pass does the same.
+func TestHistoryPurgeRedactsSupersededState(t *testing.T) {
+	for _, viaRetention := range []bool{false, true} {
+		t.Run(map[bool]string{false: "purge_history", true: "retention"}[viaRetention], func(t *testing.T) {
+			var settings []func(*Config)
+			if viaRetention {
+				settings = append(settings, func(c *Config) { c.RetentionMin = "1s"; c.RetentionInterval = "100ms" })
+			}
+			app, srv, boss := newAdminTestApp(t, settings...)
+			alice := registerUser(t, srv.URL, "alice")
+			room := between(mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/createRoom", alice, `{"preset":"public_chat"}`), `"room_id":"`, `"`)
+			r := url.PathEscape(room)
+			state := func(typ, body string) string {
+				return between(mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/"+typ+"/", alice, body), `"event_id":"`, `"`)
+			}
+			send := func(txn string) string {
+				return between(mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/"+txn, alice,
+					`{"msgtype":"m.text","body":"a message"}`), `"event_id":"`, `"`)
+			}
+			oldTopic := state("m.room.topic", `{"topic":"oldtopicsecret"}`)
+			mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/profile/@alice:localhost/displayname", alice, `{"displayname":"oldnamesecret"}`)
+			mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/profile/@alice:localhost/displayname", alice, `{"displayname":"Alice Now"}`)
+			state("m.room.topic", `{"topic":"currenttopic"}`)
+			send("m1")
+			if viaRetention {
+				mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/m.room.retention/", alice, `{"max_lifetime":10}`)
+				time.Sleep(1100 * time.Millisecond) // past the 1 s minimum lifetime
+				send("m2")                          // the latest event stays: the rest is now behind it
+				waitUntil(t, func() bool {
+					var n int
+					app.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE instr(json, 'oldtopicsecret') > 0`).Scan(&n)
+					return n == 0
+				})
+			} else {
+				cut := send("cut")
+				send("after")
+				body := `{"delete_local_events":true,"purge_up_to_event_id":"` + cut + `"}`
+				id := between(mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/purge_history/"+r, boss, body), `"purge_id":"`, `"`)
+				var status string
+				waitUntil(t, func() bool {
+					status = mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/purge_history_status/"+id, boss, "")
+					return strings.Contains(status, `"complete"`)
+				})
+				audit := mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/chatalot/audit_log?limit=100", boss, "")
+				if !strings.Contains(audit, `"events_redacted":`) {
+					t.Errorf("the audit entry does not count the redacted state: %.600s", audit)
+				}
+			}
+			// The old topic event is kept, redacted; the current state is whole.
+			ev := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/event/"+url.PathEscape(oldTopic), alice, "")
+			if !strings.Contains(ev, `"content":{}`) || !strings.Contains(ev, `"state_key":""`) {
+				t.Errorf("the old topic event: %s", ev)
+			}
+			if topic := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/m.room.topic/", alice, ""); !strings.Contains(topic, "currenttopic") {
+				t.Errorf("current topic: %s", topic)
+			}
+			if m := mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/rooms/"+r+"/state/m.room.member/@alice:localhost", alice, ""); !strings.Contains(m, "Alice Now") || !strings.Contains(m, `"membership":"join"`) {
+				t.Errorf("current membership: %s", m)
+			}
+			send("still-works")
+			for _, secret := range []string{"oldtopicsecret", "oldnamesecret"} {
+				var n int
+				app.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE instr(json, $1) > 0`, secret).Scan(&n)
+				if n != 0 {
+					t.Errorf("%d stored events still hold %q", n, secret)
+				}
+			}
+			// Nor in the files: rewritten cells are zeroed (secure_delete)
+			// and the log is emptied after the purge.
+			waitUntil(t, func() bool {
+				for _, f := range []string{app.db.Path(), app.db.Path() + "-wal"} {
+					raw, err := os.ReadFile(f)
+					if err == nil && (strings.Contains(string(raw), "oldtopicsecret") || strings.Contains(string(raw), "oldnamesecret")) {
+						return false
+					}
+				}
+				return true
+			})
+		})
+	}
+}

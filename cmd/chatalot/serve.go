@@ -224,7 +224,7 @@ func openApp(cfg Config, log zerolog.Logger) (*App, error) {
 		lock.release()
 		return nil, err
 	}
-	db, err := storage.Open(cfg.databaseAt(p), storage.Options{Durability: cfg.Durability, FilePath: p.db})
+	db, err := storage.Open(cfg.databaseAt(p), storage.Options{Durability: cfg.Durability, FilePath: p.db, Serving: true})
 	if err != nil {
 		lock.release()
 		return nil, err

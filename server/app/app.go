@@ -218,9 +218,13 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 		return err
 	}
 	var err error
-	if a.Media, err = media.New(media.Deps{
+	mediaDeps := media.Deps{
 		DB: d.DB, Dir: cfg.MediaDir, ServerName: cfg.ServerName, Config: cfg.Media, Log: d.Log, Now: d.Now,
-	}); err != nil {
+	}
+	if sh.peers != nil {
+		mediaDeps.Federation = sh.peers // other servers' media; a nil *Peers would be a non-nil interface
+	}
+	if a.Media, err = media.New(mediaDeps); err != nil {
 		return err
 	}
 	// schedule sends delayed events (MSC4140) through rooms; rooms' send
@@ -266,7 +270,7 @@ func (a *App) buildFederation(ctx context.Context, cfg Config, d Deps, sh *share
 		return nil
 	}
 	a.Federation = federation.New(federation.Deps{
-		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits,
+		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits, Media: a.Media,
 		Ephemeral: a.Sync, Profiles: sh.users,
 	})
 	// What a restart or crash left queued is sent now.
