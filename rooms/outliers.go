@@ -9,6 +9,7 @@ import (
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
 	"github.com/chatalot/chatalot/sync/wake"
+	"github.com/tidwall/gjson"
 )
 
 // Outlier memberships: a local user's invite to, or knock on, a room this
@@ -182,4 +183,32 @@ func (o *outlier) strippedState() []json.RawMessage {
 func stateKeyOf(p *events.PDU) string {
 	sk, _ := p.StateKey()
 	return sk
+}
+
+// receiveOutlierMember takes, in a room not held, the end of a local user's
+// invite or knock that its server sends (a rescinded invite, a refused
+// knock: a leave or ban of the user). Without the room's state the auth
+// rules cannot be applied, so only the server the outlier came through is
+// believed. Anything else of a room not held is refused as before.
+func (s *Service) receiveOutlierMember(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource) (spec.EventID, error) {
+	unknown := spec.NotFound("no room %s is known to this server", room)
+	user := spec.UserID(gjson.GetBytes(raw, "state_key").String())
+	o := s.outlierOf(user, room)
+	if o == nil || o.membership == spec.Leave {
+		return "", unknown
+	}
+	pdu, err := VerifyRemotePDU(ctx, raw, o.pdu.Version(), keys)
+	if err != nil {
+		return "", err
+	}
+	m := pdu.Content().Get("membership").String()
+	switch {
+	case pdu.RoomID() != room || pdu.Type() != spec.MRoomMember || stateKeyOf(pdu) != string(user):
+		return pdu.EventID(), unknown
+	case m != spec.Leave && m != spec.Ban:
+		return pdu.EventID(), nil // the invite again, or news of a room not held: nothing to do
+	case pdu.Sender().Server() != o.server:
+		return pdu.EventID(), spec.Forbidden("only %s can end this invite or knock", o.server)
+	}
+	return pdu.EventID(), s.storeOutlier(ctx, &outlier{membership: spec.Leave, pdu: pdu, state: o.state, server: o.server})
 }

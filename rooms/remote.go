@@ -196,7 +196,7 @@ var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the r
 func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, fetch EventFetcher) (spec.EventID, error) {
 	r := s.room(room)
 	if r == nil {
-		return "", spec.NotFound("no room %s is known to this server", room)
+		return s.receiveOutlierMember(ctx, raw, room, keys) // a rescinded invite (outliers.go)
 	}
 	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
 	if err != nil {

@@ -194,6 +194,23 @@ func TestFederationMembership(t *testing.T) {
 	}
 	postOK(t, hs2, bob, "/_matrix/client/v3/rooms/"+url.PathEscape(other)+"/forget", map[string]any{})
 
+	// An invite rescinded by alice (a kick of the invitee): hs2 learns it.
+	rescinded := createRoomOn(t, hs1, alice, map[string]any{"preset": "private_chat"})
+	postOK(t, hs1, alice, "/_matrix/client/v3/rooms/"+url.PathEscape(rescinded)+"/invite", map[string]string{"user_id": bobID})
+	waitFor(t, 30*time.Second, "the third invite on hs2", func() bool {
+		s := syncNow(t, hs2, bob)
+		since = s.Get("next_batch").String()
+		return s.Get(roomPath("invite", rescinded)).Exists()
+	})
+	postOK(t, hs1, alice, "/_matrix/client/v3/rooms/"+url.PathEscape(rescinded)+"/kick", map[string]string{"user_id": bobID, "reason": "sorry, wrong bob"})
+	waitFor(t, 30*time.Second, "the rescinded invite on hs2", func() bool {
+		_, _, raw := doRequest(t, "GET", hs2.URL+"/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(since), bob, nil)
+		return strings.Contains(gjson.GetBytes(raw, roomPath("leave", rescinded)).Raw, "wrong bob")
+	})
+	if syncNow(t, hs2, bob).Get(roomPath("invite", rescinded)).Exists() {
+		t.Error("the rescinded invite is still listed")
+	}
+
 	// A knock, let in by an invite.
 	knockRoom := createRoomOn(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "knock knock",
 		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]string{"join_rule": "knock"}}}})
