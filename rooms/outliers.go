@@ -26,9 +26,11 @@ import (
 type outlier struct {
 	membership string      // invite, knock, or the leave that ended one
 	pdu        *events.PDU // the member event, as signed
-	state      []*events.PDU
-	server     spec.ServerName // where to leave through: the inviter's, or the server knocked through
-	pos        int64
+	// state is the room's state the remote gave: PDUs, or in rooms
+	// before v12 possibly already stripped events (outlierState).
+	state  []json.RawMessage
+	server spec.ServerName // where to leave through: the inviter's, or the server knocked through
+	pos    int64
 }
 
 // remoteMembershipsTable is rooms migration 6.
@@ -87,15 +89,7 @@ func loadOutlier(m string, v spec.RoomVersion, id spec.EventID, raw, state, srv 
 	if err := json.Unmarshal([]byte(state), &list); err != nil {
 		return nil, err
 	}
-	o := &outlier{membership: m, pdu: pdu, server: spec.ServerName(srv), pos: pos}
-	for _, raw := range list {
-		p, err := events.ParsePDU(raw, v)
-		if err != nil {
-			return nil, err
-		}
-		o.state = append(o.state, p)
-	}
-	return o, nil
+	return &outlier{membership: m, pdu: pdu, state: list, server: spec.ServerName(srv), pos: pos}, nil
 }
 
 // putOutlier records an outlier in memory; s.mu is held.
@@ -113,11 +107,10 @@ func (s *Service) putOutlier(id spec.RoomID, user spec.UserID, o *outlier) {
 // not hold and wakes the user's /sync.
 func (s *Service) storeOutlier(ctx context.Context, o *outlier) error {
 	room, user := o.pdu.RoomID(), spec.UserID(stateKeyOf(o.pdu))
-	state := make([]json.RawMessage, len(o.state))
-	for i, p := range o.state {
-		state[i] = p.JSON()
+	if o.state == nil {
+		o.state = []json.RawMessage{}
 	}
-	stateJSON, err := json.Marshal(state)
+	stateJSON, err := json.Marshal(o.state)
 	if err != nil {
 		return err
 	}
@@ -169,13 +162,16 @@ func (s *Service) dropOutlier(ctx context.Context, id spec.RoomID, user spec.Use
 // the remote gave, stripped, and their own member event.
 func (o *outlier) strippedState() []json.RawMessage {
 	var out []json.RawMessage
-	for _, p := range o.state {
-		if p.Type() == spec.MRoomMember {
-			if sk, _ := p.StateKey(); sk == stateKeyOf(o.pdu) {
-				continue // their own is added in full
-			}
+	for _, raw := range o.state {
+		ev := gjson.ParseBytes(raw)
+		if ev.Get("type").String() == spec.MRoomMember && ev.Get("state_key").String() == stateKeyOf(o.pdu) {
+			continue // their own is added in full
 		}
-		out = append(out, events.StrippedState(p))
+		if b, err := json.Marshal(map[string]json.RawMessage{"type": json.RawMessage(ev.Get("type").Raw),
+			"state_key": json.RawMessage(ev.Get("state_key").Raw), "content": json.RawMessage(ev.Get("content").Raw),
+			"sender": json.RawMessage(ev.Get("sender").Raw)}); err == nil {
+			out = append(out, b)
+		}
 	}
 	return append(out, events.OwnMemberState(o.pdu))
 }

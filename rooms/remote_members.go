@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -82,8 +83,11 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin spec.ServerName, roo
 		return nil, spec.InvalidParam("the invitee is not a user of this server")
 	}
 	if s.profiles != nil {
-		if _, _, err := s.profiles.Profile(ctx, target); err != nil {
+		var serr *spec.Error
+		if _, _, err := s.profiles.Profile(ctx, target); errors.As(err, &serr) {
 			return nil, spec.InvalidParam("the invitee %s has no account on this server", target)
+		} else if err != nil {
+			return nil, err
 		}
 	}
 	if s.guard != nil { // blocked rooms
@@ -93,7 +97,7 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin spec.ServerName, roo
 	}
 	o := &outlier{membership: spec.Invite, server: origin}
 	if s.room(room) == nil {
-		if o.state, err = verifyRoomState(ctx, state, v, room, keys); err != nil {
+		if o.state, err = s.verifyRoomState(ctx, state, v, room, keys); err != nil {
 			return nil, err
 		}
 	}
@@ -115,25 +119,45 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin spec.ServerName, roo
 
 // verifyRoomState checks the invite_room_state or knock_room_state of a
 // room not held: events of the room, signed by their senders' servers,
-// m.room.create among them.
-func verifyRoomState(ctx context.Context, state []json.RawMessage, v spec.RoomVersion, room spec.RoomID, keys KeySource) ([]*events.PDU, error) {
-	var out []*events.PDU
+// m.room.create among them (server-server API v1.16). Room versions before
+// 12 may still be given stripped events by servers that have not moved:
+// there a failure is logged and the events that look like state are kept,
+// as the spec asks while servers migrate.
+func (s *Service) verifyRoomState(ctx context.Context, state []json.RawMessage, v spec.RoomVersion, room spec.RoomID, keys KeySource) ([]json.RawMessage, error) {
+	err := checkRoomState(ctx, state, v, room, keys)
+	if err == nil {
+		return state, nil
+	}
+	if v.AtLeast12() {
+		return nil, err
+	}
+	s.log.Warn().Str("room_id", string(room)).Err(err).Msg("federation: room state of an invite or knock not as v1.16 asks; kept as given")
+	out := []json.RawMessage{}
+	for _, raw := range state {
+		ev := gjson.ParseBytes(raw)
+		if ev.Get("type").Type == gjson.String && ev.Get("state_key").Type == gjson.String && ev.Get("content").IsObject() {
+			out = append(out, raw)
+		}
+	}
+	return out, nil
+}
+
+func checkRoomState(ctx context.Context, state []json.RawMessage, v spec.RoomVersion, room spec.RoomID, keys KeySource) error {
 	create := false
 	for _, raw := range state {
 		p, err := VerifyRemotePDU(ctx, raw, v, keys)
 		if err != nil {
-			return nil, spec.InvalidParam("the room state: %v", err)
+			return spec.InvalidParam("the room state: %v", err)
 		}
 		if p.RoomID() != room || !p.IsState() {
-			return nil, spec.InvalidParam("the room state holds event %s, not a state event of %s", p.EventID(), room)
+			return spec.InvalidParam("the room state holds event %s, not a state event of %s", p.EventID(), room)
 		}
 		create = create || p.Type() == spec.MRoomCreate
-		out = append(out, p)
 	}
 	if !create {
-		return nil, spec.InvalidParam("the room state has no m.room.create")
+		return spec.InvalidParam("the room state has no m.room.create")
 	}
-	return out, nil
+	return nil
 }
 
 // inviteTimeout bounds the invitee's server's answer to an invite.
@@ -263,7 +287,7 @@ func (s *Service) knockVia(ctx context.Context, fed RemoteMembers, user spec.Use
 		return err
 	}
 	o := &outlier{membership: spec.Knock, pdu: knock, server: srv}
-	if o.state, err = verifyRoomState(ctx, raw, v, room, s.federation); err != nil {
+	if o.state, err = s.verifyRoomState(ctx, raw, v, room, s.federation); err != nil {
 		return fmt.Errorf("send_knock answer: %w", err)
 	}
 	return s.storeOutlier(ctx, o)

@@ -148,7 +148,7 @@ func TestFederationBadInput(t *testing.T) {
 	pki := newTestPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	alice := registerForTest(t, hs1.URL, "alice")
-	registerForTest(t, hs1.URL, "carol")
+	carol := registerForTest(t, hs1.URL, "carol")
 	fake := newFakeOrigin(t, pki)
 	mallory := "@mallory:" + fake.name
 	room := createRoomOn(t, hs1, alice, map[string]any{"preset": "public_chat", "room_alias_name": "square"})
@@ -157,17 +157,28 @@ func TestFederationBadInput(t *testing.T) {
 	// Invites: of a user of another server, of no account here, and
 	// without the room's create event in invite_room_state.
 	fakeRoom := "!elsewhere:" + fake.name
-	invite := func(target string, state []any) (int, gjson.Result) {
-		ev := fake.memberEvent(t, gjson.Result{}, "10", fakeRoom, mallory, target, "invite")
+	invite := func(v spec.RoomVersion, target string, state []any) (int, gjson.Result) {
+		ev := fake.memberEvent(t, gjson.Result{}, v, fakeRoom, mallory, target, "invite")
 		return fake.do(t, "PUT", name1, "/_matrix/federation/v2/invite/"+esc(fakeRoom)+"/"+esc(string(ev.EventID())),
-			map[string]any{"room_version": "10", "event": json.RawMessage(ev.JSON()), "invite_room_state": state})
+			map[string]any{"room_version": v, "event": json.RawMessage(ev.JSON()), "invite_room_state": state})
 	}
-	code, body := invite("@carol:elsewhere.example", nil)
+	code, body := invite("10", "@carol:elsewhere.example", nil)
 	wantErr(t, "an invite of another server's user", code, body, 400, "M_INVALID_PARAM")
-	code, body = invite("@nobody:"+name1, nil)
+	code, body = invite("10", "@nobody:"+name1, nil)
 	wantErr(t, "an invite of a user with no account", code, body, 400, "M_INVALID_PARAM")
-	code, body = invite("@carol:"+name1, []any{})
-	wantErr(t, "an invite without m.room.create in its state", code, body, 400, "M_INVALID_PARAM")
+	code, body = invite("12", "@carol:"+name1, []any{})
+	wantErr(t, "a v12 invite without m.room.create in its state", code, body, 400, "M_INVALID_PARAM")
+	code, body = invite("12", "@carol:"+name1, []any{map[string]any{"type": "m.room.create", "state_key": "", "content": map[string]any{}}})
+	wantErr(t, "a v12 invite with stripped state", code, body, 400, "M_INVALID_PARAM")
+	// Before v12 the spec asks for a warning while servers migrate: a
+	// stripped state is kept as given, and carol sees the invite.
+	code, body = invite("10", "@carol:"+name1, []any{map[string]any{"type": "m.room.name", "state_key": "", "sender": mallory, "content": map[string]string{"name": "old style"}}})
+	if code != 200 || !body.Get("event.signatures").Get(gjson.Escape(name1)).Exists() {
+		t.Fatalf("a v10 invite with stripped state: %d %s", code, body.Raw)
+	}
+	waitFor(t, 10*time.Second, "carol's invite", func() bool {
+		return strings.Contains(syncNow(t, hs1, carol).Get(roomPath("invite", fakeRoom)).Raw, "old style")
+	})
 	code, body = fake.do(t, "PUT", name1, "/_matrix/federation/v2/invite/"+esc(fakeRoom)+"/$x", map[string]any{"room_version": "10", "event": "not an event"})
 	if code != 400 {
 		t.Errorf("an invite that is not an event: %d %s", code, body.Raw)
