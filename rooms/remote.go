@@ -42,6 +42,7 @@ type KeySource interface {
 // federation off, when joins of unknown rooms fail as they always did.
 type RemoteServers interface {
 	KeySource
+	RemoteMembers // invites, leaves, knocks, aliases (remote_members.go)
 	// Allowed reports whether this server talks to server at all.
 	Allowed(server spec.ServerName) bool
 	// MakeJoin asks srv for the template of user's join (make_join).

@@ -18,8 +18,8 @@ import (
 // knocks both ways, and aliases of other servers. As for joins, the
 // federation package speaks HTTP and this file decides what enters a room.
 
-// RemoteMembers is the rest of what rooms asks of other servers (the
-// federation package's Peers, with RemoteServers).
+// RemoteMembers is what rooms asks of other servers beyond joins (part of
+// RemoteServers, the federation package's Peers).
 type RemoteMembers interface {
 	// Invite asks the invitee's server to sign an invite (invite v2) with
 	// the room's stripped state, and returns the event it signed.
@@ -167,8 +167,8 @@ const inviteTimeout = 30 * time.Second
 // invite is built on the current state, signed by the invitee's server,
 // then committed; the room's write lock is held.
 func (s *Service) inviteRemote(ctx context.Context, r *liveRoom, sender, target spec.UserID, content []byte) (*Event, error) {
-	fed, ok := s.federation.(RemoteMembers)
-	if !ok || !s.federation.Allowed(target.Server()) {
+	fed := s.federation
+	if !fed.Allowed(target.Server()) {
 		return nil, spec.Forbidden("this server does not federate with %s", target.Server())
 	}
 	b := s.begin(r)
@@ -224,8 +224,8 @@ func (s *Service) checkCountersigned(ctx context.Context, raw []byte, v spec.Roo
 // leaveRemote rejects an invite to, or rescinds a knock on, a room not held
 // here: make_leave and send_leave on the server the outlier came through.
 func (s *Service) leaveRemote(ctx context.Context, user spec.UserID, room spec.RoomID, o *outlier, reason string) (spec.EventID, error) {
-	fed, ok := s.federation.(RemoteMembers)
-	if !ok {
+	fed := s.federation
+	if fed == nil {
 		return "", errNotInRoom(room)
 	}
 	tmpl, v, err := fed.MakeMember(ctx, o.server, room, user, spec.Leave)
@@ -238,7 +238,7 @@ func (s *Service) leaveRemote(ctx context.Context, user spec.UserID, room spec.R
 	}
 	leave, err := s.memberFromTemplate(tmpl, v, user, room, spec.Leave, extra)
 	if err != nil {
-		return "", err
+		return "", remoteFailure(err, "cannot leave %s through %s", room, o.server)
 	}
 	if err := fed.SendLeave(ctx, o.server, room, leave); err != nil {
 		return "", err
@@ -252,8 +252,8 @@ func (s *Service) leaveRemote(ctx context.Context, user spec.UserID, room spec.R
 // reports false when the room is held here or federation is off: the
 // knock is then a local change.
 func (s *Service) KnockRemote(ctx context.Context, user spec.UserID, room spec.RoomID, via []spec.ServerName, reason string) (bool, error) {
-	fed, ok := s.federation.(RemoteMembers)
-	if !ok || s.room(room) != nil || len(via) == 0 {
+	fed := s.federation
+	if fed == nil || s.room(room) != nil || len(via) == 0 {
 		return false, nil
 	}
 	var last error = spec.NotFound("no server to knock on %s through", room)
@@ -261,15 +261,26 @@ func (s *Service) KnockRemote(ctx context.Context, user spec.UserID, room spec.R
 		if !s.federation.Allowed(srv) {
 			continue
 		}
-		if last = s.knockVia(ctx, fed, user, room, srv, reason); last == nil {
+		if last = s.knockVia(ctx, user, room, srv, reason); last == nil {
 			return true, nil
 		}
 		s.log.Info().Str("room_id", string(room)).Str("via", string(srv)).Err(last).Msg("federation: knock failed")
 	}
-	return true, last
+	return true, remoteFailure(last, "cannot knock on %s through %v", room, via)
 }
 
-func (s *Service) knockVia(ctx context.Context, fed RemoteMembers, user spec.UserID, room spec.RoomID, srv spec.ServerName, reason string) error {
+// remoteFailure is err for the client: a Matrix error as it is, anything
+// else (a remote's malformed answer) a 502 naming what failed.
+func remoteFailure(err error, format string, args ...any) error {
+	var serr *spec.Error
+	if err == nil || errors.As(err, &serr) {
+		return err
+	}
+	return spec.NewError(spec.ErrUnknown, format+": %v", append(args, err)...).WithStatus(502)
+}
+
+func (s *Service) knockVia(ctx context.Context, user spec.UserID, room spec.RoomID, srv spec.ServerName, reason string) error {
+	fed := s.federation
 	tmpl, v, err := fed.MakeMember(ctx, srv, room, user, spec.Knock)
 	if err != nil {
 		return err
@@ -451,8 +462,8 @@ func (s *Service) memberFromTemplate(tmpl []byte, v spec.RoomVersion, user spec.
 // not known.
 func (s *Service) LookupAlias(ctx context.Context, alias spec.RoomAlias) (spec.RoomID, []spec.ServerName, error) {
 	if alias.Server() != s.server {
-		fed, ok := s.federation.(RemoteMembers)
-		if !ok || !s.federation.Allowed(alias.Server()) {
+		fed := s.federation
+		if fed == nil || !fed.Allowed(alias.Server()) {
 			return "", nil, nil
 		}
 		return fed.QueryDirectory(ctx, alias.Server(), alias)
