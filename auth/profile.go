@@ -105,6 +105,9 @@ func (s *Service) readableProfile(c *gin.Context) (displayName, avatarURL string
 			return "", "", spec.Forbidden("you do not share a room with this user")
 		}
 	}
+	if id.Server() != s.serverName && s.remote != nil {
+		return s.remote.QueryProfile(c.Request.Context(), id) // another server's user
+	}
 	return s.loadProfile(c.Request.Context(), id)
 }
 

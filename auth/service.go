@@ -72,6 +72,14 @@ type Deps struct {
 	// Eraser erases the rest of an account deactivated with erase (nil:
 	// only auth's own rows go).
 	Eraser AccountEraser
+	// RemoteProfiles asks other servers for their users' profiles
+	// (federation's query/profile; nil without federation).
+	RemoteProfiles RemoteProfiles
+}
+
+// RemoteProfiles looks up the profile of another server's user.
+type RemoteProfiles interface {
+	QueryProfile(ctx context.Context, user spec.UserID) (displayName, avatarURL string, err error)
 }
 
 // Service is accounts and sessions.
@@ -86,8 +94,9 @@ type Service struct {
 	policy     AccessPolicy  // admin.go; nil: every active account may act
 	eraser     AccountEraser // erase.go; may be nil
 	directory  DirectoryRooms
-	profiles   *profileIndex // directory.go
-	oauth      OAuthSessions // uiaoauth.go; nil with the OAuth 2.0 API off
+	profiles   *profileIndex  // directory.go
+	oauth      OAuthSessions  // uiaoauth.go; nil with the OAuth 2.0 API off
+	remote     RemoteProfiles // profile.go; nil without federation
 
 	now      func() time.Time // the clock; tests move it
 	hasher   *hasher
@@ -138,6 +147,7 @@ func New(d Deps) (*Service, error) {
 		db: d.DB, serverName: d.ServerName, cfg: cfg, log: d.Log,
 		notify: d.Notify, rooms: d.Rooms, devices: d.Devices, directory: d.Directory, policy: d.Policy, oauth: d.OAuth,
 		eraser:         d.Eraser,
+		remote:         d.RemoteProfiles,
 		profiles:       newProfileIndex(),
 		now:            time.Now,
 		hasher:         h,

@@ -46,6 +46,9 @@ var eduHandlers = map[string]eduHandler{
 	"m.direct_to_device":   (*Service).directToDevice,
 	"m.device_list_update": (*Service).deviceListUpdate,
 	"m.signing_key_update": (*Service).signingKeyUpdate,
+	"m.typing":             (*Service).typingEDU,
+	"m.receipt":            (*Service).receiptEDU,
+	"m.presence":           (*Service).presenceEDU,
 }
 
 // errBadEDU marks an EDU refused for its content (logged at info, not as

@@ -31,6 +31,7 @@ func (s *Service) Routes(r *gin.Engine) {
 	if s.media != nil {
 		s.media.FederationRoutes(f) // /v1/media/download and /v1/media/thumbnail
 	}
+	s.memberRoutes(f)
 }
 
 // allowOrigin refuses servers outside the allow-list or on the deny-list,

@@ -149,14 +149,19 @@ func (p *Peers) SendEphemeralEDU(dest spec.ServerName, eduType string, content a
 		return err
 	}
 	q := s.queue(dest)
+	q.addEphemeral(edu)
+	q.poke(false)
+	return nil
+}
+
+// addEphemeral keeps an in-memory EDU, dropping the oldest past the bound.
+func (q *queue) addEphemeral(edu json.RawMessage) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.ephemeral = append(q.ephemeral, edu)
 	if len(q.ephemeral) > maxEphemeral {
 		q.ephemeral = q.ephemeral[len(q.ephemeral)-maxEphemeral:]
 	}
-	q.mu.Unlock()
-	q.poke(false)
-	return nil
 }
 
 // takeEphemeral removes up to n in-memory EDUs for a transaction.

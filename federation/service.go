@@ -25,6 +25,13 @@ type Config struct {
 	// CAFile is a PEM bundle trusted beside the system roots to verify
 	// other servers' certificates (a private or test CA).
 	CAFile string
+	// Presence sends and accepts m.presence EDUs (off: presence stays on
+	// this server; it is on only when presence itself is).
+	Presence bool
+	// ProfilesToRoomMates answers query/profile only for users who share
+	// a room with a user of the asking server (profile_lookup =
+	// shared_rooms: other servers see no more than local users do).
+	ProfilesToRoomMates bool
 }
 
 // Deps are what federation runs on.
@@ -36,6 +43,11 @@ type Deps struct {
 	// Commits is the commit-hook list the outbound queue joins: an event
 	// is queued for other servers in the transaction that stores it.
 	Commits *rooms.CommitHooks
+	// Ephemeral takes the typing, receipts and presence of other servers'
+	// users (sync; nil: they are dropped).
+	Ephemeral Ephemeral
+	// Profiles answers query/profile (nil: no profile is given).
+	Profiles rooms.Profiles
 	// Media serves this server's media to others; nil: no media routes.
 	Media MediaRoutes
 	// Keys is the E2EE directory: it receives the to-device and device-list
@@ -54,10 +66,12 @@ type MediaRoutes interface {
 // outbound queue, over the client side it shares with rooms (Peers).
 type Service struct {
 	*Peers
-	db    *storage.DB
-	rooms *rooms.Service
-	media MediaRoutes
-	e2ee  Keys
+	db        *storage.DB
+	rooms     *rooms.Service
+	media     MediaRoutes
+	e2ee      Keys
+	ephemeral Ephemeral
+	profiles  rooms.Profiles
 
 	stopping <-chan struct{}
 	mu       sync.Mutex
@@ -97,7 +111,8 @@ CREATE TABLE federation_outbound_edus (
 
 // New builds the federation service; Start runs its senders.
 func New(d Deps) *Service {
-	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, e2ee: d.Keys, stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
+	s := &Service{Peers: d.Peers, db: d.DB, rooms: d.Rooms, media: d.Media, e2ee: d.Keys, ephemeral: d.Ephemeral, profiles: d.Profiles,
+		stopping: d.Stopping, queues: map[spec.ServerName]*queue{}}
 	if s.e2ee == nil {
 		s.e2ee = noKeys{}
 	}

@@ -469,14 +469,17 @@ func (h *handlers) getAlias(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := h.s.ResolveAlias(c.Request.Context(), alias)
+	id, servers, err := h.s.LookupAlias(c.Request.Context(), alias)
 	if err != nil {
 		return err
 	}
 	if id == "" {
 		return spec.NotFound("room alias %s not found", alias)
 	}
-	c.JSON(http.StatusOK, gin.H{"room_id": id, "servers": []string{string(h.s.server)}})
+	if servers == nil {
+		servers = []spec.ServerName{}
+	}
+	c.JSON(http.StatusOK, gin.H{"room_id": id, "servers": servers})
 	return nil
 }
 

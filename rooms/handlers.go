@@ -97,33 +97,36 @@ func (b *membershipBody) target() (spec.UserID, error) {
 	return u, nil
 }
 
-// resolveRoom turns a room ID or alias into a room ID.
-func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, error) {
+// resolveRoom turns a room ID or alias into a room ID, with the servers
+// to join it through: the client's (via, server_name), then for an alias
+// those its directory answered.
+func (h *handlers) resolveRoom(c *gin.Context, idOrAlias string) (spec.RoomID, []spec.ServerName, error) {
+	via := viaServers(c)
 	if strings.HasPrefix(idOrAlias, "#") {
 		alias, err := spec.ParseRoomAlias(idOrAlias)
 		if err != nil {
-			return "", spec.InvalidParam("room alias: %v", err)
+			return "", nil, spec.InvalidParam("room alias: %v", err)
 		}
-		id, err := h.s.ResolveAlias(c.Request.Context(), alias)
+		id, servers, err := h.s.LookupAlias(c.Request.Context(), alias)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if id == "" {
-			return "", spec.NotFound("room alias %s is not known", alias)
+			return "", nil, spec.NotFound("room alias %s is not known", alias)
 		}
-		return id, nil
+		return id, append(via, servers...), nil
 	}
 	id, err := spec.ParseRoomID(idOrAlias)
 	if err != nil {
-		return "", spec.InvalidParam("room ID or alias: %v", err)
+		return "", nil, spec.InvalidParam("room ID or alias: %v", err)
 	}
-	return id, nil
+	return id, via, nil
 }
 
 // doJoin joins the caller to the room. Keys of the body other than reason
 // are kept in the member event's content, as clients that set a per-room
 // profile at join expect (the body's schema leaves them open).
-func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
+func (h *handlers) doJoin(c *gin.Context, id spec.RoomID, via []spec.ServerName) error {
 	dev := auth.DeviceFrom(c)
 	var body map[string]json.RawMessage
 	if err := api.ReadJSON(c, &body); err != nil {
@@ -146,7 +149,7 @@ func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
 		}
 		remote["reason"], _ = json.Marshal(reason)
 	}
-	if joined, err := h.s.joinRemote(c.Request.Context(), dev.UserID, id, viaServers(c), remote); joined || err != nil {
+	if joined, err := h.s.joinRemote(c.Request.Context(), dev.UserID, id, via, remote); joined || err != nil {
 		if err != nil {
 			return err
 		}
@@ -163,11 +166,11 @@ func (h *handlers) doJoin(c *gin.Context, id spec.RoomID) error {
 
 // POST /_matrix/client/v3/join/{roomIdOrAlias}
 func (h *handlers) joinByIDOrAlias(c *gin.Context) error {
-	id, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
+	id, via, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
 	if err != nil {
 		return err
 	}
-	return h.doJoin(c, id)
+	return h.doJoin(c, id, via)
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/join
@@ -176,19 +179,28 @@ func (h *handlers) join(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.doJoin(c, id)
+	return h.doJoin(c, id, viaServers(c))
 }
 
 // POST /_matrix/client/v3/knock/{roomIdOrAlias}
 func (h *handlers) knock(c *gin.Context) error {
 	dev := auth.DeviceFrom(c)
-	id, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
+	id, via, err := h.resolveRoom(c, c.Param("roomIdOrAlias"))
 	if err != nil {
 		return err
 	}
 	body, err := readMembershipBody(c)
 	if err != nil {
 		return err
+	}
+	// A room this server does not hold is knocked on through the servers
+	// named (remote_members.go).
+	if remote, err := h.s.KnockRemote(c.Request.Context(), dev.UserID, id, via, body.Reason); remote || err != nil {
+		if err != nil {
+			return err
+		}
+		c.JSON(http.StatusOK, gin.H{"room_id": id})
+		return nil
 	}
 	if _, err := h.s.Change(c.Request.Context(), Sender{User: dev.UserID}, id, MembershipChange{Target: dev.UserID, Membership: spec.Knock, Reason: body.Reason}); err != nil {
 		return err

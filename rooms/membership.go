@@ -35,6 +35,9 @@ type MembershipChange struct {
 func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch MembershipChange) (spec.EventID, error) {
 	r := s.room(id)
 	if r == nil {
+		if o := s.outlierOf(ch.Target, id); o != nil && o.membership != spec.Leave && ch.Membership == spec.Leave && ch.Target == from.User {
+			return s.leaveRemote(ctx, from.User, id, o, ch.Reason) // a rejected invite, a rescinded knock
+		}
 		if ch.Membership == spec.Join || ch.Membership == spec.Knock {
 			return "", spec.NotFound("no room %s is known to this server", id)
 		}
@@ -66,6 +69,14 @@ func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch Me
 		if same := sameState(snap, from.User, spec.MRoomMember, string(ch.Target), content); same != nil {
 			return same.EventID(), nil
 		}
+	}
+	if ch.Membership == spec.Invite && ch.Target.Server() != s.server && s.federation != nil {
+		// The invitee's server signs the invite before it is committed.
+		ev, err := s.inviteRemote(ctx, r, from.User, ch.Target, content)
+		if err != nil {
+			return "", err
+		}
+		return ev.PDU.EventID(), nil
 	}
 	b := s.begin(r)
 	ev, err := b.add(spec.MRoomMember, strPtr(string(ch.Target)), from.User, content)

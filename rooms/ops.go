@@ -148,6 +148,12 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, req R
 func (s *Service) Forget(ctx context.Context, user spec.UserID, id spec.RoomID) error {
 	r := s.room(id)
 	if r == nil {
+		if o := s.outlierOf(user, id); o != nil && o.membership == spec.Leave {
+			return s.dropOutlier(ctx, id, user, true) // a rejected invite of a room not held
+		}
+		if o := s.outlierOf(user, id); o != nil {
+			return spec.NewError(spec.ErrUnknown, "you must leave the room before forgetting it").WithStatus(400)
+		}
 		return spec.NotFound("unknown room %s", id)
 	}
 	switch r.cur.Load().membership(user) {

@@ -42,6 +42,7 @@ type KeySource interface {
 // federation off, when joins of unknown rooms fail as they always did.
 type RemoteServers interface {
 	KeySource
+	RemoteMembers // invites, leaves, knocks, aliases (remote_members.go)
 	// Allowed reports whether this server talks to server at all.
 	Allowed(server spec.ServerName) bool
 	// MakeJoin asks srv for the template of user's join (make_join).
@@ -58,7 +59,13 @@ type RemoteServers interface {
 // the client named some (server_name or via): make_join and send_join on
 // the first server that accepts, then the room is made from the answer.
 func (s *Service) joinRemote(ctx context.Context, user spec.UserID, id spec.RoomID, via []spec.ServerName, content map[string]json.RawMessage) (bool, error) {
-	if s.federation == nil || s.room(id) != nil || len(via) == 0 {
+	if s.federation == nil || s.room(id) != nil {
+		return false, nil
+	}
+	if o := s.outlierOf(user, id); o != nil && o.membership == spec.Invite {
+		via = append([]spec.ServerName{o.server}, via...) // the inviter's server is in the room
+	}
+	if len(via) == 0 {
 		return false, nil
 	}
 	done := s.federation.Joining(id)
@@ -70,6 +77,11 @@ func (s *Service) joinRemote(ctx context.Context, user spec.UserID, id spec.Room
 		}
 		err := s.joinVia(ctx, user, id, srv, content)
 		if err == nil {
+			if s.outlierOf(user, id) != nil {
+				if err := s.dropOutlier(ctx, id, user, false); err != nil {
+					s.log.Warn().Err(err).Msg("federation: could not drop the invite of a joined room")
+				}
+			}
 			return true, nil
 		}
 		s.log.Info().Str("room_id", string(id)).Str("via", string(srv)).Err(err).Msg("federation: join failed")
@@ -185,7 +197,7 @@ var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the r
 func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, fetch EventFetcher) (spec.EventID, error) {
 	r := s.room(room)
 	if r == nil {
-		return "", spec.NotFound("no room %s is known to this server", room)
+		return s.receiveOutlierMember(ctx, raw, room, keys) // a rescinded invite (outliers.go)
 	}
 	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
 	if err != nil {
@@ -349,9 +361,6 @@ func (s *Service) MakeJoin(ctx context.Context, room spec.RoomID, user spec.User
 		return nil, "", spec.NewError(spec.ErrIncompatibleRoomVer, "the room's version %s is not one the joining server supports", r.version).
 			With("room_version", string(r.version))
 	}
-	if r.version.EventIDInEvent() {
-		return nil, "", spec.NewError(spec.ErrUnsupportedRoomVersion, "joins over federation to room version %s are not supported yet", r.version)
-	}
 	snap := r.cur.Load()
 	switch m := snap.membership(user); {
 	case m == spec.Ban:
@@ -362,31 +371,7 @@ func (s *Service) MakeJoin(ctx context.Context, room spec.RoomID, user spec.User
 			return nil, "", spec.Forbidden("the room is not public and %s is not invited", user)
 		}
 	}
-	content := []byte(`{"membership":"join"}`)
-	sk := string(user)
-	var auth []spec.EventID
-	for _, k := range authrules.AuthEventKeys(spec.MRoomMember, &sk, user, gjson.ParseBytes(content), r.version) {
-		if ev := snap.state.Get(k.Type, k.StateKey); ev != nil {
-			auth = append(auth, ev.EventID())
-		}
-	}
-	prev := []spec.EventID{}
-	for _, e := range snap.extremity {
-		prev = append(prev, e.EventID())
-	}
-	if auth == nil {
-		auth = []spec.EventID{}
-	}
-	tmpl := map[string]any{
-		"type": spec.MRoomMember, "state_key": sk, "sender": user, "room_id": room,
-		"content": json.RawMessage(content), "prev_events": prev, "auth_events": auth,
-		"depth": snap.depth + 1, "origin_server_ts": s.now().UnixMilli(),
-	}
-	if !r.version.AtLeast11() {
-		tmpl["origin"] = user.Server()
-	}
-	b, err := json.Marshal(tmpl)
-	return b, r.version, err
+	return s.memberTemplate(r, snap, user, spec.Join)
 }
 
 // SendJoin accepts a remote user's join (send_join) and returns the room's
@@ -524,50 +509,7 @@ func (s *Service) EventJSONAt(ctx context.Context, pos int64) ([]byte, spec.Room
 // JoinFromTemplate completes and signs the join event of a make_join
 // template for a local user.
 func (s *Service) JoinFromTemplate(tmpl []byte, v spec.RoomVersion, user spec.UserID, room spec.RoomID, extra map[string]json.RawMessage) (*events.PDU, error) {
-	if !v.Supported() || v.EventIDInEvent() {
-		return nil, spec.NewError(spec.ErrUnsupportedRoomVersion, "joins over federation to room version %q are not supported", v)
-	}
-	t := gjson.ParseBytes(tmpl)
-	if t.Get("type").String() != spec.MRoomMember || t.Get("state_key").String() != string(user) ||
-		t.Get("sender").String() != string(user) || t.Get("room_id").String() != string(room) {
-		return nil, fmt.Errorf("make_join returned a template for another event")
-	}
-	content := map[string]json.RawMessage{}
-	for k, v := range extra {
-		content[k] = v
-	}
-	if c := t.Get("content"); c.IsObject() {
-		c.ForEach(func(k, v gjson.Result) bool {
-			if k.String() == "membership" || k.String() == "join_authorised_via_users_server" {
-				content[k.String()] = json.RawMessage(v.Raw)
-			}
-			return true
-		})
-	}
-	if string(content["membership"]) != `"join"` {
-		return nil, fmt.Errorf("make_join returned a template that is not a join")
-	}
-	cb, err := json.Marshal(content)
-	if err != nil {
-		return nil, err
-	}
-	cb, err = events.CanonicalObject(cb)
-	if err != nil {
-		return nil, err
-	}
-	ids := func(key string) []spec.EventID {
-		out := []spec.EventID{}
-		for _, id := range t.Get(key).Array() {
-			out = append(out, spec.EventID(id.String()))
-		}
-		return out
-	}
-	sk := string(user)
-	return events.Build(events.ProtoEvent{
-		Type: spec.MRoomMember, StateKey: &sk, Sender: user, RoomID: room, Content: cb,
-		PrevEvents: ids("prev_events"), AuthEvents: ids("auth_events"), Depth: t.Get("depth").Int(),
-		OriginServerTS: s.now().UnixMilli(),
-	}, v, s.key)
+	return s.memberFromTemplate(tmpl, v, user, room, spec.Join, extra)
 }
 
 // CommitRemoteJoin makes a room this server did not know from what the

@@ -165,6 +165,9 @@ type Service struct {
 	// incremental sync still tells other devices of a leave since their
 	// token.
 	forgotten map[spec.UserID]map[spec.RoomID]bool
+	// outliers are local users' invites to and knocks on rooms not held
+	// here (outliers.go).
+	outliers map[spec.RoomID]map[spec.UserID]*outlier
 }
 
 type nopNotifier struct{}
@@ -184,6 +187,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		profiles: d.Profiles, hook: d.CommitHook, guard: d.Guard, limit: d.Limits, now: time.Now, federation: d.Federation,
 		rooms: map[spec.RoomID]*liveRoom{}, userRooms: map[spec.UserID]map[spec.RoomID]string{},
 		forgotten: map[spec.UserID]map[spec.RoomID]bool{},
+		outliers:  map[spec.RoomID]map[spec.UserID]*outlier{},
 		txns:      map[txnKey]txnEntry{},
 	}
 	if err := s.load(ctx); err != nil {
@@ -276,7 +280,10 @@ func (s *Service) load(ctx context.Context) error {
 		}
 		s.forget(spec.UserID(u), spec.RoomID(id))
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return s.loadOutliers(ctx)
 }
 
 func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
@@ -345,6 +352,9 @@ func (s *Service) room(id spec.RoomID) *liveRoom {
 func (s *Service) Membership(user spec.UserID, id spec.RoomID) string {
 	r := s.room(id)
 	if r == nil {
+		if o := s.outlierOf(user, id); o != nil {
+			return o.membership
+		}
 		return ""
 	}
 	return r.cur.Load().membership(user)

@@ -33,10 +33,15 @@ func (s *Service) RoomList(user spec.UserID, upTo int64) []ListEntry {
 	s.mu.RLock()
 	out := make([]ListEntry, 0, len(s.userRooms[user]))
 	live := make([]*liveRoom, 0, len(s.userRooms[user]))
+	var remote []ListEntry
 	for id, m := range s.userRooms[user] {
 		if r := s.rooms[id]; r != nil {
 			out = append(out, ListEntry{ID: id, Membership: m})
 			live = append(live, r)
+		} else if o := s.outliers[id][user]; o != nil && o.pos <= upTo {
+			// An invite to or knock on a room not held (outliers.go): its
+			// member event is all the news.
+			remote = append(remote, ListEntry{ID: id, Membership: m, MemberPos: o.pos, Bump: o.pos})
 		}
 	}
 	s.mu.RUnlock()
@@ -62,7 +67,7 @@ func (s *Service) RoomList(user spec.UserID, upTo int64) []ListEntry {
 		out[n] = e
 		n++
 	}
-	return out[:n]
+	return append(out[:n], remote...)
 }
 
 // BumpStamp is the stream position of the room's latest activity at or

@@ -176,6 +176,9 @@ CREATE TABLE search_docs (
 );
 CREATE TABLE search_reindex (id INTEGER PRIMARY KEY CHECK (id = 1));
 INSERT INTO search_reindex (id) VALUES (1);`,
+	// 6: local users' invites to and knocks on rooms of other servers
+	// that this server does not hold (outliers.go).
+	remoteMembershipsTable,
 }}
 
 // storedEvent is one row of events.

@@ -188,6 +188,11 @@ func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64
 func (s *Service) CurrentState(id spec.RoomID, typ, key string) *events.PDU {
 	r := s.room(id)
 	if r == nil {
+		if typ == spec.MRoomMember {
+			if o := s.outlierOf(spec.UserID(key), id); o != nil {
+				return o.pdu // an invite's inviter (sync's ignored-user check)
+			}
+		}
 		return nil
 	}
 	return r.cur.Load().get(typ, key)
@@ -198,6 +203,9 @@ func (s *Service) CurrentState(id spec.RoomID, typ, key string) *events.PDU {
 func (s *Service) MembershipEvent(user spec.UserID, id spec.RoomID) (int64, string) {
 	r := s.room(id)
 	if r == nil {
+		if o := s.outlierOf(user, id); o != nil {
+			return o.pos, o.membership
+		}
 		return 0, ""
 	}
 	r.histMu.RLock()
@@ -297,6 +305,9 @@ func (s *snapshot) members() *memberSummary {
 func (s *Service) StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage {
 	r := s.room(id)
 	if r == nil {
+		if o := s.outlierOf(user, id); o != nil {
+			return o.strippedState()
+		}
 		return nil
 	}
 	snap := r.cur.Load()

@@ -33,8 +33,12 @@ func newTypingState() *typingState {
 const maxTypingTimeout = 2 * time.Minute
 
 // setTyping starts or stops a typing notice; a notice ends by itself after
-// its timeout.
-func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, timeout time.Duration) {
+// its timeout. A local user's goes to the room's other servers, with its
+// end (a remote user's comes from its server: RemoteTyping).
+func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, timeout time.Duration, local bool) {
+	if local && s.out != nil {
+		s.out.Typing(room, user, typing)
+	}
 	t := s.typing
 	t.mu.Lock()
 	users := t.rooms[room]
@@ -48,7 +52,11 @@ func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, tim
 		delete(users, user)
 	}
 	if typing {
-		users[user] = time.AfterFunc(timeout, func() { s.expireTyping(room, user) })
+		users[user] = time.AfterFunc(timeout, func() {
+			if s.expireTyping(room, user) && local && s.out != nil {
+				s.out.Typing(room, user, false)
+			}
+		})
 	}
 	changed := typing != was
 	if changed {
@@ -60,7 +68,15 @@ func (s *Service) setTyping(room spec.RoomID, user spec.UserID, typing bool, tim
 	}
 }
 
-func (s *Service) expireTyping(room spec.RoomID, user spec.UserID) {
+// RemoteTyping records the typing of another server's user, as its server
+// sent it (federation, m.typing).
+func (s *Service) RemoteTyping(room spec.RoomID, user spec.UserID, typing bool, timeout time.Duration) {
+	s.setTyping(room, user, typing, timeout, false)
+}
+
+// expireTyping ends a typing notice at its timeout; it reports whether the
+// notice was still on.
+func (s *Service) expireTyping(room spec.RoomID, user spec.UserID) bool {
 	t := s.typing
 	t.mu.Lock()
 	_, ok := t.rooms[room][user]
@@ -72,6 +88,7 @@ func (s *Service) expireTyping(room spec.RoomID, user spec.UserID) {
 	if ok {
 		s.notifier.Notify(0, wake.InRoom(wake.Typing, room), s.rooms.JoinedMembers(room)...)
 	}
+	return ok
 }
 
 // typingSince returns the room's m.typing event if it changed after serial.
@@ -124,7 +141,7 @@ func (s *Service) putTyping(c *gin.Context) error {
 		}
 		timeout = time.Duration(min(*body.Timeout, int64(maxTypingTimeout/time.Millisecond))) * time.Millisecond
 	}
-	s.setTyping(room, dev.UserID, *body.Typing, timeout)
+	s.setTyping(room, dev.UserID, *body.Typing, timeout, true)
 	c.JSON(http.StatusOK, gin.H{})
 	return nil
 }
@@ -181,12 +198,51 @@ func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.
 	if err != nil {
 		return err
 	}
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+	ts := time.Now().UnixMilli()
+	if err := s.writeReceipt(ctx, user, room, typ, eventID, threadID, ts); err != nil {
+		return err
+	}
+	if typ == "m.read" && s.out != nil {
+		s.out.Receipt(room, user, eventID, threadID, ts) // private receipts stay here
+	}
+	if s.unread == nil {
+		return nil
+	}
+	// m.read and m.read.private both clear the notifications up to the
+	// event (push module, "Marking notifications as read"). The receipt is
+	// stored either way; a failure here only leaves the counts behind.
+	if err := s.unread.ReceiptRead(ctx, user, room, eventID, ev.Position, threadID); err != nil {
+		s.log.Warn().Err(err).Msg("sync: could not clear notifications for a receipt")
+	}
+	return nil
+}
+
+// RemoteReceipt records the public read receipt of another server's user,
+// as its server sent it (federation, m.receipt).
+func (s *Service) RemoteReceipt(ctx context.Context, room spec.RoomID, user spec.UserID, eventID spec.EventID, thread string, ts int64) error {
+	if _, err := s.rooms.Event(ctx, user, room, eventID); err != nil {
+		return err
+	}
+	if thread != "main" {
+		if _, err := spec.ParseEventID(thread); err != nil {
+			thread = ""
+		}
+	}
+	if ts <= 0 {
+		ts = time.Now().UnixMilli()
+	}
+	return s.writeReceipt(ctx, user, room, "m.read", eventID, thread, ts)
+}
+
+// writeReceipt stores a receipt, the latest per user, type and thread, and
+// wakes the room.
+func (s *Service) writeReceipt(ctx context.Context, user spec.UserID, room spec.RoomID, typ string, eventID spec.EventID, threadID string, ts int64) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		pos := tx.NextPosition()
 		if _, err := tx.Exec(`INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, position)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, position = excluded.position`,
-			string(room), string(user), typ, threadID, string(eventID), time.Now().UnixMilli(), pos); err != nil {
+			string(room), string(user), typ, threadID, string(eventID), ts, pos); err != nil {
 			return err
 		}
 		tx.AfterCommit(func() {
@@ -201,16 +257,6 @@ func (s *Service) storeReceipt(ctx context.Context, user spec.UserID, room spec.
 		})
 		return nil
 	})
-	if err != nil || s.unread == nil {
-		return err
-	}
-	// m.read and m.read.private both clear the notifications up to the
-	// event (push module, "Marking notifications as read"). The receipt is
-	// stored either way; a failure here only leaves the counts behind.
-	if err := s.unread.ReceiptRead(ctx, user, room, eventID, ev.Position, threadID); err != nil {
-		s.log.Warn().Err(err).Msg("sync: could not clear notifications for a receipt")
-	}
-	return nil
 }
 
 // receiptsSince returns the room's m.receipt event with receipts in

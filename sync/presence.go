@@ -47,11 +47,25 @@ func newPresenceState() *presenceState {
 
 var presenceStates = map[string]bool{"online": true, "offline": true, "unavailable": true}
 
-// setPresence records a user's presence and wakes those who share a room
-// with them, if it changed.
+// setPresence records a local user's presence and wakes those who share a
+// room with them, if it changed; the change goes to other servers too
+// (federation decides whether presence leaves the server).
 func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string, explicit bool) {
+	if s.recordPresence(user, state, statusMsg, explicit, time.Now()) && s.out != nil {
+		s.out.Presence(user, state, statusMsg, 0, state == "online")
+	}
+}
+
+// RemotePresence records the presence of another server's user, as its
+// server sent it (federation, m.presence).
+func (s *Service) RemotePresence(user spec.UserID, state string, statusMsg *string, lastActiveAgo int64) {
+	s.recordPresence(user, state, statusMsg, true, time.Now().Add(-time.Duration(max(lastActiveAgo, 0))*time.Millisecond))
+}
+
+// recordPresence records a presence and reports whether it changed.
+func (s *Service) recordPresence(user spec.UserID, state string, statusMsg *string, explicit bool, lastActive time.Time) bool {
 	if !s.cfg.Presence {
-		return
+		return false
 	}
 	p := s.presence
 	p.mu.Lock()
@@ -65,7 +79,7 @@ func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string,
 	if explicit {
 		cur.statusMsg = statusMsg
 	}
-	cur.lastActive = time.Now()
+	cur.lastActive = lastActive
 	if changed {
 		cur.serial = s.nextSerial()
 		p.latest = cur.serial
@@ -75,6 +89,7 @@ func (s *Service) setPresence(user spec.UserID, state string, statusMsg *string,
 	if changed {
 		s.notifier.Notify(0, wake.Of(wake.Presence), s.rooms.UsersSharingRoomsWith(user)...)
 	}
+	return changed
 }
 
 func sameString(a, b *string) bool {

@@ -97,6 +97,14 @@ type Unread interface {
 	ReceiptRead(ctx context.Context, user spec.UserID, room spec.RoomID, eventID spec.EventID, pos int64, thread string) error
 }
 
+// Outbound sends local users' typing, public read receipts and presence to
+// other servers (federation; nil without it). It never blocks.
+type Outbound interface {
+	Typing(room spec.RoomID, user spec.UserID, typing bool)
+	Receipt(room spec.RoomID, user spec.UserID, eventID spec.EventID, thread string, ts int64)
+	Presence(user spec.UserID, state string, statusMsg *string, lastActiveAgo int64, currentlyActive bool)
+}
+
 // Config is the sync policy an admin sets.
 type Config struct {
 	// Presence off means no presence is stored or delivered (privacy).
@@ -115,6 +123,9 @@ type Deps struct {
 	Log         zerolog.Logger
 	// Stopping is closed at shutdown: long-polls answer at once.
 	Stopping <-chan struct{}
+	// Federation sends the ephemeral changes of local users to other
+	// servers (nil: none).
+	Federation Outbound
 }
 
 // Service answers /sync and the ephemeral endpoints.
@@ -125,6 +136,7 @@ type Service struct {
 	keys     Keys
 	notifier *Notifier
 	unread   Unread
+	out      Outbound // nil without federation
 	cfg      Config
 	log      zerolog.Logger
 	stopping <-chan struct{}
@@ -147,7 +159,7 @@ type Service struct {
 // New returns the sync service.
 func New(d Deps) *Service {
 	s := &Service{
-		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier, unread: d.Unread,
+		db: d.DB, rooms: d.Rooms, acct: d.AccountData, keys: d.Keys, notifier: d.Notifier, unread: d.Unread, out: d.Federation,
 		cfg: d.Config, log: d.Log, stopping: d.Stopping, conns: newConnStore(),
 	}
 	if s.notifier == nil {

@@ -221,9 +221,9 @@ func TestFederationTwoServers(t *testing.T) {
 		t.Errorf("timelines differ:\nhs1: %q\nhs2: %q", got1, got2)
 	}
 
-	// A private room: alice invites bob, whose server learns nothing of
-	// the room until bob joins it by ID (invites over federation are not
-	// there yet); the invite in hs1's state lets the join in.
+	// A private room: bob cannot join uninvited; alice invites him and
+	// the invite in hs1's state lets the join by ID in (the invite itself
+	// over federation: federation_members_test.go).
 	code, _, raw = doRequest(t, "POST", hs1.URL+"/_matrix/client/v3/createRoom", alice, map[string]any{"preset": "private_chat"})
 	if code != 200 {
 		t.Fatalf("createRoom: %d %s", code, raw)

@@ -97,13 +97,14 @@ type Config struct {
 	ServerNoticesUser       string `toml:"server_notices_user"       help:"localpart of the account that sends server notices (created without a password on first use)"`
 	AdminAPI                string `toml:"admin_api"                 help:"where /_synapse/admin is served: loopback (requests made on this machine, not through a reverse proxy), on (everywhere; admin tokens still required) or off"`
 
-	Federation       bool   `toml:"federation"            help:"share rooms with other Matrix servers (off: no federation routes but the server key and version, and nothing leaves the server); server_name may then have a port"`
-	FederationListen string `toml:"federation_listen"     help:"address of the federation listener, served over TLS with federation_tls_cert and federation_tls_key (empty: federation is served on the main listener, behind a reverse proxy that terminates TLS)"`
-	FederationCert   string `toml:"federation_tls_cert"   help:"PEM certificate chain of the federation listener, valid for server_name's host"`
-	FederationKey    string `toml:"federation_tls_key"    help:"PEM private key of federation_tls_cert" secret:"true"`
-	FederationCA     string `toml:"federation_ca_file"    help:"PEM bundle of CAs trusted, beside the system roots, to verify other servers' certificates (a private or test CA)"`
-	FederationAllow  string `toml:"federation_allow"      help:"comma-separated server names: the only servers federated with (empty: any server not denied)"`
-	FederationDeny   string `toml:"federation_deny"       help:"comma-separated server names never federated with: their requests are refused and nothing is sent to them"`
+	Federation         bool   `toml:"federation"            help:"share rooms with other Matrix servers (off: no federation routes but the server key and version, and nothing leaves the server); server_name may then have a port"`
+	FederationListen   string `toml:"federation_listen"     help:"address of the federation listener, served over TLS with federation_tls_cert and federation_tls_key (empty: federation is served on the main listener, behind a reverse proxy that terminates TLS)"`
+	FederationCert     string `toml:"federation_tls_cert"   help:"PEM certificate chain of the federation listener, valid for server_name's host"`
+	FederationKey      string `toml:"federation_tls_key"    help:"PEM private key of federation_tls_cert" secret:"true"`
+	FederationCA       string `toml:"federation_ca_file"    help:"PEM bundle of CAs trusted, beside the system roots, to verify other servers' certificates (a private or test CA)"`
+	FederationAllow    string `toml:"federation_allow"      help:"comma-separated server names: the only servers federated with (empty: any server not denied)"`
+	FederationDeny     string `toml:"federation_deny"       help:"comma-separated server names never federated with: their requests are refused and nothing is sent to them"`
+	FederationPresence bool   `toml:"federation_presence"   help:"send presence to other servers and accept theirs (only with presence on; typing and read receipts are always shared with a room's servers)"`
 
 	RetentionDefault  string `toml:"retention_default_max_lifetime" help:"how long messages are kept in rooms whose m.room.retention sets no max_lifetime, such as 720h (empty: until purged)"`
 	RetentionMin      string `toml:"retention_min_lifetime"         help:"shortest max_lifetime a room's m.room.retention may set; shorter ones are raised to it (empty: no minimum)"`

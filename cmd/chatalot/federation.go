@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/chatalot/chatalot/auth"
 	"github.com/chatalot/chatalot/federation"
 	"github.com/chatalot/chatalot/spec"
 )
@@ -69,7 +70,8 @@ func (c *Config) federationConfig() *federation.Config {
 		}
 		return out
 	}
-	return &federation.Config{Allow: names(c.FederationAllow), Deny: names(c.FederationDeny), CAFile: c.FederationCA}
+	return &federation.Config{Allow: names(c.FederationAllow), Deny: names(c.FederationDeny), CAFile: c.FederationCA,
+		Presence: c.Presence && c.FederationPresence, ProfilesToRoomMates: c.ProfileLookup == auth.ProfileLookupSharedRooms}
 }
 
 // federationListener opens the TLS listener of federation_listen, or

@@ -176,12 +176,16 @@ func (a *App) buildCore(ctx context.Context, cfg Config, d Deps, sh *shared) err
 	if err != nil {
 		return err
 	}
-	a.Auth, err = auth.New(auth.Deps{
+	authDeps := auth.Deps{
 		DB: d.DB, ServerName: cfg.ServerName, Config: cfg.Auth, Log: d.Log,
 		Notify: sh.notifier, Rooms: a.Rooms, Directory: a.Rooms, Devices: sh.devices,
 		Policy: sh.policy.ForRequests(a.Rooms), Limiter: sh.limiter, OAuth: sh.oauth,
 		Eraser: sh.policy, // the admin Service erases the rest of an erased account
-	})
+	}
+	if sh.peers != nil {
+		authDeps.RemoteProfiles = sh.peers // a nil *Peers would be a non-nil interface
+	}
+	a.Auth, err = auth.New(authDeps)
 	if err != nil {
 		return err
 	}
@@ -216,6 +220,7 @@ func (a *App) buildReaders(ctx context.Context, cfg Config, d Deps, sh *shared) 
 	a.Sync = chatsync.New(chatsync.Deps{
 		DB: d.DB, Rooms: a.Rooms, AccountData: a.Push.WithRules(a.Auth), Keys: a.Keys, Unread: a.Push,
 		Notifier: sh.notifier, Log: d.Log, Stopping: d.Stopping, Config: cfg.Sync,
+		Federation: syncOutbound(sh.peers),
 	})
 	if err := a.Sync.Init(ctx); err != nil {
 		return err
@@ -274,9 +279,19 @@ func (a *App) buildFederation(ctx context.Context, cfg Config, d Deps, sh *share
 	}
 	a.Federation = federation.New(federation.Deps{
 		DB: d.DB, Rooms: a.Rooms, Peers: sh.peers, Stopping: d.Stopping, Commits: sh.commits, Media: a.Media, Keys: a.Keys,
+		Ephemeral: a.Sync, Profiles: sh.users,
 	})
 	// What a restart or crash left queued is sent now.
 	return a.Federation.Start(ctx)
+}
+
+// syncOutbound is federation's client side as sync's way out, or nil with
+// federation off (a nil *Peers would be a non-nil interface).
+func syncOutbound(p *federation.Peers) chatsync.Outbound {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // start runs the workers: push's clean-up, admin's follow-ups and the
