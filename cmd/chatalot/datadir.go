@@ -153,3 +153,22 @@ func formatMigrations(ms []storage.Migration) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// checkSQLiteLeftBehind refuses a new, empty PostgreSQL database while the
+// data directory still holds an SQLite one: the server would start with
+// no accounts and no rooms, as if the data were lost, and the two would
+// drift apart from then on.
+func checkSQLiteLeftBehind(ctx context.Context, db *storage.DB, p dataPaths) error {
+	if db.Dialect() != storage.Postgres {
+		return nil
+	}
+	if _, err := os.Stat(p.db); err != nil {
+		return nil
+	}
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM schema_versions`).Scan(&n); err == nil && n > 0 {
+		return nil // a PostgreSQL database in use, or one migrate-db filled
+	}
+	return fmt.Errorf("the data directory %s holds an SQLite database (chatalot.db), but database names a new, empty PostgreSQL database: "+
+		"copy the data there first with \"chatalot migrate-db --to URL\" while the server is stopped, or move chatalot.db away to start with no data", p.dir)
+}

@@ -57,6 +57,14 @@ func TestMigrateDBInterruptedThenResumed(t *testing.T) {
 	srv.Close()
 	app.Close()
 
+	// Before the copy, the server refuses the empty PostgreSQL database
+	// rather than starting there with nothing.
+	pgCfg := cfg
+	pgCfg.Database = dsn
+	if _, err := openApp(pgCfg, zerolog.New(io.Discard)); err == nil || !strings.Contains(err.Error(), "chatalot migrate-db --to URL") {
+		t.Fatalf("the server on an empty PostgreSQL database beside an SQLite one: %v", err)
+	}
+
 	// Interrupted after the third table.
 	n := 0
 	stop := errors.New("interrupted")
