@@ -83,6 +83,10 @@ func TestCLIConventions(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "--uses integer") || !strings.Contains(r.stdout, "--expires duration") {
 		t.Errorf("admin token create -h: status %d\n%s", r.code, r.stdout)
 	}
+	r = cliRun(t, dir, "", "migrate-db", "-h")
+	if r.code != 0 || !strings.Contains(r.stdout, "--to URL") || !strings.Contains(r.stdout, "--data-dir DIR") {
+		t.Errorf("migrate-db -h: status %d\n%s", r.code, r.stdout)
+	}
 	// serve -h lists every setting with its type and default.
 	r = cliRun(t, dir, "", "serve", "-h")
 	for _, want := range []string{
@@ -97,7 +101,7 @@ func TestCLIConventions(t *testing.T) {
 		t.Errorf("serve -h: status %d", r.code)
 	}
 	// Mistakes: status 2 and where to look.
-	for _, args := range [][]string{{"serve", "--no-such-flag"}, {"bogus"}, {"admin", "create-user"}, {"config"}} {
+	for _, args := range [][]string{{"serve", "--no-such-flag"}, {"bogus"}, {"admin", "create-user"}, {"config"}, {"migrate-db"}} {
 		if r := cliRun(t, dir, "", args...); r.code != 2 || !strings.Contains(r.stderr, "chatalot") {
 			t.Errorf("chatalot %v: status %d, want 2\n%s", args, r.code, r.stderr)
 		}

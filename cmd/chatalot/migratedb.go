@@ -33,6 +33,9 @@ const migrateDBUsage = `migrate-db --to postgres://USER:PASSWORD@HOST:PORT/DB [f
 // the copy, as the record of what was verified.
 const migrateMarkers = "chatalot_migrate_db"
 
+// migrateDBLock is the advisory lock a copy holds on its target.
+const migrateDBLock int64 = 0x6d69677261746564 // "migrated"
+
 // migrateAfterTable, when a test sets it, runs after each table's copy
 // commits (to interrupt a migration at a known point).
 var migrateAfterTable func(table string) error
@@ -45,7 +48,7 @@ var migrateAfterTable func(table string) error
 func migrateDB(args []string, stdout io.Writer) error {
 	fs := newFlagSet("migrate-db")
 	configPath, set := configFlags(fs)
-	to := fs.String("to", "", "the PostgreSQL database to copy into (postgres://…); it must be empty, or hold an interrupted copy of this data directory")
+	to := fs.String("to", "", "the PostgreSQL database to copy into, a postgres:// `URL`; it must be empty, or hold an interrupted copy of this data directory")
 	help := commandHelp(migrateDBUsage, fs, true)
 	if err := parseFlags(fs, args, help); err != nil {
 		return err
@@ -110,21 +113,20 @@ func (m *dbMigration) run(ctx context.Context, p dataPaths, cfg Config, target s
 	}
 	defer dst.Close(context.Background())
 	m.dst = dst
+	// One copy into a database at a time (another data directory's, say).
+	var alone bool
+	if err := dst.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, migrateDBLock).Scan(&alone); err != nil {
+		return fmt.Errorf("migrate-db: %w", err)
+	}
+	if !alone {
+		return errors.New("migrate-db: another migrate-db is copying into this database; wait for it, or stop it")
+	}
 	resumed, err := m.checkTarget(ctx)
 	if err != nil {
 		return err
 	}
 	if !resumed {
-		// The target's tables, made by the same migrations the server runs.
-		tdb, err := storage.Open(target, storage.Options{Readers: 1, FilePath: p.db})
-		if err != nil {
-			return fmt.Errorf("migrate-db: %w", err)
-		}
-		err = tdb.Migrate(ctx, schemas...)
-		tdb.Close()
-		if err != nil {
-			return fmt.Errorf("migrate-db: create the tables in PostgreSQL: %w", err)
-		}
+		// The markers first: from here on the database is this copy's.
 		if _, err := dst.Exec(ctx, `CREATE TABLE `+migrateMarkers+` (
 			table_name   TEXT   PRIMARY KEY,
 			row_count    BIGINT NOT NULL,
@@ -132,6 +134,17 @@ func (m *dbMigration) run(ctx context.Context, p dataPaths, cfg Config, target s
 		)`); err != nil {
 			return fmt.Errorf("migrate-db: %w", err)
 		}
+	}
+	// The target's tables, made by the same migrations the server runs
+	// (nothing to do when an interrupted run made them).
+	tdb, err := storage.Open(target, storage.Options{Readers: 1, FilePath: p.db})
+	if err != nil {
+		return fmt.Errorf("migrate-db: %w", err)
+	}
+	err = tdb.Migrate(ctx, schemas...)
+	tdb.Close()
+	if err != nil {
+		return fmt.Errorf("migrate-db: create the tables in PostgreSQL: %w", err)
 	}
 	if err := m.sameVersions(ctx); err != nil {
 		return err
@@ -277,6 +290,15 @@ func (m *dbMigration) tables(ctx context.Context) ([]pgTable, error) {
 	inSource := map[string]bool{}
 	for _, n := range srcTables {
 		inSource[n] = true
+	}
+	inTarget := map[string]bool{"schema_versions": true}
+	for _, n := range ordered {
+		inTarget[n] = true
+	}
+	for _, n := range srcTables {
+		if !inTarget[n] && !strings.HasPrefix(n, "sqlite_") {
+			return nil, fmt.Errorf("the SQLite table %s has no PostgreSQL counterpart: its rows would be lost", n)
+		}
 	}
 	var out []pgTable
 	for _, n := range ordered {
