@@ -158,9 +158,17 @@ func formatMigrations(ms []storage.Migration) string {
 // data directory still holds an SQLite one: the server would start with
 // no accounts and no rooms, as if the data were lost, and the two would
 // drift apart from then on.
+//
+// It also refuses a database an interrupted migrate-db left half copied.
 func checkSQLiteLeftBehind(ctx context.Context, db *storage.DB, p dataPaths) error {
 	if db.Dialect() != storage.Postgres {
 		return nil
+	}
+	// (An error here is the usual case: no migrate-db made this database.)
+	var copying bool
+	if err := db.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM `+migrateMarkers+` WHERE table_name = $1)`,
+		migrateComplete).Scan(&copying); err == nil && copying {
+		return fmt.Errorf("the PostgreSQL database is a copy that migrate-db has not finished: run \"chatalot migrate-db --to URL\" again (with the server stopped) to complete it")
 	}
 	if _, err := os.Stat(p.db); err != nil {
 		return nil

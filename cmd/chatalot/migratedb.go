@@ -33,6 +33,10 @@ const migrateDBUsage = `migrate-db --to postgres://USER:PASSWORD@HOST:PORT/DB [f
 // the copy, as the record of what was verified.
 const migrateMarkers = "chatalot_migrate_db"
 
+// migrateComplete is the marker's name for the copy as a whole, written
+// once every table is verified: a server refuses a database without it.
+const migrateComplete = ""
+
 // migrateDBLock is the advisory lock a copy holds on its target.
 const migrateDBLock int64 = 0x6d69677261746564 // "migrated"
 
@@ -172,6 +176,10 @@ func (m *dbMigration) run(ctx context.Context, p dataPaths, cfg Config, target s
 	}
 	if err := dst.QueryRow(ctx, `SELECT position FROM stream_position`).Scan(&got); err != nil || got != from {
 		return fmt.Errorf("migrate-db: the stream position in PostgreSQL is %d, want %d (%v)", got, from, err)
+	}
+	if _, err := dst.Exec(ctx, `INSERT INTO `+migrateMarkers+` (table_name, row_count, content_hash) VALUES ($1, $2, 'complete')
+		ON CONFLICT (table_name) DO NOTHING`, migrateComplete, len(tables)); err != nil {
+		return fmt.Errorf("migrate-db: %w", err)
 	}
 	fmt.Fprintf(m.out, "copied %d tables (%d verified from an earlier run) in %s; stream position %d\n",
 		len(tables), len(tables)-m.copied, time.Since(start).Round(time.Millisecond), from)
@@ -344,7 +352,9 @@ func (m *dbMigration) markers(ctx context.Context) (map[string]tableSum, error) 
 		if err := rows.Scan(&n, &s.rows, &s.hash); err != nil {
 			return nil, err
 		}
-		out[n] = s
+		if n != migrateComplete {
+			out[n] = s
+		}
 	}
 	return out, rows.Err()
 }

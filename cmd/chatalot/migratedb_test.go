@@ -80,6 +80,10 @@ func TestMigrateDBInterruptedThenResumed(t *testing.T) {
 		t.Fatalf("first run: %v\n%s", err, out.String())
 	}
 	migrateAfterTable = nil
+	// The half-copied database is refused by the server.
+	if _, err := openApp(pgCfg, zerolog.New(io.Discard)); err == nil || !strings.Contains(err.Error(), "migrate-db has not finished") {
+		t.Fatalf("the server on a half-copied PostgreSQL database: %v", err)
+	}
 	out.Reset()
 	if err := migrateDB([]string{"--data-dir", cfg.DataDir, "--to", dsn}, &out); err != nil {
 		t.Fatalf("second run: %v\n%s", err, out.String())
