@@ -80,9 +80,9 @@ func TestMigrateDBFromFixture(t *testing.T) {
 		strings.Contains(rows["events"], "(copied before)") || rows["events"] == "" {
 		t.Fatalf("the second run did not go on after rooms:\n%s", out)
 	}
-	// A third run finds the copy complete and verified.
+	// A third run finds the copy finished and leaves it alone.
 	if again, err := harness.Run(t, "", "migrate-db", "--data-dir", data, "--to", dsn); err != nil || len(rows) < 50 ||
-		strings.Count(again, "(copied before)") != len(rows) {
+		!strings.Contains(again, "finished by an earlier run: nothing to do") {
 		t.Fatalf("a third run: %v\n%s", err, again)
 	}
 

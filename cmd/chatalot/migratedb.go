@@ -129,6 +129,17 @@ func (m *dbMigration) run(ctx context.Context, p dataPaths, cfg Config, target s
 	if err != nil {
 		return err
 	}
+	if resumed {
+		// A finished copy may be served already: it is left alone.
+		var complete bool
+		if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+migrateMarkers+` WHERE table_name = $1)`, migrateComplete).Scan(&complete); err != nil {
+			return fmt.Errorf("migrate-db: %w", err)
+		}
+		if complete {
+			fmt.Fprintf(m.out, "the copy into this database was finished by an earlier run: nothing to do; start the server with database = %q\n", redactDSN(target))
+			return nil
+		}
+	}
 	if !resumed {
 		// The markers first: from here on the database is this copy's.
 		if _, err := dst.Exec(ctx, `CREATE TABLE `+migrateMarkers+` (
