@@ -33,10 +33,11 @@ test: vet test-go test-race test-postgres fuzz-short complement
 test-go:
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 20m ./...
 
-# The package tests again with every test server on PostgreSQL (a
-# throwaway cluster started by internal/pgtest), for the packages that pass
-# there; storage's own tests run on both backends in test-go.
-PG_PACKAGES := ./auth ./rooms ./sync ./keys ./push ./media ./admin ./schedule ./server/app
+# The package tests and the end-to-end suite again with every test server
+# on PostgreSQL (a throwaway cluster started by internal/pgtest), for the
+# packages that pass there; storage's own tests run on both backends in
+# test-go. ./tests adds about five minutes.
+PG_PACKAGES := ./auth ./rooms ./sync ./keys ./push ./media ./admin ./schedule ./server/app ./tests
 test-postgres:
 	CHATALOT_TEST_DATABASE=postgres $(GO) test -tags '$(TAGS)' -count=1 -timeout 20m $(PG_PACKAGES)
 

@@ -14,12 +14,16 @@ import (
 // (device_list_changes) is kept: it is how other users' clients learn
 // that the keys are gone.
 func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.Removed) error {
+	sender := `json_extract(message, '$.sender')`
+	if tx.Dialect() == storage.Postgres {
+		sender = `message::jsonb ->> 'sender'`
+	}
 	for _, d := range []struct{ table, query string }{
 		{"dehydrated_devices", `DELETE FROM dehydrated_devices WHERE user_id = $1`},
 		{"one_time_keys", `DELETE FROM one_time_keys WHERE user_id = $1`},
 		{"fallback_keys", `DELETE FROM fallback_keys WHERE user_id = $1`},
 		{"device_keys", `DELETE FROM device_keys WHERE user_id = $1`},
-		{"to_device_messages", `DELETE FROM to_device_messages WHERE user_id = $1 OR json_extract(message, '$.sender') = $1`},
+		{"to_device_messages", `DELETE FROM to_device_messages WHERE user_id = $1 OR ` + sender + ` = $1`},
 		{"to_device_txns", `DELETE FROM to_device_txns WHERE user_id = $1`},
 		{"key_devices", `DELETE FROM key_devices WHERE user_id = $1`},
 		{"cross_signing_keys", `DELETE FROM cross_signing_keys WHERE user_id = $1`},

@@ -71,7 +71,7 @@ func (s *Service) Expire(ctx context.Context, p RetentionPolicy, dryRun bool, ke
 		return "$" + strconv.Itoa(len(args))
 	}
 	if p.LocalUnaccessed > 0 {
-		where += ` OR (server_name = $1 AND max(COALESCE(last_access_ts, 0), uploaded_ts) < ` + arg(now.Add(-p.LocalUnaccessed).UnixMilli()) + `)`
+		where += ` OR (server_name = $1 AND ` + lastUsed + ` < ` + arg(now.Add(-p.LocalUnaccessed).UnixMilli()) + `)`
 	}
 	if p.MaxAge > 0 {
 		where += ` OR (server_name = $1 AND uploaded_ts < ` + arg(now.Add(-p.MaxAge).UnixMilli()) + `)`
@@ -81,6 +81,11 @@ func (s *Service) Expire(ctx context.Context, p RetentionPolicy, dryRun bool, ke
 	}
 	return s.deleteMatching(ctx, dryRun, keep, where+`)`, args...)
 }
+
+// lastUsed is when an upload was last read, or uploaded if never: the
+// larger of the two, written without SQLite's two-argument max, which
+// PostgreSQL calls GREATEST.
+const lastUsed = `CASE WHEN COALESCE(last_access_ts, 0) > uploaded_ts THEN last_access_ts ELSE uploaded_ts END`
 
 // remoteLastRead is when a cached remote copy was last read, or fetched if
 // never since (a recorded access is never before the fetch).
@@ -101,5 +106,5 @@ func (s *Service) PurgeRemoteCache(ctx context.Context, before time.Time, dryRun
 // POST /_synapse/admin/v1/media/delete).
 func (s *Service) DeleteUnaccessedBefore(ctx context.Context, before time.Time, sizeGT int64, dryRun bool, keep Keep) (Deletion, error) {
 	return s.deleteMatching(ctx, dryRun, keep, `server_name = $1 AND sha256 IS NOT NULL AND NOT quarantined
-		AND max(COALESCE(last_access_ts, 0), uploaded_ts) < $2 AND size > $3`, string(s.serverName), before.UnixMilli(), sizeGT)
+		AND `+lastUsed+` < $2 AND size > $3`, string(s.serverName), before.UnixMilli(), sizeGT)
 }

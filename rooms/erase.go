@@ -180,8 +180,12 @@ func (r *liveRoom) replaceRedacted(redacted []*events.PDU) {
 // encrypted event, whose content the server cannot read.
 func (s *Service) MediaNeeded(tx *storage.Tx, uri string, user spec.UserID) (bool, error) {
 	var n int
-	err := tx.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM events e WHERE instr(e.json, $1) > 0
+	contains := `instr(e.json, $1) > 0`
+	if tx.Dialect() == storage.Postgres {
+		contains = `strpos(e.json, $1) > 0`
+	}
+	err := tx.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM events e WHERE `+contains+`
 		AND NOT (e.sender = $2 AND (e.state_key IS NULL OR (e.type = 'm.room.member' AND e.state_key = $2)))
-		LIMIT 1)`, `"`+uri+`"`, string(user)).Scan(&n)
+		LIMIT 1) AS m`, `"`+uri+`"`, string(user)).Scan(&n)
 	return n > 0, err
 }

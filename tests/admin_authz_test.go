@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/chatalot/chatalot/admin"
+	"github.com/chatalot/chatalot/tests/harness"
 	"github.com/gin-gonic/gin"
 )
 
@@ -170,8 +171,14 @@ func TestAdminAuthorisationMatrix(t *testing.T) {
 			t.Errorf("%s %s as a normal user: %d %v, want 403 M_FORBIDDEN", m.method, m.tmpl, code, out)
 		}
 		code, out := e.do(m.method, u, e.token, body)
-		if code != m.status {
-			t.Errorf("%s %s as the admin: %d %v, want %d", m.method, m.tmpl, code, out, m.status)
+		want := m.status
+		if strings.HasSuffix(m.tmpl, "/database/compact") && harness.OnPostgres(e.s.DataDir) {
+			// Compaction is an SQLite file operation; PostgreSQL's
+			// autovacuum does that job (TestAdminPurgeFreesDisk).
+			want = http.StatusBadRequest
+		}
+		if code != want {
+			t.Errorf("%s %s as the admin: %d %v, want %d", m.method, m.tmpl, code, out, want)
 			continue
 		}
 		if id, ok := out["purge_id"].(string); ok {

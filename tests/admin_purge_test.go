@@ -39,6 +39,18 @@ func TestAdminPurgeFreesDisk(t *testing.T) {
 	if removed["events"] == nil || removed["events"].(float64) < 200 {
 		t.Fatalf("purge answer: %v", out)
 	}
+	if harness.OnPostgres(e.s.DataDir) {
+		// The rows are gone; giving their space back is autovacuum's job,
+		// and the compaction command says so.
+		if strings.Contains(dumpDatabase(t, e.s.DataDir), canary) {
+			t.Fatal("the database still holds the purged messages' text")
+		}
+		cli, err := harness.Run(t, "", "admin", "compact", "--data-dir", e.s.DataDir)
+		if err == nil || !strings.Contains(cli, "not available on PostgreSQL") {
+			t.Fatalf("admin compact on PostgreSQL: %v\n%s", err, cli)
+		}
+		return
+	}
 	cli, err := harness.Run(t, "", "admin", "compact", "--data-dir", e.s.DataDir)
 	if err != nil {
 		t.Fatalf("admin compact: %v\n%s", err, cli)

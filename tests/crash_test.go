@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -114,7 +113,7 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Stop()
-	checkDAG(t, filepath.Join(s.DataDir, "chatalot.db"))
+	checkDAG(t, s.DataDir)
 	t.Logf("%d acknowledged events, all present after SIGKILL", len(acked))
 }
 
@@ -134,13 +133,14 @@ func openIntact(t *testing.T, dsn string) *sql.DB {
 	return db
 }
 
-// checkDAG opens the stopped server's database: integrity_check is ok,
+// checkDAG opens the stopped server's database (on data directory dir):
+// integrity_check is ok (on SQLite),
 // every prev_event and auth_event of every event is stored, current state
 // points at stored events, and no event has a position beyond the saved
 // stream position.
-func checkDAG(t *testing.T, path string) {
+func checkDAG(t *testing.T, dir string) {
 	t.Helper()
-	db := openIntact(t, "file:"+path+"?mode=ro")
+	db := openServerDB(t, dir, "")
 	defer db.Close()
 	rows, err := db.Query("SELECT event_id, json FROM events")
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,21 +236,21 @@ func TestCrashCycles(t *testing.T) {
 			t.Fatalf("cycle %d: %d acknowledged to-device messages lost", cycle, len(acked.toDevice))
 		}
 		acked.Unlock()
-		checkIntegrity(t, filepath.Join(s.DataDir, "chatalot.db"))
+		checkIntegrity(t, s.DataDir)
 	}
 	s.Stop()
-	checkDAG(t, filepath.Join(s.DataDir, "chatalot.db"))
+	checkDAG(t, s.DataDir)
 	t.Logf("%d crash cycles: %d acknowledged events, %d one-time keys, none lost", cycles, len(acked.events), acked.keys)
 }
 
 // checkIntegrity runs integrity_check on a live server's database and
 // checks that stream positions are unique across events and receipts.
-func checkIntegrity(t *testing.T, path string) {
+func checkIntegrity(t *testing.T, dir string) {
 	t.Helper()
-	db := openIntact(t, "file:"+path+"?mode=ro&_busy_timeout=5000")
+	db := openServerDB(t, dir, "&_busy_timeout=5000")
 	defer db.Close()
 	var dups int
-	if err := db.QueryRow(`SELECT count(*) FROM (SELECT position FROM events UNION ALL SELECT position FROM receipts) GROUP BY position HAVING count(*) > 1`).Scan(&dups); err != nil && err != sql.ErrNoRows {
+	if err := db.QueryRow(`SELECT count(*) FROM (SELECT position FROM events UNION ALL SELECT position FROM receipts) AS p GROUP BY position HAVING count(*) > 1`).Scan(&dups); err != nil && err != sql.ErrNoRows {
 		t.Fatal(err)
 	}
 	if dups > 0 {

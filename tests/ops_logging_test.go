@@ -30,7 +30,9 @@ type opsProc struct {
 func opsLaunch(t *testing.T, args ...string) *opsProc {
 	t.Helper()
 	p := &opsProc{done: make(chan struct{})}
-	p.cmd = exec.Command(harness.Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)...)
+	data := t.TempDir()
+	p.cmd = exec.Command(harness.Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", data}, args...)...)
+	p.cmd.Env = harness.DatabaseEnv(t, data)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

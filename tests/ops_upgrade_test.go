@@ -70,6 +70,9 @@ func opsUnpackFixture(t *testing.T, fixture string) (string, upgradeFixture) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(t.TempDir(), "data")
+	// An older release's data directory is an SQLite one, also when the
+	// tests run on PostgreSQL (TestMigrateDBFromFixture moves one there).
+	harness.KeepSQLite(t, data)
 	opsCopyDir(t, fixture, data)
 	gz, err := os.Open(filepath.Join(data, "chatalot.db.gz"))
 	if err != nil {
@@ -201,7 +204,9 @@ func TestOpsUpgradeFromFixture(t *testing.T) {
 
 			// The schema is now exactly what a new data directory gets, and a
 			// second start finds nothing more to migrate.
-			fresh := harness.Start(t)
+			freshDir := t.TempDir()
+			harness.KeepSQLite(t, freshDir) // compared with the fixture's SQLite file
+			fresh := harness.Start(t, harness.WithDataDir(freshDir))
 			fresh.Stop()
 			want := opsSchemaVersions(t, filepath.Join(fresh.DataDir, "chatalot.db"))
 			have := opsSchemaVersions(t, filepath.Join(data, "chatalot.db"))

@@ -2,9 +2,9 @@ package tests
 
 import (
 	"bytes"
-	"database/sql"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,26 +16,13 @@ import (
 	"github.com/chatalot/chatalot/tests/harness"
 )
 
-// dumpDatabase renders every row of every table of a stopped server's
-// database as text.
-func dumpDatabase(t *testing.T, path string) string {
+// dumpDatabase renders every row of every table of the database of a
+// stopped server (on data directory dir) as text.
+func dumpDatabase(t *testing.T, dir string) string {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openServerDB(t, dir, "")
 	defer db.Close()
-	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		tables = append(tables, n)
-	}
-	rows.Close()
+	tables := serverTables(t, dir, db)
 	var b strings.Builder
 	for _, tb := range tables {
 		r, err := db.Query(`SELECT * FROM "` + tb + `"`)
@@ -90,7 +77,7 @@ func TestSecretsNeverStoredOrLogged(t *testing.T) {
 	a.do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "keeper"}, "password": "wrong-" + password})
 	s.Stop()
 
-	dump := dumpDatabase(t, filepath.Join(s.DataDir, "chatalot.db"))
+	dump := dumpDatabase(t, s.DataDir)
 	var files bytes.Buffer
 	filepath.WalkDir(s.DataDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
@@ -125,7 +112,7 @@ func TestSecretsNeverStoredOrLogged(t *testing.T) {
 
 // TestZeroTelemetry runs the server under strace with default settings,
 // leaves it idle, uses it, and requires that it opened no connection at all
-// beyond the loopback address it serves.
+// beyond the loopback address it serves (and its PostgreSQL database's).
 func TestZeroTelemetry(t *testing.T) {
 	if _, err := exec.LookPath("strace"); err != nil {
 		t.Fatal("strace is needed (Debian package strace; .ci/run installs it)")
@@ -146,8 +133,21 @@ func TestZeroTelemetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// On PostgreSQL the database's own address is the one connection the
+	// configuration asks for.
+	database := "no database address"
+	if harness.OnPostgres(s.DataDir) {
+		u, err := url.Parse(harness.Database(t, s.DataDir))
+		if err != nil || u.Hostname() != "127.0.0.1" {
+			t.Fatalf("database URL %v: %v", u, err)
+		}
+		database = fmt.Sprintf(`sin_port=htons(%s), sin_addr=inet_addr("127.0.0.1")`, u.Port())
+	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if !strings.Contains(line, "connect(") && !strings.Contains(line, "sendto(") && !strings.Contains(line, "sendmsg(") {
+			continue
+		}
+		if strings.Contains(line, database) {
 			continue
 		}
 		if strings.Contains(line, "AF_INET") || strings.Contains(line, "AF_INET6") || strings.Contains(line, "AF_NETLINK") {

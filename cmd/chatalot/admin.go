@@ -161,6 +161,10 @@ func openAdmin(cfg Config, withRooms bool) (*cliAdmin, error) {
 		schemas = append(schemas, rooms.Schema)
 	}
 	ctx := context.Background()
+	if err := checkSQLiteLeftBehind(ctx, db, p); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := db.Migrate(ctx, schemas...); err != nil {
 		db.Close()
 		return nil, err

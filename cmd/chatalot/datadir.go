@@ -153,3 +153,30 @@ func formatMigrations(ms []storage.Migration) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// checkSQLiteLeftBehind refuses a new, empty PostgreSQL database while the
+// data directory still holds an SQLite one: the server would start with
+// no accounts and no rooms, as if the data were lost, and the two would
+// drift apart from then on.
+//
+// It also refuses a database an interrupted migrate-db left half copied.
+func checkSQLiteLeftBehind(ctx context.Context, db *storage.DB, p dataPaths) error {
+	if db.Dialect() != storage.Postgres {
+		return nil
+	}
+	// (An error here is the usual case: no migrate-db made this database.)
+	var copying bool
+	if err := db.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM `+migrateMarkers+` WHERE table_name = $1)`,
+		migrateComplete).Scan(&copying); err == nil && copying {
+		return fmt.Errorf("the PostgreSQL database is a copy that migrate-db has not finished: run \"chatalot migrate-db --to URL\" again (with the server stopped) to complete it")
+	}
+	if _, err := os.Stat(p.db); err != nil {
+		return nil
+	}
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM schema_versions`).Scan(&n); err == nil && n > 0 {
+		return nil // a PostgreSQL database in use, or one migrate-db filled
+	}
+	return fmt.Errorf("the data directory %s holds an SQLite database (chatalot.db), but database names a new, empty PostgreSQL database: "+
+		"copy the data there first with \"chatalot migrate-db --to URL\" while the server is stopped, or move chatalot.db away to start with no data", p.dir)
+}

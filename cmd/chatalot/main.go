@@ -21,6 +21,8 @@ Usage:
   chatalot config print [flags]     show the effective configuration, secrets masked
   chatalot admin COMMAND [flags]    manage the server (accounts, invite codes,
                                     backups; "chatalot admin -h" lists them)
+  chatalot migrate-db --to URL      copy a stopped server's SQLite database
+                                    into PostgreSQL (see "Moving to PostgreSQL")
   chatalot version                  print the version (also --version)
   chatalot help                     print this overview (also -h, --help)
 
@@ -51,6 +53,8 @@ func run(args []string) error {
 		return configCommand(args)
 	case "admin":
 		return adminCommand(args)
+	case "migrate-db":
+		return migrateDB(args, os.Stdout)
 	case "version", "-version", "--version":
 		fmt.Println("chatalot", version)
 		return nil

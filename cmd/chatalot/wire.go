@@ -21,6 +21,9 @@ var testClock func() time.Time
 // wire migrates every package's tables and builds the server (server/app)
 // on the data directory.
 func (a *App) wire(ctx context.Context) error {
+	if err := checkSQLiteLeftBehind(ctx, a.db, pathsOf(a.cfg.DataDir)); err != nil {
+		return err
+	}
 	if err := a.db.Migrate(ctx, append([]storage.Schema{identitySchema}, app.Schemas...)...); err != nil {
 		return err
 	}

@@ -124,8 +124,21 @@ func Start(t testing.TB, opts ...Option) *Server {
 		if s.Running() {
 			s.Stop()
 		}
+		if t.Failed() {
+			s.logErrors()
+		}
 	})
 	return s
+}
+
+// logErrors adds the server's error lines to a failed test's output: a 500
+// names an error ID, which these lines explain.
+func (s *Server) logErrors() {
+	for _, line := range strings.Split(s.Logs(), "\n") {
+		if strings.Contains(line, `"level":"error"`) || strings.Contains(line, `"level":"fatal"`) {
+			s.t.Logf("server: %s", line)
+		}
+	}
 }
 
 // DefaultArgs are given before the test's own flags, which win.
@@ -146,7 +159,7 @@ func (s *Server) Launch() {
 		cmd = exec.Command(s.wrapper[0], append(append(s.wrapper[1:], bin), args...)...)
 	}
 	cmd.Env = append(os.Environ(), s.Env...)
-	if pgtest.OnPostgres() {
+	if OnPostgres(s.DataDir) {
 		// The data in a PostgreSQL database of this data directory's
 		// (CHATALOT_TEST_DATABASE=postgres); a --database flag still wins.
 		cmd.Env = append(cmd.Env, "CHATALOT_DATABASE="+pgtest.Location(s.t, s.DataDir, "chatalot.db"))
@@ -291,14 +304,86 @@ func (s *Server) Logs() string {
 func Run(t testing.TB, stdin string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
-	if pgtest.OnPostgres() {
-		for i, a := range args[:max(len(args)-1, 0)] {
-			if a == "--data-dir" { // the database of the server on that directory
-				cmd.Env = append(os.Environ(), "CHATALOT_DATABASE="+pgtest.Location(t, args[i+1], "chatalot.db"))
-			}
+	for i, a := range args[:max(len(args)-1, 0)] {
+		if a == "--data-dir" && OnPostgres(args[i+1]) { // the database of the server on that directory
+			cmd.Env = append(os.Environ(), "CHATALOT_DATABASE="+pgtest.Location(t, args[i+1], "chatalot.db"))
 		}
 	}
 	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	// A command that should have exited (serve refusing to start) but
+	// serves instead fails the test rather than hanging it.
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(RunTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("chatalot %s did not exit within %s:\n%s", strings.Join(args, " "), RunTimeout, out.String())
+		return "", nil
+	}
+}
+
+// RunTimeout bounds a command Run runs.
+var RunTimeout = 3 * time.Minute
+
+var (
+	sqliteMu   sync.Mutex
+	sqliteDirs = map[string]bool{}
+)
+
+// KeepSQLite makes the servers and commands on data directory dir use its
+// SQLite file even when the tests run on PostgreSQL: a data directory from
+// an older release, or one a test reads as a file, is an SQLite one.
+func KeepSQLite(t testing.TB, dir string) {
+	dir = filepath.Clean(dir)
+	sqliteMu.Lock()
+	sqliteDirs[dir] = true
+	sqliteMu.Unlock()
+	t.Cleanup(func() {
+		sqliteMu.Lock()
+		delete(sqliteDirs, dir)
+		sqliteMu.Unlock()
+	})
+}
+
+// OnPostgres reports whether the servers on data directory dir keep their
+// data in PostgreSQL (CHATALOT_TEST_DATABASE=postgres, and not KeepSQLite).
+func OnPostgres(dir string) bool {
+	if !pgtest.OnPostgres() {
+		return false
+	}
+	sqliteMu.Lock()
+	defer sqliteMu.Unlock()
+	return !sqliteDirs[filepath.Clean(dir)]
+}
+
+// Database is where the servers on data directory dir keep their data: the
+// SQLite file chatalot.db in it, or the URL of its PostgreSQL database.
+func Database(t testing.TB, dir string) string {
+	t.Helper()
+	if !OnPostgres(dir) {
+		return filepath.Join(dir, "chatalot.db")
+	}
+	return pgtest.Location(t, dir, "chatalot.db")
+}
+
+// Database is where this server keeps its data (see the function).
+func (s *Server) Database() string { return Database(s.t, s.DataDir) }
+
+// DatabaseEnv is the environment for a process the test starts itself on
+// data directory dir: the test's, plus the PostgreSQL database of dir's
+// when the tests run there.
+func DatabaseEnv(t testing.TB, dir string) []string {
+	t.Helper()
+	if !OnPostgres(dir) {
+		return os.Environ()
+	}
+	return append(os.Environ(), "CHATALOT_DATABASE="+pgtest.Location(t, dir, "chatalot.db"))
 }
