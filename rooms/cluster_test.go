@@ -174,6 +174,18 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 		t.Fatalf("B's joined_members after bob's join: %v", members)
 	}
 
+	// A receipt stored on A reaches alice's sync on B (sync follows them).
+	a.MustJSON(userB, http.MethodPost, "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read/"+esc(msg), map[string]any{})
+	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
+		list, _ := path(res, "rooms", "join", room, "ephemeral", "events").([]any)
+		for _, e := range list {
+			if path(e, "type") == "m.receipt" && path(e, "content", msg, "m.read", userB) != nil {
+				return true
+			}
+		}
+		return false
+	}, "bob's receipt in alice's incremental sync on B")
+
 	// A redaction on A: B's memory holds the redacted event.
 	a.MustJSON(userA, http.MethodPut, "/_matrix/client/v3/rooms/"+esc(room)+"/redact/"+esc(msg)+"/t2", map[string]any{})
 	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
