@@ -172,16 +172,21 @@ func (b *builder) published(pos int64, final *snapshot, w toWake, newRoom bool) 
 	b.r.apply(b.evs, snap, b.redactions)
 	b.s.rememberTxns(b.evs)
 	b.s.publishMemberships(b.r, b.evs, newRoom)
-	c := wake.Change{Kind: wake.Timeline, Room: b.r.id, FilterState: w.filterState}
+	b.s.wake(b.r, pos, b.evs, w)
+}
+
+// wake notifies the users concerned by a room's events, published at pos.
+func (s *Service) wake(r *liveRoom, pos int64, evs []*Event, w toWake) {
+	c := wake.Change{Kind: wake.Timeline, Room: r.id, FilterState: w.filterState}
 	// The room rose in bump_stamp order if its stamp is now one of these
 	// events (a bump type, or the latest event when memory holds none).
-	c.Bump = len(b.evs) > 0 && b.r.bumpStamp(pos) >= b.evs[0].Position
+	c.Bump = len(evs) > 0 && r.bumpStamp(pos) >= evs[0].Position
 	if len(w.others) > 0 {
-		b.s.notify.Notify(pos, c, w.others...)
+		s.notify.Notify(pos, c, w.others...)
 	}
 	if len(w.members) > 0 {
 		c.Membership = true
-		b.s.notify.Notify(pos, c, w.members...)
+		s.notify.Notify(pos, c, w.members...)
 	}
 }
 

@@ -139,7 +139,8 @@ func newLiveRoom(id spec.RoomID, v spec.RoomVersion) *liveRoom {
 }
 
 // apply records committed events in the room's history; called in commit
-// order with the room's write lock held.
+// order on the writer goroutine, with the room's write lock held or, for
+// the events another node wrote, by the follower (follow.go).
 func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) {
 	r.histMu.Lock()
 	if len(redacted) > 0 {

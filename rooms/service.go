@@ -190,11 +190,12 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		outliers:  map[spec.RoomID]map[spec.UserID]*outlier{},
 		txns:      map[txnKey]txnEntry{},
 	}
-	if err := s.load(ctx); err != nil {
-		return nil, fmt.Errorf("load rooms: %w", err)
-	}
-	if err := s.loadTxns(ctx); err != nil {
-		return nil, fmt.Errorf("load transaction IDs: %w", err)
+	if d.DB.Node() == "" {
+		if err := s.loadAll(dbQuerier{ctx, d.DB}); err != nil {
+			return nil, err
+		}
+	} else if err := s.loadFollowing(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.reindexSearch(ctx); err != nil {
 		return nil, fmt.Errorf("index the stored events for search: %w", err)
@@ -241,8 +242,19 @@ func (s *Service) createTS(now int64) int64 {
 	}
 }
 
-func (s *Service) load(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT room_id, version FROM rooms`)
+// loadAll loads the rooms and the remembered transaction IDs.
+func (s *Service) loadAll(q querier) error {
+	if err := s.load(q); err != nil {
+		return fmt.Errorf("load rooms: %w", err)
+	}
+	if err := s.loadTxns(q); err != nil {
+		return fmt.Errorf("load transaction IDs: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) load(q querier) error {
+	rows, err := q.Query(`SELECT room_id, version FROM rooms`)
 	if err != nil {
 		return err
 	}
@@ -260,15 +272,12 @@ func (s *Service) load(ctx context.Context) error {
 		return err
 	}
 	for _, r := range list {
-		if err := s.loadRoom(ctx, r); err != nil {
+		if err := s.loadRoom(q, r); err != nil {
 			return fmt.Errorf("room %s: %w", r.id, err)
 		}
-		s.rooms[r.id] = r
-		for u, h := range r.members {
-			s.setUserRoom(u, r.id, h[len(h)-1].value)
-		}
+		s.addLoaded(r)
 	}
-	rows, err = s.db.Query(ctx, `SELECT user_id, room_id FROM forgotten`)
+	rows, err = q.Query(`SELECT user_id, room_id FROM forgotten`)
 	if err != nil {
 		return err
 	}
@@ -286,9 +295,19 @@ func (s *Service) load(ctx context.Context) error {
 	return s.loadOutliers(ctx)
 }
 
-func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
+// addLoaded makes a room loaded from the database known, with its members.
+func (s *Service) addLoaded(r *liveRoom) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rooms[r.id] = r
+	for u, h := range r.members {
+		s.setUserRoom(u, r.id, h[len(h)-1].value)
+	}
+}
+
+func (s *Service) loadRoom(q querier, r *liveRoom) error {
 	snap := &snapshot{}
-	state, err := s.queryEvents(ctx, `JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
+	state, err := queryEventsOn(q, `JOIN room_state st ON st.event_id = e.event_id WHERE st.room_id = $1`, string(r.id))
 	if err != nil {
 		return err
 	}
@@ -297,7 +316,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 		snap.state = snap.state.With(authrules.StateKeyPair{Type: ev.PDU.Type(), StateKey: sk}, ev.PDU)
 	}
 	// Membership and visibility histories.
-	hist, err := s.queryEvents(ctx, `WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
+	hist, err := queryEventsOn(q, `WHERE e.room_id = $1 AND e.type IN ('m.room.member', 'm.room.history_visibility') AND e.state_key IS NOT NULL ORDER BY e.position`, string(r.id))
 	if err != nil {
 		return err
 	}
@@ -306,7 +325,7 @@ func (s *Service) loadRoom(ctx context.Context, r *liveRoom) error {
 	}
 	r.recent = nil
 	// The latest events, and one more to know where memory starts.
-	latest, err := s.queryEvents(ctx, `WHERE e.room_id = $1 ORDER BY e.position DESC LIMIT $2`, string(r.id), recentSize+1)
+	latest, err := queryEventsOn(q, `WHERE e.room_id = $1 ORDER BY e.position DESC LIMIT $2`, string(r.id), recentSize+1)
 	if err != nil {
 		return err
 	}

@@ -234,11 +234,34 @@ func pdusOf(evs []*Event) []*events.PDU {
 // queryEvents loads the events a query selects; rest is the query after
 // SELECT eventColumns: joins, WHERE, ORDER BY and LIMIT.
 func (s *Service) queryEvents(ctx context.Context, rest string, args ...any) ([]*Event, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` `+rest, args...)
+	return queryEventsOn(dbQuerier{ctx, s.db}, rest, args...)
+}
+
+// queryEventsOn is queryEvents through q: the readers, or the writer's
+// transaction.
+func queryEventsOn(q querier, rest string, args ...any) ([]*Event, error) {
+	rows, err := q.Query(`SELECT `+eventColumns+` `+rest, args...)
 	if err != nil {
 		return nil, err
 	}
 	return scanEvents(rows)
+}
+
+// querier runs a query: a *storage.Tx, or the readers (dbQuerier). Loading
+// reads through either: at start-up from the readers, and on a cluster
+// node inside the writer's transaction (follow.go).
+type querier interface {
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+// dbQuerier is the readers of db as a querier.
+type dbQuerier struct {
+	ctx context.Context
+	db  *storage.DB
+}
+
+func (q dbQuerier) Query(query string, args ...any) (*sql.Rows, error) {
+	return q.db.Query(q.ctx, query, args...)
 }
 
 // eventByID loads one event.
@@ -322,8 +345,8 @@ const txnWindow = 24 * time.Hour
 
 // loadTxns fills the in-memory transaction index with the window's rows,
 // so that a send never reads the database to check for a retry.
-func (s *Service) loadTxns(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, scope, txn_id, event_id, ts FROM txn_ids WHERE ts > $1`,
+func (s *Service) loadTxns(q querier) error {
+	rows, err := q.Query(`SELECT user_id, device_id, scope, txn_id, event_id, ts FROM txn_ids WHERE ts > $1`,
 		s.now().Add(-txnWindow).UnixMilli())
 	if err != nil {
 		return err

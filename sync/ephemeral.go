@@ -170,7 +170,8 @@ func (s *Service) loadReceiptPositions(ctx context.Context) error {
 		if err := rows.Scan(&id, &pos); err != nil {
 			return err
 		}
-		s.receipts.latest[spec.RoomID(id)] = pos
+		// A follower (follow.go) may have seen a later one.
+		s.receipts.latest[spec.RoomID(id)] = max(s.receipts.latest[spec.RoomID(id)], pos)
 	}
 	s.receipts.loaded = true
 	return rows.Err()
@@ -183,6 +184,20 @@ func (s *Service) receiptPosition(room spec.RoomID) int64 {
 	s.receipts.mu.Lock()
 	defer s.receipts.mu.Unlock()
 	return s.receipts.latest[room]
+}
+
+// receiptStored makes a committed receipt known, at its position, and
+// wakes the users who see it: the room's members, or for a private one its
+// user.
+func (s *Service) receiptStored(room spec.RoomID, user spec.UserID, typ string, pos int64) {
+	s.receipts.mu.Lock()
+	s.receipts.latest[room] = max(s.receipts.latest[room], pos)
+	s.receipts.mu.Unlock()
+	if typ == "m.read.private" {
+		s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), user)
+		return
+	}
+	s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), s.rooms.JoinedMembers(room)...)
 }
 
 var receiptTypes = map[string]bool{"m.read": true, "m.read.private": true, "m.fully_read": true}
@@ -245,16 +260,7 @@ func (s *Service) writeReceipt(ctx context.Context, user spec.UserID, room spec.
 			string(room), string(user), typ, threadID, string(eventID), ts, pos); err != nil {
 			return err
 		}
-		tx.AfterCommit(func() {
-			s.receipts.mu.Lock()
-			s.receipts.latest[room] = pos
-			s.receipts.mu.Unlock()
-			if typ == "m.read.private" {
-				s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), user)
-				return
-			}
-			s.notifier.Notify(pos, wake.InRoom(wake.Receipts, room), s.rooms.JoinedMembers(room)...)
-		})
+		tx.AfterCommit(func() { s.receiptStored(room, user, typ, pos) })
 		return nil
 	})
 }

@@ -162,6 +162,9 @@ CREATE TABLE receipts (
 	PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
 );
 CREATE INDEX receipts_position ON receipts (room_id, position);`,
+	// 2: the receipts by position alone, which a cluster node reads to
+	// follow the receipts the other nodes store (follow.go).
+	`CREATE INDEX receipts_stream ON receipts (position);`,
 }}
 
 // POST /_matrix/client/v3/user/{userId}/filter

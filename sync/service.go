@@ -170,6 +170,9 @@ func New(d Deps) *Service {
 	s.typing = newTypingState()
 	s.receipts = newReceiptState()
 	s.presence = newPresenceState()
+	if d.DB.Node() != "" {
+		d.DB.OnFollow(s.followReceipts)
+	}
 	return s
 }
 

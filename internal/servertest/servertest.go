@@ -116,7 +116,27 @@ func New(t testing.TB, dir string, opts ...Option) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return start(t, dir, db, opts)
+}
+
+// NewNode starts one node of a cluster (docs/scaling.md): a server on the
+// PostgreSQL database at dsn, opened as the node named node. Each node has
+// a directory of its own (its media). It stops when the test ends, or at
+// Close.
+func NewNode(t testing.TB, dsn, node string, opts ...Option) *Server {
+	t.Helper()
+	db, err := storage.Open(dsn, storage.Options{Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start(t, t.TempDir(), db, opts)
+}
+
+// start migrates db and runs the server on it.
+func start(t testing.TB, dir string, db *storage.DB, opts []Option) *Server {
+	t.Helper()
 	ctx := context.Background()
+	var err error
 	if err := db.Migrate(ctx, app.Schemas...); err != nil {
 		t.Fatal(err)
 	}
