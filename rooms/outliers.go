@@ -57,8 +57,8 @@ func (s *Service) outlierOf(user spec.UserID, id spec.RoomID) *outlier {
 
 // loadOutliers reads remote_memberships at start, after the rooms: a room
 // held since wins.
-func (s *Service) loadOutliers(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT room_id, user_id, membership, version, event_id, event_json, room_state, server, position FROM remote_memberships`)
+func (s *Service) loadOutliers(q querier) error {
+	rows, err := q.Query(`SELECT room_id, user_id, membership, version, event_id, event_json, room_state, server, position FROM remote_memberships`)
 	if err != nil {
 		return err
 	}

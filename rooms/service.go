@@ -292,7 +292,7 @@ func (s *Service) load(q querier) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	return s.loadOutliers(ctx)
+	return s.loadOutliers(q)
 }
 
 // addLoaded makes a room loaded from the database known, with its members.
