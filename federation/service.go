@@ -55,6 +55,7 @@ type Service struct {
 	media MediaRoutes
 
 	stopping <-chan struct{}
+	walks    walkLimit
 	mu       sync.Mutex
 	queues   map[spec.ServerName]*queue
 }

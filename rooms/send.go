@@ -367,6 +367,7 @@ func (b *builder) addProto(proto events.ProtoEvent) (*Event, error) {
 		ev.replaced = b.snap.state.Get(pdu.Type(), sk)
 	}
 	b.applyLocal(pdu)
+	ev.stateAfter = b.snap.state
 	b.evs = append(b.evs, ev)
 	return ev, nil
 }

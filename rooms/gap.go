@@ -1,0 +1,447 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// Gaps in the DAG, both ways. A received event that follows events this
+// server lacks has them asked of its origin: one get_missing_events for
+// the gap between the room's forward extremities and the event (at most
+// maxMissing events), then single events (/event), fetchBudget requests in
+// all. When the gap is wider, the state at each missing prev event is
+// asked instead (/state_ids) and the prev event is held as an outlier whose
+// state is known: a backwards extremity, which backfill fills later when a
+// client reads that far back. And this server answers the same questions
+// for other servers, bounded, for events they may see.
+
+// Origin is a server a received event came from, asked for what this
+// server lacks (the federation package's client side).
+type Origin interface {
+	// Event is one event (/event).
+	Event(ctx context.Context, id spec.EventID) ([]byte, error)
+	// MissingEvents are the events before latest back to earliest
+	// (get_missing_events), at most limit.
+	MissingEvents(ctx context.Context, room spec.RoomID, earliest, latest []spec.EventID, limit int, minDepth int64) ([][]byte, error)
+	// StateIDs is the state before an event and its auth chain
+	// (/state_ids).
+	StateIDs(ctx context.Context, room spec.RoomID, event spec.EventID) (state, authChain []spec.EventID, err error)
+}
+
+// Bounds of the work one received event may cause: a server cannot make
+// this one walk a whole room's history.
+const (
+	maxMissing     = 50  // events of the one get_missing_events
+	fetchBudget    = 20  // single events fetched
+	maxStateEvents = 500 // events fetched for the state at a gap
+	maxGapDepth    = 100 // the depth below the room's a gap may reach back
+)
+
+// remoteSource is where a received event's missing predecessors come from.
+type remoteSource struct {
+	keys     KeySource
+	origin   Origin
+	budget   int
+	askedGap bool
+}
+
+// unknown are the ids this server holds neither in a timeline nor as an
+// outlier.
+func (s *Service) unknown(ctx context.Context, ids []spec.EventID) ([]spec.EventID, error) {
+	var out []spec.EventID
+	for _, id := range ids {
+		p, err := s.dagEvent(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// fetchMissing accepts the prev events of pdu this server does not have;
+// the room's write lock is held.
+func (s *Service) fetchMissing(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
+	missing, err := s.unknown(ctx, pdu.PrevEvents())
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	if src == nil {
+		return spec.NewError(spec.ErrNotFound, "event %s follows %s, which this server does not have", pdu.EventID(), missing[0])
+	}
+	if !src.askedGap {
+		src.askedGap = true
+		if err := s.fillGap(ctx, r, pdu, src); err != nil {
+			s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(pdu.EventID())).Err(err).Msg("federation: get_missing_events failed")
+		}
+		if missing, err = s.unknown(ctx, pdu.PrevEvents()); err != nil || len(missing) == 0 {
+			return err
+		}
+	}
+	for _, prev := range missing {
+		if src.budget > 0 {
+			src.budget--
+			if err := s.fetchOne(ctx, r, prev, src); err == nil {
+				continue
+			} else if !errors.Is(err, errTooDeep) {
+				s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(prev)).Err(err).Msg("federation: fetching a missing event failed")
+			}
+		}
+		// Too far back: the state there instead.
+		if err := s.stateAtGap(ctx, r, prev, src); err != nil {
+			return fmt.Errorf("event %s follows %s, which this server cannot get: %w", pdu.EventID(), prev, err)
+		}
+	}
+	return nil
+}
+
+var errTooDeep = errors.New("the missing event's own predecessors are missing too")
+
+// fetchOne accepts one missing event, fetched alone; it refuses one whose
+// own predecessors are missing once the budget is spent.
+func (s *Service) fetchOne(ctx context.Context, r *liveRoom, id spec.EventID, src *remoteSource) error {
+	raw, err := src.origin.Event(ctx, id)
+	if err != nil {
+		return err
+	}
+	p, err := s.verifyInRoom(ctx, r, raw, src.keys)
+	if err != nil {
+		return err
+	}
+	if p.EventID() != id {
+		return spec.Forbidden("the server answered another event for %s", id)
+	}
+	if src.budget <= 0 {
+		if missing, err := s.unknown(ctx, p.PrevEvents()); err != nil {
+			return err
+		} else if len(missing) > 0 {
+			return errTooDeep
+		}
+	}
+	if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Service) verifyInRoom(ctx context.Context, r *liveRoom, raw []byte, keys KeySource) (*events.PDU, error) {
+	p, err := VerifyRemotePDU(ctx, raw, r.version, keys)
+	if err != nil {
+		return nil, err
+	}
+	if p.RoomID() != r.id {
+		return nil, spec.Forbidden("event %s is in another room", p.EventID())
+	}
+	return p, nil
+}
+
+// fillGap asks the origin for the events between the room's forward
+// extremities and pdu, and accepts those it answers, oldest first.
+func (s *Service) fillGap(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
+	snap := r.cur.Load()
+	var earliest []spec.EventID
+	for _, e := range snap.extremity {
+		earliest = append(earliest, e.EventID())
+	}
+	raws, err := src.origin.MissingEvents(ctx, r.id, earliest, []spec.EventID{pdu.EventID()}, maxMissing, max(0, snap.depth-maxGapDepth))
+	if err != nil {
+		return err
+	}
+	if len(raws) > maxMissing {
+		raws = raws[:maxMissing]
+	}
+	var got []*events.PDU
+	for _, raw := range raws {
+		p, err := s.verifyInRoom(ctx, r, raw, src.keys)
+		if err != nil {
+			s.log.Info().Str("room_id", string(r.id)).Err(err).Msg("federation: refused an event of get_missing_events")
+			continue
+		}
+		got = append(got, p)
+	}
+	sort.SliceStable(got, func(i, j int) bool { return got[i].Depth() < got[j].Depth() })
+	for _, p := range got {
+		if p.EventID() == pdu.EventID() {
+			continue
+		}
+		// Each is accepted after its own predecessors, which come first.
+		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
+			s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(p.EventID())).Err(err).Msg("federation: refused a missing event")
+		}
+	}
+	return nil
+}
+
+// stateAtGap makes the missing event id a backwards extremity: it is
+// fetched and held as an outlier, with the state after it, which the
+// origin answers (/state_ids at it) and whose events are fetched, verified
+// and checked against their own auth events.
+func (s *Service) stateAtGap(ctx context.Context, r *liveRoom, id spec.EventID, src *remoteSource) error {
+	raw, err := src.origin.Event(ctx, id)
+	if err != nil {
+		return err
+	}
+	prev, err := s.verifyInRoom(ctx, r, raw, src.keys)
+	if err != nil {
+		return err
+	}
+	if prev.EventID() != id {
+		return spec.Forbidden("the server answered another event for %s", id)
+	}
+	stateIDs, chainIDs, err := src.origin.StateIDs(ctx, r.id, id)
+	if err != nil {
+		return err
+	}
+	if len(stateIDs)+len(chainIDs) > maxStateEvents {
+		return fmt.Errorf("the state at %s is more than %d events", id, maxStateEvents)
+	}
+	byID := map[spec.EventID]*events.PDU{}
+	for _, eid := range append(slices.Clone(chainIDs), stateIDs...) {
+		if byID[eid] != nil {
+			continue
+		}
+		p, err := s.dagEvent(ctx, eid)
+		if err != nil {
+			return err
+		}
+		if p == nil {
+			raw, err := src.origin.Event(ctx, eid)
+			if err != nil {
+				return err
+			}
+			if p, err = s.verifyInRoom(ctx, r, raw, src.keys); err != nil {
+				return err
+			}
+			if p.EventID() != eid {
+				return spec.Forbidden("the server answered another event for %s", eid)
+			}
+		}
+		byID[eid] = p
+	}
+	create := r.cur.Load().get(spec.MRoomCreate, "")
+	// Oldest first, each checked against its own auth events.
+	fetched := slices.Collect(func(yield func(*events.PDU) bool) {
+		for _, p := range byID {
+			if !yield(p) {
+				return
+			}
+		}
+	})
+	sort.Slice(fetched, func(i, j int) bool { return fetched[i].Depth() < fetched[j].Depth() })
+	for _, p := range fetched {
+		if known, err := s.dagEvent(ctx, p.EventID()); err != nil {
+			return err
+		} else if known != nil {
+			continue
+		}
+		var auth []*events.PDU
+		for _, a := range p.AuthEvents() {
+			if byID[a] == nil {
+				return fmt.Errorf("the state at %s: %s's auth event %s is not in the auth chain", id, p.EventID(), a)
+			}
+			auth = append(auth, byID[a])
+		}
+		if p.Type() != spec.MRoomCreate {
+			if err := checkAgainstAuthEvents(p, auth, create); err != nil {
+				return fmt.Errorf("the state at %s: %w", id, err)
+			}
+		}
+		if err := s.storeOutlier(ctx, p, outlierState); err != nil {
+			return err
+		}
+	}
+	var st roomState
+	for _, eid := range stateIDs {
+		p := byID[eid]
+		if !p.IsState() {
+			return fmt.Errorf("the state at %s names %s, not a state event", id, eid)
+		}
+		st = st.With(keyOf(p), p)
+	}
+	if st.get(authrules.StateKeyPair{Type: spec.MRoomCreate}) == nil {
+		return fmt.Errorf("the state at %s has no create event", id)
+	}
+	if err := authrules.CheckAuthEvents(prev, authOf(prev, byID)); err != nil {
+		return err
+	}
+	if err := authrules.Allowed(prev, st); err != nil {
+		return fmt.Errorf("event %s is not allowed by the state before it: %w", id, err)
+	}
+	if prev.IsState() {
+		st = st.With(keyOf(prev), prev)
+	}
+	if err := s.storeOutlier(ctx, prev, outlierState); err != nil {
+		return err
+	}
+	r.histMu.Lock()
+	r.rememberStates([]*Event{{PDU: prev, stateAfter: st}})
+	r.histMu.Unlock()
+	return nil
+}
+
+func authOf(p *events.PDU, byID map[spec.EventID]*events.PDU) []*events.PDU {
+	var out []*events.PDU
+	for _, id := range p.AuthEvents() {
+		if a := byID[id]; a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// The other servers' side.
+
+// Bounds of what one request of another server is answered.
+const (
+	serveMissingMax  = 50
+	serveBackfillMax = 100
+)
+
+// MissingEvents answers get_missing_events: the events before latest,
+// walking prev events back to earliest, at most limit and none below
+// minDepth, that origin may see; oldest first.
+func (s *Service) MissingEvents(ctx context.Context, origin spec.ServerName, room spec.RoomID, earliest, latest []spec.EventID, limit int, minDepth int64) ([][]byte, error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, spec.NotFound("no room %s is known to this server", room)
+	}
+	if limit <= 0 {
+		limit = 10
+	}
+	limit = min(limit, serveMissingMax)
+	stop := map[spec.EventID]bool{}
+	for _, id := range earliest {
+		stop[id] = true
+	}
+	var start []spec.EventID
+	for _, id := range latest {
+		ev, err := s.eventByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ev != nil && ev.PDU.RoomID() == room {
+			start = append(start, ev.PDU.PrevEvents()...)
+		}
+	}
+	evs, err := s.walkBack(ctx, r, origin, start, stop, limit, minDepth)
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(evs)
+	return evs, nil
+}
+
+// Backfill answers /backfill: the events from and before the given ones,
+// newest first, at most limit, that origin may see.
+func (s *Service) Backfill(ctx context.Context, origin spec.ServerName, room spec.RoomID, from []spec.EventID, limit int) ([][]byte, error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, spec.NotFound("no room %s is known to this server", room)
+	}
+	if limit <= 0 {
+		return nil, spec.InvalidParam("limit must be positive")
+	}
+	return s.walkBack(ctx, r, origin, from, nil, min(limit, serveBackfillMax), 0)
+}
+
+// walkBack walks the DAG back from start, breadth first by depth, to the
+// stop events; it returns the events origin may see, newest first.
+func (s *Service) walkBack(ctx context.Context, r *liveRoom, origin spec.ServerName, start []spec.EventID, stop map[spec.EventID]bool, limit int, minDepth int64) ([][]byte, error) {
+	seen := map[spec.EventID]bool{}
+	var frontier []*Event
+	add := func(ids []spec.EventID) error {
+		for _, id := range ids {
+			if seen[id] || stop[id] {
+				continue
+			}
+			seen[id] = true
+			ev, err := s.eventByID(ctx, id)
+			if err != nil {
+				return err
+			}
+			if ev != nil && ev.PDU.RoomID() == r.id && ev.PDU.Depth() >= minDepth {
+				frontier = append(frontier, ev)
+			}
+		}
+		return nil
+	}
+	if err := add(start); err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	// Visited at most a few times the limit: invisible events cost too.
+	for visits := 0; len(frontier) > 0 && len(out) < limit && visits < 4*limit; visits++ {
+		sort.Slice(frontier, func(i, j int) bool { return frontier[i].PDU.Depth() > frontier[j].PDU.Depth() })
+		ev := frontier[0]
+		frontier = frontier[1:]
+		if s.serverMaySee(origin, r, ev) {
+			out = append(out, ev.PDU.JSON())
+		}
+		if err := add(ev.PDU.PrevEvents()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// serverMaySee reports whether one of origin's users in the room may see
+// ev, by the room's history visibility as for a local user.
+func (s *Service) serverMaySee(origin spec.ServerName, r *liveRoom, ev *Event) bool {
+	for _, u := range r.cur.Load().joined() {
+		if u.Server() != origin {
+			continue
+		}
+		if a, err := s.readAccess(u, r.id); err == nil && ev.Position <= a.upTo && r.canSee(u, ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// StateBefore answers /state and /state_ids: the state before an event, and
+// the auth chain of that state.
+func (s *Service) StateBefore(ctx context.Context, room spec.RoomID, eventID spec.EventID) (state, authChain []*events.PDU, err error) {
+	r := s.room(room)
+	if r == nil {
+		return nil, nil, spec.NotFound("no room %s is known to this server", room)
+	}
+	ev, err := s.eventByID(ctx, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ev == nil || ev.PDU.RoomID() != room {
+		return nil, nil, spec.NotFound("no event %s in the room", eventID)
+	}
+	var before roomState
+	if len(ev.PDU.PrevEvents()) > 0 {
+		if before, err = s.stateBeforeIDs(ctx, r, r.cur.Load(), ev.PDU.PrevEvents(), 0); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, p := range before.All() {
+		state = append(state, p)
+	}
+	chain, err := s.authChain(ctx, state)
+	return state, chain, err
+}
+
+// EventAuth answers /event_auth: an event's auth chain.
+func (s *Service) EventAuth(ctx context.Context, room spec.RoomID, eventID spec.EventID) ([]*events.PDU, error) {
+	p, err := s.dagEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil || p.RoomID() != room {
+		return nil, spec.NotFound("no event %s in the room", eventID)
+	}
+	return s.authChain(ctx, []*events.PDU{p})
+}
