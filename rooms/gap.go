@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -13,10 +14,10 @@ import (
 )
 
 // Gaps in the DAG, both ways. A received event that follows events this
-// server lacks has them asked of its origin: one get_missing_events for
-// the gap between the room's forward extremities and the event (at most
-// maxMissing events), then single events (/event), fetchBudget requests in
-// all. When the gap is wider, the state at each missing prev event is
+// server lacks has them asked of its origin: get_missing_events for the
+// gap between the room's forward extremities and the event (at most maxGap
+// events, in rounds of maxMissing), then single events (/event),
+// fetchBudget of them. When the gap is wider, the state at each missing prev event is
 // asked instead (/state_ids) and the prev event is held as an outlier whose
 // state is known: a backwards extremity, which backfill fills later when a
 // client reads that far back. And this server answers the same questions
@@ -38,7 +39,9 @@ type Origin interface {
 // Bounds of the work one received event may cause: a server cannot make
 // this one walk a whole room's history.
 const (
-	maxMissing     = 50  // events of the one get_missing_events
+	maxMissing     = 50  // events of one get_missing_events
+	maxGap         = 200 // events of all the get_missing_events for one event
+	maxNamed       = 20  // events one get_missing_events starts from
 	fetchBudget    = 20  // single events fetched
 	maxStateEvents = 500 // events fetched for the state at a gap
 	maxGapDepth    = 100 // the depth below the room's a gap may reach back
@@ -145,34 +148,56 @@ func (s *Service) verifyInRoom(ctx context.Context, r *liveRoom, raw []byte, key
 }
 
 // fillGap asks the origin for the events between the room's forward
-// extremities and pdu, and accepts those it answers, oldest first.
+// extremities and pdu, in rounds of get_missing_events from the oldest
+// events it answered (at most maxGap events in all), and accepts them
+// oldest first.
 func (s *Service) fillGap(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
 	snap := r.cur.Load()
 	var earliest []spec.EventID
 	for _, e := range snap.extremity {
 		earliest = append(earliest, e.EventID())
 	}
-	raws, err := src.origin.MissingEvents(ctx, r.id, earliest, []spec.EventID{pdu.EventID()}, maxMissing, max(0, snap.depth-maxGapDepth))
-	if err != nil {
-		return err
-	}
-	if len(raws) > maxMissing {
-		raws = raws[:maxMissing]
-	}
-	var got []*events.PDU
-	for _, raw := range raws {
-		p, err := s.verifyInRoom(ctx, r, raw, src.keys)
+	minDepth := max(0, snap.depth-maxGapDepth)
+	got := map[spec.EventID]*events.PDU{pdu.EventID(): pdu}
+	latest := []spec.EventID{pdu.EventID()}
+	for round := 0; round < maxGap/maxMissing && len(latest) > 0; round++ {
+		raws, err := src.origin.MissingEvents(ctx, r.id, earliest, latest, maxMissing, minDepth)
 		if err != nil {
-			s.log.Info().Str("room_id", string(r.id)).Err(err).Msg("federation: refused an event of get_missing_events")
-			continue
+			return err
 		}
-		got = append(got, p)
+		for _, raw := range raws[:min(len(raws), maxMissing)] {
+			p, err := s.verifyInRoom(ctx, r, raw, src.keys)
+			if err != nil {
+				s.log.Info().Str("room_id", string(r.id)).Err(err).Msg("federation: refused an event of get_missing_events")
+				continue
+			}
+			got[p.EventID()] = p
+		}
+		// The next round starts from the events whose prev events are
+		// neither held nor answered.
+		latest = latest[:0]
+		for id, p := range got {
+			missing, err := s.unknown(ctx, p.PrevEvents())
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(missing, func(m spec.EventID) bool { return got[m] == nil }) && len(latest) < maxNamed {
+				latest = append(latest, id)
+			}
+		}
+		if len(raws) == 0 {
+			break
+		}
 	}
-	sort.SliceStable(got, func(i, j int) bool { return got[i].Depth() < got[j].Depth() })
-	for _, p := range got {
-		if p.EventID() == pdu.EventID() {
-			continue
+	delete(got, pdu.EventID())
+	list := slices.Collect(maps.Values(got))
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].Depth() != list[j].Depth() {
+			return list[i].Depth() < list[j].Depth()
 		}
+		return list[i].EventID() < list[j].EventID()
+	})
+	for _, p := range list {
 		// Each is accepted after its own predecessors, which come first.
 		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
 			s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(p.EventID())).Err(err).Msg("federation: refused a missing event")

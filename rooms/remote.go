@@ -179,8 +179,8 @@ var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the r
 // already held is accepted again without effect.
 //
 // The events it follows that this server lacks are asked of origin (nil:
-// not at all), within bounds: one get_missing_events of at most maxMissing
-// events, then single events, fetchBudget requests in all (gap.go).
+// not at all), within bounds: get_missing_events, then single events, then
+// the state at the gap (gap.go).
 func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, origin Origin) (spec.EventID, error) {
 	r := s.room(room)
 	if r == nil {
