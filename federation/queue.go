@@ -217,15 +217,21 @@ func (q *queue) run() {
 			if back {
 				backoff = 0
 			} else if err != nil {
-				// New work does not end a backoff: wait it out.
-				select {
-				case b := <-q.wake:
-					if b {
-						backoff = 0
+				// New work does not end a backoff: wait it out (a stream of
+				// sends to a server that is down must not spin the retries).
+			backingOff:
+				for {
+					select {
+					case b := <-q.wake:
+						if b {
+							backoff = 0
+							break backingOff
+						}
+					case <-wait:
+						break backingOff
+					case <-ctx.Done():
+						return
 					}
-				case <-wait:
-				case <-ctx.Done():
-					return
 				}
 			}
 		case <-wait:

@@ -197,12 +197,16 @@ func (s *Service) fillGap(ctx context.Context, r *liveRoom, pdu *events.PDU, src
 		}
 		return list[i].EventID() < list[j].EventID()
 	})
+	accepted := 0
 	for _, p := range list {
 		// Each is accepted after its own predecessors, which come first.
 		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
 			s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(p.EventID())).Err(err).Msg("federation: refused a missing event")
+			continue
 		}
+		accepted++
 	}
+	s.log.Info().Str("room_id", string(r.id)).Int("events", accepted).Msg("federation: filled a gap with get_missing_events")
 	return nil
 }
 
