@@ -150,7 +150,7 @@ func (s *Service) resolve(ctx context.Context, r *liveRoom, states []roomState) 
 	if err != nil {
 		return roomState{}, fmt.Errorf("state resolution: %w", err)
 	}
-	s.log.Debug().Str("room_id", string(r.id)).Int("forks", len(sets)).Dur("took", time.Since(start)).Msg("resolved the state of a fork")
+	s.log.Info().Str("room_id", string(r.id)).Int("forks", len(sets)).Dur("took", time.Since(start)).Msg("resolved the state of a fork")
 	// Built on the first state, so that it shares what it can.
 	out := distinct[0]
 	removed := false

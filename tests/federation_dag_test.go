@@ -258,6 +258,15 @@ func TestFederationFork(t *testing.T) {
 		t.Errorf("charlie after the fork: %d %s", code, raw)
 	}
 
+	// It was a fork: hs2 resolved it, and hs1 (where bob had no power
+	// left) soft-failed the ban.
+	if !strings.Contains(hs2.Logs(), "resolved the state of a fork") {
+		t.Error("hs2 did not resolve a fork")
+	}
+	if !strings.Contains(hs1.Logs(), "soft-failed a remote event") {
+		t.Error("hs1 did not soft-fail the ban")
+	}
+
 	// The DAG joins again: messages from each server reach the others, and
 	// the state stays the same everywhere.
 	sendText(t, hs2, bob.token, room, "after the fork, from bob")
