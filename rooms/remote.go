@@ -188,6 +188,10 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	}
 	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
 	if err != nil {
+		// The sender is told which event was refused, when it has an ID.
+		if p, perr := events.ParsePDU(raw, r.version); perr == nil {
+			return p.EventID(), err
+		}
 		return "", err
 	}
 	if pdu.RoomID() != room {
