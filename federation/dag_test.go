@@ -326,3 +326,115 @@ func TestFederationAdversarial(t *testing.T) {
 		t.Fatal("the valid event is not in the timeline")
 	}
 }
+
+// TestSoftFailedEventsAreHeld: an event that passes its auth events but not
+// the current state (sent by a user banned meanwhile) stays out of the
+// timeline and the state, but is held: a later event that names it as a
+// prev event is accepted, and the fork it makes resolves to the ban.
+func TestSoftFailedEventsAreHeld(t *testing.T) {
+	s := servertest.New(t, "", federationOn)
+	ctx := context.Background()
+	room := spec.RoomID(s.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"}))
+	r := newFakeRemote(t, s, remote)
+	mallory, trudy := spec.UserID("@mallory:"+remote), spec.UserID("@trudy:"+remote)
+	r.join(room, mallory)
+	tj := r.join(room, trudy)
+	late := remoteEvent(t, s, r.key, room, mallory, tj, "m.room.message", nil, `{"msgtype":"m.text","body":"built before the ban"}`)
+	if code, body := s.As("@alice:test", "POST", "/_matrix/client/v3/rooms/"+roomPath(room)+"/ban", map[string]string{"user_id": string(mallory)}); code != 200 {
+		t.Fatalf("ban: %d %v", code, body)
+	}
+	banned := stateIDs(t, s, room)
+	if _, err := s.Rooms.ReceivePDU(ctx, late.JSON(), room, r.keys, nil); err == nil || !strings.Contains(err.Error(), "soft-failed") {
+		t.Fatalf("the banned user's event: %v, want soft-failed", err)
+	}
+	// trudy's event follows it: accepted, on a fork the ban wins.
+	after := remoteEvent(t, s, r.key, room, trudy, late, "m.room.message", nil, `{"msgtype":"m.text","body":"after the soft-failed one"}`)
+	if _, err := s.Rooms.ReceivePDU(ctx, after.JSON(), room, r.keys, nil); err != nil {
+		t.Fatalf("an event after a soft-failed one: %v", err)
+	}
+	tl := timeline(t, s, room)
+	if strings.Contains(tl, "built before the ban") || !strings.Contains(tl, "after the soft-failed one") {
+		t.Fatalf("timeline: %s", tl)
+	}
+	if got := stateIDs(t, s, room); got != banned {
+		t.Fatalf("the state moved:\nbefore %s\nafter  %s", banned, got)
+	}
+	if s.Rooms.Membership(mallory, room) != spec.Ban {
+		t.Fatal("mallory is no longer banned")
+	}
+	// The soft-failed event is held for the DAG: its auth chain is served.
+	if code, raw := r.do("GET", "/_matrix/federation/v1/event_auth/"+roomPath(room)+"/"+url.PathEscape(string(late.EventID())), nil); code != 200 {
+		t.Fatalf("event_auth of the soft-failed event: %d %s", code, raw)
+	}
+	// alice's next event joins the fork.
+	code, body := s.As("@alice:test", "PUT", "/_matrix/client/v3/rooms/"+roomPath(room)+"/send/m.room.message/j", map[string]string{"msgtype": "m.text", "body": "joined again"})
+	if code != 200 {
+		t.Fatalf("send: %d %v", code, body)
+	}
+	ev, err := s.Rooms.Event(ctx, "@alice:test", room, spec.EventID(body["event_id"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prevs := ev.PDU.PrevEvents(); len(prevs) != 2 {
+		t.Fatalf("alice's event after the fork has prev events %v, want the two forward extremities", prevs)
+	}
+}
+
+// TestWideGapTakesTheState: an event after more missing events than this
+// server fetches one by one, from a server that answers no
+// get_missing_events: the nearest ones are fetched, and the oldest fetched
+// one's missing predecessor is held with the state at it (a backwards
+// extremity) instead of walking further back.
+func TestWideGapTakesTheState(t *testing.T) {
+	s := servertest.New(t, "", federationOn)
+	ctx := context.Background()
+	room := spec.RoomID(s.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"}))
+	r := newFakeRemote(t, s, remote)
+	mallory := spec.UserID("@mallory:" + remote)
+	prev := r.join(room, mallory)
+	byID := map[spec.EventID]*events.PDU{}
+	var chain []*events.PDU
+	for i := 1; i <= 30; i++ {
+		prev = remoteEvent(t, s, r.key, room, mallory, prev, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"gap %d"}`, i))
+		byID[prev.EventID()] = prev
+		chain = append(chain, prev)
+	}
+	state, err := s.Rooms.State(ctx, "@alice:test", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	origin := fakeOrigin{
+		event: func(_ context.Context, id spec.EventID) ([]byte, error) {
+			if p := byID[id]; p != nil {
+				return p.JSON(), nil
+			}
+			return nil, fmt.Errorf("no %s", id)
+		},
+		stateIDs: func(id spec.EventID) ([]spec.EventID, []spec.EventID, error) {
+			asked++
+			var ids []spec.EventID
+			for _, p := range state {
+				ids = append(ids, p.EventID())
+			}
+			return ids, nil, nil
+		},
+	}
+	if _, err := s.Rooms.ReceivePDU(ctx, chain[29].JSON(), room, r.keys, origin); err != nil {
+		t.Fatalf("the event after the gap: %v", err)
+	}
+	tl := timeline(t, s, room)
+	if asked != 1 {
+		t.Errorf("/state_ids asked %d times, want 1", asked)
+	}
+	for i := 1; i <= 30; i++ {
+		in := strings.Contains(tl, fmt.Sprintf(`"gap %d"`, i))
+		if want := i > 10; in != want {
+			t.Errorf("gap %d in the timeline: %v, want %v", i, in, want)
+		}
+	}
+	// The room goes on from the event.
+	if code, body := s.As("@alice:test", "PUT", "/_matrix/client/v3/rooms/"+roomPath(room)+"/send/m.room.message/after", map[string]string{"msgtype": "m.text", "body": "after the gap"}); code != 200 {
+		t.Fatalf("send: %d %v", code, body)
+	}
+}
