@@ -210,7 +210,12 @@ type origin struct {
 func (s *Service) origin(srv spec.ServerName) rooms.Origin { return &origin{p: s.Peers, srv: srv} }
 
 func (o *origin) Event(ctx context.Context, id spec.EventID) ([]byte, error) {
-	body, err := o.p.request(ctx, http.MethodGet, o.srv, "/_matrix/federation/v1/event/"+url.PathEscape(string(id)), nil)
+	return o.p.Event(ctx, o.srv, id)
+}
+
+// Event asks srv for one event (/event; rooms.Backfiller).
+func (p *Peers) Event(ctx context.Context, srv spec.ServerName, id spec.EventID) ([]byte, error) {
+	body, err := p.request(ctx, http.MethodGet, srv, "/_matrix/federation/v1/event/"+url.PathEscape(string(id)), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +223,7 @@ func (o *origin) Event(ctx context.Context, id spec.EventID) ([]byte, error) {
 		PDUs []json.RawMessage `json:"pdus"`
 	}
 	if err := json.Unmarshal(body, &resp); err != nil || len(resp.PDUs) != 1 {
-		return nil, fmt.Errorf("/event of %s: not one PDU", o.srv)
+		return nil, fmt.Errorf("/event of %s: not one PDU", srv)
 	}
 	return resp.PDUs[0], nil
 }

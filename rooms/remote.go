@@ -48,6 +48,7 @@ type RemoteServers interface {
 	// Joining marks a join of room in progress until done is called, so
 	// that the room's events the resident sends meanwhile wait for it.
 	Joining(room spec.RoomID) (done func())
+	Backfiller
 }
 
 // joinRemote joins through other servers when the room is unknown here and

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
@@ -134,6 +135,13 @@ type liveRoom struct {
 	// stateAfterOrder their IDs oldest first (dag.go); under histMu.
 	stateAfter      map[spec.EventID]roomState
 	stateAfterOrder []spec.EventID
+
+	// backfillMu serialises backfills (backfill.go); historyComplete
+	// says there is nothing before what the server holds, backfillAfter
+	// when to try again after a backfill that got nothing.
+	backfillMu      sync.Mutex
+	historyComplete bool
+	backfillAfter   time.Time
 
 	// children says whether the room holds a child that bundled
 	// aggregations count (relations.go): most rooms hold none, and then

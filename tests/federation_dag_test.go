@@ -284,3 +284,45 @@ func TestFederationFork(t *testing.T) {
 		return false
 	})
 }
+
+// TestFederationBackfill: bob joins over federation a room with history
+// (visibility shared); his server holds the room only from his join, and
+// when his /messages reaches that start it backfills from alice's server:
+// he reads the earlier messages, in order, before his join.
+func TestFederationBackfill(t *testing.T) {
+	pki := newTestPKI(t)
+	hs1, name1 := startFederated(t, pki)
+	hs2, _ := startFederated(t, pki)
+	logsOnFailure(t, hs1, hs2)
+	alice := registerForTest(t, hs1.URL, "alice")
+	bob := registerForTest(t, hs2.URL, "bob")
+	room := createAndJoin(t, hs1, name1, alice)
+	var want []string
+	for i := 1; i <= 25; i++ {
+		want = append(want, fmt.Sprintf("history %d", i))
+		sendText(t, hs1, alice, room, want[i-1])
+	}
+	c, _, b := doRequest(t, "POST", hs2.URL+"/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(name1), bob, map[string]any{})
+	if c != 200 {
+		t.Fatalf("join: %d %s", c, b)
+	}
+	sendText(t, hs1, alice, room, "welcome")
+	waitForBody(t, hs2, bob, room, "welcome")
+
+	got := messagesBodies(t, hs2, bob, room)
+	if strings.Join(got, "|") != strings.Join(append(want, "welcome"), "|") {
+		t.Fatalf("bob's /messages:\n%q", got)
+	}
+	if !strings.Contains(hs2.Logs(), "federation: backfilled") {
+		t.Error("hs2 did not backfill")
+	}
+	// Read again: the history is held now, nothing is asked.
+	if got2 := messagesBodies(t, hs2, bob, room); strings.Join(got2, "|") != strings.Join(got, "|") {
+		t.Fatalf("bob's /messages the second time:\n%q", got2)
+	}
+	// An initial sync shows the room as before: the backfilled history is
+	// not new.
+	if bodies := timelineBodies(t, hs2, bob, room); len(bodies) == 0 || bodies[len(bodies)-1] != "welcome" {
+		t.Fatalf("sync after the backfill: %q", bodies)
+	}
+}
