@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
@@ -39,20 +40,50 @@ type Origin interface {
 // Bounds of the work one received event may cause: a server cannot make
 // this one walk a whole room's history.
 const (
-	maxMissing     = 50  // events of one get_missing_events
-	maxGap         = 200 // events of all the get_missing_events for one event
-	maxNamed       = 20  // events one get_missing_events starts from
-	fetchBudget    = 20  // single events fetched
-	maxStateEvents = 500 // events fetched for the state at a gap
-	maxGapDepth    = 100 // the depth below the room's a gap may reach back
+	maxMissing     = 50   // events of one get_missing_events
+	maxGap         = 200  // events of all the get_missing_events for one event
+	maxNamed       = 20   // events one get_missing_events starts from
+	fetchBudget    = 20   // single events fetched
+	maxStateEvents = 1000 // events named by the state at a gap
+	maxStateFetch  = 100  // of which fetched, not already held
+	maxGapDepth    = 100  // the depth below the room's a gap may reach back
 )
 
 // remoteSource is where a received event's missing predecessors come from.
+// Its requests share one deadline: the room's write lock is held while
+// they run, and a slow server must not hold the room for long.
 type remoteSource struct {
-	keys     KeySource
-	origin   Origin
-	budget   int
-	askedGap bool
+	keys       KeySource
+	origin     Origin
+	budget     int
+	askedGap   bool
+	askedState bool
+	deadline   time.Time
+}
+
+// gapTimeout bounds the requests made for one received event.
+const gapTimeout = 30 * time.Second
+
+func newRemoteSource(keys KeySource, origin Origin) *remoteSource {
+	return &remoteSource{keys: keys, origin: origin, budget: fetchBudget, deadline: time.Now().Add(gapTimeout)}
+}
+
+func (src *remoteSource) event(ctx context.Context, id spec.EventID) ([]byte, error) {
+	ctx, cancel := context.WithDeadline(ctx, src.deadline)
+	defer cancel()
+	return src.origin.Event(ctx, id)
+}
+
+func (src *remoteSource) missingEvents(ctx context.Context, room spec.RoomID, earliest, latest []spec.EventID, minDepth int64) ([][]byte, error) {
+	ctx, cancel := context.WithDeadline(ctx, src.deadline)
+	defer cancel()
+	return src.origin.MissingEvents(ctx, room, earliest, latest, maxMissing, minDepth)
+}
+
+func (src *remoteSource) stateIDs(ctx context.Context, room spec.RoomID, id spec.EventID) ([]spec.EventID, []spec.EventID, error) {
+	ctx, cancel := context.WithDeadline(ctx, src.deadline)
+	defer cancel()
+	return src.origin.StateIDs(ctx, room, id)
 }
 
 // unknown are the ids this server holds neither in a timeline nor as an
@@ -99,7 +130,11 @@ func (s *Service) fetchMissing(ctx context.Context, r *liveRoom, pdu *events.PDU
 				s.log.Info().Str("room_id", string(r.id)).Str("event_id", string(prev)).Err(err).Msg("federation: fetching a missing event failed")
 			}
 		}
-		// Too far back: the state there instead.
+		// Too far back: the state there instead, once per received event.
+		if src.askedState {
+			return fmt.Errorf("event %s follows %s, which this server cannot get", pdu.EventID(), prev)
+		}
+		src.askedState = true
 		if err := s.stateAtGap(ctx, r, prev, src); err != nil {
 			return fmt.Errorf("event %s follows %s, which this server cannot get: %w", pdu.EventID(), prev, err)
 		}
@@ -112,7 +147,7 @@ var errTooDeep = errors.New("the missing event's own predecessors are missing to
 // fetchOne accepts one missing event, fetched alone; it refuses one whose
 // own predecessors are missing once the budget is spent.
 func (s *Service) fetchOne(ctx context.Context, r *liveRoom, id spec.EventID, src *remoteSource) error {
-	raw, err := src.origin.Event(ctx, id)
+	raw, err := src.event(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -161,7 +196,7 @@ func (s *Service) fillGap(ctx context.Context, r *liveRoom, pdu *events.PDU, src
 	got := map[spec.EventID]*events.PDU{pdu.EventID(): pdu}
 	latest := []spec.EventID{pdu.EventID()}
 	for round := 0; round < maxGap/maxMissing && len(latest) > 0; round++ {
-		raws, err := src.origin.MissingEvents(ctx, r.id, earliest, latest, maxMissing, minDepth)
+		raws, err := src.missingEvents(ctx, r.id, earliest, latest, minDepth)
 		if err != nil {
 			return err
 		}
@@ -215,7 +250,7 @@ func (s *Service) fillGap(ctx context.Context, r *liveRoom, pdu *events.PDU, src
 // origin answers (/state_ids at it) and whose events are fetched, verified
 // and checked against their own auth events.
 func (s *Service) stateAtGap(ctx context.Context, r *liveRoom, id spec.EventID, src *remoteSource) error {
-	raw, err := src.origin.Event(ctx, id)
+	raw, err := src.event(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -226,7 +261,7 @@ func (s *Service) stateAtGap(ctx context.Context, r *liveRoom, id spec.EventID, 
 	if prev.EventID() != id {
 		return spec.Forbidden("the server answered another event for %s", id)
 	}
-	stateIDs, chainIDs, err := src.origin.StateIDs(ctx, r.id, id)
+	stateIDs, chainIDs, err := src.stateIDs(ctx, r.id, id)
 	if err != nil {
 		return err
 	}
@@ -234,6 +269,7 @@ func (s *Service) stateAtGap(ctx context.Context, r *liveRoom, id spec.EventID, 
 		return fmt.Errorf("the state at %s is more than %d events", id, maxStateEvents)
 	}
 	byID := map[spec.EventID]*events.PDU{}
+	fetches := 0
 	for _, eid := range append(slices.Clone(chainIDs), stateIDs...) {
 		if byID[eid] != nil {
 			continue
@@ -243,7 +279,10 @@ func (s *Service) stateAtGap(ctx context.Context, r *liveRoom, id spec.EventID, 
 			return err
 		}
 		if p == nil {
-			raw, err := src.origin.Event(ctx, eid)
+			if fetches++; fetches > maxStateFetch {
+				return fmt.Errorf("the state at %s holds more than %d events this server lacks", id, maxStateFetch)
+			}
+			raw, err := src.event(ctx, eid)
 			if err != nil {
 				return err
 			}

@@ -202,7 +202,7 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	defer r.writeMu.Unlock()
 	var src *remoteSource
 	if origin != nil {
-		src = &remoteSource{keys: keys, origin: origin, budget: fetchBudget}
+		src = newRemoteSource(keys, origin)
 	}
 	_, err = s.acceptRemote(ctx, r, pdu, false, src)
 	return pdu.EventID(), err
