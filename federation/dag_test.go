@@ -384,25 +384,34 @@ func TestSoftFailedEventsAreHeld(t *testing.T) {
 // server fetches one by one, from a server that answers no
 // get_missing_events: the nearest ones are fetched, and the oldest fetched
 // one's missing predecessor is held with the state at it (a backwards
-// extremity) instead of walking further back.
+// extremity) instead of walking further back. A state change in the part
+// of the gap never fetched (mallory's new display name) comes with that
+// state, and state resolution makes it current.
 func TestWideGapTakesTheState(t *testing.T) {
 	s := servertest.New(t, "", federationOn)
 	ctx := context.Background()
 	room := spec.RoomID(s.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"}))
 	r := newFakeRemote(t, s, remote)
 	mallory := spec.UserID("@mallory:" + remote)
-	prev := r.join(room, mallory)
-	byID := map[spec.EventID]*events.PDU{}
-	var chain []*events.PDU
-	for i := 1; i <= 30; i++ {
-		prev = remoteEvent(t, s, r.key, room, mallory, prev, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"gap %d"}`, i))
-		byID[prev.EventID()] = prev
-		chain = append(chain, prev)
-	}
+	join := r.join(room, mallory)
+	prev := join
 	state, err := s.Rooms.State(ctx, "@alice:test", room)
 	if err != nil {
 		t.Fatal(err)
 	}
+	byID := map[spec.EventID]*events.PDU{}
+	var chain []*events.PDU
+	sk := string(mallory)
+	for i := 1; i <= 30; i++ {
+		if i == 5 {
+			prev = remoteEvent(t, s, r.key, room, mallory, prev, spec.MRoomMember, &sk, `{"displayname":"gap name","membership":"join"}`)
+		} else {
+			prev = remoteEvent(t, s, r.key, room, mallory, prev, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"gap %d"}`, i))
+		}
+		byID[prev.EventID()] = prev
+		chain = append(chain, prev)
+	}
+	rename := chain[4]
 	asked := 0
 	origin := fakeOrigin{
 		event: func(_ context.Context, id spec.EventID) ([]byte, error) {
@@ -415,9 +424,12 @@ func TestWideGapTakesTheState(t *testing.T) {
 			asked++
 			var ids []spec.EventID
 			for _, p := range state {
+				if sk, _ := p.StateKey(); p.Type() == spec.MRoomMember && sk == string(mallory) {
+					p = rename
+				}
 				ids = append(ids, p.EventID())
 			}
-			return ids, nil, nil
+			return ids, []spec.EventID{join.EventID()}, nil
 		},
 	}
 	if _, err := s.Rooms.ReceivePDU(ctx, chain[29].JSON(), room, r.keys, origin); err != nil {
@@ -428,10 +440,20 @@ func TestWideGapTakesTheState(t *testing.T) {
 		t.Errorf("/state_ids asked %d times, want 1", asked)
 	}
 	for i := 1; i <= 30; i++ {
+		if i == 5 {
+			continue
+		}
 		in := strings.Contains(tl, fmt.Sprintf(`"gap %d"`, i))
 		if want := i > 10; in != want {
 			t.Errorf("gap %d in the timeline: %v, want %v", i, in, want)
 		}
+	}
+	if cur := s.Rooms.CurrentState(room, spec.MRoomMember, string(mallory)); cur == nil || cur.EventID() != rename.EventID() {
+		t.Fatalf("mallory's member event: %v, want the rename from the gap", cur)
+	}
+	var stored string
+	if err := s.DB.QueryRow(ctx, `SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, string(room), string(mallory)).Scan(&stored); err != nil || stored != string(rename.EventID()) {
+		t.Fatalf("stored state of mallory: %q %v", stored, err)
 	}
 	// The room goes on from the event.
 	if code, body := s.As("@alice:test", "PUT", "/_matrix/client/v3/rooms/"+roomPath(room)+"/send/m.room.message/after", map[string]string{"msgtype": "m.text", "body": "after the gap"}); code != 200 {

@@ -248,6 +248,9 @@ func (s *Service) storeOutlier(ctx context.Context, p *events.PDU, reason string
 // ev's own entry (after setCurrentState wrote that one).
 func setResolvedState(tx *storage.Tx, room spec.RoomID, ev *Event) error {
 	for _, p := range ev.resolved {
+		if err := storeAsHistory(tx, p); err != nil {
+			return err
+		}
 		if err := setCurrentState(tx, p); err != nil {
 			return err
 		}
@@ -321,4 +324,24 @@ func (b *builder) addReceived(ctx context.Context, pdu *events.PDU, before roomS
 	b.snap = &snapshot{state: cur, depth: max(prev.depth, pdu.Depth()), extremity: ext, forks: forks, position: prev.position}
 	b.evs = append(b.evs, ev)
 	return ev, nil
+}
+
+// storeAsHistory moves an outlier that state resolution made current state
+// (state fetched at a gap) into the room's stored events, as history: at a
+// position below every other, as backfill stores events (backfill.go), so
+// that no /sync sends it as new.
+func storeAsHistory(tx *storage.Tx, p *events.PDU) error {
+	var n int
+	if err := tx.QueryRow(`SELECT count(*) FROM events WHERE event_id = $1`, string(p.EventID())).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	var low int64
+	if err := tx.QueryRow(`SELECT coalesce(min(position), 0) FROM events`).Scan(&low); err != nil {
+		return err
+	}
+	if err := insertEvent(tx, &Event{PDU: p, Position: min(low, 0) - 1}); err != nil {
+		return err
+	}
+	_, err := tx.Exec(`DELETE FROM event_outliers WHERE event_id = $1`, string(p.EventID()))
+	return err
 }
