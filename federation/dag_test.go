@@ -460,3 +460,37 @@ func TestWideGapTakesTheState(t *testing.T) {
 		t.Fatalf("send: %d %v", code, body)
 	}
 }
+
+// TestFederationDAGServedByVisibility: in a room whose history is visible
+// to members only from their join, what a server asks of the DAG
+// (backfill, get_missing_events) leaves out the events from before its
+// users joined.
+func TestFederationDAGServedByVisibility(t *testing.T) {
+	s := servertest.New(t, "", federationOn)
+	room := spec.RoomID(s.CreateRoom("@alice:test", map[string]any{"preset": "public_chat",
+		"initial_state": []map[string]any{{"type": spec.MRoomHistoryVisibility, "state_key": "", "content": map[string]string{"history_visibility": "joined"}}}}))
+	send := func(body string) spec.EventID {
+		code, out := s.As("@alice:test", "PUT", "/_matrix/client/v3/rooms/"+roomPath(room)+"/send/m.room.message/"+body, map[string]string{"msgtype": "m.text", "body": body})
+		if code != 200 {
+			t.Fatalf("send: %d %v", code, out)
+		}
+		return spec.EventID(out["event_id"].(string))
+	}
+	secret := send("before-the-join")
+	r := newFakeRemote(t, s, remote)
+	join := r.join(room, "@mallory:"+remote)
+	after := send("after-the-join")
+
+	code, raw := r.do("GET", "/_matrix/federation/v1/backfill/"+roomPath(room)+"?v="+url.QueryEscape(string(after))+"&limit=20", nil)
+	if code != 200 || !strings.Contains(string(raw), "after-the-join") || strings.Contains(string(raw), "before-the-join") {
+		t.Fatalf("backfill: %d %s", code, raw)
+	}
+	code, raw = r.do("POST", "/_matrix/federation/v1/get_missing_events/"+roomPath(room),
+		map[string]any{"limit": 20, "earliest_events": []string{}, "latest_events": []spec.EventID{join.EventID()}})
+	if code != 200 || strings.Contains(string(raw), "before-the-join") {
+		t.Fatalf("get_missing_events: %d %s", code, raw)
+	}
+	if code, raw := r.do("GET", "/_matrix/federation/v1/event/"+url.PathEscape(string(secret)), nil); code != 404 {
+		t.Fatalf("/event of a message from before the join: %d %s", code, raw)
+	}
+}
