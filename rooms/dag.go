@@ -125,7 +125,7 @@ func (s *Service) stateBeforeIDs(ctx context.Context, r *liveRoom, snap *snapsho
 // resolve is the state resolution of states (state resolution v2; v2.1 for
 // room version 12), or the one state when they are all the same.
 func (s *Service) resolve(ctx context.Context, r *liveRoom, states []roomState) (roomState, error) {
-	distinct := states[:1]
+	distinct := []roomState{states[0]}
 	for _, st := range states[1:] {
 		if !slices.ContainsFunc(distinct, func(d roomState) bool { return equalStates(d, st) }) {
 			distinct = append(distinct, st)
