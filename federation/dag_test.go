@@ -494,3 +494,37 @@ func TestFederationDAGServedByVisibility(t *testing.T) {
 		t.Fatalf("/event of a message from before the join: %d %s", code, raw)
 	}
 }
+
+// TestRejectedByTheStateBefore: an event whose auth events allow it but
+// whose place in the DAG does not (mallory's message placed before her
+// join) is rejected, not soft-failed: it is not held at all.
+func TestRejectedByTheStateBefore(t *testing.T) {
+	s := servertest.New(t, "", federationOn)
+	ctx := context.Background()
+	room := spec.RoomID(s.CreateRoom("@alice:test", map[string]any{"preset": "public_chat"}))
+	state, err := s.Rooms.State(ctx, "@alice:test", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var beforeJoin *events.PDU // the room's latest event before mallory joins
+	for _, p := range state {
+		if beforeJoin == nil || p.Depth() > beforeJoin.Depth() {
+			beforeJoin = p
+		}
+	}
+	r := newFakeRemote(t, s, remote)
+	mallory := spec.UserID("@mallory:" + remote)
+	r.join(room, mallory)
+	// Auth events from now (mallory joined), prev event from before.
+	early := remoteEvent(t, s, r.key, room, mallory, beforeJoin, "m.room.message", nil, `{"msgtype":"m.text","body":"placed before the join"}`)
+	_, err = s.Rooms.ReceivePDU(ctx, early.JSON(), room, r.keys, nil)
+	if err == nil || !strings.Contains(err.Error(), "state before it") {
+		t.Fatalf("an event placed before its sender's join: %v, want rejected", err)
+	}
+	if code, _ := r.do("GET", "/_matrix/federation/v1/event_auth/"+roomPath(room)+"/"+url.PathEscape(string(early.EventID())), nil); code != 404 {
+		t.Fatalf("the rejected event is held: event_auth %d", code)
+	}
+	if strings.Contains(timeline(t, s, room), "placed before the join") {
+		t.Fatal("the rejected event reached the timeline")
+	}
+}
