@@ -317,12 +317,48 @@ func TestFederationBackfill(t *testing.T) {
 	sendText(t, hs1, alice, room, "welcome")
 	waitForBody(t, hs2, bob, room, "welcome")
 
-	got := messagesBodies(t, hs2, bob, room)
-	if strings.Join(got, "|") != strings.Join(append(want, "welcome"), "|") {
-		t.Fatalf("bob's /messages:\n%q", got)
+	// Paged back five at a time: at the join the server backfills, and
+	// the tokens cross into the backfilled history.
+	var paged []string
+	from := ""
+	for pages := 0; pages < 40; pages++ {
+		u := hs2.URL + "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/messages?dir=b&limit=5"
+		if from != "" {
+			u += "&from=" + url.QueryEscape(from)
+		}
+		code, _, raw := doRequest(t, "GET", u, bob, nil)
+		if code != 200 {
+			t.Fatalf("/messages from %q: %d %s", from, code, raw)
+		}
+		var page struct {
+			Chunk []struct {
+				Type    string `json:"type"`
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		_ = json.Unmarshal(raw, &page)
+		for _, ev := range page.Chunk {
+			if ev.Type == "m.room.message" {
+				paged = append([]string{ev.Content.Body}, paged...)
+			}
+		}
+		if page.End == "" {
+			break
+		}
+		from = page.End
+	}
+	if strings.Join(paged, "|") != strings.Join(append(want, "welcome"), "|") {
+		t.Fatalf("bob's /messages paged five at a time:\n%q", paged)
 	}
 	if !strings.Contains(hs2.Logs(), "federation: backfilled") {
 		t.Error("hs2 did not backfill")
+	}
+	got := messagesBodies(t, hs2, bob, room)
+	if strings.Join(got, "|") != strings.Join(append(want, "welcome"), "|") {
+		t.Fatalf("bob's /messages in one page:\n%q", got)
 	}
 	// Read again: the history is held now, nothing is asked.
 	if got2 := messagesBodies(t, hs2, bob, room); strings.Join(got2, "|") != strings.Join(got, "|") {
