@@ -1,9 +1,7 @@
 package federation
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/chatalot/chatalot/api"
-	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -24,10 +21,14 @@ func (s *Service) Routes(r *gin.Engine) {
 	f.GET("/v1/make_join/:roomId/:userId", api.Handle(s.makeJoin))
 	f.PUT("/v2/send_join/:roomId/:eventId", api.Handle(s.sendJoin))
 	f.GET("/v1/state_ids/:roomId", api.Handle(s.stateIDs))
+	f.GET("/v1/state/:roomId", api.Handle(s.state))
+	f.GET("/v1/event_auth/:roomId/:eventId", api.Handle(s.eventAuth))
 	f.GET("/v1/event/:eventId", api.Handle(s.event))
 	f.POST("/v1/user/keys/query", api.Handle(s.userKeysQuery))
 	f.POST("/v1/user/keys/claim", api.Handle(s.userKeysClaim))
 	f.GET("/v1/user/devices/:userId", api.Handle(s.userDevices))
+	f.POST("/v1/get_missing_events/:roomId", api.Handle(s.getMissingEvents))
+	f.GET("/v1/backfill/:roomId", api.Handle(s.backfill))
 	if s.media != nil {
 		s.media.FederationRoutes(f) // /v1/media/download and /v1/media/thumbnail
 	}
@@ -78,7 +79,7 @@ func (s *Service) send(c *gin.Context) error {
 	for _, raw := range txn.PDUs {
 		room := spec.RoomID(gjson.GetBytes(raw, "room_id").String())
 		s.awaitJoin(ctx, room)
-		id, err := s.rooms.ReceivePDU(ctx, raw, room, s.keys, s.eventFetcher(spec.ServerName(origin)))
+		id, err := s.rooms.ReceivePDU(ctx, raw, room, s.keys, s.origin(spec.ServerName(origin)))
 		if id == "" {
 			// Without the room's version the event has no ID to answer for.
 			s.log.Info().Str("origin", origin).Str("room_id", string(room)).Err(err).Msg("federation: dropped a PDU")
@@ -148,23 +149,6 @@ func raws(list [][]byte) []json.RawMessage {
 	return out
 }
 
-// GET /_matrix/federation/v1/state_ids/{roomId}?event_id=
-func (s *Service) stateIDs(c *gin.Context) error {
-	room, err := spec.ParseRoomID(param(c, "roomId"))
-	if err != nil {
-		return spec.InvalidParam("room ID: %v", err)
-	}
-	if !s.inRoom(room, Origin(c)) {
-		return spec.Forbidden("%s has no member in the room", Origin(c))
-	}
-	state, chain, err := s.rooms.StateIDs(c.Request.Context(), room, spec.EventID(c.Query("event_id")))
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusOK, gin.H{"pdu_ids": state, "auth_chain_ids": chain})
-	return nil
-}
-
 func (s *Service) inRoom(room spec.RoomID, origin string) bool {
 	for _, srv := range s.rooms.ServersInRoom(room) {
 		if string(srv) == origin {
@@ -182,21 +166,4 @@ func (s *Service) event(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, gin.H{"origin": s.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{raw}})
 	return nil
-}
-
-// eventFetcher gets missing events from the server that sent a PDU.
-func (s *Service) eventFetcher(origin spec.ServerName) rooms.EventFetcher {
-	return func(ctx context.Context, id spec.EventID) ([]byte, error) {
-		body, err := s.request(ctx, http.MethodGet, origin, "/_matrix/federation/v1/event/"+url.PathEscape(string(id)), nil)
-		if err != nil {
-			return nil, err
-		}
-		var resp struct {
-			PDUs []json.RawMessage `json:"pdus"`
-		}
-		if err := json.Unmarshal(body, &resp); err != nil || len(resp.PDUs) != 1 {
-			return nil, fmt.Errorf("/event of %s: not one PDU", origin)
-		}
-		return resp.PDUs[0], nil
-	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/chatalot/chatalot/rooms"
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -25,6 +27,12 @@ import (
 // that fails is retried with exponential backoff, or at once when it calls
 // this server (it is back). The rows survive a crash: at start every
 // destination with rows gets its sender (Start).
+//
+// A destination that was unreachable catches up: before the first send
+// after a failure, only the newest queued event of each room is kept (and
+// the member events naming its users), and the destination fills the gap
+// itself through get_missing_events and backfill, as the spec lets it,
+// rather than being sent an outage's worth of transactions (catchUp).
 
 // Spec limits of one transaction.
 const (
@@ -235,8 +243,15 @@ func (q *queue) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-q.s.stopping; cancel() }()
+	catchUp := false
 	for {
+		if catchUp {
+			if err := q.catchUp(ctx); err != nil {
+				q.s.log.Warn().Str("destination", string(q.dest)).Err(err).Msg("federation: catch-up failed")
+			}
+		}
 		sent, err := q.sendOnce(ctx)
+		catchUp = err != nil
 		if ctx.Err() != nil {
 			return
 		}
@@ -396,4 +411,47 @@ func (q *queue) edus(ctx context.Context) ([]int64, []json.RawMessage, error) {
 		size += len(edu)
 	}
 	return ids, edus, rows.Err()
+}
+
+// catchUpRows bounds the queued rows one catch-up reads; older ones are
+// dropped unread (the destination backfills them if it wants them).
+const catchUpRows = 5000
+
+// catchUp drops the destination's queued events but the newest of each
+// room and the member events naming its users.
+func (q *queue) catchUp(ctx context.Context) error {
+	positions, err := q.ids(ctx, `SELECT position FROM federation_outbound WHERE destination = $1 ORDER BY position DESC LIMIT `+strconv.Itoa(catchUpRows))
+	if err != nil || len(positions) == 0 {
+		return err
+	}
+	newest := map[spec.RoomID]bool{}
+	var drop [][]any
+	for _, p := range positions {
+		raw, room, err := q.s.rooms.EventJSONAt(ctx, p)
+		if err != nil {
+			return err
+		}
+		keep := raw != nil && !newest[room]
+		if raw != nil && gjson.GetBytes(raw, "type").String() == spec.MRoomMember {
+			if u, err := spec.ParseUserID(gjson.GetBytes(raw, "state_key").String()); err == nil && u.Server() == q.dest {
+				keep = true
+			}
+		}
+		if raw != nil {
+			newest[room] = true
+		}
+		if !keep {
+			drop = append(drop, []any{string(q.dest), p})
+		}
+	}
+	oldest := positions[len(positions)-1]
+	return q.s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM federation_outbound WHERE destination = $1 AND position < $2`, string(q.dest), oldest); err != nil {
+			return err
+		}
+		if len(drop) == 0 {
+			return nil
+		}
+		return tx.ExecMany(`DELETE FROM federation_outbound WHERE destination = $1 AND position = $2`, drop)
+	})
 }

@@ -69,6 +69,35 @@ func remoteEvent(t *testing.T, s *servertest.Server, key events.SigningKey, room
 	return p
 }
 
+// fakeOrigin plays the server a PDU came from, as rooms asks it for
+// what it lacks; a nil func answers an error.
+type fakeOrigin struct {
+	event    func(context.Context, spec.EventID) ([]byte, error)
+	missing  func(earliest, latest []spec.EventID, limit int) ([][]byte, error)
+	stateIDs func(spec.EventID) (state, chain []spec.EventID, err error)
+}
+
+func (o fakeOrigin) Event(ctx context.Context, id spec.EventID) ([]byte, error) {
+	if o.event == nil {
+		return nil, errors.New("no /event")
+	}
+	return o.event(ctx, id)
+}
+
+func (o fakeOrigin) MissingEvents(_ context.Context, _ spec.RoomID, earliest, latest []spec.EventID, limit int, _ int64) ([][]byte, error) {
+	if o.missing == nil {
+		return nil, errors.New("no get_missing_events")
+	}
+	return o.missing(earliest, latest, limit)
+}
+
+func (o fakeOrigin) StateIDs(_ context.Context, _ spec.RoomID, id spec.EventID) ([]spec.EventID, []spec.EventID, error) {
+	if o.stateIDs == nil {
+		return nil, nil, errors.New("no /state_ids")
+	}
+	return o.stateIDs(id)
+}
+
 func timeline(t *testing.T, s *servertest.Server, room spec.RoomID) string {
 	_, raw := s.DoRaw(s.Token("@alice:test"), "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/messages?dir=b&limit=50", nil)
 	return string(raw)
@@ -179,7 +208,7 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 		}
 		return first.JSON(), nil
 	}
-	if _, err := s.Rooms.ReceivePDU(ctx, second.JSON(), room, keys, fetch); err != nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, second.JSON(), room, keys, fakeOrigin{event: fetch}); err != nil {
 		t.Fatalf("with the missing event fetched: %v", err)
 	}
 	if tl := timeline(t, s, room); fetched != 1 || !strings.Contains(tl, `"missed"`) || !strings.Contains(tl, "after the missed one") {
@@ -188,7 +217,7 @@ func TestRemoteEventsAreChecked(t *testing.T) {
 	// A fetch that answers another event is refused.
 	third := remoteEvent(t, s, rkey, room, mallory, remoteEvent(t, s, rkey, room, mallory, second, "m.room.message", nil, `{"body":"x"}`), "m.room.message", nil, `{"body":"y"}`)
 	lie := func(context.Context, spec.EventID) ([]byte, error) { return msg.JSON(), nil }
-	if _, err := s.Rooms.ReceivePDU(ctx, third.JSON(), room, keys, lie); err == nil {
+	if _, err := s.Rooms.ReceivePDU(ctx, third.JSON(), room, keys, fakeOrigin{event: lie}); err == nil {
 		t.Fatal("accepted after a fetch that answered another event")
 	}
 

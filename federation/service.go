@@ -74,6 +74,7 @@ type Service struct {
 	profiles  rooms.Profiles
 
 	stopping <-chan struct{}
+	walks    walkLimit
 	mu       sync.Mutex
 	queues   map[spec.ServerName]*queue
 }

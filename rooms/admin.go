@@ -296,6 +296,7 @@ func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage
 		{"published_rooms", `DELETE FROM published_rooms WHERE room_id = $1`},
 		{"forgotten", `DELETE FROM forgotten WHERE room_id = $1`},
 		{"content_reports", `DELETE FROM content_reports WHERE room_id = $1`},
+		{"event_outliers", `DELETE FROM event_outliers WHERE room_id = $1`},
 		{"events", `DELETE FROM events WHERE room_id = $1`},
 		{"rooms", `DELETE FROM rooms WHERE room_id = $1`},
 	} {

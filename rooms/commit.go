@@ -141,6 +141,9 @@ func (b *builder) write(tx *storage.Tx, o commitOpts, hook func(*storage.Tx) err
 		if err := recordTxnID(tx, ev); err != nil {
 			return err
 		}
+		if err := setResolvedState(tx, b.r.id, ev); err != nil {
+			return err
+		}
 	}
 	if err := applyRedactions(tx, b.redactions, b.evs); err != nil {
 		return err
@@ -167,7 +170,7 @@ func (b *builder) write(tx *storage.Tx, o commitOpts, hook func(*storage.Tx) err
 func (b *builder) published(pos int64, final *snapshot, w toWake, newRoom bool) {
 	// final may be the base of the next group, being built now: publish a
 	// copy.
-	snap := &snapshot{position: pos, state: final.state, extremity: final.extremity, depth: final.depth}
+	snap := &snapshot{position: pos, state: final.state, extremity: final.extremity, forks: final.forks, depth: final.depth}
 	snap.joinedCache.Store(final.joinedCache.Load())
 	b.r.apply(b.evs, snap, b.redactions)
 	b.s.rememberTxns(b.evs)

@@ -103,9 +103,9 @@ func (s *Service) putOutlier(id spec.RoomID, user spec.UserID, o *outlier) {
 	s.setUserRoom(user, id, o.membership)
 }
 
-// storeOutlier keeps a local user's membership of a room this server does
+// storeRemoteMembership keeps a local user's membership of a room this server does
 // not hold and wakes the user's /sync.
-func (s *Service) storeOutlier(ctx context.Context, o *outlier) error {
+func (s *Service) storeRemoteMembership(ctx context.Context, o *outlier) error {
 	room, user := o.pdu.RoomID(), spec.UserID(stateKeyOf(o.pdu))
 	if o.state == nil {
 		o.state = []json.RawMessage{}
@@ -206,5 +206,5 @@ func (s *Service) receiveOutlierMember(ctx context.Context, raw []byte, room spe
 	case pdu.Sender().Server() != o.server:
 		return pdu.EventID(), spec.Forbidden("only %s can end this invite or knock", o.server)
 	}
-	return pdu.EventID(), s.storeOutlier(ctx, &outlier{membership: spec.Leave, pdu: pdu, state: o.state, server: o.server})
+	return pdu.EventID(), s.storeRemoteMembership(ctx, &outlier{membership: spec.Leave, pdu: pdu, state: o.state, server: o.server})
 }

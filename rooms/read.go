@@ -27,7 +27,7 @@ func ParseToken(s string) (Token, error) {
 		s = s[:i]
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < minPosition-1 { // backfilled events have negative positions
 		return 0, spec.InvalidParam("invalid pagination token")
 	}
 	return Token(n), nil
@@ -269,7 +269,7 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 	if limit > 1000 {
 		limit = 1000
 	}
-	var start int64
+	start := int64(minPosition - 1) // forwards from the start, backfilled history included
 	if from != nil {
 		start = int64(*from)
 	} else if backwards {
@@ -281,10 +281,27 @@ func (s *Service) Messages(ctx context.Context, user spec.UserID, id spec.RoomID
 	page := &Page{Start: Token(start)}
 	cursor := start
 	exhausted := false
-	for len(page.Events) < limit && !exhausted {
+	backfilled := false
+	for len(page.Events) < limit {
+		if exhausted {
+			// At the start of what this server holds of a federated room:
+			// the history before it is asked of the room's other servers,
+			// once a request.
+			if !backwards || to != nil || backfilled {
+				break
+			}
+			backfilled = true
+			if n, err := s.backfill(ctx, a.r); err != nil || n == 0 {
+				if err != nil {
+					s.log.Info().Str("room_id", string(id)).Err(err).Msg("federation: no backfill")
+				}
+				break
+			}
+			exhausted = false
+		}
 		var batch []*Event
 		if backwards {
-			lower := int64(0)
+			lower := int64(minPosition - 1)
 			if to != nil {
 				lower = int64(*to)
 			}

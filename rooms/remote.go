@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -24,12 +23,9 @@ import (
 // as a local event (commit.go). The federation package speaks HTTP; this
 // file decides what enters a room.
 //
-// Not yet: state resolution between forks (a remote event is applied on the
-// current state: on two servers that take turns the DAG stays a line), the
-// fetching of auth events not already held (missing prev events are
-// fetched one by one from the sender, a few at most: not the spec's
-// get_missing_events), and the storing of soft-failed events (they are
-// dropped, and logged).
+// Forks, soft-failed events and the state before an event are dag.go's;
+// filling gaps from other servers is gap.go's. Not yet: the fetching of
+// auth events not already held.
 
 // KeySource finds the verify key of a server valid at a time (the
 // federation package's key fetcher).
@@ -53,6 +49,7 @@ type RemoteServers interface {
 	// Joining marks a join of room in progress until done is called, so
 	// that the room's events the resident sends meanwhile wait for it.
 	Joining(room spec.RoomID) (done func())
+	Backfiller
 }
 
 // joinRemote joins through other servers when the room is unknown here and
@@ -188,19 +185,26 @@ func VerifyRemotePDU(ctx context.Context, raw []byte, v spec.RoomVersion, keys K
 var ErrSoftFailed = spec.Forbidden("the event fails the auth rules against the room's current state (soft-failed)")
 
 // ReceivePDU accepts an event another server sent into a room this server
-// is in: verified, authorised against its auth events and the current state,
-// then committed. An event already held is accepted again without effect.
+// is in: verified, authorised against its auth events, the state before it
+// (resolved when its prev events' states differ) and the current state,
+// then committed. An event that passes the first two but fails the current
+// state is soft-failed: held outside the timeline (ErrSoftFailed). An event
+// already held is accepted again without effect.
 //
-// An event that follows events this server does not have is accepted after
-// them, when fetch can get them from the sending server (its /event), at
-// most maxMissing per call, oldest first, each through the same checks.
-func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, fetch EventFetcher) (spec.EventID, error) {
+// The events it follows that this server lacks are asked of origin (nil:
+// not at all), within bounds: get_missing_events, then single events, then
+// the state at the gap (gap.go).
+func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, keys KeySource, origin Origin) (spec.EventID, error) {
 	r := s.room(room)
 	if r == nil {
 		return s.receiveOutlierMember(ctx, raw, room, keys) // a rescinded invite (outliers.go)
 	}
 	pdu, err := VerifyRemotePDU(ctx, raw, r.version, keys)
 	if err != nil {
+		// The sender is told which event was refused, when it has an ID.
+		if p, perr := events.ParsePDU(raw, r.version); perr == nil {
+			return p.EventID(), err
+		}
 		return "", err
 	}
 	if pdu.RoomID() != room {
@@ -208,63 +212,19 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
-	_, err = s.acceptRemote(ctx, r, pdu, false, &remoteSource{keys: keys, fetch: fetch, budget: maxMissing})
+	var src *remoteSource
+	if origin != nil {
+		src = newRemoteSource(keys, origin)
+	}
+	_, err = s.acceptRemote(ctx, r, pdu, false, src)
 	return pdu.EventID(), err
 }
 
-// EventFetcher gets an event by ID from the server that sent a PDU (nil:
-// missing events are not fetched).
-type EventFetcher func(ctx context.Context, id spec.EventID) ([]byte, error)
-
-// maxMissing bounds the missing events fetched for one received event: a
-// server cannot make this one walk a whole room's history.
-const maxMissing = 20
-
-// remoteSource is where a received event's missing predecessors come from.
-type remoteSource struct {
-	keys   KeySource
-	fetch  EventFetcher
-	budget int
-}
-
-// fetchMissing accepts the prev events of pdu this server does not have,
-// fetched from the sender; the room's write lock is held.
-func (s *Service) fetchMissing(ctx context.Context, r *liveRoom, pdu *events.PDU, src *remoteSource) error {
-	for _, prev := range pdu.PrevEvents() {
-		known, err := s.eventByID(ctx, prev)
-		if err != nil {
-			return err
-		}
-		if known != nil {
-			continue
-		}
-		if src == nil || src.fetch == nil || src.budget <= 0 {
-			return spec.NewError(spec.ErrNotFound, "event %s follows %s, which this server does not have", pdu.EventID(), prev)
-		}
-		src.budget--
-		raw, err := src.fetch(ctx, prev)
-		if err != nil {
-			return fmt.Errorf("fetch missing event %s: %w", prev, err)
-		}
-		p, err := VerifyRemotePDU(ctx, raw, r.version, src.keys)
-		if err != nil {
-			return err
-		}
-		if p.EventID() != prev || p.RoomID() != r.id {
-			return spec.Forbidden("the server answered another event for %s", prev)
-		}
-		if _, err := s.acceptRemote(ctx, r, p, false, src); err != nil && !errors.Is(err, ErrSoftFailed) {
-			return fmt.Errorf("missing event %s: %w", prev, err)
-		}
-	}
-	return nil
-}
-
 // acceptRemote checks and commits a verified remote event; the room's write
-// lock is held. It returns the state the event was applied on.
+// lock is held. It returns the state before the event.
 // relay marks it for the room's other servers (Event.Relay).
 func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU, relay bool, src *remoteSource) (*snapshot, error) {
-	if known, err := s.eventByID(ctx, pdu.EventID()); err != nil {
+	if known, err := s.dagEvent(ctx, pdu.EventID()); err != nil {
 		return nil, err
 	} else if known != nil {
 		return r.cur.Load(), nil
@@ -280,17 +240,34 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 	if err := checkAgainstAuthEvents(pdu, auth, snap.get(spec.MRoomCreate, "")); err != nil {
 		return nil, err
 	}
-	// Soft-fail: the current state must allow it too.
+	// Rejected unless the state before it allows it (rooms/v2: "Passes
+	// authorization rules based on the state before the event").
+	before, err := s.stateBeforeIDs(ctx, r, snap, pdu.PrevEvents(), 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := authrules.Allowed(pdu, before); err != nil {
+		return nil, spec.Forbidden("event %s fails the auth rules against the state before it: %v", pdu.EventID(), err)
+	}
+	// Soft-fail: the current state must allow it too. It is kept, outside
+	// the timeline, for the events that name it.
 	if err := authrules.Allowed(pdu, snap); err != nil {
 		s.log.Warn().Str("event_id", string(pdu.EventID())).Str("room_id", string(r.id)).Err(err).Msg("soft-failed a remote event")
+		if err := s.storeOutlier(ctx, pdu, outlierSoftFailed); err != nil {
+			return nil, err
+		}
 		return nil, ErrSoftFailed
 	}
 	b := s.begin(r)
-	b.addRemote(pdu).Relay = relay
+	ev, err := b.addReceived(ctx, pdu, before)
+	if err != nil {
+		return nil, err
+	}
+	ev.Relay = relay
 	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return nil, err
 	}
-	return snap, nil
+	return &snapshot{state: before}, nil
 }
 
 // loadAuthEvents loads the events pdu names as auth events; every one must
@@ -298,14 +275,14 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 func (s *Service) loadAuthEvents(ctx context.Context, pdu *events.PDU) ([]*events.PDU, error) {
 	var out []*events.PDU
 	for _, id := range pdu.AuthEvents() {
-		ev, err := s.eventByID(ctx, id)
+		ev, err := s.dagEvent(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		if ev == nil {
 			return nil, spec.Forbidden("event %s names auth event %s, which this server does not have", pdu.EventID(), id)
 		}
-		out = append(out, ev.PDU)
+		out = append(out, ev)
 	}
 	return out, nil
 }
@@ -428,45 +405,18 @@ func (s *Service) authChain(ctx context.Context, from []*events.PDU) ([]*events.
 				continue
 			}
 			seen[id] = true
-			ev, err := s.eventByID(ctx, id)
+			ev, err := s.dagEvent(ctx, id)
 			if err != nil {
 				return nil, err
 			}
 			if ev == nil {
-				continue // not held: the joining server will find the chain short
+				continue // not held: the asking server will find the chain short
 			}
-			out = append(out, ev.PDU)
-			todo = append(todo, ev.PDU)
+			out = append(out, ev)
+			todo = append(todo, ev)
 		}
 	}
 	return out, nil
-}
-
-// StateIDs answers /state_ids for the room's current state: it is served
-// when eventID is one of the room's forward extremities (what joins ask
-// for); the state at older events is not served yet.
-func (s *Service) StateIDs(ctx context.Context, room spec.RoomID, eventID spec.EventID) (state, authChain []spec.EventID, err error) {
-	r := s.room(room)
-	if r == nil {
-		return nil, nil, spec.NotFound("no room %s is known to this server", room)
-	}
-	snap := r.cur.Load()
-	if !slices.ContainsFunc(snap.extremity, func(p *events.PDU) bool { return p.EventID() == eventID }) {
-		return nil, nil, spec.NotFound("the state at %s is not served (only at the room's latest events)", eventID)
-	}
-	var pdus []*events.PDU
-	for _, ev := range snap.state.All() {
-		pdus = append(pdus, ev)
-		state = append(state, ev.EventID())
-	}
-	chain, err := s.authChain(ctx, pdus)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, ev := range chain {
-		authChain = append(authChain, ev.EventID())
-	}
-	return state, authChain, nil
 }
 
 // EventForServer returns an event's JSON for a remote server

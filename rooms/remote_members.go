@@ -111,7 +111,7 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin spec.ServerName, roo
 	if o.pdu, err = events.LoadPDU(signed, v, pdu.EventID()); err != nil {
 		return nil, err
 	}
-	if err := s.storeOutlier(ctx, o); err != nil {
+	if err := s.storeRemoteMembership(ctx, o); err != nil {
 		return nil, err
 	}
 	return signed, nil
@@ -244,7 +244,7 @@ func (s *Service) leaveRemote(ctx context.Context, user spec.UserID, room spec.R
 		return "", err
 	}
 	// Kept as a left room, so that every device of the user learns it.
-	return leave.EventID(), s.storeOutlier(ctx, &outlier{membership: spec.Leave, pdu: leave, state: o.state, server: o.server})
+	return leave.EventID(), s.storeRemoteMembership(ctx, &outlier{membership: spec.Leave, pdu: leave, state: o.state, server: o.server})
 }
 
 // KnockRemote knocks on a room this server does not hold, through the
@@ -301,7 +301,7 @@ func (s *Service) knockVia(ctx context.Context, user spec.UserID, room spec.Room
 	if o.state, err = s.verifyRoomState(ctx, raw, v, room, s.federation); err != nil {
 		return fmt.Errorf("send_knock answer: %w", err)
 	}
-	return s.storeOutlier(ctx, o)
+	return s.storeRemoteMembership(ctx, o)
 }
 
 // The resident server's side of leaves and knocks.

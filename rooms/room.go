@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
@@ -34,6 +35,14 @@ type Event struct {
 	// position is derived from memory.
 	replaced      *events.PDU
 	replacedKnown bool
+	// stateAfter is the room's state after the event (dag.go), when it
+	// was built or received here.
+	stateAfter roomState
+	// resolved and unset are what state resolution changed in the current
+	// state besides the event's own entry (a received event that joins
+	// forks, dag.go): entries set to another event, and entries removed.
+	resolved []*events.PDU
+	unset    []authrules.StateKeyPair
 }
 
 // snapshot is a room's current state at one position. It is never modified
@@ -43,7 +52,10 @@ type snapshot struct {
 	position  int64 // stream position of the room's latest event
 	state     roomState
 	extremity []*events.PDU // forward extremities: on one server, the latest event
-	depth     int64
+	// forks is the state after each forward extremity when there are
+	// several (the room forked: dag.go); state is their resolution.
+	forks map[spec.EventID]roomState
+	depth int64
 	// joinedCache is joined()'s answer, computed on first use or derived
 	// from the previous snapshot's; summaryCache is members()'.
 	joinedCache  atomic.Pointer[[]spec.UserID]
@@ -119,6 +131,18 @@ type liveRoom struct {
 	rewritten uint64
 	lruElem   *list.Element // in Service.older; guarded by its lock
 
+	// stateAfter is the state after each of the room's latest events,
+	// stateAfterOrder their IDs oldest first (dag.go); under histMu.
+	stateAfter      map[spec.EventID]roomState
+	stateAfterOrder []spec.EventID
+
+	// backfillMu serialises backfills (backfill.go); historyComplete
+	// says there is nothing before what the server holds, backfillAfter
+	// when to try again after a backfill that got nothing.
+	backfillMu      sync.Mutex
+	historyComplete bool
+	backfillAfter   time.Time
+
 	// children says whether the room holds a child that bundled
 	// aggregations count (relations.go): most rooms hold none, and then
 	// bundling needs no query.
@@ -172,6 +196,7 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 			r.recent[i] = &cp
 		}
 	}
+	r.rememberStates(evs)
 	for _, ev := range evs {
 		r.record(ev)
 		if r.children.Load() != childrenSome {
@@ -196,20 +221,30 @@ func redactionOf(evs []*Event, id spec.EventID) *events.PDU {
 
 // record adds one event to the histories; histMu must be held.
 func (r *liveRoom) record(ev *Event) {
-	p := ev.PDU
-	if sk, ok := p.StateKey(); ok {
-		switch p.Type() {
-		case spec.MRoomMember:
-			u := spec.UserID(sk)
-			m := p.Content().Get("membership").String()
-			r.members[u] = append(r.members[u], posValue{ev.Position, m})
-			r.changes = append(r.changes, memberChange{ev.Position, u, m})
-		case spec.MRoomHistoryVisibility:
-			r.visibility = append(r.visibility, posValue{ev.Position, p.Content().Get("history_visibility").String()})
-		}
+	r.recordState(ev.Position, ev.PDU)
+	// State resolution's changes take effect with the event (dag.go).
+	for _, p := range ev.resolved {
+		r.recordState(ev.Position, p)
 	}
 	r.recent = append(r.recent, ev)
 	r.trimOlder()
+}
+
+// recordState adds a state change at pos to the histories; histMu held.
+func (r *liveRoom) recordState(pos int64, p *events.PDU) {
+	sk, ok := p.StateKey()
+	if !ok {
+		return
+	}
+	switch p.Type() {
+	case spec.MRoomMember:
+		u := spec.UserID(sk)
+		m := p.Content().Get("membership").String()
+		r.members[u] = append(r.members[u], posValue{pos, m})
+		r.changes = append(r.changes, memberChange{pos, u, m})
+	case spec.MRoomHistoryVisibility:
+		r.visibility = append(r.visibility, posValue{pos, p.Content().Get("history_visibility").String()})
+	}
 }
 
 // memberChange is one membership change of a room.

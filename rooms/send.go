@@ -367,6 +367,9 @@ func (b *builder) addProto(proto events.ProtoEvent) (*Event, error) {
 		ev.replaced = b.snap.state.Get(pdu.Type(), sk)
 	}
 	b.applyLocal(pdu)
+	if b.s.federation != nil { // only other servers' events ask for it (dag.go)
+		ev.stateAfter = b.snap.state
+	}
 	b.evs = append(b.evs, ev)
 	return ev, nil
 }

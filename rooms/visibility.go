@@ -17,7 +17,13 @@ func (r *liveRoom) canSee(user spec.UserID, ev *Event) bool {
 }
 
 func (r *liveRoom) canSeeLocked(user spec.UserID, pos int64, p *events.PDU) bool {
-	vis := []string{visibilityOf(valueBefore(r.visibility, pos))}
+	before := valueBefore(r.visibility, pos)
+	if pos < 0 && before == "" && len(r.visibility) > 0 {
+		// Backfilled history (backfill.go), before what the server held:
+		// the earliest visibility it knows, not the default.
+		before = r.visibility[0].value
+	}
+	vis := []string{visibilityOf(before)}
 	if p.Type() == spec.MRoomHistoryVisibility {
 		if sk, _ := p.StateKey(); sk == "" {
 			vis = append(vis, visibilityOf(valueAt(r.visibility, pos)))
