@@ -16,13 +16,16 @@ import (
 // Media administration: quarantine (hide from every download without
 // deleting, to look into a report), delete, and a user's uploads.
 
-// mediaParams reads serverName and mediaId: this server's media only
-// (400 M_INVALID_PARAM otherwise).
+// mediaParams reads serverName and mediaId: this server's media, or
+// another server's whose copy is cached here (media/remote.go), as
+// Synapse's media admin API takes either (400 M_INVALID_PARAM for a server
+// name that is not one).
 func (s *Service) mediaParams(c *gin.Context) (spec.ServerName, string, error) {
-	server, id := spec.ServerName(c.Param("serverName")), c.Param("mediaId")
-	if server != s.server {
-		return "", "", spec.InvalidParam("only media of this server (%s) can be managed here", s.server)
+	server, err := spec.ParseServerName(c.Param("serverName"))
+	if err != nil {
+		return "", "", spec.InvalidParam("invalid server name: %v", err)
 	}
+	id := c.Param("mediaId")
 	if id == "" || strings.ContainsAny(id, "/\x00") {
 		return "", "", spec.InvalidParam("invalid media ID")
 	}
@@ -106,16 +109,25 @@ func (s *Service) getMedia(c *gin.Context) error {
 		return err
 	}
 	out := s.mediaJSON(c.Request.Context(), info)
-	out["user_id"] = string(info.Uploader)
+	out["user_id"], out["media_origin"] = string(info.Uploader), nil
+	if server != s.server {
+		// A cached copy: no uploader here, and the origin it came from.
+		out["user_id"], out["media_origin"] = nil, string(server)
+	}
 	c.JSON(http.StatusOK, gin.H{"media_info": out})
 	return nil
 }
 
-// DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}
+// DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}: this server's
+// media only, as Synapse's (cached copies go with purge_media_cache and
+// media retention).
 func (s *Service) deleteMedia(c *gin.Context) error {
 	server, id, err := s.mediaParams(c)
 	if err != nil {
 		return err
+	}
+	if server != s.server {
+		return spec.NewError(spec.ErrUnknown, "Can only delete local media").WithStatus(http.StatusBadRequest)
 	}
 	// Looked up first: a delete of nothing is an error, not an action.
 	if _, err := s.media.Get(c.Request.Context(), server, id); err != nil {

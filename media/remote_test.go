@@ -325,3 +325,46 @@ func TestRemoteMediaLegacyFallback(t *testing.T) {
 		t.Errorf("legacy request query %q lacks allow_remote=false", legacyQuery)
 	}
 }
+
+// TestRemoteMediaQuarantine: a quarantined cached copy is refused to
+// clients (download and thumbnail, 404 as local quarantine) without the
+// origin being asked again, and the purge of the cache keeps it (the copy
+// stays, flagged, for whoever looks into the report); released, it is
+// served from the copy again.
+func TestRemoteMediaQuarantine(t *testing.T) {
+	origin, local, fed := federatedPair(t, Config{})
+	ctx := context.Background()
+	img := pngBytes(t, 200, 200)
+	id := origin.upload("@alice:origin.test", img, "image/png", "cat.png")
+	if r := local.do("GET", remotePath("download", id), "@bob:media.test", nil, nil); r.status != 200 {
+		t.Fatalf("download: %d %s", r.status, r.body)
+	}
+	info, err := local.svc.Get(ctx, originServer, id)
+	if err != nil || info.Uploader != "" || info.ServerName != originServer || info.Size != int64(len(img)) {
+		t.Fatalf("info of the copy: %+v %v", info, err)
+	}
+	if err := local.svc.Quarantine(ctx, originServer, id, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{remotePath("download", id), remotePath("thumbnail", id) + "?width=32&height=32&method=scale"} {
+		if r := local.do("GET", p, "@bob:media.test", nil, nil); r.status != 404 || r.errcode() != "M_NOT_FOUND" {
+			t.Errorf("quarantined copy, GET %s: %d %s", p, r.status, r.body)
+		}
+	}
+	if n := fed.gets.Load(); n != 1 {
+		t.Errorf("%d federation requests, want 1: a quarantined copy is not fetched again", n)
+	}
+	if d, err := local.svc.PurgeRemoteCache(ctx, local.now.Add(time.Hour), false); err != nil || d.Media != 0 {
+		t.Errorf("purge of a quarantined copy: %+v %v", d, err)
+	}
+	if err := local.svc.Quarantine(ctx, originServer, "notcached", true); err == nil || !strings.Contains(err.Error(), "M_NOT_FOUND") {
+		t.Errorf("quarantine of uncached remote media: %v", err)
+	}
+	fed.down.Store(true)
+	if err := local.svc.Quarantine(ctx, originServer, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if r := local.do("GET", remotePath("download", id), "@bob:media.test", nil, nil); r.status != 200 || !bytes.Equal(r.body, img) {
+		t.Errorf("released copy: %d", r.status)
+	}
+}

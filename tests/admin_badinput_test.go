@@ -105,7 +105,10 @@ func TestAdminBadInput(t *testing.T) {
 		{"delete unknown report", "DELETE", "/_synapse/admin/v1/event_reports/999", nil, 404, "M_NOT_FOUND"},
 		{"reports dir", "GET", "/_synapse/admin/v1/event_reports?dir=up", nil, 400, "M_INVALID_PARAM"},
 		// Media.
-		{"remote media", "POST", "/_synapse/admin/v1/media/quarantine/elsewhere.example/abc", map[string]any{}, 400, "M_INVALID_PARAM"},
+		{"uncached remote media", "POST", "/_synapse/admin/v1/media/quarantine/elsewhere.example/abc", map[string]any{}, 404, "M_NOT_FOUND"},
+		{"media server name", "POST", "/_synapse/admin/v1/media/quarantine/bad_name!/abc", map[string]any{}, 400, "M_INVALID_PARAM"},
+		{"info of uncached remote media", "GET", "/_synapse/admin/v1/media/elsewhere.example/abc", nil, 404, "M_NOT_FOUND"},
+		{"delete remote media", "DELETE", "/_synapse/admin/v1/media/elsewhere.example/abc", nil, 400, "M_UNKNOWN"},
 		{"unknown media", "POST", "/_synapse/admin/v1/media/quarantine/localhost/nope", map[string]any{}, 404, "M_NOT_FOUND"},
 		{"delete unknown media", "DELETE", "/_synapse/admin/v1/media/localhost/nope", nil, 404, "M_NOT_FOUND"},
 		// Server notices.

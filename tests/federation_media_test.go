@@ -16,7 +16,8 @@ import (
 // TestFederationMedia: alice uploads on hs1; bob downloads it through hs2
 // (authenticated v1), which fetches it over federation once and then
 // serves its copy, with hs1 stopped too. Media over hs2's limit is refused
-// with 502 M_TOO_LARGE. The admin API's purge_media_cache removes the copy
+// with 502 M_TOO_LARGE. The admin API describes, quarantines and releases
+// the copy (and refuses to delete it); its purge_media_cache removes it
 // (dry run first, audit entries both times), and so does
 // media_retention_remote_unaccessed on its timer: afterwards, with hs1
 // down, hs2 no longer has the media.
@@ -93,6 +94,38 @@ func TestFederationMedia(t *testing.T) {
 	hs1.Stop()
 	if code, _, raw := download(smallID); code != 200 || !bytes.Equal(raw, small) {
 		t.Fatalf("from hs2's cache with hs1 stopped: %d %.200s", code, raw)
+	}
+
+	// The admin API manages the copy as Synapse's does: info (the origin,
+	// no uploader), quarantine (refused to bob, and hs2 does not ask hs1
+	// again: 404, not the 502 of an unreachable origin), release; delete is
+	// for local media only.
+	copyPath := "/_synapse/admin/v1/media/" + name1 + "/" + smallID
+	info := b.admin("GET", hs2.URL+copyPath, nil, 200)["media_info"].(map[string]any)
+	if info["media_origin"] != name1 || info["user_id"] != nil || info["media_length"] != float64(len(small)) || info["quarantined_by"] != nil {
+		t.Fatalf("info of the copy: %v", info)
+	}
+	b.admin("POST", hs2.URL+"/_synapse/admin/v1/media/quarantine/"+name1+"/"+smallID, map[string]any{}, 200)
+	if code, _, raw := download(smallID); code != 404 || !strings.Contains(string(raw), "M_NOT_FOUND") {
+		t.Fatalf("quarantined copy: %d %s", code, raw)
+	}
+	info = b.admin("GET", hs2.URL+copyPath, nil, 200)["media_info"].(map[string]any)
+	if info["quarantined_by"] != "@boss:"+name2 {
+		t.Errorf("quarantined_by: %v", info["quarantined_by"])
+	}
+	b.want("DELETE", hs2.URL+copyPath, b.token, nil, 400, "M_UNKNOWN")
+	b.admin("POST", hs2.URL+"/_synapse/admin/v1/media/unquarantine/"+name1+"/"+smallID, map[string]any{}, 200)
+	if code, _, raw := download(smallID); code != 200 || !bytes.Equal(raw, small) {
+		t.Fatalf("released copy: %d %.200s", code, raw)
+	}
+	var quarantines int
+	for _, a := range b.audit() {
+		if a["target"] == "mxc://"+name1+"/"+smallID && (a["action"] == "quarantine_media" || a["action"] == "unquarantine_media") {
+			quarantines++
+		}
+	}
+	if quarantines != 2 {
+		t.Errorf("%d audit entries of the copy's quarantine and release, want 2", quarantines)
 	}
 
 	// purge_media_cache: a dry run counts and keeps, the real one removes.
