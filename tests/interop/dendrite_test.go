@@ -1,0 +1,438 @@
+// Package interop runs Chatalot's federation against another homeserver
+// implementation: Dendrite v0.13.8, built from the module in ./dendrite,
+// on loopback with SQLite and a CA made by the test.
+package interop
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatalot/chatalot/tests/harness"
+)
+
+var (
+	dendriteOnce sync.Once
+	dendriteBin  string
+	dendriteErr  error
+)
+
+// buildDendrite builds Dendrite's server from ./dendrite once per test
+// process. The compiled packages stay in Go's build cache, so later runs
+// only link; the first (cold) build takes minutes.
+func buildDendrite(t *testing.T) string {
+	t.Helper()
+	dendriteOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		dir, err := os.MkdirTemp("", "chatalot-dendrite-")
+		if err != nil {
+			dendriteErr = err
+			return
+		}
+		dendriteBin = filepath.Join(dir, "dendrite")
+		start := time.Now()
+		cmd := exec.Command("go", "build", "-o", dendriteBin, "github.com/matrix-org/dendrite/cmd/dendrite")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "dendrite")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			dendriteErr = fmt.Errorf("go build of Dendrite in %s: %v\n%s", cmd.Dir, err, out)
+			return
+		}
+		t.Logf("built Dendrite in %s", time.Since(start).Round(time.Second))
+	})
+	if dendriteErr != nil {
+		t.Fatal(dendriteErr)
+	}
+	return dendriteBin
+}
+
+// dendrite is one running Dendrite: its client API over plain HTTP, its
+// federation over TLS at its server name.
+type dendrite struct {
+	Name string // localhost:PORT, the HTTPS listener
+	URL  string // http://127.0.0.1:PORT, the client API
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (d *dendrite) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.Write(p)
+}
+
+// Logs is what the server has logged so far.
+func (d *dendrite) Logs() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+// startDendrite runs Dendrite with SQLite in a temporary directory, named
+// localhost:PORT, serving federation with the test CA's certificate and
+// trusting that CA (SSL_CERT_FILE: Go reads the roots from it on Linux),
+// with open registration and no rate limits, asking no notary for keys.
+func startDendrite(t *testing.T, pki testPKI) *dendrite {
+	t.Helper()
+	bin := buildDendrite(t)
+	dir := t.TempDir()
+	tlsPort, httpPort := freePort(t), freePort(t)
+	d := &dendrite{Name: fmt.Sprintf("localhost:%d", tlsPort), URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), done: make(chan struct{})}
+
+	// The signing key: a "MATRIX PRIVATE KEY" PEM block holding the seed.
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "MATRIX PRIVATE KEY", Headers: map[string]string{"Key-ID": "ed25519:test"}, Bytes: priv.Seed()})
+	keyFile := filepath.Join(dir, "matrix_key.pem")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db := func(name string) map[string]any {
+		return map[string]any{"connection_string": "file:" + filepath.Join(dir, name+".db")}
+	}
+	// JSON is YAML: the config is written as JSON.
+	cfg := map[string]any{
+		"version": 2,
+		"global": map[string]any{
+			"server_name": d.Name, "private_key": keyFile,
+			"trusted_third_party_id_servers": []string{},
+			"jetstream":                      map[string]any{"in_memory": true, "storage_path": dir},
+			"presence":                       map[string]any{"enable_inbound": false, "enable_outbound": false},
+			"report_stats":                   map[string]any{"enabled": false},
+		},
+		"client_api": map[string]any{
+			"registration_disabled": false, "guests_disabled": true,
+			"rate_limiting": map[string]any{"enabled": false},
+		},
+		"federation_api": map[string]any{
+			"database": db("federationapi"), "key_perspectives": []any{}, "prefer_direct_fetch": true,
+			"send_max_retries": 16,
+		},
+		"key_server":  map[string]any{"database": db("keyserver")},
+		"media_api":   map[string]any{"database": db("mediaapi"), "base_path": filepath.Join(dir, "media")},
+		"mscs":        map[string]any{"database": db("mscs")},
+		"relay_api":   map[string]any{"database": db("relayapi")},
+		"room_server": map[string]any{"database": db("roomserver")},
+		"sync_api":    map[string]any{"database": db("syncapi"), "search": map[string]any{"enabled": false, "index_path": filepath.Join(dir, "search"), "language": "en"}},
+		"user_api":    map[string]any{"account_database": db("userapi"), "bcrypt_cost": 4},
+		"logging":     []any{map[string]any{"type": "std", "level": "info"}},
+	}
+	raw, _ := json.MarshalIndent(cfg, "", "  ")
+	cfgFile := filepath.Join(dir, "dendrite.yaml")
+	if err := os.WriteFile(cfgFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d.cmd = exec.Command(bin, "--config", cfgFile,
+		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", tlsPort),
+		"--tls-cert", pki.certFile, "--tls-key", pki.keyFile,
+		"--really-enable-open-registration")
+	d.cmd.Dir = dir
+	d.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+pki.caFile)
+	d.cmd.Stdout, d.cmd.Stderr = d, d
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() || os.Getenv("INTEROP_LOGS") != "" {
+			t.Logf("Dendrite's log:\n%s", d.Logs())
+		}
+	})
+	waitFor(t, 2*time.Minute, "Dendrite to answer", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("Dendrite exited:\n%s", d.Logs())
+		default:
+		}
+		resp, err := http.Get(d.URL + "/_matrix/client/versions")
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return d
+}
+
+// register makes an account through the client API's dummy stage (a first
+// request for the session, then the stage) and returns its access token.
+func (d *dendrite) register(t *testing.T, name string) string {
+	t.Helper()
+	req := map[string]any{"username": name, "password": "correct horse battery staple"}
+	code, raw := call(t, "POST", d.URL+"/_matrix/client/v3/register", "", req)
+	if code == 401 {
+		var uia struct {
+			Session string `json:"session"`
+		}
+		_ = json.Unmarshal(raw, &uia)
+		req["auth"] = map[string]string{"type": "m.login.dummy", "session": uia.Session}
+		code, raw = call(t, "POST", d.URL+"/_matrix/client/v3/register", "", req)
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code != 200 || json.Unmarshal(raw, &out) != nil || out.AccessToken == "" {
+		t.Fatalf("register %s on Dendrite: %d %s", name, code, raw)
+	}
+	return out.AccessToken
+}
+
+// homeserver is what the test does the same way on either server.
+type homeserver struct {
+	name, url string
+	logs      func() string
+}
+
+// TestDendriteFederation: a Chatalot server and a Dendrite server on
+// loopback, each with a certificate of the test's CA. A Dendrite user
+// joins a Chatalot room and messages go both ways; then a Chatalot user
+// joins a Dendrite room and messages go both ways.
+func TestDendriteFederation(t *testing.T) {
+	pki := newTestPKI(t)
+	den := startDendrite(t, pki)
+	cs, csName := startFederated(t, pki)
+	c := homeserver{csName, cs.URL, cs.Logs}
+	d := homeserver{den.Name, den.URL, den.Logs}
+	alice := registerChatalot(t, cs.URL, "alice")
+	dave := den.register(t, "dave")
+	aliceID, daveID := "@alice:"+csName, "@dave:"+den.Name
+	both := func() string { return "\nChatalot:\n" + c.logs() + "\nDendrite:\n" + d.logs() }
+	t.Cleanup(func() {
+		if os.Getenv("INTEROP_LOGS") != "" {
+			t.Logf("Chatalot's log:\n%s", c.logs())
+		}
+	})
+
+	t.Run("dendrite user joins a chatalot room", func(t *testing.T) {
+		// Dendrite knows room versions up to 11; Chatalot's default is 12.
+		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "on chatalot"})
+		join(t, d, dave, room, c.name, both)
+		waitMembers(t, c, alice, room, both, aliceID, daveID)
+		waitMembers(t, d, dave, room, both, aliceID, daveID)
+		send(t, c, alice, room, "hello from chatalot")
+		waitBody(t, d, dave, room, "hello from chatalot", both)
+		send(t, d, dave, room, "hello from dendrite")
+		waitBody(t, c, alice, room, "hello from dendrite", both)
+		// A second round: each server's next event follows the other's.
+		send(t, c, alice, room, "chatalot again")
+		waitBody(t, d, dave, room, "chatalot again", both)
+		send(t, d, dave, room, "dendrite again")
+		waitBody(t, c, alice, room, "dendrite again", both)
+	})
+
+	t.Run("chatalot user joins a dendrite room", func(t *testing.T) {
+		room := createRoom(t, d, dave, map[string]any{"preset": "public_chat", "name": "on dendrite"})
+		join(t, c, alice, room, d.name, both)
+		waitMembers(t, d, dave, room, both, aliceID, daveID)
+		waitMembers(t, c, alice, room, both, aliceID, daveID)
+		send(t, d, dave, room, "welcome from dendrite")
+		waitBody(t, c, alice, room, "welcome from dendrite", both)
+		send(t, c, alice, room, "thanks from chatalot")
+		waitBody(t, d, dave, room, "thanks from chatalot", both)
+		send(t, d, dave, room, "dendrite once more")
+		waitBody(t, c, alice, room, "dendrite once more", both)
+		send(t, c, alice, room, "chatalot once more")
+		waitBody(t, d, dave, room, "chatalot once more", both)
+	})
+}
+
+func createRoom(t *testing.T, s homeserver, token string, body map[string]any) string {
+	t.Helper()
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/createRoom", token, body)
+	var out struct {
+		RoomID string `json:"room_id"`
+	}
+	if code != 200 || json.Unmarshal(raw, &out) != nil || out.RoomID == "" {
+		t.Fatalf("createRoom on %s: %d %s", s.name, code, raw)
+	}
+	return out.RoomID
+}
+
+func join(t *testing.T, s homeserver, token, room, via string, logs func() string) {
+	t.Helper()
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(via), token, map[string]any{})
+	if code != 200 {
+		t.Fatalf("join %s on %s through %s: %d %s%s", room, s.name, via, code, raw, logs())
+	}
+}
+
+func waitMembers(t *testing.T, s homeserver, token, room string, logs func() string, users ...string) {
+	t.Helper()
+	var last []byte
+	ok := poll(time.Minute, func() bool {
+		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", token, nil)
+		last = raw
+		if code != 200 {
+			return false
+		}
+		var out struct {
+			Joined map[string]any `json:"joined"`
+		}
+		_ = json.Unmarshal(raw, &out)
+		for _, u := range users {
+			if _, ok := out.Joined[u]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("%v not all joined on %s: %s%s", users, s.name, last, logs())
+	}
+}
+
+func send(t *testing.T, s homeserver, token, room, body string) {
+	t.Helper()
+	txn := fmt.Sprintf("t%d", time.Now().UnixNano())
+	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/"+txn, token,
+		map[string]string{"msgtype": "m.text", "body": body})
+	if code != 200 {
+		t.Fatalf("send %q on %s: %d %s", body, s.name, code, raw)
+	}
+}
+
+// waitBody waits until body is among the room's latest messages on s, as
+// an initial /sync shows them. (Not /messages: Dendrite's, in a room it
+// joined over federation, asks the resident for /backfill first and fails
+// when it cannot have it.)
+func waitBody(t *testing.T, s homeserver, token, room, body string, logs func() string) {
+	t.Helper()
+	filter := url.QueryEscape(`{"room":{"timeline":{"limit":100}}}`)
+	var last []byte
+	ok := poll(time.Minute, func() bool {
+		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/sync?timeout=0&filter="+filter, token, nil)
+		last = raw
+		if code != 200 {
+			return false
+		}
+		var out struct {
+			Rooms struct {
+				Join map[string]struct {
+					Timeline struct {
+						Events []struct {
+							Type    string `json:"type"`
+							Content struct {
+								Body string `json:"body"`
+							} `json:"content"`
+						} `json:"events"`
+					} `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		_ = json.Unmarshal(raw, &out)
+		for _, ev := range out.Rooms.Join[room].Timeline.Events {
+			if ev.Type == "m.room.message" && ev.Content.Body == body {
+				return true
+			}
+		}
+		return false
+	})
+	if !ok {
+		t.Fatalf("%q never reached %s: %s%s", body, s.name, last, logs())
+	}
+}
+
+// poll calls cond until it holds or d has passed.
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return true
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+// call sends a request with an optional access token and JSON body.
+func call(t *testing.T, method, rawURL, token string, body any) (int, []byte) {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequest(method, rawURL, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, rawURL, err)
+	}
+	defer resp.Body.Close()
+	var out bytes.Buffer
+	_, _ = out.ReadFrom(resp.Body)
+	return resp.StatusCode, out.Bytes()
+}
+
+func registerChatalot(t *testing.T, base, name string) string {
+	t.Helper()
+	code, raw := call(t, "POST", base+"/_matrix/client/v3/register", "", map[string]any{
+		"username": name, "password": "correct horse battery staple", "auth": map[string]string{"type": "m.login.dummy"},
+	})
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code != 200 || json.Unmarshal(raw, &out) != nil || out.AccessToken == "" {
+		t.Fatalf("register %s on Chatalot: %d %s", name, code, raw)
+	}
+	return out.AccessToken
+}
+
+// startFederated starts a Chatalot server named localhost:PORT serving
+// federation over TLS on that port, trusting the test CA.
+func startFederated(t *testing.T, pki testPKI) (*harness.Server, string) {
+	port := freePort(t)
+	name := fmt.Sprintf("localhost:%d", port)
+	s := harness.Start(t, harness.WithArgs("--server-name", name, "--federation",
+		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
+		"--federation-ca-file", pki.caFile))
+	return s, name
+}
