@@ -125,23 +125,31 @@ func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, req R
 	if err != nil {
 		return "", err
 	}
-	redacted, err := orig.PDU.Redacted()
-	if err != nil {
+	if err := b.redactTarget(orig.PDU); err != nil {
 		return "", err
 	}
-	// The stored copy loses its content now; a redacted state event that is
-	// current state changes the room's state as it is served.
-	if sk, ok := redacted.StateKey(); ok {
-		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == target {
-			// b.snap is the builder's own, made by add.
-			b.snap.state = b.snap.state.With(authrules.StateKeyPair{Type: redacted.Type(), StateKey: sk}, redacted)
-		}
-	}
-	b.redactions = append(b.redactions, redacted)
 	if err := b.commit(ctx, commitOpts{Device: from.Device, TxnID: txnID}); err != nil {
 		return "", err
 	}
 	return ev.PDU.EventID(), nil
+}
+
+// redactTarget applies, in the commit, the redaction of orig that the
+// builder's last event made: the stored copy loses its content, and a
+// redacted state event that is current state changes the room's state as it
+// is served. b.snap must be the builder's own (made by add or addRemote).
+func (b *builder) redactTarget(orig *events.PDU) error {
+	redacted, err := orig.Redacted()
+	if err != nil {
+		return err
+	}
+	if sk, ok := redacted.StateKey(); ok {
+		if cur := b.snap.state.Get(redacted.Type(), sk); cur != nil && cur.EventID() == orig.EventID() {
+			b.snap.state = b.snap.state.With(authrules.StateKeyPair{Type: redacted.Type(), StateKey: sk}, redacted)
+		}
+	}
+	b.redactions = append(b.redactions, redacted)
+	return nil
 }
 
 // Forget hides a room the user has left from their room lists.

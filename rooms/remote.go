@@ -264,10 +264,35 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 		return nil, err
 	}
 	ev.Relay = relay
+	if pdu.Type() == spec.MRoomRedaction {
+		if err := s.applyRemoteRedaction(ctx, b, before, pdu); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.commit(ctx, commitOpts{}); err != nil {
 		return nil, err
 	}
 	return &snapshot{state: before}, nil
+}
+
+// applyRemoteRedaction redacts, in b's commit, the event a remote redaction
+// names, if this server has it ("Handling redactions", room versions 3+):
+// when the redaction's sender has the redact power level in the state
+// before it, or is of the server of the event's sender. A redaction that
+// arrives before its target is kept but not applied (not yet: applying it
+// when the target comes).
+func (s *Service) applyRemoteRedaction(ctx context.Context, b *builder, before roomState, redaction *events.PDU) error {
+	target, err := s.eventByID(ctx, redaction.Redacts())
+	if err != nil || target == nil || target.PDU.RoomID() != redaction.RoomID() {
+		return err
+	}
+	if redaction.Sender().Server() != target.PDU.Sender().Server() {
+		pl, err := authrules.PowerLevelsOf(before)
+		if err != nil || pl.UserLevel(redaction.Sender()) < pl.Redact {
+			return nil
+		}
+	}
+	return b.redactTarget(target.PDU)
 }
 
 // loadAuthEvents loads the events pdu names as auth events; every one must
