@@ -10,13 +10,16 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -230,12 +233,23 @@ func TestDendriteFederation(t *testing.T) {
 		}
 	})
 
+	// onC is a room on Chatalot that dave joins, onD one on Dendrite that
+	// alice joins; the later steps use both.
+	var onC, onD string
+	need := func(t *testing.T) {
+		if onC == "" || onD == "" {
+			t.Skip("the joins failed")
+		}
+	}
+
 	t.Run("dendrite user joins a chatalot room", func(t *testing.T) {
 		// Dendrite knows room versions up to 11; Chatalot's default is 12.
 		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "on chatalot"})
 		join(t, d, dave, room, c.name, both)
 		waitMembers(t, c, alice, room, both, aliceID, daveID)
 		waitMembers(t, d, dave, room, both, aliceID, daveID)
+		// The room's state came with the join.
+		waitState(t, d, dave, room, "m.room.name", "name", "on chatalot", both)
 		send(t, c, alice, room, "hello from chatalot")
 		waitBody(t, d, dave, room, "hello from chatalot", both)
 		send(t, d, dave, room, "hello from dendrite")
@@ -245,6 +259,7 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, d, dave, room, "chatalot again", both)
 		send(t, d, dave, room, "dendrite again")
 		waitBody(t, c, alice, room, "dendrite again", both)
+		onC = room
 	})
 
 	t.Run("chatalot user joins a dendrite room", func(t *testing.T) {
@@ -252,6 +267,7 @@ func TestDendriteFederation(t *testing.T) {
 		join(t, c, alice, room, d.name, both)
 		waitMembers(t, d, dave, room, both, aliceID, daveID)
 		waitMembers(t, c, alice, room, both, aliceID, daveID)
+		waitState(t, c, alice, room, "m.room.name", "name", "on dendrite", both)
 		send(t, d, dave, room, "welcome from dendrite")
 		waitBody(t, c, alice, room, "welcome from dendrite", both)
 		send(t, c, alice, room, "thanks from chatalot")
@@ -260,6 +276,77 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, c, alice, room, "dendrite once more", both)
 		send(t, c, alice, room, "chatalot once more")
 		waitBody(t, d, dave, room, "chatalot once more", both)
+		onD = room
+	})
+
+	// Both servers send at the same moment: the DAG forks, and the next
+	// event of each server joins the branches.
+	t.Run("both send at once", func(t *testing.T) {
+		need(t)
+		for _, room := range []string{onC, onD} {
+			var wg sync.WaitGroup
+			errs := make(chan error, 6)
+			for i := range 3 {
+				wg.Add(2)
+				go func() { defer wg.Done(); errs <- sendErr(c, alice, room, fmt.Sprintf("alice at once %d", i)) }()
+				go func() { defer wg.Done(); errs <- sendErr(d, dave, room, fmt.Sprintf("dave at once %d", i)) }()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 3 {
+				for _, s := range []homeserver{c, d} {
+					tok := map[string]string{c.name: alice, d.name: dave}[s.name]
+					waitBody(t, s, tok, room, fmt.Sprintf("alice at once %d", i), both)
+					waitBody(t, s, tok, room, fmt.Sprintf("dave at once %d", i), both)
+				}
+			}
+			send(t, c, alice, room, "after the fork from alice")
+			send(t, d, dave, room, "after the fork from dave")
+			waitBody(t, d, dave, room, "after the fork from alice", both)
+			waitBody(t, c, alice, room, "after the fork from dave", both)
+		}
+	})
+
+	// A server already in a room joins its next user without make_join: the
+	// join reaches the other server as any event does.
+	t.Run("second users join through their own servers", func(t *testing.T) {
+		need(t)
+		erin := den.register(t, "erin")
+		bob := registerChatalot(t, cs.URL, "bob")
+		join(t, d, erin, onC, c.name, both)
+		join(t, c, bob, onD, d.name, both)
+		bobID, erinID := "@bob:"+csName, "@erin:"+den.Name
+		waitMembers(t, c, alice, onC, both, aliceID, daveID, erinID)
+		waitMembers(t, d, dave, onD, both, aliceID, daveID, bobID)
+		send(t, d, erin, onC, "erin was here")
+		waitBody(t, c, alice, onC, "erin was here", both)
+		send(t, c, bob, onD, "bob was here")
+		waitBody(t, d, dave, onD, "bob was here", both)
+	})
+
+	t.Run("state changes", func(t *testing.T) {
+		need(t)
+		setState(t, c, alice, onC, "m.room.topic", map[string]any{"topic": "chatalot's topic"})
+		waitState(t, d, dave, onC, "m.room.topic", "topic", "chatalot's topic", both)
+		setState(t, d, dave, onD, "m.room.topic", map[string]any{"topic": "dendrite's topic"})
+		waitState(t, c, alice, onD, "m.room.topic", "topic", "dendrite's topic", both)
+	})
+
+	t.Run("redactions", func(t *testing.T) {
+		need(t)
+		id := sendID(t, d, dave, onC, "dave regrets this")
+		waitBody(t, c, alice, onC, "dave regrets this", both)
+		redact(t, d, dave, onC, id)
+		waitNoBody(t, c, alice, onC, "dave regrets this", both)
+		id = sendID(t, c, alice, onD, "alice regrets this")
+		waitBody(t, d, dave, onD, "alice regrets this", both)
+		redact(t, c, alice, onD, id)
+		waitNoBody(t, d, dave, onD, "alice regrets this", both)
 	})
 }
 
@@ -310,19 +397,96 @@ func waitMembers(t *testing.T, s homeserver, token, room string, logs func() str
 
 func send(t *testing.T, s homeserver, token, room, body string) {
 	t.Helper()
-	txn := fmt.Sprintf("t%d", time.Now().UnixNano())
-	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/"+txn, token,
+	sendID(t, s, token, room, body)
+}
+
+func sendID(t *testing.T, s homeserver, token, room, body string) string {
+	t.Helper()
+	id, err := sendEvent(s, token, room, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func sendErr(s homeserver, token, room, body string) error {
+	_, err := sendEvent(s, token, room, body)
+	return err
+}
+
+var txnSeq atomic.Int64
+
+// sendEvent sends an m.text message; it may run on any goroutine.
+func sendEvent(s homeserver, token, room, body string) (string, error) {
+	txn := fmt.Sprintf("t%d-%d", time.Now().UnixNano(), txnSeq.Add(1))
+	code, raw, err := do("PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/"+txn, token,
 		map[string]string{"msgtype": "m.text", "body": body})
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		EventID string `json:"event_id"`
+	}
+	if code != 200 || json.Unmarshal(raw, &out) != nil {
+		return "", fmt.Errorf("send %q on %s: %d %s", body, s.name, code, raw)
+	}
+	return out.EventID, nil
+}
+
+func redact(t *testing.T, s homeserver, token, room, id string) {
+	t.Helper()
+	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/redact/"+url.PathEscape(id)+"/r"+fmt.Sprint(txnSeq.Add(1)), token, map[string]any{})
 	if code != 200 {
-		t.Fatalf("send %q on %s: %d %s", body, s.name, code, raw)
+		t.Fatalf("redact %s on %s: %d %s", id, s.name, code, raw)
 	}
 }
 
-// waitBody waits until body is among the room's latest messages on s, as
-// an initial /sync shows them. (Not /messages: Dendrite's, in a room it
-// joined over federation, asks the resident for /backfill first and fails
-// when it cannot have it.)
+func setState(t *testing.T, s homeserver, token, room, typ string, content map[string]any) {
+	t.Helper()
+	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ+"/", token, content)
+	if code != 200 {
+		t.Fatalf("set %s on %s: %d %s", typ, s.name, code, raw)
+	}
+}
+
+// waitState waits until the room's state event typ (state key "") has
+// content[key] == want on s.
+func waitState(t *testing.T, s homeserver, token, room, typ, key, want string, logs func() string) {
+	t.Helper()
+	var last []byte
+	ok := poll(time.Minute, func() bool {
+		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ+"/", token, nil)
+		last = raw
+		var content map[string]any
+		return code == 200 && json.Unmarshal(raw, &content) == nil && content[key] == want
+	})
+	if !ok {
+		t.Fatalf("%s of %s on %s is not %q: %s%s", typ, room, s.name, want, last, logs())
+	}
+}
+
+// waitBody waits until body is among the room's latest messages on s.
 func waitBody(t *testing.T, s homeserver, token, room, body string, logs func() string) {
+	t.Helper()
+	waitTimeline(t, s, token, room, fmt.Sprintf("%q on %s", body, s.name), logs, func(bodies []string) bool {
+		return slices.Contains(bodies, body)
+	})
+}
+
+// waitNoBody waits until no message of the room's latest on s has body
+// (a redacted message has no content).
+func waitNoBody(t *testing.T, s homeserver, token, room, body string, logs func() string) {
+	t.Helper()
+	waitTimeline(t, s, token, room, fmt.Sprintf("%q redacted on %s", body, s.name), logs, func(bodies []string) bool {
+		return !slices.Contains(bodies, body)
+	})
+}
+
+// waitTimeline waits until cond holds for the bodies of the room's latest
+// messages, as an initial /sync shows them. (Not /messages: Dendrite's, in
+// a room it joined over federation, asks the resident for /backfill first
+// and fails when it cannot have it.)
+func waitTimeline(t *testing.T, s homeserver, token, room, what string, logs func() string, cond func([]string) bool) {
 	t.Helper()
 	filter := url.QueryEscape(`{"room":{"timeline":{"limit":100}}}`)
 	var last []byte
@@ -346,16 +510,19 @@ func waitBody(t *testing.T, s homeserver, token, room, body string, logs func() 
 				} `json:"join"`
 			} `json:"rooms"`
 		}
-		_ = json.Unmarshal(raw, &out)
+		if json.Unmarshal(raw, &out) != nil {
+			return false
+		}
+		var bodies []string
 		for _, ev := range out.Rooms.Join[room].Timeline.Events {
-			if ev.Type == "m.room.message" && ev.Content.Body == body {
-				return true
+			if ev.Type == "m.room.message" {
+				bodies = append(bodies, ev.Content.Body)
 			}
 		}
-		return false
+		return cond(bodies)
 	})
 	if !ok {
-		t.Fatalf("%q never reached %s: %s%s", body, s.name, last, logs())
+		t.Fatalf("timed out waiting for %s: %s%s", what, last, logs())
 	}
 }
 
@@ -381,19 +548,25 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // call sends a request with an optional access token and JSON body.
 func call(t *testing.T, method, rawURL, token string, body any) (int, []byte) {
 	t.Helper()
-	var rd *bytes.Reader
+	code, raw, err := do(method, rawURL, token, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, raw
+}
+
+func do(method, rawURL, token string, body any) (int, []byte, error) {
+	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			t.Fatal(err)
+			return 0, nil, err
 		}
 		rd = bytes.NewReader(b)
-	} else {
-		rd = bytes.NewReader(nil)
 	}
 	req, err := http.NewRequest(method, rawURL, rd)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -403,12 +576,11 @@ func call(t *testing.T, method, rawURL, token string, body any) (int, []byte) {
 	}
 	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, rawURL, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, rawURL, err)
 	}
 	defer resp.Body.Close()
-	var out bytes.Buffer
-	_, _ = out.ReadFrom(resp.Body)
-	return resp.StatusCode, out.Bytes()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
 }
 
 func registerChatalot(t *testing.T, base, name string) string {
