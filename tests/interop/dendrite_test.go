@@ -243,7 +243,9 @@ func TestDendriteFederation(t *testing.T) {
 	}
 
 	t.Run("dendrite user joins a chatalot room", func(t *testing.T) {
-		// Dendrite knows room versions up to 11; Chatalot's default is 12.
+		// Dendrite v0.13.8 knows room versions up to 11 (a version 12
+		// room ID, without a server name, is not even a room ID to it);
+		// Chatalot's default is 12.
 		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "on chatalot"})
 		join(t, d, dave, room, c.name, both)
 		waitMembers(t, c, alice, room, both, aliceID, daveID)
@@ -277,6 +279,16 @@ func TestDendriteFederation(t *testing.T) {
 		send(t, c, alice, room, "chatalot once more")
 		waitBody(t, d, dave, room, "chatalot once more", both)
 		onD = room
+	})
+
+	t.Run("room version 10 on chatalot", func(t *testing.T) {
+		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "10"})
+		join(t, d, dave, room, c.name, both)
+		waitMembers(t, c, alice, room, both, aliceID, daveID)
+		send(t, c, alice, room, "v10 from chatalot")
+		waitBody(t, d, dave, room, "v10 from chatalot", both)
+		send(t, d, dave, room, "v10 from dendrite")
+		waitBody(t, c, alice, room, "v10 from dendrite", both)
 	})
 
 	// Both servers send at the same moment: the DAG forks, and the next
@@ -335,6 +347,15 @@ func TestDendriteFederation(t *testing.T) {
 		waitState(t, d, dave, onC, "m.room.topic", "topic", "chatalot's topic", both)
 		setState(t, d, dave, onD, "m.room.topic", map[string]any{"topic": "dendrite's topic"})
 		waitState(t, c, alice, onD, "m.room.topic", "topic", "dendrite's topic", both)
+	})
+
+	// A display name change is a new member event in every joined room.
+	t.Run("display names", func(t *testing.T) {
+		need(t)
+		setName(t, d, dave, daveID, "Dave of Dendrite")
+		waitDisplayName(t, c, alice, onC, daveID, "Dave of Dendrite", both)
+		setName(t, c, alice, aliceID, "Alice of Chatalot")
+		waitDisplayName(t, d, dave, onD, aliceID, "Alice of Chatalot", both)
 	})
 
 	t.Run("redactions", func(t *testing.T) {
@@ -446,6 +467,31 @@ func setState(t *testing.T, s homeserver, token, room, typ string, content map[s
 	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ+"/", token, content)
 	if code != 200 {
 		t.Fatalf("set %s on %s: %d %s", typ, s.name, code, raw)
+	}
+}
+
+func setName(t *testing.T, s homeserver, token, user, name string) {
+	t.Helper()
+	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/profile/"+url.PathEscape(user)+"/displayname", token, map[string]string{"displayname": name})
+	if code != 200 {
+		t.Fatalf("set display name on %s: %d %s", s.name, code, raw)
+	}
+}
+
+// waitDisplayName waits until user's member event in room on s has name.
+func waitDisplayName(t *testing.T, s homeserver, token, room, user, name string, logs func() string) {
+	t.Helper()
+	var last []byte
+	ok := poll(time.Minute, func() bool {
+		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(user), token, nil)
+		last = raw
+		var content struct {
+			DisplayName string `json:"displayname"`
+		}
+		return code == 200 && json.Unmarshal(raw, &content) == nil && content.DisplayName == name
+	})
+	if !ok {
+		t.Fatalf("%s is not %q in %s on %s: %s%s", user, name, room, s.name, last, logs())
 	}
 }
 
