@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/chatalot/chatalot/tests/harness"
 )
 
@@ -225,7 +227,10 @@ func TestDendriteFederation(t *testing.T) {
 	d := homeserver{den.Name, den.URL, den.Logs}
 	alice := registerChatalot(t, cs.URL, "alice")
 	dave := den.register(t, "dave")
+	erin := den.register(t, "erin")
+	bob := registerChatalot(t, cs.URL, "bob")
 	aliceID, daveID := "@alice:"+csName, "@dave:"+den.Name
+	bobID, erinID := "@bob:"+csName, "@erin:"+den.Name
 	both := func() string { return "\nChatalot:\n" + c.logs() + "\nDendrite:\n" + d.logs() }
 	t.Cleanup(func() {
 		if os.Getenv("INTEROP_LOGS") != "" {
@@ -328,11 +333,8 @@ func TestDendriteFederation(t *testing.T) {
 	// join reaches the other server as any event does.
 	t.Run("second users join through their own servers", func(t *testing.T) {
 		need(t)
-		erin := den.register(t, "erin")
-		bob := registerChatalot(t, cs.URL, "bob")
 		join(t, d, erin, onC, c.name, both)
 		join(t, c, bob, onD, d.name, both)
-		bobID, erinID := "@bob:"+csName, "@erin:"+den.Name
 		waitMembers(t, c, alice, onC, both, aliceID, daveID, erinID)
 		waitMembers(t, d, dave, onD, both, aliceID, daveID, bobID)
 		send(t, d, erin, onC, "erin was here")
@@ -368,6 +370,64 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, d, dave, onD, "alice regrets this", both)
 		redact(t, c, alice, onD, id)
 		waitNoBody(t, d, dave, onD, "alice regrets this", both)
+	})
+
+	// Power given by the other server's user, used; kicks both ways.
+	t.Run("moderation", func(t *testing.T) {
+		need(t)
+		var pl map[string]any
+		code, raw := call(t, "GET", d.url+"/_matrix/client/v3/rooms/"+url.PathEscape(onD)+"/state/m.room.power_levels/", dave, nil)
+		if code != 200 || json.Unmarshal(raw, &pl) != nil {
+			t.Fatalf("power levels on Dendrite: %d %s", code, raw)
+		}
+		pl["users"].(map[string]any)[aliceID] = 50
+		setState(t, d, dave, onD, "m.room.power_levels", pl)
+		waitState(t, c, alice, onD, "m.room.power_levels", "users."+gjson.Escape(aliceID), "50", both)
+		setState(t, c, alice, onD, "m.room.topic", map[string]any{"topic": "alice moderates"})
+		waitState(t, d, dave, onD, "m.room.topic", "topic", "alice moderates", both)
+
+		kick(t, c, alice, onC, erinID)
+		waitMembership(t, d, dave, onC, erinID, "leave", both)
+		kick(t, d, dave, onD, bobID)
+		waitMembership(t, c, alice, onD, bobID, "leave", both)
+	})
+
+	// A join into a room with history: members who left, changed power
+	// levels, name and topic, many messages; all verified from send_join.
+	t.Run("joining a room with history", func(t *testing.T) {
+		room := createRoom(t, d, dave, map[string]any{"preset": "public_chat", "name": "old room"})
+		join(t, d, erin, room, d.name, both)
+		leave(t, d, erin, room)
+		setState(t, d, dave, room, "m.room.topic", map[string]any{"topic": "much happened"})
+		setState(t, d, dave, room, "m.room.power_levels", map[string]any{
+			"users": map[string]int{daveID: 100}, "events_default": 0, "state_default": 50, "redact": 50,
+			"ban": 50, "kick": 50, "invite": 0, "users_default": 0,
+		})
+		for i := range 30 {
+			send(t, d, dave, room, fmt.Sprintf("history %d", i))
+		}
+		join(t, c, alice, room, d.name, both)
+		waitState(t, c, alice, room, "m.room.topic", "topic", "much happened", both)
+		waitMembership(t, c, alice, room, erinID, "leave", both)
+		send(t, c, alice, room, "late but here")
+		waitBody(t, d, dave, room, "late but here", both)
+		send(t, d, dave, room, "welcome, late one")
+		waitBody(t, c, alice, room, "welcome, late one", both)
+	})
+
+	// Chatalot restarts: the rooms it joined over federation are read back
+	// and the conversation goes on both ways.
+	t.Run("chatalot restarts", func(t *testing.T) {
+		need(t)
+		cs.Stop()
+		cs.Launch()
+		c.url = cs.URL
+		for _, room := range []string{onC, onD} {
+			send(t, c, alice, room, "alice after the restart")
+			waitBody(t, d, dave, room, "alice after the restart", both)
+			send(t, d, dave, room, "dave after the restart")
+			waitBody(t, c, alice, room, "dave after the restart", both)
+		}
 	})
 }
 
@@ -495,16 +555,48 @@ func waitDisplayName(t *testing.T, s homeserver, token, room, user, name string,
 	}
 }
 
-// waitState waits until the room's state event typ (state key "") has
-// content[key] == want on s.
+func kick(t *testing.T, s homeserver, token, room, user string) {
+	t.Helper()
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/kick", token, map[string]string{"user_id": user})
+	if code != 200 {
+		t.Fatalf("kick %s on %s: %d %s", user, s.name, code, raw)
+	}
+}
+
+func leave(t *testing.T, s homeserver, token, room string) {
+	t.Helper()
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", token, map[string]any{})
+	if code != 200 {
+		t.Fatalf("leave %s on %s: %d %s", room, s.name, code, raw)
+	}
+}
+
+// waitMembership waits until user's membership in room on s is want.
+func waitMembership(t *testing.T, s homeserver, token, room, user, want string, logs func() string) {
+	t.Helper()
+	var last []byte
+	ok := poll(time.Minute, func() bool {
+		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(user), token, nil)
+		last = raw
+		var content struct {
+			Membership string `json:"membership"`
+		}
+		return code == 200 && json.Unmarshal(raw, &content) == nil && content.Membership == want
+	})
+	if !ok {
+		t.Fatalf("%s's membership in %s on %s is not %s: %s%s", user, room, s.name, want, last, logs())
+	}
+}
+
+// waitState waits until the room's state event typ (state key "") on s
+// has want at the gjson path key of its content.
 func waitState(t *testing.T, s homeserver, token, room, typ, key, want string, logs func() string) {
 	t.Helper()
 	var last []byte
 	ok := poll(time.Minute, func() bool {
 		code, raw := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ+"/", token, nil)
 		last = raw
-		var content map[string]any
-		return code == 200 && json.Unmarshal(raw, &content) == nil && content[key] == want
+		return code == 200 && gjson.GetBytes(raw, key).String() == want
 	})
 	if !ok {
 		t.Fatalf("%s of %s on %s is not %q: %s%s", typ, room, s.name, want, last, logs())
