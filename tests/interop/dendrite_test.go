@@ -165,7 +165,7 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 			_ = d.cmd.Process.Kill()
 			<-d.done
 		}
-		if t.Failed() || os.Getenv("INTEROP_LOGS") != "" {
+		if t.Failed() {
 			t.Logf("Dendrite's log:\n%s", d.Logs())
 		}
 	})
@@ -232,11 +232,6 @@ func TestDendriteFederation(t *testing.T) {
 	aliceID, daveID := "@alice:"+csName, "@dave:"+den.Name
 	bobID, erinID := "@bob:"+csName, "@erin:"+den.Name
 	both := func() string { return "\nChatalot:\n" + c.logs() + "\nDendrite:\n" + d.logs() }
-	t.Cleanup(func() {
-		if os.Getenv("INTEROP_LOGS") != "" {
-			t.Logf("Chatalot's log:\n%s", c.logs())
-		}
-	})
 
 	// onC is a room on Chatalot that dave joins, onD one on Dendrite that
 	// alice joins; the later steps use both.
