@@ -346,6 +346,52 @@ func TestDendriteFederation(t *testing.T) {
 		waitState(t, c, alice, onD, "m.room.topic", "topic", "dendrite's topic", both)
 	})
 
+	// Content that canonical JSON must encode the same way on both
+	// servers, or signatures and content hashes would not verify: escapes,
+	// non-ASCII and astral characters, keys that sort differently as UTF-8
+	// and UTF-16, large integers, nesting, empty objects and arrays.
+	t.Run("content survives both ways", func(t *testing.T) {
+		need(t)
+		content := map[string]any{
+			"msgtype": "m.text",
+			"body":    "tricky: \"quotes\" \\ back\nline\ttab \u0001\u001f \u007f é 日本 😀 \u2028\u2029 </script>",
+			"org.chatalot.test": map[string]any{
+				"max": 9007199254740991, "min": -9007199254740991, "zero": 0, "neg": -1,
+				"bool": true, "null": nil, "empty": map[string]any{}, "list": []any{}, "nested": []any{[]any{1, "a"}, map[string]any{"b": false}},
+				"\uff61": 1, "\U0001F600": 2, "a": 3, "B": 4, "é": 5,
+			},
+		}
+		for _, dir := range []struct {
+			from, to     homeserver
+			tokF, tokT   string
+			room, marker string
+		}{
+			{c, d, alice, dave, onC, "from chatalot"},
+			{d, c, dave, alice, onD, "from dendrite"},
+		} {
+			content["org.chatalot.marker"] = dir.marker
+			txn := fmt.Sprintf("tricky%d", txnSeq.Add(1))
+			code, raw := call(t, "PUT", dir.from.url+"/_matrix/client/v3/rooms/"+url.PathEscape(dir.room)+"/send/m.room.message/"+txn, dir.tokF, content)
+			if code != 200 {
+				t.Fatalf("send on %s: %d %s", dir.from.name, code, raw)
+			}
+			id := gjson.GetBytes(raw, "event_id").String()
+			want, _ := json.Marshal(content)
+			var got []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "GET", dir.to.url+"/_matrix/client/v3/rooms/"+url.PathEscape(dir.room)+"/event/"+url.PathEscape(id), dir.tokT, nil)
+				got = raw
+				return code == 200
+			})
+			if !ok {
+				t.Fatalf("the event %s never reached %s: %s%s", dir.marker, dir.to.name, got, both())
+			}
+			if !sameJSON(t, gjson.GetBytes(got, "content").Raw, string(want)) {
+				t.Fatalf("the content %s changed on the way:\nsent %s\ngot  %s", dir.marker, want, gjson.GetBytes(got, "content").Raw)
+			}
+		}
+	})
+
 	// A display name change is a new member event in every joined room.
 	t.Run("display names", func(t *testing.T) {
 		need(t)
@@ -581,6 +627,18 @@ func waitMembership(t *testing.T, s homeserver, token, room, user, want string, 
 	if !ok {
 		t.Fatalf("%s's membership in %s on %s is not %s: %s%s", user, room, s.name, want, last, logs())
 	}
+}
+
+// sameJSON reports whether two JSON texts hold the same value.
+func sameJSON(t *testing.T, a, b string) bool {
+	t.Helper()
+	var va, vb any
+	if json.Unmarshal([]byte(a), &va) != nil || json.Unmarshal([]byte(b), &vb) != nil {
+		return false
+	}
+	ja, _ := json.Marshal(va)
+	jb, _ := json.Marshal(vb)
+	return bytes.Equal(ja, jb)
 }
 
 // waitState waits until the room's state event typ (state key "") on s
