@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -69,10 +70,13 @@ type dendrite struct {
 	Name string // localhost:PORT, the HTTPS listener
 	URL  string // http://127.0.0.1:PORT, the client API
 
+	dir  string
+	args []string // the command line, kept for restarts
+	env  []string
 	cmd  *exec.Cmd
-	done chan struct{}
+	done chan struct{} // closed when cmd has exited
 	mu   sync.Mutex
-	logs bytes.Buffer
+	logs bytes.Buffer // every line logged, over all runs
 }
 
 func (d *dendrite) Write(p []byte) (int, error) {
@@ -97,7 +101,7 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 	bin := buildDendrite(t)
 	dir := t.TempDir()
 	tlsPort, httpPort := freePort(t), freePort(t)
-	d := &dendrite{Name: fmt.Sprintf("localhost:%d", tlsPort), URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), done: make(chan struct{})}
+	d := &dendrite{Name: fmt.Sprintf("localhost:%d", tlsPort), URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), dir: dir}
 
 	// The signing key: a "MATRIX PRIVATE KEY" PEM block holding the seed.
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -118,7 +122,7 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 		"global": map[string]any{
 			"server_name": d.Name, "private_key": keyFile,
 			"trusted_third_party_id_servers": []string{},
-			"jetstream":                      map[string]any{"in_memory": true, "storage_path": dir},
+			"jetstream":                      map[string]any{"storage_path": filepath.Join(dir, "jetstream")},
 			"presence":                       map[string]any{"enable_inbound": false, "enable_outbound": false},
 			"report_stats":                   map[string]any{"enabled": false},
 		},
@@ -145,45 +149,62 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 		t.Fatal(err)
 	}
 
-	d.cmd = exec.Command(bin, "--config", cfgFile,
+	d.args = []string{bin, "--config", cfgFile,
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", tlsPort),
 		"--tls-cert", pki.certFile, "--tls-key", pki.keyFile,
-		"--really-enable-open-registration")
-	d.cmd.Dir = dir
-	d.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+pki.caFile)
-	d.cmd.Stdout, d.cmd.Stderr = d, d
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
+		"--really-enable-open-registration"}
+	d.env = append(os.Environ(), "SSL_CERT_FILE="+pki.caFile)
 	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(15 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
+		d.stop()
 		if t.Failed() {
 			t.Logf("Dendrite's log:\n%s", d.Logs())
 		}
 	})
+	d.launch(t)
+	return d
+}
+
+// launch starts the process and waits until its client API answers.
+func (d *dendrite) launch(t *testing.T) {
+	t.Helper()
+	d.cmd = exec.Command(d.args[0], d.args[1:]...)
+	d.cmd.Dir, d.cmd.Env = d.dir, d.env
+	d.cmd.Stdout, d.cmd.Stderr = d, d
+	d.done = make(chan struct{})
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, done := d.cmd, d.done
+	go func() { _ = cmd.Wait(); close(done) }()
 	waitFor(t, 2*time.Minute, "Dendrite to answer", func() bool {
 		select {
-		case <-d.done:
+		case <-done:
 			t.Fatalf("Dendrite exited:\n%s", d.Logs())
 		default:
 		}
 		resp, err := http.Get(d.URL + "/_matrix/client/versions")
 		if err != nil {
-			time.Sleep(100 * time.Millisecond)
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	return d
+}
+
+// stop ends the process with SIGTERM (SIGKILL after 15 seconds).
+func (d *dendrite) stop() {
+	if d.cmd == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+	d.cmd = nil
 }
 
 // register makes an account through the client API's dummy stage (a first
@@ -454,6 +475,29 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, d, dave, room, "late but here", both)
 		send(t, d, dave, room, "welcome, late one")
 		waitBody(t, c, alice, room, "welcome, late one", both)
+	})
+
+	// Dendrite is down while alice writes: her messages wait in Chatalot's
+	// queue, and reach Dendrite once it is back and has called Chatalot.
+	t.Run("dendrite restarts", func(t *testing.T) {
+		need(t)
+		const failing = "federation: cannot send, will retry"
+		before := strings.Count(c.logs(), failing)
+		den.stop()
+		for _, room := range []string{onC, onD} {
+			send(t, c, alice, room, "while dendrite was down")
+		}
+		waitFor(t, time.Minute, "Chatalot failing to reach Dendrite", func() bool {
+			return strings.Count(c.logs(), failing) > before
+		})
+		den.launch(t)
+		send(t, d, dave, onD, "dendrite is back")
+		waitBody(t, c, alice, onD, "dendrite is back", both)
+		for _, room := range []string{onC, onD} {
+			waitBody(t, d, dave, room, "while dendrite was down", both)
+			send(t, c, alice, room, "glad you are back")
+			waitBody(t, d, dave, room, "glad you are back", both)
+		}
 	})
 
 	// Chatalot restarts: the rooms it joined over federation are read back
