@@ -67,6 +67,16 @@ func (s *Service) joinRemote(ctx context.Context, user spec.UserID, id spec.Room
 	}
 	done := s.federation.Joining(id)
 	defer done()
+	// The user's display name and avatar go in the join, as in a join of a
+	// room this server knows (memberContent), where the client gave none.
+	withProfile, err := s.memberContent(ctx, MembershipChange{Target: user, Membership: spec.Join, Content: content})
+	if err != nil {
+		return true, err
+	}
+	content = nil
+	if err := json.Unmarshal(withProfile, &content); err != nil {
+		return true, err
+	}
 	var last error = spec.NotFound("no server to join %s through", id)
 	for _, srv := range via {
 		if !s.federation.Allowed(srv) {
