@@ -291,6 +291,13 @@ func TestDendriteFederation(t *testing.T) {
 		waitMembers(t, d, dave, room, both, aliceID, daveID)
 		waitMembers(t, c, alice, room, both, aliceID, daveID)
 		waitState(t, c, alice, room, "m.room.name", "name", "on dendrite", both)
+		// alice's join carries her profile, as a join on Chatalot would.
+		code, raw := call(t, "GET", c.url+"/_matrix/client/v3/profile/"+url.PathEscape(aliceID)+"/displayname", alice, nil)
+		if name := gjson.GetBytes(raw, "displayname").String(); code != 200 || name == "" {
+			t.Fatalf("alice's display name on Chatalot: %d %s", code, raw)
+		} else {
+			waitDisplayName(t, d, dave, room, aliceID, name, both)
+		}
 		send(t, d, dave, room, "welcome from dendrite")
 		waitBody(t, c, alice, room, "welcome from dendrite", both)
 		send(t, c, alice, room, "thanks from chatalot")
