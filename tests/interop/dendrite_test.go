@@ -439,6 +439,12 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, d, dave, onD, "alice regrets this", both)
 		redact(t, c, alice, onD, id)
 		waitNoBody(t, d, dave, onD, "alice regrets this", both)
+		// A redacted state event that is current state: the room's state
+		// loses its content too.
+		id = setState(t, d, dave, onD, "m.room.topic", map[string]any{"topic": "a topic to regret"})
+		waitState(t, c, alice, onD, "m.room.topic", "topic", "a topic to regret", both)
+		redact(t, d, dave, onD, id)
+		waitState(t, c, alice, onD, "m.room.topic", "topic", "", both)
 	})
 
 	// Power given by the other server's user, used; kicks both ways.
@@ -520,6 +526,16 @@ func TestDendriteFederation(t *testing.T) {
 			send(t, d, dave, room, "dave after the restart")
 			waitBody(t, c, alice, room, "dave after the restart", both)
 		}
+	})
+
+	// Leaves both ways; alice is Chatalot's last member of onD, and her
+	// leave still reaches Dendrite.
+	t.Run("leaves", func(t *testing.T) {
+		need(t)
+		leave(t, d, dave, onC)
+		waitMembership(t, c, alice, onC, daveID, "leave", both)
+		leave(t, c, alice, onD)
+		waitMembership(t, d, dave, onD, aliceID, "leave", both)
 	})
 }
 
@@ -614,12 +630,13 @@ func redact(t *testing.T, s homeserver, token, room, id string) {
 	}
 }
 
-func setState(t *testing.T, s homeserver, token, room, typ string, content map[string]any) {
+func setState(t *testing.T, s homeserver, token, room, typ string, content map[string]any) string {
 	t.Helper()
 	code, raw := call(t, "PUT", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ+"/", token, content)
 	if code != 200 {
 		t.Fatalf("set %s on %s: %d %s", typ, s.name, code, raw)
 	}
+	return gjson.GetBytes(raw, "event_id").String()
 }
 
 func setName(t *testing.T, s homeserver, token, user, name string) {
