@@ -537,6 +537,23 @@ func TestDendriteFederation(t *testing.T) {
 		leave(t, c, alice, onD)
 		waitMembership(t, d, dave, onD, aliceID, "leave", both)
 	})
+
+	// alice rejoins the room Chatalot has no member in any more, which
+	// moved on meanwhile.
+	t.Run("rejoin after a leave", func(t *testing.T) {
+		need(t)
+		setState(t, d, dave, onD, "m.room.topic", map[string]any{"topic": "while alice was away"})
+		for i := range 3 {
+			send(t, d, dave, onD, fmt.Sprintf("alice missed %d", i))
+		}
+		join(t, c, alice, onD, d.name, both)
+		waitMembership(t, d, dave, onD, aliceID, "join", both)
+		send(t, d, dave, onD, "welcome back alice")
+		waitBody(t, c, alice, onD, "welcome back alice", both)
+		send(t, c, alice, onD, "alice is back")
+		waitBody(t, d, dave, onD, "alice is back", both)
+		waitState(t, c, alice, onD, "m.room.topic", "topic", "while alice was away", both)
+	})
 }
 
 func createRoom(t *testing.T, s homeserver, token string, body map[string]any) string {
