@@ -319,6 +319,16 @@ func TestDendriteFederation(t *testing.T) {
 		onD = room
 	})
 
+	t.Run("room version 11 on dendrite", func(t *testing.T) {
+		room := createRoom(t, d, dave, map[string]any{"preset": "public_chat", "room_version": "11"})
+		join(t, c, alice, room, d.name, both)
+		waitMembers(t, d, dave, room, both, aliceID, daveID)
+		send(t, d, dave, room, "v11 from dendrite")
+		waitBody(t, c, alice, room, "v11 from dendrite", both)
+		send(t, c, alice, room, "v11 from chatalot")
+		waitBody(t, d, dave, room, "v11 from chatalot", both)
+	})
+
 	t.Run("room version 10 on chatalot", func(t *testing.T) {
 		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "10"})
 		join(t, d, dave, room, c.name, both)
@@ -479,7 +489,28 @@ func TestDendriteFederation(t *testing.T) {
 
 	// A join into a room with history: members who left, changed power
 	// levels, name and topic, many messages; all verified from send_join.
-	t.Run("joining a room with history", func(t *testing.T) {
+	t.Run("joining a chatalot room with history", func(t *testing.T) {
+		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "old chatalot room"})
+		join(t, c, bob, room, c.name, both)
+		leave(t, c, bob, room)
+		setState(t, c, alice, room, "m.room.topic", map[string]any{"topic": "much happened here"})
+		setState(t, c, alice, room, "m.room.power_levels", map[string]any{
+			"users": map[string]int{aliceID: 100}, "events_default": 0, "state_default": 50, "redact": 50,
+			"ban": 50, "kick": 50, "invite": 0, "users_default": 0,
+		})
+		for i := range 30 {
+			send(t, c, alice, room, fmt.Sprintf("history %d", i))
+		}
+		join(t, d, dave, room, c.name, both)
+		waitState(t, d, dave, room, "m.room.topic", "topic", "much happened here", both)
+		waitMembership(t, d, dave, room, bobID, "leave", both)
+		send(t, d, dave, room, "late but here")
+		waitBody(t, c, alice, room, "late but here", both)
+		send(t, c, alice, room, "welcome, late one")
+		waitBody(t, d, dave, room, "welcome, late one", both)
+	})
+
+	t.Run("joining a dendrite room with history", func(t *testing.T) {
 		room := createRoom(t, d, dave, map[string]any{"preset": "public_chat", "name": "old room"})
 		join(t, d, erin, room, d.name, both)
 		leave(t, d, erin, room)
