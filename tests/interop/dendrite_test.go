@@ -594,6 +594,19 @@ func TestDendriteFederation(t *testing.T) {
 		send(t, c, alice, onD, "alice is back")
 		waitBody(t, d, dave, onD, "alice is back", both)
 		waitState(t, c, alice, onD, "m.room.topic", "topic", "while alice was away", both)
+
+		// And dave rejoins onC, which Dendrite has no member in either.
+		setState(t, c, alice, onC, "m.room.topic", map[string]any{"topic": "while dave was away"})
+		for i := range 3 {
+			send(t, c, alice, onC, fmt.Sprintf("dave missed %d", i))
+		}
+		join(t, d, dave, onC, c.name, both)
+		waitMembership(t, c, alice, onC, daveID, "join", both)
+		waitState(t, d, dave, onC, "m.room.topic", "topic", "while dave was away", both)
+		send(t, c, alice, onC, "welcome back dave")
+		waitBody(t, d, dave, onC, "welcome back dave", both)
+		send(t, d, dave, onC, "dave is back")
+		waitBody(t, c, alice, onC, "dave is back", both)
 	})
 }
 
