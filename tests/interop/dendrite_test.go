@@ -69,9 +69,22 @@ func buildDendrite(t *testing.T) string {
 		t.Logf("built Dendrite in %s", time.Since(start).Round(time.Second))
 	})
 	if dendriteErr != nil {
-		t.Fatal(dendriteErr)
+		// As tests/ops_helpers_test.go's tools: in CI (CI set) this fails,
+		// elsewhere (offline, no C compiler for its SQLite) it skips.
+		if os.Getenv("CI") != "" {
+			t.Fatal(dendriteErr)
+		}
+		t.Skipf("cannot build Dendrite: %v", dendriteErr)
 	}
 	return dendriteBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dendriteBin != "" {
+		os.RemoveAll(filepath.Dir(dendriteBin))
+	}
+	os.Exit(code)
 }
 
 // dendrite is one running Dendrite: its client API over plain HTTP, its
@@ -178,15 +191,15 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 // launch starts the process and waits until its client API answers.
 func (d *dendrite) launch(t *testing.T) {
 	t.Helper()
-	d.cmd = exec.Command(d.args[0], d.args[1:]...)
-	d.cmd.Dir, d.cmd.Env = d.dir, d.env
-	d.cmd.Stdout, d.cmd.Stderr = d, d
-	d.done = make(chan struct{})
-	if err := d.cmd.Start(); err != nil {
+	cmd := exec.Command(d.args[0], d.args[1:]...)
+	cmd.Dir, cmd.Env = d.dir, d.env
+	cmd.Stdout, cmd.Stderr = d, d
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd, done := d.cmd, d.done
+	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
+	d.cmd, d.done = cmd, done
 	waitFor(t, 2*time.Minute, "Dendrite to answer", func() bool {
 		select {
 		case <-done:
@@ -248,8 +261,11 @@ type homeserver struct {
 
 // TestDendriteFederation: a Chatalot server and a Dendrite server on
 // loopback, each with a certificate of the test's CA. A Dendrite user
-// joins a Chatalot room and messages go both ways; then a Chatalot user
-// joins a Dendrite room and messages go both ways.
+// joins a Chatalot room and a Chatalot user a Dendrite room, and messages
+// go both ways; then, in those rooms and a few more: forks, second users,
+// state, content, display names, redactions, moderation, joins into rooms
+// with history, restarts of each server, leaves and rejoins. Every step
+// waits on what the other server shows its client.
 func TestDendriteFederation(t *testing.T) {
 	pki := newTestPKI(t)
 	den := startDendrite(t, pki)
@@ -262,7 +278,8 @@ func TestDendriteFederation(t *testing.T) {
 	bob := registerChatalot(t, cs.URL, "bob")
 	aliceID, daveID := "@alice:"+csName, "@dave:"+den.Name
 	bobID, erinID := "@bob:"+csName, "@erin:"+den.Name
-	both := func() string { return "\nChatalot:\n" + c.logs() + "\nDendrite:\n" + d.logs() }
+	// A failure shows Chatalot's log; Dendrite's is shown as the test ends.
+	both := func() string { return "\nChatalot's log:\n" + c.logs() }
 
 	// onC is a room on Chatalot that dave joins, onD one on Dendrite that
 	// alice joins; the later steps use both.
