@@ -288,9 +288,9 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 // applyRemoteRedaction redacts, in b's commit, the event a remote redaction
 // names, if this server has it ("Handling redactions", room versions 3+):
 // when the redaction's sender has the redact power level in the state
-// before it, or is of the server of the event's sender. A redaction that
-// arrives before its target is kept but not applied (not yet: applying it
-// when the target comes).
+// before it, or is of the server of the event's sender. Not yet: a
+// redaction that arrives before its target is kept but never applied, and
+// one that is not applied still reaches clients (the spec holds it back).
 func (s *Service) applyRemoteRedaction(ctx context.Context, b *builder, before roomState, redaction *events.PDU) error {
 	target, err := s.eventByID(ctx, redaction.Redacts())
 	if err != nil || target == nil || target.PDU.RoomID() != redaction.RoomID() {
