@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/tests/harness"
 )
 
@@ -457,6 +459,39 @@ func TestDendriteFederation(t *testing.T) {
 		}
 	})
 
+	// Device keys uploaded on one server are found by the other's users
+	// (the federation key query), signature intact.
+	t.Run("device keys across servers", func(t *testing.T) {
+		need(t)
+		aliceKey := uploadDeviceKeys(t, c, alice, aliceID)
+		daveKey := uploadDeviceKeys(t, d, dave, daveID)
+		waitDeviceKey := func(on homeserver, token, user, want string) {
+			t.Helper()
+			var last []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "POST", on.url+"/_matrix/client/v3/keys/query", token, map[string]any{"device_keys": map[string]any{user: []string{}}})
+				last = raw
+				found := false
+				gjson.GetBytes(raw, "device_keys."+gjson.Escape(user)).ForEach(func(dev, keys gjson.Result) bool {
+					found = found || keys.Get("keys."+gjson.Escape("ed25519:"+dev.String())).String() == want
+					return !found
+				})
+				return code == 200 && found
+			})
+			if !ok {
+				t.Fatalf("%s's device key not found on %s: %s%s", user, on.name, last, both())
+			}
+		}
+		waitDeviceKey(c, alice, daveID, daveKey)
+		waitDeviceKey(d, dave, aliceID, aliceKey)
+		// A new device after the lists were fetched: each server tells the
+		// other (m.device_list_update), and the other's answer changes.
+		dave2 := login(t, d, "dave")
+		waitDeviceKey(c, alice, daveID, uploadDeviceKeys(t, d, dave2, daveID))
+		alice2 := login(t, c, "alice")
+		waitDeviceKey(d, dave, aliceID, uploadDeviceKeys(t, c, alice2, aliceID))
+	})
+
 	// A display name change is a new member event in every joined room.
 	t.Run("display names", func(t *testing.T) {
 		need(t)
@@ -795,6 +830,52 @@ func sameJSON(t *testing.T, a, b string) bool {
 	ja, _ := json.Marshal(va)
 	jb, _ := json.Marshal(vb)
 	return bytes.Equal(ja, jb)
+}
+
+// login makes a new device of the user and returns its access token.
+func login(t *testing.T, s homeserver, name string) string {
+	t.Helper()
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": name},
+		"password": "correct horse battery staple",
+	})
+	token := gjson.GetBytes(raw, "access_token").String()
+	if code != 200 || token == "" {
+		t.Fatalf("login %s on %s: %d %s", name, s.name, code, raw)
+	}
+	return token
+}
+
+// uploadDeviceKeys uploads signed device keys for the token's device and
+// returns its ed25519 key.
+func uploadDeviceKeys(t *testing.T, s homeserver, token, user string) string {
+	t.Helper()
+	code, raw := call(t, "GET", s.url+"/_matrix/client/v3/account/whoami", token, nil)
+	device := gjson.GetBytes(raw, "device_id").String()
+	if code != 200 || device == "" {
+		t.Fatalf("whoami on %s: %d %s", s.name, code, raw)
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	curve := make([]byte, 32)
+	_, _ = rand.Read(curve)
+	edKey := base64.RawStdEncoding.EncodeToString(pub)
+	keys, _ := json.Marshal(map[string]any{
+		"user_id": user, "device_id": device,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]string{"curve25519:" + device: base64.RawStdEncoding.EncodeToString(curve), "ed25519:" + device: edKey},
+	})
+	signed, err := events.SignJSON(keys, events.SigningKey{ServerName: user, KeyID: "ed25519:" + device, Private: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, raw = call(t, "POST", s.url+"/_matrix/client/v3/keys/upload", token, map[string]any{"device_keys": json.RawMessage(signed)})
+	if code != 200 {
+		t.Fatalf("keys/upload on %s: %d %s", s.name, code, raw)
+	}
+	return edKey
 }
 
 // waitState waits until the room's state event typ (state key "") on s
