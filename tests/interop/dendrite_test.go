@@ -492,6 +492,40 @@ func TestDendriteFederation(t *testing.T) {
 		waitDeviceKey(d, dave, aliceID, uploadDeviceKeys(t, c, alice2, aliceID))
 	})
 
+	// To-device messages cross in m.direct_to_device EDUs both ways.
+	t.Run("to-device messages", func(t *testing.T) {
+		need(t)
+		for _, m := range []struct {
+			from, to         homeserver
+			fromTok, toTok   string
+			toUser, toDevice string
+		}{
+			{c, d, alice, dave, daveID, deviceOf(t, d, dave)},
+			{d, c, dave, alice, aliceID, deviceOf(t, c, alice)},
+		} {
+			marker := fmt.Sprintf("to-device from %s %d", m.from.name, txnSeq.Add(1))
+			code, raw := call(t, "PUT", m.from.url+"/_matrix/client/v3/sendToDevice/org.chatalot.test/td"+fmt.Sprint(txnSeq.Add(1)), m.fromTok,
+				map[string]any{"messages": map[string]any{m.toUser: map[string]any{m.toDevice: map[string]string{"marker": marker}}}})
+			if code != 200 {
+				t.Fatalf("sendToDevice on %s: %d %s", m.from.name, code, raw)
+			}
+			var last []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "GET", m.to.url+"/_matrix/client/v3/sync?timeout=0", m.toTok, nil)
+				last = raw
+				found := false
+				gjson.GetBytes(raw, "to_device.events").ForEach(func(_, ev gjson.Result) bool {
+					found = ev.Get("type").String() == "org.chatalot.test" && ev.Get("content.marker").String() == marker
+					return !found
+				})
+				return code == 200 && found
+			})
+			if !ok {
+				t.Fatalf("%q never reached %s: %s%s", marker, m.to.name, last, both())
+			}
+		}
+	})
+
 	// A display name change is a new member event in every joined room.
 	t.Run("display names", func(t *testing.T) {
 		need(t)
@@ -832,6 +866,17 @@ func sameJSON(t *testing.T, a, b string) bool {
 	return bytes.Equal(ja, jb)
 }
 
+// deviceOf is the device ID of an access token.
+func deviceOf(t *testing.T, s homeserver, token string) string {
+	t.Helper()
+	code, raw := call(t, "GET", s.url+"/_matrix/client/v3/account/whoami", token, nil)
+	device := gjson.GetBytes(raw, "device_id").String()
+	if code != 200 || device == "" {
+		t.Fatalf("whoami on %s: %d %s", s.name, code, raw)
+	}
+	return device
+}
+
 // login makes a new device of the user and returns its access token.
 func login(t *testing.T, s homeserver, name string) string {
 	t.Helper()
@@ -850,11 +895,7 @@ func login(t *testing.T, s homeserver, name string) string {
 // returns its ed25519 key.
 func uploadDeviceKeys(t *testing.T, s homeserver, token, user string) string {
 	t.Helper()
-	code, raw := call(t, "GET", s.url+"/_matrix/client/v3/account/whoami", token, nil)
-	device := gjson.GetBytes(raw, "device_id").String()
-	if code != 200 || device == "" {
-		t.Fatalf("whoami on %s: %d %s", s.name, code, raw)
-	}
+	device := deviceOf(t, s, token)
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -871,7 +912,7 @@ func uploadDeviceKeys(t *testing.T, s homeserver, token, user string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, raw = call(t, "POST", s.url+"/_matrix/client/v3/keys/upload", token, map[string]any{"device_keys": json.RawMessage(signed)})
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/keys/upload", token, map[string]any{"device_keys": json.RawMessage(signed)})
 	if code != 200 {
 		t.Fatalf("keys/upload on %s: %d %s", s.name, code, raw)
 	}
