@@ -490,6 +490,22 @@ func TestDendriteFederation(t *testing.T) {
 		waitDeviceKey(c, alice, daveID, uploadDeviceKeys(t, d, dave2, daveID))
 		alice2 := login(t, c, "alice")
 		waitDeviceKey(d, dave, aliceID, uploadDeviceKeys(t, c, alice2, aliceID))
+
+		// One-time keys claimed across servers (/user/keys/claim).
+		for _, q := range []struct {
+			on, owner       homeserver
+			token, id, name string
+		}{{c, d, alice, daveID, "dave"}, {d, c, dave, aliceID, "alice"}} {
+			tok := login(t, q.owner, q.name)
+			_, device, priv := uploadDeviceKeysWith(t, q.owner, tok, q.id)
+			want := uploadOneTimeKey(t, q.owner, tok, q.id, device, priv)
+			code, raw := call(t, "POST", q.on.url+"/_matrix/client/v3/keys/claim", q.token,
+				map[string]any{"one_time_keys": map[string]any{q.id: map[string]string{device: "signed_curve25519"}}})
+			got := gjson.GetBytes(raw, "one_time_keys."+gjson.Escape(q.id)+"."+gjson.Escape(device)+"."+gjson.Escape("signed_curve25519:AAAAAQ")+".key").String()
+			if code != 200 || got != want {
+				t.Fatalf("claim of %s's one-time key on %s: %d %s (want %s)%s", q.id, q.on.name, code, raw, want, both())
+			}
+		}
 	})
 
 	// To-device messages cross in m.direct_to_device EDUs both ways.
@@ -895,6 +911,14 @@ func login(t *testing.T, s homeserver, name string) string {
 // returns its ed25519 key.
 func uploadDeviceKeys(t *testing.T, s homeserver, token, user string) string {
 	t.Helper()
+	key, _, _ := uploadDeviceKeysWith(t, s, token, user)
+	return key
+}
+
+// uploadDeviceKeysWith is uploadDeviceKeys that also returns the device's
+// ID and private key.
+func uploadDeviceKeysWith(t *testing.T, s homeserver, token, user string) (string, string, ed25519.PrivateKey) {
+	t.Helper()
 	device := deviceOf(t, s, token)
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -916,7 +940,27 @@ func uploadDeviceKeys(t *testing.T, s homeserver, token, user string) string {
 	if code != 200 {
 		t.Fatalf("keys/upload on %s: %d %s", s.name, code, raw)
 	}
-	return edKey
+	return edKey, device, priv
+}
+
+// uploadOneTimeKey uploads a signed curve25519 one-time key of the device
+// and returns it.
+func uploadOneTimeKey(t *testing.T, s homeserver, token, user, device string, priv ed25519.PrivateKey) string {
+	t.Helper()
+	curve := make([]byte, 32)
+	_, _ = rand.Read(curve)
+	key := base64.RawStdEncoding.EncodeToString(curve)
+	obj, _ := json.Marshal(map[string]string{"key": key})
+	signed, err := events.SignJSON(obj, events.SigningKey{ServerName: user, KeyID: "ed25519:" + device, Private: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, raw := call(t, "POST", s.url+"/_matrix/client/v3/keys/upload", token,
+		map[string]any{"one_time_keys": map[string]json.RawMessage{"signed_curve25519:AAAAAQ": signed}})
+	if code != 200 {
+		t.Fatalf("one-time key upload on %s: %d %s", s.name, code, raw)
+	}
+	return key
 }
 
 // waitState waits until the room's state event typ (state key "") on s
