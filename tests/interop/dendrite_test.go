@@ -6,11 +6,11 @@
 // The first build of Dendrite compiles ~90 modules: about three minutes of
 // CPU; later builds find them in Go's build cache and only link.
 //
-// What Dendrite needs that Chatalot does not serve yet, outside the joins
-// and messages tested here: /backfill (Dendrite's /messages, in a room it
-// joined over federation, asks the resident for older events and fails
-// without them; the test reads timelines with /sync), get_missing_events,
-// /query/profile, EDUs.
+// What Dendrite asks for that Chatalot does not serve yet, outside what is
+// tested here: /backfill (Dendrite's /messages, in a room it joined over
+// federation, asks the resident for older events and fails without them;
+// the test reads timelines with /sync), get_missing_events,
+// /query/profile; typing and receipt EDUs are not exchanged.
 package interop
 
 import (
@@ -265,9 +265,10 @@ type homeserver struct {
 // loopback, each with a certificate of the test's CA. A Dendrite user
 // joins a Chatalot room and a Chatalot user a Dendrite room, and messages
 // go both ways; then, in those rooms and a few more: forks, second users,
-// state, content, display names, redactions, moderation, joins into rooms
-// with history, restarts of each server, leaves and rejoins. Every step
-// waits on what the other server shows its client.
+// state, content, device keys and to-device messages, display names,
+// redactions, moderation, joins into rooms with history, restarts of each
+// server, leaves and rejoins. Every step waits on what the other server
+// shows its client.
 func TestDendriteFederation(t *testing.T) {
 	pki := newTestPKI(t)
 	den := startDendrite(t, pki)
