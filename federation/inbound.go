@@ -132,12 +132,19 @@ func (s *Service) sendJoin(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	state, chain, err := s.rooms.SendJoin(c.Request.Context(), spec.ServerName(Origin(c)), room, spec.EventID(param(c, "eventId")), body, s.keys)
+	origin, eventID := spec.ServerName(Origin(c)), spec.EventID(param(c, "eventId"))
+	state, chain, err := s.rooms.SendJoin(c.Request.Context(), origin, room, eventID, body, s.keys)
 	if err != nil {
 		return err
 	}
+	// The join as stored: in a restricted room it carries this server's
+	// signature too, which the joining server needs.
+	event := json.RawMessage(body)
+	if stored, err := s.rooms.EventForServer(c.Request.Context(), origin, eventID); err == nil {
+		event = stored
+	}
 	c.JSON(http.StatusOK, gin.H{"origin": s.name, "state": raws(state), "auth_chain": raws(chain),
-		"event": json.RawMessage(body), "members_omitted": false})
+		"event": event, "members_omitted": false})
 	return nil
 }
 

@@ -124,21 +124,24 @@ func (p *Peers) MakeJoin(ctx context.Context, srv spec.ServerName, room spec.Roo
 }
 
 // SendJoin sends the signed join to srv (send_join v2) and returns the
-// room's state and auth chain as the resident answered them.
-func (p *Peers) SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (state, authChain []json.RawMessage, err error) {
+// join as the resident answered it (co-signed by the resident in a
+// restricted room; nil if it sent none), and the room's state and auth
+// chain.
+func (p *Peers) SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (event json.RawMessage, state, authChain []json.RawMessage, err error) {
 	path := "/_matrix/federation/v2/send_join/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(join.EventID()))
 	body, err := p.request(ctx, http.MethodPut, srv, path, join.JSON())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var sj struct {
+		Event     json.RawMessage   `json:"event"`
 		State     []json.RawMessage `json:"state"`
 		AuthChain []json.RawMessage `json:"auth_chain"`
 	}
 	if err := json.Unmarshal(body, &sj); err != nil {
-		return nil, nil, fmt.Errorf("send_join: %w", err)
+		return nil, nil, nil, fmt.Errorf("send_join: %w", err)
 	}
-	return sj.State, sj.AuthChain, nil
+	return sj.Event, sj.State, sj.AuthChain, nil
 }
 
 // joinWait bounds how long a transaction waits for a join in progress.

@@ -43,9 +43,10 @@ type RemoteServers interface {
 	Allowed(server spec.ServerName) bool
 	// MakeJoin asks srv for the template of user's join (make_join).
 	MakeJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, user spec.UserID) (json.RawMessage, spec.RoomVersion, error)
-	// SendJoin sends the signed join (send_join) and returns the room's
-	// state and auth chain as the resident answered them.
-	SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (state, authChain []json.RawMessage, err error)
+	// SendJoin sends the signed join (send_join) and returns the join as
+	// the resident answered it (nil if it did not), the room's state and
+	// auth chain.
+	SendJoin(ctx context.Context, srv spec.ServerName, room spec.RoomID, join *events.PDU) (event json.RawMessage, state, authChain []json.RawMessage, err error)
 	// Joining marks a join of room in progress until done is called, so
 	// that the room's events the resident sends meanwhile wait for it.
 	Joining(room spec.RoomID) (done func())
@@ -109,9 +110,18 @@ func (s *Service) joinVia(ctx context.Context, user spec.UserID, id spec.RoomID,
 	if err != nil {
 		return err
 	}
-	state, chain, err := s.federation.SendJoin(ctx, srv, id, join)
+	signed, state, chain, err := s.federation.SendJoin(ctx, srv, id, join)
 	if err != nil {
 		return err
+	}
+	// In a restricted room the resident signs the join too, and the auth
+	// rules want its signature: keep its copy if it is the same event.
+	if len(signed) > 0 {
+		p, err := VerifyRemotePDU(ctx, signed, v, s.federation)
+		if err != nil || p.EventID() != join.EventID() {
+			return fmt.Errorf("send_join answered another join than %s: %v", join.EventID(), err)
+		}
+		join = p
 	}
 	return s.CommitRemoteJoin(ctx, v, join, state, chain, s.federation)
 }
@@ -374,16 +384,28 @@ func (s *Service) MakeJoin(ctx context.Context, room spec.RoomID, user spec.User
 			With("room_version", string(r.version))
 	}
 	snap := r.cur.Load()
+	content := []byte(`{"membership":"join"}`)
 	switch m := snap.membership(user); {
 	case m == spec.Ban:
 		return nil, "", spec.Forbidden("%s is banned from the room", user)
 	case m == spec.Invite || m == spec.Join:
 	default:
 		if rule := snap.get(spec.MRoomJoinRules, ""); rule == nil || rule.Content().Get("join_rule").String() != "public" {
-			return nil, "", spec.Forbidden("the room is not public and %s is not invited", user)
+			// A restricted room: a local user who may invite vouches for
+			// a member of an allowed room, and this server signs the join
+			// at send_join.
+			via := s.joinAuthoriser(snap, user)
+			if via == "" {
+				return nil, "", spec.Forbidden("the room is not public and %s is not invited", user)
+			}
+			c, err := json.Marshal(map[string]string{"membership": spec.Join, "join_authorised_via_users_server": string(via)})
+			if err != nil {
+				return nil, "", err
+			}
+			content = c
 		}
 	}
-	return s.memberTemplate(r, snap, user, spec.Join)
+	return s.memberTemplateContent(r, snap, user, content)
 }
 
 // SendJoin accepts a remote user's join (send_join) and returns the room's
@@ -405,6 +427,26 @@ func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, room spe
 		return nil, nil, spec.BadJSON("send_join takes a join")
 	case sk != string(pdu.Sender()) || pdu.Sender().Server() != origin:
 		return nil, nil, spec.Forbidden("the join must be of a user of %s, by that user", origin)
+	}
+	if via := pdu.Content().Get("join_authorised_via_users_server"); via.Exists() && r.version.RestrictedJoins() {
+		// A restricted join vouched for by a user of this server: this
+		// server signs it (the auth rules then check that user's power).
+		u, err := spec.ParseUserID(via.String())
+		if err != nil || u.Server() != s.server {
+			return nil, nil, spec.Forbidden("the join is not authorised by a user of this server")
+		}
+		// Sign only what make_join would have offered: the joiner is in a
+		// room the join rule allows.
+		if s.joinAuthoriser(r.cur.Load(), pdu.Sender()) == "" {
+			return nil, nil, spec.Forbidden("%s is in none of the rooms the join rule allows", pdu.Sender())
+		}
+		signed, err := events.SignEvent(pdu.JSON(), r.version, s.key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if pdu, err = events.ParsePDU(signed, r.version); err != nil {
+			return nil, nil, err
+		}
 	}
 	r.lockWrites()
 	before, err := s.acceptRemote(ctx, r, pdu, true, nil)

@@ -353,6 +353,15 @@ func (s *Service) memberTemplate(r *liveRoom, snap *snapshot, user spec.UserID, 
 	if err != nil {
 		return nil, "", err
 	}
+	return s.memberTemplateContent(r, snap, user, content)
+}
+
+// memberTemplateContent is memberTemplate with the content given (a
+// restricted join names its authoriser).
+func (s *Service) memberTemplateContent(r *liveRoom, snap *snapshot, user spec.UserID, content []byte) ([]byte, spec.RoomVersion, error) {
+	if r.version.EventIDInEvent() {
+		return nil, "", spec.NewError(spec.ErrUnsupportedRoomVersion, "membership over federation in room version %s is not supported yet", r.version)
+	}
 	sk := string(user)
 	auth := []spec.EventID{}
 	for _, k := range authrules.AuthEventKeys(spec.MRoomMember, &sk, user, gjson.ParseBytes(content), r.version) {
