@@ -711,6 +711,34 @@ func TestDendriteFederation(t *testing.T) {
 		send(t, d, dave, onC, "dave is back")
 		waitBody(t, c, alice, onC, "dave is back", both)
 	})
+
+	// Restricted rooms (join rule "restricted", room versions 8+): a user
+	// of the other server joins through membership of an allowed room;
+	// the resident names one of its users who may invite and signs the
+	// join.
+	t.Run("restricted rooms", func(t *testing.T) {
+		need(t)
+		restricted := func(allow string) map[string]any {
+			return map[string]any{"preset": "public_chat", "room_version": "10", "initial_state": []any{map[string]any{
+				"type": "m.room.join_rules", "state_key": "",
+				"content": map[string]any{"join_rule": "restricted", "allow": []any{map[string]string{"type": "m.room_membership", "room_id": allow}}},
+			}}}
+		}
+		// dave is in onC again (rejoin above): he may join a room on
+		// Chatalot that allows onC's members.
+		room := createRoom(t, c, alice, restricted(onC))
+		join(t, d, dave, room, c.name, both)
+		waitMembership(t, c, alice, room, daveID, "join", both)
+		send(t, d, dave, room, "restricted, from dendrite")
+		waitBody(t, c, alice, room, "restricted, from dendrite", both)
+		// alice is in onD again: she may join a room on Dendrite that
+		// allows onD's members.
+		room = createRoom(t, d, dave, restricted(onD))
+		join(t, c, alice, room, d.name, both)
+		waitMembership(t, d, dave, room, aliceID, "join", both)
+		send(t, c, alice, room, "restricted, from chatalot")
+		waitBody(t, d, dave, room, "restricted, from chatalot", both)
+	})
 }
 
 func createRoom(t *testing.T, s homeserver, token string, body map[string]any) string {
