@@ -6,11 +6,9 @@
 // The first build of Dendrite compiles ~90 modules: about three minutes of
 // CPU; later builds find them in Go's build cache and only link.
 //
-// What Dendrite asks for that Chatalot does not serve yet, outside what is
-// tested here: /backfill (Dendrite's /messages, in a room it joined over
-// federation, asks the resident for older events and fails without them;
-// the test reads timelines with /sync), get_missing_events,
-// /query/profile; typing and receipt EDUs are not exchanged.
+// Timelines are read with /sync on both servers; Dendrite's /messages, in
+// a room it joined over federation, asks the resident for /backfill first,
+// and is checked once.
 package interop
 
 import (
@@ -298,6 +296,7 @@ func TestDendriteFederation(t *testing.T) {
 		// room ID, without a server name, is not even a room ID to it);
 		// Chatalot's default is 12.
 		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "on chatalot"})
+		send(t, c, alice, room, "before dave came")
 		join(t, d, dave, room, c.name, both)
 		waitMembers(t, c, alice, room, both, aliceID, daveID)
 		waitMembers(t, d, dave, room, both, aliceID, daveID)
@@ -312,6 +311,19 @@ func TestDendriteFederation(t *testing.T) {
 		waitBody(t, d, dave, room, "chatalot again", both)
 		send(t, d, dave, room, "dendrite again")
 		waitBody(t, c, alice, room, "dendrite again", both)
+		// Dendrite's /messages reaches back past dave's join: the history
+		// from before it comes from Chatalot's /backfill.
+		code, raw := call(t, "GET", d.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=100", dave, nil)
+		var bodies []string
+		gjson.GetBytes(raw, "chunk").ForEach(func(_, ev gjson.Result) bool {
+			if ev.Get("type").String() == "m.room.message" {
+				bodies = append(bodies, ev.Get("content.body").String())
+			}
+			return true
+		})
+		if want := []string{"dendrite again", "chatalot again", "hello from dendrite", "hello from chatalot", "before dave came"}; code != 200 || !slices.Equal(bodies, want) {
+			t.Fatalf("Dendrite's /messages: %d %q, want %q: %.2000s%s", code, bodies, want, raw, both())
+		}
 		onC = room
 	})
 
@@ -1025,9 +1037,7 @@ func waitNoBody(t *testing.T, s homeserver, token, room, body string, logs func(
 }
 
 // waitTimeline waits until cond holds for the bodies of the room's latest
-// messages, as an initial /sync shows them. (Not /messages: Dendrite's, in
-// a room it joined over federation, asks the resident for /backfill first
-// and fails when it cannot have it.)
+// messages, as an initial /sync shows them.
 func waitTimeline(t *testing.T, s homeserver, token, room, what string, logs func() string, cond func([]string) bool) {
 	t.Helper()
 	filter := url.QueryEscape(`{"room":{"timeline":{"limit":100}}}`)
