@@ -751,6 +751,41 @@ func TestDendriteFederation(t *testing.T) {
 		send(t, c, alice, room, "restricted, from chatalot")
 		waitBody(t, d, dave, room, "restricted, from chatalot", both)
 	})
+
+	// Invites both ways into private rooms, then the join the invite
+	// allows, with no server named: the inviter's server is asked.
+	t.Run("invites", func(t *testing.T) {
+		need(t)
+		for _, q := range []struct {
+			host, guest         homeserver
+			hostTok, guestTok   string
+			hostUser, guestUser string
+		}{{c, d, alice, dave, aliceID, daveID}, {d, c, dave, alice, daveID, aliceID}} {
+			room := createRoom(t, q.host, q.hostTok, map[string]any{"preset": "private_chat", "room_version": "10"})
+			code, raw := call(t, "POST", q.host.url+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", q.hostTok, map[string]string{"user_id": q.guestUser})
+			if code != 200 {
+				t.Fatalf("invite on %s: %d %s%s", q.host.name, code, raw, both())
+			}
+			var last []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "GET", q.guest.url+"/_matrix/client/v3/sync?timeout=0", q.guestTok, nil)
+				last = raw
+				return code == 200 && gjson.GetBytes(raw, "rooms.invite."+gjson.Escape(room)).Exists()
+			})
+			if !ok {
+				t.Fatalf("the invite never reached %s: %.1500s%s", q.guest.name, last, both())
+			}
+			code, raw = call(t, "POST", q.guest.url+"/_matrix/client/v3/join/"+url.PathEscape(room), q.guestTok, map[string]any{})
+			if code != 200 {
+				t.Fatalf("join of the invited room on %s: %d %s%s", q.guest.name, code, raw, both())
+			}
+			waitMembership(t, q.host, q.hostTok, room, q.guestUser, "join", both)
+			send(t, q.guest, q.guestTok, room, "invited and here")
+			waitBody(t, q.host, q.hostTok, room, "invited and here", both)
+			send(t, q.host, q.hostTok, room, "glad you came")
+			waitBody(t, q.guest, q.guestTok, room, "glad you came", both)
+		}
+	})
 }
 
 func createRoom(t *testing.T, s homeserver, token string, body map[string]any) string {
