@@ -562,6 +562,22 @@ func TestDendriteFederation(t *testing.T) {
 		waitDisplayName(t, c, alice, onC, daveID, "Dave of Dendrite", both)
 		setName(t, c, alice, aliceID, "Alice of Chatalot")
 		waitDisplayName(t, d, dave, onD, aliceID, "Alice of Chatalot", both)
+		// And each server's profile of the other's user (/query/profile).
+		for _, q := range []struct {
+			on          homeserver
+			token, user string
+			want        string
+		}{{c, alice, daveID, "Dave of Dendrite"}, {d, dave, aliceID, "Alice of Chatalot"}} {
+			var last []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "GET", q.on.url+"/_matrix/client/v3/profile/"+url.PathEscape(q.user), q.token, nil)
+				last = raw
+				return code == 200 && gjson.GetBytes(raw, "displayname").String() == q.want
+			})
+			if !ok {
+				t.Fatalf("%s's profile on %s: %s%s", q.user, q.on.name, last, both())
+			}
+		}
 	})
 
 	t.Run("redactions", func(t *testing.T) {
