@@ -804,6 +804,32 @@ func TestDendriteFederation(t *testing.T) {
 			waitBody(t, q.guest, q.guestTok, room, "glad you came", both)
 		}
 	})
+
+	// Rooms joined by alias: the alias's server answers /query/directory.
+	t.Run("aliases", func(t *testing.T) {
+		need(t)
+		for _, q := range []struct {
+			host, guest         homeserver
+			hostTok, guestTok   string
+			hostUser, guestUser string
+		}{{c, d, alice, dave, aliceID, daveID}, {d, c, dave, alice, daveID, aliceID}} {
+			room := createRoom(t, q.host, q.hostTok, map[string]any{"preset": "public_chat", "room_version": "10"})
+			alias := fmt.Sprintf("#alias%d:%s", txnSeq.Add(1), q.host.name)
+			code, raw := call(t, "PUT", q.host.url+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), q.hostTok, map[string]string{"room_id": room})
+			if code != 200 {
+				t.Fatalf("alias on %s: %d %s", q.host.name, code, raw)
+			}
+			code, raw = call(t, "GET", q.guest.url+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), q.guestTok, nil)
+			if code != 200 || gjson.GetBytes(raw, "room_id").String() != room {
+				t.Fatalf("%s resolves %s: %d %s%s", q.guest.name, alias, code, raw, both())
+			}
+			code, raw = call(t, "POST", q.guest.url+"/_matrix/client/v3/join/"+url.PathEscape(alias), q.guestTok, map[string]any{})
+			if code != 200 {
+				t.Fatalf("join of %s on %s: %d %s%s", alias, q.guest.name, code, raw, both())
+			}
+			waitMembership(t, q.host, q.hostTok, room, q.guestUser, "join", both)
+		}
+	})
 }
 
 func createRoom(t *testing.T, s homeserver, token string, body map[string]any) string {
