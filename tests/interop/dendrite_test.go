@@ -263,10 +263,11 @@ type homeserver struct {
 // loopback, each with a certificate of the test's CA. A Dendrite user
 // joins a Chatalot room and a Chatalot user a Dendrite room, and messages
 // go both ways; then, in those rooms and a few more: forks, second users,
-// state, content, device keys and to-device messages, display names,
-// redactions, moderation, joins into rooms with history, restarts of each
-// server, leaves and rejoins. Every step waits on what the other server
-// shows its client.
+// state, content, device keys and to-device messages, typing and
+// receipts, display names and profiles, redactions, moderation, joins into
+// rooms with history, restarts of each server, leaves and rejoins,
+// restricted rooms, invites and aliases. Every step waits on what the
+// other server shows its client.
 func TestDendriteFederation(t *testing.T) {
 	pki := newTestPKI(t)
 	den := startDendrite(t, pki)
@@ -551,6 +552,53 @@ func TestDendriteFederation(t *testing.T) {
 			})
 			if !ok {
 				t.Fatalf("%q never reached %s: %s%s", marker, m.to.name, last, both())
+			}
+		}
+	})
+
+	// Typing notifications and read receipts (m.typing, m.receipt EDUs)
+	// both ways.
+	t.Run("typing and receipts", func(t *testing.T) {
+		need(t)
+		for _, q := range []struct {
+			from, to         homeserver
+			fromTok, toTok   string
+			fromUser, marker string
+		}{{c, d, alice, dave, aliceID, "receipt from chatalot"}, {d, c, dave, alice, daveID, "receipt from dendrite"}} {
+			code, raw := call(t, "PUT", q.from.url+"/_matrix/client/v3/rooms/"+url.PathEscape(onC)+"/typing/"+url.PathEscape(q.fromUser), q.fromTok,
+				map[string]any{"typing": true, "timeout": 30000})
+			if code != 200 {
+				t.Fatalf("typing on %s: %d %s", q.from.name, code, raw)
+			}
+			id := sendID(t, q.to, q.toTok, onC, q.marker)
+			waitBody(t, q.from, q.fromTok, onC, q.marker, both)
+			code, raw = call(t, "POST", q.from.url+"/_matrix/client/v3/rooms/"+url.PathEscape(onC)+"/receipt/m.read/"+url.PathEscape(id), q.fromTok, map[string]any{})
+			if code != 200 {
+				t.Fatalf("receipt on %s: %d %s", q.from.name, code, raw)
+			}
+			var typing, receipt bool
+			var last []byte
+			ok := poll(time.Minute, func() bool {
+				code, raw := call(t, "GET", q.to.url+"/_matrix/client/v3/sync?timeout=0", q.toTok, nil)
+				last = raw
+				if code != 200 {
+					return false
+				}
+				gjson.GetBytes(raw, "rooms.join."+gjson.Escape(onC)+".ephemeral.events").ForEach(func(_, ev gjson.Result) bool {
+					switch ev.Get("type").String() {
+					case "m.typing":
+						for _, u := range ev.Get("content.user_ids").Array() {
+							typing = typing || u.String() == q.fromUser
+						}
+					case "m.receipt":
+						receipt = receipt || ev.Get("content."+gjson.Escape(id)+".m\\.read."+gjson.Escape(q.fromUser)).Exists()
+					}
+					return true
+				})
+				return typing && receipt
+			})
+			if !ok {
+				t.Fatalf("on %s, %s typing %v, receipt %v: %.2000s%s", q.to.name, q.fromUser, typing, receipt, last, both())
 			}
 		}
 	})
