@@ -1,0 +1,153 @@
+package auth_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/chatalot/chatalot/internal/pgtest"
+	"github.com/chatalot/chatalot/internal/servertest"
+	"github.com/chatalot/chatalot/spec"
+)
+
+// Two nodes of a cluster on one PostgreSQL database (docs/scaling.md, step
+// 2): a token issued on one node works on the other, a revocation on one
+// reaches the other's cache, and account data set on one wakes /sync on
+// the other.
+
+const alice = spec.UserID("@alice:test")
+
+// syncOn runs /sync on a node; it may run in a goroutine.
+func syncOn(s *servertest.Server, token, query string) (map[string]any, error) {
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/_matrix/client/v3/sync?"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("sync: %d %v", resp.StatusCode, out)
+	}
+	return out, nil
+}
+
+// hasAccountData reports whether a /sync answer's global account data
+// holds an event of the type with the content's "v".
+func hasAccountData(res map[string]any, typ, v string) bool {
+	ad, _ := res["account_data"].(map[string]any)
+	list, _ := ad["events"].([]any)
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		c, _ := m["content"].(map[string]any)
+		if m["type"] == typ && c["v"] == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestClusterAuthFollows(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	a := servertest.NewNode(t, dsn, "a")
+	b := servertest.NewNode(t, dsn, "b")
+
+	// Registered on A after B started: B finds the token in the database.
+	tok := a.Token(alice)
+	code, who := b.Do(tok, http.MethodGet, "/_matrix/client/v3/account/whoami", nil)
+	if code != http.StatusOK || who["user_id"] != string(alice) {
+		t.Fatalf("B's whoami with A's token: %d %v", code, who)
+	}
+	// A made-up token is still refused.
+	if code, out := b.Do("cha_madeup", http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusUnauthorized || out["errcode"] != string(spec.ErrUnknownToken) {
+		t.Fatalf("B's whoami with a made-up token: %d %v", code, out)
+	}
+
+	// Account data set on A wakes a long-poll on B.
+	initial, err := syncOn(b, tok, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := initial["next_batch"].(string)
+	type result struct {
+		res map[string]any
+		err error
+	}
+	woken := make(chan result, 1)
+	go func() {
+		res, err := syncOn(b, tok, "timeout=20000&since="+url.QueryEscape(since))
+		woken <- result{res, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Sync.Notifier().Waiters() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("B's long-poll never started waiting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.MustJSON(string(alice), http.MethodPut, "/_matrix/client/v3/user/"+url.PathEscape(string(alice))+"/account_data/org.example.setting",
+		map[string]any{"v": "from A"})
+	var r result
+	select {
+	case r = <-woken:
+	case <-time.After(15 * time.Second):
+		t.Fatal("B's long-poll was not woken by A's account data")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !hasAccountData(r.res, "org.example.setting", "from A") {
+		t.Fatalf("B's woken sync lacks A's account data: %v", r.res["account_data"])
+	}
+	// And an initial sync on B shows it, as does B's GET.
+	if initial, err = syncOn(b, tok, ""); err != nil || !hasAccountData(initial, "org.example.setting", "from A") {
+		t.Fatalf("B's initial sync lacks A's account data: %v %v", err, initial["account_data"])
+	}
+
+	// A second device's token, cached on B by use, then logged out on A:
+	// B refuses it within a bounded wait; the first device's token still
+	// works on B.
+	other := a.DeviceToken(alice, "OTHER")
+	if code, _ := b.Do(other, http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
+		t.Fatalf("B's whoami with the second device's token: %d", code)
+	}
+	if code, out := a.Do(other, http.MethodPost, "/_matrix/client/v3/logout", map[string]any{}); code != http.StatusOK {
+		t.Fatalf("logout on A: %d %v", code, out)
+	}
+	waitRefused(t, b, other)
+	if code, _ := b.Do(tok, http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
+		t.Fatalf("B refuses the token of a device still logged in: %d", code)
+	}
+
+	// Logging out on B reaches A's cache the same way.
+	if code, _ := a.Do(tok, http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
+		t.Fatalf("A's whoami: %d", code)
+	}
+	if code, out := b.Do(tok, http.MethodPost, "/_matrix/client/v3/logout", map[string]any{}); code != http.StatusOK {
+		t.Fatalf("logout on B: %d %v", code, out)
+	}
+	waitRefused(t, a, tok)
+}
+
+// waitRefused waits until a node refuses a token with 401 M_UNKNOWN_TOKEN.
+func waitRefused(t *testing.T, s *servertest.Server, token string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out := s.Do(token, http.MethodGet, "/_matrix/client/v3/account/whoami", nil)
+		if code == http.StatusUnauthorized && out["errcode"] == string(spec.ErrUnknownToken) && out["soft_logout"] == false {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token is still answered %d %v", code, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
