@@ -108,6 +108,39 @@ func TestClusterAuthFollows(t *testing.T) {
 		t.Fatalf("logout on B: %d %v", code, out)
 	}
 	waitRefused(t, a, tok)
+
+	// A password change on A (logging out the other devices) and a
+	// deactivation on A end the tokens cached on B.
+	bob := spec.UserID("@bob:test")
+	keep, other2 := a.Token(bob), a.DeviceToken(bob, "OTHER")
+	for _, tk := range []string{keep, other2} {
+		if code, _ := b.Do(tk, http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
+			t.Fatalf("B's whoami with bob's token: %d", code)
+		}
+	}
+	newPassword := "a new password, long enough"
+	withUIA(t, a, keep, "/_matrix/client/v3/account/password", map[string]any{"new_password": newPassword}, bob, servertest.Password)
+	waitRefused(t, b, other2)
+	if code, _ := b.Do(keep, http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
+		t.Fatalf("B refuses the token of the device that changed the password: %d", code)
+	}
+	withUIA(t, a, keep, "/_matrix/client/v3/account/deactivate", map[string]any{}, bob, newPassword)
+	waitRefused(t, b, keep)
+}
+
+// withUIA posts body with the token, completing user-interactive auth
+// with the password, and fails unless it answers 200.
+func withUIA(t *testing.T, s *servertest.Server, token, path string, body map[string]any, user spec.UserID, password string) {
+	t.Helper()
+	code, out := s.Do(token, http.MethodPost, path, body)
+	if code == http.StatusUnauthorized {
+		body["auth"] = map[string]any{"type": "m.login.password", "session": out["session"], "password": password,
+			"identifier": map[string]any{"type": "m.id.user", "user": string(user)}}
+		code, out = s.Do(token, http.MethodPost, path, body)
+	}
+	if code != http.StatusOK {
+		t.Fatalf("POST %s: %d %v", path, code, out)
+	}
 }
 
 // waitRefused waits until a node refuses a token with 401 M_UNKNOWN_TOKEN.
