@@ -78,7 +78,8 @@ CREATE TABLE auth_changes (
 	created_ts BIGINT NOT NULL
 );
 CREATE INDEX auth_changes_position ON auth_changes (position);
-CREATE INDEX auth_changes_created ON auth_changes (created_ts);`,
+CREATE INDEX auth_changes_created ON auth_changes (created_ts);
+CREATE INDEX account_data_by_position ON account_data (position);`,
 }}
 
 // auth_changes are the changes of a cluster node (docs/scaling.md) that

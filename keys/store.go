@@ -156,5 +156,8 @@ CREATE TABLE key_changes (
 	created_ts BIGINT NOT NULL
 );
 CREATE INDEX key_changes_position ON key_changes (position);
-CREATE INDEX key_changes_created ON key_changes (created_ts);`,
+CREATE INDEX key_changes_created ON key_changes (created_ts);
+-- What the followers read by position.
+CREATE INDEX to_device_messages_by_position ON to_device_messages (position);
+CREATE INDEX device_list_changes_by_position ON device_list_changes (position);`,
 }}
