@@ -76,8 +76,7 @@ func (s *Service) SetPassword(ctx context.Context, user spec.UserID, password st
 		if err != nil {
 			return err
 		}
-		s.forgetTokensOnCommit(tx, user, deleted)
-		return nil
+		return s.forgetTokensOnCommit(tx, user, deleted)
 	})
 	if err != nil {
 		return err
@@ -140,6 +139,9 @@ func (s *Service) Deactivate(ctx context.Context, user spec.UserID, erase bool) 
 			return err
 		}
 		if err := s.revokeGrants(tx, user); err != nil {
+			return err
+		}
+		if err := s.changed(tx, changeAccount, user); err != nil {
 			return err
 		}
 		tx.AfterCommit(func() {

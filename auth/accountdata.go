@@ -28,8 +28,8 @@ const maxAccountDataType = 255
 
 // loadAccountDataMemory loads what auth keeps in memory of account data:
 // each user's latest position and ignore list.
-func (s *Service) loadAccountDataMemory(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, max(position) FROM account_data GROUP BY user_id`)
+func (s *Service) loadAccountDataMemory(query rowsQuerier) error {
+	rows, err := query(`SELECT user_id, max(position) FROM account_data GROUP BY user_id`)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (s *Service) loadAccountDataMemory(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = s.db.Query(ctx, `SELECT user_id, content FROM account_data WHERE room_id = '' AND type = $1`, ignoredUserList)
+	rows, err = query(`SELECT user_id, content FROM account_data WHERE room_id = '' AND type = $1`, ignoredUserList)
 	if err != nil {
 		return err
 	}
@@ -186,20 +186,24 @@ func (s *Service) putAccountData(tx *storage.Tx, user spec.UserID, room spec.Roo
 	if err != nil {
 		return err
 	}
-	tx.AfterCommit(func() {
-		s.adMu.Lock()
-		if pos > s.accountDataPos[user] {
-			s.accountDataPos[user] = pos
-		}
-		if room == "" && typ == ignoredUserList {
-			s.ignored[user] = parseIgnored(content)
-		}
-		s.adMu.Unlock()
-		if s.notify != nil {
-			s.notify.Notify(pos, wake.InRoom(wake.AccountData, room), user)
-		}
-	})
+	tx.AfterCommit(func() { s.accountDataStored(accountDataRow{user, room, typ, content, pos}) })
 	return nil
+}
+
+// accountDataStored brings memory up to date with committed account data,
+// this node's or another's (follow.go), and wakes the user's /sync.
+func (s *Service) accountDataStored(r accountDataRow) {
+	s.adMu.Lock()
+	if r.pos > s.accountDataPos[r.user] {
+		s.accountDataPos[r.user] = r.pos
+	}
+	if r.room == "" && r.typ == ignoredUserList {
+		s.ignored[r.user] = parseIgnored(r.content)
+	}
+	s.adMu.Unlock()
+	if s.notify != nil {
+		s.notify.Notify(r.pos, wake.InRoom(wake.AccountData, r.room), r.user)
+	}
 }
 
 // GetAccountData returns the content of one type of account data; found is

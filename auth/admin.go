@@ -209,6 +209,16 @@ func (s *Service) RefreshSessions(ctx context.Context, user spec.UserID) error {
 		return err
 	}
 	s.reloadProfile(ctx, user)
+	if s.cluster {
+		// One node picks the CLI's change up: it tells the others.
+		kind := changeTokens
+		if !found || u.Deactivated {
+			kind = changeAccount
+		}
+		if err := s.db.Write(ctx, func(tx *storage.Tx) error { return s.changed(tx, kind, user) }); err != nil {
+			return err
+		}
+	}
 	if !found || u.Deactivated {
 		s.tokens.removeDevice(user, "")
 		return nil

@@ -194,8 +194,7 @@ func (s *Service) removeDevices(ctx context.Context, user spec.UserID, everywher
 				}
 			}
 		}
-		s.forgetTokensOnCommit(tx, user, deleted)
-		return nil
+		return s.forgetTokensOnCommit(tx, user, deleted)
 	})
 	if err != nil {
 		return err
@@ -204,13 +203,18 @@ func (s *Service) removeDevices(ctx context.Context, user spec.UserID, everywher
 }
 
 // forgetTokensOnCommit drops the cached tokens of the deleted devices once
-// tx commits, so that none of them is accepted again.
-func (s *Service) forgetTokensOnCommit(tx *storage.Tx, user spec.UserID, deleted []string) {
+// tx commits, here and on the other nodes of a cluster, so that none of
+// them is accepted again.
+func (s *Service) forgetTokensOnCommit(tx *storage.Tx, user spec.UserID, deleted []string) error {
+	if len(deleted) == 0 {
+		return nil
+	}
 	tx.AfterCommit(func() {
 		for _, id := range deleted {
 			s.tokens.removeDevice(user, id)
 		}
 	})
+	return s.changed(tx, changeTokens, user)
 }
 
 func (s *Service) devicesDeleted(ctx context.Context, user spec.UserID, ids []string) error {

@@ -37,6 +37,9 @@ func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.R
 	}
 	n, _ := res.RowsAffected()
 	removed["profile"] += n
+	if err := s.changed(tx, changeAccount, user); err != nil {
+		return err
+	}
 	tx.AfterCommit(func() {
 		s.tokens.removeDevice(user, "")
 		s.adMu.Lock()

@@ -291,6 +291,11 @@ func (s *Service) addDeviceToken(tx *storage.Tx, u userRow, row tokenRow, displa
 		if old, err = deleteDeviceTokens(tx, row.user, row.deviceID); err != nil {
 			return err
 		}
+		if len(old) > 0 {
+			if err := s.changed(tx, changeTokens, row.user); err != nil {
+				return err
+			}
+		}
 	}
 	if err := insertToken(tx, row, now.UnixMilli()); err != nil {
 		return err
@@ -443,6 +448,11 @@ func (s *Service) refresh(c *gin.Context) error {
 			return err
 		}
 		gone = append(gone, children...)
+		if len(gone) > 0 {
+			if err := s.changed(tx, changeTokens, old.user); err != nil {
+				return err
+			}
+		}
 		row, iss := s.newTokenRow(old.user, old.deviceID, true, now)
 		row.parent = old.hash
 		if err := insertToken(tx, row, now.UnixMilli()); err != nil {

@@ -81,8 +81,8 @@ func (s *Service) HasDevice(ctx context.Context, user spec.UserID, deviceID stri
 
 // AccessTokenOwner names the user and device of a live access token.
 func (s *Service) AccessTokenOwner(token string) (spec.UserID, string, bool) {
-	sess := s.tokens.get(hashToken(token))
-	if sess == nil {
+	sess, err := s.session(context.Background(), hashToken(token))
+	if err != nil || sess == nil {
 		return "", "", false
 	}
 	return sess.user, sess.deviceID, true

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,9 @@ type Service struct {
 	profiles   *profileIndex  // directory.go
 	oauth      OAuthSessions  // uiaoauth.go; nil with the OAuth 2.0 API off
 	remote     RemoteProfiles // profile.go; nil without federation
+	// cluster: the database is one node's of a cluster; other nodes
+	// write too (follow.go).
+	cluster bool
 
 	now      func() time.Time // the clock; tests move it
 	hasher   *hasher
@@ -159,6 +163,7 @@ func New(d Deps) (*Service, error) {
 		nonces:         map[string]time.Time{},
 		accountDataPos: map[spec.UserID]int64{},
 		ignored:        map[spec.UserID]map[spec.UserID]bool{},
+		cluster:        d.DB.Node() != "",
 	}
 	if s.limiter == nil {
 		s.limiter = NewLimiter(cfg.RateLimits, cfg.Rates)
@@ -172,21 +177,34 @@ func New(d Deps) (*Service, error) {
 		}
 	}
 	ctx := context.Background()
-	rows, admins, err := s.loadTokens(ctx)
+	if s.cluster {
+		err = s.loadFollowing(ctx)
+	} else {
+		err = s.loadMemory(func(q string, args ...any) (*sql.Rows, error) { return s.db.Query(ctx, q, args...) })
+	}
 	if err != nil {
-		return nil, fmt.Errorf("auth: load tokens: %w", err)
-	}
-	now := time.Now().UnixMilli()
-	for _, r := range rows {
-		s.cacheToken(r, admins[r.user], now)
-	}
-	if err := s.loadAccountDataMemory(ctx); err != nil {
-		return nil, fmt.Errorf("auth: load account data positions: %w", err)
+		return nil, err
 	}
 	if err := s.loadProfileIndex(ctx); err != nil {
 		return nil, fmt.Errorf("auth: load profiles: %w", err)
 	}
 	return s, nil
+}
+
+// loadMemory loads the live tokens and the account data memory.
+func (s *Service) loadMemory(query rowsQuerier) error {
+	rows, admins, err := loadTokens(query)
+	if err != nil {
+		return fmt.Errorf("auth: load tokens: %w", err)
+	}
+	now := time.Now().UnixMilli()
+	for _, r := range rows {
+		s.cacheToken(r, admins[r.user], now)
+	}
+	if err := s.loadAccountDataMemory(query); err != nil {
+		return fmt.Errorf("auth: load account data positions: %w", err)
+	}
+	return nil
 }
 
 // Limiter is the rate limiter, for other packages' limits (sending).
@@ -302,7 +320,7 @@ func (s *Service) SetAdmin(ctx context.Context, user spec.UserID, admin bool) er
 			return spec.NotFound("no such user")
 		}
 		tx.AfterCommit(func() { s.tokens.setAdmin(user, admin) })
-		return nil
+		return s.changed(tx, changeTokens, user)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
@@ -69,8 +70,101 @@ CREATE TABLE openid_tokens (
 	token_hash TEXT   PRIMARY KEY,
 	user_id    TEXT   NOT NULL REFERENCES users (user_id),
 	expires_ts BIGINT NOT NULL
-);`,
+);`, `
+CREATE TABLE auth_changes (
+	position   BIGINT NOT NULL,
+	kind       TEXT   NOT NULL,
+	user_id    TEXT   NOT NULL,
+	created_ts BIGINT NOT NULL
+);
+CREATE INDEX auth_changes_position ON auth_changes (position);
+CREATE INDEX auth_changes_created ON auth_changes (created_ts);
+CREATE INDEX account_data_by_position ON account_data (position);`,
 }}
+
+// auth_changes are the changes of a cluster node (docs/scaling.md) that
+// have no stream position of their own, such as a revoked token: the
+// writing node stores one at a new position, and the other nodes' followers
+// drop what they keep of the user (follow.go). Written only on a cluster
+// node.
+
+// changesKept is how long a change row is kept: followers read them within
+// moments, and a node that was away longer reloads at start.
+const changesKept = 24 * time.Hour
+
+func insertChange(tx *storage.Tx, kind string, user spec.UserID, now time.Time) error {
+	if _, err := tx.Exec(`DELETE FROM auth_changes WHERE created_ts < $1`, now.Add(-changesKept).UnixMilli()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(`INSERT INTO auth_changes (position, kind, user_id, created_ts) VALUES ($1, $2, $3, $4)`,
+		tx.NextPosition(), kind, string(user), now.UnixMilli())
+	return err
+}
+
+// change is one auth_changes row.
+type change struct {
+	kind string
+	user spec.UserID
+}
+
+func changesBetween(tx *storage.Tx, from, to int64) ([]change, error) {
+	rows, err := tx.Query(`SELECT kind, user_id FROM auth_changes WHERE position > $1 AND position <= $2 ORDER BY position`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []change
+	for rows.Next() {
+		var c change
+		if err := rows.Scan(&c.kind, &c.user); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// accountDataRow is one stored account data entry.
+type accountDataRow struct {
+	user    spec.UserID
+	room    spec.RoomID
+	typ     string
+	content string
+	pos     int64
+}
+
+func accountDataAt(tx *storage.Tx, from, to int64) ([]accountDataRow, error) {
+	rows, err := tx.Query(`SELECT user_id, room_id, type, content, position FROM account_data
+		WHERE position > $1 AND position <= $2 ORDER BY position`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []accountDataRow
+	for rows.Next() {
+		var r accountDataRow
+		if err := rows.Scan(&r.user, &r.room, &r.typ, &r.content, &r.pos); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// tokenByHash reads one live access token (found is false for an unknown
+// or revoked token, or a deactivated account's).
+func (s *Service) tokenByHash(ctx context.Context, hash string) (t tokenRow, admin, found bool, err error) {
+	var exp sql.NullInt64
+	var parent sql.NullString
+	err = s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, t.parent_hash, u.is_admin
+		FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1 AND NOT u.deactivated`, hash).
+		Scan(&t.user, &t.deviceID, &exp, &parent, &admin)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, false, false, nil
+	}
+	t.hash, t.expires, t.parent = hash, exp.Int64, parent.String
+	return t, admin, err == nil, err
+}
 
 // userRow is one account as stored.
 type userRow struct {
@@ -203,9 +297,12 @@ func clearParent(tx *storage.Tx, hash string) error {
 	return err
 }
 
+// rowsQuerier runs a query on the read pool or in a write (loads).
+type rowsQuerier func(query string, args ...any) (*sql.Rows, error)
+
 // loadTokens reads every live token for the in-memory cache.
-func (s *Service) loadTokens(ctx context.Context) ([]tokenRow, map[spec.UserID]bool, error) {
-	rows, err := s.db.Query(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, t.parent_hash, u.is_admin
+func loadTokens(query rowsQuerier) ([]tokenRow, map[spec.UserID]bool, error) {
+	rows, err := query(`SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, t.parent_hash, u.is_admin
 		FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE NOT u.deactivated`)
 	if err != nil {
 		return nil, nil, err

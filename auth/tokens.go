@@ -63,13 +63,17 @@ type session struct {
 	retiring  atomic.Bool
 }
 
-// tokenCache maps token hashes to sessions. It holds every live token: the
-// database is read once at start, so authenticating a request — including
-// one with a made-up token — never reads the database.
+// tokenCache maps token hashes to sessions. Outside a cluster it holds
+// every live token: the database is read once at start, so authenticating
+// a request — including one with a made-up token — never reads the
+// database. On a cluster node a miss reads the database (follow.go).
 type tokenCache struct {
 	mu     sync.RWMutex
 	byHash map[string]*session
 	byUser map[spec.UserID]map[string]*session
+	// gen counts the changes that drop or change sessions: a session read
+	// from the database is cached only if none happened during the read.
+	gen uint64
 }
 
 func newTokenCache() *tokenCache {
@@ -94,9 +98,40 @@ func (tc *tokenCache) add(s *session) {
 	m[s.hash] = s
 }
 
+// generation is the count of changes so far (see addIfUnchanged).
+func (tc *tokenCache) generation() uint64 {
+	tc.mu.RLock()
+	defer tc.mu.RUnlock()
+	return tc.gen
+}
+
+// addIfUnchanged caches s, read from the database when the cache was at
+// generation gen, unless a change happened since (the read may predate
+// it) or another request cached the token first; it returns the session
+// to use either way.
+func (tc *tokenCache) addIfUnchanged(s *session, gen uint64) *session {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if cached := tc.byHash[s.hash]; cached != nil {
+		return cached
+	}
+	if tc.gen != gen {
+		return s
+	}
+	tc.byHash[s.hash] = s
+	m := tc.byUser[s.user]
+	if m == nil {
+		m = map[string]*session{}
+		tc.byUser[s.user] = m
+	}
+	m[s.hash] = s
+	return s
+}
+
 func (tc *tokenCache) remove(hashes ...string) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	tc.gen++
 	for _, h := range hashes {
 		s, ok := tc.byHash[h]
 		if !ok {
@@ -116,6 +151,7 @@ func (tc *tokenCache) remove(hashes ...string) {
 func (tc *tokenCache) removeDevice(user spec.UserID, deviceID string) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	tc.gen++
 	for h, s := range tc.byUser[user] {
 		if deviceID == "" || s.deviceID == deviceID {
 			delete(tc.byHash, h)
@@ -131,6 +167,7 @@ func (tc *tokenCache) removeDevice(user spec.UserID, deviceID string) {
 func (tc *tokenCache) removeUserExcept(user spec.UserID, keep string) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	tc.gen++
 	for h := range tc.byUser[user] {
 		if h != keep {
 			delete(tc.byHash, h)
@@ -147,6 +184,7 @@ func (tc *tokenCache) removeUserExcept(user spec.UserID, keep string) {
 func (tc *tokenCache) setAdmin(user spec.UserID, admin bool) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	tc.gen++
 	for _, s := range tc.byUser[user] {
 		d := *s.dev.Load()
 		d.IsAdmin = admin
@@ -214,14 +252,17 @@ func unknownToken(soft bool) *spec.Error {
 // the request: 401 M_MISSING_TOKEN without one, 401 M_UNKNOWN_TOKEN for an
 // unknown or revoked token (soft_logout false) or an expired one
 // (soft_logout true: the client may refresh or log in again keeping its
-// device). It reads no database.
+// device). Outside a cluster it reads no database.
 func (s *Service) Middleware() gin.HandlerFunc {
 	return api.Middleware(func(c *gin.Context) error {
 		tok, merr := bearerToken(c.Request)
 		if merr != nil {
 			return merr
 		}
-		sess := s.tokens.get(hashToken(tok))
+		sess, err := s.session(c.Request.Context(), hashToken(tok))
+		if err != nil {
+			return err
+		}
 		if sess == nil {
 			return unknownToken(false)
 		}
@@ -272,6 +313,9 @@ func (s *Service) retireParent(ctx context.Context, sess *session) {
 			return err
 		}
 		if err := clearParent(tx, sess.hash); err != nil {
+			return err
+		}
+		if err := s.changed(tx, changeTokens, sess.user); err != nil {
 			return err
 		}
 		tx.AfterCommit(func() {
@@ -330,6 +374,11 @@ func (s *Service) newTokenRow(user spec.UserID, deviceID string, withRefresh boo
 
 // cacheToken registers a committed token in memory (call from AfterCommit).
 func (s *Service) cacheToken(row tokenRow, admin bool, now int64) {
+	s.tokens.add(s.newSession(row, admin, now))
+}
+
+// newSession is the session of a stored token.
+func (s *Service) newSession(row tokenRow, admin bool, now int64) *session {
 	sess := &session{hash: row.hash, user: row.user, deviceID: row.deviceID, expires: row.expires}
 	sess.dev.Store(&Device{UserID: row.user, DeviceID: row.deviceID, IsAdmin: admin})
 	if row.parent != "" {
@@ -338,5 +387,5 @@ func (s *Service) cacheToken(row tokenRow, admin bool, now int64) {
 	}
 	sess.persisted.Store(now)
 	sess.lastSeen.Store(now)
-	s.tokens.add(sess)
+	return sess
 }

@@ -348,6 +348,9 @@ func (s *Service) claimLocal(ctx context.Context, local []Claim) (map[spec.UserI
 				return err
 			}
 			tx.AfterCommit(func() { s.setCounts(k, counts, unused) })
+			if err := s.countsChanged(tx, k); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

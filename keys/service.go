@@ -10,6 +10,7 @@ package keys
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sort"
 	"sync"
@@ -154,6 +155,8 @@ type Service struct {
 	fed     RemoteKeys
 
 	resyncs sync.Map // remote users whose device list is being fetched again
+	// cluster: the database is one node's of a cluster (follow.go).
+	cluster bool
 
 	// mu guards the in-memory state below. It is updated only in
 	// AfterCommit hooks (which run in commit order on the writer goroutine)
@@ -196,11 +199,19 @@ func New(d Deps) (*Service, error) {
 		limiter: d.Limiter,
 		fed:     d.Federation,
 		devs:    map[devKey]*deviceState{},
+		cluster: d.DB.Node() != "",
 	}
 	if s.parse == nil {
 		s.parse = parsePosition
 	}
-	if err := s.load(context.Background()); err != nil {
+	ctx := context.Background()
+	var err error
+	if s.cluster {
+		err = s.loadFollowing(ctx)
+	} else {
+		err = s.load(func(q string, args ...any) (*sql.Rows, error) { return s.db.Query(ctx, q, args...) })
+	}
+	if err != nil {
 		return nil, fmt.Errorf("keys: load: %w", err)
 	}
 	if d.DeviceEvents != nil {
@@ -212,10 +223,14 @@ func New(d Deps) (*Service, error) {
 	return s, nil
 }
 
+// rowsQuerier runs a query on the read pool or in a write (loads).
+type rowsQuerier func(query string, args ...any) (*sql.Rows, error)
+
 // load reads the per-device counters and the device-list log. It runs
-// before the server serves anything, so no write can race with it.
-func (s *Service) load(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, algorithm, COUNT(*) FROM one_time_keys
+// before the server serves anything, so no write of this node can race
+// with it (a cluster node loads inside a write: follow.go).
+func (s *Service) load(query rowsQuerier) error {
+	rows, err := query(`SELECT user_id, device_id, algorithm, COUNT(*) FROM one_time_keys
 		GROUP BY user_id, device_id, algorithm`)
 	if err != nil {
 		return err
@@ -238,7 +253,7 @@ func (s *Service) load(ctx context.Context) error {
 		return err
 	}
 
-	rows, err = s.db.Query(ctx, `SELECT user_id, device_id, algorithm FROM fallback_keys WHERE NOT used ORDER BY algorithm`)
+	rows, err = query(`SELECT user_id, device_id, algorithm FROM fallback_keys WHERE NOT used ORDER BY algorithm`)
 	if err != nil {
 		return err
 	}
@@ -256,7 +271,7 @@ func (s *Service) load(ctx context.Context) error {
 		return err
 	}
 
-	rows, err = s.db.Query(ctx, `SELECT user_id, device_id, MAX(position) FROM to_device_messages GROUP BY user_id, device_id`)
+	rows, err = query(`SELECT user_id, device_id, MAX(position) FROM to_device_messages GROUP BY user_id, device_id`)
 	if err != nil {
 		return err
 	}
@@ -274,7 +289,7 @@ func (s *Service) load(ctx context.Context) error {
 		return err
 	}
 
-	rows, err = s.db.Query(ctx, `SELECT user_id, position FROM device_list_changes ORDER BY position`)
+	rows, err = query(`SELECT user_id, position FROM device_list_changes ORDER BY position`)
 	if err != nil {
 		return err
 	}
@@ -464,6 +479,9 @@ func (s *Service) DeviceDeleted(ctx context.Context, user spec.UserID, deviceID 
 			delete(s.devs, k)
 			s.mu.Unlock()
 		})
+		if err := s.countsChanged(tx, k); err != nil {
+			return err
+		}
 		if err := s.announceDevices(tx, watchers, user, deviceID); err != nil {
 			return err
 		}

@@ -145,5 +145,19 @@ CREATE TABLE remote_device_lists (
 	devices          TEXT   NOT NULL,
 	master_key       TEXT   NOT NULL DEFAULT '',
 	self_signing_key TEXT   NOT NULL DEFAULT ''
-);`,
+);`, `
+-- On a cluster node (docs/scaling.md): a device whose one-time or fallback
+-- keys changed, or that was deleted, at a stream position, for the other
+-- nodes to reload (follow.go).
+CREATE TABLE key_changes (
+	position   BIGINT NOT NULL,
+	user_id    TEXT   NOT NULL,
+	device_id  TEXT   NOT NULL,
+	created_ts BIGINT NOT NULL
+);
+CREATE INDEX key_changes_position ON key_changes (position);
+CREATE INDEX key_changes_created ON key_changes (created_ts);
+-- What the followers read by position.
+CREATE INDEX to_device_messages_by_position ON to_device_messages (position);
+CREATE INDEX device_list_changes_by_position ON device_list_changes (position);`,
 }}

@@ -347,6 +347,11 @@ func (s *Service) storeUpload(tx *storage.Tx, k devKey, in *uploadIn, watchers [
 		return nil, err
 	}
 	tx.AfterCommit(func() { s.setCounts(k, counts, unused) })
+	if len(in.oneTime) > 0 || len(in.fallbacks) > 0 {
+		if err := s.countsChanged(tx, k); err != nil {
+			return nil, err
+		}
+	}
 	return counts, nil
 }
 
