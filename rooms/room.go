@@ -45,6 +45,18 @@ type Event struct {
 	unset    []authrules.StateKeyPair
 }
 
+// changes yields the event and the state resolution made with it.
+func (ev *Event) changes(yield func(*events.PDU) bool) {
+	if !yield(ev.PDU) {
+		return
+	}
+	for _, p := range ev.resolved {
+		if !yield(p) {
+			return
+		}
+	}
+}
+
 // snapshot is a room's current state at one position. It is never modified
 // after it is published: a write builds a new one and swaps the pointer, so
 // readers (sync above all) take a consistent view without a lock.
@@ -135,6 +147,10 @@ type liveRoom struct {
 	// stateAfterOrder their IDs oldest first (dag.go); under histMu.
 	stateAfter      map[spec.EventID]roomState
 	stateAfterOrder []spec.EventID
+	// resolutions are every change state resolution made to the room's
+	// state beyond a resolving event's own entry, in position order
+	// (dag.go); under histMu.
+	resolutions []resolution
 
 	// backfillMu serialises backfills (backfill.go); historyComplete
 	// says there is nothing before what the server holds, backfillAfter
@@ -226,8 +242,20 @@ func (r *liveRoom) record(ev *Event) {
 	for _, p := range ev.resolved {
 		r.recordState(ev.Position, p)
 	}
+	if len(ev.resolved) > 0 || len(ev.unset) > 0 {
+		r.resolutions = append(r.resolutions, resolution{pos: ev.Position, set: ev.resolved, unset: ev.unset})
+	}
 	r.recent = append(r.recent, ev)
 	r.trimOlder()
+}
+
+// recordResolution adds a resolution read from the database to the
+// histories; histMu must be held.
+func (r *liveRoom) recordResolution(rs resolution) {
+	for _, p := range rs.set {
+		r.recordState(rs.pos, p)
+	}
+	r.resolutions = append(r.resolutions, rs)
 }
 
 // recordState adds a state change at pos to the histories; histMu held.
@@ -280,6 +308,10 @@ func (r *liveRoom) stateAtFromMemory(pos int64) ([]*events.PDU, bool) {
 	r.histMu.RLock()
 	defer r.histMu.RUnlock()
 	if pos < r.recentFloor {
+		return nil, false
+	}
+	// Memory cannot undo a state resolution (dag.go).
+	if i := sort.Search(len(r.resolutions), func(i int) bool { return r.resolutions[i].pos > pos }); i < len(r.resolutions) {
 		return nil, false
 	}
 	var undo []*Event

@@ -164,11 +164,12 @@ func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*ev
 	if err != nil {
 		return nil, err
 	}
-	return pdusOf(evs), nil
+	return withResolved(evs, r.resolvedIn(-1<<62, pos), true), nil
 }
 
 // StateDelta returns the state that changed in (from, to]: for each key
-// changed, the state at to.
+// changed, the state at to. The changes state resolution made are among
+// them; an entry it removed cannot be told, and is not.
 func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error) {
 	if to <= from {
 		return nil, nil
@@ -181,7 +182,23 @@ func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64
 	}
 	// A key changed in the window may have changed again later in memory
 	// (redactions rewrite the stored copy); the rows already are the latest.
-	return pdusOf(evs), nil
+	var res []resolution
+	if r := s.room(id); r != nil {
+		res = r.resolvedIn(from, to)
+	}
+	return withResolved(evs, res, false), nil
+}
+
+// StateResolved returns the state entries state resolution changed in
+// (from, to] beyond the resolving events' own (a remote event joining a
+// fork, dag.go), the latest per key: state no timeline event shows, which
+// sync must send for a client to reach the room's state.
+func (s *Service) StateResolved(id spec.RoomID, from, to int64) []*events.PDU {
+	r := s.room(id)
+	if r == nil || to <= from {
+		return nil
+	}
+	return withResolved(nil, r.resolvedIn(from, to), false)
 }
 
 // CurrentState returns one piece of current state from memory, or nil.

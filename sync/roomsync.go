@@ -195,6 +195,13 @@ type timelineWindow struct {
 // room, the changes since the token when the timeline skipped some) or, with
 // use_state_after, stateAfter (the state at the end of the timeline: full
 // when fresh, else every change since the token); the other is nil.
+//
+// State resolution can change state that no timeline event shows (a remote
+// event joining a fork, rooms/dag.go): state_after then has every change
+// since the token, and state has the entries it changed during the
+// timeline too, so that the client ends at the room's state. (In that
+// format an older event of the timeline for the same key still comes
+// after it: state_after is the exact answer.)
 func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w timelineWindow) (state, stateAfter *EventList, err error) {
 	sf := req.stateFilter()
 	lazy := sf != nil && sf.LazyLoadMembers
@@ -203,7 +210,7 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 		switch {
 		case w.fresh:
 			list, err = s.rooms.StateAt(ctx, id, w.end)
-		case w.limited:
+		case w.limited || len(s.rooms.StateResolved(id, w.since, w.end)) > 0:
 			list, err = s.rooms.StateDelta(ctx, id, w.since, w.end)
 		default:
 			list = timelineState(w.events)
@@ -214,6 +221,9 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 			list, err = s.rooms.StateAt(ctx, id, w.start)
 		case w.limited:
 			list, err = s.rooms.StateDelta(ctx, id, w.since, w.start)
+		}
+		if err == nil {
+			list = withState(list, s.rooms.StateResolved(id, w.start, w.end))
 		}
 	}
 	if err != nil {
@@ -243,6 +253,29 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 		return &EventList{Events: out}, nil, nil
 	}
 	return nil, nil, nil
+}
+
+// withState is list with the entries of more in place of those of the same
+// key.
+func withState(list, more []*events.PDU) []*events.PDU {
+	if len(more) == 0 {
+		return list
+	}
+	key := func(p *events.PDU) authrules.StateKeyPair {
+		sk, _ := p.StateKey()
+		return authrules.StateKeyPair{Type: p.Type(), StateKey: sk}
+	}
+	replaced := make(map[authrules.StateKeyPair]bool, len(more))
+	for _, p := range more {
+		replaced[key(p)] = true
+	}
+	out := make([]*events.PDU, 0, len(list)+len(more))
+	for _, p := range list {
+		if !replaced[key(p)] {
+			out = append(out, p)
+		}
+	}
+	return append(out, more...)
 }
 
 // timelineState is the latest state event per key among the timeline's
