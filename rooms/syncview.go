@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -189,16 +190,41 @@ func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64
 	return withResolved(evs, res, false), nil
 }
 
-// StateResolved returns the state entries state resolution changed in
-// (from, to] beyond the resolving events' own (a remote event joining a
-// fork, dag.go), the latest per key: state no timeline event shows, which
-// sync must send for a client to reach the room's state.
-func (s *Service) StateResolved(id spec.RoomID, from, to int64) []*events.PDU {
+// Resolved is a state entry that state resolution set with the event at
+// Position (a remote event joining a fork, dag.go), after that event: state
+// no timeline event shows.
+type Resolved struct {
+	PDU      *events.PDU
+	Position int64
+}
+
+// StateResolved returns the state entries state resolution set in
+// (from, to] beyond the resolving events' own, the latest per key, oldest
+// first: sync must send them for a client to reach the room's state. (An
+// entry it removed cannot be told to a client, and is not.)
+func (s *Service) StateResolved(id spec.RoomID, from, to int64) []Resolved {
 	r := s.room(id)
 	if r == nil || to <= from {
 		return nil
 	}
-	return withResolved(nil, r.resolvedIn(from, to), false)
+	var out []Resolved
+	at := map[authrules.StateKeyPair]int{}
+	for _, rs := range r.resolvedIn(from, to) {
+		for _, p := range rs.set {
+			if i, ok := at[keyOf(p)]; ok {
+				out[i].PDU = nil // set again later
+			}
+			at[keyOf(p)] = len(out)
+			out = append(out, Resolved{PDU: p, Position: rs.pos})
+		}
+	}
+	kept := out[:0]
+	for _, e := range out {
+		if e.PDU != nil {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // CurrentState returns one piece of current state from memory, or nil.

@@ -57,6 +57,11 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		}
 	}
 	evs = dropIgnored(evs, ignored)
+	if !req.stateAfter && len(evs) > 0 {
+		if kept, cut := cutAtResolution(evs, s.rooms.StateResolved(id, evs[0].Position-1, now.Pos)); cut {
+			evs, limited = kept, true
+		}
+	}
 	start := now.Pos
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
@@ -223,7 +228,9 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 			list, err = s.rooms.StateDelta(ctx, id, w.since, w.start)
 		}
 		if err == nil {
-			list = withState(list, s.rooms.StateResolved(id, w.start, w.end))
+			for _, r := range s.rooms.StateResolved(id, w.start, w.end) {
+				list = withState(list, r.PDU)
+			}
 		}
 	}
 	if err != nil {
@@ -255,27 +262,45 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 	return nil, nil, nil
 }
 
-// withState is list with the entries of more in place of those of the same
-// key.
-func withState(list, more []*events.PDU) []*events.PDU {
-	if len(more) == 0 {
-		return list
-	}
-	key := func(p *events.PDU) authrules.StateKeyPair {
-		sk, _ := p.StateKey()
-		return authrules.StateKeyPair{Type: p.Type(), StateKey: sk}
-	}
-	replaced := make(map[authrules.StateKeyPair]bool, len(more))
-	for _, p := range more {
-		replaced[key(p)] = true
-	}
-	out := make([]*events.PDU, 0, len(list)+len(more))
-	for _, p := range list {
-		if !replaced[key(p)] {
-			out = append(out, p)
+// withState is list with p in place of the entry of the same key.
+func withState(list []*events.PDU, p *events.PDU) []*events.PDU {
+	out := list[:0:0]
+	for _, q := range list {
+		if !sameKey(p, q) {
+			out = append(out, q)
 		}
 	}
-	return append(out, more...)
+	return append(out, p)
+}
+
+func sameKey(p, q *events.PDU) bool {
+	pk, _ := p.StateKey()
+	qk, ok := q.StateKey()
+	return ok && p.Type() == q.Type() && pk == qk
+}
+
+// cutAtResolution is the legacy format's answer to state resolution (the
+// timeline's events are applied after state): a timeline event at or
+// before a resolution that set its key would undo it, so the timeline
+// starts after the latest such resolution, limited, and state holds the
+// rest, the resolution included.
+func cutAtResolution(evs []*rooms.Event, resolved []rooms.Resolved) ([]*rooms.Event, bool) {
+	cut := int64(-1)
+	for _, r := range resolved {
+		for _, ev := range evs {
+			if ev.Position <= r.Position && sameKey(r.PDU, ev.PDU) {
+				cut = max(cut, r.Position)
+			}
+		}
+	}
+	if cut < 0 {
+		return evs, false
+	}
+	i := 0
+	for i < len(evs) && evs[i].Position <= cut {
+		i++
+	}
+	return evs[i:], true
 }
 
 // timelineState is the latest state event per key among the timeline's

@@ -234,6 +234,16 @@ func startRoomSyncer(t *testing.T, m member, room string, stateAfter bool) *room
 	return rs
 }
 
+// initialSync is a client's initial sync, and no more.
+func initialSync(t *testing.T, m member, room string) *roomSyncer {
+	t.Helper()
+	rs := &roomSyncer{state: map[string]string{}}
+	if err := rs.sync(context.Background(), m, room, false, 0); err != nil {
+		t.Fatalf("initial sync: %v", err)
+	}
+	return rs
+}
+
 func (rs *roomSyncer) sync(ctx context.Context, m member, room string, stateAfter bool, timeout int) error {
 	q := url.Values{"timeout": {fmt.Sprint(timeout)}}
 	if rs.since != "" {
@@ -335,6 +345,8 @@ func TestFederationFork(t *testing.T) {
 	})
 	hs1.Stop()
 	hs2.Launch()
+	// A client of bob's that last synced before his ban.
+	beforeBan := initialSync(t, bob, room)
 	code, _, raw := doRequest(t, "POST", hs2.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/ban", bob.token, map[string]string{"user_id": charlieID, "reason": "fork"})
 	if code != 200 {
 		t.Fatalf("bob bans charlie on hs2: %d %s", code, raw)
@@ -427,14 +439,24 @@ func TestFederationFork(t *testing.T) {
 	hs2.Stop()
 	hs2.Launch()
 	want := stateOf(t, bob, room)
-	for _, stateAfter := range []bool{false, true} {
-		rs := syncers["/sync"].initial
-		rs = &roomSyncer{state: maps.Clone(rs.state), since: rs.since}
-		if err := rs.sync(context.Background(), bob, room, stateAfter, 0); err != nil {
-			t.Fatal(err)
-		}
-		if got, _ := rs.lines(); got != want {
-			t.Errorf("after a restart, /sync (use_state_after %v) from before the fork's resolution:\n%s\nwant\n%s", stateAfter, got, want)
+	// And an initial sync, whose timeline holds the ban.
+	if got, _ := initialSync(t, bob, room).lines(); got != want {
+		t.Errorf("after a restart, an initial /sync:\n%s\nwant\n%s", got, want)
+	}
+	// From before the ban too: in the legacy format its timeline cannot
+	// hold the ban before the state that resolution set.
+	for _, from := range []struct {
+		name string
+		rs   *roomSyncer
+	}{{"the fork's resolution", syncers["/sync"].initial}, {"bob's ban", beforeBan}} {
+		for _, stateAfter := range []bool{false, true} {
+			rs := &roomSyncer{state: maps.Clone(from.rs.state), since: from.rs.since}
+			if err := rs.sync(context.Background(), bob, room, stateAfter, 0); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := rs.lines(); got != want {
+				t.Errorf("after a restart, /sync (use_state_after %v) from before %s:\n%s\nwant\n%s", stateAfter, from.name, got, want)
+			}
 		}
 	}
 }
