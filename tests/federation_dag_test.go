@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chatalot/chatalot/tests/harness"
+	"github.com/tidwall/gjson"
 )
 
 // The DAG over federation, end to end: a server that was down catches up
@@ -310,6 +311,30 @@ func (rs *roomSyncer) lines() (string, error) {
 	return strings.Join(lines, "\n"), rs.err
 }
 
+// slidingMembers keeps a room's member events from sliding sync's
+// required_state, as Element X does.
+type slidingMembers struct {
+	room, pos string
+	members   map[string]string // user → member event ID
+}
+
+func (sm *slidingMembers) sync(t *testing.T, m member) {
+	t.Helper()
+	path := "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0"
+	if sm.pos != "" {
+		path += "&pos=" + url.QueryEscape(sm.pos)
+	}
+	raw := postOK(t, m.srv, m.token, path, map[string]any{"conn_id": "fork",
+		"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 5,
+			"required_state": [][]string{{"m.room.member", "*"}}}}})
+	sm.pos = gjson.GetBytes(raw, "pos").String()
+	for _, ev := range gjson.GetBytes(raw, "rooms."+gjson.Escape(sm.room)+".required_state").Array() {
+		if ev.Get("type").String() == "m.room.member" {
+			sm.members[ev.Get("state_key").String()] = ev.Get("event_id").String()
+		}
+	}
+}
+
 // TestFederationFork: three servers; while hs1 and hs2 cannot reach each
 // other, alice (hs1, the creator) takes bob's power away and bob (hs2)
 // bans charlie (hs3) with the power he still has there. The DAG forks;
@@ -356,6 +381,9 @@ func TestFederationFork(t *testing.T) {
 		"/sync":                      startRoomSyncer(t, bob, room, false),
 		"/sync with use_state_after": startRoomSyncer(t, bob, room, true),
 	}
+	// And sliding sync: required_state brings it to the room's state.
+	slide := &slidingMembers{room: room, members: map[string]string{}}
+	slide.sync(t, bob)
 	hs1.Launch()
 
 	// Once each has the other's change, the three states agree.
@@ -399,6 +427,20 @@ func TestFederationFork(t *testing.T) {
 			}
 		}
 	}
+
+	wantCharlie := ""
+	for _, l := range strings.Split(states[1], "\n") {
+		if rest, ok := strings.CutPrefix(l, "m.room.member "+charlieID+" "); ok {
+			wantCharlie = rest
+		}
+	}
+	waitFor(t, 30*time.Second, "charlie's resolved membership in bob's sliding sync", func() bool {
+		if slide.sync(t, bob); slide.members[charlieID] == wantCharlie {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
 
 	// It was a fork: hs2 resolved it, and hs1 (where bob had no power
 	// left) soft-fails the ban, which changes no state: it may come after
