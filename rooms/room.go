@@ -211,6 +211,7 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 			}
 			r.recent[i] = &cp
 		}
+		r.redactResolved(p)
 	}
 	r.rememberStates(evs)
 	for _, ev := range evs {
@@ -223,6 +224,25 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	}
 	r.histMu.Unlock()
 	r.cur.Store(final)
+}
+
+// redactResolved puts the redacted p in place of its copy in the room's
+// resolutions, in new slices: readers hold the old ones without the lock.
+// histMu must be held.
+func (r *liveRoom) redactResolved(p *events.PDU) {
+	cloned := false
+	for i, rs := range r.resolutions {
+		j := slices.IndexFunc(rs.set, func(q *events.PDU) bool { return q.EventID() == p.EventID() })
+		if j < 0 {
+			continue
+		}
+		if !cloned {
+			r.resolutions, cloned = slices.Clone(r.resolutions), true
+		}
+		set := slices.Clone(rs.set)
+		set[j] = p
+		r.resolutions[i].set = set
+	}
 }
 
 // redactionOf is the redaction among evs that redacts id.
