@@ -297,6 +297,7 @@ func (s *Service) forgetRoomRows(tx *storage.Tx, id spec.RoomID, removed storage
 		{"forgotten", `DELETE FROM forgotten WHERE room_id = $1`},
 		{"content_reports", `DELETE FROM content_reports WHERE room_id = $1`},
 		{"event_outliers", `DELETE FROM event_outliers WHERE room_id = $1`},
+		{"room_state_resolved", `DELETE FROM room_state_resolved WHERE room_id = $1`},
 		{"events", `DELETE FROM events WHERE room_id = $1`},
 		{"rooms", `DELETE FROM rooms WHERE room_id = $1`},
 	} {

@@ -201,11 +201,14 @@ func (s *Service) publishMemberships(r *liveRoom, evs []*Event, newRoom bool) {
 		s.rooms[r.id] = r
 	}
 	for _, ev := range evs {
-		if ev.PDU.Type() != spec.MRoomMember {
-			continue
+		// State resolution's changes take effect after the event (dag.go).
+		for p := range ev.changes {
+			if p.Type() != spec.MRoomMember {
+				continue
+			}
+			sk, _ := p.StateKey()
+			s.setUserRoom(spec.UserID(sk), r.id, p.Content().Get("membership").String())
 		}
-		sk, _ := ev.PDU.StateKey()
-		s.setUserRoom(spec.UserID(sk), r.id, ev.PDU.Content().Get("membership").String())
 	}
 }
 
@@ -229,15 +232,19 @@ func (s *Service) usersToWake(base *snapshot, evs []*Event, final *snapshot) toW
 	var w toWake
 	var named map[spec.UserID]bool
 	for _, ev := range evs {
-		if _, ok := ev.PDU.StateKey(); ok && filterStateTypes[ev.PDU.Type()] {
-			w.filterState = true
-		}
-		if ev.PDU.Type() == spec.MRoomMember {
-			sk, _ := ev.PDU.StateKey()
-			if named == nil {
-				named = map[spec.UserID]bool{}
+		// What state resolution changed besides the event (dag.go) wakes
+		// as the event's own change would.
+		for p := range ev.changes {
+			if _, ok := p.StateKey(); ok && filterStateTypes[p.Type()] {
+				w.filterState = true
 			}
-			named[spec.UserID(sk)] = true
+			if p.Type() == spec.MRoomMember {
+				sk, _ := p.StateKey()
+				if named == nil {
+					named = map[spec.UserID]bool{}
+				}
+				named[spec.UserID(sk)] = true
+			}
 		}
 	}
 	joined := final.joined()

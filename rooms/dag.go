@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/chatalot/chatalot/events"
@@ -245,8 +246,17 @@ func (s *Service) storeOutlier(ctx context.Context, p *events.PDU, reason string
 }
 
 // setResolvedState writes what state resolution changed with ev besides
-// ev's own entry (after setCurrentState wrote that one).
+// ev's own entry (after setCurrentState wrote that one), and records it at
+// ev's position, where sync finds it (room_state_resolved).
 func setResolvedState(tx *storage.Tx, room spec.RoomID, ev *Event) error {
+	record := func(k authrules.StateKeyPair, id any) error {
+		_, err := tx.Exec(`INSERT INTO room_state_resolved (room_id, position, type, state_key, event_id) VALUES ($1, $2, $3, $4, $5)`,
+			string(room), ev.Position, k.Type, k.StateKey, id)
+		if err != nil {
+			return fmt.Errorf("record resolved state: %w", err)
+		}
+		return nil
+	}
 	for _, p := range ev.resolved {
 		if err := storeAsHistory(tx, p); err != nil {
 			return err
@@ -254,13 +264,116 @@ func setResolvedState(tx *storage.Tx, room spec.RoomID, ev *Event) error {
 		if err := setCurrentState(tx, p); err != nil {
 			return err
 		}
+		if err := record(keyOf(p), string(p.EventID())); err != nil {
+			return err
+		}
 	}
 	for _, k := range ev.unset {
 		if _, err := tx.Exec(`DELETE FROM room_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, string(room), k.Type, k.StateKey); err != nil {
 			return fmt.Errorf("update room state: %w", err)
 		}
+		if err := record(k, nil); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// resolution is what state resolution changed in the current state at one
+// position besides the resolving event's own entry: entries set, and
+// entries removed. Rare (a fork joining): every room keeps all of its own
+// in memory (liveRoom.resolutions).
+type resolution struct {
+	pos   int64
+	set   []*events.PDU
+	unset []authrules.StateKeyPair
+}
+
+// resolvedIn returns the room's resolutions with position in (from, to].
+func (r *liveRoom) resolvedIn(from, to int64) []resolution {
+	r.histMu.RLock()
+	defer r.histMu.RUnlock()
+	i := sort.Search(len(r.resolutions), func(i int) bool { return r.resolutions[i].pos > from })
+	j := sort.Search(len(r.resolutions), func(i int) bool { return r.resolutions[i].pos > to })
+	return r.resolutions[i:j:j]
+}
+
+// withResolved applies resolutions to state rows read by position (the
+// latest event per key): a resolution takes effect after the event at its
+// own position and before any later one. With unset, removed entries are
+// dropped; without, they stay (a client cannot be told of a removal).
+func withResolved(rows []*Event, res []resolution, unset bool) []*events.PDU {
+	if len(res) == 0 {
+		return pdusOf(rows)
+	}
+	type entry struct {
+		rank int64 // position*2, +1 for a resolution
+		pdu  *events.PDU
+	}
+	latest := make(map[authrules.StateKeyPair]entry, len(rows))
+	for _, ev := range rows {
+		latest[keyOf(ev.PDU)] = entry{ev.Position * 2, ev.PDU}
+	}
+	for _, rs := range res {
+		rank := rs.pos*2 + 1
+		for _, p := range rs.set {
+			if e, ok := latest[keyOf(p)]; !ok || e.rank < rank {
+				latest[keyOf(p)] = entry{rank, p}
+			}
+		}
+		for _, k := range rs.unset {
+			if e, ok := latest[k]; unset && ok && e.rank < rank {
+				delete(latest, k)
+			}
+		}
+	}
+	all := make([]entry, 0, len(latest))
+	for _, e := range latest {
+		all = append(all, e)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].rank < all[j].rank })
+	out := make([]*events.PDU, len(all))
+	for i, e := range all {
+		out[i] = e.pdu
+	}
+	return out
+}
+
+// loadResolutions reads a room's resolutions, oldest first.
+func loadResolutions(q querier, room spec.RoomID) ([]resolution, error) {
+	held, err := queryEventsOn(q, `WHERE e.event_id IN (SELECT event_id FROM room_state_resolved WHERE room_id = $1)`, string(room))
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*events.PDU, len(held))
+	for _, ev := range held {
+		byID[string(ev.PDU.EventID())] = ev.PDU
+	}
+	rows, err := q.Query(`SELECT position, type, state_key, event_id FROM room_state_resolved WHERE room_id = $1 ORDER BY position`, string(room))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []resolution
+	for rows.Next() {
+		var pos int64
+		var k authrules.StateKeyPair
+		var id sql.NullString
+		if err := rows.Scan(&pos, &k.Type, &k.StateKey, &id); err != nil {
+			return nil, err
+		}
+		if n := len(out); n == 0 || out[n-1].pos != pos {
+			out = append(out, resolution{pos: pos})
+		}
+		rs := &out[len(out)-1]
+		switch p := byID[id.String]; {
+		case !id.Valid:
+			rs.unset = append(rs.unset, k)
+		case p != nil:
+			rs.set = append(rs.set, p)
+		}
+	}
+	return out, rows.Err()
 }
 
 // addReceived moves the working state past a received event, already

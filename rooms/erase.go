@@ -170,6 +170,9 @@ func (r *liveRoom) replaceRedacted(redacted []*events.PDU) {
 		}
 		r.recent[i] = &cp
 	}
+	for _, p := range redacted {
+		r.redactResolved(p)
+	}
 }
 
 // MediaNeeded reports whether a stored event other than the user's own

@@ -45,6 +45,18 @@ type Event struct {
 	unset    []authrules.StateKeyPair
 }
 
+// changes yields the event and the state resolution made with it.
+func (ev *Event) changes(yield func(*events.PDU) bool) {
+	if !yield(ev.PDU) {
+		return
+	}
+	for _, p := range ev.resolved {
+		if !yield(p) {
+			return
+		}
+	}
+}
+
 // snapshot is a room's current state at one position. It is never modified
 // after it is published: a write builds a new one and swaps the pointer, so
 // readers (sync above all) take a consistent view without a lock.
@@ -135,6 +147,10 @@ type liveRoom struct {
 	// stateAfterOrder their IDs oldest first (dag.go); under histMu.
 	stateAfter      map[spec.EventID]roomState
 	stateAfterOrder []spec.EventID
+	// resolutions are every change state resolution made to the room's
+	// state beyond a resolving event's own entry, in position order
+	// (dag.go); under histMu.
+	resolutions []resolution
 
 	// backfillMu serialises backfills (backfill.go); historyComplete
 	// says there is nothing before what the server holds, backfillAfter
@@ -195,6 +211,7 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 			}
 			r.recent[i] = &cp
 		}
+		r.redactResolved(p)
 	}
 	r.rememberStates(evs)
 	for _, ev := range evs {
@@ -207,6 +224,25 @@ func (r *liveRoom) apply(evs []*Event, final *snapshot, redacted []*events.PDU) 
 	}
 	r.histMu.Unlock()
 	r.cur.Store(final)
+}
+
+// redactResolved puts the redacted p in place of its copy in the room's
+// resolutions, in new slices: readers hold the old ones without the lock.
+// histMu must be held.
+func (r *liveRoom) redactResolved(p *events.PDU) {
+	cloned := false
+	for i, rs := range r.resolutions {
+		j := slices.IndexFunc(rs.set, func(q *events.PDU) bool { return q.EventID() == p.EventID() })
+		if j < 0 {
+			continue
+		}
+		if !cloned {
+			r.resolutions, cloned = slices.Clone(r.resolutions), true
+		}
+		set := slices.Clone(rs.set)
+		set[j] = p
+		r.resolutions[i].set = set
+	}
 }
 
 // redactionOf is the redaction among evs that redacts id.
@@ -226,8 +262,20 @@ func (r *liveRoom) record(ev *Event) {
 	for _, p := range ev.resolved {
 		r.recordState(ev.Position, p)
 	}
+	if len(ev.resolved) > 0 || len(ev.unset) > 0 {
+		r.resolutions = append(r.resolutions, resolution{pos: ev.Position, set: ev.resolved, unset: ev.unset})
+	}
 	r.recent = append(r.recent, ev)
 	r.trimOlder()
+}
+
+// recordResolution adds a resolution read from the database to the
+// histories; histMu must be held.
+func (r *liveRoom) recordResolution(rs resolution) {
+	for _, p := range rs.set {
+		r.recordState(rs.pos, p)
+	}
+	r.resolutions = append(r.resolutions, rs)
 }
 
 // recordState adds a state change at pos to the histories; histMu held.
@@ -280,6 +328,10 @@ func (r *liveRoom) stateAtFromMemory(pos int64) ([]*events.PDU, bool) {
 	r.histMu.RLock()
 	defer r.histMu.RUnlock()
 	if pos < r.recentFloor {
+		return nil, false
+	}
+	// Memory cannot undo a state resolution (dag.go).
+	if i := sort.Search(len(r.resolutions), func(i int) bool { return r.resolutions[i].pos > pos }); i < len(r.resolutions) {
 		return nil, false
 	}
 	var undo []*Event

@@ -320,8 +320,21 @@ func (s *Service) loadRoom(q querier, r *liveRoom) error {
 	if err != nil {
 		return err
 	}
+	// State resolution's changes take effect after the event at their
+	// position (dag.go).
+	res, err := loadResolutions(q, r.id)
+	if err != nil {
+		return err
+	}
+	next := 0
 	for _, ev := range hist {
+		for ; next < len(res) && res[next].pos < ev.Position; next++ {
+			r.recordResolution(res[next])
+		}
 		r.record(ev)
+	}
+	for ; next < len(res); next++ {
+		r.recordResolution(res[next])
 	}
 	r.recent = nil
 	// The latest events, and one more to know where memory starts.

@@ -191,6 +191,19 @@ CREATE TABLE event_outliers (
 	received_ts BIGINT NOT NULL
 );
 CREATE INDEX event_outliers_room ON event_outliers (room_id);`,
+	// 8: what state resolution changed in a room's current state besides
+	// the resolving event's own entry (dag.go), at that event's position:
+	// an entry set to event_id, or removed (event_id NULL). Sync reads it
+	// to bring a client to the resolved state.
+	`
+CREATE TABLE room_state_resolved (
+	room_id   TEXT   NOT NULL REFERENCES rooms (room_id),
+	position  BIGINT NOT NULL,
+	type      TEXT   NOT NULL,
+	state_key TEXT   NOT NULL,
+	event_id  TEXT,
+	PRIMARY KEY (room_id, position, type, state_key)
+);`,
 }}
 
 // storedEvent is one row of events.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chatalot/chatalot/events"
+	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
 )
 
@@ -164,11 +165,12 @@ func (s *Service) StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*ev
 	if err != nil {
 		return nil, err
 	}
-	return pdusOf(evs), nil
+	return withResolved(evs, r.resolvedIn(-1<<62, pos), true), nil
 }
 
 // StateDelta returns the state that changed in (from, to]: for each key
-// changed, the state at to.
+// changed, the state at to. The changes state resolution made are among
+// them; an entry it removed cannot be told, and is not.
 func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error) {
 	if to <= from {
 		return nil, nil
@@ -181,7 +183,48 @@ func (s *Service) StateDelta(ctx context.Context, id spec.RoomID, from, to int64
 	}
 	// A key changed in the window may have changed again later in memory
 	// (redactions rewrite the stored copy); the rows already are the latest.
-	return pdusOf(evs), nil
+	var res []resolution
+	if r := s.room(id); r != nil {
+		res = r.resolvedIn(from, to)
+	}
+	return withResolved(evs, res, false), nil
+}
+
+// Resolved is a state entry that state resolution set with the event at
+// Position (a remote event joining a fork, dag.go), after that event: state
+// no timeline event shows.
+type Resolved struct {
+	PDU      *events.PDU
+	Position int64
+}
+
+// StateResolved returns the state entries state resolution set in
+// (from, to] beyond the resolving events' own, the latest per key, oldest
+// first: sync must send them for a client to reach the room's state. (An
+// entry it removed cannot be told to a client, and is not.)
+func (s *Service) StateResolved(id spec.RoomID, from, to int64) []Resolved {
+	r := s.room(id)
+	if r == nil || to <= from {
+		return nil
+	}
+	var out []Resolved
+	at := map[authrules.StateKeyPair]int{}
+	for _, rs := range r.resolvedIn(from, to) {
+		for _, p := range rs.set {
+			if i, ok := at[keyOf(p)]; ok {
+				out[i].PDU = nil // set again later
+			}
+			at[keyOf(p)] = len(out)
+			out = append(out, Resolved{PDU: p, Position: rs.pos})
+		}
+	}
+	kept := out[:0]
+	for _, e := range out {
+		if e.PDU != nil {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // CurrentState returns one piece of current state from memory, or nil.

@@ -57,6 +57,11 @@ func (s *Service) joinedRoom(ctx context.Context, req *request, id spec.RoomID, 
 		}
 	}
 	evs = dropIgnored(evs, ignored)
+	if !req.stateAfter && len(evs) > 0 {
+		if kept, cut := cutAtResolution(evs, s.rooms.StateResolved(id, evs[0].Position-1, now.Pos)); cut {
+			evs, limited = kept, true
+		}
+	}
 	start := now.Pos
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
@@ -195,6 +200,13 @@ type timelineWindow struct {
 // room, the changes since the token when the timeline skipped some) or, with
 // use_state_after, stateAfter (the state at the end of the timeline: full
 // when fresh, else every change since the token); the other is nil.
+//
+// State resolution can change state that no timeline event shows (a remote
+// event joining a fork, rooms/dag.go): state_after then has every change
+// since the token, and state has the entries it changed during the
+// timeline too, so that the client ends at the room's state. (In that
+// format an older event of the timeline for the same key still comes
+// after it: state_after is the exact answer.)
 func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w timelineWindow) (state, stateAfter *EventList, err error) {
 	sf := req.stateFilter()
 	lazy := sf != nil && sf.LazyLoadMembers
@@ -203,7 +215,7 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 		switch {
 		case w.fresh:
 			list, err = s.rooms.StateAt(ctx, id, w.end)
-		case w.limited:
+		case w.limited || len(s.rooms.StateResolved(id, w.since, w.end)) > 0:
 			list, err = s.rooms.StateDelta(ctx, id, w.since, w.end)
 		default:
 			list = timelineState(w.events)
@@ -214,6 +226,11 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 			list, err = s.rooms.StateAt(ctx, id, w.start)
 		case w.limited:
 			list, err = s.rooms.StateDelta(ctx, id, w.since, w.start)
+		}
+		if err == nil {
+			for _, r := range s.rooms.StateResolved(id, w.start, w.end) {
+				list = withState(list, r.PDU)
+			}
 		}
 	}
 	if err != nil {
@@ -243,6 +260,47 @@ func (s *Service) roomState(ctx context.Context, req *request, id spec.RoomID, w
 		return &EventList{Events: out}, nil, nil
 	}
 	return nil, nil, nil
+}
+
+// withState is list with p in place of the entry of the same key.
+func withState(list []*events.PDU, p *events.PDU) []*events.PDU {
+	out := list[:0:0]
+	for _, q := range list {
+		if !sameKey(p, q) {
+			out = append(out, q)
+		}
+	}
+	return append(out, p)
+}
+
+func sameKey(p, q *events.PDU) bool {
+	pk, _ := p.StateKey()
+	qk, ok := q.StateKey()
+	return ok && p.Type() == q.Type() && pk == qk
+}
+
+// cutAtResolution is the legacy format's answer to state resolution (the
+// timeline's events are applied after state): a timeline event at or
+// before a resolution that set its key would undo it, so the timeline
+// starts after the latest such resolution, limited, and state holds the
+// rest, the resolution included.
+func cutAtResolution(evs []*rooms.Event, resolved []rooms.Resolved) ([]*rooms.Event, bool) {
+	cut := int64(-1)
+	for _, r := range resolved {
+		for _, ev := range evs {
+			if ev.Position <= r.Position && sameKey(r.PDU, ev.PDU) {
+				cut = max(cut, r.Position)
+			}
+		}
+	}
+	if cut < 0 {
+		return evs, false
+	}
+	i := 0
+	for i < len(evs) && evs[i].Position <= cut {
+		i++
+	}
+	return evs[i:], true
 }
 
 // timelineState is the latest state event per key among the timeline's

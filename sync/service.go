@@ -35,6 +35,9 @@ type RoomReader interface {
 	LatestEvents(ctx context.Context, q rooms.TimelineRequest) ([]*rooms.Event, bool, error)
 	StateAt(ctx context.Context, id spec.RoomID, pos int64) ([]*events.PDU, error)
 	StateDelta(ctx context.Context, id spec.RoomID, from, to int64) ([]*events.PDU, error)
+	// StateResolved is the state that state resolution set in (from, to]
+	// beyond the timeline's events, the latest per key.
+	StateResolved(id spec.RoomID, from, to int64) []rooms.Resolved
 	CurrentState(id spec.RoomID, typ, key string) *events.PDU
 	StrippedState(id spec.RoomID, user spec.UserID) []json.RawMessage
 	ViewerOf(user spec.UserID, device string) *rooms.Viewer

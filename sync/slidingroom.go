@@ -190,7 +190,8 @@ func (b *slidingBuild) room(ctx context.Context, v *viewRoom) (resp *slidingRoom
 	switch {
 	case fresh:
 		state, err = s.rooms.StateAt(ctx, id, until)
-	case limited:
+	case limited || len(s.rooms.StateResolved(id, floor, until)) > 0:
+		// State resolution's changes are in no timeline (rooms/dag.go).
 		state, err = s.rooms.StateDelta(ctx, id, floor, until)
 	default:
 		state = timelineState(evs)

@@ -1,15 +1,20 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatalot/chatalot/tests/harness"
+	"github.com/tidwall/gjson"
 )
 
 // The DAG over federation, end to end: a server that was down catches up
@@ -192,11 +197,150 @@ func setUserPower(t *testing.T, m member, room, user string, level int) {
 	}
 }
 
+// roomSyncer is a client that keeps one room's state from /sync alone, as
+// a client does: the initial sync's state, then each response's state and
+// timeline (or, with use_state_after, its state_after) applied in order.
+type roomSyncer struct {
+	mu    sync.Mutex
+	state map[string]string // "type state_key" → event ID
+	since string
+	err   error
+	// initial is the state and token of the initial sync.
+	initial *roomSyncer
+}
+
+// startRoomSyncer makes the initial sync at once, then long-polls until
+// the test ends.
+func startRoomSyncer(t *testing.T, m member, room string, stateAfter bool) *roomSyncer {
+	t.Helper()
+	rs := &roomSyncer{state: map[string]string{}}
+	if err := rs.sync(context.Background(), m, room, stateAfter, 0); err != nil {
+		t.Fatalf("initial sync: %v", err)
+	}
+	rs.initial = &roomSyncer{state: maps.Clone(rs.state), since: rs.since}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := rs.sync(ctx, m, room, stateAfter, 5000); err != nil && ctx.Err() == nil {
+				rs.mu.Lock()
+				rs.err = err
+				rs.mu.Unlock()
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return rs
+}
+
+// initialSync is a client's initial sync, and no more.
+func initialSync(t *testing.T, m member, room string) *roomSyncer {
+	t.Helper()
+	rs := &roomSyncer{state: map[string]string{}}
+	if err := rs.sync(context.Background(), m, room, false, 0); err != nil {
+		t.Fatalf("initial sync: %v", err)
+	}
+	return rs
+}
+
+func (rs *roomSyncer) sync(ctx context.Context, m member, room string, stateAfter bool, timeout int) error {
+	q := url.Values{"timeout": {fmt.Sprint(timeout)}}
+	if rs.since != "" {
+		q.Set("since", rs.since)
+	}
+	if stateAfter {
+		q.Set("use_state_after", "true")
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", m.srv.URL+"/_matrix/client/v3/sync?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+m.token)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		NextBatch string `json:"next_batch"`
+		Rooms     struct {
+			Join map[string]struct {
+				State      struct{ Events []syncedState } `json:"state"`
+				StateAfter struct{ Events []syncedState } `json:"state_after"`
+				Timeline   struct{ Events []syncedState } `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("sync: %d %v", resp.StatusCode, err)
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	jr := body.Rooms.Join[room]
+	apply := func(evs []syncedState) {
+		for _, e := range evs {
+			if e.StateKey != nil {
+				rs.state[e.Type+" "+*e.StateKey] = e.EventID
+			}
+		}
+	}
+	if stateAfter {
+		apply(jr.StateAfter.Events)
+	} else {
+		apply(jr.State.Events)
+		apply(jr.Timeline.Events)
+	}
+	rs.since = body.NextBatch
+	return nil
+}
+
+type syncedState struct {
+	Type     string  `json:"type"`
+	StateKey *string `json:"state_key"`
+	EventID  string  `json:"event_id"`
+}
+
+// lines is the state as stateOf has it.
+func (rs *roomSyncer) lines() (string, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var lines []string
+	for k, id := range rs.state {
+		lines = append(lines, k+" "+id)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n"), rs.err
+}
+
+// slidingMembers keeps a room's member events from sliding sync's
+// required_state, as Element X does.
+type slidingMembers struct {
+	room, pos string
+	members   map[string]string // user → member event ID
+}
+
+func (sm *slidingMembers) sync(t *testing.T, m member) {
+	t.Helper()
+	path := "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0"
+	if sm.pos != "" {
+		path += "&pos=" + url.QueryEscape(sm.pos)
+	}
+	raw := postOK(t, m.srv, m.token, path, map[string]any{"conn_id": "fork",
+		"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 5,
+			"required_state": [][]string{{"m.room.member", "*"}}}}})
+	sm.pos = gjson.GetBytes(raw, "pos").String()
+	for _, ev := range gjson.GetBytes(raw, "rooms."+gjson.Escape(sm.room)+".required_state").Array() {
+		if ev.Get("type").String() == "m.room.member" {
+			sm.members[ev.Get("state_key").String()] = ev.Get("event_id").String()
+		}
+	}
+}
+
 // TestFederationFork: three servers; while hs1 and hs2 cannot reach each
 // other, alice (hs1, the creator) takes bob's power away and bob (hs2)
 // bans charlie (hs3) with the power he still has there. The DAG forks;
 // state resolution decides (the creator's change first, and the ban then
-// fails it), and all three servers end with the same current state.
+// fails it), and all three servers end with the same current state. A
+// client syncing on hs2 across the resolution ends with that state too.
 func TestFederationFork(t *testing.T) {
 	pki := newTestPKI(t)
 	hs1, name1 := startFederated(t, pki)
@@ -226,10 +370,20 @@ func TestFederationFork(t *testing.T) {
 	})
 	hs1.Stop()
 	hs2.Launch()
+	// A client of bob's that last synced before his ban.
+	beforeBan := initialSync(t, bob, room)
 	code, _, raw := doRequest(t, "POST", hs2.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/ban", bob.token, map[string]string{"user_id": charlieID, "reason": "fork"})
 	if code != 200 {
 		t.Fatalf("bob bans charlie on hs2: %d %s", code, raw)
 	}
+	// Bob's clients sync on hs2 from before alice's change reaches it.
+	syncers := map[string]*roomSyncer{
+		"/sync":                      startRoomSyncer(t, bob, room, false),
+		"/sync with use_state_after": startRoomSyncer(t, bob, room, true),
+	}
+	// And sliding sync: required_state brings it to the room's state.
+	slide := &slidingMembers{room: room, members: map[string]string{}}
+	slide.sync(t, bob)
 	hs1.Launch()
 
 	// Once each has the other's change, the three states agree.
@@ -257,6 +411,36 @@ func TestFederationFork(t *testing.T) {
 	if code != 200 || !strings.Contains(string(raw), `"join"`) {
 		t.Errorf("charlie after the fork: %d %s", code, raw)
 	}
+	// The clients that kept syncing on hs2 learnt the resolved state,
+	// though no event of their timelines set charlie's membership back.
+	for name, rs := range syncers {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			got, err := rs.lines()
+			if err != nil {
+				t.Fatalf("bob's %s: %v", name, err)
+			}
+			if got == states[1] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("bob's %s did not reach hs2's /state:\n%s\nwant\n%s", name, got, states[1])
+			}
+		}
+	}
+
+	wantCharlie := ""
+	for _, l := range strings.Split(states[1], "\n") {
+		if rest, ok := strings.CutPrefix(l, "m.room.member "+charlieID+" "); ok {
+			wantCharlie = rest
+		}
+	}
+	waitFor(t, 30*time.Second, "charlie's resolved membership in bob's sliding sync", func() bool {
+		if slide.sync(t, bob); slide.members[charlieID] == wantCharlie {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
 
 	// It was a fork: hs2 resolved it, and hs1 (where bob had no power
 	// left) soft-fails the ban, which changes no state: it may come after
@@ -291,6 +475,32 @@ func TestFederationFork(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		return false
 	})
+
+	// After a restart, hs2 still knows what the resolution changed: a
+	// client syncing from before it is brought to the state.
+	hs2.Stop()
+	hs2.Launch()
+	want := stateOf(t, bob, room)
+	// And an initial sync, whose timeline holds the ban.
+	if got, _ := initialSync(t, bob, room).lines(); got != want {
+		t.Errorf("after a restart, an initial /sync:\n%s\nwant\n%s", got, want)
+	}
+	// From before the ban too: in the legacy format its timeline cannot
+	// hold the ban before the state that resolution set.
+	for _, from := range []struct {
+		name string
+		rs   *roomSyncer
+	}{{"the fork's resolution", syncers["/sync"].initial}, {"bob's ban", beforeBan}} {
+		for _, stateAfter := range []bool{false, true} {
+			rs := &roomSyncer{state: maps.Clone(from.rs.state), since: from.rs.since}
+			if err := rs.sync(context.Background(), bob, room, stateAfter, 0); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := rs.lines(); got != want {
+				t.Errorf("after a restart, /sync (use_state_after %v) from before %s:\n%s\nwant\n%s", stateAfter, from.name, got, want)
+			}
+		}
+	}
 }
 
 // TestFederationBackfill: bob joins over federation a room with history
