@@ -1,8 +1,6 @@
 package auth_test
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -19,25 +17,6 @@ import (
 // the other.
 
 const alice = spec.UserID("@alice:test")
-
-// syncOn runs /sync on a node; it may run in a goroutine.
-func syncOn(s *servertest.Server, token, query string) (map[string]any, error) {
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/_matrix/client/v3/sync?"+query, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("sync: %d %v", resp.StatusCode, out)
-	}
-	return out, nil
-}
 
 // hasAccountData reports whether a /sync answer's global account data
 // holds an event of the type with the content's "v".
@@ -71,17 +50,17 @@ func TestClusterAuthFollows(t *testing.T) {
 	}
 
 	// Account data set on A wakes a long-poll on B.
-	initial, err := syncOn(b, tok, "")
+	initial, err := b.SyncQuery(tok, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	since := initial["next_batch"].(string)
-	wokenSync(t, b, tok, &since, func() {
+	b.WokenSync(t, tok, &since, func() {
 		a.MustJSON(string(alice), http.MethodPut, "/_matrix/client/v3/user/"+url.PathEscape(string(alice))+"/account_data/org.example.setting",
 			map[string]any{"v": "from A"})
 	}, func(res map[string]any) bool { return hasAccountData(res, "org.example.setting", "from A") }, "A's account data")
 	// And an initial sync on B shows it, as does B's GET.
-	if initial, err = syncOn(b, tok, ""); err != nil || !hasAccountData(initial, "org.example.setting", "from A") {
+	if initial, err = b.SyncQuery(tok, ""); err != nil || !hasAccountData(initial, "org.example.setting", "from A") {
 		t.Fatalf("B's initial sync lacks A's account data: %v %v", err, initial["account_data"])
 	}
 
@@ -156,61 +135,5 @@ func waitRefused(t *testing.T, s *servertest.Server, token string) {
 			t.Fatalf("the revoked token is still answered %d %v", code, out)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// wokenSync proves that a long-poll on s wakes for act: it starts a
-// long-poll from *since (20 s timeout), runs act once the poll waits, and
-// follows with long-polls until ok accepts an answer, within 10 s of act:
-// answers with other changes (the hooks that run after a login, say) only
-// move *since along.
-func wokenSync(t *testing.T, s *servertest.Server, token string, since *string, act func(), ok func(map[string]any) bool, what string) {
-	t.Helper()
-	type result struct {
-		res map[string]any
-		err error
-	}
-	poll := func() chan result {
-		ch := make(chan result, 1)
-		from := *since
-		go func() {
-			res, err := syncOn(s, token, "timeout=20000&since="+url.QueryEscape(from))
-			ch <- result{res, err}
-		}()
-		return ch
-	}
-	next := func(r result) bool {
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		*since = r.res["next_batch"].(string)
-		return ok(r.res)
-	}
-	ch := poll()
-	for acted := false; !acted; {
-		select {
-		case r := <-ch:
-			if next(r) {
-				t.Fatalf("%s: there before the change", what)
-			}
-			ch = poll()
-		case <-time.After(5 * time.Millisecond):
-			if s.Sync.Notifier().Waiters() > 0 {
-				act()
-				acted = true
-			}
-		}
-	}
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case r := <-ch:
-			if next(r) {
-				return
-			}
-			ch = poll()
-		case <-deadline:
-			t.Fatalf("the long-poll was not woken with %s", what)
-		}
 	}
 }

@@ -2,7 +2,6 @@ package rooms_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -28,25 +27,6 @@ const nodeDevice = "NODEB"
 
 func onB(user string) string { return user + "|" + nodeDevice }
 
-// syncOn runs /sync on a node and decodes it; it may run in a goroutine.
-func syncOn(s *servertest.Server, token, query string) (map[string]any, error) {
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/_matrix/client/v3/sync?"+query, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("sync: %d %v", resp.StatusCode, out)
-	}
-	return out, nil
-}
-
 // joinedTimeline is the event IDs of a joined room's timeline in a /sync
 // answer, and whether the room is there at all.
 func joinedTimeline(res map[string]any, room string) ([]string, bool) {
@@ -70,7 +50,7 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 	if code, _ := b.Do(a.Token(userB), http.MethodGet, "/_matrix/client/v3/account/whoami", nil); code != http.StatusOK {
 		t.Fatalf("node B refuses a token node A issued after B started: %d", code)
 	}
-	initial, err := syncOn(b, b.DeviceToken(userA, nodeDevice), "")
+	initial, err := b.SyncQuery(b.DeviceToken(userA, nodeDevice), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +67,7 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 	woken := make(chan result, 1)
 	tok := b.DeviceToken(userA, nodeDevice)
 	go func() {
-		res, err := syncOn(b, tok, "timeout=20000&since="+url.QueryEscape(since))
+		res, err := b.SyncQuery(tok, "timeout=20000&since="+url.QueryEscape(since))
 		woken <- result{res, err}
 	}()
 	// Let the long-poll start waiting: a change before it would answer
@@ -116,13 +96,13 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 	msg := a.MustJSON(userA, http.MethodPut, "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/t1",
 		map[string]any{"msgtype": "m.text", "body": "hello from A"})["event_id"].(string)
 	since = r.res["next_batch"].(string)
-	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
+	b.WaitSync(t, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
 		tl, _ := joinedTimeline(res, room)
 		return slices.Contains(tl, msg)
 	}, "A's message in B's incremental sync")
 
 	// Reads on B: an initial sync, /messages, /state, /joined_members.
-	initial, err = syncOn(b, b.DeviceToken(userA, nodeDevice), "")
+	initial, err = b.SyncQuery(b.DeviceToken(userA, nodeDevice), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +132,13 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 	// A second user joins on A: B's /sync for them shows the room, and
 	// alice's incremental sync on B shows the join.
 	a.MustJSON(userB, http.MethodPost, "/_matrix/client/v3/join/"+esc(room), map[string]any{})
-	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
+	b.WaitSync(t, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
 		return roomStateOrTimeline(res, room, "m.room.member", userB)
 	}, "bob's join in alice's incremental sync on B")
 	var bobs map[string]any
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		if bobs, err = syncOn(b, b.DeviceToken(userB, nodeDevice), ""); err != nil {
+		if bobs, err = b.SyncQuery(b.DeviceToken(userB, nodeDevice), ""); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := joinedTimeline(bobs, room); ok || time.Now().After(deadline) {
@@ -176,7 +156,7 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 
 	// A receipt stored on A reaches alice's sync on B (sync follows them).
 	a.MustJSON(userB, http.MethodPost, "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read/"+esc(msg), map[string]any{})
-	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
+	b.WaitSync(t, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
 		list, _ := path(res, "rooms", "join", room, "ephemeral", "events").([]any)
 		for _, e := range list {
 			if path(e, "type") == "m.receipt" && path(e, "content", msg, "m.read", userB) != nil {
@@ -188,10 +168,10 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 
 	// A redaction on A: B's memory holds the redacted event.
 	a.MustJSON(userA, http.MethodPut, "/_matrix/client/v3/rooms/"+esc(room)+"/redact/"+esc(msg)+"/t2", map[string]any{})
-	waitSync(t, b, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
+	b.WaitSync(t, b.DeviceToken(userA, nodeDevice), &since, func(res map[string]any) bool {
 		return roomStateOrTimeline(res, room, "m.room.redaction", "")
 	}, "the redaction in B's incremental sync")
-	initial, err = syncOn(b, b.DeviceToken(userA, nodeDevice), "")
+	initial, err = b.SyncQuery(b.DeviceToken(userA, nodeDevice), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,24 +185,6 @@ func TestClusterNodeFollowsRooms(t *testing.T) {
 			}
 		}
 	}
-}
-
-// waitSync runs incremental syncs on a node from *since until ok accepts
-// one, moving *since along.
-func waitSync(t *testing.T, s *servertest.Server, token string, since *string, ok func(map[string]any) bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := syncOn(s, token, "timeout=5000&since="+url.QueryEscape(*since))
-		if err != nil {
-			t.Fatal(err)
-		}
-		*since = res["next_batch"].(string)
-		if ok(res) {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // timelineEvents is a joined room's timeline in a /sync answer.
