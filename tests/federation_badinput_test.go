@@ -22,6 +22,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/federation"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/tests/harness"
 )
 
 // fakeOrigin is another server as a test plays it: a name on loopback, a
@@ -33,9 +34,9 @@ type fakeOrigin struct {
 	client *http.Client
 }
 
-func newFakeOrigin(t *testing.T, pki testPKI) *fakeOrigin {
+func newFakeOrigin(t *testing.T, pki harness.PKI) *fakeOrigin {
 	t.Helper()
-	port := freePort(t)
+	port := harness.FreePort(t)
 	f := &fakeOrigin{name: fmt.Sprintf("localhost:%d", port)}
 	_, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -58,7 +59,7 @@ func newFakeOrigin(t *testing.T, pki testPKI) *fakeOrigin {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(signed)
 	})
-	cert, err := tls.LoadX509KeyPair(pki.certFile, pki.keyFile)
+	cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func newFakeOrigin(t *testing.T, pki testPKI) *fakeOrigin {
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	caPEM, err := os.ReadFile(pki.caFile)
+	caPEM, err := os.ReadFile(pki.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func wantErr(t *testing.T, what string, code int, body gjson.Result, wantCode in
 // leaves, knocks, joins and queries is answered with the Matrix error the
 // spec names, never a 500, and changes nothing.
 func TestFederationBadInput(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	alice := registerForTest(t, hs1.URL, "alice")
 	carol := registerForTest(t, hs1.URL, "carol")
@@ -284,7 +285,7 @@ func TestFederationBadInput(t *testing.T) {
 // TestFederationPresenceOn: with federation_presence on at both servers,
 // presence crosses (the other half of TestFederationMembership's check).
 func TestFederationPresenceOn(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederatedWith(t, pki, "--federation-presence")
 	hs2, name2 := startFederatedWith(t, pki, "--federation-presence")
 	alice := registerForTest(t, hs1.URL, "alice")

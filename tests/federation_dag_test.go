@@ -111,7 +111,7 @@ func messagesBodies(t *testing.T, s *harness.Server, token, room string) []strin
 // rather than replaying the outage), and hs2 fills the gap with
 // get_missing_events: bob's /messages has all 30, in order.
 func TestFederationCatchUp(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, _ := startFederated(t, pki)
 	logsOnFailure(t, hs1, hs2)
@@ -342,7 +342,7 @@ func (sm *slidingMembers) sync(t *testing.T, m member) {
 // fails it), and all three servers end with the same current state. A
 // client syncing on hs2 across the resolution ends with that state too.
 func TestFederationFork(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, name2 := startFederated(t, pki)
 	hs3, name3 := startFederated(t, pki)
@@ -508,7 +508,7 @@ func TestFederationFork(t *testing.T) {
 // when his /messages reaches that start it backfills from alice's server:
 // he reads the earlier messages, in order, before his join.
 func TestFederationBackfill(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, _ := startFederated(t, pki)
 	logsOnFailure(t, hs1, hs2)

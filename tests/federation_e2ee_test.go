@@ -117,7 +117,7 @@ type fakeServer struct {
 	key  events.SigningKey
 }
 
-func newFakeServer(t *testing.T, pki testPKI) *fakeServer {
+func newFakeServer(t *testing.T, pki harness.PKI) *fakeServer {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -126,7 +126,7 @@ func newFakeServer(t *testing.T, pki testPKI) *fakeServer {
 	}
 	f := &fakeServer{name: fmt.Sprintf("localhost:%d", ln.Addr().(*net.TCPAddr).Port)}
 	f.key = events.SigningKey{ServerName: f.name, KeyID: "ed25519:fake", Private: priv}
-	cert, err := tls.LoadX509KeyPair(pki.certFile, pki.keyFile)
+	cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func fedHTTP(t *testing.T) *http.Client {
 // and EDUs that speak for another server's users, or are malformed, are
 // dropped without a 500.
 func TestFederationE2EE(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hsA, nameA := startFederated(t, pki)
 	hsB, nameB := startFederated(t, pki)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

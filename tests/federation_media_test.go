@@ -22,9 +22,9 @@ import (
 // media_retention_remote_unaccessed on its timer: afterwards, with hs1
 // down, hs2 no longer has the media.
 func TestFederationMedia(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
-	port := freePort(t)
+	port := harness.FreePort(t)
 	name2 := fmt.Sprintf("localhost:%d", port)
 	// hs2 has a server admin, made by the CLI before the first start.
 	dir := t.TempDir()
@@ -34,8 +34,8 @@ func TestFederationMedia(t *testing.T) {
 	}
 	hs2 := harness.Start(t, harness.WithDataDir(dir), harness.WithArgs("--server-name", name2, "--federation",
 		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
-		"--federation-ca-file", pki.caFile, "--max-upload-bytes", "100000"))
+		"--federation-tls-cert", pki.CertFile, "--federation-tls-key", pki.KeyFile,
+		"--federation-ca-file", pki.CAFile, "--max-upload-bytes", "100000"))
 	b := &admEnv{t: t, s: hs2}
 	b.token = b.login("boss", admPassword)
 	alice := registerForTest(t, hs1.URL, "alice")

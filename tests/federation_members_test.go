@@ -64,7 +64,7 @@ func postOK(t *testing.T, s *harness.Server, token, path string, body any) []byt
 // its hs1 alias; leaves, and hs1 sees it. Typing and read receipts cross
 // both ways; presence does not, as federation_presence is off.
 func TestFederationMembership(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, name2 := startFederated(t, pki)
 	alice := registerForTest(t, hs1.URL, "alice")
@@ -246,12 +246,12 @@ func TestFederationMembership(t *testing.T) {
 }
 
 // startFederatedWith is startFederated with more flags.
-func startFederatedWith(t *testing.T, pki testPKI, args ...string) (*harness.Server, string) {
-	port := freePort(t)
+func startFederatedWith(t *testing.T, pki harness.PKI, args ...string) (*harness.Server, string) {
+	port := harness.FreePort(t)
 	name := fmt.Sprintf("localhost:%d", port)
 	s := harness.Start(t, harness.WithArgs(append([]string{"--server-name", name, "--federation",
 		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
-		"--federation-ca-file", pki.caFile}, args...)...))
+		"--federation-tls-cert", pki.CertFile, "--federation-tls-key", pki.KeyFile,
+		"--federation-ca-file", pki.CAFile}, args...)...))
 	return s, name
 }

@@ -1,19 +1,9 @@
 package tests
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,77 +11,15 @@ import (
 	"github.com/chatalot/chatalot/tests/harness"
 )
 
-// testPKI is a CA made for one test and a certificate it issued for
-// localhost and 127.0.0.1, as PEM files.
-type testPKI struct{ caFile, certFile, keyFile string }
-
-func newTestPKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Chatalot test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(leafKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testPKI{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")}
-	write := func(path, typ string, der []byte) {
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(p.caFile, "CERTIFICATE", caDER)
-	write(p.certFile, "CERTIFICATE", leafDER)
-	write(p.keyFile, "EC PRIVATE KEY", keyDER)
-	return p
-}
-
-// freePort is a loopback port free now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startFederated starts a server named localhost:PORT that serves
 // federation over TLS on that port and trusts the test CA.
-func startFederated(t *testing.T, pki testPKI) (*harness.Server, string) {
-	port := freePort(t)
+func startFederated(t *testing.T, pki harness.PKI) (*harness.Server, string) {
+	port := harness.FreePort(t)
 	name := fmt.Sprintf("localhost:%d", port)
 	s := harness.Start(t, harness.WithArgs("--server-name", name, "--federation",
 		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
-		"--federation-ca-file", pki.caFile))
+		"--federation-tls-cert", pki.CertFile, "--federation-tls-key", pki.KeyFile,
+		"--federation-ca-file", pki.CAFile))
 	return s, name
 }
 
@@ -159,7 +87,7 @@ func sendText(t *testing.T, s *harness.Server, token, room, body string) {
 // persisted queue, hs1 is killed (SIGKILL) with them queued, and once both
 // are back the messages reach bob.
 func TestFederationTwoServers(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, name2 := startFederated(t, pki)
 	alice := registerForTest(t, hs1.URL, "alice")
@@ -262,7 +190,7 @@ func TestFederationTwoServers(t *testing.T) {
 // a join it accepted on to the room's other servers, and each server sends
 // its users' events to every server in the room.
 func TestFederationThreeServers(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	hs1, name1 := startFederated(t, pki)
 	hs2, _ := startFederated(t, pki)
 	hs3, name3 := startFederated(t, pki)

@@ -119,11 +119,11 @@ func (d *dendrite) Logs() string {
 // localhost:PORT, serving federation with the test CA's certificate and
 // trusting that CA (SSL_CERT_FILE: Go reads the roots from it on Linux),
 // with open registration and no rate limits, asking no notary for keys.
-func startDendrite(t *testing.T, pki testPKI) *dendrite {
+func startDendrite(t *testing.T, pki harness.PKI) *dendrite {
 	t.Helper()
 	bin := buildDendrite(t)
 	dir := t.TempDir()
-	tlsPort, httpPort := freePort(t), freePort(t)
+	tlsPort, httpPort := harness.FreePort(t), harness.FreePort(t)
 	d := &dendrite{Name: fmt.Sprintf("localhost:%d", tlsPort), URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), dir: dir}
 
 	// The signing key: a "MATRIX PRIVATE KEY" PEM block holding the seed.
@@ -175,9 +175,9 @@ func startDendrite(t *testing.T, pki testPKI) *dendrite {
 	d.args = []string{bin, "--config", cfgFile,
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", tlsPort),
-		"--tls-cert", pki.certFile, "--tls-key", pki.keyFile,
+		"--tls-cert", pki.CertFile, "--tls-key", pki.KeyFile,
 		"--really-enable-open-registration"}
-	d.env = append(os.Environ(), "SSL_CERT_FILE="+pki.caFile)
+	d.env = append(os.Environ(), "SSL_CERT_FILE="+pki.CAFile)
 	t.Cleanup(func() {
 		d.stop()
 		if t.Failed() {
@@ -269,7 +269,7 @@ type homeserver struct {
 // restricted rooms, invites and aliases. Every step waits on what the
 // other server shows its client.
 func TestDendriteFederation(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := harness.NewPKI(t)
 	den := startDendrite(t, pki)
 	cs, csName := startFederated(t, pki)
 	c := homeserver{csName, cs.URL, cs.Logs}
@@ -1278,12 +1278,12 @@ func registerChatalot(t *testing.T, base, name string) string {
 
 // startFederated starts a Chatalot server named localhost:PORT serving
 // federation over TLS on that port, trusting the test CA.
-func startFederated(t *testing.T, pki testPKI) (*harness.Server, string) {
-	port := freePort(t)
+func startFederated(t *testing.T, pki harness.PKI) (*harness.Server, string) {
+	port := harness.FreePort(t)
 	name := fmt.Sprintf("localhost:%d", port)
 	s := harness.Start(t, harness.WithArgs("--server-name", name, "--federation",
 		"--federation-listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--federation-tls-cert", pki.certFile, "--federation-tls-key", pki.keyFile,
-		"--federation-ca-file", pki.caFile))
+		"--federation-tls-cert", pki.CertFile, "--federation-tls-key", pki.KeyFile,
+		"--federation-ca-file", pki.CAFile))
 	return s, name
 }

@@ -1,4 +1,4 @@
-package interop
+package harness
 
 import (
 	"crypto/ecdsa"
@@ -15,13 +15,13 @@ import (
 	"time"
 )
 
-// As tests/federation_test.go's: the two packages share no test code.
+// PKI is a CA made for one test and a certificate it issued for localhost
+// and 127.0.0.1, as PEM files: what federating test servers serve and
+// trust.
+type PKI struct{ CAFile, CertFile, KeyFile string }
 
-// testPKI is a CA made for one test and a certificate it issued for
-// localhost and 127.0.0.1, as PEM files.
-type testPKI struct{ caFile, certFile, keyFile string }
-
-func newTestPKI(t *testing.T) testPKI {
+// NewPKI makes a test's CA and certificate in a temporary directory.
+func NewPKI(t testing.TB) PKI {
 	t.Helper()
 	dir := t.TempDir()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -56,20 +56,20 @@ func newTestPKI(t *testing.T) testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := testPKI{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")}
+	p := PKI{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")}
 	write := func(path, typ string, der []byte) {
 		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(p.caFile, "CERTIFICATE", caDER)
-	write(p.certFile, "CERTIFICATE", leafDER)
-	write(p.keyFile, "EC PRIVATE KEY", keyDER)
+	write(p.CAFile, "CERTIFICATE", caDER)
+	write(p.CertFile, "CERTIFICATE", leafDER)
+	write(p.KeyFile, "EC PRIVATE KEY", keyDER)
 	return p
 }
 
-// freePort is a loopback port free now.
-func freePort(t *testing.T) int {
+// FreePort is a loopback port free now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
