@@ -53,6 +53,7 @@ func (s *Service) EraseSender(ctx context.Context, user spec.UserID, dryRun bool
 			{"txn_ids", `DELETE FROM txn_ids WHERE user_id = $1`},
 			{"forgotten", `DELETE FROM forgotten WHERE user_id = $1`},
 			{"content_reports", `DELETE FROM content_reports WHERE reporter = $1`},
+			{"remote_memberships", `DELETE FROM remote_memberships WHERE user_id = $1`},
 		} {
 			if err := tx.Delete(removed, d.table, d.query, string(user)); err != nil {
 				return err
@@ -61,6 +62,7 @@ func (s *Service) EraseSender(ctx context.Context, user spec.UserID, dryRun bool
 		if dryRun {
 			return errDryRun
 		}
+		tx.AfterCommit(func() { s.forgetOutliersOf(user) })
 		return nil
 	})
 	if err != nil && !(dryRun && errors.Is(err, errDryRun)) {

@@ -133,6 +133,25 @@ func (s *Service) storeRemoteMembership(ctx context.Context, o *outlier) error {
 	})
 }
 
+// forgetOutliersOf drops an erased user's invites to and knocks on rooms
+// not held from memory (their rows went in the erasure's transaction).
+func (s *Service) forgetOutliersOf(user spec.UserID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, byUser := range s.outliers {
+		if _, ok := byUser[user]; !ok {
+			continue
+		}
+		delete(byUser, user)
+		if len(byUser) == 0 {
+			delete(s.outliers, id)
+		}
+		if s.rooms[id] == nil {
+			delete(s.userRooms[user], id)
+		}
+	}
+}
+
 // dropOutlier ends an outlier membership: the user joined the room (now
 // held) or forgot it; gone also takes the room out of the user's index.
 func (s *Service) dropOutlier(ctx context.Context, id spec.RoomID, user spec.UserID, gone bool) error {

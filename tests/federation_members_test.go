@@ -255,3 +255,26 @@ func startFederatedWith(t *testing.T, pki harness.PKI, args ...string) (*harness
 		"--federation-ca-file", pki.CAFile}, args...)...))
 	return s, name
 }
+
+// TestFederationEraseDropsRemoteInvite: a user who erases their account
+// with an invite pending to a room of another server leaves no trace of it:
+// the invite (kept here as the room is not held) goes from the database
+// with the account.
+func TestFederationEraseDropsRemoteInvite(t *testing.T) {
+	pki := harness.NewPKI(t)
+	hs1, _ := startFederated(t, pki)
+	hs2, name2 := startFederated(t, pki)
+	alice := registerForTest(t, hs1.URL, "alice")
+	bob := registerForTest(t, hs2.URL, "bob")
+	room := createRoomOn(t, hs1, alice, map[string]any{"preset": "private_chat"})
+	postOK(t, hs1, alice, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]string{"user_id": "@bob:" + name2})
+	waitFor(t, 30*time.Second, "bob's invite in /sync on hs2", func() bool { return syncNow(t, hs2, bob).Get(roomPath("invite", room)).Exists() })
+	if !strings.Contains(dumpDatabase(t, hs2.DataDir), room) {
+		t.Fatal("hs2 keeps no trace of the invite: the check below would prove nothing")
+	}
+	postOK(t, hs2, bob, "/_matrix/client/v3/account/deactivate", map[string]any{"erase": true, "auth": map[string]any{
+		"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "bob"}, "password": "correct horse battery staple"}})
+	if strings.Contains(dumpDatabase(t, hs2.DataDir), room) {
+		t.Fatal("the erased user's invite to another server's room is still in the database")
+	}
+}
