@@ -14,8 +14,8 @@ import (
 
 // Two nodes of a cluster on one PostgreSQL database (docs/scaling.md, step
 // 1): node A writes the rooms, node B follows and answers reads. Only A
-// writes rooms here: leases and forwarding, which let either node write
-// any room, are a later step.
+// writes rooms here: a room is written by the node holding its lease
+// (lease_test.go), and forwarding a write to that node is a later step.
 //
 // Each user logs in on each node, as clients behind a load balancer would
 // (a token issued on one node works on the other too: auth/cluster_test.go).

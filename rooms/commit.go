@@ -125,6 +125,9 @@ func (b *builder) submit(ctx context.Context, o commitOpts) *storage.Pending {
 // write stores the events and everything derived from them, inside the
 // writer's transaction.
 func (b *builder) write(tx *storage.Tx, o commitOpts, hook func(*storage.Tx) error) error {
+	if err := b.s.leases.fence(tx, b.r.id); err != nil {
+		return err
+	}
 	if o.NewRoom {
 		if err := insertRoom(tx, b.r, o.Creator, b.s.now().UnixMilli()); err != nil {
 			return err

@@ -442,5 +442,8 @@ func (b *builder) commitNewRoom(ctx context.Context, plan createPlan) error {
 		}
 		return nil
 	}
+	if err := b.s.leases.hold(ctx, b.r.id); err != nil {
+		return err
+	}
 	return b.commit(ctx, commitOpts{NewRoom: true, Creator: plan.creator, Also: also})
 }

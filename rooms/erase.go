@@ -79,9 +79,15 @@ func (s *Service) eraseInRoom(ctx context.Context, id spec.RoomID, user spec.Use
 	if r == nil {
 		return nil
 	}
+	if err := s.leases.hold(ctx, id); err != nil {
+		return err
+	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if err := s.leases.fence(tx, id); err != nil {
+			return err
+		}
 		rows, err := tx.Query(`SELECT event_id, json `+erasableEvents, string(user), string(id))
 		if err != nil {
 			return err

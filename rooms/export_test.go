@@ -30,3 +30,9 @@ func (s *Service) StateAtFromMemoryForTest(id spec.RoomID, pos int64) ([]*events
 func (s *Service) StateAtFromDBForTest(ctx context.Context, id spec.RoomID, pos int64) ([]*Event, error) {
 	return s.stateAt(ctx, id, pos)
 }
+
+// StopLeaseRenewalsForTest stops this cluster node renewing its room
+// leases, as a node frozen past its leases does: it still believes it holds
+// them, and its writes must fail the fencing check once another node took
+// them over.
+func (s *Service) StopLeaseRenewalsForTest() { s.leases.paused.Store(true) }

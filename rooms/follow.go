@@ -17,11 +17,11 @@ import (
 // events visible through the same path as a local commit (builder.published),
 // so memory, histories and wakes are those the writing node has.
 //
-// Only one node writes a room: until rooms have leases (the next step of
-// the plan), a node must not write a room that another node writes. The
+// Only one node writes a room: the one holding its lease (lease.go). The
 // follower therefore takes no room's write lock: it runs on the writer
-// goroutine, where a local commit's published runs too, and a followed
-// room has no local writes in flight.
+// goroutine, where a local commit's published runs too, and a room another
+// node writes has no local write that can commit (a write in flight when
+// the lease was lost fails the fencing check).
 
 // loadFollowing loads the rooms of a cluster node and registers its
 // follower. It loads inside a write: the writer holds the stored stream

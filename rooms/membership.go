@@ -43,6 +43,9 @@ func (s *Service) Change(ctx context.Context, from Sender, id spec.RoomID, ch Me
 		}
 		return "", errNotInRoom(id)
 	}
+	if err := s.leases.hold(ctx, id); err != nil {
+		return "", err
+	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
 	snap := r.cur.Load()

@@ -88,6 +88,9 @@ type RedactRequest struct {
 // Redact redacts an event, idempotently per device and transaction ID.
 func (s *Service) Redact(ctx context.Context, from Sender, id spec.RoomID, req RedactRequest) (spec.EventID, error) {
 	target, txnID := req.Target, req.TxnID
+	if err := s.leases.hold(ctx, id); err != nil {
+		return "", err
+	}
 	r, snap, prev, err := s.lockForSend(from, id, redactScope(id, target), txnID)
 	if r == nil || prev != "" {
 		return prev, err

@@ -230,6 +230,9 @@ func (s *Service) ReceivePDU(ctx context.Context, raw []byte, room spec.RoomID, 
 	if pdu.RoomID() != room {
 		return "", spec.BadJSON("event %s is not in room %s", pdu.EventID(), room)
 	}
+	if err := s.leases.hold(ctx, room); err != nil {
+		return "", err
+	}
 	r.lockWrites()
 	defer r.writeMu.Unlock()
 	var src *remoteSource
@@ -448,6 +451,9 @@ func (s *Service) SendJoin(ctx context.Context, origin spec.ServerName, room spe
 			return nil, nil, err
 		}
 	}
+	if err := s.leases.hold(ctx, r.id); err != nil {
+		return nil, nil, err
+	}
 	r.lockWrites()
 	before, err := s.acceptRemote(ctx, r, pdu, true, nil)
 	r.writeMu.Unlock()
@@ -607,6 +613,9 @@ func (s *Service) CommitRemoteJoin(ctx context.Context, v spec.RoomVersion, join
 	}
 	b.snap.extremity = nil // the state events are not the DAG's tips; the join is
 	b.addRemote(join)
+	if err := s.leases.hold(ctx, room); err != nil {
+		return err
+	}
 	if err := b.commit(ctx, commitOpts{NewRoom: true, Creator: create.Sender()}); err != nil {
 		return err
 	}

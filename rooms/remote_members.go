@@ -405,6 +405,9 @@ func (s *Service) SendMember(ctx context.Context, origin spec.ServerName, room s
 	case stateKeyOf(pdu) != string(pdu.Sender()) || pdu.Sender().Server() != origin:
 		return nil, spec.Forbidden("the %s must be of a user of %s, by that user", membership, origin)
 	}
+	if err := s.leases.hold(ctx, r.id); err != nil {
+		return nil, err
+	}
 	r.lockWrites()
 	_, err = s.acceptRemote(ctx, r, pdu, true, nil)
 	r.writeMu.Unlock()

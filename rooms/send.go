@@ -95,6 +95,9 @@ func (s *Service) Send(ctx context.Context, from Sender, id spec.RoomID, ev Send
 	if r == nil {
 		return "", errNotInRoom(id)
 	}
+	if err := s.leases.hold(ctx, id); err != nil {
+		return "", err
+	}
 	req := &sendReq{SendRequest: ev, ctx: ctx, from: from, done: make(chan sendResult, 1)}
 	r.queueMu.Lock()
 	r.queue = append(r.queue, req)

@@ -26,6 +26,10 @@ type Config struct {
 	// DefaultRoomVersion is the version of rooms created without one
 	// (empty: spec.DefaultRoomVersion).
 	DefaultRoomVersion spec.RoomVersion
+	// LeaseDuration is how long a cluster node's lease on a room lasts
+	// without renewal (lease.go; 0: 30 seconds). Another node takes the
+	// room over once it lapses.
+	LeaseDuration time.Duration
 }
 
 // DefaultRoomVersion is the version new rooms get when the client names none.
@@ -168,6 +172,8 @@ type Service struct {
 	// outliers are local users' invites to and knocks on rooms not held
 	// here (outliers.go).
 	outliers map[spec.RoomID]map[spec.UserID]*outlier
+
+	leases *leases // the rooms this cluster node writes (lease.go); nil outside a cluster
 }
 
 type nopNotifier struct{}
@@ -194,8 +200,11 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		if err := s.loadAll(dbQuerier{ctx, d.DB}); err != nil {
 			return nil, err
 		}
-	} else if err := s.loadFollowing(ctx); err != nil {
-		return nil, err
+	} else {
+		if err := s.loadFollowing(ctx); err != nil {
+			return nil, err
+		}
+		s.leases = newLeases(d.DB, d.Config.LeaseDuration)
 	}
 	if err := s.reindexSearch(ctx); err != nil {
 		return nil, fmt.Errorf("index the stored events for search: %w", err)

@@ -204,6 +204,16 @@ CREATE TABLE room_state_resolved (
 	event_id  TEXT,
 	PRIMARY KEY (room_id, position, type, state_key)
 );`,
+	// 9: which node of a cluster writes each room (lease.go), and the
+	// fencing token a takeover raises. Only cluster nodes use it.
+	`
+CREATE TABLE room_leases (
+	room_id    TEXT   PRIMARY KEY,
+	node_id    TEXT   NOT NULL,
+	token      BIGINT NOT NULL,
+	expires_ts BIGINT NOT NULL
+);
+CREATE INDEX room_leases_node ON room_leases (node_id);`,
 }}
 
 // storedEvent is one row of events.

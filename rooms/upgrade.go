@@ -52,6 +52,9 @@ func (s *Service) Upgrade(ctx context.Context, user spec.UserID, oldID spec.Room
 	if u.old == nil {
 		return "", errNotInRoom(oldID)
 	}
+	if err := s.leases.hold(ctx, oldID); err != nil {
+		return "", err
+	}
 	u.old.lockWrites()
 	defer u.old.writeMu.Unlock()
 	u.snap = u.old.cur.Load()
@@ -226,6 +229,9 @@ func (s *Service) buildReplacement(ctx context.Context, u *upgrade) (spec.RoomID
 	}
 	moveDirectory, err := s.directoryMove(ctx, u.old.id, r)
 	if err != nil {
+		return "", err
+	}
+	if err := s.leases.hold(ctx, r.id); err != nil {
 		return "", err
 	}
 	if err := b.commit(ctx, commitOpts{NewRoom: true, Creator: user, Also: moveDirectory}); err != nil {

@@ -54,6 +54,14 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		// may lose the last commits, but never leaves a partial one.
 		wp["synchronous_commit"] = "off"
 	}
+	if opts.Node != "" {
+		// A node frozen in the middle of a batch (SIGSTOP, a long pause)
+		// loses its transaction and its locks, the room leases' shared
+		// locks among them, instead of blocking another node's takeover
+		// (docs/scaling.md). PostgreSQL ends the whole session: the
+		// node's next batch fails and reconnects.
+		wp["idle_in_transaction_session_timeout"] = clusterIdleTxTimeout
+	}
 	wcfg, err := config(wp)
 	if err != nil {
 		return nil, err
@@ -94,6 +102,11 @@ func openPostgres(url string, opts Options) (*DB, error) {
 		url:      url,
 	}, nil
 }
+
+// clusterIdleTxTimeout bounds how long a cluster node's write transaction
+// may sit idle: a batch runs statement after statement, so only a frozen
+// process gets near it.
+const clusterIdleTxTimeout = "5s"
 
 // servingLock is the advisory lock a server holds on its database: alone,
 // or shared by the nodes of a cluster (each also holding nodeLock for its
