@@ -5,6 +5,7 @@ import (
 
 	"github.com/chatalot/chatalot/spec"
 	"github.com/chatalot/chatalot/storage"
+	"github.com/chatalot/chatalot/sync/wake"
 )
 
 // ForgetRoom deletes every push row about the room (a room purge,
@@ -42,8 +43,9 @@ func (s *Service) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.R
 }
 
 // ForgetEvents deletes the notifications of purged events (a history
-// purge, rooms.PurgeHistoryWith). The unread counts kept in memory are
-// not recounted: they are right again after a restart.
+// purge, rooms.PurgeHistoryWith), and counts again, in the same write,
+// the unread notifications of every user memory has counts for in the
+// room: what memory tracked one by one may be among what went.
 func (s *Service) ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int64, removed storage.Removed) error {
 	if len(positions) == 0 {
 		return nil
@@ -65,5 +67,38 @@ func (s *Service) ForgetEvents(tx *storage.Tx, room spec.RoomID, positions []int
 			return err
 		}
 	}
+	s.counts.mu.RLock()
+	var users []spec.UserID
+	for u, c := range s.counts.users {
+		if c.rooms[room] != nil {
+			users = append(users, u)
+		}
+	}
+	s.counts.mu.RUnlock()
+	fresh := make(map[spec.UserID]map[string]tally, len(users))
+	for _, u := range users {
+		t, err := s.tallies(tx, u, room)
+		if err != nil {
+			return err
+		}
+		fresh[u] = t
+	}
+	change := tx.NextPosition()
+	tx.AfterCommit(func() {
+		s.counts.mu.Lock()
+		for u, threads := range fresh {
+			rc := s.counts.room(u, room)
+			rc.threads = map[string]*threadUnread{}
+			for t, c := range threads {
+				rc.thread(t).untracked = c
+				rc.lastRow[t] = c.upTo
+			}
+			s.counts.touch(u, rc, change)
+		}
+		s.counts.mu.Unlock()
+		for u := range fresh {
+			s.notify.Notify(change, wake.InRoom(wake.UnreadCounts, room), u)
+		}
+	})
 	return nil
 }

@@ -241,7 +241,21 @@ const unreadSQL = `SELECT u.user_id, e.room_id, e.thread_id, count(*), sum(n.fla
 // a receipt for an event older than the notifications tracked one by one
 // in memory (see threadUnread).
 func (s *Service) recount(tx *storage.Tx, user spec.UserID, room spec.RoomID) (map[string][2]int64, error) {
-	out := map[string][2]int64{}
+	tallies, err := s.tallies(tx, user, room)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][2]int64, len(tallies))
+	for t, c := range tallies {
+		out[t] = [2]int64{c.n, c.h}
+	}
+	return out, nil
+}
+
+// tallies are a user's unread notifications in one room per thread, from
+// the database as the write tx sees it.
+func (s *Service) tallies(tx *storage.Tx, user spec.UserID, room spec.RoomID) (map[string]tally, error) {
+	out := map[string]tally{}
 	nid, ok := s.ids.user(user)
 	if !ok {
 		return out, nil // never notified
@@ -257,7 +271,7 @@ func (s *Service) recount(tx *storage.Tx, user spec.UserID, room spec.RoomID) (m
 		if err := rows.Scan(&u, &r, &thread, &n, &h, &last); err != nil {
 			return nil, err
 		}
-		out[thread] = [2]int64{n, h}
+		out[thread] = tally{n: n, h: h, upTo: last}
 	}
 	return out, rows.Err()
 }

@@ -699,3 +699,51 @@ func TestHistoryPurgeRedactsSupersededState(t *testing.T) {
 		})
 	}
 }
+
+// TestHistoryPurgeRecountsUnread: the unread counts /sync answers drop
+// the notifications of events a history purge removed, without a restart.
+func TestHistoryPurgeRecountsUnread(t *testing.T) {
+	_, srv, boss := newAdminTestApp(t)
+	alice := registerUser(t, srv.URL, "alice")
+	bob := registerUser(t, srv.URL, "bob")
+	room := between(mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/createRoom", alice, `{"preset":"public_chat"}`), `"room_id":"`, `"`)
+	r := url.PathEscape(room)
+	mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/join/"+r, bob, `{}`)
+	send := func(txn string) string {
+		raw := mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+r+"/send/m.room.message/"+txn, alice, `{"msgtype":"m.text","body":"hello bob"}`)
+		return between(raw, `"event_id":"`, `"`)
+	}
+	for i := 0; i < 10; i++ {
+		send(fmt.Sprint("old", i))
+	}
+	cut := send("cut")
+	send("after")
+	unread := func() int64 {
+		var res struct {
+			Rooms struct {
+				Join map[string]struct {
+					Unread struct {
+						Notifications int64 `json:"notification_count"`
+					} `json:"unread_notifications"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		if err := json.Unmarshal([]byte(mustRequest(t, "GET", srv.URL+"/_matrix/client/v3/sync", bob, "")), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res.Rooms.Join[room].Unread.Notifications
+	}
+	if n := unread(); n != 12 {
+		t.Fatalf("bob's unread count before the purge: %d, want 12", n)
+	}
+	id := between(mustRequest(t, "POST", srv.URL+"/_synapse/admin/v1/purge_history/"+r, boss,
+		`{"delete_local_events":true,"purge_up_to_event_id":"`+cut+`"}`), `"purge_id":"`, `"`)
+	waitUntil(t, func() bool {
+		return strings.Contains(mustRequest(t, "GET", srv.URL+"/_synapse/admin/v1/purge_history_status/"+id, boss, ""), `"complete"`)
+	})
+	var n int64
+	waitUntil(t, func() bool { n = unread(); return n == 2 })
+	if n != 2 {
+		t.Fatalf("bob's unread count after the purge: %d, want 2 (the messages left)", n)
+	}
+}
