@@ -204,6 +204,21 @@ CREATE TABLE room_state_resolved (
 	event_id  TEXT,
 	PRIMARY KEY (room_id, position, type, state_key)
 );`,
+	// 9: outliers may also be remote redactions held back until their
+	// target arrives (remote.go); SQLite cannot alter a CHECK, so the
+	// table is rebuilt.
+	`
+CREATE TABLE event_outliers_new (
+	event_id    TEXT   PRIMARY KEY,
+	room_id     TEXT   NOT NULL REFERENCES rooms (room_id),
+	json        TEXT   NOT NULL,
+	reason      TEXT   NOT NULL CHECK (reason IN ('soft_failed', 'state', 'held_redaction')),
+	received_ts BIGINT NOT NULL
+);
+INSERT INTO event_outliers_new SELECT event_id, room_id, json, reason, received_ts FROM event_outliers;
+DROP TABLE event_outliers;
+ALTER TABLE event_outliers_new RENAME TO event_outliers;
+CREATE INDEX event_outliers_room ON event_outliers (room_id);`,
 }}
 
 // storedEvent is one row of events.
