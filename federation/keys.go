@@ -43,6 +43,14 @@ type KeyFetcher struct {
 
 	mu    sync.Mutex
 	cache map[string]ServerKey // server + "\x00" + key ID
+	// raw is each server's last key response fetched from it, as it signed
+	// it: what this server relays when asked as a notary.
+	raw map[string]rawKeys
+}
+
+type rawKeys struct {
+	body       []byte
+	validUntil time.Time
 }
 
 const maxKeyResponse = 1 << 20
@@ -117,7 +125,40 @@ func (f *KeyFetcher) fetchDirect(ctx context.Context, server string) error {
 	if err != nil {
 		return err
 	}
-	return f.accept(ctx, server, body)
+	if err := f.accept(ctx, server, body); err != nil {
+		return err
+	}
+	var v struct {
+		ValidUntilTS int64 `json:"valid_until_ts"`
+	}
+	_ = json.Unmarshal(body, &v) // accept has parsed it
+	f.mu.Lock()
+	if f.raw == nil {
+		f.raw = map[string]rawKeys{}
+	}
+	f.raw[server] = rawKeys{body: body, validUntil: time.UnixMilli(v.ValidUntilTS)}
+	f.mu.Unlock()
+	return nil
+}
+
+// Response is server's key response as it signed it, valid until at least
+// minValid: the one last fetched from it, else one fetched now. When the
+// server cannot be reached the last one is returned even if it is older
+// (the spec lets a notary answer for servers that are offline); nil when
+// there is none.
+func (f *KeyFetcher) Response(ctx context.Context, server string, minValid time.Time) []byte {
+	f.mu.Lock()
+	r, ok := f.raw[server]
+	f.mu.Unlock()
+	if ok && !r.validUntil.Before(minValid) {
+		return r.body
+	}
+	if err := f.fetchDirect(ctx, server); err != nil {
+		return r.body
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.raw[server].body
 }
 
 func (f *KeyFetcher) fetchNotary(ctx context.Context, notary, server, keyID string) error {

@@ -37,6 +37,7 @@ type Peers struct {
 	// are ordinary web addresses, not server names to resolve.
 	plain *http.Client
 	keys  *ownKeys
+	fetch *KeyFetcher // other servers' keys (keys.remote)
 	log   zerolog.Logger
 
 	joinsMu sync.Mutex
@@ -76,10 +77,11 @@ func NewPeers(db *storage.DB, key events.SigningKey, cfg Config, log zerolog.Log
 			return nil
 		},
 	}
+	fetch := &KeyFetcher{HTTP: client, Store: keyStore{db}}
 	return &Peers{
 		name: spec.ServerName(key.ServerName), key: key, cfg: cfg, http: client, stream: &http.Client{Transport: client.Transport}, plain: plain, log: log,
-		keys: &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey),
-			remote: &KeyFetcher{HTTP: client, Store: keyStore{db}}},
+		keys:  &ownKeys{name: key.ServerName, keyID: key.KeyID, pub: key.Private.Public().(ed25519.PublicKey), remote: fetch},
+		fetch: fetch,
 		joins: map[spec.RoomID]chan struct{}{},
 	}, nil
 }
@@ -90,6 +92,16 @@ func (p *Peers) Allowed(server spec.ServerName) bool {
 		return false
 	}
 	return len(p.cfg.Allow) == 0 || slices.Contains(p.cfg.Allow, server)
+}
+
+// NotaryKeys is server's key response, as server signed it, for this
+// server to relay as a notary (server.Notary): nil when this server does
+// not talk to server (nothing is fetched for it) or cannot get its keys.
+func (p *Peers) NotaryKeys(ctx context.Context, server spec.ServerName, minValid time.Time) []byte {
+	if !p.Allowed(server) {
+		return nil
+	}
+	return p.fetch.Response(ctx, string(server), minValid)
 }
 
 // VerifyKey is a server's verify key valid at a time: this server's own

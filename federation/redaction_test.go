@@ -3,6 +3,7 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
@@ -145,4 +146,74 @@ func remoteRedaction(t *testing.T, s *servertest.Server, key events.SigningKey, 
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestRemoteRedactionBeforeItsTarget: a redaction that arrives before the
+// event it names is held back from clients, and applied (and shown) when
+// that event arrives ("Handling redactions", room versions 3+).
+func TestRemoteRedactionBeforeItsTarget(t *testing.T) {
+	s := servertest.New(t, "", federationOn)
+	ctx := context.Background()
+	code, body := s.As("@alice:test", "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"})
+	if code != 200 {
+		t.Fatalf("createRoom: %d %v", code, body)
+	}
+	room := spec.RoomID(body["room_id"].(string))
+	rkey := newKey(t, remote)
+	keys := keyMap{remote + " " + rkey.KeyID: rkey.Private.Public().(ed25519.PublicKey)}
+	mallory := spec.UserID("@mallory:" + remote)
+	join := joinFromRemote(t, s, rkey, keys, room, mallory)
+
+	// mallory's message and its redaction, which comes first (both after
+	// the join: the redaction does not name the message as a prev event).
+	msg := remoteEvent(t, s, rkey, room, mallory, join, "m.room.message", nil, `{"msgtype":"m.text","body":"mallory's late words"}`)
+	red := remoteRedaction(t, s, rkey, room, mallory, join, msg.EventID())
+	if _, err := s.Rooms.ReceivePDU(ctx, red.JSON(), room, keys, nil); err != nil {
+		t.Fatalf("the redaction was refused: %v", err)
+	}
+	if tl := timeline(t, s, room); strings.Contains(tl, string(red.EventID())) {
+		t.Fatalf("a redaction whose target has not arrived reached clients: %s", tl)
+	}
+	if sy := syncText(t, s); strings.Contains(sy, string(red.EventID())) {
+		t.Fatalf("a redaction whose target has not arrived reached /sync: %s", sy)
+	}
+	// Sent again: still held, without error.
+	if _, err := s.Rooms.ReceivePDU(ctx, red.JSON(), room, keys, nil); err != nil {
+		t.Fatalf("the held redaction, sent again: %v", err)
+	}
+
+	if _, err := s.Rooms.ReceivePDU(ctx, msg.JSON(), room, keys, nil); err != nil {
+		t.Fatalf("the target was refused: %v", err)
+	}
+	tl := timeline(t, s, room)
+	if strings.Contains(tl, "mallory's late words") {
+		t.Fatalf("the held redaction was not applied when its target arrived: %s", tl)
+	}
+	if !strings.Contains(tl, string(red.EventID())) || !strings.Contains(tl, string(msg.EventID())) {
+		t.Fatalf("the redaction and its (redacted) target are not both in the timeline: %s", tl)
+	}
+	if sy := syncText(t, s); strings.Contains(sy, "mallory's late words") || !strings.Contains(sy, string(red.EventID())) {
+		t.Fatalf("/sync after the target arrived: %s", sy)
+	}
+	ev, err := s.Rooms.Event(ctx, "@alice:test", room, msg.EventID())
+	if err != nil || ev == nil || ev.RedactedBecause == nil || ev.RedactedBecause.EventID() != red.EventID() {
+		t.Fatalf("the target, as stored: %+v %v", ev, err)
+	}
+	// A restart reads the same from the database.
+	s.Close()
+	s = servertest.New(t, s.Dir, federationOn)
+	if tl := timeline(t, s, room); strings.Contains(tl, "mallory's late words") || !strings.Contains(tl, string(red.EventID())) {
+		t.Fatalf("after a restart: %s", tl)
+	}
+}
+
+// syncText is alice's initial /sync, as text.
+func syncText(t *testing.T, s *servertest.Server) string {
+	t.Helper()
+	res, err := s.SyncQuery(s.Token("@alice:test"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(res)
+	return string(raw)
 }

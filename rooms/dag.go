@@ -211,6 +211,9 @@ func (s *Service) dagEvent(ctx context.Context, id spec.EventID) (*events.PDU, e
 const (
 	outlierSoftFailed = "soft_failed" // passed its auth events, failed the current state
 	outlierState      = "state"       // state or auth chain fetched to fill a gap
+	// a redaction whose target is not held, or to which it does not apply
+	// (remote.go: redactionTarget)
+	outlierHeldRedaction = "held_redaction"
 )
 
 // outlier loads an event held outside the timeline, and why.

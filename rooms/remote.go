@@ -12,6 +12,7 @@ import (
 	"github.com/chatalot/chatalot/events"
 	"github.com/chatalot/chatalot/rooms/authrules"
 	"github.com/chatalot/chatalot/spec"
+	"github.com/chatalot/chatalot/storage"
 	"github.com/tidwall/gjson"
 )
 
@@ -281,41 +282,131 @@ func (s *Service) acceptRemote(ctx context.Context, r *liveRoom, pdu *events.PDU
 		}
 		return nil, ErrSoftFailed
 	}
+	// A redaction is held back, outside the timeline, until it applies to
+	// an event this server has (redactionApplies).
+	var target *events.PDU
+	if pdu.Type() == spec.MRoomRedaction {
+		if target, err = s.redactionTarget(ctx, before, pdu); err != nil {
+			return nil, err
+		}
+		if target == nil {
+			if err := s.storeOutlier(ctx, pdu, outlierHeldRedaction); err != nil {
+				return nil, err
+			}
+			return &snapshot{state: before}, nil
+		}
+	}
+	held, err := s.heldRedactions(ctx, r, snap, pdu)
+	if err != nil {
+		return nil, err
+	}
 	b := s.begin(r)
 	ev, err := b.addReceived(ctx, pdu, before)
 	if err != nil {
 		return nil, err
 	}
 	ev.Relay = relay
-	if pdu.Type() == spec.MRoomRedaction {
-		if err := s.applyRemoteRedaction(ctx, b, before, pdu); err != nil {
+	if target != nil {
+		if err := b.redactTarget(target); err != nil {
 			return nil, err
 		}
 	}
-	if err := b.commit(ctx, commitOpts{}); err != nil {
+	var opts commitOpts
+	if len(held) > 0 {
+		// The event arrives redacted (it is stored, and kept in memory, in
+		// its redacted form), followed by the redaction that was waiting.
+		redacted, err := pdu.Redacted()
+		if err != nil {
+			return nil, err
+		}
+		h := held[0]
+		ev.PDU, ev.RedactedBecause = redacted, h.pdu
+		if pdu.IsState() {
+			ev.stateAfter = ev.stateAfter.With(keyOf(pdu), redacted)
+		}
+		if err := b.redactTarget(pdu); err != nil {
+			return nil, err
+		}
+		if _, err := b.addReceived(ctx, h.pdu, h.before); err != nil {
+			return nil, err
+		}
+		opts.Also = func(tx *storage.Tx) error {
+			_, err := tx.Exec(`DELETE FROM event_outliers WHERE event_id = $1`, string(h.pdu.EventID()))
+			return err
+		}
+	}
+	if err := b.commit(ctx, opts); err != nil {
 		return nil, err
 	}
 	return &snapshot{state: before}, nil
 }
 
-// applyRemoteRedaction redacts, in b's commit, the event a remote redaction
-// names, if this server has it ("Handling redactions", room versions 3+):
-// when the redaction's sender has the redact power level in the state
-// before it, or is of the server of the event's sender. Not yet: a
-// redaction that arrives before its target is kept but never applied, and
-// one that is not applied still reaches clients (the spec holds it back).
-func (s *Service) applyRemoteRedaction(ctx context.Context, b *builder, before roomState, redaction *events.PDU) error {
+// redactionTarget is the event a remote redaction names if the redaction
+// applies to it ("Handling redactions", room versions 3+): this server
+// has it, in the same room, and the redaction's sender has the redact
+// power level in the state before the redaction, or is of the server of
+// the event's sender. Otherwise nil: the spec holds the redaction back
+// from clients until a target it applies to arrives (heldRedactions).
+func (s *Service) redactionTarget(ctx context.Context, before roomState, redaction *events.PDU) (*events.PDU, error) {
 	target, err := s.eventByID(ctx, redaction.Redacts())
-	if err != nil || target == nil || target.PDU.RoomID() != redaction.RoomID() {
-		return err
+	if err != nil || target == nil || !redactionApplies(before, redaction, target.PDU) {
+		return nil, err
 	}
-	if redaction.Sender().Server() != target.PDU.Sender().Server() {
-		pl, err := authrules.PowerLevelsOf(before)
-		if err != nil || pl.UserLevel(redaction.Sender()) < pl.Redact {
-			return nil
+	return target.PDU, nil
+}
+
+func redactionApplies(before roomState, redaction, target *events.PDU) bool {
+	if target.RoomID() != redaction.RoomID() {
+		return false
+	}
+	if redaction.Sender().Server() == target.Sender().Server() {
+		return true
+	}
+	pl, err := authrules.PowerLevelsOf(before)
+	return err == nil && pl.UserLevel(redaction.Sender()) >= pl.Redact
+}
+
+// heldRedaction is a redaction held back for its target, with the state
+// before it.
+type heldRedaction struct {
+	pdu    *events.PDU
+	before roomState
+}
+
+// heldRedactions are the held redactions of r that apply to target, which
+// is arriving; one is enough to redact it (the others stay held).
+func (s *Service) heldRedactions(ctx context.Context, r *liveRoom, snap *snapshot, target *events.PDU) ([]heldRedaction, error) {
+	rows, err := s.db.Query(ctx, `SELECT json FROM event_outliers WHERE room_id = $1 AND reason = $2`, string(r.id), outlierHeldRedaction)
+	if err != nil {
+		return nil, err
+	}
+	var raws []string
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		raws = append(raws, raw)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, raw := range raws {
+		p, err := events.ParsePDU([]byte(raw), r.version)
+		if err != nil || p.Redacts() != target.EventID() {
+			continue
+		}
+		before, err := s.stateBeforeIDs(ctx, r, snap, p.PrevEvents(), 0)
+		if err != nil {
+			continue // its state is unknown: it stays held
+		}
+		if redactionApplies(before, p, target) {
+			return []heldRedaction{{pdu: p, before: before}}, nil
 		}
 	}
-	return b.redactTarget(target.PDU)
+	return nil, nil
 }
 
 // loadAuthEvents loads the events pdu names as auth events; every one must

@@ -180,14 +180,15 @@ INSERT INTO search_reindex (id) VALUES (1);`,
 	// that this server does not hold (outliers.go).
 	remoteMembershipsTable,
 	// 7: events held outside the timeline (dag.go): soft-failed events,
-	// kept so that later events can name them, and state fetched from
-	// another server to fill a gap in the DAG.
+	// kept so that later events can name them, state fetched from another
+	// server to fill a gap in the DAG, and remote redactions held back
+	// until their target arrives (remote.go).
 	`
 CREATE TABLE event_outliers (
 	event_id    TEXT   PRIMARY KEY,
 	room_id     TEXT   NOT NULL REFERENCES rooms (room_id),
 	json        TEXT   NOT NULL,
-	reason      TEXT   NOT NULL CHECK (reason IN ('soft_failed', 'state')),
+	reason      TEXT   NOT NULL CHECK (reason IN ('soft_failed', 'state', 'held_redaction')),
 	received_ts BIGINT NOT NULL
 );
 CREATE INDEX event_outliers_room ON event_outliers (room_id);`,

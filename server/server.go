@@ -4,11 +4,13 @@
 package server
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"html"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,7 +37,20 @@ type Deps struct {
 	// DefaultRoomVersion is the m.room_versions default (empty:
 	// spec.DefaultRoomVersion).
 	DefaultRoomVersion spec.RoomVersion
+	// Notary relays other servers' keys for the key query endpoints (nil,
+	// federation off: only this server's own keys are answered).
+	Notary Notary
 }
+
+// Notary gives another server's key response as that server signed it,
+// valid until at least minValid if it can; nil when it has none.
+type Notary interface {
+	NotaryKeys(ctx context.Context, server spec.ServerName, minValid time.Time) []byte
+}
+
+// maxKeyQueryServers bounds the servers of one batch query: each may cost
+// a request to that server.
+const maxKeyQueryServers = 100
 
 // Server holds the endpoint state.
 type Server struct {
@@ -71,11 +86,16 @@ func (s *Server) federationVersion(c *gin.Context) error {
 }
 
 // GET /_matrix/key/v2/query/{serverName}: a notary's answer for one server.
-// Chatalot fetches no other server's keys (it opens no connection nobody
-// asked for), so it vouches for its own keys only; for any other server the
-// answer is the empty list the spec gives for "could not be reached".
 func (s *Server) queryKeys(c *gin.Context) error {
-	return s.answerKeyQuery(c, []string{c.Param("serverName")})
+	minValid := time.Now()
+	if v := c.Query("minimum_valid_until_ts"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			return spec.InvalidParam("minimum_valid_until_ts must be a timestamp in milliseconds")
+		}
+		minValid = time.UnixMilli(ms)
+	}
+	return s.answerKeyQuery(c, map[string]time.Time{c.Param("serverName"): minValid})
 }
 
 // POST /_matrix/key/v2/query: the batch form of queryKeys.
@@ -91,24 +111,53 @@ func (s *Server) queryKeysBatch(c *gin.Context) error {
 	if req.ServerKeys == nil {
 		return spec.MissingParam("server_keys is required")
 	}
-	names := make([]string, 0, len(req.ServerKeys))
-	for name := range req.ServerKeys {
-		names = append(names, name)
+	if len(req.ServerKeys) > maxKeyQueryServers {
+		return spec.InvalidParam("at most %d servers may be queried at once", maxKeyQueryServers)
 	}
-	return s.answerKeyQuery(c, names)
+	now := time.Now()
+	servers := make(map[string]time.Time, len(req.ServerKeys))
+	for name, ids := range req.ServerKeys {
+		// The spec's default is now; of several key IDs the latest wins.
+		minValid := now
+		for _, q := range ids {
+			if t := time.UnixMilli(q.MinimumValidUntilTS); q.MinimumValidUntilTS > 0 && t.After(minValid) {
+				minValid = t
+			}
+		}
+		servers[name] = minValid
+	}
+	return s.answerKeyQuery(c, servers)
 }
 
-func (s *Server) answerKeyQuery(c *gin.Context, servers []string) error {
+// answerKeyQuery answers with this server's own keys and, through the
+// notary, the keys of the other servers it can get, each signed again by
+// this server. A server it cannot get is left out, as the spec says.
+func (s *Server) answerKeyQuery(c *gin.Context, servers map[string]time.Time) error {
 	keys := []json.RawMessage{}
-	for _, name := range servers {
-		if name != string(s.d.ServerName) {
+	for name, minValid := range servers {
+		if _, err := spec.ParseServerName(name); err != nil {
+			return spec.InvalidParam("%q is not a server name", name)
+		}
+		if name == string(s.d.ServerName) {
+			own, err := s.ownKeys()
+			if err != nil {
+				return err
+			}
+			keys = append(keys, own)
 			continue
 		}
-		own, err := s.ownKeys()
-		if err != nil {
-			return err
+		if s.d.Notary == nil {
+			continue
 		}
-		keys = append(keys, own)
+		body := s.d.Notary.NotaryKeys(c.Request.Context(), spec.ServerName(name), minValid)
+		if body == nil {
+			continue
+		}
+		signed, err := events.SignJSON(body, s.d.Key)
+		if err != nil {
+			continue // not a JSON object this server can sign: nothing to vouch for
+		}
+		keys = append(keys, signed)
 	}
 	c.JSON(http.StatusOK, gin.H{"server_keys": keys})
 	return nil

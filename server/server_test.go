@@ -80,7 +80,7 @@ func TestFederationVersionAndKeyQuery(t *testing.T) {
 			t.Errorf("%s %s: %d %s", c.method, c.path, w.Code, w.Body)
 		}
 	}
-	// The notary vouches for its own keys only; other servers: empty list.
+	// Without federation (no Notary) it vouches for its own keys only; other servers: empty list.
 	w := serve(r, "POST", "/_matrix/key/v2/query", `{"server_keys":{"hs1":{},"elsewhere.example":{}}}`)
 	keys := gjson.Get(w.Body.String(), "server_keys")
 	if w.Code != 200 || len(keys.Array()) != 1 || keys.Get("0.server_name").Str != "hs1" ||

@@ -313,7 +313,7 @@ func (a *App) routes(cfg Config, key events.SigningKey) *gin.Engine {
 		caps[k] = v
 	}
 	r := api.NewRouter(cfg.Router)
-	srv := server.New(server.Deps{
+	sd := server.Deps{
 		ServerName:         cfg.ServerName,
 		BaseURL:            cfg.BaseURL,
 		Key:                key,
@@ -322,7 +322,11 @@ func (a *App) routes(cfg Config, key events.SigningKey) *gin.Engine {
 		UnstableFeatures:   unstableFeatures(cfg.Rooms.Encryption, a.OAuth != nil),
 		Capabilities:       caps,
 		DefaultRoomVersion: cfg.Rooms.DefaultRoomVersion,
-	})
+	}
+	if a.Federation != nil {
+		sd.Notary = a.Federation // a nil *Service would be a non-nil interface
+	}
+	srv := server.New(sd)
 	srv.Routes(r)
 	requireAuth := a.Auth.Middleware()
 	api.ClientAPI(r, requireAuth).GET("/capabilities", api.Handle(srv.Capabilities)) // v3 and r0
