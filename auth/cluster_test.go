@@ -137,3 +137,35 @@ func waitRefused(t *testing.T, s *servertest.Server, token string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An m.login.token issued on one node logs in on the other, once.
+func TestClusterLoginTokenHopsNodes(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	a := servertest.NewNode(t, dsn, "a")
+	b := servertest.NewNode(t, dsn, "b")
+	tok := a.Token(alice)
+	const path = "/_matrix/client/v1/login/get_token"
+	code, first := a.Do(tok, http.MethodPost, path, map[string]any{})
+	session, _ := first["session"].(string)
+	if code != http.StatusUnauthorized || session == "" {
+		t.Fatalf("get_token's first step: %d %v", code, first)
+	}
+	code, out := a.Do(tok, http.MethodPost, path, map[string]any{"auth": map[string]any{
+		"type": "m.login.password", "session": session, "password": servertest.Password,
+		"identifier": map[string]any{"type": "m.id.user", "user": string(alice)},
+	}})
+	lt, _ := out["login_token"].(string)
+	if code != http.StatusOK || lt == "" {
+		t.Fatalf("get_token on A: %d %v", code, out)
+	}
+	login := map[string]any{"type": "m.login.token", "token": lt}
+	if code, out := b.Do("", http.MethodPost, "/_matrix/client/v3/login", login); code != http.StatusOK || out["user_id"] != string(alice) {
+		t.Fatalf("login on B with A's login token: %d %v", code, out)
+	}
+	// Used up, on either node.
+	for _, n := range []*servertest.Server{a, b} {
+		if code, out := n.Do("", http.MethodPost, "/_matrix/client/v3/login", login); code != http.StatusForbidden || out["errcode"] != string(spec.ErrForbidden) {
+			t.Fatalf("a second login with the token: %d %v", code, out)
+		}
+	}
+}

@@ -25,6 +25,7 @@ func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.R
 		{"devices", `DELETE FROM devices WHERE user_id = $1`},
 		{"account_data", `DELETE FROM account_data WHERE user_id = $1`},
 		{"openid_tokens", `DELETE FROM openid_tokens WHERE user_id = $1`},
+		{"auth_login_tokens", `DELETE FROM auth_login_tokens WHERE user_id = $1`},
 	} {
 		if err := tx.Delete(removed, d.table, d.query, string(user)); err != nil {
 			return err

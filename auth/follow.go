@@ -101,3 +101,24 @@ func (s *Service) session(ctx context.Context, hash string) (*session, error) {
 	}
 	return s.tokens.addIfUnchanged(s.newSession(row, admin, s.now().UnixMilli()), gen), nil
 }
+
+// GlobalAccountDataBetween returns the users' global account data of one
+// type that any node stored at positions in (from, to], newest last, for
+// another package's follower (push follows m.push_rules this way).
+func GlobalAccountDataBetween(tx *storage.Tx, typ string, from, to int64) (users []spec.UserID, contents [][]byte, err error) {
+	rows, err := tx.Query(`SELECT user_id, content FROM account_data
+		WHERE position > $1 AND position <= $2 AND room_id = '' AND type = $3 ORDER BY position`, from, to, typ)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		var c []byte
+		if err := rows.Scan(&u, &c); err != nil {
+			return nil, nil, err
+		}
+		users, contents = append(users, spec.UserID(u)), append(contents, c)
+	}
+	return users, contents, rows.Err()
+}

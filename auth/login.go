@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"net/http"
 	"time"
 	"unicode"
@@ -89,7 +91,10 @@ func (s *Service) login(c *gin.Context) error {
 		}
 		user = id
 	case loginTypeToken:
-		id, ok := s.consumeLoginToken(req.Token)
+		id, ok, err := s.consumeLoginToken(c.Request.Context(), req.Token)
+		if err != nil {
+			return err
+		}
 		if !ok {
 			return spec.Forbidden("invalid or expired login token")
 		}
@@ -339,6 +344,23 @@ func (s *Service) getLoginToken(c *gin.Context) error {
 // answer to /login/sso/redirect.
 func (s *Service) IssueLoginToken(user spec.UserID) string {
 	tok := newToken(prefixLogin)
+	if s.cluster {
+		// In the database, so that the login may reach another node.
+		now := s.now()
+		err := s.db.Write(context.Background(), func(tx *storage.Tx) error {
+			if _, err := tx.Exec(`DELETE FROM auth_login_tokens WHERE expires_ts < $1`, now.UnixMilli()); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`INSERT INTO auth_login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)`,
+				hashToken(tok), string(user), now.Add(s.cfg.LoginTokenLifetime).UnixMilli())
+			return err
+		})
+		if err == nil {
+			return tok
+		}
+		// Kept in memory instead: it works on this node only.
+		s.log.Warn().Err(err).Msg("cannot store a login token")
+	}
 	s.loginMu.Lock()
 	defer s.loginMu.Unlock()
 	now := time.Now()
@@ -360,6 +382,11 @@ func (s *Service) revokeGrants(tx *storage.Tx, user spec.UserID) error {
 	if _, err := tx.Exec(`DELETE FROM openid_tokens WHERE user_id = $1`, string(user)); err != nil {
 		return err
 	}
+	if s.cluster {
+		if _, err := tx.Exec(`DELETE FROM auth_login_tokens WHERE user_id = $1`, string(user)); err != nil {
+			return err
+		}
+	}
 	tx.AfterCommit(func() { s.dropMemoryGrants(user) })
 	return nil
 }
@@ -377,19 +404,40 @@ func (s *Service) dropMemoryGrants(user spec.UserID) {
 }
 
 // consumeLoginToken uses up a login token; each works once.
-func (s *Service) consumeLoginToken(tok string) (spec.UserID, bool) {
+func (s *Service) consumeLoginToken(ctx context.Context, tok string) (spec.UserID, bool, error) {
 	if tok == "" {
-		return "", false
+		return "", false, nil
 	}
 	h := hashToken(tok)
+	if s.cluster {
+		// Deleted in a write: of two nodes given the same token, one wins.
+		var user string
+		var expires int64
+		found := false
+		err := s.db.Write(ctx, func(tx *storage.Tx) error {
+			err := tx.QueryRow(`DELETE FROM auth_login_tokens WHERE token_hash = $1 RETURNING user_id, expires_ts`, h).Scan(&user, &expires)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			found = err == nil
+			return err
+		})
+		if err != nil {
+			return "", false, err
+		}
+		if found {
+			return spec.UserID(user), s.now().UnixMilli() <= expires, nil
+		}
+		// Else perhaps one this node could not store (IssueLoginToken).
+	}
 	s.loginMu.Lock()
 	defer s.loginMu.Unlock()
 	t, ok := s.loginTokens[h]
 	delete(s.loginTokens, h)
 	if !ok || time.Now().After(t.expires) {
-		return "", false
+		return "", false, nil
 	}
-	return t.user, true
+	return t.user, true, nil
 }
 
 // POST /_matrix/client/v3/refresh: a new access token (and refresh token)

@@ -80,6 +80,17 @@ CREATE TABLE auth_changes (
 CREATE INDEX auth_changes_position ON auth_changes (position);
 CREATE INDEX auth_changes_created ON auth_changes (created_ts);
 CREATE INDEX account_data_by_position ON account_data (position);`,
+	// 3: m.login.token tokens of a cluster node (login.go), so that a
+	// token issued on one node logs in on another; a single server keeps
+	// them in memory.
+	`
+CREATE TABLE auth_login_tokens (
+	token_hash TEXT   PRIMARY KEY,
+	user_id    TEXT   NOT NULL,
+	expires_ts BIGINT NOT NULL
+);
+CREATE INDEX auth_login_tokens_user ON auth_login_tokens (user_id);
+CREATE INDEX auth_login_tokens_expiry ON auth_login_tokens (expires_ts);`,
 }}
 
 // auth_changes are the changes of a cluster node (docs/scaling.md) that

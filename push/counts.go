@@ -344,6 +344,9 @@ func (s *Service) writeRead(ctx context.Context, user spec.UserID, room spec.Roo
 			}
 		}
 		change := tx.NextPosition()
+		if err := s.readChanged(tx, user, room, change); err != nil {
+			return err
+		}
 		tx.AfterCommit(func() {
 			s.counts.mu.Lock()
 			stale := s.counts.read(user, room, thread, pos, change, counts)

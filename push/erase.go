@@ -33,6 +33,7 @@ func (s *Service) ForgetUser(tx *storage.Tx, user spec.UserID, removed storage.R
 		{"push_notified", `DELETE FROM push_notified WHERE user_nid IN (` + nid + `)`},
 		{"push_users", `DELETE FROM push_users WHERE user_id = $1`},
 		{"push_read", `DELETE FROM push_read WHERE user_id = $1`},
+		{"push_changes", `DELETE FROM push_changes WHERE user_id = $1`},
 		{"push_thread_subscriptions", `DELETE FROM push_thread_subscriptions WHERE user_id = $1`},
 	} {
 		if err := tx.Delete(removed, d.table, d.query, string(user)); err != nil {

@@ -19,6 +19,7 @@ func (s *Service) ForgetRoom(tx *storage.Tx, room spec.RoomID, removed storage.R
 		{"push_staged", `DELETE FROM push_staged WHERE position IN (` + events + `)`},
 		{"push_events", `DELETE FROM push_events WHERE room_id = $1`},
 		{"push_read", `DELETE FROM push_read WHERE room_id = $1`},
+		{"push_changes", `DELETE FROM push_changes WHERE room_id = $1`},
 		{"push_thread_subscriptions", `DELETE FROM push_thread_subscriptions WHERE room_id = $1`},
 	} {
 		if err := tx.Delete(removed, d.table, d.query, string(room)); err != nil {

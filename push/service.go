@@ -14,6 +14,7 @@ package push
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -156,7 +157,11 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, err
 	}
 	s.ids = ids
-	if err := s.loadCounts(ctx); err != nil {
+	if s.db.Node() != "" {
+		if err := s.loadCountsFollowing(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := s.loadCounts(func(q string, args ...any) (*sql.Rows, error) { return s.db.Query(ctx, q, args...) }); err != nil {
 		return nil, err
 	}
 	if err := s.loadThreadSubs(ctx); err != nil {
@@ -357,6 +362,9 @@ func (s *Service) store(tx *storage.Tx, e *evaluated) error {
 	}
 	for _, r := range reads {
 		if err := raiseRead(tx, r.user, r.room, r.thread, r.ev.Position); err != nil {
+			return err
+		}
+		if err := s.readChanged(tx, r.user, r.room, r.ev.Position); err != nil {
 			return err
 		}
 	}

@@ -131,6 +131,17 @@ INSERT INTO push_notified (user_nid, position, actions_id, flags)
 	FROM push_notifications n JOIN push_users u ON u.user_id = n.user_id JOIN push_actions a ON a.actions = n.actions;
 DROP TABLE push_notifications;`,
 	threadSubsSchema,
+	// 5: the read positions a cluster node moved (follow.go), so that the
+	// other nodes recount; written only on a cluster node.
+	`
+CREATE TABLE push_changes (
+	position   BIGINT NOT NULL,
+	user_id    TEXT   NOT NULL,
+	room_id    TEXT   NOT NULL,
+	created_ts BIGINT NOT NULL
+);
+CREATE INDEX push_changes_position ON push_changes (position);
+CREATE INDEX push_changes_created ON push_changes (created_ts);`,
 }}
 
 const (
@@ -276,9 +287,12 @@ func (s *Service) tallies(tx *storage.Tx, user spec.UserID, room spec.RoomID) (m
 	return out, rows.Err()
 }
 
+// queryFunc is a database's or a write's Query.
+type queryFunc func(q string, args ...any) (*sql.Rows, error)
+
 // loadCounts reads every unread count and read position at start-up.
-func (s *Service) loadCounts(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, room_id, thread_id, position FROM push_read`)
+func (s *Service) loadCounts(query queryFunc) error {
+	rows, err := query(`SELECT user_id, room_id, thread_id, position FROM push_read`)
 	if err != nil {
 		return err
 	}
@@ -295,7 +309,7 @@ func (s *Service) loadCounts(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = s.db.Query(ctx, fmt.Sprintf(unreadSQL, ""))
+	rows, err = query(fmt.Sprintf(unreadSQL, ""))
 	if err != nil {
 		return err
 	}
