@@ -353,6 +353,9 @@ type searchQuery struct {
 func (s *Service) searchHits(ctx context.Context, user spec.UserID, access map[spec.RoomID]*access, sq searchQuery) ([]searchHit, error) {
 	types, f, tok := sq.types, sq.filter, sq.tok
 	matches, args := wordMatches(sq.words)
+	if s.db.Dialect() == storage.Postgres {
+		matches, args = tsvectorMatches(sq.words)
+	}
 	rooms := make([]string, 0, len(access))
 	for id := range access {
 		rooms = append(rooms, string(id))

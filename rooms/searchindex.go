@@ -154,6 +154,25 @@ func wordMatches(words []string) (string, []any) {
 	return q, args
 }
 
+// tsvectorMatches is wordMatches on PostgreSQL, through search_tsv's GIN
+// index (migration 10): every word as a prefix lexeme, ranked by ts_rank
+// divided by 1 + log(lexemes), so that a shorter event ranks first, as the
+// word index ranks by how much of the event the query makes up.
+// The tsquery is written out, not parsed by to_tsquery or
+// websearch_to_tsquery, because the words are already folded and cut as
+// the index's are (splitWords: letters and digits only, so nothing in them
+// needs quoting), which keeps PostgreSQL's matches the same as SQLite's.
+func tsvectorMatches(words []string) (string, []any) {
+	terms := make([]string, len(words))
+	for i, w := range words {
+		terms[i] = "'" + w + "':*"
+	}
+	q := `SELECT t.position, ts_rank(t.tsv, q.query, 1) AS score
+		FROM search_tsv t, (SELECT $1::tsquery AS query) q
+		WHERE t.tsv @@ q.query`
+	return q, []any{strings.Join(terms, " & ")}
+}
+
 // reindexSearch indexes the events stored before the word index existed,
 // once (migration 5 leaves the search_reindex mark): the same events the
 // commit hook indexes, plaintext messages of rooms not yet encrypted when

@@ -215,6 +215,9 @@ CREATE TABLE room_leases (
 	expires_ts BIGINT NOT NULL
 );
 CREATE INDEX room_leases_node ON room_leases (node_id);`,
+	// 10: PostgreSQL's own full-text index over the word index
+	// (postgresMigrations); nothing on SQLite.
+	`SELECT 1`,
 }}
 
 // storedEvent is one row of events.

@@ -150,6 +150,17 @@ func TestMigrateDBInterruptedThenResumed(t *testing.T) {
 			t.Fatalf("message %q missing after the move: %s", body, msgs)
 		}
 	}
+	// Search on PostgreSQL goes through its tsvector index (search_tsv),
+	// which the copy of the word index filled: the copied messages are
+	// found by a word's prefix, the room name too (4 results).
+	var tsv int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM search_tsv").Scan(&tsv); err != nil || tsv != 4 {
+		t.Fatalf("search_tsv after the move: %d rows (%v), want 4 (3 messages and the room name)", tsv, err)
+	}
+	found := mustRequest(t, "POST", srv.URL+"/_matrix/client/v3/search", tok, `{"search_categories":{"room_events":{"search_term":"mov","order_by":"rank"}}}`)
+	if !strings.Contains(found, `"count":4`) {
+		t.Fatalf("search after the move: %s", found)
+	}
 	// New events get positions past the copied ones.
 	mustRequest(t, "PUT", srv.URL+"/_matrix/client/v3/rooms/"+room+"/send/m.room.message/after", tok, `{"msgtype":"m.text","body":"after the move"}`)
 	if app.db.Position() <= position {
