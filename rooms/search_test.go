@@ -73,6 +73,16 @@ func TestSearch(t *testing.T) {
 	if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM search_words WHERE word = 'redact'`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("redacted words still indexed: %d %v", n, err)
 	}
+	if ts.db.Dialect() == storage.Postgres {
+		// And out of PostgreSQL's tsvector index (migration 10).
+		if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM search_tsv WHERE tsv @@ 'redact'::tsquery`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("redacted words still in search_tsv: %d %v", n, err)
+		}
+		var docs, tsv int
+		if err := ts.db.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM search_docs), (SELECT count(*) FROM search_tsv)`).Scan(&docs, &tsv); err != nil || docs != tsv || docs == 0 {
+			t.Fatalf("search_docs %d rows, search_tsv %d (%v)", docs, tsv, err)
+		}
+	}
 	// Rank: the message that says fox most often first.
 	ranked := search(userB, map[string]any{"search_term": "fox", "keys": []string{"content.body"}})
 	sameList(t, "Bob, rank", resultIDs(ranked), foxes, quick)
@@ -166,6 +176,19 @@ func TestSearch(t *testing.T) {
 		code, body := ts.do(userA, "POST", searchPath+c.query, c.body)
 		if code != 400 || body["errcode"] != c.code {
 			t.Fatalf("%s: %d %v, want 400 %s", c.name, code, body, c.code)
+		}
+	}
+	if ts.db.Dialect() == storage.Postgres {
+		// A purged room's events leave PostgreSQL's tsvector index too.
+		if _, err := ts.s.PurgeRoom(t.Context(), roomID(room), rooms.PurgeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := recent(userA, "fox"); len(got) != 0 {
+			t.Fatalf("found in the purged room: %v", got)
+		}
+		var n int
+		if err := ts.db.QueryRow(t.Context(), `SELECT count(*) FROM search_tsv WHERE position NOT IN (SELECT position FROM search_docs)`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d search_tsv rows without search_docs (%v)", n, err)
 		}
 	}
 }
