@@ -846,6 +846,9 @@ func TestDendriteFederation(t *testing.T) {
 				t.Fatalf("join of the invited room on %s: %d %s%s", q.guest.name, code, raw, both())
 			}
 			waitMembership(t, q.host, q.hostTok, room, q.guestUser, "join", both)
+			// Dendrite answers the join before its client API holds the
+			// room: wait for the guest's own server too.
+			waitMembership(t, q.guest, q.guestTok, room, q.guestUser, "join", both)
 			send(t, q.guest, q.guestTok, room, "invited and here")
 			waitBody(t, q.host, q.hostTok, room, "invited and here", both)
 			send(t, q.host, q.hostTok, room, "glad you came")
