@@ -668,46 +668,35 @@ func TestDendriteFederation(t *testing.T) {
 
 	// A join into a room with history: members who left, changed power
 	// levels, name and topic, many messages; all verified from send_join.
-	t.Run("joining a chatalot room with history", func(t *testing.T) {
-		room := createRoom(t, c, alice, map[string]any{"preset": "public_chat", "room_version": "11", "name": "old chatalot room"})
-		join(t, c, bob, room, c.name, both)
-		leave(t, c, bob, room)
-		setState(t, c, alice, room, "m.room.topic", map[string]any{"topic": "much happened here"})
-		setState(t, c, alice, room, "m.room.power_levels", map[string]any{
-			"users": map[string]int{aliceID: 100}, "events_default": 0, "state_default": 50, "redact": 50,
-			"ban": 50, "kick": 50, "invite": 0, "users_default": 0,
-		})
-		for i := range 30 {
-			send(t, c, alice, room, fmt.Sprintf("history %d", i))
+	t.Run("joining a room with history", func(t *testing.T) {
+		for _, q := range []struct {
+			host, guest                homeserver
+			owner, leaver, joiner      string // tokens: the owner on host, a user of host who leaves, the joiner on guest
+			ownerID, leaverID, roomVer string
+		}{{c, d, alice, bob, dave, aliceID, bobID, "11"}, {d, c, dave, erin, alice, daveID, erinID, ""}} {
+			body := map[string]any{"preset": "public_chat", "name": "old room on " + q.host.name}
+			if q.roomVer != "" {
+				body["room_version"] = q.roomVer
+			}
+			room := createRoom(t, q.host, q.owner, body)
+			join(t, q.host, q.leaver, room, q.host.name, both)
+			leave(t, q.host, q.leaver, room)
+			setState(t, q.host, q.owner, room, "m.room.topic", map[string]any{"topic": "much happened here"})
+			setState(t, q.host, q.owner, room, "m.room.power_levels", map[string]any{
+				"users": map[string]int{q.ownerID: 100}, "events_default": 0, "state_default": 50, "redact": 50,
+				"ban": 50, "kick": 50, "invite": 0, "users_default": 0,
+			})
+			for i := range 30 {
+				send(t, q.host, q.owner, room, fmt.Sprintf("history %d", i))
+			}
+			join(t, q.guest, q.joiner, room, q.host.name, both)
+			waitState(t, q.guest, q.joiner, room, "m.room.topic", "topic", "much happened here", both)
+			waitMembership(t, q.guest, q.joiner, room, q.leaverID, "leave", both)
+			send(t, q.guest, q.joiner, room, "late but here")
+			waitBody(t, q.host, q.owner, room, "late but here", both)
+			send(t, q.host, q.owner, room, "welcome, late one")
+			waitBody(t, q.guest, q.joiner, room, "welcome, late one", both)
 		}
-		join(t, d, dave, room, c.name, both)
-		waitState(t, d, dave, room, "m.room.topic", "topic", "much happened here", both)
-		waitMembership(t, d, dave, room, bobID, "leave", both)
-		send(t, d, dave, room, "late but here")
-		waitBody(t, c, alice, room, "late but here", both)
-		send(t, c, alice, room, "welcome, late one")
-		waitBody(t, d, dave, room, "welcome, late one", both)
-	})
-
-	t.Run("joining a dendrite room with history", func(t *testing.T) {
-		room := createRoom(t, d, dave, map[string]any{"preset": "public_chat", "name": "old room"})
-		join(t, d, erin, room, d.name, both)
-		leave(t, d, erin, room)
-		setState(t, d, dave, room, "m.room.topic", map[string]any{"topic": "much happened"})
-		setState(t, d, dave, room, "m.room.power_levels", map[string]any{
-			"users": map[string]int{daveID: 100}, "events_default": 0, "state_default": 50, "redact": 50,
-			"ban": 50, "kick": 50, "invite": 0, "users_default": 0,
-		})
-		for i := range 30 {
-			send(t, d, dave, room, fmt.Sprintf("history %d", i))
-		}
-		join(t, c, alice, room, d.name, both)
-		waitState(t, c, alice, room, "m.room.topic", "topic", "much happened", both)
-		waitMembership(t, c, alice, room, erinID, "leave", both)
-		send(t, c, alice, room, "late but here")
-		waitBody(t, d, dave, room, "late but here", both)
-		send(t, d, dave, room, "welcome, late one")
-		waitBody(t, c, alice, room, "welcome, late one", both)
 	})
 
 	// Dendrite is down while alice writes: her messages wait in Chatalot's
